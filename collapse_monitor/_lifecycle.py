@@ -1,0 +1,122 @@
+"""Alert lifecycle: fire on entering a non-healthy stage, repeat at a bounded rate while it
+persists, resolve on recovery. Dedup key = monitor + rule (``Alert.dedup_key``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .detection import Rules
+from .history import AlertState
+from .types import Alert, Finding, Stage
+
+__all__ = ["RULE_DRIFT", "alert_events", "describe"]
+
+RULE_DRIFT = "distribution_drift"
+
+
+def _pct(x: float) -> str:
+    return f"{abs(x) * 100:.0f}%"
+
+
+def describe(findings: Sequence[Finding], limit: int = 3) -> str:
+    """'tail_coverage -23% (0.41 [0.35, 0.47] vs 0.53)' for the worst significant declines."""
+    sig = sorted((f for f in findings if f.significant), key=lambda f: (f.relative_change, f.q_value))
+    seen: set[str] = set()
+    parts = []
+    for f in sig:
+        if f.key in seen:
+            continue
+        seen.add(f.key)
+        ci = "" if f.ci_low is None else f" [{f.ci_low:.3g}, {f.ci_high:.3g}]"
+        trend = " (trend)" if f.kind == "trend" else ""
+        parts.append(f"{f.key} -{_pct(f.relative_change)}{trend} ({f.value:.3g}{ci} vs {f.baseline:.3g})")
+        if len(parts) == limit:
+            break
+    return "; ".join(parts)
+
+
+def _details(findings: Sequence[Finding]) -> tuple[Mapping[str, Any], ...]:
+    return tuple(
+        {
+            "key": f.key,
+            "family": f.family,
+            "kind": f.kind,
+            "value": f.value,
+            "baseline": f.baseline,
+            "ci_low": f.ci_low,
+            "ci_high": f.ci_high,
+            "relative_change": f.relative_change,
+            "p_value": f.p_value,
+            "q_value": f.q_value,
+            "test": f.test,
+        }
+        for f in sorted(findings, key=lambda f: f.relative_change)
+        if f.significant
+    )
+
+
+def alert_events(
+    *,
+    monitor: str,
+    stage: Stage,
+    drift: bool,
+    findings: Sequence[Finding],
+    generation: int,
+    synthetic_fraction: float | None,
+    states: Mapping[str, AlertState],
+    rules: Rules,
+    now: float,
+) -> tuple[list[Alert], list[AlertState]]:
+    """Events for this check and the new lifecycle state (one entry per firing rule)."""
+    wanted: dict[str, str] = {}
+    if stage is not Stage.HEALTHY:
+        wanted[stage.value] = stage.severity
+    if drift and rules.alert_on_drift:
+        wanted[RULE_DRIFT] = "info"
+    what = describe(findings)
+    events: list[Alert] = []
+    new_states: list[AlertState] = []
+
+    def make(rule: str, status: str, severity: str, ev_stage: Stage, repeat: bool = False) -> Alert:
+        label = rule.replace("_", " ")
+        if status == "firing":
+            summary = f"{monitor}: {label} at generation {generation}"
+            if what:
+                summary += f" - {what}"
+        else:
+            summary = f"{monitor}: {label} resolved at generation {generation} (stage {stage.value})"
+        return Alert(
+            monitor=monitor,
+            rule=rule,
+            status=status,
+            severity=severity,
+            stage=ev_stage,
+            generation=generation,
+            summary=summary[:1024],
+            details=_details(findings) if status == "firing" else (),
+            synthetic_fraction=synthetic_fraction,
+            timestamp=now,
+            repeat=repeat,
+        )
+
+    for rule, st in states.items():
+        if rule not in wanted:
+            prev_stage = Stage(rule) if rule in Stage._value2member_map_ else Stage.HEALTHY
+            events.append(make(rule, "resolved", st.severity, prev_stage))
+    for rule, severity in wanted.items():
+        ev_stage = Stage(rule) if rule in Stage._value2member_map_ else stage
+        st = states.get(rule)
+        if st is None:
+            events.append(make(rule, "firing", severity, ev_stage))
+            new_states.append(AlertState(rule, severity, now, generation, now, generation))
+            continue
+        due = now - st.last_notified_at >= rules.repeat_interval_seconds
+        if rules.repeat_every_generations is not None:
+            due = due or generation - st.last_notified_generation >= rules.repeat_every_generations
+        if due:
+            events.append(make(rule, "firing", severity, ev_stage, repeat=True))
+            new_states.append(AlertState(rule, severity, st.since, st.since_generation, now, generation))
+        else:
+            new_states.append(st)
+    return events, new_states

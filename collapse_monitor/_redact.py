@@ -1,0 +1,184 @@
+"""Keep secrets out of logs, reprs, exceptions and stored error text.
+
+Alert channels and sinks carry secrets in three places: explicit values (webhook signing
+secrets, PagerDuty routing keys, header values), the *path* of a webhook URL (Slack's
+``/services/T.../B.../<token>``, a Teams Workflows trigger id) and its *query* or userinfo
+(``?sig=...``, ``https://user:pass@host``). Two tools cover them:
+
+- :func:`redact_url` renders a URL for humans: scheme, host and port stay, userinfo becomes
+  ``***@``, every query value becomes ``***`` and every path segment that could be a token
+  becomes ``***``. A segment survives only if it looks like a plain word (lower-case letters,
+  ``-``, ``_``; up to 24 characters), a version (``v2``, ``v2.1``) or a short number: tokens
+  are mixed-case or contain digits, so they never pass. The rule is deliberately an allow-list:
+  an over-redacted log line costs nothing, a leaked Slack token costs a rotation.
+- :func:`redact_text` scrubs free text of what *looks* like a secret without being told:
+  every ``http(s)://`` URL in it goes through :func:`redact_url`; ``whsec_...`` secrets,
+  ``Bearer``/``Basic`` credentials and ``token=``/``secret:``/``routing_key=``-style values
+  become ``***``.
+- :class:`Redactor` scrubs free text (an exception message, a response body) of every secret
+  fragment it was told about: the exact secret values, the full URL and the URL's sensitive
+  parts (as found by :func:`secret_fragments`), in raw and percent-decoded form.
+
+>>> redact_url("https://hooks.slack.com/services/T0123/B0456/AbCdEf0123456789")
+'https://hooks.slack.com/services/***/***/***'
+>>> redact_url("https://u:p@am.example.com:9093/api/v2/alerts?token=s3cr3t")
+'https://***@am.example.com:9093/api/v2/alerts?token=***'
+>>> Redactor(["s3cr3t"])("401 for token s3cr3t")
+'401 for token ***'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+__all__ = ["MASK", "Redactor", "redact_text", "redact_url", "secret_fragments"]
+
+MASK = "***"
+_SAFE_SEGMENT = re.compile(r"[a-z][a-z_-]{0,23}|v\d{1,2}(?:\.\d{1,2})?|\d{1,4}")
+_URL = re.compile(r"""https?://[^\s"'<>`]+""", re.IGNORECASE)
+_WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
+_AUTH = re.compile(r"\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+_KV = re.compile(
+    r"""(?i)\b((?:[a-z]+[_-])?(?:token|secret|password|passwd|api[_-]?key|routing[_-]?key|"""
+    r"""integration[_-]?key|service[_-]?key|signature|sig|authorization))(["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)"""
+)
+_MIN_FRAGMENT = 4  # shorter fragments ("api", "v2") are not secrets and would over-scrub
+
+
+def _split(url: str):  # type: ignore[no-untyped-def]
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # raises ValueError on a malformed port
+    except (ValueError, AttributeError):
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    return parts
+
+
+def redact_url(url: object) -> str:
+    """A URL safe to show: host and port kept, userinfo, query values and token-like path
+    segments replaced by ``***``. Anything that does not parse as an absolute URL becomes
+    ``***`` entirely.
+
+    >>> redact_url("http://127.0.0.1:8080/hook")
+    'http://127.0.0.1:8080/hook'
+    >>> redact_url("not a url")
+    '***'
+    """
+    if not isinstance(url, str):
+        return MASK
+    parts = _split(url)
+    if parts is None:
+        return MASK
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    if parts.username is not None or parts.password is not None:
+        netloc = f"{MASK}@{netloc}"
+    segments = parts.path.split("/")
+    path = "/".join(s if (s == "" or _SAFE_SEGMENT.fullmatch(s)) else MASK for s in segments)
+    out = f"{parts.scheme}://{netloc}{path}"
+    if parts.query:
+        keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        out += "?" + ("&".join(f"{k if _SAFE_SEGMENT.fullmatch(k) else MASK}={MASK}" for k in keys) or MASK)
+    if parts.fragment:
+        out += "#" + MASK
+    return out
+
+
+def redact_text(text: object, secrets: Iterable[object] = ()) -> str:
+    """Scrub free text (an exception message, a response body) of URLs' secret parts and of
+    anything shaped like a credential; ``secrets`` are exact values to mask as well.
+
+    >>> redact_text("POST https://hooks.slack.com/services/T1/B2/xYz0123 failed: token=abc123")
+    'POST https://hooks.slack.com/services/***/***/*** failed: token=***'
+    """
+    s = text if isinstance(text, str) else str(text)
+    if secrets:
+        s = Redactor(secrets)(s)
+    s = _URL.sub(lambda m: _redact_url_in_text(m.group(0)), s)
+    s = _WHSEC.sub(MASK, s)
+    s = _AUTH.sub(lambda m: f"{m.group(1)} {MASK}", s)
+    return _KV.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", s)
+
+
+def _redact_url_in_text(url: str) -> str:
+    tail = ""
+    while url and url[-1] in ".,;:)]}":  # sentence punctuation after a URL
+        tail = url[-1] + tail
+        url = url[:-1]
+    return redact_url(url) + tail
+
+
+def secret_fragments(url: object) -> list[str]:
+    """The parts of ``url`` that :func:`redact_url` hides, for scrubbing free text: the whole
+    URL, its userinfo, query string and values, and every token-like path segment (raw and
+    percent-decoded)."""
+    if not isinstance(url, str) or not url:
+        return []
+    frags = [url, url.strip()]
+    parts = _split(url)
+    if parts is None:
+        return frags
+    if parts.username:
+        frags.append(parts.username)
+    if parts.password:
+        frags.append(parts.password)
+    netloc_userinfo = parts.netloc.rpartition("@")[0]
+    if netloc_userinfo:
+        frags.append(netloc_userinfo)
+    redacted_segments = [s for s in parts.path.split("/") if s and not _SAFE_SEGMENT.fullmatch(s)]
+    frags.extend(redacted_segments)
+    if redacted_segments:
+        frags.append(parts.path)
+    if parts.query:
+        frags.append(parts.query)
+        frags.extend(v for _, v in parse_qsl(parts.query, keep_blank_values=True))
+    if parts.fragment:
+        frags.append(parts.fragment)
+    return frags
+
+
+class Redactor:
+    """Replace every known secret fragment in a text by ``***``.
+
+    ``secrets`` are exact values (a signing secret, a routing key, a header value); ``urls``
+    are URLs whose sensitive parts (see :func:`secret_fragments`) must not show. Fragments
+    shorter than 4 characters are ignored (they are not secrets and would shred the text).
+    The repr never shows a fragment.
+    """
+
+    __slots__ = ("_fragments",)
+
+    def __init__(self, secrets: Iterable[object] = (), urls: Iterable[object] = ()) -> None:
+        frags: set[str] = set()
+        for s in secrets:
+            if isinstance(s, bytes):
+                s = s.decode("utf-8", "replace")
+            if isinstance(s, str):
+                frags.add(s)
+        for u in urls:
+            frags.update(secret_fragments(u))
+        frags |= {unquote(f) for f in frags}
+        self._fragments: tuple[str, ...] = tuple(
+            sorted((f for f in frags if len(f) >= _MIN_FRAGMENT), key=len, reverse=True)
+        )
+
+    def __call__(self, text: object) -> str:
+        s = text if isinstance(text, str) else str(text)
+        for f in self._fragments:
+            if f in s:
+                s = s.replace(f, MASK)
+        return s
+
+    def __or__(self, other: Redactor) -> Redactor:
+        r = Redactor()
+        r._fragments = tuple(sorted(set(self._fragments) | set(other._fragments), key=len, reverse=True))
+        return r
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._fragments)} fragments)"

@@ -1,0 +1,125 @@
+"""Input validation shared by Reference and Observation. Everything raises InputError(field, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+_TOKEN_CHARS_LIMIT = 10_000_000
+
+
+def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray:
+    """A finite, 2-D float32 C-contiguous read-only array with at least one row."""
+    if x is None:
+        raise InputError(field, "expected a 2-D array of shape (n, d), got None")
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor without importing torch
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists etc.
+        raise InputError(field, f"could not be read as a numeric array ({type(exc).__name__})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(field, f"expected a numeric array, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise InputError(field, "expected real numbers, got complex values")
+    if arr.ndim != 2:
+        raise InputError(field, f"expected a 2-D array of shape (n, d), got shape {arr.shape}")
+    n, d = arr.shape
+    if n == 0:
+        raise InputError(field, "is empty: expected at least one row")
+    if d == 0:
+        raise InputError(field, "has zero columns: expected d >= 1")
+    if width is not None and d != width:
+        raise InputError(field, f"expected width d={width} (the reference's), got d={d}")
+    arr64 = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(arr64)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise InputError(field, f"contains {bad} NaN or infinite value(s); clean or drop those rows")
+    if np.abs(arr64).max(initial=0.0) > 1e15:
+        raise InputError(field, "contains values above 1e15 in magnitude; normalise the embeddings")
+    out = np.ascontiguousarray(arr64, dtype=np.float32)
+    if not np.isfinite(out).all():  # overflow in the float32 cast
+        raise InputError(field, "values overflow float32; normalise the embeddings")
+    out.setflags(write=False)
+    return out
+
+
+def _label_key(v: Any, field: str) -> Hashable:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        raise InputError(field, "contains a NaN or infinite label")
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, (str, int, bool)):
+        raise InputError(field, f"labels must be str or int, got {type(v).__name__}")
+    return v
+
+
+def as_labels(x: Any, field: str, *, length: int | None = None) -> np.ndarray:
+    """A 1-D object array of str/int labels (numbers that are whole become int)."""
+    if x is None:
+        raise InputError(field, "expected a 1-D sequence of labels, got None")
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, (str, bytes)):
+        raise InputError(field, "expected a sequence of labels, got a single string")
+    try:
+        arr = np.asarray(x)
+    except Exception:
+        raise InputError(field, "could not be read as a 1-D sequence of labels") from None
+    if arr.ndim != 1:
+        raise InputError(field, f"expected a 1-D sequence of labels, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(field, "is empty: expected at least one label")
+    if length is not None and arr.size != length:
+        raise InputError(
+            field, f"has {arr.size} entries but reference.labels has {length}: predictions must align with the probe set"
+        )
+    out = np.empty(arr.size, dtype=object)
+    kinds: set[type] = set()
+    for i, v in enumerate(arr.tolist()):
+        key = _label_key(v, field)
+        kinds.add(str if isinstance(key, str) else int)
+        out[i] = key
+    if len(kinds) > 1:
+        # mixed str/int labels: compare by string form, as metric keys do
+        out = np.array([str(v) for v in out], dtype=object)
+    out.setflags(write=False)
+    return out
+
+
+def as_texts(x: Any, field: str) -> tuple[str, ...]:
+    if x is None:
+        raise InputError(field, "expected a list of strings, got None")
+    if isinstance(x, str):
+        raise InputError(field, "expected a list of strings, got a single string (wrap it in a list)")
+    if not isinstance(x, Sequence) and not hasattr(x, "__iter__"):
+        raise InputError(field, f"expected a list of strings, got {type(x).__name__}")
+    out = []
+    total = 0
+    for i, t in enumerate(x):
+        if not isinstance(t, str):
+            raise InputError(field, f"item {i} is {type(t).__name__}, expected str")
+        total += len(t)
+        out.append(t)
+    if not out:
+        raise InputError(field, "is empty: expected at least one text")
+    if total > _TOKEN_CHARS_LIMIT * 10:
+        raise InputError(field, f"holds {total} characters; subsample to at most {_TOKEN_CHARS_LIMIT * 10}")
+    return tuple(out)
+
+
+def as_probability(x: Any, field: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise InputError(field, f"expected a number in [0, 1], got {type(x).__name__}") from None
+    if not np.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise InputError(field, f"expected a number in [0, 1], got {v!r}")
+    return v

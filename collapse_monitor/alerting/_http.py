@@ -1,0 +1,255 @@
+"""HTTP plumbing shared by the channels: a stdlib transport (urllib) with explicit timeouts,
+TLS verification on by default and redirects refused, the status classification every
+channel uses, and ``Retry-After`` parsing (delta-seconds or HTTP-date, RFC 9110 10.2.3)."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import json
+import logging
+import math
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from .. import __version__
+from .._redact import Redactor, redact_url
+from ..errors import ConfigError
+from .base import AlertEvent, DeliveryResult
+
+__all__ = ["HttpChannel", "HttpResponse", "Transport", "classify", "parse_retry_after", "urllib_transport"]
+
+log = logging.getLogger("collapse_monitor.alerting")
+
+USER_AGENT = f"collapse-monitor/{__version__}"
+MAX_BODY = 64 * 1024  # we only read this much of a response (error text)
+_SEVERITIES = frozenset({"info", "warning", "error", "critical"})
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+
+class Transport(Protocol):
+    """One HTTP request. Raises ``OSError`` (incl. ``TimeoutError``, ``URLError``) when no
+    response came back; returns any response that did, whatever its status."""
+
+    def __call__(
+        self, method: str, url: str, *, body: bytes, headers: Mapping[str, str], timeout: float, verify_tls: bool
+    ) -> HttpResponse: ...
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: it would forward signed payloads (and Authorization) elsewhere.
+    The 3xx comes back as a response and counts as a permanent failure."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+def urllib_transport(
+    method: str, url: str, *, body: bytes, headers: Mapping[str, str], timeout: float, verify_tls: bool
+) -> HttpResponse:
+    """stdlib transport. ``timeout`` bounds connect and every socket read (not DNS).
+    Credentials in the URL's userinfo become a Basic ``Authorization`` header."""
+    parts = urlsplit(url)
+    hdrs = dict(headers)
+    if parts.username is not None:
+        cred = f"{parts.username}:{parts.password or ''}".encode()
+        hdrs["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    ctx = ssl.create_default_context()
+    if not verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=ctx))
+    req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read(MAX_BODY))
+    except urllib.error.HTTPError as err:
+        try:
+            data = err.read(MAX_BODY)
+        except Exception:
+            data = b""
+        return HttpResponse(err.code, {k.lower(): v for k, v in (err.headers or {}).items()}, data)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
+
+    >>> parse_retry_after("120")
+    120.0
+    >>> parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0)
+    60.0
+    >>> parse_retry_after("soon") is None
+    True
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        secs = float(value)
+    except ValueError:
+        try:
+            dt = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if dt is None:
+            return None
+        secs = dt.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(secs):
+        return None
+    return max(0.0, secs)
+
+
+def classify(status: int) -> str:
+    """``delivered`` (2xx), ``gone`` (410), ``retry`` (408, 429, 5xx) or ``failed`` (the rest:
+    other 4xx are the request's fault and will not get better; 3xx are not followed)."""
+    if 200 <= status < 300:
+        return "delivered"
+    if status == 410:
+        return "gone"
+    if status in (408, 429) or status >= 500:
+        return "retry"
+    return "failed"
+
+
+def check_url(url: Any, key: str = "url") -> str:
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(key, f"expected an http(s) URL, got {type(url).__name__}")
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"expected an http(s) URL, got {redact_url(url)!r}")
+    return url
+
+
+def check_severities(severities: Iterable[str] | None, key: str = "severities") -> frozenset[str] | None:
+    if severities is None:
+        return None
+    if isinstance(severities, str):
+        severities = [severities]
+    out = frozenset(str(s).lower() for s in severities)
+    bad = out - _SEVERITIES
+    if bad or not out:
+        raise ConfigError(key, f"expected a non-empty subset of {sorted(_SEVERITIES)}, got {sorted(bad) or '[]'}")
+    return out
+
+
+class HttpChannel:
+    """Base of the built-in channels: one POST of a JSON body per attempt."""
+
+    kind: ClassVar[str] = "http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        timeout: float = 5.0,
+        headers: Mapping[str, str] | None = None,
+        severities: Iterable[str] | None = None,
+        verify_tls: bool = True,
+        transport: Transport | None = None,
+        secrets: Iterable[object] = (),
+        fingerprint_extra: str = "",
+    ) -> None:
+        self._url = check_url(url)
+        try:
+            self.timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise ConfigError("timeout", f"expected seconds > 0, got {timeout!r}") from None
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ConfigError("timeout", f"expected seconds > 0, got {timeout!r}")
+        if headers is not None and not (
+            isinstance(headers, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise ConfigError("headers", "expected a mapping of header name -> string value")
+        self._headers = dict(headers or {})
+        self.severities = check_severities(severities)
+        if not isinstance(verify_tls, bool):
+            raise ConfigError("verify_tls", f"expected true or false, got {verify_tls!r}")
+        self.verify_tls = verify_tls
+        self._transport: Transport = transport or urllib_transport
+        # header values may be tokens (Authorization, X-Api-Key): treat them all as secrets
+        self._redact = Redactor(secrets=[*secrets, *self._headers.values()], urls=[self._url])
+        self.fingerprint = hashlib.sha256(f"{self.kind}\0{self._url}\0{fingerprint_extra}".encode()).hexdigest()[:16]
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError("name", f"expected a non-empty string, got {name!r}")
+        self.name: str = name.strip() if name else f"{self.kind}-{self.fingerprint[:8]}"
+        if not verify_tls:
+            log.warning("alert channel %s: TLS certificate verification is OFF for %s", self.name, self.target)
+
+    # -- what subclasses provide -----------------------------------------------------------
+    def _request(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:
+        """(url, body, extra headers) for one attempt."""
+        raise NotImplementedError
+
+    def _error_text(self, resp: HttpResponse) -> str:
+        text = resp.body[:500].decode("utf-8", "replace").strip()
+        return f"HTTP {resp.status}" + (f": {text}" if text else "")
+
+    # -- shared ----------------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        """The receiver's URL with every secret part redacted."""
+        return redact_url(self._url)
+
+    def redact(self, text: object) -> str:
+        return self._redact(text)
+
+    def send(self, event: AlertEvent, *, timeout: float | None = None) -> DeliveryResult:
+        t = self.timeout if timeout is None else max(0.05, min(self.timeout, float(timeout)))
+        try:
+            url, body, extra = self._request(event)
+            headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **self._headers, **extra}
+            resp = self._transport("POST", url, body=body, headers=headers, timeout=t, verify_tls=self.verify_tls)
+        except Exception as exc:  # network error, timeout, TLS failure, rendering bug
+            err = self._redact(f"{type(exc).__name__}: {exc}")
+            log.warning("alert channel %s (%s): no response: %s", self.name, self.target, err)
+            return DeliveryResult(self.name, event.id, "retry", None, 1, err, dedup_key=event.alert.dedup_key)
+        status = classify(resp.status)
+        retry_after = parse_retry_after(resp.headers.get("retry-after")) if status == "retry" else None
+        error = None if status == "delivered" else self._redact(self._error_text(resp))
+        if error is not None:
+            log.warning("alert channel %s (%s): %s (%s)", self.name, self.target, error, status)
+        return DeliveryResult(
+            self.name, event.id, status, resp.status, 1, error, retry_after, dedup_key=event.alert.dedup_key
+        )
+
+    def __repr__(self) -> str:
+        sev = None if self.severities is None else sorted(self.severities)
+        return f"{type(self).__name__}(name={self.name!r}, url={self.target!r}, severities={sev})"
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf become ``null`` (strict JSON receivers reject them); tuples become lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact, deterministic JSON (the same event renders to the same bytes on every attempt)."""
+    return json.dumps(json_safe(obj), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+Clock = Callable[[], float]

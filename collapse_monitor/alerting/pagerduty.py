@@ -1,0 +1,130 @@
+"""PagerDuty Events API v2 (``POST https://events.pagerduty.com/v2/enqueue``).
+
+``trigger`` for firing (and repeat) events, ``resolve`` for resolved ones, both with
+``dedup_key`` = ``Alert.dedup_key`` (monitor/rule), so repeats update the open incident and
+the resolve closes it. ``payload.summary`` <= 1024 characters, ``source`` (default
+``collapse-monitor/<monitor>``), ``severity`` critical|error|warning|info, ``custom_details``
+(what fell, generation, synthetic share, report summary) and ``links``. 202 = accepted;
+400 = invalid event, not retried; 429/5xx = retried with backoff by the outbox.
+
+A *test* event (``collapse-monitor alerts test``) triggers an ``info`` event and resolves it
+right away, so it reaches the service without leaving an incident open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import ConfigError
+from ._http import HttpChannel, Transport, dumps
+from ._render import detail_lines, headline, is_http, links
+from .base import AlertEvent, DeliveryResult
+
+__all__ = ["PagerDuty"]
+
+DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
+_PD_SEVERITIES = {"critical", "error", "warning", "info"}
+
+
+def _dedup(key: str) -> str:
+    return key if len(key) <= 255 else key[:230] + "#" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+class PagerDuty(HttpChannel):
+    """Page through a PagerDuty service's Events API v2 integration (its routing key)."""
+
+    kind = "pagerduty"
+
+    def __init__(
+        self,
+        routing_key: str,
+        *,
+        url: str = DEFAULT_URL,
+        source: str | None = None,
+        timeout: float = 5.0,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+        severities: Iterable[str] | None = None,
+        verify_tls: bool = True,
+        transport: Transport | None = None,
+    ) -> None:
+        if not isinstance(routing_key, str) or not routing_key.strip():
+            raise ConfigError("routing_key", "expected the non-empty integration (routing) key of a PagerDuty service")
+        self._routing_key = routing_key.strip()
+        self.source = source
+        super().__init__(
+            url, name=name, timeout=timeout, headers=headers, severities=severities, verify_tls=verify_tls,
+            transport=transport, secrets=[self._routing_key], fingerprint_extra=self._routing_key,
+        )
+
+    def payload(self, event: AlertEvent, action: str | None = None) -> dict[str, Any]:
+        a = event.alert
+        action = action or ("resolve" if a.status == "resolved" else "trigger")
+        dedup = _dedup(f"test/{event.id}" if event.test else a.dedup_key)
+        body: dict[str, Any] = {"routing_key": self._routing_key, "event_action": action, "dedup_key": dedup}
+        if action != "trigger":
+            return body
+        severity = a.severity if a.severity in _PD_SEVERITIES else "error"
+        summary = headline(event)
+        if a.summary and not event.test:
+            summary += " - " + a.summary
+        lk = links(event)
+        body["payload"] = {
+            "summary": summary[:1024],
+            "source": self.source or f"collapse-monitor/{a.monitor}",
+            "severity": "info" if event.test else severity,
+            "timestamp": datetime.fromtimestamp(a.timestamp, tz=timezone.utc).isoformat(),
+            "component": a.monitor,
+            "group": "collapse-monitor",
+            "class": a.rule,
+            "custom_details": {
+                "monitor": a.monitor,
+                "stage": a.stage.value,
+                "severity": a.severity,
+                "rule": a.rule,
+                "generation": a.generation,
+                "synthetic_fraction": a.synthetic_fraction,
+                "repeat": a.repeat,
+                "what_fell": detail_lines(event),
+                "details": [dict(d) for d in a.details],
+                "links": dict(a.links),
+                "report": event.report,
+                "event_id": event.id,
+            },
+        }
+        body["links"] = [{"href": u, "text": label} for label, u in lk if is_http(u)]
+        body["client"] = "collapse-monitor"
+        dash = dict(a.links).get("dashboard")
+        if dash and is_http(dash):
+            body["client_url"] = dash
+        return body
+
+    def _request(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:
+        return self._url, dumps(self.payload(event)), {}
+
+    def send(self, event: AlertEvent, *, timeout: float | None = None) -> DeliveryResult:
+        result = super().send(event, timeout=timeout)
+        if event.test and result.status == "delivered":
+            resolve = _ResolveOnly(event)
+            super().send(resolve, timeout=timeout)  # best effort: close the test incident
+        return result
+
+    def _request_for(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:
+        return self._request(event)
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + ", routing_key='***')"
+
+
+class _ResolveOnly(AlertEvent):
+    """Marker: the same test event, rendered as a resolve."""
+
+    def __init__(self, event: AlertEvent) -> None:
+        object.__setattr__(self, "alert", event.alert)
+        object.__setattr__(self, "id", event.id)
+        object.__setattr__(self, "report", None)
+        object.__setattr__(self, "test", True)
+        object.__setattr__(self, "created_at", event.created_at)

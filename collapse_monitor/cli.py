@@ -1,0 +1,163 @@
+"""``collapse-monitor`` command line: demo | check | report | gate | serve | dashboards | alerts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import CollapseMonitorError
+
+__all__ = ["main"]
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run a recursive-training chain and show when collapse is flagged")
+    p.add_argument("--scenario", default="digits", help="digits | selftrain | mixture | gaussian | zipf_text")
+    p.add_argument("--loop", action="append", help="loop(s) to run side by side (default: replace and accumulate)")
+    p.add_argument("--generations", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="collapse-demo-out", help="output folder for the HTML report and PNG charts")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's default)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--pushgateway", default=None, help="also push every check to this Pushgateway URL")
+
+
+def _add_check(sub: Any) -> None:
+    p = sub.add_parser("check", help="check one generation from files against a configured monitor")
+    p.add_argument("--config", required=True, help="YAML config (see collapse_monitor.config)")
+    p.add_argument("--embeddings", help=".npy/.npz/.csv of generated samples' embeddings")
+    p.add_argument("--predictions", help=".npy/.json/.txt of the model's predictions on the probe set")
+    p.add_argument("--texts", help=".txt/.jsonl/.json of generated texts")
+    p.add_argument("--generation", type=int, default=None)
+    p.add_argument("--synthetic-fraction", type=float, default=None)
+    p.add_argument("--parent-run-id", default=None)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _build() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collapse-monitor",
+        description="Early warning for model collapse in recursive training.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_check(sub)
+
+    p = sub.add_parser("report", help="print a monitor's generation history from MLflow and write its PNG")
+    p.add_argument("--monitor", required=True)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--out", default=None, help="PNG path (default: <monitor>-history.png)")
+
+    p = sub.add_parser("gate", help="exit non-zero unless the latest generation is healthy (CI/CD gate)")
+    p.add_argument("--monitor", required=True)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--model-name", default=None, help="tag this registered model version with its collapse stage")
+    p.add_argument("--version", default=None)
+
+    p = sub.add_parser("serve", help="scheduled checks, outbox redelivery, dead-man's switch and /metrics")
+    p.add_argument("--config", required=True)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+
+    p = sub.add_parser("dashboards", help="Grafana dashboards")
+    dsub = p.add_subparsers(dest="dash_command", required=True)
+    e = dsub.add_parser("export", help="write dashboards and provisioning files into DIR")
+    e.add_argument("dir")
+
+    p = sub.add_parser("alerts", help="alert channels")
+    asub = p.add_subparsers(dest="alerts_command", required=True)
+    t = asub.add_parser("test", help="send a test event to every configured channel")
+    t.add_argument("--config", default=None)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .config import _load_array, _load_list
+    from .monitor import CollapseMonitor
+    from .render import report_table
+    from .types import Observation, Provenance
+
+    mon = CollapseMonitor.from_config(args.config)
+    kw: dict[str, Any] = {}
+    if args.embeddings:
+        kw["embeddings"] = _load_array(Path(args.embeddings), "embeddings")
+    if args.predictions:
+        kw["predictions"] = _load_list(Path(args.predictions), "predictions", texts=False)
+    if args.texts:
+        kw["texts"] = _load_list(Path(args.texts), "texts", texts=True)
+    prov = None
+    if args.synthetic_fraction is not None or args.parent_run_id:
+        prov = Provenance(synthetic_fraction=args.synthetic_fraction, parent_run_id=args.parent_run_id)
+    report = mon.check(Observation(generation=args.generation, provenance=prov, **kw))
+    if args.json:
+        import json
+
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        Console().print(report_table(report))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(
+                scenario=args.scenario,
+                loops=args.loop,
+                generations=args.generations,
+                seed=args.seed,
+                out=args.out,
+                tracking_uri=args.tracking_uri,
+                mlflow=not args.no_mlflow,
+                pushgateway=args.pushgateway,
+            )
+        if args.command == "check":
+            return _check(args)
+        if args.command == "report":
+            from .sinks.cli import report_command
+
+            return report_command(args.monitor, tracking_uri=args.tracking_uri, out=args.out)
+        if args.command == "gate":
+            from .sinks.cli import gate_command
+
+            return gate_command(
+                args.monitor, tracking_uri=args.tracking_uri, model_name=args.model_name, version=args.version
+            )
+        if args.command == "serve":
+            from .service import serve_command
+
+            return serve_command(args.config, port=args.port, host=args.host)
+        if args.command == "dashboards":
+            from .dashboards import dashboards_export_command
+
+            return dashboards_export_command(args.dir)
+        if args.command == "alerts":
+            from .alerting.cli import alerts_test_command
+
+            return alerts_test_command(args.config)
+    except CollapseMonitorError as exc:
+        print(f"collapse-monitor: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

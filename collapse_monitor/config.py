@@ -1,0 +1,257 @@
+"""YAML configuration for ``CollapseMonitor.from_config`` and ``collapse-monitor serve``.
+
+::
+
+    name: digits-generator            # monitor name (required)
+    home: .collapse_monitor           # local history / spool / outbox (optional)
+    strict: false
+    reference:                        # optional when passed in Python
+      embeddings: ref_embeddings.npy  # .npy / .npz (first array) / .csv
+      labels: probe_labels.npy        # .npy / .json (list) / .txt (one per line)
+      texts: human_texts.txt          # .txt (one per line) / .jsonl ({"text": ...}) / .json (list)
+      class_priors: {"0": 0.3, "1": 0.7}
+    rules: {alpha: 0.01, min_effect: 0.1}         # see collapse_monitor.detection.Rules
+    sinks:
+      - {type: mlflow, tracking_uri: http://127.0.0.1:5000}
+      - {type: prometheus, pushgateway: http://127.0.0.1:9091}
+      - {type: evidently}
+    alerts:
+      - {type: slack, url: "${SLACK_WEBHOOK_URL}", severities: [warning]}
+      - {type: pagerduty, routing_key: "${PD_ROUTING_KEY}", severities: [critical]}
+    links: {dashboard: "http://grafana/d/collapse-overview", runbook: "https://..."}
+
+Values of the form ``${VAR}`` are read from the environment, so secrets need not live in the
+file. The file is parsed with ``yaml.safe_load``; arrays load with ``allow_pickle=False``.
+A world-readable file that holds secrets draws a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .types import Reference
+
+if TYPE_CHECKING:
+    from .monitor import CollapseMonitor
+
+__all__ = ["expand_env", "load_config", "load_reference", "monitor_from_config", "sinks_from_config"]
+
+log = logging.getLogger("collapse_monitor.config")
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TOP_KEYS = {"name", "home", "strict", "reference", "rules", "sinks", "alerts", "links", "routing", "mutes",
+             "device", "serve", "monitors"}
+_SECRET_KEYS = {"secret", "routing_key", "token", "password"}
+
+
+def expand_env(value: Any, key: str = "config") -> Any:
+    """Replace ``${VAR}`` in strings (recursively) with environment values."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            var = m.group(1)
+            if var not in os.environ:
+                raise ConfigError(key, f"environment variable {var} is not set")
+            return os.environ[var]
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {k: expand_env(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _is_literal(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip()) and not _ENV.fullmatch(v.strip())
+
+
+def _has_literal_secret(value: Any) -> bool:
+    """Secrets written into the file itself: secret/routing_key/token values, and the URLs of
+    Slack/Teams/webhook channels (their paths are bearer tokens)."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if k in _SECRET_KEYS and _is_literal(v):
+                return True
+            if k == "url" and value.get("type") in {"slack", "teams", "webhook"} and _is_literal(v):
+                return True
+            if _has_literal_secret(v):
+                return True
+    if isinstance(value, list):
+        return any(_has_literal_secret(v) for v in value)
+    return False
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate the top level of a YAML config (no env expansion yet)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config", f"file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("config", f"{p.name} is not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("config", f"expected a mapping at the top of {p.name}, got {type(data).__name__}")
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(str(key), f"unknown key; known: {', '.join(sorted(_TOP_KEYS))}")
+    mode = p.stat().st_mode
+    if mode & stat.S_IROTH and _has_literal_secret(data):
+        log.warning(
+            "%s is world-readable and holds secrets: chmod 600 it or use ${ENV_VAR} references", p.name
+        )
+    data = dict(data)
+    data["_dir"] = str(p.parent.resolve())
+    return data
+
+
+def _load_array(path: Path, key: str) -> np.ndarray:
+    if not path.is_file():
+        raise ConfigError(key, f"file not found: {path}")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if not z.files:
+                    raise ConfigError(key, f"{path.name} holds no arrays")
+                return z[z.files[0]]
+        if path.suffix == ".csv":
+            return np.loadtxt(path, delimiter=",", ndmin=2)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(key, f"could not read {path.name}: {type(exc).__name__}") from None
+    raise ConfigError(key, f"unsupported file type {path.suffix!r}; use .npy, .npz or .csv")
+
+
+def _load_list(path: Path, key: str, *, texts: bool) -> list[Any]:
+    if not path.is_file():
+        raise ConfigError(key, f"file not found: {path}")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False).tolist()  # type: ignore[no-any-return]
+    raw = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        val = json.loads(raw)
+        if not isinstance(val, list):
+            raise ConfigError(key, f"{path.name} must hold a JSON list")
+        return val
+    if path.suffix == ".jsonl":
+        out = []
+        for i, line in enumerate(raw.splitlines()):
+            if line.strip():
+                obj = json.loads(line)
+                out.append(obj.get("text") if isinstance(obj, dict) else obj)
+        return out
+    lines = raw.splitlines()
+    return lines if texts else [ln for ln in lines if ln.strip()]
+
+
+def load_reference(spec: Mapping[str, Any], base_dir: str | os.PathLike[str] = ".") -> Reference:
+    """Build a Reference from the ``reference:`` block (paths relative to the config file)."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError("reference", f"expected a mapping, got {type(spec).__name__}")
+    allowed = {"embeddings", "labels", "texts", "class_priors", "name"}
+    for k in spec:
+        if k not in allowed:
+            raise ConfigError(f"reference.{k}", f"unknown key; known: {', '.join(sorted(allowed))}")
+    base = Path(base_dir)
+    kw: dict[str, Any] = {}
+    if spec.get("embeddings"):
+        kw["embeddings"] = _load_array(base / str(spec["embeddings"]), "reference.embeddings")
+    if spec.get("labels"):
+        kw["labels"] = _load_list(base / str(spec["labels"]), "reference.labels", texts=False)
+    if spec.get("texts"):
+        kw["texts"] = _load_list(base / str(spec["texts"]), "reference.texts", texts=True)
+    if spec.get("class_priors") is not None:
+        kw["class_priors"] = spec["class_priors"]
+    return Reference(**kw, name=spec.get("name"))
+
+
+def sinks_from_config(items: Any) -> list[Any]:
+    from .sinks import EvidentlySink, MLflowSink, PrometheusSink
+
+    if items is None:
+        return [MLflowSink()]
+    if not isinstance(items, list):
+        raise ConfigError("sinks", f"expected a list, got {type(items).__name__}")
+    kinds = {"mlflow": MLflowSink, "prometheus": PrometheusSink, "evidently": EvidentlySink}
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or "type" not in item:
+            raise ConfigError(f"sinks[{i}]", "expected a mapping with a 'type' key")
+        kind = item["type"]
+        if kind not in kinds:
+            raise ConfigError(f"sinks[{i}].type", f"unknown sink {kind!r}; known: {', '.join(kinds)}")
+        kw = {k: v for k, v in item.items() if k != "type"}
+        try:
+            out.append(kinds[kind](**kw))
+        except TypeError as exc:
+            raise ConfigError(f"sinks[{i}]", f"bad option for {kind}: {exc}") from None
+    return out
+
+
+def channels_from_config(items: Any) -> list[Any]:
+    if not items:
+        return []
+    if not isinstance(items, list):
+        raise ConfigError("alerts", f"expected a list, got {type(items).__name__}")
+    from .alerting import channel_from_config
+
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(channel_from_config(item))
+        except ConfigError as exc:
+            raise ConfigError(f"alerts[{i}].{exc.key}", str(exc).split(": ", 1)[-1]) from None
+    return out
+
+
+def monitor_from_config(
+    path: str | os.PathLike[str], *, reference: Reference | None = None, **overrides: Any
+) -> CollapseMonitor:
+    from .detection import Rules
+    from .monitor import CollapseMonitor
+
+    raw = load_config(path)
+    cfg = expand_env({k: v for k, v in raw.items() if k != "_dir"})
+    name = overrides.pop("name", cfg.get("name"))
+    if not name:
+        raise ConfigError("name", "the monitor needs a name")
+    if reference is None:
+        if "reference" not in cfg:
+            raise ConfigError("reference", "no reference in the config and none passed to from_config()")
+        reference = load_reference(cfg["reference"], raw["_dir"])
+    home = cfg.get("home")
+    if home is not None and not os.path.isabs(str(home)):
+        home = os.path.join(raw["_dir"], str(home))
+    kw: dict[str, Any] = dict(
+        reference=reference,
+        rules=Rules.from_dict(cfg.get("rules")),
+        sinks=sinks_from_config(cfg.get("sinks")) if "sinks" in cfg else None,
+        alerts=channels_from_config(cfg.get("alerts")),
+        home=home,
+        strict=bool(cfg.get("strict", False)),
+        links=cfg.get("links"),
+        routing=cfg.get("routing"),
+        mutes=cfg.get("mutes"),
+        device=cfg.get("device"),
+    )
+    kw.update(overrides)
+    return CollapseMonitor(name, **kw)

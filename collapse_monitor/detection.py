@@ -1,0 +1,330 @@
+"""Collapse detection: decline tests against the baseline, trend tests over the generation
+series, multiple-testing control and the healthy / early / late / drift classification.
+
+Method (DESIGN.md section 5):
+
+* **Paired tests where the data is frozen.** The probe set and the reference are fixed, so a
+  probe item (or a covered reference point, a rare cluster, a rare n-gram type) either flipped
+  from good to bad since the baseline or not. Declines of such metrics are tested with the
+  exact McNemar test on the discordant pairs (McNemar 1947; exact binomial form, Fay 2010),
+  which has far more power than two independent proportions on small rare-class samples.
+* **Interval tests otherwise.** Diversity metrics (Vendi, variance, effective rank) carry
+  bootstrap intervals; the decline test is a one-sided z-test on the difference (on the log
+  scale for ratio metrics), with the standard errors read back from the two intervals.
+* **Trend.** A collapse is usually a drift, not a step: a one-sided Mann-Kendall test
+  (Mann 1945, Kendall 1975) on the per-chain series, with the Theil-Sen slope (Sen 1968) as
+  the effect size, flags a sustained decline that no single step shows.
+* **Multiple testing.** All p-values of one check (every metric, every rare class, baseline and
+  trend tests) are adjusted together with Benjamini-Hochberg (1995); a finding is significant
+  when q <= alpha *and* the relative decline is at least ``min_effect``.
+* **Stages.** Early collapse: a tail metric falls while head metrics hold. Late collapse:
+  diversity falls too (by at least ``late_min_effect``), or head metrics fall with a tail that
+  falls clearly harder. A global shift that drops head and tail alike while diversity holds is
+  *drift*: reported (``report.drift``), not called collapse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .metrics import stats
+from .metrics._spec import spec_for
+from .types import Finding, MetricValue, Stage
+
+__all__ = ["DEFAULT_DIVERSITY", "DEFAULT_HEAD", "DEFAULT_TAIL", "Detection", "Rules", "detect"]
+
+DEFAULT_TAIL = (
+    "tail_coverage",
+    "rare_mode_coverage",
+    "rare_class_recall",
+    "worst_class_recall",
+    "rare_ngram_recall",
+    "tail_mass_ratio",
+    "rare_prediction_ratio",
+)
+DEFAULT_HEAD = ("head_coverage", "head_class_recall", "accuracy", "precision")
+DEFAULT_DIVERSITY = (
+    "vendi_ratio",
+    "variance_ratio",
+    "effective_rank",
+    "distinct_1",
+    "distinct_2",
+    "distinct_3",
+    "distinct_4",
+    "ngram_entropy",
+    "vocab_ratio",
+)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Detection settings. Every field can come from Python or from the ``rules:`` block of
+    a YAML config (``Rules.from_dict``); unknown keys and bad values raise ConfigError."""
+
+    alpha: float = 0.01
+    min_effect: float = 0.10
+    late_min_effect: float = 0.20
+    drift_ratio: float = 1.5
+    trend: bool = True
+    trend_min_points: int = 5
+    rare_threshold: float = 0.05
+    min_support: int = 10
+    tail_quantile: float = 0.1
+    k: int = 5
+    n_boot: int = 200
+    text_budget: int = 20_000
+    rare_class_tests: bool = True
+    tail: tuple[str, ...] = DEFAULT_TAIL
+    head: tuple[str, ...] = DEFAULT_HEAD
+    diversity: tuple[str, ...] = DEFAULT_DIVERSITY
+    repeat_interval_seconds: float = 6 * 3600.0
+    repeat_every_generations: int | None = None
+    alert_on_drift: bool = True
+    baseline_generation: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, key: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"rules.{key}", msg)
+
+        for key in ("alpha", "min_effect", "late_min_effect", "rare_threshold", "tail_quantile"):
+            v = getattr(self, key)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool), key, f"expected a number, got {v!r}")
+            need(0.0 < float(v) < 1.0, key, f"expected a number in (0, 1), got {v!r}")
+        need(
+            isinstance(self.drift_ratio, (int, float)) and self.drift_ratio >= 1.0,
+            "drift_ratio",
+            f"expected a number >= 1, got {self.drift_ratio!r}",
+        )
+        for key, lo in (("trend_min_points", 3), ("min_support", 1), ("k", 1), ("n_boot", 10), ("text_budget", 10)):
+            v = getattr(self, key)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= lo, key, f"expected an int >= {lo}, got {v!r}")
+        need(
+            isinstance(self.repeat_interval_seconds, (int, float)) and self.repeat_interval_seconds >= 0,
+            "repeat_interval_seconds",
+            f"expected seconds >= 0, got {self.repeat_interval_seconds!r}",
+        )
+        rg = self.repeat_every_generations
+        need(
+            rg is None or (isinstance(rg, int) and rg >= 1),
+            "repeat_every_generations",
+            f"expected an int >= 1 or null, got {rg!r}",
+        )
+        bg = self.baseline_generation
+        need(bg is None or (isinstance(bg, int) and bg >= 0), "baseline_generation", f"expected an int >= 0, got {bg!r}")
+        for key in ("tail", "head", "diversity"):
+            v = getattr(self, key)
+            if isinstance(v, str) or not isinstance(v, Sequence) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"rules.{key}", f"expected a list of metric keys, got {v!r}")
+            object.__setattr__(self, key, tuple(v))
+        overlap = (set(self.tail) & set(self.head)) | (set(self.tail) & set(self.diversity)) | (
+            set(self.head) & set(self.diversity)
+        )
+        need(not overlap, "tail", f"metric(s) {sorted(overlap)} are in more than one of tail/head/diversity")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Rules:
+        if d is None:
+            return cls()
+        if not isinstance(d, Mapping):
+            raise ConfigError("rules", f"expected a mapping, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in names:
+                raise ConfigError(f"rules.{key}", f"unknown rule setting; known: {', '.join(sorted(names))}")
+        kw = dict(d)
+        for key in ("tail", "head", "diversity"):
+            if key in kw and isinstance(kw[key], list):
+                kw[key] = tuple(kw[key])
+        try:
+            return cls(**kw)
+        except TypeError as exc:  # pragma: no cover - guarded by the key check
+            raise ConfigError("rules", str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("tail", "head", "diversity"):
+            out[key] = list(out[key])
+        return out
+
+    def family_of(self, key: str, *, rare_classes: Sequence[str] = ()) -> str | None:
+        if key in self.tail:
+            return "tail"
+        if key in self.head:
+            return "head"
+        if key in self.diversity:
+            return "diversity"
+        if self.rare_class_tests and key.startswith("class_recall.") and key[len("class_recall.") :] in rare_classes:
+            return "tail"
+        return None
+
+
+@dataclass(frozen=True)
+class Detection:
+    stage: Stage
+    drift: bool
+    findings: tuple[Finding, ...]
+    metrics: dict[str, MetricValue]  # with baseline and p_value filled
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _relative(value: float, baseline: float) -> float:
+    if baseline == 0:
+        return 0.0 if value == 0 else math.copysign(1.0, value)
+    return (value - baseline) / abs(baseline)
+
+
+def _paired_p(
+    key: str,
+    paired: Mapping[str, tuple[str, np.ndarray]],
+    items: Mapping[str, np.ndarray],
+    base_items: Mapping[str, np.ndarray],
+) -> float | None:
+    """Exact one-sided McNemar p for 'good at baseline, bad now' on the metric's items."""
+    spec = paired.get(key)
+    if spec is None:
+        return None
+    item_key, mask = spec
+    cur = items.get(item_key)
+    base = base_items.get(item_key)
+    if cur is None or base is None or cur.shape != base.shape or mask.shape != cur.shape:
+        return None
+    cur_b = cur[mask].astype(bool)
+    base_b = base[mask].astype(bool)
+    b = int(np.sum(base_b & ~cur_b))
+    c = int(np.sum(~base_b & cur_b))
+    return float(stats.mcnemar_exact(b, c, alternative="greater"))
+
+
+def _interval_p(mv: MetricValue, base: MetricValue, log_scale: bool) -> float:
+    """One-sided z-test that ``mv`` < ``base`` with SEs read from both intervals."""
+    if log_scale and min(mv.value, base.value, mv.ci_low, base.ci_low) > 0:
+        v, lo, hi = math.log(mv.value), math.log(mv.ci_low), math.log(mv.ci_high)
+        bv, blo, bhi = math.log(base.value), math.log(base.ci_low), math.log(base.ci_high)
+    else:
+        v, lo, hi = mv.value, mv.ci_low, mv.ci_high
+        bv, blo, bhi = base.value, base.ci_low, base.ci_high
+    se = stats.se_from_interval(lo, hi)
+    bse = stats.se_from_interval(blo, bhi)
+    return float(stats.normal_decline_p(v, se, bv, bse))
+
+
+def _trend(series: Sequence[float], log_scale: bool) -> tuple[float, float] | None:
+    """(one-sided Mann-Kendall p for a decrease, relative change over the span by Theil-Sen)."""
+    y = np.asarray(series, dtype=float)
+    if y.size < 3 or not np.all(np.isfinite(y)):
+        return None
+    use_log = log_scale and np.all(y > 0)
+    z = np.log(y) if use_log else y
+    mk = stats.mann_kendall(z, alternative="decreasing")
+    slope, intercept = stats.theil_sen(z)
+    span = y.size - 1
+    if use_log:
+        rel = math.expm1(slope * span)
+    else:
+        start = intercept
+        rel = _relative(start + slope * span, start) if start != 0 else 0.0
+    return float(mk.p_value), float(rel)
+
+
+def detect(
+    metrics: Mapping[str, MetricValue],
+    *,
+    rules: Rules,
+    baseline: Mapping[str, MetricValue] | None,
+    items: Mapping[str, np.ndarray] | None = None,
+    base_items: Mapping[str, np.ndarray] | None = None,
+    paired: Mapping[str, tuple[str, np.ndarray]] | None = None,
+    series: Mapping[str, Sequence[float]] | None = None,
+    rare_classes: Sequence[str] = (),
+) -> Detection:
+    """Test every tail / head / diversity metric against the baseline (and its trend), adjust
+    all p-values together (Benjamini-Hochberg) and classify the stage.
+
+    ``series`` maps a metric key to its per-generation values *including* the baseline and the
+    current value (oldest first); trend tests need ``rules.trend_min_points`` of them.
+    """
+    items = items or {}
+    base_items = base_items or {}
+    paired = paired or {}
+    series = series or {}
+    out = dict(metrics)
+    if baseline is None:
+        return Detection(Stage.HEALTHY, False, (), out, ("baseline generation",))
+
+    raw: list[dict[str, Any]] = []
+    for key, mv in sorted(metrics.items()):
+        family = rules.family_of(key, rare_classes=rare_classes)
+        base = baseline.get(key)
+        if family is None or base is None:
+            if base is not None:
+                out[key] = mv.with_baseline(base.value)
+            continue
+        spec = spec_for(key)
+        p = _paired_p(key, paired, items, base_items)
+        test = "mcnemar-exact"
+        if p is None:
+            p = _interval_p(mv, base, spec.log_scale)
+            test = "interval-z"
+        rel = _relative(mv.value, base.value)
+        out[key] = mv.with_baseline(base.value, p)
+        raw.append(
+            dict(key=key, family=family, kind="baseline", value=mv.value, baseline=base.value,
+                 relative_change=rel, p_value=p, test=test, ci_low=mv.ci_low, ci_high=mv.ci_high)
+        )
+        s = series.get(key)
+        if rules.trend and s is not None and len(s) >= rules.trend_min_points:
+            tr = _trend(s, spec.log_scale)
+            if tr is not None:
+                raw.append(
+                    dict(key=key, family=family, kind="trend", value=mv.value, baseline=base.value,
+                         relative_change=tr[1], p_value=tr[0], test="mann-kendall/theil-sen",
+                         ci_low=mv.ci_low, ci_high=mv.ci_high)
+                )
+
+    findings: list[Finding] = []
+    if raw:
+        q = stats.benjamini_hochberg([r["p_value"] for r in raw])
+        for r, qv in zip(raw, q):
+            sig = bool(qv <= rules.alpha and r["relative_change"] <= -rules.min_effect)
+            findings.append(Finding(q_value=float(qv), significant=sig, **r))
+
+    stage, drift, notes = classify(findings, rules)
+    return Detection(stage, drift, tuple(findings), out, notes)
+
+
+def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...]]:
+    """Stage from the significant findings (see the module docstring)."""
+    sig = [f for f in findings if f.significant]
+    if not sig:
+        return Stage.HEALTHY, False, ()
+
+    def worst(family: str) -> float:
+        drops = [-f.relative_change for f in sig if f.family == family]
+        return max(drops) if drops else 0.0
+
+    tail, head, div = worst("tail"), worst("head"), worst("diversity")
+    if div >= rules.late_min_effect and (tail > 0 or head > 0):
+        return Stage.LATE_COLLAPSE, False, ("diversity fell with the tail",)
+    if tail > 0 and head == 0:
+        return Stage.EARLY_COLLAPSE, False, ("tail fell while head metrics held",)
+    if tail > 0 and head > 0:
+        if tail >= rules.drift_ratio * head:
+            return Stage.LATE_COLLAPSE, False, ("head metrics fell with a tail that fell harder",)
+        return Stage.HEALTHY, True, ("head and tail fell alike while diversity held: drift, not collapse",)
+    if div > 0 and head == 0:
+        return Stage.EARLY_COLLAPSE, False, ("diversity narrowed while head metrics held",)
+    if head > 0 and div >= rules.late_min_effect:
+        return Stage.LATE_COLLAPSE, False, ("head metrics and diversity fell",)
+    return Stage.HEALTHY, True, ("head metrics fell while the tail held: drift, not collapse",)
+

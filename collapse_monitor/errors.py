@@ -1,0 +1,52 @@
+"""The collapse-monitor exception tree.
+
+::
+
+    CollapseMonitorError            root: catch this to catch everything we raise
+    ├── InputError(ValueError)      bad Reference / Observation data (NaN, shapes, labels, ...)
+    ├── ConfigError(ValueError)     bad configuration (YAML file, rules, constructor options)
+    ├── SinkError                   a sink (MLflow, Prometheus, Evidently) failed in strict mode
+    └── AlertDeliveryError          an alert channel failed in strict mode / on a test send
+
+Every message says which field or key was wrong, what was expected and what came, and never
+contains a secret (webhook secrets, routing keys, tokens in URLs are redacted before they
+reach an exception).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlertDeliveryError",
+    "CollapseMonitorError",
+    "ConfigError",
+    "InputError",
+    "SinkError",
+]
+
+
+class CollapseMonitorError(Exception):
+    """Root of every exception raised by collapse-monitor."""
+
+
+class InputError(CollapseMonitorError, ValueError):
+    """Invalid input data. ``field`` names the offending field (e.g. ``"observation.embeddings"``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class ConfigError(CollapseMonitorError, ValueError):
+    """Invalid configuration. ``key`` names the offending key (e.g. ``"rules.alpha"``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+class SinkError(CollapseMonitorError):
+    """A sink failed to emit a report (raised only with ``strict=True``)."""
+
+
+class AlertDeliveryError(CollapseMonitorError):
+    """An alert channel failed to deliver (raised only with ``strict=True`` or on test sends)."""

@@ -1,0 +1,271 @@
+"""Per-monitor generation history: completed reports, the baseline (metrics and the per-item
+vectors the paired tests need) and the alert lifecycle state.
+
+Stored in a local sqlite database (WAL) under the monitor home (default ``./.collapse_monitor``,
+or ``$COLLAPSE_MONITOR_HOME``), so each retrain - usually a new process - continues the
+generation count and the baseline. Arrays are stored as ``.npz`` blobs (never pickled). The
+MLflow sink can re-seed an empty store from the tracking server (see ``import_reports``).
+
+Concurrency: a check holds an exclusive per-monitor file lock from generation allocation to the
+history write, so concurrent checks of one monitor get distinct, gap-free generation numbers
+and all see the same baseline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CollapseMonitorError
+from .types import MetricValue, Report
+
+__all__ = ["AlertState", "Baseline", "HistoryStore", "default_home"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checks (
+    monitor TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    report_json TEXT NOT NULL,
+    PRIMARY KEY (monitor, generation)
+);
+CREATE TABLE IF NOT EXISTS baselines (
+    monitor TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    metrics_json TEXT NOT NULL,
+    predictions_json TEXT,
+    items BLOB
+);
+CREATE TABLE IF NOT EXISTS alert_state (
+    monitor TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    since REAL NOT NULL,
+    since_generation INTEGER NOT NULL,
+    last_notified_at REAL NOT NULL,
+    last_notified_generation INTEGER NOT NULL,
+    PRIMARY KEY (monitor, rule)
+);
+"""
+
+
+def default_home() -> Path:
+    """``$COLLAPSE_MONITOR_HOME`` or ``./.collapse_monitor`` (read when called, not at import)."""
+    return Path(os.environ.get("COLLAPSE_MONITOR_HOME") or ".collapse_monitor")
+
+
+@dataclass
+class Baseline:
+    generation: int
+    fingerprint: str
+    metrics: dict[str, MetricValue]
+    items: dict[str, np.ndarray] = field(default_factory=dict)
+    predictions: list[Any] | None = None
+
+
+@dataclass
+class AlertState:
+    rule: str
+    severity: str
+    since: float
+    since_generation: int
+    last_notified_at: float
+    last_notified_generation: int
+
+
+def _pack(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def _unpack(blob: bytes | None) -> dict[str, np.ndarray]:
+    if not blob:
+        return {}
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+class HistoryStore:
+    """sqlite-backed history of one monitor home."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, lock_timeout: float = 600.0) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        self.lock_timeout = lock_timeout
+        self._db: Path = self.home / "history.db"
+        self._ready = False
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.home.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self._db, timeout=60.0, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        if not self._ready:
+            con.executescript(_SCHEMA)
+            self._ready = True
+        return con
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def lock(self, monitor: str) -> Iterator[None]:
+        """Exclusive per-monitor lock across processes (fcntl.flock; released if the holder dies)."""
+        import fcntl
+
+        lock_dir = self.home / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in monitor)
+        fh = open(lock_dir / f"{safe}.lock", "a+")  # noqa: SIM115 - held across the yield
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CollapseMonitorError(
+                            f"monitor {monitor!r} is locked by another check for over {self.lock_timeout:.0f} s"
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+
+    # -- generations ---------------------------------------------------------------------------
+    def last_generation(self, monitor: str) -> int | None:
+        con = self._connect()
+        try:
+            row = con.execute("SELECT MAX(generation) FROM checks WHERE monitor=?", (monitor,)).fetchone()
+        finally:
+            con.close()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def next_generation(self, monitor: str) -> int:
+        last = self.last_generation(monitor)
+        return 0 if last is None else last + 1
+
+    def save_report(self, report: Report) -> None:
+        blob = json.dumps(report.to_dict(), allow_nan=False)
+        with self._tx() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO checks(monitor, generation, stage, created_at, report_json) VALUES (?,?,?,?,?)",
+                (report.monitor, report.generation, report.stage.value, report.created_at, blob),
+            )
+
+    def reports(self, monitor: str) -> list[Report]:
+        con = self._connect()
+        try:
+            rows = con.execute(
+                "SELECT report_json FROM checks WHERE monitor=? ORDER BY generation", (monitor,)
+            ).fetchall()
+        finally:
+            con.close()
+        return [Report.from_dict(json.loads(r[0])) for r in rows]
+
+    def monitors(self) -> list[str]:
+        con = self._connect()
+        try:
+            rows = con.execute("SELECT DISTINCT monitor FROM checks ORDER BY monitor").fetchall()
+        finally:
+            con.close()
+        return [r[0] for r in rows]
+
+    def series(self, monitor: str, key: str, *, start: int, end: int) -> list[float]:
+        """Values of ``key`` for generations start..end (inclusive) that have it, oldest first."""
+        return [
+            r.metrics[key].value
+            for r in self.reports(monitor)
+            if start <= r.generation <= end and key in r.metrics
+        ]
+
+    # -- baseline ------------------------------------------------------------------------------
+    def baseline(self, monitor: str) -> Baseline | None:
+        con = self._connect()
+        try:
+            row = con.execute(
+                "SELECT generation, fingerprint, metrics_json, predictions_json, items FROM baselines WHERE monitor=?",
+                (monitor,),
+            ).fetchone()
+        finally:
+            con.close()
+        if row is None:
+            return None
+        metrics = {k: MetricValue.from_dict(v) for k, v in json.loads(row[2]).items()}
+        preds = None if row[3] is None else json.loads(row[3])
+        return Baseline(int(row[0]), row[1], metrics, _unpack(row[4]), preds)
+
+    def save_baseline(self, monitor: str, b: Baseline) -> None:
+        with self._tx() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO baselines(monitor, generation, fingerprint, metrics_json, predictions_json, items)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    monitor,
+                    b.generation,
+                    b.fingerprint,
+                    json.dumps({k: v.to_dict() for k, v in b.metrics.items()}),
+                    None if b.predictions is None else json.dumps(b.predictions),
+                    _pack(b.items),
+                ),
+            )
+
+    # -- alert lifecycle -----------------------------------------------------------------------
+    def alert_states(self, monitor: str) -> dict[str, AlertState]:
+        con = self._connect()
+        try:
+            rows = con.execute(
+                "SELECT rule, severity, since, since_generation, last_notified_at, last_notified_generation"
+                " FROM alert_state WHERE monitor=?",
+                (monitor,),
+            ).fetchall()
+        finally:
+            con.close()
+        return {r[0]: AlertState(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+    def set_alert_states(self, monitor: str, states: Sequence[AlertState]) -> None:
+        with self._tx() as con:
+            con.execute("DELETE FROM alert_state WHERE monitor=?", (monitor,))
+            con.executemany(
+                "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?)",
+                [
+                    (monitor, s.rule, s.severity, s.since, s.since_generation, s.last_notified_at,
+                     s.last_notified_generation)
+                    for s in states
+                ],
+            )
+
+    # -- re-seeding from a remote (MLflow) -----------------------------------------------------
+    def import_history(self, monitor: str, reports: Sequence[Report], baseline: Baseline | None) -> None:
+        """Fill an empty local store from reports and a baseline read back elsewhere."""
+        for r in reports:
+            self.save_report(r)
+        if baseline is not None and self.baseline(monitor) is None:
+            self.save_baseline(monitor, baseline)

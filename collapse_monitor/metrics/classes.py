@@ -1,0 +1,348 @@
+"""Classifier metrics on the frozen probe set: accuracy, per-class / rare / head / worst-class
+recall, the rare-prediction ratio and rare-class flips against the baseline.
+
+Early model collapse shows first in the tails: rare classes stop being predicted while the
+aggregate accuracy barely moves (Shumailov et al., Nature 631:755, 2024). Every function is
+pure (labels in, :class:`~collapse_monitor.types.MetricValue` out) and works on per-class
+counts (support, true positives), which add up exactly across shards.
+
+Intervals (95 % by default):
+
+* a single proportion (accuracy, one class's recall, the rare-prediction share): Wilson
+  (1927) score interval;
+* a mean of per-class recalls (balanced accuracy, rare/head macro recall): normal
+  approximation ``value +- z * sqrt(sum_c v_c) / C`` with ``v_c = r~(1 - r~) / (n_c + z^2)``
+  and ``r~ = (tp_c + z^2/2) / (n_c + z^2)``, the Agresti & Coull (1998) adjusted per-class
+  variance. It tends to the plain ``r(1 - r)/n_c`` as ``n_c`` grows, but unlike it never
+  gives a zero-width interval when every recall is 0 or 1 (common for small rare classes).
+  Clipped to [0, 1];
+* rare flips: Clopper & Pearson (1934) interval of the flip rate among baseline-correct rare
+  items, scaled to a count; p-value from the exact McNemar (1947) test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._validate import as_labels
+from ..errors import InputError
+from ..types import MetricValue
+from .stats import clopper_pearson, mcnemar_exact, normal_quantile, wilson_interval
+
+__all__ = [
+    "ClassifierResult",
+    "accuracy",
+    "balanced_accuracy",
+    "class_recall",
+    "classifier_panel",
+    "macro_recall",
+]
+
+_CONF = 0.95
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _labels(x: Any, field: str, length: int | None = None) -> np.ndarray:
+    arr = as_labels(x, field)
+    if length is not None and arr.size != length:
+        raise InputError(field, f"has {arr.size} entries but labels has {length}: they must align item by item")
+    return arr
+
+
+def _unify(arrays: list[np.ndarray], keys: list[Hashable]) -> tuple[list[np.ndarray], list[Hashable]]:
+    """If str and int labels meet across arrays / prior keys, compare everything by str form
+    (as metric keys and ``_validate.as_labels`` do)."""
+    kinds = {isinstance(v, str) for a in arrays for v in set(a.tolist())} | {isinstance(k, str) for k in keys}
+    if len(kinds) <= 1:
+        return arrays, keys
+    return [np.array([str(v) for v in a], dtype=object) for a in arrays], [str(k) for k in keys]
+
+
+def _sort_key(v: Hashable) -> str:
+    return str(v)
+
+
+def _encode(vocab: list[Hashable], arr: np.ndarray) -> np.ndarray:
+    index = {v: i for i, v in enumerate(vocab)}
+    return np.fromiter((index.get(v, -1) for v in arr.tolist()), dtype=np.int64, count=arr.size)
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Per-class sufficient statistics: ``support[i]`` probe items of ``classes[i]``, ``tp[i]``
+    of them predicted correctly. Sums across shards merge exactly."""
+
+    classes: list[Hashable]
+    support: np.ndarray
+    tp: np.ndarray
+
+
+def _prepare(labels: Any, preds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Counts]:
+    """Validated (label codes, pred codes, correct mask, counts) over the labels' classes."""
+    lab = _labels(labels, "labels")
+    prd = _labels(preds, "preds", len(lab))
+    (lab, prd), _ = _unify([lab, prd], [])
+    classes = sorted(set(lab.tolist()), key=_sort_key)
+    yc = _encode(classes, lab)
+    pc = _encode(classes, prd)
+    correct = yc == pc
+    support = np.bincount(yc, minlength=len(classes)).astype(np.int64)
+    tp = np.bincount(yc[correct], minlength=len(classes)).astype(np.int64)
+    return yc, pc, correct, _Counts(classes, support, tp)
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+def _proportion(k: int, n: int, *, confidence: float = _CONF) -> MetricValue:
+    lo, hi = wilson_interval(int(k), int(n), confidence)
+    v = k / n
+    return MetricValue(v, min(lo, v), max(hi, v), n=int(n))
+
+
+def _macro(support: np.ndarray, tp: np.ndarray, *, confidence: float = _CONF) -> MetricValue | None:
+    """Mean recall over the given classes that have support; see the module docstring."""
+    keep = support > 0
+    if not keep.any():
+        return None
+    n = support[keep].astype(np.float64)
+    k = tp[keep].astype(np.float64)
+    value = float(np.mean(k / n))
+    z = normal_quantile(0.5 + 0.5 * confidence)
+    n_adj = n + z * z
+    r_adj = (k + z * z / 2.0) / n_adj
+    sd = math.sqrt(float(np.sum(r_adj * (1.0 - r_adj) / n_adj))) / n.size
+    return MetricValue(value, max(0.0, value - z * sd), min(1.0, value + z * sd), n=int(n.sum()))
+
+
+# --------------------------------------------------------------------------- public metrics
+
+
+def accuracy(labels: Any, preds: Any) -> MetricValue:
+    """Share of probe items predicted correctly, with a Wilson (1927) 95 % interval (n = m).
+
+    >>> mv = accuracy([0, 0, 1, 1, 2], [0, 1, 1, 1, 2])
+    >>> mv.value, round(mv.ci_low, 3), round(mv.ci_high, 3), mv.n
+    (0.8, 0.376, 0.964, 5)
+    """
+    _, _, correct, _ = _prepare(labels, preds)
+    return _proportion(int(correct.sum()), correct.size)
+
+
+def class_recall(labels: Any, preds: Any) -> dict[Any, MetricValue]:
+    """Recall of every class present in ``labels`` (TP / support), each with a Wilson (1927)
+    interval (n = support). Classes with no probe items are omitted. Keys are the labels,
+    ordered by their string form.
+
+    >>> {k: v.value for k, v in class_recall(["a", "a", "b", "b"], ["a", "b", "b", "b"]).items()}
+    {'a': 0.5, 'b': 1.0}
+    """
+    _, _, _, counts = _prepare(labels, preds)
+    return {c: _proportion(int(t), int(s)) for c, s, t in zip(counts.classes, counts.support, counts.tp, strict=True)}
+
+
+def balanced_accuracy(labels: Any, preds: Any) -> MetricValue:
+    """Mean of per-class recalls over the classes present in ``labels`` (Brodersen et al.
+    2010; equals scikit-learn's ``balanced_accuracy_score``). Interval: normal
+    approximation with Agresti & Coull (1998) adjusted per-class variances, clipped to
+    [0, 1] (module docstring). ``n`` = number of probe items.
+
+    >>> mv = balanced_accuracy([0, 0, 0, 0, 1], [0, 0, 0, 0, 0])
+    >>> mv.value, round(mv.ci_low, 3), round(mv.ci_high, 3)
+    (0.5, 0.235, 0.765)
+    """
+    _, _, _, counts = _prepare(labels, preds)
+    mv = _macro(counts.support, counts.tp)
+    assert mv is not None  # labels is non-empty, so some class has support
+    return mv
+
+
+def macro_recall(labels: Any, preds: Any, classes: Any) -> MetricValue | None:
+    """Macro recall over the subset ``classes`` (only those with probe items count), with the
+    same interval as :func:`balanced_accuracy`; ``None`` when no class of the subset has
+    probe items.
+
+    >>> macro_recall([0, 0, 1, 1, 2], [0, 1, 1, 1, 2], classes=[1, 2]).value
+    1.0
+    >>> macro_recall([0, 0, 1], [0, 0, 1], classes=[7]) is None
+    True
+    """
+    lab = _labels(labels, "labels")
+    prd = _labels(preds, "preds", len(lab))
+    wanted_list = list(classes)
+    subset = _labels(wanted_list, "classes").tolist() if wanted_list else []
+    (lab, prd), subset = _unify([lab, prd], subset)
+    _, _, _, counts = _prepare(lab, prd)
+    wanted = set(subset)
+    idx = [i for i, c in enumerate(counts.classes) if c in wanted]
+    return _macro(counts.support[idx], counts.tp[idx])
+
+
+@dataclass(frozen=True)
+class ClassifierResult:
+    """All classifier metrics of one check, plus what detection needs for paired tests.
+
+    ``metrics``: canonical keys (DESIGN.md section 4) -> MetricValue. ``correct``: per probe
+    item, predicted right. ``rare_classes`` / ``head_classes``: every class of the priors
+    split at ``rare_threshold`` (whether or not it has probe items), sorted by string form.
+    ``paired``: metric key -> boolean mask of the probe items the metric rests on, for exact
+    McNemar tests against the baseline's ``correct``. ``worst_class``: the class behind
+    ``worst_class_recall``.
+    """
+
+    metrics: dict[str, MetricValue]
+    correct: np.ndarray
+    rare_classes: list[Any]
+    head_classes: list[Any]
+    paired: dict[str, np.ndarray] = field(default_factory=dict)
+    worst_class: Any = None
+
+
+def _priors(priors: Mapping[Hashable, Any], classes: list[Hashable]) -> dict[Hashable, float]:
+    out: dict[Hashable, float] = {}
+    for k, v in priors.items():
+        try:
+            p = float(v)
+        except (TypeError, ValueError):
+            raise InputError("priors", f"prior of {k!r} is not a number") from None
+        if not math.isfinite(p) or p < 0:
+            raise InputError("priors", f"prior of {k!r} must be finite and >= 0, got {v!r}")
+        out[k] = out.get(k, 0.0) + p
+    total = sum(out.values())
+    if total <= 0:
+        raise InputError("priors", "priors sum to 0")
+    missing = [c for c in classes if c not in out]
+    if missing:
+        raise InputError("priors", f"has no prior for label(s) {sorted(map(str, missing))[:5]} found in labels")
+    return {k: p / total for k, p in out.items()}
+
+
+def classifier_panel(
+    labels: Any,
+    preds: Any,
+    priors: Mapping[Any, float] | None,
+    *,
+    rare_threshold: float = 0.05,
+    min_support: int = 10,
+    baseline_preds: Any = None,
+) -> ClassifierResult:
+    """Every classifier metric of DESIGN.md section 4 on the probe set.
+
+    ``priors`` ({label: prior}, normalised here; ``None`` = label frequencies of ``labels``)
+    decides which classes are rare (prior < ``rare_threshold``). Keys produced:
+    ``accuracy``, ``balanced_accuracy``, ``class_recall.<label>`` (classes with probe items),
+    ``rare_class_recall`` / ``head_class_recall`` (when that group has probe items),
+    ``worst_class_recall`` (min over classes with support >= ``min_support``, or over all
+    classes with probe items when none has that much), ``rare_prediction_ratio`` (share of
+    predictions in rare classes / sum of rare priors; when rare classes have prior mass) and,
+    given ``baseline_preds``, ``rare_flips``: rare probe items right at baseline and wrong
+    now, with the one-sided exact McNemar p-value (b = right->wrong, c = wrong->right) and
+    ``n`` = baseline-correct rare items.
+
+    >>> labels = [0] * 8 + [1] * 8 + [2] * 2
+    >>> preds = [0] * 8 + [1] * 7 + [0] + [0, 2]
+    >>> res = classifier_panel(labels, preds, {0: 0.48, 1: 0.48, 2: 0.04}, min_support=5)
+    >>> res.rare_classes, round(res.metrics["rare_class_recall"].value, 3)
+    ([2], 0.5)
+    >>> res.metrics["worst_class_recall"].value, res.worst_class
+    (0.875, 1)
+    >>> flips = classifier_panel(labels, preds, {0: 0.48, 1: 0.48, 2: 0.04},
+    ...                          baseline_preds=labels).metrics["rare_flips"]
+    >>> flips.value, flips.p_value
+    (1.0, 0.5)
+    """
+    lab = _labels(labels, "labels")
+    prd = _labels(preds, "preds", len(lab))
+    base = None if baseline_preds is None else _labels(baseline_preds, "baseline_preds", len(lab))
+    if isinstance(rare_threshold, bool) or not isinstance(rare_threshold, (int, float)) or not (
+        0.0 < float(rare_threshold) <= 1.0
+    ):
+        raise InputError("rare_threshold", f"expected a number in (0, 1], got {rare_threshold!r}")
+    if isinstance(min_support, bool) or not isinstance(min_support, (int, np.integer)) or min_support < 1:
+        raise InputError("min_support", f"expected an int >= 1, got {min_support!r}")
+
+    if priors is not None and (not isinstance(priors, Mapping) or not priors):
+        raise InputError("priors", "expected a non-empty mapping {label: prior}")
+    prior_keys: list[Hashable] = [] if priors is None else as_labels(list(priors.keys()), "priors").tolist()
+    arrays = [lab, prd] if base is None else [lab, prd, base]
+    arrays, prior_keys = _unify(arrays, prior_keys)
+    lab, prd = arrays[0], arrays[1]
+    base = arrays[2] if base is not None else None
+    if priors is None:
+        pri = {c: k / lab.size for c, k in Counter(lab.tolist()).items()}
+    else:
+        pri = _priors(dict(zip(prior_keys, priors.values(), strict=True)), sorted(set(lab.tolist()), key=_sort_key))
+
+    yc, _, correct, counts = _prepare(lab, prd)
+    classes, support, tp = counts.classes, counts.support, counts.tp
+    rare = sorted((c for c, p in pri.items() if p < rare_threshold), key=_sort_key)
+    head = sorted((c for c, p in pri.items() if p >= rare_threshold), key=_sort_key)
+    rare_set = set(rare)
+    is_rare_cls = np.array([c in rare_set for c in classes], dtype=bool)
+
+    metrics: dict[str, MetricValue] = {}
+    paired: dict[str, np.ndarray] = {}
+    m = lab.size
+    metrics["accuracy"] = _proportion(int(correct.sum()), m)
+    paired["accuracy"] = np.ones(m, dtype=bool)
+    bal = _macro(support, tp)
+    assert bal is not None
+    metrics["balanced_accuracy"] = bal
+    for i, c in enumerate(classes):
+        key = f"class_recall.{c}"
+        metrics[key] = _proportion(int(tp[i]), int(support[i]))
+        paired[key] = yc == i
+
+    for name, sel in (("rare_class_recall", is_rare_cls), ("head_class_recall", ~is_rare_cls)):
+        mv = _macro(support[sel], tp[sel])
+        if mv is not None:
+            metrics[name] = mv
+            paired[name] = np.isin(yc, np.flatnonzero(sel))
+
+    eligible = np.flatnonzero(support >= min_support)
+    if eligible.size == 0:
+        eligible = np.arange(len(classes))
+    recalls = tp[eligible] / support[eligible]
+    worst_i = int(eligible[int(np.argmin(recalls))])  # ties: first in string order
+    metrics["worst_class_recall"] = _proportion(int(tp[worst_i]), int(support[worst_i]))
+    paired["worst_class_recall"] = yc == worst_i
+
+    rare_mass = float(sum(pri[c] for c in rare))
+    if rare and rare_mass > 0:
+        in_rare = int(sum(1 for v in prd.tolist() if v in rare_set))
+        lo, hi = wilson_interval(in_rare, m)
+        share = in_rare / m
+        metrics["rare_prediction_ratio"] = MetricValue(
+            share / rare_mass, min(lo, share) / rare_mass, max(hi, share) / rare_mass, n=m
+        )
+
+    rare_items = np.isin(yc, np.flatnonzero(is_rare_cls))
+    if base is not None and rare_items.any():
+        base_correct = np.asarray(base == lab, dtype=bool)
+        b = int((rare_items & base_correct & ~correct).sum())
+        c = int((rare_items & ~base_correct & correct).sum())
+        n_bc = int((rare_items & base_correct).sum())
+        lo, hi = clopper_pearson(b, n_bc) if n_bc else (0.0, 0.0)
+        metrics["rare_flips"] = MetricValue(
+            float(b), min(lo * n_bc, b), max(hi * n_bc, b), p_value=mcnemar_exact(b, c, "greater"), n=n_bc
+        )
+
+    correct.setflags(write=False)
+    for mask in paired.values():
+        mask.setflags(write=False)
+    return ClassifierResult(
+        metrics=metrics,
+        correct=correct,
+        rare_classes=rare,
+        head_classes=head,
+        paired=paired,
+        worst_class=classes[worst_i],
+    )

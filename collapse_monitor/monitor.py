@@ -1,0 +1,426 @@
+"""CollapseMonitor: check() orchestrates metrics -> detection -> history -> sinks -> alerts.
+
+Failure policy: bad input raises ``InputError`` before anything is logged. After that, the
+monitor never lets a sink or alert channel break the caller: failures are recorded in
+``report.errors``, reports are spooled and alert events stay in the outbox, both retried on the
+next check or by ``collapse-monitor serve``. ``strict=True`` raises ``SinkError`` /
+``AlertDeliveryError`` instead. ``watch()`` additionally contains every failure of the
+evaluation so the training function's return value always passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._lifecycle import alert_events
+from ._redact import redact_text
+from .detection import Rules, detect
+from .errors import AlertDeliveryError, ConfigError, InputError, SinkError
+from .history import Baseline, HistoryStore, default_home
+from .metrics.cache import ReferenceCache
+from .sinks.base import EmitContext, Sink, Spool
+from .types import Observation, Provenance, Reference, Report
+
+if TYPE_CHECKING:
+    from .alerting import AlertDispatcher, Channel
+
+__all__ = ["CollapseMonitor"]
+
+log = logging.getLogger("collapse_monitor")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class CollapseMonitor:
+    """Watches one recursive-training chain against a frozen human-origin reference.
+
+    >>> import numpy as np, collapse_monitor as cm, tempfile
+    >>> ref = cm.Reference(labels=[0] * 90 + [1] * 10)
+    >>> mon = cm.CollapseMonitor("doc", reference=ref, sinks=[], home=tempfile.mkdtemp())
+    >>> mon.check(cm.Observation(predictions=[0] * 90 + [1] * 10)).stage
+    <Stage.HEALTHY: 'healthy'>
+    """
+
+    def __init__(
+        self,
+        name: str,
+        reference: Reference,
+        *,
+        sinks: Sequence[Sink] | None = None,
+        alerts: Sequence[Channel] = (),
+        rules: Rules | Mapping[str, Any] | None = None,
+        home: str | os.PathLike[str] | None = None,
+        strict: bool = False,
+        device: str | None = None,
+        links: Mapping[str, str] | None = None,
+        routing: Mapping[str, Sequence[str]] | None = None,
+        mutes: Any = None,
+        alert_budget_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(
+                "name", f"expected 1-128 characters of letters, digits, '_', '.', '-' (not starting with one), got {name!r}"
+            )
+        if not isinstance(reference, Reference):
+            raise ConfigError("reference", f"expected cm.Reference, got {type(reference).__name__}")
+        self.name = name
+        self.reference = reference
+        self.rules = rules if isinstance(rules, Rules) else Rules.from_dict(rules)
+        self.home = Path(home) if home is not None else default_home()
+        self.strict = strict
+        self.device = device
+        self.clock = clock
+        env_links = {
+            "dashboard": os.environ.get("COLLAPSE_MONITOR_DASHBOARD_URL", ""),
+            "runbook": os.environ.get("COLLAPSE_MONITOR_RUNBOOK_URL", ""),
+        }
+        self.links = {k: v for k, v in {**env_links, **dict(links or {})}.items() if v}
+        self.history = HistoryStore(self.home)
+        self.cache = ReferenceCache(self.home / "cache")
+        self.spool = Spool(self.home / "spool")
+        if sinks is None:
+            from .sinks import MLflowSink
+
+            sinks = [MLflowSink()]
+        self.sinks: list[Sink] = list(sinks)
+        for i, s in enumerate(self.sinks):
+            if not hasattr(s, "emit") or not hasattr(s, "name"):
+                raise ConfigError(f"sinks[{i}]", f"expected a sink with .name and .emit(report), got {type(s).__name__}")
+        self.channels = list(alerts)
+        self._dispatcher: AlertDispatcher | None = None
+        self._dispatcher_opts = dict(routing=routing, mutes=mutes, budget_seconds=alert_budget_seconds)
+        self.last_report: Report | None = None
+        self.last_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"CollapseMonitor({self.name!r}, reference={self.reference!r}, "
+            f"sinks={[s.name for s in self.sinks]}, alerts={len(self.channels)} channel(s))"
+        )
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], *, reference: Reference | None = None, **overrides: Any) -> CollapseMonitor:
+        """Build a monitor from a YAML file (see ``collapse_monitor.config``)."""
+        from .config import monitor_from_config
+
+        return monitor_from_config(path, reference=reference, **overrides)
+
+    @property
+    def dispatcher(self) -> AlertDispatcher | None:
+        if not self.channels:
+            return None
+        if self._dispatcher is None:
+            from .alerting import AlertDispatcher
+
+            self._dispatcher = AlertDispatcher(
+                self.channels, outbox_path=self.home / "outbox.db", **self._dispatcher_opts  # type: ignore[arg-type]
+            )
+        return self._dispatcher
+
+    # ------------------------------------------------------------------------------------------
+    def check(self, observation: Observation) -> Report:
+        """Measure one generation, compare it with the baseline and the trend, log and alert."""
+        if not isinstance(observation, Observation):
+            raise InputError("observation", f"expected cm.Observation, got {type(observation).__name__}")
+        observation.validate_against(self.reference)
+        t0 = time.perf_counter()
+        with self.history.lock(self.name):
+            report, history, extra = self._measure(observation, t0)
+            self.history.save_report(report)
+        report = self._deliver(report, observation, history, extra)
+        self.last_report = report
+        return report
+
+    def _measure(self, obs: Observation, t0: float) -> tuple[Report, list[Report], dict[str, Any]]:
+        from .metrics.engine import compute_panel
+
+        rules = self.rules
+        last = self.history.last_generation(self.name)
+        if last is None and not self.history.reports(self.name):
+            self._reseed_from_sinks()
+            last = self.history.last_generation(self.name)
+        generation = obs.generation if obs.generation is not None else (0 if last is None else last + 1)
+        baseline = self.history.baseline(self.name)
+        notes: list[str] = []
+        if baseline is not None and baseline.fingerprint != self.reference.fingerprint:
+            notes.append("the reference changed since the baseline: paired tests skipped")
+        panel = compute_panel(
+            self.reference,
+            obs,
+            rules=rules,
+            cache=self.cache,
+            baseline_predictions=None if baseline is None else baseline.predictions,
+            device=self.device,
+        )
+        pinned = rules.baseline_generation
+        baseline_changed = False
+        is_baseline = baseline is None and (pinned is None or pinned == generation)
+        if is_baseline:
+            baseline = Baseline(generation, self.reference.fingerprint, dict(panel.metrics), dict(panel.items),
+                                panel.predictions)
+            self.history.save_baseline(self.name, baseline)
+            baseline_changed = True
+            det = detect(panel.metrics, rules=rules, baseline=None)
+            notes.append(f"generation {generation} is the baseline")
+        elif baseline is None:
+            det = detect(panel.metrics, rules=rules, baseline=None)
+            notes.append(f"waiting for the pinned baseline generation {pinned}")
+        else:
+            grown = self._grow_baseline(baseline, panel)
+            same_ref = baseline.fingerprint == self.reference.fingerprint
+            history = [r for r in self.history.reports(self.name) if baseline.generation <= r.generation < generation]
+            series = {
+                key: [r.metrics[key].value for r in history if key in r.metrics] + [mv.value]
+                for key, mv in panel.metrics.items()
+            }
+            det = detect(
+                panel.metrics,
+                rules=rules,
+                baseline=baseline.metrics,
+                items=panel.items if same_ref else {},
+                base_items=baseline.items if same_ref else {},
+                paired=panel.paired,
+                series=series,
+                rare_classes=panel.rare_classes,
+            )
+            if grown:
+                baseline_changed = True
+                notes.append(f"baseline extended with {', '.join(grown)} (first seen now)")
+        now = self.clock()
+        events, states = alert_events(
+            monitor=self.name,
+            stage=det.stage,
+            drift=det.drift,
+            findings=det.findings,
+            generation=generation,
+            synthetic_fraction=None if obs.provenance is None else obs.provenance.synthetic_fraction,
+            states=self.history.alert_states(self.name),
+            rules=rules,
+            now=now,
+        )
+        self.history.set_alert_states(self.name, states)
+        report = Report(
+            monitor=self.name,
+            generation=generation,
+            stage=det.stage,
+            metrics=det.metrics,
+            alerts=tuple(events),
+            findings=det.findings,
+            drift=det.drift,
+            baseline_generation=generation if baseline is None else baseline.generation,
+            provenance=obs.provenance,
+            reference_fingerprint=self.reference.fingerprint,
+            created_at=now,
+            duration_seconds=time.perf_counter() - t0,
+            notes=tuple(notes) + det.notes,
+        )
+        extra = {"baseline": baseline, "baseline_changed": baseline_changed}
+        return report, self.history.reports(self.name), extra
+
+    def _grow_baseline(self, baseline: Baseline, panel: Any) -> list[str]:
+        """A family seen for the first time joins the baseline with its first values."""
+        new = [k for k in panel.metrics if k not in baseline.metrics]
+        new_items = [k for k in panel.items if k not in baseline.items]
+        if not new and not new_items:
+            return []
+        for k in new:
+            baseline.metrics[k] = panel.metrics[k]
+        for k in new_items:
+            baseline.items[k] = panel.items[k]
+        if baseline.predictions is None and panel.predictions is not None:
+            baseline.predictions = panel.predictions
+        self.history.save_baseline(self.name, baseline)
+        families = sorted({k.split(".")[0] for k in new})
+        return families[:5]
+
+    def _reseed_from_sinks(self) -> None:
+        """An empty local store (new machine, new working dir): read history back from a sink."""
+        for sink in self.sinks:
+            loader = getattr(sink, "load_history", None)
+            if loader is None:
+                continue
+            try:
+                got = loader(self.name)
+            except Exception as exc:
+                log.warning("could not read history of %s from %s: %s", self.name, sink.name, redact_text(str(exc)))
+                continue
+            if got:
+                reports, baseline = got
+                self.history.import_history(self.name, reports, baseline)
+                log.info("continued %s from %s: %d generation(s)", self.name, sink.name, len(reports))
+                return
+
+    # ------------------------------------------------------------------------------------------
+    def _deliver(
+        self, report: Report, obs: Observation | None, history: Sequence[Report], extra: Mapping[str, Any]
+    ) -> Report:
+        errors: list[str] = []
+        facts: dict[str, Any] = {}
+        ctx = EmitContext(reference=self.reference, observation=obs, history=history, extra=extra)
+        for sink in self.sinks:
+            key = getattr(sink, "spool_key", None) or sink.name
+            _, replay_errors = self.spool.replay(sink, sink_key=key)
+            errors.extend(redact_text(e) for e in replay_errors)
+            try:
+                got = sink.emit(dataclasses.replace(report, **facts), ctx)
+                if got:
+                    facts.update({k: v for k, v in got.items() if k in ("run_id",)})
+                    self.links.update({k: v for k, v in got.items() if k == "mlflow_run" and v})
+            except Exception as exc:
+                msg = redact_text(f"{sink.name}: {type(exc).__name__}: {exc}")
+                log.warning("sink failed, report spooled for retry: %s", msg)
+                errors.append(msg)
+                try:
+                    self.spool.put(key, report)
+                except Exception as sexc:
+                    errors.append(redact_text(f"spool: {type(sexc).__name__}: {sexc}"))
+                if self.strict:
+                    raise SinkError(msg) from None
+        alerts = tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts)
+        report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors), **facts)
+        disp = self.dispatcher
+        if disp is not None:
+            try:
+                results = disp.dispatch(list(report.alerts), report)
+                failed = [r for r in results if not getattr(r, "ok", True) and getattr(r, "final", False)]
+                for r in failed:
+                    errors.append(redact_text(f"alert {getattr(r, 'channel', '?')}: {getattr(r, 'error', '')}"))
+                if failed and self.strict:
+                    raise AlertDeliveryError("; ".join(errors[-len(failed):]))
+            except AlertDeliveryError:
+                raise
+            except Exception as exc:
+                msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
+                log.warning("%s", msg)
+                errors.append(msg)
+                if self.strict:
+                    raise AlertDeliveryError(msg) from None
+            report = dataclasses.replace(report, errors=tuple(errors))
+        if report.errors:
+            with contextlib.suppress(Exception):
+                self.history.save_report(report)
+        return report
+
+    def flush(self, *, budget_seconds: float | None = None) -> dict[str, int]:
+        """Replay the sink spool and redeliver pending alerts (what ``serve`` does on a timer)."""
+        out: dict[str, int] = {}
+        for sink in self.sinks:
+            key = getattr(sink, "spool_key", None) or sink.name
+            done, _ = self.spool.replay(sink, sink_key=key)
+            out[sink.name] = done
+        disp = self.dispatcher
+        if disp is not None:
+            res = disp.redeliver(budget_seconds=budget_seconds)
+            out["alerts"] = sum(1 for r in res if getattr(r, "ok", False))
+        return out
+
+    def reports(self) -> list[Report]:
+        """The monitor's history, oldest generation first."""
+        return self.history.reports(self.name)
+
+    # ------------------------------------------------------------------------------------------
+    def watch(
+        self,
+        evaluate: Callable[[Any], Observation],
+        *,
+        generation: int | Callable[..., int | None] | None = None,
+        provenance: Provenance | Callable[..., Provenance | None] | None = None,
+        strict: bool | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate a training function: after it returns, ``evaluate(result)`` builds the
+        Observation and the monitor checks it. The return value passes through unchanged;
+        ``self.last_report`` holds the report. ``generation``/``provenance`` may be values or
+        callables receiving the training function's arguments. Any failure of the evaluation
+        or the check is logged and kept in ``self.last_error`` (``strict=True`` re-raises).
+        """
+        if not callable(evaluate):
+            raise ConfigError("watch.evaluate", "expected a callable model -> Observation")
+        strict_ = self.strict if strict is None else strict
+
+        def deco(fn: F) -> F:
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                result = fn(*args, **kwargs)
+                self._observe_safely(
+                    lambda: evaluate(result),
+                    generation=generation(*args, **kwargs) if callable(generation) else generation,
+                    provenance=provenance(*args, **kwargs) if callable(provenance) else provenance,
+                    strict=strict_,
+                )
+                return result
+
+            return wrapper  # type: ignore[return-value]
+
+        return deco
+
+    @contextlib.contextmanager
+    def retrain(
+        self, *, generation: int | None = None, provenance: Provenance | None = None, strict: bool | None = None
+    ) -> Iterator[_Retrain]:
+        """Context-manager form for scripts without a function boundary::
+
+            with mon.retrain(provenance=cm.Provenance(synthetic_fraction=0.5)) as r:
+                model = train(...)
+                r.observe(cm.Observation(embeddings=sample(model)))
+            r.report  # the Report (None if the check failed; see mon.last_error)
+        """
+        r = _Retrain(self, generation, provenance, self.strict if strict is None else strict)
+        yield r
+
+    def _observe_safely(
+        self,
+        make: Callable[[], Observation],
+        *,
+        generation: int | None,
+        provenance: Provenance | None,
+        strict: bool,
+    ) -> Report | None:
+        self.last_error = None
+        try:
+            obs = make()
+            if not isinstance(obs, Observation):
+                raise InputError("evaluate", f"must return cm.Observation, got {type(obs).__name__}")
+            if generation is not None and obs.generation is None:
+                obs.generation = int(generation)
+            if provenance is not None and obs.provenance is None:
+                obs.provenance = provenance
+            return self.check(obs)
+        except Exception as exc:
+            self.last_error = exc
+            log.error("collapse-monitor %s: check failed, training result kept: %s", self.name,
+                      redact_text(f"{type(exc).__name__}: {exc}"))
+            if strict:
+                raise
+            return None
+
+
+class _Retrain:
+    def __init__(self, mon: CollapseMonitor, generation: int | None, provenance: Provenance | None, strict: bool):
+        self._mon = mon
+        self._generation = generation
+        self._provenance = provenance
+        self._strict = strict
+        self.report: Report | None = None
+
+    def observe(self, observation: Observation | Callable[[], Observation]) -> Report | None:
+        make = observation if callable(observation) else (lambda: observation)
+        self.report = self._mon._observe_safely(
+            make,  # type: ignore[arg-type]
+            generation=self._generation,
+            provenance=self._provenance,
+            strict=self._strict,
+        )
+        return self.report
+

@@ -1,0 +1,78 @@
+"""Terminal rendering of reports and histories (rich tables). Rendering never computes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .types import Report, Stage
+
+__all__ = ["STAGE_STYLE", "history_table", "report_table", "stage_text"]
+
+STAGE_STYLE = {Stage.HEALTHY: "green", Stage.EARLY_COLLAPSE: "yellow", Stage.LATE_COLLAPSE: "bold red"}
+
+
+def stage_text(report: Report) -> str:
+    s = f"[{STAGE_STYLE[report.stage]}]{report.stage.value}[/]"
+    if report.drift:
+        s += " [magenta](drift)[/]"
+    return s
+
+
+def _fmt(report: Report, key: str) -> str:
+    mv = report.metrics.get(key)
+    if mv is None:
+        return "-"
+    txt = f"{mv.value:.3f}"
+    sig = [f for f in report.findings if f.key == key and f.significant]
+    return f"[red]{txt}↓[/]" if sig else txt
+
+
+def history_table(
+    reports: Sequence[Report],
+    keys: Sequence[str],
+    *,
+    title: str | None = None,
+    aggregates: Sequence[Mapping[str, Any]] | None = None,
+) -> Any:
+    """One row per generation: the given metric keys and the stage. Significant declines are
+    red with an arrow."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    table.add_column("gen", justify="right")
+    for k in keys:
+        table.add_column(k, justify="right")
+    table.add_column("synthetic", justify="right")
+    table.add_column("stage")
+    for i, r in enumerate(reports):
+        sf = r.metrics.get("synthetic_fraction")
+        row = [str(r.generation)]
+        for k in keys:
+            if k not in r.metrics and aggregates is not None and i < len(aggregates) and k in aggregates[i]:
+                row.append(f"{aggregates[i][k]:.3f}")
+            else:
+                row.append(_fmt(r, k))
+        row += ["-" if sf is None else f"{sf.value:.2f}", stage_text(r)]
+        table.add_row(*row)
+    return table
+
+
+def report_table(report: Report) -> Any:
+    """All metrics of one report with interval, baseline and decline test."""
+    from rich.table import Table
+
+    table = Table(title=f"{report.monitor} - generation {report.generation} - {report.stage.value}")
+    for col, j in (("metric", "left"), ("value", "right"), ("95% CI", "right"), ("baseline", "right"),
+                   ("q", "right")):
+        table.add_column(col, justify=j)  # type: ignore[arg-type]
+    q = {f.key: f for f in report.findings if f.kind == "baseline"}
+    for key, mv in sorted(report.metrics.items()):
+        f = q.get(key)
+        base = "-" if mv.baseline is None else f"{mv.baseline:.3f}"
+        qv = "-" if f is None else f"{f.q_value:.3g}"
+        val = f"{mv.value:.3f}"
+        if f is not None and f.significant:
+            val = f"[red]{val}↓[/]"
+        table.add_row(key, val, f"[{mv.ci_low:.3f}, {mv.ci_high:.3f}]", base, qv)
+    return table

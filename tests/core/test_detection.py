@@ -1,0 +1,100 @@
+"""Detection rules: classification, multiple testing, config errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor.detection import Rules, classify, detect
+from collapse_monitor.types import Finding, MetricValue
+
+
+def _f(key: str, family: str, rel: float, sig: bool = True) -> Finding:
+    return Finding(key=key, family=family, kind="baseline", value=1 + rel, baseline=1.0, relative_change=rel,
+                   p_value=1e-6, q_value=1e-5, significant=sig, test="t")
+
+
+def test_classify_stages() -> None:
+    r = Rules()
+    assert classify([], r)[0] is cm.Stage.HEALTHY
+    assert classify([_f("tail_coverage", "tail", -0.3)], r)[0] is cm.Stage.EARLY_COLLAPSE
+    assert classify([_f("tail_coverage", "tail", -0.3), _f("vendi_ratio", "diversity", -0.4)], r)[0] is (
+        cm.Stage.LATE_COLLAPSE
+    )
+    # diversity falling only a little keeps it early
+    assert classify([_f("tail_coverage", "tail", -0.3), _f("vendi_ratio", "diversity", -0.12)], r)[0] is (
+        cm.Stage.EARLY_COLLAPSE
+    )
+    # head and tail fall alike, diversity holds: drift, not collapse
+    stage, drift, _ = classify([_f("tail_coverage", "tail", -0.2), _f("accuracy", "head", -0.2)], r)
+    assert stage is cm.Stage.HEALTHY and drift
+    # tail falls much harder than head: late collapse
+    stage, drift, _ = classify([_f("rare_class_recall", "tail", -0.8), _f("accuracy", "head", -0.15)], r)
+    assert stage is cm.Stage.LATE_COLLAPSE and not drift
+    # head alone: drift
+    stage, drift, _ = classify([_f("accuracy", "head", -0.2)], r)
+    assert stage is cm.Stage.HEALTHY and drift
+
+
+def test_detect_uses_paired_mcnemar_and_bh() -> None:
+    rules = Rules()
+    base_items = {"probe.correct": np.array([True] * 40 + [False] * 10)}
+    cur = base_items["probe.correct"].copy()
+    cur[:12] = False  # 12 flips right -> wrong, none the other way
+    mask = np.ones(50, bool)
+    metrics = {"accuracy": MetricValue(cur.mean(), 0.4, 0.7)}
+    baseline = {"accuracy": MetricValue(0.8, 0.67, 0.89)}
+    det = detect(metrics, rules=rules, baseline=baseline, items={"probe.correct": cur}, base_items=base_items,
+                 paired={"accuracy": ("probe.correct", mask)})
+    (f,) = det.findings
+    assert f.test == "mcnemar-exact"
+    assert f.p_value == pytest.approx(0.5**12)
+    assert f.significant
+    assert det.metrics["accuracy"].baseline == 0.8
+    # head alone fell: drift, not collapse
+    assert det.stage is cm.Stage.HEALTHY and det.drift
+
+
+def test_small_declines_are_not_significant() -> None:
+    rules = Rules()
+    metrics = {"vendi_ratio": MetricValue(0.97, 0.9, 1.04)}
+    baseline = {"vendi_ratio": MetricValue(1.0, 0.93, 1.07)}
+    det = detect(metrics, rules=rules, baseline=baseline)
+    assert det.stage is cm.Stage.HEALTHY
+    assert not det.findings[0].significant
+
+
+def test_trend_test_runs_over_series() -> None:
+    rules = Rules()
+    series = {"tail_coverage": [0.5, 0.47, 0.44, 0.41, 0.38, 0.35, 0.32, 0.29]}
+    metrics = {"tail_coverage": MetricValue(0.29, 0.2, 0.38)}
+    baseline = {"tail_coverage": MetricValue(0.5, 0.4, 0.6)}
+    det = detect(metrics, rules=rules, baseline=baseline, series=series)
+    kinds = {f.kind for f in det.findings}
+    assert kinds == {"baseline", "trend"}
+    trend = next(f for f in det.findings if f.kind == "trend")
+    assert trend.p_value < 1e-3 and trend.relative_change < -0.3
+
+
+@pytest.mark.parametrize(
+    ("d", "key"),
+    [
+        ({"alpha": 2}, "rules.alpha"),
+        ({"alpha": "x"}, "rules.alpha"),
+        ({"min_effect": 0}, "rules.min_effect"),
+        ({"bogus": 1}, "rules.bogus"),
+        ({"tail": "tail_coverage"}, "rules.tail"),
+        ({"k": 0}, "rules.k"),
+        ({"tail": ["accuracy"]}, "rules.tail"),
+    ],
+)
+def test_bad_rules_name_the_key(d, key) -> None:
+    with pytest.raises(cm.ConfigError) as exc:
+        Rules.from_dict(d)
+    assert exc.value.key == key
+
+
+def test_rules_round_trip() -> None:
+    r = Rules.from_dict({"alpha": 0.05, "tail": ["tail_coverage"], "min_effect": 0.2})
+    assert Rules.from_dict(r.to_dict()) == r

@@ -1,0 +1,91 @@
+"""Every bad input raises InputError naming its field, before anything is logged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(50, 4))
+Y = [0] * 40 + [1] * 10
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: cm.Reference(embeddings=np.full((5, 3), np.nan)), "reference.embeddings"),
+        (lambda: cm.Reference(embeddings=np.array([[1.0, np.inf], [0, 0]])), "reference.embeddings"),
+        (lambda: cm.Reference(embeddings=np.zeros((0, 3))), "reference.embeddings"),
+        (lambda: cm.Reference(embeddings=np.zeros(5)), "reference.embeddings"),
+        (lambda: cm.Reference(embeddings=np.array([["a", "b"]], dtype=object)), "reference.embeddings"),
+        (lambda: cm.Reference(embeddings=[[1.0, 2.0], [3.0]]), "reference.embeddings"),
+        (lambda: cm.Reference(labels=[]), "reference.labels"),
+        (lambda: cm.Reference(labels=[[1, 2]]), "reference.labels"),
+        (lambda: cm.Reference(labels=[1.5, None]), "reference.labels"),
+        (lambda: cm.Reference(texts=["", "   "]), "reference.texts"),
+        (lambda: cm.Reference(texts="one string"), "reference.texts"),
+        (lambda: cm.Reference(texts=["ok", 3]), "reference.texts"),
+        (lambda: cm.Reference(labels=[0, 1], class_priors={0: 1.0}), "reference.class_priors"),
+        (lambda: cm.Reference(labels=[0, 1], class_priors={0: -1.0, 1: 2}), "reference.class_priors"),
+        (lambda: cm.Reference(), "reference"),
+        (lambda: cm.Observation(), "observation"),
+        (lambda: cm.Observation(embeddings=np.array([[np.nan, 1.0]])), "observation.embeddings"),
+        (lambda: cm.Observation(texts=[""]), "observation.texts"),
+        (lambda: cm.Observation(predictions=[0], generation=-1), "observation.generation"),
+        (lambda: cm.Observation(predictions=[0], generation=1.5), "observation.generation"),
+        (lambda: cm.Provenance(synthetic_fraction=1.5), "provenance.synthetic_fraction"),
+        (lambda: cm.Provenance(synthetic_fraction=float("nan")), "provenance.synthetic_fraction"),
+    ],
+)
+def test_bad_construction(make, field) -> None:
+    with pytest.raises(cm.InputError) as exc:
+        make()
+    assert exc.value.field == field
+    assert field in str(exc.value)
+    assert isinstance(exc.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("obs", "field"),
+    [
+        (lambda: cm.Observation(embeddings=rng.normal(size=(20, 5))), "observation.embeddings"),
+        (lambda: cm.Observation(predictions=[0] * 49), "observation.predictions"),
+        (lambda: cm.Observation(predictions=[0] * 49 + [7]), "observation.predictions"),
+        (lambda: cm.Observation(predictions=["0"] * 49 + ["x"]), "observation.predictions"),
+        (lambda: cm.Observation(texts=["hello world"]), "observation.texts"),
+    ],
+)
+def test_mismatch_with_reference_raises_before_logging(tmp_path, obs, field) -> None:
+    ref = cm.Reference(embeddings=X, labels=Y)
+    mon = cm.CollapseMonitor("val", reference=ref, sinks=[], home=tmp_path)
+    with pytest.raises(cm.InputError) as exc:
+        mon.check(obs())
+    assert exc.value.field == field
+    assert mon.reports() == []  # nothing recorded
+
+
+def test_check_rejects_non_observation(tmp_path) -> None:
+    mon = cm.CollapseMonitor("val", reference=cm.Reference(labels=Y), sinks=[], home=tmp_path)
+    with pytest.raises(cm.InputError) as exc:
+        mon.check({"predictions": Y})  # type: ignore[arg-type]
+    assert exc.value.field == "observation"
+
+
+def test_bad_monitor_name_is_config_error(tmp_path) -> None:
+    with pytest.raises(cm.ConfigError) as exc:
+        cm.CollapseMonitor("has space", reference=cm.Reference(labels=Y), sinks=[], home=tmp_path)
+    assert exc.value.key == "name"
+
+
+def test_mixed_label_types_compare_by_string() -> None:
+    ref = cm.Reference(labels=[0, "1", 1, "a"])
+    assert set(ref.class_priors) == {"0", "1", "a"}
+
+
+def test_torch_tensors_accepted() -> None:
+    import torch
+
+    ref = cm.Reference(embeddings=torch.randn(10, 3), labels=torch.tensor([0, 1] * 5))
+    assert ref.embeddings.shape == (10, 3) and ref.labels.tolist() == [0, 1] * 5

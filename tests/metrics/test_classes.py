@@ -1,0 +1,327 @@
+"""collapse_monitor.metrics.classes against scikit-learn and scipy."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score
+
+from collapse_monitor.errors import InputError
+from collapse_monitor.metrics.classes import (
+    ClassifierResult,
+    accuracy,
+    balanced_accuracy,
+    class_recall,
+    classifier_panel,
+    macro_recall,
+)
+from collapse_monitor.types import MetricValue
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return ci.low, ci.high
+
+
+def _random_probe(rng: np.random.Generator, m: int, n_classes: int, acc: float):
+    """Long-tailed labels, predictions right with probability ``acc`` (else a random class)."""
+    weights = 1.0 / np.arange(1, n_classes + 1) ** 1.5
+    labels = rng.choice(n_classes, size=m, p=weights / weights.sum())
+    wrong = rng.integers(0, n_classes, size=m)
+    preds = np.where(rng.uniform(size=m) < acc, labels, wrong)
+    return labels, preds, weights / weights.sum()
+
+
+def _sk_recall(labels, preds, classes) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(recall_score(labels, preds, labels=classes, average="macro", zero_division=0))
+
+
+def _macro_ci(labels, preds, classes) -> tuple[float, float]:
+    """The documented interval, written out independently."""
+    z = stats.norm.ppf(0.975)
+    v = 0.0
+    rs = []
+    for c in classes:
+        n = int((labels == c).sum())
+        k = int(((labels == c) & (preds == c)).sum())
+        rs.append(k / n)
+        r_adj = (k + z * z / 2) / (n + z * z)
+        v += r_adj * (1 - r_adj) / (n + z * z)
+    mean = float(np.mean(rs))
+    half = z * math.sqrt(v) / len(classes)
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+SIZES = [(1, 1), (7, 3), (60, 5), (500, 12), (3000, 40)]
+
+
+@pytest.mark.parametrize(("m", "n_classes"), SIZES)
+def test_accuracy_and_recalls_match_sklearn(m: int, n_classes: int) -> None:
+    rng = np.random.default_rng(m + n_classes)
+    for acc_level in (0.3, 0.9):
+        labels, preds, _ = _random_probe(rng, m, n_classes, acc_level)
+        mv = accuracy(labels, preds)
+        assert mv.value == pytest.approx(accuracy_score(labels, preds), abs=1e-15)
+        k = int((labels == preds).sum())
+        assert (mv.ci_low, mv.ci_high) == pytest.approx(_wilson(k, m), abs=1e-12)
+        assert mv.n == m
+
+        present = sorted(set(labels.tolist()), key=str)
+        rec = class_recall(labels, preds)
+        assert list(rec) == present
+        sk = recall_score(labels, preds, labels=present, average=None, zero_division=0)
+        for c, r in zip(present, sk, strict=True):
+            n = int((labels == c).sum())
+            assert rec[c].value == pytest.approx(r, abs=1e-15)
+            assert rec[c].n == n
+            assert (rec[c].ci_low, rec[c].ci_high) == pytest.approx(_wilson(int(round(r * n)), n), abs=1e-12)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn warns when preds hold classes absent from labels
+            ref_bal = balanced_accuracy_score(labels, preds)
+        bal = balanced_accuracy(labels, preds)
+        assert bal.value == pytest.approx(ref_bal, abs=1e-12)
+        assert (bal.ci_low, bal.ci_high) == pytest.approx(_macro_ci(labels, preds, present), abs=1e-12)
+        assert bal.n == m
+
+
+def test_macro_recall_subset() -> None:
+    rng = np.random.default_rng(4)
+    labels, preds, _ = _random_probe(rng, 400, 8, 0.7)
+    present = sorted(set(labels.tolist()))
+    subset = present[-3:] + [99]  # 99 never occurs: ignored
+    mv = macro_recall(labels, preds, subset)
+    assert mv is not None
+    assert mv.value == pytest.approx(_sk_recall(labels, preds, present[-3:]), abs=1e-12)
+    assert (mv.ci_low, mv.ci_high) == pytest.approx(_macro_ci(labels, preds, present[-3:]), abs=1e-12)
+    assert mv.n == int(np.isin(labels, present[-3:]).sum())
+    assert macro_recall(labels, preds, [99, 100]) is None
+    assert macro_recall(labels, preds, []) is None
+
+
+def test_macro_interval_never_zero_width() -> None:
+    # every recall 0 or 1: the plain r(1-r)/n variance would give a zero-width interval
+    bal = balanced_accuracy([0] * 5 + [1] * 3, [0] * 5 + [1] * 3)
+    assert bal.value == 1.0 and bal.ci_low < 0.9 and bal.ci_high == 1.0
+
+
+def test_string_and_mixed_labels() -> None:
+    labels = ["cat", "dog", "dog", "eel", "cat", "dog"]
+    preds = ["cat", "dog", "cat", "eel", "dog", "dog"]
+    rec = class_recall(labels, preds)
+    assert {k: v.value for k, v in rec.items()} == {"cat": 0.5, "dog": pytest.approx(2 / 3), "eel": 1.0}
+    # int labels vs str predictions of the same classes: compared by string form
+    mv = accuracy([1, 2, 3, 3], ["1", "2", "3", "x"])
+    assert mv.value == 0.75
+    assert accuracy(np.array([1.0, 2.0]), [1, 2]).value == 1.0
+
+
+def test_bad_inputs_name_the_field() -> None:
+    with pytest.raises(InputError) as ei:
+        accuracy([0, 1, 2], [0, 1])
+    assert ei.value.field == "preds"
+    with pytest.raises(InputError) as ei:
+        accuracy([], [])
+    assert ei.value.field == "labels"
+    with pytest.raises(InputError) as ei:
+        class_recall([0, 1], [0, float("nan")])
+    assert ei.value.field == "preds"
+    with pytest.raises(InputError) as ei:
+        classifier_panel([0, 1], [0, 1], {0: 0.5})
+    assert ei.value.field == "priors"
+    with pytest.raises(InputError) as ei:
+        classifier_panel([0, 1], [0, 1], {0: 0.5, 1: -0.1})
+    assert ei.value.field == "priors"
+    with pytest.raises(InputError) as ei:
+        classifier_panel([0, 1], [0, 1], {0: 0.5, 1: 0.5}, rare_threshold=0.0)
+    assert ei.value.field == "rare_threshold"
+    with pytest.raises(InputError) as ei:
+        classifier_panel([0, 1], [0, 1], {0: 0.5, 1: 0.5}, min_support=0)
+    assert ei.value.field == "min_support"
+    with pytest.raises(InputError) as ei:
+        classifier_panel([0, 1], [0, 1], {0: 0.5, 1: 0.5}, baseline_preds=[0])
+    assert ei.value.field == "baseline_preds"
+
+
+# --------------------------------------------------------------------------- the panel
+
+
+def _check_panel(labels, preds, priors, base, *, rare_threshold=0.05, min_support=10) -> ClassifierResult:
+    res = classifier_panel(
+        labels, preds, priors, rare_threshold=rare_threshold, min_support=min_support, baseline_preds=base
+    )
+    total = sum(priors.values())
+    rare = sorted((c for c, p in priors.items() if p / total < rare_threshold), key=str)
+    head = sorted((c for c, p in priors.items() if p / total >= rare_threshold), key=str)
+    assert res.rare_classes == rare and res.head_classes == head
+    present = sorted(set(labels.tolist()), key=str)
+    rare_present = [c for c in present if c in rare]
+    head_present = [c for c in present if c not in rare]
+    mets = res.metrics
+    m = len(labels)
+
+    # accuracy / balanced / per-class, with their paired masks
+    assert mets["accuracy"].value == pytest.approx(accuracy_score(labels, preds))
+    np.testing.assert_array_equal(res.correct, labels == preds)
+    assert res.paired["accuracy"].all() and res.paired["accuracy"].size == m
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert mets["balanced_accuracy"].value == pytest.approx(balanced_accuracy_score(labels, preds))
+    sk = recall_score(labels, preds, labels=present, average=None, zero_division=0)
+    for c, r in zip(present, sk, strict=True):
+        assert mets[f"class_recall.{c}"].value == pytest.approx(r)
+        np.testing.assert_array_equal(res.paired[f"class_recall.{c}"], labels == c)
+    assert {k for k in mets if k.startswith("class_recall.")} == {f"class_recall.{c}" for c in present}
+
+    # rare / head macro recall
+    for key, group in (("rare_class_recall", rare_present), ("head_class_recall", head_present)):
+        if group:
+            assert mets[key].value == pytest.approx(_sk_recall(labels, preds, group))
+            assert (mets[key].ci_low, mets[key].ci_high) == pytest.approx(_macro_ci(labels, preds, group))
+            np.testing.assert_array_equal(res.paired[key], np.isin(labels, group))
+        else:
+            assert key not in mets and key not in res.paired
+
+    # worst class
+    support = {c: int((labels == c).sum()) for c in present}
+    recalls = dict(zip(present, sk, strict=True))
+    eligible = [c for c in present if support[c] >= min_support] or present
+    worst = min(recalls[c] for c in eligible)
+    assert mets["worst_class_recall"].value == pytest.approx(worst)
+    assert res.worst_class in eligible and recalls[res.worst_class] == pytest.approx(worst)
+    np.testing.assert_array_equal(res.paired["worst_class_recall"], labels == res.worst_class)
+
+    # rare prediction ratio
+    rare_mass = sum(priors[c] for c in rare) / total
+    if rare and rare_mass > 0:
+        k = int(np.isin(preds, rare).sum())
+        rpr = mets["rare_prediction_ratio"]
+        assert rpr.value == pytest.approx(k / m / rare_mass)
+        lo, hi = _wilson(k, m)
+        assert (rpr.ci_low, rpr.ci_high) == pytest.approx((lo / rare_mass, hi / rare_mass))
+    else:
+        assert "rare_prediction_ratio" not in mets
+
+    # rare flips
+    if base is not None and rare_present:
+        items = np.isin(labels, rare_present)
+        b = int((items & (base == labels) & (preds != labels)).sum())
+        c = int((items & (base != labels) & (preds == labels)).sum())
+        n_bc = int((items & (base == labels)).sum())
+        fl = mets["rare_flips"]
+        assert fl.value == b and fl.n == n_bc
+        ref_p = stats.binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
+        assert fl.p_value == pytest.approx(ref_p, rel=1e-9)
+        if n_bc:
+            ci = stats.binomtest(b, n_bc).proportion_ci(method="exact")
+            assert (fl.ci_low, fl.ci_high) == pytest.approx((ci.low * n_bc, ci.high * n_bc), rel=1e-8, abs=1e-8)
+    else:
+        assert "rare_flips" not in mets
+
+    for key, mv in mets.items():
+        assert isinstance(mv, MetricValue)
+        assert mv.ci_low <= mv.value <= mv.ci_high
+        if key not in ("rare_prediction_ratio", "rare_flips"):
+            assert 0.0 <= mv.ci_low and mv.ci_high <= 1.0
+    return res
+
+
+@pytest.mark.parametrize(("m", "n_classes"), [(40, 4), (600, 15), (5000, 60)])
+def test_panel_matches_references(m: int, n_classes: int) -> None:
+    rng = np.random.default_rng(10 * m + n_classes)
+    labels, base, weights = _random_probe(rng, m, n_classes, 0.9)
+    priors = {c: float(w) for c, w in enumerate(weights)}
+    # the new generation forgets the rare classes: their items are predicted as class 0
+    rare = [c for c, p in priors.items() if p < 0.05]
+    preds = base.copy()
+    forget = np.isin(labels, rare) & (rng.uniform(size=m) < 0.6)
+    preds[forget] = 0
+    res = _check_panel(labels, preds, priors, base)
+    if rare and np.isin(labels, rare).sum() >= 20:
+        assert res.metrics["rare_flips"].p_value < 1e-3
+        assert res.metrics["rare_class_recall"].value < res.metrics["head_class_recall"].value
+    # and without a baseline
+    _check_panel(labels, preds, priors, None, min_support=3)
+
+
+def test_panel_prior_class_without_probe_items_and_string_labels() -> None:
+    labels = np.array(["a"] * 30 + ["b"] * 20 + ["c"] * 3, dtype=object)
+    preds = labels.copy()
+    preds[:5] = "b"
+    preds[-1] = "a"
+    priors = {"a": 0.55, "b": 0.4, "c": 0.03, "z": 0.02}  # z: rare, never in the probe set
+    res = _check_panel(labels, preds, priors, labels.copy())
+    assert res.rare_classes == ["c", "z"]
+    assert "class_recall.z" not in res.metrics
+    assert res.metrics["rare_class_recall"].value == pytest.approx(2 / 3)
+    assert res.metrics["rare_flips"].value == 1.0
+    # worst over classes with support >= 10 ignores the 3-item class c
+    assert res.worst_class == "a"
+
+
+def test_panel_int_labels_with_string_prior_keys() -> None:
+    labels = np.array([0] * 50 + [1] * 45 + [2] * 5)
+    preds = labels.copy()
+    preds[-3:] = 0
+    res = classifier_panel(labels, preds, {"0": 0.5, "1": 0.46, "2": 0.04})
+    assert res.rare_classes == ["2"]
+    assert res.metrics["class_recall.2"].value == pytest.approx(0.4)
+    assert res.metrics["rare_class_recall"].value == pytest.approx(0.4)
+
+
+def test_panel_single_class_and_no_rare_classes() -> None:
+    labels = np.array([3] * 12)
+    preds = np.array([3] * 10 + [4] * 2)
+    res = _check_panel(labels, preds, {3: 0.9, 4: 0.1}, labels.copy())
+    assert res.rare_classes == [] and res.head_classes == [3, 4]
+    assert set(res.metrics) == {"accuracy", "balanced_accuracy", "class_recall.3", "head_class_recall",
+                                "worst_class_recall"}
+    assert res.metrics["worst_class_recall"].value == pytest.approx(10 / 12)
+    # a single class that is rare: no head group, rare group present
+    res = classifier_panel([7] * 4, [7, 7, 7, 1], {7: 0.01, 1: 0.99}, baseline_preds=[7, 7, 1, 7])
+    assert "head_class_recall" not in res.metrics
+    assert res.metrics["rare_class_recall"].value == 0.75
+    assert res.metrics["worst_class_recall"].value == 0.75  # no class reaches min_support: all count
+    assert res.metrics["rare_flips"].value == 1.0
+
+
+def test_panel_default_priors_are_label_frequencies() -> None:
+    labels = np.array([0] * 97 + [1] * 3)
+    res = classifier_panel(labels, labels, None)
+    assert res.rare_classes == [1] and res.head_classes == [0]
+    assert res.metrics["rare_prediction_ratio"].value == pytest.approx(1.0)
+
+
+def test_panel_results_are_read_only() -> None:
+    res = classifier_panel([0, 1, 1], [0, 1, 0], {0: 0.5, 1: 0.5})
+    with pytest.raises(ValueError):
+        res.correct[0] = False
+    with pytest.raises(ValueError):
+        res.paired["accuracy"][0] = False
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 60).flatmap(
+        lambda m: st.tuples(
+            st.lists(st.integers(0, 5), min_size=m, max_size=m),
+            st.lists(st.integers(0, 5), min_size=m, max_size=m),
+            st.lists(st.integers(0, 5), min_size=m, max_size=m),
+        )
+    ),
+    st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6).filter(lambda w: sum(w) > 0),
+    st.sampled_from([0.05, 0.2, 0.5]),
+    st.integers(1, 12),
+)
+def test_panel_properties(arrays, weights, rare_threshold, min_support) -> None:
+    labels, preds, base = (np.array(a) for a in arrays)
+    priors = {c: w for c, w in enumerate(weights)}
+    _check_panel(labels, preds, priors, base, rare_threshold=rare_threshold, min_support=min_support)
