@@ -53,7 +53,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Never follow a redirect: it would forward signed payloads (and Authorization) elsewhere.
     The 3xx comes back as a response and counts as a permanent failure."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
         return None
 
 
@@ -213,12 +213,22 @@ class HttpChannel:
         return self._redact(text)
 
     def send(self, event: AlertEvent, *, timeout: float | None = None) -> DeliveryResult:
-        t = self.timeout if timeout is None else max(0.05, min(self.timeout, float(timeout)))
         try:
             url, body, extra = self._request(event)
-            headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **self._headers, **extra}
+        except Exception as exc:  # a rendering bug must not take the caller down
+            err = self._redact(f"could not render the event: {type(exc).__name__}: {exc}")
+            log.error("alert channel %s: %s", self.name, err)
+            return DeliveryResult(self.name, event.id, "failed", None, 1, err, dedup_key=event.alert.dedup_key)
+        return self._post(event, url, body, extra, timeout)
+
+    def _post(
+        self, event: AlertEvent, url: str, body: bytes, extra: Mapping[str, str], timeout: float | None
+    ) -> DeliveryResult:
+        t = self.timeout if timeout is None else max(0.05, min(self.timeout, float(timeout)))
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **self._headers, **extra}
+        try:
             resp = self._transport("POST", url, body=body, headers=headers, timeout=t, verify_tls=self.verify_tls)
-        except Exception as exc:  # network error, timeout, TLS failure, rendering bug
+        except Exception as exc:  # network error, timeout, TLS failure
             err = self._redact(f"{type(exc).__name__}: {exc}")
             log.warning("alert channel %s (%s): no response: %s", self.name, self.target, err)
             return DeliveryResult(self.name, event.id, "retry", None, 1, err, dedup_key=event.alert.dedup_key)

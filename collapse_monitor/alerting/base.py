@@ -19,12 +19,12 @@ from typing import Any, Protocol, runtime_checkable
 from ..types import Alert, Report
 
 __all__ = [
+    "LINK_LABELS",
+    "OUTBOX_STATES",
+    "SEND_STATES",
     "AlertEvent",
     "Channel",
     "DeliveryResult",
-    "LINK_LABELS",
-    "SEND_STATES",
-    "OUTBOX_STATES",
     "report_summary",
 ]
 

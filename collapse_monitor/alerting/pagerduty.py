@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import ConfigError
@@ -56,8 +56,15 @@ class PagerDuty(HttpChannel):
         self._routing_key = routing_key.strip()
         self.source = source
         super().__init__(
-            url, name=name, timeout=timeout, headers=headers, severities=severities, verify_tls=verify_tls,
-            transport=transport, secrets=[self._routing_key], fingerprint_extra=self._routing_key,
+            url,
+            name=name,
+            timeout=timeout,
+            headers=headers,
+            severities=severities,
+            verify_tls=verify_tls,
+            transport=transport,
+            secrets=[self._routing_key],
+            fingerprint_extra=self._routing_key,
         )
 
     def payload(self, event: AlertEvent, action: str | None = None) -> dict[str, Any]:
@@ -76,7 +83,7 @@ class PagerDuty(HttpChannel):
             "summary": summary[:1024],
             "source": self.source or f"collapse-monitor/{a.monitor}",
             "severity": "info" if event.test else severity,
-            "timestamp": datetime.fromtimestamp(a.timestamp, tz=timezone.utc).isoformat(),
+            "timestamp": datetime.fromtimestamp(a.timestamp, tz=UTC).isoformat(),
             "component": a.monitor,
             "group": "collapse-monitor",
             "class": a.rule,
@@ -107,24 +114,9 @@ class PagerDuty(HttpChannel):
 
     def send(self, event: AlertEvent, *, timeout: float | None = None) -> DeliveryResult:
         result = super().send(event, timeout=timeout)
-        if event.test and result.status == "delivered":
-            resolve = _ResolveOnly(event)
-            super().send(resolve, timeout=timeout)  # best effort: close the test incident
+        if event.test and result.status == "delivered":  # close the test incident (best effort)
+            self._post(event, self._url, dumps(self.payload(event, "resolve")), {}, timeout)
         return result
-
-    def _request_for(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:
-        return self._request(event)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + ", routing_key='***')"
-
-
-class _ResolveOnly(AlertEvent):
-    """Marker: the same test event, rendered as a resolve."""
-
-    def __init__(self, event: AlertEvent) -> None:
-        object.__setattr__(self, "alert", event.alert)
-        object.__setattr__(self, "id", event.id)
-        object.__setattr__(self, "report", None)
-        object.__setattr__(self, "test", True)
-        object.__setattr__(self, "created_at", event.created_at)

@@ -18,7 +18,12 @@ from .base import AlertEvent
 
 __all__ = ["Slack"]
 
-_EMOJI = {"critical": ":rotating_light:", "error": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}
+_EMOJI = {
+    "critical": ":rotating_light:",
+    "error": ":red_circle:",
+    "warning": ":warning:",
+    "info": ":information_source:",
+}
 
 
 def _mrkdwn_escape(s: str) -> str:
@@ -42,8 +47,13 @@ class Slack(HttpChannel):
         transport: Transport | None = None,
     ) -> None:
         super().__init__(
-            url, name=name, timeout=timeout, headers=headers, severities=severities,
-            verify_tls=verify_tls, transport=transport,
+            url,
+            name=name,
+            timeout=timeout,
+            headers=headers,
+            severities=severities,
+            verify_tls=verify_tls,
+            transport=transport,
         )
 
     def payload(self, event: AlertEvent) -> dict[str, Any]:
@@ -54,11 +64,15 @@ class Slack(HttpChannel):
             {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
         ]
         summary = a.summary if not event.test else "If you can read this, collapse-monitor can page you here."
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {_mrkdwn_escape(summary)}"[:3000]}})
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {_mrkdwn_escape(summary)}"[:3000]}}
+        )
         blocks.append(
             {
                 "type": "section",
-                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{_mrkdwn_escape(v)}"[:2000]} for k, v in facts(event)[:10]],
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*{k}*\n{_mrkdwn_escape(v)}"[:2000]} for k, v in facts(event)[:10]
+                ],
             }
         )
         lines = detail_lines(event)

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..errors import ConfigError
 from ._http import HttpChannel, Transport, dumps
@@ -42,13 +42,15 @@ def _key(secret: str | bytes) -> bytes:
     elif isinstance(secret, str):
         if secret.startswith("whsec_"):
             try:
-                key = base64.b64decode(secret[len("whsec_"):], validate=True)
+                key = base64.b64decode(secret[len("whsec_") :], validate=True)
             except (binascii.Error, ValueError):
                 raise ConfigError("secret", "a 'whsec_' secret must be followed by standard base64") from None
         else:
             key = secret.encode("utf-8")
     else:
-        raise ConfigError("secret", f"expected a string ('whsec_<base64>' or raw) or bytes, got {type(secret).__name__}")
+        raise ConfigError(
+            "secret", f"expected a string ('whsec_<base64>' or raw) or bytes, got {type(secret).__name__}"
+        )
     if not key:
         raise ConfigError("secret", "is empty")
     return key
@@ -62,14 +64,14 @@ def webhook_signature(secret: str | bytes, msg_id: str, timestamp: int, body: by
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class Webhook(HttpChannel):
     """POST a signed JSON event to any HTTP endpoint.
 
     >>> w = Webhook("https://example.com/hooks/collapse", secret="whsec_c2VjcmV0LWtleS0xMjM0NTY3ODkw")
-    >>> w
+    >>> w  # doctest: +ELLIPSIS
     Webhook(name='webhook-...', url='https://example.com/hooks/collapse', severities=None, secret='***')
     """
 

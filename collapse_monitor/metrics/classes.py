@@ -262,8 +262,10 @@ def classifier_panel(
     lab = _labels(labels, "labels")
     prd = _labels(preds, "preds", len(lab))
     base = None if baseline_preds is None else _labels(baseline_preds, "baseline_preds", len(lab))
-    if isinstance(rare_threshold, bool) or not isinstance(rare_threshold, (int, float)) or not (
-        0.0 < float(rare_threshold) <= 1.0
+    if (
+        isinstance(rare_threshold, bool)
+        or not isinstance(rare_threshold, (int, float))
+        or not (0.0 < float(rare_threshold) <= 1.0)
     ):
         raise InputError("rare_threshold", f"expected a number in (0, 1], got {rare_threshold!r}")
     if isinstance(min_support, bool) or not isinstance(min_support, (int, np.integer)) or min_support < 1:
@@ -320,9 +322,9 @@ def classifier_panel(
         in_rare = int(sum(1 for v in prd.tolist() if v in rare_set))
         lo, hi = wilson_interval(in_rare, m)
         share = in_rare / m
-        metrics["rare_prediction_ratio"] = MetricValue(
-            share / rare_mass, min(lo, share) / rare_mass, max(hi, share) / rare_mass, n=m
-        )
+        upper = max(hi, share) / rare_mass
+        if math.isfinite(upper):  # skipped when the rare prior mass underflows
+            metrics["rare_prediction_ratio"] = MetricValue(share / rare_mass, min(lo, share) / rare_mass, upper, n=m)
 
     rare_items = np.isin(yc, np.flatnonzero(is_rare_cls))
     if base is not None and rare_items.any():

@@ -130,15 +130,15 @@ print(r.generation, r.baseline_generation)
 
 
 def test_explicit_generation_and_pinned_baseline(tmp_path) -> None:
-    ref = cm.Reference(labels=[0] * 90 + [1] * 10)
+    ref = cm.Reference(labels=[0] * 96 + [1] * 4)  # class 1 is rare (prior 0.04)
     mon = cm.CollapseMonitor("pin", reference=ref, sinks=[], home=tmp_path, rules={"baseline_generation": 1})
     r0 = mon.check(cm.Observation(predictions=[0] * 100, generation=0))
     assert r0.stage is cm.Stage.HEALTHY and any("pinned" in n for n in r0.notes)
-    r1 = mon.check(cm.Observation(predictions=[0] * 90 + [1] * 10))
+    r1 = mon.check(cm.Observation(predictions=[0] * 96 + [1] * 4))
     assert r1.generation == 1 and r1.is_baseline
     r2 = mon.check(cm.Observation(predictions=[0] * 100))
     assert r2.baseline_generation == 1
-    assert r2.metrics["rare_flips"].value == 10
+    assert r2.metrics["rare_flips"].value == 4
 
 
 def test_watch_passes_return_value_and_contains_failures(tmp_path) -> None:

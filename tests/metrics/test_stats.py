@@ -86,8 +86,7 @@ def test_binomial_intervals_empty_and_bad_input() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(0, 5000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
-       st.floats(0.5, 0.999))
+@given(st.integers(0, 5000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))), st.floats(0.5, 0.999))
 def test_binomial_intervals_contain_estimate(kn: tuple[int, int], confidence: float) -> None:
     k, n = kn
     for lo, hi in (wilson_interval(k, n, confidence), clopper_pearson(k, n, confidence)):
@@ -340,8 +339,38 @@ def test_se_from_interval_and_quantile() -> None:
 # Montgomery, Introduction to Statistical Quality Control (6th ed.), Example 9.1 / Table 9.1:
 # 30 observations, target mu0 = 10, sigma = 1, k = 0.5, H = 5. Table 9.2 lists the tabular
 # CUSUM; the upper CUSUM signals at period 29 with C+ = 5.28.
-_MONTGOMERY = [9.45, 7.99, 9.29, 11.66, 12.16, 10.18, 8.04, 11.46, 9.20, 10.34, 9.03, 11.47, 10.51, 9.40, 10.08,
-               9.37, 10.62, 10.31, 8.52, 10.84, 10.90, 9.33, 12.29, 11.50, 10.60, 11.08, 10.38, 11.62, 11.31, 10.52]
+_MONTGOMERY = [
+    9.45,
+    7.99,
+    9.29,
+    11.66,
+    12.16,
+    10.18,
+    8.04,
+    11.46,
+    9.20,
+    10.34,
+    9.03,
+    11.47,
+    10.51,
+    9.40,
+    10.08,
+    9.37,
+    10.62,
+    10.31,
+    8.52,
+    10.84,
+    10.90,
+    9.33,
+    12.29,
+    11.50,
+    10.60,
+    11.08,
+    10.38,
+    11.62,
+    11.31,
+    10.52,
+]
 
 
 def test_cusum_reproduces_montgomery_example() -> None:

@@ -1,0 +1,138 @@
+"""Post alerts straight to Alertmanager (``POST {url}/api/v2/alerts``, a JSON array).
+
+Labels identify the alert and must be the same for firing, repeat and resolve (Alertmanager
+matches them by label set): ``alertname`` (``CollapseMonitor`` + the rule in CamelCase:
+``CollapseMonitorEarlyCollapse``, ``CollapseMonitorLateCollapse``,
+``CollapseMonitorDistributionDrift``), ``monitor``, ``rule``, ``severity``, plus any static
+``labels`` given (e.g. ``team``). The stage and generation change from check to check, so they
+are annotations, not labels. Annotations: ``summary``, ``description`` (what fell, interval,
+generation, synthetic share), ``runbook_url``, ``dashboard_url``, ``mlflow_run_url``.
+``generatorURL`` is the MLflow run link when there is one.
+
+Lifetime: a posted alert stays active until ``endsAt``. A firing or repeat event sets
+``endsAt = alert time + resend_window`` (default 72 h); the monitor re-sends while the stage
+persists (each check that repeats), so the alert stays open as long as checks keep
+confirming it, and it expires by itself if the monitor stops checking for longer than the
+window (by then ``CollapseMonitorStale`` has fired: its default threshold is 48 h). Set the
+window above your retrain interval. A resolve sets ``endsAt`` = the resolve time, which
+closes the alert at once. A test event lives 5 minutes.
+
+Do not route the same monitor both through this channel and through the Prometheus rules in
+``integrations/prometheus/collapse_rules.yml`` to the same receivers: the label sets differ
+(``job``/``instance``), so Alertmanager would notify twice. Pick one path per monitor.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import ConfigError
+from ._http import HttpChannel, Transport, dumps
+from ._render import headline, is_http, plain_text
+from .base import AlertEvent
+
+__all__ = ["Alertmanager", "alertname_for"]
+
+DEFAULT_RESEND_WINDOW = 72 * 3600.0
+TEST_LIFETIME = 300.0
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_RESERVED = {"alertname", "monitor", "rule", "severity"}
+
+
+def alertname_for(rule: str) -> str:
+    """``early_collapse`` -> ``CollapseMonitorEarlyCollapse``.
+
+    >>> alertname_for("late_collapse")
+    'CollapseMonitorLateCollapse'
+    """
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", rule) if w]
+    return "CollapseMonitor" + "".join(w[:1].upper() + w[1:] for w in words)
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Alertmanager(HttpChannel):
+    """Send alerts to an Alertmanager (or an HA pair's load balancer) over its v2 API."""
+
+    kind = "alertmanager"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        resend_window: float = DEFAULT_RESEND_WINDOW,
+        labels: Mapping[str, str] | None = None,
+        timeout: float = 5.0,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+        severities: Iterable[str] | None = None,
+        verify_tls: bool = True,
+        transport: Transport | None = None,
+    ) -> None:
+        base = url.rstrip("/") if isinstance(url, str) else url
+        if isinstance(base, str) and base.endswith("/api/v2/alerts"):
+            base = base[: -len("/api/v2/alerts")]
+        super().__init__(
+            f"{base}/api/v2/alerts" if isinstance(base, str) else base,
+            name=name,
+            timeout=timeout,
+            headers=headers,
+            severities=severities,
+            verify_tls=verify_tls,
+            transport=transport,
+        )
+        try:
+            self.resend_window = float(resend_window)
+        except (TypeError, ValueError):
+            raise ConfigError("resend_window", f"expected seconds > 0, got {resend_window!r}") from None
+        if not (self.resend_window > 0 and math.isfinite(self.resend_window)):
+            raise ConfigError("resend_window", f"expected seconds > 0, got {resend_window!r}")
+        extra = dict(labels or {})
+        for k, v in extra.items():
+            if not isinstance(k, str) or not _LABEL_NAME.match(k) or k in _RESERVED or k.startswith("__"):
+                raise ConfigError(f"labels.{k}", f"expected a label name not in {sorted(_RESERVED)}")
+            if not isinstance(v, str):
+                raise ConfigError(f"labels.{k}", f"expected a string value, got {type(v).__name__}")
+        self.labels = extra
+
+    def alert_object(self, event: AlertEvent) -> dict[str, Any]:
+        a = event.alert
+        if event.test:
+            labels = {"alertname": "CollapseMonitorTest", "monitor": a.monitor, "rule": "test", "severity": "info"}
+            starts, ends = a.timestamp, a.timestamp + TEST_LIFETIME
+        else:
+            labels = {"alertname": alertname_for(a.rule), "monitor": a.monitor, "rule": a.rule, "severity": a.severity}
+            starts = a.timestamp
+            ends = a.timestamp if a.status == "resolved" else a.timestamp + self.resend_window
+        labels = {**self.labels, **labels}
+        link = dict(a.links)
+        annotations = {
+            "summary": headline(event),
+            "description": plain_text(event, with_headline=False),
+            "stage": a.stage.value,
+            "generation": str(a.generation),
+        }
+        if a.synthetic_fraction is not None:
+            annotations["synthetic_fraction"] = f"{a.synthetic_fraction:.4g}"
+        for key, ann in (("runbook", "runbook_url"), ("dashboard", "dashboard_url"), ("mlflow_run", "mlflow_run_url")):
+            if link.get(key):
+                annotations[ann] = str(link[key])
+        obj: dict[str, Any] = {
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": _rfc3339(starts),
+            "endsAt": _rfc3339(ends),
+        }
+        gen = link.get("mlflow_run")
+        if gen and is_http(str(gen)):
+            obj["generatorURL"] = str(gen)
+        return obj
+
+    def _request(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:
+        return self._url, dumps([self.alert_object(event)]), {}

@@ -1,0 +1,94 @@
+"""``collapse-monitor alerts test [--config F]``: send a test event to every configured channel
+and show what each answered. Exit code 0 when every channel accepted it, 1 when any did not,
+2 when the configuration could not be read."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .config import channels_from_config
+from .dispatcher import send_test_event
+
+__all__ = ["DEFAULT_CONFIGS", "alerts_test_command"]
+
+#: Looked for in the working directory when no --config is given (after $COLLAPSE_MONITOR_CONFIG).
+DEFAULT_CONFIGS = ("collapse.yaml", "collapse.yml", "collapse_monitor.yaml", "collapse_monitor.yml")
+
+
+def _find_config(config_path: str | None) -> Path | None:
+    if config_path:
+        return Path(config_path)
+    env = os.environ.get("COLLAPSE_MONITOR_CONFIG")
+    if env:
+        return Path(env)
+    return next((Path(p) for p in DEFAULT_CONFIGS if Path(p).is_file()), None)
+
+
+def _load_alerts(path: Path) -> list[Any]:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError("config", f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            "config", f"{path.name} is not valid YAML" + (f" at line {mark.line + 1}" if mark else "")
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"expected a mapping at the top of {path.name}, got {type(data).__name__}")
+    return channels_from_config(data.get("alerts"))
+
+
+def alerts_test_command(config_path: str | None, *, console: Any = None, timeout: float | None = None) -> int:
+    """Load the channels from the config's ``alerts:`` list, send each a test event and print
+    a table of results. Returns the process exit code."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console()
+    path = _find_config(config_path)
+    if path is None:
+        console.print(
+            "[red]no config file[/red]: pass --config FILE, set COLLAPSE_MONITOR_CONFIG or create one of "
+            + ", ".join(DEFAULT_CONFIGS)
+        )
+        return 2
+    try:
+        channels = _load_alerts(path)
+    except ConfigError as exc:
+        console.print(f"[red]config error[/red] in {escape(str(path))}: {escape(str(exc))}", highlight=False)
+        return 2
+    if not channels:
+        console.print(f"[yellow]{escape(str(path))} has no alert channels[/yellow] (add an 'alerts:' list)")
+        return 2
+    results = send_test_event(channels, timeout=timeout)
+    table = Table(title=Text(f"Test alert from {path}"), show_lines=False)
+    for col in ("channel", "type", "target", "result", "HTTP", "detail"):
+        table.add_column(col, overflow="fold")
+    failed = 0
+    for ch, r in zip(channels, results, strict=True):
+        ok = r.status == "delivered"
+        failed += not ok
+        table.add_row(
+            Text(r.channel),
+            Text(str(getattr(ch, "kind", type(ch).__name__.lower()))),
+            Text(str(getattr(ch, "target", ""))),
+            Text("delivered", style="green") if ok else Text(r.status, style="red"),
+            Text("" if r.http_status is None else str(r.http_status)),
+            Text(r.error or ""),
+        )
+    console.print(table)
+    if failed:
+        console.print(f"[red]{failed} of {len(results)} channel(s) did not accept the test event[/red]")
+        return 1
+    console.print(f"[green]all {len(results)} channel(s) accepted the test event[/green]")
+    return 0

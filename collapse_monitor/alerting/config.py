@@ -1,0 +1,131 @@
+"""Alert channels from configuration (the ``alerts:`` list of the YAML config)::
+
+    alerts:
+      - type: slack                       # webhook | slack | pagerduty | alertmanager | teams
+        url: ${SLACK_WEBHOOK_URL}         # ${VAR} / ${VAR:-default} come from the environment
+        severities: [warning, critical]   # optional; default: all
+        name: team-slack                  # optional; default: <type>-<hash of the target>
+      - {type: pagerduty, routing_key: "${PD_ROUTING_KEY}", severities: [critical]}
+      - {type: webhook, url: "https://hooks.example.com/collapse", secret: "${WEBHOOK_SECRET}"}
+      - {type: alertmanager, url: "http://127.0.0.1:9093", resend_window: 259200, labels: {team: ml}}
+      - {type: teams, url: "${TEAMS_WORKFLOW_URL}"}
+
+Keys for every type: ``type``, ``name``, ``severities``, ``timeout`` (seconds, default 5),
+``headers`` (mapping), ``verify_tls`` (default true; false logs a warning). Per type:
+webhook ``url``, ``secret``; slack ``url``; pagerduty ``routing_key``, ``url``, ``source``;
+alertmanager ``url``, ``resend_window``, ``labels``; teams ``url``. An unknown key, a missing
+required key or a wrong value raises ``ConfigError`` naming the key (relative to the item:
+the caller prefixes ``alerts[i].``). Error messages never contain the values of secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigError
+from .alertmanager import Alertmanager
+from .base import Channel
+from .pagerduty import PagerDuty
+from .slack import Slack
+from .teams import Teams
+from .webhook import Webhook
+
+__all__ = ["CHANNEL_TYPES", "channel_from_config", "channels_from_config", "expand_env"]
+
+CHANNEL_TYPES: dict[str, type] = {
+    "webhook": Webhook,
+    "slack": Slack,
+    "pagerduty": PagerDuty,
+    "alertmanager": Alertmanager,
+    "teams": Teams,
+}
+_COMMON = {"type", "name", "severities", "timeout", "headers", "verify_tls"}
+_KEYS = {
+    "webhook": {"url", "secret"},
+    "slack": {"url"},
+    "pagerduty": {"routing_key", "url", "source"},
+    "alertmanager": {"url", "resend_window", "labels"},
+    "teams": {"url"},
+}
+_REQUIRED = {"webhook": "url", "slack": "url", "pagerduty": "routing_key", "alertmanager": "url", "teams": "url"}
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, key: str = "", env: Mapping[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) in strings, recursively. A variable that is
+    not set and has no default raises ``ConfigError(key)``; values never appear in messages.
+
+    >>> expand_env("${NOT_SET_ANYWHERE:-fallback}")
+    'fallback'
+    """
+    env = os.environ if env is None else env
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in env:
+                return env[var]
+            if default is not None:
+                return default
+            raise ConfigError(key or "config", f"environment variable {var} is not set")
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {k: expand_env(v, f"{key}.{k}" if key else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{key}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def channel_from_config(d: Mapping[str, Any]) -> Channel:
+    """Build one channel from a config mapping (see the module docstring)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError("type", f"expected a mapping with a 'type' key, got {type(d).__name__}")
+    kind = d.get("type")
+    if not isinstance(kind, str) or kind.lower() not in CHANNEL_TYPES:
+        raise ConfigError("type", f"expected one of {sorted(CHANNEL_TYPES)}, got {kind!r}")
+    kind = kind.lower()
+    allowed = _COMMON | _KEYS[kind]
+    for k in d:
+        if k not in allowed:
+            raise ConfigError(str(k), f"unknown key for a {kind} channel; expected one of {sorted(allowed)}")
+    cfg = expand_env({k: v for k, v in d.items() if k != "type"})
+    req = _REQUIRED[kind]
+    if cfg.get(req) in (None, ""):
+        raise ConfigError(req, f"a {kind} channel needs {req}")
+    if "severities" in cfg and isinstance(cfg["severities"], str):
+        cfg["severities"] = [cfg["severities"]]
+    timeout = cfg.get("timeout", 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ConfigError("timeout", f"expected seconds > 0, got {type(timeout).__name__}")
+    for k in ("secret", "routing_key"):
+        if k in cfg and cfg[k] is not None and not isinstance(cfg[k], str):
+            raise ConfigError(k, f"expected a string, got {type(cfg[k]).__name__}")
+    cls = CHANNEL_TYPES[kind]
+    if kind == "pagerduty":
+        routing_key = cfg.pop("routing_key")
+        return cls(routing_key, **cfg)
+    url = cfg.pop("url")
+    return cls(url, **cfg)
+
+
+def channels_from_config(items: Any, key: str = "alerts") -> list[Channel]:
+    """Channels from the ``alerts:`` list; errors name ``alerts[i].<key>``."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ConfigError(key, f"expected a list of channels, got {type(items).__name__}")
+    out: list[Channel] = []
+    for i, item in enumerate(items):
+        try:
+            out.append(channel_from_config(item))
+        except ConfigError as exc:
+            raise ConfigError(f"{key}[{i}].{exc.key}", str(exc).split(": ", 1)[-1]) from None
+    names = [c.name for c in out]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ConfigError(f"{key}[{i}].name", f"duplicate channel name {n!r}: give each channel its own name")
+    return out

@@ -1,0 +1,350 @@
+"""AlertDispatcher: route, mute, persist, deliver. It never decides WHEN to alert - the
+monitor's detection produces firing / repeat / resolved ``Alert`` objects - it decides WHERE
+each one goes and makes sure it gets there.
+
+Routing
+    A firing (or repeat) event goes to every channel that accepts its severity: the
+    channel's own ``severities`` (None = all) AND, when ``routing`` is given, the channels
+    it names for that severity (``{"warning": ["slack"], "critical": ["pagerduty", "slack"],
+    "*": [...]}``; ``"*"`` is the fallback; a severity with neither goes to all channels).
+    A resolve goes to every channel that got the firing event of the same dedup key (the
+    outbox remembers them across processes) with the firing's severity, so Alertmanager
+    label sets and PagerDuty dedup keys match; with no record of the firing (e.g. a fresh
+    outbox) it goes to every channel - resolving an unknown alert is harmless, leaving one
+    open is not.
+Mutes
+    ``{"monitor": until}`` or a list of ``(monitor, start, end)`` / ``{"monitor", "start",
+    "end", "reason"}``; times are unix seconds, ``datetime`` or ISO 8601 strings (naive =
+    UTC); ``monitor`` may be a glob (``"digits-*"``, ``"*"``); ``start`` None = now, ``end``
+    None = until removed. A muted firing event is recorded in the outbox as ``muted`` and not
+    sent. Resolves are never muted: a channel that got the firing gets its resolve.
+Delivery
+    ``dispatch`` commits one outbox row per (event, channel) before any attempt, then
+    delivers within ``budget_seconds`` (default 10 s); what is left is retried by the next
+    ``dispatch``, ``redeliver()`` or ``collapse-monitor serve``. See ``outbox.py`` for the
+    retry policy and the multi-process guarantees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from .._redact import redact_text
+from ..errors import ConfigError, InputError
+from ..types import Alert, Report, Stage
+from .base import AlertEvent, Channel, DeliveryResult, report_summary
+from .outbox import Outbox, OutboxRow, RetryPolicy
+
+__all__ = ["DEFAULT_OUTBOX", "AlertDispatcher", "Mute", "parse_mutes", "send_test_event"]
+
+log = logging.getLogger("collapse_monitor.alerting")
+
+DEFAULT_OUTBOX = os.path.join(".collapse_monitor", "outbox.db")
+
+
+@dataclass(frozen=True)
+class Mute:
+    """No firing events of ``monitor`` (a name or glob) between ``start`` and ``end`` (unix s)."""
+
+    monitor: str
+    start: float = -math.inf
+    end: float = math.inf
+    reason: str = ""
+
+    def covers(self, monitor: str, at: float) -> bool:
+        return self.start <= at < self.end and (self.monitor == monitor or fnmatch.fnmatchcase(monitor, self.monitor))
+
+
+def _ts(v: Any, key: str, default: float) -> float:
+    if v is None:
+        return default
+    if isinstance(v, bool):
+        raise ConfigError(key, f"expected a time (unix seconds, datetime or ISO 8601), got {v!r}")
+    if isinstance(v, (int, float)):
+        if math.isnan(float(v)):
+            raise ConfigError(key, "is NaN")
+        return float(v)
+    if isinstance(v, str):
+        try:
+            v = datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(key, f"expected an ISO 8601 time such as 2026-12-01T00:00:00Z, got {v!r}") from None
+    if isinstance(v, date) and not isinstance(v, datetime):
+        v = datetime(v.year, v.month, v.day, tzinfo=UTC)
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=UTC)).timestamp()
+    raise ConfigError(key, f"expected a time (unix seconds, datetime or ISO 8601), got {type(v).__name__}")
+
+
+def parse_mutes(mutes: Any, key: str = "mutes") -> list[Mute]:
+    """Mute windows from ``{monitor: until}``, ``[(monitor, start, end)]`` or ``[{monitor, start, end, reason}]``."""
+    if mutes is None:
+        return []
+    out: list[Mute] = []
+    if isinstance(mutes, Mapping):
+        for mon, until in mutes.items():
+            if not isinstance(mon, str) or not mon:
+                raise ConfigError(key, f"monitor names must be non-empty strings, got {mon!r}")
+            out.append(Mute(mon, -math.inf, _ts(until, f"{key}.{mon}", math.inf)))
+        return out
+    if isinstance(mutes, (str, bytes)) or not isinstance(mutes, Iterable):
+        raise ConfigError(
+            key, f"expected a mapping {{monitor: until}} or a list of windows, got {type(mutes).__name__}"
+        )
+    for i, m in enumerate(mutes):
+        k = f"{key}[{i}]"
+        if isinstance(m, Mute):
+            out.append(m)
+            continue
+        if isinstance(m, Mapping):
+            unknown = set(m) - {"monitor", "start", "end", "until", "reason"}
+            if unknown:
+                raise ConfigError(f"{k}.{sorted(unknown)[0]}", "unknown key; expected monitor, start, end, reason")
+            mon, start, end, reason = (
+                m.get("monitor"),
+                m.get("start"),
+                m.get("end", m.get("until")),
+                m.get("reason", ""),
+            )
+        elif isinstance(m, (list, tuple)) and len(m) in (2, 3):
+            mon, start, end, reason = (m[0], None, m[1], "") if len(m) == 2 else (m[0], m[1], m[2], "")
+        else:
+            raise ConfigError(k, "expected (monitor, start, end), (monitor, end) or {monitor, start, end}")
+        if not isinstance(mon, str) or not mon:
+            raise ConfigError(f"{k}.monitor", f"expected a monitor name or glob, got {mon!r}")
+        s, e = _ts(start, f"{k}.start", -math.inf), _ts(end, f"{k}.end", math.inf)
+        if e <= s:
+            raise ConfigError(f"{k}.end", "must be after start")
+        out.append(Mute(mon, s, e, str(reason or "")))
+    return out
+
+
+def _check_channels(channels: Any) -> dict[str, Channel]:
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Iterable):
+        raise ConfigError("alerts", f"expected a list of alert channels, got {type(channels).__name__}")
+    out: dict[str, Channel] = {}
+    for i, ch in enumerate(channels):
+        name = getattr(ch, "name", None)
+        if not callable(getattr(ch, "send", None)) or not isinstance(name, str) or not name:
+            raise ConfigError(
+                f"alerts[{i}]", f"expected a channel with .name and .send(event), got {type(ch).__name__}"
+            )
+        if name in out:
+            raise ConfigError(f"alerts[{i}].name", f"duplicate channel name {name!r}: give each channel its own name=")
+        out[name] = ch
+    return out
+
+
+class AlertDispatcher:
+    """Routes, mutes, persists (outbox) and delivers alert events to channels.
+
+    >>> import tempfile, os, collapse_monitor as cm
+    >>> d = AlertDispatcher([], outbox_path=os.path.join(tempfile.mkdtemp(), "outbox.db"))
+    >>> d.dispatch([])
+    []
+    >>> d.close()
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[Channel],
+        *,
+        outbox_path: str | os.PathLike[str] | None = None,
+        routing: Mapping[str, Sequence[str]] | None = None,
+        mutes: Any = None,
+        budget_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
+        lease_seconds: float = 60.0,
+    ) -> None:
+        self._channels = _check_channels(channels)
+        self.routing = self._check_routing(routing)
+        self.mutes = parse_mutes(mutes)
+        try:
+            self.budget_seconds = float(budget_seconds)
+        except (TypeError, ValueError):
+            raise ConfigError("budget_seconds", f"expected seconds >= 0, got {budget_seconds!r}") from None
+        if not (self.budget_seconds >= 0 and math.isfinite(self.budget_seconds)):
+            raise ConfigError("budget_seconds", f"expected seconds >= 0, got {budget_seconds!r}")
+        self.clock = clock
+        self.outbox = Outbox(
+            Path(outbox_path) if outbox_path is not None else Path(DEFAULT_OUTBOX),
+            clock=clock,
+            retry=retry,
+            lease_seconds=lease_seconds,
+        )
+        self.outbox.sync_channels({n: str(getattr(c, "fingerprint", "")) for n, c in self._channels.items()})
+        self._after_persist: Callable[[], None] | None = None  # test hook: runs between commit and delivery
+
+    def _check_routing(self, routing: Any) -> dict[str, list[str]] | None:
+        if routing is None:
+            return None
+        if not isinstance(routing, Mapping):
+            raise ConfigError(
+                "routing", f"expected a mapping severity -> [channel names], got {type(routing).__name__}"
+            )
+        out: dict[str, list[str]] = {}
+        for sev, names in routing.items():
+            if isinstance(names, str):
+                names = [names]
+            if not isinstance(names, Iterable):
+                raise ConfigError(f"routing.{sev}", "expected a list of channel names")
+            names = list(names)
+            for n in names:
+                if n not in self._channels:
+                    raise ConfigError(f"routing.{sev}", f"unknown channel {n!r}; known: {sorted(self._channels)}")
+            out[str(sev)] = names
+        return out
+
+    # -- public ------------------------------------------------------------------------------
+    @property
+    def channels(self) -> dict[str, Channel]:
+        return dict(self._channels)
+
+    def route(self, alert: Alert) -> list[str]:
+        """Channel names a firing event of ``alert`` goes to."""
+        sev = alert.severity
+        names: list[str] = list(self._channels)
+        if self.routing is not None:
+            picked = self.routing.get(sev, self.routing.get("*"))
+            if picked is not None:
+                names = picked
+        out = []
+        for n in names:
+            sevs = getattr(self._channels[n], "severities", None)
+            if sevs is None or sev in sevs:
+                out.append(n)
+        return out
+
+    def muted(self, monitor: str, at: float | None = None) -> Mute | None:
+        at = self.clock() if at is None else at
+        return next((m for m in self.mutes if m.covers(monitor, at)), None)
+
+    def dispatch(self, alerts: Sequence[Alert] | Alert, report: Report | None = None) -> list[DeliveryResult]:
+        """Persist one outbox row per (event, channel), then deliver within the budget.
+
+        Returns one result per row of this call with the row's state afterwards
+        (``delivered``, ``pending``, ``dead``, ``disabled`` or ``muted``). Never raises for a
+        delivery problem."""
+        if isinstance(alerts, Alert):
+            alerts = [alerts]
+        summary = report_summary(report)
+        keys: list[tuple[str, str]] = []
+        now = self.clock()
+        for i, alert in enumerate(alerts):
+            if not isinstance(alert, Alert):
+                raise InputError(f"alerts[{i}]", f"expected cm.Alert, got {type(alert).__name__}")
+            alert, targets, open_alert, close = self._plan(alert, now)
+            if not targets:
+                log.info("alert %s (%s): no channel takes severity %s", alert.dedup_key, alert.status, alert.severity)
+                continue
+            event = AlertEvent(alert=alert, report=summary, created_at=now)
+            self.outbox.enqueue(event, targets, open_alert=open_alert, close_alert=close)
+            keys.extend((event.id, ch) for ch in targets)
+            log.info(
+                "alert %s %s (%s) -> %s",
+                alert.dedup_key,
+                alert.status,
+                alert.severity,
+                ", ".join(f"{c}:{s}" for c, s in targets.items()),
+            )
+        if self._after_persist is not None:
+            self._after_persist()
+        if any(True for _ in keys):
+            self.outbox.deliver(self._channels, budget_seconds=self.budget_seconds)
+        out = []
+        for event_id, ch in keys:
+            row = self.outbox.get(event_id, ch)
+            if row is not None:
+                out.append(row.result())
+        return out
+
+    def redeliver(self, budget_seconds: float | None = None) -> list[DeliveryResult]:
+        """Deliver what earlier calls or processes left pending (due rows only)."""
+        return self.outbox.deliver(
+            self._channels, budget_seconds=self.budget_seconds if budget_seconds is None else budget_seconds
+        )
+
+    def pending(self) -> list[OutboxRow]:
+        """Rows still waiting for delivery (any channel)."""
+        return self.outbox.pending()
+
+    def close(self) -> None:
+        self.outbox.close()
+
+    def __enter__(self) -> AlertDispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AlertDispatcher(channels={list(self._channels)}, outbox={str(self.outbox.path)!r})"
+
+    # -- internals ---------------------------------------------------------------------------
+    def _plan(self, alert: Alert, now: float) -> tuple[Alert, dict[str, str], list[tuple[str, str, bool]], str | None]:
+        disabled = self.outbox.disabled_channels()
+
+        def initial(name: str, muted: bool) -> str:
+            return "muted" if muted else ("disabled" if name in disabled else "pending")
+
+        if alert.status == "resolved":
+            opened = self.outbox.open_alert(alert.dedup_key)
+            if opened:
+                sev = opened[0][1]
+                if sev and sev != alert.severity:
+                    alert = dataclasses.replace(alert, severity=sev)
+                targets = {ch: initial(ch, was_muted) for ch, _, was_muted in opened if ch in self._channels}
+            else:
+                targets = {n: initial(n, False) for n in self._channels}
+            return alert, targets, [], alert.dedup_key
+        mute = self.muted(alert.monitor, now)
+        if mute is not None:
+            log.info("alert %s muted until %s%s", alert.dedup_key, mute.end, f" ({mute.reason})" if mute.reason else "")
+        routed = self.route(alert)
+        targets = {n: initial(n, mute is not None) for n in routed}
+        return alert, targets, [(n, alert.severity, mute is not None) for n in routed], None
+
+
+def make_test_alert(monitor: str = "collapse-monitor-test") -> Alert:
+    """The alert a test event carries (rule ``test``, severity ``info``)."""
+    return Alert(
+        monitor=monitor,
+        rule="test",
+        status="firing",
+        severity="info",
+        stage=Stage.HEALTHY,
+        generation=0,
+        summary="collapse-monitor test event: if you can read this, this channel receives alerts. No action needed.",
+    )
+
+
+def send_test_event(
+    channels: Sequence[Channel], *, timeout: float | None = None, monitor: str = "collapse-monitor-test"
+) -> list[DeliveryResult]:
+    """Send one test event to each channel now (one attempt each, no outbox, no routing, no
+    mutes) and return the results. PagerDuty resolves its test incident right away;
+    Alertmanager's test alert (``CollapseMonitorTest``, severity info) ends after 5 minutes."""
+    event = AlertEvent(alert=make_test_alert(monitor), test=True)
+    out = []
+    for ch in channels:
+        try:
+            out.append(ch.send(event, timeout=timeout))
+        except Exception as exc:
+            scrub = getattr(ch, "redact", redact_text)
+            out.append(
+                DeliveryResult(
+                    str(getattr(ch, "name", "?")), event.id, "failed", error=scrub(f"{type(exc).__name__}: {exc}")
+                )
+            )
+    return out

@@ -1,0 +1,454 @@
+"""Durable alert outbox: every event is committed to sqlite BEFORE any delivery attempt.
+
+Guarantees and bounds
+---------------------
+- **Persist first.** One row per (event, channel), committed (WAL, ``synchronous=FULL``)
+  before the first attempt. A process that dies after that leaves a ``pending`` row that the
+  next process (``AlertDispatcher.redeliver()``, the next check, or ``collapse-monitor
+  serve``) delivers.
+- **At least once, one idempotency key.** The row id is the event id, sent on every attempt
+  (``webhook-id`` for webhooks), so a receiver can drop the duplicate that a crash between
+  "sent" and "recorded" can cause.
+- **Several processes at once.** A row is *claimed* in a ``BEGIN IMMEDIATE`` transaction that
+  sets a lease (``lease_until``; default 60 s, at least twice the channel's timeout + 5 s);
+  no other process takes a leased row, and a lease that outlives a killed process simply
+  expires. Per (channel, dedup key) rows go out in order: a resolve never overtakes its
+  firing event.
+- **Retry policy** (:class:`RetryPolicy`, defaults): exponential backoff with full jitter,
+  ``uniform(0, min(600 s, 1 s * 2**(attempt-1)))``; ``Retry-After`` (seconds or HTTP-date)
+  replaces the backoff (capped at 1 h); no retry on 4xx except 408 and 429; 410 disables the
+  channel (persisted: later processes skip it until its URL/key changes); a row is ``dead``
+  after 20 attempts or 24 h.
+- **Bounded in-call delivery.** :meth:`Outbox.deliver` works on due rows, waiting for
+  backoffs only while they end inside ``budget_seconds``; no attempt starts after the budget
+  is spent and each attempt's timeout is capped by what is left of it, so a call returns
+  within about ``budget_seconds`` + 0.1 s (DNS resolution is not covered by socket timeouts).
+
+States: ``pending`` -> ``delivered`` | ``dead`` | ``disabled``; ``muted`` rows are recorded
+and never sent. ``last_error`` is redacted by the channel before it is stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._redact import redact_text
+from .base import AlertEvent, Channel, DeliveryResult
+
+__all__ = ["Outbox", "OutboxRow", "RetryPolicy"]
+
+log = logging.getLogger("collapse_monitor.alerting")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,                 -- event id = idempotency key (webhook-id)
+    channel TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    kind TEXT NOT NULL,               -- firing | resolved | test
+    payload TEXT NOT NULL,            -- AlertEvent JSON (never rendered requests, never secrets)
+    status TEXT NOT NULL,             -- pending | delivered | dead | disabled | muted
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    updated_at REAL NOT NULL,
+    delivered_at REAL,
+    last_http_status INTEGER,
+    last_error TEXT,
+    UNIQUE (id, channel)
+);
+CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (status, channel, dedup_key, seq);
+CREATE TABLE IF NOT EXISTS channel_state (
+    name TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    disabled_at REAL NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS open_alerts (   -- which channels got the firing event of an alert
+    dedup_key TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    muted INTEGER NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (dedup_key, channel)
+);
+"""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try again. Full jitter (AWS Architecture Blog, "Exponential Backoff And
+    Jitter", 2015): ``delay = uniform(0, min(cap, base * 2**(attempt-1)))``."""
+
+    base_seconds: float = 1.0
+    cap_seconds: float = 600.0
+    max_attempts: int = 20
+    max_age_seconds: float = 86400.0
+    max_retry_after_seconds: float = 3600.0
+
+    def backoff(self, attempts: int, rng: random.Random | None = None) -> float:
+        hi = min(self.cap_seconds, self.base_seconds * 2.0 ** max(0, attempts - 1))
+        return (rng or random).uniform(0.0, hi)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: str
+    channel: str
+    dedup_key: str
+    monitor: str
+    kind: str
+    status: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    lease_until: float | None
+    delivered_at: float | None
+    last_http_status: int | None
+    last_error: str | None
+    payload: str
+    seq: int = 0
+
+    def event(self) -> AlertEvent:
+        return AlertEvent.from_dict(json.loads(self.payload))
+
+    def result(self) -> DeliveryResult:
+        return DeliveryResult(
+            channel=self.channel,
+            event_id=self.id,
+            status=self.status,
+            http_status=self.last_http_status,
+            attempts=self.attempts,
+            error=self.last_error,
+            next_attempt_at=self.next_attempt_at if self.status == "pending" else None,
+            dedup_key=self.dedup_key,
+        )
+
+
+_COLS = (
+    "id, channel, dedup_key, monitor, kind, status, attempts, created_at, next_attempt_at, lease_until, "
+    "delivered_at, last_http_status, last_error, payload, seq"
+)
+
+
+class Outbox:
+    """The sqlite outbox. Thread-safe within a process, safe across processes."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
+        lease_seconds: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+        self.lease_seconds = float(lease_seconds)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lock = threading.RLock()
+        new = not self.path.exists()
+        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        if new:
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        with self._tx() as db:
+            for stmt in _SCHEMA.split(";\n"):
+                if stmt.strip():
+                    db.execute(stmt)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Outbox({str(self.path)!r})"
+
+    @staticmethod
+    def _row(r: Sequence[Any]) -> OutboxRow:
+        return OutboxRow(*r)
+
+    # -- writing -----------------------------------------------------------------------------
+    def enqueue(
+        self,
+        event: AlertEvent,
+        targets: Mapping[str, str],
+        *,
+        open_alert: Sequence[tuple[str, str, bool]] = (),
+        close_alert: str | None = None,
+    ) -> None:
+        """Persist ``event`` once per channel in ``targets`` ({channel: initial status:
+        pending | muted | disabled}) in ONE transaction, with the bookkeeping of which
+        channels got a firing event (``open_alert``: (channel, severity, muted)) or the
+        end of it (``close_alert``: the dedup key). Re-enqueuing the same event is a no-op."""
+        now = self.clock()
+        payload = json.dumps(event.to_dict(), sort_keys=True, allow_nan=True)
+        a = event.alert
+        with self._tx() as db:
+            for channel, status in targets.items():
+                db.execute(
+                    "INSERT OR IGNORE INTO outbox (id, channel, dedup_key, monitor, kind, payload, status, attempts,"
+                    " created_at, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,0,?,?,?)",
+                    (event.id, channel, a.dedup_key, a.monitor, event.kind, payload, status, now, now, now),
+                )
+            for channel, severity, muted in open_alert:
+                db.execute(
+                    "INSERT INTO open_alerts (dedup_key, channel, severity, muted, since) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT (dedup_key, channel) DO UPDATE SET muted = min(muted, excluded.muted)",
+                    (a.dedup_key, channel, severity, int(muted), now),
+                )
+            if close_alert is not None:
+                db.execute("DELETE FROM open_alerts WHERE dedup_key = ?", (close_alert,))
+
+    def open_alert(self, dedup_key: str) -> list[tuple[str, str, bool]]:
+        """(channel, severity, muted) of every channel the firing event of ``dedup_key`` was routed to."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT channel, severity, muted FROM open_alerts WHERE dedup_key = ? ORDER BY since, channel",
+                (dedup_key,),
+            )
+            return [(c, s, bool(m)) for c, s, m in cur.fetchall()]
+
+    # -- channel state -----------------------------------------------------------------------
+    def disable_channel(self, name: str, fingerprint: str, reason: str) -> None:
+        now = self.clock()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO channel_state (name, fingerprint, disabled_at, reason) VALUES (?,?,?,?)",
+                (name, fingerprint, now, reason),
+            )
+            db.execute(
+                "UPDATE outbox SET status='disabled', updated_at=?, lease_owner=NULL, lease_until=NULL,"
+                " last_error=coalesce(last_error, ?) WHERE channel=? AND status='pending'",
+                (now, f"channel disabled: {reason}", name),
+            )
+
+    def enable_channel(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM channel_state WHERE name = ?", (name,))
+
+    def disabled_channels(self) -> dict[str, str]:
+        """{name: fingerprint} of the channels switched off after a 410."""
+        with self._lock:
+            return dict(self._db.execute("SELECT name, fingerprint FROM channel_state").fetchall())
+
+    def sync_channels(self, fingerprints: Mapping[str, str]) -> None:
+        """Re-enable a disabled channel whose target (URL, key) has changed since the 410."""
+        for name, fp in self.disabled_channels().items():
+            if name in fingerprints and fingerprints[name] != fp:
+                log.info("alert channel %s has a new target: enabled again", name)
+                self.enable_channel(name)
+
+    # -- reading -----------------------------------------------------------------------------
+    def rows(
+        self, *, status: str | None = None, channel: str | None = None, event_id: str | None = None
+    ) -> list[OutboxRow]:
+        sql, args = f"SELECT {_COLS} FROM outbox WHERE 1=1", []
+        for col, val in (("status", status), ("channel", channel), ("id", event_id)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        with self._lock:
+            return [self._row(r) for r in self._db.execute(sql + " ORDER BY seq", args).fetchall()]
+
+    def get(self, event_id: str, channel: str) -> OutboxRow | None:
+        rows = self.rows(event_id=event_id, channel=channel)
+        return rows[0] if rows else None
+
+    def pending(self) -> list[OutboxRow]:
+        return self.rows(status="pending")
+
+    # -- delivery ----------------------------------------------------------------------------
+    _QUEUE = (
+        "o.status = 'pending' AND o.channel IN ({names})"
+        " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.channel = o.channel AND p.dedup_key = o.dedup_key"
+        "                 AND p.status = 'pending' AND p.seq < o.seq)"
+        " AND NOT EXISTS (SELECT 1 FROM channel_state c WHERE c.name = o.channel)"
+    )
+
+    def claim(self, channels: Iterable[str], *, lease_seconds: float | None = None) -> OutboxRow | None:
+        """Take the next due row of ``channels`` under a lease (counts as an attempt)."""
+        names = list(channels)
+        if not names:
+            return None
+        now = self.clock()
+        lease = self.lease_seconds if lease_seconds is None else lease_seconds
+        where = self._QUEUE.format(names=",".join("?" * len(names)))
+        with self._tx() as db:
+            r = db.execute(
+                f"SELECT {', '.join('o.' + c.strip() for c in _COLS.split(','))} FROM outbox o WHERE {where}"
+                " AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until <= ?)"
+                " ORDER BY o.next_attempt_at, o.seq LIMIT 1",
+                (*names, now, now),
+            ).fetchone()
+            if r is None:
+                return None
+            row = self._row(r)
+            db.execute(
+                "UPDATE outbox SET lease_owner=?, lease_until=?, attempts=attempts+1, updated_at=? WHERE seq=?",
+                (self.owner, now + lease, now, row.seq),
+            )
+        return OutboxRow(**{**row.__dict__, "attempts": row.attempts + 1, "lease_until": now + lease})
+
+    def next_due(self, channels: Iterable[str]) -> float | None:
+        """When the next row of ``channels`` becomes claimable (None: nothing pending)."""
+        names = list(channels)
+        if not names:
+            return None
+        where = self._QUEUE.format(names=",".join("?" * len(names)))
+        with self._lock:
+            (t,) = self._db.execute(
+                f"SELECT min(max(o.next_attempt_at, coalesce(o.lease_until, 0))) FROM outbox o WHERE {where}", names
+            ).fetchone()
+        return t
+
+    def complete(self, row: OutboxRow, result: DeliveryResult, *, fingerprint: str = "") -> DeliveryResult:
+        """Record the outcome of one attempt and schedule the next one; returns the row's new state."""
+        now = self.clock()
+        pol = self.retry
+        error = None if result.error is None else redact_text(result.error)[:1000]
+        status, next_at, retry_after = result.status, row.next_attempt_at, result.retry_after
+        if status == "delivered":
+            new = "delivered"
+        elif status == "gone":
+            new = "disabled"
+        elif status == "retry":
+            if row.attempts >= pol.max_attempts or now - row.created_at >= pol.max_age_seconds:
+                new = "dead"
+                error = f"gave up after {row.attempts} attempt(s): {error}"
+            else:
+                new = "pending"
+                if retry_after is not None:
+                    delay = min(max(0.0, retry_after), pol.max_retry_after_seconds)
+                else:
+                    delay = pol.backoff(row.attempts, self._rng)
+                next_at = now + delay
+        else:  # failed, or anything a custom channel made up
+            new = "dead"
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET status=?, next_attempt_at=?, lease_owner=NULL, lease_until=NULL, updated_at=?,"
+                " delivered_at=?, last_http_status=?, last_error=? WHERE seq=?",
+                (new, next_at, now, now if new == "delivered" else None, result.http_status, error, row.seq),
+            )
+        if new == "disabled":
+            log.error("alert channel %s answered 410 Gone: disabled (later processes skip it too)", row.channel)
+            self.disable_channel(row.channel, fingerprint, error or "410 Gone")
+        elif new == "dead":
+            log.error("alert %s to channel %s not delivered, giving up: %s", row.id, row.channel, error)
+        return DeliveryResult(
+            channel=row.channel,
+            event_id=row.id,
+            status=new,
+            http_status=result.http_status,
+            attempts=row.attempts,
+            error=error,
+            retry_after=retry_after,
+            next_attempt_at=next_at if new == "pending" else None,
+            dedup_key=row.dedup_key,
+        )
+
+    def expire(self) -> int:
+        """Mark pending rows older than ``max_age_seconds`` dead (nobody delivered them in time)."""
+        now = self.clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE outbox SET status='dead', updated_at=?, last_error=coalesce(last_error || ' ', '') ||"
+                " '(expired: not delivered within max_age)' WHERE status='pending' AND created_at < ?"
+                " AND (lease_until IS NULL OR lease_until <= ?)",
+                (now, now - self.retry.max_age_seconds, now),
+            )
+            return cur.rowcount
+
+    def prune(self, keep_seconds: float = 30 * 86400.0) -> int:
+        """Delete finished rows (delivered, dead, disabled, muted) older than ``keep_seconds``."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM outbox WHERE status != 'pending' AND updated_at < ?", (self.clock() - keep_seconds,)
+            )
+            return cur.rowcount
+
+    def deliver(self, channels: Mapping[str, Channel], *, budget_seconds: float) -> list[DeliveryResult]:
+        """Deliver due rows of ``channels`` until nothing is due within the budget.
+
+        Waits for a backoff / ``Retry-After`` only when it ends inside the budget; never
+        starts an attempt after the budget is spent; caps each attempt's timeout by what is
+        left. Rows of channels not in ``channels`` are left for a process that has them.
+        """
+        deadline = time.monotonic() + max(0.0, float(budget_seconds))
+        results: dict[tuple[str, str], DeliveryResult] = {}
+        self.expire()
+        names = list(channels)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                break
+            ch_timeout = max((float(getattr(c, "timeout", 5.0)) for c in channels.values()), default=5.0)
+            row = self.claim(names, lease_seconds=max(self.lease_seconds, 2 * ch_timeout + 5))
+            if row is None:
+                due = self.next_due(names)
+                if due is None:
+                    break
+                wait = due - self.clock()
+                if wait >= remaining - 0.05:
+                    break
+                self._sleep(min(max(wait, 0.01), remaining))
+                continue
+            channel = channels[row.channel]
+            try:
+                event = row.event()
+            except Exception as exc:  # a corrupt row must not block the queue
+                raw = DeliveryResult(row.channel, row.id, "failed", error=f"unreadable outbox row: {exc}")
+            else:
+                try:
+                    raw = channel.send(event, timeout=max(0.05, deadline - time.monotonic()))
+                except Exception as exc:  # a custom channel that raises
+                    scrub = getattr(channel, "redact", redact_text)
+                    raw = DeliveryResult(row.channel, row.id, "retry", error=scrub(f"{type(exc).__name__}: {exc}"))
+            results[(row.id, row.channel)] = self.complete(
+                row, raw, fingerprint=str(getattr(channel, "fingerprint", ""))
+            )
+        return list(results.values())

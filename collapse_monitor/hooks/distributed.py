@@ -1,0 +1,299 @@
+"""Checks under ``torch.distributed``: every rank evaluates a shard, rank 0 checks.
+
+::
+
+    sampler = DistributedSampler(probe_set, shuffle=False)      # pads with repeats: fine
+    idx = list(sampler)                                         # this rank's probe indices
+    preds = model(X_probe[idx]).argmax(1)
+    emb = embed(model.sample(n_samples // world_size))          # this rank's share of samples
+    res = distributed_check(mon, probe_indices=idx, predictions=preds, embeddings=emb)
+    if res.stage is not cm.Stage.HEALTHY: ...                   # every rank knows the stage
+
+Each rank validates its own inputs; the metadata (errors, shard sizes, probe predictions with
+their indices, texts) goes around with ``all_gather_object``; embeddings are padded to the
+largest shard and gathered with ``all_gather`` (row counts exchanged first). Per-class
+confusion counts are ``all_reduce``-d and compared with the gathered items, a cheap check that
+nothing was lost on the way. Then group rank 0 alone builds the Observation and runs
+``monitor.check`` (so only rank 0 logs to MLflow / Prometheus and pages), and by default
+broadcasts the stage and generation so every rank can act on it (stop the chain, skip a
+promotion).
+
+Equal to the single-process check: probe predictions are placed by their probe index (so any
+sharding, DistributedSampler's interleaving and padding included, gives the single-process
+vector); sample embeddings and texts are concatenated in rank order (rank 0 first), so the
+usual contiguous split reproduces the single-process order and with it every bootstrap
+interval exactly.
+
+Failures are agreed on: bad input on any rank raises the same :class:`cm.InputError` on every
+rank (after the metadata exchange, so no rank is left waiting in a collective), and a check
+that fails on rank 0 raises on every rank when ``broadcast=True``. Without an initialised
+process group the function is a plain local check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import _validate as V
+from ..errors import CollapseMonitorError, InputError
+from ..types import Observation, Provenance, Report, Stage
+
+if TYPE_CHECKING:
+    from ..monitor import CollapseMonitor
+
+__all__ = ["DistributedResult", "distributed_check"]
+
+
+@dataclass(frozen=True)
+class DistributedResult:
+    """What each rank gets back. ``report`` is set on group rank 0 only; ``stage`` and
+    ``generation`` on every rank when broadcast (else None off rank 0)."""
+
+    rank: int
+    world_size: int
+    stage: Stage | None
+    generation: int | None
+    report: Report | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+# ---------------------------------------------------------------------------------------------
+def _error(field: str, exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, InputError):
+        msg = str(exc)
+        prefix = f"{exc.field}: "
+        return exc.field, msg[len(prefix):] if msg.startswith(prefix) else msg
+    return field, f"{type(exc).__name__}: {exc}"
+
+
+def _local_shard(
+    ref_labels: np.ndarray | None,
+    ref_width: int | None,
+    has_ref_texts: bool,
+    world: int,
+    probe_indices: Any,
+    predictions: Any,
+    embeddings: Any,
+    texts: Any,
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Validate this rank's inputs. Never raises: errors travel in ``meta["error"]`` so every
+    rank reaches the collectives and raises the same error afterwards."""
+    meta: dict[str, Any] = {"error": None, "idx": None, "pred": None, "n_emb": 0, "texts": None}
+    emb: np.ndarray | None = None
+    try:
+        if predictions is not None:
+            if ref_labels is None:
+                raise InputError("predictions", "given but the reference has no labels")
+            pred = V.as_labels(predictions, "predictions")
+            if probe_indices is None:
+                if world > 1:
+                    raise InputError("probe_indices", "required with predictions when the world size is > 1")
+                probe_indices = np.arange(len(pred))
+            if hasattr(probe_indices, "detach"):
+                probe_indices = probe_indices.detach().cpu().numpy()
+            idx = np.asarray(probe_indices)
+            if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+                raise InputError("probe_indices", f"expected a 1-D sequence of ints, got shape {idx.shape} {idx.dtype}")
+            if idx.size != pred.size:
+                raise InputError("probe_indices", f"has {idx.size} entries for {pred.size} predictions")
+            m = len(ref_labels)
+            if idx.size and (idx.min() < 0 or idx.max() >= m):
+                raise InputError("probe_indices", f"out of range for a probe set of {m} items")
+            meta["idx"], meta["pred"] = idx.astype(np.int64), pred
+        elif probe_indices is not None and len(probe_indices):
+            raise InputError("predictions", "probe_indices given without predictions")
+        if embeddings is not None:
+            if ref_width is None:
+                raise InputError("embeddings", "given but the reference has no embeddings")
+            emb = V.as_embeddings(embeddings, "embeddings", width=ref_width)
+            meta["n_emb"] = int(emb.shape[0])
+        if texts is not None:
+            if not has_ref_texts:
+                raise InputError("texts", "given but the reference has no texts")
+            meta["texts"] = list(V.as_texts(texts, "texts"))
+    except Exception as exc:
+        meta["error"] = _error("distributed_check", exc)
+        emb = None
+        meta["n_emb"] = 0
+    return meta, emb
+
+
+def _assemble_predictions(metas: Sequence[Mapping[str, Any]], m: int) -> np.ndarray | None:
+    shards = [(r, mt["idx"], mt["pred"]) for r, mt in enumerate(metas) if mt["pred"] is not None]
+    if not shards:
+        return None
+    out = np.empty(m, dtype=np.result_type(*[p.dtype for _, _, p in shards]))
+    owner = np.full(m, -1, dtype=np.int64)
+    for r, idx, pred in shards:
+        seen = owner[idx] >= 0
+        if seen.any():  # DistributedSampler pads with repeats: fine when they agree
+            clash = idx[seen][out[idx[seen]] != pred[seen]]
+            if clash.size:
+                raise InputError(
+                    "predictions", f"probe item {int(clash[0])} got different predictions on ranks "
+                    f"{int(owner[clash[0]])} and {r}"
+                )
+        out[idx] = pred
+        owner[idx] = np.where(owner[idx] >= 0, owner[idx], r)
+    missing = np.flatnonzero(owner < 0)
+    if missing.size:
+        raise InputError(
+            "probe_indices", f"{missing.size} of {m} probe items were predicted by no rank "
+            f"(first: {missing[:5].tolist()}); shard the whole probe set, e.g. DistributedSampler(drop_last=False)"
+        )
+    return out
+
+
+def _confusion(ref_labels: np.ndarray, idx: np.ndarray, pred: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    pos = {str(c): i for i, c in enumerate(classes)}
+    k = len(classes)
+    mat = np.zeros((k, k + 1), dtype=np.int64)  # last column: a label the reference never had
+    for t, p in zip(ref_labels[idx].tolist(), pred.tolist()):
+        mat[pos[str(t)], pos.get(str(p), k)] += 1
+    return mat
+
+
+# ---------------------------------------------------------------------------------------------
+def distributed_check(
+    monitor: CollapseMonitor,
+    *,
+    probe_indices: Any = None,
+    predictions: Any = None,
+    embeddings: Any = None,
+    texts: Sequence[str] | None = None,
+    generation: int | None = None,
+    provenance: Provenance | None = None,
+    group: Any = None,
+    broadcast: bool = True,
+) -> DistributedResult:
+    """Gather each rank's shard of a generation's outputs and check them on group rank 0.
+
+    Args:
+        monitor: the same monitor (same reference) on every rank; only rank 0 writes.
+        probe_indices: indices into ``monitor.reference.labels`` of this rank's ``predictions``
+            (required with predictions when the world size is above 1; duplicates across ranks
+            must agree).
+        predictions: this rank's predicted labels for those probe items.
+        embeddings: this rank's (k_r, d) sample embeddings (tensor or array; may be empty or None
+            on some ranks).
+        texts: this rank's generated texts.
+        generation, provenance: as in :class:`cm.Observation` (rank 0's values are used).
+        group: a ``torch.distributed`` process group (default: the world).
+        broadcast: send the stage and generation to every rank (default True).
+
+    Returns a :class:`DistributedResult`; ``report`` holds the Report on rank 0.
+    """
+    import torch.distributed as dist
+
+    ref = monitor.reference
+    live = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank(group) if live else 0
+    world = dist.get_world_size(group) if live else 1
+    labels = ref.labels
+    width = None if ref.embeddings is None else int(ref.embeddings.shape[1])
+    meta, emb = _local_shard(labels, width, ref.texts is not None, world, probe_indices, predictions, embeddings, texts)
+
+    metas: list[dict[str, Any]] = [meta]
+    if live and world > 1:
+        metas = [{} for _ in range(world)]
+        dist.all_gather_object(metas, meta, group=group)
+    bad = [(r, mt["error"]) for r, mt in enumerate(metas) if mt["error"] is not None]
+    if bad:
+        r, (field, msg) = bad[0]
+        raise InputError(field, f"on rank {r}: {msg}" if world > 1 else msg)
+    if all(mt["pred"] is None and mt["n_emb"] == 0 and not mt["texts"] for mt in metas):
+        raise InputError("distributed_check", "no rank gave predictions, embeddings or texts")
+
+    gathered_emb = _gather_embeddings(emb, [mt["n_emb"] for mt in metas], width, group, live and world > 1)
+    full_preds = None if labels is None else _assemble_predictions(metas, len(labels))
+    if full_preds is not None and live and world > 1:
+        _check_counts(metas, meta, labels, ref.classes, group)  # type: ignore[arg-type]
+    all_texts = [t for mt in metas if mt["texts"] for t in mt["texts"]] or None
+
+    payload: dict[str, Any] = {"stage": None, "generation": None, "error": None}
+    report: Report | None = None
+    exc_main: Exception | None = None
+    if rank == 0:
+        try:
+            obs = Observation(
+                embeddings=gathered_emb, predictions=full_preds, texts=all_texts,
+                generation=generation, provenance=provenance,
+            )
+            report = monitor.check(obs)
+            payload.update(stage=report.stage.value, generation=report.generation)
+        except Exception as exc:
+            exc_main = exc
+            payload["error"] = _error("check", exc)
+    if broadcast and live and world > 1:
+        box = [payload]
+        src = 0 if group is None else dist.get_global_rank(group, 0)
+        dist.broadcast_object_list(box, src=src, group=group)
+        payload = box[0]
+    if exc_main is not None:
+        raise exc_main
+    if payload["error"] is not None:
+        field, msg = payload["error"]
+        if field.startswith(("observation", "predictions", "embeddings", "texts", "probe_indices")):
+            raise InputError(field, f"on rank 0: {msg}")
+        raise CollapseMonitorError(f"collapse-monitor check failed on rank 0: {field}: {msg}")
+    stage = None if payload["stage"] is None else Stage(payload["stage"])
+    return DistributedResult(rank, world, stage, payload["generation"], report)
+
+
+def _gather_embeddings(
+    emb: np.ndarray | None, sizes: Sequence[int], width: int | None, group: Any, collective: bool
+) -> np.ndarray | None:
+    """Pad every shard to the largest, all_gather, trim, concatenate in rank order. Every
+    shard was validated against the reference's width, so all widths agree."""
+    if max(sizes, default=0) == 0 or width is None:
+        return None
+    if not collective:
+        return emb
+    import torch
+    import torch.distributed as dist
+
+    device = _device(group)
+    buf = torch.zeros((max(sizes), width), dtype=torch.float32, device=device)
+    if emb is not None and emb.shape[0]:
+        buf[: emb.shape[0]] = torch.from_numpy(np.array(emb, dtype=np.float32)).to(device)
+    out = [torch.empty_like(buf) for _ in sizes]
+    dist.all_gather(out, buf, group=group)
+    return np.concatenate([t[:s].cpu().numpy() for t, s in zip(out, sizes) if s], axis=0)
+
+
+def _check_counts(
+    metas: Sequence[Mapping[str, Any]], mine: Mapping[str, Any], labels: np.ndarray, classes: Sequence[Any], group: Any
+) -> None:
+    """all_reduce each rank's per-class confusion counts and compare them with the gathered
+    items: a mismatch means items were lost or altered between ranks."""
+    import torch
+    import torch.distributed as dist
+
+    k = len(classes)
+    local = np.zeros((k, k + 1), dtype=np.int64)
+    if mine["pred"] is not None:
+        local = _confusion(labels, mine["idx"], mine["pred"], classes)
+    t = torch.from_numpy(local).to(_device(group))
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    expected = sum(
+        (_confusion(labels, mt["idx"], mt["pred"], classes) for mt in metas if mt["pred"] is not None),
+        np.zeros((k, k + 1), dtype=np.int64),
+    )
+    if not np.array_equal(t.cpu().numpy(), expected):
+        raise CollapseMonitorError("distributed_check: gathered probe predictions disagree with the all-reduced counts")
+
+
+def _device(group: Any) -> Any:
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

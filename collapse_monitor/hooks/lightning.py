@@ -1,0 +1,133 @@
+"""Lightning callback: check the trained model at the end of ``fit``.
+
+::
+
+    from collapse_monitor.hooks.lightning import CollapseMonitorCallback
+
+    cb = CollapseMonitorCallback(mon, evaluate=lambda module: cm.Observation(
+        predictions=module(X_probe).argmax(1)))
+    trainer = L.Trainer(max_epochs=5, callbacks=[cb])
+    trainer.fit(model, datamodule)
+    cb.last_report          # the Report (None if the check failed: see cb.last_error)
+
+Runs on global rank zero only, never during the sanity check nor under ``fast_dev_run``
+(Lightning turns loggers off there too: a debug run is not a generation). ``evaluate`` runs
+under ``module.eval()`` and ``torch.no_grad()``; the training mode is restored afterwards.
+
+Like every Lightning hook it is a no-op by default, but unlike Lightning's contract it contains
+its own failures (STYLE item 8): a callback that raises aborts ``fit``, so any ``Exception``
+from ``evaluate``, the check, a sink or an alert channel is logged and kept in ``last_error``.
+
+With a model sharded across ranks (FSDP, DeepSpeed ZeRO-3) a forward pass on rank zero alone
+would hang: call :func:`collapse_monitor.hooks.distributed_check` on every rank from your own
+hook instead.
+
+Works with the ``lightning`` package (``lightning.pytorch``) and, when only that is installed,
+the standalone ``pytorch_lightning`` package.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # pragma: no cover - the standalone package only
+    try:
+        from pytorch_lightning.callbacks import Callback
+    except ImportError:
+        raise ImportError(
+            "collapse_monitor.hooks.lightning needs Lightning: pip install 'collapse-monitor[lightning]'"
+        ) from None
+
+from ..errors import ConfigError
+from ._core import GenerationArg, HookCore, ProvenanceArg
+
+if TYPE_CHECKING:
+    from ..monitor import CollapseMonitor
+    from ..types import Observation, Report
+
+__all__ = ["CollapseMonitorCallback"]
+
+log = logging.getLogger("collapse_monitor.hooks")
+
+_EVENTS = ("fit_end", "train_end", "validation_end")
+
+
+class CollapseMonitorCallback(Callback):  # type: ignore[misc]
+    """Check ``evaluate(pl_module)`` with ``monitor`` when ``on`` happens.
+
+    Args:
+        monitor: the :class:`cm.CollapseMonitor` of this training chain.
+        evaluate: ``pl_module -> cm.Observation`` (probe predictions, sample embeddings, texts).
+        generation: an int, or ``(trainer, pl_module) -> int | None``; default: previous + 1.
+        provenance: a :class:`cm.Provenance`, or ``(trainer, pl_module) -> Provenance | None``.
+        on: ``"fit_end"`` (default), ``"train_end"`` or ``"validation_end"`` (every validation
+            run outside the sanity check: one generation per validation).
+        eval_mode: run ``evaluate`` under ``eval()`` + ``torch.no_grad()`` (default True).
+    """
+
+    def __init__(
+        self,
+        monitor: CollapseMonitor,
+        evaluate: Callable[[Any], Observation],
+        *,
+        generation: GenerationArg = None,
+        provenance: ProvenanceArg = None,
+        on: str = "fit_end",
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__()
+        if on not in _EVENTS:
+            raise ConfigError("CollapseMonitorCallback.on", f"expected one of {', '.join(_EVENTS)}, got {on!r}")
+        self.on = on
+        self._core = HookCore(
+            monitor, evaluate, generation=generation, provenance=provenance, eval_mode=eval_mode,
+            owner="CollapseMonitorCallback",
+        )
+
+    @property
+    def monitor(self) -> CollapseMonitor:
+        return self._core.monitor
+
+    @property
+    def last_report(self) -> Report | None:
+        """The report of the last successful check."""
+        return self._core.last_report
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The failure of the last check, None when it succeeded."""
+        return self._core.last_error
+
+    def __repr__(self) -> str:
+        return f"CollapseMonitorCallback(monitor={self.monitor.name!r}, on={self.on!r})"
+
+    # -- Lightning hooks ---------------------------------------------------------------------
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.on == "fit_end":
+            self._maybe_check(trainer, pl_module)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.on == "train_end":
+            self._maybe_check(trainer, pl_module)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.on == "validation_end":
+            self._maybe_check(trainer, pl_module)
+
+    def _maybe_check(self, trainer: Any, pl_module: Any) -> None:
+        try:
+            if getattr(trainer, "sanity_checking", False):
+                return
+            if not getattr(trainer, "is_global_zero", True):
+                return
+            if getattr(trainer, "fast_dev_run", False):
+                log.info("collapse-monitor %s: fast_dev_run, check skipped", self.monitor.name)
+                return
+        except Exception as exc:  # pragma: no cover - a broken trainer object
+            self._core.last_error = exc
+            return
+        self._core.run(pl_module, (trainer, pl_module))

@@ -1,0 +1,548 @@
+"""The generator (embedding) panel: PRDC, tail / head / rare-mode coverage and the diversity
+metrics of one generation against a frozen reference, each a
+:class:`~collapse_monitor.types.MetricValue` with a 95 % interval.
+
+The reference side (:class:`GeneratorRefState`: k-NN radii, tail mask, k-means clusters,
+mean / covariance and its eigen-decomposition, Mahalanobis fit, Vendi score) is built once per
+reference and cached (:class:`~.cache.ReferenceCache`, ``.npz``, no pickle), so a check pays
+for the samples only: one symmetric self pass for their k-NN radii, one pass over the
+reference x samples products, and ``O(m d^2)`` moments.
+
+Intervals:
+
+* Wilson (1927) score intervals for proportions: precision (n = samples), recall, coverage,
+  tail / head coverage (n = reference points in the group), rare-mode coverage (n = rare
+  clusters), and the tail-mass count (scaled by 1 / 0.01);
+* bootstrap percentile intervals (Efron & Tibshirani 1993) for density and the diversity
+  metrics. The samples are split once into ``G`` (default 20) random groups; per-group sums
+  and ``d x d`` scatter matrices are computed once and a replicate resamples whole groups, so
+  it costs ``G d^2`` plus one symmetric eigen-decomposition per spectral metric (Vendi,
+  effective rank, Frechet). Above ``max_boot_dim`` dimensions (default 256) the replicate
+  spectra are taken in the top ``max_boot_dim`` eigenvectors of the full-sample matrix and
+  shifted to the exact point estimate (the point estimates themselves are always exact).
+  The replicates are re-centred on the point estimate (their median moved to it) before the
+  percentiles are read: a resample repeats rows, which by itself pulls spectral statistics
+  one way (Vendi and effective rank down, Frechet up) and would otherwise leave the point at
+  one end of its interval; the spread is kept. An interval that still misses its point is
+  widened to include it; intervals are clipped to the metric's bounds (``_spec``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..types import MetricValue, Reference
+from ._spec import spec_for
+from .cache import ReferenceCache, default_cache
+from .coverage import assign_to_centroids, cluster_mass, rare_modes_kept
+from .diversity import (
+    TAIL_LEVEL,
+    MahalanobisTail,
+    bootstrap_spectra,
+    group_moments,
+    hill_number,
+    mean_cov,
+    normalize_rows,
+    spectral_effective_rank,
+    vendi_score,
+)
+from .knn import DEFAULT_MEMORY_BUDGET, _resolve_dtype, _square_block, _to_tensor, as_matrix, prdc_pass, resolve_device
+from .stats import percentile_interval, wilson_interval
+
+__all__ = [
+    "GeneratorRefState",
+    "GeneratorResult",
+    "build_generator_state",
+    "default_n_clusters",
+    "generator_panel",
+    "get_generator_state",
+]
+
+_STATE_VERSION = 1
+_CONF = 0.95
+
+
+# --------------------------------------------------------------------------- reference state
+
+
+@dataclass(frozen=True, eq=False)
+class GeneratorRefState:
+    """Everything the generator panel needs from the reference, computed once.
+
+    ``radii2`` are the squared k-NN radii as compared (computed on rows centred by ``mean`` in
+    ``dtype``); ``tail_mask`` marks the ``tail_quantile`` share of points with the largest
+    radii; ``centroids`` / ``cluster_mass`` / ``rare_clusters`` come from k-means;
+    ``cov`` (``ddof=1``) with ``cov_eigvals`` / ``cov_eigvecs``; ``tail`` is the Mahalanobis
+    fit of the tail-mass ratio; ``vendi`` the full reference's Vendi score and ``perm`` a fixed
+    permutation whose prefixes are the same-size reference subsamples of ``vendi_ratio``.
+    """
+
+    k: int
+    tail_quantile: float
+    rare_threshold: float
+    seed: int
+    dtype: str
+    mean: np.ndarray
+    radii2: np.ndarray
+    tail_mask: np.ndarray
+    centroids: np.ndarray
+    cluster_mass: np.ndarray
+    rare_clusters: np.ndarray
+    cov: np.ndarray
+    cov_eigvals: np.ndarray
+    cov_eigvecs: np.ndarray
+    tail: MahalanobisTail
+    vendi: float
+    perm: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.radii2.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def radii(self) -> np.ndarray:
+        """k-NN radii (distances)."""
+        return np.sqrt(self.radii2)
+
+    @property
+    def trace(self) -> float:
+        """Total variance ``trace(cov)``."""
+        return float(np.trace(self.cov))
+
+    @property
+    def sqrt_cov(self) -> np.ndarray:
+        """Symmetric ``cov^1/2`` from the cached eigen-decomposition."""
+        v, w = self.cov_eigvecs, np.sqrt(np.clip(self.cov_eigvals, 0.0, None))
+        return (v * w) @ v.T
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "version": np.asarray(_STATE_VERSION),
+            "k": np.asarray(self.k),
+            "tail_quantile": np.asarray(self.tail_quantile),
+            "rare_threshold": np.asarray(self.rare_threshold),
+            "seed": np.asarray(self.seed),
+            "dtype": np.asarray(self.dtype),
+            "mean": self.mean,
+            "radii2": self.radii2,
+            "tail_mask": self.tail_mask,
+            "centroids": self.centroids,
+            "cluster_mass": self.cluster_mass,
+            "rare_clusters": self.rare_clusters,
+            "cov": self.cov,
+            "cov_eigvals": self.cov_eigvals,
+            "cov_eigvecs": self.cov_eigvecs,
+            "tail_mean": self.tail.mean,
+            "tail_whiten": self.tail.whiten,
+            "tail_radius": np.asarray(self.tail.radius),
+            "tail_shrinkage": np.asarray(self.tail.shrinkage),
+            "tail_level": np.asarray(self.tail.quantile),
+            "vendi": np.asarray(self.vendi),
+            "perm": self.perm,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> GeneratorRefState:
+        if int(arrays["version"]) != _STATE_VERSION:
+            raise ValueError(f"generator state version {int(arrays['version'])}, expected {_STATE_VERSION}")
+        tail = MahalanobisTail(
+            np.asarray(arrays["tail_mean"], dtype=np.float64),
+            np.asarray(arrays["tail_whiten"], dtype=np.float64),
+            float(arrays["tail_radius"]),
+            float(arrays["tail_shrinkage"]),
+            float(arrays["tail_level"]),
+        )
+        return cls(
+            k=int(arrays["k"]),
+            tail_quantile=float(arrays["tail_quantile"]),
+            rare_threshold=float(arrays["rare_threshold"]),
+            seed=int(arrays["seed"]),
+            dtype=str(arrays["dtype"]),
+            mean=np.asarray(arrays["mean"], dtype=np.float64),
+            radii2=np.asarray(arrays["radii2"], dtype=np.float64),
+            tail_mask=np.asarray(arrays["tail_mask"], dtype=bool),
+            centroids=np.asarray(arrays["centroids"], dtype=np.float64),
+            cluster_mass=np.asarray(arrays["cluster_mass"], dtype=np.float64),
+            rare_clusters=np.asarray(arrays["rare_clusters"], dtype=bool),
+            cov=np.asarray(arrays["cov"], dtype=np.float64),
+            cov_eigvals=np.asarray(arrays["cov_eigvals"], dtype=np.float64),
+            cov_eigvecs=np.asarray(arrays["cov_eigvecs"], dtype=np.float64),
+            tail=tail,
+            vendi=float(arrays["vendi"]),
+            perm=np.asarray(arrays["perm"], dtype=np.int64),
+        )
+
+
+def default_n_clusters(n: int, rare_threshold: float = 0.05) -> int:
+    """``round(0.5 / rare_threshold)`` k-means clusters (10 for the default 0.05): the average
+    cluster then holds twice the threshold, so a *rare* cluster is one with under half the
+    average mass (a genuinely small mode, not just a below-average k-means cell). Capped so a
+    cluster averages at least 25 reference points; at least 2.
+
+    >>> default_n_clusters(10_000), default_n_clusters(100), default_n_clusters(10)
+    (10, 4, 2)
+    """
+    return max(2, min(round(0.5 / rare_threshold), n // 25))
+
+
+def _fraction(x: Any, key: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"expected a number in (0, 1), got {x!r}") from None
+    if not 0.0 < v < 1.0:
+        raise ConfigError(key, f"expected a number in (0, 1), got {x!r}")
+    return v
+
+
+_KMEANS_MAX_ROWS = 10_000
+
+
+def _kmeans(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """k-means centroids (sklearn, k-means++ init, ``n_init=3``, ``random_state=seed``), fit
+    on at most 10,000 fixed-seed rows (plenty for <= 20 centroids). sklearn's OpenMP pool is
+    limited to one thread inside this call only: its spin-waiting barriers slow k-means
+    down several-fold when the CPUs are shared with a training job."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    if x.shape[0] > _KMEANS_MAX_ROWS:
+        x = x[np.sort(np.random.default_rng(seed).choice(x.shape[0], _KMEANS_MAX_ROWS, replace=False))]
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="openmp"):
+        warnings.simplefilter("ignore")  # fewer distinct points than clusters: empty clusters get mass 0
+        km = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit(x)
+    return np.asarray(km.cluster_centers_, dtype=np.float64)
+
+
+def build_generator_state(
+    ref_embeddings: Any,
+    *,
+    k: int = 5,
+    tail_quantile: float = 0.1,
+    rare_threshold: float = 0.05,
+    n_clusters: int | None = None,
+    seed: int = 0,
+    device: Any = None,
+    chunk_size: int | None = None,
+    dtype: str = "float32",
+) -> GeneratorRefState:
+    """Build the reference side of the generator panel (see :class:`GeneratorRefState`).
+
+    Cost at ``n`` rows: one symmetric chunked k-NN pass (``n^2 d``, bounded memory), k-means
+    (sklearn, ``n_init=3``, ``random_state=seed``), ``O(n d^2)`` moments and two ``d x d``
+    eigen-decompositions. Rare clusters: mass > 0 and < ``rare_threshold``.
+    """
+    import torch
+
+    from .knn import _check_chunk, _check_k, _self_kth_d2
+
+    ref = as_matrix(ref_embeddings, "reference.embeddings")
+    n = ref.shape[0]
+    if n < 2:
+        raise InputError("reference.embeddings", "needs at least 2 rows to define neighbourhoods")
+    k = _check_k(k)
+    tq = _fraction(tail_quantile, "tail_quantile")
+    rt = _fraction(rare_threshold, "rare_threshold")
+    if n_clusters is None:
+        n_clusters = default_n_clusters(n, rt)
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or not 1 <= n_clusters <= n:
+        raise ConfigError("n_clusters", f"expected an integer in [1, {n}], got {n_clusters!r}")
+    ndt = _resolve_dtype(dtype)[1]
+    dev = resolve_device(device)
+    chunk = _check_chunk(chunk_size)
+
+    mean = ref.mean(axis=0)
+    with torch.inference_mode():
+        x = _to_tensor(ref, mean, ndt, dev)
+        radii2 = _self_kth_d2(x, k, _square_block(ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET))
+        radii2_np = radii2.cpu().numpy().astype(np.float64)
+        del x, radii2
+    n_tail = int(np.clip(round(tq * n), 1, n - 1))
+    tail_mask = np.zeros(n, dtype=bool)
+    tail_mask[np.argsort(-radii2_np, kind="stable")[:n_tail]] = True
+
+    centroids = _kmeans((ref - mean).astype(np.float32), int(n_clusters), seed) + mean
+    mass = cluster_mass(assign_to_centroids(ref, centroids), int(n_clusters))
+    rare = (mass > 0) & (mass < rt)
+
+    _, cov = mean_cov(ref)
+    evals, evecs = np.linalg.eigh(cov)
+    return GeneratorRefState(
+        k=k,
+        tail_quantile=tq,
+        rare_threshold=rt,
+        seed=int(seed),
+        dtype=str(ndt),
+        mean=mean,
+        radii2=radii2_np,
+        tail_mask=tail_mask,
+        centroids=centroids,
+        cluster_mass=mass,
+        rare_clusters=rare,
+        cov=cov,
+        cov_eigvals=evals,
+        cov_eigvecs=evecs,
+        tail=MahalanobisTail.fit(ref, seed=seed),
+        vendi=vendi_score(ref),
+        perm=np.random.default_rng(seed).permutation(n).astype(np.int64),
+    )
+
+
+def get_generator_state(reference: Reference, cache: ReferenceCache | None = None, **params: Any) -> GeneratorRefState:
+    """The cached reference state for ``reference`` (built on first use). ``params`` are
+    :func:`build_generator_state`'s keywords; ``device`` and ``chunk_size`` do not enter the
+    cache key (they change where and in which blocks it is computed, not what)."""
+    if reference.embeddings is None:
+        raise InputError("reference.embeddings", "the generator metrics need reference embeddings")
+    cache = cache or default_cache()
+    key = {name: v for name, v in params.items() if name not in ("device", "chunk_size")}
+    key.setdefault("dtype", "float32")
+    emb = reference.embeddings
+
+    def build() -> GeneratorRefState:
+        return build_generator_state(emb, **params)
+
+    return cache.get(reference.fingerprint, "generator", key, GeneratorRefState, build)
+
+
+# --------------------------------------------------------------------------- panel
+
+
+@dataclass(frozen=True)
+class GeneratorResult:
+    """Metrics with intervals, per-item vectors and paired-test specs (metric key ->
+    (item key, mask over that item vector)) for exact McNemar tests against a baseline."""
+
+    metrics: dict[str, MetricValue]
+    items: dict[str, np.ndarray] = field(default_factory=dict)
+    paired: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+
+
+def _wilson_mv(x: int, n: int, scale: float = 1.0) -> MetricValue:
+    lo, hi = wilson_interval(int(x), int(n), _CONF)
+    return MetricValue(x / n * scale, lo * scale, hi * scale, n=int(n))
+
+
+def _boot_mv(point: float, reps: np.ndarray, n: int) -> MetricValue:
+    """Percentile interval of the replicates re-centred on the point estimate (their median
+    moved to ``point``); widened to include ``point`` if it still misses it."""
+    reps = np.asarray(reps, dtype=np.float64)
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return MetricValue(point, point, point, n=int(n))
+    lo, hi = percentile_interval(reps - np.median(reps) + point, _CONF)
+    return MetricValue(point, min(lo, point), max(hi, point), n=int(n))
+
+
+def _spectral_boot(
+    feats: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    weights: np.ndarray,
+    *,
+    centred: bool,
+    stat: Callable[[np.ndarray], float],
+    max_dim: int,
+) -> tuple[float, np.ndarray]:
+    """Exact point value of ``stat(spectrum)`` and its group-bootstrap replicates, for the
+    covariance (``centred``) or the second moment ``X^T X / m`` of ``feats``."""
+    m, d = feats.shape
+    base = feats - feats.mean(axis=0) if centred else feats
+    denom = float(max(m - 1, 1)) if centred else float(m)
+    dual = d <= m
+    gram = base.T @ base if dual else base @ base.T  # same non-zero spectrum
+    if d <= max_dim:
+        point = stat(np.linalg.eigvalsh(gram / denom))
+        eig_b = bootstrap_spectra(group_moments(feats, groups, n_groups), weights, centred=centred)[0]
+        return point, np.array([stat(e) for e in eig_b])
+    # large d: replicate spectra in the top max_dim eigenvectors, shifted to the exact point
+    w, vecs = np.linalg.eigh(gram)
+    point = stat(w / denom)
+    r = min(max_dim, vecs.shape[1])
+    top = vecs[:, -r:]
+    if not dual:  # eigenvectors of base^T base from those of the Gram matrix
+        lam = w[-r:]
+        ok = lam > max(float(lam.max(initial=0.0)), 0.0) * 1e-12
+        top = (base.T @ top) / np.sqrt(np.where(ok, lam, 1.0))
+        top[:, ~ok] = 0.0
+    moments = group_moments(feats @ top, groups, n_groups)
+    proj_point = stat(bootstrap_spectra(moments, np.ones((1, n_groups)), centred=centred)[0][0])
+    eig_b = bootstrap_spectra(moments, weights, centred=centred)[0]
+    return point, np.array([stat(e) for e in eig_b]) + (point - proj_point)
+
+
+def _check_int(x: Any, key: str, lo: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < lo:
+        raise ConfigError(key, f"expected an integer >= {lo}, got {x!r}")
+    return int(x)
+
+
+def generator_panel(
+    state: GeneratorRefState,
+    ref_embeddings: Any,
+    samples: Any,
+    *,
+    k: int | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    device: Any = None,
+    chunk_size: int | None = None,
+    n_groups: int = 20,
+    max_boot_dim: int = 256,
+) -> GeneratorResult:
+    """All generator metrics of ``samples`` (m, d) against the reference of ``state``.
+
+    ``ref_embeddings`` must be the rows ``state`` was built from. ``k`` (default: the
+    state's) must equal the state's k. Keys: precision, recall, density, coverage,
+    tail_coverage, head_coverage, rare_mode_coverage (only when the reference has rare
+    clusters), vendi_score, vendi_ratio, effective_rank, variance_ratio, frechet_distance,
+    tail_mass_ratio. Items: ``coverage.covered`` (per reference point), ``rare_modes.kept``
+    (per rare cluster).
+
+    >>> rng = np.random.default_rng(0)
+    >>> ref = rng.normal(size=(400, 4))
+    >>> state = build_generator_state(ref, n_clusters=4)
+    >>> res = generator_panel(state, ref, rng.normal(size=(300, 4)), n_boot=50)
+    >>> 0.85 < res.metrics["coverage"].value <= 1.0, res.items["coverage.covered"].shape
+    (True, (400,))
+    >>> 0.8 < res.metrics["variance_ratio"].value < 1.2
+    True
+    """
+    ref = as_matrix(ref_embeddings, "reference.embeddings")
+    if ref.shape != (state.n, state.d):
+        raise InputError(
+            "reference.embeddings", f"has shape {ref.shape} but the reference state was built on {(state.n, state.d)}"
+        )
+    gen = as_matrix(samples, "samples", width=state.d)
+    if k is not None and k != state.k:
+        raise ConfigError("k", f"the reference state was built with k={state.k}, got k={k}")
+    n_boot = _check_int(n_boot, "n_boot", 1)
+    n_groups = _check_int(n_groups, "n_groups", 1)
+    max_boot_dim = _check_int(max_boot_dim, "max_boot_dim", 1)
+    n, m = state.n, gen.shape[0]
+
+    # --- PRDC, tail / head coverage: one pass over reference x samples
+    p = prdc_pass(
+        ref,
+        gen,
+        state.k,
+        ref_radii2=state.radii2,
+        center=state.mean,
+        chunk_size=chunk_size,
+        device=device,
+        dtype=state.dtype,
+    )
+    covered = p.covered
+    metrics: dict[str, MetricValue] = {
+        "precision": _wilson_mv(int(np.sum(p.ball_counts > 0)), m),
+        "recall": _wilson_mv(int(np.sum(p.ref_in_sample_ball)), n),
+        "coverage": _wilson_mv(int(np.sum(covered)), n),
+        "tail_coverage": _wilson_mv(int(np.sum(covered[state.tail_mask])), int(state.tail_mask.sum())),
+        "head_coverage": _wilson_mv(int(np.sum(covered[~state.tail_mask])), int((~state.tail_mask).sum())),
+    }
+    everyone = np.ones(n, dtype=bool)
+    items: dict[str, np.ndarray] = {"coverage.covered": covered}
+    paired: dict[str, tuple[str, np.ndarray]] = {
+        "coverage": ("coverage.covered", everyone),
+        "tail_coverage": ("coverage.covered", state.tail_mask.copy()),
+        "head_coverage": ("coverage.covered", ~state.tail_mask),
+    }
+
+    # --- bootstrap design: G random groups of samples, multinomial group weights
+    rng = np.random.default_rng(seed)
+    g = min(m, n_groups)
+    groups = np.empty(m, dtype=np.int64)
+    groups[rng.permutation(m)] = np.arange(m) % g
+    weights = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot).astype(np.float64)
+    onehot = np.zeros((g, m))
+    onehot[groups, np.arange(m)] = 1.0
+    counts_g = onehot.sum(axis=1)
+    n_b = weights @ counts_g
+
+    density = float(np.sum(p.ball_counts) / (state.k * m))
+    dens_b = (weights @ (onehot @ p.ball_counts.astype(np.float64))) / (state.k * n_b)
+    metrics["density"] = _boot_mv(density, dens_b, m)
+
+    # --- rare modes
+    if state.rare_clusters.any():
+        sample_mass = cluster_mass(assign_to_centroids(gen, state.centroids), state.centroids.shape[0])
+        kept = rare_modes_kept(state.cluster_mass, sample_mass, state.rare_clusters)
+        metrics["rare_mode_coverage"] = _wilson_mv(int(kept.sum()), kept.size)
+        items["rare_modes.kept"] = kept
+        paired["rare_mode_coverage"] = ("rare_modes.kept", np.ones(kept.size, dtype=bool))
+
+    # --- diversity
+    metrics.update(_diversity(state, ref, gen, groups, g, weights, onehot, n_b, max_boot_dim))
+
+    # --- tail mass
+    x = state.tail.exceed_count(gen)
+    metrics["tail_mass_ratio"] = _wilson_mv(x, m, scale=1.0 / TAIL_LEVEL)
+    return GeneratorResult({key: _clip(key, mv) for key, mv in metrics.items()}, items, paired)
+
+
+def _clip(key: str, mv: MetricValue) -> MetricValue:
+    spec = spec_for(key)
+    lo = mv.ci_low if spec.lower is None else max(mv.ci_low, min(spec.lower, mv.value))
+    hi = mv.ci_high if spec.upper is None else min(mv.ci_high, max(spec.upper, mv.value))
+    return MetricValue(mv.value, lo, hi, n=mv.n)
+
+
+def _diversity(
+    state: GeneratorRefState,
+    ref: np.ndarray,
+    gen: np.ndarray,
+    groups: np.ndarray,
+    g: int,
+    weights: np.ndarray,
+    onehot: np.ndarray,
+    n_b: np.ndarray,
+    max_dim: int,
+) -> dict[str, MetricValue]:
+    m = gen.shape[0]
+    out: dict[str, MetricValue] = {}
+
+    # Vendi (cosine kernel, q = 1) and its ratio to a same-size reference subsample
+    vendi, vendi_b = _spectral_boot(
+        normalize_rows(gen), groups, g, weights, centred=False, stat=hill_number, max_dim=max_dim
+    )
+    out["vendi_score"] = _boot_mv(vendi, vendi_b, m)
+    ref_sub = ref if m >= state.n else ref[state.perm[:m]]
+    ref_vendi = state.vendi if m >= state.n else vendi_score(ref_sub)
+    out["vendi_ratio"] = _boot_mv(vendi / ref_vendi, vendi_b / ref_vendi, m)
+
+    # effective rank of the samples' covariance
+    gmean = gen.mean(axis=0)
+    zc = gen - gmean
+    erank, erank_b = _spectral_boot(zc, groups, g, weights, centred=True, stat=spectral_effective_rank, max_dim=max_dim)
+    out["effective_rank"] = _boot_mv(erank, erank_b, m)
+
+    # total variance per replicate from group sums and squared norms (exact in any d)
+    sums_b = weights @ (onehot @ zc)
+    sq_b = weights @ (onehot @ np.einsum("ij,ij->i", zc, zc))
+    safe = np.where(n_b > 1, n_b - 1.0, np.inf)
+    trace_b = np.maximum(sq_b - np.einsum("ij,ij->i", sums_b, sums_b) / np.maximum(n_b, 1.0), 0.0) / safe
+    trace_gen = float(np.einsum("ij,ij->", zc, zc)) / (m - 1) if m > 1 else 0.0
+    ref_trace = max(state.trace, 1e-12)
+    out["variance_ratio"] = _boot_mv(trace_gen / ref_trace, trace_b / ref_trace, m)
+
+    # Frechet distance: tr (C1^1/2 C2 C1^1/2)^1/2 from the spectrum of cov(zc C1^1/2)
+    def trace_sqrt(w: np.ndarray) -> float:
+        return float(np.sum(np.sqrt(np.clip(w, 0.0, None))))
+
+    ts, ts_b = _spectral_boot(zc @ state.sqrt_cov, groups, g, weights, centred=True, stat=trace_sqrt, max_dim=max_dim)
+    delta0 = gmean - state.mean
+    mean_b = sums_b / np.maximum(n_b, 1.0)[:, None] + delta0
+    fd = max(float(delta0 @ delta0) + state.trace + trace_gen - 2.0 * ts, 0.0)
+    fd_b = np.maximum(np.einsum("ij,ij->i", mean_b, mean_b) + state.trace + trace_b - 2.0 * ts_b, 0.0)
+    out["frechet_distance"] = _boot_mv(fd, fd_b, m)
+    return out

@@ -1,0 +1,708 @@
+"""MLflow sink: one run per check, and the monitor's history read back from MLflow.
+
+Layout (experiment ``collapse-monitor/<monitor>`` by default, one run per check):
+
+* metrics ``collapse.<key>`` with ``step=generation`` and the interval as
+  ``collapse.<key>.ci_low`` / ``collapse.<key>.ci_high``; run-level ``collapse.stage_level``
+  (0/1/2), ``collapse.drift`` (0/1), ``collapse.check_duration_seconds`` and, when the Evidently
+  report ran, ``collapse.embedding_drift_share``;
+* tags ``collapse.monitor``, ``collapse.generation``, ``collapse.stage``, ``collapse.parent_run_id``
+  (from the provenance), ``collapse.report_id`` (``<monitor>:<generation>:<created_at>``, the
+  idempotency key of spool replays), ``collapse.origin``, ``collapse.synthetic_fraction``, ...;
+* dataset inputs (``mlflow.data``): each provenance source as a ``MetaDataset`` in context
+  ``training`` with input tags ``collapse.origin`` / ``collapse.synthetic_fraction``, and the frozen
+  reference (digest = its fingerprint) in context ``reference``;
+* artifacts under ``collapse/``: ``report.json``, ``history.png`` (metric history),
+  ``evidently_drift.html`` and, on the run that stored the current baseline,
+  ``baseline/baseline.json`` + ``baseline/items.npz`` (numpy, never pickled).
+
+When the caller has an active MLflow run on the same tracking server, the check's run is its
+child (``mlflow.parentRunId``) - it stays in the monitor's experiment so that the chain of
+generations reads as one list - and the caller's run gets tags ``collapse.<monitor>.run_id`` /
+``.stage`` / ``.generation`` pointing at it. No global MLflow state is changed: calls go through an
+``MlflowClient`` bound to this sink's tracking URI.
+
+Dead servers cost seconds: while the sink talks to MLflow it sets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
+/ ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` (read by
+``mlflow.utils.rest_utils.http_request`` on every request) to this sink's bounds and restores the
+previous values afterwards, under a process-wide lock. Other threads of the process that talk to
+MLflow at the same moment see the same bounds for that moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from .._redact import redact_text
+from ..errors import ConfigError, SinkError
+from ..history import Baseline
+from ..types import MetricValue, Provenance, Report, Stage
+from .base import EmitContext
+
+__all__ = ["MLflowSink", "default_tracking_uri", "safe_uri"]
+
+log = logging.getLogger("collapse_monitor.sinks.mlflow")
+
+PREFIX = "collapse."
+ARTIFACT_DIR = "collapse"
+_RUN_METRICS = ("stage_level", "drift", "check_duration_seconds", "embedding_drift_share", "evidently_drift_share")
+_BAD_NAME = re.compile(r"[^\w.\- :]")
+_ENV_LOCK = threading.RLock()
+_HISTORY_KEYS = (
+    "tail_coverage",
+    "rare_mode_coverage",
+    "rare_class_recall",
+    "worst_class_recall",
+    "vendi_ratio",
+    "variance_ratio",
+    "rare_ngram_recall",
+    "distinct_2",
+    "accuracy",
+    "precision",
+    "recall",
+    "head_coverage",
+)
+
+
+def default_tracking_uri() -> str:
+    """MLflow's default, resolved now: ``mlflow.get_tracking_uri()`` when mlflow is already imported
+    (honours ``mlflow.set_tracking_uri``), else ``$MLFLOW_TRACKING_URI``, else an absolute
+    ``sqlite:///<cwd>/mlflow.db``."""
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        return str(mlflow.get_tracking_uri())
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return "sqlite:///" + os.path.abspath("mlflow.db")
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` without user info, query or fragment (where tokens live); path kept.
+
+    >>> safe_uri("https://user:token@mlflow.example.com/prefix?x=1")
+    'https://mlflow.example.com/prefix'
+    >>> safe_uri("sqlite:////tmp/mlflow.db")
+    'sqlite:////tmp/mlflow.db'
+    """
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "***"
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def metric_name(key: str) -> str:
+    """MLflow-safe metric name for a report key (``collapse.<key>``): characters MLflow refuses
+    become ``_``.
+
+    >>> metric_name("class_recall.cat|dog")
+    'collapse.class_recall.cat_dog'
+    """
+    name = PREFIX + _BAD_NAME.sub("_", key.replace("/", "_"))
+    return name[:240]
+
+
+def batches(metrics: Sequence[Any], tags: Sequence[Any]) -> Iterator[tuple[list[Any], list[Any]]]:
+    """Split for ``log_batch``: <= 100 tags and <= 1000 entities in all per call.
+
+    >>> [(len(m), len(t)) for m, t in batches(list(range(2500)), list(range(150)))]
+    [(900, 100), (950, 50), (650, 0)]
+    """
+    mi = ti = 0
+    while mi < len(metrics) or ti < len(tags):
+        t = list(tags[ti:ti + 100])
+        ti += len(t)
+        m = list(metrics[mi:mi + 1000 - len(t)])
+        mi += len(m)
+        yield m, t
+
+
+def report_id(report: Report) -> str:
+    """Idempotency key of a check: ``<monitor>:<generation>:<created_at>``."""
+    return f"{report.monitor}:{report.generation}:{report.created_at!r}"
+
+
+def _baseline_digest(b: Baseline) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(_baseline_meta(b), sort_keys=True).encode())
+    for k in sorted(b.items):
+        arr = np.ascontiguousarray(b.items[k])
+        h.update(f"{k}|{arr.dtype.str}|{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _baseline_meta(b: Baseline) -> dict[str, Any]:
+    return {
+        "generation": b.generation,
+        "fingerprint": b.fingerprint,
+        "metrics": {k: v.to_dict() for k, v in sorted(b.metrics.items())},
+        "predictions": b.predictions,
+    }
+
+
+def _write_baseline(b: Baseline, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "baseline.json").write_text(json.dumps(_baseline_meta(b), allow_nan=False))
+    arrays = {}
+    for k, v in b.items.items():
+        arr = np.asarray(v)
+        if arr.dtype == object:
+            log.warning("baseline item %r has dtype object; not stored (no pickling)", k)
+            continue
+        arrays[k] = arr
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    (directory / "items.npz").write_bytes(buf.getvalue())
+
+
+def _read_baseline(directory: Path) -> Baseline:
+    meta = json.loads((directory / "baseline.json").read_text())
+    items: dict[str, np.ndarray] = {}
+    npz = directory / "items.npz"
+    if npz.exists():
+        with np.load(npz, allow_pickle=False) as z:
+            items = {k: z[k] for k in z.files}
+    return Baseline(
+        generation=int(meta["generation"]),
+        fingerprint=str(meta["fingerprint"]),
+        metrics={k: MetricValue.from_dict(v) for k, v in meta.get("metrics", {}).items()},
+        items=items,
+        predictions=meta.get("predictions"),
+    )
+
+
+class MLflowSink:
+    """Logs every check to MLflow and reads a monitor's history back from it.
+
+    ``tracking_uri`` defaults to MLflow's default (``$MLFLOW_TRACKING_URI`` or
+    ``sqlite:///mlflow.db``), resolved at construction. ``experiment`` is a template with
+    ``{monitor}``. ``evidently``: attach the Evidently drift report (``None`` = when the check has
+    raw data and evidently is installed). ``nest``: make the run a child of the caller's active
+    run. ``timeout`` (seconds per request) and ``max_retries`` bound every MLflow request.
+
+    >>> sink = MLflowSink("https://user:s3cret@mlflow.example.com")
+    >>> sink
+    MLflowSink('https://mlflow.example.com', experiment='collapse-monitor/{monitor}')
+    """
+
+    name = "mlflow"
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        *,
+        experiment: str = "collapse-monitor/{monitor}",
+        evidently: bool | None = None,
+        nest: bool = True,
+        artifacts: bool = True,
+        timeout: float = 5.0,
+        max_retries: int = 1,
+        registry_uri: str | None = None,
+        evidently_components: int = 10,
+    ) -> None:
+        if tracking_uri is not None and (not isinstance(tracking_uri, str) or not tracking_uri.strip()):
+            raise ConfigError("MLflowSink.tracking_uri", f"expected a non-empty str or None, got {type(tracking_uri).__name__}")
+        if not isinstance(experiment, str) or not experiment:
+            raise ConfigError("MLflowSink.experiment", "expected a non-empty str (may contain {monitor})")
+        if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+            raise ConfigError("MLflowSink.timeout", f"expected seconds > 0, got {timeout!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
+            raise ConfigError("MLflowSink.max_retries", f"expected an int in 0..10, got {max_retries!r}")
+        self.tracking_uri = tracking_uri.strip() if tracking_uri else default_tracking_uri()
+        self.registry_uri = registry_uri
+        self.experiment = experiment
+        self.evidently = evidently
+        self.nest = nest
+        self.artifacts = artifacts
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.evidently_components = evidently_components
+        self.spool_key = "mlflow-" + hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:10]
+        self._client_obj: Any = None
+        self._experiments: dict[str, str] = {}
+        self._baselines_seen: set[str] = set()
+        self.last_drift_share: float | None = None
+
+    def __repr__(self) -> str:
+        return f"MLflowSink({safe_uri(self.tracking_uri)!r}, experiment={self.experiment!r})"
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def is_http(self) -> bool:
+        return self.tracking_uri.lower().startswith(("http://", "https://"))
+
+    @contextlib.contextmanager
+    def bounded(self) -> Iterator[None]:
+        """Bound MLflow's HTTP retries/timeouts (and silence its URL printing) for this block."""
+        values = {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(self.timeout))),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+        with _ENV_LOCK:
+            saved = {k: os.environ.get(k) for k in values}
+            os.environ.update(values)
+            try:
+                yield
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+    def client(self) -> Any:
+        if self._client_obj is None:
+            from mlflow import MlflowClient
+
+            self._client_obj = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        return self._client_obj
+
+    def _fail(self, what: str, exc: BaseException) -> SinkError:
+        return SinkError(redact_text(f"MLflow at {safe_uri(self.tracking_uri)}: {what} failed: {type(exc).__name__}: {exc}"))
+
+    def experiment_name(self, monitor: str) -> str:
+        return self.experiment.replace("{monitor}", monitor)
+
+    def _experiment_id(self, client: Any, monitor: str, *, create: bool = True) -> str | None:
+        name = self.experiment_name(monitor)
+        if name in self._experiments:
+            return self._experiments[name]
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            if not create:
+                return None
+            try:
+                exp_id = client.create_experiment(name, tags={"collapse.monitor": monitor})
+            except Exception:
+                exp = client.get_experiment_by_name(name)  # created concurrently
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            if exp.lifecycle_stage == "deleted":
+                if not create:
+                    return None
+                client.restore_experiment(exp.experiment_id)
+            exp_id = exp.experiment_id
+        self._experiments[name] = str(exp_id)
+        return str(exp_id)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """The run's page in the MLflow UI (http(s) URIs), else ``<tracking uri>#/experiments/...``."""
+        base = safe_uri(self.tracking_uri).rstrip("/")
+        if self.is_http:
+            return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{base}#/experiments/{experiment_id}/runs/{run_id}"
+
+    def _search(self, client: Any, experiment_ids: list[str], filter_string: str, *, max_results: int = 1000,
+                order_by: list[str] | None = None, limit: int | None = None) -> list[Any]:
+        out: list[Any] = []
+        token = None
+        while True:
+            page = client.search_runs(experiment_ids, filter_string, max_results=max_results,
+                                      order_by=order_by or ["attributes.start_time ASC"], page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token or (limit is not None and len(out) >= limit):
+                return out if limit is None else out[:limit]
+
+    # -- emit ----------------------------------------------------------------------------------
+    def emit(self, report: Report, context: EmitContext | None = None) -> dict[str, Any]:
+        """Log ``report`` as one run; returns ``{"run_id", "mlflow_run"}``. Raises SinkError."""
+        live = context is not None and context.observation is not None
+        with self.bounded():
+            try:
+                client = self.client()
+                exp_id = self._experiment_id(client, report.monitor)
+                assert exp_id is not None
+            except Exception as exc:
+                raise self._fail("opening the experiment", exc) from None
+            rid = report_id(report)
+            if not live:  # a spool replay: the report may have reached MLflow before a crash
+                try:
+                    for run in self._search(
+                        client, [exp_id], f"tags.`collapse.report_id` = '{rid}'", max_results=10, limit=10
+                    ):
+                        if run.info.status == "FINISHED":
+                            return {"run_id": run.info.run_id, "mlflow_run": self.run_url(exp_id, run.info.run_id)}
+                        client.delete_run(run.info.run_id)  # partial run of a failed attempt
+                except Exception as exc:
+                    raise self._fail("looking up an earlier delivery", exc) from None
+            try:
+                return self._log_run(client, exp_id, report, context if live else None, rid)
+            except SinkError:
+                raise
+            except Exception as exc:
+                raise self._fail(f"logging generation {report.generation}", exc) from None
+
+    def _parent(self) -> Any:
+        if not self.nest or "mlflow" not in sys.modules:
+            return None
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is None:
+            return None
+        if safe_uri(str(mlflow.get_tracking_uri())).rstrip("/") != safe_uri(self.tracking_uri).rstrip("/"):
+            return None
+        return active
+
+    def _tags(self, report: Report, rid: str) -> dict[str, str]:
+        tags = {
+            "collapse.monitor": report.monitor,
+            "collapse.generation": str(report.generation),
+            "collapse.stage": report.stage.value,
+            "collapse.report_id": rid,
+            "collapse.created_at": repr(report.created_at),
+            "collapse.baseline_generation": str(report.baseline_generation),
+            "collapse.reference_fingerprint": report.reference_fingerprint,
+            "collapse.drift": str(report.drift).lower(),
+            "mlflow.runName": f"{report.monitor}-gen{report.generation}",
+        }
+        firing = sorted({a.rule for a in report.alerts if a.status == "firing"})
+        if firing:
+            tags["collapse.alerts_firing"] = ",".join(firing)
+        prov = report.provenance
+        if prov is not None:
+            tags["collapse.origin"] = prov.origin
+            if prov.parent_run_id:
+                tags["collapse.parent_run_id"] = prov.parent_run_id
+            if prov.synthetic_fraction is not None:
+                tags["collapse.synthetic_fraction"] = repr(prov.synthetic_fraction)
+            if prov.digest:
+                tags["collapse.data_digest"] = prov.digest
+        lines = [f"**{report.monitor}** generation {report.generation}: **{report.stage.value}**"
+                 + (" (drift)" if report.drift else "")]
+        for f in report.declines[:5]:
+            lines.append(f"- {f.key}: {f.value:.4g} vs baseline {f.baseline:.4g} ({f.relative_change:+.0%}, q={f.q_value:.2g})")
+        tags["mlflow.note.content"] = "\n".join(lines)
+        return tags
+
+    def _metrics(self, report: Report, extra: Mapping[str, float]) -> list[Any]:
+        from mlflow.entities import Metric
+
+        ts = int(report.created_at * 1000)
+        step = report.generation
+        out: list[Any] = []
+        for key, mv in sorted(report.metrics.items()):
+            name = metric_name(key)
+            out += [Metric(name, mv.value, ts, step), Metric(name + ".ci_low", mv.ci_low, ts, step),
+                    Metric(name + ".ci_high", mv.ci_high, ts, step)]
+        prov = report.provenance
+        if "synthetic_fraction" not in report.metrics and prov is not None and prov.synthetic_fraction is not None:
+            out.append(Metric(PREFIX + "synthetic_fraction", prov.synthetic_fraction, ts, step))
+        out += [
+            Metric(PREFIX + "stage_level", float(report.stage.level), ts, step),
+            Metric(PREFIX + "drift", float(report.drift), ts, step),
+            Metric(PREFIX + "check_duration_seconds", float(report.duration_seconds), ts, step),
+        ]
+        for k, v in extra.items():
+            if k not in report.metrics and v is not None and math.isfinite(v):
+                out.append(Metric(PREFIX + k, float(v), ts, step))
+        return out
+
+    def _datasets(self, report: Report) -> list[Any]:
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import Dataset as DatasetEntity
+        from mlflow.entities import DatasetInput, InputTag
+
+        def entity(ds: Any, profile: Mapping[str, Any]) -> Any:
+            e = ds._to_mlflow_entity()
+            return DatasetEntity(name=e.name, digest=e.digest, source_type=e.source_type, source=e.source,
+                                 schema=e.schema, profile=json.dumps(dict(profile)))
+
+        def source_of(uri: str) -> Any:
+            clean = safe_uri(uri)
+            if "://" in clean or clean.startswith("/"):
+                with contextlib.suppress(Exception):
+                    return resolve_dataset_source(clean)
+            return CodeDatasetSource({"collapse.source": clean})
+
+        out = []
+        prov = report.provenance or Provenance()
+        profile = {"origin": prov.origin, "synthetic_fraction": prov.synthetic_fraction, "mix_digest": prov.digest,
+                   "generation": report.generation}
+        tags = [InputTag("mlflow.data.context", "training"), InputTag("collapse.origin", prov.origin)]
+        if prov.synthetic_fraction is not None:
+            tags.append(InputTag("collapse.synthetic_fraction", repr(prov.synthetic_fraction)))
+        sources = list(prov.sources)
+        if sources:
+            for s in sources:
+                clean = safe_uri(s)
+                name = (clean.rstrip("/").rsplit("/", 1)[-1] or clean)[:200]
+                ds = MetaDataset(source_of(s), name=name, digest=prov.digest if len(sources) == 1 else None)
+                out.append(DatasetInput(entity(ds, profile), tags=list(tags)))
+        elif report.provenance is not None:
+            src = CodeDatasetSource({"collapse.monitor": report.monitor, "collapse.generation": str(report.generation)})
+            ds = MetaDataset(src, name=f"{report.monitor}-gen{report.generation}-training", digest=prov.digest)
+            out.append(DatasetInput(entity(ds, profile), tags=list(tags)))
+        if report.reference_fingerprint:
+            src = CodeDatasetSource({"collapse.monitor": report.monitor})
+            ds = MetaDataset(src, name=f"{report.monitor}-reference", digest=report.reference_fingerprint)
+            out.append(DatasetInput(entity(ds, {"origin": "human", "frozen": True}),
+                                    tags=[InputTag("mlflow.data.context", "reference"), InputTag("collapse.origin", "human")]))
+        return out
+
+    def _want_evidently(self, context: EmitContext | None) -> bool:
+        if context is None or context.reference is None or context.observation is None:
+            return False
+        if self.evidently is False:
+            return False
+        if self.evidently is None:
+            import importlib.util
+
+            return importlib.util.find_spec("evidently") is not None
+        return True
+
+    def _artifacts(self, report: Report, context: EmitContext | None, directory: Path, run_id: str,
+                   extra_metrics: dict[str, float], tags: dict[str, str]) -> None:
+        (directory / "report.json").write_text(
+            json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=1, allow_nan=False)
+        )
+        if context is None:
+            return
+        history = list(context.history)
+        if not any(r.generation == report.generation for r in history):
+            history.append(report)
+        history.sort(key=lambda r: r.generation)
+        keys = [k for k in _HISTORY_KEYS if any(k in r.metrics for r in history)][:6]
+        if keys:
+            try:
+                from ..report_html import plot_history
+
+                plot_history({report.monitor: history}, keys, directory / "history.png",
+                             title=f"{report.monitor}: generation history")
+            except Exception as exc:  # a plot is decoration: never lose the run over it
+                log.warning("history plot failed: %s", redact_text(f"{type(exc).__name__}: {exc}"))
+                tags["collapse.plot_error"] = type(exc).__name__
+        if self._want_evidently(context):
+            try:
+                from .evidently import build_drift_report
+
+                assert context.reference is not None and context.observation is not None
+                result = build_drift_report(context.reference, context.observation,
+                                            directory / "_evidently" / "evidently_drift.html",
+                                            n_components=self.evidently_components)
+                if result is not None:
+                    shutil.copyfile(result.html, directory / "evidently_drift.html")
+                    shutil.rmtree(directory / "_evidently", ignore_errors=True)
+                    self.last_drift_share = result.embedding_drift_share
+                    if result.embedding_drift_share is not None:
+                        extra_metrics["embedding_drift_share"] = result.embedding_drift_share
+                    if result.drift_share is not None:
+                        extra_metrics["evidently_drift_share"] = result.drift_share
+            except Exception as exc:
+                log.warning("evidently report failed: %s", redact_text(f"{type(exc).__name__}: {exc}"))
+                tags["collapse.evidently_error"] = type(exc).__name__
+                shutil.rmtree(directory / "_evidently", ignore_errors=True)
+
+    def _baseline_to_store(self, client: Any, exp_id: str, report: Report, context: EmitContext | None) -> Baseline | None:
+        if context is None:
+            return None
+        b = context.extra.get("baseline")
+        if not isinstance(b, Baseline):
+            return None
+        digest = _baseline_digest(b)
+        if digest in self._baselines_seen and not context.extra.get("baseline_changed"):
+            return None
+        if not context.extra.get("baseline_changed"):
+            # a new process: is this exact baseline on the server already (e.g. its upload failed)?
+            found = self._search(client, [exp_id], f"tags.`collapse.baseline_digest` = '{digest}'", max_results=1, limit=1)
+            if found:
+                self._baselines_seen.add(digest)
+                return None
+        return b
+
+    def _log_run(self, client: Any, exp_id: str, report: Report, context: EmitContext | None, rid: str) -> dict[str, Any]:
+        from mlflow.entities import RunTag
+
+        tags = self._tags(report, rid)
+        parent = self._parent() if context is not None else None
+        if parent is not None:
+            tags["mlflow.parentRunId"] = parent.info.run_id
+        baseline = self._baseline_to_store(client, exp_id, report, context)
+        if baseline is not None:
+            tags["collapse.baseline"] = "true"
+            tags["collapse.baseline_digest"] = _baseline_digest(baseline)
+        run = client.create_run(exp_id, start_time=int(report.created_at * 1000),
+                                tags={k: v for k, v in tags.items() if k in ("collapse.report_id", "collapse.monitor")},
+                                run_name=tags["mlflow.runName"])
+        run_id = run.info.run_id
+        try:
+            extra_metrics: dict[str, float] = {}
+            with tempfile.TemporaryDirectory(prefix="collapse-mlflow-") as tmp:
+                art = Path(tmp)
+                if self.artifacts:
+                    self._artifacts(report, context, art, run_id, extra_metrics, tags)
+                    if baseline is not None:
+                        _write_baseline(baseline, art / "baseline")
+                metrics = self._metrics(report, extra_metrics)
+                tag_list = [RunTag(k, v[:8000]) for k, v in tags.items()]
+                for m, t in batches(metrics, tag_list):
+                    client.log_batch(run_id, metrics=m, tags=t)
+                datasets = self._datasets(report)
+                if datasets:
+                    client.log_inputs(run_id, datasets=datasets)
+                if self.artifacts:
+                    client.log_artifacts(run_id, str(art), ARTIFACT_DIR)
+            if parent is not None:
+                m = report.monitor
+                client.log_batch(parent.info.run_id, tags=[
+                    RunTag(f"collapse.{m}.run_id", run_id),
+                    RunTag(f"collapse.{m}.stage", report.stage.value),
+                    RunTag(f"collapse.{m}.generation", str(report.generation)),
+                ])
+            client.set_terminated(run_id, "FINISHED", end_time=int(max(report.created_at + report.duration_seconds, 0) * 1000) or None)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, "FAILED")
+            raise
+        if baseline is not None:
+            self._baselines_seen.add(_baseline_digest(baseline))
+        return {"run_id": run_id, "mlflow_run": self.run_url(exp_id, run_id)}
+
+    # -- reading back --------------------------------------------------------------------------
+    def runs(self, monitor: str, *, latest_only: bool = False) -> list[Any]:
+        """The monitor's check runs (oldest first; only the newest with ``latest_only``)."""
+        with self.bounded():
+            try:
+                client = self.client()
+                exp_id = self._experiment_id(client, monitor, create=False)
+                if exp_id is None:
+                    return []
+                flt = f"tags.`collapse.monitor` = '{monitor}' and tags.`collapse.report_id` != ''"
+                if latest_only:
+                    return self._search(client, [exp_id], flt, max_results=1, limit=1,
+                                        order_by=["attributes.start_time DESC"])
+                return self._search(client, [exp_id], flt)
+            except Exception as exc:
+                raise self._fail(f"searching the runs of {monitor!r}", exc) from None
+
+    def _report_of(self, client: Any, run: Any, tmp: Path) -> Report:
+        try:
+            local = client.download_artifacts(run.info.run_id, f"{ARTIFACT_DIR}/report.json", str(tmp / run.info.run_id))
+            report = Report.from_dict(json.loads(Path(local).read_text()))
+            return dataclasses.replace(report, run_id=run.info.run_id)
+        except Exception as exc:
+            log.info("report.json of run %s unreadable (%s); rebuilding from metrics and tags", run.info.run_id,
+                     type(exc).__name__)
+            return report_from_run(run)
+
+    def load_history(self, monitor: str) -> tuple[list[Report], Baseline | None] | None:
+        """Reports (one per generation, oldest first) and the stored baseline, or ``None`` when
+        MLflow has no check of ``monitor``. Raises SinkError when MLflow cannot be read."""
+        runs = [r for r in self.runs(monitor) if r.info.status == "FINISHED"]
+        if not runs:
+            return None
+        with self.bounded(), tempfile.TemporaryDirectory(prefix="collapse-history-") as tmp:
+            try:
+                client = self.client()
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    reports = list(pool.map(lambda r: self._report_of(client, r, Path(tmp)), runs))
+                baseline = None
+                stored = [r for r in runs if r.data.tags.get("collapse.baseline") == "true"]
+                for run in sorted(stored, key=lambda r: r.info.start_time, reverse=True):
+                    try:
+                        local = client.download_artifacts(run.info.run_id, f"{ARTIFACT_DIR}/baseline", str(Path(tmp) / "b"))
+                        baseline = _read_baseline(Path(local))
+                        break
+                    except Exception as exc:
+                        log.warning("baseline of run %s unreadable: %s", run.info.run_id, type(exc).__name__)
+            except Exception as exc:
+                raise self._fail(f"reading the history of {monitor!r}", exc) from None
+        by_gen: dict[int, Report] = {}
+        for r in reports:
+            if r.monitor != monitor:
+                continue
+            old = by_gen.get(r.generation)
+            if old is None or r.created_at >= old.created_at:
+                by_gen[r.generation] = r
+        ordered = [by_gen[g] for g in sorted(by_gen)]
+        if baseline is None and ordered:
+            base = next((r for r in ordered if r.is_baseline), None)
+            if base is not None:  # metrics only: paired tests need the per-item vectors
+                baseline = Baseline(base.generation, base.reference_fingerprint, dict(base.metrics))
+        return ordered, baseline
+
+    def latest(self, monitor: str) -> Report | None:
+        """The newest check of ``monitor`` (one search and one download)."""
+        runs = [r for r in self.runs(monitor, latest_only=True)]
+        if not runs:
+            return None
+        with self.bounded(), tempfile.TemporaryDirectory(prefix="collapse-latest-") as tmp:
+            try:
+                return self._report_of(self.client(), runs[0], Path(tmp))
+            except Exception as exc:
+                raise self._fail(f"reading the latest check of {monitor!r}", exc) from None
+
+
+def report_from_run(run: Any) -> Report:
+    """Rebuild a Report from a run's metrics and tags (when its report.json is missing).
+    Findings and alerts are not recoverable this way; keys with characters MLflow refuses come
+    back sanitised."""
+    tags = run.data.tags
+    metrics = run.data.metrics
+    values: dict[str, MetricValue] = {}
+    for name, v in metrics.items():
+        if not name.startswith(PREFIX) or name.endswith((".ci_low", ".ci_high")):
+            continue
+        key = name[len(PREFIX):]
+        if key in _RUN_METRICS:
+            continue
+        lo = metrics.get(name + ".ci_low", v)
+        hi = metrics.get(name + ".ci_high", v)
+        with contextlib.suppress(ValueError):
+            values[key] = MetricValue(v, min(lo, v), max(hi, v))
+    sf = tags.get("collapse.synthetic_fraction")
+    prov = None
+    if "collapse.origin" in tags:
+        prov = Provenance(
+            synthetic_fraction=None if sf is None else float(sf),
+            parent_run_id=tags.get("collapse.parent_run_id"),
+            digest=tags.get("collapse.data_digest"),
+        )
+    return Report(
+        monitor=tags["collapse.monitor"],
+        generation=int(tags["collapse.generation"]),
+        stage=Stage(tags.get("collapse.stage", "healthy")),
+        metrics=values,
+        drift=tags.get("collapse.drift") == "true",
+        baseline_generation=int(tags.get("collapse.baseline_generation", 0)),
+        provenance=prov,
+        reference_fingerprint=tags.get("collapse.reference_fingerprint", ""),
+        created_at=float(tags.get("collapse.created_at", run.info.start_time / 1000)),
+        run_id=run.info.run_id,
+    )
+

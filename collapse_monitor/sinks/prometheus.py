@@ -1,0 +1,455 @@
+"""Prometheus sink: gauges for dashboards and alert rules, three ways out.
+
+* **Pushgateway** (batch retrain jobs): a fresh ``CollectorRegistry`` per push,
+  ``pushadd_to_gateway`` (POST: other metric families of the group stay), grouping key
+  ``job`` + ``monitor`` (never an instance or run id). Prometheus must scrape the gateway with
+  ``honor_labels: true``. The gateway never forgets a group: :meth:`PrometheusSink.delete`.
+* **A caller's registry** (``collapse-monitor serve``'s ``/metrics``): one collector per registry,
+  registered once, yielding the latest report of every monitor it has seen.
+* **A textfile** for node_exporter's textfile collector, written atomically (``write_to_textfile``);
+  the path may contain ``{monitor}`` for one file per monitor.
+
+Series (label ``monitor`` on all of them; values are base units, ratios 0-1):
+
+==============================================  ==============================================
+``collapse_monitor_<key>``                      every metric of the report (``.`` -> ``_``)
+``collapse_monitor_<key>_ci_low`` / ``_ci_high``  its 95 % interval
+``collapse_monitor_class_recall{class}``        (+ ``_ci_low/_ci_high``) rare classes only,
+                                                at most ``max_class_series`` (lowest support first)
+``collapse_monitor_stage``                      0 healthy, 1 early collapse, 2 late collapse
+``collapse_monitor_generation``                 generation number of the latest check
+``collapse_monitor_baseline_generation``        generation the checks compare against
+``collapse_monitor_drift``                      1 when the check saw a global shift (not collapse)
+``collapse_monitor_synthetic_fraction``         share of synthetic training data (provenance)
+``collapse_monitor_last_check_timestamp_seconds``  when the check ran (unix seconds)
+``collapse_monitor_check_duration_seconds``     how long the check took
+``collapse_monitor_alert_firing{rule,severity}``  1 while a rule fires, 0 once resolved
+==============================================  ==============================================
+
+``prometheus_client`` is imported lazily, when a sink is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import threading
+import urllib.request
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .._redact import redact_text, register_secret
+from ..errors import ConfigError, SinkError
+from ..metrics._spec import spec_for
+from ..types import Report, Stage
+from .base import EmitContext
+
+__all__ = ["PrometheusSink", "ReportCollector", "report_samples"]
+
+NS = "collapse_monitor"
+_BAD = re.compile(r"[^a-zA-Z0-9_]")
+_LABEL_OK = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+def prom_name(key: str) -> str:
+    """``collapse_monitor_<key>`` with every character Prometheus refuses replaced by ``_``.
+
+    >>> prom_name("tail_coverage"), prom_name("distinct_2"), prom_name("a.b-c")
+    ('collapse_monitor_tail_coverage', 'collapse_monitor_distinct_2', 'collapse_monitor_a_b_c')
+    """
+    return f"{NS}_" + _BAD.sub("_", key)
+
+
+def rare_classes(report: Report, *, rare_threshold: float = 0.05) -> list[str]:
+    """Labels of the report's rare classes, lowest probe support first.
+
+    Taken from ``report.rare_classes`` when the report carries it, else from the detector's
+    findings (rare per-class recalls are tested as ``tail``), else estimated from probe support
+    (``class_recall.<c>.n / accuracy.n < rare_threshold``; exact when the priors are the label
+    frequencies, the default)."""
+    keys = {k[len("class_recall."):]: mv for k, mv in report.metrics.items() if k.startswith("class_recall.")}
+    if not keys:
+        return []
+    known = getattr(report, "rare_classes", None)
+    if known is not None:
+        chosen = {str(c) for c in known}
+    else:
+        chosen = {f.key[len("class_recall."):] for f in report.findings
+                  if f.key.startswith("class_recall.") and f.family == "tail"}
+        if not chosen:
+            acc = report.metrics.get("accuracy")
+            total = acc.n if acc is not None and acc.n else None
+            if total:
+                chosen = {c for c, mv in keys.items() if mv.n is not None and mv.n / total < rare_threshold}
+    return sorted((c for c in chosen if c in keys), key=lambda c: (keys[c].n or 0, c))
+
+
+def _alert_rules(report: Report, book: dict[str, tuple[str, float]]) -> dict[str, tuple[str, float]]:
+    """Update ``book`` (rule -> (severity, 0/1)) with this report and return it."""
+    stage_rules = {s.value for s in Stage if s is not Stage.HEALTHY}
+    for rule in stage_rules:
+        if rule in book and rule != report.stage.value:
+            book[rule] = (book[rule][0], 0.0)
+    if report.stage is not Stage.HEALTHY:
+        book[report.stage.value] = (report.stage.severity, 1.0)
+    for a in sorted(report.alerts, key=lambda a: a.timestamp):
+        book[a.rule] = (a.severity, 1.0 if a.status == "firing" else 0.0)
+    return book
+
+
+def report_samples(
+    report: Report,
+    *,
+    max_class_series: int = 20,
+    rare_threshold: float = 0.05,
+    alert_book: dict[str, tuple[str, float]] | None = None,
+) -> list[Sample]:
+    """The gauge samples for one report (label ``monitor``)."""
+    mon = (("monitor", report.monitor),)
+    out: list[Sample] = []
+
+    def add(name: str, help: str, value: float, labels: tuple[tuple[str, str], ...] = ()) -> None:
+        if value is not None and math.isfinite(float(value)):
+            out.append(Sample(name, help, mon + labels, float(value)))
+
+    rare = set(rare_classes(report, rare_threshold=rare_threshold)[: max(0, max_class_series)])
+    for key, mv in sorted(report.metrics.items()):
+        labels: tuple[tuple[str, str], ...] = ()
+        if key.startswith("class_recall."):
+            label = key[len("class_recall."):]
+            if label not in rare:
+                continue
+            name, labels = f"{NS}_class_recall", (("class", label),)
+            help = spec_for(key, rare=True).help + " Rare classes only."
+        else:
+            name, help = prom_name(key), spec_for(key).help
+        add(name, help, mv.value, labels)
+        add(name + "_ci_low", f"Lower bound of the 95% interval of {name}.", mv.ci_low, labels)
+        add(name + "_ci_high", f"Upper bound of the 95% interval of {name}.", mv.ci_high, labels)
+    prov = report.provenance
+    if "synthetic_fraction" not in report.metrics and prov is not None and prov.synthetic_fraction is not None:
+        add(prom_name("synthetic_fraction"), spec_for("synthetic_fraction").help, prov.synthetic_fraction)
+    add(f"{NS}_stage", "Collapse stage of the latest check: 0 healthy, 1 early collapse, 2 late collapse.",
+        report.stage.level)
+    add(f"{NS}_generation", "Generation number of the latest check.", report.generation)
+    add(f"{NS}_baseline_generation", "Generation the checks compare against.", report.baseline_generation)
+    add(f"{NS}_drift", "1 when the latest check saw a global distribution shift (drift, not collapse).",
+        float(report.drift))
+    add(f"{NS}_last_check_timestamp_seconds", "Unix time of the latest check.", report.created_at)
+    add(f"{NS}_check_duration_seconds", "Duration of the latest check.", report.duration_seconds)
+    book = _alert_rules(report, {} if alert_book is None else alert_book)
+    for rule, (severity, value) in sorted(book.items()):
+        add(f"{NS}_alert_firing", "1 while an alert rule of the monitor fires, 0 once it resolved.", value,
+            (("rule", rule), ("severity", severity)))
+    return out
+
+
+def families(samples: list[Sample]) -> list[Any]:
+    """Group samples into prometheus_client GaugeMetricFamily objects."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    by_name: dict[str, Any] = {}
+    label_names: dict[str, tuple[str, ...]] = {}
+    for s in samples:
+        names = tuple(k for k, _ in s.labels)
+        fam = by_name.get(s.name)
+        if fam is None:
+            fam = by_name[s.name] = GaugeMetricFamily(s.name, s.help, labels=list(names))
+            label_names[s.name] = names
+        if names != label_names[s.name]:
+            continue  # a label set that does not fit the family (cannot happen with report_samples)
+        fam.add_metric([v for _, v in s.labels], s.value)
+    return list(by_name.values())
+
+
+class ReportCollector:
+    """A prometheus_client collector yielding the latest samples of every monitor it was given."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[float, list[Sample]]] = {}
+
+    def update(self, report: Report, samples: list[Sample]) -> bool:
+        """Keep ``samples`` as the monitor's latest unless a newer check is already held."""
+        with self._lock:
+            held = self._latest.get(report.monitor)
+            if held is not None and held[0] > report.created_at:
+                return False
+            self._latest[report.monitor] = (report.created_at, samples)
+            return True
+
+    def created_at(self, monitor: str) -> float | None:
+        with self._lock:
+            held = self._latest.get(monitor)
+        return None if held is None else held[0]
+
+    def forget(self, monitor: str) -> None:
+        with self._lock:
+            self._latest.pop(monitor, None)
+
+    def monitors(self) -> list[str]:
+        with self._lock:
+            return sorted(self._latest)
+
+    def samples(self, monitor: str | None = None) -> list[Sample]:
+        with self._lock:
+            held = sorted(self._latest.items()) if monitor is None else [(monitor, self._latest[monitor])]
+        return [s for _, (_, ss) in held for s in ss]
+
+    def collect(self) -> Iterator[Any]:
+        yield from families(self.samples())
+
+    def describe(self) -> list[Any]:
+        return []  # no collect() at registration; names are checked by construction
+
+
+_COLLECTORS: weakref.WeakKeyDictionary[Any, ReportCollector] = weakref.WeakKeyDictionary()
+_COLLECTORS_LOCK = threading.Lock()
+
+
+def collector_for(registry: Any) -> ReportCollector:
+    """The one ReportCollector registered in ``registry`` (registered on first use)."""
+    with _COLLECTORS_LOCK:
+        col = _COLLECTORS.get(registry)
+        if col is None:
+            col = ReportCollector()
+            registry.register(col)
+            _COLLECTORS[registry] = col
+        return col
+
+
+def _split_auth(url: str) -> tuple[str, str | None, str | None]:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.username is None and parts.password is None:
+        return urlunsplit(parts), None, None
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), parts.username, parts.password
+
+
+class PrometheusSink:
+    """Exports every check as Prometheus gauges (see the module docstring for the series).
+
+    ``pushgateway``: URL of a Pushgateway (``http://host:9091``; ``user:password@`` in it becomes
+    basic auth). ``textfile``: path of a node_exporter textfile (``{monitor}`` allowed).
+    ``registry``: a ``CollectorRegistry`` to serve (e.g. ``/metrics`` of ``collapse-monitor serve``).
+    Any combination works; with none the sink only keeps the latest samples (``.collector``).
+    ``job`` and ``grouping_key`` form the push group together with ``monitor``.
+
+    >>> PrometheusSink(pushgateway="http://u:secret@127.0.0.1:9091")
+    PrometheusSink(pushgateway='http://127.0.0.1:9091', textfile=None, registry=False, job='collapse_monitor')
+    """
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        pushgateway: str | None = None,
+        textfile: str | Path | None = None,
+        registry: Any = None,
+        *,
+        job: str = "collapse_monitor",
+        max_class_series: int = 20,
+        grouping_key: Mapping[str, str] | None = None,
+        timeout: float = 5.0,
+        rare_threshold: float = 0.05,
+    ) -> None:
+        if pushgateway is not None and (not isinstance(pushgateway, str) or not pushgateway.strip()):
+            raise ConfigError("PrometheusSink.pushgateway", "expected a URL such as http://127.0.0.1:9091")
+        if not isinstance(job, str) or not job:
+            raise ConfigError("PrometheusSink.job", "expected a non-empty str")
+        if isinstance(max_class_series, bool) or not isinstance(max_class_series, int) or max_class_series < 0:
+            raise ConfigError("PrometheusSink.max_class_series", f"expected an int >= 0, got {max_class_series!r}")
+        gk = dict(grouping_key or {})
+        for k, v in gk.items():
+            if not isinstance(k, str) or not _LABEL_OK.match(k) or k in ("job", "monitor"):
+                raise ConfigError("PrometheusSink.grouping_key", f"invalid or reserved label name {k!r}")
+            if not isinstance(v, str) or not v:
+                raise ConfigError("PrometheusSink.grouping_key", f"label {k!r} needs a non-empty str value")
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ConfigError("PrometheusSink.timeout", f"expected seconds > 0, got {timeout!r}")
+        self.pushgateway: str | None = None
+        self._auth: tuple[str | None, str | None] = (None, None)
+        if pushgateway is not None:
+            url, user, password = _split_auth(pushgateway.strip())
+            self.pushgateway = url.rstrip("/")
+            self._auth = (user, password)
+            register_secret(password)
+        self.textfile = None if textfile is None else str(textfile)
+        self.registry = registry
+        self.job = job
+        self.max_class_series = max_class_series
+        self.grouping_key = gk
+        self.timeout = float(timeout)
+        self.rare_threshold = rare_threshold
+        self.spool_key = "prometheus"
+        self._books: dict[str, dict[str, tuple[str, float]]] = {}
+        self.collector = collector_for(registry) if registry is not None else ReportCollector()
+
+    def __repr__(self) -> str:
+        return (
+            f"PrometheusSink(pushgateway={self.pushgateway!r}, textfile={self.textfile!r}, "
+            f"registry={self.registry is not None}, job={self.job!r})"
+        )
+
+    # ------------------------------------------------------------------------------------------
+    def _handler(self) -> Any:
+        from prometheus_client.exposition import basic_auth_handler, default_handler
+
+        user, password = self._auth
+        if user is None and password is None:
+            return default_handler
+
+        def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes) -> Any:
+            return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+        return handler
+
+    def _group(self, monitor: str) -> dict[str, str]:
+        return {"monitor": monitor, **self.grouping_key}
+
+    def samples(self, report: Report) -> list[Sample]:
+        book = self._books.setdefault(report.monitor, {})
+        return report_samples(report, max_class_series=self.max_class_series, rare_threshold=self.rare_threshold,
+                              alert_book=book)
+
+    def emit(self, report: Report, context: EmitContext | None = None) -> dict[str, Any] | None:
+        """Export ``report``. An older report than one already exported for the monitor (a late
+        spool replay) is not exported over it. Raises SinkError on failure."""
+        if context is None and self._newer_exported(report):
+            return {"prometheus": "skipped: a newer check is already exported"}
+        samples = self.samples(report)
+        if not self.collector.update(report, samples):
+            return {"prometheus": "skipped: a newer check is already exported"}
+        errors: list[str] = []
+        if self.pushgateway is not None:
+            try:
+                self._push(report, samples)
+            except Exception as exc:
+                errors.append(f"Pushgateway at {self.pushgateway}: push failed: {type(exc).__name__}: {exc}")
+        if self.textfile is not None:
+            try:
+                self._write_textfile(report.monitor)
+            except Exception as exc:
+                errors.append(f"textfile {self.textfile}: write failed: {type(exc).__name__}: {exc}")
+        if errors:
+            raise SinkError(redact_text("; ".join(errors)))
+        return None
+
+    def _push(self, report: Report, samples: list[Sample]) -> None:
+        from prometheus_client import CollectorRegistry, pushadd_to_gateway
+
+        class _Once:
+            def collect(self) -> Iterator[Any]:
+                yield from families(samples)
+
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(_Once())  # type: ignore[arg-type]
+        assert self.pushgateway is not None
+        pushadd_to_gateway(self.pushgateway, job=self.job, registry=reg, grouping_key=self._group(report.monitor),
+                           timeout=self.timeout, handler=self._handler())
+
+    def textfile_path(self, monitor: str) -> Path | None:
+        if self.textfile is None:
+            return None
+        return Path(self.textfile.replace("{monitor}", monitor))
+
+    def _write_textfile(self, monitor: str) -> None:
+        from prometheus_client import CollectorRegistry, write_to_textfile
+
+        path = self.textfile_path(monitor)
+        assert path is not None
+        per_monitor = "{monitor}" in (self.textfile or "")
+        picked = self.collector.samples(monitor) if per_monitor else self.collector.samples()
+
+        class _Held:
+            def collect(self) -> Iterator[Any]:
+                yield from families(picked)
+
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(_Held())  # type: ignore[arg-type]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), reg)  # temp file + os.replace: atomic for the collector
+
+    # -- replay ordering -----------------------------------------------------------------------
+    def _newer_exported(self, report: Report) -> bool:
+        """Is a newer check of this monitor already out there (memory, gateway, textfile)?"""
+        held = self.collector.created_at(report.monitor)
+        if held is not None:
+            return held > report.created_at
+        newest: list[float] = []
+        with contextlib.suppress(Exception):
+            if self.pushgateway is not None:
+                v = self.gateway_value(report.monitor, f"{NS}_last_check_timestamp_seconds")
+                if v is not None:
+                    newest.append(v)
+        with contextlib.suppress(Exception):
+            path = self.textfile_path(report.monitor)
+            if path is not None and path.exists():
+                from prometheus_client.parser import text_string_to_metric_families
+
+                for fam in text_string_to_metric_families(path.read_text()):
+                    if fam.name == f"{NS}_last_check_timestamp_seconds":
+                        newest += [s.value for s in fam.samples if s.labels.get("monitor") == report.monitor]
+        return any(v > report.created_at for v in newest)
+
+    def gateway_value(self, monitor: str, metric: str) -> float | None:
+        """Current value of ``metric`` in this monitor's Pushgateway group (``/api/v1/metrics``)."""
+        assert self.pushgateway is not None
+        req = urllib.request.Request(self.pushgateway + "/api/v1/metrics", headers={"Accept": "application/json"})
+        user, password = self._auth
+        if user is not None or password is not None:
+            import base64
+
+            token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - http(s) URL from config
+            data = json.loads(resp.read().decode())
+        want = {"job": self.job, **self._group(monitor)}
+        for group in data.get("data", []):
+            if group.get("labels") != want:
+                continue
+            fam = group.get(metric)
+            if not fam:
+                return None
+            for m in fam.get("metrics", []):
+                if m.get("labels", {}).get("monitor", monitor) == monitor:
+                    return float(m["value"])
+        return None
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def delete(self, monitor: str) -> None:
+        """Remove the monitor's group from the Pushgateway (it never forgets one by itself), its
+        samples from the collector and its textfile (when per monitor)."""
+        self.collector.forget(monitor)
+        self._books.pop(monitor, None)
+        if self.pushgateway is not None:
+            from prometheus_client import delete_from_gateway
+
+            try:
+                delete_from_gateway(self.pushgateway, job=self.job, grouping_key=self._group(monitor),
+                                    timeout=self.timeout, handler=self._handler())
+            except Exception as exc:
+                raise SinkError(redact_text(f"Pushgateway at {self.pushgateway}: delete failed: {type(exc).__name__}: {exc}")) from None
+        path = self.textfile_path(monitor)
+        if path is not None:
+            if "{monitor}" in (self.textfile or ""):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            else:
+                self._write_textfile(monitor)

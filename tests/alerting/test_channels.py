@@ -1,0 +1,258 @@
+"""Each channel's request against a real local HTTP receiver: payload shape, headers, the
+Standard Webhooks signature (checked by an independent verifier), status classification."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor.alerting import AlertEvent, report_summary, send_test_event, webhook_signature
+from collapse_monitor.alerting._http import parse_retry_after
+from collapse_monitor.errors import ConfigError
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_webhook_signed_per_standard_webhooks(
+    http_receiver, make_alert, make_report, webhook_verifier, assert_complete_message
+):
+    ch = cm.Webhook(http_receiver.url_for("/hook"), secret=SECRET)
+    event = AlertEvent(make_alert(), report=report_summary(make_report()))
+    result = ch.send(event)
+    assert result.status == "delivered" and result.http_status == 200 and result.ok
+    (req,) = http_receiver.wait_for_requests(1)
+    assert req.method == "POST" and req.path == "/hook"
+    assert req.header("content-type") == "application/json"
+    assert req.header("webhook-id") == event.id
+    assert webhook_verifier(SECRET, req.headers, req.body)
+    # tampering with the body or the id breaks the signature
+    assert not webhook_verifier(SECRET, req.headers, req.body.replace(b"0.41", b"0.99"))
+    assert not webhook_verifier(SECRET, {**req.headers, "webhook-id": "other"}, req.body)
+    assert not webhook_verifier("whsec_" + "QUFBQUFBQUFBQUFBQUFBQQ==", req.headers, req.body)
+    body = req.json()
+    assert body["type"] == "collapse_monitor.alert.firing"
+    assert body["data"]["event_id"] == event.id
+    assert body["data"]["alert"] == json.loads(json.dumps(event.alert.to_dict()))
+    assert body["data"]["report"]["run_id"] == "0123abcd"
+    assert body["data"]["report"]["synthetic_fraction"] == 0.6
+    assert body["data"]["report"]["declines"][0]["key"] == "tail_coverage"
+    assert_complete_message(body["data"]["text"])
+
+
+def test_webhook_raw_secret_is_used_as_utf8_key(http_receiver, make_alert):
+    import base64
+    import hashlib
+    import hmac
+
+    ch = cm.Webhook(http_receiver.url, secret="plain-secret-string")
+    ch.send(AlertEvent(make_alert()))
+    (req,) = http_receiver.wait_for_requests(1)
+    signed = f"{req.header('webhook-id')}.{req.header('webhook-timestamp')}.".encode() + req.body
+    expected = base64.b64encode(hmac.new(b"plain-secret-string", signed, hashlib.sha256).digest()).decode()
+    assert req.header("webhook-signature") == "v1," + expected
+
+
+def test_webhook_without_secret_is_unsigned(http_receiver, make_alert):
+    cm.Webhook(http_receiver.url).send(AlertEvent(make_alert()))
+    (req,) = http_receiver.wait_for_requests(1)
+    assert req.header("webhook-signature") is None
+    assert req.header("webhook-id") and req.header("webhook-timestamp")
+
+
+def test_webhook_signature_helper_matches_spec_example():
+    # the example from the Standard Webhooks spec / reference libraries
+    sig = webhook_signature(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+    )
+    assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_bad_whsec_secret_is_a_config_error():
+    with pytest.raises(ConfigError) as exc:
+        cm.Webhook("https://example.com/h", secret="whsec_not*base64!")
+    assert exc.value.key == "secret"
+    assert "not*base64" not in str(exc.value)
+
+
+def test_slack_payload(http_receiver, make_alert, assert_complete_message):
+    ch = cm.Slack(http_receiver.url_for("/services/T000/B000/XXXXXXXX"))
+    r = ch.send(AlertEvent(make_alert()))
+    assert r.status == "delivered"
+    body = http_receiver.wait_for_requests(1)[0].json()
+    assert set(body) == {"text", "blocks"}
+    assert body["text"].startswith("[WARNING] digits-generator: early collapse at generation 3")
+    assert body["blocks"][0]["type"] == "header"
+    assert {b["type"] for b in body["blocks"]} >= {"header", "section", "actions"}
+    buttons = next(b for b in body["blocks"] if b["type"] == "actions")["elements"]
+    assert [b["text"]["text"] for b in buttons] == ["MLflow run", "Dashboard", "Runbook"]
+    assert_complete_message(body["text"])
+    assert_complete_message(json.dumps(body["blocks"]).replace("\\u2022", "").replace("\\n", "\n"))
+
+
+def test_slack_plain_text_error_and_retry_after(http_receiver, make_alert):
+    ch = cm.Slack(http_receiver.url)
+    http_receiver.respond((400, {}, "invalid_payload"), (429, {"Retry-After": "7"}, "rate_limited"))
+    r1 = ch.send(AlertEvent(make_alert()))
+    assert (r1.status, r1.http_status) == ("failed", 400) and "invalid_payload" in r1.error
+    r2 = ch.send(AlertEvent(make_alert()))
+    assert (r2.status, r2.http_status, r2.retry_after) == ("retry", 429, 7.0)
+
+
+def test_pagerduty_trigger_and_resolve(http_receiver, make_alert):
+    key = "R0UTINGKEY0123456789abcdefABCDEF"
+    ch = cm.PagerDuty(key, url=http_receiver.url_for("/v2/enqueue"))
+    http_receiver.respond((202, {}, {"status": "success", "message": "Event processed", "dedup_key": "x"}))
+    long_summary = "x" * 3000
+    r = ch.send(AlertEvent(make_alert(severity="critical", stage=cm.Stage.LATE_COLLAPSE, summary=long_summary)))
+    assert (r.status, r.http_status) == ("delivered", 202)
+    trig = http_receiver.wait_for_requests(1)[0].json()
+    assert trig["routing_key"] == key and trig["event_action"] == "trigger"
+    assert trig["dedup_key"] == "digits-generator/early_collapse"
+    p = trig["payload"]
+    assert len(p["summary"]) <= 1024
+    assert p["severity"] == "critical" and p["source"] == "collapse-monitor/digits-generator"
+    cd = p["custom_details"]
+    assert cd["generation"] == 3 and cd["synthetic_fraction"] == 0.6 and cd["stage"] == "late_collapse"
+    assert cd["what_fell"][0].startswith("tail_coverage 0.41 (95% CI 0.38 to 0.45) vs baseline 0.61: -32.8%")
+    assert {"href": "http://127.0.0.1:5000/#/experiments/1/runs/0123abcd", "text": "MLflow run"} in trig["links"]
+    ch.send(AlertEvent(make_alert(status="resolved", severity="critical")))
+    res = http_receiver.wait_for_requests(2)[1].json()
+    assert res == {"routing_key": key, "event_action": "resolve", "dedup_key": "digits-generator/early_collapse"}
+
+
+@pytest.mark.parametrize(("status", "expected"), [(400, "failed"), (429, "retry"), (500, "retry"), (503, "retry")])
+def test_pagerduty_status_classes(http_receiver, make_alert, status, expected):
+    http_receiver.respond((status, {}, {"status": "invalid event", "message": "Event object is invalid"}))
+    r = cm.PagerDuty("k" * 32, url=http_receiver.url).send(AlertEvent(make_alert()))
+    assert (r.status, r.http_status) == (expected, status)
+
+
+def test_pagerduty_severity_mapping(http_receiver, make_alert):
+    ch = cm.PagerDuty("k" * 32, url=http_receiver.url)
+    for sev in ("info", "warning", "error", "critical", "page-me"):
+        ch.send(AlertEvent(make_alert(severity=sev)))
+    got = [r.json()["payload"]["severity"] for r in http_receiver.wait_for_requests(5)]
+    assert got == ["info", "warning", "error", "critical", "error"]
+
+
+def test_pagerduty_test_event_is_resolved_right_away(http_receiver):
+    ch = cm.PagerDuty("k" * 32, url=http_receiver.url)
+    (r,) = send_test_event([ch])
+    assert r.status == "delivered"
+    trig, res = (q.json() for q in http_receiver.wait_for_requests(2))
+    assert trig["event_action"] == "trigger" and trig["payload"]["severity"] == "info"
+    assert res["event_action"] == "resolve" and res["dedup_key"] == trig["dedup_key"]
+
+
+def test_alertmanager_payload(http_receiver, make_alert, assert_complete_message):
+    ch = cm.Alertmanager(http_receiver.url + "/", labels={"team": "ml"}, resend_window=3600)
+    alert = make_alert()
+    assert ch.send(AlertEvent(alert)).status == "delivered"
+    req = http_receiver.wait_for_requests(1)[0]
+    assert req.path == "/api/v2/alerts"
+    (obj,) = req.json()
+    assert obj["labels"] == {
+        "alertname": "CollapseMonitorEarlyCollapse",
+        "monitor": "digits-generator",
+        "rule": "early_collapse",
+        "severity": "warning",
+        "team": "ml",
+    }
+    assert obj["generatorURL"] == alert.links["mlflow_run"]
+    assert obj["annotations"]["runbook_url"] == alert.links["runbook"]
+    from datetime import datetime
+
+    starts = datetime.fromisoformat(obj["startsAt"].replace("Z", "+00:00")).timestamp()
+    ends = datetime.fromisoformat(obj["endsAt"].replace("Z", "+00:00")).timestamp()
+    assert starts == pytest.approx(alert.timestamp, abs=1e-3) and ends - starts == pytest.approx(3600, abs=1e-3)
+    assert_complete_message(obj["annotations"]["summary"] + "\n" + obj["annotations"]["description"])
+    # resolve: same labels, endsAt = the resolve time
+    resolved = make_alert(status="resolved", stage=cm.Stage.HEALTHY)
+    ch.send(AlertEvent(resolved))
+    (obj2,) = http_receiver.wait_for_requests(2)[1].json()
+    assert obj2["labels"] == obj["labels"]
+    assert obj2["endsAt"] == obj2["startsAt"]
+
+
+def test_teams_adaptive_card(http_receiver, make_alert, assert_complete_message):
+    http_receiver.respond(202)
+    r = cm.Teams(http_receiver.url_for("/workflows/abc123/triggers/manual/paths/invoke?sig=s3cr3tSig")).send(
+        AlertEvent(make_alert())
+    )
+    assert (r.status, r.http_status) == ("delivered", 202)
+    req = http_receiver.wait_for_requests(1)[0]
+    assert req.query["sig"] == ["s3cr3tSig"]
+    body = req.json()
+    assert body["type"] == "message"
+    (att,) = body["attachments"]
+    assert att["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = att["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
+    assert card["body"][0]["type"] == "TextBlock"
+    facts = {f["title"]: f["value"] for f in next(b for b in card["body"] if b["type"] == "FactSet")["facts"]}
+    assert facts["Monitor"] == "digits-generator" and facts["Synthetic share"] == "60%"
+    assert [a["type"] for a in card["actions"]] == ["Action.OpenUrl"] * 3
+    text = "\n".join(b.get("text", "") for b in card["body"]) + json.dumps(card)
+    assert_complete_message(text)
+
+
+def test_network_failures_and_timeouts_are_retryable(http_receiver, make_alert):
+    from servers import Response, free_port
+
+    dead = cm.Webhook(f"http://127.0.0.1:{free_port()}/hook")
+    r = dead.send(AlertEvent(make_alert()))
+    assert r.status == "retry" and r.http_status is None and "Connection refused" in r.error
+    http_receiver.respond(Response(200, delay=2.0))
+    slow = cm.Webhook(http_receiver.url, timeout=0.3)
+    r = slow.send(AlertEvent(make_alert()))
+    assert r.status == "retry" and "timed out" in r.error
+
+
+def test_redirects_are_not_followed(http_receiver, make_alert):
+    http_receiver.respond((302, {"Location": "http://127.0.0.1:1/elsewhere"}, ""))
+    r = cm.Webhook(http_receiver.url, secret=SECRET).send(AlertEvent(make_alert()))
+    assert (r.status, r.http_status) == ("failed", 302)
+    assert len(http_receiver.requests) == 1
+
+
+def test_gone_is_reported(http_receiver, make_alert):
+    http_receiver.respond((410, {}, "channel_is_archived"))
+    r = cm.Slack(http_receiver.url).send(AlertEvent(make_alert()))
+    assert (r.status, r.http_status) == ("gone", 410)
+
+
+def test_nan_in_details_still_renders_valid_json(http_receiver, make_alert):
+    alert = make_alert(details=({"key": "vendi_ratio", "value": float("nan"), "q_value": float("inf")},))
+    assert cm.Webhook(http_receiver.url).send(AlertEvent(alert)).status == "delivered"
+    body = json.loads(http_receiver.wait_for_requests(1)[0].body)  # strict JSON: NaN would not parse in JS
+    assert body["data"]["alert"]["details"][0]["value"] is None
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 - 10) == 10.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 + 10) == 0.0
+    assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after("") is None and parse_retry_after("later") is None and parse_retry_after(None) is None
+
+
+def test_verify_tls_false_warns(caplog):
+    with caplog.at_level("WARNING", logger="collapse_monitor.alerting"):
+        cm.Webhook("https://example.com/h", verify_tls=False)
+    assert "TLS certificate verification is OFF" in caplog.text
+    with pytest.raises(ConfigError):
+        cm.Webhook("https://example.com/h", verify_tls="no")  # type: ignore[arg-type]
+
+
+def test_channels_satisfy_the_protocol():
+    for ch in (
+        cm.Webhook("https://e.com/h"),
+        cm.Slack("https://e.com/h"),
+        cm.PagerDuty("k" * 32),
+        cm.Alertmanager("http://127.0.0.1:9093"),
+        cm.Teams("https://e.com/h"),
+    ):
+        assert isinstance(ch, cm.Channel)
+        assert ch.name.startswith(ch.kind + "-")

@@ -1,0 +1,253 @@
+"""Durable delivery through the outbox against real HTTP receivers: retries with one
+idempotency key, Retry-After, 410, 400, the in-call budget, ordering, leases."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor.alerting import AlertDispatcher, AlertEvent, DeliveryResult, Outbox, RetryPolicy
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_fails_three_times_then_one_logical_alert_with_one_webhook_id(
+    http_receiver, tmp_path, make_alert, fast_retry, webhook_verifier
+):
+    http_receiver.respond(500, 502, 503, 200)
+    hook = cm.Webhook(http_receiver.url_for("/hook"), secret=SECRET, name="hook")
+    with AlertDispatcher([hook], outbox_path=tmp_path / "o.db", retry=fast_retry, budget_seconds=30) as d:
+        (result,) = d.dispatch([make_alert()])
+        assert result.status == "delivered" and result.attempts == 4 and result.ok and result.final
+        reqs = http_receiver.wait_for_requests(4)
+        assert len(reqs) == 4
+        ids = {r.header("webhook-id") for r in reqs}
+        assert ids == {result.event_id}
+        assert len({r.body for r in reqs}) == 1  # the same bytes on every attempt
+        assert all(webhook_verifier(SECRET, r.headers, r.body) for r in reqs)
+        (row,) = d.outbox.rows()
+        assert (row.status, row.attempts, row.last_http_status, row.last_error) == ("delivered", 4, 200, None)
+        assert d.pending() == []
+        # nothing left to redeliver: still exactly four requests, one delivered event
+        assert d.redeliver(budget_seconds=0.5) == []
+    assert len(http_receiver.requests) == 4
+
+
+def test_retry_after_is_honoured(http_receiver, tmp_path, make_alert, fast_retry):
+    http_receiver.respond((429, {"Retry-After": "1"}, "slow down"))
+    with AlertDispatcher(
+        [cm.Slack(http_receiver.url, name="slack")], outbox_path=tmp_path / "o.db", retry=fast_retry, budget_seconds=10
+    ) as d:
+        (result,) = d.dispatch([make_alert()])
+    first, second = http_receiver.wait_for_requests(2)
+    assert result.status == "delivered" and result.attempts == 2
+    # the backoff alone would have retried after <= 0.01 s; Retry-After said 1 s
+    assert second.received_at - first.received_at >= 1.0
+
+
+def test_retry_after_beyond_the_budget_leaves_the_event_pending(http_receiver, tmp_path, make_alert, fake_clock):
+    http_receiver.respond((503, {"Retry-After": "120"}, ""))
+    d = AlertDispatcher(
+        [cm.Webhook(http_receiver.url, name="hook")], outbox_path=tmp_path / "o.db", budget_seconds=1, clock=fake_clock
+    )
+    (r,) = d.dispatch([make_alert()])
+    assert r.status == "pending" and not r.final and r.http_status == 503
+    assert r.next_attempt_at == pytest.approx(fake_clock.now + 120)
+    assert d.redeliver(budget_seconds=0.5) == []  # not due yet
+    fake_clock.advance(121)
+    (r2,) = d.redeliver(budget_seconds=2)
+    assert r2.status == "delivered" and r2.attempts == 2
+    assert len(http_receiver.requests) == 2
+    d.close()
+
+
+def test_http_date_retry_after(http_receiver, tmp_path, make_alert, fake_clock):
+    from email.utils import formatdate
+
+    http_receiver.respond((429, {"Retry-After": formatdate(fake_clock.now + 300, usegmt=True)}, ""))
+    with AlertDispatcher(
+        [cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", budget_seconds=1, clock=fake_clock
+    ) as d:
+        (r,) = d.dispatch([make_alert()])
+    assert r.status == "pending"
+    # parsed against the real clock (HTTP-date is absolute): about 300 s ahead
+    assert 250 <= r.next_attempt_at - fake_clock.now <= 301
+
+
+def test_410_disables_the_channel_for_later_processes(http_receiver, tmp_path, make_alert, fast_retry):
+    http_receiver.respond((410, {}, "channel_is_archived"))
+    db = tmp_path / "o.db"
+    slack = cm.Slack(http_receiver.url_for("/services/T/B/tok"), name="team")
+    with AlertDispatcher([slack], outbox_path=db, retry=fast_retry) as d:
+        (r,) = d.dispatch([make_alert()])
+        assert r.status == "disabled" and r.http_status == 410 and r.final and not r.ok
+    assert len(http_receiver.requests) == 1
+    # a later process with the same channel skips it, without a request
+    with AlertDispatcher([cm.Slack(http_receiver.url_for("/services/T/B/tok"), name="team")], outbox_path=db) as d2:
+        (r2,) = d2.dispatch([make_alert(rule="late_collapse", severity="critical")])
+        assert r2.status == "disabled"
+        assert list(d2.outbox.disabled_channels()) == ["team"]
+    assert len(http_receiver.requests) == 1
+    # a new URL under the same name is a new channel: enabled again
+    with AlertDispatcher([cm.Slack(http_receiver.url_for("/services/T/B/new"), name="team")], outbox_path=db) as d3:
+        (r3,) = d3.dispatch([make_alert(rule="distribution_drift", severity="info")])
+        assert r3.status == "delivered"
+
+
+def test_400_is_not_retried(http_receiver, tmp_path, make_alert, fast_retry):
+    key = "R0UTINGKEY0123456789abcdefABCDEF"
+    http_receiver.respond((400, {}, {"status": "invalid event", "message": "Event object is invalid"}))
+    with AlertDispatcher(
+        [cm.PagerDuty(key, url=http_receiver.url, name="pd")], outbox_path=tmp_path / "o.db", retry=fast_retry
+    ) as d:
+        (r,) = d.dispatch([make_alert(severity="critical")])
+        assert (r.status, r.http_status, r.attempts) == ("dead", 400, 1)
+        assert "Event object is invalid" in r.error
+        assert d.redeliver(budget_seconds=0.5) == []
+    assert len(http_receiver.requests) == 1
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(http_receiver, tmp_path, make_alert, fast_retry, status):
+    http_receiver.respond(status)
+    with AlertDispatcher([cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", retry=fast_retry) as d:
+        (r,) = d.dispatch([make_alert()])
+    assert (r.status, r.attempts) == ("delivered", 2)
+
+
+def test_gives_up_after_max_attempts(http_receiver, tmp_path, make_alert):
+    http_receiver.default = cm_response(500)
+    pol = RetryPolicy(base_seconds=0.001, cap_seconds=0.002, max_attempts=3)
+    with AlertDispatcher([cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", retry=pol) as d:
+        (r,) = d.dispatch([make_alert()])
+    assert (r.status, r.attempts) == ("dead", 3) and "gave up after 3 attempt(s)" in r.error
+    assert len(http_receiver.requests) == 3
+
+
+def cm_response(status: int):  # a Response for HttpReceiver.default
+    from servers import Response
+
+    return Response(status)
+
+
+def test_zero_budget_persists_without_any_attempt(http_receiver, tmp_path, make_alert):
+    with AlertDispatcher(
+        [cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", budget_seconds=0
+    ) as d:
+        (r,) = d.dispatch([make_alert()])
+        assert (r.status, r.attempts) == ("pending", 0)
+        assert [p.id for p in d.pending()] == [r.event_id]
+        assert http_receiver.requests == []
+        (r2,) = d.redeliver(budget_seconds=5)
+        assert r2.status == "delivered"
+    assert http_receiver.wait_for_requests(1)[0].header("webhook-id") == r.event_id
+
+
+def test_budget_bounds_in_call_retries(http_receiver, tmp_path, make_alert):
+    """A receiver that never recovers: the call stops starting attempts once the budget is
+    spent and leaves the event pending (no wall-clock assert: the attempt count is bounded)."""
+    http_receiver.default = cm_response(500)
+    pol = RetryPolicy(base_seconds=0.05, cap_seconds=0.05, max_attempts=1000)
+    with AlertDispatcher(
+        [cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", retry=pol, budget_seconds=0.5
+    ) as d:
+        (r,) = d.dispatch([make_alert()])
+    assert r.status == "pending" and r.attempts >= 2
+    # each retry waits at least ~0 and at most 0.05 s; 0.5 s of budget cannot hold 1000 attempts
+    assert r.attempts < 1000 and len(http_receiver.requests) == r.attempts
+
+
+def test_resolve_never_overtakes_its_firing_event(http_receiver, tmp_path, make_alert, fake_clock):
+    http_receiver.respond((429, {"Retry-After": "3600"}, ""))
+    with AlertDispatcher(
+        [cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", budget_seconds=1, clock=fake_clock
+    ) as d:
+        (fire,) = d.dispatch([make_alert()])
+        assert fire.status == "pending"
+        (res,) = d.dispatch([make_alert(status="resolved", stage=cm.Stage.HEALTHY, generation=4)])
+        assert res.status == "pending" and res.attempts == 0  # waits behind the firing event
+        assert len(http_receiver.requests) == 1
+        fake_clock.advance(3601)
+        got = d.redeliver(budget_seconds=5)
+        assert [g.status for g in got] == ["delivered", "delivered"]
+    kinds = [r.json()["type"] for r in http_receiver.wait_for_requests(3)]
+    assert kinds == [
+        "collapse_monitor.alert.firing",
+        "collapse_monitor.alert.firing",
+        "collapse_monitor.alert.resolved",
+    ]
+
+
+def test_outbox_is_sqlite_wal_and_rows_hold_the_event(tmp_path, make_alert):
+    ob = Outbox(tmp_path / "o.db")
+    event = AlertEvent(make_alert())
+    ob.enqueue(event, {"a": "pending", "b": "muted"})
+    ob.enqueue(event, {"a": "pending"})  # idempotent
+    rows = ob.rows()
+    assert [(r.id, r.channel, r.status, r.attempts) for r in rows] == [
+        (event.id, "a", "pending", 0),
+        (event.id, "b", "muted", 0),
+    ]
+    assert rows[0].event() == event
+    ob.close()
+    con = sqlite3.connect(tmp_path / "o.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    payload = json.loads(con.execute("SELECT payload FROM outbox LIMIT 1").fetchone()[0])
+    assert payload["id"] == event.id and payload["alert"]["monitor"] == "digits-generator"
+    con.close()
+
+
+def test_lease_keeps_a_second_process_off_a_claimed_row(tmp_path, make_alert, fake_clock):
+    a = Outbox(tmp_path / "o.db", clock=fake_clock, lease_seconds=60)
+    b = Outbox(tmp_path / "o.db", clock=fake_clock, lease_seconds=60)
+    event = AlertEvent(make_alert())
+    a.enqueue(event, {"hook": "pending"})
+    row = a.claim(["hook"])
+    assert row is not None and row.attempts == 1
+    assert b.claim(["hook"]) is None  # leased by a
+    assert b.next_due(["hook"]) == pytest.approx(fake_clock.now + 60)
+    fake_clock.advance(61)  # a died mid-send: its lease runs out
+    row_b = b.claim(["hook"])
+    assert row_b is not None and row_b.id == event.id and row_b.attempts == 2
+    done = b.complete(row_b, DeliveryResult("hook", event.id, "delivered", 200))
+    assert done.status == "delivered"
+    assert a.claim(["hook"]) is None
+    a.close()
+    b.close()
+
+
+def test_full_jitter_backoff_bounds():
+    pol = RetryPolicy(base_seconds=1.0, cap_seconds=600.0)
+    rng = random.Random(0)
+    for attempt in range(1, 15):
+        hi = min(600.0, 2.0 ** (attempt - 1))
+        xs = [pol.backoff(attempt, rng) for _ in range(200)]
+        assert all(0.0 <= x <= hi for x in xs)
+        assert max(xs) > 0.8 * hi and min(xs) < 0.2 * hi  # spread over the whole range (full jitter)
+
+
+def test_expired_rows_go_dead(tmp_path, make_alert, fake_clock):
+    ob = Outbox(tmp_path / "o.db", clock=fake_clock, retry=RetryPolicy(max_age_seconds=100))
+    ob.enqueue(AlertEvent(make_alert()), {"gone-channel": "pending"})
+    fake_clock.advance(101)
+    assert ob.expire() == 1
+    (row,) = ob.rows()
+    assert row.status == "dead" and "expired" in row.last_error
+    ob.close()
+
+
+def test_custom_channel_that_raises_is_contained(tmp_path, make_alert, fast_retry):
+    class Boom:
+        name = "boom"
+        severities = None
+
+        def send(self, event, *, timeout=None):
+            raise RuntimeError("kaput")
+
+    with AlertDispatcher([Boom()], outbox_path=tmp_path / "o.db", retry=fast_retry, budget_seconds=0.3) as d:
+        (r,) = d.dispatch([make_alert()])
+    assert r.status == "pending" and "RuntimeError: kaput" in r.error

@@ -1,0 +1,157 @@
+"""Every panel of every dashboard against a real Prometheus that scraped real exporter output.
+
+The ``stack`` fixture (conftest.py) runs a collapsing chain through a real CollapseMonitor and
+real PrometheusSinks (Pushgateway and a ``/metrics`` endpoint), with Prometheus running the
+repository's prometheus.yml + collapse_rules.yml and alerting an Alertmanager that runs the
+repository's alertmanager.yml. Grafana is not installed here, so its template variables are
+substituted the way Grafana does before the queries go to Prometheus.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+import yaml
+from conftest import GENERATIONS, PUSH_MONITOR, RULES_YML, SERVE_MONITOR, Stack
+
+from collapse_monitor import dashboards as D
+from collapse_monitor.types import Stage
+
+pytestmark = pytest.mark.e2e
+
+BOARDS = D.build_dashboards()
+MONITORS = (PUSH_MONITOR, SERVE_MONITOR)
+
+#: Grafana's substitutions: multi-value variables become a regex alternation
+VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "${monitor}": "|".join(MONITORS),
+    "$monitor": "|".join(MONITORS),
+    "${class}": ".*",
+    "$class": ".*",
+}
+
+
+def substitute(expr: str) -> str:
+    for var in sorted(VARIABLES, key=len, reverse=True):
+        expr = expr.replace(var, VARIABLES[var])
+    assert "$" not in expr, f"unsubstituted variable in {expr!r}"
+    return expr
+
+
+def _panel_targets() -> list[Any]:
+    params = []
+    for name, board in sorted(BOARDS.items()):
+        for panel in D.iter_panels(board):
+            for t in panel.get("targets", []):
+                params.append(
+                    pytest.param(
+                        panel, t, id=f"{board['uid'].removeprefix('collapse-monitor-')}:{panel['title']}:{t['refId']}"
+                    )
+                )
+    return params
+
+
+def test_the_chain_collapsed_and_covered_every_family(stack: Stack) -> None:
+    first, last = stack.reports[0], stack.reports[-1]
+    assert first.stage is Stage.HEALTHY
+    assert last.stage is not Stage.HEALTHY
+    for key in ("tail_coverage", "rare_mode_coverage", "rare_class_recall", "rare_flips", "distinct_2",
+                "rare_ngram_recall", "vendi_ratio", "synthetic_fraction"):
+        assert key in last.metrics, key
+    assert any(k.startswith("class_recall.") for k in last.metrics)
+
+
+@pytest.mark.parametrize(("panel", "target"), _panel_targets())
+def test_every_panel_query_returns_series(stack: Stack, panel: dict[str, Any], target: dict[str, Any]) -> None:
+    expr = substitute(target["expr"])
+    result = stack.query(expr)
+    assert result, f"{panel['title']!r} {target['refId']}: {expr} returned no series"
+    for series in result:
+        value = float(series["value"][1])
+        assert value == value, f"{expr} returned NaN"  # noqa: PLR0124 - NaN check
+    # both delivery paths (Pushgateway, serve /metrics) show up where a panel splits by monitor
+    if "by (monitor" in target["expr"]:
+        assert {s["metric"].get("monitor") for s in result} >= set(MONITORS), (expr, result)
+    if not target.get("instant"):
+        now = time.time()
+        assert stack.query_range(expr, now - 30, now, 1.0), f"range query of {expr} returned no series"
+
+
+def test_template_variable_queries_resolve(stack: Stack) -> None:
+    for board in BOARDS.values():
+        for var in board["templating"]["list"]:
+            if var["type"] != "query":
+                continue
+            m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["definition"])
+            assert m, var["definition"]
+            match, label = substitute(m.group(1)), m.group(2)
+            values = stack.label_values(label, match)
+            if label == "monitor":
+                assert set(MONITORS) <= set(values)
+            else:
+                assert values, var["definition"]
+    classes = stack.label_values("class", "collapse_monitor_class_recall")
+    assert set(classes) == {"d", "e"}, "only the rare classes get per-class series"
+
+
+def test_dashboards_use_only_metrics_the_exporter_emits(stack: Stack) -> None:
+    used = set().union(*(D.metric_names(D.panel_queries(b)) for b in BOARDS.values()))
+    assert used, "no metric names found in the dashboards"
+    missing = used - stack.exported
+    assert not missing, f"dashboards query metrics the PrometheusSink never exported: {sorted(missing)}"
+
+
+def test_every_exported_metric_is_on_a_dashboard(stack: Stack) -> None:
+    used = set().union(*(D.metric_names(D.panel_queries(b)) for b in BOARDS.values()))
+    not_shown = stack.exported - used
+    assert not not_shown, f"exported but on no dashboard: {sorted(not_shown)}"
+    for key in ("stage", "generation", "last_check_timestamp_seconds", "check_duration_seconds", "alert_firing",
+                "synthetic_fraction", "drift", "class_recall", "tail_coverage", "rare_class_recall"):
+        assert "collapse_monitor_" + key in stack.exported
+
+
+def _rule_exprs() -> tuple[list[str], set[str]]:
+    doc = yaml.safe_load(RULES_YML.read_text())
+    exprs, recorded = [], set()
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            exprs.append(str(rule["expr"]))
+            if "record" in rule:
+                recorded.add(rule["record"])
+    return exprs, recorded
+
+
+def test_alert_rules_use_only_metrics_the_exporter_emits(stack: Stack) -> None:
+    exprs, recorded = _rule_exprs()
+    used = D.metric_names(exprs) - recorded
+    assert used
+    missing = used - stack.exported
+    assert not missing, f"collapse_rules.yml uses metrics the PrometheusSink never exported: {sorted(missing)}"
+    # Prometheus loaded the very rule file and evaluates it without errors
+    groups = stack.prometheus.rules()
+    assert groups and all(g["file"] == str(RULES_YML.resolve()) for g in groups)
+    rules = [r for g in groups for r in g["rules"]]
+    assert rules and all(r["health"] in ("ok", "unknown") for r in rules), rules
+
+
+def test_collapse_alert_reaches_alertmanager(stack: Stack) -> None:
+    last = stack.reports[-1]
+    assert last.generation == GENERATIONS - 1
+    alertname = {Stage.EARLY_COLLAPSE: "CollapseMonitorEarlyCollapse", Stage.LATE_COLLAPSE: "CollapseMonitorLateCollapse"}[
+        last.stage
+    ]
+
+    def ours(alerts: list[dict[str, Any]]) -> bool:
+        got = {(a["labels"].get("alertname"), a["labels"].get("monitor")) for a in alerts}
+        return all((alertname, m) in got for m in MONITORS)
+
+    alerts = stack.alertmanager.wait_for_alerts(ours, timeout=30)
+    for a in alerts:
+        if a["labels"].get("alertname") == alertname:
+            assert a["labels"]["severity"] == last.stage.severity

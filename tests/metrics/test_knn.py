@@ -1,0 +1,164 @@
+"""Exact chunked k-NN: equal to prdc's dense computation and to brute force, chunk-size
+invariant, bounded in memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import prdc as prdc_ref
+import pytest
+from scipy.spatial.distance import cdist
+
+from collapse_monitor.errors import ConfigError, InputError
+from collapse_monitor.metrics.knn import kth_nn_radii, prdc_pass
+
+
+def _brute_radii(x: np.ndarray, k: int) -> np.ndarray:
+    d = cdist(x, x)
+    return np.sort(d, axis=1)[:, min(k, len(x) - 1)]
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(30, 3, 1), (120, 8, 5), (200, 33, 10), (6, 4, 5)])
+def test_radii_equal_prdc_float64(n: int, d: int, k: int) -> None:
+    x = np.random.default_rng(n).normal(size=(n, d))
+    ours = kth_nn_radii(x, k, dtype="float64")
+    if k < n:
+        ref = prdc_ref.prdc.compute_nearest_neighbour_distances(x, k)
+        np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours, _brute_radii(x, k), rtol=1e-12, atol=1e-12)
+
+
+def test_radii_float32_close_to_float64() -> None:
+    x = np.random.default_rng(0).normal(loc=5.0, size=(300, 16))  # off-centre: centring matters
+    np.testing.assert_allclose(kth_nn_radii(x, 5), kth_nn_radii(x, 5, dtype="float64"), rtol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_chunk_sizes_give_the_same_results(dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    ref, gen = rng.normal(size=(90, 6)), rng.normal(size=(70, 6)) + 0.2
+    passes = [prdc_pass(ref, gen, 4, chunk_size=c, dtype=dtype) for c in (1, 7, 64, None)]
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for p in passes[1:]:
+        np.testing.assert_array_equal(p.ball_counts, passes[0].ball_counts)
+        np.testing.assert_array_equal(p.covered, passes[0].covered)
+        np.testing.assert_array_equal(p.ref_in_sample_ball, passes[0].ref_in_sample_ball)
+        np.testing.assert_allclose(p.ref_radii2, passes[0].ref_radii2, rtol=tol)
+        np.testing.assert_allclose(p.sample_radii2, passes[0].sample_radii2, rtol=tol)
+        np.testing.assert_allclose(p.ref_min_d2, passes[0].ref_min_d2, rtol=tol, atol=tol)
+
+
+def test_cross_pass_matches_brute_force() -> None:
+    rng = np.random.default_rng(2)
+    ref, gen = rng.normal(size=(80, 5)), rng.normal(size=(60, 5)) * 1.3
+    k = 3
+    p = prdc_pass(ref, gen, k, dtype="float64", chunk_size=13)
+    r_ref, r_gen = _brute_radii(ref, k), _brute_radii(gen, k)
+    d = cdist(ref, gen)
+    np.testing.assert_array_equal(p.ball_counts, (d < r_ref[:, None]).sum(axis=0))
+    np.testing.assert_array_equal(p.ref_in_sample_ball, (d < r_gen[None, :]).any(axis=1))
+    np.testing.assert_allclose(np.sqrt(p.ref_min_d2), d.min(axis=1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(p.covered, d.min(axis=1) < r_ref)
+
+
+def test_small_sets_and_duplicates() -> None:
+    assert kth_nn_radii(np.ones((1, 3)), 5).tolist() == [0.0]
+    # fewer rows than k + 1: the farthest other row
+    x = np.array([[0.0], [1.0], [3.0]])
+    assert kth_nn_radii(x, 5, dtype="float64").tolist() == [3.0, 2.0, 3.0]
+    # k + 1 identical rows: radius 0, and nothing is strictly inside a radius-0 ball
+    dup = np.zeros((4, 2))
+    assert kth_nn_radii(dup, 3).tolist() == [0.0] * 4
+    p = prdc_pass(dup, dup, 3)
+    assert p.ball_counts.tolist() == [0] * 4
+    assert not p.covered.any() and not p.ref_in_sample_ball.any()
+
+
+def test_bad_inputs_and_options() -> None:
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    with pytest.raises(InputError) as e:
+        kth_nn_radii(np.array([1.0, 2.0]), 1)
+    assert e.value.field == "X"
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(InputError):
+        kth_nn_radii(bad, 1)
+    with pytest.raises(InputError) as e:
+        prdc_pass(x, np.ones((4, 2)))
+    assert e.value.field == "samples"
+    with pytest.raises(ConfigError):
+        kth_nn_radii(x, 0)
+    with pytest.raises(ConfigError):
+        kth_nn_radii(x, 2, chunk_size=0)
+    with pytest.raises(ConfigError):
+        kth_nn_radii(x, 2, dtype="float16")
+    with pytest.raises(InputError):
+        prdc_pass(x, x, 2, ref_radii2=np.ones(3))
+
+
+def test_does_not_change_torch_threads() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    kth_nn_radii(np.random.default_rng(0).normal(size=(50, 4)), 3)
+    assert torch.get_num_threads() == before
+
+
+def test_cuda_request_without_cuda_is_a_config_error() -> None:
+    import torch
+
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    if torch.cuda.is_available():
+        np.testing.assert_allclose(kth_nn_radii(x, 2, device="cuda"), kth_nn_radii(x, 2), rtol=1e-5)
+    else:
+        with pytest.raises(ConfigError):
+            kth_nn_radii(x, 2, device="cuda")
+    np.testing.assert_array_equal(kth_nn_radii(x, 2, device="auto"), kth_nn_radii(x, 2, device=None))
+
+
+_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import torch
+    from collapse_monitor.metrics.knn import prdc_pass
+
+    def rss():
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * 4096
+
+    def peak():
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+
+    n, chunk = int(sys.argv[1]), None if sys.argv[2] == "None" else int(sys.argv[2])
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(n, 4)).astype(np.float32)
+    gen = rng.normal(size=(n, 4)).astype(np.float32)
+    prdc_pass(ref[:300], gen[:300], 5)  # warm up torch's allocator and thread pool
+    base = rss()
+    p = prdc_pass(ref, gen, 5, chunk_size=chunk)
+    print(json.dumps({"growth": peak() - base, "coverage": float(p.covered.mean())}))
+    """
+)
+
+
+@pytest.mark.parametrize("chunk", [512, None])
+def test_memory_stays_below_n_by_n(chunk: int | None) -> None:
+    """At n = 16,000 one n x n float32 matrix is 1 GiB; the whole prdc pass (two self passes
+    and the cross pass) must peak far below it: blocks are chunk x n (or 256 MiB)."""
+    n = 16_000
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(n), str(chunk)], capture_output=True, text=True, check=True
+    )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    n_by_n = n * n * 4
+    bound = 0.1 * n_by_n if chunk is not None else 0.45 * n_by_n
+    assert res["growth"] < bound, (res, bound)
+    assert 0.9 < res["coverage"] <= 1.0
