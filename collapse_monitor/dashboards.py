@@ -76,7 +76,7 @@ SEL = 'monitor=~"$monitor"'
 GRID_WIDTH = 24
 TAGS = ["collapse-monitor", "model-collapse", "mlops"]
 
-STAGE_MAPPING = [
+STAGE_MAPPING: list[dict[str, Any]] = [
     {
         "type": "value",
         "options": {
@@ -86,11 +86,18 @@ STAGE_MAPPING = [
         },
     }
 ]
-STAGE_THRESHOLDS = [
+STAGE_THRESHOLDS: list[dict[str, Any]] = [
     {"color": "green", "value": None},
     {"color": "orange", "value": 1},
     {"color": "red", "value": 2},
 ]
+
+#: data link from a monitor's series on the overview to its detail dashboard
+DETAIL_LINK: dict[str, Any] = {
+    "targetBlank": False,
+    "title": "Detail of ${__field.labels.monitor}",
+    "url": f"/d/{DETAIL_UID}?var-monitor=${{__field.labels.monitor}}&${{__url_time_range}}",
+}
 
 # families shown on the detail dashboard, in order: (row title, keys)
 DETAIL_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -761,6 +768,15 @@ def overview_dashboard() -> dict[str, Any]:
         12,
         8,
     )
+    for panel in b.panels:
+        if any("by (monitor" in t["expr"] for t in panel.get("targets", [])):
+            link = DETAIL_LINK
+            if panel["type"] == "table":  # table rows carry labels as fields, not as field labels
+                link = {
+                    k: v.replace("__field.labels.", "__data.fields.") if isinstance(v, str) else v
+                    for k, v in link.items()
+                }
+            panel["fieldConfig"]["defaults"]["links"] = [link]
     return _dashboard(
         OVERVIEW_UID,
         "Collapse monitor: overview",
@@ -818,16 +834,71 @@ def _ci_panel(key: str) -> dict[str, Any]:
     )
 
 
+def _class_table(selector: str) -> dict[str, Any]:
+    """Rare classes now: recall with its 95 % interval, one row per class, worst first."""
+    name = PREFIX + "class_recall"
+    return {
+        "datasource": DS,
+        "description": "Current recall of each rare class with its Wilson 95% interval, worst first.",
+        "fieldConfig": {
+            "defaults": _defaults(
+                "percentunit",
+                min=0,
+                max=1,
+                custom={"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False},
+            ),
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": "recall"},
+                    "properties": [
+                        {"id": "custom.cellOptions", "value": {"mode": "gradient", "type": "gauge"}},
+                        {"id": "color", "value": {"mode": "continuous-RdYlGr"}},
+                    ],
+                }
+            ],
+        },
+        "options": {
+            "cellHeight": "sm",
+            "footer": {"countRows": False, "fields": "", "reducer": ["sum"], "show": False},
+            "showHeader": True,
+            "sortBy": [{"desc": False, "displayName": "recall"}],
+        },
+        "targets": _targets(
+            [
+                (f"max by (class) ({name}{{{selector}}})", ""),
+                (f"max by (class) ({name}_ci_low{{{selector}}})", ""),
+                (f"max by (class) ({name}_ci_high{{{selector}}})", ""),
+            ],
+            instant=True,
+            table=True,
+        ),
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {"class": 0, "Value #A": 1, "Value #B": 2, "Value #C": 3},
+                    "renameByName": {"Value #A": "recall", "Value #B": "95% CI low", "Value #C": "95% CI high"},
+                },
+            },
+        ],
+        "title": "Rare classes: recall with 95% interval",
+        "type": "table",
+    }
+
+
 def detail_dashboard() -> dict[str, Any]:
     """One monitor in depth: every canonical metric with its interval, per-class recall, run facts."""
     b = _Board()
     b.row("Rare classes and run")
+    cls = f'{SEL}, class=~"$class"'
     b.add(
         _timeseries(
             "Per-class recall (rare classes)",
-            "Recall of each rare class on the frozen probe set (Wilson 95% interval in the report). Only rare "
-            "classes are exported, capped, so cardinality stays small.",
-            [(f'max by (class) ({PREFIX}class_recall{{{SEL}, class=~"$class"}})', "class {{class}}")],
+            "Recall of each rare class on the frozen probe set. Only rare classes are exported, capped, so "
+            "label cardinality stays small.",
+            [(f"max by (class) ({PREFIX}class_recall{{{cls}}})", "class {{class}}")],
             unit="percentunit",
             min=0,
             max=1,
@@ -835,26 +906,35 @@ def detail_dashboard() -> dict[str, Any]:
         12,
         8,
     )
+    b.add(_class_table(cls), 12, 8)
     b.add(
         _timeseries(
-            "Collapse stage",
-            "0 healthy, 1 early collapse, 2 late collapse; the generation on the right axis.",
-            [(_by_monitor(PREFIX + "stage"), "stage"), (_by_monitor(PREFIX + "generation"), "generation")],
+            "Collapse stage and generation",
+            "Stage: 0 healthy, 1 early collapse, 2 late collapse. Right axis: the generation of the latest "
+            "check and the baseline generation it is compared against.",
+            [
+                (_by_monitor(PREFIX + "stage"), "stage"),
+                (_by_monitor(PREFIX + "generation"), "generation"),
+                (_by_monitor(PREFIX + "baseline_generation"), "baseline generation"),
+            ],
             min=0,
             overrides=[
                 {
-                    "matcher": {"id": "byName", "options": "generation"},
+                    "matcher": {"id": "byRegexp", "options": "generation|baseline generation"},
                     "properties": [
                         {"id": "custom.axisPlacement", "value": "right"},
                         {"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}},
                         {"id": "decimals", "value": 0},
                     ],
                 },
-                {"matcher": {"id": "byName", "options": "stage"}, "properties": [{"id": "max", "value": 2}]},
+                {
+                    "matcher": {"id": "byName", "options": "stage"},
+                    "properties": [{"id": "max", "value": 2}, {"id": "mappings", "value": STAGE_MAPPING}],
+                },
             ],
         ),
-        6,
-        8,
+        12,
+        7,
     )
     b.add(
         _timeseries(
@@ -864,8 +944,8 @@ def detail_dashboard() -> dict[str, Any]:
             unit="s",
             min=0,
         ),
-        6,
-        8,
+        12,
+        7,
     )
     for title, keys in DETAIL_SECTIONS:
         b.row(title)

@@ -14,10 +14,10 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import __version__
 from .._redact import Redactor, redact_url
@@ -61,12 +61,14 @@ def urllib_transport(
     method: str, url: str, *, body: bytes, headers: Mapping[str, str], timeout: float, verify_tls: bool
 ) -> HttpResponse:
     """stdlib transport. ``timeout`` bounds connect and every socket read (not DNS).
-    Credentials in the URL's userinfo become a Basic ``Authorization`` header."""
+    Credentials in the URL's userinfo become a Basic ``Authorization`` header (unless the
+    headers already carry one)."""
     parts = urlsplit(url)
     hdrs = dict(headers)
     if parts.username is not None:
-        cred = f"{parts.username}:{parts.password or ''}".encode()
-        hdrs["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+        if not any(k.lower() == "authorization" for k in hdrs):  # an explicit header wins
+            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            hdrs["Authorization"] = "Basic " + base64.b64encode(cred).decode()
         netloc = parts.netloc.rpartition("@")[2]
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     ctx = ssl.create_default_context()
@@ -185,8 +187,10 @@ class HttpChannel:
             raise ConfigError("verify_tls", f"expected true or false, got {verify_tls!r}")
         self.verify_tls = verify_tls
         self._transport: Transport = transport or urllib_transport
-        # header values may be tokens (Authorization, X-Api-Key): treat them all as secrets
-        self._redact = Redactor(secrets=[*secrets, *self._headers.values()], urls=[self._url])
+        # header values may be tokens (Authorization: Bearer <t>, X-Api-Key): treat them, and
+        # each of their words, as secrets
+        header_secrets = [w for v in self._headers.values() for w in (v, *v.split())]
+        self._redact = Redactor(secrets=[*secrets, *header_secrets], urls=[self._url])
         self.fingerprint = hashlib.sha256(f"{self.kind}\0{self._url}\0{fingerprint_extra}".encode()).hexdigest()[:16]
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigError("name", f"expected a non-empty string, got {name!r}")
@@ -260,6 +264,3 @@ def json_safe(obj: Any) -> Any:
 def dumps(obj: Any) -> bytes:
     """Compact, deterministic JSON (the same event renders to the same bytes on every attempt)."""
     return json.dumps(json_safe(obj), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
-
-
-Clock = Callable[[], float]

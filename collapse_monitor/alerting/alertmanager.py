@@ -58,7 +58,8 @@ def _rfc3339(ts: float) -> str:
 
 
 class Alertmanager(HttpChannel):
-    """Send alerts to an Alertmanager (or an HA pair's load balancer) over its v2 API."""
+    """Send alerts to one Alertmanager over its v2 API. For an HA cluster, add one channel per
+    replica (each with its own ``name``), as Prometheus does: the replicas deduplicate."""
 
     kind = "alertmanager"
 

@@ -184,6 +184,7 @@ class AlertDispatcher:
             lease_seconds=lease_seconds,
         )
         self.outbox.sync_channels({n: str(getattr(c, "fingerprint", "")) for n, c in self._channels.items()})
+        self.outbox.prune()  # finished rows older than 30 days
         self._after_persist: Callable[[], None] | None = None  # test hook: runs between commit and delivery
 
     def _check_routing(self, routing: Any) -> dict[str, list[str]] | None:
@@ -260,7 +261,7 @@ class AlertDispatcher:
             )
         if self._after_persist is not None:
             self._after_persist()
-        if any(True for _ in keys):
+        if keys:
             self.outbox.deliver(self._channels, budget_seconds=self.budget_seconds)
         out = []
         for event_id, ch in keys:

@@ -22,7 +22,10 @@ Guarantees and bounds
 - **Bounded in-call delivery.** :meth:`Outbox.deliver` works on due rows, waiting for
   backoffs only while they end inside ``budget_seconds``; no attempt starts after the budget
   is spent and each attempt's timeout is capped by what is left of it, so a call returns
-  within about ``budget_seconds`` + 0.1 s (DNS resolution is not covered by socket timeouts).
+  within about ``budget_seconds`` plus a fraction of a second. Not covered: DNS resolution
+  (socket timeouts do not bound it), a server that trickles its answer byte by byte (the
+  timeout bounds each socket read, not the whole response) and waiting for another
+  process's sqlite write lock (transactions here are a few statements long).
 
 States: ``pending`` -> ``delivered`` | ``dead`` | ``disabled``; ``muted`` rows are recorded
 and never sent. ``last_error`` is redacted by the channel before it is stored.

@@ -25,12 +25,13 @@ Covariances use ``ddof=1`` (zero for a single row). Everything is float64 numpy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from .knn import as_matrix
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "hill_number",
     "mean_cov",
     "normalize_rows",
+    "spectral_bootstrap",
     "spectral_effective_rank",
     "sqrtm_psd",
     "tail_mass_ratio",
@@ -117,7 +119,7 @@ def vendi_score(X: Any, q: float | str = 1.0, normalize: bool = True) -> float:
         x = normalize_rows(x)
     n, d = x.shape
     gram = x.T @ x if d < n else x @ x.T
-    return hill_number(np.linalg.eigvalsh(gram / n), qq)
+    return hill_number(sym_eigvalsh(gram / n), qq)
 
 
 def spectral_effective_rank(eigenvalues: Any) -> float:
@@ -157,7 +159,7 @@ def effective_rank(X: Any) -> float:
     x = as_matrix(X, "X")
     xc = x - x.mean(axis=0)
     gram = xc @ xc.T if x.shape[0] < x.shape[1] else xc.T @ xc
-    return spectral_effective_rank(np.linalg.eigvalsh(gram))
+    return spectral_effective_rank(sym_eigvalsh(gram))
 
 
 def variance_ratio(reference: Any, samples: Any) -> float:
@@ -190,7 +192,7 @@ def sqrtm_psd(C: Any) -> np.ndarray:
     [2.0, 3.0]
     """
     c = np.asarray(C, dtype=np.float64)
-    w, v = np.linalg.eigh((c + c.T) / 2.0)
+    w, v = sym_eigh(c)
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
@@ -198,7 +200,7 @@ def trace_sqrt_product(sqrt_c1: np.ndarray, c2: np.ndarray) -> float:
     """``tr (C1 C2)^1/2 = tr (S1 C2 S1)^1/2`` for ``S1 = C1^1/2`` (eigenvalues of a symmetric
     PSD matrix)."""
     m = sqrt_c1 @ c2 @ sqrt_c1
-    w = np.linalg.eigvalsh((m + m.T) / 2.0)
+    w = sym_eigvalsh(m)
     return float(np.sum(np.sqrt(np.clip(w, 0.0, None))))
 
 
@@ -270,7 +272,7 @@ class MahalanobisTail:
         mu = float(np.trace(emp)) / d
         a = float(ledoit_wolf_shrinkage(xc, assume_centered=True)) if mu > 0 and xc.shape[0] > 1 else 1.0
         shrunk = (1.0 - a) * emp + a * mu * np.eye(d)
-        w, v = np.linalg.eigh((shrunk + shrunk.T) / 2.0)
+        w, v = sym_eigh(shrunk)
         floor = 1e-6 * mu if mu > 0 else 1.0
         whiten = v / np.sqrt(np.clip(w, 0.0, None) + floor)
         tail = cls(mean, whiten, 0.0, a, quantile)
@@ -355,13 +357,112 @@ def bootstrap_spectra(
     for b0 in range(0, weights.shape[0], batch):
         n_b, s_b, sc_b = moments.combine(weights[b0 : b0 + batch])
         mats = _centred(n_b, s_b, sc_b) if centred else sc_b / np.maximum(n_b, 1.0)[:, None, None]
-        out.append(np.linalg.eigvalsh((mats + np.swapaxes(mats, 1, 2)) / 2.0))
+        out.append(sym_eigvalsh(mats))
         n_all.append(n_b)
         s_all.append(s_b)
     return np.concatenate(out), np.concatenate(n_all), np.concatenate(s_all)
 
 
-def check_groups(n_rows: int, n_groups: int) -> int:
-    if n_groups < 1:
-        raise InputError("n_groups", f"expected a positive integer, got {n_groups}")
-    return min(n_rows, n_groups)
+def _diagonal_moments(
+    feats: np.ndarray, basis: np.ndarray, groups: np.ndarray, n_groups: int, rows: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group sums and sums of squares of the projections of ``feats`` on ``basis``."""
+    q = basis.shape[1]
+    sums, squares = np.zeros((n_groups, q)), np.zeros((n_groups, q))
+    for a in range(0, feats.shape[0], rows):
+        proj = feats[a : a + rows] @ basis
+        onehot = np.zeros((n_groups, proj.shape[0]))
+        onehot[groups[a : a + rows], np.arange(proj.shape[0])] = 1.0
+        sums += onehot @ proj
+        squares += onehot @ (proj * proj)
+    return sums, squares
+
+
+def spectral_bootstrap(
+    feats: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    weights: np.ndarray,
+    *,
+    centred: bool,
+    stat: Callable[[np.ndarray], float],
+    max_dim: int = 256,
+) -> tuple[float, np.ndarray]:
+    """Exact point value of ``stat(spectrum)`` and its group-bootstrap replicates, for the
+    covariance (``centred``, ``ddof=1``) or the second moment ``X^T X / m`` of ``feats``.
+
+    Up to ``max_dim`` dimensions every replicate's spectrum is exact (one ``r x r``
+    eigen-decomposition each). Above, in the eigenbasis ``V`` of the full-sample matrix, a
+    replicate's spectrum is the exact spectrum of its top ``max_dim x max_dim`` block plus, for
+    the remaining directions, the diagonal ``v_j^T M_b v_j`` (first-order eigenvalue
+    perturbation: the linear term of every spectral statistic is kept exactly, only the
+    second-order coupling of the small eigenvalues is dropped); replicates are shifted by the
+    (round-off sized) difference between this approximation at the full sample and the point.
+    """
+    m, d = feats.shape
+    ones = np.ones((1, n_groups))
+    if d <= max_dim:  # exact: the point is the all-ones replicate of the same moments
+        moments = group_moments(feats, groups, n_groups)
+        point = stat(bootstrap_spectra(moments, ones, centred=centred)[0][0])
+        eig_b = bootstrap_spectra(moments, weights, centred=centred)[0]
+        return point, np.array([stat(e) for e in eig_b])
+    base = feats - feats.mean(axis=0) if centred else feats
+    denom = float(max(m - 1, 1)) if centred else float(m)
+    dual = d <= m
+    gram = base.T @ base if dual else base @ base.T  # same non-zero spectrum
+    w, vecs = sym_eigh(gram)
+    point = stat(w / denom)
+    if dual:
+        basis = vecs
+    else:  # eigenvectors of base^T base from those of the Gram matrix; the null space stays 0
+        ok = w > max(float(w.max(initial=0.0)), 0.0) * 1e-12
+        basis = (base.T @ vecs[:, ok]) / np.sqrt(w[ok])
+    r = min(max_dim, basis.shape[1])
+    top, rest = basis[:, basis.shape[1] - r :], basis[:, : basis.shape[1] - r]
+    moments = group_moments(feats @ top, groups, n_groups)
+    sums, squares = _diagonal_moments(feats, rest, groups, n_groups)
+
+    def spectra(wts: np.ndarray) -> np.ndarray:
+        eig_top, n_b, _ = bootstrap_spectra(moments, wts, centred=centred)
+        s, q = wts @ sums, wts @ squares
+        if centred:
+            diag = (q - s * s / np.maximum(n_b, 1.0)[:, None]) / np.where(n_b > 1, n_b - 1.0, np.inf)[:, None]
+        else:
+            diag = q / np.maximum(n_b, 1.0)[:, None]
+        return np.concatenate([eig_top, diag], axis=1)
+
+    shift = point - stat(spectra(ones)[0])
+    return point, np.array([stat(e) for e in spectra(weights)]) + shift
+
+
+_SERIAL_MAX = 1024
+
+
+def sym_eigvalsh(a: np.ndarray) -> np.ndarray:
+    """Eigenvalues of (a stack of) symmetric matrices, symmetrised first; one BLAS thread up
+    to 1024 x 1024 (see :func:`_serial_blas`)."""
+    a = (a + np.swapaxes(a, -1, -2)) / 2.0
+    if a.shape[-1] > _SERIAL_MAX:
+        return np.linalg.eigvalsh(a)
+    with _serial_blas():
+        return np.linalg.eigvalsh(a)
+
+
+def sym_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``eigh`` of a symmetric matrix, symmetrised first; one BLAS thread up to 1024 x 1024."""
+    a = (a + a.T) / 2.0
+    if a.shape[-1] > _SERIAL_MAX:
+        w, v = np.linalg.eigh(a)
+    else:
+        with _serial_blas():
+            w, v = np.linalg.eigh(a)
+    return w, v
+
+
+def _serial_blas() -> Any:
+    """One BLAS / LAPACK thread inside the block (restored on exit). The bootstrap runs many
+    small eigen-decompositions, which threading barely speeds up and which slow down
+    many-fold under CPU contention (spinning OpenBLAS threads next to a training job)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")

@@ -30,7 +30,7 @@ Intervals:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +44,12 @@ from .coverage import assign_to_centroids, cluster_mass, rare_modes_kept
 from .diversity import (
     TAIL_LEVEL,
     MahalanobisTail,
-    bootstrap_spectra,
-    group_moments,
     hill_number,
     mean_cov,
     normalize_rows,
+    spectral_bootstrap,
     spectral_effective_rank,
+    sym_eigh,
     vendi_score,
 )
 from .knn import DEFAULT_MEMORY_BUDGET, _resolve_dtype, _square_block, _to_tensor, as_matrix, prdc_pass, resolve_device
@@ -276,7 +276,7 @@ def build_generator_state(
     rare = (mass > 0) & (mass < rt)
 
     _, cov = mean_cov(ref)
-    evals, evecs = np.linalg.eigh(cov)
+    evals, evecs = sym_eigh(cov)
     return GeneratorRefState(
         k=k,
         tail_quantile=tq,
@@ -342,43 +342,6 @@ def _boot_mv(point: float, reps: np.ndarray, n: int) -> MetricValue:
         return MetricValue(point, point, point, n=int(n))
     lo, hi = percentile_interval(reps - np.median(reps) + point, _CONF)
     return MetricValue(point, min(lo, point), max(hi, point), n=int(n))
-
-
-def _spectral_boot(
-    feats: np.ndarray,
-    groups: np.ndarray,
-    n_groups: int,
-    weights: np.ndarray,
-    *,
-    centred: bool,
-    stat: Callable[[np.ndarray], float],
-    max_dim: int,
-) -> tuple[float, np.ndarray]:
-    """Exact point value of ``stat(spectrum)`` and its group-bootstrap replicates, for the
-    covariance (``centred``) or the second moment ``X^T X / m`` of ``feats``."""
-    m, d = feats.shape
-    base = feats - feats.mean(axis=0) if centred else feats
-    denom = float(max(m - 1, 1)) if centred else float(m)
-    dual = d <= m
-    gram = base.T @ base if dual else base @ base.T  # same non-zero spectrum
-    if d <= max_dim:
-        point = stat(np.linalg.eigvalsh(gram / denom))
-        eig_b = bootstrap_spectra(group_moments(feats, groups, n_groups), weights, centred=centred)[0]
-        return point, np.array([stat(e) for e in eig_b])
-    # large d: replicate spectra in the top max_dim eigenvectors, shifted to the exact point
-    w, vecs = np.linalg.eigh(gram)
-    point = stat(w / denom)
-    r = min(max_dim, vecs.shape[1])
-    top = vecs[:, -r:]
-    if not dual:  # eigenvectors of base^T base from those of the Gram matrix
-        lam = w[-r:]
-        ok = lam > max(float(lam.max(initial=0.0)), 0.0) * 1e-12
-        top = (base.T @ top) / np.sqrt(np.where(ok, lam, 1.0))
-        top[:, ~ok] = 0.0
-    moments = group_moments(feats @ top, groups, n_groups)
-    proj_point = stat(bootstrap_spectra(moments, np.ones((1, n_groups)), centred=centred)[0][0])
-    eig_b = bootstrap_spectra(moments, weights, centred=centred)[0]
-    return point, np.array([stat(e) for e in eig_b]) + (point - proj_point)
 
 
 def _check_int(x: Any, key: str, lo: int) -> int:
@@ -512,7 +475,7 @@ def _diversity(
     out: dict[str, MetricValue] = {}
 
     # Vendi (cosine kernel, q = 1) and its ratio to a same-size reference subsample
-    vendi, vendi_b = _spectral_boot(
+    vendi, vendi_b = spectral_bootstrap(
         normalize_rows(gen), groups, g, weights, centred=False, stat=hill_number, max_dim=max_dim
     )
     out["vendi_score"] = _boot_mv(vendi, vendi_b, m)
@@ -523,7 +486,9 @@ def _diversity(
     # effective rank of the samples' covariance
     gmean = gen.mean(axis=0)
     zc = gen - gmean
-    erank, erank_b = _spectral_boot(zc, groups, g, weights, centred=True, stat=spectral_effective_rank, max_dim=max_dim)
+    erank, erank_b = spectral_bootstrap(
+        zc, groups, g, weights, centred=True, stat=spectral_effective_rank, max_dim=max_dim
+    )
     out["effective_rank"] = _boot_mv(erank, erank_b, m)
 
     # total variance per replicate from group sums and squared norms (exact in any d)
@@ -539,7 +504,9 @@ def _diversity(
     def trace_sqrt(w: np.ndarray) -> float:
         return float(np.sum(np.sqrt(np.clip(w, 0.0, None))))
 
-    ts, ts_b = _spectral_boot(zc @ state.sqrt_cov, groups, g, weights, centred=True, stat=trace_sqrt, max_dim=max_dim)
+    ts, ts_b = spectral_bootstrap(
+        zc @ state.sqrt_cov, groups, g, weights, centred=True, stat=trace_sqrt, max_dim=max_dim
+    )
     delta0 = gmean - state.mean
     mean_b = sums_b / np.maximum(n_b, 1.0)[:, None] + delta0
     fd = max(float(delta0 @ delta0) + state.trace + trace_gen - 2.0 * ts, 0.0)

@@ -46,6 +46,8 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 """Bytes one distance block and its temporaries may take when ``chunk_size`` is None."""
 
+_SUM_ROWS = 64
+
 
 # --------------------------------------------------------------------------- inputs / options
 
@@ -198,7 +200,10 @@ def _cross_pass(
     for i0 in range(0, n, rows):
         i1 = min(n, i0 + rows)
         h = torch.addmm(ns.unsqueeze(0), r[i0:i1], s.T, beta=1.0, alpha=-2.0)  # d2 - |r_i|^2
-        counts += (h < thr_ref[i0:i1].unsqueeze(1)).sum(dim=0)
+        inside = h < thr_ref[i0:i1].unsqueeze(1)
+        for a in range(0, i1 - i0, _SUM_ROWS):  # a bool sum upcasts to int64: keep that temp small
+            counts += inside[a : a + _SUM_ROWS].sum(dim=0)
+        del inside
         min_d2[i0:i1] = (h.amin(dim=1) + nr[i0:i1]).clamp_min_(0.0)
         h.sub_(s_shift.unsqueeze(0))  # radius-0 sample balls become +inf: never inside
         in_sample_ball[i0:i1] = (h < -nr[i0:i1].unsqueeze(1)).any(dim=1)

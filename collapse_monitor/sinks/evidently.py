@@ -141,7 +141,9 @@ def _tables(
 
 
 def _frame(cols: Mapping[str, Any]) -> Any:
-    import pandas as pd
+    import importlib
+
+    pd = importlib.import_module("pandas")  # lazily; untyped without pandas-stubs
 
     n = max(len(v) for v in cols.values())
     data = {}
@@ -232,8 +234,8 @@ def report_filename(report: Report) -> str:
 class EvidentlySink:
     """Saves an Evidently drift report (HTML) per check and computes ``embedding_drift_share``.
 
-    ``output_dir`` defaults to ``<monitor home>/evidently`` (``$COLLAPSE_MONITOR_HOME`` or
-    ``./.collapse_monitor``). ``emit`` returns ``{"evidently_html": path,
+    ``output_dir`` defaults to ``<monitor home>/evidently`` (the home the monitor passes as
+    ``context.extra["home"]``, else ``$COLLAPSE_MONITOR_HOME`` or ``./.collapse_monitor``). ``emit`` returns ``{"evidently_html": path,
     "embedding_drift_share": share}``; ``last_drift_share`` / ``last_html`` keep the latest.
     A replay from the spool has no raw data and produces nothing (not an error).
 
@@ -270,11 +272,19 @@ class EvidentlySink:
 
         return default_home() / "evidently"
 
-    def build(self, report: Report, context: EmitContext | None, directory: str | Path | None = None) -> DriftResult | None:
+    def build(
+        self, report: Report, context: EmitContext | None, directory: str | Path | None = None
+    ) -> DriftResult | None:
         """Build (or reuse) the drift report for this check; ``None`` without raw data."""
         if context is None or context.reference is None or context.observation is None:
             return None
-        target = Path(directory) if directory is not None else self._dir()
+        home = context.extra.get("home") if context.extra else None
+        if directory is not None:
+            target = Path(directory)
+        elif self.output_dir is None and home:
+            target = Path(home) / "evidently"  # the monitor's own home, when the monitor passes it
+        else:
+            target = self._dir()
         return build_drift_report(
             context.reference,
             context.observation,

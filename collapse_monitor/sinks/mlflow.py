@@ -24,9 +24,22 @@ generations reads as one list - and the caller's run gets tags ``collapse.<monit
 
 Dead servers cost seconds: while the sink talks to MLflow it sets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
 / ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` (read by
-``mlflow.utils.rest_utils.http_request`` on every request) to this sink's bounds and restores the
-previous values afterwards, under a process-wide lock. Other threads of the process that talk to
-MLflow at the same moment see the same bounds for that moment.
+``mlflow.utils.rest_utils.http_request`` on every request, also for proxied artifact uploads) to
+this sink's bounds, silences MLflow's "View run at <url>" line (the URL may carry credentials) and
+its artifact progress bars, and restores the previous values afterwards, under a process-wide
+lock. Other threads of the process that talk to MLflow at the same moment see the same bounds for
+that moment. A failing request raises at once (no further calls), so one emit against a dead or
+hanging server costs about ``(max_retries + 1) * timeout`` seconds at most.
+
+Spool replays are idempotent: a replayed report whose run (tag ``collapse.report_id``) already
+FINISHED is skipped; a partial run of a crashed attempt is deleted and logged again, so the number
+of active runs equals the number of checks. Replays carry no raw data: no plot, no Evidently
+report, no baseline artifact - the next live check uploads a baseline the server does not hold yet
+(matched by ``collapse.baseline_digest``).
+
+``load_history`` reads every FINISHED check run back (``collapse/report.json``, or metrics + tags
+when the artifact is missing) and the newest stored baseline, so a new process with an empty
+working directory continues the generation numbering and the paired tests from MLflow alone.
 """
 
 from __future__ import annotations
@@ -52,7 +65,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from .._redact import redact_text
+from .._redact import Redactor, redact_text
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
 from ..types import MetricValue, Provenance, Report, Stage
@@ -90,11 +103,19 @@ def default_tracking_uri() -> str:
     if "mlflow" in sys.modules:
         import mlflow
 
-        return str(mlflow.get_tracking_uri())
+        return absolute_sqlite(str(mlflow.get_tracking_uri()))
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
-        return env
+        return absolute_sqlite(env)
     return "sqlite:///" + os.path.abspath("mlflow.db")
+
+
+def absolute_sqlite(uri: str) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (a later chdir must not move
+    the store); other URIs unchanged."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///") :])
+    return uri
 
 
 def safe_uri(uri: str) -> str:
@@ -117,6 +138,21 @@ def safe_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def uri_secrets(uri: str) -> list[str]:
+    """The credential parts of a URI: user info, password, query string and its values."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return [uri]
+    out = []
+    userinfo = parts.netloc.rpartition("@")[0]
+    if userinfo:
+        out += [userinfo, parts.username or "", parts.password or ""]
+    if parts.query:
+        out += [parts.query, *(v for kv in parts.query.split("&") for v in kv.split("=")[1:])]
+    return [s for s in out if s]
+
+
 def metric_name(key: str) -> str:
     """MLflow-safe metric name for a report key (``collapse.<key>``): characters MLflow refuses
     become ``_``.
@@ -136,9 +172,9 @@ def batches(metrics: Sequence[Any], tags: Sequence[Any]) -> Iterator[tuple[list[
     """
     mi = ti = 0
     while mi < len(metrics) or ti < len(tags):
-        t = list(tags[ti:ti + 100])
+        t = list(tags[ti : ti + 100])
         ti += len(t)
-        m = list(metrics[mi:mi + 1000 - len(t)])
+        m = list(metrics[mi : mi + 1000 - len(t)])
         mi += len(m)
         yield m, t
 
@@ -178,7 +214,7 @@ def _write_baseline(b: Baseline, directory: Path) -> None:
             continue
         arrays[k] = arr
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # object arrays were filtered out: no pickle
     (directory / "items.npz").write_bytes(buf.getvalue())
 
 
@@ -228,14 +264,16 @@ class MLflowSink:
         evidently_components: int = 10,
     ) -> None:
         if tracking_uri is not None and (not isinstance(tracking_uri, str) or not tracking_uri.strip()):
-            raise ConfigError("MLflowSink.tracking_uri", f"expected a non-empty str or None, got {type(tracking_uri).__name__}")
+            raise ConfigError(
+                "MLflowSink.tracking_uri", f"expected a non-empty str or None, got {type(tracking_uri).__name__}"
+            )
         if not isinstance(experiment, str) or not experiment:
             raise ConfigError("MLflowSink.experiment", "expected a non-empty str (may contain {monitor})")
         if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
             raise ConfigError("MLflowSink.timeout", f"expected seconds > 0, got {timeout!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
             raise ConfigError("MLflowSink.max_retries", f"expected an int in 0..10, got {max_retries!r}")
-        self.tracking_uri = tracking_uri.strip() if tracking_uri else default_tracking_uri()
+        self.tracking_uri = absolute_sqlite(tracking_uri.strip()) if tracking_uri else default_tracking_uri()
         self.registry_uri = registry_uri
         self.experiment = experiment
         self.evidently = evidently
@@ -245,6 +283,7 @@ class MLflowSink:
         self.max_retries = max_retries
         self.evidently_components = evidently_components
         self.spool_key = "mlflow-" + hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:10]
+        self._redactor = Redactor(uri_secrets(self.tracking_uri))
         self._client_obj: Any = None
         self._experiments: dict[str, str] = {}
         self._baselines_seen: set[str] = set()
@@ -288,7 +327,13 @@ class MLflowSink:
         return self._client_obj
 
     def _fail(self, what: str, exc: BaseException) -> SinkError:
-        return SinkError(redact_text(f"MLflow at {safe_uri(self.tracking_uri)}: {what} failed: {type(exc).__name__}: {exc}"))
+        return SinkError(
+            self.scrub(f"MLflow at {safe_uri(self.tracking_uri)}: {what} failed: {type(exc).__name__}: {exc}")
+        )
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this sink's credentials or anything shaped like a secret."""
+        return redact_text(self._redactor(text))
 
     def experiment_name(self, monitor: str) -> str:
         return self.experiment.replace("{monitor}", monitor)
@@ -324,13 +369,26 @@ class MLflowSink:
             return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
         return f"{base}#/experiments/{experiment_id}/runs/{run_id}"
 
-    def _search(self, client: Any, experiment_ids: list[str], filter_string: str, *, max_results: int = 1000,
-                order_by: list[str] | None = None, limit: int | None = None) -> list[Any]:
+    def _search(
+        self,
+        client: Any,
+        experiment_ids: list[str],
+        filter_string: str,
+        *,
+        max_results: int = 1000,
+        order_by: list[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
         out: list[Any] = []
         token = None
         while True:
-            page = client.search_runs(experiment_ids, filter_string, max_results=max_results,
-                                      order_by=order_by or ["attributes.start_time ASC"], page_token=token)
+            page = client.search_runs(
+                experiment_ids,
+                filter_string,
+                max_results=max_results,
+                order_by=order_by or ["attributes.start_time ASC"],
+                page_token=token,
+            )
             out.extend(page)
             token = page.token
             if not token or (limit is not None and len(out) >= limit):
@@ -401,10 +459,14 @@ class MLflowSink:
                 tags["collapse.synthetic_fraction"] = repr(prov.synthetic_fraction)
             if prov.digest:
                 tags["collapse.data_digest"] = prov.digest
-        lines = [f"**{report.monitor}** generation {report.generation}: **{report.stage.value}**"
-                 + (" (drift)" if report.drift else "")]
+        lines = [
+            f"**{report.monitor}** generation {report.generation}: **{report.stage.value}**"
+            + (" (drift)" if report.drift else "")
+        ]
         for f in report.declines[:5]:
-            lines.append(f"- {f.key}: {f.value:.4g} vs baseline {f.baseline:.4g} ({f.relative_change:+.0%}, q={f.q_value:.2g})")
+            lines.append(
+                f"- {f.key}: {f.value:.4g} vs baseline {f.baseline:.4g} ({f.relative_change:+.0%}, q={f.q_value:.2g})"
+            )
         tags["mlflow.note.content"] = "\n".join(lines)
         return tags
 
@@ -416,8 +478,11 @@ class MLflowSink:
         out: list[Any] = []
         for key, mv in sorted(report.metrics.items()):
             name = metric_name(key)
-            out += [Metric(name, mv.value, ts, step), Metric(name + ".ci_low", mv.ci_low, ts, step),
-                    Metric(name + ".ci_high", mv.ci_high, ts, step)]
+            out += [
+                Metric(name, mv.value, ts, step),
+                Metric(name + ".ci_low", mv.ci_low, ts, step),
+                Metric(name + ".ci_high", mv.ci_high, ts, step),
+            ]
         prov = report.provenance
         if "synthetic_fraction" not in report.metrics and prov is not None and prov.synthetic_fraction is not None:
             out.append(Metric(PREFIX + "synthetic_fraction", prov.synthetic_fraction, ts, step))
@@ -440,8 +505,14 @@ class MLflowSink:
 
         def entity(ds: Any, profile: Mapping[str, Any]) -> Any:
             e = ds._to_mlflow_entity()
-            return DatasetEntity(name=e.name, digest=e.digest, source_type=e.source_type, source=e.source,
-                                 schema=e.schema, profile=json.dumps(dict(profile)))
+            return DatasetEntity(
+                name=e.name,
+                digest=e.digest,
+                source_type=e.source_type,
+                source=e.source,
+                schema=e.schema,
+                profile=json.dumps(dict(profile)),
+            )
 
         def source_of(uri: str) -> Any:
             clean = safe_uri(uri)
@@ -452,8 +523,12 @@ class MLflowSink:
 
         out = []
         prov = report.provenance or Provenance()
-        profile = {"origin": prov.origin, "synthetic_fraction": prov.synthetic_fraction, "mix_digest": prov.digest,
-                   "generation": report.generation}
+        profile = {
+            "origin": prov.origin,
+            "synthetic_fraction": prov.synthetic_fraction,
+            "mix_digest": prov.digest,
+            "generation": report.generation,
+        }
         tags = [InputTag("mlflow.data.context", "training"), InputTag("collapse.origin", prov.origin)]
         if prov.synthetic_fraction is not None:
             tags.append(InputTag("collapse.synthetic_fraction", repr(prov.synthetic_fraction)))
@@ -462,17 +537,21 @@ class MLflowSink:
             for s in sources:
                 clean = safe_uri(s)
                 name = (clean.rstrip("/").rsplit("/", 1)[-1] or clean)[:200]
-                ds = MetaDataset(source_of(s), name=name, digest=prov.digest if len(sources) == 1 else None)
+                ds = MetaDataset(source_of(s), name=name, digest=prov.digest if len(sources) == 1 else None)  # type: ignore[abstract]
                 out.append(DatasetInput(entity(ds, profile), tags=list(tags)))
         elif report.provenance is not None:
             src = CodeDatasetSource({"collapse.monitor": report.monitor, "collapse.generation": str(report.generation)})
-            ds = MetaDataset(src, name=f"{report.monitor}-gen{report.generation}-training", digest=prov.digest)
+            ds = MetaDataset(src, name=f"{report.monitor}-gen{report.generation}-training", digest=prov.digest)  # type: ignore[abstract]
             out.append(DatasetInput(entity(ds, profile), tags=list(tags)))
         if report.reference_fingerprint:
             src = CodeDatasetSource({"collapse.monitor": report.monitor})
-            ds = MetaDataset(src, name=f"{report.monitor}-reference", digest=report.reference_fingerprint)
-            out.append(DatasetInput(entity(ds, {"origin": "human", "frozen": True}),
-                                    tags=[InputTag("mlflow.data.context", "reference"), InputTag("collapse.origin", "human")]))
+            ds = MetaDataset(src, name=f"{report.monitor}-reference", digest=report.reference_fingerprint)  # type: ignore[abstract]
+            out.append(
+                DatasetInput(
+                    entity(ds, {"origin": "human", "frozen": True}),
+                    tags=[InputTag("mlflow.data.context", "reference"), InputTag("collapse.origin", "human")],
+                )
+            )
         return out
 
     def _want_evidently(self, context: EmitContext | None) -> bool:
@@ -486,8 +565,15 @@ class MLflowSink:
             return importlib.util.find_spec("evidently") is not None
         return True
 
-    def _artifacts(self, report: Report, context: EmitContext | None, directory: Path, run_id: str,
-                   extra_metrics: dict[str, float], tags: dict[str, str]) -> None:
+    def _artifacts(
+        self,
+        report: Report,
+        context: EmitContext | None,
+        directory: Path,
+        run_id: str,
+        extra_metrics: dict[str, float],
+        tags: dict[str, str],
+    ) -> None:
         (directory / "report.json").write_text(
             json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=1, allow_nan=False)
         )
@@ -502,19 +588,26 @@ class MLflowSink:
             try:
                 from ..report_html import plot_history
 
-                plot_history({report.monitor: history}, keys, directory / "history.png",
-                             title=f"{report.monitor}: generation history")
+                plot_history(
+                    {report.monitor: history},
+                    keys,
+                    directory / "history.png",
+                    title=f"{report.monitor}: generation history",
+                )
             except Exception as exc:  # a plot is decoration: never lose the run over it
-                log.warning("history plot failed: %s", redact_text(f"{type(exc).__name__}: {exc}"))
+                log.warning("history plot failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
                 tags["collapse.plot_error"] = type(exc).__name__
         if self._want_evidently(context):
             try:
                 from .evidently import build_drift_report
 
                 assert context.reference is not None and context.observation is not None
-                result = build_drift_report(context.reference, context.observation,
-                                            directory / "_evidently" / "evidently_drift.html",
-                                            n_components=self.evidently_components)
+                result = build_drift_report(
+                    context.reference,
+                    context.observation,
+                    directory / "_evidently" / "evidently_drift.html",
+                    n_components=self.evidently_components,
+                )
                 if result is not None:
                     shutil.copyfile(result.html, directory / "evidently_drift.html")
                     shutil.rmtree(directory / "_evidently", ignore_errors=True)
@@ -524,11 +617,13 @@ class MLflowSink:
                     if result.drift_share is not None:
                         extra_metrics["evidently_drift_share"] = result.drift_share
             except Exception as exc:
-                log.warning("evidently report failed: %s", redact_text(f"{type(exc).__name__}: {exc}"))
+                log.warning("evidently report failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
                 tags["collapse.evidently_error"] = type(exc).__name__
                 shutil.rmtree(directory / "_evidently", ignore_errors=True)
 
-    def _baseline_to_store(self, client: Any, exp_id: str, report: Report, context: EmitContext | None) -> Baseline | None:
+    def _baseline_to_store(
+        self, client: Any, exp_id: str, report: Report, context: EmitContext | None
+    ) -> Baseline | None:
         if context is None:
             return None
         b = context.extra.get("baseline")
@@ -539,13 +634,17 @@ class MLflowSink:
             return None
         if not context.extra.get("baseline_changed"):
             # a new process: is this exact baseline on the server already (e.g. its upload failed)?
-            found = self._search(client, [exp_id], f"tags.`collapse.baseline_digest` = '{digest}'", max_results=1, limit=1)
+            found = self._search(
+                client, [exp_id], f"tags.`collapse.baseline_digest` = '{digest}'", max_results=1, limit=1
+            )
             if found:
                 self._baselines_seen.add(digest)
                 return None
         return b
 
-    def _log_run(self, client: Any, exp_id: str, report: Report, context: EmitContext | None, rid: str) -> dict[str, Any]:
+    def _log_run(
+        self, client: Any, exp_id: str, report: Report, context: EmitContext | None, rid: str
+    ) -> dict[str, Any]:
         from mlflow.entities import RunTag
 
         tags = self._tags(report, rid)
@@ -556,9 +655,12 @@ class MLflowSink:
         if baseline is not None:
             tags["collapse.baseline"] = "true"
             tags["collapse.baseline_digest"] = _baseline_digest(baseline)
-        run = client.create_run(exp_id, start_time=int(report.created_at * 1000),
-                                tags={k: v for k, v in tags.items() if k in ("collapse.report_id", "collapse.monitor")},
-                                run_name=tags["mlflow.runName"])
+        run = client.create_run(
+            exp_id,
+            start_time=int(report.created_at * 1000),
+            tags={k: v for k, v in tags.items() if k in ("collapse.report_id", "collapse.monitor")},
+            run_name=tags["mlflow.runName"],
+        )
         run_id = run.info.run_id
         try:
             extra_metrics: dict[str, float] = {}
@@ -578,13 +680,18 @@ class MLflowSink:
                 if self.artifacts:
                     client.log_artifacts(run_id, str(art), ARTIFACT_DIR)
             if parent is not None:
-                m = report.monitor
-                client.log_batch(parent.info.run_id, tags=[
-                    RunTag(f"collapse.{m}.run_id", run_id),
-                    RunTag(f"collapse.{m}.stage", report.stage.value),
-                    RunTag(f"collapse.{m}.generation", str(report.generation)),
-                ])
-            client.set_terminated(run_id, "FINISHED", end_time=int(max(report.created_at + report.duration_seconds, 0) * 1000) or None)
+                mon = report.monitor
+                client.log_batch(
+                    parent.info.run_id,
+                    tags=[
+                        RunTag(f"collapse.{mon}.run_id", run_id),
+                        RunTag(f"collapse.{mon}.stage", report.stage.value),
+                        RunTag(f"collapse.{mon}.generation", str(report.generation)),
+                    ],
+                )
+            client.set_terminated(
+                run_id, "FINISHED", end_time=int(max(report.created_at + report.duration_seconds, 0) * 1000) or None
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 client.set_terminated(run_id, "FAILED")
@@ -604,20 +711,26 @@ class MLflowSink:
                     return []
                 flt = f"tags.`collapse.monitor` = '{monitor}' and tags.`collapse.report_id` != ''"
                 if latest_only:
-                    return self._search(client, [exp_id], flt, max_results=1, limit=1,
-                                        order_by=["attributes.start_time DESC"])
+                    return self._search(
+                        client, [exp_id], flt, max_results=1, limit=1, order_by=["attributes.start_time DESC"]
+                    )
                 return self._search(client, [exp_id], flt)
             except Exception as exc:
                 raise self._fail(f"searching the runs of {monitor!r}", exc) from None
 
     def _report_of(self, client: Any, run: Any, tmp: Path) -> Report:
         try:
-            local = client.download_artifacts(run.info.run_id, f"{ARTIFACT_DIR}/report.json", str(tmp / run.info.run_id))
+            local = client.download_artifacts(
+                run.info.run_id, f"{ARTIFACT_DIR}/report.json", str(tmp / run.info.run_id)
+            )
             report = Report.from_dict(json.loads(Path(local).read_text()))
             return dataclasses.replace(report, run_id=run.info.run_id)
         except Exception as exc:
-            log.info("report.json of run %s unreadable (%s); rebuilding from metrics and tags", run.info.run_id,
-                     type(exc).__name__)
+            log.info(
+                "report.json of run %s unreadable (%s); rebuilding from metrics and tags",
+                run.info.run_id,
+                type(exc).__name__,
+            )
             return report_from_run(run)
 
     def load_history(self, monitor: str) -> tuple[list[Report], Baseline | None] | None:
@@ -635,7 +748,9 @@ class MLflowSink:
                 stored = [r for r in runs if r.data.tags.get("collapse.baseline") == "true"]
                 for run in sorted(stored, key=lambda r: r.info.start_time, reverse=True):
                     try:
-                        local = client.download_artifacts(run.info.run_id, f"{ARTIFACT_DIR}/baseline", str(Path(tmp) / "b"))
+                        local = client.download_artifacts(
+                            run.info.run_id, f"{ARTIFACT_DIR}/baseline", str(Path(tmp) / "b")
+                        )
                         baseline = _read_baseline(Path(local))
                         break
                     except Exception as exc:
@@ -678,7 +793,7 @@ def report_from_run(run: Any) -> Report:
     for name, v in metrics.items():
         if not name.startswith(PREFIX) or name.endswith((".ci_low", ".ci_high")):
             continue
-        key = name[len(PREFIX):]
+        key = name[len(PREFIX) :]
         if key in _RUN_METRICS:
             continue
         lo = metrics.get(name + ".ci_low", v)
@@ -705,4 +820,3 @@ def report_from_run(run: Any) -> Report:
         created_at=float(tags.get("collapse.created_at", run.info.start_time / 1000)),
         run_id=run.info.run_id,
     )
-

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._redact import redact_text, register_secret
+from .._redact import Redactor, redact_text
 from ..errors import ConfigError, SinkError
 from ..metrics._spec import spec_for
 from ..types import Report, Stage
@@ -81,15 +81,18 @@ def rare_classes(report: Report, *, rare_threshold: float = 0.05) -> list[str]:
     findings (rare per-class recalls are tested as ``tail``), else estimated from probe support
     (``class_recall.<c>.n / accuracy.n < rare_threshold``; exact when the priors are the label
     frequencies, the default)."""
-    keys = {k[len("class_recall."):]: mv for k, mv in report.metrics.items() if k.startswith("class_recall.")}
+    keys = {k[len("class_recall.") :]: mv for k, mv in report.metrics.items() if k.startswith("class_recall.")}
     if not keys:
         return []
     known = getattr(report, "rare_classes", None)
     if known is not None:
         chosen = {str(c) for c in known}
     else:
-        chosen = {f.key[len("class_recall."):] for f in report.findings
-                  if f.key.startswith("class_recall.") and f.family == "tail"}
+        chosen = {
+            f.key[len("class_recall.") :]
+            for f in report.findings
+            if f.key.startswith("class_recall.") and f.family == "tail"
+        }
         if not chosen:
             acc = report.metrics.get("accuracy")
             total = acc.n if acc is not None and acc.n else None
@@ -130,7 +133,7 @@ def report_samples(
     for key, mv in sorted(report.metrics.items()):
         labels: tuple[tuple[str, str], ...] = ()
         if key.startswith("class_recall."):
-            label = key[len("class_recall."):]
+            label = key[len("class_recall.") :]
             if label not in rare:
                 continue
             name, labels = f"{NS}_class_recall", (("class", label),)
@@ -143,18 +146,28 @@ def report_samples(
     prov = report.provenance
     if "synthetic_fraction" not in report.metrics and prov is not None and prov.synthetic_fraction is not None:
         add(prom_name("synthetic_fraction"), spec_for("synthetic_fraction").help, prov.synthetic_fraction)
-    add(f"{NS}_stage", "Collapse stage of the latest check: 0 healthy, 1 early collapse, 2 late collapse.",
-        report.stage.level)
+    add(
+        f"{NS}_stage",
+        "Collapse stage of the latest check: 0 healthy, 1 early collapse, 2 late collapse.",
+        report.stage.level,
+    )
     add(f"{NS}_generation", "Generation number of the latest check.", report.generation)
     add(f"{NS}_baseline_generation", "Generation the checks compare against.", report.baseline_generation)
-    add(f"{NS}_drift", "1 when the latest check saw a global distribution shift (drift, not collapse).",
-        float(report.drift))
+    add(
+        f"{NS}_drift",
+        "1 when the latest check saw a global distribution shift (drift, not collapse).",
+        float(report.drift),
+    )
     add(f"{NS}_last_check_timestamp_seconds", "Unix time of the latest check.", report.created_at)
     add(f"{NS}_check_duration_seconds", "Duration of the latest check.", report.duration_seconds)
     book = _alert_rules(report, {} if alert_book is None else alert_book)
     for rule, (severity, value) in sorted(book.items()):
-        add(f"{NS}_alert_firing", "1 while an alert rule of the monitor fires, 0 once it resolved.", value,
-            (("rule", rule), ("severity", severity)))
+        add(
+            f"{NS}_alert_firing",
+            "1 while an alert rule of the monitor fires, 0 once it resolved.",
+            value,
+            (("rule", rule), ("severity", severity)),
+        )
     return out
 
 
@@ -289,7 +302,7 @@ class PrometheusSink:
             url, user, password = _split_auth(pushgateway.strip())
             self.pushgateway = url.rstrip("/")
             self._auth = (user, password)
-            register_secret(password)
+        self._redactor = Redactor([v for v in self._auth if v])
         self.textfile = None if textfile is None else str(textfile)
         self.registry = registry
         self.job = job
@@ -308,6 +321,9 @@ class PrometheusSink:
         )
 
     # ------------------------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        return redact_text(self._redactor(text))
+
     def _handler(self) -> Any:
         from prometheus_client.exposition import basic_auth_handler, default_handler
 
@@ -325,8 +341,9 @@ class PrometheusSink:
 
     def samples(self, report: Report) -> list[Sample]:
         book = self._books.setdefault(report.monitor, {})
-        return report_samples(report, max_class_series=self.max_class_series, rare_threshold=self.rare_threshold,
-                              alert_book=book)
+        return report_samples(
+            report, max_class_series=self.max_class_series, rare_threshold=self.rare_threshold, alert_book=book
+        )
 
     def emit(self, report: Report, context: EmitContext | None = None) -> dict[str, Any] | None:
         """Export ``report``. An older report than one already exported for the monitor (a late
@@ -348,7 +365,7 @@ class PrometheusSink:
             except Exception as exc:
                 errors.append(f"textfile {self.textfile}: write failed: {type(exc).__name__}: {exc}")
         if errors:
-            raise SinkError(redact_text("; ".join(errors)))
+            raise SinkError(self._scrub("; ".join(errors)))
         return None
 
     def _push(self, report: Report, samples: list[Sample]) -> None:
@@ -359,10 +376,16 @@ class PrometheusSink:
                 yield from families(samples)
 
         reg = CollectorRegistry(auto_describe=False)
-        reg.register(_Once())  # type: ignore[arg-type]
+        reg.register(_Once())
         assert self.pushgateway is not None
-        pushadd_to_gateway(self.pushgateway, job=self.job, registry=reg, grouping_key=self._group(report.monitor),
-                           timeout=self.timeout, handler=self._handler())
+        pushadd_to_gateway(
+            self.pushgateway,
+            job=self.job,
+            registry=reg,
+            grouping_key=self._group(report.monitor),
+            timeout=self.timeout,
+            handler=self._handler(),
+        )
 
     def textfile_path(self, monitor: str) -> Path | None:
         if self.textfile is None:
@@ -382,7 +405,7 @@ class PrometheusSink:
                 yield from families(picked)
 
         reg = CollectorRegistry(auto_describe=False)
-        reg.register(_Held())  # type: ignore[arg-type]
+        reg.register(_Held())
         path.parent.mkdir(parents=True, exist_ok=True)
         write_to_textfile(str(path), reg)  # temp file + os.replace: atomic for the collector
 
@@ -418,11 +441,11 @@ class PrometheusSink:
 
             token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - http(s) URL from config
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             data = json.loads(resp.read().decode())
         want = {"job": self.job, **self._group(monitor)}
         for group in data.get("data", []):
-            if group.get("labels") != want:
+            if {k: v for k, v in (group.get("labels") or {}).items() if v} != want:
                 continue
             fam = group.get(metric)
             if not fam:
@@ -442,10 +465,17 @@ class PrometheusSink:
             from prometheus_client import delete_from_gateway
 
             try:
-                delete_from_gateway(self.pushgateway, job=self.job, grouping_key=self._group(monitor),
-                                    timeout=self.timeout, handler=self._handler())
+                delete_from_gateway(
+                    self.pushgateway,
+                    job=self.job,
+                    grouping_key=self._group(monitor),
+                    timeout=self.timeout,
+                    handler=self._handler(),
+                )
             except Exception as exc:
-                raise SinkError(redact_text(f"Pushgateway at {self.pushgateway}: delete failed: {type(exc).__name__}: {exc}")) from None
+                raise SinkError(
+                    self._scrub(f"Pushgateway at {self.pushgateway}: delete failed: {type(exc).__name__}: {exc}")
+                ) from None
         path = self.textfile_path(monitor)
         if path is not None:
             if "{monitor}" in (self.textfile or ""):

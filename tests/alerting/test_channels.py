@@ -256,3 +256,13 @@ def test_channels_satisfy_the_protocol():
     ):
         assert isinstance(ch, cm.Channel)
         assert ch.name.startswith(ch.kind + "-")
+
+
+def test_userinfo_becomes_basic_auth(http_receiver, make_alert):
+    import base64
+
+    url = http_receiver.url.replace("http://", "http://am-user:p%40ss@") + "/am"
+    cm.Alertmanager(url).send(AlertEvent(make_alert()))
+    (req,) = http_receiver.wait_for_requests(1)
+    assert req.path == "/am/api/v2/alerts"
+    assert req.header("authorization") == "Basic " + base64.b64encode(b"am-user:p@ss").decode()

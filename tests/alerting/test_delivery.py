@@ -114,7 +114,9 @@ def test_400_is_not_retried(http_receiver, tmp_path, make_alert, fast_retry):
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_transient_statuses_are_retried(http_receiver, tmp_path, make_alert, fast_retry, status):
     http_receiver.respond(status)
-    with AlertDispatcher([cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", retry=fast_retry) as d:
+    with AlertDispatcher(
+        [cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", retry=fast_retry
+    ) as d:
         (r,) = d.dispatch([make_alert()])
     assert (r.status, r.attempts) == ("delivered", 2)
 
@@ -240,7 +242,7 @@ def test_expired_rows_go_dead(tmp_path, make_alert, fake_clock):
     ob.close()
 
 
-def test_custom_channel_that_raises_is_contained(tmp_path, make_alert, fast_retry):
+def test_custom_channel_that_raises_is_contained(tmp_path, make_alert):
     class Boom:
         name = "boom"
         severities = None
@@ -248,6 +250,7 @@ def test_custom_channel_that_raises_is_contained(tmp_path, make_alert, fast_retr
         def send(self, event, *, timeout=None):
             raise RuntimeError("kaput")
 
-    with AlertDispatcher([Boom()], outbox_path=tmp_path / "o.db", retry=fast_retry, budget_seconds=0.3) as d:
+    pol = RetryPolicy(base_seconds=0.01, cap_seconds=0.01, max_attempts=100_000)
+    with AlertDispatcher([Boom()], outbox_path=tmp_path / "o.db", retry=pol, budget_seconds=0.3) as d:
         (r,) = d.dispatch([make_alert()])
     assert r.status == "pending" and "RuntimeError: kaput" in r.error

@@ -39,7 +39,9 @@ def test_promtool_unit_tests(promtool):
 
 def test_promtool_unit_tests_catch_a_broken_rule(promtool, tmp_path):
     """The unit tests can fail: an early-collapse rule that also fires on late collapse is caught."""
-    (tmp_path / RULES.name).write_text(RULES.read_text().replace("(collapse_monitor_stage) == 1", "(collapse_monitor_stage) >= 1"))
+    (tmp_path / RULES.name).write_text(
+        RULES.read_text().replace("(collapse_monitor_stage) == 1", "(collapse_monitor_stage) >= 1")
+    )
     (tmp_path / RULES_TEST.name).write_text(RULES_TEST.read_text())
     p = run(promtool, "test", "rules", RULES_TEST.name, cwd=tmp_path)
     assert p.returncode != 0 and "CollapseMonitorEarlyCollapse" in p.stdout + p.stderr
@@ -80,7 +82,16 @@ def test_amtool_check_config(amtool):
     ],
 )
 def test_amtool_routes(amtool, labels, receivers):
-    p = run(amtool, "config", "routes", "test", f"--config.file={AM_CONFIG}", "alertname=CollapseMonitorX", "monitor=m", *labels)
+    p = run(
+        amtool,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={AM_CONFIG}",
+        "alertname=CollapseMonitorX",
+        "monitor=m",
+        *labels,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.strip() == receivers
 

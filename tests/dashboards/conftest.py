@@ -48,7 +48,7 @@ def _texts(rng: np.random.Generator, vocab: int, n: int, length: int = 16) -> li
 
 
 def _embeddings(rng: np.random.Generator, n: int, scale: float, rare_share: float) -> np.ndarray:
-    n_rare = int(round(n * rare_share))
+    n_rare = round(n * rare_share)
     head = rng.normal(0.0, scale, size=(n - n_rare, 6))
     rare = rng.normal(0.0, 0.3, size=(n_rare, 6)) + np.array([7.0, 7.0, 0, 0, 0, 0])
     return np.vstack([head, rare])
@@ -80,7 +80,7 @@ def chain_inputs(seed: int = 0) -> tuple[Any, list[Any]]:
         preds[wrong] = "a"
         for c in ("d", "e"):
             idx = np.flatnonzero(labels == c)
-            lost = idx[int(round(rare_recall[g] * len(idx))) :]
+            lost = idx[round(rare_recall[g] * len(idx)) :]
             preds[lost] = "a"
         observations.append(
             cm.Observation(
@@ -98,28 +98,31 @@ def chain_inputs(seed: int = 0) -> tuple[Any, list[Any]]:
 
 
 def repo_prometheus_config(
-    *, pushgateway: str, serve: str, alertmanager: str | None, interval: str = "1s"
+    *, pushgateway: str, serve: str, alertmanager: str | None, sd_dir: Path, interval: str = "1s"
 ) -> str:
     """``integrations/prometheus/prometheus.yml`` with its targets moved to loopback ports.
 
-    Only addresses and intervals change: job names, ``honor_labels``, paths and the rule file
-    (by absolute path, the very file compose mounts) stay as committed.
+    Only addresses, intervals and paths change: job names, ``honor_labels`` and the rule file
+    (by absolute path, the very file compose mounts) stay as committed. The serve job keeps its
+    file-based discovery; its target file (in ``sd_dir``) lists the ``serve`` endpoint.
     """
     config = yaml.safe_load(PROMETHEUS_YML.read_text())
     config["global"].update(scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval)
     config["rule_files"] = [str((PROMETHEUS_YML.parent / f).resolve()) for f in config["rule_files"]]
-    moved = {"pushgateway:9091": pushgateway, "localhost:9090": None}
+    jobs = []
     for job in config["scrape_configs"]:
-        for sc in job["static_configs"]:
-            new = []
-            for t in sc["targets"]:
-                if t in moved:
-                    if moved[t] is not None:
-                        new.append(moved[t])
-                else:  # the `collapse-monitor serve` /metrics endpoint
-                    new.append(serve)
-            sc["targets"] = new
-    config["scrape_configs"] = [j for j in config["scrape_configs"] if j["static_configs"][0]["targets"]]
+        if job["job_name"] == "prometheus":
+            continue  # Prometheus scraping itself adds nothing here
+        for sc in job.get("static_configs", []):
+            assert sc["targets"] == ["pushgateway:9091"], f"unexpected static target in {job['job_name']}"
+            sc["targets"] = [pushgateway]
+        for sd in job.get("file_sd_configs", []):
+            sd_dir.mkdir(parents=True, exist_ok=True)
+            (sd_dir / "serve.yml").write_text(yaml.safe_dump([{"targets": [serve]}]))
+            sd["files"] = [str(sd_dir / Path(f).name) for f in sd["files"]]
+            sd["refresh_interval"] = interval
+        jobs.append(job)
+    config["scrape_configs"] = jobs
     if alertmanager is None:
         config.pop("alerting", None)
     else:
@@ -176,6 +179,16 @@ def _serve_endpoint(registry: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def chain_reports(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """Reports of the first three generations of the chain, checked with no sinks (no servers)."""
+    import collapse_monitor as cm
+
+    reference, observations = chain_inputs(seed=1)
+    monitor = cm.CollapseMonitor("dash-html", reference=reference, sinks=[], home=tmp_path_factory.mktemp("home"))
+    return [monitor.check(obs) for obs in observations[:3]]
+
+
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for name in ("prometheus", "prometheus-pushgateway", "prometheus-alertmanager"):
         require_binary(name)
@@ -193,7 +206,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
         reference, observations = chain_inputs()
         monitor = cm.CollapseMonitor(
-            PUSH_MONITOR, reference=reference, sinks=[PrometheusSink(pushgateway=pgw.url)], home=base / "home",
+            PUSH_MONITOR,
+            reference=reference,
+            sinks=[PrometheusSink(pushgateway=pgw.url)],
+            home=base / "home",
             strict=True,
         )
         serve_sink = PrometheusSink(registry=registry)
@@ -206,7 +222,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         prom = es.enter_context(
             PrometheusServer(
                 base / "prometheus",
-                config_text=repo_prometheus_config(pushgateway=pgw.address, serve=serve, alertmanager=am.address),
+                config_text=repo_prometheus_config(
+                    pushgateway=pgw.address, serve=serve, alertmanager=am.address, sd_dir=base / "serve_targets"
+                ),
             )
         )
         # both paths delivered the last generation
@@ -216,4 +234,3 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         names = set(prom._api("label/__name__/values"))
         exported = {n for n in names if n.startswith("collapse_monitor_")}
         yield Stack(prom, pgw, am, serve, reports, exported=exported)
-

@@ -28,7 +28,9 @@ def test_committed_files_are_what_the_builder_generates(tmp_path: Path) -> None:
     for path in written:
         rel = path.relative_to(tmp_path)
         committed = REPO / "dashboards" / rel
-        assert committed.is_file(), f"dashboards/{rel} is not committed: run `collapse-monitor dashboards export dashboards`"
+        assert committed.is_file(), (
+            f"dashboards/{rel} is not committed: run `collapse-monitor dashboards export dashboards`"
+        )
         assert committed.read_bytes() == path.read_bytes(), (
             f"dashboards/{rel} differs from the builder's output: regenerate it with "
             "`collapse-monitor dashboards export dashboards`"
@@ -97,9 +99,19 @@ def test_overview_variables_and_panels() -> None:
     ):
         assert wanted in titles
     names = D.metric_names(D.panel_queries(board))
-    for name in ("tail_coverage", "head_coverage", "rare_class_recall", "worst_class_recall", "vendi_ratio",
-                 "variance_ratio", "synthetic_fraction", "alert_firing", "last_check_timestamp_seconds",
-                 "stage", "generation"):
+    for name in (
+        "tail_coverage",
+        "head_coverage",
+        "rare_class_recall",
+        "worst_class_recall",
+        "vendi_ratio",
+        "variance_ratio",
+        "synthetic_fraction",
+        "alert_firing",
+        "last_check_timestamp_seconds",
+        "stage",
+        "generation",
+    ):
         assert "collapse_monitor_" + name in names
 
 
@@ -136,7 +148,7 @@ def test_unique_panel_ids_and_non_overlapping_grid(name: str) -> None:
     boxes = []
     for p in panels:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         assert g["y"] >= 0 and g["h"] >= 1 and g["w"] >= 1
         boxes.append((g["x"], g["y"], g["w"], g["h"], p["title"]))
     for a, b in itertools.combinations(boxes, 2):

@@ -1,0 +1,382 @@
+"""The ``serve:`` and ``monitors:`` blocks of the YAML config, validated into frozen specs.
+
+Every error is a :class:`ConfigError` naming the key (``monitors[1].schedule.cron``). See
+:mod:`collapse_monitor.service` for the format. Monitors are built here from the merged dict
+(top-level defaults, then the entry's own keys) with the same helpers as
+``CollapseMonitor.from_config``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import channels_from_config, expand_env, load_config, load_reference, sinks_from_config
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .monitor import CollapseMonitor
+    from .types import Reference
+
+__all__ = ["ModelSpec", "MonitorSpec", "ProbeSpec", "ScheduleSpec", "ServeConfig", "ServeSettings", "load_serve_config"]
+
+# keys a monitor entry may override; the rest of the top level is shared
+_INHERITED = ("home", "strict", "reference", "rules", "sinks", "alerts", "links", "routing", "mutes", "device")
+_SERVICE_KEYS = ("model", "probe", "schedule", "expected_interval_seconds")
+_ENTRY_KEYS = {"name", *_INHERITED, *_SERVICE_KEYS}
+_SERVE_KEYS = {
+    "port", "host", "flush_interval_seconds", "staleness_check_interval_seconds", "misfire_grace_time_seconds",
+    "max_workers", "shutdown_timeout_seconds", "alert_budget_seconds",
+}
+_MODEL_KEYS = {"registered_name", "stage_or_alias", "version", "tracking_uri", "registry_uri", "flavor",
+               "only_new_versions"}
+_PROBE_KEYS = {"inputs", "predict", "sample", "classes", "batch_size"}
+_SCHEDULE_KEYS = {"cron", "interval_seconds", "timezone", "jitter_seconds", "run_at_start"}
+_STAGES = {"none", "staging", "production", "archived"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    port: int = 9108
+    host: str = "127.0.0.1"
+    flush_interval_seconds: float = 60.0
+    staleness_check_interval_seconds: float = 60.0
+    misfire_grace_time_seconds: float = 300.0
+    max_workers: int = 4
+    shutdown_timeout_seconds: float = 3.0
+    alert_budget_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    registered_name: str
+    stage_or_alias: str = "latest"  # latest | a stage (Production, ...) | an alias (champion, ...)
+    version: int | None = None  # pins a version instead
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    flavor: str = "pyfunc"  # pyfunc | pytorch
+    only_new_versions: bool = True
+
+    @property
+    def selector(self) -> str:
+        if self.version is not None:
+            return str(self.version)
+        return self.stage_or_alias
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    inputs: Any = None  # numpy array of probe inputs (loaded at start)
+    predict: Callable[..., Any] | None = None  # (model, inputs) -> predictions
+    sample: Callable[..., Any] | None = None  # model -> Observation | mapping | embeddings array
+    classes: tuple[Any, ...] | None = None  # argmax index -> label
+    batch_size: int = 1024
+    names: Mapping[str, str] = field(default_factory=dict)  # "predict"/"sample" -> "module:function"
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    cron: str | None = None
+    interval_seconds: float | None = None
+    timezone: str | None = None
+    jitter_seconds: float | None = None
+    run_at_start: bool = False
+
+    def trigger(self) -> Any:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        jitter = None if self.jitter_seconds is None else int(self.jitter_seconds)
+        if self.cron is not None:
+            return CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        return IntervalTrigger(seconds=self.interval_seconds, jitter=jitter, timezone=self.timezone)
+
+    def describe(self) -> str:
+        return f"cron {self.cron!r}" if self.cron is not None else f"every {self.interval_seconds:g} s"
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    name: str
+    monitor: CollapseMonitor
+    model: ModelSpec | None = None
+    probe: ProbeSpec | None = None
+    schedule: ScheduleSpec | None = None
+    expected_interval_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    settings: ServeSettings
+    monitors: tuple[MonitorSpec, ...]
+    base_dir: Path
+
+
+# ---------------------------------------------------------------------------------------------
+def _mapping(v: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(v, Mapping):
+        raise ConfigError(key, f"expected a mapping, got {type(v).__name__}")
+    return v
+
+
+def _known(d: Mapping[str, Any], allowed: set[str], key: str) -> None:
+    for k in d:
+        if k not in allowed:
+            raise ConfigError(f"{key}.{k}", f"unknown key; known: {', '.join(sorted(allowed))}")
+
+
+def _seconds(v: Any, key: str, *, minimum: float = 0.0, allow_zero: bool = False) -> float:
+    try:
+        if isinstance(v, bool):
+            raise TypeError
+        x = float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"expected a number of seconds, got {v!r}") from None
+    if not math.isfinite(x) or x < minimum or (x == 0 and not allow_zero):
+        raise ConfigError(key, f"expected seconds > {minimum:g}, got {v!r}")
+    return x
+
+
+def _int(v: Any, key: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError(key, f"expected an int in {lo}..{hi}, got {v!r}")
+    return v
+
+
+def _bool(v: Any, key: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(key, f"expected true or false, got {v!r}")
+    return v
+
+
+def parse_settings(raw: Any, *, port: int | None = None, host: str | None = None) -> ServeSettings:
+    d = dict(_mapping(raw or {}, "serve"))
+    _known(d, _SERVE_KEYS, "serve")
+    if port is not None:
+        d["port"] = port
+    if host is not None:
+        d["host"] = host
+    kw: dict[str, Any] = {}
+    if "port" in d:
+        kw["port"] = _int(d["port"], "serve.port", 1, 65535)
+    if "host" in d:
+        if not isinstance(d["host"], str) or not d["host"].strip():
+            raise ConfigError("serve.host", f"expected an address such as 127.0.0.1, got {d['host']!r}")
+        kw["host"] = d["host"].strip()
+    for k in ("flush_interval_seconds", "staleness_check_interval_seconds", "misfire_grace_time_seconds",
+              "shutdown_timeout_seconds"):
+        if k in d:
+            kw[k] = _seconds(d[k], f"serve.{k}")
+    if "alert_budget_seconds" in d:
+        kw["alert_budget_seconds"] = _seconds(d["alert_budget_seconds"], "serve.alert_budget_seconds", allow_zero=True)
+    if "max_workers" in d:
+        kw["max_workers"] = _int(d["max_workers"], "serve.max_workers", 1, 64)
+    return ServeSettings(**kw)
+
+
+def import_function(spec: Any, key: str, base_dir: Path) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function. The config's folder is importable, so a
+    module next to the config file works without installing it."""
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise ConfigError(key, f"expected 'module:function', got {spec!r}")
+    mod_name, attr = spec.split(":")
+    if str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as exc:
+        raise ConfigError(key, f"cannot import module {mod_name!r}: {type(exc).__name__}: {exc}") from None
+    fn = mod
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)  # type: ignore[assignment]
+        if fn is None:
+            raise ConfigError(key, f"module {mod_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise ConfigError(key, f"{spec} is not callable")
+    return fn  # type: ignore[return-value]
+
+
+def parse_model(raw: Any, key: str) -> ModelSpec:
+    d = _mapping(raw, key)
+    _known(d, _MODEL_KEYS, key)
+    name = d.get("registered_name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{key}.registered_name", "expected the name of a model in the MLflow Model Registry")
+    kw: dict[str, Any] = {"registered_name": name.strip()}
+    if "version" in d and "stage_or_alias" in d:
+        raise ConfigError(f"{key}.version", "give version or stage_or_alias, not both")
+    if "version" in d:
+        kw["version"] = _int(d["version"], f"{key}.version", 1, 10**9)
+    if "stage_or_alias" in d:
+        s = d["stage_or_alias"]
+        if not isinstance(s, str) or not s.strip() or any(c in s for c in "/@ "):
+            raise ConfigError(f"{key}.stage_or_alias", f"expected latest, a stage or an alias name, got {s!r}")
+        kw["stage_or_alias"] = s.strip()
+    for k in ("tracking_uri", "registry_uri"):
+        if d.get(k) is not None:
+            if not isinstance(d[k], str) or not d[k].strip():
+                raise ConfigError(f"{key}.{k}", "expected a URI string")
+            kw[k] = d[k].strip()
+    if "flavor" in d:
+        if d["flavor"] not in ("pyfunc", "pytorch"):
+            raise ConfigError(f"{key}.flavor", f"expected pyfunc or pytorch, got {d['flavor']!r}")
+        kw["flavor"] = d["flavor"]
+    if "only_new_versions" in d:
+        kw["only_new_versions"] = _bool(d["only_new_versions"], f"{key}.only_new_versions")
+    return ModelSpec(**kw)
+
+
+def parse_probe(raw: Any, key: str, base_dir: Path, reference: Reference) -> ProbeSpec:
+    from .config import _load_array
+
+    d = _mapping(raw, key)
+    _known(d, _PROBE_KEYS, key)
+    if not d.get("inputs") and not d.get("sample"):
+        raise ConfigError(key, "give inputs (a .npy/.npz/.csv of probe inputs) and/or sample ('module:function')")
+    kw: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    if d.get("inputs"):
+        if reference.labels is None:
+            raise ConfigError(f"{key}.inputs", "probe predictions need reference.labels (the probe's true labels)")
+        arr = _load_array(base_dir / str(d["inputs"]), f"{key}.inputs")
+        if arr.ndim == 0 or arr.shape[0] != len(reference.labels):
+            raise ConfigError(
+                f"{key}.inputs", f"has {arr.shape[0] if arr.ndim else 0} rows but reference.labels has "
+                f"{len(reference.labels)}: one row per probe item"
+            )
+        kw["inputs"] = arr
+    elif d.get("predict"):
+        raise ConfigError(f"{key}.predict", "needs probe.inputs")
+    for k in ("predict", "sample"):
+        if d.get(k):
+            kw[k] = import_function(d[k], f"{key}.{k}", base_dir)
+            names[k] = str(d[k])
+    if d.get("classes") is not None:
+        if not isinstance(d["classes"], list) or not d["classes"]:
+            raise ConfigError(f"{key}.classes", "expected a list: the label of each output column")
+        kw["classes"] = tuple(d["classes"])
+    if "batch_size" in d:
+        kw["batch_size"] = _int(d["batch_size"], f"{key}.batch_size", 1, 10**7)
+    return ProbeSpec(names=names, **kw)
+
+
+def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
+    d = _mapping(raw, key)
+    _known(d, _SCHEDULE_KEYS, key)
+    if ("cron" in d) == ("interval_seconds" in d):
+        raise ConfigError(key, "give exactly one of cron ('0 * * * *') or interval_seconds")
+    kw: dict[str, Any] = {}
+    if d.get("timezone") is not None:
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(str(d["timezone"]))
+        except Exception:
+            raise ConfigError(f"{key}.timezone", f"unknown time zone {d['timezone']!r}") from None
+        kw["timezone"] = str(d["timezone"])
+    if "cron" in d:
+        from apscheduler.triggers.cron import CronTrigger
+
+        if not isinstance(d["cron"], str):
+            raise ConfigError(f"{key}.cron", f"expected a crontab string such as '0 * * * *', got {d['cron']!r}")
+        try:
+            CronTrigger.from_crontab(d["cron"], timezone=kw.get("timezone"))
+        except ValueError as exc:
+            raise ConfigError(f"{key}.cron", f"not a valid 5-field crontab expression: {exc}") from None
+        kw["cron"] = d["cron"]
+    else:
+        kw["interval_seconds"] = _seconds(d["interval_seconds"], f"{key}.interval_seconds")
+    if d.get("jitter_seconds") is not None:
+        kw["jitter_seconds"] = _seconds(d["jitter_seconds"], f"{key}.jitter_seconds", allow_zero=True)
+    if "run_at_start" in d:
+        kw["run_at_start"] = _bool(d["run_at_start"], f"{key}.run_at_start")
+    return ScheduleSpec(**kw)
+
+
+def _build_monitor(cfg: Mapping[str, Any], key: str, base_dir: Path, alert_budget: float) -> CollapseMonitor:
+    """Like ``config.monitor_from_config`` for one merged entry."""
+    from .detection import Rules
+    from .monitor import CollapseMonitor
+
+    name = cfg.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}.name", "each monitor needs a name")
+    if "reference" not in cfg:
+        raise ConfigError(f"{key}.reference", "no reference for this monitor (nor a top-level one)")
+    try:
+        reference = load_reference(cfg["reference"], base_dir)
+        home = cfg.get("home")
+        if home is not None and not os.path.isabs(str(home)):
+            home = os.path.join(base_dir, str(home))
+        return CollapseMonitor(
+            name,
+            reference=reference,
+            rules=Rules.from_dict(cfg.get("rules")),
+            sinks=sinks_from_config(cfg.get("sinks")) if "sinks" in cfg else None,
+            alerts=channels_from_config(cfg.get("alerts")),
+            home=home,
+            strict=bool(cfg.get("strict", False)),
+            links=cfg.get("links"),
+            routing=cfg.get("routing"),
+            mutes=cfg.get("mutes"),
+            device=cfg.get("device"),
+            alert_budget_seconds=alert_budget,
+        )
+    except ConfigError as exc:
+        if key == "config" or exc.key.startswith(key):
+            raise
+        raise ConfigError(f"{key}.{exc.key}", str(exc).split(": ", 1)[-1]) from None
+
+
+def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, host: str | None = None) -> ServeConfig:
+    """Read the YAML file: the ``monitors:`` list (entries inherit the top-level keys) or the
+    top-level single-monitor form."""
+    raw = load_config(path)
+    base = Path(raw.pop("_dir"))
+    settings = parse_settings(raw.get("serve"), port=port, host=host)
+    cfg = expand_env({k: v for k, v in raw.items() if k != "serve"})
+    entries: list[tuple[str, dict[str, Any]]] = []
+    if "monitors" in cfg:
+        if "name" in cfg:
+            raise ConfigError("name", "give either monitors: [...] or the top-level single-monitor form, not both")
+        items = cfg["monitors"]
+        if not isinstance(items, list) or not items:
+            raise ConfigError("monitors", "expected a non-empty list of monitors")
+        shared = {k: cfg[k] for k in _INHERITED if k in cfg}
+        for i, item in enumerate(items):
+            key = f"monitors[{i}]"
+            item = _mapping(item, key)
+            _known(item, _ENTRY_KEYS, key)
+            entries.append((key, {**shared, **item}))
+    else:
+        if "name" not in cfg:
+            raise ConfigError("monitors", "nothing to serve: give monitors: [...] or a top-level name + reference")
+        entries.append(("config", dict(cfg)))
+    specs: list[MonitorSpec] = []
+    seen: set[str] = set()
+    for key, entry in entries:
+        mon = _build_monitor(entry, key, base, settings.alert_budget_seconds)
+        if mon.name in seen:
+            raise ConfigError(f"{key}.name", f"duplicate monitor name {mon.name!r}")
+        seen.add(mon.name)
+        k = "" if key == "config" else f"{key}."
+        model = parse_model(entry["model"], f"{k}model") if entry.get("model") is not None else None
+        probe = parse_probe(entry["probe"], f"{k}probe", base, mon.reference) if entry.get("probe") is not None else None
+        sched = parse_schedule(entry["schedule"], f"{k}schedule") if entry.get("schedule") is not None else None
+        if model is not None and probe is None:
+            raise ConfigError(f"{k}probe", "a monitor with a model needs a probe (inputs and/or sample)")
+        if model is not None and sched is None:
+            raise ConfigError(f"{k}schedule", "a monitor with a model needs a schedule (cron or interval_seconds)")
+        if model is None and (probe is not None or sched is not None):
+            raise ConfigError(f"{k}model", "probe/schedule given without a model to load")
+        expected = None
+        if entry.get("expected_interval_seconds") is not None:
+            expected = _seconds(entry["expected_interval_seconds"], f"{k}expected_interval_seconds")
+        specs.append(MonitorSpec(mon.name, mon, model, probe, sched, expected))
+    return ServeConfig(settings, tuple(specs), base)

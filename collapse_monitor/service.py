@@ -1,0 +1,436 @@
+"""``collapse-monitor serve``: scheduled checks, redelivery, a dead-man's switch and ``/metrics``.
+
+One long-running process (APScheduler 3 ``BackgroundScheduler``) next to the training jobs:
+
+* **scheduled checks** of the newest version of a model in the MLflow Model Registry: resolve
+  the version (``latest``, a stage or an alias), load it (``mlflow.pyfunc`` or
+  ``mlflow.pytorch``), predict the probe inputs (argmax of a 2-D output) and/or call a
+  ``module:function`` that samples embeddings / texts, then ``monitor.check``. A version is
+  checked once (``only_new_versions``, remembered across restarts in ``<home>/serve_state.json``):
+  a generation is a retrain, not a clock tick. Provenance comes from the registry (parent run,
+  ``models:/name/version``, the version tag ``collapse.synthetic_fraction``).
+* **redelivery**: every ``flush_interval_seconds`` each monitor's sink spool is replayed and its
+  alert outbox redelivered (``monitor.flush()``).
+* **dead-man's switch**: a monitor with ``expected_interval_seconds`` whose latest check (from
+  any process writing to its history) is older than that fires rule ``stale_monitor``
+  (severity warning) through its alert channels, once per staleness episode, and resolves it
+  when a check arrives. A monitor that never reported counts from when serve first saw it.
+* **/metrics** on ``host:port`` (default 127.0.0.1:9108) from a dedicated ``CollectorRegistry``:
+  the latest report of every monitor (``PrometheusSink(registry=...)``: the same series as the
+  Pushgateway path) and the service's own ``collapse_monitor_serve_*`` series.
+
+Job defaults: ``coalesce=True``, ``max_instances=1``, ``misfire_grace_time`` 300 s (a check
+that missed its slot while the machine slept still runs, once). SIGTERM / SIGINT stop the
+scheduler and the HTTP server; a check still running after ``shutdown_timeout_seconds`` (3 s)
+is abandoned and the process exits (history, spool and outbox writes are transactional).
+
+Configuration (YAML, on top of :mod:`collapse_monitor.config`; every error names its key)::
+
+    serve:
+      port: 9108                              # /metrics (CLI --port overrides)
+      host: 127.0.0.1                         # CLI --host overrides
+      flush_interval_seconds: 60              # spool replay + alert outbox redelivery
+      staleness_check_interval_seconds: 60    # dead-man's switch and /metrics refresh
+      misfire_grace_time_seconds: 300
+      max_workers: 4                          # checks of different monitors run in parallel
+      shutdown_timeout_seconds: 3
+      alert_budget_seconds: 10                # time a delivery round may take
+    sinks: [{type: mlflow, tracking_uri: "http://127.0.0.1:5000"}]   # shared by every monitor
+    alerts: [{type: webhook, url: "${ONCALL_WEBHOOK}"}]                # (as are home, rules, ...)
+    monitors:
+      - name: digits-classifier
+        reference: {labels: probe_labels.npy}            # or inherited from the top level
+        model:
+          registered_name: digits
+          stage_or_alias: latest        # latest | Production/Staging/... | an alias (champion)
+          # version: 3                  # or pin one
+          tracking_uri: http://127.0.0.1:5000            # default: MLflow's default
+          flavor: pyfunc                # pyfunc (default) | pytorch
+          only_new_versions: true
+        probe:
+          inputs: probe_inputs.npy      # one row per probe item (aligned with reference.labels)
+          classes: [cat, dog]           # optional: output column -> label
+          predict: mymod:predict        # optional: (model, inputs) -> predictions
+          sample: mymod:sample          # optional: model -> Observation | {embeddings, texts} | array
+        schedule: {cron: "0 * * * *", timezone: UTC}     # or {interval_seconds: 300}; run_at_start
+        expected_interval_seconds: 86400
+
+Each ``monitors`` entry may override ``home``, ``strict``, ``reference``, ``rules``, ``sinks``,
+``alerts``, ``links``, ``routing``, ``mutes`` and ``device``. The single-monitor form of
+:mod:`collapse_monitor.config` (top-level ``name`` + ``reference``) is served too: redelivery,
+``/metrics`` and, with ``expected_interval_seconds``, the dead-man's switch. ``module:function``
+paths are imported at start-up with the config's folder on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ._redact import redact_text
+from ._service_config import MonitorSpec, ServeConfig, load_serve_config
+from .errors import ConfigError
+from .types import Alert, Report, Stage
+
+__all__ = ["STALE_RULE", "Service", "serve_command"]
+
+log = logging.getLogger("collapse_monitor.service")
+
+STALE_RULE = "stale_monitor"
+
+
+def _span(seconds: float) -> str:
+    s = int(round(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{s} s"
+
+
+class _StateFile:
+    """``<home>/serve_state.json``: per monitor, the last checked model version and the
+    dead-man's switch episode. Written atomically."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "serve_state.json"
+        self._lock = threading.Lock()
+        try:
+            self._data: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self._data = {}
+
+    def get(self, monitor: str, key: str, default: Any = None) -> Any:
+        with self._lock:
+            return self._data.get(monitor, {}).get(key, default)
+
+    def set(self, monitor: str, **values: Any) -> None:
+        with self._lock:
+            self._data.setdefault(monitor, {}).update(values)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(self._data, fh)
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+
+class Service:
+    """The scheduler, its jobs and the ``/metrics`` endpoint. ``serve_command`` runs one until
+    SIGTERM; tests and embedders may call ``run_check`` / ``flush`` / ``check_staleness`` directly.
+    """
+
+    def __init__(self, config: ServeConfig, *, clock: Callable[[], float] = time.time, registry: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        from .sinks.prometheus import PrometheusSink
+
+        self.config = config
+        self.settings = config.settings
+        self.specs = {s.name: s for s in config.monitors}
+        self.clock = clock
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.prometheus = PrometheusSink(registry=self.registry)
+        self._locks = {name: threading.Lock() for name in self.specs}
+        self._states: dict[Path, _StateFile] = {}
+        self._running = 0
+        self._idle = threading.Condition()
+        self._scheduler: Any = None
+        self._http: Any = None
+        self.started_at = clock()
+        for spec in config.monitors:
+            _ = spec.monitor.dispatcher  # created once here, not lazily from two job threads
+
+        r = self.registry
+        self.g_up = Gauge("collapse_monitor_serve_up", "1 while collapse-monitor serve runs", registry=r)
+        self.g_start = Gauge("collapse_monitor_serve_start_time_seconds", "When serve started (unix seconds)",
+                             registry=r)
+        self.c_checks = Counter("collapse_monitor_serve_checks", "Scheduled checks by outcome (ok, skipped, error)",
+                                ["monitor", "outcome"], registry=r)
+        self.g_last = Gauge("collapse_monitor_serve_last_success_timestamp_seconds",
+                            "Last successful run of a job (check, flush, staleness) per monitor",
+                            ["monitor", "job"], registry=r)
+        self.g_stale = Gauge("collapse_monitor_serve_stale", "1 while the monitor's latest check is older than "
+                             "expected_interval_seconds", ["monitor"], registry=r)
+        self.g_expected = Gauge("collapse_monitor_serve_expected_interval_seconds",
+                                "Configured maximum time between checks", ["monitor"], registry=r)
+        self.g_version = Gauge("collapse_monitor_serve_model_version", "Registry version of the last checked model",
+                               ["monitor"], registry=r)
+        self.g_spool = Gauge("collapse_monitor_serve_spool_pending", "Reports waiting in the sink spool",
+                             ["monitor"], registry=r)
+        self.g_outbox = Gauge("collapse_monitor_serve_outbox_pending", "Alert deliveries waiting in the outbox",
+                              ["monitor"], registry=r)
+        self.g_up.set(1)
+        self.g_start.set(self.started_at)
+        for spec in config.monitors:
+            if spec.expected_interval_seconds is not None:
+                self.g_expected.labels(spec.name).set(spec.expected_interval_seconds)
+                self.g_stale.labels(spec.name).set(0)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], *, port: int | None = None, host: str | None = None,
+                    **kw: Any) -> Service:
+        return cls(load_serve_config(path, port=port, host=host), **kw)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _state(self, spec: MonitorSpec) -> _StateFile:
+        home = Path(spec.monitor.home).resolve()
+        if home not in self._states:
+            self._states[home] = _StateFile(home)
+        return self._states[home]
+
+    @contextlib.contextmanager
+    def _job(self) -> Iterator[None]:
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def run_check(self, name: str) -> Report | None:
+        """Check the model version ``name``'s model spec points at (once per version)."""
+        from ._service_model import build_observation, load_model, resolve_version
+
+        spec = self.specs[name]
+        if spec.model is None or spec.probe is None:
+            raise ConfigError(name, "has no model to check")
+        with self._job(), self._locks[name]:
+            try:
+                ver = resolve_version(spec.model)
+                if ver is None:
+                    log.info("%s: model %s has no version yet", name, spec.model.registered_name)
+                    self.c_checks.labels(name, "skipped").inc()
+                    return None
+                state = self._state(spec)
+                if spec.model.only_new_versions and state.get(name, "last_version") == ver.uri:
+                    log.debug("%s: %s already checked", name, ver.uri)
+                    self.c_checks.labels(name, "skipped").inc()
+                    return None
+                model = load_model(spec.model, ver)
+                obs = build_observation(model, spec.probe, spec.model.flavor, ver.provenance())
+                report = spec.monitor.check(obs)
+            except Exception as exc:
+                self.c_checks.labels(name, "error").inc()
+                log.error("%s: scheduled check failed: %s", name, redact_text(f"{type(exc).__name__}: {exc}"))
+                return None
+            state.set(name, last_version=ver.uri, last_checked_at=self.clock())
+            self.c_checks.labels(name, "ok").inc()
+            self.g_last.labels(name, "check").set(self.clock())
+            with contextlib.suppress(ValueError):
+                self.g_version.labels(name).set(float(ver.version))
+            self._export(report)
+            log.info("%s: checked %s: generation %d, %s%s", name, ver.uri, report.generation, report.stage.value,
+                     f" ({len(report.errors)} delivery error(s), spooled)" if report.errors else "")
+            return report
+
+    def flush(self) -> dict[str, dict[str, int]]:
+        """Replay each monitor's sink spool and redeliver its alert outbox."""
+        out: dict[str, dict[str, int]] = {}
+        with self._job():
+            for name, spec in self.specs.items():
+                lock = self._locks[name]
+                if not lock.acquire(blocking=False):
+                    continue  # a check of this monitor runs: it replays the spool itself
+                try:
+                    mon = spec.monitor
+                    out[name] = mon.flush(budget_seconds=self.settings.alert_budget_seconds)
+                    self.g_spool.labels(name).set(mon.spool.count())
+                    disp = mon.dispatcher
+                    self.g_outbox.labels(name).set(0 if disp is None else len(disp.pending()))
+                    self.g_last.labels(name, "flush").set(self.clock())
+                except Exception as exc:
+                    log.error("%s: redelivery failed: %s", name, redact_text(f"{type(exc).__name__}: {exc}"))
+                finally:
+                    lock.release()
+        return out
+
+    def check_staleness(self) -> list[Alert]:
+        """The dead-man's switch (and the /metrics refresh from each monitor's history)."""
+        sent: list[Alert] = []
+        with self._job():
+            now = self.clock()
+            for name, spec in self.specs.items():
+                try:
+                    latest = self._latest(spec)
+                    if latest is not None:
+                        self._export(latest)
+                    alert = self._stale_alert(spec, latest, now)
+                    if alert is not None:
+                        self._dispatch(spec, alert)
+                        sent.append(alert)
+                    self.g_last.labels(name, "staleness").set(now)
+                except Exception as exc:
+                    log.error("%s: staleness check failed: %s", name, redact_text(f"{type(exc).__name__}: {exc}"))
+        return sent
+
+    # -- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _latest(spec: MonitorSpec) -> Report | None:
+        reports = spec.monitor.reports()
+        return max(reports, key=lambda r: r.created_at) if reports else None
+
+    def _export(self, report: Report) -> None:
+        if self.prometheus.collector.created_at(report.monitor) == report.created_at:
+            return
+        try:
+            self.prometheus.emit(report, None)
+        except Exception as exc:  # pragma: no cover - registry-only export does no I/O
+            log.warning("%s: /metrics export failed: %s", report.monitor, exc)
+
+    def _stale_alert(self, spec: MonitorSpec, latest: Report | None, now: float) -> Alert | None:
+        expected = spec.expected_interval_seconds
+        if expected is None:
+            return None
+        name = spec.name
+        state = self._state(spec)
+        if latest is not None:
+            since, episode = latest.created_at, repr(latest.created_at)
+        else:
+            since = state.get(name, "watching_since")
+            if since is None:
+                since = now
+                state.set(name, watching_since=now)
+            episode = "never"
+        age = now - since
+        stale = age > expected
+        self.g_stale.labels(name).set(1 if stale else 0)
+        alerted = state.get(name, "stale_episode")
+        base = dict(
+            monitor=name, rule=STALE_RULE, severity="warning",
+            stage=Stage.HEALTHY if latest is None else latest.stage,
+            generation=0 if latest is None else latest.generation,
+            links=dict(spec.monitor.links), timestamp=now,
+        )
+        if stale and alerted != episode:
+            last = "never" if latest is None else datetime.fromtimestamp(since, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            summary = (
+                f"{name}: no retrain checked for {_span(age)} (expected at least every {_span(expected)}); "
+                f"last check: {last}. The training pipeline or its monitoring hook may have stopped."
+            )
+            state.set(name, stale_episode=episode, stale_alerted_at=now)
+            return Alert(status="firing", summary=summary, **base)
+        if not stale and alerted is not None and alerted != episode:
+            state.set(name, stale_episode=None)
+            return Alert(status="resolved", summary=f"{name}: checks are arriving again", **base)
+        return None
+
+    def _dispatch(self, spec: MonitorSpec, alert: Alert) -> None:
+        disp = spec.monitor.dispatcher
+        if disp is None:
+            log.warning("%s (%s): %s [no alert channels configured]", alert.dedup_key, alert.status, alert.summary)
+            return
+        log.warning("%s (%s): %s", alert.dedup_key, alert.status, alert.summary)
+        results = disp.dispatch([alert])
+        for r in results:
+            if not getattr(r, "ok", False):
+                log.warning("%s: delivery to %s %s (kept in the outbox)", alert.dedup_key,
+                            getattr(r, "channel", "?"), getattr(r, "status", "failed"))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def metrics_url(self) -> str | None:
+        if self._http is None:
+            return None
+        host, port = self._http.server_address[:2]
+        return f"http://{host}:{port}/metrics"
+
+    def start(self, *, http: bool = True) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        s = self.settings
+        if http:
+            from prometheus_client import start_http_server
+
+            try:
+                self._http, _ = start_http_server(s.port, addr=s.host, registry=self.registry)
+            except OSError as exc:
+                raise ConfigError("serve.port", f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
+        sched = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(s.max_workers)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(s.misfire_grace_time_seconds)},
+        )
+        now = datetime.now(UTC)
+        for name, spec in self.specs.items():
+            if spec.schedule is None:
+                continue
+            extra = {"next_run_time": now} if spec.schedule.run_at_start else {}
+            sched.add_job(self.run_check, spec.schedule.trigger(), args=[name], id=f"check:{name}",
+                          name=f"check {name} ({spec.schedule.describe()})", **extra)
+        sched.add_job(self.flush, IntervalTrigger(seconds=s.flush_interval_seconds), id="flush",
+                      name="spool replay and alert redelivery", next_run_time=now)
+        sched.add_job(self.check_staleness, IntervalTrigger(seconds=s.staleness_check_interval_seconds),
+                      id="staleness", name="dead-man's switch", next_run_time=now)
+        sched.start()
+        self._scheduler = sched
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop scheduling and serving; wait up to ``timeout`` seconds for running jobs.
+        Returns False when a job was still running."""
+        timeout = self.settings.shutdown_timeout_seconds if timeout is None else timeout
+        if self._scheduler is not None:
+            with contextlib.suppress(Exception):
+                self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                self._http.shutdown()
+                self._http.server_close()
+            self._http = None
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout=timeout)
+
+
+def serve_command(config: str | os.PathLike[str], *, port: int | None = None, host: str | None = None) -> int:
+    """Run the service until SIGTERM / SIGINT (the ``collapse-monitor serve`` entry point)."""
+    # a dead tracking server must cost seconds, not the client's default minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    svc = Service.from_config(config, port=port, host=host)
+    stop = threading.Event()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    clean = True
+    try:
+        svc.start()
+        jobs = sum(1 for s in svc.specs.values() if s.schedule is not None)
+        print(
+            f"collapse-monitor serve: {len(svc.specs)} monitor(s), {jobs} scheduled check(s); "
+            f"metrics at {svc.metrics_url}", file=sys.stderr, flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+        log.info("shutting down")
+    finally:
+        clean = svc.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not clean:
+        # a check is still running in a worker thread, and Python would join it at exit:
+        # leave now (history, spool and outbox writes are transactional)
+        log.warning("a check was still running after %.0f s: exiting without it", svc.settings.shutdown_timeout_seconds)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0

@@ -1,0 +1,138 @@
+"""channel_from_config (YAML items, ${ENV} expansion, errors naming the key) and
+``collapse-monitor alerts test`` (alerts_test_command) against real receivers."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import yaml
+
+import collapse_monitor as cm
+from collapse_monitor.alerting import channel_from_config, channels_from_config
+from collapse_monitor.alerting.cli import alerts_test_command
+from collapse_monitor.errors import ConfigError
+
+
+def test_every_type_from_config(monkeypatch):
+    monkeypatch.setenv("SLACK_URL", "https://hooks.slack.com/services/T1/B2/tokentokentoken")
+    monkeypatch.setenv("PD_KEY", "R0UTINGKEY0123456789abcdefABCDEF")
+    monkeypatch.setenv("HOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    chans = channels_from_config(
+        yaml.safe_load(
+            """
+            - {type: slack, url: "${SLACK_URL}", severities: [warning], name: team-slack}
+            - {type: pagerduty, routing_key: "${PD_KEY}", severities: critical, timeout: 2}
+            - {type: webhook, url: "https://hooks.example.com/c", secret: "${HOOK_SECRET}", headers: {X-Team: ml}}
+            - {type: alertmanager, url: "http://127.0.0.1:9093", resend_window: 3600, labels: {team: ml}}
+            - {type: teams, url: "${TEAMS_URL:-https://example.com/workflows/x}", verify_tls: true}
+            """
+        )
+    )
+    slack, pd, hook, am, teams = chans
+    assert isinstance(slack, cm.Slack) and slack.name == "team-slack" and slack.severities == {"warning"}
+    assert isinstance(pd, cm.PagerDuty) and pd.severities == {"critical"} and pd.timeout == 2
+    assert isinstance(hook, cm.Webhook) and isinstance(am, cm.Alertmanager) and am.resend_window == 3600
+    assert isinstance(teams, cm.Teams) and teams.target == "https://example.com/workflows/x"
+    # names are stable across processes (they key the outbox)
+    assert channel_from_config({"type": "pagerduty", "routing_key": "${PD_KEY}"}).name == pd.name
+
+
+@pytest.mark.parametrize(
+    ("item", "key"),
+    [
+        ({"type": "slack", "url": "https://e.com/x", "secret": "s"}, "secret"),
+        ({"type": "pagerduty", "url": "https://e.com/x"}, "routing_key"),
+        ({"type": "smoke-signal", "url": "https://e.com/x"}, "type"),
+        ({"url": "https://e.com/x"}, "type"),
+        ({"type": "webhook", "url": "ftp://e.com/x"}, "url"),
+        ({"type": "webhook", "url": "https://e.com/x", "timeout": "soon"}, "timeout"),
+        ({"type": "webhook", "url": "https://e.com/x", "timeout": -1}, "timeout"),
+        ({"type": "slack", "url": "https://e.com/x", "severities": ["urgent"]}, "severities"),
+        ({"type": "alertmanager", "url": "http://h:9093", "labels": {"severity": "x"}}, "labels.severity"),
+        ({"type": "alertmanager", "url": "http://h:9093", "resend_window": 0}, "resend_window"),
+        ({"type": "slack", "url": "${UNSET_VAR_FOR_TEST}"}, "url"),
+    ],
+)
+def test_bad_config_names_the_key(item, key, monkeypatch):
+    monkeypatch.delenv("UNSET_VAR_FOR_TEST", raising=False)
+    with pytest.raises(ConfigError) as e:
+        channel_from_config(item)
+    assert e.value.key == key
+
+
+def test_list_errors_are_prefixed_and_names_unique():
+    with pytest.raises(ConfigError) as e:
+        channels_from_config([{"type": "slack", "url": "https://e.com/a"}, {"type": "slack", "urll": "x"}])
+    assert e.value.key == "alerts[1].urll"
+    with pytest.raises(ConfigError) as e:
+        channels_from_config([{"type": "slack", "url": "https://e.com/a"}] * 2)
+    assert e.value.key == "alerts[1].name"
+
+
+def _write_config(tmp_path, items) -> str:
+    p = tmp_path / "collapse.yaml"
+    p.write_text(yaml.safe_dump({"name": "digits-generator", "alerts": items}))
+    return str(p)
+
+
+def test_alerts_test_command_all_delivered(http_receiver, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    monkeypatch.setenv("TEST_HOOK_URL", http_receiver.url_for("/hook/tok3nSecretPart"))
+    cfg = _write_config(
+        tmp_path,
+        [
+            {"type": "webhook", "url": "${TEST_HOOK_URL}", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+            {"type": "slack", "url": http_receiver.url_for("/slack"), "name": "slack"},
+            {"type": "alertmanager", "url": http_receiver.url, "name": "am"},
+        ],
+    )
+    out = io.StringIO()
+    code = alerts_test_command(cfg, console=Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert code == 0, text
+    assert "all 3 channel(s) accepted the test event" in text
+    assert "slack" in text and "am" in text and "delivered" in text
+    assert "tok3nSecretPart" not in text and "whsec_" not in text
+    bodies = {r.path: r.json() for r in http_receiver.wait_for_requests(3)}
+    assert bodies["/hook/tok3nSecretPart"]["type"] == "collapse_monitor.alert.test"
+    assert bodies["/slack"]["text"].startswith("[TEST]")
+    assert bodies["/api/v2/alerts"][0]["labels"]["alertname"] == "CollapseMonitorTest"
+
+
+def test_alerts_test_command_reports_failures(http_receiver, tmp_path):
+    from rich.console import Console
+
+    http_receiver.respond((404, {}, "no_service"), path="/slack")
+    cfg = _write_config(
+        tmp_path,
+        [
+            {"type": "slack", "url": http_receiver.url_for("/slack"), "name": "broken-slack"},
+            {"type": "webhook", "url": http_receiver.url_for("/ok"), "name": "hook"},
+        ],
+    )
+    out = io.StringIO()
+    code = alerts_test_command(cfg, console=Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert code == 1
+    assert "broken-slack" in text and "failed" in text and "404" in text and "no_service" in text
+    assert "1 of 2 channel(s) did not accept" in text
+
+
+def test_alerts_test_command_config_problems(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COLLAPSE_MONITOR_CONFIG", raising=False)
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    assert alerts_test_command(None, console=console) == 2  # no file anywhere
+    assert alerts_test_command(str(tmp_path / "missing.yaml"), console=console) == 2
+    bad = _write_config(
+        tmp_path, [{"type": "slack", "url": "https://hooks.slack.com/services/T/B/zzzTOKENzzz", "x": 1}]
+    )
+    assert alerts_test_command(bad, console=console) == 2
+    assert "alerts[0].x" in out.getvalue() and "zzzTOKENzzz" not in out.getvalue()
+    empty = _write_config(tmp_path, [])
+    assert alerts_test_command(empty, console=console) == 2

@@ -1,0 +1,206 @@
+"""distributed_check under a real gloo process group (2 CPU processes) equals the single-process
+check on the same data: same metric values exactly, same stage, same generation.
+
+This file is also the worker: ``python test_distributed.py RANK WORLD PORT HOME OUT`` joins the
+process group and runs the scenarios; the test launches two of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+K = 4
+PRIORS = np.array([0.5, 0.3, 0.17, 0.03])
+D = 8
+M = 301  # odd: DistributedSampler pads rank 1's shard with a repeat of item 0
+
+
+def _data() -> tuple[dict, list[dict]]:
+    rng = np.random.default_rng(7)
+    centers = rng.normal(scale=4.0, size=(K, D))
+    labels = rng.choice(K, size=M, p=PRIORS)
+    labels[:12] = 3  # enough rare items for the paired tests
+    comp = rng.choice(K, size=400, p=PRIORS)
+    emb = centers[comp] + rng.normal(size=(400, D))
+    words = [f"w{i}" for i in range(300)]
+    zipf = 1 / np.arange(1, 301)
+    zipf /= zipf.sum()
+    texts = [" ".join(rng.choice(words, size=12, p=zipf)) for _ in range(200)]
+    ref = {"embeddings": emb, "labels": labels, "texts": texts}
+    gens = []
+    for g, (rare_recall, spread, top) in enumerate([(1.0, 1.0, 300), (0.2, 0.5, 40)]):
+        preds = labels.copy()
+        rare = np.flatnonzero(labels == 3)
+        preds[rare[int(rare_recall * rare.size):]] = 0
+        w = PRIORS.copy()
+        w[3] *= rare_recall
+        comp = rng.choice(K, size=301, p=w / w.sum())
+        gemb = centers[comp] + spread * rng.normal(size=(301, D))
+        p = zipf[:top] / zipf[:top].sum()
+        gtexts = [" ".join(rng.choice(words[:top], size=12, p=p)) for _ in range(151)]
+        gens.append({"predictions": preds, "embeddings": gemb.astype(np.float32), "texts": gtexts, "generation": g})
+    return ref, gens
+
+
+def _shard(gen: dict, rank: int, world: int) -> dict:
+    """DistributedSampler(shuffle=False) for the probe set (interleaved, padded with repeats),
+    contiguous blocks for samples and texts (rank 0 first)."""
+    total = -(-M // world) * world
+    order = (list(range(M)) * 2)[:total]
+    idx = np.asarray(order[rank:total:world])
+    emb = np.array_split(gen["embeddings"], world)[rank]
+    bounds = np.linspace(0, len(gen["texts"]), world + 1).astype(int)
+    return {
+        "probe_indices": idx,
+        "predictions": gen["predictions"][idx],
+        "embeddings": emb,
+        "texts": gen["texts"][bounds[rank]:bounds[rank + 1]],
+        "generation": gen["generation"],
+    }
+
+
+def _clean(report) -> dict:
+    d = report.to_dict()
+    for k in ("created_at", "duration_seconds"):
+        d.pop(k)
+    for a in d["alerts"]:
+        a.pop("timestamp")  # wall clock of the check
+    return d
+
+
+def _worker(rank: int, world: int, port: int, home: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    ref_d, gens = _data()
+    mon = cm.CollapseMonitor("dist", reference=cm.Reference(**ref_d), sinks=[], home=home)
+    result: dict = {"rank": rank, "reports": [], "stages": []}
+    for gen in gens:
+        sh = _shard(gen, rank, world)
+        if rank == 1:  # torch tensors on one rank, numpy on the other: both are accepted
+            sh["embeddings"] = torch.from_numpy(sh["embeddings"])
+            sh["predictions"] = torch.from_numpy(sh["predictions"])
+        res = distributed_check(mon, **sh)
+        result["stages"].append([None if res.stage is None else res.stage.value, res.generation])
+        if res.report is not None:
+            result["reports"].append(_clean(res.report))
+    # bad input on rank 1 only: every rank raises the same InputError, none hangs
+    bad = _shard(gens[1], rank, world)
+    if rank == 1:
+        bad["embeddings"] = np.ones((5, D + 1))
+    try:
+        distributed_check(mon, **bad)
+    except cm.InputError as exc:
+        result["bad_input"] = [exc.field, str(exc)]
+    dist.barrier()
+    dist.destroy_process_group()
+    Path(out).write_text(json.dumps(result))
+
+
+def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
+    import collapse_monitor as cm
+    from servers import free_port
+
+    ref_d, gens = _data()
+    single = cm.CollapseMonitor("dist", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "single")
+    expected = [_clean(single.check(cm.Observation(**g))) for g in gens]
+    assert expected[0]["stage"] == "healthy" and expected[1]["stage"] != "healthy"  # a non-trivial comparison
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(r), "2", str(port), str(tmp_path / "dist"), str(tmp_path / f"r{r}.json")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for r in range(2)
+    ]
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=180)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("distributed workers hung")
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)[-4000:]
+    r0 = json.loads((tmp_path / "r0.json").read_text())
+    r1 = json.loads((tmp_path / "r1.json").read_text())
+
+    assert r0["reports"] == expected  # every metric value, interval, finding, stage, generation
+    assert r1["reports"] == []  # only rank 0 checks (and logs, and alerts)
+    want = [[r["stage"], r["generation"]] for r in expected]
+    assert r0["stages"] == r1["stages"] == want  # the stage was broadcast to rank 1
+    for r in (r0, r1):
+        field, msg = r["bad_input"]
+        assert field == "embeddings" and "on rank 1" in msg and "d=9" in msg
+    # the distributed chain wrote one history, on rank 0's side, like a single process
+    hist = cm.CollapseMonitor("dist", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "dist").reports()
+    assert [h.generation for h in hist] == [0, 1]
+
+
+def test_without_process_group_is_a_local_check(tmp_path: Path) -> None:
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    ref_d, gens = _data()
+    mon = cm.CollapseMonitor("local", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path)
+    g = gens[0]
+    perm = np.random.default_rng(1).permutation(M)
+    res = distributed_check(mon, probe_indices=perm, predictions=g["predictions"][perm], texts=g["texts"])
+    single = cm.CollapseMonitor("local", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "s")
+    expected = single.check(cm.Observation(predictions=g["predictions"], texts=g["texts"]))
+    assert res.rank == 0 and res.world_size == 1 and res.is_main
+    assert res.report is not None and _clean(res.report) == _clean(expected)
+    assert res.stage is expected.stage and res.generation == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "words"),
+    [
+        ({"probe_indices": [0, 1], "predictions": [0]}, "probe_indices", "2 entries for 1"),
+        ({"probe_indices": [0, M], "predictions": [0, 0]}, "probe_indices", "out of range"),
+        ({"probe_indices": [0, 1], "predictions": [0, 0]}, "probe_indices", "predicted by no rank"),
+        ({"embeddings": np.ones((3, 2))}, "embeddings", "d=8"),
+        ({}, "distributed_check", "no rank gave"),
+    ],
+)
+def test_bad_input_names_the_field(tmp_path: Path, kwargs: dict, field: str, words: str) -> None:
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    ref_d, _ = _data()
+    mon = cm.CollapseMonitor("bad", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path)
+    with pytest.raises(cm.InputError) as err:
+        distributed_check(mon, **kwargs)
+    assert err.value.field == field and words in str(err.value)
+    assert mon.reports() == []  # nothing was logged
+
+
+def test_conflicting_duplicates_are_refused() -> None:
+    from collapse_monitor.hooks.distributed import _assemble_predictions
+
+    a = {"idx": np.array([0, 1]), "pred": np.array([1, 2])}
+    same = {"idx": np.array([1, 2]), "pred": np.array([2, 0])}
+    assert _assemble_predictions([a, same], 3).tolist() == [1, 2, 0]
+    clash = {"idx": np.array([1, 2]), "pred": np.array([3, 0])}
+    import collapse_monitor as cm
+
+    with pytest.raises(cm.InputError, match="probe item 1 got different predictions on ranks 0 and 1"):
+        _assemble_predictions([a, clash], 3)
+
+
+if __name__ == "__main__":
+    _rank, _world, _port, _home, _out = sys.argv[1:6]
+    _worker(int(_rank), int(_world), int(_port), _home, _out)

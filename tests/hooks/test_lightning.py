@@ -1,0 +1,161 @@
+"""collapse_monitor.hooks.lightning.CollapseMonitorCallback on real (tiny) Lightning fits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+
+L = pytest.importorskip("lightning.pytorch")
+torch = pytest.importorskip("torch")
+
+from collapse_monitor.hooks.lightning import CollapseMonitorCallback  # noqa: E402
+
+K, D = 3, 6
+rng = np.random.default_rng(0)
+CENTERS = rng.normal(scale=3.0, size=(K, D))
+PROBE_Y = np.array([0] * 40 + [1] * 30 + [2] * 10)
+PROBE_X = (CENTERS[PROBE_Y] + rng.normal(size=(PROBE_Y.size, D))).astype(np.float32)
+
+
+class Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(D, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                                       torch.nn.Linear(16, K))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.cross_entropy(self(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _loader(n: int = 120, seed: int = 1):
+    g = np.random.default_rng(seed)
+    y = g.choice(K, size=n, p=[0.5, 0.4, 0.1])
+    x = (CENTERS[y] + g.normal(size=(n, D))).astype(np.float32)
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    return torch.utils.data.DataLoader(ds, batch_size=40)
+
+
+def _trainer(cb, **kw):
+    opts = dict(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    opts.update(kw)
+    return L.Trainer(callbacks=[cb], **opts)
+
+
+seen_state: list[tuple[bool, bool]] = []
+
+
+def evaluate(module) -> cm.Observation:
+    seen_state.append((module.training, torch.is_grad_enabled()))
+    return cm.Observation(predictions=module(torch.from_numpy(PROBE_X)).argmax(1))
+
+
+def test_fit_produces_a_report_and_an_mlflow_run(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mon = cm.CollapseMonitor("lightning-tiny", reference=cm.Reference(labels=PROBE_Y),
+                             sinks=[cm.MLflowSink(tracking_uri=uri, evidently=False)], home=tmp_path / "home")
+    cb = CollapseMonitorCallback(mon, evaluate, provenance=lambda trainer, module: cm.Provenance(
+        synthetic_fraction=0.25, sources=[f"epochs:{trainer.current_epoch}"]))
+    model = Tiny()
+    seen_state.clear()
+    _trainer(cb).fit(model, _loader())
+    rep = cb.last_report
+    assert cb.last_error is None and rep is not None and rep is mon.last_report
+    assert rep.generation == 0 and rep.errors == () and rep.run_id
+    assert rep.provenance.synthetic_fraction == 0.25 and rep.provenance.sources == ("epochs:1",)
+    assert {"accuracy", "worst_class_recall", "class_recall.2"} <= set(rep.metrics)
+    assert seen_state == [(False, False)]  # evaluated in eval mode without autograd ...
+    assert model.training  # ... and the module's mode restored afterwards
+
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=uri).get_run(rep.run_id)
+    assert run.data.tags["collapse.monitor"] == "lightning-tiny" and run.data.tags["collapse.generation"] == "0"
+    assert run.data.metrics["collapse.accuracy"] == pytest.approx(rep.value("accuracy"))
+
+    # the next fit is the next generation; a fixed generation may be given too
+    _trainer(CollapseMonitorCallback(mon, evaluate)).fit(Tiny(), _loader(seed=2))
+    _trainer(CollapseMonitorCallback(mon, evaluate, generation=7)).fit(Tiny(), _loader(seed=3))
+    assert [r.generation for r in mon.reports()] == [0, 1, 7]
+
+
+def test_failures_never_stop_fit(tmp_path: Path) -> None:
+    class Down:
+        name = "down"
+
+        def emit(self, report, context=None):
+            raise ConnectionError("sink is down")
+
+    mon = cm.CollapseMonitor("lightning-fail", reference=cm.Reference(labels=PROBE_Y), sinks=[Down()],
+                             home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    trainer = _trainer(cb)
+    trainer.fit(Tiny(), _loader())
+    assert trainer.state.finished and cb.last_error is None
+    assert any("sink is down" in e for e in cb.last_report.errors) and mon.spool.count("down") == 1
+
+    def broken(module):
+        raise RuntimeError("probe set missing")
+
+    cb2 = CollapseMonitorCallback(mon, broken, generation=lambda trainer, module: 1)
+    trainer = _trainer(cb2)
+    trainer.fit(Tiny(), _loader())
+    assert trainer.state.finished
+    assert isinstance(cb2.last_error, RuntimeError) and cb2.last_report is None
+
+    cb3 = CollapseMonitorCallback(mon, evaluate, generation=lambda trainer, module: 1 / 0)
+    trainer = _trainer(cb3)
+    trainer.fit(Tiny(), _loader())
+    assert trainer.state.finished and isinstance(cb3.last_error, ZeroDivisionError)
+    assert [r.generation for r in mon.reports()] == [0]
+
+
+def test_validation_end_skips_sanity_check_and_fast_dev_run(tmp_path: Path) -> None:
+    mon = cm.CollapseMonitor("lightning-val", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate, on="validation_end")
+    seen_state.clear()
+    _trainer(cb, max_epochs=2, num_sanity_val_steps=1).fit(Tiny(), _loader(), _loader(60, seed=9))
+    assert [r.generation for r in mon.reports()] == [0, 1]  # two validations, the sanity check not counted
+    assert all(s == (False, False) for s in seen_state)
+
+    cb = CollapseMonitorCallback(mon, evaluate)
+    _trainer(cb, fast_dev_run=True).fit(Tiny(), _loader())
+    assert cb.last_report is None and len(mon.reports()) == 2
+
+
+def test_bad_options_are_config_errors(tmp_path: Path) -> None:
+    mon = cm.CollapseMonitor("lightning-cfg", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    with pytest.raises(cm.ConfigError, match="CollapseMonitorCallback.on"):
+        CollapseMonitorCallback(mon, evaluate, on="epoch_end")
+    with pytest.raises(cm.ConfigError, match="CollapseMonitorCallback.evaluate"):
+        CollapseMonitorCallback(mon, "evaluate")  # type: ignore[arg-type]
+    with pytest.raises(cm.ConfigError, match="CollapseMonitorCallback.monitor"):
+        CollapseMonitorCallback(object(), evaluate)  # type: ignore[arg-type]
+    with pytest.raises(cm.ConfigError, match="CollapseMonitorCallback.generation"):
+        CollapseMonitorCallback(mon, evaluate, generation=-1)
+
+
+def test_hooks_package_imports_without_the_frameworks() -> None:
+    code = (
+        "import sys; import collapse_monitor.hooks as h; from collapse_monitor.hooks import distributed_check;"
+        "print(','.join(m for m in ('lightning', 'pytorch_lightning', 'transformers', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

@@ -1,0 +1,118 @@
+"""collapse_monitor.hooks.transformers.CollapseMonitorCallback on a real (tiny) HF Trainer run.
+
+The model is a 2-layer BertForSequenceClassification with hidden size 32 built from a config:
+no download, no tokenizer (integer input_ids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+pytest.importorskip("accelerate")
+
+from collapse_monitor.hooks.transformers import CollapseMonitorCallback  # noqa: E402
+
+K, VOCAB, SEQ = 3, 40, 8
+
+
+def _examples(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The label is the token range of the first token: learnable in a few steps."""
+    g = np.random.default_rng(seed)
+    y = g.choice(K, size=n, p=[0.5, 0.4, 0.1])
+    ids = g.integers(1, VOCAB, size=(n, SEQ))
+    ids[:, 0] = 1 + y * 10 + g.integers(0, 10, size=n)
+    return ids, y
+
+
+PROBE_IDS, PROBE_Y = _examples(90, seed=5)
+
+
+class DS(torch.utils.data.Dataset):
+    def __init__(self, n: int, seed: int) -> None:
+        self.ids, self.y = _examples(n, seed)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"input_ids": torch.tensor(self.ids[i]), "labels": torch.tensor(int(self.y[i]))}
+
+
+def _model():
+    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=16, num_labels=K)
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(cfg)
+
+
+seen_state: list[tuple[bool, bool]] = []
+
+
+def evaluate(model) -> cm.Observation:
+    seen_state.append((model.training, torch.is_grad_enabled()))
+    logits = model(input_ids=torch.from_numpy(PROBE_IDS)).logits
+    return cm.Observation(predictions=logits.argmax(-1))
+
+
+def _trainer(tmp_path: Path, cb, *, evaluate_each_epoch: bool = False, epochs: int = 1):
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, num_train_epochs=epochs,
+        learning_rate=1e-2, report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True,
+        disable_tqdm=True, eval_strategy="epoch" if evaluate_each_epoch else "no", seed=0,
+    )
+    return transformers.Trainer(model=_model(), args=args, train_dataset=DS(64, 1),
+                                eval_dataset=DS(32, 2) if evaluate_each_epoch else None, callbacks=[cb])
+
+
+def test_train_produces_a_report_and_an_mlflow_run(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mon = cm.CollapseMonitor("hf-tiny", reference=cm.Reference(labels=PROBE_Y),
+                             sinks=[cm.MLflowSink(tracking_uri=uri, evidently=False)], home=tmp_path / "home")
+    cb = CollapseMonitorCallback(
+        mon, evaluate, provenance=lambda args, state, model: cm.Provenance(
+            synthetic_fraction=0.5, parent_run_id=f"steps-{state.global_step}"))
+    seen_state.clear()
+    trainer = _trainer(tmp_path, cb)
+    trainer.train()
+    rep = cb.last_report
+    assert cb.last_error is None and rep is not None and rep is mon.last_report
+    assert rep.generation == 0 and rep.errors == () and rep.run_id
+    assert rep.provenance == cm.Provenance(synthetic_fraction=0.5, parent_run_id="steps-4")
+    assert {"accuracy", "class_recall.2", "worst_class_recall"} <= set(rep.metrics)
+    assert seen_state == [(False, False)] and trainer.model.training  # mode restored
+
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=uri).get_run(rep.run_id)
+    assert run.data.tags["collapse.monitor"] == "hf-tiny"
+    assert run.data.tags["collapse.parent_run_id"] == "steps-4"
+    assert run.data.metrics["collapse.accuracy"] == pytest.approx(rep.value("accuracy"))
+
+
+def test_on_evaluate_and_contained_failures(tmp_path: Path) -> None:
+    class Down:
+        name = "down"
+
+        def emit(self, report, context=None):
+            raise ConnectionError("sink is down")
+
+    mon = cm.CollapseMonitor("hf-eval", reference=cm.Reference(labels=PROBE_Y), sinks=[Down()], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate, on_evaluate=True, on_train_end=False)
+    out = _trainer(tmp_path, cb, evaluate_each_epoch=True, epochs=2).train()
+    assert out.global_step == 8
+    assert [r.generation for r in mon.reports()] == [0, 1]  # one check per evaluation phase
+    assert any("sink is down" in e for e in cb.last_report.errors) and mon.spool.count("down") == 2
+
+    def broken(model):
+        raise RuntimeError("no probe")
+
+    cb2 = CollapseMonitorCallback(mon, broken)
+    assert _trainer(tmp_path, cb2).train().global_step == 4  # training completed
+    assert isinstance(cb2.last_error, RuntimeError) and cb2.last_report is None
+    assert len(mon.reports()) == 2

@@ -1,0 +1,144 @@
+"""`collapse-monitor serve` as a subprocess against a real MLflow server (Model Registry) and a
+real HTTP receiver: scheduled checks of each new registered version, /metrics, the dead-man's
+switch, and a clean exit within 5 s of SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+D, K = 4, 3
+LABELS = np.array([0] * 30 + [1] * 20 + [2] * 10)
+
+
+def _register(tracking_uri: str, seed: int) -> str:
+    """Log a tiny torch classifier and register it as a new version of 'digits'; returns the run id."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(D, K))
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("digits-training")
+    with mlflow.start_run() as run:
+        mlflow.pytorch.log_model(net, name="model", registered_model_name="digits", pip_requirements=["torch"],
+                                 input_example=np.zeros((2, D), dtype=np.float32))
+    return run.info.run_id
+
+
+def _metrics(session: requests.Session, url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    try:
+        text = session.get(url, timeout=5).text
+    except requests.RequestException:
+        return out
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}"] = s.value
+    return out
+
+
+def _wait(pred, what: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+def test_serve_checks_new_versions_pages_stale_monitors_and_stops(tmp_path: Path, mlflow_server,
+                                                                  http_receiver) -> None:
+    from mlflow import MlflowClient
+    from servers import free_port
+
+    uri = mlflow_server.tracking_uri
+    run_v1 = _register(uri, seed=0)
+    np.save(tmp_path / "labels.npy", LABELS)
+    np.save(tmp_path / "inputs.npy", np.random.default_rng(0).normal(size=(LABELS.size, D)).astype(np.float32))
+    port = free_port()
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        serve: {{port: {port}, flush_interval_seconds: 1, staleness_check_interval_seconds: 1}}
+        home: state
+        reference: {{labels: labels.npy}}
+        alerts: [{{type: webhook, url: "{http_receiver.url_for('/hook')}"}}]
+        monitors:
+          - name: digits
+            sinks: [{{type: mlflow, tracking_uri: "{uri}", evidently: false}}]
+            model: {{registered_name: digits, stage_or_alias: latest, tracking_uri: "{uri}"}}
+            probe: {{inputs: inputs.npy}}
+            schedule: {{interval_seconds: 1}}
+            expected_interval_seconds: 3600
+          - name: nightly-job
+            sinks: []
+            expected_interval_seconds: 1
+    """))
+    cfg.chmod(0o600)
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "collapse_monitor.cli", "-v", "serve", "--config", str(cfg)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )
+    session = requests.Session()
+    session.trust_env = False
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        gen = 'collapse_monitor_generation{monitor=digits}'
+        m = _wait(lambda: (lambda x: x if gen in x else None)(_metrics(session, url)), "the first check", proc, log)
+        assert m[gen] == 0 and m["collapse_monitor_serve_model_version{monitor=digits}"] == 1
+        assert m["collapse_monitor_serve_up{}"] == 1
+        assert m["collapse_monitor_serve_checks_total{monitor=digits,outcome=ok}"] == 1
+
+        # the check logged an MLflow run whose provenance points at the registered version
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name("collapse-monitor/digits")
+        (run,) = client.search_runs([exp.experiment_id])
+        assert run.data.tags["collapse.parent_run_id"] == run_v1
+        assert run.data.tags["collapse.generation"] == "0"
+
+        # the monitor that never reports pages once through the webhook
+        reqs = http_receiver.wait_for_requests(1, timeout=60, path="/hook")
+        alert = json.loads(reqs[0].body)["data"]["alert"]
+        assert (alert["monitor"], alert["rule"], alert["status"], alert["severity"]) == (
+            "nightly-job", "stale_monitor", "firing", "warning")
+
+        # a new version is checked once, as the next generation
+        _register(uri, seed=1)
+        m = _wait(lambda: (lambda x: x if x.get(gen) == 1 else None)(_metrics(session, url)), "version 2", proc, log)
+        assert m["collapse_monitor_serve_model_version{monitor=digits}"] == 2
+        time.sleep(2.5)  # more check and staleness rounds
+        m = _metrics(session, url)
+        assert m["collapse_monitor_serve_checks_total{monitor=digits,outcome=ok}"] == 2
+        assert m["collapse_monitor_serve_checks_total{monitor=digits,outcome=skipped}"] >= 1
+        assert m["collapse_monitor_serve_stale{monitor=nightly-job}"] == 1
+        stale = [json.loads(r.body)["data"]["alert"] for r in http_receiver.requests]
+        assert [(a["monitor"], a["rule"]) for a in stale] == [("nightly-job", "stale_monitor")]  # once per episode
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"serve did not exit within 5 s of SIGTERM:\n{log.read_text()[-3000:]}")
+    assert code == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()

@@ -1,0 +1,158 @@
+"""`serve:` / `monitors:` configuration: every mistake is a ConfigError naming its key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor._service_config import load_serve_config
+from collapse_monitor.cli import main
+
+LABELS = np.array([0] * 30 + [1] * 20 + [2] * 10)
+
+
+@pytest.fixture
+def cfgdir(tmp_path: Path) -> Path:
+    np.save(tmp_path / "labels.npy", LABELS)
+    np.save(tmp_path / "inputs.npy", np.zeros((LABELS.size, 4), dtype=np.float32))
+    np.save(tmp_path / "short.npy", np.zeros((5, 4), dtype=np.float32))
+    (tmp_path / "probe_funcs.py").write_text("def sample(model):\n    return {'texts': ['a b c']}\nX = 3\n")
+    return tmp_path
+
+
+def _write(d: Path, text: str) -> Path:
+    p = d / "collapse.yaml"
+    p.write_text(textwrap.dedent(text))
+    p.chmod(0o600)
+    return p
+
+
+GOOD = """
+serve: {port: 9200, flush_interval_seconds: 5}
+home: state
+sinks: []
+alerts: [{type: webhook, url: "http://127.0.0.1:9/hook"}]
+reference: {labels: labels.npy}
+monitors:
+  - name: a
+    model: {registered_name: digits, stage_or_alias: champion, tracking_uri: "sqlite:///x.db"}
+    probe: {inputs: inputs.npy, sample: "probe_funcs:sample", classes: [x, y, z]}
+    schedule: {cron: "*/5 * * * *", timezone: UTC}
+    expected_interval_seconds: 3600
+  - name: b
+    home: other
+    alerts: []
+    expected_interval_seconds: 60
+"""
+
+
+def test_good_config_with_inherited_defaults(cfgdir: Path) -> None:
+    cfg = load_serve_config(_write(cfgdir, GOOD), port=9300)
+    assert cfg.settings.port == 9300 and cfg.settings.host == "127.0.0.1"  # the CLI's --port wins
+    assert cfg.settings.flush_interval_seconds == 5 and cfg.settings.misfire_grace_time_seconds == 300
+    a, b = cfg.monitors
+    assert a.name == "a" and a.model.selector == "champion" and a.model.flavor == "pyfunc"
+    assert a.model.only_new_versions and a.probe.inputs.shape == (60, 4) and a.probe.classes == ("x", "y", "z")
+    assert a.probe.sample(None) == {"texts": ["a b c"]} and a.schedule.describe() == "cron '*/5 * * * *'"
+    assert a.monitor.home == cfgdir / "state" and len(a.monitor.channels) == 1 and a.monitor.sinks == []
+    assert b.model is None and b.schedule is None and b.expected_interval_seconds == 60
+    assert b.monitor.home == cfgdir / "other" and b.monitor.channels == []  # entry overrides
+    assert b.monitor.reference.fingerprint == a.monitor.reference.fingerprint  # inherited
+
+
+def test_single_monitor_form_is_served(cfgdir: Path) -> None:
+    cfg = load_serve_config(_write(cfgdir, "name: solo\nsinks: []\nreference: {labels: labels.npy}\n"))
+    (spec,) = cfg.monitors
+    assert spec.name == "solo" and spec.model is None and cfg.settings.port == 9108
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("serve: {prot: 1}\nname: x\nreference: {labels: labels.npy}", "serve.prot", "unknown key"),
+        ("serve: {port: 70000}\nname: x\nreference: {labels: labels.npy}", "serve.port", "1..65535"),
+        ("serve: {flush_interval_seconds: -1}\nname: x\nreference: {labels: labels.npy}",
+         "serve.flush_interval_seconds", "seconds"),
+        ("sinks: []\nmonitors: []", "monitors", "non-empty"),
+        ("sinks: []\nserve: {}", "monitors", "nothing to serve"),
+        ("name: x\nsinks: []\nmonitors: [{name: y, reference: {labels: labels.npy}}]", "name", "not both"),
+        ("sinks: []\nmonitors: [{name: y}]", "monitors[0].reference", "no reference"),
+        ("sinks: []\nmonitors: [{name: y, reference: {labels: nope.npy}}]", "monitors[0].reference.labels",
+         "not found"),
+        ("sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y}, {name: y}]", "monitors[1].name",
+         "duplicate"),
+        ("sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, cron: x}]", "monitors[0].cron",
+         "unknown key"),
+        ("sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, expected_interval_seconds: 0}]",
+         "monitors[0].expected_interval_seconds", "seconds"),
+        ("sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, sinks: [{type: kafka}]}]",
+         "monitors[0].sinks[0].type", "unknown sink"),
+    ],
+)
+def test_bad_top_level_and_entries(cfgdir: Path, text: str, key: str, words: str) -> None:
+    with pytest.raises(cm.ConfigError) as err:
+        load_serve_config(_write(cfgdir, text))
+    assert err.value.key == key and words in str(err.value)
+
+
+ENTRY = "sinks: []\nreference: {{labels: labels.npy}}\nmonitors:\n  - name: m\n{body}\n"
+MODEL = "    model: {registered_name: digits}\n"
+PROBE = "    probe: {inputs: inputs.npy}\n"
+SCHED = "    schedule: {interval_seconds: 5}\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "words"),
+    [
+        (MODEL + SCHED, "monitors[0].probe", "needs a probe"),
+        (MODEL + PROBE, "monitors[0].schedule", "needs a schedule"),
+        (PROBE + SCHED, "monitors[0].model", "without a model"),
+        ("    model: {stage_or_alias: latest}\n" + PROBE + SCHED, "monitors[0].model.registered_name", "name"),
+        ("    model: {registered_name: d, version: 2, stage_or_alias: x}\n" + PROBE + SCHED,
+         "monitors[0].model.version", "not both"),
+        ("    model: {registered_name: d, flavor: onnx}\n" + PROBE + SCHED, "monitors[0].model.flavor", "pyfunc"),
+        (MODEL + "    probe: {inputs: short.npy}\n" + SCHED, "monitors[0].probe.inputs", "5 rows"),
+        (MODEL + "    probe: {}\n" + SCHED, "monitors[0].probe", "inputs"),
+        (MODEL + "    probe: {sample: 'nomod_xyz:f'}\n" + SCHED, "monitors[0].probe.sample", "cannot import"),
+        (MODEL + "    probe: {sample: 'probe_funcs:missing'}\n" + SCHED, "monitors[0].probe.sample", "no attribute"),
+        (MODEL + "    probe: {sample: 'probe_funcs:X'}\n" + SCHED, "monitors[0].probe.sample", "not callable"),
+        (MODEL + "    probe: {sample: 'justaname'}\n" + SCHED, "monitors[0].probe.sample", "module:function"),
+        (MODEL + PROBE + "    schedule: {cron: '61 * * * *'}\n", "monitors[0].schedule.cron", "crontab"),
+        (MODEL + PROBE + "    schedule: {cron: '* * * * *', interval_seconds: 3}\n", "monitors[0].schedule",
+         "exactly one"),
+        (MODEL + PROBE + "    schedule: {interval_seconds: 5, timezone: Mars/Olympus}\n",
+         "monitors[0].schedule.timezone", "unknown time zone"),
+        (MODEL + PROBE + "    schedule: {interval_seconds: 5, run_at_start: 'yes'}\n",
+         "monitors[0].schedule.run_at_start", "true or false"),
+    ],
+)
+def test_bad_model_probe_schedule(cfgdir: Path, body: str, key: str, words: str) -> None:
+    with pytest.raises(cm.ConfigError) as err:
+        load_serve_config(_write(cfgdir, ENTRY.format(body=body)))
+    assert err.value.key == key and words in str(err.value)
+
+
+def test_cli_reports_config_errors_with_the_key(cfgdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(cfgdir, ENTRY.format(body=MODEL + PROBE + "    schedule: {cron: 'every hour'}\n"))
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "monitors[0].schedule.cron" in capsys.readouterr().err
+
+
+def test_port_in_use_is_a_config_error(cfgdir: Path) -> None:
+    import socket
+
+    from collapse_monitor.service import Service
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        svc = Service.from_config(_write(cfgdir, "name: x\nsinks: []\nreference: {labels: labels.npy}\n"), port=port)
+        with pytest.raises(cm.ConfigError) as err:
+            svc.start()
+        svc.stop(timeout=1)
+    assert err.value.key == "serve.port"

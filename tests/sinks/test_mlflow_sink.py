@@ -1,0 +1,253 @@
+"""MLflowSink against a real ``mlflow server`` (sqlite store, proxied artifacts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor.errors import ConfigError, SinkError
+from collapse_monitor.sinks.base import EmitContext
+from collapse_monitor.sinks.mlflow import MLflowSink, batches, metric_name, report_id, safe_uri
+from collapse_monitor.types import Stage
+
+_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
+
+# --- units --------------------------------------------------------------------------------------
+
+
+def test_metric_names_are_mlflow_safe() -> None:
+    from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
+
+    for key in ("tail_coverage", "class_recall.cat|dog", "class_recall.a/b", "class_recall.é", "x" * 400):
+        name = metric_name(key)
+        assert name.startswith("collapse.")
+        assert validate_param_and_metric_name(name) and not path_not_unique(name)
+        assert len(name) <= 250
+
+
+def test_batches_respect_log_batch_limits() -> None:
+    out = list(batches(list(range(2345)), list(range(230))))
+    assert all(len(t) <= 100 and len(m) + len(t) <= 1000 for m, t in out)
+    assert sum(len(m) for m, _ in out) == 2345 and sum(len(t) for _, t in out) == 230
+
+
+def test_repr_and_links_hide_credentials() -> None:
+    sink = MLflowSink("https://alice:hunter2secret@mlflow.example.com/base?token=abcdef123")
+    assert "hunter2secret" not in repr(sink) and "abcdef123" not in repr(sink)
+    assert sink.run_url("3", "r1") == "https://mlflow.example.com/base/#/experiments/3/runs/r1"
+    assert safe_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert "hunter2secret" not in sink.scrub("failed: https://alice:hunter2secret@mlflow.example.com/x")
+
+
+def test_default_uri_is_resolved_at_construction(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    sink = MLflowSink()
+    assert sink.tracking_uri.startswith("sqlite:///") and str(tmp_path) in sink.tracking_uri
+    monkeypatch.chdir("/")
+    assert str(tmp_path) in sink.tracking_uri  # absolute: a later chdir does not move the store
+
+
+@pytest.mark.parametrize("kw", [{"timeout": 0}, {"max_retries": -1}, {"tracking_uri": "  "}, {"experiment": ""}])
+def test_bad_options_raise_config_error(kw) -> None:
+    with pytest.raises(ConfigError):
+        MLflowSink(**kw)
+
+
+@pytest.mark.timeout(90)  # a hang guard, not a timing assertion
+def test_dead_server_fails_fast_with_redacted_error(kit) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket closes
+    before = {k: os.environ.get(k) for k in _ENV}
+    sink = MLflowSink(f"http://bob:pa55word-xyz@127.0.0.1:{port}", timeout=2, max_retries=1)
+    with pytest.raises(SinkError) as info:
+        sink.emit(kit.make_report("dead", 0), EmitContext())
+    assert "pa55word-xyz" not in str(info.value) and "bob:" not in str(info.value)
+    assert f"127.0.0.1:{port}" in str(info.value)
+    with pytest.raises(SinkError):
+        sink.load_history("dead")
+    assert {k: os.environ.get(k) for k in _ENV} == before  # bounds are restored after the call
+
+
+@pytest.mark.timeout(90)  # a hang guard, not a timing assertion
+def test_hanging_server_is_bounded_by_the_sink_timeout(kit) -> None:
+    # a server that accepts connections and never answers: only the read timeout ends the call
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        port = srv.getsockname()[1]
+        sink = MLflowSink(f"http://127.0.0.1:{port}", timeout=1, max_retries=0)
+        with pytest.raises(SinkError) as info:
+            sink.emit(kit.make_report("hang", 0), EmitContext())
+    assert "timeout" in str(info.value).lower() or "timed out" in str(info.value).lower()
+
+
+# --- against the real server --------------------------------------------------------------------
+
+
+def _context(kit, report, *, baseline=None, changed=False, history=()):
+    ref, labels = kit.chain_reference()
+    obs = kit.chain_observation(labels, report.generation, with_embeddings=True)
+    return EmitContext(
+        reference=ref,
+        observation=obs,
+        history=list(history) or [report],
+        extra={"baseline": baseline, "baseline_changed": changed},
+    )
+
+
+def test_emit_logs_metrics_tags_inputs_and_artifacts(mlflow_server, kit, tmp_path) -> None:
+    name = kit.unique("emit")
+    sink = MLflowSink(mlflow_server.url, evidently=False)
+    base = kit.make_baseline()
+    r0 = kit.make_report(name, 0)
+    r1 = kit.make_report(name, 1, stage=Stage.EARLY_COLLAPSE, tail=0.5, declined=True)
+    out0 = sink.emit(r0, _context(kit, r0, baseline=base, changed=True))
+    out1 = sink.emit(r1, _context(kit, r1, baseline=base, history=[r0, r1]))
+    client = mlflow_server.client()
+    run = client.get_run(out1["run_id"])
+    assert out1["mlflow_run"] == f"{mlflow_server.url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert client.get_experiment(run.info.experiment_id).name == f"collapse-monitor/{name}"
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["collapse.monitor"] == name and tags["collapse.generation"] == "1"
+    assert tags["collapse.stage"] == "early_collapse" and tags["collapse.parent_run_id"] == "parent-1"
+    assert tags["collapse.report_id"] == report_id(r1) and tags["collapse.origin"] == "mixed"
+    assert "collapse.baseline" not in tags  # the baseline was stored with generation 0 only
+    assert "tail_coverage" in tags["mlflow.note.content"]
+    m = run.data.metrics
+    assert m["collapse.tail_coverage"] == pytest.approx(0.5)
+    assert m["collapse.tail_coverage.ci_low"] == pytest.approx(0.45)
+    assert m["collapse.tail_coverage.ci_high"] == pytest.approx(0.55)
+    assert m["collapse.class_recall.odd_label"] == pytest.approx(0.6)
+    assert m["collapse.stage_level"] == 1.0
+    hist = client.get_metric_history(out1["run_id"], "collapse.tail_coverage")
+    assert [(h.step, h.value) for h in hist] == [(1, 0.5)]  # step = generation
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    human = inputs["human-v1.parquet"]
+    assert human.dataset.source_type == "s3" and "s3://corpus/human-v1.parquet" in human.dataset.source
+    itags = {t.key: t.value for t in human.tags}
+    assert itags["mlflow.data.context"] == "training" and itags["collapse.origin"] == "mixed"
+    assert float(itags["collapse.synthetic_fraction"]) == 0.5
+    assert json.loads(human.dataset.profile)["synthetic_fraction"] == 0.5
+    ref_input = inputs[f"{name}-reference"]
+    assert ref_input.dataset.digest == "f" * 16
+    assert {t.key: t.value for t in ref_input.tags}["mlflow.data.context"] == "reference"
+    arts = {a.path for a in client.list_artifacts(out1["run_id"], "collapse")}
+    assert {"collapse/report.json", "collapse/history.png"} <= arts
+    local = client.download_artifacts(out1["run_id"], "collapse", str(tmp_path))
+    stored = json.loads((tmp_path / "collapse" / "report.json").read_text())
+    assert stored["run_id"] == out1["run_id"] and stored["generation"] == 1
+    assert (tmp_path / "collapse" / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert local
+    base_run = client.get_run(out0["run_id"])
+    assert base_run.data.tags["collapse.baseline"] == "true"
+    base_arts = {a.path for a in client.list_artifacts(out0["run_id"], "collapse/baseline")}
+    assert base_arts == {"collapse/baseline/baseline.json", "collapse/baseline/items.npz"}
+
+
+def test_load_history_round_trips_reports_and_baseline(mlflow_server, kit) -> None:
+    name = kit.unique("hist")
+    sink = MLflowSink(mlflow_server.url, evidently=False)
+    base = kit.make_baseline()
+    reports = [kit.make_report(name, g, tail=0.8 - 0.1 * g) for g in range(3)]
+    for i, r in enumerate(reports):
+        sink.emit(r, _context(kit, r, baseline=base, changed=(i == 0)))
+    got = MLflowSink(mlflow_server.url).load_history(name)  # a fresh sink: nothing cached
+    assert got is not None
+    back, b = got
+    assert [r.generation for r in back] == [0, 1, 2]
+    for orig, r in zip(reports, back, strict=True):
+        assert r.metrics == orig.metrics and r.provenance == orig.provenance
+        assert r.created_at == orig.created_at and r.run_id
+    assert b is not None and b.generation == 0 and b.fingerprint == base.fingerprint
+    assert b.metrics == base.metrics and b.predictions == base.predictions
+    assert set(b.items) == set(base.items)
+    for k in base.items:
+        np.testing.assert_array_equal(b.items[k], base.items[k])
+        assert b.items[k].dtype == base.items[k].dtype
+    assert MLflowSink(mlflow_server.url).load_history(kit.unique("never")) is None
+
+
+def test_baseline_missing_on_server_is_uploaded_by_a_later_check(mlflow_server, kit) -> None:
+    name = kit.unique("rebase")
+    sink = MLflowSink(mlflow_server.url, evidently=False)
+    base = kit.make_baseline()
+    r0 = kit.make_report(name, 0)
+    sink.emit(r0, None)  # a replay: no raw data, no baseline artifact
+    r1 = kit.make_report(name, 1)
+    out1 = MLflowSink(mlflow_server.url, evidently=False).emit(r1, _context(kit, r1, baseline=base))
+    assert mlflow_server.client().get_run(out1["run_id"]).data.tags.get("collapse.baseline") == "true"
+    got = sink.load_history(name)
+    assert got is not None and got[1] is not None and got[1].predictions == base.predictions
+
+
+def test_spool_replay_is_idempotent(mlflow_server, kit) -> None:
+    name = kit.unique("idem")
+    sink = MLflowSink(mlflow_server.url, evidently=False)
+    r = kit.make_report(name, 0)
+    client = mlflow_server.client()
+    first = sink.emit(r, None)
+    again = sink.emit(r, None)
+    assert again["run_id"] == first["run_id"]
+    # a partial run of a crashed attempt (RUNNING, same report id) is replaced, not kept
+    r1 = kit.make_report(name, 1)
+    exp_id = client.get_experiment_by_name(f"collapse-monitor/{name}").experiment_id
+    partial = client.create_run(exp_id, tags={"collapse.report_id": report_id(r1), "collapse.monitor": name})
+    out = sink.emit(r1, None)
+    assert out["run_id"] != partial.info.run_id
+    assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
+    runs = client.search_runs([exp_id])
+    assert sorted(run.data.tags["collapse.generation"] for run in runs) == ["0", "1"]
+
+
+def test_check_run_nests_under_the_callers_active_run(mlflow_server, kit, monkeypatch) -> None:
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # the caller's global tracking URI, restored by monkeypatch (no state leaks into other tests)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    name = kit.unique("nest")
+    sink = MLflowSink(mlflow_server.url, evidently=False)
+    r = kit.make_report(name, 0)
+    exp_id = mlflow_server.client().create_experiment(f"training-{name}")
+    with mlflow.start_run(experiment_id=exp_id) as parent:
+        out = sink.emit(r, _context(kit, r))
+    client = mlflow_server.client()
+    child = client.get_run(out["run_id"])
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    ptags = client.get_run(parent.info.run_id).data.tags
+    assert ptags[f"collapse.{name}.run_id"] == out["run_id"]
+    assert ptags[f"collapse.{name}.stage"] == "healthy"
+
+
+@pytest.mark.slow
+def test_evidently_report_attached_when_raw_data_is_there(mlflow_server, kit) -> None:
+    name = kit.unique("evid")
+    sink = MLflowSink(mlflow_server.url, evidently=True, evidently_components=4)
+    r = kit.make_report(name, 0)
+    out = sink.emit(r, _context(kit, r))
+    client = mlflow_server.client()
+    arts = {a.path for a in client.list_artifacts(out["run_id"], "collapse")}
+    assert "collapse/evidently_drift.html" in arts
+    share = client.get_run(out["run_id"]).data.metrics["collapse.embedding_drift_share"]
+    assert 0.0 <= share <= 1.0 and share == sink.last_drift_share
+
+
+def test_monitor_default_sink_writes_into_the_working_directory(in_tmp_dir, kit) -> None:
+    ref, labels = kit.chain_reference()
+    mon = cm.CollapseMonitor("local-default", reference=ref, home=in_tmp_dir / "home")
+    assert isinstance(mon.sinks[0], MLflowSink) and str(in_tmp_dir) in mon.sinks[0].tracking_uri
+    mon.sinks[0].evidently = False
+    report = mon.check(kit.chain_observation(labels, 0))
+    assert report.errors == () and report.run_id
+    assert (in_tmp_dir / "mlflow.db").exists()
+    assert "mlflow" in sys.modules

@@ -1,0 +1,219 @@
+"""PrometheusSink: exposition units, a real Pushgateway scraped by a real Prometheus, the
+textfile (parsed by prometheus_client's parser) and a caller's registry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import collapse_monitor as cm
+from collapse_monitor.errors import ConfigError, SinkError
+from collapse_monitor.metrics._spec import spec_for
+from collapse_monitor.sinks.base import EmitContext
+from collapse_monitor.sinks.prometheus import PrometheusSink, rare_classes, report_samples
+from collapse_monitor.types import Alert, Stage
+
+
+def _parse(text: str) -> dict[str, list]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _value(fams, name: str, **labels: str) -> float | None:
+    fam = fams.get(name)
+    if fam is None:
+        return None
+    hits = [s.value for s in fam.samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(hits) <= 1
+    return hits[0] if hits else None
+
+
+def _alert(monitor: str, rule: str, status: str, severity: str = "warning") -> Alert:
+    return Alert(
+        monitor=monitor,
+        rule=rule,
+        status=status,
+        severity=severity,
+        stage=Stage(rule) if rule in ("early_collapse", "late_collapse") else Stage.HEALTHY,
+        generation=1,
+        summary=rule,
+    )
+
+
+# --- units --------------------------------------------------------------------------------------
+
+
+def test_samples_names_labels_and_help(kit) -> None:
+    r = kit.make_report("m1", 4, stage=Stage.EARLY_COLLAPSE, alerts=(_alert("m1", "early_collapse", "firing"),))
+    reg = CollectorRegistry()
+    sink = PrometheusSink(registry=reg)
+    sink.emit(r, EmitContext())
+    fams = _parse(generate_latest(reg).decode())
+    assert _value(fams, "collapse_monitor_stage", monitor="m1") == 1
+    assert _value(fams, "collapse_monitor_generation", monitor="m1") == 4
+    assert _value(fams, "collapse_monitor_tail_coverage", monitor="m1") == pytest.approx(0.8)
+    assert _value(fams, "collapse_monitor_tail_coverage_ci_low", monitor="m1") == pytest.approx(0.75)
+    assert _value(fams, "collapse_monitor_tail_coverage_ci_high", monitor="m1") == pytest.approx(0.85)
+    assert _value(fams, "collapse_monitor_synthetic_fraction", monitor="m1") == 0.5
+    assert _value(fams, "collapse_monitor_last_check_timestamp_seconds", monitor="m1") == pytest.approx(r.created_at)
+    assert _value(fams, "collapse_monitor_check_duration_seconds", monitor="m1") == 0.25
+    assert _value(fams, "collapse_monitor_drift", monitor="m1") == 0
+    assert _value(fams, "collapse_monitor_alert_firing", monitor="m1", rule="early_collapse", severity="warning") == 1
+    assert fams["collapse_monitor_tail_coverage"].documentation == spec_for("tail_coverage").help
+    # rare classes only (support 12 and 8 of 400 < 5 %), as a `class` label; never a run id
+    cls = {s.labels["class"]: s.value for s in fams["collapse_monitor_class_recall"].samples}
+    assert cls == {"4": 0.5, "odd|label": 0.6}
+    for fam in fams.values():
+        for s in fam.samples:
+            assert set(s.labels) <= {"monitor", "class", "rule", "severity"}
+
+
+def test_rare_class_series_are_capped(kit) -> None:
+    r = kit.make_report("m", 0)
+    assert rare_classes(r) == ["odd|label", "4"]  # lowest support first
+    names = [s.labels for s in report_samples(r, max_class_series=1) if s.name == "collapse_monitor_class_recall"]
+    assert names == [(("monitor", "m"), ("class", "odd|label"))]
+    assert not [s for s in report_samples(r, max_class_series=0) if "class_recall" in s.name]
+
+
+def test_alert_firing_resolves_to_zero_and_stage_moves(kit) -> None:
+    sink = PrometheusSink()
+    r1 = kit.make_report("a", 1, stage=Stage.EARLY_COLLAPSE, alerts=(_alert("a", "early_collapse", "firing"),))
+    sink.emit(r1, EmitContext())
+    r2 = kit.make_report(
+        "a",
+        2,
+        stage=Stage.LATE_COLLAPSE,
+        alerts=(_alert("a", "early_collapse", "resolved"), _alert("a", "late_collapse", "firing", "critical")),
+    )
+    sink.emit(r2, EmitContext())
+    got = {dict(s.labels)["rule"]: s.value for s in sink.collector.samples("a") if s.name.endswith("alert_firing")}
+    assert got == {"early_collapse": 0.0, "late_collapse": 1.0}
+    r3 = kit.make_report("a", 3, alerts=(_alert("a", "late_collapse", "resolved", "critical"),))
+    sink.emit(r3, EmitContext())
+    got = {dict(s.labels)["rule"]: s.value for s in sink.collector.samples("a") if s.name.endswith("alert_firing")}
+    assert got == {"early_collapse": 0.0, "late_collapse": 0.0}
+
+
+def test_registry_collector_registered_once_and_keeps_newest(kit) -> None:
+    reg = CollectorRegistry()
+    a, b = PrometheusSink(registry=reg), PrometheusSink(registry=reg)
+    assert a.collector is b.collector  # one collector per registry, no duplicate series
+    new = kit.make_report("x", 5, created_at=2000.0)
+    old = kit.make_report("x", 4, created_at=1000.0)
+    a.emit(new, EmitContext())
+    b.emit(kit.make_report("y", 1), EmitContext())
+    assert a.emit(old, None) == {"prometheus": "skipped: a newer check is already exported"}
+    fams = _parse(generate_latest(reg).decode())
+    assert _value(fams, "collapse_monitor_generation", monitor="x") == 5
+    assert _value(fams, "collapse_monitor_generation", monitor="y") == 1
+
+
+def test_textfile_is_parseable_and_per_monitor(tmp_path, kit) -> None:
+    sink = PrometheusSink(textfile=tmp_path / "tf" / "collapse_{monitor}.prom")
+    sink.emit(kit.make_report("t1", 2, stage=Stage.LATE_COLLAPSE), EmitContext())
+    sink.emit(kit.make_report("t2", 0), EmitContext())
+    f1 = _parse((tmp_path / "tf" / "collapse_t1.prom").read_text())
+    assert _value(f1, "collapse_monitor_stage", monitor="t1") == 2
+    assert _value(f1, "collapse_monitor_stage", monitor="t2") is None
+    # written atomically: a temp file renamed over the target, nothing else left behind
+    assert sorted(p.name for p in (tmp_path / "tf").iterdir()) == ["collapse_t1.prom", "collapse_t2.prom"]
+    # a later process replaying an older spooled report does not overwrite the newer file
+    late = PrometheusSink(textfile=tmp_path / "tf" / "collapse_{monitor}.prom")
+    late.emit(kit.make_report("t1", 1, created_at=1.0), None)
+    assert (
+        _value(_parse((tmp_path / "tf" / "collapse_t1.prom").read_text()), "collapse_monitor_generation", monitor="t1")
+        == 2
+    )
+    sink.delete("t2")
+    assert not (tmp_path / "tf" / "collapse_t2.prom").exists()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"job": ""},
+        {"max_class_series": -1},
+        {"grouping_key": {"monitor": "x"}},
+        {"grouping_key": {"bad-name": "x"}},
+        {"pushgateway": ""},
+        {"timeout": 0},
+    ],
+)
+def test_bad_options(kw) -> None:
+    with pytest.raises(ConfigError):
+        PrometheusSink(**kw)
+
+
+def test_unreachable_gateway_raises_redacted(kit, tmp_path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = PrometheusSink(pushgateway=f"http://ops:Pr0mPassw0rd@127.0.0.1:{port}", timeout=2)
+    assert "Pr0mPassw0rd" not in repr(sink)
+    with pytest.raises(SinkError) as info:
+        sink.emit(kit.make_report("dead", 0), EmitContext())
+    assert "Pr0mPassw0rd" not in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
+
+
+# --- real Pushgateway + Prometheus --------------------------------------------------------------
+
+
+def test_pushgateway_scraped_by_prometheus(pushgateway, prometheus_server, kit) -> None:
+    name = kit.unique("push")
+    sink = PrometheusSink(pushgateway=pushgateway.url, grouping_key={"team": "ml"})
+    r = kit.make_report(name, 3, stage=Stage.EARLY_COLLAPSE, alerts=(_alert(name, "early_collapse", "firing"),))
+    sink.emit(r, EmitContext())
+    assert pushgateway.value("collapse_monitor_stage", monitor=name, job="collapse_monitor", team="ml") == 1
+    prom = prometheus_server([pushgateway.address])  # honor_labels: true
+    prom.wait_for(f'collapse_monitor_stage{{monitor="{name}"}}')
+    series = prom.query(f'collapse_monitor_stage{{monitor="{name}"}}')
+    assert len(series) == 1
+    assert series[0]["metric"]["job"] == "collapse_monitor" and series[0]["metric"]["team"] == "ml"
+    assert float(series[0]["value"][1]) == 1.0
+    assert prom.query_value(f'collapse_monitor_tail_coverage{{monitor="{name}"}}') == pytest.approx(0.8)
+    assert (
+        prom.query_value(f'collapse_monitor_alert_firing{{monitor="{name}",rule="early_collapse",severity="warning"}}')
+        == 1.0
+    )
+
+    # the next check replaces the values (pushadd keeps the group's other families)
+    sink.emit(
+        dataclasses.replace(
+            r,
+            generation=4,
+            stage=Stage.HEALTHY,
+            alerts=(_alert(name, "early_collapse", "resolved"),),
+            created_at=r.created_at + 1,
+        ),
+        EmitContext(),
+    )
+    prom.wait_for(f'collapse_monitor_stage{{monitor="{name}"}} == 0')
+    assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule="early_collapse") == 0
+
+    # an older report replayed from the spool by a new process is not pushed over the newer one
+    PrometheusSink(pushgateway=pushgateway.url, grouping_key={"team": "ml"}).emit(r, None)
+    assert pushgateway.value("collapse_monitor_generation", monitor=name) == 4
+
+    sink.delete(name)
+    assert pushgateway.value("collapse_monitor_stage", monitor=name) is None
+
+
+def test_monitor_chain_pushes_every_check(pushgateway, kit, tmp_path) -> None:
+    ref, labels = kit.chain_reference()
+    sink = PrometheusSink(pushgateway=pushgateway.url, textfile=tmp_path / "collapse.prom")
+    name = kit.unique("pchain")
+    mon = cm.CollapseMonitor(name, reference=ref, sinks=[sink], home=tmp_path / "home")
+    for g in range(3):
+        r = mon.check(kit.chain_observation(labels, g))
+        assert r.errors == ()
+        assert pushgateway.value("collapse_monitor_generation", monitor=name) == g
+        assert pushgateway.value("collapse_monitor_stage", monitor=name) == r.stage.level
+    fams = _parse((tmp_path / "collapse.prom").read_text())
+    assert _value(fams, "collapse_monitor_rare_class_recall", monitor=name) == pytest.approx(
+        r.metrics["rare_class_recall"].value
+    )
