@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import re
 import time
@@ -25,10 +26,10 @@ from ._lifecycle import alert_events
 from ._redact import redact_text
 from .detection import Rules, detect
 from .errors import AlertDeliveryError, ConfigError, InputError, SinkError
-from .history import Baseline, HistoryStore, default_home
+from .history import AlertState, Baseline, HistoryStore, default_home
 from .metrics.cache import ReferenceCache
 from .sinks.base import EmitContext, Sink, Spool
-from .types import Observation, Provenance, Reference, Report
+from .types import MetricValue, Observation, Provenance, Reference, Report, Stage
 
 if TYPE_CHECKING:
     from .alerting import AlertDispatcher, Channel
@@ -225,8 +226,9 @@ class CollapseMonitor:
             created_at=now,
             duration_seconds=time.perf_counter() - t0,
             notes=tuple(notes) + det.notes,
+            rare_classes=panel.rare_classes,
         )
-        extra = {"baseline": baseline, "baseline_changed": baseline_changed}
+        extra = {"baseline": baseline, "baseline_changed": baseline_changed, "home": str(self.home)}
         return report, self.history.reports(self.name), extra
 
     def _grow_baseline(self, baseline: Baseline, panel: Any) -> list[str]:
@@ -259,25 +261,36 @@ class CollapseMonitor:
             if got:
                 reports, baseline = got
                 self.history.import_history(self.name, reports, baseline)
+                self._restore_alert_state(reports)
                 log.info("continued %s from %s: %d generation(s)", self.name, sink.name, len(reports))
                 return
+
+    def _restore_alert_state(self, reports: Sequence[Report]) -> None:
+        """A chain continued from a sink: a stage that was firing keeps firing (no new page)."""
+        if not reports or self.history.alert_states(self.name):
+            return
+        last = max(reports, key=lambda r: r.generation)
+        if last.stage is not Stage.HEALTHY:
+            t = last.created_at
+            self.history.set_alert_states(
+                self.name, [AlertState(last.stage.value, last.stage.severity, t, last.generation, t, last.generation)]
+            )
 
     # ------------------------------------------------------------------------------------------
     def _deliver(
         self, report: Report, obs: Observation | None, history: Sequence[Report], extra: Mapping[str, Any]
     ) -> Report:
+        saved = report
         errors: list[str] = []
-        facts: dict[str, Any] = {}
         ctx = EmitContext(reference=self.reference, observation=obs, history=history, extra=extra)
         for sink in self.sinks:
             key = getattr(sink, "spool_key", None) or sink.name
             _, replay_errors = self.spool.replay(sink, sink_key=key)
             errors.extend(redact_text(e) for e in replay_errors)
             try:
-                got = sink.emit(dataclasses.replace(report, **facts), ctx)
+                got = sink.emit(report, ctx)
                 if got:
-                    facts.update({k: v for k, v in got.items() if k in ("run_id",)})
-                    self.links.update({k: v for k, v in got.items() if k == "mlflow_run" and v})
+                    report = self._merge_facts(report, got)
             except Exception as exc:
                 msg = redact_text(f"{sink.name}: {type(exc).__name__}: {exc}")
                 log.warning("sink failed, report spooled for retry: %s", msg)
@@ -289,7 +302,7 @@ class CollapseMonitor:
                 if self.strict:
                     raise SinkError(msg) from None
         alerts = tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts)
-        report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors), **facts)
+        report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors))
         disp = self.dispatcher
         if disp is not None:
             try:
@@ -308,10 +321,24 @@ class CollapseMonitor:
                 if self.strict:
                     raise AlertDeliveryError(msg) from None
             report = dataclasses.replace(report, errors=tuple(errors))
-        if report.errors:
+        if report != saved:  # run id, sink facts or errors joined the report
             with contextlib.suppress(Exception):
                 self.history.save_report(report)
         return report
+
+    def _merge_facts(self, report: Report, got: Mapping[str, Any]) -> Report:
+        """Facts a sink returned: the MLflow run (id and link) and numeric metrics such as
+        Evidently's ``embedding_drift_share``, which later sinks and the caller then see."""
+        changes: dict[str, Any] = {}
+        if got.get("run_id") and report.run_id is None:
+            changes["run_id"] = str(got["run_id"])
+        if got.get("mlflow_run"):
+            self.links["mlflow_run"] = str(got["mlflow_run"])
+        share = got.get("embedding_drift_share")
+        if isinstance(share, (int, float)) and math.isfinite(share) and "embedding_drift_share" not in report.metrics:
+            v = float(share)
+            changes["metrics"] = {**report.metrics, "embedding_drift_share": MetricValue(v, v, v)}
+        return dataclasses.replace(report, **changes) if changes else report
 
     def flush(self, *, budget_seconds: float | None = None) -> dict[str, int]:
         """Replay the sink spool and redeliver pending alerts (what ``serve`` does on a timer)."""

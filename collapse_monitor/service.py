@@ -400,11 +400,21 @@ class Service:
             return self._idle.wait_for(lambda: self._running == 0, timeout=timeout)
 
 
-def serve_command(config: str | os.PathLike[str], *, port: int | None = None, host: str | None = None) -> int:
-    """Run the service until SIGTERM / SIGINT (the ``collapse-monitor serve`` entry point)."""
+def serve_command(
+    config: str | os.PathLike[str], *, port: int | None = None, host: str | None = None, hard_exit: bool = True
+) -> int:
+    """Run the service until SIGTERM / SIGINT (the ``collapse-monitor serve`` entry point).
+
+    With ``hard_exit`` (the CLI's default) the process ends with ``os._exit`` once the scheduler,
+    the HTTP server and the logs are shut down: our state is on disk by then (history, spool and
+    outbox writes are transactional), while a check still running in a worker thread - or the
+    interpreter's own teardown of torch / MLflow, seconds on a busy machine - would otherwise
+    hold the exit past the orchestrator's grace period. ``hard_exit=False`` returns instead.
+    """
     # a dead tracking server must cost seconds, not the client's default minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # one INFO line per job run
     svc = Service.from_config(config, port=port, host=host)
     stop = threading.Event()
     previous: dict[int, Any] = {}
@@ -427,10 +437,10 @@ def serve_command(config: str | os.PathLike[str], *, port: int | None = None, ho
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not clean:
-        # a check is still running in a worker thread, and Python would join it at exit:
-        # leave now (history, spool and outbox writes are transactional)
         log.warning("a check was still running after %.0f s: exiting without it", svc.settings.shutdown_timeout_seconds)
+    if hard_exit or not clean:
         logging.shutdown()
+        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
     return 0

@@ -432,6 +432,7 @@ class Report:
     errors: tuple[str, ...] = ()
     run_id: str | None = None
     notes: tuple[str, ...] = ()
+    rare_classes: tuple[str, ...] = ()
 
     @property
     def is_baseline(self) -> bool:
@@ -460,6 +461,7 @@ class Report:
             "errors": list(self.errors),
             "run_id": self.run_id,
             "notes": list(self.notes),
+            "rare_classes": list(self.rare_classes),
         }
 
     @classmethod
@@ -480,6 +482,7 @@ class Report:
             errors=tuple(d.get("errors", ())),
             run_id=d.get("run_id"),
             notes=tuple(d.get("notes", ())),
+            rare_classes=tuple(str(c) for c in d.get("rare_classes", ())),
         )
 
     def value(self, key: str, default: float | None = None) -> float | None:

@@ -463,6 +463,6 @@ def _serial_blas() -> Any:
     """One BLAS / LAPACK thread inside the block (restored on exit). The bootstrap runs many
     small eigen-decompositions, which threading barely speeds up and which slow down
     many-fold under CPU contention (spinning OpenBLAS threads next to a training job)."""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     return threadpool_limits(1, user_api="blas")

@@ -17,9 +17,12 @@ Intervals:
   metrics. The samples are split once into ``G`` (default 20) random groups; per-group sums
   and ``d x d`` scatter matrices are computed once and a replicate resamples whole groups, so
   it costs ``G d^2`` plus one symmetric eigen-decomposition per spectral metric (Vendi,
-  effective rank, Frechet). Above ``max_boot_dim`` dimensions (default 256) the replicate
-  spectra are taken in the top ``max_boot_dim`` eigenvectors of the full-sample matrix and
-  shifted to the exact point estimate (the point estimates themselves are always exact).
+  effective rank, Frechet). Above ``max_boot_dim`` dimensions (default 256) a replicate's
+  spectrum is exact in the top ``max_boot_dim`` eigenvectors of the full-sample matrix and
+  first-order (the diagonal ``v^T M_b v``) in the others
+  (:func:`~.diversity.spectral_bootstrap`); at d = 512, m = 2,000 this gave intervals within
+  about 10 % of the all-exact bootstrap's width at a quarter of its cost. Point estimates are
+  always exact.
   The replicates are re-centred on the point estimate (their median moved to it) before the
   percentiles are read: a resample repeats rows, which by itself pulls spectral statistics
   one way (Vendi and effective rank down, Frechet up) and would otherwise leave the point at
@@ -214,7 +217,7 @@ def _kmeans(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     limited to one thread inside this call only: its spin-waiting barriers slow k-means
     down several-fold when the CPUs are shared with a training job."""
     from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     if x.shape[0] > _KMEANS_MAX_ROWS:
         x = x[np.sort(np.random.default_rng(seed).choice(x.shape[0], _KMEANS_MAX_ROWS, replace=False))]
@@ -264,7 +267,7 @@ def build_generator_state(
     mean = ref.mean(axis=0)
     with torch.inference_mode():
         x = _to_tensor(ref, mean, ndt, dev)
-        radii2 = _self_kth_d2(x, k, _square_block(ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET))
+        radii2 = _self_kth_d2(x, k, _square_block(n, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET))
         radii2_np = radii2.cpu().numpy().astype(np.float64)
         del x, radii2
     n_tail = int(np.clip(round(tq * n), 1, n - 1))

@@ -116,17 +116,20 @@ def _check_k(k: Any) -> int:
 
 
 def _row_block(n_cols: int, itemsize: int, chunk_size: int | None, budget: int) -> int:
-    """Rows of a ``rows x n_cols`` block: the block, one bool mask and slack fit ``budget``."""
+    """Rows of a ``rows x n_cols`` block: the block, one bool mask and the int64 partial sums
+    of an eighth of it fit ``budget``."""
     if chunk_size is not None:
         return chunk_size
     return max(1, budget // (n_cols * (itemsize + 2)))
 
 
-def _square_block(itemsize: int, chunk_size: int | None, budget: int) -> int:
-    """Side of a ``c x c`` block: the block and its transposed copy fit ``budget``."""
+def _square_block(n: int, itemsize: int, chunk_size: int | None, budget: int) -> int:
+    """Side of a ``c x c`` block of the symmetric self pass: the block and its transposed copy
+    fit ``budget``, and there are about 16 row blocks (at least 1024 rows each) so that the
+    diagonal blocks, computed whole, add little to the half product."""
     if chunk_size is not None:
         return chunk_size
-    return max(1, math.isqrt(budget // (2 * itemsize + 2)))
+    return max(1, min(math.isqrt(budget // (2 * itemsize + 2)), max(1024, -(-n // 16))))
 
 
 def _to_tensor(arr: np.ndarray, center: np.ndarray, np_dtype: np.dtype[Any], dev: torch.device) -> torch.Tensor:
@@ -152,7 +155,7 @@ def _self_kth_d2(x: torch.Tensor, k: int, block: int) -> torch.Tensor:
     """Squared distance of each row of ``x`` to its ``min(k, n-1)``-th nearest other row.
 
     Symmetric blocks: block (i, j), j >= i, is computed once and serves the rows of i and
-    (transposed) the rows of j, so the pass costs half a full ``n x n x d`` product.
+    (transposed) the rows of j, so the pass costs about half a full ``n x n x d`` product.
     """
     import torch
 
@@ -201,8 +204,9 @@ def _cross_pass(
         i1 = min(n, i0 + rows)
         h = torch.addmm(ns.unsqueeze(0), r[i0:i1], s.T, beta=1.0, alpha=-2.0)  # d2 - |r_i|^2
         inside = h < thr_ref[i0:i1].unsqueeze(1)
-        for a in range(0, i1 - i0, _SUM_ROWS):  # a bool sum upcasts to int64: keep that temp small
-            counts += inside[a : a + _SUM_ROWS].sum(dim=0)
+        step = max(_SUM_ROWS, (i1 - i0) // 8)  # a bool sum upcasts to int64: at most the mask's size
+        for a in range(0, i1 - i0, step):
+            counts += inside[a : a + step].sum(dim=0)
         del inside
         min_d2[i0:i1] = (h.amin(dim=1) + nr[i0:i1]).clamp_min_(0.0)
         h.sub_(s_shift.unsqueeze(0))  # radius-0 sample balls become +inf: never inside
@@ -227,7 +231,8 @@ def kth_nn_radii(
 
     Same numbers as ``prdc.compute_nearest_neighbour_distances(X, k)`` (Naeem et al. 2020),
     which counts the row itself and takes the (k+1)-th smallest distance. Memory is bounded
-    by ``chunk_size x chunk_size`` (or the 256 MiB budget); never ``n x n``.
+    by ``chunk_size x chunk_size`` (or the 256 MiB budget); never ``n x n``. ``squared=True``
+    returns squared distances (as compared internally).
 
     >>> X = np.array([[0.0], [1.0], [3.0], [7.0]])
     >>> kth_nn_radii(X, 1).tolist()
@@ -246,7 +251,7 @@ def kth_nn_radii(
         return np.zeros(1)
     with torch.inference_mode():
         x = _to_tensor(arr, arr.mean(axis=0), ndt, dev)
-        d2 = _self_kth_d2(x, k, _square_block(ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET))
+        d2 = _self_kth_d2(x, k, _square_block(arr.shape[0], ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET))
         out = d2.cpu().numpy().astype(np.float64)
     return out if squared else np.sqrt(out)
 
@@ -322,11 +327,12 @@ def prdc_pass(
     with torch.inference_mode():
         r = _to_tensor(ref, center, ndt, dev)
         s = _to_tensor(gen, center, ndt, dev)
-        sq = _square_block(ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         if ref_radii2 is None:
+            sq = _square_block(n, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
             r2_ref = _self_kth_d2(r, k, sq) if n > 1 else torch.zeros(1, dtype=tdt, device=dev)
         else:
             r2_ref = torch.from_numpy(ref_radii2).to(device=dev, dtype=tdt)
+        sq = _square_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         r2_s = _self_kth_d2(s, k, sq) if m > 1 else torch.zeros(1, dtype=tdt, device=dev)
         rows = _row_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         counts, min_d2, in_ball = _cross_pass(r, s, r2_ref, r2_s, rows)

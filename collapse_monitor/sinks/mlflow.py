@@ -662,8 +662,8 @@ class MLflowSink:
             run_name=tags["mlflow.runName"],
         )
         run_id = run.info.run_id
+        extra_metrics: dict[str, float] = {}
         try:
-            extra_metrics: dict[str, float] = {}
             with tempfile.TemporaryDirectory(prefix="collapse-mlflow-") as tmp:
                 art = Path(tmp)
                 if self.artifacts:
@@ -698,7 +698,10 @@ class MLflowSink:
             raise
         if baseline is not None:
             self._baselines_seen.add(_baseline_digest(baseline))
-        return {"run_id": run_id, "mlflow_run": self.run_url(exp_id, run_id)}
+        facts: dict[str, Any] = {"run_id": run_id, "mlflow_run": self.run_url(exp_id, run_id)}
+        if "embedding_drift_share" in extra_metrics:
+            facts["embedding_drift_share"] = extra_metrics["embedding_drift_share"]
+        return facts
 
     # -- reading back --------------------------------------------------------------------------
     def runs(self, monitor: str, *, latest_only: bool = False) -> list[Any]:

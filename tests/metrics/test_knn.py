@@ -176,6 +176,8 @@ def test_default_blocks_fit_the_budget() -> None:
             rows = _row_block(m, itemsize, None, DEFAULT_MEMORY_BUDGET)
             assert rows >= 1
             assert rows == 1 or rows * m * (itemsize + 2) <= DEFAULT_MEMORY_BUDGET
-    side = _square_block(4, None, DEFAULT_MEMORY_BUDGET)
-    assert side * side * 10 <= DEFAULT_MEMORY_BUDGET < (side + 1) ** 2 * 10
-    assert _row_block(50_000, 4, 7, DEFAULT_MEMORY_BUDGET) == _square_block(4, 7, DEFAULT_MEMORY_BUDGET) == 7
+    for n in (10, 10_000, 50_000, 1_000_000):
+        side = _square_block(n, 4, None, DEFAULT_MEMORY_BUDGET)
+        assert side >= 1 and side * side * 10 <= DEFAULT_MEMORY_BUDGET
+    assert _square_block(1_000_000, 4, None, DEFAULT_MEMORY_BUDGET) ** 2 * 10 > DEFAULT_MEMORY_BUDGET * 0.99
+    assert _row_block(50_000, 4, 7, DEFAULT_MEMORY_BUDGET) == _square_block(50_000, 4, 7, DEFAULT_MEMORY_BUDGET) == 7

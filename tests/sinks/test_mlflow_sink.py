@@ -239,7 +239,7 @@ def test_evidently_report_attached_when_raw_data_is_there(mlflow_server, kit) ->
     arts = {a.path for a in client.list_artifacts(out["run_id"], "collapse")}
     assert "collapse/evidently_drift.html" in arts
     share = client.get_run(out["run_id"]).data.metrics["collapse.embedding_drift_share"]
-    assert 0.0 <= share <= 1.0 and share == sink.last_drift_share
+    assert 0.0 <= share <= 1.0 and share == sink.last_drift_share == out["embedding_drift_share"]
 
 
 def test_monitor_default_sink_writes_into_the_working_directory(in_tmp_dir, kit) -> None:
@@ -251,3 +251,22 @@ def test_monitor_default_sink_writes_into_the_working_directory(in_tmp_dir, kit)
     assert report.errors == () and report.run_id
     assert (in_tmp_dir / "mlflow.db").exists()
     assert "mlflow" in sys.modules
+
+
+def test_history_rebuilt_from_metrics_and_tags_without_artifacts(mlflow_server, kit) -> None:
+    name = kit.unique("noart")
+    sink = MLflowSink(mlflow_server.url, artifacts=False)
+    reports = [kit.make_report(name, g, tail=0.7 + 0.01 * g) for g in range(2)]
+    for r in reports:
+        sink.emit(r, None)
+    got = sink.load_history(name)
+    assert got is not None
+    back, baseline = got
+    assert [r.generation for r in back] == [0, 1]
+    for orig, r in zip(reports, back, strict=True):
+        assert r.metrics["tail_coverage"].value == orig.metrics["tail_coverage"].value
+        assert r.metrics["tail_coverage"].ci_low == orig.metrics["tail_coverage"].ci_low
+        assert "class_recall.odd_label" in r.metrics  # keys MLflow refuses come back sanitised
+        assert r.created_at == orig.created_at and r.provenance is not None
+        assert r.provenance.synthetic_fraction == 0.5
+    assert baseline is not None and baseline.generation == 0 and baseline.items == {}  # metrics only
