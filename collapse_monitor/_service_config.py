@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import channels_from_config, expand_env, load_config, load_reference, sinks_from_config
+from .config import expand_env, load_config, monitor_from_dict
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -31,11 +31,24 @@ _INHERITED = ("home", "strict", "reference", "rules", "sinks", "alerts", "links"
 _SERVICE_KEYS = ("model", "probe", "schedule", "expected_interval_seconds")
 _ENTRY_KEYS = {"name", *_INHERITED, *_SERVICE_KEYS}
 _SERVE_KEYS = {
-    "port", "host", "flush_interval_seconds", "staleness_check_interval_seconds", "misfire_grace_time_seconds",
-    "max_workers", "shutdown_timeout_seconds", "alert_budget_seconds",
+    "port",
+    "host",
+    "flush_interval_seconds",
+    "staleness_check_interval_seconds",
+    "misfire_grace_time_seconds",
+    "max_workers",
+    "shutdown_timeout_seconds",
+    "alert_budget_seconds",
 }
-_MODEL_KEYS = {"registered_name", "stage_or_alias", "version", "tracking_uri", "registry_uri", "flavor",
-               "only_new_versions"}
+_MODEL_KEYS = {
+    "registered_name",
+    "stage_or_alias",
+    "version",
+    "tracking_uri",
+    "registry_uri",
+    "flavor",
+    "only_new_versions",
+}
 _PROBE_KEYS = {"inputs", "predict", "sample", "classes", "batch_size"}
 _SCHEDULE_KEYS = {"cron", "interval_seconds", "timezone", "jitter_seconds", "run_at_start"}
 _STAGES = {"none", "staging", "production", "archived"}
@@ -169,8 +182,12 @@ def parse_settings(raw: Any, *, port: int | None = None, host: str | None = None
         if not isinstance(d["host"], str) or not d["host"].strip():
             raise ConfigError("serve.host", f"expected an address such as 127.0.0.1, got {d['host']!r}")
         kw["host"] = d["host"].strip()
-    for k in ("flush_interval_seconds", "staleness_check_interval_seconds", "misfire_grace_time_seconds",
-              "shutdown_timeout_seconds"):
+    for k in (
+        "flush_interval_seconds",
+        "staleness_check_interval_seconds",
+        "misfire_grace_time_seconds",
+        "shutdown_timeout_seconds",
+    ):
         if k in d:
             kw[k] = _seconds(d[k], f"serve.{k}")
     if "alert_budget_seconds" in d:
@@ -192,14 +209,14 @@ def import_function(spec: Any, key: str, base_dir: Path) -> Callable[..., Any]:
         mod = importlib.import_module(mod_name)
     except Exception as exc:
         raise ConfigError(key, f"cannot import module {mod_name!r}: {type(exc).__name__}: {exc}") from None
-    fn = mod
+    fn: Any = mod
     for part in attr.split("."):
-        fn = getattr(fn, part, None)  # type: ignore[assignment]
+        fn = getattr(fn, part, None)
         if fn is None:
             raise ConfigError(key, f"module {mod_name!r} has no attribute {attr!r}")
     if not callable(fn):
         raise ConfigError(key, f"{spec} is not callable")
-    return fn  # type: ignore[return-value]
+    return fn
 
 
 def parse_model(raw: Any, key: str) -> ModelSpec:
@@ -247,8 +264,9 @@ def parse_probe(raw: Any, key: str, base_dir: Path, reference: Reference) -> Pro
         arr = _load_array(base_dir / str(d["inputs"]), f"{key}.inputs")
         if arr.ndim == 0 or arr.shape[0] != len(reference.labels):
             raise ConfigError(
-                f"{key}.inputs", f"has {arr.shape[0] if arr.ndim else 0} rows but reference.labels has "
-                f"{len(reference.labels)}: one row per probe item"
+                f"{key}.inputs",
+                f"has {arr.shape[0] if arr.ndim else 0} rows but reference.labels has "
+                f"{len(reference.labels)}: one row per probe item",
             )
         kw["inputs"] = arr
     elif d.get("predict"):
@@ -300,34 +318,9 @@ def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
 
 
 def _build_monitor(cfg: Mapping[str, Any], key: str, base_dir: Path, alert_budget: float) -> CollapseMonitor:
-    """Like ``config.monitor_from_config`` for one merged entry."""
-    from .detection import Rules
-    from .monitor import CollapseMonitor
-
-    name = cfg.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{key}.name", "each monitor needs a name")
-    if "reference" not in cfg:
-        raise ConfigError(f"{key}.reference", "no reference for this monitor (nor a top-level one)")
+    """``config.monitor_from_dict`` for one merged entry, errors keyed by the entry."""
     try:
-        reference = load_reference(cfg["reference"], base_dir)
-        home = cfg.get("home")
-        if home is not None and not os.path.isabs(str(home)):
-            home = os.path.join(base_dir, str(home))
-        return CollapseMonitor(
-            name,
-            reference=reference,
-            rules=Rules.from_dict(cfg.get("rules")),
-            sinks=sinks_from_config(cfg.get("sinks")) if "sinks" in cfg else None,
-            alerts=channels_from_config(cfg.get("alerts")),
-            home=home,
-            strict=bool(cfg.get("strict", False)),
-            links=cfg.get("links"),
-            routing=cfg.get("routing"),
-            mutes=cfg.get("mutes"),
-            device=cfg.get("device"),
-            alert_budget_seconds=alert_budget,
-        )
+        return monitor_from_dict(cfg, base_dir, key=key, alert_budget_seconds=alert_budget)
     except ConfigError as exc:
         if key == "config" or exc.key.startswith(key):
             raise
@@ -367,7 +360,9 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
         seen.add(mon.name)
         k = "" if key == "config" else f"{key}."
         model = parse_model(entry["model"], f"{k}model") if entry.get("model") is not None else None
-        probe = parse_probe(entry["probe"], f"{k}probe", base, mon.reference) if entry.get("probe") is not None else None
+        probe = (
+            parse_probe(entry["probe"], f"{k}probe", base, mon.reference) if entry.get("probe") is not None else None
+        )
         sched = parse_schedule(entry["schedule"], f"{k}schedule") if entry.get("schedule") is not None else None
         if model is not None and probe is None:
             raise ConfigError(f"{k}probe", "a monitor with a model needs a probe (inputs and/or sample)")

@@ -64,8 +64,9 @@ def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
         mv = client.get_model_version(name, str(spec.version))
     elif spec.stage_or_alias.lower() == "latest":
         escaped = name.replace("'", "\\'")
-        versions = [v for v in client.search_model_versions(f"name='{escaped}'")
-                    if getattr(v, "status", "READY") == "READY"]
+        versions = [
+            v for v in client.search_model_versions(f"name='{escaped}'") if getattr(v, "status", "READY") == "READY"
+        ]
         if not versions:
             return None
         mv = max(versions, key=lambda v: int(v.version))
@@ -89,8 +90,9 @@ def load_model(spec: ModelSpec, version: ResolvedVersion) -> Any:
         try:
             if spec.tracking_uri:
                 mlflow.set_tracking_uri(spec.tracking_uri)
-            if spec.registry_uri or spec.tracking_uri:
-                mlflow.set_registry_uri(spec.registry_uri or spec.tracking_uri)
+            registry = spec.registry_uri or spec.tracking_uri
+            if registry:
+                mlflow.set_registry_uri(registry)
             if spec.flavor == "pytorch":
                 import mlflow.pytorch
 
@@ -138,7 +140,7 @@ def _predict(model: Any, probe: ProbeSpec, flavor: str) -> np.ndarray:
         outs = []
         with torch.no_grad():
             for i in range(0, len(probe.inputs), probe.batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(probe.inputs[i:i + probe.batch_size]))
+                batch = torch.from_numpy(np.ascontiguousarray(probe.inputs[i : i + probe.batch_size]))
                 if batch.is_floating_point():
                     batch = batch.float()
                 outs.append(model(batch).detach().cpu())

@@ -44,13 +44,20 @@ from .types import Reference
 if TYPE_CHECKING:
     from .monitor import CollapseMonitor
 
-__all__ = ["expand_env", "load_config", "load_reference", "monitor_from_config", "sinks_from_config"]
+__all__ = [
+    "expand_env",
+    "load_config",
+    "load_reference",
+    "monitor_from_config",
+    "monitor_from_dict",
+    "sinks_from_config",
+]
 
 log = logging.getLogger("collapse_monitor.config")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_KEYS = {"name", "home", "strict", "reference", "rules", "sinks", "alerts", "links", "routing", "mutes",
-             "device", "serve", "monitors"}
+             "device", "serve", "monitors", "model", "probe", "schedule", "expected_interval_seconds"}
 _SECRET_KEYS = {"secret", "routing_key", "token", "password"}
 
 
@@ -154,7 +161,7 @@ def _load_list(path: Path, key: str, *, texts: bool) -> list[Any]:
         return val
     if path.suffix == ".jsonl":
         out = []
-        for i, line in enumerate(raw.splitlines()):
+        for line in raw.splitlines():
             if line.strip():
                 obj = json.loads(line)
                 out.append(obj.get("text") if isinstance(obj, dict) else obj)
@@ -223,24 +230,34 @@ def channels_from_config(items: Any) -> list[Any]:
     return out
 
 
-def monitor_from_config(
-    path: str | os.PathLike[str], *, reference: Reference | None = None, **overrides: Any
+def monitor_from_dict(
+    cfg: Mapping[str, Any],
+    base_dir: str | os.PathLike[str],
+    *,
+    reference: Reference | None = None,
+    key: str = "config",
+    **overrides: Any,
 ) -> CollapseMonitor:
+    """Build a monitor from an env-expanded config mapping (paths relative to ``base_dir``).
+
+    ``key`` prefixes ConfigError keys (e.g. ``monitors[0]``) for configs with several monitors.
+    """
     from .detection import Rules
     from .monitor import CollapseMonitor
 
-    raw = load_config(path)
-    cfg = expand_env({k: v for k, v in raw.items() if k != "_dir"})
+    def at(k: str) -> str:
+        return k if key == "config" else f"{key}.{k}"
+
     name = overrides.pop("name", cfg.get("name"))
-    if not name:
-        raise ConfigError("name", "the monitor needs a name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(at("name"), "the monitor needs a name")
     if reference is None:
         if "reference" not in cfg:
-            raise ConfigError("reference", "no reference in the config and none passed to from_config()")
-        reference = load_reference(cfg["reference"], raw["_dir"])
+            raise ConfigError(at("reference"), "no reference in the config and none passed in Python")
+        reference = load_reference(cfg["reference"], base_dir)
     home = cfg.get("home")
     if home is not None and not os.path.isabs(str(home)):
-        home = os.path.join(raw["_dir"], str(home))
+        home = os.path.join(str(base_dir), str(home))
     kw: dict[str, Any] = dict(
         reference=reference,
         rules=Rules.from_dict(cfg.get("rules")),
@@ -255,3 +272,12 @@ def monitor_from_config(
     )
     kw.update(overrides)
     return CollapseMonitor(name, **kw)
+
+
+def monitor_from_config(
+    path: str | os.PathLike[str], *, reference: Reference | None = None, **overrides: Any
+) -> CollapseMonitor:
+    """Read a YAML file (``${VAR}`` expanded) and build its monitor."""
+    raw = load_config(path)
+    cfg = expand_env({k: v for k, v in raw.items() if k != "_dir"})
+    return monitor_from_dict(cfg, raw["_dir"], reference=reference, **overrides)

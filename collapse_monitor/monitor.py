@@ -382,8 +382,8 @@ class CollapseMonitor:
                 result = fn(*args, **kwargs)
                 self._observe_safely(
                     lambda: evaluate(result),
-                    generation=generation(*args, **kwargs) if callable(generation) else generation,
-                    provenance=provenance(*args, **kwargs) if callable(provenance) else provenance,
+                    generation=(lambda: generation(*args, **kwargs)) if callable(generation) else generation,
+                    provenance=(lambda: provenance(*args, **kwargs)) if callable(provenance) else provenance,
                     strict=strict_,
                 )
                 return result
@@ -410,12 +410,17 @@ class CollapseMonitor:
         self,
         make: Callable[[], Observation],
         *,
-        generation: int | None,
-        provenance: Provenance | None,
+        generation: int | Callable[[], int | None] | None,
+        provenance: Provenance | Callable[[], Provenance | None] | None,
         strict: bool,
     ) -> Report | None:
         self.last_error = None
+        self.last_report = None
         try:
+            if callable(generation):
+                generation = generation()
+            if callable(provenance):
+                provenance = provenance()
             obs = make()
             if not isinstance(obs, Observation):
                 raise InputError("evaluate", f"must return cm.Observation, got {type(obs).__name__}")

@@ -12,11 +12,12 @@ One long-running process (APScheduler 3 ``BackgroundScheduler``) next to the tra
 * **redelivery**: every ``flush_interval_seconds`` each monitor's sink spool is replayed and its
   alert outbox redelivered (``monitor.flush()``).
 * **dead-man's switch**: a monitor with ``expected_interval_seconds`` whose latest check (from
-  any process writing to its history) is older than that fires rule ``stale_monitor``
+  its local history, or read back from its MLflow sink when the training jobs run elsewhere)
+  is older than that fires rule ``stale_monitor``
   (severity warning) through its alert channels, once per staleness episode, and resolves it
   when a check arrives. A monitor that never reported counts from when serve first saw it.
 * **/metrics** on ``host:port`` (default 127.0.0.1:9108) from a dedicated ``CollectorRegistry``:
-  the latest report of every monitor (``PrometheusSink(registry=...)``: the same series as the
+  the latest check of every monitor (``PrometheusSink(registry=...)``: the same series as the
   Pushgateway path) and the service's own ``collapse_monitor_serve_*`` series.
 
 Job defaults: ``coalesce=True``, ``max_instances=1``, ``misfire_grace_time`` 300 s (a check
@@ -91,7 +92,7 @@ STALE_RULE = "stale_monitor"
 
 
 def _span(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if s >= size:
             return f"{seconds / size:.1f} {unit}"
@@ -157,23 +158,45 @@ class Service:
 
         r = self.registry
         self.g_up = Gauge("collapse_monitor_serve_up", "1 while collapse-monitor serve runs", registry=r)
-        self.g_start = Gauge("collapse_monitor_serve_start_time_seconds", "When serve started (unix seconds)",
-                             registry=r)
-        self.c_checks = Counter("collapse_monitor_serve_checks", "Scheduled checks by outcome (ok, skipped, error)",
-                                ["monitor", "outcome"], registry=r)
-        self.g_last = Gauge("collapse_monitor_serve_last_success_timestamp_seconds",
-                            "Last successful run of a job (check, flush, staleness) per monitor",
-                            ["monitor", "job"], registry=r)
-        self.g_stale = Gauge("collapse_monitor_serve_stale", "1 while the monitor's latest check is older than "
-                             "expected_interval_seconds", ["monitor"], registry=r)
-        self.g_expected = Gauge("collapse_monitor_serve_expected_interval_seconds",
-                                "Configured maximum time between checks", ["monitor"], registry=r)
-        self.g_version = Gauge("collapse_monitor_serve_model_version", "Registry version of the last checked model",
-                               ["monitor"], registry=r)
-        self.g_spool = Gauge("collapse_monitor_serve_spool_pending", "Reports waiting in the sink spool",
-                             ["monitor"], registry=r)
-        self.g_outbox = Gauge("collapse_monitor_serve_outbox_pending", "Alert deliveries waiting in the outbox",
-                              ["monitor"], registry=r)
+        self.g_start = Gauge(
+            "collapse_monitor_serve_start_time_seconds", "When serve started (unix seconds)", registry=r
+        )
+        self.c_checks = Counter(
+            "collapse_monitor_serve_checks",
+            "Scheduled checks by outcome (ok, skipped, error)",
+            ["monitor", "outcome"],
+            registry=r,
+        )
+        self.g_last = Gauge(
+            "collapse_monitor_serve_last_success_timestamp_seconds",
+            "Last successful run of a job (check, flush, staleness) per monitor",
+            ["monitor", "job"],
+            registry=r,
+        )
+        self.g_stale = Gauge(
+            "collapse_monitor_serve_stale",
+            "1 while the monitor's latest check is older than expected_interval_seconds",
+            ["monitor"],
+            registry=r,
+        )
+        self.g_expected = Gauge(
+            "collapse_monitor_serve_expected_interval_seconds",
+            "Configured maximum time between checks",
+            ["monitor"],
+            registry=r,
+        )
+        self.g_version = Gauge(
+            "collapse_monitor_serve_model_version",
+            "Registry version of the last checked model",
+            ["monitor"],
+            registry=r,
+        )
+        self.g_spool = Gauge(
+            "collapse_monitor_serve_spool_pending", "Reports waiting in the sink spool", ["monitor"], registry=r
+        )
+        self.g_outbox = Gauge(
+            "collapse_monitor_serve_outbox_pending", "Alert deliveries waiting in the outbox", ["monitor"], registry=r
+        )
         self.g_up.set(1)
         self.g_start.set(self.started_at)
         for spec in config.monitors:
@@ -182,8 +205,9 @@ class Service:
                 self.g_stale.labels(spec.name).set(0)
 
     @classmethod
-    def from_config(cls, path: str | os.PathLike[str], *, port: int | None = None, host: str | None = None,
-                    **kw: Any) -> Service:
+    def from_config(
+        cls, path: str | os.PathLike[str], *, port: int | None = None, host: str | None = None, **kw: Any
+    ) -> Service:
         return cls(load_serve_config(path, port=port, host=host), **kw)
 
     # -- state ---------------------------------------------------------------------------------
@@ -237,8 +261,14 @@ class Service:
             with contextlib.suppress(ValueError):
                 self.g_version.labels(name).set(float(ver.version))
             self._export(report)
-            log.info("%s: checked %s: generation %d, %s%s", name, ver.uri, report.generation, report.stage.value,
-                     f" ({len(report.errors)} delivery error(s), spooled)" if report.errors else "")
+            log.info(
+                "%s: checked %s: generation %d, %s%s",
+                name,
+                ver.uri,
+                report.generation,
+                report.stage.value,
+                f" ({len(report.errors)} delivery error(s), spooled)" if report.errors else "",
+            )
             return report
 
     def flush(self) -> dict[str, dict[str, int]]:
@@ -284,8 +314,27 @@ class Service:
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
     def _latest(spec: MonitorSpec) -> Report | None:
+        """The monitor's newest check: from its local history, or from a sink that can read
+        checks back (MLflow) when training jobs run elsewhere with their own history."""
         reports = spec.monitor.reports()
-        return max(reports, key=lambda r: r.created_at) if reports else None
+        newest = max(reports, key=lambda r: r.created_at) if reports else None
+        for sink in spec.monitor.sinks:
+            fetch = getattr(sink, "latest", None)
+            if not callable(fetch):
+                continue
+            try:
+                remote = fetch(spec.name)
+            except Exception as exc:
+                log.info(
+                    "%s: could not read the latest check from %s: %s",
+                    spec.name,
+                    getattr(sink, "name", "?"),
+                    redact_text(f"{type(exc).__name__}: {exc}"),
+                )
+                continue
+            if remote is not None and (newest is None or remote.created_at > newest.created_at):
+                newest = remote
+        return newest
 
     def _export(self, report: Report) -> None:
         if self.prometheus.collector.created_at(report.monitor) == report.created_at:
@@ -313,12 +362,20 @@ class Service:
         stale = age > expected
         self.g_stale.labels(name).set(1 if stale else 0)
         alerted = state.get(name, "stale_episode")
-        base = dict(
-            monitor=name, rule=STALE_RULE, severity="warning",
-            stage=Stage.HEALTHY if latest is None else latest.stage,
-            generation=0 if latest is None else latest.generation,
-            links=dict(spec.monitor.links), timestamp=now,
-        )
+
+        def alert(status: str, summary: str) -> Alert:
+            return Alert(
+                monitor=name,
+                rule=STALE_RULE,
+                status=status,
+                severity="warning",
+                stage=Stage.HEALTHY if latest is None else latest.stage,
+                generation=0 if latest is None else latest.generation,
+                summary=summary,
+                links=dict(spec.monitor.links),
+                timestamp=now,
+            )
+
         if stale and alerted != episode:
             last = "never" if latest is None else datetime.fromtimestamp(since, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
             summary = (
@@ -326,10 +383,10 @@ class Service:
                 f"last check: {last}. The training pipeline or its monitoring hook may have stopped."
             )
             state.set(name, stale_episode=episode, stale_alerted_at=now)
-            return Alert(status="firing", summary=summary, **base)
+            return alert("firing", summary)
         if not stale and alerted is not None and alerted != episode:
             state.set(name, stale_episode=None)
-            return Alert(status="resolved", summary=f"{name}: checks are arriving again", **base)
+            return alert("resolved", f"{name}: checks are arriving again")
         return None
 
     def _dispatch(self, spec: MonitorSpec, alert: Alert) -> None:
@@ -341,8 +398,12 @@ class Service:
         results = disp.dispatch([alert])
         for r in results:
             if not getattr(r, "ok", False):
-                log.warning("%s: delivery to %s %s (kept in the outbox)", alert.dedup_key,
-                            getattr(r, "channel", "?"), getattr(r, "status", "failed"))
+                log.warning(
+                    "%s: delivery to %s %s (kept in the outbox)",
+                    alert.dedup_key,
+                    getattr(r, "channel", "?"),
+                    getattr(r, "status", "failed"),
+                )
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -367,19 +428,39 @@ class Service:
                 raise ConfigError("serve.port", f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
         sched = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(s.max_workers)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(s.misfire_grace_time_seconds)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int(s.misfire_grace_time_seconds),
+            },
         )
         now = datetime.now(UTC)
         for name, spec in self.specs.items():
             if spec.schedule is None:
                 continue
             extra = {"next_run_time": now} if spec.schedule.run_at_start else {}
-            sched.add_job(self.run_check, spec.schedule.trigger(), args=[name], id=f"check:{name}",
-                          name=f"check {name} ({spec.schedule.describe()})", **extra)
-        sched.add_job(self.flush, IntervalTrigger(seconds=s.flush_interval_seconds), id="flush",
-                      name="spool replay and alert redelivery", next_run_time=now)
-        sched.add_job(self.check_staleness, IntervalTrigger(seconds=s.staleness_check_interval_seconds),
-                      id="staleness", name="dead-man's switch", next_run_time=now)
+            sched.add_job(
+                self.run_check,
+                spec.schedule.trigger(),
+                args=[name],
+                id=f"check:{name}",
+                name=f"check {name} ({spec.schedule.describe()})",
+                **extra,
+            )
+        sched.add_job(
+            self.flush,
+            IntervalTrigger(seconds=s.flush_interval_seconds),
+            id="flush",
+            name="spool replay and alert redelivery",
+            next_run_time=now,
+        )
+        sched.add_job(
+            self.check_staleness,
+            IntervalTrigger(seconds=s.staleness_check_interval_seconds),
+            id="staleness",
+            name="dead-man's switch",
+            next_run_time=now,
+        )
         sched.start()
         self._scheduler = sched
 
@@ -417,7 +498,7 @@ def serve_command(
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # one INFO line per job run
     svc = Service.from_config(config, port=port, host=host)
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
@@ -427,7 +508,9 @@ def serve_command(
         jobs = sum(1 for s in svc.specs.values() if s.schedule is not None)
         print(
             f"collapse-monitor serve: {len(svc.specs)} monitor(s), {jobs} scheduled check(s); "
-            f"metrics at {svc.metrics_url}", file=sys.stderr, flush=True,
+            f"metrics at {svc.metrics_url}",
+            file=sys.stderr,
+            flush=True,
         )
         while not stop.wait(0.5):
             pass

@@ -68,9 +68,12 @@ class HookCore:
             raise ConfigError(f"{owner}.monitor", f"expected a cm.CollapseMonitor, got {type(monitor).__name__}")
         if not callable(evaluate):
             raise ConfigError(f"{owner}.evaluate", "expected a callable model -> cm.Observation")
-        if generation is not None and not callable(generation):
-            if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
-                raise ConfigError(f"{owner}.generation", f"expected an int >= 0 or a callable, got {generation!r}")
+        if (
+            generation is not None
+            and not callable(generation)
+            and (isinstance(generation, bool) or not isinstance(generation, int) or generation < 0)
+        ):
+            raise ConfigError(f"{owner}.generation", f"expected an int >= 0 or a callable, got {generation!r}")
         if provenance is not None and not callable(provenance) and not isinstance(provenance, Provenance):
             raise ConfigError(
                 f"{owner}.provenance", f"expected cm.Provenance or a callable, got {type(provenance).__name__}"
@@ -85,7 +88,9 @@ class HookCore:
 
     def run(self, model: Any, context: tuple[Any, ...]) -> Report | None:
         """Evaluate ``model`` and check it; ``context`` is what the generation/provenance
-        callables receive. Returns the Report, or None when something failed (see last_error)."""
+        callables receive. Returns the Report, or None when something failed (see last_error);
+        ``last_report`` / ``last_error`` always describe this latest attempt."""
+        self.last_report = None
         self.last_error = None
         try:
             if model is None:
@@ -111,5 +116,7 @@ class HookCore:
             return None
         self.last_report = report
         if report.errors:
-            log.warning("collapse-monitor %s: %d delivery error(s), spooled for retry", report.monitor, len(report.errors))
+            log.warning(
+                "collapse-monitor %s: %d delivery error(s), spooled for retry", report.monitor, len(report.errors)
+            )
         return report

@@ -69,7 +69,7 @@ def _error(field: str, exc: Exception) -> tuple[str, str]:
     if isinstance(exc, InputError):
         msg = str(exc)
         prefix = f"{exc.field}: "
-        return exc.field, msg[len(prefix):] if msg.startswith(prefix) else msg
+        return exc.field, msg[len(prefix) :] if msg.startswith(prefix) else msg
     return field, f"{type(exc).__name__}: {exc}"
 
 
@@ -137,16 +137,17 @@ def _assemble_predictions(metas: Sequence[Mapping[str, Any]], m: int) -> np.ndar
             clash = idx[seen][out[idx[seen]] != pred[seen]]
             if clash.size:
                 raise InputError(
-                    "predictions", f"probe item {int(clash[0])} got different predictions on ranks "
-                    f"{int(owner[clash[0]])} and {r}"
+                    "predictions",
+                    f"probe item {int(clash[0])} got different predictions on ranks {int(owner[clash[0]])} and {r}",
                 )
         out[idx] = pred
         owner[idx] = np.where(owner[idx] >= 0, owner[idx], r)
     missing = np.flatnonzero(owner < 0)
     if missing.size:
         raise InputError(
-            "probe_indices", f"{missing.size} of {m} probe items were predicted by no rank "
-            f"(first: {missing[:5].tolist()}); shard the whole probe set, e.g. DistributedSampler(drop_last=False)"
+            "probe_indices",
+            f"{missing.size} of {m} probe items were predicted by no rank "
+            f"(first: {missing[:5].tolist()}); shard the whole probe set, e.g. DistributedSampler(drop_last=False)",
         )
     return out
 
@@ -155,7 +156,7 @@ def _confusion(ref_labels: np.ndarray, idx: np.ndarray, pred: np.ndarray, classe
     pos = {str(c): i for i, c in enumerate(classes)}
     k = len(classes)
     mat = np.zeros((k, k + 1), dtype=np.int64)  # last column: a label the reference never had
-    for t, p in zip(ref_labels[idx].tolist(), pred.tolist()):
+    for t, p in zip(ref_labels[idx].tolist(), pred.tolist(), strict=True):
         mat[pos[str(t)], pos.get(str(p), k)] += 1
     return mat
 
@@ -223,8 +224,11 @@ def distributed_check(
     if rank == 0:
         try:
             obs = Observation(
-                embeddings=gathered_emb, predictions=full_preds, texts=all_texts,
-                generation=generation, provenance=provenance,
+                embeddings=gathered_emb,
+                predictions=full_preds,
+                texts=all_texts,
+                generation=generation,
+                provenance=provenance,
             )
             report = monitor.check(obs)
             payload.update(stage=report.stage.value, generation=report.generation)
@@ -265,7 +269,7 @@ def _gather_embeddings(
         buf[: emb.shape[0]] = torch.from_numpy(np.array(emb, dtype=np.float32)).to(device)
     out = [torch.empty_like(buf) for _ in sizes]
     dist.all_gather(out, buf, group=group)
-    return np.concatenate([t[:s].cpu().numpy() for t, s in zip(out, sizes) if s], axis=0)
+    return np.concatenate([t[:s].cpu().numpy() for t, s in zip(out, sizes, strict=True) if s], axis=0)
 
 
 def _check_counts(

@@ -36,7 +36,7 @@ try:
     from lightning.pytorch.callbacks import Callback
 except ImportError:  # pragma: no cover - the standalone package only
     try:
-        from pytorch_lightning.callbacks import Callback
+        from pytorch_lightning.callbacks import Callback  # type: ignore[assignment]
     except ImportError:
         raise ImportError(
             "collapse_monitor.hooks.lightning needs Lightning: pip install 'collapse-monitor[lightning]'"
@@ -56,7 +56,7 @@ log = logging.getLogger("collapse_monitor.hooks")
 _EVENTS = ("fit_end", "train_end", "validation_end")
 
 
-class CollapseMonitorCallback(Callback):  # type: ignore[misc]
+class CollapseMonitorCallback(Callback):
     """Check ``evaluate(pl_module)`` with ``monitor`` when ``on`` happens.
 
     Args:
@@ -84,7 +84,11 @@ class CollapseMonitorCallback(Callback):  # type: ignore[misc]
             raise ConfigError("CollapseMonitorCallback.on", f"expected one of {', '.join(_EVENTS)}, got {on!r}")
         self.on = on
         self._core = HookCore(
-            monitor, evaluate, generation=generation, provenance=provenance, eval_mode=eval_mode,
+            monitor,
+            evaluate,
+            generation=generation,
+            provenance=provenance,
+            eval_mode=eval_mode,
             owner="CollapseMonitorCallback",
         )
 
@@ -94,7 +98,7 @@ class CollapseMonitorCallback(Callback):  # type: ignore[misc]
 
     @property
     def last_report(self) -> Report | None:
-        """The report of the last successful check."""
+        """The report of the latest check; None when it failed (see ``last_error``) or none ran."""
         return self._core.last_report
 
     @property

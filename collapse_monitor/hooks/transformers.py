@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["CollapseMonitorCallback"]
 
 
-class CollapseMonitorCallback(TrainerCallback):  # type: ignore[misc]
+class CollapseMonitorCallback(TrainerCallback):
     """Check ``evaluate(model)`` with ``monitor`` at the end of ``Trainer.train()``.
 
     Args:
@@ -67,7 +67,11 @@ class CollapseMonitorCallback(TrainerCallback):  # type: ignore[misc]
         eval_mode: bool = True,
     ) -> None:
         self._core = HookCore(
-            monitor, evaluate, generation=generation, provenance=provenance, eval_mode=eval_mode,
+            monitor,
+            evaluate,
+            generation=generation,
+            provenance=provenance,
+            eval_mode=eval_mode,
             owner="CollapseMonitorCallback",
         )
         self.check_on_evaluate = bool(on_evaluate)
@@ -79,7 +83,7 @@ class CollapseMonitorCallback(TrainerCallback):  # type: ignore[misc]
 
     @property
     def last_report(self) -> Report | None:
-        """The report of the last successful check."""
+        """The report of the latest check; None when it failed (see ``last_error``) or none ran."""
         return self._core.last_report
 
     @property

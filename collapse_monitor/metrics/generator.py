@@ -241,9 +241,19 @@ def build_generator_state(
 ) -> GeneratorRefState:
     """Build the reference side of the generator panel (see :class:`GeneratorRefState`).
 
-    Cost at ``n`` rows: one symmetric chunked k-NN pass (``n^2 d``, bounded memory), k-means
-    (sklearn, ``n_init=3``, ``random_state=seed``), ``O(n d^2)`` moments and two ``d x d``
-    eigen-decompositions. Rare clusters: mass > 0 and < ``rare_threshold``.
+    Cost at ``n`` rows: one symmetric chunked k-NN pass (``n^2 d / 2``, bounded memory),
+    k-means (sklearn, ``n_init=3``, ``random_state=seed``, at most 10,000 fitted rows),
+    ``O(n d^2)`` moments and two ``d x d`` eigen-decompositions.
+
+    * tail: the ``round(tail_quantile * n)`` points (at least 1, at most ``n - 1``) with the
+      largest k-NN radii (ties broken by row order);
+    * clusters: ``n_clusters`` (default :func:`default_n_clusters`); rare clusters have mass
+      > 0 and < ``rare_threshold``;
+    * ``dtype`` is the compute dtype of the k-NN radii; the panel uses the same.
+
+    >>> state = build_generator_state(np.random.default_rng(0).normal(size=(200, 3)))
+    >>> state.n, state.d, int(state.tail_mask.sum()), state.centroids.shape
+    (200, 3, 20, (8, 3))
     """
     import torch
 
@@ -447,8 +457,11 @@ def generator_panel(
         items["rare_modes.kept"] = kept
         paired["rare_mode_coverage"] = ("rare_modes.kept", np.ones(kept.size, dtype=bool))
 
-    # --- diversity
-    metrics.update(_diversity(state, ref, gen, groups, g, weights, onehot, n_b, max_boot_dim))
+    # --- diversity (bootstrap eigen-decompositions on as many threads as torch may use, <= 4)
+    import torch
+
+    workers = max(1, min(4, torch.get_num_threads()))
+    metrics.update(_diversity(state, ref, gen, groups, g, weights, onehot, n_b, max_boot_dim, workers))
 
     # --- tail mass
     x = state.tail.exceed_count(gen)
@@ -473,13 +486,14 @@ def _diversity(
     onehot: np.ndarray,
     n_b: np.ndarray,
     max_dim: int,
+    workers: int,
 ) -> dict[str, MetricValue]:
     m = gen.shape[0]
     out: dict[str, MetricValue] = {}
 
     # Vendi (cosine kernel, q = 1) and its ratio to a same-size reference subsample
     vendi, vendi_b = spectral_bootstrap(
-        normalize_rows(gen), groups, g, weights, centred=False, stat=hill_number, max_dim=max_dim
+        normalize_rows(gen), groups, g, weights, centred=False, stat=hill_number, max_dim=max_dim, workers=workers
     )
     out["vendi_score"] = _boot_mv(vendi, vendi_b, m)
     ref_sub = ref if m >= state.n else ref[state.perm[:m]]
@@ -490,7 +504,7 @@ def _diversity(
     gmean = gen.mean(axis=0)
     zc = gen - gmean
     erank, erank_b = spectral_bootstrap(
-        zc, groups, g, weights, centred=True, stat=spectral_effective_rank, max_dim=max_dim
+        zc, groups, g, weights, centred=True, stat=spectral_effective_rank, max_dim=max_dim, workers=workers
     )
     out["effective_rank"] = _boot_mv(erank, erank_b, m)
 
@@ -508,7 +522,7 @@ def _diversity(
         return float(np.sum(np.sqrt(np.clip(w, 0.0, None))))
 
     ts, ts_b = spectral_bootstrap(
-        zc @ state.sqrt_cov, groups, g, weights, centred=True, stat=trace_sqrt, max_dim=max_dim
+        zc @ state.sqrt_cov, groups, g, weights, centred=True, stat=trace_sqrt, max_dim=max_dim, workers=workers
     )
     delta0 = gmean - state.mean
     mean_b = sums_b / np.maximum(n_b, 1.0)[:, None] + delta0

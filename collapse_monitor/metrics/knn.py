@@ -46,7 +46,7 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 """Bytes one distance block and its temporaries may take when ``chunk_size`` is None."""
 
-_SUM_ROWS = 64
+_SUM_ROWS = 255  # rows per uint8 partial count (no overflow)
 
 
 # --------------------------------------------------------------------------- inputs / options
@@ -116,8 +116,7 @@ def _check_k(k: Any) -> int:
 
 
 def _row_block(n_cols: int, itemsize: int, chunk_size: int | None, budget: int) -> int:
-    """Rows of a ``rows x n_cols`` block: the block, one bool mask and the int64 partial sums
-    of an eighth of it fit ``budget``."""
+    """Rows of a ``rows x n_cols`` block: the block, one bool mask and slack fit ``budget``."""
     if chunk_size is not None:
         return chunk_size
     return max(1, budget // (n_cols * (itemsize + 2)))
@@ -156,6 +155,7 @@ def _self_kth_d2(x: torch.Tensor, k: int, block: int) -> torch.Tensor:
 
     Symmetric blocks: block (i, j), j >= i, is computed once and serves the rows of i and
     (transposed) the rows of j, so the pass costs about half a full ``n x n x d`` product.
+    The two block buffers are allocated once and reused.
     """
     import torch
 
@@ -163,19 +163,23 @@ def _self_kth_d2(x: torch.Tensor, k: int, block: int) -> torch.Tensor:
     kk = min(k, n - 1) + 1  # the row itself is among the kk smallest, at distance 0
     norms = (x * x).sum(dim=1)
     best = torch.full((n, kk), math.inf, dtype=x.dtype, device=x.device)
+    side = min(block, n)
+    buf = torch.empty(side * side, dtype=x.dtype, device=x.device)
+    tbuf = torch.empty(side * side, dtype=x.dtype, device=x.device)
     for i0 in range(0, n, block):
         i1 = min(n, i0 + block)
         xi = x[i0:i1]
         for j0 in range(i0, n, block):
             j1 = min(n, j0 + block)
-            d2 = torch.addmm(norms[j0:j1].unsqueeze(0), xi, x[j0:j1].T, beta=1.0, alpha=-2.0)
+            d2 = buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            torch.addmm(norms[j0:j1].unsqueeze(0), xi, x[j0:j1].T, beta=1.0, alpha=-2.0, out=d2)
             d2.add_(norms[i0:i1].unsqueeze(1))
             if j0 == i0:
                 d2.fill_diagonal_(0.0)
             _merge_topk(best, i0, i1, d2, kk)
             if j0 != i0:
-                _merge_topk(best, j0, j1, d2.T.contiguous(), kk)
-            del d2
+                d2t = tbuf[: (i1 - i0) * (j1 - j0)].view(j1 - j0, i1 - i0).copy_(d2.T)
+                _merge_topk(best, j0, j1, d2t, kk)
     return best.amax(dim=1).clamp_min_(0.0)
 
 
@@ -188,6 +192,7 @@ def _cross_pass(
     point the squared distance to its nearest sample, and per reference point whether some
     sample ball strictly contains it. ``max(h + |x|^2, 0) < r2`` is evaluated as
     ``h < r2 - |x|^2`` with balls of radius 0 excluded (nothing is strictly inside them).
+    The block and mask buffers are allocated once and reused.
     """
     import torch
 
@@ -200,18 +205,22 @@ def _cross_pass(
     counts = torch.zeros(m, dtype=torch.int64, device=r.device)
     min_d2 = torch.empty(n, dtype=r.dtype, device=r.device)
     in_sample_ball = torch.empty(n, dtype=torch.bool, device=r.device)
+    rows = min(rows, n)
+    buf = torch.empty(rows * m, dtype=r.dtype, device=r.device)
+    mbuf = torch.empty(rows * m, dtype=torch.bool, device=r.device)
     for i0 in range(0, n, rows):
         i1 = min(n, i0 + rows)
-        h = torch.addmm(ns.unsqueeze(0), r[i0:i1], s.T, beta=1.0, alpha=-2.0)  # d2 - |r_i|^2
-        inside = h < thr_ref[i0:i1].unsqueeze(1)
-        step = max(_SUM_ROWS, (i1 - i0) // 8)  # a bool sum upcasts to int64: at most the mask's size
-        for a in range(0, i1 - i0, step):
-            counts += inside[a : a + step].sum(dim=0)
-        del inside
+        h = buf[: (i1 - i0) * m].view(i1 - i0, m)
+        torch.addmm(ns.unsqueeze(0), r[i0:i1], s.T, beta=1.0, alpha=-2.0, out=h)  # d2 - |r_i|^2
+        inside = torch.lt(h, thr_ref[i0:i1].unsqueeze(1), out=mbuf[: (i1 - i0) * m].view(i1 - i0, m))
+        # count in uint8 over <= 255 rows at a time (a plain bool sum would upcast the whole
+        # mask to int64: 8x its memory and most of this loop's time)
+        as_u8 = inside.view(torch.uint8)
+        for a in range(0, i1 - i0, _SUM_ROWS):
+            counts += as_u8[a : a + _SUM_ROWS].sum(dim=0, dtype=torch.uint8)
         min_d2[i0:i1] = (h.amin(dim=1) + nr[i0:i1]).clamp_min_(0.0)
-        h.sub_(s_shift.unsqueeze(0))  # radius-0 sample balls become +inf: never inside
-        in_sample_ball[i0:i1] = (h < -nr[i0:i1].unsqueeze(1)).any(dim=1)
-        del h
+        # radius-0 sample balls become +inf (never inside); inside some ball <=> min < -|r_i|^2
+        in_sample_ball[i0:i1] = h.sub_(s_shift.unsqueeze(0)).amin(dim=1) < -nr[i0:i1]
     return counts, min_d2, in_sample_ball
 
 

@@ -23,7 +23,9 @@ generations reads as one list - and the caller's run gets tags ``collapse.<monit
 ``MlflowClient`` bound to this sink's tracking URI.
 
 Dead servers cost seconds: while the sink talks to MLflow it sets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
-/ ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` (read by
+/ ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` and turns
+``MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER`` off (a proxy answering 503 with ``Retry-After: 3600``
+would otherwise block the training job for an hour; the spool is our retry) (all read by
 ``mlflow.utils.rest_utils.http_request`` on every request, also for proxied artifact uploads) to
 this sink's bounds, silences MLflow's "View run at <url>" line (the URL may carry credentials) and
 its artifact progress bars, and restores the previous values afterwards, under a process-wide
@@ -304,6 +306,8 @@ class MLflowSink:
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(self.timeout))),
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            # a 429/503 with "Retry-After: 3600" would otherwise make urllib3 sleep an hour
+            "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }

@@ -33,7 +33,7 @@ BOS = 0
 def human_corpus(n: int, length: int, vocab: int, rng: np.random.Generator) -> np.ndarray:
     """Sequences of Zipf(1.1)-distributed word ids 1..vocab-1 after a BOS token."""
     ranks = np.arange(1, vocab)
-    p = ranks ** -1.1
+    p = ranks**-1.1
     ids = rng.choice(ranks, size=(n, length - 1), p=p / p.sum())
     return np.concatenate([np.full((n, 1), BOS), ids], axis=1)
 
@@ -44,17 +44,32 @@ def to_texts(ids: np.ndarray) -> list[str]:
 
 def tiny_gpt2(vocab: int, length: int, seed: int) -> transformers.GPT2LMHeadModel:
     torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=length, n_embd=32, n_layer=2, n_head=2,
-                                  bos_token_id=BOS, eos_token_id=BOS, pad_token_id=BOS)
+    cfg = transformers.GPT2Config(
+        vocab_size=vocab,
+        n_positions=length,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=BOS,
+        eos_token_id=BOS,
+        pad_token_id=BOS,
+    )
     return transformers.GPT2LMHeadModel(cfg)
 
 
 def sample(model: transformers.GPT2LMHeadModel, n: int, length: int, top_k: int, seed: int) -> np.ndarray:
     torch.manual_seed(seed)
     start = torch.full((n, 1), BOS, dtype=torch.long)
-    out = model.generate(start, attention_mask=torch.ones_like(start), do_sample=True, top_k=top_k,
-                         max_new_tokens=length - 1, min_new_tokens=length - 1, bad_words_ids=[[BOS]],
-                         pad_token_id=BOS)
+    out = model.generate(
+        start,
+        attention_mask=torch.ones_like(start),
+        do_sample=True,
+        top_k=top_k,
+        max_new_tokens=length - 1,
+        min_new_tokens=length - 1,
+        bad_words_ids=[[BOS]],
+        pad_token_id=BOS,
+    )
     return out.numpy()
 
 
@@ -87,26 +102,42 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = np.random.default_rng(args.seed)
     reference = human_corpus(args.n_samples, args.length, args.vocab, rng)  # frozen, held out
-    mon = cm.CollapseMonitor(args.name, reference=cm.Reference(texts=to_texts(reference)),
-                             sinks=[cm.MLflowSink(args.tracking_uri)], home=args.home)
+    mon = cm.CollapseMonitor(
+        args.name,
+        reference=cm.Reference(texts=to_texts(reference)),
+        sinks=[cm.MLflowSink(args.tracking_uri)],
+        home=args.home,
+    )
     train_ids = human_corpus(args.n_train, args.length, args.vocab, rng)
 
     reports = []
     with tempfile.TemporaryDirectory() as out_dir:
         for gen in range(args.generations):
-            def evaluate(model, gen=gen):  # noqa: ANN001 - runs under eval() + no_grad()
+
+            def evaluate(model, gen=gen):  # runs under eval() + no_grad()
                 ids = sample(model, args.n_samples, args.length, top_k=0, seed=10_000 + gen)  # no truncation
                 return cm.Observation(texts=to_texts(ids))
 
             callback = CollapseMonitorCallback(
-                mon, evaluate, generation=gen,
-                provenance=cm.Provenance(synthetic_fraction=0.0 if gen == 0 else 1.0,
-                                         sources=["human:zipf"] if gen == 0 else [f"samples:gen{gen - 1}"]),
+                mon,
+                evaluate,
+                generation=gen,
+                provenance=cm.Provenance(
+                    synthetic_fraction=0.0 if gen == 0 else 1.0,
+                    sources=["human:zipf"] if gen == 0 else [f"samples:gen{gen - 1}"],
+                ),
             )
             targs = transformers.TrainingArguments(
-                output_dir=out_dir, num_train_epochs=args.epochs, per_device_train_batch_size=32,
-                learning_rate=5e-3, report_to="none", save_strategy="no", logging_strategy="no",
-                use_cpu=True, disable_tqdm=True, seed=args.seed + gen,
+                output_dir=out_dir,
+                num_train_epochs=args.epochs,
+                per_device_train_batch_size=32,
+                learning_rate=5e-3,
+                report_to="none",
+                save_strategy="no",
+                logging_strategy="no",
+                use_cpu=True,
+                disable_tqdm=True,
+                seed=args.seed + gen,
             )
             model = tiny_gpt2(args.vocab, args.length, seed=args.seed + gen)
             transformers.Trainer(model=model, args=targs, train_dataset=Corpus(train_ids), callbacks=[callback]).train()
@@ -117,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"generation {gen}: check failed: {callback.last_error!r}")
                 continue
             reports.append(rep.to_dict())
-            print(f"generation {rep.generation}: {rep.stage.value:<15} "
-                  f"rare_ngram_recall={rep.value('rare_ngram_recall', 0):.3f} "
-                  f"vocab_ratio={rep.value('vocab_ratio', 0):.3f} distinct_2={rep.value('distinct_2', 0):.3f} "
-                  f"mlflow_run={rep.run_id}")
+            print(
+                f"generation {rep.generation}: {rep.stage.value:<15} "
+                f"rare_ngram_recall={rep.value('rare_ngram_recall', 0):.3f} "
+                f"vocab_ratio={rep.value('vocab_ratio', 0):.3f} distinct_2={rep.value('distinct_2', 0):.3f} "
+                f"mlflow_run={rep.run_id}"
+            )
     if args.report_json:
         Path(args.report_json).write_text(json.dumps(reports, indent=1))
     return 0

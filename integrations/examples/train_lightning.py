@@ -91,13 +91,21 @@ def main(argv: list[str] | None = None) -> int:
             mon,
             evaluate,
             generation=gen,
-            provenance=cm.Provenance(synthetic_fraction=0.0 if teacher is None else args.synthetic_fraction,
-                                     sources=["human:gaussian-mixture"] + ([f"pseudo:gen{gen - 1}"] if gen else [])),
+            provenance=cm.Provenance(
+                synthetic_fraction=0.0 if teacher is None else args.synthetic_fraction,
+                sources=["human:gaussian-mixture"] + ([f"pseudo:gen{gen - 1}"] if gen else []),
+            ),
         )
         L.seed_everything(args.seed + gen, verbose=False)
         trainer = L.Trainer(
-            max_epochs=args.epochs, accelerator="cpu", devices=1, callbacks=[callback], logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            max_epochs=args.epochs,
+            accelerator="cpu",
+            devices=1,
+            callbacks=[callback],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
         )
         data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y).long())
         model = Classifier()
@@ -108,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generation {gen}: check failed: {callback.last_error!r}")
             continue
         reports.append(rep.to_dict())
-        print(f"generation {rep.generation}: {rep.stage.value:<15} "
-              f"rare_class_recall={rep.value('rare_class_recall', 0):.3f} accuracy={rep.value('accuracy', 0):.3f} "
-              f"mlflow_run={rep.run_id}")
+        print(
+            f"generation {rep.generation}: {rep.stage.value:<15} "
+            f"rare_class_recall={rep.value('rare_class_recall', 0):.3f} accuracy={rep.value('accuracy', 0):.3f} "
+            f"mlflow_run={rep.run_id}"
+        )
     if args.report_json:
         Path(args.report_json).write_text(json.dumps(reports, indent=1))
     return 0

@@ -85,15 +85,18 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri  # read by the config's mlflow sink
         mon = cm.CollapseMonitor.from_config(args.config, reference=reference)
     else:
-        mon = cm.CollapseMonitor(args.name, reference=reference, sinks=[cm.MLflowSink(args.tracking_uri)],
-                                 home=args.home)
+        mon = cm.CollapseMonitor(
+            args.name, reference=reference, sinks=[cm.MLflowSink(args.tracking_uri)], home=args.home
+        )
 
     @mon.watch(
         evaluate=lambda net: cm.Observation(predictions=predict(net, x_probe)),
         generation=lambda gen, teacher: gen,
         provenance=lambda gen, teacher: cm.Provenance(
             synthetic_fraction=0.0 if teacher is None else args.synthetic_fraction,
-            sources=["human:gaussian-mixture"] if teacher is None else ["human:gaussian-mixture", f"pseudo:gen{gen - 1}"],
+            sources=["human:gaussian-mixture"]
+            if teacher is None
+            else ["human:gaussian-mixture", f"pseudo:gen{gen - 1}"],
         ),
     )
     def retrain(gen: int, teacher: torch.nn.Module | None) -> torch.nn.Module:

@@ -18,8 +18,20 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "integrations" / "examples"
 SMALL = {
     "train_torch.py": ["--n-train", "600", "--n-probe", "600", "--epochs", "3", "--config", "{dir}/collapse.yaml"],
     "train_lightning.py": ["--n-train", "600", "--n-probe", "600", "--epochs", "3", "--home", "{dir}/home"],
-    "train_hf.py": ["--n-train", "96", "--n-samples", "120", "--epochs", "1", "--vocab", "60", "--length", "12",
-                    "--home", "{dir}/home"],
+    "train_hf.py": [
+        "--n-train",
+        "96",
+        "--n-samples",
+        "120",
+        "--epochs",
+        "1",
+        "--vocab",
+        "60",
+        "--length",
+        "12",
+        "--home",
+        "{dir}/home",
+    ],
 }
 NEEDS = {"train_lightning.py": "lightning", "train_hf.py": "transformers"}
 
@@ -47,8 +59,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         d = tmp_path_factory.mktemp(script.removesuffix(".py"))
         shutil.copy(EXAMPLES / "collapse.yaml", d / "collapse.yaml")  # its home: is relative to the file
         uri = f"sqlite:///{d / 'mlflow.db'}"
-        cmd = [sys.executable, str(EXAMPLES / script), "--generations", "2", "--tracking-uri", uri,
-               "--report-json", str(d / "reports.json"), *[a.format(dir=d) for a in extra]]
+        cmd = [
+            sys.executable,
+            str(EXAMPLES / script),
+            "--generations",
+            "2",
+            "--tracking-uri",
+            uri,
+            "--report-json",
+            str(d / "reports.json"),
+            *[a.format(dir=d) for a in extra],
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         env.pop("MLFLOW_TRACKING_URI", None)
         log = d / "out.log"

@@ -38,7 +38,7 @@ def _data() -> tuple[dict, list[dict]]:
     for g, (rare_recall, spread, top) in enumerate([(1.0, 1.0, 300), (0.2, 0.5, 40)]):
         preds = labels.copy()
         rare = np.flatnonzero(labels == 3)
-        preds[rare[int(rare_recall * rare.size):]] = 0
+        preds[rare[int(rare_recall * rare.size) :]] = 0
         w = PRIORS.copy()
         w[3] *= rare_recall
         comp = rng.choice(K, size=301, p=w / w.sum())
@@ -61,7 +61,7 @@ def _shard(gen: dict, rank: int, world: int) -> dict:
         "probe_indices": idx,
         "predictions": gen["predictions"][idx],
         "embeddings": emb,
-        "texts": gen["texts"][bounds[rank]:bounds[rank + 1]],
+        "texts": gen["texts"][bounds[rank] : bounds[rank + 1]],
         "generation": gen["generation"],
     }
 
@@ -109,8 +109,9 @@ def _worker(rank: int, world: int, port: int, home: str, out: str) -> None:
 
 
 def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
-    import collapse_monitor as cm
     from servers import free_port
+
+    import collapse_monitor as cm
 
     ref_d, gens = _data()
     single = cm.CollapseMonitor("dist", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "single")
@@ -122,7 +123,10 @@ def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, str(r), "2", str(port), str(tmp_path / "dist"), str(tmp_path / f"r{r}.json")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for r in range(2)
     ]

@@ -26,8 +26,9 @@ PROBE_X = (CENTERS[PROBE_Y] + rng.normal(size=(PROBE_Y.size, D))).astype(np.floa
 class Tiny(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(D, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
-                                       torch.nn.Linear(16, K))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(D, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, K)
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -53,8 +54,16 @@ def _loader(n: int = 120, seed: int = 1):
 
 
 def _trainer(cb, **kw):
-    opts = dict(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    opts = dict(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     opts.update(kw)
     return L.Trainer(callbacks=[cb], **opts)
 
@@ -69,10 +78,19 @@ def evaluate(module) -> cm.Observation:
 
 def test_fit_produces_a_report_and_an_mlflow_run(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mon = cm.CollapseMonitor("lightning-tiny", reference=cm.Reference(labels=PROBE_Y),
-                             sinks=[cm.MLflowSink(tracking_uri=uri, evidently=False)], home=tmp_path / "home")
-    cb = CollapseMonitorCallback(mon, evaluate, provenance=lambda trainer, module: cm.Provenance(
-        synthetic_fraction=0.25, sources=[f"epochs:{trainer.current_epoch}"]))
+    mon = cm.CollapseMonitor(
+        "lightning-tiny",
+        reference=cm.Reference(labels=PROBE_Y),
+        sinks=[cm.MLflowSink(tracking_uri=uri, evidently=False)],
+        home=tmp_path / "home",
+    )
+    cb = CollapseMonitorCallback(
+        mon,
+        evaluate,
+        provenance=lambda trainer, module: cm.Provenance(
+            synthetic_fraction=0.25, sources=[f"epochs:{trainer.current_epoch}"]
+        ),
+    )
     model = Tiny()
     seen_state.clear()
     _trainer(cb).fit(model, _loader())
@@ -103,8 +121,7 @@ def test_failures_never_stop_fit(tmp_path: Path) -> None:
         def emit(self, report, context=None):
             raise ConnectionError("sink is down")
 
-    mon = cm.CollapseMonitor("lightning-fail", reference=cm.Reference(labels=PROBE_Y), sinks=[Down()],
-                             home=tmp_path)
+    mon = cm.CollapseMonitor("lightning-fail", reference=cm.Reference(labels=PROBE_Y), sinks=[Down()], home=tmp_path)
     cb = CollapseMonitorCallback(mon, evaluate)
     trainer = _trainer(cb)
     trainer.fit(Tiny(), _loader())
@@ -140,15 +157,33 @@ def test_validation_end_skips_sanity_check_and_fast_dev_run(tmp_path: Path) -> N
     assert cb.last_report is None and len(mon.reports()) == 2
 
 
+def test_last_report_describes_the_latest_attempt(tmp_path: Path) -> None:
+    mon = cm.CollapseMonitor("lightning-latest", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    calls = []
+
+    def flaky(module) -> cm.Observation:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("probe store unreachable")
+        return evaluate(module)
+
+    cb = CollapseMonitorCallback(mon, flaky, on="validation_end")
+    trainer = _trainer(cb, max_epochs=2)
+    trainer.fit(Tiny(), _loader(), _loader(60, seed=9))
+    assert trainer.state.finished and len(calls) == 2
+    assert cb.last_report is None and isinstance(cb.last_error, OSError)  # not the stale first report
+    assert [r.generation for r in mon.reports()] == [0]
+
+
 def test_bad_options_are_config_errors(tmp_path: Path) -> None:
     mon = cm.CollapseMonitor("lightning-cfg", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
-    with pytest.raises(cm.ConfigError, match="CollapseMonitorCallback.on"):
+    with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.on"):
         CollapseMonitorCallback(mon, evaluate, on="epoch_end")
-    with pytest.raises(cm.ConfigError, match="CollapseMonitorCallback.evaluate"):
+    with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.evaluate"):
         CollapseMonitorCallback(mon, "evaluate")  # type: ignore[arg-type]
-    with pytest.raises(cm.ConfigError, match="CollapseMonitorCallback.monitor"):
+    with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.monitor"):
         CollapseMonitorCallback(object(), evaluate)  # type: ignore[arg-type]
-    with pytest.raises(cm.ConfigError, match="CollapseMonitorCallback.generation"):
+    with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.generation"):
         CollapseMonitorCallback(mon, evaluate, generation=-1)
 
 

@@ -45,8 +45,15 @@ class DS(torch.utils.data.Dataset):
 
 
 def _model():
-    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=16, num_labels=K)
+    cfg = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        num_labels=K,
+    )
     torch.manual_seed(0)
     return transformers.BertForSequenceClassification(cfg)
 
@@ -62,21 +69,42 @@ def evaluate(model) -> cm.Observation:
 
 def _trainer(tmp_path: Path, cb, *, evaluate_each_epoch: bool = False, epochs: int = 1):
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, num_train_epochs=epochs,
-        learning_rate=1e-2, report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True,
-        disable_tqdm=True, eval_strategy="epoch" if evaluate_each_epoch else "no", seed=0,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=16,
+        num_train_epochs=epochs,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        eval_strategy="epoch" if evaluate_each_epoch else "no",
+        seed=0,
     )
-    return transformers.Trainer(model=_model(), args=args, train_dataset=DS(64, 1),
-                                eval_dataset=DS(32, 2) if evaluate_each_epoch else None, callbacks=[cb])
+    return transformers.Trainer(
+        model=_model(),
+        args=args,
+        train_dataset=DS(64, 1),
+        eval_dataset=DS(32, 2) if evaluate_each_epoch else None,
+        callbacks=[cb],
+    )
 
 
 def test_train_produces_a_report_and_an_mlflow_run(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mon = cm.CollapseMonitor("hf-tiny", reference=cm.Reference(labels=PROBE_Y),
-                             sinks=[cm.MLflowSink(tracking_uri=uri, evidently=False)], home=tmp_path / "home")
+    mon = cm.CollapseMonitor(
+        "hf-tiny",
+        reference=cm.Reference(labels=PROBE_Y),
+        sinks=[cm.MLflowSink(tracking_uri=uri, evidently=False)],
+        home=tmp_path / "home",
+    )
     cb = CollapseMonitorCallback(
-        mon, evaluate, provenance=lambda args, state, model: cm.Provenance(
-            synthetic_fraction=0.5, parent_run_id=f"steps-{state.global_step}"))
+        mon,
+        evaluate,
+        provenance=lambda args, state, model: cm.Provenance(
+            synthetic_fraction=0.5, parent_run_id=f"steps-{state.global_step}"
+        ),
+    )
     seen_state.clear()
     trainer = _trainer(tmp_path, cb)
     trainer.train()

@@ -137,11 +137,6 @@ def test_watch_refuses_a_non_callable_evaluate(tmp_path: Path) -> None:
     assert err.value.key == "watch.evaluate"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="monitor.watch calls generation/provenance callables outside its containment: a raising "
-    "callable loses the training result (reported to the lead)",
-)
 def test_raising_generation_callable_is_contained(tmp_path: Path) -> None:
     mon = _mon(tmp_path)
     trained = Model()

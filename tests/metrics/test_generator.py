@@ -120,8 +120,13 @@ def test_float64_state_equals_prdc_package() -> None:
         assert res.metrics[key].value == pytest.approx(float(value), abs=1e-9), key
 
 
-def test_chunk_sizes_and_seed_reproducibility(state: GeneratorRefState, ref: np.ndarray) -> None:
-    gen = mixture(300, np.random.default_rng(4))
+def test_chunk_sizes_and_seed_reproducibility() -> None:
+    rng = np.random.default_rng(4)
+    ref = mixture(300, rng)
+    state = build_generator_state(ref, chunk_size=7)
+    assert state.to_arrays().keys() == build_generator_state(ref).to_arrays().keys()
+    np.testing.assert_allclose(state.radii2, build_generator_state(ref).radii2, rtol=1e-5)
+    gen = mixture(60, rng)
     runs = [generator_panel(state, ref, gen, n_boot=15, chunk_size=c) for c in (1, 7, 64, None)]
     for r in runs[1:]:
         assert r.metrics == runs[0].metrics

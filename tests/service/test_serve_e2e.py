@@ -32,8 +32,13 @@ def _register(tracking_uri: str, seed: int) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment("digits-training")
     with mlflow.start_run() as run:
-        mlflow.pytorch.log_model(net, name="model", registered_model_name="digits", pip_requirements=["torch"],
-                                 input_example=np.zeros((2, D), dtype=np.float32))
+        mlflow.pytorch.log_model(
+            net,
+            name="model",
+            registered_model_name="digits",
+            pip_requirements=["torch"],
+            input_example=np.zeros((2, D), dtype=np.float32),
+        )
     return run.info.run_id
 
 
@@ -64,22 +69,33 @@ def _wait(pred, what: str, proc: subprocess.Popen, log: Path, timeout: float = 1
     pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 
-def test_serve_checks_new_versions_pages_stale_monitors_and_stops(tmp_path: Path, mlflow_server,
-                                                                  http_receiver) -> None:
+def test_serve_checks_new_versions_pages_stale_monitors_and_stops(tmp_path: Path, mlflow_server, http_receiver) -> None:
     from mlflow import MlflowClient
     from servers import free_port
 
     uri = mlflow_server.tracking_uri
     run_v1 = _register(uri, seed=0)
+    # a training job elsewhere (its own history home) checks and logs to MLflow only
+    import collapse_monitor as cm
+
+    job = cm.CollapseMonitor(
+        "remote-job",
+        reference=cm.Reference(labels=LABELS),
+        home=tmp_path / "job-home",
+        sinks=[cm.MLflowSink(uri, evidently=False)],
+    )
+    job.check(cm.Observation(predictions=LABELS))
+    job.check(cm.Observation(predictions=LABELS))
     np.save(tmp_path / "labels.npy", LABELS)
     np.save(tmp_path / "inputs.npy", np.random.default_rng(0).normal(size=(LABELS.size, D)).astype(np.float32))
     port = free_port()
     cfg = tmp_path / "collapse.yaml"
-    cfg.write_text(textwrap.dedent(f"""
+    cfg.write_text(
+        textwrap.dedent(f"""
         serve: {{port: {port}, flush_interval_seconds: 1, staleness_check_interval_seconds: 1}}
         home: state
         reference: {{labels: labels.npy}}
-        alerts: [{{type: webhook, url: "{http_receiver.url_for('/hook')}"}}]
+        alerts: [{{type: webhook, url: "{http_receiver.url_for("/hook")}"}}]
         monitors:
           - name: digits
             sinks: [{{type: mlflow, tracking_uri: "{uri}", evidently: false}}]
@@ -90,20 +106,27 @@ def test_serve_checks_new_versions_pages_stale_monitors_and_stops(tmp_path: Path
           - name: nightly-job
             sinks: []
             expected_interval_seconds: 1
-    """))
+          - name: remote-job
+            sinks: [{{type: mlflow, tracking_uri: "{uri}", evidently: false}}]
+            expected_interval_seconds: 3600
+    """)
+    )
     cfg.chmod(0o600)
     log = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "collapse_monitor.cli", "-v", "serve", "--config", str(cfg)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
         )
     session = requests.Session()
     session.trust_env = False
     url = f"http://127.0.0.1:{port}/metrics"
     try:
-        gen = 'collapse_monitor_generation{monitor=digits}'
+        gen = "collapse_monitor_generation{monitor=digits}"
         m = _wait(lambda: (lambda x: x if gen in x else None)(_metrics(session, url)), "the first check", proc, log)
         assert m[gen] == 0 and m["collapse_monitor_serve_model_version{monitor=digits}"] == 1
         assert m["collapse_monitor_serve_up{}"] == 1
@@ -120,7 +143,11 @@ def test_serve_checks_new_versions_pages_stale_monitors_and_stops(tmp_path: Path
         reqs = http_receiver.wait_for_requests(1, timeout=60, path="/hook")
         alert = json.loads(reqs[0].body)["data"]["alert"]
         assert (alert["monitor"], alert["rule"], alert["status"], alert["severity"]) == (
-            "nightly-job", "stale_monitor", "firing", "warning")
+            "nightly-job",
+            "stale_monitor",
+            "firing",
+            "warning",
+        )
 
         # a new version is checked once, as the next generation
         _register(uri, seed=1)
@@ -131,6 +158,9 @@ def test_serve_checks_new_versions_pages_stale_monitors_and_stops(tmp_path: Path
         assert m["collapse_monitor_serve_checks_total{monitor=digits,outcome=ok}"] == 2
         assert m["collapse_monitor_serve_checks_total{monitor=digits,outcome=skipped}"] >= 1
         assert m["collapse_monitor_serve_stale{monitor=nightly-job}"] == 1
+        # serve's own history has nothing of remote-job: it read the latest check back from MLflow
+        assert m["collapse_monitor_generation{monitor=remote-job}"] == 1
+        assert m["collapse_monitor_serve_stale{monitor=remote-job}"] == 0
         stale = [json.loads(r.body)["data"]["alert"] for r in http_receiver.requests]
         assert [(a["monitor"], a["rule"]) for a in stale] == [("nightly-job", "stale_monitor")]  # once per episode
     finally:

@@ -70,27 +70,70 @@ def test_single_monitor_form_is_served(cfgdir: Path) -> None:
     assert spec.name == "solo" and spec.model is None and cfg.settings.port == 9108
 
 
+def test_single_monitor_form_with_a_model(cfgdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once config.py admits the service keys at the top level, the single form schedules too."""
+    from collapse_monitor import config
+
+    monkeypatch.setattr(
+        config, "_TOP_KEYS", config._TOP_KEYS | {"model", "probe", "schedule", "expected_interval_seconds"}
+    )
+    text = (
+        GOOD.split("monitors:")[0]
+        + "name: solo\n"
+        + textwrap.dedent("""
+        model: {registered_name: digits}
+        probe: {inputs: inputs.npy}
+        schedule: {interval_seconds: 30}
+        expected_interval_seconds: 600
+    """)
+    )
+    (spec,) = load_serve_config(_write(cfgdir, text)).monitors
+    assert spec.model.registered_name == "digits" and spec.schedule.interval_seconds == 30
+    assert spec.expected_interval_seconds == 600 and spec.probe.inputs.shape == (60, 4)
+    with pytest.raises(cm.ConfigError) as err:
+        load_serve_config(_write(cfgdir, text.replace("interval_seconds: 30", "interval_seconds: -3")))
+    assert err.value.key == "schedule.interval_seconds"
+
+
 @pytest.mark.parametrize(
     ("text", "key", "words"),
     [
         ("serve: {prot: 1}\nname: x\nreference: {labels: labels.npy}", "serve.prot", "unknown key"),
         ("serve: {port: 70000}\nname: x\nreference: {labels: labels.npy}", "serve.port", "1..65535"),
-        ("serve: {flush_interval_seconds: -1}\nname: x\nreference: {labels: labels.npy}",
-         "serve.flush_interval_seconds", "seconds"),
+        (
+            "serve: {flush_interval_seconds: -1}\nname: x\nreference: {labels: labels.npy}",
+            "serve.flush_interval_seconds",
+            "seconds",
+        ),
         ("sinks: []\nmonitors: []", "monitors", "non-empty"),
         ("sinks: []\nserve: {}", "monitors", "nothing to serve"),
         ("name: x\nsinks: []\nmonitors: [{name: y, reference: {labels: labels.npy}}]", "name", "not both"),
         ("sinks: []\nmonitors: [{name: y}]", "monitors[0].reference", "no reference"),
-        ("sinks: []\nmonitors: [{name: y, reference: {labels: nope.npy}}]", "monitors[0].reference.labels",
-         "not found"),
-        ("sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y}, {name: y}]", "monitors[1].name",
-         "duplicate"),
-        ("sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, cron: x}]", "monitors[0].cron",
-         "unknown key"),
-        ("sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, expected_interval_seconds: 0}]",
-         "monitors[0].expected_interval_seconds", "seconds"),
-        ("sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, sinks: [{type: kafka}]}]",
-         "monitors[0].sinks[0].type", "unknown sink"),
+        (
+            "sinks: []\nmonitors: [{name: y, reference: {labels: nope.npy}}]",
+            "monitors[0].reference.labels",
+            "not found",
+        ),
+        (
+            "sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y}, {name: y}]",
+            "monitors[1].name",
+            "duplicate",
+        ),
+        (
+            "sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, cron: x}]",
+            "monitors[0].cron",
+            "unknown key",
+        ),
+        (
+            "sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, expected_interval_seconds: 0}]",
+            "monitors[0].expected_interval_seconds",
+            "seconds",
+        ),
+        (
+            "sinks: []\nreference: {labels: labels.npy}\nmonitors: [{name: y, sinks: [{type: kafka}]}]",
+            "monitors[0].sinks[0].type",
+            "unknown sink",
+        ),
     ],
 )
 def test_bad_top_level_and_entries(cfgdir: Path, text: str, key: str, words: str) -> None:
@@ -112,8 +155,11 @@ SCHED = "    schedule: {interval_seconds: 5}\n"
         (MODEL + PROBE, "monitors[0].schedule", "needs a schedule"),
         (PROBE + SCHED, "monitors[0].model", "without a model"),
         ("    model: {stage_or_alias: latest}\n" + PROBE + SCHED, "monitors[0].model.registered_name", "name"),
-        ("    model: {registered_name: d, version: 2, stage_or_alias: x}\n" + PROBE + SCHED,
-         "monitors[0].model.version", "not both"),
+        (
+            "    model: {registered_name: d, version: 2, stage_or_alias: x}\n" + PROBE + SCHED,
+            "monitors[0].model.version",
+            "not both",
+        ),
         ("    model: {registered_name: d, flavor: onnx}\n" + PROBE + SCHED, "monitors[0].model.flavor", "pyfunc"),
         (MODEL + "    probe: {inputs: short.npy}\n" + SCHED, "monitors[0].probe.inputs", "5 rows"),
         (MODEL + "    probe: {}\n" + SCHED, "monitors[0].probe", "inputs"),
@@ -122,12 +168,21 @@ SCHED = "    schedule: {interval_seconds: 5}\n"
         (MODEL + "    probe: {sample: 'probe_funcs:X'}\n" + SCHED, "monitors[0].probe.sample", "not callable"),
         (MODEL + "    probe: {sample: 'justaname'}\n" + SCHED, "monitors[0].probe.sample", "module:function"),
         (MODEL + PROBE + "    schedule: {cron: '61 * * * *'}\n", "monitors[0].schedule.cron", "crontab"),
-        (MODEL + PROBE + "    schedule: {cron: '* * * * *', interval_seconds: 3}\n", "monitors[0].schedule",
-         "exactly one"),
-        (MODEL + PROBE + "    schedule: {interval_seconds: 5, timezone: Mars/Olympus}\n",
-         "monitors[0].schedule.timezone", "unknown time zone"),
-        (MODEL + PROBE + "    schedule: {interval_seconds: 5, run_at_start: 'yes'}\n",
-         "monitors[0].schedule.run_at_start", "true or false"),
+        (
+            MODEL + PROBE + "    schedule: {cron: '* * * * *', interval_seconds: 3}\n",
+            "monitors[0].schedule",
+            "exactly one",
+        ),
+        (
+            MODEL + PROBE + "    schedule: {interval_seconds: 5, timezone: Mars/Olympus}\n",
+            "monitors[0].schedule.timezone",
+            "unknown time zone",
+        ),
+        (
+            MODEL + PROBE + "    schedule: {interval_seconds: 5, run_at_start: 'yes'}\n",
+            "monitors[0].schedule.run_at_start",
+            "true or false",
+        ),
     ],
 )
 def test_bad_model_probe_schedule(cfgdir: Path, body: str, key: str, words: str) -> None:

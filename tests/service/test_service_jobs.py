@@ -53,11 +53,15 @@ def _events(receiver) -> list[tuple[str, str, str]]:
 def test_dead_mans_switch_once_per_episode_and_resolve(tmp_path: Path, http_receiver) -> None:
     clock = Clock()
     hook = cm.Webhook(http_receiver.url_for("/hook"))
-    mon = cm.CollapseMonitor("nightly", reference=cm.Reference(labels=LABELS), sinks=[], alerts=[hook],
-                             home=tmp_path, clock=clock)
+    mon = cm.CollapseMonitor(
+        "nightly", reference=cm.Reference(labels=LABELS), sinks=[], alerts=[hook], home=tmp_path, clock=clock
+    )
     quiet = cm.CollapseMonitor("quiet", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path)
-    cfg = ServeConfig(ServeSettings(), (MonitorSpec("nightly", mon, expected_interval_seconds=3600),
-                                        MonitorSpec("quiet", quiet)), tmp_path)
+    cfg = ServeConfig(
+        ServeSettings(),
+        (MonitorSpec("nightly", mon, expected_interval_seconds=3600), MonitorSpec("quiet", quiet)),
+        tmp_path,
+    )
     svc = Service(cfg, clock=clock)
 
     def stale() -> float | None:
@@ -97,8 +101,14 @@ def test_flush_replays_spool_and_outbox(tmp_path: Path, http_receiver) -> None:
     sink = Flaky()
     http_receiver.respond(503, 503, 503)
     hook = cm.Webhook(http_receiver.url_for("/hook"))
-    mon = cm.CollapseMonitor("chain", reference=cm.Reference(labels=LABELS), sinks=[sink], alerts=[hook],
-                             home=tmp_path, alert_budget_seconds=0.5)
+    mon = cm.CollapseMonitor(
+        "chain",
+        reference=cm.Reference(labels=LABELS),
+        sinks=[sink],
+        alerts=[hook],
+        home=tmp_path,
+        alert_budget_seconds=0.5,
+    )
     svc = Service(ServeConfig(ServeSettings(alert_budget_seconds=2), (MonitorSpec("chain", mon),), tmp_path))
     mon.check(cm.Observation(predictions=LABELS))
     forgetful = LABELS.copy()
@@ -111,10 +121,12 @@ def test_flush_replays_spool_and_outbox(tmp_path: Path, http_receiver) -> None:
     assert svc.registry.get_sample_value("collapse_monitor_serve_spool_pending", {"monitor": "chain"}) == 2
     sink.up = True
     http_receiver.respond(200)
-    for _ in range(10):  # the outbox backs off between attempts: a few flush rounds
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the outbox backs off between attempts: flush rounds until due
         svc.flush()
         if not mon.dispatcher.pending():
             break
+        time.sleep(0.2)
     assert sink.got == [0, 1] and mon.spool.count("flaky") == 0
     assert svc.registry.get_sample_value("collapse_monitor_serve_spool_pending", {"monitor": "chain"}) == 0
     assert svc.registry.get_sample_value("collapse_monitor_serve_outbox_pending", {"monitor": "chain"}) == 0
@@ -127,8 +139,9 @@ def test_metrics_endpoint_and_stop(tmp_path: Path) -> None:
     mon = cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path)
     mon.check(cm.Observation(predictions=LABELS))
     port = free_port()
-    svc = Service(ServeConfig(ServeSettings(port=port), (MonitorSpec("m", mon, expected_interval_seconds=60),),
-                              tmp_path))
+    svc = Service(
+        ServeConfig(ServeSettings(port=port), (MonitorSpec("m", mon, expected_interval_seconds=60),), tmp_path)
+    )
     svc.start()
     try:
         assert svc.metrics_url == f"http://127.0.0.1:{port}/metrics"

@@ -1,0 +1,280 @@
+"""Handwritten digits (scikit-learn's bundled 8x8 ``load_digits``, no download): a
+class-conditional generator and a classifier retrained on the generator's output.
+
+World: the 1,797 digits are split once (by ``world_seed``) into a held-out probe set (40 %,
+balanced, fixed) and a real training pool. Human training data has the ``rare_digits``
+downsampled to ``rare_share`` (2.5 %) of the set, as when collection under-samples a class.
+
+Each generation trains, on its training set,
+
+- a generator per class: PCA-Gaussian (``n_components`` principal components of the class,
+  Gaussian scores; 16 components give digit-like samples), and class weights equal to the
+  class shares of the training set, so a rare class can drift away (Wright-Fisher) and its
+  few samples lose variance and drift fastest (Shumailov et al. 2024);
+- a small torch MLP classifier (64-64-10), evaluated on the fixed real probe set.
+
+Generation ``t``'s generator writes generation ``t+1``'s synthetic training data.
+``temperature`` < 1 is a quality-favouring sampler (Alemohammad et al. 2023): class weights
+``pi_c^(1/T)`` and score spread ``sqrt(T)``; the rare digit then vanishes within a few
+generations.
+
+Observation: ``embeddings`` = ``n_obs`` generated digits through a fixed feature map (PCA
+to ``feature_dim`` whitened dimensions, fitted once on the real training pool);
+``predictions`` = the classifier's labels for the probe set. Reference: the generation-0
+human training set through the same map, the probe labels, and the human class priors (so
+the rare digits are "rare" to the monitor). Aggregate: ``accuracy`` (plain accuracy on the
+balanced probe set, what a team sees), ``prior_weighted_accuracy`` and ``frechet_distance``
+(feature space, reference vs generated). Truth: ``rare_share`` (the generator's weight on
+the rare digits), ``rare_share_train``, ``rare_recall``, ``head_recall``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..types import Reference
+from ._stats import frechet_distance
+from .base import GenerationResult, Scenario, TrainingSet, check_float, check_positive_int, digest, training_mix
+
+__all__ = ["DigitsScenario"]
+
+_N_CLASSES = 10
+
+
+class DigitsScenario(Scenario):
+    """Class-conditional PCA-Gaussian digit generator + MLP classifier, retrained recursively.
+
+    Options: ``rare_digits=(8,)``, ``rare_share=0.025`` (per rare digit), ``n_train=1000``,
+    ``n_obs=1000``, ``n_components=16``, ``feature_dim=20``, ``temperature=1.0``,
+    ``epochs=150`` (full-batch Adam, lr 0.01), ``probe_fraction=0.4``, ``fresh_share=0.5``.
+    """
+
+    name = "digits"
+
+    def __init__(
+        self,
+        loop: str = "replace",
+        seed: int = 0,
+        *,
+        rare_digits: Sequence[int] = (8,),
+        rare_share: float = 0.025,
+        n_train: int = 1000,
+        n_obs: int = 1000,
+        n_components: int = 16,
+        feature_dim: int = 20,
+        temperature: float = 1.0,
+        epochs: int = 150,
+        probe_fraction: float = 0.4,
+        world_seed: int = 0,
+        fresh_share: float = 0.5,
+    ) -> None:
+        super().__init__(loop, seed, world_seed=world_seed, fresh_share=fresh_share)
+        rare = tuple(sorted({int(r) for r in rare_digits}))
+        if not rare or any(r < 0 or r >= _N_CLASSES for r in rare) or len(rare) >= _N_CLASSES:
+            raise ConfigError("rare_digits", f"expected 1-9 distinct digits in 0..9, got {rare_digits!r}")
+        self.rare_digits = rare
+        self.rare_share = check_float("rare_share", rare_share, 0.0, 1.0 / (len(rare) + 1), low_open=True)
+        self.n_train = check_positive_int("n_train", n_train, 100)
+        self.n_obs = check_positive_int("n_obs", n_obs, 2)
+        self.n_components = check_positive_int("n_components", n_components)
+        self.feature_dim = check_positive_int("feature_dim", feature_dim)
+        if self.feature_dim > 64:
+            raise ConfigError("feature_dim", f"at most 64 (8x8 pixels), got {feature_dim}")
+        self.temperature = check_float("temperature", temperature, 0.0, 100.0, low_open=True)
+        self.epochs = check_positive_int("epochs", epochs)
+        self.probe_fraction = check_float("probe_fraction", probe_fraction, 0.05, 0.8)
+        self._opts = {
+            "rare_digits": self.rare_digits,
+            "rare_share": self.rare_share,
+            "n_train": self.n_train,
+            "n_obs": self.n_obs,
+            "n_components": self.n_components,
+            "feature_dim": self.feature_dim,
+            "temperature": self.temperature,
+            "epochs": self.epochs,
+            "probe_fraction": self.probe_fraction,
+        }
+        self._world_cache: dict[str, Any] | None = None
+
+    # -- world -----------------------------------------------------------------------
+    def _world(self) -> dict[str, Any]:
+        if self._world_cache is None:
+            from sklearn.datasets import load_digits
+            from sklearn.decomposition import PCA
+
+            x, y = load_digits(return_X_y=True)
+            x = x / 16.0
+            rng = self._rng("world")
+            probe_idx, pool_idx = [], []
+            for c in range(_N_CLASSES):  # stratified split: balanced probe set
+                idx = rng.permutation(np.flatnonzero(y == c))
+                k = int(round(self.probe_fraction * len(idx)))
+                probe_idx.append(idx[:k])
+                pool_idx.append(idx[k:])
+            probe = np.concatenate(probe_idx)
+            pool = np.concatenate(pool_idx)
+            priors = np.array([(y[pool] == c).mean() for c in range(_N_CLASSES)])
+            head = np.array([c not in self.rare_digits for c in range(_N_CLASSES)])
+            priors[~head] = 0.0
+            priors *= (1.0 - self.rare_share * len(self.rare_digits)) / priors.sum()
+            priors[~head] = self.rare_share
+            fmap = PCA(self.feature_dim, whiten=True, random_state=0).fit(x[pool])
+            self._world_cache = {
+                "x_probe": x[probe],
+                "y_probe": y[probe],
+                "pool": [x[pool][y[pool] == c] for c in range(_N_CLASSES)],
+                "priors": priors,
+                "fmap_mean": fmap.mean_,
+                "fmap_proj": fmap.components_.T / np.sqrt(fmap.explained_variance_)[None, :],
+            }
+        return self._world_cache
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        w = self._world()
+        return (x - w["fmap_mean"]) @ w["fmap_proj"]
+
+    def _human(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` real training digits at the human priors (fixed class counts, without
+        replacement inside a class while the pool lasts)."""
+        w = self._world()
+        counts = np.floor(w["priors"] * n).astype(int)
+        rest = n - counts.sum()
+        counts[np.argsort(-(w["priors"] * n - counts))[:rest]] += 1
+        xs, ys = [], []
+        for c, k in enumerate(counts):
+            pool = w["pool"][c]
+            idx = rng.choice(len(pool), size=k, replace=k > len(pool))
+            xs.append(pool[idx])
+            ys.append(np.full(k, c))
+        perm = rng.permutation(n)
+        return np.concatenate(xs)[perm], np.concatenate(ys)[perm]
+
+    def _build_reference(self) -> Reference:
+        w = self._world()
+        x0, _ = self._human(self._rng("human0"), self.n_train)
+        return Reference(
+            embeddings=self._features(x0),
+            labels=w["y_probe"],
+            class_priors={c: float(p) for c, p in enumerate(w["priors"])},
+            name="digits:human",
+        )
+
+    # -- models ----------------------------------------------------------------------
+    def _fit_generator(self, x: np.ndarray, y: np.ndarray) -> dict[int, tuple[Any, ...]]:
+        gen: dict[int, tuple[Any, ...]] = {}
+        n = len(y)
+        for c in range(_N_CLASSES):
+            xc = x[y == c]
+            if len(xc) == 0:
+                continue  # the class is lost for good
+            mean = xc.mean(0)
+            k = min(self.n_components, len(xc) - 1)
+            if k >= 1:
+                u, s, vt = np.linalg.svd(xc - mean, full_matrices=False)
+                comps, sd = vt[:k], s[:k] / np.sqrt(len(xc) - 1)
+            else:
+                comps, sd = np.zeros((0, x.shape[1])), np.zeros(0)
+            gen[c] = (len(xc) / n, mean, comps, sd)
+        return gen
+
+    def _class_weights(self, gen: dict[int, tuple[Any, ...]]) -> tuple[list[int], np.ndarray]:
+        classes = sorted(gen)
+        w = np.array([gen[c][0] for c in classes]) ** (1.0 / self.temperature)
+        return classes, w / w.sum()
+
+    def _sample(self, rng: np.random.Generator, gen: dict[int, tuple[Any, ...]], n: int) -> tuple[np.ndarray, np.ndarray]:
+        classes, w = self._class_weights(gen)
+        counts = rng.multinomial(n, w)
+        xs, ys = [], []
+        for c, k in zip(classes, counts):
+            if k == 0:
+                continue
+            _, mean, comps, sd = gen[c]
+            z = rng.standard_normal((k, len(sd))) * sd * np.sqrt(self.temperature)
+            xs.append(np.clip(mean + z @ comps, 0.0, 1.0))
+            ys.append(np.full(k, c))
+        perm = rng.permutation(n)
+        return np.concatenate(xs)[perm], np.concatenate(ys)[perm]
+
+    def _train_classifier(self, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+        """Train the MLP; return its predictions on the probe set."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a 64-64-10 MLP: one thread is fastest and immune to contention
+        try:
+            return self._train_torch(torch, x, y, seed)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train_torch(self, torch: Any, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, _N_CLASSES))
+            opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-4)
+            xt = torch.as_tensor(x, dtype=torch.float32)
+            yt = torch.as_tensor(y, dtype=torch.long)
+            for _ in range(self.epochs):
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(net(xt), yt)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                probe = torch.as_tensor(self._world()["x_probe"], dtype=torch.float32)
+                return net(probe).argmax(1).numpy()
+
+    # -- chain -----------------------------------------------------------------------
+    def _chain(self) -> Iterator[GenerationResult]:
+        w = self._world()
+        ref = self.reference.embeddings.astype(np.float64)
+        y_probe = w["y_probe"]
+        priors = w["priors"]
+        rare = list(self.rare_digits)
+        head = [c for c in range(_N_CLASSES) if c not in rare]
+        rng = self._rng("chain")
+        human0 = self._human(self._rng("human0"), self.n_train)
+        train = TrainingSet()
+        gen: dict[int, tuple[Any, ...]] = {}
+        t = 0
+        while True:
+            mix = training_mix(self.loop, t, self.n_train, self.fresh_share)
+            new = TrainingSet()
+            if t == 0:
+                new.add(human0, self.n_train, False, self._human_source(0))
+            else:
+                if mix.n_real:
+                    new.add(self._human(rng, mix.n_real), mix.n_real, False, self._human_source(t))
+                if mix.n_synthetic:
+                    new.add(self._sample(rng, gen, mix.n_synthetic), mix.n_synthetic, True, self._source(t - 1))
+            train = train if mix.keep_previous else TrainingSet()
+            train.extend(new)
+            x = np.concatenate([p[0] for p in train.parts()])
+            y = np.concatenate([p[1] for p in train.parts()])
+            gen = self._fit_generator(x, y)
+            pred = self._train_classifier(x, y, seed=self.seed * 100_003 + t)
+            obs_x, _ = self._sample(rng, gen, self.n_obs)
+            feats = self._features(obs_x)
+            recall = np.array([(pred[y_probe == c] == c).mean() for c in range(_N_CLASSES)])
+            classes, cw = self._class_weights(gen)
+            weight = dict(zip(classes, cw))
+            yield GenerationResult(
+                generation=t,
+                observation=self._observation(t, train, digest(x, y), embeddings=feats, predictions=pred),
+                aggregate={
+                    "accuracy": float((pred == y_probe).mean()),
+                    "prior_weighted_accuracy": float((priors * recall).sum()),
+                    "frechet_distance": frechet_distance(ref, feats),
+                },
+                truth={
+                    "rare_share": float(sum(weight.get(c, 0.0) for c in rare)),
+                    "rare_share_train": float(np.isin(y, rare).mean()),
+                    "rare_recall": float(recall[rare].mean()),
+                    "head_recall": float(recall[head].mean()),
+                },
+                train_size=train.size,
+            )
+            t += 1

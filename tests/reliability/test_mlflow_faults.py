@@ -1,0 +1,105 @@
+"""MLflow down, slow (10 s answers) or answering 5xx: a check stays bounded, the training
+function's result passes through, and every report reaches MLflow once the server is back
+(one FINISHED run per check, none duplicated).
+
+Bounds (``MLflowSink(timeout=1, max_retries=1)``): one failing MLflow round trip costs at most
+``(max_retries + 1) * timeout`` = 2 s (urllib3 does not back off before the first retry, and the
+sink ignores ``Retry-After``); a failing check makes at most two such rounds (reading the history
+back on an empty home, or replaying the spool, and then the live emit), so it returns within
+``2 * 2 s`` plus the check itself. The asserts below allow ``ROUND_BOUND`` = 7 s: generous for
+slow CI machines, far below MLflow's own default of 7 retries x 120 s.
+"""
+
+from __future__ import annotations
+
+import pytest
+from reliability.relkit import collapsed, healthy, mlflow_runs, reference, unique, watched_check
+
+import collapse_monitor as cm
+
+TIMEOUT, RETRIES = 1, 1
+ROUND = (RETRIES + 1) * TIMEOUT  # worst case of one failing MLflow round trip
+ROUND_BOUND = 2 * ROUND + 3.0  # two rounds per failing check + the check itself + slack
+
+
+def _monitor(name: str, uri: str, home) -> tuple[cm.CollapseMonitor, cm.MLflowSink]:
+    sink = cm.MLflowSink(uri, evidently=False, timeout=TIMEOUT, max_retries=RETRIES)
+    return cm.CollapseMonitor(name, reference=reference(), sinks=[sink], home=home), sink
+
+
+def _assert_one_finished_run_per_check(uri: str, mon: cm.CollapseMonitor, checks: int) -> None:
+    runs = mlflow_runs(uri, mon.name)
+    gens = sorted(int(r.data.tags["collapse.generation"]) for r in runs)
+    assert gens == list(range(checks)), f"runs per generation: {gens}"
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["collapse.report_id"] for r in runs}) == checks
+    assert [r.generation for r in mon.reports()] == list(range(checks))
+
+
+@pytest.mark.timeout(120)  # hang guard; the bound itself is asserted per check
+def test_mlflow_down_from_the_first_check(fault_proxy, mlflow_server, tmp_path) -> None:
+    """Nothing listens at the tracking URI (connection refused, as from a killed server; the
+    proxy in front of the real server stops listening) from the first check of a fresh home
+    on: the history read-back and the emit both fail fast; reports go to the spool;
+    ``flush()`` (what ``serve`` runs on a timer) delivers them once the server is back.
+    (A real ``mlflow server`` SIGKILLed mid-chain: tests/sinks/test_mlflow_chain.py.)"""
+    mon, sink = _monitor(unique("down"), fault_proxy.url, tmp_path)
+    fault_proxy.down()
+    for obs in (healthy(), collapsed()):
+        report, seconds = watched_check(mon, obs)
+        assert report is not None and report.run_id is None
+        assert any(e.startswith("mlflow:") and "refused" in e.lower() for e in report.errors), report.errors
+        assert seconds < ROUND_BOUND, f"check took {seconds:.1f} s with MLflow down"
+    assert mon.spool.count(sink.spool_key) == 2
+    fault_proxy.up()
+    assert mon.flush() == {"mlflow": 2}
+    assert mon.spool.count(sink.spool_key) == 0
+    report, _ = watched_check(mon, healthy())
+    assert report is not None and report.errors == () and report.run_id
+    _assert_one_finished_run_per_check(mlflow_server.url, mon, 3)
+
+
+@pytest.mark.timeout(180)
+def test_mlflow_slow_10s_answers(fault_proxy, mlflow_server, tmp_path) -> None:
+    """Every answer 10 s late (the server still does the work, after the client gave up), then
+    only ``log-batch`` late (a run is created, then its metrics time out: a partial run)."""
+    mon, sink = _monitor(unique("slow"), fault_proxy.url, tmp_path)
+    fault_proxy.set("slow", delay=10.0)
+    for obs in (healthy(), collapsed()):
+        report, seconds = watched_check(mon, obs)
+        assert report is not None and any("timed out" in e.lower() or "timeout" in e.lower() for e in report.errors)
+        assert seconds < ROUND_BOUND, f"check took {seconds:.1f} s against 10 s answers"
+    fault_proxy.set("slow", delay=10.0, paths=["/api/2.0/mlflow/runs/log-batch"])
+    report, seconds = watched_check(mon, collapsed())
+    assert report is not None and report.errors and seconds < ROUND_BOUND
+    assert mon.spool.count(sink.spool_key) == 3
+    assert fault_proxy.faulted(), "the proxy never delayed anything: the test proves nothing"
+
+    fault_proxy.set("forward")
+    fault_proxy.wait_idle(timeout=30)  # late writes of the delayed requests have landed
+    assert mon.flush() == {"mlflow": 3}
+    _assert_one_finished_run_per_check(mlflow_server.url, mon, 3)
+
+
+@pytest.mark.timeout(120)
+def test_mlflow_answering_500_and_503_with_retry_after(fault_proxy, mlflow_server, tmp_path) -> None:
+    """500 on every call; 503 with ``Retry-After: 3600`` (must not block for an hour); 500 on
+    artifact uploads only (the run exists but is FAILED: the replay deletes it and logs again)."""
+    mon, sink = _monitor(unique("err"), fault_proxy.url, tmp_path)
+    faults = [
+        dict(kind="status", status=500),
+        dict(kind="status", status=503, headers={"Retry-After": "3600"}),
+        dict(kind="status", status=500, paths=["/api/2.0/mlflow-artifacts/"]),
+    ]
+    for i, fault in enumerate(faults):
+        fault_proxy.set(**fault)
+        report, seconds = watched_check(mon, collapsed() if i else healthy())
+        assert report is not None and any(e.startswith("mlflow:") for e in report.errors), (fault, report)
+        assert seconds < ROUND_BOUND, f"check took {seconds:.1f} s with {fault}"
+    assert mon.spool.count(sink.spool_key) == 3
+    failed_partial = [r for r in mlflow_runs(mlflow_server.url, mon.name) if r.info.status == "FAILED"]
+    assert failed_partial, "the artifact fault should have left a FAILED partial run behind"
+
+    fault_proxy.set("forward")
+    assert mon.flush() == {"mlflow": 3}
+    _assert_one_finished_run_per_check(mlflow_server.url, mon, 3)
