@@ -300,3 +300,19 @@ class FaultProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def verify_standard_webhook(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """Independent Standard Webhooks verifier (spec, not the library's code): key = base64 of the
+    part after ``whsec_``; signed content ``{id}.{timestamp}.{body}``; ``v1,<base64 HMAC-SHA256>``."""
+    import base64
+    import hashlib
+    import hmac
+
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = hmac.new(key, signed, hashlib.sha256).digest()
+    return any(
+        v == "v1" and hmac.compare_digest(base64.b64decode(sig), expected)
+        for v, _, sig in (p.partition(",") for p in headers.get("webhook-signature", "").split(" "))
+    )

@@ -1,0 +1,63 @@
+"""Pushgateway down or hanging: the check stays bounded (``PrometheusSink(timeout=1)``: one
+push attempt, no retry; the spool is the retry), the report is spooled, and once the gateway
+is back the next process's ``flush()`` exports it - unless a newer check is already exported
+(gauges are "latest value": an old replay never overwrites a newer state)."""
+
+from __future__ import annotations
+
+import pytest
+from reliability.relkit import collapsed, healthy, reference, unique, watched_check
+from servers import Response
+
+import collapse_monitor as cm
+
+TIMEOUT = 1.0
+BOUND = 2 * TIMEOUT + 2.0  # the push, the replay-ordering probe of a fresh process, slack
+
+
+def _monitor(name: str, url: str, home) -> tuple[cm.CollapseMonitor, cm.PrometheusSink]:
+    sink = cm.PrometheusSink(pushgateway=url, timeout=TIMEOUT)
+    return cm.CollapseMonitor(name, reference=reference(), sinks=[sink], home=home), sink
+
+
+@pytest.mark.timeout(120)
+def test_pushgateway_down_then_back(pushgateway, tmp_path) -> None:
+    name = unique("pgw")
+    mon, sink = _monitor(name, pushgateway.url, tmp_path)
+    report, _ = watched_check(mon, healthy())
+    assert report is not None and report.errors == ()
+    assert pushgateway.value("collapse_monitor_generation", monitor=name) == 0
+
+    pushgateway.stop()
+    try:
+        report, seconds = watched_check(mon, collapsed())
+        assert report is not None and report.stage is cm.Stage.EARLY_COLLAPSE
+        assert any(e.startswith("prometheus:") and "Pushgateway" in e for e in report.errors), report.errors
+        assert seconds < BOUND, f"check took {seconds:.1f} s with the Pushgateway down"
+        assert mon.spool.count(sink.spool_key) == 1
+    finally:
+        pushgateway.start()
+
+    # a new process (fresh sink, same home) replays: the gateway still holds generation 0
+    mon2, sink2 = _monitor(name, pushgateway.url, tmp_path)
+    assert mon2.flush() == {"prometheus": 1}
+    assert pushgateway.value("collapse_monitor_generation", monitor=name) == 1
+    assert pushgateway.value("collapse_monitor_stage", monitor=name) == 1
+    assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule="early_collapse") == 1
+
+    # an older report replayed late (e.g. from another host's spool) never overwrites it
+    mon2.spool.put(sink2.spool_key, mon2.reports()[0])
+    mon3, _ = _monitor(name, pushgateway.url, tmp_path)
+    assert mon3.flush() == {"prometheus": 1}  # accepted (dropped as stale), not retried forever
+    assert pushgateway.value("collapse_monitor_generation", monitor=name) == 1
+
+
+@pytest.mark.timeout(60)
+def test_pushgateway_hanging(http_receiver, tmp_path) -> None:
+    """A gateway that accepts the connection and answers after 10 s."""
+    http_receiver.default = Response(200, delay=10.0)
+    mon, sink = _monitor(unique("pgw-hang"), http_receiver.url, tmp_path)
+    report, seconds = watched_check(mon, healthy())
+    assert report is not None and any("timed out" in e for e in report.errors), report.errors
+    assert seconds < BOUND, f"check took {seconds:.1f} s against a hanging Pushgateway"
+    assert mon.spool.count(sink.spool_key) == 1

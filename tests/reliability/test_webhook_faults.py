@@ -1,0 +1,144 @@
+"""A webhook answering 500, 429 + Retry-After, timing out or 410, behind a real monitor.
+
+Bound: ``check()`` spends at most ``alert_budget_seconds`` delivering (no attempt starts after
+the budget, each attempt's timeout is capped by what is left of it), so it returns within
+``BUDGET + SLACK``. What the budget leaves undelivered stays in the sqlite outbox and goes out
+on the next check, ``flush()`` or ``collapse-monitor serve`` - once per idempotency key
+(``webhook-id``): every attempt of an event carries the same id, so the receiver can drop the
+duplicates at-least-once delivery may cause.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from reliability.relkit import collapsed, healthy, reference, unique, verify_standard_webhook, watched_check
+from servers import Response
+
+import collapse_monitor as cm
+from collapse_monitor.alerting import AlertDispatcher, Outbox
+
+SECRET = "whsec_dGVzdC1yZWxpYWJpbGl0eS1zZWNyZXQtMTIzNDU2"
+BUDGET = 2.0
+SLACK = 2.0  # the check's own work and scheduling noise on a loaded machine
+
+
+def _monitor(tmp_path, url: str, *, timeout: float = 1.0, budget: float = BUDGET, name: str | None = None):
+    hook = cm.Webhook(url, secret=SECRET, name="hook", timeout=timeout)
+    return cm.CollapseMonitor(
+        name or unique("hook"), reference=reference(), sinks=[], alerts=[hook], home=tmp_path, alert_budget_seconds=budget
+    )
+
+
+def _fire(mon) -> tuple[cm.Report, float]:
+    """Baseline (healthy, no alert), then a collapsed generation: one ``early_collapse`` firing."""
+    base, _ = watched_check(mon, healthy())
+    assert base is not None and base.alerts == ()
+    report, seconds = watched_check(mon, collapsed())
+    assert report is not None and [(a.rule, a.status) for a in report.alerts] == [("early_collapse", "firing")]
+    return report, seconds
+
+
+def _outbox(tmp_path) -> list:
+    with Outbox(tmp_path / "outbox.db") as ob:
+        return ob.rows()
+
+
+def _ids(requests) -> list[str]:
+    return [r.header("webhook-id") for r in requests]
+
+
+def test_webhook_500_then_recovers(http_receiver, tmp_path) -> None:
+    http_receiver.default = Response(500, body="upstream exploded")
+    mon = _monitor(tmp_path, http_receiver.url_for("/hook"))
+    report, seconds = _fire(mon)
+    assert seconds < BUDGET + SLACK, f"check took {seconds:.1f} s with a webhook answering 500"
+    (row,) = _outbox(tmp_path)
+    assert row.status == "pending" and row.last_http_status == 500 and row.attempts >= 1
+    failed = len(http_receiver.requests)
+
+    http_receiver.default = Response(200)
+    mon.flush(budget_seconds=30)  # waits out the backoff, as serve's timer would
+    (row,) = _outbox(tmp_path)
+    assert row.status == "delivered"
+    reqs = http_receiver.requests
+    assert set(_ids(reqs)) == {row.id}, "every attempt carries the same idempotency key"
+    assert len(reqs) == failed + 1, "exactly one attempt was answered 2xx"
+    assert all(verify_standard_webhook(SECRET, r.headers, r.body) for r in reqs)
+    assert reqs[-1].json()["data"]["alert"]["generation"] == report.generation
+
+
+def test_webhook_429_retry_after_inside_the_budget(http_receiver, tmp_path) -> None:
+    http_receiver.respond((429, {"Retry-After": "1"}, "slow down"))
+    mon = _monitor(tmp_path, http_receiver.url_for("/hook"), budget=3.0)
+    _, seconds = _fire(mon)
+    assert seconds < 3.0 + SLACK
+    (row,) = _outbox(tmp_path)
+    assert row.status == "delivered" and row.attempts == 2  # delivered within the same check
+    first, second = http_receiver.requests
+    assert second.received_at - first.received_at >= 0.95, "Retry-After: 1 was not honoured"
+    assert _ids([first, second]) == [row.id, row.id]
+
+
+def test_webhook_429_retry_after_beyond_the_budget(http_receiver, tmp_path) -> None:
+    """``Retry-After: 3600``: the check does not wait an hour; a later process (an hour on)
+    delivers it."""
+    http_receiver.respond((429, {"Retry-After": "3600"}, "come back in an hour"))
+    mon = _monitor(tmp_path, http_receiver.url_for("/hook"))
+    _, seconds = _fire(mon)
+    assert seconds < BUDGET + SLACK
+    (row,) = _outbox(tmp_path)
+    assert row.status == "pending" and row.next_attempt_at - time.time() > 3500
+    assert mon.flush(budget_seconds=1)["alerts"] == 0  # not due yet: nothing sent early
+    assert len(http_receiver.requests) == 1
+
+    later = time.time() + 3601
+    hook = cm.Webhook(http_receiver.url_for("/hook"), secret=SECRET, name="hook")
+    with AlertDispatcher([hook], outbox_path=tmp_path / "outbox.db", clock=lambda: later) as d:
+        (res,) = d.redeliver(budget_seconds=5)
+    assert res.status == "delivered"
+    assert _ids(http_receiver.requests) == [row.id, row.id]
+
+
+def test_webhook_timing_out(http_receiver, tmp_path) -> None:
+    """The first answer comes after 3 s, the channel's timeout is 0.5 s: the attempt is given
+    up, retried, and the receiver sees the event twice under ONE idempotency key."""
+    http_receiver.respond(Response(200, delay=3.0))
+    mon = _monitor(tmp_path, http_receiver.url_for("/hook"), timeout=0.5, budget=3.0)
+    _, seconds = _fire(mon)
+    assert seconds < 3.0 + SLACK
+    (row,) = _outbox(tmp_path)
+    assert row.status == "delivered" and row.attempts >= 2
+    reqs = http_receiver.wait_for_requests(2)
+    by_id = Counter(_ids(reqs))
+    assert list(by_id) == [row.id], "one logical alert (one webhook-id), however many attempts"
+
+
+def test_webhook_410_disables_the_channel(http_receiver, tmp_path) -> None:
+    http_receiver.default = Response(410, body="this hook was deleted")
+    name = unique("gone")
+    mon = _monitor(tmp_path, http_receiver.url_for("/hook"), name=name)
+    report, seconds = _fire(mon)
+    assert seconds < BUDGET + SLACK
+    assert any(e.startswith("alert hook") and "410" in e for e in report.errors), report.errors
+    (row,) = _outbox(tmp_path)
+    assert row.status == "disabled"
+
+    # the next retrain process: the resolve is recorded, never sent to the dead hook again
+    mon2 = _monitor(tmp_path, http_receiver.url_for("/hook"), name=name)
+    report2, _ = watched_check(mon2, healthy())
+    assert report2 is not None and [(a.rule, a.status) for a in report2.alerts] == [("early_collapse", "resolved")]
+    assert len(http_receiver.requests) == 1
+    assert {r.status for r in _outbox(tmp_path)} == {"disabled"}
+
+
+def test_webhook_connection_dropped(http_receiver, tmp_path) -> None:
+    """The receiver closes the connection without answering, then recovers."""
+    http_receiver.respond(Response(drop=True))
+    mon = _monitor(tmp_path, http_receiver.url_for("/hook"), budget=3.0)
+    _, seconds = _fire(mon)
+    assert seconds < 3.0 + SLACK
+    (row,) = _outbox(tmp_path)
+    assert row.status == "delivered"
+    assert set(_ids(http_receiver.requests)) == {row.id}

@@ -1,0 +1,132 @@
+"""Common scenario interface: loops, provenance, determinism, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor.simulate import LOOPS, SCENARIOS, make_scenario, training_mix
+from collapse_monitor.simulate.base import GenerationResult
+
+# small, fast settings per scenario (the defaults are exercised in the per-scenario files)
+FAST = {
+    "gaussian": {"d": 3, "M": 50, "n_obs": 200, "n_ref": 200},
+    "mixture": {"n_train": 400, "n_obs": 200, "n_ref": 300},
+    "digits": {"n_train": 300, "n_obs": 200, "epochs": 20},
+    "selftrain": {"n_train": 500, "n_probe": 500, "n_eval": 2000},
+    "zipf_text": {"vocab_size": 300, "n_train": 200, "n_obs": 100, "n_ref": 200, "n_heldout": 50},
+}
+
+
+def _arrays(g: GenerationResult) -> list:
+    o = g.observation
+    return [o.embeddings, None if o.predictions is None else o.predictions.tolist(), o.texts]
+
+
+def test_registry_has_the_five_scenarios() -> None:
+    assert set(SCENARIOS) == {"gaussian", "mixture", "digits", "selftrain", "zipf_text"}
+    assert set(FAST) == set(SCENARIOS)
+    assert LOOPS == ("replace", "accumulate", "fresh", "stable")
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_every_loop_provenance_matches_the_training_mix(name: str) -> None:
+    for loop in LOOPS:
+        sc = make_scenario(name, loop=loop, seed=1, **FAST[name])
+        gens = sc.run(3)
+        assert [g.generation for g in gens] == [0, 1, 2]
+        for g in gens:
+            assert g.observation.generation == g.generation
+            g.observation.validate_against(sc.reference)
+            assert g.observation.provenance is not None
+            assert g.observation.provenance.digest
+        sf = [g.synthetic_fraction for g in gens]
+        expected = {
+            "replace": [0.0, 1.0, 1.0],
+            "accumulate": [0.0, 1 / 2, 2 / 3],
+            "fresh": [0.0, 0.5, 0.5],
+            "stable": [0.0, 0.0, 0.0],
+        }[loop]
+        assert sf == pytest.approx(expected, abs=1e-9), (name, loop)
+        sizes = [g.train_size for g in gens]
+        if loop == "accumulate":
+            assert sizes[2] == 3 * sizes[0] and sizes[1] == 2 * sizes[0]
+        else:
+            assert len(set(sizes)) == 1
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_generation_zero_is_human_and_shared_across_loops(name: str) -> None:
+    firsts = [make_scenario(name, loop=loop, seed=3, **FAST[name]).run(1)[0] for loop in LOOPS]
+    ref = _arrays(firsts[0])
+    for g in firsts[1:]:
+        assert g.synthetic_fraction == 0.0
+        for a, b in zip(ref, _arrays(g)):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+            else:
+                assert a == b
+        assert g.aggregate == firsts[0].aggregate
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_deterministic_given_seed(name: str) -> None:
+    a = make_scenario(name, loop="replace", seed=7, **FAST[name])
+    b = make_scenario(name, loop="replace", seed=7, **FAST[name])
+    c = make_scenario(name, loop="replace", seed=8, **FAST[name])
+    ga, gb, gc = a.run(3), b.run(3), c.run(3)
+    assert a.reference.fingerprint == b.reference.fingerprint
+    for x, y in zip(ga, gb):
+        for u, v in zip(_arrays(x), _arrays(y)):
+            if isinstance(u, np.ndarray):
+                np.testing.assert_array_equal(u, v)
+            else:
+                assert u == v
+        assert x.aggregate == y.aggregate and x.truth == y.truth
+    assert [g.observation.provenance.digest for g in ga] != [g.observation.provenance.digest for g in gc]
+    # generations() restarts the chain from the seed
+    again = a.run(3)
+    assert [g.aggregate for g in again] == [g.aggregate for g in ga]
+
+
+def test_errors_are_config_errors() -> None:
+    with pytest.raises(cm.ConfigError) as e:
+        make_scenario("nope")
+    assert e.value.key == "scenario"
+    with pytest.raises(cm.ConfigError) as e:
+        make_scenario("gaussian", loop="sideways")
+    assert e.value.key == "loop"
+    with pytest.raises(cm.ConfigError) as e:
+        make_scenario("gaussian", not_an_option=1)
+    assert e.value.key == "options"
+    with pytest.raises(cm.ConfigError) as e:
+        make_scenario("gaussian", M=5, d=8)
+    assert e.value.key == "M"
+    with pytest.raises(cm.ConfigError) as e:
+        make_scenario("mixture", fresh_share=1.5)
+    assert e.value.key == "fresh_share"
+    with pytest.raises(cm.ConfigError) as e:
+        make_scenario("zipf_text", top_p=0.0)
+    assert e.value.key == "top_p"
+
+
+def test_aliases_and_options() -> None:
+    sc = make_scenario("gaussian", loop="real", seed=2, d=2)
+    assert sc.loop == "stable"
+    opts = sc.options
+    assert opts["scenario"] == "gaussian" and opts["loop"] == "stable" and opts["seed"] == 2 and opts["d"] == 2
+    assert make_scenario("selftrain", loop="argmax").loop == "replace"
+    assert make_scenario("selftrain", loop="true_labels").loop == "stable"
+    with pytest.raises(cm.ConfigError):
+        make_scenario("gaussian", loop="sampled")  # selftrain only
+
+
+def test_training_mix_recipes() -> None:
+    assert training_mix("replace", 0, 10, 0.5) == training_mix("stable", 5, 10, 0.5)
+    m = training_mix("fresh", 2, 10, 0.25)
+    assert (m.n_real, m.n_synthetic, m.keep_previous) == (2, 8, False)  # round(2.5) = 2
+    m = training_mix("accumulate", 1, 10, 0.5)
+    assert (m.n_real, m.n_synthetic, m.keep_previous) == (0, 10, True)
+    with pytest.raises(cm.ConfigError):
+        training_mix("bogus", 1, 10, 0.5)
