@@ -9,6 +9,17 @@ MLflow sink can re-seed an empty store from the tracking server (see ``import_re
 Concurrency: a check holds an exclusive per-monitor file lock from generation allocation to the
 history write, so concurrent checks of one monitor get distinct, gap-free generation numbers
 and all see the same baseline.
+
+Crash safety: :meth:`HistoryStore.commit_check` writes a check's report, its alert lifecycle
+state and a new or grown baseline in ONE transaction, flagged "not handed off" until the caller
+has handed the report to the sink spool and its alerts to the outbox (:meth:`mark_handed_off`).
+A process killed in between leaves the flag set, and the next holder of the monitor's lock finds
+the report with :meth:`not_handed_off` and finishes the hand-off - so a report that reached the
+history always reaches the sinks and channels as well.
+
+Errors: a home that cannot be created or a database that cannot be written (read-only, disk full)
+raises :class:`~collapse_monitor.errors.CollapseMonitorError` naming the store, never a bare
+``sqlite3`` / ``OSError``.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ CREATE TABLE IF NOT EXISTS checks (
     stage TEXT NOT NULL,
     created_at REAL NOT NULL,
     report_json TEXT NOT NULL,
+    handed_off INTEGER NOT NULL DEFAULT 1,   -- 0: committed, not yet in the spool / outbox
     PRIMARY KEY (monitor, generation)
 );
 CREATE TABLE IF NOT EXISTS baselines (
@@ -108,14 +120,28 @@ class HistoryStore:
         self._ready = False
 
     # -- plumbing ------------------------------------------------------------------------------
+    def _fail(self, what: str, exc: BaseException) -> CollapseMonitorError:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return CollapseMonitorError(f"history store {self._db}: {what} failed: {why}")
+
     def _connect(self) -> sqlite3.Connection:
-        self.home.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self._db, timeout=60.0, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        if not self._ready:
-            con.executescript(_SCHEMA)
-            self._ready = True
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self._db, timeout=60.0, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._fail("opening", exc) from exc
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            if not self._ready:
+                con.executescript(_SCHEMA)
+                cols = {r[1] for r in con.execute("PRAGMA table_info(checks)")}
+                if "handed_off" not in cols:  # a store written by an older version
+                    con.execute("ALTER TABLE checks ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 1")
+                self._ready = True
+        except sqlite3.Error as exc:
+            con.close()
+            raise self._fail("opening", exc) from exc
         return con
 
     @contextlib.contextmanager
@@ -125,10 +151,23 @@ class HistoryStore:
             con.execute("BEGIN IMMEDIATE")
             yield con
             con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise self._fail("writing", exc) from exc
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
             raise
+        finally:
+            con.close()
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        con = self._connect()
+        try:
+            return con.execute(sql, tuple(args)).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail("reading", exc) from exc
         finally:
             con.close()
 
@@ -138,9 +177,12 @@ class HistoryStore:
         import fcntl
 
         lock_dir = self.home / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in monitor)
-        fh = open(lock_dir / f"{safe}.lock", "a+")  # noqa: SIM115 - held across the yield
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(lock_dir / f"{safe}.lock", "a+")  # noqa: SIM115 - held across the yield
+        except OSError as exc:
+            raise self._fail(f"locking monitor {monitor!r}", exc) from exc
         try:
             deadline = time.monotonic() + self.lock_timeout
             while True:
@@ -161,42 +203,65 @@ class HistoryStore:
 
     # -- generations ---------------------------------------------------------------------------
     def last_generation(self, monitor: str) -> int | None:
-        con = self._connect()
-        try:
-            row = con.execute("SELECT MAX(generation) FROM checks WHERE monitor=?", (monitor,)).fetchone()
-        finally:
-            con.close()
-        return None if row is None or row[0] is None else int(row[0])
+        rows = self._read("SELECT MAX(generation) FROM checks WHERE monitor=?", (monitor,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def next_generation(self, monitor: str) -> int:
         last = self.last_generation(monitor)
         return 0 if last is None else last + 1
 
-    def save_report(self, report: Report) -> None:
+    @staticmethod
+    def _put_report(con: sqlite3.Connection, report: Report, handed_off: bool) -> None:
         blob = json.dumps(report.to_dict(), allow_nan=False)
+        con.execute(
+            "INSERT OR REPLACE INTO checks(monitor, generation, stage, created_at, report_json, handed_off)"
+            " VALUES (?,?,?,?,?,?)",
+            (report.monitor, report.generation, report.stage.value, report.created_at, blob, int(handed_off)),
+        )
+
+    def save_report(self, report: Report) -> None:
+        """Store ``report`` (replacing its generation's row), flagged as handed off."""
+        with self._tx() as con:
+            self._put_report(con, report, True)
+
+    def commit_check(
+        self,
+        report: Report,
+        *,
+        alert_states: Sequence[AlertState] | None = None,
+        baseline: Baseline | None = None,
+    ) -> None:
+        """One transaction for everything a check decides: the report (flagged "not handed off"),
+        the alert lifecycle state (when given) and the baseline (when new or grown)."""
+        with self._tx() as con:
+            self._put_report(con, report, False)
+            if baseline is not None:
+                self._put_baseline(con, report.monitor, baseline)
+            if alert_states is not None:
+                self._put_alert_states(con, report.monitor, alert_states)
+
+    def mark_handed_off(self, report: Report) -> None:
+        """The report is in the spool / with the sinks and its alerts are in the outbox."""
         with self._tx() as con:
             con.execute(
-                "INSERT OR REPLACE INTO checks(monitor, generation, stage, created_at, report_json) VALUES (?,?,?,?,?)",
-                (report.monitor, report.generation, report.stage.value, report.created_at, blob),
+                "UPDATE checks SET handed_off=1 WHERE monitor=? AND generation=? AND created_at=?",
+                (report.monitor, report.generation, report.created_at),
             )
 
+    def not_handed_off(self, monitor: str) -> list[Report]:
+        """Committed reports whose hand-off never finished (their process died), oldest first.
+        Only meaningful while holding :meth:`lock`: the hand-off happens under it."""
+        rows = self._read(
+            "SELECT report_json FROM checks WHERE monitor=? AND handed_off=0 ORDER BY generation", (monitor,)
+        )
+        return [Report.from_dict(json.loads(r[0])) for r in rows]
+
     def reports(self, monitor: str) -> list[Report]:
-        con = self._connect()
-        try:
-            rows = con.execute(
-                "SELECT report_json FROM checks WHERE monitor=? ORDER BY generation", (monitor,)
-            ).fetchall()
-        finally:
-            con.close()
+        rows = self._read("SELECT report_json FROM checks WHERE monitor=? ORDER BY generation", (monitor,))
         return [Report.from_dict(json.loads(r[0])) for r in rows]
 
     def monitors(self) -> list[str]:
-        con = self._connect()
-        try:
-            rows = con.execute("SELECT DISTINCT monitor FROM checks ORDER BY monitor").fetchall()
-        finally:
-            con.close()
-        return [r[0] for r in rows]
+        return [r[0] for r in self._read("SELECT DISTINCT monitor FROM checks ORDER BY monitor")]
 
     def series(self, monitor: str, key: str, *, start: int, end: int) -> list[float]:
         """Values of ``key`` for generations start..end (inclusive) that have it, oldest first."""
@@ -208,59 +273,60 @@ class HistoryStore:
 
     # -- baseline ------------------------------------------------------------------------------
     def baseline(self, monitor: str) -> Baseline | None:
-        con = self._connect()
-        try:
-            row = con.execute(
-                "SELECT generation, fingerprint, metrics_json, predictions_json, items FROM baselines WHERE monitor=?",
-                (monitor,),
-            ).fetchone()
-        finally:
-            con.close()
-        if row is None:
+        rows = self._read(
+            "SELECT generation, fingerprint, metrics_json, predictions_json, items FROM baselines WHERE monitor=?",
+            (monitor,),
+        )
+        if not rows:
             return None
+        row = rows[0]
         metrics = {k: MetricValue.from_dict(v) for k, v in json.loads(row[2]).items()}
         preds = None if row[3] is None else json.loads(row[3])
         return Baseline(int(row[0]), row[1], metrics, _unpack(row[4]), preds)
 
+    @staticmethod
+    def _put_baseline(con: sqlite3.Connection, monitor: str, b: Baseline) -> None:
+        con.execute(
+            "INSERT OR REPLACE INTO baselines(monitor, generation, fingerprint, metrics_json, predictions_json, items)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                monitor,
+                b.generation,
+                b.fingerprint,
+                json.dumps({k: v.to_dict() for k, v in b.metrics.items()}),
+                None if b.predictions is None else json.dumps(b.predictions),
+                _pack(b.items),
+            ),
+        )
+
     def save_baseline(self, monitor: str, b: Baseline) -> None:
         with self._tx() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO baselines(monitor, generation, fingerprint, metrics_json, predictions_json, items)"
-                " VALUES (?,?,?,?,?,?)",
-                (
-                    monitor,
-                    b.generation,
-                    b.fingerprint,
-                    json.dumps({k: v.to_dict() for k, v in b.metrics.items()}),
-                    None if b.predictions is None else json.dumps(b.predictions),
-                    _pack(b.items),
-                ),
-            )
+            self._put_baseline(con, monitor, b)
 
     # -- alert lifecycle -----------------------------------------------------------------------
     def alert_states(self, monitor: str) -> dict[str, AlertState]:
-        con = self._connect()
-        try:
-            rows = con.execute(
-                "SELECT rule, severity, since, since_generation, last_notified_at, last_notified_generation"
-                " FROM alert_state WHERE monitor=?",
-                (monitor,),
-            ).fetchall()
-        finally:
-            con.close()
+        rows = self._read(
+            "SELECT rule, severity, since, since_generation, last_notified_at, last_notified_generation"
+            " FROM alert_state WHERE monitor=?",
+            (monitor,),
+        )
         return {r[0]: AlertState(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+    @staticmethod
+    def _put_alert_states(con: sqlite3.Connection, monitor: str, states: Sequence[AlertState]) -> None:
+        con.execute("DELETE FROM alert_state WHERE monitor=?", (monitor,))
+        con.executemany(
+            "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?)",
+            [
+                (monitor, s.rule, s.severity, s.since, s.since_generation, s.last_notified_at,
+                 s.last_notified_generation)
+                for s in states
+            ],
+        )
 
     def set_alert_states(self, monitor: str, states: Sequence[AlertState]) -> None:
         with self._tx() as con:
-            con.execute("DELETE FROM alert_state WHERE monitor=?", (monitor,))
-            con.executemany(
-                "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?)",
-                [
-                    (monitor, s.rule, s.severity, s.since, s.since_generation, s.last_notified_at,
-                     s.last_notified_generation)
-                    for s in states
-                ],
-            )
+            self._put_alert_states(con, monitor, states)
 
     # -- re-seeding from a remote (MLflow) -----------------------------------------------------
     def import_history(self, monitor: str, reports: Sequence[Report], baseline: Baseline | None) -> None:

@@ -61,9 +61,11 @@ def prdc(
 
     Equal to ``prdc.compute_prdc(real_features=reference, fake_features=samples,
     nearest_k=k)`` (exactly with ``dtype="float64"``; in float32 up to distance ties at the
-    last ulp), in memory bounded by ``chunk_size x n`` and about a third of the arithmetic:
-    the samples' radii use symmetric blocks and a single pass over the reference x samples
-    products gives all four metrics. ``device="cuda"`` runs the products on a GPU.
+    last ulp), in memory bounded by ``chunk_size x n`` instead of three dense ``n x n``
+    matrices, with about 70 % of their products (both radius passes use symmetric blocks;
+    one pass over the reference x samples products gives all four metrics) done as float32
+    torch matmuls. ``device="cuda"`` runs the products on a GPU. A monitor caches the
+    reference radii (:mod:`.generator`), which leaves about half of the products per check.
 
     >>> rng = np.random.default_rng(0)
     >>> ref, gen = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))

@@ -42,8 +42,7 @@ __all__ = [
 
 #: scenario name -> class
 SCENARIOS: dict[str, type[Scenario]] = {
-    cls.name: cls
-    for cls in (GaussianScenario, MixtureScenario, DigitsScenario, SelfTrainScenario, ZipfTextScenario)
+    cls.name: cls for cls in (GaussianScenario, MixtureScenario, DigitsScenario, SelfTrainScenario, ZipfTextScenario)
 }
 
 

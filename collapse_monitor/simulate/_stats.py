@@ -30,7 +30,9 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     """Frechet distance between Gaussian fits of two samples (rows are items)."""
     x = np.asarray(x, float)
     y = np.asarray(y, float)
-    return gaussian_frechet(x.mean(0), np.atleast_2d(np.cov(x, rowvar=False)), y.mean(0), np.atleast_2d(np.cov(y, rowvar=False)))
+    return gaussian_frechet(
+        x.mean(0), np.atleast_2d(np.cov(x, rowvar=False)), y.mean(0), np.atleast_2d(np.cov(y, rowvar=False))
+    )
 
 
 def gaussian_nll(x: np.ndarray, mu: np.ndarray, cov: np.ndarray) -> float:

@@ -94,7 +94,7 @@ def training_mix(loop: str, generation: int, n: int, fresh_share: float) -> Mix:
     if loop == "accumulate":
         return Mix(0, n, True)
     if loop == "fresh":
-        n_real = int(round(fresh_share * n))
+        n_real = round(fresh_share * n)
         return Mix(n_real, n - n_real, False)
     raise ConfigError("loop", f"unknown loop {loop!r}")
 

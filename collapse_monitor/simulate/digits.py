@@ -11,12 +11,20 @@ Each generation trains, on its training set,
   Gaussian scores; 16 components give digit-like samples), and class weights equal to the
   class shares of the training set, so a rare class can drift away (Wright-Fisher) and its
   few samples lose variance and drift fastest (Shumailov et al. 2024);
-- a small torch MLP classifier (64-64-10), evaluated on the fixed real probe set.
+- a small torch MLP classifier (64-64-10) trained on ``n_train`` samples of that generator
+  (the downstream probe of the generator: train on synthetic, test on real), evaluated on
+  the fixed real probe set.
 
 Generation ``t``'s generator writes generation ``t+1``'s synthetic training data.
 ``temperature`` < 1 is a quality-favouring sampler (Alemohammad et al. 2023): class weights
 ``pi_c^(1/T)`` and score spread ``sqrt(T)``; the rare digit then vanishes within a few
 generations.
+
+Measured (defaults, mean of 4 chains): under ``replace`` the rare digit's probe recall falls
+.79 -> .41 over 10 generations while the head classes' recall goes .98 -> .93; under
+``fresh`` they stay near .72 and .97. At ``temperature=0.9`` (2 chains) the rare share goes
+.021 -> 0 by generation 8 and its recall .81 -> 0 by generation 9; ``fresh`` keeps both.
+At ``T = 1`` the rare share itself is a martingale (it drifts, it does not fall on average).
 
 Observation: ``embeddings`` = ``n_obs`` generated digits through a fixed feature map (PCA
 to ``feature_dim`` whitened dimensions, fitted once on the real training pool);
@@ -112,7 +120,7 @@ class DigitsScenario(Scenario):
             probe_idx, pool_idx = [], []
             for c in range(_N_CLASSES):  # stratified split: balanced probe set
                 idx = rng.permutation(np.flatnonzero(y == c))
-                k = int(round(self.probe_fraction * len(idx)))
+                k = round(self.probe_fraction * len(idx))
                 probe_idx.append(idx[:k])
                 pool_idx.append(idx[k:])
             probe = np.concatenate(probe_idx)
@@ -174,7 +182,7 @@ class DigitsScenario(Scenario):
             mean = xc.mean(0)
             k = min(self.n_components, len(xc) - 1)
             if k >= 1:
-                u, s, vt = np.linalg.svd(xc - mean, full_matrices=False)
+                _, s, vt = np.linalg.svd(xc - mean, full_matrices=False)
                 comps, sd = vt[:k], s[:k] / np.sqrt(len(xc) - 1)
             else:
                 comps, sd = np.zeros((0, x.shape[1])), np.zeros(0)
@@ -186,11 +194,13 @@ class DigitsScenario(Scenario):
         w = np.array([gen[c][0] for c in classes]) ** (1.0 / self.temperature)
         return classes, w / w.sum()
 
-    def _sample(self, rng: np.random.Generator, gen: dict[int, tuple[Any, ...]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _sample(
+        self, rng: np.random.Generator, gen: dict[int, tuple[Any, ...]], n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         classes, w = self._class_weights(gen)
         counts = rng.multinomial(n, w)
         xs, ys = [], []
-        for c, k in zip(classes, counts):
+        for c, k in zip(classes, counts, strict=True):
             if k == 0:
                 continue
             _, mean, comps, sd = gen[c]
@@ -230,7 +240,7 @@ class DigitsScenario(Scenario):
     # -- chain -----------------------------------------------------------------------
     def _chain(self) -> Iterator[GenerationResult]:
         w = self._world()
-        ref = self.reference.embeddings.astype(np.float64)
+        ref = np.asarray(self.reference.embeddings, dtype=np.float64)
         y_probe = w["y_probe"]
         priors = w["priors"]
         rare = list(self.rare_digits)
@@ -255,12 +265,17 @@ class DigitsScenario(Scenario):
             x = np.concatenate([p[0] for p in train.parts()])
             y = np.concatenate([p[1] for p in train.parts()])
             gen = self._fit_generator(x, y)
-            pred = self._train_classifier(x, y, seed=self.seed * 100_003 + t)
+            # the monitored model is the generator; the classifier is its downstream probe,
+            # trained on the generator's own samples at every generation, generation 0 included
+            # ("train on synthetic, test on real", Ravuri & Vinyals 2019), so the real-to-synthetic
+            # gap is in the baseline and what moves afterwards is the recursive loss
+            xs, ys = self._sample(rng, gen, self.n_train)
+            pred = self._train_classifier(xs, ys, seed=self.seed * 100_003 + t)
             obs_x, _ = self._sample(rng, gen, self.n_obs)
             feats = self._features(obs_x)
             recall = np.array([(pred[y_probe == c] == c).mean() for c in range(_N_CLASSES)])
             classes, cw = self._class_weights(gen)
-            weight = dict(zip(classes, cw))
+            weight = dict(zip(classes, cw, strict=True))
             yield GenerationResult(
                 generation=t,
                 observation=self._observation(t, train, digest(x, y), embeddings=feats, predictions=pred),

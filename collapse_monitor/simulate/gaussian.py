@@ -88,12 +88,18 @@ class GaussianScenario(Scenario):
         super().__init__(loop, seed, world_seed=world_seed, fresh_share=fresh_share)
         self.d = check_positive_int("d", d)
         self.M = check_positive_int("M", M, 2)
-        if self.M <= self.d:
+        if self.d >= self.M:
             raise ConfigError("M", f"needs more samples than dimensions (M > d={self.d}), got {M}")
         self.n_obs = check_positive_int("n_obs", n_obs, 2)
         self.n_ref = check_positive_int("n_ref", n_ref, 2)
         self.temperature = check_float("temperature", temperature, 0.0, 100.0, low_open=True)
-        self._opts = {"d": self.d, "M": self.M, "n_obs": self.n_obs, "n_ref": self.n_ref, "temperature": self.temperature}
+        self._opts = {
+            "d": self.d,
+            "M": self.M,
+            "n_obs": self.n_obs,
+            "n_ref": self.n_ref,
+            "temperature": self.temperature,
+        }
 
     def _truth_sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.standard_normal((n, self.d))
@@ -106,12 +112,12 @@ class GaussianScenario(Scenario):
         return mu + rng.standard_normal((n, self.d)) @ chol.T
 
     def _chain(self) -> Iterator[GenerationResult]:
-        ref = self.reference.embeddings.astype(np.float64)
+        ref = np.asarray(self.reference.embeddings, dtype=np.float64)
         rng = self._rng("chain")
         human0 = self._truth_sample(self._rng("human0"), self.M)
         eye = np.eye(self.d)
         train = TrainingSet()
-        mu = cov = None
+        mu, cov = np.zeros(self.d), eye  # replaced by the generation-0 fit
         t = 0
         while True:
             mix = training_mix(self.loop, t, self.M, self.fresh_share)

@@ -190,7 +190,7 @@ class SelfTrainScenario(Scenario):
                 elif self.loop == "sampled":
                     new.add((x, self._sampled_labels(rng, clf, x)), self.n_train, True, self._source(t - 1))
                 elif self.loop == "fresh":
-                    h = int(round(self.fresh_share * self.n_train))
+                    h = round(self.fresh_share * self.n_train)
                     new.add((x[:h], y_true[:h]), h, False, self._human_source(t))
                     new.add((x[h:], clf.predict(x[h:])), self.n_train - h, True, self._source(t - 1))
                 else:  # replace / accumulate: argmax pseudo-labels

@@ -10,8 +10,12 @@ Model: an interpolated bigram model (Jelinek-Mercer: ``(1-alpha)`` bigram MLE + 
 unigram MLE) fitted to the training sentences. A type absent from the training data has
 probability 0 and never returns. Decoding truncates with ``top_p`` (nucleus) and/or
 ``top_k`` and may sharpen with ``temperature``: truncation cuts the tail at once, and under
-``replace`` each generation cuts again, so the support and entropy shrink while the mass
-beyond any fixed rank barely moves at first.
+``replace`` each generation cuts again, so the support, the tail's share of tokens and the
+entropy shrink every generation (held-out perplexity rises with them). Measured (defaults, seed 0, distinct types in
+the 1,000 observed sentences, generations 0/5/10): replace 1192/289/30; accumulate
+1192/893/764 (the truncated synthetic sets still dilute the tail); fresh 1192/1041/1023;
+stable about 1,210. With ``top_p=1`` the replace loop still loses types, slowly (1394 ->
+842 in 10 generations), by sampling alone; accumulate and fresh stay near 1,390.
 
 Observation: ``n_obs`` generated sentences; reference: ``n_ref`` human sentences of the true
 model. Aggregate: ``perplexity`` of held-out human text under the model (untruncated, mixed
@@ -144,9 +148,7 @@ class ZipfTextScenario(Scenario):
         trans /= trans.sum(1, keepdims=True)
         return zipf, trans
 
-    def _sample_ids(
-        self, rng: np.random.Generator, start: np.ndarray, trans: np.ndarray, n: int
-    ) -> list[np.ndarray]:
+    def _sample_ids(self, rng: np.random.Generator, start: np.ndarray, trans: np.ndarray, n: int) -> list[np.ndarray]:
         """``n`` sentences as arrays of type ids (rank order: id 0 is the most frequent)."""
         if n == 0:
             return []
@@ -221,10 +223,12 @@ class ZipfTextScenario(Scenario):
     # -- chain -----------------------------------------------------------------------
     def _chain(self) -> Iterator[GenerationResult]:
         rng = self._rng("chain")
-        heldout = self._sample_ids(np.random.default_rng([self.world_seed, self.seed + 1, 77]), self._start, self._trans, self.n_heldout)
+        heldout = self._sample_ids(
+            np.random.default_rng([self.world_seed, self.seed + 1, 77]), self._start, self._trans, self.n_heldout
+        )
         human0 = self._sample_ids(self._rng("human0"), self._start, self._trans, self.n_train)
         train = TrainingSet()
-        start = trans = None
+        start, trans = self._start, self._trans  # replaced by the generation-0 fit
         t = 0
         while True:
             mix = training_mix(self.loop, t, self.n_train, self.fresh_share)
@@ -232,7 +236,12 @@ class ZipfTextScenario(Scenario):
             if t == 0:
                 new.add(human0, self.n_train, False, self._human_source(0))
             else:
-                new.add(self._sample_ids(rng, self._start, self._trans, mix.n_real), mix.n_real, False, self._human_source(t))
+                new.add(
+                    self._sample_ids(rng, self._start, self._trans, mix.n_real),
+                    mix.n_real,
+                    False,
+                    self._human_source(t),
+                )
                 synth = self._sample_ids(rng, start, trans, mix.n_synthetic)
                 new.add(synth, mix.n_synthetic, True, self._source(t - 1))
             train = train if mix.keep_previous else TrainingSet()

@@ -62,7 +62,7 @@ def test_generation_zero_is_human_and_shared_across_loops(name: str) -> None:
     ref = _arrays(firsts[0])
     for g in firsts[1:]:
         assert g.synthetic_fraction == 0.0
-        for a, b in zip(ref, _arrays(g)):
+        for a, b in zip(ref, _arrays(g), strict=True):
             if isinstance(a, np.ndarray):
                 np.testing.assert_array_equal(a, b)
             else:
@@ -77,8 +77,8 @@ def test_deterministic_given_seed(name: str) -> None:
     c = make_scenario(name, loop="replace", seed=8, **FAST[name])
     ga, gb, gc = a.run(3), b.run(3), c.run(3)
     assert a.reference.fingerprint == b.reference.fingerprint
-    for x, y in zip(ga, gb):
-        for u, v in zip(_arrays(x), _arrays(y)):
+    for x, y in zip(ga, gb, strict=True):
+        for u, v in zip(_arrays(x), _arrays(y), strict=True):
             if isinstance(u, np.ndarray):
                 np.testing.assert_array_equal(u, v)
             else:

@@ -1,0 +1,80 @@
+"""The spool directory unwritable or the disk full.
+
+*Unwritable* (tests run as root, where ``chmod 0500`` blocks nothing: the spool path is a
+regular FILE, so every ``mkdir`` under it fails with ``NotADirectoryError``): the check returns,
+``report.errors`` says the report is held in memory, and the same process delivers it once the
+sink is back - nothing is lost while the process lives.
+
+*Full* (``RLIMIT_FSIZE`` in a child process with ``SIGXFSZ`` ignored, so every write that grows a
+file fails with ``EFBIG`` - sqlite reports it as "disk I/O error"): the training function's
+result passes through, the check records nothing half-way (sqlite transactions roll back), and the
+next process - with space again - continues at the right generation and delivers what was
+spooled before the disk filled up.
+"""
+
+from __future__ import annotations
+
+import json
+
+from reliability.relkit import Recorder, collapsed, healthy, reference, run_child, unique, watched_check
+
+import collapse_monitor as cm
+
+
+def test_unwritable_spool_keeps_reports_in_memory(tmp_path) -> None:
+    (tmp_path / "spool").write_text("not a directory")
+    sink = Recorder(fail=True)
+    mon = cm.CollapseMonitor(unique("ro"), reference=reference(), sinks=[sink], home=tmp_path)
+    for obs in (healthy(), collapsed()):
+        report, _ = watched_check(mon, obs)
+        assert report is not None
+        assert any(e.startswith("recorder:") for e in report.errors)
+        assert any(e.startswith("spool:") and "kept in memory" in e for e in report.errors), report.errors
+    assert mon.spool.count("recorder") == 2
+
+    sink.fail = False
+    report, _ = watched_check(mon, healthy())
+    assert report is not None and report.errors == ()
+    assert sink.got == [0, 1, 2], "the held reports were delivered first, in order"
+    assert mon.spool.count("recorder") == 0
+    assert [r.generation for r in mon.reports()] == [0, 1, 2]
+
+
+_FULL = """
+import json, os, resource, signal, sys
+import collapse_monitor as cm
+from reliability.relkit import Recorder, collapsed, healthy, reference, watched_check
+
+home, name, step = sys.argv[1], sys.argv[2], sys.argv[3]
+sink = Recorder(fail=step != "recover")
+mon = cm.CollapseMonitor(name, reference=reference(), sinks=[sink], home=home)
+if step == "fill":
+    mon.check(healthy())                       # generation 0, spooled (the sink is down)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))   # from now on: "disk full"
+    report, seconds = watched_check(mon, collapsed())          # asserts the value passes through
+    print(json.dumps({"report": report is not None, "error": type(mon.last_error).__name__,
+                      "message": str(mon.last_error), "seconds": seconds}))
+else:
+    report = mon.check(collapsed())
+    print(json.dumps({"generation": report.generation, "got": sink.got, "errors": list(report.errors),
+                      "alerts": [(a.rule, a.status) for a in report.alerts], "spooled": mon.spool.count("recorder"),
+                      "history": [r.generation for r in mon.reports()]}))
+"""
+
+
+def test_full_disk_then_space_again(tmp_path) -> None:
+    name = unique("full")
+    home = str(tmp_path / "home")
+    filled = run_child(_FULL, home, name, "fill")
+    assert filled.returncode == 0, filled.stderr[-3000:]
+    out = json.loads(filled.stdout.strip().splitlines()[-1])
+    assert out["report"] is False and out["error"], out  # contained: no report, the error is kept
+    assert "I/O" in out["message"] or "full" in out["message"].lower(), out
+
+    again = run_child(_FULL, home, name, "recover")
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = json.loads(again.stdout.strip().splitlines()[-1])
+    assert out["history"] == [0, 1], "no generation was lost or doubled by the full disk"
+    assert out["generation"] == 1 and out["got"] == [0, 1] and out["spooled"] == 0
+    assert out["alerts"] == [["early_collapse", "firing"]], "the alert the full disk swallowed fires now"
