@@ -273,6 +273,7 @@ def detect(
         spec = spec_for(key)
         p = _paired_p(key, paired, items, base_items)
         test = "mcnemar-exact"
+        signature = _paired_signature(key, paired) if p is not None else None
         if p is None:
             p = _interval_p(mv, base, spec.log_scale)
             test = "interval-z"
@@ -280,7 +281,8 @@ def detect(
         out[key] = mv.with_baseline(base.value, p)
         raw.append(
             dict(key=key, family=family, kind="baseline", value=mv.value, baseline=base.value,
-                 relative_change=rel, p_value=p, test=test, ci_low=mv.ci_low, ci_high=mv.ci_high)
+                 relative_change=rel, p_value=p, test=test, ci_low=mv.ci_low, ci_high=mv.ci_high,
+                 _sig=signature)
         )
         s = series.get(key)
         if rules.trend and s is not None and len(s) >= rules.trend_min_points:
@@ -289,18 +291,40 @@ def detect(
                 raw.append(
                     dict(key=key, family=family, kind="trend", value=mv.value, baseline=base.value,
                          relative_change=tr[1], p_value=tr[0], test="mann-kendall/theil-sen",
-                         ci_low=mv.ci_low, ci_high=mv.ci_high)
+                         ci_low=mv.ci_low, ci_high=mv.ci_high, _sig=None)
                 )
 
     findings: list[Finding] = []
     if raw:
-        q = stats.benjamini_hochberg([r["p_value"] for r in raw])
-        for r, qv in zip(raw, q):
+        q = _bh_deduplicated(raw)
+        for r, qv in zip(raw, q, strict=True):
             sig = bool(qv <= rules.alpha and r["relative_change"] <= -rules.min_effect)
+            r.pop("_sig")
             findings.append(Finding(q_value=float(qv), significant=sig, **r))
 
     stage, drift, notes = classify(findings, rules)
     return Detection(stage, drift, tuple(findings), out, notes)
+
+
+def _paired_signature(key: str, paired: Mapping[str, tuple[str, np.ndarray]]) -> tuple[str, bytes]:
+    item_key, mask = paired[key]
+    return item_key, np.packbits(mask.astype(bool)).tobytes()
+
+
+def _bh_deduplicated(raw: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Benjamini-Hochberg over *distinct* hypotheses: paired tests on the same items (e.g.
+    ``rare_class_recall``, ``worst_class_recall`` and ``class_recall.<c>`` when one class is
+    rare) are one hypothesis, counted once, and share its q-value."""
+    groups: dict[Any, list[int]] = {}
+    for i, r in enumerate(raw):
+        sig = r.get("_sig")
+        groups.setdefault(("paired", sig) if sig is not None else ("single", i), []).append(i)
+    members = list(groups.values())
+    q_unique = stats.benjamini_hochberg([raw[m[0]]["p_value"] for m in members])
+    q = np.empty(len(raw))
+    for m, qv in zip(members, q_unique, strict=True):
+        q[m] = qv
+    return q
 
 
 def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...]]:

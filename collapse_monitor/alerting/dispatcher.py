@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -45,7 +46,7 @@ from ..types import Alert, Report, Stage
 from .base import AlertEvent, Channel, DeliveryResult, report_summary
 from .outbox import Outbox, OutboxRow, RetryPolicy
 
-__all__ = ["DEFAULT_OUTBOX", "AlertDispatcher", "Mute", "parse_mutes", "send_test_event"]
+__all__ = ["DEFAULT_OUTBOX", "AlertDispatcher", "Mute", "event_id", "parse_mutes", "send_test_event"]
 
 log = logging.getLogger("collapse_monitor.alerting")
 
@@ -236,7 +237,17 @@ class AlertDispatcher:
 
         Returns one result per row of this call with the row's state afterwards
         (``delivered``, ``pending``, ``dead``, ``disabled`` or ``muted``). Never raises for a
-        delivery problem."""
+        delivery problem. With ``report``, event ids derive from the report and the rule
+        (:func:`event_id`), so dispatching the same report's alerts again is a no-op."""
+        keys = self.persist(alerts, report)
+        if self._after_persist is not None:
+            self._after_persist()
+        return self.deliver(keys)
+
+    def persist(self, alerts: Sequence[Alert] | Alert, report: Report | None = None) -> list[tuple[str, str]]:
+        """Commit one outbox row per (event, channel) without delivering; returns the rows'
+        (event id, channel) keys. With ``report`` the event ids are :func:`event_id`: persisting
+        the same report's alerts twice (a crash recovery) adds nothing."""
         if isinstance(alerts, Alert):
             alerts = [alerts]
         summary = report_summary(report)
@@ -249,7 +260,8 @@ class AlertDispatcher:
             if not targets:
                 log.info("alert %s (%s): no channel takes severity %s", alert.dedup_key, alert.status, alert.severity)
                 continue
-            event = AlertEvent(alert=alert, report=summary, created_at=now)
+            eid = event_id(report, alert) if report is not None else None
+            event = AlertEvent(alert=alert, report=summary, created_at=now, **({"id": eid} if eid else {}))
             self.outbox.enqueue(event, targets, open_alert=open_alert, close_alert=close)
             keys.extend((event.id, ch) for ch in targets)
             log.info(
@@ -259,13 +271,16 @@ class AlertDispatcher:
                 alert.severity,
                 ", ".join(f"{c}:{s}" for c, s in targets.items()),
             )
-        if self._after_persist is not None:
-            self._after_persist()
+        return keys
+
+    def deliver(self, keys: Sequence[tuple[str, str]] = ()) -> list[DeliveryResult]:
+        """Deliver due rows within the budget (when ``keys`` is non-empty); return the state of
+        the rows ``keys`` names afterwards."""
         if keys:
             self.outbox.deliver(self._channels, budget_seconds=self.budget_seconds)
         out = []
-        for event_id, ch in keys:
-            row = self.outbox.get(event_id, ch)
+        for eid, ch in keys:
+            row = self.outbox.get(eid, ch)
             if row is not None:
                 out.append(row.result())
         return out
@@ -315,6 +330,20 @@ class AlertDispatcher:
         routed = self.route(alert)
         targets = {n: initial(n, mute is not None) for n in routed}
         return alert, targets, [(n, alert.severity, mute is not None) for n in routed], None
+
+
+def event_id(report: Report, alert: Alert) -> str:
+    """Deterministic idempotency key of ``alert`` raised by ``report``: the same check's alert
+    gets the same ``webhook-id`` however often (and by whichever process) it is persisted.
+
+    >>> import collapse_monitor as cm
+    >>> r = cm.Report(monitor="m", generation=3, stage=cm.Stage.HEALTHY, metrics={}, created_at=1.5)
+    >>> a = make_test_alert("m")
+    >>> event_id(r, a) == event_id(r, a) and len(event_id(r, a)) == 36
+    True
+    """
+    key = f"collapse-monitor/{report.monitor}/{report.generation}/{report.created_at!r}/{alert.rule}/{alert.status}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
 
 
 def make_test_alert(monitor: str = "collapse-monitor-test") -> Alert:

@@ -102,9 +102,8 @@ class Spool:
 
     def pending(self, sink_key: str) -> list[Path]:
         """Spooled files of ``sink_key``, oldest first (reports held in memory not included)."""
-        d = self._dir(sink_key)
         try:
-            return sorted(p for p in d.iterdir() if p.suffix == ".json")
+            return sorted(p for p in self._dir(sink_key).iterdir() if p.suffix == ".json")
         except OSError:  # missing, not a directory, unreadable
             return []
 
