@@ -29,8 +29,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 RESULTS = Path(__file__).parent / "results"
 
 # (scenario, loop, options, collapsing?)
@@ -84,19 +82,27 @@ def _frames(ref: Any, obs: Any, pca: Any) -> tuple[Any, Any] | None:
 
     if obs.embeddings is not None and pca is not None:
         cols = [f"pc{i}" for i in range(pca.n_components_)]
-        return (pd.DataFrame(pca.transform(ref.embeddings), columns=cols),
-                pd.DataFrame(pca.transform(obs.embeddings), columns=cols))
+        return (
+            pd.DataFrame(pca.transform(ref.embeddings), columns=cols),
+            pd.DataFrame(pca.transform(obs.embeddings), columns=cols),
+        )
     if obs.texts is not None:
+
         def desc(texts: Any) -> Any:
             toks = [tokenize(t) for t in texts]
-            return pd.DataFrame({
-                "length": [len(t) for t in toks],
-                "type_token_ratio": [len(set(t)) / max(1, len(t)) for t in toks],
-            })
+            return pd.DataFrame(
+                {
+                    "length": [len(t) for t in toks],
+                    "type_token_ratio": [len(set(t)) / max(1, len(t)) for t in toks],
+                }
+            )
+
         return desc(ref.texts), desc(obs.texts)
     if obs.predictions is not None:
-        return (pd.DataFrame({"label": [str(x) for x in ref.labels]}),
-                pd.DataFrame({"label": [str(x) for x in obs.predictions]}))
+        return (
+            pd.DataFrame({"label": [str(x) for x in ref.labels]}),
+            pd.DataFrame({"label": [str(x) for x in obs.predictions]}),
+        )
     return None
 
 
@@ -143,9 +149,18 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict
     aggregate = first(agg_flags)
     evidently = first([e is not None and e >= 0.5 for e in ev])
     return {
-        "scenario": scenario, "loop": loop, "options": opts, "label": _label(scenario, loop, opts),
-        "collapsing": collapsing, "seed": seed, "stages": stages, "ours": ours, "aggregate": aggregate,
-        "evidently": evidently, "evidently_share": ev, "aggregates": agg,
+        "scenario": scenario,
+        "loop": loop,
+        "options": opts,
+        "label": _label(scenario, loop, opts),
+        "collapsing": collapsing,
+        "seed": seed,
+        "stages": stages,
+        "ours": ours,
+        "aggregate": aggregate,
+        "evidently": evidently,
+        "evidently_share": ev,
+        "aggregates": agg,
         "false_alarms": 0 if collapsing else sum(s != "healthy" for s in stages),
         "seconds": time.perf_counter() - t0,
     }
@@ -175,14 +190,21 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         agg = [r["aggregate"] for r in rs]
         ev = [r["evidently"] for r in rs]
         # lead: generations between our flag and the aggregate alert (aggregate never -> end of run)
-        leads = [(a if a is not None else generations) - o for o, a in zip(ours, agg) if o is not None]
-        never_after = all(o is not None and (a is None or o <= a) for o, a in zip(ours, agg))
+        leads = [(a if a is not None else generations) - o for o, a in zip(ours, agg, strict=True) if o is not None]
+        never_after = all(o is not None and (a is None or o <= a) for o, a in zip(ours, agg, strict=True))
         fa = sum(r["false_alarms"] for r in rs)
         checks = sum(len(r["stages"]) for r in rs)
         summary[label] = {
-            "collapsing": collapsing, "flagged": sum(o is not None for o in ours), "chains": len(rs),
-            "ours": ours, "aggregate": agg, "evidently": ev, "median_lead": statistics.median(leads) if leads else None,
-            "never_after_aggregate": never_after if collapsing else None, "false_alarm_checks": fa, "checks": checks,
+            "collapsing": collapsing,
+            "flagged": sum(o is not None for o in ours),
+            "chains": len(rs),
+            "ours": ours,
+            "aggregate": agg,
+            "evidently": ev,
+            "median_lead": statistics.median(leads) if leads else None,
+            "never_after_aggregate": never_after if collapsing else None,
+            "false_alarm_checks": fa,
+            "checks": checks,
         }
         lines.append(
             f"| {label} | {'collapsing' if collapsing else 'control'} | "
@@ -203,15 +225,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--no-evidently", action="store_true", help="skip baseline (b) (faster, for tuning)")
     a = ap.parse_args(argv)
-    tasks = [(s, lp, o, c, seed, a.generations, not a.no_evidently) for (s, lp, o, c) in CHAINS for seed in range(a.seeds)
-             if a.only is None or a.only in _label(s, lp, o)]
+    tasks = [
+        (s, lp, o, c, seed, a.generations, not a.no_evidently)
+        for (s, lp, o, c) in CHAINS
+        for seed in range(a.seeds)
+        if a.only is None or a.only in _label(s, lp, o)
+    ]
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     try:
         from rich.progress import track
     except ImportError:  # pragma: no cover
+
         def track(x, **_):  # type: ignore[no-redef]
             return x
+
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
         for row in track(ex.map(run_one, tasks), total=len(tasks), description="chains"):
             rows.append(row)

@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["MASK", "Redactor", "redact_text", "redact_url", "secret_fragments"]
+__all__ = ["MASK", "Redactor", "mask_credentials", "redact_text", "redact_url", "secret_fragments"]
 
 MASK = "***"
 _SAFE_SEGMENT = re.compile(r"[a-z][a-z_-]{0,23}|v\d{1,2}(?:\.\d{1,2})?|\d{1,4}")
@@ -85,6 +85,39 @@ def redact_url(url: object) -> str:
     if parts.query:
         keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
         out += "?" + ("&".join(f"{k if _SAFE_SEGMENT.fullmatch(k) else MASK}={MASK}" for k in keys) or MASK)
+    if parts.fragment:
+        out += "#" + MASK
+    return out
+
+
+def mask_credentials(uri: str) -> str:
+    """``uri`` with its credentials masked - userinfo and every query value - and the rest kept.
+    For data-set URIs (provenance sources), whose paths are the point and rarely secret, unlike
+    :func:`redact_url`, which also hides token-like path segments. Anything that is not an
+    absolute URI comes back unchanged.
+
+    >>> mask_credentials("s3://bucket/data/part-0001.parquet?X-Amz-Signature=abc123&X-Amz-Date=20260101")
+    's3://bucket/data/part-0001.parquet?X-Amz-Signature=***&X-Amz-Date=***'
+    >>> mask_credentials("https://alice:pw@data.example.com/v1/corpus")
+    'https://***@data.example.com/v1/corpus'
+    >>> mask_credentials("generated-gen3")
+    'generated-gen3'
+    """
+    if not isinstance(uri, str) or "://" not in uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return MASK
+    if not parts.scheme or not parts.netloc:
+        return uri
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+    out = f"{parts.scheme}://{netloc}{parts.path}"
+    if parts.query:
+        keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        out += "?" + ("&".join(f"{k}={MASK}" for k in keys) if keys else MASK)
     if parts.fragment:
         out += "#" + MASK
     return out

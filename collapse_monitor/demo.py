@@ -83,8 +83,9 @@ def run_chain(
     from .simulate import make_scenario
 
     sc = make_scenario(scenario, loop=loop, seed=seed, **(scenario_options or {}))
-    mon = CollapseMonitor(name or f"demo-{scenario}-{loop}", reference=sc.reference, sinks=list(sinks), home=home,
-                          rules=rules)
+    mon = CollapseMonitor(
+        name or f"demo-{scenario}-{loop}", reference=sc.reference, sinks=list(sinks), home=home, rules=rules
+    )
     reports: list[Report] = []
     aggs: list[dict[str, float]] = []
     for g in sc.generations(generations):
@@ -151,8 +152,15 @@ def run_demo(
         for loop in loops:
             task = progress.add_task(f"{loop:>10} loop", total=generations)
             chains[loop] = run_chain(
-                scenario, loop, generations, seed=seed, sinks=sinks, home=state / loop,
-                name=f"demo-{scenario}-{loop}-{stamp}", progress=progress, task=task,
+                scenario,
+                loop,
+                generations,
+                seed=seed,
+                sinks=sinks,
+                home=state / loop,
+                name=f"demo-{scenario}-{loop}-{stamp}",
+                progress=progress,
+                task=task,
             )
     elapsed = time.perf_counter() - t0
 
@@ -165,8 +173,9 @@ def run_demo(
         console.print(_verdict_line(loop, v, generations))
 
     html = write_report(out, chains, title=f"collapse-monitor demo: {scenario}", keys=keys, verdicts=verdicts)
-    (out / "verdict.json").write_text(json.dumps({"scenario": scenario, "seed": seed, "verdicts": verdicts,
-                                                  "seconds": elapsed}, indent=2))
+    (out / "verdict.json").write_text(
+        json.dumps({"scenario": scenario, "seed": seed, "verdicts": verdicts, "seconds": elapsed}, indent=2)
+    )
     console.print(f"\nReport: [link=file://{html.resolve()}]{html}[/] (PNG charts beside it)")
     if mlflow:
         uri = tracking_uri or _default_tracking_uri()

@@ -118,14 +118,18 @@ class Rules:
             f"expected an int >= 1 or null, got {rg!r}",
         )
         bg = self.baseline_generation
-        need(bg is None or (isinstance(bg, int) and bg >= 0), "baseline_generation", f"expected an int >= 0, got {bg!r}")
+        need(
+            bg is None or (isinstance(bg, int) and bg >= 0), "baseline_generation", f"expected an int >= 0, got {bg!r}"
+        )
         for key in ("tail", "head", "diversity"):
             v = getattr(self, key)
             if isinstance(v, str) or not isinstance(v, Sequence) or not all(isinstance(x, str) for x in v):
                 raise ConfigError(f"rules.{key}", f"expected a list of metric keys, got {v!r}")
             object.__setattr__(self, key, tuple(v))
-        overlap = (set(self.tail) & set(self.head)) | (set(self.tail) & set(self.diversity)) | (
-            set(self.head) & set(self.diversity)
+        overlap = (
+            (set(self.tail) & set(self.head))
+            | (set(self.tail) & set(self.diversity))
+            | (set(self.head) & set(self.diversity))
         )
         need(not overlap, "tail", f"metric(s) {sorted(overlap)} are in more than one of tail/head/diversity")
 
@@ -280,18 +284,38 @@ def detect(
         rel = _relative(mv.value, base.value)
         out[key] = mv.with_baseline(base.value, p)
         raw.append(
-            dict(key=key, family=family, kind="baseline", value=mv.value, baseline=base.value,
-                 relative_change=rel, p_value=p, test=test, ci_low=mv.ci_low, ci_high=mv.ci_high,
-                 _sig=signature)
+            dict(
+                key=key,
+                family=family,
+                kind="baseline",
+                value=mv.value,
+                baseline=base.value,
+                relative_change=rel,
+                p_value=p,
+                test=test,
+                ci_low=mv.ci_low,
+                ci_high=mv.ci_high,
+                _sig=signature,
+            )
         )
         s = series.get(key)
         if rules.trend and s is not None and len(s) >= rules.trend_min_points:
             tr = _trend(s, spec.log_scale)
             if tr is not None:
                 raw.append(
-                    dict(key=key, family=family, kind="trend", value=mv.value, baseline=base.value,
-                         relative_change=tr[1], p_value=tr[0], test="mann-kendall/theil-sen",
-                         ci_low=mv.ci_low, ci_high=mv.ci_high, _sig=None)
+                    dict(
+                        key=key,
+                        family=family,
+                        kind="trend",
+                        value=mv.value,
+                        baseline=base.value,
+                        relative_change=tr[1],
+                        p_value=tr[0],
+                        test="mann-kendall/theil-sen",
+                        ci_low=mv.ci_low,
+                        ci_high=mv.ci_high,
+                        _sig=None,
+                    )
                 )
 
     findings: list[Finding] = []
@@ -353,4 +377,3 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
     if head > 0 and div >= rules.late_min_effect:
         return Stage.LATE_COLLAPSE, False, ("head metrics and diversity fell",)
     return Stage.HEALTHY, True, ("head metrics fell while the tail held: drift, not collapse",)
-

@@ -71,7 +71,8 @@ class CollapseMonitor:
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigError(
-                "name", f"expected 1-128 characters of letters, digits, '_', '.', '-' (not starting with one), got {name!r}"
+                "name",
+                f"expected 1-128 characters of letters, digits, '_', '.', '-' (not starting with one), got {name!r}",
             )
         if not isinstance(reference, Reference):
             raise ConfigError("reference", f"expected cm.Reference, got {type(reference).__name__}")
@@ -97,7 +98,9 @@ class CollapseMonitor:
         self.sinks: list[Sink] = list(sinks)
         for i, s in enumerate(self.sinks):
             if not hasattr(s, "emit") or not hasattr(s, "name"):
-                raise ConfigError(f"sinks[{i}]", f"expected a sink with .name and .emit(report), got {type(s).__name__}")
+                raise ConfigError(
+                    f"sinks[{i}]", f"expected a sink with .name and .emit(report), got {type(s).__name__}"
+                )
         self.channels = list(alerts)
         self._dispatcher: AlertDispatcher | None = None
         self._dispatcher_opts = dict(routing=routing, mutes=mutes, budget_seconds=alert_budget_seconds)
@@ -112,7 +115,9 @@ class CollapseMonitor:
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, path: str | os.PathLike[str], *, reference: Reference | None = None, **overrides: Any) -> CollapseMonitor:
+    def from_config(
+        cls, path: str | os.PathLike[str], *, reference: Reference | None = None, **overrides: Any
+    ) -> CollapseMonitor:
         """Build a monitor from a YAML file (see ``collapse_monitor.config``)."""
         from .config import monitor_from_config
 
@@ -126,7 +131,9 @@ class CollapseMonitor:
             from .alerting import AlertDispatcher
 
             self._dispatcher = AlertDispatcher(
-                self.channels, outbox_path=self.home / "outbox.db", **self._dispatcher_opts  # type: ignore[arg-type]
+                self.channels,
+                outbox_path=self.home / "outbox.db",
+                **self._dispatcher_opts,  # type: ignore[arg-type]
             )
         return self._dispatcher
 
@@ -169,8 +176,9 @@ class CollapseMonitor:
         baseline_changed = False
         is_baseline = baseline is None and (pinned is None or pinned == generation)
         if is_baseline:
-            baseline = Baseline(generation, self.reference.fingerprint, dict(panel.metrics), dict(panel.items),
-                                panel.predictions)
+            baseline = Baseline(
+                generation, self.reference.fingerprint, dict(panel.metrics), dict(panel.items), panel.predictions
+            )
             self.history.save_baseline(self.name, baseline)
             baseline_changed = True
             det = detect(panel.metrics, rules=rules, baseline=None)
@@ -311,7 +319,7 @@ class CollapseMonitor:
                 for r in failed:
                     errors.append(redact_text(f"alert {getattr(r, 'channel', '?')}: {getattr(r, 'error', '')}"))
                 if failed and self.strict:
-                    raise AlertDeliveryError("; ".join(errors[-len(failed):]))
+                    raise AlertDeliveryError("; ".join(errors[-len(failed) :]))
             except AlertDeliveryError:
                 raise
             except Exception as exc:
@@ -398,10 +406,10 @@ class CollapseMonitor:
     ) -> Iterator[_Retrain]:
         """Context-manager form for scripts without a function boundary::
 
-            with mon.retrain(provenance=cm.Provenance(synthetic_fraction=0.5)) as r:
-                model = train(...)
-                r.observe(cm.Observation(embeddings=sample(model)))
-            r.report  # the Report (None if the check failed; see mon.last_error)
+        with mon.retrain(provenance=cm.Provenance(synthetic_fraction=0.5)) as r:
+            model = train(...)
+            r.observe(cm.Observation(embeddings=sample(model)))
+        r.report  # the Report (None if the check failed; see mon.last_error)
         """
         r = _Retrain(self, generation, provenance, self.strict if strict is None else strict)
         yield r
@@ -431,8 +439,11 @@ class CollapseMonitor:
             return self.check(obs)
         except Exception as exc:
             self.last_error = exc
-            log.error("collapse-monitor %s: check failed, training result kept: %s", self.name,
-                      redact_text(f"{type(exc).__name__}: {exc}"))
+            log.error(
+                "collapse-monitor %s: check failed, training result kept: %s",
+                self.name,
+                redact_text(f"{type(exc).__name__}: {exc}"),
+            )
             if strict:
                 raise
             return None
@@ -455,4 +466,3 @@ class _Retrain:
             strict=self._strict,
         )
         return self.report
-

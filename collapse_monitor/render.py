@@ -63,8 +63,7 @@ def report_table(report: Report) -> Any:
     from rich.table import Table
 
     table = Table(title=f"{report.monitor} - generation {report.generation} - {report.stage.value}")
-    for col, j in (("metric", "left"), ("value", "right"), ("95% CI", "right"), ("baseline", "right"),
-                   ("q", "right")):
+    for col, j in (("metric", "left"), ("value", "right"), ("95% CI", "right"), ("baseline", "right"), ("q", "right")):
         table.add_column(col, justify=j)  # type: ignore[arg-type]
     q = {f.key: f for f in report.findings if f.kind == "baseline"}
     for key, mv in sorted(report.metrics.items()):

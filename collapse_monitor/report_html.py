@@ -38,7 +38,7 @@ def plot_history(
     cols = min(2, n)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.4 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):
         for ci, (name, reports) in enumerate(chains.items()):
             color = f"C{ci}"
             pts = [(r.generation, r.metrics[key], r.stage) for r in reports if key in r.metrics]
@@ -46,8 +46,9 @@ def plot_history(
                 g = [p[0] for p in pts]
                 ax.plot(g, [p[1].value for p in pts], "-", color=color, label=name)
                 ax.fill_between(g, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts], color=color, alpha=0.15)
-                ax.scatter(g, [p[1].value for p in pts], c=[_STAGE_COLOR[p[2]] for p in pts], s=28, zorder=3,
-                           edgecolors=color)
+                ax.scatter(
+                    g, [p[1].value for p in pts], c=[_STAGE_COLOR[p[2]] for p in pts], s=28, zorder=3, edgecolors=color
+                )
             elif aggregates and name in aggregates:
                 vals = [a.get(key) for a in aggregates[name]]
                 g = [r.generation for r in reports][: len(vals)]
@@ -93,7 +94,8 @@ def _table(reports: Sequence[Report], keys: Sequence[str], aggs: Sequence[Mappin
         declines = sorted({f.key for f in r.findings if f.significant})
         cells.append(html.escape(", ".join(declines[:6])))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class='scroll'>{table}</div>"
 
 
 def write_report(
@@ -119,7 +121,7 @@ def write_report(
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "th{background:#f3f3f3}.down{color:#c62828;font-weight:bold}img{max-width:100%}"
+        "th{background:#f3f3f3}.scroll{overflow-x:auto;max-width:100%}td:last-child{text-align:left;font-size:85%}.down{color:#c62828;font-weight:bold}img{max-width:100%}"
         ".verdict{padding:.6em 1em;background:#f6f8fa;border-left:4px solid #555;margin:.5em 0}</style>",
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
@@ -135,8 +137,9 @@ def write_report(
         parts.append(f"<div class='verdict'>{html.escape(txt)}</div>")
     parts.append("<h2>Metrics over generations</h2>" + _img(main_png))
     for name, rs in reports.items():
-        png = plot_history({name: rs}, plot_keys, out / f"{name}.png", aggregates={name: aggs[name]},
-                           title=f"{name} loop")
+        png = plot_history(
+            {name: rs}, plot_keys, out / f"{name}.png", aggregates={name: aggs[name]}, title=f"{name} loop"
+        )
         parts.append(f"<h2>{html.escape(name)} loop</h2>")
         parts.append(_table(rs, plot_keys, aggs[name]))
         parts.append(_img(png))

@@ -10,12 +10,13 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from . import _validate as V
+from ._redact import mask_credentials
 from ._tokenize import tokenize
 from .errors import InputError
 
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """Collapse stage of a generation. ``level`` is the Prometheus value (0/1/2)."""
 
     HEALTHY = "healthy"
@@ -130,7 +131,9 @@ class Provenance:
         for i, s in enumerate(srcs):
             if not isinstance(s, str):
                 raise InputError("provenance.sources", f"item {i} is {type(s).__name__}, expected str")
-        object.__setattr__(self, "sources", srcs)
+        # a presigned URL's signature or a password in a source URI must not travel into
+        # reports, MLflow, the spool or alert payloads: credentials are masked on arrival
+        object.__setattr__(self, "sources", tuple(mask_credentials(s) for s in srcs))
 
     @property
     def origin(self) -> str:
@@ -200,7 +203,7 @@ class Reference:
             raise InputError("reference.class_priors", "expected a non-empty mapping {label: prior}")
         keys = V.as_labels(list(class_priors.keys()), "reference.class_priors")
         priors: dict[Any, float] = {}
-        for k, v in zip(keys.tolist(), class_priors.values()):
+        for k, v in zip(keys.tolist(), class_priors.values(), strict=True):
             try:
                 p = float(v)
             except (TypeError, ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FAMILIES", "MetricSpec", "SPECS", "spec_for"]
+__all__ = ["FAMILIES", "SPECS", "MetricSpec", "spec_for"]
 
 FAMILIES = ("tail", "head", "diversity", "other")
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["ReferenceCache", "Cacheable", "default_cache"]
+__all__ = ["Cacheable", "ReferenceCache", "default_cache"]
 
 log = logging.getLogger("collapse_monitor.cache")
 

@@ -257,7 +257,7 @@ def build_generator_state(
     """
     import torch
 
-    from .knn import _check_chunk, _check_k, _self_kth_d2
+    from .knn import _check_chunk, _check_k, _self_radii2
 
     ref = as_matrix(ref_embeddings, "reference.embeddings")
     n = ref.shape[0]
@@ -277,7 +277,7 @@ def build_generator_state(
     mean = ref.mean(axis=0)
     with torch.inference_mode():
         x = _to_tensor(ref, mean, ndt, dev)
-        radii2 = _self_kth_d2(x, k, _square_block(n, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET))
+        radii2 = _self_radii2(x, k, chunk)
         radii2_np = radii2.cpu().numpy().astype(np.float64)
         del x, radii2
     n_tail = int(np.clip(round(tq * n), 1, n - 1))

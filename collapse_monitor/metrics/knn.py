@@ -150,37 +150,122 @@ def _merge_topk(best: torch.Tensor, a: int, b: int, block: torch.Tensor, kk: int
     best[a:b] = torch.topk(both, kk, dim=1, largest=False, sorted=False).values
 
 
-def _self_kth_d2(x: torch.Tensor, k: int, block: int) -> torch.Tensor:
+_MAX_CANDIDATES = 32  # per row and block on average; above it a plain top-k is cheaper
+
+
+def _merge_filtered(
+    best: torch.Tensor, thr: torch.Tensor, a: int, block: torch.Tensor, mask: torch.Tensor, *, by_column: bool
+) -> None:
+    """Merge one distance block into the running ``kk`` smallest of the rows ``a .. a + r``.
+
+    Only entries strictly below the row's current ``kk``-th smallest value (``thr``) can
+    change the multiset of the ``kk`` smallest (an entry equal to it would replace an equal
+    value), so they are the only ones gathered: after the first block a row gets a handful of
+    candidates per block instead of a top-k over every entry (the top-k cost more than half
+    of the products themselves). ``by_column=True`` merges the columns of ``block`` (the
+    transposed side of a symmetric block) without copying it. Exact: the result equals
+    :func:`_merge_topk` on the same block.
+    """
+    import torch
+
+    kk = best.shape[1]
+    if by_column:
+        r = block.shape[1]
+        torch.lt(block, thr[a : a + r].unsqueeze(0), out=mask)
+    else:
+        r = block.shape[0]
+        torch.lt(block, thr[a : a + r].unsqueeze(1), out=mask)
+    idx = mask.nonzero()
+    n_cand = idx.shape[0]
+    if n_cand == 0:
+        return
+    if n_cand > _MAX_CANDIDATES * r:  # loose thresholds (first blocks of sorted data): top-k
+        _merge_topk(best, a, a + r, block.T if by_column else block, kk)
+        thr[a : a + r] = best[a : a + r].amax(dim=1)
+        return
+    vals = block[idx[:, 0], idx[:, 1]]
+    owner = idx[:, 1] if by_column else idx[:, 0]
+    if by_column:  # nonzero() is row-major: group the candidates by column
+        order = torch.argsort(owner, stable=True)
+        owner, vals = owner[order], vals[order]
+    counts = torch.bincount(owner, minlength=r)
+    rows = torch.nonzero(counts).squeeze(1)
+    width = int(counts.max())
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(n_cand, device=block.device) - starts[owner]
+    dense = torch.full((r, width), math.inf, dtype=block.dtype, device=block.device)
+    dense[owner, slot] = vals
+    both = torch.cat([best[a + rows], dense[rows]], dim=1)
+    merged = torch.topk(both, kk, dim=1, largest=False, sorted=False).values
+    best[a + rows] = merged
+    thr[a + rows] = merged.amax(dim=1)
+
+
+def _strip_width(side: int, n: int, itemsize: int, chunk_size: int | None, budget: int) -> int:
+    """Columns of one ``side x width`` block of the symmetric self pass: ``chunk_size`` when
+    given (square blocks), else as wide as the budget allows for the block and its mask
+    (fewer, larger products: each block costs a fixed number of passes and thread wake-ups)."""
+    if chunk_size is not None:
+        return chunk_size
+    return max(side, min(n, budget // (side * (itemsize + 2))))
+
+
+def _self_kth_d2(x: torch.Tensor, k: int, block: int, width: int | None = None) -> torch.Tensor:
     """Squared distance of each row of ``x`` to its ``min(k, n-1)``-th nearest other row.
 
-    Symmetric blocks: block (i, j), j >= i, is computed once and serves the rows of i and
-    (transposed) the rows of j, so the pass costs about half a full ``n x n x d`` product.
-    The two block buffers are allocated once and reused.
+    Symmetric blocks: the diagonal ``block x block`` blocks first, then for each row block
+    the products with the rows after it only, in ``block x width`` pieces (``width``
+    defaults to ``block``); each piece serves its rows and (as columns) the later rows, so
+    the pass costs about half a full ``n x n x d`` product. Starting from the diagonal
+    blocks gives every row a running ``kk``-th smallest from its own block, and each later
+    piece only contributes the few entries below it (:func:`_merge_filtered`). The block and
+    mask buffers are allocated once and reused.
     """
     import torch
 
     n = x.shape[0]
+    width = block if width is None else max(width, 1)
     kk = min(k, n - 1) + 1  # the row itself is among the kk smallest, at distance 0
     norms = (x * x).sum(dim=1)
     best = torch.full((n, kk), math.inf, dtype=x.dtype, device=x.device)
     side = min(block, n)
-    buf = torch.empty(side * side, dtype=x.dtype, device=x.device)
-    tbuf = torch.empty(side * side, dtype=x.dtype, device=x.device)
+    cols = min(width, max(n - side, 1))
+    buf = torch.empty(max(side * side, side * cols), dtype=x.dtype, device=x.device)
+    mbuf = torch.empty(side * cols, dtype=torch.bool, device=x.device)
+
+    def distances(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
+        d2 = buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+        torch.addmm(norms[j0:j1].unsqueeze(0), x[i0:i1], x[j0:j1].T, beta=1.0, alpha=-2.0, out=d2)
+        return d2.add_(norms[i0:i1].unsqueeze(1))
+
     for i0 in range(0, n, block):
         i1 = min(n, i0 + block)
-        xi = x[i0:i1]
-        for j0 in range(i0, n, block):
-            j1 = min(n, j0 + block)
-            d2 = buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
-            torch.addmm(norms[j0:j1].unsqueeze(0), xi, x[j0:j1].T, beta=1.0, alpha=-2.0, out=d2)
-            d2.add_(norms[i0:i1].unsqueeze(1))
-            if j0 == i0:
-                d2.fill_diagonal_(0.0)
-            _merge_topk(best, i0, i1, d2, kk)
-            if j0 != i0:
-                d2t = tbuf[: (i1 - i0) * (j1 - j0)].view(j1 - j0, i1 - i0).copy_(d2.T)
-                _merge_topk(best, j0, j1, d2t, kk)
+        d2 = distances(i0, i1, i0, i1)
+        d2.fill_diagonal_(0.0)
+        _merge_topk(best, i0, i1, d2, kk)
+    thr = best.amax(dim=1)
+    for i0 in range(0, n, block):
+        i1 = min(n, i0 + block)
+        for j0 in range(i1, n, cols):
+            j1 = min(n, j0 + cols)
+            d2 = distances(i0, i1, j0, j1)
+            mask = mbuf[: d2.numel()].view(d2.shape)
+            _merge_filtered(best, thr, i0, d2, mask, by_column=False)
+            _merge_filtered(best, thr, j0, d2, mask, by_column=True)
     return best.amax(dim=1).clamp_min_(0.0)
+
+
+def _self_radii2(x: torch.Tensor, k: int, chunk_size: int | None, budget: int | None = None) -> torch.Tensor:
+    """:func:`_self_kth_d2` with blocks sized from ``chunk_size`` or the memory budget."""
+    import torch
+
+    n = x.shape[0]
+    if n < 2:
+        return torch.zeros(n, dtype=x.dtype, device=x.device)
+    budget = DEFAULT_MEMORY_BUDGET if budget is None else budget
+    itemsize = x.element_size()
+    side = _square_block(n, itemsize, chunk_size, budget)
+    return _self_kth_d2(x, k, side, _strip_width(side, n, itemsize, chunk_size, budget))
 
 
 def _cross_pass(
@@ -260,7 +345,7 @@ def kth_nn_radii(
         return np.zeros(1)
     with torch.inference_mode():
         x = _to_tensor(arr, arr.mean(axis=0), ndt, dev)
-        d2 = _self_kth_d2(x, k, _square_block(arr.shape[0], ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET))
+        d2 = _self_radii2(x, k, chunk)
         out = d2.cpu().numpy().astype(np.float64)
     return out if squared else np.sqrt(out)
 
@@ -337,12 +422,10 @@ def prdc_pass(
         r = _to_tensor(ref, center, ndt, dev)
         s = _to_tensor(gen, center, ndt, dev)
         if ref_radii2 is None:
-            sq = _square_block(n, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
-            r2_ref = _self_kth_d2(r, k, sq) if n > 1 else torch.zeros(1, dtype=tdt, device=dev)
+            r2_ref = _self_radii2(r, k, chunk)
         else:
             r2_ref = torch.from_numpy(ref_radii2).to(device=dev, dtype=tdt)
-        sq = _square_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
-        r2_s = _self_kth_d2(s, k, sq) if m > 1 else torch.zeros(1, dtype=tdt, device=dev)
+        r2_s = _self_radii2(s, k, chunk)
         rows = _row_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         counts, min_d2, in_ball = _cross_pass(r, s, r2_ref, r2_s, rows)
         return NeighbourPass(

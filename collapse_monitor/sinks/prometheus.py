@@ -85,7 +85,7 @@ def rare_classes(report: Report, *, rare_threshold: float = 0.05) -> list[str]:
     if not keys:
         return []
     known = getattr(report, "rare_classes", None)
-    if known is not None:
+    if known:  # () also means "not recorded" (hand-made reports, reports rebuilt from MLflow tags)
         chosen = {str(c) for c in known}
     else:
         chosen = {

@@ -11,8 +11,18 @@ from collapse_monitor.types import Finding, MetricValue
 
 
 def _f(key: str, family: str, rel: float, sig: bool = True) -> Finding:
-    return Finding(key=key, family=family, kind="baseline", value=1 + rel, baseline=1.0, relative_change=rel,
-                   p_value=1e-6, q_value=1e-5, significant=sig, test="t")
+    return Finding(
+        key=key,
+        family=family,
+        kind="baseline",
+        value=1 + rel,
+        baseline=1.0,
+        relative_change=rel,
+        p_value=1e-6,
+        q_value=1e-5,
+        significant=sig,
+        test="t",
+    )
 
 
 def test_classify_stages() -> None:
@@ -45,8 +55,14 @@ def test_detect_uses_paired_mcnemar_and_bh() -> None:
     mask = np.ones(50, bool)
     metrics = {"accuracy": MetricValue(cur.mean(), 0.4, 0.7)}
     baseline = {"accuracy": MetricValue(0.8, 0.67, 0.89)}
-    det = detect(metrics, rules=rules, baseline=baseline, items={"probe.correct": cur}, base_items=base_items,
-                 paired={"accuracy": ("probe.correct", mask)})
+    det = detect(
+        metrics,
+        rules=rules,
+        baseline=baseline,
+        items={"probe.correct": cur},
+        base_items=base_items,
+        paired={"accuracy": ("probe.correct", mask)},
+    )
     (f,) = det.findings
     assert f.test == "mcnemar-exact"
     assert f.p_value == pytest.approx(0.5**12)

@@ -26,8 +26,9 @@ def _reference(seed: int = 123, n_probe: int = 2500, n_ref: int = 1500):
     return cm.Reference(embeddings=emb, labels=labels, class_priors=dict(enumerate(PRIORS))), centers, labels
 
 
-def _generation(rng, centers, labels, *, rare_recall: float, rare_weight: float, spread: float, head_acc: float = 0.9,
-                n: int = 1500):
+def _generation(
+    rng, centers, labels, *, rare_recall: float, rare_weight: float, spread: float, head_acc: float = 0.9, n: int = 1500
+):
     """Predictions with the given recalls; samples from the mixture with the rare mode's weight
     and the spread given."""
     preds = labels.copy()
@@ -96,10 +97,28 @@ def test_report_shape_and_intervals(tmp_path) -> None:
     _, reports = _chain(tmp_path, [dict(rare_recall=0.9, rare_weight=0.02, spread=1.0)] * 2)
     r = reports[1]
     assert r.generation == 1 and r.baseline_generation == 0
-    for key in ("accuracy", "balanced_accuracy", "rare_class_recall", "head_class_recall", "worst_class_recall",
-                "rare_prediction_ratio", "rare_flips", "precision", "recall", "density", "coverage", "tail_coverage",
-                "head_coverage", "vendi_score", "vendi_ratio", "effective_rank", "variance_ratio",
-                "frechet_distance", "tail_mass_ratio", "class_recall.4"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "rare_class_recall",
+        "head_class_recall",
+        "worst_class_recall",
+        "rare_prediction_ratio",
+        "rare_flips",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "tail_coverage",
+        "head_coverage",
+        "vendi_score",
+        "vendi_ratio",
+        "effective_rank",
+        "variance_ratio",
+        "frechet_distance",
+        "tail_mass_ratio",
+        "class_recall.4",
+    ):
         mv = r.metrics[key]
         assert mv.ci_low <= mv.value <= mv.ci_high, key
         assert np.isfinite([mv.value, mv.ci_low, mv.ci_high]).all(), key
@@ -123,8 +142,9 @@ print(r.generation, r.baseline_generation)
 """
     gens = []
     for _ in range(3):
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                             env={**os.environ})
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, env={**os.environ}
+        )
         gens.append(out.stdout.split())
     assert gens == [["0", "0"], ["1", "0"], ["2", "0"]]
 
@@ -146,8 +166,10 @@ def test_watch_passes_return_value_and_contains_failures(tmp_path) -> None:
     mon = cm.CollapseMonitor("watch", reference=ref, sinks=[], home=tmp_path)
     sentinel = object()
 
-    @mon.watch(evaluate=lambda model: cm.Observation(predictions=[0] * 90 + [1] * 10),
-               provenance=cm.Provenance(synthetic_fraction=0.25))
+    @mon.watch(
+        evaluate=lambda model: cm.Observation(predictions=[0] * 90 + [1] * 10),
+        provenance=cm.Provenance(synthetic_fraction=0.25),
+    )
     def retrain():
         return sentinel
 

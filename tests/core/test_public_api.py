@@ -8,10 +8,32 @@ import sys
 import collapse_monitor as cm
 
 EXPECTED = {
-    "Alert", "AlertDeliveryError", "Alertmanager", "Channel", "CollapseMonitor", "CollapseMonitorError",
-    "ConfigError", "EvidentlySink", "Finding", "InputError", "MLflowSink", "MetricValue", "Observation",
-    "PagerDuty", "PrometheusSink", "Provenance", "Reference", "Report", "Rules", "Sink", "SinkError", "Slack",
-    "Stage", "Teams", "Webhook", "__version__",
+    "Alert",
+    "AlertDeliveryError",
+    "Alertmanager",
+    "Channel",
+    "CollapseMonitor",
+    "CollapseMonitorError",
+    "ConfigError",
+    "EvidentlySink",
+    "Finding",
+    "InputError",
+    "MLflowSink",
+    "MetricValue",
+    "Observation",
+    "PagerDuty",
+    "PrometheusSink",
+    "Provenance",
+    "Reference",
+    "Report",
+    "Rules",
+    "Sink",
+    "SinkError",
+    "Slack",
+    "Stage",
+    "Teams",
+    "Webhook",
+    "__version__",
 }
 
 

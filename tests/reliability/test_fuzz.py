@@ -6,13 +6,16 @@ a round trip through ``Report.from_dict``) or ``InputError`` / ``ConfigError``; 
 exception, never a NaN metric.
 
 Example counts are modest (the suite must stay fast); ``derandomize=True`` makes every run
-explore the same examples, so a failure here is reproducible, not flaky.
+explore the same examples, so a failure here is reproducible, not flaky. For a deeper, random
+search set ``COLLAPSE_FUZZ_EXAMPLES`` (e.g. ``=1000``): every test then runs that many examples
+with fresh randomness.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,17 +23,19 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import collapse_monitor as cm
 from collapse_monitor.errors import ConfigError, InputError
 
+_DEEP = int(os.environ.get("COLLAPSE_FUZZ_EXAMPLES", "0"))
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=_DEEP or 60,
     deadline=None,
-    derandomize=True,
+    derandomize=not _DEEP,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 EXPECTED = (InputError, ConfigError)
@@ -117,38 +122,44 @@ def _texts(draw: st.DrawFn) -> Any:
     return items
 
 
+_CLEAN_LABEL = st.one_of(st.integers(0, 3), st.sampled_from(["a", "b", "é", "🙂", "0", "x y"]))
+
+
 @st.composite
 def _world(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Reference kwargs and two observations' kwargs - compatible with the reference most of
-    the time (so the metrics run), corrupted some of the time."""
+    """Reference kwargs and two observations' kwargs. Clean and compatible most of the time
+    (so the metrics run on odd-but-valid data: one row, identical rows, huge values, unicode),
+    with one field replaced by anything at all some of the time."""
     families = draw(st.sets(st.sampled_from(["embeddings", "labels", "texts"]), min_size=1))
-    ref: dict[str, Any] = {}
-    obs_base: dict[str, Any] = {}
     d = draw(st.integers(1, 3))
-    if "embeddings" in families:
-        ref["embeddings"] = draw(_matrix(rows=draw(st.integers(1, 12)), cols=d) if draw(st.booleans()) else _matrix())
-    alphabet = draw(st.lists(_LABEL, min_size=1, max_size=4))
-    if "labels" in families:
-        m = draw(st.integers(1, 30))
-        ref["labels"] = draw(_labels(m, alphabet)) if draw(st.booleans()) else draw(_labels())
+    huge = draw(st.sampled_from([1.0, 1.0, 1e-8, 1e6, 1e12]))
+    finite = st.floats(-1.0, 1.0).map(lambda v: v * huge)
+
+    def emb(rows: int) -> Any:
         if draw(st.integers(0, 4)) == 0:
-            ref["class_priors"] = draw(st.dictionaries(_LABEL, st.one_of(_FLOATS, st.just("x")), max_size=4))
+            return np.full((rows, d), draw(finite))  # all identical
+        return draw(hnp.arrays(np.float64, (rows, d), elements=finite))
+
+    ref: dict[str, Any] = {}
+    alphabet = draw(st.lists(_CLEAN_LABEL, min_size=1, max_size=4, unique=True))
+    if "embeddings" in families:
+        ref["embeddings"] = emb(draw(st.integers(2, 12)))
+    if "labels" in families:
+        ref["labels"] = draw(_labels(draw(st.integers(1, 30)), alphabet))
     if "texts" in families:
-        ref["texts"] = draw(_texts())
+        ref["texts"] = [draw(st.sampled_from(["the cat sat", "ünïcödé wörds", "a"]))] + draw(st.lists(_TEXT, max_size=5))
     observations = []
     for _ in range(2):
-        obs: dict[str, Any] = dict(obs_base)
-        if "embeddings" in ref and draw(st.integers(0, 5)):
-            obs["embeddings"] = draw(_matrix(rows=draw(st.integers(1, 10)), cols=d) if draw(st.booleans())
-                                     else _matrix())
-        if "labels" in ref and draw(st.integers(0, 5)):
-            try:
-                m = len(ref["labels"])
-            except TypeError:
-                m = 3
-            obs["predictions"] = draw(_labels(m, alphabet)) if draw(st.booleans()) else draw(_labels())
-        if "texts" in ref and draw(st.integers(0, 5)):
-            obs["texts"] = draw(_texts())
+        obs: dict[str, Any] = {}
+        if "embeddings" in ref and draw(st.integers(0, 4)):
+            obs["embeddings"] = emb(draw(st.integers(1, 10)))
+        if "labels" in ref and draw(st.integers(0, 4)):
+            obs["predictions"] = draw(_labels(len(ref["labels"]), alphabet))
+        if "texts" in ref and draw(st.integers(0, 4)):
+            obs["texts"] = draw(st.lists(_TEXT, min_size=1, max_size=6))
+        if not obs:
+            obs = {k: v for k, v in (("embeddings", ref.get("embeddings")), ("predictions", ref.get("labels")),
+                                     ("texts", ref.get("texts"))) if v is not None}
         if draw(st.integers(0, 6)) == 0:
             obs["generation"] = draw(st.one_of(st.integers(-2, 5), st.just(True), st.just(2.0), st.just("1")))
         if draw(st.integers(0, 6)) == 0:
@@ -158,6 +169,20 @@ def _world(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 st.just("not provenance"),
             ))
         observations.append(obs)
+    # corruption: one field of the reference or of an observation becomes anything at all
+    corrupt = draw(st.integers(0, 9))
+    if corrupt < 4:
+        target = ref if corrupt < 2 else observations[draw(st.integers(0, 1))]
+        field = draw(st.sampled_from(["embeddings", "labels", "texts", "class_priors"] if target is ref
+                                     else ["embeddings", "predictions", "texts"]))
+        if field == "embeddings":
+            target[field] = draw(_matrix())
+        elif field in ("labels", "predictions"):
+            target[field] = draw(_labels())
+        elif field == "texts":
+            target[field] = draw(_texts())
+        else:
+            target[field] = draw(st.dictionaries(_LABEL, st.one_of(_FLOATS, st.just("x")), max_size=4))
     return ref, observations
 
 
@@ -183,7 +208,8 @@ def assert_valid_report(report: cm.Report) -> None:
 def _run(ref_kw: dict[str, Any], obs_kws: list[dict[str, Any]]) -> list[cm.Report]:
     try:
         ref = cm.Reference(**ref_kw)
-    except EXPECTED:
+    except EXPECTED as exc:
+        event(f"reference refused: {getattr(exc, 'field', '?')}")
         return []
     reports = []
     with tempfile.TemporaryDirectory() as home:
@@ -191,11 +217,16 @@ def _run(ref_kw: dict[str, Any], obs_kws: list[dict[str, Any]]) -> list[cm.Repor
         for kw in obs_kws:
             try:
                 obs = cm.Observation(**kw)
-                reports.append(mon.check(obs))
-            except EXPECTED:
+            except EXPECTED as exc:
+                event(f"observation refused: {getattr(exc, 'field', '?')}")
                 continue
+            try:
+                reports.append(mon.check(obs))
+            except EXPECTED as exc:
+                event(f"check refused: {type(exc).__name__}")
     for r in reports:
         assert_valid_report(r)
+        event(f"report with {'no' if not r.metrics else 'some'} metrics")
     return reports
 
 
@@ -209,7 +240,7 @@ def test_fuzz_reference_and_observation(world: tuple[dict[str, Any], list[dict[s
     _run(ref_kw, obs_kws)
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=_DEEP or 40)
 @given(
     n=st.integers(1, 6),
     d=st.integers(1, 3),
@@ -227,7 +258,7 @@ def test_fuzz_tiny_and_degenerate_embeddings(n: int, d: int, value: float, k: in
     assume(reports)
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=_DEEP or 40)
 @given(
     ref=st.lists(st.one_of(st.integers(0, 3), st.sampled_from(["a", "b", "é"])), min_size=1, max_size=40),
     flip=st.floats(0, 1),
@@ -242,7 +273,7 @@ def test_fuzz_mixed_type_labels(ref: list[Any], flip: float, seed: int) -> None:
     _run({"labels": ref}, [{"predictions": ref}, {"predictions": preds}])
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=_DEEP or 40)
 @given(ref=st.lists(_TEXT, min_size=1, max_size=6), gen=st.lists(_TEXT, min_size=1, max_size=6))
 def test_fuzz_texts(ref: list[str], gen: list[str]) -> None:
     """Unicode, empty and whitespace-only texts, single tokens, zero-width characters."""
@@ -261,40 +292,58 @@ _RULE_KEYS = ["alpha", "min_effect", "late_min_effect", "drift_ratio", "trend", 
 _SMALL = st.one_of(_SCALAR, st.integers(1, 50), st.floats(0.001, 0.999), st.lists(st.text(max_size=8), max_size=3))
 
 
+_VALID_RULES = {
+    "alpha": st.floats(0.001, 0.5), "min_effect": st.floats(0.01, 0.9), "late_min_effect": st.floats(0.01, 0.9),
+    "drift_ratio": st.floats(1.0, 10.0), "trend": st.booleans(), "trend_min_points": st.integers(3, 8),
+    "rare_threshold": st.floats(0.001, 0.5), "min_support": st.integers(1, 60), "tail_quantile": st.floats(0.01, 0.9),
+    "k": st.integers(1, 60), "n_boot": st.integers(10, 60), "text_budget": st.integers(10, 500),
+    "rare_class_tests": st.booleans(), "repeat_interval_seconds": st.floats(0, 1e9),
+    "repeat_every_generations": st.one_of(st.none(), st.integers(1, 5)), "alert_on_drift": st.booleans(),
+    "baseline_generation": st.one_of(st.none(), st.integers(0, 2)), "seed": st.integers(0, 10**9),
+    "tail": st.lists(st.sampled_from(["tail_coverage", "rare_class_recall", "nope", ""]), max_size=3),
+}
+
+
 @st.composite
 def _config(draw: st.DrawFn) -> Any:
     if draw(st.integers(0, 9)) == 0:
         return draw(_VALUE)  # not even a mapping
+    valid = draw(st.booleans())
     cfg: dict[str, Any] = {}
-    if draw(st.integers(0, 5)):
-        cfg["name"] = draw(st.one_of(st.sampled_from(["fuzz", "a.b-c_1"]), _SCALAR))
+    if valid or draw(st.integers(0, 5)):
+        cfg["name"] = draw(st.sampled_from(["fuzz", "a.b-c_1"])) if valid else draw(_SCALAR)
     if draw(st.booleans()):
-        rules = {draw(st.sampled_from(_RULE_KEYS)): draw(_SMALL) for _ in range(draw(st.integers(0, 4)))}
-        cfg["rules"] = rules if draw(st.integers(0, 5)) else draw(_VALUE)
+        if valid:
+            keys = draw(st.lists(st.sampled_from(sorted(_VALID_RULES)), max_size=5, unique=True))
+            cfg["rules"] = {k: draw(_VALID_RULES[k]) for k in keys}
+        else:
+            rules = {draw(st.sampled_from(_RULE_KEYS)): draw(_SMALL) for _ in range(draw(st.integers(0, 4)))}
+            cfg["rules"] = rules if draw(st.integers(0, 5)) else draw(_VALUE)
     if draw(st.booleans()):
+        sink_types = ["mlflow", "prometheus", "evidently"] + ([] if valid else ["nope"])
+        options = {} if valid else {"tracking_uri": _SCALAR, "timeout": _SCALAR, "pushgateway": _SCALAR,
+                                    "textfile": _SCALAR, "job": _SCALAR, "max_retries": _SCALAR, "extra": _SCALAR}
         cfg["sinks"] = draw(st.one_of(
-            st.lists(st.fixed_dictionaries({"type": st.sampled_from(["mlflow", "prometheus", "evidently", "nope"])},
-                                           optional={"tracking_uri": _SCALAR, "timeout": _SCALAR,
-                                                     "pushgateway": _SCALAR, "textfile": _SCALAR,
-                                                     "job": _SCALAR, "max_retries": _SCALAR, "extra": _SCALAR}),
-                     max_size=3),
-            _VALUE,
+            st.lists(st.fixed_dictionaries({"type": st.sampled_from(sink_types)}, optional=options), max_size=3),
+            *([] if valid else [_VALUE]),
         ))
     if draw(st.booleans()):
-        cfg["alerts"] = draw(st.one_of(
-            st.lists(st.fixed_dictionaries({"type": st.sampled_from(["webhook", "slack", "pagerduty", "alertmanager",
-                                                                     "teams", "nope"])},
-                                           optional={"url": st.one_of(st.just("http://127.0.0.1:9/x"), _SCALAR),
-                                                     "secret": _SCALAR, "routing_key": _SCALAR,
-                                                     "severities": _VALUE, "timeout": _SCALAR,
-                                                     "verify_tls": _SCALAR, "headers": _VALUE, "name": _SCALAR}),
-                     max_size=3),
-            _VALUE,
-        ))
+        types = ["webhook", "slack", "alertmanager", "teams"] + ([] if valid else ["pagerduty", "nope"])
+        options = {"severities": st.lists(st.sampled_from(["info", "warning", "critical"]), min_size=1, unique=True),
+                   "timeout": st.floats(0.1, 30)}
+        if not valid:
+            options = {"url": _SCALAR, "secret": _SCALAR, "routing_key": _SCALAR, "severities": _VALUE,
+                       "timeout": _SCALAR, "verify_tls": _SCALAR, "headers": _VALUE, "name": _SCALAR}
+        items = draw(st.lists(st.fixed_dictionaries({"type": st.sampled_from(types)}, optional=options), max_size=3))
+        for i, item in enumerate(items):
+            if valid:
+                item["url"] = f"http://127.0.0.1:9/hook-{i}"
+                item["name"] = f"ch{i}"
+        cfg["alerts"] = items if valid or draw(st.integers(0, 4)) else draw(_VALUE)
     for key in ("strict", "links", "routing", "mutes", "home", "device", "reference"):
-        if draw(st.integers(0, 5)) == 0:
+        if not valid and draw(st.integers(0, 5)) == 0:
             cfg[key] = draw(_VALUE)
-    if draw(st.integers(0, 5)) == 0:
+    if not valid and draw(st.integers(0, 5)) == 0:
         cfg[draw(st.text(min_size=1, max_size=8))] = draw(_VALUE)
     return cfg
 
@@ -303,7 +352,7 @@ _REF = cm.Reference(labels=[0] * 45 + [1] * 5)
 
 
 @SETTINGS
-@given(cfg=_config(), raw=st.one_of(st.none(), st.text(max_size=80)))
+@given(cfg=_config(), raw=st.one_of(st.none(), st.none(), st.none(), st.text(max_size=80)))
 def test_fuzz_yaml_config(cfg: Any, raw: str | None) -> None:
     """A config mapping (or garbage text) -> a monitor that checks, or ConfigError/InputError."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -316,7 +365,8 @@ def test_fuzz_yaml_config(cfg: Any, raw: str | None) -> None:
             path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
         try:
             mon = cm.CollapseMonitor.from_config(path, reference=_REF, sinks=[])
-        except EXPECTED:
+        except EXPECTED as exc:
+            event(f"config refused: {type(exc).__name__}")
             return
         mon.home = Path(tmp) / "home2"  # never write outside the temp dir, whatever `home` said
         from collapse_monitor.history import HistoryStore
@@ -326,9 +376,11 @@ def test_fuzz_yaml_config(cfg: Any, raw: str | None) -> None:
         mon.channels = []  # no network from fuzzed URLs
         try:
             report = mon.check(cm.Observation(predictions=[0] * 45 + [1] * 5))
-        except EXPECTED:
+        except EXPECTED as exc:
+            event(f"check refused: {type(exc).__name__}")
             return
         assert_valid_report(report)
+        event("config accepted, report valid")
 
 
 @pytest.mark.parametrize("text", ["a: [1, 2", "\t- x", "key: value\n  bad indent: 1", "%YAML 9.9\n---\nx: 1", "\x00"])

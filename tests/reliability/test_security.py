@@ -1,0 +1,381 @@
+"""Security: secrets never show (logs, reports, reprs, MLflow params/tags/artifacts, exception
+messages, the spool, the history, the outbox); ``/metrics`` binds 127.0.0.1 unless told
+otherwise; a world-readable config holding secrets is warned about; YAML is loaded safely;
+nothing is unpickled from a path the user did not choose; TLS verification is on unless an
+explicit flag turns it off, which logs a warning."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import sqlite3
+import ssl
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from reliability.relkit import LABELS, REPO, collapsed, healthy, mlflow_runs, reference, unique
+from servers import Response
+
+import collapse_monitor as cm
+from collapse_monitor.alerting import Outbox
+
+# every fragment below is a secret: none may appear anywhere the monitor writes or says
+HOOK_SECRET = "whsec_c2VjcmV0LWZvci1yZWxpYWJpbGl0eS10ZXN0cw=="
+PATH_TOKEN = "PathTok3nXyZ9876"
+QUERY_TOKEN = "qsTok3n-55501"
+HEADER_TOKEN = "hdrTok3n-77702"
+ROUTING_KEY = "R0UT1NGk3y0123456789abcdef0123"
+MLFLOW_PASSWORD = "mlfl0wPa55-33303"
+PGW_PASSWORD = "pgwPa55-44404"
+PRESIGNED = "presignedSig-66605"
+SECRETS = [HOOK_SECRET, HOOK_SECRET[6:], PATH_TOKEN, QUERY_TOKEN, HEADER_TOKEN, ROUTING_KEY, MLFLOW_PASSWORD,
+           PGW_PASSWORD, PRESIGNED]
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in SECRETS if s in text]
+
+
+def _dump_sqlite(path: Path) -> str:
+    if not path.exists():
+        return ""
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return "\n".join(repr(row) for t in tables for row in db.execute(f"SELECT * FROM {t}"))  # noqa: S608
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_secrets_never_show(mlflow_server, http_receiver, tmp_path, caplog, capfd) -> None:
+    caplog.set_level(logging.DEBUG)
+    # the receiver echoes the secrets back in its error body, as badly written servers do
+    echo = f"denied: token={QUERY_TOKEN} auth=Bearer {HEADER_TOKEN} key {ROUTING_KEY} path {PATH_TOKEN}"
+    http_receiver.default = Response(500, body=echo)
+    hook_url = http_receiver.url_for(f"/hooks/{PATH_TOKEN}") + f"?token={QUERY_TOKEN}"
+    channels = [
+        cm.Webhook(hook_url, secret=HOOK_SECRET, name="hook", headers={"Authorization": f"Bearer {HEADER_TOKEN}"}),
+        cm.PagerDuty(ROUTING_KEY, url=http_receiver.url_for("/v2/enqueue"), name="pd"),
+        cm.Slack(http_receiver.url_for(f"/services/T0/B0/{PATH_TOKEN}"), name="slack"),
+    ]
+    host, port = mlflow_server.url.split("://", 1)[1].split(":")
+    sinks = [
+        cm.MLflowSink(f"http://alice:{MLFLOW_PASSWORD}@{host}:{port}", evidently=False, timeout=5, max_retries=1),
+        cm.PrometheusSink(pushgateway=f"http://bob:{PGW_PASSWORD}@127.0.0.1:{_dead_port()}", timeout=1),
+    ]
+    name = unique("secrets")
+    mon = cm.CollapseMonitor(name, reference=reference(), sinks=sinks, alerts=channels, home=tmp_path / "home",
+                             alert_budget_seconds=1, links={"runbook": "https://runbooks.example.com/collapse"})
+    prov = cm.Provenance(synthetic_fraction=0.5, sources=[f"s3://corpus/gen3.parquet?X-Amz-Signature={PRESIGNED}"])
+    reports = [mon.check(healthy(provenance=prov)), mon.check(collapsed(provenance=prov))]
+    assert reports[1].alerts and reports[1].errors  # the Pushgateway is down: errors recorded
+    strict = cm.CollapseMonitor(unique("secrets-strict"), reference=reference(), sinks=sinks[1:], strict=True,
+                                home=tmp_path / "strict")
+    with pytest.raises(cm.SinkError) as info:
+        strict.check(healthy())
+
+    said = [
+        caplog.text,
+        *capfd.readouterr(),
+        *(json.dumps(r.to_dict()) for r in reports),
+        repr(mon), repr(strict), *map(repr, sinks), *map(repr, channels), repr(prov),
+        str(info.value), repr(info.value),
+        _dump_sqlite(tmp_path / "home" / "history.db"),
+        _dump_sqlite(tmp_path / "home" / "outbox.db"),
+        *(p.read_text() for p in (tmp_path / "home").rglob("*.json")),
+    ]
+    for i, text in enumerate(said):
+        assert not _leaks(text), f"secret(s) {_leaks(text)} in item {i}: {text[:3000]}"
+    assert "X-Amz-Signature=***" in json.dumps(reports[0].to_dict())  # the source is kept, masked
+
+    # MLflow: params, tags, metrics names, dataset inputs and the report artifact
+    client = mlflow_server.client()
+    runs = mlflow_runs(mlflow_server.url, name)
+    assert len(runs) == 2
+    for run in runs:
+        stored = json.dumps(
+            {"params": run.data.params, "tags": run.data.tags, "metrics": sorted(run.data.metrics),
+             "inputs": [str(d) for d in run.inputs.dataset_inputs]}
+        )
+        local = client.download_artifacts(run.info.run_id, "collapse/report.json", str(tmp_path / run.info.run_id))
+        stored += Path(local).read_text()
+        assert not _leaks(stored), _leaks(stored)
+    # what the receivers were sent carries no secret either (the request itself may: that is its job)
+    for req in http_receiver.requests:
+        body = req.body.decode()
+        assert not [s for s in (MLFLOW_PASSWORD, PGW_PASSWORD, PRESIGNED, HOOK_SECRET) if s in body]
+
+
+def test_config_errors_never_echo_secrets(monkeypatch) -> None:
+    from collapse_monitor.alerting import channel_from_config
+
+    monkeypatch.setenv("HOOK_SECRET", "whsec_!!not-base64-" + QUERY_TOKEN)
+    cases = [
+        {"type": "webhook", "url": "${HOOK_URL_MISSING}", "secret": HOOK_SECRET},
+        {"type": "webhook", "url": f"ftp://x/{PATH_TOKEN}?token={QUERY_TOKEN}"},
+        {"type": "webhook", "url": "http://127.0.0.1:9/h", "secret": "${HOOK_SECRET}"},
+        {"type": "pagerduty", "routing_key": ROUTING_KEY, "bogus": HEADER_TOKEN},
+        {"type": "slack", "url": f"https://hooks.slack.com/services/T/B/{PATH_TOKEN}", "timeout": "x"},
+    ]
+    for item in cases:
+        with pytest.raises(cm.ConfigError) as info:
+            channel_from_config(item)
+        assert not _leaks(str(info.value)), (item, str(info.value))
+
+
+# --- /metrics -----------------------------------------------------------------------------------
+
+
+def _local_non_loopback_ip() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # no packet is sent: this only picks a route
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
+
+
+def test_metrics_endpoint_binds_loopback_by_default(tmp_path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from collapse_monitor.service import Service
+
+    # the exposition the service serves: PrometheusSink(registry=...) with a report in it
+    registry = CollectorRegistry()
+    sink = cm.PrometheusSink(registry=registry)
+    name = unique("metrics")
+    mon = cm.CollapseMonitor(name, reference=reference(), sinks=[sink], home=tmp_path / "home")
+    mon.check(healthy())
+    mon.check(collapsed())
+    fams = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    (stage,) = [s for s in fams["collapse_monitor_stage"].samples if s.labels.get("monitor") == name]
+    assert stage.value == 1
+
+    (tmp_path / "labels.json").write_text(json.dumps(LABELS))
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(
+        f"name: {name}\nhome: home\nsinks: []\nreference: {{labels: labels.json}}\n"
+        f"serve: {{port: {_dead_port()}}}\n"
+    )
+    svc = Service.from_config(cfg)
+    assert svc.settings.host == "127.0.0.1"
+    svc.start()
+    try:
+        url = svc.metrics_url()
+        assert url is not None and url.startswith("http://127.0.0.1:")
+        assert svc._http.server_address[0] == "127.0.0.1"
+        session = requests.Session()
+        session.trust_env = False
+        text = session.get(url, timeout=10).text
+        assert "collapse_monitor_serve_up 1.0" in text
+        ip = _local_non_loopback_ip()
+        if ip is not None:  # reachable on loopback only
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            with socket.socket() as s:
+                s.settimeout(2)
+                assert s.connect_ex((ip, port)) != 0, f"/metrics answered on {ip}"
+    finally:
+        svc.stop()
+
+
+# --- config files -------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str, mode: int) -> Path:
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_world_readable_config_with_secrets_is_warned_about(tmp_path, caplog, monkeypatch) -> None:
+    from collapse_monitor.config import load_config
+
+    literal = f"name: m\nalerts:\n  - {{type: webhook, url: 'http://127.0.0.1:9/h', secret: '{HOOK_SECRET}'}}\n"
+    by_env = "name: m\nalerts:\n  - {type: webhook, url: 'http://127.0.0.1:9/h', secret: '${HOOK_SECRET}'}\n"
+    slack = f"name: m\nalerts:\n  - {{type: slack, url: 'https://hooks.slack.com/services/T/B/{PATH_TOKEN}'}}\n"
+    cases = [(literal, 0o644, True), (literal, 0o600, False), (by_env, 0o644, False), (slack, 0o604, True)]
+    for i, (text, mode, warned) in enumerate(cases):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="collapse_monitor.config"):
+            load_config(_write(tmp_path / f"c{i}.yaml", text, mode))
+        got = [r for r in caplog.records if "world-readable" in r.getMessage()]
+        assert bool(got) is warned, (text, oct(mode), caplog.text)
+        assert not _leaks(caplog.text)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "!!python/object/apply:os.system ['touch {marker}']",
+        "!!python/object/new:subprocess.Popen [['touch', '{marker}']]",
+        "!!python/name:os.system",
+        "!!python/object:collapse_monitor.types.Provenance {{synthetic_fraction: 0.5}}",
+    ],
+)
+def test_yaml_is_loaded_safely(tmp_path, payload) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "collapse.yaml"
+    path.write_text(f"name: m\nrules: {payload.format(marker=marker)}\n")
+    with pytest.raises(cm.ConfigError):
+        cm.CollapseMonitor.from_config(path, reference=reference(), sinks=[])
+    assert not marker.exists(), "YAML executed code"
+
+
+# --- no unpickling ------------------------------------------------------------------------------
+
+# (module, reason): the only places allowed to deserialise executable objects
+_ALLOWED_MODEL_LOADS = {
+    "collapse_monitor/_service_model.py": "serve loads the registered model the user configured (models:/<name>)",
+}
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            parts = []
+            while isinstance(f, ast.Attribute):
+                parts.append(f.attr)
+                f = f.value
+            if isinstance(f, ast.Name):
+                parts.append(f.id)
+            yield ".".join(reversed(parts)), node
+
+
+def _kw(node: ast.Call, name: str) -> object:
+    for k in node.keywords:
+        if k.arg == name and isinstance(k.value, ast.Constant):
+            return k.value.value
+    return "<missing>"
+
+
+def test_nothing_is_unpickled_from_paths_the_user_did_not_choose() -> None:
+    problems = []
+    checked = 0
+    for path in sorted((REPO / "collapse_monitor").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(), filename=rel)
+        for mod in (n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)):
+            names = [a.name for a in mod.names] + ([mod.module] if isinstance(mod, ast.ImportFrom) else [])
+            for n in names:
+                if n and n.split(".")[0] in {"pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}:
+                    problems.append(f"{rel}:{mod.lineno}: imports {n}")
+        for name, node in _calls(tree):
+            where = f"{rel}:{node.lineno}: {name}"
+            last = name.rsplit(".", 1)[-1]
+            if name in {"np.load", "numpy.load"}:
+                checked += 1
+                if _kw(node, "allow_pickle") is not False:
+                    problems.append(f"{where} without allow_pickle=False")
+            elif name == "torch.load":
+                checked += 1
+                if _kw(node, "weights_only") is not True:
+                    problems.append(f"{where} without weights_only=True")
+            elif name in {"yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all", "yaml.unsafe_load_all"}:
+                problems.append(f"{where}: use yaml.safe_load")
+            elif last in {"loads", "load"} and name.split(".")[0] in {"pickle", "dill", "cloudpickle", "joblib"}:
+                problems.append(where)
+            elif last == "load_model" and rel not in _ALLOWED_MODEL_LOADS:
+                problems.append(f"{where}: model loading outside {sorted(_ALLOWED_MODEL_LOADS)}")
+            elif name in {"eval", "exec"}:
+                problems.append(f"{where}: eval/exec")
+    assert checked >= 3, "the scan found no np.load at all: is it looking at the package?"
+    assert not problems, "\n".join(problems)
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_receiver(tmp_path_factory):
+    """A real HTTPS server with a self-signed certificate for 127.0.0.1 (not trusted by anyone)."""
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    try:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True, timeout=60,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:  # pragma: no cover - openssl is in the image
+        pytest.skip(f"openssl unavailable: {exc}")
+    got: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/hook", got
+    server.shutdown()
+    server.server_close()
+
+
+def _event():
+    from collapse_monitor.alerting import AlertEvent
+
+    alert = cm.Alert(monitor="m", rule="early_collapse", status="firing", severity="warning",
+                     stage=cm.Stage.EARLY_COLLAPSE, generation=1, summary="s",
+                     timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp())
+    return AlertEvent(alert)
+
+
+def test_tls_verification_is_on_by_default(tls_receiver, caplog) -> None:
+    url, got = tls_receiver
+    with caplog.at_level(logging.WARNING):
+        hook = cm.Webhook(url, name="tls", timeout=5)
+    assert hook.verify_tls is True and "TLS" not in caplog.text
+    res = hook.send(_event())
+    assert res.status == "retry" and "CERTIFICATE_VERIFY_FAILED" in (res.error or ""), res
+    assert got == [], "a request went to an unverified server"
+
+
+def test_disabling_tls_verification_needs_the_flag_and_warns(tls_receiver, caplog, tmp_path) -> None:
+    url, got = tls_receiver
+    from collapse_monitor.alerting import channel_from_config
+
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor.alerting"):
+        hook = cm.Webhook(url, name="tls-off", timeout=5, verify_tls=False)
+    assert [r for r in caplog.records if "TLS certificate verification is OFF" in r.getMessage()]
+    assert hook.send(_event()).status == "delivered" and len(got) == 1
+    for kind, extra in [("slack", {}), ("teams", {}), ("alertmanager", {}), ("webhook", {}),
+                        ("pagerduty", {"routing_key": ROUTING_KEY})]:
+        caplog.clear()
+        item = {"type": kind, "verify_tls": False, **extra}
+        if kind == "pagerduty":
+            item["url"] = url
+        else:
+            item["url"] = url
+        with caplog.at_level(logging.WARNING, logger="collapse_monitor.alerting"):
+            ch = channel_from_config(item)
+        assert ch.verify_tls is False
+        assert "verification is OFF" in caplog.text, kind
+        assert not _leaks(caplog.text)
+        with pytest.raises(cm.ConfigError):  # only a real boolean turns it off
+            channel_from_config({**item, "verify_tls": "false"})
+    with Outbox(tmp_path / "o.db"):
+        pass
