@@ -172,8 +172,8 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         by.setdefault(r["label"], []).append(r)
     lines = [
         "| chain | kind | flagged (ours) | first gen ours (median) | aggregate (a) | Evidently (b) | "
-        "lead vs (a) (median) | never after (a) | false-alarm checks |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "lead vs (a) (median) | never after (a) | false alarms ours (checks) | false alarms (a) / (b) (chains) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     summary: dict[str, Any] = {}
 
@@ -211,9 +211,16 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             f"{sum(o is not None for o in ours)}/{len(rs)} | {med(ours)} | {med(agg)} | {med(ev)} | "
             f"{'-' if not collapsing else (f'{statistics.median(leads):g}' if leads else 'n/a')} | "
             f"{('yes' if never_after else 'NO') if collapsing else '-'} | "
-            f"{'-' if collapsing else f'{fa}/{checks}'} |"
+            f"{'-' if collapsing else f'{fa}/{checks}'} | "
+            f"{'-' if collapsing else f'{sum(a is not None for a in agg)}/{len(rs)} / {sum(e is not None for e in ev)}/{len(rs)}'} |"
         )
     return "\n".join(lines), summary
+
+
+def resummarise(path: str | Path, generations: int = 10) -> str:
+    """Rebuild the markdown table from a saved detection.json (no re-run)."""
+    rows = json.loads(Path(path).read_text())["rows"]
+    return summarise(rows, generations)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,14 +56,32 @@ __all__ = [
 log = logging.getLogger("collapse_monitor.config")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TOP_KEYS = {"name", "home", "strict", "reference", "rules", "sinks", "alerts", "links", "routing", "mutes",
-             "device", "serve", "monitors", "model", "probe", "schedule", "expected_interval_seconds"}
+_TOP_KEYS = {
+    "name",
+    "home",
+    "strict",
+    "reference",
+    "rules",
+    "sinks",
+    "alerts",
+    "links",
+    "routing",
+    "mutes",
+    "device",
+    "serve",
+    "monitors",
+    "model",
+    "probe",
+    "schedule",
+    "expected_interval_seconds",
+}
 _SECRET_KEYS = {"secret", "routing_key", "token", "password"}
 
 
 def expand_env(value: Any, key: str = "config") -> Any:
     """Replace ``${VAR}`` in strings (recursively) with environment values."""
     if isinstance(value, str):
+
         def sub(m: re.Match[str]) -> str:
             var = m.group(1)
             if var not in os.environ:
@@ -98,6 +116,24 @@ def _has_literal_secret(value: Any) -> bool:
     return False
 
 
+_MAX_VALUES = 200_000
+
+
+def _too_many_values(data: Any, limit: int = _MAX_VALUES) -> bool:
+    """More than ``limit`` scalars and containers once aliases are expanded? (stops counting early)"""
+    seen, stack = 0, [data]
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(v, Mapping):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate the top level of a YAML config (no env expansion yet)."""
     import yaml
@@ -118,11 +154,11 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in data:
         if key not in _TOP_KEYS:
             raise ConfigError(str(key), f"unknown key; known: {', '.join(sorted(_TOP_KEYS))}")
+    if _too_many_values(data):  # YAML aliases nested into a "billion laughs" expand exponentially
+        raise ConfigError("config", f"{p.name} expands to more than {_MAX_VALUES} values (nested YAML aliases?)")
     mode = p.stat().st_mode
     if mode & stat.S_IROTH and _has_literal_secret(data):
-        log.warning(
-            "%s is world-readable and holds secrets: chmod 600 it or use ${ENV_VAR} references", p.name
-        )
+        log.warning("%s is world-readable and holds secrets: chmod 600 it or use ${ENV_VAR} references", p.name)
     data = dict(data)
     data["_dir"] = str(p.parent.resolve())
     return data

@@ -266,9 +266,7 @@ class HistoryStore:
     def series(self, monitor: str, key: str, *, start: int, end: int) -> list[float]:
         """Values of ``key`` for generations start..end (inclusive) that have it, oldest first."""
         return [
-            r.metrics[key].value
-            for r in self.reports(monitor)
-            if start <= r.generation <= end and key in r.metrics
+            r.metrics[key].value for r in self.reports(monitor) if start <= r.generation <= end and key in r.metrics
         ]
 
     # -- baseline ------------------------------------------------------------------------------
@@ -318,8 +316,15 @@ class HistoryStore:
         con.executemany(
             "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?)",
             [
-                (monitor, s.rule, s.severity, s.since, s.since_generation, s.last_notified_at,
-                 s.last_notified_generation)
+                (
+                    monitor,
+                    s.rule,
+                    s.severity,
+                    s.since,
+                    s.since_generation,
+                    s.last_notified_at,
+                    s.last_notified_generation,
+                )
                 for s in states
             ],
         )

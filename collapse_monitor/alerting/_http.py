@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import __version__
-from .._redact import Redactor, redact_url
+from .._redact import Redactor, redact_text, redact_url
 from ..errors import ConfigError
 from .base import AlertEvent, DeliveryResult
 
@@ -214,13 +214,15 @@ class HttpChannel:
         return redact_url(self._url)
 
     def redact(self, text: object) -> str:
-        return self._redact(text)
+        """``text`` without this channel's secrets, nor anything shaped like a credential
+        (``token=...``, ``Bearer ...``, URLs' secret parts) - e.g. a receiver echoing them back."""
+        return redact_text(self._redact(text))
 
     def send(self, event: AlertEvent, *, timeout: float | None = None) -> DeliveryResult:
         try:
             url, body, extra = self._request(event)
         except Exception as exc:  # a rendering bug must not take the caller down
-            err = self._redact(f"could not render the event: {type(exc).__name__}: {exc}")
+            err = self.redact(f"could not render the event: {type(exc).__name__}: {exc}")
             log.error("alert channel %s: %s", self.name, err)
             return DeliveryResult(self.name, event.id, "failed", None, 1, err, dedup_key=event.alert.dedup_key)
         return self._post(event, url, body, extra, timeout)
@@ -233,12 +235,12 @@ class HttpChannel:
         try:
             resp = self._transport("POST", url, body=body, headers=headers, timeout=t, verify_tls=self.verify_tls)
         except Exception as exc:  # network error, timeout, TLS failure
-            err = self._redact(f"{type(exc).__name__}: {exc}")
+            err = self.redact(f"{type(exc).__name__}: {exc}")
             log.warning("alert channel %s (%s): no response: %s", self.name, self.target, err)
             return DeliveryResult(self.name, event.id, "retry", None, 1, err, dedup_key=event.alert.dedup_key)
         status = classify(resp.status)
         retry_after = parse_retry_after(resp.headers.get("retry-after")) if status == "retry" else None
-        error = None if status == "delivered" else self._redact(self._error_text(resp))
+        error = None if status == "delivered" else self.redact(self._error_text(resp))
         if error is not None:
             log.warning("alert channel %s (%s): %s (%s)", self.name, self.target, error, status)
         return DeliveryResult(

@@ -55,6 +55,10 @@ def prdc(
     chunk_size: int | None = None,
     device: Any = None,
     dtype: Any = "float32",
+    knn: str = "exact",
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Precision, recall, density and coverage (Naeem et al. 2020) of ``samples`` against
     ``reference``, both ``(n, d)`` embeddings.
@@ -67,6 +71,11 @@ def prdc(
     torch matmuls. ``device="cuda"`` runs the products on a GPU. A monitor caches the
     reference radii (:mod:`.generator`), which leaves about half of the products per check.
 
+    ``knn="ivf"`` (for a million rows and more) uses the inverted-file approximation of
+    :mod:`.approx` instead (``nlist`` cells per set, ``nprobe`` scanned per query, k-means
+    with ``seed``); its error against the exact values is measured in
+    ``benchmarks/speed.py``.
+
     >>> rng = np.random.default_rng(0)
     >>> ref, gen = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
     >>> r = prdc(ref, gen, k=5)
@@ -75,7 +84,18 @@ def prdc(
     >>> r["coverage"] > 0.9, prdc(ref, ref)["coverage"]
     (True, 1.0)
     """
-    p = prdc_pass(reference, samples, k, chunk_size=chunk_size, device=device, dtype=dtype)
+    p = prdc_pass(
+        reference,
+        samples,
+        k,
+        chunk_size=chunk_size,
+        device=device,
+        dtype=dtype,
+        knn=knn,
+        nlist=nlist,
+        nprobe=nprobe,
+        seed=seed,
+    )
     return prdc_from_pass(p, k)
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,8 +55,11 @@ from .diversity import (
     sym_eigh,
     vendi_score,
 )
-from .knn import DEFAULT_MEMORY_BUDGET, _resolve_dtype, _square_block, _to_tensor, as_matrix, prdc_pass, resolve_device
+from .knn import _resolve_dtype, _to_tensor, as_matrix, prdc_pass, resolve_device
 from .stats import percentile_interval, wilson_interval
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .approx import IVFIndex
 
 __all__ = [
     "GeneratorRefState",
@@ -103,6 +106,19 @@ class GeneratorRefState:
     tail: MahalanobisTail
     vendi: float
     perm: np.ndarray
+    knn: str = "exact"
+    nprobe: int = 0
+    ivf_centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    ivf_assign: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def ivf_index(self) -> IVFIndex | None:
+        """The reference's inverted-file index (``knn="ivf"`` states only)."""
+        if self.knn != "ivf":
+            return None
+        from .approx import IVFIndex
+
+        return IVFIndex(self.ivf_centroids, self.ivf_assign)
 
     @property
     def n(self) -> int:
@@ -152,6 +168,10 @@ class GeneratorRefState:
             "tail_level": np.asarray(self.tail.quantile),
             "vendi": np.asarray(self.vendi),
             "perm": self.perm,
+            "knn": np.asarray(self.knn),
+            "nprobe": np.asarray(self.nprobe),
+            "ivf_centroids": self.ivf_centroids,
+            "ivf_assign": self.ivf_assign,
         }
 
     @classmethod
@@ -183,6 +203,10 @@ class GeneratorRefState:
             tail=tail,
             vendi=float(arrays["vendi"]),
             perm=np.asarray(arrays["perm"], dtype=np.int64),
+            knn=str(arrays["knn"]) if "knn" in arrays else "exact",  # files written before knn= existed
+            nprobe=int(arrays["nprobe"]) if "nprobe" in arrays else 0,
+            ivf_centroids=np.asarray(arrays.get("ivf_centroids", np.zeros((0, 0)))),
+            ivf_assign=np.asarray(arrays.get("ivf_assign", np.zeros(0)), dtype=np.int64),
         )
 
 
@@ -238,6 +262,9 @@ def build_generator_state(
     device: Any = None,
     chunk_size: int | None = None,
     dtype: str = "float32",
+    knn: str = "exact",
+    nlist: int | None = None,
+    nprobe: int | None = None,
 ) -> GeneratorRefState:
     """Build the reference side of the generator panel (see :class:`GeneratorRefState`).
 
@@ -250,6 +277,10 @@ def build_generator_state(
     * clusters: ``n_clusters`` (default :func:`default_n_clusters`); rare clusters have mass
       > 0 and < ``rare_threshold``;
     * ``dtype`` is the compute dtype of the k-NN radii; the panel uses the same.
+    * ``knn="ivf"``: the radii come from the inverted-file approximation of
+      :mod:`.approx` (``nlist`` cells, default ``round(sqrt(n))``; ``nprobe`` cells per
+      query, default 8), for references of a million rows and more; the index is kept in
+      the state and the panel then uses the approximate passes too.
 
     >>> state = build_generator_state(np.random.default_rng(0).normal(size=(200, 3)))
     >>> state.n, state.d, int(state.tail_mask.sum()), state.centroids.shape
@@ -257,8 +288,10 @@ def build_generator_state(
     """
     import torch
 
+    from .approx import DEFAULT_NPROBE, build_ivf, check_knn, ivf_kth_d2
     from .knn import _check_chunk, _check_k, _self_radii2
 
+    method, nlist, nprobe = check_knn(knn, nlist, nprobe)
     ref = as_matrix(ref_embeddings, "reference.embeddings")
     n = ref.shape[0]
     if n < 2:
@@ -275,9 +308,16 @@ def build_generator_state(
     chunk = _check_chunk(chunk_size)
 
     mean = ref.mean(axis=0)
+    ivf: dict[str, Any] = {}
     with torch.inference_mode():
         x = _to_tensor(ref, mean, ndt, dev)
-        radii2 = _self_radii2(x, k, chunk)
+        if method == "ivf":
+            index = build_ivf(x, nlist, seed)
+            probe = DEFAULT_NPROBE if nprobe is None else nprobe
+            radii2 = ivf_kth_d2(x, k, index, probe)
+            ivf = dict(knn="ivf", nprobe=probe, ivf_centroids=index.centroids, ivf_assign=index.assign)
+        else:
+            radii2 = _self_radii2(x, k, chunk)
         radii2_np = radii2.cpu().numpy().astype(np.float64)
         del x, radii2
     n_tail = int(np.clip(round(tq * n), 1, n - 1))
@@ -308,17 +348,24 @@ def build_generator_state(
         tail=MahalanobisTail.fit(ref, seed=seed),
         vendi=vendi_score(ref),
         perm=np.random.default_rng(seed).permutation(n).astype(np.int64),
+        **ivf,
     )
 
 
 def get_generator_state(reference: Reference, cache: ReferenceCache | None = None, **params: Any) -> GeneratorRefState:
     """The cached reference state for ``reference`` (built on first use). ``params`` are
     :func:`build_generator_state`'s keywords; ``device`` and ``chunk_size`` do not enter the
-    cache key (they change where and in which blocks it is computed, not what)."""
+    cache key (they change where and in which blocks it is computed, not what); ``knn``,
+    ``nlist`` and ``nprobe`` do, except at their defaults (so exact states keep their key)."""
     if reference.embeddings is None:
         raise InputError("reference.embeddings", "the generator metrics need reference embeddings")
     cache = cache or default_cache()
-    key = {name: v for name, v in params.items() if name not in ("device", "chunk_size")}
+    defaults = {"knn": "exact", "nlist": None, "nprobe": None}
+    key = {
+        name: v
+        for name, v in params.items()
+        if name not in ("device", "chunk_size") and not (name in defaults and v == defaults[name])
+    }
     key.setdefault("dtype", "float32")
     emb = reference.embeddings
 
@@ -375,6 +422,8 @@ def generator_panel(
     chunk_size: int | None = None,
     n_groups: int = 20,
     max_boot_dim: int = 256,
+    knn: str | None = None,
+    nprobe: int | None = None,
 ) -> GeneratorResult:
     """All generator metrics of ``samples`` (m, d) against the reference of ``state``.
 
@@ -384,6 +433,10 @@ def generator_panel(
     clusters), vendi_score, vendi_ratio, effective_rank, variance_ratio, frechet_distance,
     tail_mass_ratio. Items: ``coverage.covered`` (per reference point), ``rare_modes.kept``
     (per rare cluster).
+
+    The k-NN passes follow the state: exact, or with ``knn="ivf"`` states the inverted-file
+    approximation (:mod:`.approx`) with the state's ``nprobe`` unless ``nprobe`` is given;
+    ``knn``, when given, must match the state's.
 
     >>> rng = np.random.default_rng(0)
     >>> ref = rng.normal(size=(400, 4))
@@ -402,6 +455,8 @@ def generator_panel(
     gen = as_matrix(samples, "samples", width=state.d)
     if k is not None and k != state.k:
         raise ConfigError("k", f"the reference state was built with k={state.k}, got k={k}")
+    if knn is not None and knn != state.knn:
+        raise ConfigError("knn", f"the reference state was built with knn={state.knn!r}, got knn={knn!r}")
     n_boot = _check_int(n_boot, "n_boot", 1)
     n_groups = _check_int(n_groups, "n_groups", 1)
     max_boot_dim = _check_int(max_boot_dim, "max_boot_dim", 1)
@@ -417,6 +472,10 @@ def generator_panel(
         chunk_size=chunk_size,
         device=device,
         dtype=state.dtype,
+        knn=state.knn,
+        nprobe=(nprobe or state.nprobe) if state.knn == "ivf" else None,
+        ref_index=state.ivf_index,
+        seed=seed,
     )
     covered = p.covered
     metrics: dict[str, MetricValue] = {

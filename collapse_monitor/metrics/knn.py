@@ -34,6 +34,8 @@ from ..errors import ConfigError, InputError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from .approx import IVFIndex
+
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "NeighbourPass",
@@ -153,6 +155,35 @@ def _merge_topk(best: torch.Tensor, a: int, b: int, block: torch.Tensor, kk: int
 _MAX_CANDIDATES = 32  # per row and block on average; above it a plain top-k is cheaper
 
 
+def _add_rows(block: torch.Tensor, v: torch.Tensor) -> None:
+    """``block += v[:, None]`` in place. On the CPU through numpy (one thread, the same
+    IEEE sums): a memory-bound pass gains little from torch's intra-op threads, whose
+    barriers stall for milliseconds when the cores are shared with other work."""
+    if block.device.type == "cpu":
+        bn = block.numpy()
+        np.add(bn, v.numpy()[:, None], out=bn)
+    else:
+        block.add_(v.unsqueeze(1))
+
+
+def _below(
+    block: torch.Tensor, thr: torch.Tensor, mask: torch.Tensor, *, by_column: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices and values of the entries of ``block`` strictly below the threshold of
+    their row (``thr[:, None]``) or column (``by_column``: ``thr[None, :]``). On the CPU
+    through numpy (``flatnonzero`` is several times faster than ``torch.nonzero``)."""
+    import torch
+
+    if block.device.type == "cpu":
+        bn, mn, tn = block.numpy(), mask.numpy(), thr.numpy()
+        np.less(bn, tn[None, :] if by_column else tn[:, None], out=mn)
+        flat = np.flatnonzero(mn)
+        return torch.from_numpy(flat), torch.from_numpy(bn.reshape(-1)[flat])
+    torch.lt(block, thr.unsqueeze(0) if by_column else thr.unsqueeze(1), out=mask)
+    flat = mask.view(-1).nonzero().squeeze(1)
+    return flat, block.view(-1)[flat]
+
+
 def _merge_filtered(
     best: torch.Tensor, thr: torch.Tensor, a: int, block: torch.Tensor, mask: torch.Tensor, *, by_column: bool
 ) -> None:
@@ -161,33 +192,29 @@ def _merge_filtered(
     Only entries strictly below the row's current ``kk``-th smallest value (``thr``) can
     change the multiset of the ``kk`` smallest (an entry equal to it would replace an equal
     value), so they are the only ones gathered: after the first block a row gets a handful of
-    candidates per block instead of a top-k over every entry (the top-k cost more than half
-    of the products themselves). ``by_column=True`` merges the columns of ``block`` (the
-    transposed side of a symmetric block) without copying it. Exact: the result equals
-    :func:`_merge_topk` on the same block.
+    candidates per block instead of a top-k over every entry. ``by_column=True`` merges the
+    columns of ``block`` (the transposed side of a symmetric block) without copying it.
+    Exact: the result equals :func:`_merge_topk` on the same block.
     """
     import torch
 
     kk = best.shape[1]
-    if by_column:
-        r = block.shape[1]
-        torch.lt(block, thr[a : a + r].unsqueeze(0), out=mask)
-    else:
-        r = block.shape[0]
-        torch.lt(block, thr[a : a + r].unsqueeze(1), out=mask)
-    idx = mask.nonzero()
-    n_cand = idx.shape[0]
+    r = block.shape[1] if by_column else block.shape[0]
+    flat, vals = _below(block, thr[a : a + r], mask, by_column=by_column)
+    n_cand = flat.shape[0]
     if n_cand == 0:
         return
     if n_cand > _MAX_CANDIDATES * r:  # loose thresholds (first blocks of sorted data): top-k
         _merge_topk(best, a, a + r, block.T if by_column else block, kk)
         thr[a : a + r] = best[a : a + r].amax(dim=1)
         return
-    vals = block[idx[:, 0], idx[:, 1]]
-    owner = idx[:, 1] if by_column else idx[:, 0]
-    if by_column:  # nonzero() is row-major: group the candidates by column
+    flat = flat.to(block.device)
+    if by_column:  # row-major order: group the candidates by column
+        owner = flat % block.shape[1]
         order = torch.argsort(owner, stable=True)
         owner, vals = owner[order], vals[order]
+    else:
+        owner = flat // block.shape[1]
     counts = torch.bincount(owner, minlength=r)
     rows = torch.nonzero(counts).squeeze(1)
     width = int(counts.max())
@@ -236,7 +263,8 @@ def _self_kth_d2(x: torch.Tensor, k: int, block: int, width: int | None = None) 
     def distances(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
         d2 = buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
         torch.addmm(norms[j0:j1].unsqueeze(0), x[i0:i1], x[j0:j1].T, beta=1.0, alpha=-2.0, out=d2)
-        return d2.add_(norms[i0:i1].unsqueeze(1))
+        _add_rows(d2, norms[i0:i1])
+        return d2
 
     for i0 in range(0, n, block):
         i1 = min(n, i0 + block)
@@ -268,6 +296,29 @@ def _self_radii2(x: torch.Tensor, k: int, chunk_size: int | None, budget: int | 
     return _self_kth_d2(x, k, side, _strip_width(side, n, itemsize, chunk_size, budget))
 
 
+def _cross_block_numpy(
+    h: np.ndarray,
+    mask: np.ndarray,
+    i0: int,
+    thr_ref: torch.Tensor,
+    s_shift: torch.Tensor,
+    nr: torch.Tensor,
+    counts: torch.Tensor,
+    min_d2: torch.Tensor,
+    in_sample_ball: torch.Tensor,
+) -> None:
+    """The per-block reductions of :func:`_cross_pass` on CPU tensors' numpy views."""
+    i1 = i0 + h.shape[0]
+    nr_b = nr.numpy()[i0:i1]
+    np.less(h, thr_ref.numpy()[i0:i1, None], out=mask)
+    as_u8, cnt = mask.view(np.uint8), counts.numpy()
+    for a in range(0, h.shape[0], _SUM_ROWS):  # uint8 partial counts: no int64 copy of the mask
+        cnt += as_u8[a : a + _SUM_ROWS].sum(axis=0, dtype=np.uint8)
+    np.maximum(h.min(axis=1) + nr_b, 0.0, out=min_d2.numpy()[i0:i1])
+    np.subtract(h, s_shift.numpy()[None, :], out=h)
+    np.less(h.min(axis=1), -nr_b, out=in_sample_ball.numpy()[i0:i1])
+
+
 def _cross_pass(
     r: torch.Tensor, s: torch.Tensor, r2_ref: torch.Tensor, r2_s: torch.Tensor, rows: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -297,7 +348,11 @@ def _cross_pass(
         i1 = min(n, i0 + rows)
         h = buf[: (i1 - i0) * m].view(i1 - i0, m)
         torch.addmm(ns.unsqueeze(0), r[i0:i1], s.T, beta=1.0, alpha=-2.0, out=h)  # d2 - |r_i|^2
-        inside = torch.lt(h, thr_ref[i0:i1].unsqueeze(1), out=mbuf[: (i1 - i0) * m].view(i1 - i0, m))
+        mask = mbuf[: (i1 - i0) * m].view(i1 - i0, m)
+        if r.device.type == "cpu":  # one-thread numpy passes (see _add_rows), same IEEE results
+            _cross_block_numpy(h.numpy(), mask.numpy(), i0, thr_ref, s_shift, nr, counts, min_d2, in_sample_ball)
+            continue
+        inside = torch.lt(h, thr_ref[i0:i1].unsqueeze(1), out=mask)
         # count in uint8 over <= 255 rows at a time (a plain bool sum would upcast the whole
         # mask to int64: 8x its memory and most of this loop's time)
         as_u8 = inside.view(torch.uint8)
@@ -389,6 +444,11 @@ def prdc_pass(
     chunk_size: int | None = None,
     device: Any = None,
     dtype: Any = "float32",
+    knn: str = "exact",
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    ref_index: IVFIndex | None = None,
+    seed: int = 0,
 ) -> NeighbourPass:
     """Chunked exact distances for PRDC: the samples' k-NN radii (one symmetric self pass),
     the reference's radii unless given (``ref_radii2``, squared, e.g. from the reference
@@ -398,6 +458,12 @@ def prdc_pass(
     ``dtype``; cached ``ref_radii2`` must have been computed with the same ``center`` and
     ``dtype`` to be bit-consistent.
 
+    ``knn="ivf"`` swaps every pass for its inverted-file approximation
+    (:mod:`.approx`: ``nlist`` cells per set, default ``round(sqrt(rows))``, ``nprobe``
+    cells scanned per query, default 8, k-means with ``seed``; ``ref_index`` may pass the
+    reference's cached index, built on the centred reference rows); ``chunk_size`` does not
+    apply there.
+
     >>> ref = np.array([[0.0], [1.0], [2.0], [3.0]])
     >>> p = prdc_pass(ref, np.array([[0.4], [10.0]]), k=1)
     >>> p.ball_counts.tolist(), p.covered.tolist()
@@ -405,19 +471,21 @@ def prdc_pass(
     """
     import torch
 
-    ref = as_matrix(reference, "reference")
-    gen = as_matrix(samples, "samples", width=ref.shape[1])
+    from .approx import check_knn
+
+    method, nlist, nprobe = check_knn(knn, nlist, nprobe)
     k = _check_k(k)
     chunk = _check_chunk(chunk_size)
     tdt, ndt = _resolve_dtype(dtype)
     dev = resolve_device(device)
-    n, m = ref.shape[0], gen.shape[0]
+    if method == "ivf":
+        return _prdc_pass_ivf(reference, samples, k, ref_radii2, center, dev, tdt, nlist, nprobe, ref_index, seed)
+    ref = as_matrix(reference, "reference")
+    gen = as_matrix(samples, "samples", width=ref.shape[1])
+    n = ref.shape[0]
     if center is None:
         center = ref.mean(axis=0)
-    if ref_radii2 is not None:
-        ref_radii2 = np.asarray(ref_radii2, dtype=np.float64)
-        if ref_radii2.shape != (n,):
-            raise InputError("ref_radii2", f"expected shape ({n},), got {ref_radii2.shape}")
+    ref_radii2 = _check_radii(ref_radii2, n)
     with torch.inference_mode():
         r = _to_tensor(ref, center, ndt, dev)
         s = _to_tensor(gen, center, ndt, dev)
@@ -426,13 +494,62 @@ def prdc_pass(
         else:
             r2_ref = torch.from_numpy(ref_radii2).to(device=dev, dtype=tdt)
         r2_s = _self_radii2(s, k, chunk)
-        rows = _row_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
-        counts, min_d2, in_ball = _cross_pass(r, s, r2_ref, r2_s, rows)
-        return NeighbourPass(
-            k=k,
-            ref_radii2=r2_ref.cpu().numpy().astype(np.float64),
-            sample_radii2=r2_s.cpu().numpy().astype(np.float64),
-            ball_counts=counts.cpu().numpy(),
-            ref_min_d2=min_d2.cpu().numpy().astype(np.float64),
-            ref_in_sample_ball=in_ball.cpu().numpy(),
-        )
+        rows = _row_block(gen.shape[0], ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
+        return _neighbour_pass(k, r2_ref, r2_s, *_cross_pass(r, s, r2_ref, r2_s, rows))
+
+
+def _check_radii(ref_radii2: Any, n: int) -> np.ndarray | None:
+    if ref_radii2 is None:
+        return None
+    out = np.asarray(ref_radii2, dtype=np.float64)
+    if out.shape != (n,):
+        raise InputError("ref_radii2", f"expected shape ({n},), got {out.shape}")
+    return out
+
+
+def _neighbour_pass(
+    k: int, r2_ref: torch.Tensor, r2_s: torch.Tensor, counts: torch.Tensor, min_d2: torch.Tensor, in_ball: torch.Tensor
+) -> NeighbourPass:
+    return NeighbourPass(
+        k=k,
+        ref_radii2=r2_ref.cpu().numpy().astype(np.float64),
+        sample_radii2=r2_s.cpu().numpy().astype(np.float64),
+        ball_counts=counts.cpu().numpy(),
+        ref_min_d2=min_d2.cpu().numpy().astype(np.float64),
+        ref_in_sample_ball=in_ball.cpu().numpy(),
+    )
+
+
+def _prdc_pass_ivf(
+    reference: Any,
+    samples: Any,
+    k: int,
+    ref_radii2: Any,
+    center: np.ndarray | None,
+    dev: torch.device,
+    tdt: torch.dtype,
+    nlist: int | None,
+    nprobe: int | None,
+    ref_index: IVFIndex | None,
+    seed: int,
+) -> NeighbourPass:
+    import torch
+
+    from .approx import DEFAULT_NPROBE, build_ivf, centred_tensor, ivf_cross_pass, ivf_kth_d2
+
+    probe = DEFAULT_NPROBE if nprobe is None else nprobe
+    with torch.inference_mode():
+        r, center = centred_tensor(reference, "reference", center, tdt, dev)
+        s, _ = centred_tensor(samples, "samples", center, tdt, dev, width=r.shape[1])
+        radii = _check_radii(ref_radii2, r.shape[0])
+        if ref_index is None:
+            ref_index = build_ivf(r, nlist, seed)
+        elif ref_index.assign.shape != (r.shape[0],):
+            raise InputError("ref_index", f"indexes {ref_index.assign.shape[0]} rows, the reference has {r.shape[0]}")
+        if radii is None:
+            r2_ref = ivf_kth_d2(r, k, ref_index, probe)
+        else:
+            r2_ref = torch.from_numpy(radii).to(device=dev, dtype=tdt)
+        gen_index = build_ivf(s, nlist, seed)
+        r2_s = ivf_kth_d2(s, k, gen_index, probe)
+        return _neighbour_pass(k, r2_ref, r2_s, *ivf_cross_pass(r, s, r2_ref, r2_s, ref_index, gen_index, probe))

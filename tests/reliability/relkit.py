@@ -129,6 +129,21 @@ class Recorder:
 # --- subprocesses -------------------------------------------------------------------------------
 
 
+def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(HERE.parent), **dict(env or {})}
+
+
+def start_child(code: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``code`` (dedented) in a fresh interpreter; stdout/stderr piped, text mode."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_env(env),
+    )
+
+
 def run_child(
     code: str,
     *args: str,
@@ -137,13 +152,12 @@ def run_child(
     cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) in a fresh interpreter; never raises on a non-zero exit."""
-    full_env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(HERE.parent), **dict(env or {})}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=full_env,
+        env=_child_env(env),
         cwd=cwd,
         check=False,
     )
@@ -199,7 +213,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     self.connection.shutdown(2)
                 return
             if fault.kind == "status":
-                self._answer(fault.status, dict(fault.headers), b'{"error_code": "INTERNAL_ERROR", "message": "injected"}')
+                self._answer(
+                    fault.status, dict(fault.headers), b'{"error_code": "INTERNAL_ERROR", "message": "injected"}'
+                )
                 return
             if fault.kind == "slow":
                 time.sleep(fault.delay)
@@ -278,7 +294,9 @@ class FaultProxy:
         """Wait until no request is being held or forwarded (late writes of slow requests land)."""
         wait_until(lambda: self._in_flight == 0, timeout=timeout, interval=0.05)
 
-    def _forward(self, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _forward(
+        self, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection(*self._target, timeout=60)
         try:
             hdrs = {k: v for k, v in headers if k.lower() not in _HOP and k.lower() != "host"}

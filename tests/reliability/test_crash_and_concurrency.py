@@ -26,7 +26,7 @@ import time
 from collections import Counter
 
 import pytest
-from reliability.relkit import collapsed, healthy, mlflow_runs, reference, run_child, unique
+from reliability.relkit import collapsed, healthy, mlflow_runs, reference, run_child, start_child, unique
 
 import collapse_monitor as cm
 from collapse_monitor.alerting import Outbox
@@ -91,8 +91,9 @@ KILL_POINTS = ["measure", "baselines", "alert_state", "checks", "sink", "outbox"
 def _monitor(name: str, home, mlflow_url: str, hook_url: str) -> cm.CollapseMonitor:
     sink = cm.MLflowSink(mlflow_url, evidently=False, timeout=5, max_retries=1)
     hook = cm.Webhook(hook_url, name="hook")
-    return cm.CollapseMonitor(name, reference=reference(), sinks=[sink], alerts=[hook], home=home,
-                              alert_budget_seconds=5)
+    return cm.CollapseMonitor(
+        name, reference=reference(), sinks=[sink], alerts=[hook], home=home, alert_budget_seconds=5
+    )
 
 
 @pytest.mark.timeout(180)
@@ -158,24 +159,10 @@ print(json.dumps(out))
 
 @pytest.mark.timeout(240)
 def test_four_processes_check_one_monitor_at_once(mlflow_server, tmp_path) -> None:
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
     name, home, go = unique("conc"), tmp_path / "home", tmp_path / "go"
     per_process, workers = 3, 4
-    env = {**os.environ, "PYTHONPATH": str(tmp_path.parent), "MPLBACKEND": "Agg"}
-    from reliability.relkit import HERE
-
-    env["PYTHONPATH"] = str(HERE.parent)
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(_WORKER), str(home), name, str(go), mlflow_server.url,
-             str(per_process)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        for _ in range(workers)
+        start_child(_WORKER, str(home), name, str(go), mlflow_server.url, str(per_process)) for _ in range(workers)
     ]
     time.sleep(1.0)  # let them import; they then start together
     go.write_text("go")

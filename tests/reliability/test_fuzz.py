@@ -62,8 +62,26 @@ def _matrix(draw: st.DrawFn, rows: int | None = None, cols: int | None = None) -
     """A 'numeric' input of any kind: arrays of many dtypes and shapes, lists, ragged lists."""
     n = draw(st.integers(0, 7)) if rows is None else rows
     d = draw(st.integers(0, 4)) if cols is None else cols
-    kind = draw(st.sampled_from(["float", "float", "float", "identical", "int", "bool", "complex", "object",
-                                 "str", "ragged", "vector", "cube", "scalar", "none_in_list"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "float",
+                "float",
+                "float",
+                "identical",
+                "int",
+                "bool",
+                "complex",
+                "object",
+                "str",
+                "ragged",
+                "vector",
+                "cube",
+                "scalar",
+                "none_in_list",
+            ]
+        )
+    )
     if kind == "float":
         dtype = draw(st.sampled_from([np.float16, np.float32, np.float64]))
         width = {np.float16: 16, np.float32: 32, np.float64: 64}[dtype]
@@ -147,7 +165,8 @@ def _world(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if "labels" in families:
         ref["labels"] = draw(_labels(draw(st.integers(1, 30)), alphabet))
     if "texts" in families:
-        ref["texts"] = [draw(st.sampled_from(["the cat sat", "ünïcödé wörds", "a"]))] + draw(st.lists(_TEXT, max_size=5))
+        first = draw(st.sampled_from(["the cat sat", "ünïcödé wörds", "a"]))  # at least one token
+        ref["texts"] = [first, *draw(st.lists(_TEXT, max_size=5))]
     observations = []
     for _ in range(2):
         obs: dict[str, Any] = {}
@@ -158,23 +177,37 @@ def _world(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if "texts" in ref and draw(st.integers(0, 4)):
             obs["texts"] = draw(st.lists(_TEXT, min_size=1, max_size=6))
         if not obs:
-            obs = {k: v for k, v in (("embeddings", ref.get("embeddings")), ("predictions", ref.get("labels")),
-                                     ("texts", ref.get("texts"))) if v is not None}
+            obs = {
+                k: v
+                for k, v in (
+                    ("embeddings", ref.get("embeddings")),
+                    ("predictions", ref.get("labels")),
+                    ("texts", ref.get("texts")),
+                )
+                if v is not None
+            }
         if draw(st.integers(0, 6)) == 0:
             obs["generation"] = draw(st.one_of(st.integers(-2, 5), st.just(True), st.just(2.0), st.just("1")))
         if draw(st.integers(0, 6)) == 0:
-            obs["provenance"] = draw(st.one_of(
-                st.builds(cm.Provenance, synthetic_fraction=st.floats(0, 1)),
-                st.fixed_dictionaries({"synthetic_fraction": _FLOATS}),
-                st.just("not provenance"),
-            ))
+            obs["provenance"] = draw(
+                st.one_of(
+                    st.builds(cm.Provenance, synthetic_fraction=st.floats(0, 1)),
+                    st.fixed_dictionaries({"synthetic_fraction": _FLOATS}),
+                    st.just("not provenance"),
+                )
+            )
         observations.append(obs)
     # corruption: one field of the reference or of an observation becomes anything at all
     corrupt = draw(st.integers(0, 9))
     if corrupt < 4:
         target = ref if corrupt < 2 else observations[draw(st.integers(0, 1))]
-        field = draw(st.sampled_from(["embeddings", "labels", "texts", "class_priors"] if target is ref
-                                     else ["embeddings", "predictions", "texts"]))
+        field = draw(
+            st.sampled_from(
+                ["embeddings", "labels", "texts", "class_priors"]
+                if target is ref
+                else ["embeddings", "predictions", "texts"]
+            )
+        )
         if field == "embeddings":
             target[field] = draw(_matrix())
         elif field in ("labels", "predictions"):
@@ -283,23 +316,55 @@ def test_fuzz_texts(ref: list[str], gen: list[str]) -> None:
 # --- YAML config --------------------------------------------------------------------------------
 
 _SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), _FLOATS, st.text(max_size=12))
-_VALUE = st.recursive(_SCALAR, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-                      max_leaves=8)
-_RULE_KEYS = ["alpha", "min_effect", "late_min_effect", "drift_ratio", "trend", "trend_min_points", "rare_threshold",
-              "min_support", "tail_quantile", "k", "n_boot", "text_budget", "rare_class_tests", "tail", "head",
-              "diversity", "repeat_interval_seconds", "repeat_every_generations", "alert_on_drift",
-              "baseline_generation", "seed", "bogus"]
+_VALUE = st.recursive(
+    _SCALAR, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=8
+)
+_RULE_KEYS = [
+    "alpha",
+    "min_effect",
+    "late_min_effect",
+    "drift_ratio",
+    "trend",
+    "trend_min_points",
+    "rare_threshold",
+    "min_support",
+    "tail_quantile",
+    "k",
+    "n_boot",
+    "text_budget",
+    "rare_class_tests",
+    "tail",
+    "head",
+    "diversity",
+    "repeat_interval_seconds",
+    "repeat_every_generations",
+    "alert_on_drift",
+    "baseline_generation",
+    "seed",
+    "bogus",
+]
 _SMALL = st.one_of(_SCALAR, st.integers(1, 50), st.floats(0.001, 0.999), st.lists(st.text(max_size=8), max_size=3))
 
 
 _VALID_RULES = {
-    "alpha": st.floats(0.001, 0.5), "min_effect": st.floats(0.01, 0.9), "late_min_effect": st.floats(0.01, 0.9),
-    "drift_ratio": st.floats(1.0, 10.0), "trend": st.booleans(), "trend_min_points": st.integers(3, 8),
-    "rare_threshold": st.floats(0.001, 0.5), "min_support": st.integers(1, 60), "tail_quantile": st.floats(0.01, 0.9),
-    "k": st.integers(1, 60), "n_boot": st.integers(10, 60), "text_budget": st.integers(10, 500),
-    "rare_class_tests": st.booleans(), "repeat_interval_seconds": st.floats(0, 1e9),
-    "repeat_every_generations": st.one_of(st.none(), st.integers(1, 5)), "alert_on_drift": st.booleans(),
-    "baseline_generation": st.one_of(st.none(), st.integers(0, 2)), "seed": st.integers(0, 10**9),
+    "alpha": st.floats(0.001, 0.5),
+    "min_effect": st.floats(0.01, 0.9),
+    "late_min_effect": st.floats(0.01, 0.9),
+    "drift_ratio": st.floats(1.0, 10.0),
+    "trend": st.booleans(),
+    "trend_min_points": st.integers(3, 8),
+    "rare_threshold": st.floats(0.001, 0.5),
+    "min_support": st.integers(1, 60),
+    "tail_quantile": st.floats(0.01, 0.9),
+    "k": st.integers(1, 60),
+    "n_boot": st.integers(10, 60),
+    "text_budget": st.integers(10, 500),
+    "rare_class_tests": st.booleans(),
+    "repeat_interval_seconds": st.floats(0, 1e9),
+    "repeat_every_generations": st.one_of(st.none(), st.integers(1, 5)),
+    "alert_on_drift": st.booleans(),
+    "baseline_generation": st.one_of(st.none(), st.integers(0, 2)),
+    "seed": st.integers(0, 10**9),
     "tail": st.lists(st.sampled_from(["tail_coverage", "rare_class_recall", "nope", ""]), max_size=3),
 }
 
@@ -321,19 +386,42 @@ def _config(draw: st.DrawFn) -> Any:
             cfg["rules"] = rules if draw(st.integers(0, 5)) else draw(_VALUE)
     if draw(st.booleans()):
         sink_types = ["mlflow", "prometheus", "evidently"] + ([] if valid else ["nope"])
-        options = {} if valid else {"tracking_uri": _SCALAR, "timeout": _SCALAR, "pushgateway": _SCALAR,
-                                    "textfile": _SCALAR, "job": _SCALAR, "max_retries": _SCALAR, "extra": _SCALAR}
-        cfg["sinks"] = draw(st.one_of(
-            st.lists(st.fixed_dictionaries({"type": st.sampled_from(sink_types)}, optional=options), max_size=3),
-            *([] if valid else [_VALUE]),
-        ))
+        options = (
+            {}
+            if valid
+            else {
+                "tracking_uri": _SCALAR,
+                "timeout": _SCALAR,
+                "pushgateway": _SCALAR,
+                "textfile": _SCALAR,
+                "job": _SCALAR,
+                "max_retries": _SCALAR,
+                "extra": _SCALAR,
+            }
+        )
+        cfg["sinks"] = draw(
+            st.one_of(
+                st.lists(st.fixed_dictionaries({"type": st.sampled_from(sink_types)}, optional=options), max_size=3),
+                *([] if valid else [_VALUE]),
+            )
+        )
     if draw(st.booleans()):
         types = ["webhook", "slack", "alertmanager", "teams"] + ([] if valid else ["pagerduty", "nope"])
-        options = {"severities": st.lists(st.sampled_from(["info", "warning", "critical"]), min_size=1, unique=True),
-                   "timeout": st.floats(0.1, 30)}
+        options = {
+            "severities": st.lists(st.sampled_from(["info", "warning", "critical"]), min_size=1, unique=True),
+            "timeout": st.floats(0.1, 30),
+        }
         if not valid:
-            options = {"url": _SCALAR, "secret": _SCALAR, "routing_key": _SCALAR, "severities": _VALUE,
-                       "timeout": _SCALAR, "verify_tls": _SCALAR, "headers": _VALUE, "name": _SCALAR}
+            options = {
+                "url": _SCALAR,
+                "secret": _SCALAR,
+                "routing_key": _SCALAR,
+                "severities": _VALUE,
+                "timeout": _SCALAR,
+                "verify_tls": _SCALAR,
+                "headers": _VALUE,
+                "name": _SCALAR,
+            }
         items = draw(st.lists(st.fixed_dictionaries({"type": st.sampled_from(types)}, optional=options), max_size=3))
         for i, item in enumerate(items):
             if valid:

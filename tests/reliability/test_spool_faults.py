@@ -69,7 +69,8 @@ def test_full_disk_then_space_again(tmp_path) -> None:
     filled = run_child(_FULL, home, name, "fill")
     assert filled.returncode == 0, filled.stderr[-3000:]
     out = json.loads(filled.stdout.strip().splitlines()[-1])
-    assert out["report"] is False and out["error"], out  # contained: no report, the error is kept
+    assert out["report"] is False, out  # contained: no report, the training result passed through
+    assert out["error"] == "CollapseMonitorError" and "history store" in out["message"], out  # typed, named
     assert "I/O" in out["message"] or "full" in out["message"].lower(), out
 
     again = run_child(_FULL, home, name, "recover")

@@ -27,7 +27,12 @@ SLACK = 2.0  # the check's own work and scheduling noise on a loaded machine
 def _monitor(tmp_path, url: str, *, timeout: float = 1.0, budget: float = BUDGET, name: str | None = None):
     hook = cm.Webhook(url, secret=SECRET, name="hook", timeout=timeout)
     return cm.CollapseMonitor(
-        name or unique("hook"), reference=reference(), sinks=[], alerts=[hook], home=tmp_path, alert_budget_seconds=budget
+        name or unique("hook"),
+        reference=reference(),
+        sinks=[],
+        alerts=[hook],
+        home=tmp_path,
+        alert_budget_seconds=budget,
     )
 
 
