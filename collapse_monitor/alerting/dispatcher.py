@@ -260,8 +260,9 @@ class AlertDispatcher:
             if not targets:
                 log.info("alert %s (%s): no channel takes severity %s", alert.dedup_key, alert.status, alert.severity)
                 continue
-            eid = event_id(report, alert) if report is not None else None
-            event = AlertEvent(alert=alert, report=summary, created_at=now, **({"id": eid} if eid else {}))
+            event = AlertEvent(alert=alert, report=summary, created_at=now)
+            if report is not None:
+                event = dataclasses.replace(event, id=event_id(report, alert))
             self.outbox.enqueue(event, targets, open_alert=open_alert, close_alert=close)
             keys.extend((event.id, ch) for ch in targets)
             log.info(

@@ -270,7 +270,7 @@ class DigitsScenario(Scenario):
             # ("train on synthetic, test on real", Ravuri & Vinyals 2019), so the real-to-synthetic
             # gap is in the baseline and what moves afterwards is the recursive loss
             cls_rng = np.random.default_rng(np.random.SeedSequence([self.world_seed, self.seed + 1, 100, t]))
-            xs, ys = self._sample(cls_rng, gen, 4 * self.n_train)
+            xs, ys = self._sample(cls_rng, gen, max(4000, self.n_train))
             pred = self._train_classifier(xs, ys, seed=self.seed * 100_003 + t)
             obs_x, _ = self._sample(rng, gen, self.n_obs)
             feats = self._features(obs_x)
