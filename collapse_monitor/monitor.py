@@ -4,8 +4,16 @@ Failure policy: bad input raises ``InputError`` before anything is logged. After
 monitor never lets a sink or alert channel break the caller: failures are recorded in
 ``report.errors``, reports are spooled and alert events stay in the outbox, both retried on the
 next check or by ``collapse-monitor serve``. ``strict=True`` raises ``SinkError`` /
-``AlertDeliveryError`` instead. ``watch()`` additionally contains every failure of the
-evaluation so the training function's return value always passes through unchanged.
+``AlertDeliveryError`` instead (after the report was recorded and spooled). ``watch()``
+additionally contains every failure of the evaluation so the training function's return value
+always passes through unchanged.
+
+Crash safety: under the monitor's lock a check commits its report, alert state and baseline in
+one transaction (flagged "not handed off"), then hands the report to every sink (or the spool)
+and its alerts to the outbox, and only then clears the flag. A process killed anywhere in
+between leaves the flag set; the next check or ``flush()`` (under the same lock) spools the
+report for every sink and persists its alerts (deterministic event ids: nothing doubles), so a
+generation that reached the history always reaches MLflow and the receivers.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._lifecycle import alert_events
 from ._redact import redact_text
 from .detection import Rules, detect
-from .errors import AlertDeliveryError, ConfigError, InputError, SinkError
+from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, InputError, SinkError
 from .history import AlertState, Baseline, HistoryStore, default_home
 from .metrics.cache import ReferenceCache
 from .sinks.base import EmitContext, Sink, Spool
@@ -145,13 +153,43 @@ class CollapseMonitor:
         observation.validate_against(self.reference)
         t0 = time.perf_counter()
         with self.history.lock(self.name):
-            report, history, extra = self._measure(observation, t0)
-            self.history.save_report(report)
-        report = self._deliver(report, observation, history, extra)
+            self._recover()
+            report, extra = self._measure(observation, t0)
+            self.history.commit_check(
+                report,
+                alert_states=extra.pop("alert_states"),
+                baseline=extra["baseline"] if extra["baseline_changed"] else None,
+            )
+            report, keys, failure = self._hand_off(report, observation, self.history.reports(self.name), extra)
+        report = self._deliver_alerts(report, keys)
+        if failure is not None:
+            raise failure
         self.last_report = report
         return report
 
-    def _measure(self, obs: Observation, t0: float) -> tuple[Report, list[Report], dict[str, Any]]:
+    def _recover(self) -> None:
+        """Finish the hand-off of reports whose check was killed after its history commit
+        (called under the lock, so their process is gone): spool them for every sink (sinks
+        drop replays they already hold) and persist their alerts (same event ids)."""
+        for r in self.history.not_handed_off(self.name):
+            for sink in self.sinks:
+                try:
+                    self.spool.put(getattr(sink, "spool_key", None) or sink.name, r)
+                except OSError as exc:
+                    log.warning("recovering generation %d: %s", r.generation, redact_text(str(exc)))
+            if r.alerts and self.dispatcher is not None:
+                try:
+                    self.dispatcher.persist(list(r.alerts), r)
+                except Exception as exc:
+                    log.warning("recovering generation %d: alerts: %s", r.generation, redact_text(str(exc)))
+            self.history.save_report(r)  # handed off
+            log.warning(
+                "%s: generation %d was committed by a check that did not finish: queued for its sinks and channels",
+                self.name,
+                r.generation,
+            )
+
+    def _measure(self, obs: Observation, t0: float) -> tuple[Report, dict[str, Any]]:
         from .metrics.engine import compute_panel
 
         rules = self.rules
@@ -179,7 +217,6 @@ class CollapseMonitor:
             baseline = Baseline(
                 generation, self.reference.fingerprint, dict(panel.metrics), dict(panel.items), panel.predictions
             )
-            self.history.save_baseline(self.name, baseline)
             baseline_changed = True
             det = detect(panel.metrics, rules=rules, baseline=None)
             notes.append(f"generation {generation} is the baseline")
@@ -219,7 +256,6 @@ class CollapseMonitor:
             rules=rules,
             now=now,
         )
-        self.history.set_alert_states(self.name, states)
         report = Report(
             monitor=self.name,
             generation=generation,
@@ -236,8 +272,13 @@ class CollapseMonitor:
             notes=tuple(notes) + det.notes,
             rare_classes=panel.rare_classes,
         )
-        extra = {"baseline": baseline, "baseline_changed": baseline_changed, "home": str(self.home)}
-        return report, self.history.reports(self.name), extra
+        extra = {
+            "baseline": baseline,
+            "baseline_changed": baseline_changed,
+            "home": str(self.home),
+            "alert_states": states,
+        }
+        return report, extra
 
     def _grow_baseline(self, baseline: Baseline, panel: Any) -> list[str]:
         """A family seen for the first time joins the baseline with its first values."""
@@ -251,7 +292,6 @@ class CollapseMonitor:
             baseline.items[k] = panel.items[k]
         if baseline.predictions is None and panel.predictions is not None:
             baseline.predictions = panel.predictions
-        self.history.save_baseline(self.name, baseline)
         families = sorted({k.split(".")[0] for k in new})
         return families[:5]
 
@@ -285,12 +325,17 @@ class CollapseMonitor:
             )
 
     # ------------------------------------------------------------------------------------------
-    def _deliver(
+    def _hand_off(
         self, report: Report, obs: Observation | None, history: Sequence[Report], extra: Mapping[str, Any]
-    ) -> Report:
-        saved = report
+    ) -> tuple[Report, list[tuple[str, str]], CollapseMonitorError | None]:
+        """Under the lock, right after the history commit: every sink gets the report (or the
+        spool does), then its alerts - with this check's links - are committed to the outbox,
+        then the history row is flagged handed off. Returns the report, the alerts' outbox keys
+        and, in strict mode, the error to raise once the alerts went out."""
         errors: list[str] = []
+        self.links.pop("mlflow_run", None)  # only this check's run may be linked
         ctx = EmitContext(reference=self.reference, observation=obs, history=history, extra=extra)
+        strict_error: str | None = None
         for sink in self.sinks:
             key = getattr(sink, "spool_key", None) or sink.name
             _, replay_errors = self.spool.replay(sink, sink_key=key)
@@ -307,29 +352,50 @@ class CollapseMonitor:
                     self.spool.put(key, report)
                 except Exception as sexc:
                     errors.append(redact_text(f"spool: {type(sexc).__name__}: {sexc}"))
-                if self.strict:
-                    raise SinkError(msg) from None
+                if self.strict and strict_error is None:
+                    strict_error = msg
         alerts = tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts)
         report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors))
+        keys: list[tuple[str, str]] = []
         disp = self.dispatcher
-        if disp is not None:
+        if disp is not None and report.alerts:
             try:
-                results = disp.dispatch(list(report.alerts), report)
-                failed = [r for r in results if not getattr(r, "ok", True) and getattr(r, "final", False)]
-                for r in failed:
-                    errors.append(redact_text(f"alert {getattr(r, 'channel', '?')}: {getattr(r, 'error', '')}"))
-                if failed and self.strict:
-                    raise AlertDeliveryError("; ".join(errors[-len(failed) :]))
-            except AlertDeliveryError:
-                raise
+                keys = disp.persist(list(report.alerts), report)
             except Exception as exc:
                 msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
                 log.warning("%s", msg)
-                errors.append(msg)
-                if self.strict:
-                    raise AlertDeliveryError(msg) from None
+                report = dataclasses.replace(report, errors=(*report.errors, msg))
+                if self.strict and strict_error is None:
+                    strict_error = msg
+        self.history.save_report(report)  # run id, sink facts and errors; flags it handed off
+        failure: CollapseMonitorError | None = None
+        if strict_error is not None:
+            failure = (AlertDeliveryError if strict_error.startswith("alerting:") else SinkError)(strict_error)
+        return report, keys, failure
+
+    def _deliver_alerts(self, report: Report, keys: Sequence[tuple[str, str]]) -> Report:
+        """Deliver this check's alert events (and whatever else is due) within the budget."""
+        disp = self.dispatcher
+        if disp is None or not keys:
+            return report
+        errors = list(report.errors)
+        try:
+            results = disp.deliver(keys)
+            failed = [r for r in results if not getattr(r, "ok", True) and getattr(r, "final", False)]
+            for r in failed:
+                errors.append(redact_text(f"alert {getattr(r, 'channel', '?')}: {getattr(r, 'error', '')}"))
+            if failed and self.strict:
+                raise AlertDeliveryError("; ".join(errors[-len(failed) :]))
+        except AlertDeliveryError:
+            raise
+        except Exception as exc:
+            msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
+            log.warning("%s", msg)
+            errors.append(msg)
+            if self.strict:
+                raise AlertDeliveryError(msg) from None
+        if tuple(errors) != report.errors:
             report = dataclasses.replace(report, errors=tuple(errors))
-        if report != saved:  # run id, sink facts or errors joined the report
             with contextlib.suppress(Exception):
                 self.history.save_report(report)
         return report
@@ -351,10 +417,12 @@ class CollapseMonitor:
     def flush(self, *, budget_seconds: float | None = None) -> dict[str, int]:
         """Replay the sink spool and redeliver pending alerts (what ``serve`` does on a timer)."""
         out: dict[str, int] = {}
-        for sink in self.sinks:
-            key = getattr(sink, "spool_key", None) or sink.name
-            done, _ = self.spool.replay(sink, sink_key=key)
-            out[sink.name] = done
+        with self.history.lock(self.name):  # one replayer per home: replays never race a check
+            self._recover()
+            for sink in self.sinks:
+                key = getattr(sink, "spool_key", None) or sink.name
+                done, _ = self.spool.replay(sink, sink_key=key)
+                out[sink.name] = done
         disp = self.dispatcher
         if disp is not None:
             res = disp.redeliver(budget_seconds=budget_seconds)
