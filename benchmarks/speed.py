@@ -331,8 +331,9 @@ def case_check_overhead(n: int, opts: dict[str, Any], prep: Any) -> Any:
         cm.PrometheusSink(textfile=tmp / "collapse.prom"),
     ]
     hook = cm.Webhook(f"http://127.0.0.1:{server.server_address[1]}/hook", secret="whsec_" + "A" * 32)
-    mon = cm.CollapseMonitor("speed-overhead", reference=cm.Reference(embeddings=ref), sinks=sinks,
-                             alerts=[hook], home=tmp / "home")
+    mon = cm.CollapseMonitor(
+        "speed-overhead", reference=cm.Reference(embeddings=ref), sinks=sinks, alerts=[hook], home=tmp / "home"
+    )
     checks = []
     for x in obs:
         o = cm.Observation(embeddings=x)
@@ -342,8 +343,17 @@ def case_check_overhead(n: int, opts: dict[str, Any], prep: Any) -> Any:
         t = time.perf_counter()
         compute_panel(mon.reference, o, rules=mon.rules, cache=mon.cache)  # the math alone, warm
         math_s = time.perf_counter() - t
-        checks.append({"generation": rep.generation, "stage": str(rep.stage.value), "alerts": len(rep.alerts),
-                       "errors": list(rep.errors), "check": wall, "panel": math_s, "overhead": wall - math_s})
+        checks.append(
+            {
+                "generation": rep.generation,
+                "stage": str(rep.stage.value),
+                "alerts": len(rep.alerts),
+                "errors": list(rep.errors),
+                "check": wall,
+                "panel": math_s,
+                "overhead": wall - math_s,
+            }
+        )
     server.shutdown()
     return {"checks": checks, "webhook_posts": len(_Receiver.hits)}
 
@@ -390,8 +400,14 @@ def import_time(runs: int = 5) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cum, walls, bare = [], [], []
     for _ in range(runs):
-        p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import collapse_monitor"],
-                           capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+        p = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import collapse_monitor"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            check=True,
+        )
         for line in p.stderr.splitlines():
             parts = [x.strip() for x in line.split("|")]
             if len(parts) == 3 and parts[2] == "collapse_monitor":
@@ -401,11 +417,23 @@ def import_time(runs: int = 5) -> dict[str, Any]:
             subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
             target.append(time.perf_counter() - t)
     heavy = subprocess.run(
-        [sys.executable, "-c", "import sys, collapse_monitor; print(sorted(m for m in ('torch', 'mlflow', "
-         "'evidently', 'sklearn', 'prometheus_client', 'scipy', 'pandas') if m in sys.modules))"],
-        capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout.strip()
-    return {"importtime_cumulative": min(cum), "wall_minus_bare_python": min(walls) - min(bare),
-            "heavy_modules_loaded": heavy}
+        [
+            sys.executable,
+            "-c",
+            "import sys, collapse_monitor; print(sorted(m for m in ('torch', 'mlflow', "
+            "'evidently', 'sklearn', 'prometheus_client', 'scipy', 'pandas') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
+    ).stdout.strip()
+    return {
+        "importtime_cumulative": min(cum),
+        "wall_minus_bare_python": min(walls) - min(bare),
+        "heavy_modules_loaded": heavy,
+    }
 
 
 def main() -> None:
@@ -429,8 +457,12 @@ def main() -> None:
     approx_n = 20_000 if args.quick else args.approx_n
     base = {"threads": args.threads} if args.threads else {}
     t0 = time.time()
-    meta = {"load_before": loadavg(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {
+        "load_before": loadavg(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     rows: list[dict[str, Any]] = []
     print("speed benchmark", meta, file=sys.stderr)
     for n in sizes:
@@ -523,7 +555,7 @@ def render(rep: dict[str, Any]) -> str:
         )
     lines += ["", "## Value agreement and speed-ups", ""]
     lines += agreement(rep["rows"])
-    lines += ["", "## Approximate k-NN (`knn=\"ivf\"`) against the exact path", ""]
+    lines += ["", '## Approximate k-NN (`knn="ivf"`) against the exact path', ""]
     lines += approx_table(rep["approx"])
     lines += ["", "## Checks, text, overhead, import", ""]
     lines += misc(rep)
@@ -538,9 +570,11 @@ def _by(rows: list[dict[str, Any]], case: str, n: int) -> dict[str, Any] | None:
 
 
 def agreement(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| n | prdc max abs diff (ours vs prdc) | ours prdc speed-up | panel (cached) vs compute_prdc | "
-           "panel (cold) vs compute_prdc | Vendi rel diff | Vendi speed-up |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    out = [
+        "| n | prdc max abs diff (ours vs prdc) | ours prdc speed-up | panel (cached) vs compute_prdc | "
+        "panel (cold) vs compute_prdc | Vendi rel diff | Vendi speed-up |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for n in sorted({r["n"] for r in rows}):
         ours, ref = _by(rows, "ours_prdc", n), _by(rows, "ref_prdc", n)
         warm, cold = _by(rows, "panel_warm", n), _by(rows, "panel_cold", n)
@@ -562,8 +596,10 @@ def agreement(rows: list[dict[str, Any]]) -> list[str]:
 
 def approx_table(rows: list[dict[str, Any]]) -> list[str]:
     exact = next((r for r in rows if r.get("case") == "exact_big" and "values" in r), None)
-    out = ["| n | path | wall s | peak RSS GB | precision | recall | density | coverage | |coverage error| |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out = [
+        "| n | path | wall s | peak RSS GB | precision | recall | density | coverage | |coverage error| |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         if "values" not in r:
             out.append(f"| {r.get('n', '')} | {r['case']} | {r.get('error', '')} | | | | | | |")
@@ -571,8 +607,10 @@ def approx_table(rows: list[dict[str, Any]]) -> list[str]:
         v = r["values"]
         label = "exact" if r["case"] == "exact_big" else f"ivf, nprobe={r.get('nprobe') or 8}"
         err = "" if exact is None else f"{abs(v['coverage'] - exact['values']['coverage']):.4f}"
-        out.append(f"| {r['n']:,} | {label} | {r['wall']:.1f} | {_gb(r['peak_rss'])} | {v['precision']:.4f} | "
-                   f"{v['recall']:.4f} | {v['density']:.4f} | {v['coverage']:.4f} | {err} |")
+        out.append(
+            f"| {r['n']:,} | {label} | {r['wall']:.1f} | {_gb(r['peak_rss'])} | {v['precision']:.4f} | "
+            f"{v['recall']:.4f} | {v['density']:.4f} | {v['coverage']:.4f} | {err} |"
+        )
     return out
 
 
@@ -580,26 +618,35 @@ def misc(rep: dict[str, Any]) -> list[str]:
     out = []
     mt = rep["monitor_twice"]
     if "ratio" in mt:
-        out.append(f"- Same Reference, two `CollapseMonitor(sinks=[]).check()` at n = m = {mt['n']:,}: first "
-                   f"{mt['first']:.2f} s, second {mt['second']:.2f} s (second / first = {mt['ratio']:.0%}).")
+        out.append(
+            f"- Same Reference, two `CollapseMonitor(sinks=[]).check()` at n = m = {mt['n']:,}: first "
+            f"{mt['first']:.2f} s, second {mt['second']:.2f} s (second / first = {mt['ratio']:.0%})."
+        )
     tx = rep["text"]
     if "tokens" in tx:
-        out.append(f"- Text, {tx['tokens']:,} generated tokens vs a {tx['n']:,}-token reference: reference state "
-                   f"{tx['state_seconds']:.2f} s (once per reference), `text_panel` at the default 20,000-token "
-                   f"budget {tx['panel_default_budget_seconds']:.2f} s, at a budget of every token "
-                   f"{tx['panel_full_budget_seconds']:.2f} s.")
+        out.append(
+            f"- Text, {tx['tokens']:,} generated tokens vs a {tx['n']:,}-token reference: reference state "
+            f"{tx['state_seconds']:.2f} s (once per reference), `text_panel` at the default 20,000-token "
+            f"budget {tx['panel_default_budget_seconds']:.2f} s, at a budget of every token "
+            f"{tx['panel_full_budget_seconds']:.2f} s."
+        )
     co = rep["check_overhead"]
     for c in co.get("checks", []):
-        out.append(f"- `check()` generation {c['generation']} ({c['stage']}, {c['alerts']} alert(s)) with MLflow "
-                   f"sqlite + Prometheus textfile + webhook: {c['check']:.2f} s; the metric panel alone "
-                   f"{c['panel']:.2f} s; overhead {c['overhead'] * 1000:.0f} ms"
-                   + (f"; errors: {c['errors']}" if c["errors"] else "") + ".")
+        out.append(
+            f"- `check()` generation {c['generation']} ({c['stage']}, {c['alerts']} alert(s)) with MLflow "
+            f"sqlite + Prometheus textfile + webhook: {c['check']:.2f} s; the metric panel alone "
+            f"{c['panel']:.2f} s; overhead {c['overhead'] * 1000:.0f} ms"
+            + (f"; errors: {c['errors']}" if c["errors"] else "")
+            + "."
+        )
     if "webhook_posts" in co:
         out.append(f"- Webhook posts received by the local receiver: {co['webhook_posts']}.")
     im = rep["import"]
-    out.append(f"- `import collapse_monitor`: {im['importtime_cumulative'] * 1000:.0f} ms (`-X importtime` "
-               f"cumulative, best of 5); {im['wall_minus_bare_python'] * 1000:.0f} ms wall over a bare "
-               f"interpreter; heavy modules loaded: {im['heavy_modules_loaded']}.")
+    out.append(
+        f"- `import collapse_monitor`: {im['importtime_cumulative'] * 1000:.0f} ms (`-X importtime` "
+        f"cumulative, best of 5); {im['wall_minus_bare_python'] * 1000:.0f} ms wall over a bare "
+        f"interpreter; heavy modules loaded: {im['heavy_modules_loaded']}."
+    )
     return out
 
 

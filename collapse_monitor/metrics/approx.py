@@ -250,7 +250,14 @@ def ivf_cross_pass(
 
 
 def centred_tensor(
-    x: Any, field: str, center: np.ndarray | None, dtype: Any, device: Any, *, width: int | None = None, rows: int = 65536
+    x: Any,
+    field: str,
+    center: np.ndarray | None,
+    dtype: Any,
+    device: Any,
+    *,
+    width: int | None = None,
+    rows: int = 65536,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Rows of ``x`` minus ``center`` (default: their mean) as a ``dtype`` tensor, converted
     and checked for finite values in blocks of ``rows`` (no float64 copy of the whole set:

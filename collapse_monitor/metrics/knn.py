@@ -177,8 +177,8 @@ def _below(
     if block.device.type == "cpu":
         bn, mn, tn = block.numpy(), mask.numpy(), thr.numpy()
         np.less(bn, tn[None, :] if by_column else tn[:, None], out=mn)
-        flat = np.flatnonzero(mn)
-        return torch.from_numpy(flat), torch.from_numpy(bn.reshape(-1)[flat])
+        pos = np.flatnonzero(mn)
+        return torch.from_numpy(pos), torch.from_numpy(bn.reshape(-1)[pos])
     torch.lt(block, thr.unsqueeze(0) if by_column else thr.unsqueeze(1), out=mask)
     flat = mask.view(-1).nonzero().squeeze(1)
     return flat, block.view(-1)[flat]
