@@ -85,8 +85,13 @@ def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
 def load_model(spec: ModelSpec, version: ResolvedVersion) -> Any:
     import mlflow
 
+    from mlflow.tracking._model_registry import utils as _registry_utils
+    from mlflow.tracking._tracking_service import utils as _tracking_utils
+
     with _LOAD_LOCK:
-        old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        # the raw settings (None = "use the default"), so restoring them does not pin the default
+        old_tracking = _tracking_utils._tracking_uri
+        old_registry = _registry_utils._registry_uri
         try:
             if spec.tracking_uri:
                 mlflow.set_tracking_uri(spec.tracking_uri)
@@ -99,8 +104,8 @@ def load_model(spec: ModelSpec, version: ResolvedVersion) -> Any:
                 return mlflow.pytorch.load_model(version.uri, map_location="cpu")
             return mlflow.pyfunc.load_model(version.uri, suppress_warnings=True)
         finally:
-            mlflow.set_tracking_uri(old_tracking)
-            mlflow.set_registry_uri(old_registry)
+            _tracking_utils._tracking_uri = old_tracking
+            _registry_utils._registry_uri = old_registry
 
 
 def _to_numpy(out: Any) -> np.ndarray:

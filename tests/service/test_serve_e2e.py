@@ -29,16 +29,22 @@ def _register(tracking_uri: str, seed: int) -> str:
 
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(D, K))
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = tracking_utils._tracking_uri  # None = "the default"; restoring it pins nothing
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("digits-training")
-    with mlflow.start_run() as run:
-        mlflow.pytorch.log_model(
-            net,
-            name="model",
-            registered_model_name="digits",
-            pip_requirements=["torch"],
-            input_example=np.zeros((2, D), dtype=np.float32),
-        )
+    try:
+        mlflow.set_experiment("digits-training")
+        with mlflow.start_run() as run:
+            mlflow.pytorch.log_model(
+                net,
+                name="model",
+                registered_model_name="digits",
+                pip_requirements=["torch"],
+                input_example=np.zeros((2, D), dtype=np.float32),
+            )
+    finally:  # the global tracking URI must not leak into later tests
+        tracking_utils._tracking_uri = previous
     return run.info.run_id
 
 
