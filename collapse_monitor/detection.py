@@ -88,6 +88,9 @@ class Rules:
     alert_on_drift: bool = True
     baseline_generation: int | None = None
     seed: int = 0
+    knn: str = "exact"  # "exact" | "ivf" (approximate k-NN for references of ~1M rows)
+    nlist: int | None = None  # IVF cells; default round(sqrt(n))
+    nprobe: int | None = None  # IVF cells scanned per query; default 8
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, msg: str) -> None:
@@ -121,6 +124,12 @@ class Rules:
         need(
             bg is None or (isinstance(bg, int) and bg >= 0), "baseline_generation", f"expected an int >= 0, got {bg!r}"
         )
+        from .metrics.approx import check_knn
+
+        try:
+            check_knn(self.knn, self.nlist, self.nprobe)
+        except ConfigError as exc:
+            raise ConfigError(f"rules.{exc.key}", str(exc).split(": ", 1)[-1]) from None
         for key in ("tail", "head", "diversity"):
             v = getattr(self, key)
             if isinstance(v, str) or not isinstance(v, Sequence) or not all(isinstance(x, str) for x in v):

@@ -80,6 +80,9 @@ def compute_panel(
             seed=rules.seed,
             device=device,
             chunk_size=chunk_size,
+            knn=rules.knn,
+            nlist=rules.nlist,
+            nprobe=rules.nprobe,
         )
         gres = generator_panel(
             state,
@@ -90,6 +93,7 @@ def compute_panel(
             seed=rules.seed,
             device=device,
             chunk_size=chunk_size,
+            nprobe=rules.nprobe,
         )
         metrics.update(gres.metrics)
         items.update(gres.items)

@@ -114,3 +114,14 @@ def test_bad_rules_name_the_key(d, key) -> None:
 def test_rules_round_trip() -> None:
     r = Rules.from_dict({"alpha": 0.05, "tail": ["tail_coverage"], "min_effect": 0.2})
     assert Rules.from_dict(r.to_dict()) == r
+
+
+def test_approximate_knn_rules_flow_to_the_engine(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    ref = cm.Reference(embeddings=rng.normal(size=(400, 4)))
+    with pytest.raises(cm.ConfigError) as exc:
+        Rules.from_dict({"knn": "hnsw-please"})
+    assert exc.value.key == "rules.knn"
+    mon = cm.CollapseMonitor("ivf", reference=ref, sinks=[], home=tmp_path, rules={"knn": "ivf", "nprobe": 4})
+    rep = mon.check(cm.Observation(embeddings=rng.normal(size=(400, 4))))
+    assert 0.0 <= rep.metrics["coverage"].value <= 1.0
