@@ -194,12 +194,12 @@ class CollapseMonitor:
 
         rules = self.rules
         last = self.history.last_generation(self.name)
+        notes: list[str] = []
         if last is None and not self.history.reports(self.name):
-            self._reseed_from_sinks()
+            notes.extend(self._reseed_from_sinks())
             last = self.history.last_generation(self.name)
         generation = obs.generation if obs.generation is not None else (0 if last is None else last + 1)
         baseline = self.history.baseline(self.name)
-        notes: list[str] = []
         if baseline is not None and baseline.fingerprint != self.reference.fingerprint:
             notes.append("the reference changed since the baseline: paired tests skipped")
         panel = compute_panel(
@@ -295,8 +295,10 @@ class CollapseMonitor:
         families = sorted({k.split(".")[0] for k in new})
         return families[:5]
 
-    def _reseed_from_sinks(self) -> None:
-        """An empty local store (new machine, new working dir): read history back from a sink."""
+    def _reseed_from_sinks(self) -> list[str]:
+        """An empty local store (new machine, new working dir): read history back from a sink.
+        Returns notes for the report when a sink that could hold the history did not answer."""
+        notes: list[str] = []
         for sink in self.sinks:
             loader = getattr(sink, "load_history", None)
             if loader is None:
@@ -304,14 +306,20 @@ class CollapseMonitor:
             try:
                 got = loader(self.name)
             except Exception as exc:
-                log.warning("could not read history of %s from %s: %s", self.name, sink.name, redact_text(str(exc)))
+                msg = redact_text(f"{type(exc).__name__}: {exc}")
+                log.warning("could not read history of %s from %s: %s", self.name, sink.name, msg)
+                notes.append(
+                    f"history could not be read from {sink.name} ({msg}): generation numbering starts from the "
+                    "local store; pass Observation(generation=...) to continue a chain kept there"
+                )
                 continue
             if got:
                 reports, baseline = got
                 self.history.import_history(self.name, reports, baseline)
                 self._restore_alert_state(reports)
                 log.info("continued %s from %s: %d generation(s)", self.name, sink.name, len(reports))
-                return
+                return []
+        return notes
 
     def _restore_alert_state(self, reports: Sequence[Report]) -> None:
         """A chain continued from a sink: a stage that was firing keeps firing (no new page)."""
