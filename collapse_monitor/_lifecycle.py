@@ -106,17 +106,17 @@ def alert_events(
             events.append(make(rule, "resolved", st.severity, prev_stage))
     for rule, severity in wanted.items():
         ev_stage = Stage(rule) if rule in Stage._value2member_map_ else stage
-        st = states.get(rule)
-        if st is None:
+        prev = states.get(rule)
+        if prev is None:
             events.append(make(rule, "firing", severity, ev_stage))
             new_states.append(AlertState(rule, severity, now, generation, now, generation))
             continue
-        due = now - st.last_notified_at >= rules.repeat_interval_seconds
+        due = now - prev.last_notified_at >= rules.repeat_interval_seconds
         if rules.repeat_every_generations is not None:
-            due = due or generation - st.last_notified_generation >= rules.repeat_every_generations
+            due = due or generation - prev.last_notified_generation >= rules.repeat_every_generations
         if due:
             events.append(make(rule, "firing", severity, ev_stage, repeat=True))
-            new_states.append(AlertState(rule, severity, st.since, st.since_generation, now, generation))
+            new_states.append(AlertState(rule, severity, prev.since, prev.since_generation, now, generation))
         else:
-            new_states.append(st)
+            new_states.append(prev)
     return events, new_states

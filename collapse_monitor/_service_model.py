@@ -84,7 +84,6 @@ def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
 
 def load_model(spec: ModelSpec, version: ResolvedVersion) -> Any:
     import mlflow
-
     from mlflow.tracking._model_registry import utils as _registry_utils
     from mlflow.tracking._tracking_service import utils as _tracking_utils
 

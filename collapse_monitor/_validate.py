@@ -79,7 +79,8 @@ def as_labels(x: Any, field: str, *, length: int | None = None) -> np.ndarray:
         raise InputError(field, "is empty: expected at least one label")
     if length is not None and arr.size != length:
         raise InputError(
-            field, f"has {arr.size} entries but reference.labels has {length}: predictions must align with the probe set"
+            field,
+            f"has {arr.size} entries but reference.labels has {length}: predictions must align with the probe set",
         )
     out = np.empty(arr.size, dtype=object)
     kinds: set[type] = set()

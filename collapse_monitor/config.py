@@ -188,7 +188,7 @@ def _load_list(path: Path, key: str, *, texts: bool) -> list[Any]:
     if not path.is_file():
         raise ConfigError(key, f"file not found: {path}")
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False).tolist()  # type: ignore[no-any-return]
+        return np.load(path, allow_pickle=False).tolist()
     raw = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         val = json.loads(raw)

@@ -29,7 +29,7 @@ TABLE_KEYS = {
 AGG_DROP = 0.02  # "overall accuracy fell by 2 points"
 
 
-class Verdict(dict):  # type: ignore[type-arg]
+class Verdict(dict):
     """flagged_at, stage_at_flag, aggregate_at, lead (generations of warning) for one chain."""
 
 

@@ -141,7 +141,7 @@ class CollapseMonitor:
             self._dispatcher = AlertDispatcher(
                 self.channels,
                 outbox_path=self.home / "outbox.db",
-                **self._dispatcher_opts,  # type: ignore[arg-type]
+                **self._dispatcher_opts,
             )
         return self._dispatcher
 
@@ -536,7 +536,7 @@ class _Retrain:
     def observe(self, observation: Observation | Callable[[], Observation]) -> Report | None:
         make = observation if callable(observation) else (lambda: observation)
         self.report = self._mon._observe_safely(
-            make,  # type: ignore[arg-type]
+            make,
             generation=self._generation,
             provenance=self._provenance,
             strict=self._strict,

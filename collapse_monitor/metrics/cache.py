@@ -79,7 +79,7 @@ class ReferenceCache:
             if key in self._mem:
                 self._mem.move_to_end(key)
                 self.hits += 1
-                return self._mem[key]  # type: ignore[no-any-return]
+                return self._mem[key]
         state = self._load(key, cls)
         if state is None:
             self.misses += 1
@@ -103,7 +103,7 @@ class ReferenceCache:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-            return cls.from_arrays(arrays)  # type: ignore[attr-defined, no-any-return]
+            return cls.from_arrays(arrays)  # type: ignore[attr-defined]
         except Exception as exc:  # corrupt or stale file: rebuild
             log.warning("ignoring unreadable reference cache %s (%s)", path.name, type(exc).__name__)
             return None
