@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
     from ..types import Report
 
-__all__ = ["HookCore", "eval_mode"]
+__all__ = ["HookCore", "HookResults", "eval_mode"]
 
 log = logging.getLogger("collapse_monitor.hooks")
 
@@ -120,3 +120,23 @@ class HookCore:
                 "collapse-monitor %s: %d delivery error(s), spooled for retry", report.monitor, len(report.errors)
             )
         return report
+
+
+class HookResults:
+    """What every callback exposes about its latest check, read from its ``HookCore``."""
+
+    _core: HookCore
+
+    @property
+    def monitor(self) -> CollapseMonitor:
+        return self._core.monitor
+
+    @property
+    def last_report(self) -> Report | None:
+        """The report of the latest check; None when it failed (see ``last_error``) or none ran."""
+        return self._core.last_report
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The failure of the last check, None when it succeeded."""
+        return self._core.last_error

@@ -43,11 +43,11 @@ except ImportError:  # pragma: no cover - the standalone package only
         ) from None
 
 from ..errors import ConfigError
-from ._core import GenerationArg, HookCore, ProvenanceArg
+from ._core import GenerationArg, HookCore, HookResults, ProvenanceArg
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
-    from ..types import Observation, Report
+    from ..types import Observation
 
 __all__ = ["CollapseMonitorCallback"]
 
@@ -56,7 +56,7 @@ log = logging.getLogger("collapse_monitor.hooks")
 _EVENTS = ("fit_end", "train_end", "validation_end")
 
 
-class CollapseMonitorCallback(Callback):
+class CollapseMonitorCallback(HookResults, Callback):
     """Check ``evaluate(pl_module)`` with ``monitor`` when ``on`` happens.
 
     Args:
@@ -91,20 +91,6 @@ class CollapseMonitorCallback(Callback):
             eval_mode=eval_mode,
             owner="CollapseMonitorCallback",
         )
-
-    @property
-    def monitor(self) -> CollapseMonitor:
-        return self._core.monitor
-
-    @property
-    def last_report(self) -> Report | None:
-        """The report of the latest check; None when it failed (see ``last_error``) or none ran."""
-        return self._core.last_report
-
-    @property
-    def last_error(self) -> BaseException | None:
-        """The failure of the last check, None when it succeeded."""
-        return self._core.last_error
 
     def __repr__(self) -> str:
         return f"CollapseMonitorCallback(monitor={self.monitor.name!r}, on={self.on!r})"

@@ -33,16 +33,16 @@ except ImportError:  # pragma: no cover
         "collapse_monitor.hooks.transformers needs transformers: pip install 'collapse-monitor[transformers]'"
     ) from None
 
-from ._core import GenerationArg, HookCore, ProvenanceArg
+from ._core import GenerationArg, HookCore, HookResults, ProvenanceArg
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
-    from ..types import Observation, Report
+    from ..types import Observation
 
 __all__ = ["CollapseMonitorCallback"]
 
 
-class CollapseMonitorCallback(TrainerCallback):
+class CollapseMonitorCallback(HookResults, TrainerCallback):
     """Check ``evaluate(model)`` with ``monitor`` at the end of ``Trainer.train()``.
 
     Args:
@@ -76,20 +76,6 @@ class CollapseMonitorCallback(TrainerCallback):
         )
         self.check_on_evaluate = bool(on_evaluate)
         self.check_on_train_end = bool(on_train_end)
-
-    @property
-    def monitor(self) -> CollapseMonitor:
-        return self._core.monitor
-
-    @property
-    def last_report(self) -> Report | None:
-        """The report of the latest check; None when it failed (see ``last_error``) or none ran."""
-        return self._core.last_report
-
-    @property
-    def last_error(self) -> BaseException | None:
-        """The failure of the last check, None when it succeeded."""
-        return self._core.last_error
 
     def __repr__(self) -> str:
         return (
