@@ -206,10 +206,6 @@ class HistoryStore:
         rows = self._read("SELECT MAX(generation) FROM checks WHERE monitor=?", (monitor,))
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
-    def next_generation(self, monitor: str) -> int:
-        last = self.last_generation(monitor)
-        return 0 if last is None else last + 1
-
     @staticmethod
     def _put_report(con: sqlite3.Connection, report: Report, handed_off: bool) -> None:
         blob = json.dumps(report.to_dict(), allow_nan=False)
@@ -259,15 +255,6 @@ class HistoryStore:
     def reports(self, monitor: str) -> list[Report]:
         rows = self._read("SELECT report_json FROM checks WHERE monitor=? ORDER BY generation", (monitor,))
         return [Report.from_dict(json.loads(r[0])) for r in rows]
-
-    def monitors(self) -> list[str]:
-        return [r[0] for r in self._read("SELECT DISTINCT monitor FROM checks ORDER BY monitor")]
-
-    def series(self, monitor: str, key: str, *, start: int, end: int) -> list[float]:
-        """Values of ``key`` for generations start..end (inclusive) that have it, oldest first."""
-        return [
-            r.metrics[key].value for r in self.reports(monitor) if start <= r.generation <= end and key in r.metrics
-        ]
 
     # -- baseline ------------------------------------------------------------------------------
     def baseline(self, monitor: str) -> Baseline | None:

@@ -3,7 +3,7 @@ side, and returns metrics plus the per-item vectors the paired tests need."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -113,11 +113,4 @@ def compute_panel(
         f = prov.synthetic_fraction
         metrics["synthetic_fraction"] = MetricValue(f, f, f)
 
-    _check_finite(metrics)
     return PanelResult(metrics, items, paired, rare, preds)
-
-
-def _check_finite(metrics: Mapping[str, MetricValue]) -> None:
-    for key, mv in metrics.items():
-        if not all(np.isfinite([mv.value, mv.ci_low, mv.ci_high])):  # pragma: no cover - MetricValue forbids it
-            raise AssertionError(f"metric {key} is not finite: {mv}")
