@@ -119,6 +119,7 @@ DETAIL_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tail_coverage",
             "head_coverage",
             "rare_mode_coverage",
+            "rare_mode_mass",
             "precision",
             "recall",
             "density",

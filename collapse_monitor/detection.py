@@ -8,6 +8,11 @@ Method (DESIGN.md section 5):
   from good to bad since the baseline or not. Declines of such metrics are tested with the
   exact McNemar test on the discordant pairs (McNemar 1947; exact binomial form, Fay 2010),
   which has far more power than two independent proportions on small rare-class samples.
+* **Exact rate tests for counts.** Metrics that count samples (the mass on rare reference
+  clusters, the samples beyond the reference's 99th-percentile Mahalanobis radius) compare
+  ``x`` of ``m`` samples now with ``x0`` of ``m0`` at baseline by the exact conditional test
+  for two Poisson rates (Przyborowski & Wilenski 1940): the counts are small, where normal
+  approximations are badly calibrated.
 * **Interval tests otherwise.** Diversity metrics (Vendi, variance, effective rank) carry
   bootstrap intervals; the decline test is a one-sided z-test on the difference (on the log
   scale for ratio metrics), with the standard errors read back from the two intervals.
@@ -42,6 +47,7 @@ __all__ = ["DEFAULT_DIVERSITY", "DEFAULT_HEAD", "DEFAULT_TAIL", "Detection", "Ru
 DEFAULT_TAIL = (
     "tail_coverage",
     "rare_mode_coverage",
+    "rare_mode_mass",
     "rare_class_recall",
     "worst_class_recall",
     "rare_ngram_recall",
@@ -219,6 +225,23 @@ def _paired_p(
     return float(stats.mcnemar_exact(b, c, alternative="greater"))
 
 
+def _rate_p(key: str, items: Mapping[str, np.ndarray], base_items: Mapping[str, np.ndarray]) -> float | None:
+    """Exact one-sided test that a count rate fell: ``x`` events in ``m`` samples now against
+    ``x0`` in ``m0`` at baseline. Conditional on ``t = x + x0``, ``x ~ Binomial(t, m / (m + m0))``
+    when the rates are equal (Przyborowski & Wilenski 1940; Lehmann & Romano, *Testing
+    Statistical Hypotheses*, 4.6), so ``p = P(X <= x)``: exact for the small counts of rare
+    modes and of the 1 % Mahalanobis tail, where interval z-tests are badly calibrated."""
+    cur = items.get(f"rate.{key}")
+    base = base_items.get(f"rate.{key}")
+    if cur is None or base is None or cur.shape != (2,) or base.shape != (2,):
+        return None
+    x, m = int(cur[0]), int(cur[1])
+    x0, m0 = int(base[0]), int(base[1])
+    if m <= 0 or m0 <= 0:
+        return None
+    return float(stats.binom_cdf(x, x + x0, m / (m + m0)))
+
+
 def _interval_p(mv: MetricValue, base: MetricValue, log_scale: bool) -> float:
     """One-sided z-test that ``mv`` < ``base`` with SEs read from both intervals."""
     if log_scale and min(mv.value, base.value, mv.ci_low, base.ci_low) > 0:
@@ -287,6 +310,9 @@ def detect(
         p = _paired_p(key, paired, items, base_items)
         test = "mcnemar-exact"
         signature = _paired_signature(key, paired) if p is not None else None
+        if p is None:
+            p = _rate_p(key, items, base_items)
+            test = "rate-exact"
         if p is None:
             p = _interval_p(mv, base, spec.log_scale)
             test = "interval-z"

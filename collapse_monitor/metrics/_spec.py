@@ -64,6 +64,14 @@ _ALL = [
     _s("head_coverage", "head", True, "Coverage of the other (dense) reference points."),
     _s("rare_mode_coverage", "tail", True, "Share of rare reference clusters that keep at least half their mass."),
     _s(
+        "rare_mode_mass",
+        "tail",
+        True,
+        "Share of samples in rare reference clusters / the reference's share there (1 = reference-like).",
+        upper=None,
+        log_scale=True,
+    ),
+    _s(
         "vendi_score",
         "diversity",
         True,

@@ -430,9 +430,10 @@ def generator_panel(
     ``ref_embeddings`` must be the rows ``state`` was built from. ``k`` (default: the
     state's) must equal the state's k. Keys: precision, recall, density, coverage,
     tail_coverage, head_coverage, rare_mode_coverage (only when the reference has rare
-    clusters), vendi_score, vendi_ratio, effective_rank, variance_ratio, frechet_distance,
-    tail_mass_ratio. Items: ``coverage.covered`` (per reference point), ``rare_modes.kept``
-    (per rare cluster).
+    clusters), rare_mode_mass (idem), vendi_score, vendi_ratio, effective_rank, variance_ratio,
+    frechet_distance, tail_mass_ratio. Items: ``coverage.covered`` (per reference point),
+    ``rare_modes.kept`` (per rare cluster), and ``rate.<key>`` = ``[events, samples]`` for the
+    count metrics rare_mode_mass and tail_mass_ratio (exact rate tests against the baseline).
 
     The k-NN passes follow the state: exact, or with ``knn="ivf"`` states the inverted-file
     approximation (:mod:`.approx`) with the state's ``nprobe`` unless ``nprobe`` is given;
@@ -510,11 +511,18 @@ def generator_panel(
 
     # --- rare modes
     if state.rare_clusters.any():
-        sample_mass = cluster_mass(assign_to_centroids(gen, state.centroids), state.centroids.shape[0])
+        assigned = assign_to_centroids(gen, state.centroids)
+        sample_mass = cluster_mass(assigned, state.centroids.shape[0])
         kept = rare_modes_kept(state.cluster_mass, sample_mass, state.rare_clusters)
         metrics["rare_mode_coverage"] = _wilson_mv(int(kept.sum()), kept.size)
         items["rare_modes.kept"] = kept
         paired["rare_mode_coverage"] = ("rare_modes.kept", np.ones(kept.size, dtype=bool))
+        # mass the samples put on the rare clusters, relative to the reference's: a count, so
+        # its decline is tested exactly against the baseline's count (see detection._rate_p)
+        in_rare = int(np.sum(state.rare_clusters[assigned]))
+        ref_rare = float(state.cluster_mass[state.rare_clusters].sum())
+        metrics["rare_mode_mass"] = _wilson_mv(in_rare, m, scale=1.0 / ref_rare)
+        items["rate.rare_mode_mass"] = np.array([in_rare, m], dtype=np.int64)
 
     # --- diversity (bootstrap eigen-decompositions on as many threads as torch may use, <= 4)
     import torch
@@ -525,6 +533,7 @@ def generator_panel(
     # --- tail mass
     x = state.tail.exceed_count(gen)
     metrics["tail_mass_ratio"] = _wilson_mv(x, m, scale=1.0 / TAIL_LEVEL)
+    items["rate.tail_mass_ratio"] = np.array([x, m], dtype=np.int64)
     return GeneratorResult({key: _clip(key, mv) for key, mv in metrics.items()}, items, paired)
 
 

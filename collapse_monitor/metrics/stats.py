@@ -26,6 +26,7 @@ from ..errors import InputError
 __all__ = [
     "MKResult",
     "benjamini_hochberg",
+    "binom_cdf",
     "binom_sf_half",
     "clopper_pearson",
     "cusum_decline",
@@ -222,6 +223,32 @@ def binom_sf_half(b: int, n: int) -> float:
         return _tail_sum(n, b, +1) / full
     # lower tail j = b-1, b-2, ..., 0: terms decrease going down (b-1 < n/2)
     return (full - _tail_sum(n, b - 1, -1)) / full
+
+
+def binom_cdf(x: int, n: int, p: float) -> float:
+    """``P(X <= x)`` for ``X ~ Binomial(n, p)``: the regularised incomplete beta function
+    ``I_{1-p}(n - x, x + 1)`` (Abramowitz & Stegun 26.5.24), equal to
+    ``scipy.stats.binom.cdf``.
+
+    >>> round(binom_cdf(1, 7, 0.5), 6)  # (1 + 7) / 128
+    0.0625
+    >>> binom_cdf(3, 3, 0.2), binom_cdf(0, 0, 0.5)
+    (1.0, 1.0)
+    """
+    n = _count(n, "n")
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        x = _count(x, "x")
+    pf = _finite(p, "p")
+    if not 0.0 <= pf <= 1.0:
+        raise InputError("p", f"must be in [0, 1], got {pf}")
+    x = int(x)
+    if x < 0:
+        return 0.0
+    if x >= n:
+        return 1.0
+    from scipy.special import betainc
+
+    return float(betainc(n - x, x + 1, 1.0 - pf))
 
 
 def mcnemar_exact(b: int, c: int, alternative: str = "greater") -> float:

@@ -72,6 +72,43 @@ def test_detect_uses_paired_mcnemar_and_bh() -> None:
     assert det.stage is cm.Stage.HEALTHY and det.drift
 
 
+def test_count_rates_use_the_exact_conditional_test() -> None:
+    from scipy import stats
+
+    rules = Rules()
+    metrics = {"rare_mode_mass": MetricValue(3 / 2000 / 0.02, 0.02, 0.2)}
+    baseline = {"rare_mode_mass": MetricValue(20 / 1000 / 0.02, 0.6, 1.5)}
+    det = detect(
+        metrics,
+        rules=rules,
+        baseline=baseline,
+        items={"rate.rare_mode_mass": np.array([3, 2000])},
+        base_items={"rate.rare_mode_mass": np.array([20, 1000])},
+    )
+    (f,) = det.findings
+    assert f.test == "rate-exact"
+    # 3 of 2000 samples now vs 20 of 1000: given 23 events, X ~ Binomial(23, 2/3) under equal rates
+    assert f.p_value == pytest.approx(stats.binom.cdf(3, 23, 2000 / 3000))
+    assert f.significant and det.stage is cm.Stage.EARLY_COLLAPSE
+    # an increase is never a decline; no events on either side gives p = 1
+    up = detect(
+        metrics,
+        rules=rules,
+        baseline=baseline,
+        items={"rate.rare_mode_mass": np.array([40, 1000])},
+        base_items={"rate.rare_mode_mass": np.array([20, 1000])},
+    )
+    assert up.findings[0].p_value > 0.99
+    none = detect(
+        metrics,
+        rules=rules,
+        baseline=baseline,
+        items={"rate.rare_mode_mass": np.array([0, 1000])},
+        base_items={"rate.rare_mode_mass": np.array([0, 1000])},
+    )
+    assert none.findings[0].p_value == 1.0
+
+
 def test_small_declines_are_not_significant() -> None:
     rules = Rules()
     metrics = {"vendi_ratio": MetricValue(0.97, 0.9, 1.04)}

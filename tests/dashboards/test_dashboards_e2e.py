@@ -70,6 +70,7 @@ def test_the_chain_collapsed_and_covered_every_family(stack: Stack) -> None:
     for key in (
         "tail_coverage",
         "rare_mode_coverage",
+        "rare_mode_mass",
         "rare_class_recall",
         "rare_flips",
         "distinct_2",

@@ -72,7 +72,7 @@ def state(ref: np.ndarray) -> GeneratorRefState:
 def test_panel_keys_intervals_and_items(state: GeneratorRefState, ref: np.ndarray) -> None:
     gen = mixture(800, np.random.default_rng(1))
     res = generator_panel(state, ref, gen, n_boot=60)
-    assert set(res.metrics) == ALL_KEYS | {"rare_mode_coverage"}
+    assert set(res.metrics) == ALL_KEYS | {"rare_mode_coverage", "rare_mode_mass"}
     assert set(res.metrics) <= set(SPECS)
     for key, mv in res.metrics.items():
         assert mv.ci_low <= mv.value <= mv.ci_high, key
@@ -91,6 +91,13 @@ def test_panel_keys_intervals_and_items(state: GeneratorRefState, ref: np.ndarra
     kept = res.items["rare_modes.kept"]
     assert kept.shape == (int(state.rare_clusters.sum()),)
     assert res.metrics["rare_mode_coverage"].n == kept.size
+    # the count metrics carry [events, samples] for the exact rate test against the baseline
+    in_rare, m = res.items["rate.rare_mode_mass"].tolist()
+    assert m == 800 and 0 < in_rare < m
+    ref_rare = state.cluster_mass[state.rare_clusters].sum()
+    assert res.metrics["rare_mode_mass"].value == pytest.approx(in_rare / m / ref_rare)
+    x, m = res.items["rate.tail_mass_ratio"].tolist()
+    assert m == 800 and res.metrics["tail_mass_ratio"].value == pytest.approx(x / m / 0.01)
 
 
 def test_panel_equals_standalone_metrics(state: GeneratorRefState, ref: np.ndarray) -> None:
@@ -143,6 +150,8 @@ def test_deleting_a_rare_mode_shows_in_the_tail_not_the_head(state: GeneratorRef
     h, d = healthy.metrics, dropped.metrics
     assert h["rare_mode_coverage"].value == 1.0
     assert d["rare_mode_coverage"].value < h["rare_mode_coverage"].value
+    assert d["rare_mode_mass"].value < 0.3 * h["rare_mode_mass"].value
+    assert h["rare_mode_mass"].value == pytest.approx(1.0, abs=0.3)
     assert d["tail_coverage"].value < h["tail_coverage"].value - 0.15
     assert abs(d["head_coverage"].value - h["head_coverage"].value) < 0.03
     # paired per-item vectors: the lost points are the rare component's

@@ -15,6 +15,7 @@ from collapse_monitor.errors import InputError
 from collapse_monitor.metrics.stats import (
     MKResult,
     benjamini_hochberg,
+    binom_cdf,
     binom_sf_half,
     clopper_pearson,
     cusum_decline,
@@ -116,6 +117,19 @@ def test_binom_sf_half_matches_scipy_for_large_n(n: int) -> None:
         got = binom_sf_half(b, n)
         assert got == pytest.approx(ref, rel=1e-9, abs=1e-300), (b, n)
     assert binom_sf_half(n + 1, n) == 0.0
+
+
+def test_binom_cdf_matches_scipy() -> None:
+    rng = np.random.default_rng(11)
+    cases = [(0, 0, 0.5), (0, 5, 0.3), (5, 5, 0.3), (3, 10, 0.0), (3, 10, 1.0), (1, 7, 0.5)]
+    cases += [(int(rng.integers(0, n + 1)), n, float(rng.random())) for n in rng.integers(1, 5000, size=40)]
+    for x, n, p in cases:
+        assert binom_cdf(x, n, p) == pytest.approx(stats.binom.cdf(x, n, p), rel=1e-10, abs=1e-300), (x, n, p)
+    assert binom_cdf(-1, 5, 0.5) == 0.0
+    with pytest.raises(InputError):
+        binom_cdf(1, 5, 1.5)
+    with pytest.raises(InputError):
+        binom_cdf(1, -5, 0.5)
 
 
 def test_mcnemar_matches_scipy_binomtest() -> None:
