@@ -7,32 +7,42 @@ downsampled to ``rare_share`` (2.5 %) of the set, as when collection under-sampl
 
 Each generation trains, on its training set,
 
-- a generator per class: PCA-Gaussian (``n_components`` principal components of the class,
-  Gaussian scores; 16 components give digit-like samples), and class weights equal to the
-  class shares of the training set, so a rare class can drift away (Wright-Fisher) and its
-  few samples lose variance and drift fastest (Shumailov et al. 2024);
-- a small torch MLP classifier (64-64-10) trained on ``n_train`` samples of that generator
-  (the downstream probe of the generator: train on synthetic, test on real), evaluated on
-  the fixed real probe set.
+- a generator per class: probabilistic PCA (Tipping & Bishop 1999): ``n_components``
+  principal directions of the class plus isotropic noise for the rest, Gaussian scores, so
+  a fitted class keeps its total variance; class weights equal to the class shares of the
+  training set, so a rare class can drift away (Wright-Fisher) and its few samples make its
+  refit the noisiest: under ``replace`` it loses its shape first (Shumailov et al. 2024);
+- a small torch MLP classifier (64-64-10) trained on ``max(4000, n_train)`` samples of that
+  generator (the downstream probe of the generator: train on synthetic, test on real),
+  evaluated on the fixed real probe set.
+
+Why probabilistic PCA and no clipping: a truncated PCA-Gaussian (residual variance dropped,
+pixels clipped to [0, 1]) is a *biased* refit that loses diversity under every loop, the
+accumulate and fresh controls included (17 % of the variance in 10 generations); with an
+unbiased refit the controls hold, as the literature's results assume (Gerstgrasser et al.
+2024 for accumulate, Alemohammad et al. 2023 for fresh data).
 
 Generation ``t``'s generator writes generation ``t+1``'s synthetic training data.
 ``temperature`` < 1 is a quality-favouring sampler (Alemohammad et al. 2023): class weights
-``pi_c^(1/T)`` and score spread ``sqrt(T)``; the rare digit then vanishes within a few
-generations.
+``pi_c^(1/T)`` and score / noise spread ``sqrt(T)``; the rare digit then vanishes within a
+few generations.
 
-Measured (defaults, mean of 4 chains): under ``replace`` the rare digit's probe recall falls
-.79 -> .41 over 10 generations while the head classes' recall goes .98 -> .93; under
-``fresh`` they stay near .72 and .97. At ``temperature=0.9`` (2 chains) the rare share goes
-.021 -> 0 by generation 8 and its recall .81 -> 0 by generation 9; ``fresh`` keeps both.
-At ``T = 1`` the rare share itself is a martingale (it drifts, it does not fall on average).
+Measured (defaults, means of 10 chains, generations 0 / 5 / 9): under ``replace`` the rare
+digit's probe recall goes .78 / .60 / .48 and the head classes' .967 / .949 / .937 (overall
+accuracy at the natural class mix .963 / .940 / .925); at ``temperature=0.9`` the rare share
+goes .021 / .005 / .001 and its recall .78 / .30 / .12; ``fresh`` and ``accumulate`` keep the
+rare recall at .73-.78, the head at .96 and the generator's variance within 1.5 % of
+generation 0. At ``T = 1`` the rare share itself is a martingale (it drifts, it does not fall
+on average).
 
 Observation: ``embeddings`` = ``n_obs`` generated digits through a fixed feature map (PCA
 to ``feature_dim`` whitened dimensions, fitted once on the real training pool);
 ``predictions`` = the classifier's labels for the probe set. Reference: the generation-0
 human training set through the same map, the probe labels, and the human class priors (so
-the rare digits are "rare" to the monitor). Aggregate: ``accuracy`` (plain accuracy on the
-balanced probe set, what a team sees), ``prior_weighted_accuracy`` and ``frechet_distance``
-(feature space, reference vs generated). Truth: ``rare_share`` (the generator's weight on
+the rare digits are "rare" to the monitor). Aggregate: ``accuracy`` (the probe's per-class
+recalls weighted by the human class priors: the accuracy a test set drawn like the training
+data shows, what a team watches), ``probe_accuracy`` (plain accuracy on the balanced probe)
+and ``frechet_distance`` (feature space, reference vs generated). Truth: ``rare_share`` (the generator's weight on
 the rare digits), ``rare_share_train``, ``rare_recall``, ``head_recall``.
 """
 
@@ -54,7 +64,7 @@ _N_CLASSES = 10
 
 
 class DigitsScenario(Scenario):
-    """Class-conditional PCA-Gaussian digit generator + MLP classifier, retrained recursively.
+    """Class-conditional probabilistic-PCA digit generator + MLP classifier, retrained recursively.
 
     Options: ``rare_digits=(8,)``, ``rare_share=0.025`` (per rare digit), ``n_train=1000``,
     ``n_obs=1000``, ``n_components=16``, ``feature_dim=20``, ``temperature=1.0``,
@@ -173,20 +183,27 @@ class DigitsScenario(Scenario):
 
     # -- models ----------------------------------------------------------------------
     def _fit_generator(self, x: np.ndarray, y: np.ndarray) -> dict[int, tuple[Any, ...]]:
+        """Per class: probabilistic PCA (Tipping & Bishop 1999, maximum likelihood): the top
+        ``n_components`` principal directions with variances ``lambda_i - sigma^2`` plus
+        isotropic noise ``sigma^2`` = the mean of the remaining eigenvalues, so the fitted
+        covariance keeps the class's total variance."""
         gen: dict[int, tuple[Any, ...]] = {}
-        n = len(y)
+        n, dim = len(y), x.shape[1]
         for c in range(_N_CLASSES):
             xc = x[y == c]
             if len(xc) == 0:
                 continue  # the class is lost for good
             mean = xc.mean(0)
-            k = min(self.n_components, len(xc) - 1)
-            if k >= 1:
+            if len(xc) > 1:
                 _, s, vt = np.linalg.svd(xc - mean, full_matrices=False)
-                comps, sd = vt[:k], s[:k] / np.sqrt(len(xc) - 1)
+                ev = s**2 / (len(xc) - 1)
             else:
-                comps, sd = np.zeros((0, x.shape[1])), np.zeros(0)
-            gen[c] = (len(xc) / n, mean, comps, sd)
+                ev, vt = np.zeros(0), np.zeros((0, dim))
+            k = min(self.n_components, len(ev))
+            resid = float(ev[k:].sum()) / max(dim - k, 1)
+            comps = vt[:k]
+            sd = np.sqrt(np.clip(ev[:k] - resid, 0.0, None))
+            gen[c] = (len(xc) / n, mean, comps, sd, np.sqrt(resid))
         return gen
 
     def _class_weights(self, gen: dict[int, tuple[Any, ...]]) -> tuple[list[int], np.ndarray]:
@@ -203,9 +220,11 @@ class DigitsScenario(Scenario):
         for c, k in zip(classes, counts, strict=True):
             if k == 0:
                 continue
-            _, mean, comps, sd = gen[c]
-            z = rng.standard_normal((k, len(sd))) * sd * np.sqrt(self.temperature)
-            xs.append(np.clip(mean + z @ comps, 0.0, 1.0))
+            _, mean, comps, sd, noise = gen[c]
+            spread = np.sqrt(self.temperature)
+            z = rng.standard_normal((k, len(sd))) * (sd * spread)
+            e = rng.standard_normal((k, mean.shape[0])) * (noise * spread)
+            xs.append(mean + z @ comps + e)
             ys.append(np.full(k, c))
         perm = rng.permutation(n)
         return np.concatenate(xs)[perm], np.concatenate(ys)[perm]
@@ -281,8 +300,8 @@ class DigitsScenario(Scenario):
                 generation=t,
                 observation=self._observation(t, train, digest(x, y), embeddings=feats, predictions=pred),
                 aggregate={
-                    "accuracy": float((pred == y_probe).mean()),
-                    "prior_weighted_accuracy": float((priors * recall).sum()),
+                    "accuracy": float((priors * recall).sum()),
+                    "probe_accuracy": float((pred == y_probe).mean()),
                     "frechet_distance": frechet_distance(ref, feats),
                 },
                 truth={

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..types import Reference
+from ._stats import frechet_distance
 from .base import GenerationResult, Scenario, TrainingSet, check_float, check_positive_int, digest, training_mix
 
 __all__ = ["ZipfTextScenario", "pseudo_words"]
@@ -135,6 +136,8 @@ class ZipfTextScenario(Scenario):
             "temperature": self.temperature,
         }
         self.words = np.array(pseudo_words(self.vocab_size))
+        self._ref_ids: list[np.ndarray] = []
+        self._lsa: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._start, self._trans = self._true_model()
 
     # -- world -----------------------------------------------------------------------
@@ -173,7 +176,37 @@ class ZipfTextScenario(Scenario):
 
     def _build_reference(self) -> Reference:
         ref = self._sample_ids(self._rng("reference"), self._start, self._trans, self.n_ref)
+        self._ref_ids = ref
         return Reference(texts=self._texts(ref), name="zipf_text:human")
+
+    # -- a fixed sentence embedding for the aggregate Frechet distance --------------------
+    _LSA_DIM = 32
+
+    def _counts(self, sentences: list[np.ndarray]) -> np.ndarray:
+        v = self.vocab_size
+        rows = np.repeat(np.arange(len(sentences)), [len(s) for s in sentences])
+        flat = np.bincount(rows * v + np.concatenate(sentences), minlength=len(sentences) * v)
+        return flat.reshape(len(sentences), v).astype(float)
+
+    def _lsa_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TF-IDF + truncated SVD (latent semantic analysis, Deerwester et al. 1990) fitted once
+        on the reference sentences: the sentence embedding of the aggregate Frechet distance."""
+        if self._lsa is None:
+            _ = self.reference
+            c = self._counts(self._ref_ids)
+            idf = np.log((1 + len(c)) / (1 + (c > 0).sum(0))) + 1.0
+            x = c * idf
+            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            mean = x.mean(0)
+            _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+            self._lsa = (idf, mean, vt[: self._LSA_DIM].T)
+        return self._lsa
+
+    def _embed(self, sentences: list[np.ndarray]) -> np.ndarray:
+        idf, mean, proj = self._lsa_map()
+        x = self._counts(sentences) * idf
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return (x - mean) @ proj
 
     # -- model -----------------------------------------------------------------------
     def _fit(self, sentences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -227,6 +260,8 @@ class ZipfTextScenario(Scenario):
             np.random.default_rng([self.world_seed, self.seed + 1, 77]), self._start, self._trans, self.n_heldout
         )
         human0 = self._sample_ids(self._rng("human0"), self._start, self._trans, self.n_train)
+        _ = self.reference  # builds the reference sentences the embedding is fitted on
+        ref_emb = self._embed(self._ref_ids)
         train = TrainingSet()
         start, trans = self._start, self._trans  # replaced by the generation-0 fit
         t = 0
@@ -259,6 +294,7 @@ class ZipfTextScenario(Scenario):
                 aggregate={
                     "perplexity": float(np.exp(self._nll(heldout, uni, model_trans, eps=1e-4))),
                     "generation_nll": self._nll(obs, self._start, self._trans),
+                    "frechet_distance": frechet_distance(ref_emb, self._embed(obs)),
                 },
                 truth={
                     "support_types": float(support),

@@ -36,6 +36,32 @@ def test_rare_recall_falls_under_replace_head_holds(cold_chains: dict[str, list]
     assert (pred[ref_labels == 8] == 8).mean() == pytest.approx(rep[-1].truth["rare_recall"])
 
 
+def test_ppca_generator_keeps_each_class_total_variance() -> None:
+    sc = make_scenario("digits", loop="replace", seed=0)
+    x, y = sc._human(np.random.default_rng(1), 1000)
+    gen = sc._fit_generator(x, y)
+    xs, ys = sc._sample(np.random.default_rng(2), gen, 20_000)
+    for c in (0, 3, 8):  # 8 is the rare digit (25 training items)
+        want = x[y == c].var(0, ddof=1).sum()
+        got = xs[ys == c].var(0, ddof=1).sum()
+        assert got == pytest.approx(want, rel=0.08), c
+    # class weights follow the training shares
+    assert (ys == 8).mean() == pytest.approx((y == 8).mean(), abs=0.004)
+
+
+def test_accumulate_is_a_control_replace_loses_the_rare_digit() -> None:
+    acc = make_scenario("digits", loop="accumulate", seed=1).run(6)
+    # an unbiased refit anchored by the human data: the generator's spread and the rare digit hold
+    var = [float(g.observation.embeddings.var(0).sum()) for g in acc]
+    assert max(abs(v / var[0] - 1) for v in var) < 0.06
+    assert min(g.truth["rare_recall"] for g in acc) > 0.75 * acc[0].truth["rare_recall"]
+    # the aggregate is accuracy at the natural class mix (prior-weighted), the probe's plain
+    # accuracy is kept beside it
+    g0 = acc[0]
+    assert g0.aggregate["accuracy"] > g0.aggregate["probe_accuracy"] - 0.05
+    assert g0.aggregate["accuracy"] != g0.aggregate["probe_accuracy"]
+
+
 def test_reference_and_observation_shapes() -> None:
     sc = make_scenario("digits", loop="replace", seed=0)
     ref = sc.reference

@@ -22,12 +22,32 @@ def test_types_drop_under_replace_not_accumulate() -> None:
     assert rep[-1].truth["support_types"] < 0.5 * rep[0].truth["support_types"]
     # meanwhile the generated text looks *better* to the true model (lower NLL per token)
     assert rep[-1].aggregate["generation_nll"] < rep[0].aggregate["generation_nll"]
+    # the aggregate Frechet distance (LSA sentence embeddings fitted on the reference) grows
+    # under replace, faster than under accumulate (whose truncated synthetic sets dilute the tail)
+    fd_r = [g.aggregate["frechet_distance"] for g in rep]
+    fd_a = [g.aggregate["frechet_distance"] for g in acc]
+    assert fd_r[0] == pytest.approx(fd_a[0])
+    assert fd_r[-1] > 5 * fd_r[0]
+    assert fd_r[-1] > 2 * fd_a[-1]
+
+
+def test_sentence_embedding_is_fixed_and_zero_mean_on_the_reference() -> None:
+    sc = ZipfTextScenario(seed=0, n_ref=400)
+    _ = sc.reference
+    emb = sc._embed(sc._ref_ids)
+    assert emb.shape == (400, ZipfTextScenario._LSA_DIM)
+    np.testing.assert_allclose(emb.mean(0), 0.0, atol=1e-9)  # centred on of the reference's TF-IDF rows
+    first = sc._lsa
+    sc._embed(sc._ref_ids[:5])
+    assert sc._lsa is first  # fitted once, on the reference only
 
 
 def test_no_truncation_no_collapse_under_accumulate() -> None:
     gens = make_scenario("zipf_text", loop="accumulate", seed=1, top_p=1.0).run(4)
     types = [g.truth["obs_types"] for g in gens]
     assert min(types) > 0.9 * types[0]
+    fd = [g.aggregate["frechet_distance"] for g in gens]
+    assert max(fd) < 1.6 * fd[0]
 
 
 def _reference_top_p(row: np.ndarray, p: float) -> np.ndarray:
