@@ -19,9 +19,12 @@ from .types import Report, Stage
 
 __all__ = ["Verdict", "run_chain", "run_demo", "verdict"]
 
+#: table / chart columns per scenario; ``overall_accuracy`` is the scenario's aggregate accuracy
+#: (at the natural class mix: what a test set drawn like the training data shows, and what the
+#: verdict's "accuracy fell by 2 points" is measured on), not the balanced probe's
 TABLE_KEYS = {
-    "digits": ["accuracy", "rare_class_recall", "tail_coverage", "vendi_ratio"],
-    "selftrain": ["accuracy", "rare_class_recall", "worst_class_recall", "rare_prediction_ratio"],
+    "digits": ["overall_accuracy", "rare_class_recall", "tail_coverage", "vendi_ratio"],
+    "selftrain": ["overall_accuracy", "rare_class_recall", "worst_class_recall", "rare_prediction_ratio"],
     "mixture": ["precision", "tail_coverage", "rare_mode_coverage", "vendi_ratio"],
     "gaussian": ["coverage", "tail_coverage", "tail_mass_ratio", "variance_ratio"],
     "zipf_text": ["distinct_2", "rare_ngram_recall", "vocab_ratio", "ngram_entropy"],
@@ -90,7 +93,10 @@ def run_chain(
     aggs: list[dict[str, float]] = []
     for g in sc.generations(generations):
         reports.append(mon.check(g.observation))
-        aggs.append(dict(g.aggregate))
+        agg = dict(g.aggregate)
+        if "accuracy" in agg:
+            agg["overall_accuracy"] = agg["accuracy"]
+        aggs.append(agg)
         if progress is not None:
             progress.advance(task)
     return reports, aggs

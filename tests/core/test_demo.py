@@ -1,0 +1,56 @@
+"""`collapse-monitor demo` end to end, with MLflow logging on (a local sqlite store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_three_generations_logs_every_check_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo-out"
+    db = tmp_path / "mlflow.db"
+    cli = Path(sys.executable).parent / "collapse-monitor"
+    cmd = [str(cli)] if cli.exists() else [sys.executable, "-m", "collapse_monitor.cli"]
+    env = {**os.environ, "COLUMNS": "200", "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    result = subprocess.run(
+        [*cmd, "demo", "--generations", "3", "--seed", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = result.stdout
+    # the per-generation tables (one per loop), the verdict lines and the MLflow hint
+    for needle in ("digits / replace loop", "digits / accumulate loop", "overall_accuracy", "rare_class_recall"):
+        assert needle in text, needle
+    assert "replace: " in text and "accumulate: " in text
+    assert f"mlflow ui --backend-store-uri sqlite:///{db}" in text.replace("\n", " ").replace("  ", " ")
+    # the output folder: HTML report, PNG charts, machine-readable verdicts
+    assert (out / "report.html").is_file()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert {"metrics.png", "replace.png", "accumulate.png"} <= set(pngs), pngs
+    verdicts = json.loads((out / "verdict.json").read_text())
+    assert verdicts["scenario"] == "digits" and set(verdicts["verdicts"]) == {"replace", "accumulate"}
+    for v in verdicts["verdicts"].values():
+        assert set(v) >= {"flagged_at", "aggregate_at", "lead"}
+    # every check is an MLflow run with the contract's tags
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exps = [e for e in client.search_experiments() if e.name.startswith("collapse-monitor/demo-digits-")]
+    assert len(exps) == 2
+    runs = [r for e in exps for r in client.search_runs([e.experiment_id])]
+    assert len(runs) == 6
+    assert sorted(int(r.data.tags["collapse.generation"]) for r in runs) == [0, 0, 1, 1, 2, 2]
+    assert all(r.data.tags["collapse.stage"] in {"healthy", "early_collapse", "late_collapse"} for r in runs)
+    assert all("collapse.rare_class_recall" in r.data.metrics for r in runs)
