@@ -2,17 +2,25 @@
 
 For every scenario x loop x seed (10+ generations) it records the first generation flagged by
 
-* **collapse-monitor** (stage != healthy),
-* **(a) an aggregate alert**: overall probe accuracy down 2 points from generation 0, or - for
-  scenarios without a classifier - the Frechet distance to the reference doubled,
+* **collapse-monitor** (stage != healthy, default rules),
+* **(a) an aggregate alert**, the numbers teams watch today: overall accuracy down 2 points
+  from generation 0 where the scenario has a classifier (accuracy at the natural class mix,
+  i.e. what a test set drawn like the training data shows), otherwise the Frechet distance to
+  the reference doubled (on the embeddings; for text on fixed LSA sentence embeddings),
 * **(b) Evidently**: DataDriftPreset on the embeddings' principal components (fitted on the
   reference), alert when the drift share >= 0.5 (for text: descriptors length / type-token
-  ratio / mean token rank; for predictions only: the predicted-label column),
+  ratio; for predictions only: the predicted-label column),
 
-and counts false alarms (any flag) on the control loops. Writes
-``benchmarks/results/detection.md`` and ``detection.json``.
+and counts false alarms on the control loops (any non-healthy check for ours; any flagged
+chain for the baselines). It also reports **(a) at zero false alarms**: the aggregate alert
+with its threshold raised, per scenario, just above the largest value it reached on that
+scenario's control chains (calibrated in-sample, so optimistic for the aggregate), to show
+what the aggregate's speed costs in false pages.
 
-Run: ``.venv/bin/python benchmarks/detection.py [--seeds 5] [--generations 10] [--jobs 2]``
+Writes ``benchmarks/results/detection.md`` and ``detection.json``.
+
+Run: ``.venv/bin/python benchmarks/detection.py [--seeds 5] [--seed-offset 0] [--generations 10]
+[--jobs 2] [--only digits] [--no-evidently]``
 """
 
 from __future__ import annotations
@@ -106,6 +114,86 @@ def _frames(ref: Any, obs: Any, pca: Any) -> tuple[Any, Any] | None:
     return None
 
 
+def _first(flags: list[bool]) -> int | None:
+    return next((i for i, f in enumerate(flags) if f), None)
+
+
+def _aggregate_score(agg: list[dict[str, float]]) -> tuple[str, list[float]] | None:
+    """The aggregate alert's statistic per generation, larger = worse: the accuracy drop in
+    points from generation 0, or the Frechet distance relative to generation 0's."""
+    if "accuracy" in agg[0]:
+        base = agg[0]["accuracy"]
+        return "accuracy", [100.0 * (base - a["accuracy"]) for a in agg]
+    if "frechet_distance" in agg[0]:
+        base = max(agg[0]["frechet_distance"], 1e-12)
+        return "frechet_distance", [a["frechet_distance"] / base for a in agg]
+    return None
+
+
+#: the aggregate alert's threshold on ``_aggregate_score``: 2 accuracy points, FD x 2
+AGG_THRESHOLD = {"accuracy": 2.0, "frechet_distance": 2.0}
+
+
+def _aggregate_flags(agg: list[dict[str, float]], threshold: float | None = None) -> list[bool]:
+    sc = _aggregate_score(agg)
+    if sc is None:
+        return [False] * len(agg)
+    key, vals = sc
+    thr = AGG_THRESHOLD[key] if threshold is None else threshold
+    return [v >= thr for v in vals]
+
+
+#: significance levels of the operating curve (the default Rules().alpha must be among them)
+ALPHAS = (0.01, 0.005, 0.003, 0.001)
+
+
+class _AlphaSweep:
+    """The detection rules at other ``alpha`` on the very same metric panels: one panel per
+    generation (``compute_panel``), then ``detect`` per level, the way ``CollapseMonitor.check``
+    calls it (baseline = generation 0, series = the chain's own values)."""
+
+    def __init__(self, ref: Any, home: str) -> None:
+        from collapse_monitor.metrics.cache import ReferenceCache
+
+        self.ref = ref
+        self.cache = ReferenceCache(Path(home) / "sweep-cache")
+        self.base: Any = None
+        self.history: list[dict[str, float]] = []
+        self.stages: dict[float, list[str]] = {a: [] for a in ALPHAS}
+
+    def step(self, obs: Any) -> None:
+        from collapse_monitor.detection import Rules, detect
+        from collapse_monitor.metrics.engine import compute_panel
+
+        base = self.base
+        p = compute_panel(
+            self.ref,
+            obs,
+            rules=Rules(),
+            cache=self.cache,
+            baseline_predictions=None if base is None else base.predictions,
+        )
+        if base is None:
+            self.base = p
+            for a in ALPHAS:
+                self.stages[a].append("healthy")
+        else:
+            series = {k: [h[k] for h in self.history if k in h] + [mv.value] for k, mv in p.metrics.items()}
+            for a in ALPHAS:
+                det = detect(
+                    p.metrics,
+                    rules=Rules(alpha=a),
+                    baseline=base.metrics,
+                    items=p.items,
+                    base_items=base.items,
+                    paired=p.paired,
+                    series=series,
+                    rare_classes=p.rare_classes,
+                )
+                self.stages[a].append(det.stage.value)
+        self.history.append({k: mv.value for k, mv in p.metrics.items()})
+
+
 def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict[str, Any]:
     scenario, loop, opts, collapsing, seed, generations, with_evidently = args
     import torch
@@ -124,30 +212,21 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict
         pca = PCA(n_components=min(10, ref.embeddings.shape[1]), random_state=0).fit(ref.embeddings)
     with tempfile.TemporaryDirectory() as home:
         mon = cm.CollapseMonitor(f"bench-{scenario}-{loop}-{seed}", reference=ref, sinks=[], home=home)
+        sweep = _AlphaSweep(ref, home)
         stages: list[str] = []
         agg: list[dict[str, float]] = []
         ev: list[float | None] = []
         for g in sc.generations(generations):
             rep = mon.check(g.observation)
             stages.append(rep.stage.value)
+            sweep.step(g.observation)
             agg.append({k: float(v) for k, v in g.aggregate.items()})
             frames = _frames(ref, g.observation, pca) if with_evidently else None
             ev.append(None if frames is None else _evidently_share(*frames))
 
-    def first(flags: list[bool]) -> int | None:
-        return next((i for i, f in enumerate(flags) if f), None)
-
-    ours = first([s != "healthy" for s in stages])
-    if "accuracy" in agg[0]:
-        base = agg[0]["accuracy"]
-        agg_flags = [a["accuracy"] <= base - 0.02 for a in agg]
-    elif "frechet_distance" in agg[0]:
-        base = max(agg[0]["frechet_distance"], 1e-12)
-        agg_flags = [a["frechet_distance"] >= 2 * base for a in agg]
-    else:
-        agg_flags = [False] * len(agg)
-    aggregate = first(agg_flags)
-    evidently = first([e is not None and e >= 0.5 for e in ev])
+    ours = _first([s != "healthy" for s in stages])
+    aggregate = _first(_aggregate_flags(agg))
+    evidently = _first([e is not None and e >= 0.5 for e in ev])
     return {
         "scenario": scenario,
         "loop": loop,
@@ -162,63 +241,176 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict
         "evidently_share": ev,
         "aggregates": agg,
         "false_alarms": 0 if collapsing else sum(s != "healthy" for s in stages),
+        "alpha_stages": {str(a): st for a, st in sweep.stages.items()},
+        # self-check: the sweep at the default alpha must reproduce the monitor's own stages
+        "sweep_matches_monitor": sweep.stages.get(cm.Rules().alpha) == stages,
         "seconds": time.perf_counter() - t0,
     }
 
 
+def _calibrated_thresholds(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per scenario: the largest aggregate score any of its control chains reached after
+    generation 0 (the aggregate alert at zero false alarms fires strictly above it)."""
+    out: dict[str, float] = {}
+    for r in rows:
+        if r["collapsing"]:
+            continue
+        sc = _aggregate_score(r["aggregates"])
+        if sc is not None:
+            out[r["scenario"]] = max(out.get(r["scenario"], -float("inf")), max(sc[1][1:], default=-float("inf")))
+    return out
+
+
+def _operating_curve(rows: list[dict[str, Any]], generations: int) -> list[dict[str, Any]]:
+    out = []
+    for a in ALPHAS:
+        fa = checks = flagged = after = 0
+        leads: list[int] = []
+        n_coll = 0
+        for r in rows:
+            st = r.get("alpha_stages", {}).get(str(a))
+            if st is None:
+                continue
+            first = _first([x != "healthy" for x in st])
+            if r["collapsing"]:
+                n_coll += 1
+                agg = r["aggregate"]
+                flagged += first is not None
+                after += first is None or (agg is not None and first > agg)
+                if first is not None:
+                    leads.append((agg if agg is not None else generations) - first)
+            else:
+                fa += sum(x != "healthy" for x in st)
+                checks += len(st)
+        out.append(
+            {
+                "alpha": a,
+                "false_alarm_checks": fa,
+                "control_checks": checks,
+                "flagged": flagged,
+                "collapsing": n_coll,
+                "after_or_never": after,
+                "median_lead": statistics.median(leads) if leads else None,
+            }
+        )
+    return out
+
+
+def _med(xs: list[int | None]) -> str:
+    vals = [x for x in xs if x is not None]
+    if not vals:
+        return "never"
+    s = f"{statistics.median(vals):g}"
+    return s if len(vals) == len(xs) else f"{s} ({len(vals)}/{len(xs)})"
+
+
 def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[str, Any]]:
+    thresholds = _calibrated_thresholds(rows)
+    for r in rows:
+        thr = thresholds.get(r["scenario"])
+        sc = _aggregate_score(r["aggregates"])
+        r["aggregate_calibrated"] = None if thr is None or sc is None else _first([v > thr + 1e-12 for v in sc[1]])
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["label"], []).append(r)
     lines = [
-        "| chain | kind | flagged (ours) | first gen ours (median) | aggregate (a) | Evidently (b) | "
-        "lead vs (a) (median) | never after (a) | false alarms ours (checks) | false alarms (a) / (b) (chains) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| chain | kind | flagged (ours) | first gen ours | aggregate (a) | (a) at zero false alarms | Evidently (b) | "
+        "lead vs (a) | ours <= (a) | false alarms ours (checks) | false alarms (a) / (b) (chains) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    summary: dict[str, Any] = {}
-
-    def med(xs: list[int | None]) -> str:
-        vals = [x for x in xs if x is not None]
-        if not vals:
-            return "never"
-        s = f"{statistics.median(vals):g}"
-        return s if len(vals) == len(xs) else f"{s} ({len(vals)}/{len(xs)})"
-
+    summary: dict[str, Any] = {"chains": {}}
+    all_leads: list[int] = []
     for label, rs in by.items():
         collapsing = rs[0]["collapsing"]
         ours = [r["ours"] for r in rs]
         agg = [r["aggregate"] for r in rs]
+        cal = [r["aggregate_calibrated"] for r in rs]
         ev = [r["evidently"] for r in rs]
         # lead: generations between our flag and the aggregate alert (aggregate never -> end of run)
         leads = [(a if a is not None else generations) - o for o, a in zip(ours, agg, strict=True) if o is not None]
-        never_after = all(o is not None and (a is None or o <= a) for o, a in zip(ours, agg, strict=True))
+        not_after = sum(o is not None and (a is None or o <= a) for o, a in zip(ours, agg, strict=True))
+        if collapsing:
+            all_leads.extend(leads)
         fa = sum(r["false_alarms"] for r in rs)
         checks = sum(len(r["stages"]) for r in rs)
-        summary[label] = {
+        summary["chains"][label] = {
             "collapsing": collapsing,
             "flagged": sum(o is not None for o in ours),
-            "chains": len(rs),
+            "n": len(rs),
             "ours": ours,
             "aggregate": agg,
+            "aggregate_calibrated": cal,
             "evidently": ev,
             "median_lead": statistics.median(leads) if leads else None,
-            "never_after_aggregate": never_after if collapsing else None,
+            "not_after_aggregate": not_after if collapsing else None,
             "false_alarm_checks": fa,
             "checks": checks,
         }
+        fa_base = f"{sum(a is not None for a in agg)}/{len(rs)} / {sum(e is not None for e in ev)}/{len(rs)}"
         lines.append(
             f"| {label} | {'collapsing' if collapsing else 'control'} | "
-            f"{sum(o is not None for o in ours)}/{len(rs)} | {med(ours)} | {med(agg)} | {med(ev)} | "
+            f"{sum(o is not None for o in ours)}/{len(rs)} | {_med(ours)} | {_med(agg)} | {_med(cal)} | {_med(ev)} | "
             f"{'-' if not collapsing else (f'{statistics.median(leads):g}' if leads else 'n/a')} | "
-            f"{('yes' if never_after else 'NO') if collapsing else '-'} | "
-            f"{'-' if collapsing else f'{fa}/{checks}'} | "
-            f"{'-' if collapsing else f'{sum(a is not None for a in agg)}/{len(rs)} / {sum(e is not None for e in ev)}/{len(rs)}'} |"
+            f"{f'{not_after}/{len(rs)}' if collapsing else '-'} | "
+            f"{'-' if collapsing else f'{fa}/{checks}'} | {'-' if collapsing else fa_base} |"
         )
+    coll = [r for r in rows if r["collapsing"]]
+    ctrl = [r for r in rows if not r["collapsing"]]
+    self_train = [r for r in coll if r["scenario"] == "selftrain"]
+
+    def acc_moved(r: dict[str, Any]) -> float:
+        g = r["ours"]
+        return abs(r["aggregates"][0]["accuracy"] - r["aggregates"][g]["accuracy"]) if g is not None else float("nan")
+
+    totals = {
+        "collapsing_chains": len(coll),
+        "flagged": sum(r["ours"] is not None for r in coll),
+        "median_lead": statistics.median(all_leads) if all_leads else None,
+        "flagged_after_aggregate": sum(
+            r["ours"] is None or (r["aggregate"] is not None and r["ours"] > r["aggregate"]) for r in coll
+        ),
+        "control_chains": len(ctrl),
+        "control_checks": sum(len(r["stages"]) for r in ctrl),
+        "false_alarm_checks": sum(r["false_alarms"] for r in ctrl),
+        "aggregate_false_alarm_chains": sum(r["aggregate"] is not None for r in ctrl),
+        "evidently_false_alarm_chains": sum(r["evidently"] is not None for r in ctrl),
+        "selftrain_by_gen2_under_1pt": sum(
+            r["ours"] is not None and r["ours"] <= 2 and acc_moved(r) < 0.01 for r in self_train
+        ),
+        "selftrain_chains": len(self_train),
+    }
+    summary["totals"] = totals
+    curve = _operating_curve(rows, generations)
+    mismatched = [f"{r['label']} seed {r['seed']}" for r in rows if not r.get("sweep_matches_monitor", True)]
+    summary["operating_curve"] = curve
+    lines += [
+        "",
+        f"- Collapsing chains flagged: {totals['flagged']}/{totals['collapsing_chains']}; median lead over the "
+        f"aggregate alert (a) across all of them: {totals['median_lead']} generations; flagged after (a) "
+        f"(or never): {totals['flagged_after_aggregate']}/{totals['collapsing_chains']}.",
+        f"- False alarms on the controls: {totals['false_alarm_checks']} of {totals['control_checks']} checks "
+        f"({totals['control_chains']} chains); (a) flagged {totals['aggregate_false_alarm_chains']} and (b) "
+        f"{totals['evidently_false_alarm_chains']} of the {totals['control_chains']} control chains.",
+        f"- selftrain/replace flagged by generation 2 with accuracy moved < 1 point: "
+        f"{totals['selftrain_by_gen2_under_1pt']}/{totals['selftrain_chains']}.",
+        "",
+        "Operating curve: the same panels judged at other `alpha` (everything else default)"
+        + ("." if not mismatched else f"; WARNING: the sweep differs from the monitor on {', '.join(mismatched)}."),
+        "",
+        "| alpha | false alarms (control checks) | collapsing chains flagged | flagged after (a) or never | "
+        "median lead vs (a) |",
+        "|---:|---:|---:|---:|---:|",
+        *[
+            f"| {c['alpha']:g} | {c['false_alarm_checks']}/{c['control_checks']} | {c['flagged']}/{c['collapsing']} | "
+            f"{c['after_or_never']}/{c['collapsing']} | {c['median_lead']} |"
+            for c in curve
+        ],
+    ]
     return "\n".join(lines), summary
 
 
 def resummarise(path: str | Path, generations: int = 10) -> str:
-    """Rebuild the markdown table from a saved detection.json (no re-run)."""
+    """Rebuild the markdown table from a saved detection json (no re-run)."""
     rows = json.loads(Path(path).read_text())["rows"]
     return summarise(rows, generations)[0]
 
@@ -226,6 +418,7 @@ def resummarise(path: str | Path, generations: int = 10) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seed-offset", type=int, default=0, help="first seed (5 gives held-out seeds 5..9)")
     ap.add_argument("--generations", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--only", default=None, help="substring filter on chain labels")
@@ -235,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [
         (s, lp, o, c, seed, a.generations, not a.no_evidently)
         for (s, lp, o, c) in CHAINS
-        for seed in range(a.seeds)
+        for seed in range(a.seed_offset, a.seed_offset + a.seeds)
         if a.only is None or a.only in _label(s, lp, o)
     ]
     t0 = time.perf_counter()
@@ -254,14 +447,17 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     elapsed = time.perf_counter() - t0
+    last = a.seed_offset + a.seeds - 1
+    stem = "detection" if a.seed_offset == 0 else f"detection-seeds{a.seed_offset}-{last}"
     header = (
-        f"# Detection benchmark\n\n{a.seeds} seeds x {a.generations} generations per chain; "
-        f"{len(rows)} chains in {elapsed:.0f} s on {os.cpu_count()} cores.\n"
+        f"# Detection benchmark\n\nSeeds {a.seed_offset}-{last} x {a.generations} generations per chain; "
+        f"{len(rows)} chains in {elapsed:.0f} s on {os.cpu_count()} cores; default `Rules()`.\n"
         "Columns: generation of the first flag (median over seeds; `(k/n)` = only k of n chains flagged), "
-        "lead = generations between our flag and the aggregate alert (end of run when it never fired).\n\n"
+        "lead = generations between our flag and the aggregate alert (end of run when it never fired), "
+        "median over seeds.\n\n"
     )
-    (out / "detection.md").write_text(header + table + "\n")
-    (out / "detection.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=str))
+    (out / f"{stem}.md").write_text(header + table + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=str))
     print(header + table)
     return 0
 
