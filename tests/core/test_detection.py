@@ -162,3 +162,36 @@ def test_approximate_knn_rules_flow_to_the_engine(tmp_path) -> None:
     mon = cm.CollapseMonitor("ivf", reference=ref, sinks=[], home=tmp_path, rules={"knn": "ivf", "nprobe": 4})
     rep = mon.check(cm.Observation(embeddings=rng.normal(size=(400, 4))))
     assert 0.0 <= rep.metrics["coverage"].value <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("rules_yaml", "key"),
+    [
+        ("rules: {alpha: 2}", "rules.alpha"),
+        ("rules: {min_effect: ten}", "rules.min_effect"),
+        ("rules: {alhpa: 0.01}", "rules.alhpa"),
+        ("rules: {tail: tail_coverage}", "rules.tail"),
+        ("rules: {tail: [tail_coverage], head: [tail_coverage]}", "rules.tail"),
+        ("rules: [0.01]", "rules"),
+    ],
+)
+def test_malformed_rules_file_names_the_key(tmp_path, rules_yaml: str, key: str) -> None:
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text(f"name: bad-rules\nhome: {tmp_path / 'home'}\nsinks: []\n{rules_yaml}\n")
+    ref = cm.Reference(labels=[0] * 90 + [1] * 10)
+    with pytest.raises(cm.ConfigError) as exc:
+        cm.CollapseMonitor.from_config(cfg, reference=ref)
+    assert exc.value.key == key
+    assert key in str(exc.value)
+
+
+def test_rules_from_a_yaml_file_reach_the_monitor(tmp_path) -> None:
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text(
+        f"name: good-rules\nhome: {tmp_path / 'home'}\nsinks: []\n"
+        "rules: {alpha: 0.05, min_effect: 0.2, tail: [tail_coverage, rare_class_recall], repeat_every_generations: 3}\n"
+    )
+    mon = cm.CollapseMonitor.from_config(cfg, reference=cm.Reference(labels=[0] * 90 + [1] * 10))
+    assert mon.rules.alpha == 0.05 and mon.rules.min_effect == 0.2
+    assert mon.rules.tail == ("tail_coverage", "rare_class_recall")
+    assert mon.rules.repeat_every_generations == 3
