@@ -1,10 +1,11 @@
 """Exact k-nearest-neighbour distances in bounded memory (torch matmul, chunked).
 
 Everything here is *exact* (no approximate index): squared Euclidean distances come from
-``||x||^2 + ||y||^2 - 2 x.y`` computed block by block with one ``torch.addmm`` per block,
-clamped at 0. No function ever holds an ``n x n`` array: the self pass (k-NN radii of one
-set) works on ``c x c`` blocks and the cross pass (reference x samples) on ``c x m`` row
-blocks, where ``c`` is ``chunk_size`` or is chosen from a memory budget
+``||x||^2 + ||y||^2 - 2 x.y``, computed block by block as one ``torch.mm`` of ``d + 2``-wide
+operands per block (the norms ride along in the product, :mod:`._knn_blocks`), clamped at 0.
+No function ever holds an ``n x n`` array: the self pass (k-NN radii of one set) works on
+``c x w`` blocks of the upper triangle and the cross pass (reference x samples) on ``c x m``
+row blocks, where ``c`` is ``chunk_size`` or is chosen from a memory budget
 (:data:`DEFAULT_MEMORY_BUDGET`, 256 MiB, for the block and its temporaries).
 
 Semantics follow the reference ``prdc`` package (Naeem et al., "Reliable Fidelity and
@@ -17,8 +18,12 @@ a single row has radius 0 (an empty ball: nothing is strictly inside it).
 Numerics: both sets are centred by the same vector (the reference mean, in float64) before the
 cast to the compute dtype, which keeps ``||x||^2`` small and the cancellation error of the
 expansion low. ``dtype="float32"`` (default) is the fast path; ``dtype="float64"`` reproduces
-``prdc``'s float64 results bit for bit up to ties at the last ulp. torch's thread count is
-left as the caller set it (``torch.set_num_threads``); nothing here changes global state.
+``prdc``'s float64 results bit for bit up to ties at the last ulp (in float32 a distance within
+a few 1e-7 of a radius can fall on the other side: about one ball count in 10^8 pairs on the
+benchmark's data, where ``prdc``'s own float32 distances round too). torch's thread count is
+left as the caller set it (``torch.set_num_threads``) and is also the number of threads for
+the numpy passes over each block; nothing here changes global state. Results do not depend on
+the thread count or the block sizes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ._knn_blocks import (  # noqa: F401  (re-exported: tests and the generator panel use them)
+    _cross_pass,
+    _merge_filtered,
+    _merge_topk,
+    _operands,
+    _self_kth_d2,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -47,9 +59,6 @@ __all__ = [
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 """Bytes one distance block and its temporaries may take when ``chunk_size`` is None."""
-
-_SUM_ROWS = 255  # rows per uint8 partial count (no overflow)
-
 
 # --------------------------------------------------------------------------- inputs / options
 
@@ -133,101 +142,6 @@ def _square_block(n: int, itemsize: int, chunk_size: int | None, budget: int) ->
     return max(1, min(math.isqrt(budget // (2 * itemsize + 2)), max(1024, -(-n // 16))))
 
 
-def _to_tensor(arr: np.ndarray, center: np.ndarray, np_dtype: np.dtype[Any], dev: torch.device) -> torch.Tensor:
-    import torch
-
-    centred = np.ascontiguousarray(arr - center, dtype=np_dtype)
-    return torch.from_numpy(centred).to(dev)
-
-
-# --------------------------------------------------------------------------- kernels (torch)
-
-
-def _merge_topk(best: torch.Tensor, a: int, b: int, block: torch.Tensor, kk: int) -> None:
-    """Keep in ``best[a:b]`` the ``kk`` smallest of ``best[a:b]`` and each row of ``block``."""
-    import torch
-
-    t = torch.topk(block, min(kk, block.shape[1]), dim=1, largest=False, sorted=False).values
-    both = torch.cat([best[a:b], t], dim=1)
-    best[a:b] = torch.topk(both, kk, dim=1, largest=False, sorted=False).values
-
-
-_MAX_CANDIDATES = 32  # per row and block on average; above it a plain top-k is cheaper
-
-
-def _add_rows(block: torch.Tensor, v: torch.Tensor) -> None:
-    """``block += v[:, None]`` in place. On the CPU through numpy (one thread, the same
-    IEEE sums): a memory-bound pass gains little from torch's intra-op threads, whose
-    barriers stall for milliseconds when the cores are shared with other work."""
-    if block.device.type == "cpu":
-        bn = block.numpy()
-        np.add(bn, v.numpy()[:, None], out=bn)
-    else:
-        block.add_(v.unsqueeze(1))
-
-
-def _below(
-    block: torch.Tensor, thr: torch.Tensor, mask: torch.Tensor, *, by_column: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices and values of the entries of ``block`` strictly below the threshold of
-    their row (``thr[:, None]``) or column (``by_column``: ``thr[None, :]``). On the CPU
-    through numpy (``flatnonzero`` is several times faster than ``torch.nonzero``)."""
-    import torch
-
-    if block.device.type == "cpu":
-        bn, mn, tn = block.numpy(), mask.numpy(), thr.numpy()
-        np.less(bn, tn[None, :] if by_column else tn[:, None], out=mn)
-        pos = np.flatnonzero(mn)
-        return torch.from_numpy(pos), torch.from_numpy(bn.reshape(-1)[pos])
-    torch.lt(block, thr.unsqueeze(0) if by_column else thr.unsqueeze(1), out=mask)
-    flat = mask.view(-1).nonzero().squeeze(1)
-    return flat, block.view(-1)[flat]
-
-
-def _merge_filtered(
-    best: torch.Tensor, thr: torch.Tensor, a: int, block: torch.Tensor, mask: torch.Tensor, *, by_column: bool
-) -> None:
-    """Merge one distance block into the running ``kk`` smallest of the rows ``a .. a + r``.
-
-    Only entries strictly below the row's current ``kk``-th smallest value (``thr``) can
-    change the multiset of the ``kk`` smallest (an entry equal to it would replace an equal
-    value), so they are the only ones gathered: after the first block a row gets a handful of
-    candidates per block instead of a top-k over every entry. ``by_column=True`` merges the
-    columns of ``block`` (the transposed side of a symmetric block) without copying it.
-    Exact: the result equals :func:`_merge_topk` on the same block.
-    """
-    import torch
-
-    kk = best.shape[1]
-    r = block.shape[1] if by_column else block.shape[0]
-    flat, vals = _below(block, thr[a : a + r], mask, by_column=by_column)
-    n_cand = flat.shape[0]
-    if n_cand == 0:
-        return
-    if n_cand > _MAX_CANDIDATES * r:  # loose thresholds (first blocks of sorted data): top-k
-        _merge_topk(best, a, a + r, block.T if by_column else block, kk)
-        thr[a : a + r] = best[a : a + r].amax(dim=1)
-        return
-    flat = flat.to(block.device)
-    if by_column:  # row-major order: group the candidates by column
-        owner = flat % block.shape[1]
-        order = torch.argsort(owner, stable=True)
-        owner, vals = owner[order], vals[order]
-    else:
-        owner = flat // block.shape[1]
-    counts = torch.bincount(owner, minlength=r)
-    rows = torch.nonzero(counts).squeeze(1)
-    width = int(counts.max())
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(n_cand, device=block.device) - starts[owner]
-    dense = torch.full((r, width), math.inf, dtype=block.dtype, device=block.device)
-    dense[owner, slot] = vals
-    both = torch.cat([best[a + rows], dense[rows]], dim=1)
-    merged = torch.topk(both, kk, dim=1, largest=False, sorted=False).values
-    best[a + rows] = merged
-    thr[a + rows] = merged.amax(dim=1)
-
-
 def _strip_width(side: int, n: int, itemsize: int, chunk_size: int | None, budget: int) -> int:
     """Columns of one ``side x width`` block of the symmetric self pass: ``chunk_size`` when
     given (square blocks), else as wide as the budget allows for the block and its mask
@@ -237,53 +151,28 @@ def _strip_width(side: int, n: int, itemsize: int, chunk_size: int | None, budge
     return max(side, min(n, budget // (side * (itemsize + 2))))
 
 
-def _self_kth_d2(x: torch.Tensor, k: int, block: int, width: int | None = None) -> torch.Tensor:
-    """Squared distance of each row of ``x`` to its ``min(k, n-1)``-th nearest other row.
-
-    Symmetric blocks: the diagonal ``block x block`` blocks first, then for each row block
-    the products with the rows after it only, in ``block x width`` pieces (``width``
-    defaults to ``block``); each piece serves its rows and (as columns) the later rows, so
-    the pass costs about half a full ``n x n x d`` product. Starting from the diagonal
-    blocks gives every row a running ``kk``-th smallest from its own block, and each later
-    piece only contributes the few entries below it (:func:`_merge_filtered`). The block and
-    mask buffers are allocated once and reused.
-    """
+def _to_tensor(arr: np.ndarray, center: np.ndarray, np_dtype: np.dtype[Any], dev: torch.device) -> torch.Tensor:
+    """``arr - center`` (float64 arithmetic) cast to ``np_dtype``, in row blocks (no full-size
+    float64 temporary)."""
     import torch
 
-    n = x.shape[0]
-    width = block if width is None else max(width, 1)
-    kk = min(k, n - 1) + 1  # the row itself is among the kk smallest, at distance 0
-    norms = (x * x).sum(dim=1)
-    best = torch.full((n, kk), math.inf, dtype=x.dtype, device=x.device)
-    side = min(block, n)
-    cols = min(width, max(n - side, 1))
-    buf = torch.empty(max(side * side, side * cols), dtype=x.dtype, device=x.device)
-    mbuf = torch.empty(side * cols, dtype=torch.bool, device=x.device)
-
-    def distances(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
-        d2 = buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
-        torch.addmm(norms[j0:j1].unsqueeze(0), x[i0:i1], x[j0:j1].T, beta=1.0, alpha=-2.0, out=d2)
-        _add_rows(d2, norms[i0:i1])
-        return d2
-
-    for i0 in range(0, n, block):
-        i1 = min(n, i0 + block)
-        d2 = distances(i0, i1, i0, i1)
-        d2.fill_diagonal_(0.0)
-        _merge_topk(best, i0, i1, d2, kk)
-    thr = best.amax(dim=1)
-    for i0 in range(0, n, block):
-        i1 = min(n, i0 + block)
-        for j0 in range(i1, n, cols):
-            j1 = min(n, j0 + cols)
-            d2 = distances(i0, i1, j0, j1)
-            mask = mbuf[: d2.numel()].view(d2.shape)
-            _merge_filtered(best, thr, i0, d2, mask, by_column=False)
-            _merge_filtered(best, thr, j0, d2, mask, by_column=True)
-    return best.amax(dim=1).clamp_min_(0.0)
+    out = np.empty(arr.shape, dtype=np_dtype)
+    for a in range(0, arr.shape[0], _CAST_ROWS):
+        np.subtract(arr[a : a + _CAST_ROWS], center, out=out[a : a + _CAST_ROWS], casting="same_kind")
+    return torch.from_numpy(out).to(dev)
 
 
-def _self_radii2(x: torch.Tensor, k: int, chunk_size: int | None, budget: int | None = None) -> torch.Tensor:
+_CAST_ROWS = 4096
+
+
+def _self_radii2(
+    x: torch.Tensor,
+    k: int,
+    chunk_size: int | None,
+    budget: int | None = None,
+    *,
+    operands: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """:func:`_self_kth_d2` with blocks sized from ``chunk_size`` or the memory budget."""
     import torch
 
@@ -293,75 +182,7 @@ def _self_radii2(x: torch.Tensor, k: int, chunk_size: int | None, budget: int | 
     budget = DEFAULT_MEMORY_BUDGET if budget is None else budget
     itemsize = x.element_size()
     side = _square_block(n, itemsize, chunk_size, budget)
-    return _self_kth_d2(x, k, side, _strip_width(side, n, itemsize, chunk_size, budget))
-
-
-def _cross_block_numpy(
-    h: np.ndarray,
-    mask: np.ndarray,
-    i0: int,
-    thr_ref: torch.Tensor,
-    s_shift: torch.Tensor,
-    nr: torch.Tensor,
-    counts: torch.Tensor,
-    min_d2: torch.Tensor,
-    in_sample_ball: torch.Tensor,
-) -> None:
-    """The per-block reductions of :func:`_cross_pass` on CPU tensors' numpy views."""
-    i1 = i0 + h.shape[0]
-    nr_b = nr.numpy()[i0:i1]
-    np.less(h, thr_ref.numpy()[i0:i1, None], out=mask)
-    as_u8, cnt = mask.view(np.uint8), counts.numpy()
-    for a in range(0, h.shape[0], _SUM_ROWS):  # uint8 partial counts: no int64 copy of the mask
-        cnt += as_u8[a : a + _SUM_ROWS].sum(axis=0, dtype=np.uint8)
-    np.maximum(h.min(axis=1) + nr_b, 0.0, out=min_d2.numpy()[i0:i1])
-    np.subtract(h, s_shift.numpy()[None, :], out=h)
-    np.less(h.min(axis=1), -nr_b, out=in_sample_ball.numpy()[i0:i1])
-
-
-def _cross_pass(
-    r: torch.Tensor, s: torch.Tensor, r2_ref: torch.Tensor, r2_s: torch.Tensor, rows: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One pass over the (reference x samples) distances, ``rows`` reference rows at a time.
-
-    Returns per sample the number of reference balls that strictly contain it, per reference
-    point the squared distance to its nearest sample, and per reference point whether some
-    sample ball strictly contains it. ``max(h + |x|^2, 0) < r2`` is evaluated as
-    ``h < r2 - |x|^2`` with balls of radius 0 excluded (nothing is strictly inside them).
-    The block and mask buffers are allocated once and reused.
-    """
-    import torch
-
-    n, m = r.shape[0], s.shape[0]
-    nr = (r * r).sum(dim=1)
-    ns = (s * s).sum(dim=1)
-    neg_inf = torch.tensor(-math.inf, dtype=r.dtype, device=r.device)
-    thr_ref = torch.where(r2_ref > 0, r2_ref - nr, neg_inf)
-    s_shift = torch.where(r2_s > 0, r2_s, neg_inf)
-    counts = torch.zeros(m, dtype=torch.int64, device=r.device)
-    min_d2 = torch.empty(n, dtype=r.dtype, device=r.device)
-    in_sample_ball = torch.empty(n, dtype=torch.bool, device=r.device)
-    rows = min(rows, n)
-    buf = torch.empty(rows * m, dtype=r.dtype, device=r.device)
-    mbuf = torch.empty(rows * m, dtype=torch.bool, device=r.device)
-    for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
-        h = buf[: (i1 - i0) * m].view(i1 - i0, m)
-        torch.addmm(ns.unsqueeze(0), r[i0:i1], s.T, beta=1.0, alpha=-2.0, out=h)  # d2 - |r_i|^2
-        mask = mbuf[: (i1 - i0) * m].view(i1 - i0, m)
-        if r.device.type == "cpu":  # one-thread numpy passes (see _add_rows), same IEEE results
-            _cross_block_numpy(h.numpy(), mask.numpy(), i0, thr_ref, s_shift, nr, counts, min_d2, in_sample_ball)
-            continue
-        inside = torch.lt(h, thr_ref[i0:i1].unsqueeze(1), out=mask)
-        # count in uint8 over <= 255 rows at a time (a plain bool sum would upcast the whole
-        # mask to int64: 8x its memory and most of this loop's time)
-        as_u8 = inside.view(torch.uint8)
-        for a in range(0, i1 - i0, _SUM_ROWS):
-            counts += as_u8[a : a + _SUM_ROWS].sum(dim=0, dtype=torch.uint8)
-        min_d2[i0:i1] = (h.amin(dim=1) + nr[i0:i1]).clamp_min_(0.0)
-        # radius-0 sample balls become +inf (never inside); inside some ball <=> min < -|r_i|^2
-        in_sample_ball[i0:i1] = h.sub_(s_shift.unsqueeze(0)).amin(dim=1) < -nr[i0:i1]
-    return counts, min_d2, in_sample_ball
+    return _self_kth_d2(x, k, side, _strip_width(side, n, itemsize, chunk_size, budget), operands)
 
 
 # --------------------------------------------------------------------------- public API
@@ -489,13 +310,15 @@ def prdc_pass(
     with torch.inference_mode():
         r = _to_tensor(ref, center, ndt, dev)
         s = _to_tensor(gen, center, ndt, dev)
+        ops_r, ops_s = _operands(r, rhs=ref_radii2 is None), _operands(s)  # built once, shared
         if ref_radii2 is None:
-            r2_ref = _self_radii2(r, k, chunk)
+            r2_ref = _self_radii2(r, k, chunk, operands=ops_r)
         else:
             r2_ref = torch.from_numpy(ref_radii2).to(device=dev, dtype=tdt)
-        r2_s = _self_radii2(s, k, chunk)
+        r2_s = _self_radii2(s, k, chunk, operands=ops_s)
         rows = _row_block(gen.shape[0], ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
-        return _neighbour_pass(k, r2_ref, r2_s, *_cross_pass(r, s, r2_ref, r2_s, rows))
+        passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1])
+        return _neighbour_pass(k, r2_ref, r2_s, *passes)
 
 
 def _check_radii(ref_radii2: Any, n: int) -> np.ndarray | None:

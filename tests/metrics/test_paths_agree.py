@@ -169,3 +169,53 @@ def test_ivf_within_measured_error_of_exact() -> None:
     assert abs(approx["precision"] - exact["precision"]) <= 0.02
     assert abs(approx["recall"] - exact["recall"]) <= 0.03
     assert abs(approx["density"] - exact["density"]) <= 0.05 * exact["density"]
+
+
+def test_threaded_block_passes_equal_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numpy passes over a block run on row ranges over threads; the outcome is the same
+    bits at any thread count (blocks here are large enough, >= 2^20 entries, to be split)."""
+    from collapse_monitor.metrics import _knn_blocks
+
+    ref = clustered(2600, 8, 10).astype(np.float32)
+    gen = (clustered(2200, 8, 11) * 1.05).astype(np.float32)
+    runs = []
+    for workers in (1, 3):
+        monkeypatch.setattr(_knn_blocks, "_workers", lambda w=workers: w)
+        runs.append(prdc_pass(ref, gen, 5))
+    for field in ("ref_radii2", "sample_radii2", "ball_counts", "ref_min_d2", "ref_in_sample_ball"):
+        np.testing.assert_array_equal(getattr(runs[0], field), getattr(runs[1], field), err_msg=field)
+    exact = prdc_pass(ref, gen, 5, dtype="float64")
+    np.testing.assert_allclose(runs[1].ref_radii2, exact.ref_radii2, rtol=1e-4)  # float32 vs float64
+
+
+def test_candidate_merge_equals_top_k_when_a_few_rows_get_most_candidates() -> None:
+    """Skewed candidates (one row with hundreds, the others one or two) take the sorting branch
+    of the merge instead of the padded dense one; both equal a plain top-k."""
+    from collapse_monitor.metrics._knn_blocks import _merge_candidates
+
+    rng = np.random.default_rng(14)
+    kk, rows = 6, 300
+    best = np.sort(rng.integers(0, 50, size=(rows, kk)).astype(np.float32), axis=1)
+    owner = np.concatenate([np.zeros(5000, dtype=np.int64), np.arange(1, rows, 2)])
+    vals = rng.integers(0, 60, size=owner.size).astype(np.float32)  # ties included
+    expected = best.copy()
+    for r in range(rows):
+        expected[r] = np.sort(np.concatenate([best[r], vals[owner == r]]))[:kk]
+    thr = best.max(axis=1)
+    _merge_candidates(best, thr, 0, owner, vals)
+    np.testing.assert_array_equal(np.sort(best, axis=1), expected)
+    np.testing.assert_array_equal(thr, expected.max(axis=1))
+
+
+@pytest.mark.parametrize("width", [1, 15, 16, 17, 333])
+def test_aligned_products_equal_plain_products(width: int) -> None:
+    """Blocks are computed into rows padded to 16 elements; the visible block is the same."""
+    from collapse_monitor.metrics._knn_blocks import _operands, _Products
+
+    x = torch.from_numpy(clustered(400, 5, 15))
+    lhs, rhs = _operands(x)
+    products = _Products(lhs, rhs, 50, width)
+    with torch.inference_mode():
+        got = products(7, 57, 400 - width, 400).clone()
+    d2 = cdist(x[7:57].numpy(), x[400 - width :].numpy(), "sqeuclidean")
+    np.testing.assert_allclose(got.numpy(), d2, rtol=1e-9, atol=1e-9)

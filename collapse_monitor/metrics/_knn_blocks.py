@@ -1,0 +1,417 @@
+"""Distance blocks of the exact k-NN engine (:mod:`.knn`): the operands, the products into an
+aligned buffer, the candidate filters and merges of the symmetric self pass, and the reference x
+samples cross pass. Exact: every function here returns what a dense ``n x n`` computation in the
+same dtype would (up to the last-ulp rounding of the product).
+
+Costs (d = 512, float32, the benchmark's 2 cores): a block's product is ``2 d`` flops per entry,
+about 4.7 ns at 220 GFLOP/s; each comparison or reduction pass over it costs 0.3-0.4 ns per entry
+in numpy (single-threaded, so the passes run on row ranges over threads, :class:`_Parts`). A
+self-pass block needs two comparison passes (its rows' and its columns' thresholds) and merges a
+few candidates; a cross-pass block four passes. Blocks are sized by the caller (:mod:`.knn`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+_SUM_ROWS = 255  # rows per uint8 partial count (no overflow)
+
+
+def _operands(x: torch.Tensor, *, lhs: bool = True, rhs: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, B)`` of width ``d + 2`` with ``A[i] . B[j] = |x_i|^2 + |x_j|^2 - 2 x_i . x_j``:
+    ``A = [x, |x|^2, 1]``, ``B = [-2x, 1, |x|^2]``. One plain matrix product then yields the
+    squared distances of a block, with no bias copy, no ``beta = 1`` read of the output and
+    no separate pass adding the row norms (each of those is a full pass over a block that is
+    as large as the memory budget). The scaling by -2 is exact. ``B`` has ``_ALIGN - 1``
+    extra zero rows, so that a block's product can always be computed :func:`_aligned` wide
+    (see :class:`_Products`). Either side may be skipped (an empty tensor comes back)."""
+    import torch
+
+    n, d = x.shape
+    sq = (x * x).sum(dim=1)
+    a = torch.empty((n if lhs else 0, d + 2), dtype=x.dtype, device=x.device)
+    b = torch.zeros((n + _ALIGN - 1 if rhs else 0, d + 2), dtype=x.dtype, device=x.device)
+    if lhs:
+        a[:, :d] = x
+        a[:, d] = sq
+        a[:, d + 1] = 1.0
+    if rhs:
+        torch.mul(x, -2.0, out=b[:n, :d])
+        b[:n, d] = 1.0
+        b[:n, d + 1] = sq
+    return a, b
+
+
+_ALIGN = 16
+"""Output rows of a distance product are padded to a multiple of this many elements (64 bytes
+in float32): MKL's sgemm ran about 1.4x faster into ``1250 x 18752`` or ``3125 x 14320``
+outputs than into ``1250 x 18750`` or ``3125 x 14316`` ones (measured on the benchmark's
+2-core machine; ``d`` = 512)."""
+
+
+def _aligned(width: int) -> int:
+    return -(-width // _ALIGN) * _ALIGN
+
+
+class _Products:
+    """Distance blocks ``lhs[i0:i1] @ rhs[j0:j1].T`` computed into one reusable buffer whose
+    rows are :func:`_aligned` wide (the extra columns, products with the zero rows or the next
+    rows of ``rhs``, are never read: the block is the ``[:, :j1 - j0]`` view)."""
+
+    def __init__(self, lhs: torch.Tensor, rhs: torch.Tensor, rows: int, cols: int) -> None:
+        import torch
+
+        self.lhs, self.rhs = lhs, rhs
+        self.buf = torch.empty(rows * _aligned(cols), dtype=lhs.dtype, device=lhs.device)
+
+    def __call__(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
+        import torch
+
+        ld = _aligned(j1 - j0)
+        full = self.buf[: (i1 - i0) * ld].view(i1 - i0, ld)
+        torch.mm(self.lhs[i0:i1], self.rhs[j0 : j0 + ld].T, out=full)
+        return full[:, : j1 - j0]
+
+
+def _workers() -> int:
+    """Threads for the memory-bound passes over a distance block: torch's intra-op thread
+    count (what the caller allows), at most 8."""
+    import torch
+
+    return max(1, min(8, torch.get_num_threads()))
+
+
+class _Parts:
+    """Runs one function on row ranges of a block, on ``workers`` threads when the block is
+    large. numpy releases the GIL inside its loops, so the comparison / reduction passes
+    (single-threaded in numpy) use every core the caller gave torch; each range's results are
+    returned in row order, so the outcome does not depend on the thread count."""
+
+    _MIN_ROWS = 64
+
+    def __init__(self, workers: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+
+    def map(self, fn: Callable[[int, int], Any], rows: int, cols: int) -> list[Any]:
+        parts = 1 if self.pool is None or rows * cols < 2**20 else min(self.workers, rows // self._MIN_ROWS)
+        if parts <= 1:
+            return [fn(0, rows)]
+        bounds = [rows * p // parts for p in range(parts + 1)]
+        assert self.pool is not None
+        return list(self.pool.map(fn, bounds[:-1], bounds[1:]))
+
+    def __enter__(self) -> _Parts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _merge_topk(best: torch.Tensor, a: int, b: int, block: torch.Tensor, kk: int) -> None:
+    """Keep in ``best[a:b]`` the ``kk`` smallest of ``best[a:b]`` and each row of ``block``."""
+    import torch
+
+    t = torch.topk(block, min(kk, block.shape[1]), dim=1, largest=False, sorted=False).values
+    both = torch.cat([best[a:b], t], dim=1)
+    best[a:b] = torch.topk(both, kk, dim=1, largest=False, sorted=False).values
+
+
+def _merge_candidates(best: np.ndarray, thr: np.ndarray, a: int, owner: np.ndarray, vals: np.ndarray) -> None:
+    """Merge candidate values into the running ``kk`` smallest of their rows (numpy views of
+    CPU tensors, updated in place): ``owner`` holds local row indices (``a + owner`` in
+    ``best``), sorted ascending, ``vals`` the values in the same order.
+
+    The rows that got candidates are laid out as a dense ``rows x (kk + most candidates)``
+    matrix (padded with inf) and partitioned; when a few rows got far more candidates than
+    the others (the padding would dominate), (row, value) pairs are sorted instead."""
+    kk = best.shape[1]
+    counts = np.bincount(owner)
+    rows = np.flatnonzero(counts)
+    c = counts[rows]
+    width = int(c.max())
+    rowid = np.repeat(np.arange(rows.size), c)
+    if rows.size * (kk + width) <= 4 * (owner.size + rows.size * kk) + 65536:
+        slot = np.arange(owner.size) - np.repeat(np.cumsum(c) - c, c)
+        dense = np.full((rows.size, kk + width), np.inf, dtype=best.dtype)
+        dense[:, :kk] = best[a + rows]
+        dense[rowid, kk + slot] = vals
+        top = np.partition(dense, kk - 1, axis=1)[:, :kk]
+    else:
+        ids = np.concatenate([np.repeat(np.arange(rows.size), kk), rowid])
+        v = np.concatenate([best[a + rows].reshape(-1), vals])
+        order = np.lexsort((v, ids))
+        starts = np.cumsum(c + kk) - (c + kk)
+        top = v[order[(starts[:, None] + np.arange(kk)).reshape(-1)]].reshape(rows.size, kk)
+    best[a + rows] = top
+    thr[a + rows] = top.max(axis=1)
+
+
+def _group_by_column(flat: np.ndarray, vals: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major flat positions of a ``? x width`` block -> (column, value) sorted by column
+    (a stable radix sort on 16-bit keys when the block is at most 65,536 wide)."""
+    col = flat % width
+    key = col.astype(np.uint16) if width <= 65536 else col
+    order = np.argsort(key, kind="stable")
+    return col[order], vals[order]
+
+
+def _too_many(n_cand: int, block_size: int) -> bool:
+    """Above one candidate in 8 entries, a plain top-k over the block is cheaper (loose
+    thresholds: the first blocks a row meets in sorted data)."""
+    return n_cand * 8 > block_size
+
+
+def _merge_filtered(
+    best: torch.Tensor, thr: torch.Tensor, a: int, block: torch.Tensor, mask: torch.Tensor, *, by_column: bool
+) -> None:
+    """Merge one distance block into the running ``kk`` smallest of the rows ``a .. a + r``.
+
+    Only entries strictly below the row's current ``kk``-th smallest value (``thr``) can
+    change the multiset of the ``kk`` smallest (an entry equal to it would replace an equal
+    value), so they are the only ones gathered: after the first block a row gets a handful of
+    candidates per block instead of a top-k over every entry. ``by_column=True`` merges the
+    columns of ``block`` (the transposed side of a symmetric block) without copying it.
+    Exact: the result equals :func:`_merge_topk` on the same block.
+    """
+    r = block.shape[1] if by_column else block.shape[0]
+    if block.device.type != "cpu":
+        _merge_filtered_torch(best, thr, a, block, mask, by_column=by_column)
+        return
+    bn, mn, tn = block.numpy(), mask.numpy(), thr.numpy()[a : a + r]
+    np.less(bn, tn[None, :] if by_column else tn[:, None], out=mn)
+    flat = np.flatnonzero(mn)
+    _merge_flat(best, thr, a, block, flat, _values(bn, flat), by_column=by_column)
+
+
+def _values(block: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """Entries of a (possibly row-padded) block at row-major positions of its shape."""
+    rows, cols = np.divmod(flat, block.shape[1])
+    return block[rows, cols]
+
+
+def _merge_flat(
+    best: torch.Tensor,
+    thr: torch.Tensor,
+    a: int,
+    block: torch.Tensor,
+    flat: np.ndarray,
+    vals: np.ndarray,
+    *,
+    by_column: bool,
+) -> None:
+    """Merge the candidates at row-major positions ``flat`` of a CPU ``block`` (values
+    ``vals``) into rows (``by_column=False``) or columns of it, offset by ``a``."""
+    if flat.size == 0:
+        return
+    r = block.shape[1] if by_column else block.shape[0]
+    if _too_many(flat.size, block.numel()):
+        _merge_topk(best, a, a + r, block.T if by_column else block, best.shape[1])
+        thr[a : a + r] = best[a : a + r].amax(dim=1)
+        return
+    width = block.shape[1]
+    owner, vals = _group_by_column(flat, vals, width) if by_column else (flat // width, vals)
+    _merge_candidates(best.numpy(), thr.numpy(), a, owner, vals)
+
+
+def _merge_filtered_torch(
+    best: torch.Tensor, thr: torch.Tensor, a: int, block: torch.Tensor, mask: torch.Tensor, *, by_column: bool
+) -> None:
+    """:func:`_merge_filtered` in torch ops (accelerator devices)."""
+    import torch
+
+    kk = best.shape[1]
+    r = block.shape[1] if by_column else block.shape[0]
+    torch.lt(block, thr[a : a + r].unsqueeze(0) if by_column else thr[a : a + r].unsqueeze(1), out=mask)
+    flat = mask.view(-1).nonzero().squeeze(1)
+    n_cand = flat.shape[0]
+    if n_cand == 0:
+        return
+    if _too_many(n_cand, block.numel()):
+        _merge_topk(best, a, a + r, block.T if by_column else block, kk)
+        thr[a : a + r] = best[a : a + r].amax(dim=1)
+        return
+    vals = block.view(-1)[flat]
+    if by_column:  # row-major order: group the candidates by column
+        owner = flat % block.shape[1]
+        order = torch.argsort(owner, stable=True)
+        owner, vals = owner[order], vals[order]
+    else:
+        owner = flat // block.shape[1]
+    counts = torch.bincount(owner, minlength=r)
+    rows = torch.nonzero(counts).squeeze(1)
+    width = int(counts.max())
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(n_cand, device=block.device) - starts[owner]
+    dense = torch.full((r, width), math.inf, dtype=block.dtype, device=block.device)
+    dense[owner, slot] = vals
+    both = torch.cat([best[a + rows], dense[rows]], dim=1)
+    merged = torch.topk(both, kk, dim=1, largest=False, sorted=False).values
+    best[a + rows] = merged
+    thr[a + rows] = merged.amax(dim=1)
+
+
+def _self_kth_d2(
+    x: torch.Tensor,
+    k: int,
+    block: int,
+    width: int | None = None,
+    operands: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Squared distance of each row of ``x`` to its ``min(k, n-1)``-th nearest other row.
+
+    Symmetric blocks: the diagonal ``block x block`` blocks first, then for each row block
+    the products with the rows after it only, in ``block x width`` pieces (``width``
+    defaults to ``block``); each piece serves its rows and (as columns) the later rows, so
+    the pass costs about half a full ``n x n x d`` product. Starting from the diagonal
+    blocks gives every row a running ``kk``-th smallest from its own block, and each later
+    piece only contributes the few entries below it (:func:`_merge_filtered`). A piece is
+    one product of the ``d + 2``-wide operands (:func:`_operands`) and two comparison passes
+    (rows' and columns' thresholds), split over threads by row ranges (:class:`_Parts`); the
+    operands may be passed in (``operands``, from :func:`_operands` of ``x``). The block and
+    mask buffers are allocated once and reused.
+    """
+    import torch
+
+    n = x.shape[0]
+    width = block if width is None else max(width, 1)
+    kk = min(k, n - 1) + 1  # the row itself is among the kk smallest, at distance 0
+    best = torch.full((n, kk), math.inf, dtype=x.dtype, device=x.device)
+    side = min(block, n)
+    cols = min(width, max(n - side, 1))
+    distances = _Products(*(operands or _operands(x)), side, max(side, cols))
+    mbuf = torch.empty(side * cols, dtype=torch.bool, device=x.device)
+
+    for i0 in range(0, n, block):
+        i1 = min(n, i0 + block)
+        d2 = distances(i0, i1, i0, i1)
+        d2.fill_diagonal_(0.0)
+        _merge_topk(best, i0, i1, d2, kk)
+    thr = best.amax(dim=1)
+    with _Parts(_workers() if x.device.type == "cpu" else 1) as parts:
+        for i0 in range(0, n, block):
+            i1 = min(n, i0 + block)
+            for j0 in range(i1, n, cols):
+                j1 = min(n, j0 + cols)
+                d2 = distances(i0, i1, j0, j1)
+                mask = mbuf[: d2.numel()].view(d2.shape)
+                if x.device.type != "cpu":
+                    _merge_filtered(best, thr, i0, d2, mask, by_column=False)
+                    _merge_filtered(best, thr, j0, d2, mask, by_column=True)
+                    continue
+                _self_block_numpy(best, thr, i0, j0, d2, mask, parts)
+    return best.amax(dim=1).clamp_min_(0.0)
+
+
+def _self_block_numpy(
+    best: torch.Tensor, thr: torch.Tensor, i0: int, j0: int, d2: torch.Tensor, mask: torch.Tensor, parts: _Parts
+) -> None:
+    """One off-diagonal block of the self pass on the CPU: gather the entries below their row's
+    and their column's thresholds (both read before either side is merged, as the sequential
+    order would: a row's merge never changes a column threshold of the same block, the two
+    sets of rows being disjoint), then merge each side."""
+    bn, mn, tn = d2.numpy(), mask.numpy(), thr.numpy()
+    w = bn.shape[1]
+    t_rows, t_cols = tn[i0 : i0 + bn.shape[0], None], tn[None, j0 : j0 + w]
+
+    def gather(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        np.less(bn[a:b], t_rows[a:b], out=mn[a:b])
+        f_row = np.flatnonzero(mn[a:b])
+        np.less(bn[a:b], t_cols, out=mn[a:b])
+        f_col = np.flatnonzero(mn[a:b])
+        return f_row + a * w, f_col + a * w
+
+    got = parts.map(gather, bn.shape[0], w)
+    f_row = np.concatenate([g[0] for g in got]) if len(got) > 1 else got[0][0]
+    f_col = np.concatenate([g[1] for g in got]) if len(got) > 1 else got[0][1]
+    _merge_flat(best, thr, i0, d2, f_row, _values(bn, f_row), by_column=False)
+    _merge_flat(best, thr, j0, d2, f_col, _values(bn, f_col), by_column=True)
+
+
+def _cross_pass(
+    r: torch.Tensor,
+    s: torch.Tensor,
+    r2_ref: torch.Tensor,
+    r2_s: torch.Tensor,
+    rows: int,
+    *,
+    lhs: torch.Tensor | None = None,
+    rhs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pass over the (reference x samples) distances, ``rows`` reference rows at a time.
+
+    Returns per sample the number of reference balls that strictly contain it, per reference
+    point the squared distance to its nearest sample, and per reference point whether some
+    sample ball strictly contains it. ``max(d2, 0) < r2`` is evaluated as ``d2 < r2`` with
+    balls of radius 0 excluded (their threshold is -inf: nothing is strictly inside them).
+    Each block is one product of the ``d + 2``-wide operands (:func:`_operands`); on the CPU
+    its passes run on row ranges over threads (:class:`_Parts`), per-range counts summed in
+    integers. ``lhs`` (of ``r``) and ``rhs`` (of ``s``) may be passed in. The block and mask
+    buffers are allocated once and reused.
+    """
+    import torch
+
+    n, m = r.shape[0], s.shape[0]
+    rows = min(rows, n)
+    lhs = _operands(r, rhs=False)[0] if lhs is None else lhs
+    rhs = _operands(s, lhs=False)[1] if rhs is None else rhs
+    products = _Products(lhs, rhs, rows, m)
+    neg_inf = torch.tensor(-math.inf, dtype=r.dtype, device=r.device)
+    thr_ref = torch.where(r2_ref > 0, r2_ref, neg_inf)
+    thr_s = torch.where(r2_s > 0, r2_s, neg_inf)
+    counts = torch.zeros(m, dtype=torch.int64, device=r.device)
+    min_d2 = torch.empty(n, dtype=r.dtype, device=r.device)
+    in_sample_ball = torch.empty(n, dtype=torch.bool, device=r.device)
+    mbuf = torch.empty(rows * m, dtype=torch.bool, device=r.device)
+    count_np = counts.numpy() if r.device.type == "cpu" else None
+    with _Parts(_workers() if r.device.type == "cpu" else 1) as parts:
+        for i0 in range(0, n, rows):
+            i1 = min(n, i0 + rows)
+            d2 = products(i0, i1, 0, m)
+            mask = mbuf[: (i1 - i0) * m].view(i1 - i0, m)
+            if r.device.type == "cpu":
+                views = (d2.numpy(), mask.numpy(), thr_ref.numpy()[i0:i1], thr_s.numpy())
+                outs = (min_d2.numpy()[i0:i1], in_sample_ball.numpy()[i0:i1])
+                for part in parts.map(partial(_cross_rows_numpy, views=views, outs=outs), i1 - i0, m):
+                    count_np += part
+                continue
+            inside = torch.lt(d2, thr_ref[i0:i1].unsqueeze(1), out=mask)
+            # count in uint8 over <= 255 rows at a time (a plain bool sum would upcast the whole
+            # mask to int64: 8x its memory and most of this loop's time)
+            as_u8 = inside.view(torch.uint8)
+            for a in range(0, i1 - i0, _SUM_ROWS):
+                counts += as_u8[a : a + _SUM_ROWS].sum(dim=0, dtype=torch.uint8)
+            min_d2[i0:i1] = d2.amin(dim=1).clamp_min_(0.0)
+            in_sample_ball[i0:i1] = torch.lt(d2, thr_s.unsqueeze(0), out=mask).any(dim=1)
+    return counts, min_d2, in_sample_ball
+
+
+def _cross_rows_numpy(
+    a: int, b: int, *, views: tuple[np.ndarray, ...], outs: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """The reductions of :func:`_cross_pass` over rows ``a:b`` of one block (numpy views:
+    distances, mask, reference and sample thresholds; outputs: nearest-sample distance,
+    inside-a-sample-ball); returns those rows' contribution to the per-sample ball counts."""
+    d2, mask, thr_ref, thr_s = views
+    min_d2, in_ball = outs
+    h, mk = d2[a:b], mask[a:b]
+    np.less(h, thr_ref[a:b, None], out=mk)
+    as_u8 = mk.view(np.uint8)
+    cnt = np.zeros(h.shape[1], dtype=np.int64)
+    for s0 in range(0, h.shape[0], _SUM_ROWS):  # uint8 partial counts: no int64 copy of the mask
+        cnt += as_u8[s0 : s0 + _SUM_ROWS].sum(axis=0, dtype=np.uint8)
+    np.maximum(h.min(axis=1), 0.0, out=min_d2[a:b])
+    np.less(h, thr_s[None, :], out=mk)
+    np.any(mk, axis=1, out=in_ball[a:b])
+    return cnt
