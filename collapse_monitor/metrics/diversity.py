@@ -1,5 +1,6 @@
 """Diversity of generated embeddings: Vendi score, effective rank, variance ratio, Frechet
-distance and tail mass, plus a cheap grouped bootstrap for their intervals.
+distance and tail mass; the grouped bootstrap of their intervals is :mod:`._bootstrap`
+(re-exported here).
 
 * Vendi score (Friedman & Dieng, "The Vendi Score: A Diversity Evaluation Metric for Machine
   Learning", TMLR 2023): ``exp`` of the (order-q Renyi) entropy of the eigenvalues of
@@ -25,19 +26,34 @@ Covariances use ``ddof=1`` (zero for a single row). Everything is float64 numpy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
+from ._bootstrap import (
+    GroupMoments,
+    Scatters,
+    _map,
+    bootstrap_spectra,
+    default_workers,
+    group_moments,
+    scatters,
+    scatters_pay,
+    spectral_bootstrap,
+    spectral_bootstrap_scatters,
+    sym_eigh,
+    sym_eigvalsh,
+)
 from .knn import as_matrix
 
 __all__ = [
     "GroupMoments",
     "MahalanobisTail",
+    "Scatters",
     "bootstrap_spectra",
+    "default_workers",
     "effective_rank",
     "frechet_distance",
     "frechet_from_moments",
@@ -45,7 +61,10 @@ __all__ = [
     "hill_number",
     "mean_cov",
     "normalize_rows",
+    "scatters",
+    "scatters_pay",
     "spectral_bootstrap",
+    "spectral_bootstrap_scatters",
     "spectral_effective_rank",
     "sqrtm_psd",
     "tail_mass_ratio",
@@ -279,9 +298,17 @@ class MahalanobisTail:
         radius = float(np.quantile(tail.distances(held_out), quantile))
         return cls(mean, whiten, radius, a, quantile)
 
-    def distances(self, X: np.ndarray) -> np.ndarray:
-        z = (np.asarray(X, dtype=np.float64) - self.mean) @ self.whiten
-        return np.sqrt(np.einsum("ij,ij->i", z, z))
+    def distances(self, X: np.ndarray, *, workers: int | None = None) -> np.ndarray:
+        """Mahalanobis distance of each row, in fixed row blocks on ``workers`` threads (default
+        :func:`default_workers`) with one BLAS thread each: the same numbers at any count."""
+        x = np.asarray(X, dtype=np.float64)
+
+        def block(a: int) -> np.ndarray:
+            z = (x[a : a + _TAIL_ROWS] - self.mean) @ self.whiten
+            return np.sqrt(np.einsum("ij,ij->i", z, z))
+
+        parts = _map(block, range(0, x.shape[0], _TAIL_ROWS), default_workers() if workers is None else workers)
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def exceed_count(self, X: np.ndarray) -> int:
         """Rows strictly beyond ``radius``."""
@@ -304,180 +331,4 @@ def tail_mass_ratio(reference: Any, samples: Any, *, seed: int = 0) -> float:
     return tail.exceed_count(gen) / gen.shape[0] / TAIL_LEVEL
 
 
-# --------------------------------------------------------------------------- grouped bootstrap
-
-
-@dataclass(frozen=True)
-class GroupMoments:
-    """Per-group row counts, feature sums ``(G, r)`` and scatter matrices ``(G, r, r)``
-    (``sum x x^T``): mergeable by addition, and a bootstrap replicate that resamples whole
-    groups is a weighted sum of them (``G r^2`` work instead of ``m r^2``)."""
-
-    counts: np.ndarray
-    sums: np.ndarray
-    scatters: np.ndarray
-
-    def combine(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(n_b, sums_b, scatters_b)`` for each row of ``weights`` ``(B, G)``."""
-        g, r = self.sums.shape
-        n_b = weights @ self.counts
-        s_b = weights @ self.sums
-        sc_b = (weights @ self.scatters.reshape(g, r * r)).reshape(-1, r, r)
-        return n_b, s_b, sc_b
-
-
-def group_moments(Z: np.ndarray, groups: np.ndarray, n_groups: int) -> GroupMoments:
-    """Moments of the rows of ``Z`` by group label ``0 .. n_groups - 1``."""
-    z = np.asarray(Z, dtype=np.float64)
-    r = z.shape[1]
-    counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
-    sums = np.zeros((n_groups, r))
-    scatters = np.zeros((n_groups, r, r))
-    for g in range(n_groups):
-        zg = z[groups == g]
-        sums[g] = zg.sum(axis=0)
-        scatters[g] = zg.T @ zg
-    return GroupMoments(counts, sums, scatters)
-
-
-def _centred(n_b: np.ndarray, s_b: np.ndarray, sc_b: np.ndarray) -> np.ndarray:
-    """Covariances (``ddof=1``, zero where ``n_b < 2``) from weighted moments."""
-    safe_n = np.maximum(n_b, 1.0)
-    cov = sc_b - s_b[:, :, None] * s_b[:, None, :] / safe_n[:, None, None]
-    denom = np.where(n_b > 1, n_b - 1.0, np.inf)
-    return cov / denom[:, None, None]
-
-
-def bootstrap_spectra(
-    moments: GroupMoments, weights: np.ndarray, *, centred: bool, batch: int = 16, workers: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eigenvalues ``(B, r)`` of each replicate's covariance (``centred=True``) or second
-    moment ``scatter / n`` (``centred=False``), with the replicate sizes and sums.
-
-    Batches of ``batch`` replicates run on ``workers`` threads, each with one BLAS thread
-    (LAPACK releases the GIL; many small eigen-decompositions scale better across threads
-    than inside one)."""
-
-    def one(wts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n_b, s_b, sc_b = moments.combine(wts)
-        mats = _centred(n_b, s_b, sc_b) if centred else sc_b / np.maximum(n_b, 1.0)[:, None, None]
-        return np.linalg.eigvalsh((mats + np.swapaxes(mats, 1, 2)) / 2.0), n_b, s_b
-
-    chunks = [weights[b0 : b0 + batch] for b0 in range(0, weights.shape[0], batch)]
-    with _serial_blas():
-        if workers > 1 and len(chunks) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-                results = list(pool.map(one, chunks))
-        else:
-            results = [one(c) for c in chunks]
-    eig = np.concatenate([r[0] for r in results])
-    return eig, np.concatenate([r[1] for r in results]), np.concatenate([r[2] for r in results])
-
-
-def _diagonal_moments(
-    feats: np.ndarray, basis: np.ndarray, groups: np.ndarray, n_groups: int, rows: int = 8192
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group sums and sums of squares of the projections of ``feats`` on ``basis``."""
-    q = basis.shape[1]
-    sums, squares = np.zeros((n_groups, q)), np.zeros((n_groups, q))
-    for a in range(0, feats.shape[0], rows):
-        proj = feats[a : a + rows] @ basis
-        onehot = np.zeros((n_groups, proj.shape[0]))
-        onehot[groups[a : a + rows], np.arange(proj.shape[0])] = 1.0
-        sums += onehot @ proj
-        squares += onehot @ (proj * proj)
-    return sums, squares
-
-
-def spectral_bootstrap(
-    feats: np.ndarray,
-    groups: np.ndarray,
-    n_groups: int,
-    weights: np.ndarray,
-    *,
-    centred: bool,
-    stat: Callable[[np.ndarray], float],
-    max_dim: int = 256,
-    workers: int = 1,
-) -> tuple[float, np.ndarray]:
-    """Exact point value of ``stat(spectrum)`` and its group-bootstrap replicates, for the
-    covariance (``centred``, ``ddof=1``) or the second moment ``X^T X / m`` of ``feats``.
-
-    Up to ``max_dim`` dimensions every replicate's spectrum is exact (one ``r x r``
-    eigen-decomposition each). Above, in the eigenbasis ``V`` of the full-sample matrix, a
-    replicate's spectrum is the exact spectrum of its top ``max_dim x max_dim`` block plus, for
-    the remaining directions, the diagonal ``v_j^T M_b v_j`` (first-order eigenvalue
-    perturbation: the linear term of every spectral statistic is kept exactly, only the
-    second-order coupling of the small eigenvalues is dropped); replicates are shifted by the
-    (round-off sized) difference between this approximation at the full sample and the point.
-    ``workers`` threads share the replicates (see :func:`bootstrap_spectra`).
-    """
-    m, d = feats.shape
-    ones = np.ones((1, n_groups))
-    if d <= max_dim:  # exact: the point is the all-ones replicate of the same moments
-        moments = group_moments(feats, groups, n_groups)
-        point = stat(bootstrap_spectra(moments, ones, centred=centred)[0][0])
-        eig_b = bootstrap_spectra(moments, weights, centred=centred, workers=workers)[0]
-        return point, np.array([stat(e) for e in eig_b])
-    base = feats - feats.mean(axis=0) if centred else feats
-    denom = float(max(m - 1, 1)) if centred else float(m)
-    dual = d <= m
-    gram = base.T @ base if dual else base @ base.T  # same non-zero spectrum
-    w, vecs = sym_eigh(gram)
-    point = stat(w / denom)
-    if dual:
-        basis = vecs
-    else:  # eigenvectors of base^T base from those of the Gram matrix; the null space stays 0
-        ok = w > max(float(w.max(initial=0.0)), 0.0) * 1e-12
-        basis = (base.T @ vecs[:, ok]) / np.sqrt(w[ok])
-    r = min(max_dim, basis.shape[1])
-    top, rest = basis[:, basis.shape[1] - r :], basis[:, : basis.shape[1] - r]
-    moments = group_moments(feats @ top, groups, n_groups)
-    sums, squares = _diagonal_moments(feats, rest, groups, n_groups)
-
-    def spectra(wts: np.ndarray) -> np.ndarray:
-        eig_top, n_b, _ = bootstrap_spectra(moments, wts, centred=centred, workers=workers)
-        s, q = wts @ sums, wts @ squares
-        if centred:
-            diag = (q - s * s / np.maximum(n_b, 1.0)[:, None]) / np.where(n_b > 1, n_b - 1.0, np.inf)[:, None]
-        else:
-            diag = q / np.maximum(n_b, 1.0)[:, None]
-        return np.concatenate([eig_top, diag], axis=1)
-
-    shift = point - stat(spectra(ones)[0])
-    return point, np.array([stat(e) for e in spectra(weights)]) + shift
-
-
-_SERIAL_MAX = 1024
-
-
-def sym_eigvalsh(a: np.ndarray) -> np.ndarray:
-    """Eigenvalues of (a stack of) symmetric matrices, symmetrised first; one BLAS thread up
-    to 1024 x 1024 (see :func:`_serial_blas`)."""
-    a = (a + np.swapaxes(a, -1, -2)) / 2.0
-    if a.shape[-1] > _SERIAL_MAX:
-        return np.linalg.eigvalsh(a)
-    with _serial_blas():
-        return np.linalg.eigvalsh(a)
-
-
-def sym_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``eigh`` of a symmetric matrix, symmetrised first; one BLAS thread up to 1024 x 1024."""
-    a = (a + a.T) / 2.0
-    if a.shape[-1] > _SERIAL_MAX:
-        w, v = np.linalg.eigh(a)
-    else:
-        with _serial_blas():
-            w, v = np.linalg.eigh(a)
-    return w, v
-
-
-def _serial_blas() -> Any:
-    """One BLAS / LAPACK thread inside the block (restored on exit). The bootstrap runs many
-    small eigen-decompositions, which threading barely speeds up and which slow down
-    many-fold under CPU contention (spinning OpenBLAS threads next to a training job)."""
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-
-    return threadpool_limits(1, user_api="blas")
+_TAIL_ROWS = 8192

@@ -556,13 +556,30 @@ def _diversity(
     max_dim: int,
     workers: int,
 ) -> dict[str, MetricValue]:
-    m = gen.shape[0]
+    from .diversity import scatters, scatters_pay, spectral_bootstrap_scatters
+
+    m, d = gen.shape
     out: dict[str, MetricValue] = {}
+    # with many rows, every statistic's replicates come from the group scatter matrices of the
+    # rows (one m d^2 pass per feature set); otherwise from the rows themselves
+    by_scatter = scatters_pay(m, d, g)
+
+    def boot(
+        feats: np.ndarray, centred: bool, stat: Any, sc: Any = None, transform: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
+        if sc is not None:
+            return spectral_bootstrap_scatters(
+                sc, weights, centred=centred, stat=stat, max_dim=max_dim, workers=workers, transform=transform
+            )
+        rows = feats if transform is None else feats @ transform
+        return spectral_bootstrap(
+            rows, groups, g, weights, centred=centred, stat=stat, max_dim=max_dim, workers=workers
+        )
 
     # Vendi (cosine kernel, q = 1) and its ratio to a same-size reference subsample
-    vendi, vendi_b = spectral_bootstrap(
-        normalize_rows(gen), groups, g, weights, centred=False, stat=hill_number, max_dim=max_dim, workers=workers
-    )
+    unit = normalize_rows(gen)
+    vendi, vendi_b = boot(unit, False, hill_number, scatters(unit, groups, g, workers=workers) if by_scatter else None)
+    del unit
     out["vendi_score"] = _boot_mv(vendi, vendi_b, m)
     ref_sub = ref if m >= state.n else ref[state.perm[:m]]
     ref_vendi = state.vendi if m >= state.n else vendi_score(ref_sub)
@@ -571,14 +588,16 @@ def _diversity(
     # effective rank of the samples' covariance
     gmean = gen.mean(axis=0)
     zc = gen - gmean
-    erank, erank_b = spectral_bootstrap(
-        zc, groups, g, weights, centred=True, stat=spectral_effective_rank, max_dim=max_dim, workers=workers
-    )
+    sc_z = scatters(zc, groups, g, workers=workers) if by_scatter else None
+    erank, erank_b = boot(zc, True, spectral_effective_rank, sc_z)
     out["effective_rank"] = _boot_mv(erank, erank_b, m)
 
     # total variance per replicate from group sums and squared norms (exact in any d)
-    sums_b = weights @ (onehot @ zc)
-    sq_b = weights @ (onehot @ np.einsum("ij,ij->i", zc, zc))
+    if sc_z is not None:
+        sums_g, sq_g = sc_z.groups.sums, np.einsum("gii->g", sc_z.groups.scatters)
+    else:
+        sums_g, sq_g = onehot @ zc, onehot @ np.einsum("ij,ij->i", zc, zc)
+    sums_b, sq_b = weights @ sums_g, weights @ sq_g
     safe = np.where(n_b > 1, n_b - 1.0, np.inf)
     trace_b = np.maximum(sq_b - np.einsum("ij,ij->i", sums_b, sums_b) / np.maximum(n_b, 1.0), 0.0) / safe
     trace_gen = float(np.einsum("ij,ij->", zc, zc)) / (m - 1) if m > 1 else 0.0
@@ -589,9 +608,7 @@ def _diversity(
     def trace_sqrt(w: np.ndarray) -> float:
         return float(np.sum(np.sqrt(np.clip(w, 0.0, None))))
 
-    ts, ts_b = spectral_bootstrap(
-        zc @ state.sqrt_cov, groups, g, weights, centred=True, stat=trace_sqrt, max_dim=max_dim, workers=workers
-    )
+    ts, ts_b = boot(zc, True, trace_sqrt, sc_z, transform=state.sqrt_cov)
     delta0 = gmean - state.mean
     mean_b = sums_b / np.maximum(n_b, 1.0)[:, None] + delta0
     fd = max(float(delta0 @ delta0) + state.trace + trace_gen - 2.0 * ts, 0.0)

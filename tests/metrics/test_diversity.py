@@ -169,3 +169,53 @@ def test_diversity_metrics_are_finite(n: int, d: int, seed: int, identical: bool
     assert 1.0 - 1e-9 <= effective_rank(x) <= d + 1e-9
     for value in (variance_ratio(ref, x), frechet_distance(ref, x), tail_mass_ratio(ref, x)):
         assert np.isfinite(value) and value >= 0.0
+
+
+@pytest.mark.parametrize("max_dim", [64, 10])
+@pytest.mark.parametrize("centred", [True, False])
+def test_scatter_bootstrap_equals_row_bootstrap(monkeypatch: pytest.MonkeyPatch, max_dim: int, centred: bool) -> None:
+    """The group-scatter path (many rows) gives the per-row path's point and replicates, also
+    for transformed rows ``X T`` (the Frechet term) and in the projected regime (d > max_dim)."""
+    from collapse_monitor.metrics import _bootstrap
+
+    rng = np.random.default_rng(11)
+    m, d, g = 600, 24, 20
+    x = 0.5 + rng.normal(size=(m, d)) * np.linspace(0.2, 2.0, d)
+    t = np.linalg.qr(rng.normal(size=(d, d)))[0] * np.linspace(0.5, 1.5, d)
+    groups = rng.permutation(np.arange(m) % g)
+    weights = rng.multinomial(g, np.full(g, 1.0 / g), size=30).astype(np.float64)
+
+    def stat(w: np.ndarray) -> float:  # the Frechet trace term
+        return float(np.sum(np.sqrt(np.clip(w, 0.0, None))))
+
+    assert _bootstrap.scatters_pay(m, d, g)
+    sc = _bootstrap.scatters(x, groups, g, workers=3)
+    monkeypatch.setattr(_bootstrap, "scatters_pay", lambda *a: False)
+    for transform in (None, t):
+        rows = x if transform is None else x @ transform
+        p_rows, b_rows = _bootstrap.spectral_bootstrap(
+            rows, groups, g, weights, centred=centred, stat=stat, max_dim=max_dim
+        )
+        p_sc, b_sc = _bootstrap.spectral_bootstrap_scatters(
+            sc, weights, centred=centred, stat=stat, max_dim=max_dim, workers=2, transform=transform
+        )
+        assert p_sc == pytest.approx(p_rows, rel=1e-10)
+        np.testing.assert_allclose(b_sc, b_rows, rtol=1e-9)
+
+
+def test_scatters_and_tail_distances_do_not_depend_on_the_thread_count() -> None:
+    from collapse_monitor.metrics._bootstrap import scatters
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(20_000, 6))
+    groups = rng.integers(0, 7, size=20_000)
+    one, three = scatters(x, groups, 7, workers=1), scatters(x, groups, 7, workers=3)
+    for a, b in (
+        (one.total, three.total),
+        (one.total_sum, three.total_sum),
+        (one.groups.scatters, three.groups.scatters),
+    ):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(one.total, x.T @ x, rtol=1e-12)
+    tail = MahalanobisTail.fit(rng.normal(size=(500, 6)))
+    np.testing.assert_array_equal(tail.distances(x, workers=1), tail.distances(x, workers=4))
