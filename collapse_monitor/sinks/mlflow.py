@@ -589,15 +589,10 @@ class MLflowSink:
         history.sort(key=lambda r: r.generation)
         keys = [k for k in _HISTORY_KEYS if any(k in r.metrics for r in history)][:6]
         if keys:
-            try:
-                from ..report_html import plot_history
+            try:  # one panel, not one per key: a fifth of the time, on every check (see plot_trend)
+                from ..report_html import plot_trend
 
-                plot_history(
-                    {report.monitor: history},
-                    keys,
-                    directory / "history.png",
-                    title=f"{report.monitor}: generation history",
-                )
+                plot_trend(history, keys, directory / "history.png", title=f"{report.monitor}: generation history")
             except Exception as exc:  # a plot is decoration: never lose the run over it
                 log.warning("history plot failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
                 tags["collapse.plot_error"] = type(exc).__name__
