@@ -29,6 +29,7 @@ __all__ = [
     "Scatters",
     "bootstrap_spectra",
     "default_workers",
+    "gram",
     "group_moments",
     "scatters",
     "scatters_pay",
@@ -111,7 +112,6 @@ def scatters(Z: np.ndarray, groups: np.ndarray, n_groups: int, *, workers: int =
     independent; the total sums fixed row blocks in order, so the thread count does not
     change a bit of it)."""
     z = np.asarray(Z, dtype=np.float64)
-    m, r = z.shape
     counts = np.bincount(groups, minlength=n_groups)
     order = np.argsort(groups, kind="stable")  # rows of each group in row order, as z[groups == g]
     ends = np.cumsum(counts)
@@ -120,19 +120,29 @@ def scatters(Z: np.ndarray, groups: np.ndarray, n_groups: int, *, workers: int =
         zg = z[order[ends[g] - counts[g] : ends[g]]]
         return zg.sum(axis=0), zg.T @ zg
 
-    def block(a: int) -> tuple[np.ndarray, np.ndarray]:
-        zb = z[a : a + _BLOCK_ROWS]
-        return zb.sum(axis=0), zb.T @ zb
-
     per_group = _map(group, range(n_groups), workers)
-    total, total_sum = np.zeros((r, r)), np.zeros(r)
-    for s, sc in _map(block, range(0, m, _BLOCK_ROWS), workers):
-        total += sc
-        total_sum += s
+    total, total_sum = gram(z, workers=workers)
     moments = GroupMoments(
         counts.astype(np.float64), np.stack([p[0] for p in per_group]), np.stack([p[1] for p in per_group])
     )
     return Scatters(moments, total, total_sum)
+
+
+def gram(Z: np.ndarray, *, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(Z^T Z, column sums of Z)``, accumulated over fixed blocks of rows in order, on
+    ``workers`` threads (default :func:`default_workers`) with one BLAS thread each: the same
+    bits at any thread count, and no spinning BLAS threads next to a training job."""
+    z = np.asarray(Z, dtype=np.float64)
+
+    def block(a: int) -> tuple[np.ndarray, np.ndarray]:
+        zb = z[a : a + _BLOCK_ROWS]
+        return zb.sum(axis=0), zb.T @ zb
+
+    total, total_sum = np.zeros((z.shape[1], z.shape[1])), np.zeros(z.shape[1])
+    for s, sc in _map(block, range(0, z.shape[0], _BLOCK_ROWS), default_workers() if workers is None else workers):
+        total += sc
+        total_sum += s
+    return total, total_sum
 
 
 def scatters_pay(m: int, d: int, n_groups: int) -> bool:

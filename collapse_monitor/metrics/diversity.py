@@ -38,6 +38,7 @@ from ._bootstrap import (
     _map,
     bootstrap_spectra,
     default_workers,
+    gram,
     group_moments,
     scatters,
     scatters_pay,
@@ -59,6 +60,7 @@ __all__ = [
     "frechet_from_moments",
     "group_moments",
     "hill_number",
+    "ledoit_wolf_shrinkage",
     "mean_cov",
     "normalize_rows",
     "scatters",
@@ -137,8 +139,8 @@ def vendi_score(X: Any, q: float | str = 1.0, normalize: bool = True) -> float:
     if normalize:
         x = normalize_rows(x)
     n, d = x.shape
-    gram = x.T @ x if d < n else x @ x.T
-    return hill_number(sym_eigvalsh(gram / n), qq)
+    g = gram(x)[0] if d < n else x @ x.T
+    return hill_number(sym_eigvalsh(g / n), qq)
 
 
 def spectral_effective_rank(eigenvalues: Any) -> float:
@@ -163,8 +165,7 @@ def mean_cov(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mu = x.mean(axis=0)
     if x.shape[0] < 2:
         return mu, np.zeros((x.shape[1], x.shape[1]))
-    xc = x - mu
-    return mu, (xc.T @ xc) / (x.shape[0] - 1)
+    return mu, gram(x - mu)[0] / (x.shape[0] - 1)
 
 
 def effective_rank(X: Any) -> float:
@@ -177,8 +178,8 @@ def effective_rank(X: Any) -> float:
     """
     x = as_matrix(X, "X")
     xc = x - x.mean(axis=0)
-    gram = xc @ xc.T if x.shape[0] < x.shape[1] else xc.T @ xc
-    return spectral_effective_rank(sym_eigvalsh(gram))
+    g = xc @ xc.T if x.shape[0] < x.shape[1] else gram(xc)[0]
+    return spectral_effective_rank(sym_eigvalsh(g))
 
 
 def variance_ratio(reference: Any, samples: Any) -> float:
@@ -276,8 +277,6 @@ class MahalanobisTail:
 
     @classmethod
     def fit(cls, reference: Any, *, quantile: float = 1.0 - TAIL_LEVEL, seed: int = 0) -> MahalanobisTail:
-        from sklearn.covariance import ledoit_wolf_shrinkage
-
         ref = as_matrix(reference, "reference")
         n, d = ref.shape
         if n >= 40:
@@ -287,9 +286,10 @@ class MahalanobisTail:
             fit_rows = held_out = ref
         mean = fit_rows.mean(axis=0)
         xc = fit_rows - mean
-        emp = (xc.T @ xc) / xc.shape[0]
+        scatter = gram(xc)[0]
+        emp = scatter / xc.shape[0]
         mu = float(np.trace(emp)) / d
-        a = float(ledoit_wolf_shrinkage(xc, assume_centered=True)) if mu > 0 and xc.shape[0] > 1 else 1.0
+        a = ledoit_wolf_shrinkage(xc, scatter) if mu > 0 and xc.shape[0] > 1 else 1.0
         shrunk = (1.0 - a) * emp + a * mu * np.eye(d)
         w, v = sym_eigh(shrunk)
         floor = 1e-6 * mu if mu > 0 else 1.0
@@ -313,6 +313,33 @@ class MahalanobisTail:
     def exceed_count(self, X: np.ndarray) -> int:
         """Rows strictly beyond ``radius``."""
         return int(np.sum(self.distances(X) > self.radius))
+
+
+def ledoit_wolf_shrinkage(xc: np.ndarray, scatter: np.ndarray | None = None) -> float:
+    """Ledoit & Wolf (2004, "A well-conditioned estimator for large-dimensional covariance
+    matrices", J. Multivariate Anal. 88:365) shrinkage weight of the centred rows ``xc`` towards
+    ``(tr S / d) I``: ``sklearn.covariance.ledoit_wolf_shrinkage(xc, assume_centered=True)``,
+    from the scatter ``xc^T xc`` (passed in when known) and the row norms: its sum of
+    ``(X^2)^T X^2`` is ``sum_i |x_i|^4``, ``O(n d)`` instead of sklearn's second ``n d^2`` product.
+
+    >>> x = np.random.default_rng(0).normal(size=(50, 4))
+    >>> from sklearn.covariance import ledoit_wolf_shrinkage as lw
+    >>> bool(np.isclose(ledoit_wolf_shrinkage(x), lw(x, assume_centered=True), rtol=1e-12))
+    True
+    """
+    x = np.asarray(xc, dtype=np.float64)
+    n, d = x.shape
+    if d == 1:
+        return 0.0
+    sc = gram(x)[0] if scatter is None else scatter
+    sq = np.einsum("ij,ij->i", x, x)
+    trace = float(sq.sum()) / n  # tr of the empirical covariance
+    mu = trace / d
+    delta_ = float(np.sum(sc * sc)) / n**2
+    beta = (float(sq @ sq) / n - delta_) / (d * n)
+    delta = (delta_ - 2.0 * mu * trace + d * mu**2) / d
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else float(beta / delta)
 
 
 def tail_mass_ratio(reference: Any, samples: Any, *, seed: int = 0) -> float:

@@ -219,3 +219,14 @@ def test_scatters_and_tail_distances_do_not_depend_on_the_thread_count() -> None
     np.testing.assert_allclose(one.total, x.T @ x, rtol=1e-12)
     tail = MahalanobisTail.fit(rng.normal(size=(500, 6)))
     np.testing.assert_array_equal(tail.distances(x, workers=1), tail.distances(x, workers=4))
+
+
+@pytest.mark.parametrize(("n", "d"), [(300, 20), (30, 80), (2, 3), (5000, 64)])
+def test_ledoit_wolf_shrinkage_equals_sklearn(n: int, d: int) -> None:
+    from sklearn.covariance import ledoit_wolf_shrinkage as sklearn_lw
+
+    from collapse_monitor.metrics.diversity import ledoit_wolf_shrinkage
+
+    x = np.random.default_rng(n + d).normal(size=(n, d)) * np.linspace(0.1, 3.0, d)
+    xc = x - x.mean(axis=0)
+    assert ledoit_wolf_shrinkage(xc) == pytest.approx(float(sklearn_lw(xc, assume_centered=True)), rel=1e-9, abs=1e-12)
