@@ -242,7 +242,7 @@ def _merge_filtered_torch(
         _merge_topk(best, a, a + r, block.T if by_column else block, kk)
         thr[a : a + r] = best[a : a + r].amax(dim=1)
         return
-    vals = block.view(-1)[flat]
+    vals = block[flat // block.shape[1], flat % block.shape[1]]  # the block may be a row-padded view
     if by_column:  # row-major order: group the candidates by column
         owner = flat % block.shape[1]
         order = torch.argsort(owner, stable=True)
@@ -386,15 +386,31 @@ def _cross_pass(
                 for part in parts.map(partial(_cross_rows_numpy, views=views, outs=outs), i1 - i0, m):
                     count_np += part
                 continue
-            inside = torch.lt(d2, thr_ref[i0:i1].unsqueeze(1), out=mask)
-            # count in uint8 over <= 255 rows at a time (a plain bool sum would upcast the whole
-            # mask to int64: 8x its memory and most of this loop's time)
-            as_u8 = inside.view(torch.uint8)
-            for a in range(0, i1 - i0, _SUM_ROWS):
-                counts += as_u8[a : a + _SUM_ROWS].sum(dim=0, dtype=torch.uint8)
-            min_d2[i0:i1] = d2.amin(dim=1).clamp_min_(0.0)
-            in_sample_ball[i0:i1] = torch.lt(d2, thr_s.unsqueeze(0), out=mask).any(dim=1)
+            _cross_block_torch(d2, mask, thr_ref[i0:i1], thr_s, counts, min_d2[i0:i1], in_sample_ball[i0:i1])
     return counts, min_d2, in_sample_ball
+
+
+def _cross_block_torch(
+    d2: torch.Tensor,
+    mask: torch.Tensor,
+    thr_ref: torch.Tensor,
+    thr_s: torch.Tensor,
+    counts: torch.Tensor,
+    min_d2: torch.Tensor,
+    in_ball: torch.Tensor,
+) -> None:
+    """The reductions of :func:`_cross_pass` over one block in torch ops (accelerators):
+    ``counts`` accumulates, ``min_d2`` / ``in_ball`` (this block's rows) are written."""
+    import torch
+
+    inside = torch.lt(d2, thr_ref.unsqueeze(1), out=mask)
+    # count in uint8 over <= 255 rows at a time (a plain bool sum would upcast the whole mask to
+    # int64: 8x its memory and most of this loop's time)
+    as_u8 = inside.view(torch.uint8)
+    for a in range(0, d2.shape[0], _SUM_ROWS):
+        counts += as_u8[a : a + _SUM_ROWS].sum(dim=0, dtype=torch.uint8)
+    min_d2[:] = d2.amin(dim=1).clamp_min_(0.0)
+    in_ball[:] = torch.lt(d2, thr_s.unsqueeze(0), out=mask).any(dim=1)
 
 
 def _cross_rows_numpy(

@@ -219,3 +219,40 @@ def test_aligned_products_equal_plain_products(width: int) -> None:
         got = products(7, 57, 400 - width, 400).clone()
     d2 = cdist(x[7:57].numpy(), x[400 - width :].numpy(), "sqeuclidean")
     np.testing.assert_allclose(got.numpy(), d2, rtol=1e-9, atol=1e-9)
+
+
+def test_accelerator_kernels_equal_the_cpu_ones_on_padded_blocks() -> None:
+    """The torch-only block kernels (used on CUDA) run here on CPU tensors, on the same
+    row-padded block views the engine produces, and agree with the numpy kernels."""
+    from collapse_monitor.metrics._knn_blocks import (
+        _cross_block_torch,
+        _cross_rows_numpy,
+        _merge_filtered_torch,
+        _operands,
+        _Products,
+    )
+
+    x = torch.from_numpy(clustered(500, 6, 16).astype(np.float32))
+    lhs, rhs = _operands(x)
+    with torch.inference_mode():
+        block = _Products(lhs, rhs, 120, 333)(0, 120, 167, 500)  # 120 x 333 view of 120 x 336 rows
+        assert not block.is_contiguous()
+        for by_column in (False, True):
+            n_owner = block.shape[1] if by_column else block.shape[0]
+            best = torch.sort(torch.rand(n_owner, 6, generator=torch.Generator().manual_seed(3)) * 40, dim=1).values
+            thr = best.amax(dim=1)
+            expected = best.clone()
+            _merge_topk(expected, 0, n_owner, block.T if by_column else block, 6)
+            mask = torch.empty(block.shape, dtype=torch.bool)
+            _merge_filtered_torch(best, thr, 0, block, mask, by_column=by_column)
+            torch.testing.assert_close(torch.sort(best, dim=1).values, torch.sort(expected, dim=1).values)
+        gen = torch.Generator().manual_seed(4)
+        thr_r, thr_s = torch.rand(120, generator=gen) * 30, torch.rand(333, generator=gen) * 30
+        got = (torch.zeros(333, dtype=torch.int64), torch.empty(120), torch.empty(120, dtype=torch.bool))
+        _cross_block_torch(block, torch.empty(block.shape, dtype=torch.bool), thr_r, thr_s, *got)
+        want = (np.empty(120, dtype=np.float32), np.empty(120, dtype=bool))
+        views = (block.numpy(), np.empty(block.shape, dtype=bool), thr_r.numpy(), thr_s.numpy())
+        counts = _cross_rows_numpy(0, 120, views=views, outs=want)
+    np.testing.assert_array_equal(got[0].numpy(), counts)
+    np.testing.assert_array_equal(got[1].numpy(), want[0])
+    np.testing.assert_array_equal(got[2].numpy(), want[1])
