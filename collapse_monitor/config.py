@@ -10,7 +10,7 @@
       labels: probe_labels.npy        # .npy / .json (list) / .txt (one per line)
       texts: human_texts.txt          # .txt (one per line) / .jsonl ({"text": ...}) / .json (list)
       class_priors: {"0": 0.3, "1": 0.7}
-    rules: {alpha: 0.01, min_effect: 0.1}         # see collapse_monitor.detection.Rules
+    rules: {alpha: 0.005, min_effect: 0.1}        # see collapse_monitor.detection.Rules
     sinks:
       - {type: mlflow, tracking_uri: http://127.0.0.1:5000}
       - {type: prometheus, pushgateway: http://127.0.0.1:9091}

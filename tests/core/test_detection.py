@@ -75,7 +75,10 @@ def test_detect_uses_paired_mcnemar_and_bh() -> None:
 def test_count_rates_use_the_exact_conditional_test() -> None:
     from scipy import stats
 
-    rules = Rules()
+    from collapse_monitor.detection import DEFAULT_TAIL
+
+    assert "rare_mode_mass" not in DEFAULT_TAIL  # measured, but opt-in for detection
+    rules = Rules(tail=(*DEFAULT_TAIL, "rare_mode_mass"))
     metrics = {"rare_mode_mass": MetricValue(3 / 2000 / 0.02, 0.02, 0.2)}
     baseline = {"rare_mode_mass": MetricValue(20 / 1000 / 0.02, 0.6, 1.5)}
     det = detect(
