@@ -121,19 +121,36 @@ def reset_peak() -> None:
 
 
 def gflops() -> float:
-    """Best of 5 float32 ``2048 x 512 @ 512 x 2048`` torch products, in GFLOP/s."""
+    """Best of 5 float32 ``2048 x 512 @ 512 x 2048`` torch products, in GFLOP/s (the
+    engine's library: :func:`gemm_rates` has numpy's too)."""
+    return gemm_rates()["torch"]
+
+
+def gemm_rates() -> dict[str, float]:
+    """GFLOP/s of the same float32 product through torch (``torch.mm``, the engine's) and
+    numpy (``np.matmul`` on torch's thread count; OpenBLAS in the PyPI wheels), best of 5
+    each. The engine stays on torch's BLAS even where numpy's is faster: OpenBLAS's sgemm
+    bits depend on the product's shape and thread count (measured), and the engine's results
+    must not depend on block sizes or threads."""
     import torch
+
+    from collapse_monitor.metrics._bootstrap import blas_threads
 
     rng = torch.Generator().manual_seed(0)
     a, b = torch.randn(2048, D, generator=rng), torch.randn(2048, D, generator=rng)
     out = torch.empty(2048, 2048)
-    torch.mm(a, b.T, out=out)
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        torch.mm(a, b.T, out=out)
-        best = min(best, time.perf_counter() - t)
-    return 2 * 2048 * 2048 * D / best / 1e9
+    an, bn, on = a.numpy(), b.numpy(), out.numpy()
+    rates = {}
+    with blas_threads(torch.get_num_threads()):
+        for name, fn in (("torch", lambda: torch.mm(a, b.T, out=out)), ("numpy", lambda: np.matmul(an, bn.T, out=on))):
+            fn()
+            best = float("inf")
+            for _ in range(5):
+                t = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t)
+            rates[name] = 2 * 2048 * 2048 * D / best / 1e9
+    return rates
 
 
 def products(n: int, m: int, *, ref_cached: bool = False) -> float:
@@ -151,7 +168,8 @@ def run_case(case: str, n: int, opts: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"case": case, "n": n, "threads": torch.get_num_threads(), "nprobe": opts.get("nprobe")}
     fn = CASES[case]
     prepared = fn(n, opts, None)  # inputs and imports, untimed
-    out["gflops_before"] = gflops()
+    out["gemm_rates_before"] = gemm_rates()
+    out["gflops_before"] = out["gemm_rates_before"]["torch"]
     reset_peak()
     out["rss_start"] = _status("VmRSS")
     walls, others = [], []
@@ -165,7 +183,8 @@ def run_case(case: str, n: int, opts: dict[str, Any]) -> dict[str, Any]:
     best = int(np.argmin(walls))
     out["wall"], out["walls"], out["other_load"] = walls[best], walls, others[best]
     out["peak_rss"] = _status("VmHWM")
-    out["gflops_after"] = gflops()
+    out["gemm_rates_after"] = gemm_rates()
+    out["gflops_after"] = out["gemm_rates_after"]["torch"]
     out.update(result or {})
     if "flops" in out:
         rate = max(out["gflops_before"], out["gflops_after"]) * 1e9
@@ -551,12 +570,13 @@ def render(rep: dict[str, Any]) -> str:
         f"{' '.join(meta['load_before'])}, after {' '.join(meta['load_after'])}; total "
         f"{meta['total_seconds']:.0f} s. d = {D}, float32, k = {K}, n reference = m samples. "
         "Bound = the distance products the case needs / the matmul rate measured in the same "
-        "subprocess. Every case ran in a fresh subprocess; peak RSS is that process's. Wall = best "
+        "subprocess by torch (the engine's BLAS); the GEMM column also gives numpy's BLAS on the same "
+        "float32 product (not used by the engine: its bits depend on the product's shape and threads). Every case ran in a fresh subprocess; peak RSS is that process's. Wall = best "
         "of 3 runs for n <= 10,000 (the cores are shared), one run above; panel (cold) is one run. "
         "Other load = cores' worth of CPU that other processes used during the (best) run: above "
         "about 0.2 the case did not have the machine to itself and its wall / bound is inflated.",
         "",
-        "| n | case | wall s | bound s | wall / bound | peak RSS GB | torch GFLOP/s | threads | other load |",
+        "| n | case | wall s | bound s | wall / bound | peak RSS GB | GEMM GFLOP/s torch / numpy | threads | other load |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     names = {
@@ -573,11 +593,19 @@ def render(rep: dict[str, Any]) -> str:
             lines.append(f"| {r['n']:,} | {name} | {r.get('not_run') or r.get('error')} | | | | | | |")
             continue
         bound = r.get("bound")
-        gf = max(r["gflops_before"], r["gflops_after"])
+        rates = {
+            k: max(r.get("gemm_rates_before", {}).get(k, 0.0), r.get("gemm_rates_after", {}).get(k, 0.0))
+            for k in ("torch", "numpy")
+        }
+        gf_s = (
+            f"{rates['torch']:.0f} / {rates['numpy']:.0f}"
+            if "gemm_rates_before" in r
+            else f"{max(r['gflops_before'], r['gflops_after']):.0f}"
+        )
         b_s = "" if bound is None else f"{bound:.2f}"
         ratio = "" if bound is None else f"{r['wall'] / bound:.2f}"
         lines.append(
-            f"| {r['n']:,} | {name} | {r['wall']:.2f} | {b_s} | {ratio} | {_gb(r['peak_rss'])} | {gf:.0f} | {r['threads']} "
+            f"| {r['n']:,} | {name} | {r['wall']:.2f} | {b_s} | {ratio} | {_gb(r['peak_rss'])} | {gf_s} | {r['threads']} "
             f"| {r.get('other_load', float('nan')):.2f} |"
         )
     lines += ["", "## Value agreement and speed-ups", ""]

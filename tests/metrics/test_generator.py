@@ -189,8 +189,9 @@ def test_degenerate_sample_sets_give_finite_metrics(state: GeneratorRefState, re
 
 
 def test_large_d_bootstrap_projection() -> None:
-    """Above max_boot_dim the replicates live in the top principal subspace, shifted to the
-    exact point; their spread stays close to the exact bootstrap's."""
+    """Above max_boot_dim the Frechet replicates live in the top principal subspace, shifted to
+    the exact point, and Vendi / effective rank take delta-method intervals; every spread
+    stays close to the exact bootstrap's."""
     rng = np.random.default_rng(7)
     d = 24
     scales = np.linspace(0.3, 2.0, d)
