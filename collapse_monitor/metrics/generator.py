@@ -28,8 +28,8 @@ Intervals:
   Monte Carlo sampling spread, the approximate replicates' 0.84-1.33 (single samples
   0.59-1.43) and even the all-exact bootstrap's 0.92-1.69 (resampling rows overstates the
   spread of spectral statistics at m = 2,000; El Karoui & Purdom 2018, "Can we trust the
-  bootstrap in high-dimensions?"), at a fourth to a tenth of their cost. Point estimates
-  are always exact.
+  bootstrap in high-dimensions?"), at a third to a sixth of the approximate bootstrap's cost
+  and a tenth or less of the exact one's. Point estimates are always exact.
   The replicates are re-centred on the point estimate (their median moved to it) before the
   percentiles are read: a resample repeats rows, which by itself pulls spectral statistics
   one way (Vendi and effective rank down, Frechet up) and would otherwise leave the point at
