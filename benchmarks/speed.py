@@ -133,15 +133,14 @@ def gemm_rates() -> dict[str, float]:
     bits depend on the product's shape and thread count (measured), and the engine's results
     must not depend on block sizes or threads."""
     import torch
-
-    from collapse_monitor.metrics._bootstrap import blas_threads
+    from threadpoolctl import threadpool_limits
 
     rng = torch.Generator().manual_seed(0)
     a, b = torch.randn(2048, D, generator=rng), torch.randn(2048, D, generator=rng)
     out = torch.empty(2048, 2048)
     an, bn, on = a.numpy(), b.numpy(), out.numpy()
     rates = {}
-    with blas_threads(torch.get_num_threads()):
+    with threadpool_limits(torch.get_num_threads(), user_api="blas"):
         for name, fn in (("torch", lambda: torch.mm(a, b.T, out=out)), ("numpy", lambda: np.matmul(an, bn.T, out=on))):
             fn()
             best = float("inf")

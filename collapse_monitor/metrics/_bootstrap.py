@@ -427,24 +427,15 @@ def _serial_blas() -> Any:
     on two when another process held one core). Parallelism comes from :func:`_map`'s threads
     instead. The controller (which scans the loaded libraries, ~10 ms in a full process) is
     built once, on first use."""
-    return _controller().limit(limits=1, user_api="blas")
-
-
-_CONTROLLER: Any = None
-
-
-def _controller() -> Any:
     global _CONTROLLER
     if _CONTROLLER is None:
         from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
         _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
+    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
-def blas_threads(n: int) -> Any:
-    """``n`` BLAS threads for numpy inside the block (restored on exit)."""
-    return _controller().limit(limits=max(1, int(n)), user_api="blas")
+_CONTROLLER: Any = None
 
 
 def default_workers() -> int:

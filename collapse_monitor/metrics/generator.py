@@ -63,7 +63,7 @@ from .diversity import (
     vendi_score,
 )
 from .knn import _resolve_dtype, _to_tensor, as_matrix, prdc_pass, resolve_device
-from .stats import percentile_interval, wilson_interval
+from .stats import normal_quantile, percentile_interval, wilson_interval
 
 if TYPE_CHECKING:  # pragma: no cover
     from .approx import IVFIndex
@@ -411,13 +411,11 @@ def _boot_mv(point: float, reps: np.ndarray, n: int) -> MetricValue:
     return MetricValue(point, min(lo, point), max(hi, point), n=int(n))
 
 
-_Z = 1.959963984540054  # standard normal 97.5 % point
-
-
 def _log_wald_mv(point: float, se_log: float, n: int) -> MetricValue:
     """``point * exp(+- z se)``: the 95 % Wald interval of a positive metric whose log has
     standard error ``se_log`` (delta method)."""
-    return MetricValue(point, point * float(np.exp(-_Z * se_log)), point * float(np.exp(_Z * se_log)), n=int(n))
+    z = normal_quantile(0.5 + _CONF / 2.0)
+    return MetricValue(point, point * float(np.exp(-z * se_log)), point * float(np.exp(z * se_log)), n=int(n))
 
 
 def _check_int(x: Any, key: str, lo: int) -> int:
