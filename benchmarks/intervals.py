@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed
 
-from collapse_monitor.metrics._bootstrap import entropy_influence, gram, spectral_bootstrap
+from collapse_monitor.metrics._bootstrap import entropy_influence, gram, group_design, spectral_bootstrap
 from collapse_monitor.metrics.diversity import hill_number, normalize_rows, spectral_effective_rank
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,12 +66,9 @@ def boot_se(x: np.ndarray, stat: str, max_dim: int, seed: int, n_boot: int = 200
     """The panel's bootstrap design (G random groups, multinomial group weights)."""
     rows, centred, _ = features(x, stat)
     m = rows.shape[0]
-    rng = np.random.default_rng(seed)
-    groups = np.empty(m, dtype=np.int64)
-    groups[rng.permutation(m)] = np.arange(m) % n_groups
-    weights = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot).astype(np.float64)
+    g, groups, weights = group_design(m, n_groups, n_boot, seed)
     fn = hill_number if stat == "vendi_score" else spectral_effective_rank
-    _, reps = spectral_bootstrap(rows, groups, n_groups, weights, centred=centred, stat=fn, max_dim=max_dim, workers=2)
+    _, reps = spectral_bootstrap(rows, groups, g, weights, centred=centred, stat=fn, max_dim=max_dim, workers=2)
     lo, hi = np.percentile(np.log(reps), [2.5, 97.5])
     return float((hi - lo) / 3.92)
 

@@ -31,6 +31,7 @@ __all__ = [
     "default_workers",
     "entropy_influence",
     "gram",
+    "group_design",
     "group_moments",
     "scatters",
     "scatters_pay",
@@ -42,6 +43,18 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- grouped bootstrap
+
+
+def group_design(m: int, n_groups: int, n_boot: int, seed: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """The grouped bootstrap's design for ``m`` rows: ``g = min(m, n_groups)`` random groups of
+    near-equal size (``groups``, one label per row) and ``n_boot`` multinomial group weights
+    ``(n_boot, g)`` summing to ``g``, all from one ``seed``."""
+    rng = np.random.default_rng(seed)
+    g = min(m, n_groups)
+    groups = np.empty(m, dtype=np.int64)
+    groups[rng.permutation(m)] = np.arange(m) % g
+    weights = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot).astype(np.float64)
+    return g, groups, weights
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..types import MetricValue, Reference
+from ._bootstrap import entropy_influence, gram, group_design
 from ._spec import spec_for
 from .cache import ReferenceCache, default_cache
 from .coverage import assign_to_centroids, cluster_mass, rare_modes_kept
@@ -509,11 +510,7 @@ def generator_panel(
     }
 
     # --- bootstrap design: G random groups of samples, multinomial group weights
-    rng = np.random.default_rng(seed)
-    g = min(m, n_groups)
-    groups = np.empty(m, dtype=np.int64)
-    groups[rng.permutation(m)] = np.arange(m) % g
-    weights = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot).astype(np.float64)
+    g, groups, weights = group_design(m, n_groups, n_boot, seed)
     onehot = np.zeros((g, m))
     onehot[groups, np.arange(m)] = 1.0
     counts_g = onehot.sum(axis=1)
@@ -570,7 +567,6 @@ def _diversity(
     max_dim: int,
     workers: int,
 ) -> dict[str, MetricValue]:
-    from ._bootstrap import entropy_influence, gram
     from .diversity import scatters, scatters_pay, spectral_bootstrap_scatters
 
     m, d = gen.shape
