@@ -423,7 +423,8 @@ class CollapseMonitor:
         return dataclasses.replace(report, **changes) if changes else report
 
     def flush(self, *, budget_seconds: float | None = None) -> dict[str, int]:
-        """Replay the sink spool and redeliver pending alerts (what ``serve`` does on a timer)."""
+        """Replay the sink spool and redeliver pending alerts (what ``serve`` does on a timer),
+        and wait for the sinks' background work (the MLflow history charts) to finish."""
         out: dict[str, int] = {}
         with self.history.lock(self.name):  # one replayer per home: replays never race a check
             self._recover()
@@ -431,6 +432,13 @@ class CollapseMonitor:
                 key = getattr(sink, "spool_key", None) or sink.name
                 done, _ = self.spool.replay(sink, sink_key=key)
                 out[sink.name] = done
+        for sink in self.sinks:
+            wait = getattr(sink, "flush", None)
+            if callable(wait):
+                try:
+                    wait(timeout=budget_seconds if budget_seconds is not None else 60.0)
+                except Exception as exc:  # a sink's background work never breaks the caller
+                    log.warning("sink %s flush failed: %s", sink.name, redact_text(f"{type(exc).__name__}: {exc}"))
         disp = self.dispatcher
         if disp is not None:
             res = disp.redeliver(budget_seconds=budget_seconds)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import json
 import logging
 import math
+import os
 import ssl
 import time
 import urllib.error
@@ -57,6 +59,22 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def _ca_env() -> tuple[str | None, str | None]:
+    return os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(verify_tls: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """One client context per setting (loading the system CA store costs ~30 ms, more than the
+    whole POST to a local receiver); keyed on ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` so a changed
+    CA bundle is picked up. Verification stays on unless the channel turned it off."""
+    ctx = ssl.create_default_context()
+    if not verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def urllib_transport(
     method: str, url: str, *, body: bytes, headers: Mapping[str, str], timeout: float, verify_tls: bool
 ) -> HttpResponse:
@@ -71,11 +89,10 @@ def urllib_transport(
             hdrs["Authorization"] = "Basic " + base64.b64encode(cred).decode()
         netloc = parts.netloc.rpartition("@")[2]
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    ctx = ssl.create_default_context()
-    if not verify_tls:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    opener = urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=ctx))
+    handlers: list[Any] = [_NoRedirect()]
+    if parts.scheme.lower() == "https":
+        handlers.append(urllib.request.HTTPSHandler(context=_tls_context(verify_tls, *_ca_env())))
+    opener = urllib.request.build_opener(*handlers)
     req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
     try:
         with opener.open(req, timeout=timeout) as resp:

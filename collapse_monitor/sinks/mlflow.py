@@ -12,7 +12,8 @@ Layout (experiment ``collapse-monitor/<monitor>`` by default, one run per check)
 * dataset inputs (``mlflow.data``): each provenance source as a ``MetaDataset`` in context
   ``training`` with input tags ``collapse.origin`` / ``collapse.synthetic_fraction``, and the frozen
   reference (digest = its fingerprint) in context ``reference``;
-* artifacts under ``collapse/``: ``report.json``, ``history.png`` (metric history),
+* artifacts under ``collapse/``: ``report.json``, ``history.png`` (metric history; drawn and
+  uploaded on a background thread right after the run is logged, see ``history_plot``),
   ``evidently_drift.html`` and, on the run that stored the current baseline,
   ``baseline/baseline.json`` + ``baseline/items.npz`` (numpy, never pickled).
 
@@ -60,7 +61,8 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -82,6 +84,7 @@ ARTIFACT_DIR = "collapse"
 _RUN_METRICS = ("stage_level", "drift", "check_duration_seconds", "embedding_drift_share", "evidently_drift_share")
 _BAD_NAME = re.compile(r"[^\w.\- :]")
 _ENV_LOCK = threading.RLock()
+_PLOT_MODES = ("background", "sync", "off")
 _HISTORY_KEYS = (
     "tail_coverage",
     "rare_mode_coverage",
@@ -244,6 +247,10 @@ class MLflowSink:
     ``{monitor}``. ``evidently``: attach the Evidently drift report (``None`` = when the check has
     raw data and evidently is installed). ``nest``: make the run a child of the caller's active
     run. ``timeout`` (seconds per request) and ``max_retries`` bound every MLflow request.
+    ``history_plot``: ``"background"`` (default) draws and uploads each run's ``history.png`` on
+    one worker thread after the run is logged, so the check does not wait for matplotlib
+    (:meth:`flush` waits for it; the interpreter waits for it at exit); ``"sync"`` draws it
+    inside the check; ``"off"`` draws none.
 
     >>> sink = MLflowSink("https://user:s3cret@mlflow.example.com")
     >>> sink
@@ -264,6 +271,7 @@ class MLflowSink:
         max_retries: int = 1,
         registry_uri: str | None = None,
         evidently_components: int = 10,
+        history_plot: str = "background",
     ) -> None:
         if tracking_uri is not None and (not isinstance(tracking_uri, str) or not tracking_uri.strip()):
             raise ConfigError(
@@ -275,6 +283,8 @@ class MLflowSink:
             raise ConfigError("MLflowSink.timeout", f"expected seconds > 0, got {timeout!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
             raise ConfigError("MLflowSink.max_retries", f"expected an int in 0..10, got {max_retries!r}")
+        if history_plot not in _PLOT_MODES:
+            raise ConfigError("MLflowSink.history_plot", f"expected one of {', '.join(_PLOT_MODES)}, got {history_plot!r}")
         self.tracking_uri = absolute_sqlite(tracking_uri.strip()) if tracking_uri else default_tracking_uri()
         self.registry_uri = registry_uri
         self.experiment = experiment
@@ -284,6 +294,10 @@ class MLflowSink:
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.evidently_components = evidently_components
+        self.history_plot = history_plot
+        self._plotter: ThreadPoolExecutor | None = None
+        self._plots: list[Future[None]] = []
+        self._plot_lock = threading.Lock()
         self.spool_key = "mlflow-" + hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:10]
         self._redactor = Redactor(uri_secrets(self.tracking_uri))
         self._client_obj: Any = None
@@ -577,22 +591,28 @@ class MLflowSink:
         run_id: str,
         extra_metrics: dict[str, float],
         tags: dict[str, str],
-    ) -> None:
+    ) -> tuple[list[Report], list[str], str] | None:
+        """Writes the run's artifacts into ``directory``; returns the history chart's job
+        (reports, keys, title) when it is to be drawn in the background, else ``None``."""
         (directory / "report.json").write_text(
             json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=1, allow_nan=False)
         )
         if context is None:
-            return
+            return None
+        job: tuple[list[Report], list[str], str] | None = None
         history = list(context.history)
         if not any(r.generation == report.generation for r in history):
             history.append(report)
         history.sort(key=lambda r: r.generation)
         keys = [k for k in _HISTORY_KEYS if any(k in r.metrics for r in history)][:6]
-        if keys:
+        title = f"{report.monitor}: generation history"
+        if keys and self.history_plot == "background":
+            job = (history, keys, title)
+        elif keys and self.history_plot == "sync":
             try:  # one panel, not one per key: a fifth of the time, on every check (see plot_trend)
                 from ..report_html import plot_trend
 
-                plot_trend(history, keys, directory / "history.png", title=f"{report.monitor}: generation history")
+                plot_trend(history, keys, directory / "history.png", title=title)
             except Exception as exc:  # a plot is decoration: never lose the run over it
                 log.warning("history plot failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
                 tags["collapse.plot_error"] = type(exc).__name__
@@ -619,6 +639,52 @@ class MLflowSink:
                 log.warning("evidently report failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
                 tags["collapse.evidently_error"] = type(exc).__name__
                 shutil.rmtree(directory / "_evidently", ignore_errors=True)
+        return job
+
+    # -- the history chart, off the check's path -------------------------------------------------
+    def _submit_plot(self, run_id: str, job: tuple[list[Report], list[str], str]) -> None:
+        """Queue the history chart of ``run_id`` on this sink's one plotting thread. matplotlib
+        needs 0.1-0.3 s per chart on a laptop-class CPU, most of the check's own overhead; the
+        training job does not wait for it. The thread is joined when the interpreter exits
+        (``concurrent.futures`` does that), so a finished script still gets its chart;
+        :meth:`flush` waits for it explicitly."""
+        with self._plot_lock:
+            if self._plotter is None:
+                self._plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collapse-mlflow-plot")
+            self._plots = [f for f in self._plots if not f.done()]
+            self._plots.append(self._plotter.submit(self._plot_and_upload, run_id, *job))
+
+    def _plot_and_upload(self, run_id: str, history: list[Report], keys: list[str], title: str) -> None:
+        try:
+            from ..report_html import plot_trend
+
+            with tempfile.TemporaryDirectory(prefix="collapse-plot-") as tmp:
+                path = plot_trend(history, keys, Path(tmp) / "history.png", title=title)
+                with self.bounded():
+                    self.client().log_artifact(run_id, str(path), ARTIFACT_DIR)
+        except Exception as exc:  # a plot is decoration: record it on the run, never raise
+            log.warning("history plot failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
+            with contextlib.suppress(Exception), self.bounded():
+                self.client().set_tag(run_id, "collapse.plot_error", type(exc).__name__)
+
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Wait (at most ``timeout`` seconds) until every queued history chart is uploaded.
+        Returns ``True`` when none is left pending. ``CollapseMonitor.flush`` calls it."""
+        with self._plot_lock:
+            pending = [f for f in self._plots if not f.done()]
+        if pending:
+            wait_futures(pending, timeout=timeout)
+        with self._plot_lock:
+            self._plots = [f for f in self._plots if not f.done()]
+            return not self._plots
+
+    def close(self) -> None:
+        """Upload what is queued and stop the plotting thread (a later emit starts a new one)."""
+        self.flush(timeout=None)
+        with self._plot_lock:
+            plotter, self._plotter = self._plotter, None
+        if plotter is not None:
+            plotter.shutdown(wait=True)
 
     def _baseline_to_store(
         self, client: Any, exp_id: str, report: Report, context: EmitContext | None
@@ -662,11 +728,12 @@ class MLflowSink:
         )
         run_id = run.info.run_id
         extra_metrics: dict[str, float] = {}
+        plot_job: tuple[list[Report], list[str], str] | None = None
         try:
             with tempfile.TemporaryDirectory(prefix="collapse-mlflow-") as tmp:
                 art = Path(tmp)
                 if self.artifacts:
-                    self._artifacts(report, context, art, run_id, extra_metrics, tags)
+                    plot_job = self._artifacts(report, context, art, run_id, extra_metrics, tags)
                     if baseline is not None:
                         _write_baseline(baseline, art / "baseline")
                 metrics = self._metrics(report, extra_metrics)
@@ -697,6 +764,8 @@ class MLflowSink:
             raise
         if baseline is not None:
             self._baselines_seen.add(_baseline_digest(baseline))
+        if plot_job is not None:
+            self._submit_plot(run_id, plot_job)
         facts: dict[str, Any] = {"run_id": run_id, "mlflow_run": self.run_url(exp_id, run_id)}
         if "embedding_drift_share" in extra_metrics:
             facts["embedding_drift_share"] = extra_metrics["embedding_drift_share"]

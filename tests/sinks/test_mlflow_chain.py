@@ -43,6 +43,7 @@ def test_new_process_continues_generations_and_baseline_from_mlflow(mlflow_serve
         name, reference=ref, sinks=[MLflowSink(mlflow_server.url, evidently=False)], home=tmp_path / "home-1"
     )
     first = [mon.check(kit.chain_observation(labels, g, with_embeddings=True)) for g in range(3)]
+    mon.flush()  # waits for the history charts the sink draws in the background
     assert [r.generation for r in first] == [0, 1, 2]
     assert all(r.errors == () and r.run_id for r in first)
 

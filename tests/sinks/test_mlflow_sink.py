@@ -54,7 +54,9 @@ def test_default_uri_is_resolved_at_construction(tmp_path, monkeypatch) -> None:
     assert str(tmp_path) in sink.tracking_uri  # absolute: a later chdir does not move the store
 
 
-@pytest.mark.parametrize("kw", [{"timeout": 0}, {"max_retries": -1}, {"tracking_uri": "  "}, {"experiment": ""}])
+@pytest.mark.parametrize(
+    "kw", [{"timeout": 0}, {"max_retries": -1}, {"tracking_uri": "  "}, {"experiment": ""}, {"history_plot": "later"}]
+)
 def test_bad_options_raise_config_error(kw) -> None:
     with pytest.raises(ConfigError):
         MLflowSink(**kw)
@@ -140,6 +142,7 @@ def test_emit_logs_metrics_tags_inputs_and_artifacts(mlflow_server, kit, tmp_pat
     ref_input = inputs[f"{name}-reference"]
     assert ref_input.dataset.digest == "f" * 16
     assert {t.key: t.value for t in ref_input.tags}["mlflow.data.context"] == "reference"
+    assert sink.flush(timeout=60)  # the history chart is drawn and uploaded in the background
     arts = {a.path for a in client.list_artifacts(out1["run_id"], "collapse")}
     assert {"collapse/report.json", "collapse/history.png"} <= arts
     local = client.download_artifacts(out1["run_id"], "collapse", str(tmp_path))
@@ -270,3 +273,49 @@ def test_history_rebuilt_from_metrics_and_tags_without_artifacts(mlflow_server, 
         assert r.created_at == orig.created_at and r.provenance is not None
         assert r.provenance.synthetic_fraction == 0.5
     assert baseline is not None and baseline.generation == 0 and baseline.items == {}  # metrics only
+
+
+def _artifact_names(client, run_id):
+    return {a.path for a in client.list_artifacts(run_id, "collapse")}
+
+
+def test_history_plot_modes(mlflow_server, kit) -> None:
+    name = kit.unique("plotmode")
+    client = mlflow_server.client()
+    r0 = kit.make_report(name, 0)
+    sync = MLflowSink(mlflow_server.url, evidently=False, history_plot="sync")
+    out = sync.emit(r0, _context(kit, r0))
+    assert "collapse/history.png" in _artifact_names(client, out["run_id"])  # drawn inside emit
+    assert sync._plots == []
+    off = MLflowSink(mlflow_server.url, evidently=False, history_plot="off")
+    r1 = kit.make_report(name, 1)
+    out = off.emit(r1, _context(kit, r1, history=[r0, r1]))
+    assert off.flush() and _artifact_names(client, out["run_id"]) == {"collapse/report.json"}
+    bg = MLflowSink(mlflow_server.url, evidently=False)
+    runs = []
+    for g in range(2, 5):  # queued one after another on the one plotting thread
+        r = kit.make_report(name, g)
+        runs.append(bg.emit(r, _context(kit, r, history=[r0, r1, r]))["run_id"])
+        assert client.get_run(runs[-1]).info.status == "FINISHED"  # the run itself is complete at once
+    bg.close()
+    assert not bg._plots and bg._plotter is None
+    for run_id in runs:
+        assert "collapse/history.png" in _artifact_names(client, run_id)
+
+
+def test_background_plot_failure_is_recorded_not_raised(mlflow_server, kit, monkeypatch) -> None:
+    import collapse_monitor.report_html as report_html
+
+    def broken(*a, **k):
+        raise RuntimeError("no fonts on this box")
+
+    monkeypatch.setattr(report_html, "plot_trend", broken)
+    name = kit.unique("plotfail")
+    sink = MLflowSink(mlflow_server.url, evidently=False)
+    r0 = kit.make_report(name, 0)
+    out = sink.emit(r0, _context(kit, r0))
+    assert sink.flush(timeout=60)
+    run = mlflow_server.client().get_run(out["run_id"])
+    assert run.data.tags["collapse.plot_error"] == "RuntimeError"
+    assert run.info.status == "FINISHED"
+    assert _artifact_names(mlflow_server.client(), out["run_id"]) == {"collapse/report.json"}
