@@ -284,7 +284,9 @@ class MLflowSink:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
             raise ConfigError("MLflowSink.max_retries", f"expected an int in 0..10, got {max_retries!r}")
         if history_plot not in _PLOT_MODES:
-            raise ConfigError("MLflowSink.history_plot", f"expected one of {', '.join(_PLOT_MODES)}, got {history_plot!r}")
+            raise ConfigError(
+                "MLflowSink.history_plot", f"expected one of {', '.join(_PLOT_MODES)}, got {history_plot!r}"
+            )
         self.tracking_uri = absolute_sqlite(tracking_uri.strip()) if tracking_uri else default_tracking_uri()
         self.registry_uri = registry_uri
         self.experiment = experiment
