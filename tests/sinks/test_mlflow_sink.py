@@ -319,3 +319,36 @@ def test_background_plot_failure_is_recorded_not_raised(mlflow_server, kit, monk
     assert run.data.tags["collapse.plot_error"] == "RuntimeError"
     assert run.info.status == "FINISHED"
     assert _artifact_names(mlflow_server.client(), out["run_id"]) == {"collapse/report.json"}
+
+
+_EXIT_SCRIPT = """
+import sys
+import numpy as np
+import collapse_monitor as cm
+rng = np.random.default_rng(0)
+ref = cm.Reference(embeddings=rng.normal(size=(300, 4)))
+mon = cm.CollapseMonitor("exit-plot", reference=ref, sinks=[cm.MLflowSink(sys.argv[1], evidently=False)],
+                         home=sys.argv[2])
+report = mon.check(cm.Observation(embeddings=rng.normal(size=(300, 4))))
+print(report.run_id)
+"""  # exits straight after the check: no flush, no close
+
+
+def test_background_plot_lands_when_the_process_exits_right_after_the_check(tmp_path) -> None:
+    import subprocess
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, uri, str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_id = proc.stdout.strip().splitlines()[-1]
+    assert "collapse/history.png" in _artifact_names(MlflowClient(uri), run_id)
