@@ -339,6 +339,24 @@ def _self_block_numpy(
     _merge_flat(best, thr, j0, d2, f_col, _values(bn, f_col), by_column=True)
 
 
+_CROSS_WIDTH = 12_288
+"""Widest column block of the cross pass: products into ``rows x m`` blocks of a wide ``m``
+(50,000) ran about 8 % slower than the same entries as ``4 x`` taller, ~10,000-column blocks
+(154-174 against 183-189 GFLOP/s, measured on the benchmark's 2-core machine; MKL re-packs
+the whole right operand for every row block)."""
+
+
+def cross_tiles(m: int, rows: int, cols: int | None = None) -> tuple[int, int]:
+    """``(rows, cols)`` of a cross-pass block: ``cols`` when given, else ``m`` split into equal
+    blocks of at most :data:`_CROSS_WIDTH` columns with ``rows`` scaled up by the same factor
+    (the same entries per block, so the same memory)."""
+    if cols is not None:
+        return max(1, rows), max(1, min(cols, m))
+    parts = max(1, -(-m // _CROSS_WIDTH))
+    cols = -(-m // parts)
+    return max(1, rows * m // cols), cols
+
+
 def _cross_pass(
     r: torch.Tensor,
     s: torch.Tensor,
@@ -346,48 +364,58 @@ def _cross_pass(
     r2_s: torch.Tensor,
     rows: int,
     *,
+    cols: int | None = None,
     lhs: torch.Tensor | None = None,
     rhs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One pass over the (reference x samples) distances, ``rows`` reference rows at a time.
+    """One pass over the (reference x samples) distances in ``rows x cols`` blocks
+    (:func:`cross_tiles`: ``rows x m`` for ``m`` up to :data:`_CROSS_WIDTH`, else taller
+    blocks of fewer columns with as many entries).
 
     Returns per sample the number of reference balls that strictly contain it, per reference
-    point the squared distance to its nearest sample, and per reference point whether some
-    sample ball strictly contains it. ``max(d2, 0) < r2`` is evaluated as ``d2 < r2`` with
-    balls of radius 0 excluded (their threshold is -inf: nothing is strictly inside them).
-    Each block is one product of the ``d + 2``-wide operands (:func:`_operands`); on the CPU
-    its passes run on row ranges over threads (:class:`_Parts`), per-range counts summed in
-    integers. ``lhs`` (of ``r``) and ``rhs`` (of ``s``) may be passed in. The block and mask
-    buffers are allocated once and reused.
+    point whether its ball strictly contains some sample (coverage: the nearest sample is
+    inside, read off the same mask as the counts, so no separate nearest-distance pass), and
+    per reference point whether some sample ball strictly contains it (recall), with squared
+    radii ``r2_ref`` / ``r2_s`` and balls of radius 0 excluded (their threshold is -inf:
+    nothing is strictly inside them). Each block is one product of the ``d + 2``-wide operands
+    (:func:`_operands`); on the CPU its passes run on row ranges over threads
+    (:class:`_Parts`), per-range counts summed in integers; the per-row results of a row
+    block's column blocks are combined exactly (or). ``lhs`` (of ``r``) and ``rhs`` (of ``s``)
+    may be passed in. The block and mask buffers are allocated once and reused.
     """
     import torch
 
     n, m = r.shape[0], s.shape[0]
+    rows, cols = cross_tiles(m, rows, cols)
     rows = min(rows, n)
     lhs = _operands(r, rhs=False)[0] if lhs is None else lhs
     rhs = _operands(s, lhs=False)[1] if rhs is None else rhs
-    products = _Products(lhs, rhs, rows, m)
+    products = _Products(lhs, rhs, rows, cols)
     neg_inf = torch.tensor(-math.inf, dtype=r.dtype, device=r.device)
     thr_ref = torch.where(r2_ref > 0, r2_ref, neg_inf)
     thr_s = torch.where(r2_s > 0, r2_s, neg_inf)
     counts = torch.zeros(m, dtype=torch.int64, device=r.device)
-    min_d2 = torch.empty(n, dtype=r.dtype, device=r.device)
-    in_sample_ball = torch.empty(n, dtype=torch.bool, device=r.device)
-    mbuf = torch.empty(rows * m, dtype=torch.bool, device=r.device)
-    count_np = counts.numpy() if r.device.type == "cpu" else None
+    covered = torch.zeros(n, dtype=torch.bool, device=r.device)
+    in_sample_ball = torch.zeros(n, dtype=torch.bool, device=r.device)
+    mbuf = torch.empty(rows * cols, dtype=torch.bool, device=r.device)
     with _Parts(_workers() if r.device.type == "cpu" else 1) as parts:
         for i0 in range(0, n, rows):
             i1 = min(n, i0 + rows)
-            d2 = products(i0, i1, 0, m)
-            mask = mbuf[: (i1 - i0) * m].view(i1 - i0, m)
-            if r.device.type == "cpu":
-                views = (d2.numpy(), mask.numpy(), thr_ref.numpy()[i0:i1], thr_s.numpy())
-                outs = (min_d2.numpy()[i0:i1], in_sample_ball.numpy()[i0:i1])
-                for part in parts.map(partial(_cross_rows_numpy, views=views, outs=outs), i1 - i0, m):
-                    count_np += part
-                continue
-            _cross_block_torch(d2, mask, thr_ref[i0:i1], thr_s, counts, min_d2[i0:i1], in_sample_ball[i0:i1])
-    return counts, min_d2, in_sample_ball
+            for j0 in range(0, m, cols):
+                j1 = min(m, j0 + cols)
+                d2 = products(i0, i1, j0, j1)
+                mask = mbuf[: d2.numel()].view(d2.shape)
+                if r.device.type == "cpu":
+                    views = (d2.numpy(), mask.numpy(), thr_ref.numpy()[i0:i1], thr_s.numpy()[j0:j1])
+                    outs = (covered.numpy()[i0:i1], in_sample_ball.numpy()[i0:i1])
+                    count_np = counts.numpy()[j0:j1]
+                    for part in parts.map(partial(_cross_rows_numpy, views=views, outs=outs), i1 - i0, j1 - j0):
+                        count_np += part
+                    continue
+                _cross_block_torch(
+                    d2, mask, thr_ref[i0:i1], thr_s[j0:j1], counts[j0:j1], covered[i0:i1], in_sample_ball[i0:i1]
+                )
+    return counts, covered, in_sample_ball
 
 
 def _cross_block_torch(
@@ -396,38 +424,40 @@ def _cross_block_torch(
     thr_ref: torch.Tensor,
     thr_s: torch.Tensor,
     counts: torch.Tensor,
-    min_d2: torch.Tensor,
+    covered: torch.Tensor,
     in_ball: torch.Tensor,
 ) -> None:
     """The reductions of :func:`_cross_pass` over one block in torch ops (accelerators):
-    ``counts`` accumulates, ``min_d2`` / ``in_ball`` (this block's rows) are written."""
+    ``counts`` (this block's columns) accumulates, ``covered`` / ``in_ball`` (this block's
+    rows, all false before the row block's first column block) are or-ed."""
     import torch
 
     inside = torch.lt(d2, thr_ref.unsqueeze(1), out=mask)
-    # count in uint8 over <= 255 rows at a time (a plain bool sum would upcast the whole mask to
-    # int64: 8x its memory and most of this loop's time)
+    # uint8 partial counts (a block of _SUM_ROWS rows cannot reach 256): no int64 copy of the
+    # mask, and exact
     as_u8 = inside.view(torch.uint8)
     for a in range(0, d2.shape[0], _SUM_ROWS):
         counts += as_u8[a : a + _SUM_ROWS].sum(dim=0, dtype=torch.uint8)
-    min_d2[:] = d2.amin(dim=1).clamp_min_(0.0)
-    in_ball[:] = torch.lt(d2, thr_s.unsqueeze(0), out=mask).any(dim=1)
+    covered |= inside.any(dim=1)
+    in_ball |= torch.lt(d2, thr_s.unsqueeze(0), out=mask).any(dim=1)
 
 
 def _cross_rows_numpy(
     a: int, b: int, *, views: tuple[np.ndarray, ...], outs: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:
     """The reductions of :func:`_cross_pass` over rows ``a:b`` of one block (numpy views:
-    distances, mask, reference and sample thresholds; outputs: nearest-sample distance,
-    inside-a-sample-ball); returns those rows' contribution to the per-sample ball counts."""
+    distances, mask, reference and sample thresholds; outputs, or-ed: covered,
+    inside-a-sample-ball); returns those rows' contribution to the block's per-sample ball
+    counts."""
     d2, mask, thr_ref, thr_s = views
-    min_d2, in_ball = outs
+    covered, in_ball = outs
     h, mk = d2[a:b], mask[a:b]
     np.less(h, thr_ref[a:b, None], out=mk)
     as_u8 = mk.view(np.uint8)
     cnt = np.zeros(h.shape[1], dtype=np.int64)
     for s0 in range(0, h.shape[0], _SUM_ROWS):  # uint8 partial counts: no int64 copy of the mask
         cnt += as_u8[s0 : s0 + _SUM_ROWS].sum(axis=0, dtype=np.uint8)
-    np.maximum(h.min(axis=1), 0.0, out=min_d2[a:b])
+    covered[a:b] |= np.any(mk, axis=1)
     np.less(h, thr_s[None, :], out=mk)
-    np.any(mk, axis=1, out=in_ball[a:b])
+    in_ball[a:b] |= np.any(mk, axis=1)
     return cnt

@@ -15,7 +15,7 @@ What it approximates, and in which direction (measured against the exact path in
 
 * k-NN radii: a neighbour in an unprobed cell is missed, so a radius can only come out
   *larger* than the exact one (more balls contain points: precision, recall, coverage up);
-* ``ref_min_d2`` (coverage): the nearest sample can only be missed, so it can only come out
+* the nearest-sample distance (coverage): the nearest sample can only be missed, so it can only come out
   larger (coverage down); the two errors partly cancel;
 * ball counts (precision, density) and the recall indicator: balls whose centre lies in an
   unprobed cell are not seen (down).

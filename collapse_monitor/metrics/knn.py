@@ -232,16 +232,17 @@ class NeighbourPass:
 
     ``ref_radii2`` / ``sample_radii2``: squared k-NN radii (as compared);
     ``ball_counts``: per sample, the number of reference balls strictly containing it
-    (density; precision is ``ball_counts > 0``); ``ref_min_d2``: per reference point, the
-    squared distance to its nearest sample (coverage); ``ref_in_sample_ball``: per reference
-    point, whether some sample ball strictly contains it (recall).
+    (density; precision is ``ball_counts > 0``); ``ref_covered``: per reference point, whether
+    its ball strictly contains a sample, i.e. its nearest sample is closer than its radius
+    (coverage); ``ref_in_sample_ball``: per reference point, whether some sample ball strictly
+    contains it (recall).
     """
 
     k: int
     ref_radii2: np.ndarray
     sample_radii2: np.ndarray
     ball_counts: np.ndarray
-    ref_min_d2: np.ndarray
+    ref_covered: np.ndarray
     ref_in_sample_ball: np.ndarray
 
     @property
@@ -252,7 +253,7 @@ class NeighbourPass:
     @property
     def covered(self) -> np.ndarray:
         """Per reference point: its ball strictly contains a sample (the coverage indicator)."""
-        return np.asarray(self.ref_min_d2 < self.ref_radii2)
+        return np.asarray(self.ref_covered)
 
 
 def prdc_pass(
@@ -331,14 +332,14 @@ def _check_radii(ref_radii2: Any, n: int) -> np.ndarray | None:
 
 
 def _neighbour_pass(
-    k: int, r2_ref: torch.Tensor, r2_s: torch.Tensor, counts: torch.Tensor, min_d2: torch.Tensor, in_ball: torch.Tensor
+    k: int, r2_ref: torch.Tensor, r2_s: torch.Tensor, counts: torch.Tensor, covered: torch.Tensor, in_ball: torch.Tensor
 ) -> NeighbourPass:
     return NeighbourPass(
         k=k,
         ref_radii2=r2_ref.cpu().numpy().astype(np.float64),
         sample_radii2=r2_s.cpu().numpy().astype(np.float64),
         ball_counts=counts.cpu().numpy(),
-        ref_min_d2=min_d2.cpu().numpy().astype(np.float64),
+        ref_covered=covered.cpu().numpy(),
         ref_in_sample_ball=in_ball.cpu().numpy(),
     )
 
@@ -375,4 +376,6 @@ def _prdc_pass_ivf(
             r2_ref = torch.from_numpy(radii).to(device=dev, dtype=tdt)
         gen_index = build_ivf(s, nlist, seed)
         r2_s = ivf_kth_d2(s, k, gen_index, probe)
-        return _neighbour_pass(k, r2_ref, r2_s, *ivf_cross_pass(r, s, r2_ref, r2_s, ref_index, gen_index, probe))
+        counts, min_d2, in_ball = ivf_cross_pass(r, s, r2_ref, r2_s, ref_index, gen_index, probe)
+        covered = (min_d2 < r2_ref) & (r2_ref > 0)  # a radius-0 ball strictly contains nothing
+        return _neighbour_pass(k, r2_ref, r2_s, counts, covered, in_ball)

@@ -49,7 +49,6 @@ def test_chunk_sizes_give_the_same_results(dtype: str) -> None:
         np.testing.assert_array_equal(p.ref_in_sample_ball, passes[0].ref_in_sample_ball)
         np.testing.assert_allclose(p.ref_radii2, passes[0].ref_radii2, rtol=tol)
         np.testing.assert_allclose(p.sample_radii2, passes[0].sample_radii2, rtol=tol)
-        np.testing.assert_allclose(p.ref_min_d2, passes[0].ref_min_d2, rtol=tol, atol=tol)
 
 
 def test_cross_pass_matches_brute_force() -> None:
@@ -61,8 +60,34 @@ def test_cross_pass_matches_brute_force() -> None:
     d = cdist(ref, gen)
     np.testing.assert_array_equal(p.ball_counts, (d < r_ref[:, None]).sum(axis=0))
     np.testing.assert_array_equal(p.ref_in_sample_ball, (d < r_gen[None, :]).any(axis=1))
-    np.testing.assert_allclose(np.sqrt(p.ref_min_d2), d.min(axis=1), rtol=1e-10, atol=1e-10)
     np.testing.assert_array_equal(p.covered, d.min(axis=1) < r_ref)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (7, 5), (13, 60), (80, 17), (200, None)])
+def test_cross_pass_blocks_in_both_directions_match_brute_force(dtype: str, rows: int, cols: int | None) -> None:
+    """Row and column blocks (the wide-m tiling of :func:`cross_tiles`) give the dense answer:
+    counts summed per column block, coverage and recall or-ed over a row's column blocks."""
+    import torch
+
+    from collapse_monitor.metrics._knn_blocks import _cross_pass, cross_tiles
+
+    rng = np.random.default_rng(3)
+    ref, gen = rng.normal(size=(80, 5)), rng.normal(size=(60, 5)) * 1.2
+    k = 3
+    r2_ref, r2_gen = _brute_radii(ref, k) ** 2, _brute_radii(gen, k) ** 2
+    r2_ref[4] = 0.0  # a radius-0 ball contains nothing, not even a sample at distance 0
+    tdt = getattr(torch, dtype)
+    t = [torch.from_numpy(a).to(tdt) for a in (ref, gen, r2_ref, r2_gen)]
+    counts, covered, in_ball = _cross_pass(*t, rows, cols=cols)
+    d2 = cdist(ref, gen, "sqeuclidean")
+    inside = d2 < np.where(r2_ref > 0, r2_ref, -np.inf)[:, None]
+    np.testing.assert_array_equal(counts.numpy(), inside.sum(axis=0))
+    np.testing.assert_array_equal(covered.numpy(), inside.any(axis=1))
+    np.testing.assert_array_equal(in_ball.numpy(), (d2 < r2_gen[None, :]).any(axis=1))
+    assert cross_tiles(50_000, 900) == (4500, 10_000)  # wide m: 5 column blocks, 5 x taller
+    assert cross_tiles(10_000, 900) == (900, 10_000)
+    assert cross_tiles(60, 13, 17) == (13, 17)
 
 
 def test_small_sets_and_duplicates() -> None:

@@ -109,7 +109,7 @@ _THREADS_SCRIPT = textwrap.dedent(
     for knn in ("exact", "ivf"):
         p = prdc_pass(ref, gen, 5, knn=knn)
         h = hashlib.sha256()
-        for a in (p.ref_radii2, p.sample_radii2, p.ball_counts, p.ref_min_d2, p.ref_in_sample_ball):
+        for a in (p.ref_radii2, p.sample_radii2, p.ball_counts, p.ref_covered, p.ref_in_sample_ball):
             h.update(np.ascontiguousarray(a).tobytes())
         out[knn] = h.hexdigest()
     print(json.dumps({"threads": torch.get_num_threads(), **out}))
@@ -182,7 +182,7 @@ def test_threaded_block_passes_equal_one_thread(monkeypatch: pytest.MonkeyPatch)
     for workers in (1, 3):
         monkeypatch.setattr(_knn_blocks, "_workers", lambda w=workers: w)
         runs.append(prdc_pass(ref, gen, 5))
-    for field in ("ref_radii2", "sample_radii2", "ball_counts", "ref_min_d2", "ref_in_sample_ball"):
+    for field in ("ref_radii2", "sample_radii2", "ball_counts", "ref_covered", "ref_in_sample_ball"):
         np.testing.assert_array_equal(getattr(runs[0], field), getattr(runs[1], field), err_msg=field)
     exact = prdc_pass(ref, gen, 5, dtype="float64")
     np.testing.assert_allclose(runs[1].ref_radii2, exact.ref_radii2, rtol=1e-4)  # float32 vs float64
@@ -248,11 +248,18 @@ def test_accelerator_kernels_equal_the_cpu_ones_on_padded_blocks() -> None:
             torch.testing.assert_close(torch.sort(best, dim=1).values, torch.sort(expected, dim=1).values)
         gen = torch.Generator().manual_seed(4)
         thr_r, thr_s = torch.rand(120, generator=gen) * 30, torch.rand(333, generator=gen) * 30
-        got = (torch.zeros(333, dtype=torch.int64), torch.empty(120), torch.empty(120, dtype=torch.bool))
+        got = (
+            torch.zeros(333, dtype=torch.int64),
+            torch.zeros(120, dtype=torch.bool),
+            torch.zeros(120, dtype=torch.bool),
+        )
         _cross_block_torch(block, torch.empty(block.shape, dtype=torch.bool), thr_r, thr_s, *got)
-        want = (np.empty(120, dtype=np.float32), np.empty(120, dtype=bool))
+        want = (np.zeros(120, dtype=bool), np.zeros(120, dtype=bool))
         views = (block.numpy(), np.empty(block.shape, dtype=bool), thr_r.numpy(), thr_s.numpy())
         counts = _cross_rows_numpy(0, 120, views=views, outs=want)
     np.testing.assert_array_equal(got[0].numpy(), counts)
     np.testing.assert_array_equal(got[1].numpy(), want[0])
     np.testing.assert_array_equal(got[2].numpy(), want[1])
+    d2 = block.numpy()
+    np.testing.assert_array_equal(want[0], (d2 < thr_r.numpy()[:, None]).any(axis=1))
+    assert 0 < want[0].sum() < 120  # both outcomes occur
