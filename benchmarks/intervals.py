@@ -16,7 +16,15 @@ implies (delta: its ``se``; bootstrap: the 2.5-97.5 % replicate range of the log
 Distributions: the speed benchmark's embedding mixture (64-dimensional structure plus isotropic
 noise) and a Gaussian with a power-law spectrum (eigenvalues ``i^-1``), d = 512, float32.
 
+The Frechet distance keeps the grouped percentile bootstrap (its influence function vanishes
+when the samples match the reference, so a delta-method interval would collapse there);
+``--frechet`` measures its replicate spread against the true sampling spread for heads of 64,
+128 (the panel's ``fd_head_dim``), 256 and all 512 exact dimensions, against a fixed
+reference of 20,000 rows, on healthy and collapsed samples of the embedding mixture and on the
+power law, through the panel's own code (:func:`collapse_monitor.metrics.generator._diversity`).
+
     python benchmarks/intervals.py            # writes benchmarks/results/intervals.md / .json
+    python benchmarks/intervals.py --frechet  # writes benchmarks/results/intervals-frechet.md / .json
 """
 
 from __future__ import annotations
@@ -118,26 +126,111 @@ def run(kind: str, m: int, reps: int, checked: int) -> list[dict[str, Any]]:
     return rows
 
 
-def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    out = [
-        "# Interval calibration of the spectral entropies above max_boot_dim",
-        "",
-        f"{meta['started']}, {meta['cpus']} CPUs; total {meta['seconds']:.0f} s. d = {D}. Truth = standard deviation "
-        "of log(statistic) over independent samples of m rows; each method's standard error of the log "
-        "(bootstrap: 2.5-97.5 % replicate range / 3.92, the panel's design: 20 groups, 200 replicates) "
-        "averaged over the checked samples; ratio = estimate / truth (range over the checked samples); "
-        "seconds per statistic and sample. The truth is itself an estimate: from R samples its relative "
-        "error is about 1 / sqrt(2 (R - 1)) (9 % at R = 60).",
-        "",
-        "| distribution | m | statistic | method | truth sd(log) | se / truth | range | seconds |",
-        "| --- | ---: | --- | --- | ---: | ---: | --- | ---: |",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['distribution']} | {r['m']:,} | {r['statistic']} | {r['method']} | {r['truth_sd_log']:.2e} | "
-            f"{r['ratio']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {r['seconds']:.2f} |"
+FD_HEADS = (64, 128, 256, D)
+
+
+def run_frechet(kind: str, m: int, reps: int, checked: int) -> list[dict[str, Any]]:
+    """Truth: sd of the Frechet distance over ``reps`` independent samples; per head, the
+    bootstrap's standard error (2.5-97.5 % replicate range / 3.92) on ``checked`` of them."""
+    from collapse_monitor.metrics._bootstrap import group_design
+    from collapse_monitor.metrics.generator import _diversity, build_generator_state
+
+    pool = "power" if kind == "powerlaw" else "mixture"
+    ref = sample(pool, 20_000, 1) if pool == "power" else speed.embeddings(20_000, 1)
+    state = build_generator_state(ref)
+
+    def gen(r: int) -> np.ndarray:
+        if pool == "power":
+            return sample("power", m, 10_000 + r)
+        return speed.embeddings(m, 10_000 + r, collapsed=kind == "collapsed")
+
+    def fd(x: np.ndarray, head: int, n_boot: int, seed: int) -> tuple[Any, float]:
+        g, groups, weights = group_design(m, 20, n_boot, seed)
+        onehot = np.zeros((g, m))
+        onehot[groups, np.arange(m)] = 1.0
+        n_b = weights @ onehot.sum(axis=1)
+        t = time.perf_counter()
+        out = _diversity(state, ref, x.astype(np.float64), groups, g, weights, onehot, n_b, (256, head), 2)
+        return out["frechet_distance"], time.perf_counter() - t
+
+    points = [fd(gen(r), D, 1, r)[0].value for r in range(reps)]
+    truth = float(np.std(points, ddof=1))
+    rows = []
+    for head in FD_HEADS:
+        ses, secs = [], 0.0
+        for r in range(checked):
+            mv, sec = fd(gen(r), head, 200, r)
+            ses.append((mv.ci_high - mv.ci_low) / 3.92)
+            secs += sec / checked
+        rows.append(
+            {
+                "distribution": kind,
+                "m": m,
+                "statistic": "frechet_distance",
+                "method": f"bootstrap, top {head} exact" if head < D else "bootstrap, exact",
+                "truth_sd": truth,
+                "mean_value": float(np.mean(points)),
+                "ratio": float(np.mean(ses) / truth),
+                "ratio_min": float(np.min(ses) / truth),
+                "ratio_max": float(np.max(ses) / truth),
+                "seconds": secs,
+                "samples_truth": reps,
+                "samples_checked": checked,
+            }
         )
-    return "\n".join(out) + "\n"
+        print(f"  {kind:9s} m={m:6,d} head {head:3d} se/truth {rows[-1]['ratio']:.2f}  {secs:.2f} s", flush=True)
+    return rows
+
+
+def _table(title: str, intro: str, columns: list[str], cells: list[list[str]]) -> str:
+    """A markdown page: title, intro paragraph, one table (text columns left, numbers right)."""
+    align = ["---" if c in ("distribution", "statistic", "method", "range") else "---:" for c in columns]
+    lines = [f"# {title}", "", intro, "", "| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+_PAGES: dict[str, tuple[str, str, list[str]]] = {
+    "intervals": (
+        "Interval calibration of the spectral entropies above max_boot_dim",
+        "d = {D}. Truth = standard deviation of log(statistic) over independent samples of m rows; each "
+        "method's standard error of the log (bootstrap: 2.5-97.5 % replicate range / 3.92, the panel's "
+        "design: 20 groups, 200 replicates) averaged over the checked samples; ratio = estimate / truth "
+        "(range over the checked samples); seconds per statistic and sample. The truth is itself an "
+        "estimate: from R samples its relative error is about 1 / sqrt(2 (R - 1)) (9 % at R = 60).",
+        ["distribution", "m", "statistic", "method", "truth sd(log)"],
+    ),
+    "intervals-frechet": (
+        "Interval calibration of the Frechet distance (bootstrap head dimension)",
+        "d = {D}, reference 20,000 rows. Truth = standard deviation of the Frechet distance over "
+        "independent samples of m rows (fixed reference); each head's standard error = 2.5-97.5 % range "
+        "of the panel's 95 % interval / 3.92, averaged over the checked samples (range in brackets); "
+        "seconds = the panel's whole diversity block (Vendi, effective rank, variance, Frechet) per "
+        "sample. Healthy = the reference's distribution, collapsed = the speed benchmark's collapsed mixture.",
+        ["distribution", "m", "method", "Frechet distance", "truth sd"],
+    ),
+}
+
+
+def render(rows: list[dict[str, Any]], meta: dict[str, Any], page: str = "intervals") -> str:
+    title, intro, columns = _PAGES[page]
+    head = f"{meta['started']}, {meta['cpus']} CPUs; total {meta['seconds']:.0f} s. " + intro.format(D=D)
+    cells = []
+    for r in rows:
+        if page == "intervals":
+            first = [r["distribution"], f"{r['m']:,}", r["statistic"], r["method"], f"{r['truth_sd_log']:.2e}"]
+        else:
+            first = [r["distribution"], f"{r['m']:,}", r["method"], f"{r['mean_value']:.4g}", f"{r['truth_sd']:.3g}"]
+        cells.append([*first, f"{r['ratio']:.2f}", f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}", f"{r['seconds']:.2f}"])
+    return _table(title, head, [*columns, "se / truth", "range", "seconds"], cells)
+
+
+def _write(out_dir: str, name: str, rows: list[dict[str, Any]], meta: dict[str, Any], page: str) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / f"{name}.md").write_text(page)
+    print(page)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,21 +239,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=60, help="independent samples for the truth")
     ap.add_argument("--checked", type=int, default=3, help="samples on which the bootstraps run")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--frechet", action="store_true", help="the Frechet distance's bootstrap heads instead")
     args = ap.parse_args(argv)
     import os
 
     t0 = time.time()
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count()}
     rows: list[dict[str, Any]] = []
+    if args.frechet:
+        for kind in ("healthy", "collapsed", "powerlaw"):
+            rows += run_frechet(kind, 10_000, 30, 4)
+        meta["seconds"] = time.time() - t0
+        _write(args.out, "intervals-frechet", rows, meta, render(rows, meta, "intervals-frechet"))
+        return 0
     for kind in ("mixture", "powerlaw"):
         for m in (int(s) for s in args.sizes.split(",")):
             rows += run(kind, m, args.reps, args.checked)
     meta["seconds"] = time.time() - t0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "intervals.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / "intervals.md").write_text(render(rows, meta))
-    print(render(rows, meta))
+    _write(args.out, "intervals", rows, meta, render(rows, meta))
     return 0
 
 

@@ -219,6 +219,12 @@ def test_scatters_and_tail_distances_do_not_depend_on_the_thread_count() -> None
     np.testing.assert_allclose(one.total, x.T @ x, rtol=1e-12)
     tail = MahalanobisTail.fit(rng.normal(size=(500, 6)))
     np.testing.assert_array_equal(tail.distances(x, workers=1), tail.distances(x, workers=4))
+    # the float32 whitening product against scipy's float64 Mahalanobis distance
+    from scipy.spatial.distance import cdist
+
+    vi = tail.whiten @ tail.whiten.T
+    want = cdist(x[:500], tail.mean[None, :], "mahalanobis", VI=vi)[:, 0]
+    np.testing.assert_allclose(tail.distances(x[:500]), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize(("n", "d"), [(300, 20), (30, 80), (2, 3), (5000, 64)])

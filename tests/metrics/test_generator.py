@@ -206,6 +206,15 @@ def test_large_d_bootstrap_projection() -> None:
         w_proj = proj[key].ci_high - proj[key].ci_low
         assert 0.3 * w_exact < w_proj < 3.0 * w_exact, key
     assert proj["variance_ratio"] == exact["variance_ratio"]
+    # the Frechet head on its own (fd_head_dim, default 128): Vendi / effective rank untouched
+    head = generator_panel(st, ref, gen, n_boot=80, max_boot_dim=64, fd_head_dim=8).metrics
+    assert head["frechet_distance"].value == pytest.approx(exact["frechet_distance"].value, rel=1e-9)
+    assert head["frechet_distance"] != exact["frechet_distance"]  # approximate replicates
+    w_exact = exact["frechet_distance"].ci_high - exact["frechet_distance"].ci_low
+    w_head = head["frechet_distance"].ci_high - head["frechet_distance"].ci_low
+    assert 0.3 * w_exact < w_head < 3.0 * w_exact
+    for key in ("vendi_score", "effective_rank", "variance_ratio"):
+        assert head[key] == exact[key], key
 
 
 def test_bad_calls(state: GeneratorRefState, ref: np.ndarray) -> None:
@@ -220,6 +229,8 @@ def test_bad_calls(state: GeneratorRefState, ref: np.ndarray) -> None:
     assert e.value.field == "samples"
     with pytest.raises(ConfigError):
         generator_panel(state, ref, gen, n_boot=0)
+    with pytest.raises(ConfigError, match="fd_head_dim"):
+        generator_panel(state, ref, gen, fd_head_dim=0)
     with pytest.raises(ConfigError):
         build_generator_state(ref, tail_quantile=1.5)
     with pytest.raises(ConfigError):
