@@ -18,8 +18,11 @@ which spin and slow down several-fold when another process holds a core.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -184,12 +187,35 @@ def _map(fn: Callable[[Any], Any], items: Any, workers: int) -> list[Any]:
     better across threads than inside one, and do not spin when the cores are shared)."""
     items = list(items)
     with _serial_blas():
-        if workers > 1 and len(items) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-                return list(pool.map(fn, items))
+        if workers > 1 and len(items) > 1 and not getattr(_IN_POOL, "on", False):
+            return list(_pool(min(workers, len(items))).map(partial(_in_pool, fn), items))
         return [fn(x) for x in items]
+
+
+_POOLS: dict[int, Any] = {}
+_IN_POOL = threading.local()
+
+
+def _in_pool(fn: Callable[[Any], Any], x: Any) -> Any:
+    """``fn(x)`` on a pool thread, marked so that a nested :func:`_map` runs inline instead of
+    waiting on the pool it is running on."""
+    _IN_POOL.on = True
+    return fn(x)
+
+
+def _pool(workers: int) -> Any:
+    """A kept ``workers``-thread pool: starting threads for every map cost ~2 ms each, ~50 ms
+    per check. Idle pool threads block on a queue (no spinning); a forked child starts afresh."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collapse-monitor")
+    return pool
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def bootstrap_spectra(
@@ -331,13 +357,15 @@ def spectral_bootstrap_scatters(
     max_dim: int = 256,
     workers: int = 1,
     transform: np.ndarray | None = None,
+    eig: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float, np.ndarray]:
     """:func:`spectral_bootstrap` from group scatter matrices (:func:`scatters`) instead of the
     rows: after the one ``m d^2`` pass that built them, a statistic costs ``G d^3`` (rotating
     the ``G`` scatters into the eigenbasis) plus the replicates' eigen-decompositions, however
     many rows there are. ``transform`` (``d x q``) gives the statistic of the rows ``X T``
     (moments ``T^T S_g T``) without forming them. The point comes from the all-rows scatter, so
-    it does not depend on the grouping (nor on the bootstrap seed)."""
+    it does not depend on the grouping (nor on the bootstrap seed). ``eig`` may pass
+    :func:`sym_eigh` of that (transformed) scatter, computed beforehand."""
     m = sc.m
     gram = sc.matrix(centred=centred)
     if transform is not None:
@@ -349,7 +377,7 @@ def spectral_bootstrap_scatters(
         moments = sc.groups if transform is None else sc.groups.rotated(transform, workers=workers)
         eig_b = bootstrap_spectra(moments, weights, centred=centred, workers=workers)[0]
         return point, np.array([stat(e) for e in eig_b])
-    w, vecs = sym_eigh(gram)
+    w, vecs = sym_eigh(gram) if eig is None else eig
     point = stat(w / denom)
     basis = vecs if transform is None else transform @ vecs
     head, sums, squares = _split_moments(sc.groups, basis, min(max_dim, q), workers)
@@ -370,7 +398,13 @@ class EntropySE:
 
 
 def entropy_influence(
-    rows: np.ndarray, matrix: np.ndarray, denom: float, *, workers: int = 1, block_rows: int = _BLOCK_ROWS
+    rows: np.ndarray,
+    matrix: np.ndarray,
+    denom: float,
+    *,
+    workers: int = 1,
+    block_rows: int = _BLOCK_ROWS,
+    eig: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EntropySE:
     """Spectral entropy ``H = -sum p_i log p_i`` (``p = lambda / sum lambda``) of ``matrix``
     (``rows^T rows / denom``: the covariance of centred rows, or the second moment of unit
@@ -388,10 +422,11 @@ def entropy_influence(
     fixed row blocks on ``workers`` threads with one BLAS thread each; in float32, 2.3 x the
     float64 rate, which moves the standard error by about 1e-6 of itself), against the bootstrap's
     ``B`` eigen-decompositions; used where the bootstrap replicates would be approximate
-    (rank above ``max_boot_dim``: :func:`~.generator.generator_panel`)."""
+    (rank above ``max_boot_dim``: :func:`~.generator.generator_panel`). ``eig`` may pass
+    :func:`sym_eigh` of ``matrix / denom``, computed beforehand (e.g. next to other ones)."""
     z = np.asarray(rows, dtype=np.float64)
     m = z.shape[0]
-    lam, vecs = sym_eigh(np.asarray(matrix, dtype=np.float64) / denom)
+    lam, vecs = sym_eigh(np.asarray(matrix, dtype=np.float64) / denom) if eig is None else eig
     top = float(lam.max(initial=0.0))
     ok = lam > top * lam.size * np.finfo(np.float64).eps
     if top <= 0.0 or not ok.any():
@@ -460,6 +495,5 @@ _CONTROLLER: Any = None
 
 def default_workers() -> int:
     """Threads for the numpy work here: the CPUs this process may run on, at most 4."""
-    import os
 
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

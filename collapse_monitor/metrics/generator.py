@@ -53,7 +53,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..types import MetricValue, Reference
-from ._bootstrap import entropy_influence, gram, group_design
+from ._bootstrap import _map, entropy_influence, gram, group_design
 from ._spec import spec_for
 from .cache import ReferenceCache, default_cache
 from .coverage import assign_to_centroids, cluster_mass, rare_modes_kept
@@ -592,10 +592,11 @@ def _diversity(
         sc: Any = None,
         transform: np.ndarray | None = None,
         head: int = max_dim,
+        eig: Any = None,
     ) -> tuple[float, np.ndarray]:
         if sc is not None:
             return spectral_bootstrap_scatters(
-                sc, weights, centred=centred, stat=stat, max_dim=head, workers=workers, transform=transform
+                sc, weights, centred=centred, stat=stat, max_dim=head, workers=workers, transform=transform, eig=eig
             )
         rows = feats if transform is None else feats @ transform
         return spectral_bootstrap(rows, groups, g, weights, centred=centred, stat=stat, max_dim=head, workers=workers)
@@ -610,8 +611,22 @@ def _diversity(
     ref_sub = ref if m >= state.n else ref[state.perm[:m]]
     ref_vendi = state.vendi if m >= state.n else vendi_score(ref_sub)
     unit = normalize_rows(gen)
+    sqrt_cov = state.sqrt_cov
+    gmean = gen.mean(axis=0)
+    zc = gen - gmean
+    sc_z = scatters(zc, groups, g, workers=workers) if by_scatter else None
+    eig_u = eig_z = eig_fd = None
     if influence:
-        ent = entropy_influence(unit, gram(unit, workers=workers)[0], float(m), workers=workers)
+        # the d x d eigen-decompositions (one LAPACK thread each) side by side on the workers:
+        # Vendi's, the effective rank's and, with a Frechet head below d, the Frechet one
+        g_u = gram(unit, workers=workers)[0]
+        scatter_z = sc_z.total if sc_z is not None else gram(zc, workers=workers)[0]
+        mats = [g_u / float(m), scatter_z / float(max(m - 1, 1))]
+        if sc_z is not None and d > fd_dim:  # as spectral_bootstrap_scatters forms it
+            mats.append(sqrt_cov.T @ sc_z.matrix(centred=True) @ sqrt_cov)
+        eig_u, eig_z, *rest = _map(sym_eigh, mats, workers)
+        eig_fd = rest[0] if rest else None
+        ent = entropy_influence(unit, g_u, float(m), workers=workers, eig=eig_u)
         vendi = hill_number(ent.eigenvalues)
         out["vendi_score"] = _log_wald_mv(vendi, ent.se, m)
         out["vendi_ratio"] = _log_wald_mv(vendi / ref_vendi, ent.se, m)
@@ -623,12 +638,8 @@ def _diversity(
     del unit
 
     # effective rank of the samples' covariance
-    gmean = gen.mean(axis=0)
-    zc = gen - gmean
-    sc_z = scatters(zc, groups, g, workers=workers) if by_scatter else None
     if influence:
-        scatter_z = sc_z.total if sc_z is not None else gram(zc, workers=workers)[0]
-        ent = entropy_influence(zc, scatter_z, float(max(m - 1, 1)), workers=workers)
+        ent = entropy_influence(zc, scatter_z, float(max(m - 1, 1)), workers=workers, eig=eig_z)
         out["effective_rank"] = _log_wald_mv(spectral_effective_rank(ent.eigenvalues), ent.se, m)
     else:
         erank, erank_b = boot(zc, True, spectral_effective_rank, sc_z)
@@ -650,7 +661,7 @@ def _diversity(
     def trace_sqrt(w: np.ndarray) -> float:
         return float(np.sum(np.sqrt(np.clip(w, 0.0, None))))
 
-    ts, ts_b = boot(zc, True, trace_sqrt, sc_z, transform=state.sqrt_cov, head=fd_dim)
+    ts, ts_b = boot(zc, True, trace_sqrt, sc_z, transform=sqrt_cov, head=fd_dim, eig=eig_fd)
     delta0 = gmean - state.mean
     mean_b = sums_b / np.maximum(n_b, 1.0)[:, None] + delta0
     fd = max(float(delta0 @ delta0) + state.trace + trace_gen - 2.0 * ts, 0.0)
