@@ -21,12 +21,12 @@ Intervals:
   replicate spectra would cost a full eigen-decomposition each: the Frechet distance's
   replicates are then exact in the top ``fd_head_dim`` (default 128) eigenvectors of the
   full-sample matrix and first-order (the diagonal ``v^T M_b v``) in the others
-  (:func:`~.diversity.spectral_bootstrap`; at d = 512, m = 10,000, ``benchmarks/intervals.py
+  (:func:`~.diversity.spectral_bootstrap`). At d = 512, m = 10,000 (``benchmarks/intervals.py
   --frechet``) the replicate spread over the true sampling spread was 1.9 / 1.7 / 6.9 with a
   128-dimensional head, 2.2 / 1.9 / 13 with 256 and 2.9 / 2.5 / 26 all-exact on a healthy /
   collapsed / power-law sample (resampled groups change the estimator's d / m bias from
   replicate to replicate: the interval is conservative, less so with the smaller head), and the
-  diversity block took 1.50 s against 1.94 s with 256), and Vendi and effective rank take log-scale Wald
+  diversity block took 1.50 s against 1.94 s with 256. Vendi and effective rank take log-scale Wald
   intervals from their influence functions instead (delta method,
   :func:`~._bootstrap.entropy_influence`). At d = 512 (``benchmarks/intervals.py``, 60
   independent samples per case) the delta method's standard error was 0.88-1.08 of the
