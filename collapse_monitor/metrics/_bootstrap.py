@@ -348,6 +348,13 @@ def spectral_bootstrap(
     return point, _replicates(head, sums, squares, weights, centred=centred, stat=stat, point=point, workers=workers)
 
 
+def transformed_scatter(sc: Scatters, *, centred: bool, transform: np.ndarray | None = None) -> np.ndarray:
+    """The all-rows scatter of the rows ``X T`` (``T^T S T``; ``S`` itself without ``transform``),
+    as :func:`spectral_bootstrap_scatters` decomposes it."""
+    gram = sc.matrix(centred=centred)
+    return gram if transform is None else transform.T @ gram @ transform
+
+
 def spectral_bootstrap_scatters(
     sc: Scatters,
     weights: np.ndarray,
@@ -367,9 +374,7 @@ def spectral_bootstrap_scatters(
     it does not depend on the grouping (nor on the bootstrap seed). ``eig`` may pass
     :func:`sym_eigh` of that (transformed) scatter, computed beforehand."""
     m = sc.m
-    gram = sc.matrix(centred=centred)
-    if transform is not None:
-        gram = transform.T @ gram @ transform
+    gram = transformed_scatter(sc, centred=centred, transform=transform)
     denom = float(max(m - 1, 1)) if centred else float(max(m, 1))
     q = gram.shape[0]
     if q <= max_dim:

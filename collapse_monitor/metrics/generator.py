@@ -53,7 +53,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..types import MetricValue, Reference
-from ._bootstrap import _map, entropy_influence, gram, group_design
+from ._bootstrap import _map, entropy_influence, gram, group_design, transformed_scatter
 from ._spec import spec_for
 from .cache import ReferenceCache, default_cache
 from .coverage import assign_to_centroids, cluster_mass, rare_modes_kept
@@ -622,8 +622,8 @@ def _diversity(
         g_u = gram(unit, workers=workers)[0]
         scatter_z = sc_z.total if sc_z is not None else gram(zc, workers=workers)[0]
         mats = [g_u / float(m), scatter_z / float(max(m - 1, 1))]
-        if sc_z is not None and d > fd_dim:  # as spectral_bootstrap_scatters forms it
-            mats.append(sqrt_cov.T @ sc_z.matrix(centred=True) @ sqrt_cov)
+        if sc_z is not None and d > fd_dim:
+            mats.append(transformed_scatter(sc_z, centred=True, transform=sqrt_cov))
         eig_u, eig_z, *rest = _map(sym_eigh, mats, workers)
         eig_fd = rest[0] if rest else None
         ent = entropy_influence(unit, g_u, float(m), workers=workers, eig=eig_u)
