@@ -596,7 +596,15 @@ def _diversity(
     ) -> tuple[float, np.ndarray]:
         if sc is not None:
             return spectral_bootstrap_scatters(
-                sc, weights, centred=centred, stat=stat, max_dim=head, workers=workers, transform=transform, eig=eig
+                sc,
+                weights,
+                centred=centred,
+                stat=stat,
+                max_dim=head,
+                workers=workers,
+                transform=transform,
+                eig=eig,
+                rows=(feats, groups),
             )
         rows = feats if transform is None else feats @ transform
         return spectral_bootstrap(rows, groups, g, weights, centred=centred, stat=stat, max_dim=head, workers=workers)

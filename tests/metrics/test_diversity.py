@@ -201,6 +201,17 @@ def test_scatter_bootstrap_equals_row_bootstrap(monkeypatch: pytest.MonkeyPatch,
         )
         assert p_sc == pytest.approx(p_rows, rel=1e-10)
         np.testing.assert_allclose(b_sc, b_rows, rtol=1e-9)
+        # the split from float32 row projections: the same point, replicates to float32 round-off,
+        # and not a bit of difference between thread counts
+        p_32, b_32 = _bootstrap.spectral_bootstrap_scatters(
+            sc, weights, centred=centred, stat=stat, max_dim=max_dim, workers=2, transform=transform, rows=(x, groups)
+        )
+        b_32_one = _bootstrap.spectral_bootstrap_scatters(
+            sc, weights, centred=centred, stat=stat, max_dim=max_dim, workers=1, transform=transform, rows=(x, groups)
+        )[1]
+        assert p_32 == p_sc
+        np.testing.assert_allclose(b_32, b_rows, rtol=2e-6)
+        np.testing.assert_array_equal(b_32, b_32_one)
 
 
 def test_scatters_and_tail_distances_do_not_depend_on_the_thread_count() -> None:
