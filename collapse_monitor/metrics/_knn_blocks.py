@@ -64,13 +64,18 @@ def _aligned(width: int) -> int:
 class _Products:
     """Distance blocks ``lhs[i0:i1] @ rhs[j0:j1].T`` computed into one reusable buffer whose
     rows are :func:`_aligned` wide (the extra columns, products with the zero rows or the next
-    rows of ``rhs``, are never read: the block is the ``[:, :j1 - j0]`` view)."""
+    rows of ``rhs``, are never read: the block is the ``[:, :j1 - j0]`` view). The buffer is
+    written once (zeroed) when allocated: faulting its pages in from inside the first product
+    made that product up to 2x slower (10,000 x 10,000 cross pass: 0.55 s for the first
+    4,473-row block, 0.28 s for the second, against 0.06 s to zero its 179 MB first; prdc at
+    10k best of 5: 2.00-2.11 s against 2.22-2.28 s, measured on a 2-core AMD EPYC)."""
 
     def __init__(self, lhs: torch.Tensor, rhs: torch.Tensor, rows: int, cols: int) -> None:
         import torch
 
         self.lhs, self.rhs = lhs, rhs
         self.buf = torch.empty(rows * _aligned(cols), dtype=lhs.dtype, device=lhs.device)
+        self.buf.zero_()  # fault the pages in here, not inside the first product
 
     def __call__(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
         import torch
