@@ -214,11 +214,32 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict
         mon = cm.CollapseMonitor(f"bench-{scenario}-{loop}-{seed}", reference=ref, sinks=[], home=home)
         sweep = _AlphaSweep(ref, home)
         stages: list[str] = []
+        fired: list[dict[str, Any]] = []
         agg: list[dict[str, float]] = []
         ev: list[float | None] = []
         for g in sc.generations(generations):
             rep = mon.check(g.observation)
             stages.append(rep.stage.value)
+            if rep.stage.value != "healthy":  # what fired: the significant findings of the check
+                fired.append(
+                    {
+                        "generation": len(stages) - 1,
+                        "stage": rep.stage.value,
+                        "findings": [
+                            {
+                                "key": f.key,
+                                "kind": f.kind,
+                                "family": f.family,
+                                "value": f.value,
+                                "baseline": f.baseline,
+                                "relative_change": f.relative_change,
+                                "q_value": f.q_value,
+                            }
+                            for f in rep.findings
+                            if f.significant
+                        ],
+                    }
+                )
             sweep.step(g.observation)
             agg.append({k: float(v) for k, v in g.aggregate.items()})
             frames = _frames(ref, g.observation, pca) if with_evidently else None
@@ -241,6 +262,7 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict
         "evidently_share": ev,
         "aggregates": agg,
         "false_alarms": 0 if collapsing else sum(s != "healthy" for s in stages),
+        "fired": fired,
         "alpha_stages": {str(a): st for a, st in sweep.stages.items()},
         # self-check: the sweep at the default alpha must reproduce the monitor's own stages
         "sweep_matches_monitor": sweep.stages.get(cm.Rules().alpha) == stages,
@@ -406,7 +428,32 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             for c in curve
         ],
     ]
+    alarms = _false_alarm_lines(ctrl)
+    if alarms:
+        lines += [
+            "",
+            "Control false alarms, what fired (significant findings: key, kind, value vs baseline):",
+            "",
+            *alarms,
+        ]
     return "\n".join(lines), summary
+
+
+def _false_alarm_lines(ctrl: list[dict[str, Any]]) -> list[str]:
+    """One line per flagged control check, naming the findings that made it fire (rows of
+    runs before the ``fired`` field was recorded are skipped)."""
+    out = []
+    for r in ctrl:
+        for f in r.get("fired", []):
+            # paired tests on the same items (rare / worst / per-class recall) show once
+            seen: dict[tuple[float, float, str], str] = {}
+            for x in f["findings"]:
+                seen.setdefault((round(x["value"], 6), round(x["baseline"], 6), x["kind"]), x["key"])
+            what = "; ".join(
+                f"{key} {kind} {v:.3f} vs {b:.3f}" for (v, b, kind), key in sorted(seen.items(), key=lambda t: t[1])
+            )
+            out.append(f"- {r['label']} seed {r['seed']} generation {f['generation']} ({f['stage']}): {what}")
+    return out
 
 
 def resummarise(path: str | Path, generations: int = 10) -> str:
