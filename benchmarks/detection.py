@@ -432,7 +432,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
     if alarms:
         lines += [
             "",
-            "Control false alarms, what fired (significant findings: key, kind, value vs baseline):",
+            "Control false alarms, what fired (the significant findings: metric, value against generation 0):",
             "",
             *alarms,
         ]
@@ -441,16 +441,17 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
 
 def _false_alarm_lines(ctrl: list[dict[str, Any]]) -> list[str]:
     """One line per flagged control check, naming the findings that made it fire (rows of
-    runs before the ``fired`` field was recorded are skipped)."""
+    runs before the ``fired`` field was recorded are skipped). Paired tests on the same items
+    (a rare class's recall is also the worst and the rare-class recall) share one entry."""
     out = []
     for r in ctrl:
         for f in r.get("fired", []):
-            # paired tests on the same items (rare / worst / per-class recall) show once
-            seen: dict[tuple[float, float, str], str] = {}
+            same: dict[tuple[float, float, str], list[str]] = {}
             for x in f["findings"]:
-                seen.setdefault((round(x["value"], 6), round(x["baseline"], 6), x["kind"]), x["key"])
+                same.setdefault((round(x["value"], 6), round(x["baseline"], 6), x["kind"]), []).append(x["key"])
             what = "; ".join(
-                f"{key} {kind} {v:.3f} vs {b:.3f}" for (v, b, kind), key in sorted(seen.items(), key=lambda t: t[1])
+                f"{' / '.join(sorted(keys))} {v:.3f} against {b:.3f} ({kind} test)"
+                for (v, b, kind), keys in sorted(same.items(), key=lambda t: sorted(t[1]))
             )
             out.append(f"- {r['label']} seed {r['seed']} generation {f['generation']} ({f['stage']}): {what}")
     return out
