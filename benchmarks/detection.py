@@ -20,7 +20,7 @@ what the aggregate's speed costs in false pages.
 Writes ``benchmarks/results/detection.md`` and ``detection.json``.
 
 Run: ``.venv/bin/python benchmarks/detection.py [--seeds 5] [--seed-offset 0] [--generations 10]
-[--jobs 2] [--only digits] [--no-evidently]``
+[--jobs 2] [--only digits] [--no-evidently] [--all-findings]``
 """
 
 from __future__ import annotations
@@ -194,8 +194,8 @@ class _AlphaSweep:
         self.history.append({k: mv.value for k, mv in p.metrics.items()})
 
 
-def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict[str, Any]:
-    scenario, loop, opts, collapsing, seed, generations, with_evidently = args
+def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool, bool]) -> dict[str, Any]:
+    scenario, loop, opts, collapsing, seed, generations, with_evidently, all_findings = args
     import torch
 
     torch.set_num_threads(1)
@@ -215,6 +215,7 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict
         sweep = _AlphaSweep(ref, home)
         stages: list[str] = []
         fired: list[dict[str, Any]] = []
+        every: list[list[list[Any]]] = []  # --all-findings: each check's findings, compact
         agg: list[dict[str, float]] = []
         ev: list[float | None] = []
         for g in sc.generations(generations):
@@ -239,6 +240,10 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict
                             if f.significant
                         ],
                     }
+                )
+            if all_findings:
+                every.append(
+                    [[f.key, f.kind, f.family, f.relative_change, f.q_value, f.significant] for f in rep.findings]
                 )
             sweep.step(g.observation)
             agg.append({k: float(v) for k, v in g.aggregate.items()})
@@ -267,6 +272,7 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool]) -> dict
         # self-check: the sweep at the default alpha must reproduce the monitor's own stages
         "sweep_matches_monitor": sweep.stages.get(cm.Rules().alpha) == stages,
         "seconds": time.perf_counter() - t0,
+        **({"all_findings": every} if all_findings else {}),
     }
 
 
@@ -472,9 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="substring filter on chain labels")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--no-evidently", action="store_true", help="skip baseline (b) (faster, for tuning)")
+    ap.add_argument(
+        "--all-findings",
+        action="store_true",
+        help="keep every check's findings (key, kind, family, relative change, q, significant) in the JSON, "
+        "to judge other stage rules offline (classify) without rerunning the chains",
+    )
     a = ap.parse_args(argv)
     tasks = [
-        (s, lp, o, c, seed, a.generations, not a.no_evidently)
+        (s, lp, o, c, seed, a.generations, not a.no_evidently, a.all_findings)
         for (s, lp, o, c) in CHAINS
         for seed in range(a.seed_offset, a.seed_offset + a.seeds)
         if a.only is None or a.only in _label(s, lp, o)

@@ -47,6 +47,41 @@ def test_classify_stages() -> None:
     assert stage is cm.Stage.HEALTHY and drift
 
 
+def test_a_shift_that_narrows_diversity_is_collapse_not_drift() -> None:
+    """DESIGN.md section 5: drift *keeps* diversity. Head (and tail) falling alike is drift only
+    while diversity holds; with any significant diversity decline it is late collapse, even one
+    below ``late_min_effect``."""
+    r = Rules()
+    alike = [_f("tail_coverage", "tail", -0.2), _f("head_coverage", "head", -0.2)]
+    assert classify(alike, r)[:2] == (cm.Stage.HEALTHY, True)
+    stage, drift, notes = classify([*alike, _f("effective_rank", "diversity", -0.12)], r)
+    assert (stage, drift) == (cm.Stage.LATE_COLLAPSE, False) and "diversity" in notes[0]
+    stage, drift, _ = classify([_f("accuracy", "head", -0.15), _f("vendi_ratio", "diversity", -0.11)], r)
+    assert (stage, drift) == (cm.Stage.LATE_COLLAPSE, False)
+    # a diversity finding that is not significant does not count
+    stage, drift, _ = classify([*alike, _f("vendi_ratio", "diversity", -0.5, sig=False)], r)
+    assert (stage, drift) == (cm.Stage.HEALTHY, True)
+
+
+def test_diversity_alone_needs_several_metrics_to_call_early_collapse() -> None:
+    r = Rules()
+    one = [_f("vendi_ratio", "diversity", -0.15), _f("vendi_ratio", "diversity", -0.12)]  # baseline + trend
+    stage, drift, notes = classify(one, r)
+    assert (stage, drift) == (cm.Stage.HEALTHY, False) and notes == ("diversity narrowed while the tail and head held",)
+    two = [*one, _f("effective_rank", "diversity", -0.11)]
+    stage, drift, notes = classify(two, r)
+    assert (stage, drift) == (cm.Stage.EARLY_COLLAPSE, False)
+    assert "effective_rank, vendi_ratio" in notes[0]
+    # configurable: 0 keeps diversity-only declines a note, 3 asks for a third metric
+    assert classify(two, Rules(early_diversity_metrics=0))[0] is cm.Stage.HEALTHY
+    assert classify(two, Rules(early_diversity_metrics=3))[0] is cm.Stage.HEALTHY
+    assert classify(two, Rules.from_dict({"early_diversity_metrics": 1}))[0] is cm.Stage.EARLY_COLLAPSE
+    # a large diversity-only fall is still early, not late: late needs the tail or head to fall too
+    assert classify([_f("vendi_ratio", "diversity", -0.5), _f("variance_ratio", "diversity", -0.6)], r)[0] is (
+        cm.Stage.EARLY_COLLAPSE
+    )
+
+
 def test_detect_uses_paired_mcnemar_and_bh() -> None:
     rules = Rules()
     base_items = {"probe.correct": np.array([True] * 40 + [False] * 10)}
@@ -142,6 +177,8 @@ def test_trend_test_runs_over_series() -> None:
         ({"bogus": 1}, "rules.bogus"),
         ({"tail": "tail_coverage"}, "rules.tail"),
         ({"k": 0}, "rules.k"),
+        ({"early_diversity_metrics": -1}, "rules.early_diversity_metrics"),
+        ({"early_diversity_metrics": 1.5}, "rules.early_diversity_metrics"),
         ({"tail": ["accuracy"]}, "rules.tail"),
     ],
 )
