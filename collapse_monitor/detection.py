@@ -436,7 +436,7 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
         if tail >= rules.drift_ratio * head:
             return Stage.LATE_COLLAPSE, False, ("head metrics fell with a tail that fell harder",)
         return Stage.HEALTHY, True, ("head and tail fell alike while diversity held: drift, not collapse",)
-    if div > 0 and head == 0:
+    if div > 0:  # head held here: head with diversity returned above
         fell = sorted({f.key for f in sig if f.family == "diversity"})
         if rules.early_diversity_metrics and len(fell) >= rules.early_diversity_metrics:
             return Stage.EARLY_COLLAPSE, False, (f"diversity narrowed ({', '.join(fell)}) while tail and head held",)
