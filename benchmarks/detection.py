@@ -21,6 +21,11 @@ Writes ``benchmarks/results/detection.md`` and ``detection.json``.
 
 Run: ``.venv/bin/python benchmarks/detection.py [--seeds 5] [--seed-offset 0] [--generations 10]
 [--jobs 2] [--only digits] [--no-evidently] [--all-findings]``
+
+Judge other stage rules on a saved run, without rerunning the chains (the run needs
+``--all-findings``): ``.venv/bin/python benchmarks/detection.py --rejudge
+benchmarks/results/detection.json [--rules rules.yaml]``. Only the settings that act after the
+tests ran can change this way (``REJUDGE_FIELDS``: significance and the stage rules).
 """
 
 from __future__ import annotations
@@ -454,13 +459,129 @@ def _false_alarm_lines(ctrl: list[dict[str, Any]]) -> list[str]:
         for f in r.get("fired", []):
             same: dict[tuple[float, float, str], list[str]] = {}
             for x in f["findings"]:
-                same.setdefault((round(x["value"], 6), round(x["baseline"], 6), x["kind"]), []).append(x["key"])
+                if "value" in x:
+                    k = (round(x["value"], 6), round(x["baseline"], 6), x["kind"])
+                else:  # a re-judged row: only the relative change is kept
+                    k = (round(x["relative_change"], 6), float("nan"), x["kind"])
+                same.setdefault(k, []).append(x["key"])
             what = "; ".join(
-                f"{' / '.join(sorted(keys))} {v:.3f} against {b:.3f} ({kind} test)"
+                (
+                    f"{' / '.join(sorted(keys))} {v:.3f} against {b:.3f} ({kind} test)"
+                    if b == b
+                    else f"{' / '.join(sorted(keys))} {v:+.1%} ({kind} test)"
+                )
                 for (v, b, kind), keys in sorted(same.items(), key=lambda t: sorted(t[1]))
             )
             out.append(f"- {r['label']} seed {r['seed']} generation {f['generation']} ({f['stage']}): {what}")
     return out
+
+
+# Rules fields that act on a check's findings after its tests ran: significance (q <= alpha and a
+# drop of at least min_effect) and the stage rules of ``classify``. Every other field changes
+# the tests themselves (trend, k, n_boot, ...), so judging it needs the chains rerun.
+REJUDGE_FIELDS = (
+    "alpha",
+    "min_effect",
+    "late_min_effect",
+    "drift_ratio",
+    "early_diversity_metrics",
+    "tail",
+    "head",
+    "diversity",
+)
+
+
+def rejudge_rules(d: dict[str, Any] | None) -> Any:
+    """``Rules`` from a mapping (a YAML file's ``rules:`` block, or the bare block), refusing
+    settings that a re-judge cannot honour."""
+    from collapse_monitor import Rules
+
+    d = dict(d or {})
+    if isinstance(d.get("rules"), dict):
+        d = d["rules"]
+    rules = Rules.from_dict(d)  # unknown keys and bad values: ConfigError naming the key
+    other = sorted(k for k in d if k not in REJUDGE_FIELDS)
+    if other:
+        raise ValueError(
+            f"rules.{other[0]} changes the tests themselves, not how their findings are judged; "
+            f"a re-judge can change only {', '.join(REJUDGE_FIELDS)}: rerun the chains for {', '.join(other)}"
+        )
+    return rules
+
+
+def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """One chain's stages under ``rules``, from its ``all_findings`` (per check: key, kind,
+    family, relative change, q, significant), through the real ``classify``.
+
+    Exact for every field in ``REJUDGE_FIELDS`` except one case: a key dropped from the
+    tail / head / diversity lists keeps the q-values of the run (Benjamini-Hochberg over the
+    tests the run made), which is conservative. A key the run did not test cannot be added.
+    Returns the stages and, per flagged check, its significant findings (``fired``).
+    """
+    from collapse_monitor.detection import classify
+    from collapse_monitor.types import Finding
+
+    stages: list[str] = []
+    fired: list[dict[str, Any]] = []
+    nan = float("nan")
+    for g, check in enumerate(checks):
+        fs = []
+        for key, kind, family, rel, q, _sig in check:
+            fam = rules.family_of(key)
+            if fam is None and family == "tail" and key.startswith("class_recall."):
+                fam = "tail"  # a rare class's own recall: tested as tail in the run
+            if fam is None:
+                continue
+            sig = bool(q <= rules.alpha and rel <= -rules.min_effect)
+            fs.append(Finding(key, fam, kind, nan, nan, rel, nan, q, sig, "rejudged"))
+        stage = classify(fs, rules)[0].value
+        stages.append(stage)
+        if stage != "healthy":
+            fired.append(
+                {
+                    "generation": g,
+                    "stage": stage,
+                    "findings": [
+                        {
+                            "key": f.key,
+                            "kind": f.kind,
+                            "family": f.family,
+                            "relative_change": f.relative_change,
+                            "q_value": f.q_value,
+                        }
+                        for f in fs
+                        if f.significant
+                    ],
+                }
+            )
+    return stages, fired
+
+
+def rejudge(rows: list[dict[str, Any]], rules: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of a saved run judged again under ``rules`` (stages, first flags, false
+    alarms, what fired, the alpha sweep), ready for ``summarise``; also the labels of the
+    chains whose stages changed against the recorded run."""
+    from dataclasses import replace
+
+    out: list[dict[str, Any]] = []
+    changed: list[str] = []
+    for r in rows:
+        if "all_findings" not in r:
+            raise ValueError(
+                f"{r['label']} seed {r['seed']}: the run kept no per-check findings; rerun it with --all-findings"
+            )
+        stages, fired = rejudge_stages(r["all_findings"], rules)
+        if stages != r["stages"]:
+            changed.append(f"{r['label']} seed {r['seed']}")
+        n = dict(r)
+        n["stages"] = stages
+        n["fired"] = fired
+        n["ours"] = _first([s != "healthy" for s in stages])
+        n["false_alarms"] = 0 if r["collapsing"] else sum(s != "healthy" for s in stages)
+        n["alpha_stages"] = {str(a): rejudge_stages(r["all_findings"], replace(rules, alpha=a))[0] for a in ALPHAS}
+        n["sweep_matches_monitor"] = True
+        out.append(n)
+    return out, changed
 
 
 def resummarise(path: str | Path, generations: int = 10) -> str:
@@ -484,7 +605,16 @@ def main(argv: list[str] | None = None) -> int:
         help="keep every check's findings (key, kind, family, relative change, q, significant) in the JSON, "
         "to judge other stage rules offline (classify) without rerunning the chains",
     )
+    ap.add_argument(
+        "--rejudge",
+        metavar="JSON",
+        action="append",
+        help="judge a saved --all-findings run (repeat to pool runs) under --rules instead of running chains",
+    )
+    ap.add_argument("--rules", metavar="YAML", help="with --rejudge: a YAML file of rules (or its rules: block)")
     a = ap.parse_args(argv)
+    if a.rejudge:
+        return _main_rejudge(a.rejudge, a.rules)
     tasks = [
         (s, lp, o, c, seed, a.generations, not a.no_evidently, a.all_findings)
         for (s, lp, o, c) in CHAINS
@@ -519,6 +649,35 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stem}.md").write_text(header + table + "\n")
     (out / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=str))
     print(header + table)
+    return 0
+
+
+def _main_rejudge(paths: list[str], rules_path: str | None) -> int:
+    import yaml
+
+    from collapse_monitor import ConfigError
+
+    try:
+        rules = rejudge_rules(yaml.safe_load(Path(rules_path).read_text()) if rules_path else None)
+        rows: list[dict[str, Any]] = []
+        for p in paths:
+            rows += json.loads(Path(p).read_text())["rows"]
+        new, changed = rejudge(rows, rules)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    generations = max(len(r["stages"]) for r in new)
+    table, _ = summarise(new, generations)
+    d = rules.to_dict()
+    base = rejudge_rules(None).to_dict()
+    diff = ", ".join(f"{k}={d[k]!r}" for k in REJUDGE_FIELDS if d[k] != base[k]) or "default rules"
+    print(
+        f"# Detection benchmark, re-judged\n\n{len(new)} chains from {', '.join(paths)}; rules: {diff}.\n"
+        f"Stages changed against the recorded run on {len(changed)} of {len(new)} chains"
+        + (f": {'; '.join(changed)}" if changed else "")
+        + ".\n\n"
+        + table
+    )
     return 0
 
 

@@ -94,7 +94,8 @@ class Rules:
     # easily a retrain's noise: on the detection benchmark (10 seeds, re-judged offline from every
     # check's findings) a single metric added 13 false alarms on the control loops (gaussian/fresh
     # 12); two together added none and left 3 fewer of the 80 collapsing chains flagged only
-    # after the aggregate alert (three together: 1 fewer)
+    # after the aggregate alert (three together: 1 fewer). Reproduce with benchmarks/detection.py
+    # --rejudge on the committed results and --rules setting early_diversity_metrics
     early_diversity_metrics: int = 2
     trend: bool = True
     trend_min_points: int = 5

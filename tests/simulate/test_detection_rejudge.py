@@ -1,0 +1,114 @@
+"""benchmarks/detection.py --rejudge: a saved run judged again under other rules, through the
+real ``classify``, must reproduce the monitor's own stages under the rules it ran with."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from collapse_monitor import ConfigError, Rules
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "detection.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_detection", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def real_row(bench):
+    # a short real chain (the rare mode vanishing under tempered sampling), every check kept
+    return bench.run_one(("mixture", "replace", {"temperature": 0.8}, True, 0, 6, False, True))
+
+
+def _row(checks, *, collapsing=False, stages=None):
+    return {
+        "scenario": "synthetic",
+        "label": "synthetic/loop",
+        "seed": 0,
+        "collapsing": collapsing,
+        "stages": stages or ["healthy"] * len(checks),
+        "aggregates": [{"frechet": 1.0}] * len(checks),
+        "aggregate": None,
+        "evidently": None,
+        "all_findings": checks,
+    }
+
+
+def test_rejudge_reproduces_the_monitor_under_its_own_rules(bench, real_row) -> None:
+    assert real_row["ours"] is not None, real_row["stages"]
+    assert len(real_row["all_findings"]) == len(real_row["stages"]) == 6
+    new, changed = bench.rejudge([real_row], Rules())
+    assert changed == []
+    assert new[0]["stages"] == real_row["stages"]
+    assert new[0]["ours"] == real_row["ours"]
+    # the alpha sweep recomputed from the findings agrees with the one the run made on panels
+    assert new[0]["alpha_stages"] == real_row["alpha_stages"]
+
+
+def test_rejudge_changes_stages_when_the_rules_change(bench, real_row) -> None:
+    strict = bench.rejudge_rules({"alpha": 1e-300, "min_effect": 0.99})
+    new, changed = bench.rejudge([real_row], strict)
+    assert set(new[0]["stages"]) == {"healthy"}
+    assert changed == ["mixture/replace (temperature=0.8) seed 0"]
+
+
+def test_diversity_rule_and_families_from_findings(bench) -> None:
+    div2 = [
+        ["vendi_ratio", "baseline", "diversity", -0.15, 0.001, True],
+        ["variance_ratio", "baseline", "diversity", -0.12, 0.002, True],
+    ]
+    row = _row([[], div2])
+    (d,), _ = bench.rejudge([row], Rules())
+    assert d["stages"] == ["healthy", "early_collapse"] and d["false_alarms"] == 1
+    assert d["fired"][0]["generation"] == 1
+    assert {f["key"] for f in d["fired"][0]["findings"]} == {"vendi_ratio", "variance_ratio"}
+    (d,), _ = bench.rejudge([row], bench.rejudge_rules({"early_diversity_metrics": 0}))
+    assert d["stages"] == ["healthy", "healthy"] and d["ours"] is None
+    # significance is recomputed: the second finding is above a tighter alpha
+    (d,), _ = bench.rejudge([row], bench.rejudge_rules({"alpha": 0.0015}))
+    assert d["stages"][1] == "healthy"
+    # moving a key to the head family: head with diversity is late collapse, not drift
+    (d,), _ = bench.rejudge(
+        [row],
+        bench.rejudge_rules({"head": ["variance_ratio"], "diversity": ["vendi_ratio"]}),
+    )
+    assert d["stages"][1] == "late_collapse"
+    # a rare class's recall keeps its tail family (tested as tail in the run)
+    rare = [["class_recall.9", "baseline", "tail", -0.5, 1e-4, True]]
+    (d,), _ = bench.rejudge([_row([[], rare])], Rules())
+    assert d["stages"][1] == "early_collapse"
+
+
+def test_rejudge_refuses_what_it_cannot_honour(bench, tmp_path, capsys) -> None:
+    with pytest.raises(ValueError, match=r"rules\.trend .*rerun the chains"):
+        bench.rejudge_rules({"trend": False})
+    with pytest.raises(ConfigError, match=r"rules\.alpha"):
+        bench.rejudge_rules({"rules": {"alpha": 2}})
+    row = _row([[]])
+    del row["all_findings"]
+    with pytest.raises(ValueError, match="--all-findings"):
+        bench.rejudge([row], Rules())
+    # the command line: a clear error and exit status 2, no traceback
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"rows": [row]}))
+    assert bench.main(["--rejudge", str(saved)]) == 2
+    assert "--all-findings" in capsys.readouterr().err
+
+
+def test_rejudge_command_prints_the_table(bench, real_row, tmp_path, capsys) -> None:
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"rows": [real_row]}, default=str))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  early_diversity_metrics: 3\n")
+    assert bench.main(["--rejudge", str(saved), "--rules", str(rules)]) == 0
+    out = capsys.readouterr().out
+    assert "early_diversity_metrics=3" in out
+    assert "| mixture/replace (temperature=0.8) | collapsing | 1/1 |" in out
