@@ -496,6 +496,8 @@ def rejudge_rules(d: dict[str, Any] | None) -> Any:
     settings that a re-judge cannot honour."""
     from collapse_monitor import Rules
 
+    if d is not None and not isinstance(d, dict):
+        raise ValueError(f"the rules file must hold a mapping of rule settings, got {type(d).__name__}")
     d = dict(d or {})
     if isinstance(d.get("rules"), dict):
         d = d["rules"]

@@ -90,6 +90,8 @@ def test_diversity_rule_and_families_from_findings(bench) -> None:
 def test_rejudge_refuses_what_it_cannot_honour(bench, tmp_path, capsys) -> None:
     with pytest.raises(ValueError, match=r"rules\.trend .*rerun the chains"):
         bench.rejudge_rules({"trend": False})
+    with pytest.raises(ValueError, match="mapping of rule settings"):
+        bench.rejudge_rules(["alpha", 0.01])
     with pytest.raises(ConfigError, match=r"rules\.alpha"):
         bench.rejudge_rules({"rules": {"alpha": 2}})
     row = _row([[]])
