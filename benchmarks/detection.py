@@ -649,7 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         "median over seeds.\n\n"
     )
     (out / f"{stem}.md").write_text(header + table + "\n")
-    (out / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=str))
+    # with every check's findings the file is large: compact separators keep it under 2 MB
+    fmt: dict[str, Any] = {"separators": (",", ":")} if a.all_findings else {"indent": 1}
+    (out / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, default=str, **fmt))
     print(header + table)
     return 0
 
