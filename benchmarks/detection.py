@@ -527,15 +527,13 @@ def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str]
     fired: list[dict[str, Any]] = []
     nan = float("nan")
     for g, check in enumerate(checks):
+        # the run's rare classes: their own recall was tested (as tail) under class_recall.<c>
+        rare = [k[len("class_recall.") :] for k, _, fam, *_ in check if fam == "tail" and k.startswith("class_recall.")]
         fs = []
-        for key, kind, family, rel, q, _sig in check:
-            fam = rules.family_of(key)
-            if fam is None and family == "tail" and key.startswith("class_recall."):
-                fam = "tail"  # a rare class's own recall: tested as tail in the run
-            if fam is None:
-                continue
-            sig = bool(q <= rules.alpha and rel <= -rules.min_effect)
-            fs.append(Finding(key, fam, kind, nan, nan, rel, nan, q, sig, "rejudged"))
+        for key, kind, _family, rel, q, _sig in check:
+            fam = rules.family_of(key, rare_classes=rare)
+            if fam is not None:
+                fs.append(Finding(key, fam, kind, nan, nan, rel, nan, q, rules.is_significant(q, rel), "rejudged"))
         stage = classify(fs, rules)[0].value
         stages.append(stage)
         if stage != "healthy":
@@ -659,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main_rejudge(paths: list[str], rules_path: str | None) -> int:
     import yaml
 
-    from collapse_monitor import ConfigError
+    from collapse_monitor import ConfigError, Rules
 
     try:
         rules = rejudge_rules(yaml.safe_load(Path(rules_path).read_text()) if rules_path else None)
@@ -673,7 +671,7 @@ def _main_rejudge(paths: list[str], rules_path: str | None) -> int:
     generations = max(len(r["stages"]) for r in new)
     table, _ = summarise(new, generations)
     d = rules.to_dict()
-    base = rejudge_rules(None).to_dict()
+    base = Rules().to_dict()
     diff = ", ".join(f"{k}={d[k]!r}" for k in REJUDGE_FIELDS if d[k] != base[k]) or "default rules"
     print(
         f"# Detection benchmark, re-judged\n\n{len(new)} chains from {', '.join(paths)}; rules: {diff}.\n"

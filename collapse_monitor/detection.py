@@ -200,6 +200,11 @@ class Rules:
             out[key] = list(out[key])
         return out
 
+    def is_significant(self, q_value: float, relative_change: float) -> bool:
+        """A finding counts when its BH-adjusted q <= ``alpha`` *and* it declined by at least
+        ``min_effect`` (relative change <= -min_effect)."""
+        return bool(q_value <= self.alpha and relative_change <= -self.min_effect)
+
     def family_of(self, key: str, *, rare_classes: Sequence[str] = ()) -> str | None:
         if key in self.tail:
             return "tail"
@@ -384,9 +389,8 @@ def detect(
     if raw:
         q = _bh_deduplicated(raw)
         for r, qv in zip(raw, q, strict=True):
-            sig = bool(qv <= rules.alpha and r["relative_change"] <= -rules.min_effect)
             r.pop("_sig")
-            findings.append(Finding(q_value=float(qv), significant=sig, **r))
+            findings.append(Finding(q_value=float(qv), significant=rules.is_significant(qv, r["relative_change"]), **r))
 
     stage, drift, notes = classify(findings, rules)
     return Detection(stage, drift, tuple(findings), out, notes)
