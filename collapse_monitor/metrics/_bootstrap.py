@@ -156,14 +156,31 @@ def scatters(Z: np.ndarray, groups: np.ndarray, n_groups: int, *, workers: int =
     return Scatters(moments, total, total_sum)
 
 
-def gram(Z: np.ndarray, *, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def normalize_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; all-zero rows stay zero (``sklearn.preprocessing.normalize``)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    norms[norms == 0.0] = 1.0
+    return X / norms[:, None]
+
+
+def gram(
+    Z: np.ndarray, *, center: np.ndarray | None = None, unit: bool = False, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(Z^T Z, column sums of Z)``, accumulated over fixed blocks of rows in order, on
     ``workers`` threads (default :func:`default_workers`) with one BLAS thread each: the same
-    bits at any thread count, and no spinning BLAS threads next to a training job."""
+    bits at any thread count, and no spinning BLAS threads next to a training job.
+
+    ``center`` (subtracted from every row) and ``unit`` (rows scaled to unit norm,
+    :func:`normalize_rows`) are applied block by block: the same bits as passing
+    ``Z - center`` or ``normalize_rows(Z)``, without a full-size copy."""
     z = np.asarray(Z, dtype=np.float64)
 
     def block(a: int) -> tuple[np.ndarray, np.ndarray]:
         zb = z[a : a + _BLOCK_ROWS]
+        if center is not None:
+            zb = zb - center
+        if unit:
+            zb = normalize_rows(zb)
         return zb.sum(axis=0), zb.T @ zb
 
     total, total_sum = np.zeros((z.shape[1], z.shape[1])), np.zeros(z.shape[1])
@@ -450,6 +467,7 @@ def entropy_influence(
     workers: int = 1,
     block_rows: int = _BLOCK_ROWS,
     eig: tuple[np.ndarray, np.ndarray] | None = None,
+    unit: bool = False,
 ) -> EntropySE:
     """Spectral entropy ``H = -sum p_i log p_i`` (``p = lambda / sum lambda``) of ``matrix``
     (``rows^T rows / denom``: the covariance of centred rows, or the second moment of unit
@@ -468,7 +486,8 @@ def entropy_influence(
     float64 rate, which moves the standard error by about 1e-6 of itself), against the bootstrap's
     ``B`` eigen-decompositions; used where the bootstrap replicates would be approximate
     (rank above ``max_boot_dim``: :func:`~.generator.generator_panel`). ``eig`` may pass
-    :func:`sym_eigh` of ``matrix / denom``, computed beforehand (e.g. next to other ones)."""
+    :func:`sym_eigh` of ``matrix / denom``, computed beforehand (e.g. next to other ones);
+    ``unit=True`` normalises ``rows`` block by block (as :func:`gram` does)."""
     z = np.asarray(rows, dtype=np.float64)
     m = z.shape[0]
     lam, vecs = sym_eigh(np.asarray(matrix, dtype=np.float64) / denom) if eig is None else eig
@@ -487,7 +506,8 @@ def entropy_influence(
     vecs32, c32 = vecs.astype(np.float32), c.astype(np.float32)
 
     def block(a: int) -> np.ndarray:  # float32 products: a standard error, not the point
-        proj = z[a : a + block_rows].astype(np.float32) @ vecs32
+        zb = z[a : a + block_rows]
+        proj = (normalize_rows(zb) if unit else zb).astype(np.float32) @ vecs32
         return ((proj * proj) @ c32).astype(np.float64) - offset
 
     influence = np.concatenate(_map(block, range(0, m, block_rows), workers))

@@ -41,6 +41,7 @@ from ._bootstrap import (
     default_workers,
     gram,
     group_moments,
+    normalize_rows,
     scatters,
     scatters_pay,
     spectral_bootstrap,
@@ -79,13 +80,6 @@ TAIL_LEVEL = 0.01  # the reference's own exceedance rate at its 99th-percentile 
 
 
 # --------------------------------------------------------------------------- spectra
-
-
-def normalize_rows(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; all-zero rows stay zero (``sklearn.preprocessing.normalize``)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
-    norms[norms == 0.0] = 1.0
-    return X / norms[:, None]
 
 
 def hill_number(eigenvalues: Any, q: float | str = 1.0) -> float:
@@ -137,10 +131,12 @@ def vendi_score(X: Any, q: float | str = 1.0, normalize: bool = True) -> float:
     """
     x = as_matrix(X, "X")
     qq = _check_q(q)
-    if normalize:
-        x = normalize_rows(x)
     n, d = x.shape
-    g = gram(x)[0] if d < n else x @ x.T
+    if d < n:  # the rows normalised block by block inside the d x d product
+        g = gram(x, unit=normalize)[0]
+    else:
+        x = normalize_rows(x) if normalize else x
+        g = x @ x.T
     return hill_number(sym_eigvalsh(g / n), qq)
 
 
@@ -166,7 +162,7 @@ def mean_cov(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mu = x.mean(axis=0)
     if x.shape[0] < 2:
         return mu, np.zeros((x.shape[1], x.shape[1]))
-    return mu, gram(x - mu)[0] / (x.shape[0] - 1)
+    return mu, gram(x, center=mu)[0] / (x.shape[0] - 1)
 
 
 def effective_rank(X: Any) -> float:
@@ -286,7 +282,8 @@ class MahalanobisTail:
         else:
             fit_rows = held_out = ref
         mean = fit_rows.mean(axis=0)
-        xc = fit_rows - mean
+        # fit_rows is a fresh copy (fancy indexing) unless it is the reference itself: centre it in place
+        xc = fit_rows - mean if fit_rows is ref else np.subtract(fit_rows, mean, out=fit_rows)
         scatter = gram(xc)[0]
         emp = scatter / xc.shape[0]
         mu = float(np.trace(emp)) / d

@@ -248,16 +248,25 @@ def _fraction(x: Any, key: str) -> float:
 _KMEANS_MAX_ROWS = 10_000
 
 
+def _kmeans_subset(n: int, seed: int) -> np.ndarray | None:
+    """The rows (sorted indices) k-means is fitted on: ``_KMEANS_MAX_ROWS`` fixed-seed rows of
+    ``n``, or None (all of them) when there are no more than that."""
+    if n <= _KMEANS_MAX_ROWS:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, _KMEANS_MAX_ROWS, replace=False))
+
+
 def _kmeans(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """k-means centroids (sklearn, k-means++ init, ``n_init=3``, ``random_state=seed``), fit
-    on at most 10,000 fixed-seed rows (plenty for <= 20 centroids). sklearn's OpenMP pool is
-    limited to one thread inside this call only: its spin-waiting barriers slow k-means
-    down several-fold when the CPUs are shared with a training job."""
+    on at most 10,000 fixed-seed rows (:func:`_kmeans_subset`; plenty for <= 20 centroids).
+    sklearn's OpenMP pool is limited to one thread inside this call only: its spin-waiting
+    barriers slow k-means down several-fold when the CPUs are shared with a training job."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-    if x.shape[0] > _KMEANS_MAX_ROWS:
-        x = x[np.sort(np.random.default_rng(seed).choice(x.shape[0], _KMEANS_MAX_ROWS, replace=False))]
+    subset = _kmeans_subset(x.shape[0], seed)
+    if subset is not None:
+        x = x[subset]
     with warnings.catch_warnings(), threadpool_limits(1, user_api="openmp"):
         warnings.simplefilter("ignore")  # fewer distinct points than clusters: empty clusters get mass 0
         km = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit(x)
@@ -337,7 +346,10 @@ def build_generator_state(
     tail_mask = np.zeros(n, dtype=bool)
     tail_mask[np.argsort(-radii2_np, kind="stable")[:n_tail]] = True
 
-    centroids = _kmeans((ref - mean).astype(np.float32), int(n_clusters), seed) + mean
+    # the rows k-means fits, selected before they are centred and cast (no full-size copies)
+    subset = _kmeans_subset(n, seed)
+    fit_rows = ref if subset is None else ref[subset]
+    centroids = _kmeans((fit_rows - mean).astype(np.float32), int(n_clusters), seed) + mean
     mass = cluster_mass(assign_to_centroids(ref, centroids), int(n_clusters))
     rare = (mass > 0) & (mass < rt)
 
@@ -469,7 +481,7 @@ def generator_panel(
     >>> 0.8 < res.metrics["variance_ratio"].value < 1.2
     True
     """
-    ref = as_matrix(ref_embeddings, "reference.embeddings")
+    ref = as_matrix(ref_embeddings, "reference.embeddings", keep_float32=True)  # cast once, in the k-NN pass
     if ref.shape != (state.n, state.d):
         raise InputError(
             "reference.embeddings", f"has shape {ref.shape} but the reference state was built on {(state.n, state.d)}"
@@ -618,7 +630,6 @@ def _diversity(
     # Vendi (cosine kernel, q = 1) and its ratio to a same-size reference subsample
     ref_sub = ref if m >= state.n else ref[state.perm[:m]]
     ref_vendi = state.vendi if m >= state.n else vendi_score(ref_sub)
-    unit = normalize_rows(gen)
     sqrt_cov = state.sqrt_cov
     gmean = gen.mean(axis=0)
     zc = gen - gmean
@@ -627,23 +638,24 @@ def _diversity(
     if influence:
         # the d x d eigen-decompositions (one LAPACK thread each) side by side on the workers:
         # Vendi's, the effective rank's and, with a Frechet head below d, the Frechet one
-        g_u = gram(unit, workers=workers)[0]
+        g_u = gram(gen, unit=True, workers=workers)[0]  # unit rows, normalised block by block
         scatter_z = sc_z.total if sc_z is not None else gram(zc, workers=workers)[0]
         mats = [g_u / float(m), scatter_z / float(max(m - 1, 1))]
         if sc_z is not None and d > fd_dim:
             mats.append(transformed_scatter(sc_z, centred=True, transform=sqrt_cov))
         eig_u, eig_z, *rest = _map(sym_eigh, mats, workers)
         eig_fd = rest[0] if rest else None
-        ent = entropy_influence(unit, g_u, float(m), workers=workers, eig=eig_u)
+        ent = entropy_influence(gen, g_u, float(m), workers=workers, eig=eig_u, unit=True)
         vendi = hill_number(ent.eigenvalues)
         out["vendi_score"] = _log_wald_mv(vendi, ent.se, m)
         out["vendi_ratio"] = _log_wald_mv(vendi / ref_vendi, ent.se, m)
     else:
+        unit = normalize_rows(gen)
         sc_u = scatters(unit, groups, g, workers=workers) if by_scatter else None
         vendi, vendi_b = boot(unit, False, hill_number, sc_u)
+        del unit
         out["vendi_score"] = _boot_mv(vendi, vendi_b, m)
         out["vendi_ratio"] = _boot_mv(vendi / ref_vendi, vendi_b / ref_vendi, m)
-    del unit
 
     # effective rank of the samples' covariance
     if influence:

@@ -63,13 +63,16 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 # --------------------------------------------------------------------------- inputs / options
 
 
-def as_matrix(x: Any, field: str, *, width: int | None = None) -> np.ndarray:
+def as_matrix(x: Any, field: str, *, width: int | None = None, keep_float32: bool = False) -> np.ndarray:
     """A finite 2-D float64 array with at least one row (torch tensors accepted); raises
-    :class:`~collapse_monitor.errors.InputError` naming ``field`` otherwise."""
+    :class:`~collapse_monitor.errors.InputError` naming ``field`` otherwise. ``keep_float32``:
+    a float32 array is validated and returned as it is (no float64 copy), for callers that only
+    cast it down again (float32 -> float64 is exact, so what they compute is the same)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        keep = keep_float32 and isinstance(x, np.ndarray) and x.dtype == np.float32
+        arr = x if keep else np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(field, "could not be read as a 2-D numeric array") from None
     if arr.ndim != 2:
@@ -302,11 +305,12 @@ def prdc_pass(
     dev = resolve_device(device)
     if method == "ivf":
         return _prdc_pass_ivf(reference, samples, k, ref_radii2, center, dev, tdt, nlist, nprobe, ref_index, seed)
-    ref = as_matrix(reference, "reference")
-    gen = as_matrix(samples, "samples", width=ref.shape[1])
+    # float32 inputs stay float32 (only cast, centred, to the compute dtype below)
+    ref = as_matrix(reference, "reference", keep_float32=True)
+    gen = as_matrix(samples, "samples", width=ref.shape[1], keep_float32=True)
     n = ref.shape[0]
     if center is None:
-        center = ref.mean(axis=0)
+        center = ref.mean(axis=0, dtype=np.float64)
     ref_radii2 = _check_radii(ref_radii2, n)
     with torch.inference_mode():
         r = _to_tensor(ref, center, ndt, dev)
