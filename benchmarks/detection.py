@@ -482,6 +482,7 @@ def _false_alarm_lines(ctrl: list[dict[str, Any]]) -> list[str]:
 REJUDGE_FIELDS = (
     "alpha",
     "min_effect",
+    "diversity_min_effect",
     "late_min_effect",
     "drift_ratio",
     "early_diversity_metrics",
@@ -533,7 +534,7 @@ def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str]
         for key, kind, _family, rel, q, _sig in check:
             fam = rules.family_of(key, rare_classes=rare)
             if fam is not None:
-                fs.append(Finding(key, fam, kind, nan, nan, rel, nan, q, rules.is_significant(q, rel), "rejudged"))
+                fs.append(Finding(key, fam, kind, nan, nan, rel, nan, q, rules.is_significant(q, rel, fam), "rejudged"))
         stage = classify(fs, rules)[0].value
         stages.append(stage)
         if stage != "healthy":

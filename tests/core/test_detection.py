@@ -156,6 +156,22 @@ def test_small_declines_are_not_significant() -> None:
     assert not det.findings[0].significant
 
 
+def test_diversity_metrics_count_from_a_smaller_decline_than_tail_and_head() -> None:
+    base = {"vendi_ratio": MetricValue(1.0, 0.99, 1.01), "effective_rank": MetricValue(50.0, 49.5, 50.5)}
+    now = {"vendi_ratio": MetricValue(0.91, 0.90, 0.92), "effective_rank": MetricValue(45.5, 45.0, 46.0)}  # -9 %
+    det = detect(now, rules=Rules(), baseline=base)
+    assert {f.key for f in det.findings if f.significant} == {"vendi_ratio", "effective_rank"}
+    assert det.stage is cm.Stage.EARLY_COLLAPSE  # two diversity metrics together, tail and head held
+    strict = detect(now, rules=Rules.from_dict({"diversity_min_effect": 0.10}), baseline=base)
+    assert not any(f.significant for f in strict.findings)
+    assert strict.stage is cm.Stage.HEALTHY
+    r = Rules()
+    assert r.is_significant(1e-6, -0.09, "diversity")
+    assert not r.is_significant(1e-6, -0.09, "tail") and not r.is_significant(1e-6, -0.09, "head")
+    assert not r.is_significant(1e-6, -0.09)  # no family given: min_effect
+    assert not r.is_significant(0.5, -0.5, "diversity")  # the q-value still has to pass alpha
+
+
 def test_trend_test_runs_over_series() -> None:
     rules = Rules()
     series = {"tail_coverage": [0.5, 0.47, 0.44, 0.41, 0.38, 0.35, 0.32, 0.29]}
@@ -174,6 +190,8 @@ def test_trend_test_runs_over_series() -> None:
         ({"alpha": 2}, "rules.alpha"),
         ({"alpha": "x"}, "rules.alpha"),
         ({"min_effect": 0}, "rules.min_effect"),
+        ({"diversity_min_effect": 1.5}, "rules.diversity_min_effect"),
+        ({"diversity_min_effect": "small"}, "rules.diversity_min_effect"),
         ({"bogus": 1}, "rules.bogus"),
         ({"tail": "tail_coverage"}, "rules.tail"),
         ({"k": 0}, "rules.k"),

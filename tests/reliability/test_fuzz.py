@@ -322,6 +322,7 @@ _VALUE = st.recursive(
 _RULE_KEYS = [
     "alpha",
     "min_effect",
+    "diversity_min_effect",
     "late_min_effect",
     "drift_ratio",
     "early_diversity_metrics",
@@ -350,6 +351,7 @@ _SMALL = st.one_of(_SCALAR, st.integers(1, 50), st.floats(0.001, 0.999), st.list
 _VALID_RULES = {
     "alpha": st.floats(0.001, 0.5),
     "min_effect": st.floats(0.01, 0.9),
+    "diversity_min_effect": st.floats(0.01, 0.9),
     "late_min_effect": st.floats(0.01, 0.9),
     "drift_ratio": st.floats(1.0, 10.0),
     "early_diversity_metrics": st.integers(0, 4),
