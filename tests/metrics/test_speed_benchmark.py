@@ -3,21 +3,14 @@ distance products) and the rest, and the report shows both next to the bound."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("speed")
 
 
 def test_product_timer_counts_torch_mm_and_restores_it(bench) -> None:

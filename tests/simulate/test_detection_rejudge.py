@@ -3,23 +3,17 @@ real ``classify``, must reproduce the monitor's own stages under the rules it ra
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from collapse_monitor import ConfigError, Rules
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "detection.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_detection", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("detection")
 
 
 @pytest.fixture(scope="module")
