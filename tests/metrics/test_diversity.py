@@ -247,3 +247,21 @@ def test_ledoit_wolf_shrinkage_equals_sklearn(n: int, d: int) -> None:
     x = np.random.default_rng(n + d).normal(size=(n, d)) * np.linspace(0.1, 3.0, d)
     xc = x - x.mean(axis=0)
     assert ledoit_wolf_shrinkage(xc) == pytest.approx(float(sklearn_lw(xc, assume_centered=True)), rel=1e-9, abs=1e-12)
+
+
+def test_centred_and_unit_grams_block_by_block_equal_the_full_copies() -> None:
+    from collapse_monitor.metrics._bootstrap import entropy_influence, gram, normalize_rows
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2500, 9)) * rng.uniform(0.2, 4.0, size=9) + 3.0  # several row blocks
+    x[17] = 0.0  # a zero row stays zero when normalised
+    mu = x.mean(axis=0)
+    for a, b in zip(gram(x, center=mu), gram(x - mu), strict=True):
+        np.testing.assert_array_equal(a, b)
+    unit = normalize_rows(x)
+    for a, b in zip(gram(x, unit=True), gram(unit), strict=True):
+        np.testing.assert_array_equal(a, b)
+    g_u = gram(unit)[0]
+    blocks = entropy_influence(x, g_u, float(len(x)), unit=True)
+    full = entropy_influence(unit, g_u, float(len(x)))
+    assert (blocks.entropy, blocks.se) == (full.entropy, full.se)

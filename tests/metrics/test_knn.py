@@ -14,7 +14,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from collapse_monitor.errors import ConfigError, InputError
-from collapse_monitor.metrics.knn import kth_nn_radii, prdc_pass
+from collapse_monitor.metrics.knn import as_matrix, kth_nn_radii, prdc_pass
 
 
 def _brute_radii(x: np.ndarray, k: int) -> np.ndarray:
@@ -206,3 +206,21 @@ def test_default_blocks_fit_the_budget() -> None:
         assert side >= 1 and side * side * 10 <= DEFAULT_MEMORY_BUDGET
     assert _square_block(1_000_000, 4, None, DEFAULT_MEMORY_BUDGET) ** 2 * 10 > DEFAULT_MEMORY_BUDGET * 0.99
     assert _row_block(50_000, 4, 7, DEFAULT_MEMORY_BUDGET) == _square_block(50_000, 4, 7, DEFAULT_MEMORY_BUDGET) == 7
+
+
+def test_float32_inputs_are_validated_without_a_copy_and_give_the_same_bits() -> None:
+    x = np.ones((4, 3), dtype=np.float32)
+    assert as_matrix(x, "x", keep_float32=True) is x
+    assert as_matrix(x, "x").dtype == np.float64
+    bad = x.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        as_matrix(bad, "x", keep_float32=True)
+    rng = np.random.default_rng(5)
+    ref = (rng.normal(size=(300, 7)) * 3 + 2).astype(np.float32)
+    gen = (rng.normal(size=(250, 7)) * 2.5 + 2).astype(np.float32)
+    for dtype in ("float32", "float64"):
+        p32 = prdc_pass(ref, gen, 4, dtype=dtype)  # kept float32 until the cast
+        p64 = prdc_pass(ref.astype(np.float64), gen.astype(np.float64), 4, dtype=dtype)
+        for field in ("ref_radii2", "sample_radii2", "ball_counts", "ref_covered", "ref_in_sample_ball"):
+            np.testing.assert_array_equal(getattr(p32, field), getattr(p64, field))
