@@ -48,21 +48,6 @@ SCENARIOS: tuple[str, ...] = ("gaussian", "mixture", "digits", "selftrain", "zip
 LEVEL = 0.005
 
 
-def flips(base: Any, cur: Any, mask: Any) -> tuple[int, int]:
-    """Discordant items of a paired metric: ``(b, c)`` = (good at baseline and bad now, bad at
-    baseline and good now) over the items ``mask`` selects.
-
-    >>> import numpy as np
-    >>> flips(np.array([1, 1, 0, 0, 1]), np.array([0, 1, 1, 0, 0]), np.ones(5, bool))
-    (2, 1)
-    """
-    import numpy as np
-
-    b0 = np.asarray(base)[mask].astype(bool)
-    b1 = np.asarray(cur)[mask].astype(bool)
-    return int(np.sum(b0 & ~b1)), int(np.sum(~b0 & b1))
-
-
 def dispersion(pairs: list[tuple[int, int]]) -> dict[str, Any]:
     """Summary of discordant pairs ``(b, c)``: mean McNemar statistic ``(b - c)^2 / (b + c)``
     over comparisons with ``b + c > 0`` (``phi``), and the share of all comparisons whose exact
@@ -91,18 +76,16 @@ def run_chain(args: tuple[str, int, int]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     import collapse_monitor as cm
-    from collapse_monitor.metrics.engine import compute_panel
+    from collapse_monitor.detection import discordant
     from collapse_monitor.simulate import make_scenario
 
     t0 = time.perf_counter()
     sc = make_scenario(scenario, loop="stable", seed=seed)
     ref = sc.reference
-    rules = cm.Rules()
     stages: list[str] = []
     fired: list[dict[str, Any]] = []
     pairs: dict[str, list[tuple[int, int]]] = {}
     base_items: dict[str, Any] = {}
-    base_preds: list[Any] | None = None
     with tempfile.TemporaryDirectory() as home:
         mon = cm.CollapseMonitor(f"noise-{scenario}-{seed}", reference=ref, sinks=[], home=home)
         for g in sc.generations(generations):
@@ -120,17 +103,16 @@ def run_chain(args: tuple[str, int, int]) -> dict[str, Any]:
                         ],
                     }
                 )
-            # the same panel the monitor computed (its reference side is cached): the items
-            panel = compute_panel(ref, g.observation, rules=rules, cache=mon.cache, baseline_predictions=base_preds)
+            panel = mon.last_panel  # the panel this check computed, per-item arrays included
+            assert panel is not None
             if g.generation == 0:
                 base_items = dict(panel.items)
-                base_preds = panel.predictions
                 continue
             for key, (item_key, mask) in panel.paired.items():
                 cur, base = panel.items.get(item_key), base_items.get(item_key)
                 if cur is None or base is None or cur.shape != base.shape:
                     continue
-                pairs.setdefault(key, []).append(flips(base, cur, mask))
+                pairs.setdefault(key, []).append(discordant(cur, base, mask))
     return {
         "scenario": scenario,
         "seed": seed,

@@ -253,6 +253,19 @@ def _relative(value: float, baseline: float) -> float:
     return (value - baseline) / abs(baseline)
 
 
+def discordant(cur: np.ndarray, base: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
+    """Discordant pairs of a paired 0/1 metric over the items ``mask`` selects: ``(b, c)`` =
+    (good at baseline and bad now, bad at baseline and good now), the counts McNemar's test
+    (McNemar 1947) compares.
+
+    >>> discordant(np.array([0, 1, 1, 0, 0]), np.array([1, 1, 0, 0, 1]), np.ones(5, bool))
+    (2, 1)
+    """
+    cur_b = np.asarray(cur)[mask].astype(bool)
+    base_b = np.asarray(base)[mask].astype(bool)
+    return int(np.sum(base_b & ~cur_b)), int(np.sum(~base_b & cur_b))
+
+
 def _paired_p(
     key: str,
     paired: Mapping[str, tuple[str, np.ndarray]],
@@ -268,10 +281,7 @@ def _paired_p(
     base = base_items.get(item_key)
     if cur is None or base is None or cur.shape != base.shape or mask.shape != cur.shape:
         return None
-    cur_b = cur[mask].astype(bool)
-    base_b = base[mask].astype(bool)
-    b = int(np.sum(base_b & ~cur_b))
-    c = int(np.sum(~base_b & cur_b))
+    b, c = discordant(cur, base, mask)
     return float(stats.mcnemar_exact(b, c, alternative="greater"))
 
 

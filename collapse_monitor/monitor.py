@@ -41,6 +41,7 @@ from .types import MetricValue, Observation, Provenance, Reference, Report, Stag
 
 if TYPE_CHECKING:
     from .alerting import AlertDispatcher, Channel
+    from .metrics.engine import PanelResult
 
 __all__ = ["CollapseMonitor"]
 
@@ -114,6 +115,8 @@ class CollapseMonitor:
         self._dispatcher_opts = dict(routing=routing, mutes=mutes, budget_seconds=alert_budget_seconds)
         self.last_report: Report | None = None
         self.last_error: BaseException | None = None
+        #: the last check's metric panel, per-item arrays included (diagnostics, benchmarks)
+        self.last_panel: PanelResult | None = None
 
     def __repr__(self) -> str:
         return (
@@ -155,6 +158,7 @@ class CollapseMonitor:
         with self.history.lock(self.name):
             self._recover()
             report, extra = self._measure(observation, t0)
+            self.last_panel = extra.pop("panel")
             self.history.commit_check(
                 report,
                 alert_states=extra.pop("alert_states"),
@@ -277,6 +281,7 @@ class CollapseMonitor:
             "baseline_changed": baseline_changed,
             "home": str(self.home),
             "alert_states": states,
+            "panel": panel,
         }
         return report, extra
 
