@@ -39,6 +39,7 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -153,41 +154,32 @@ ALPHAS = (0.01, 0.005, 0.003, 0.001)
 
 
 class _AlphaSweep:
-    """The detection rules at other ``alpha`` on the very same metric panels: one panel per
-    generation (``compute_panel``), then ``detect`` per level, the way ``CollapseMonitor.check``
-    calls it (baseline = generation 0, series = the chain's own values)."""
+    """The detection rules at other ``alpha`` on the very same metric panels: the panel the
+    monitor computed for each generation (``CollapseMonitor.last_panel``), then ``detect`` per
+    level, the way ``CollapseMonitor.check`` calls it (baseline = generation 0, series = the
+    chain's own values)."""
 
-    def __init__(self, ref: Any, home: str) -> None:
-        from collapse_monitor.metrics.cache import ReferenceCache
-
-        self.ref = ref
-        self.cache = ReferenceCache(Path(home) / "sweep-cache")
+    def __init__(self, rules: Any) -> None:
+        self.rules = rules
         self.base: Any = None
         self.history: list[dict[str, float]] = []
-        self.stages: dict[float, list[str]] = {a: [] for a in ALPHAS}
+        self.alphas = tuple(sorted(set(ALPHAS) | {rules.alpha}, reverse=True))
+        self.stages: dict[float, list[str]] = {a: [] for a in self.alphas}
 
-    def step(self, obs: Any) -> None:
-        from collapse_monitor.detection import Rules, detect
-        from collapse_monitor.metrics.engine import compute_panel
+    def step(self, p: Any) -> None:
+        from collapse_monitor.detection import detect
 
         base = self.base
-        p = compute_panel(
-            self.ref,
-            obs,
-            rules=Rules(),
-            cache=self.cache,
-            baseline_predictions=None if base is None else base.predictions,
-        )
         if base is None:
             self.base = p
-            for a in ALPHAS:
+            for a in self.alphas:
                 self.stages[a].append("healthy")
         else:
             series = {k: [h[k] for h in self.history if k in h] + [mv.value] for k, mv in p.metrics.items()}
-            for a in ALPHAS:
+            for a in self.alphas:
                 det = detect(
                     p.metrics,
-                    rules=Rules(alpha=a),
+                    rules=replace(self.rules, alpha=a),
                     baseline=base.metrics,
                     items=p.items,
                     base_items=base.items,
@@ -199,8 +191,11 @@ class _AlphaSweep:
         self.history.append({k: mv.value for k, mv in p.metrics.items()})
 
 
-def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool, bool]) -> dict[str, Any]:
-    scenario, loop, opts, collapsing, seed, generations, with_evidently, all_findings = args
+def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
+    """One chain: ``(scenario, loop, options, collapsing, seed, generations, with_evidently,
+    all_findings[, rules as a dict])``."""
+    scenario, loop, opts, collapsing, seed, generations, with_evidently, all_findings = args[:8]
+    rules_d = args[8] if len(args) > 8 else None
     import torch
 
     torch.set_num_threads(1)
@@ -216,8 +211,9 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool, bool]) -
 
         pca = PCA(n_components=min(10, ref.embeddings.shape[1]), random_state=0).fit(ref.embeddings)
     with tempfile.TemporaryDirectory() as home:
-        mon = cm.CollapseMonitor(f"bench-{scenario}-{loop}-{seed}", reference=ref, sinks=[], home=home)
-        sweep = _AlphaSweep(ref, home)
+        rules = cm.Rules.from_dict(rules_d)
+        mon = cm.CollapseMonitor(f"bench-{scenario}-{loop}-{seed}", reference=ref, sinks=[], home=home, rules=rules)
+        sweep = _AlphaSweep(rules)
         stages: list[str] = []
         fired: list[dict[str, Any]] = []
         every: list[list[list[Any]]] = []  # --all-findings: each check's findings, compact
@@ -250,7 +246,7 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool, bool]) -
                 every.append(
                     [[f.key, f.kind, f.family, f.relative_change, f.q_value, f.significant] for f in rep.findings]
                 )
-            sweep.step(g.observation)
+            sweep.step(mon.last_panel)
             agg.append({k: float(v) for k, v in g.aggregate.items()})
             frames = _frames(ref, g.observation, pca) if with_evidently else None
             ev.append(None if frames is None else _evidently_share(*frames))
@@ -275,7 +271,7 @@ def run_one(args: tuple[str, str, dict[str, Any], bool, int, int, bool, bool]) -
         "fired": fired,
         "alpha_stages": {str(a): st for a, st in sweep.stages.items()},
         # self-check: the sweep at the default alpha must reproduce the monitor's own stages
-        "sweep_matches_monitor": sweep.stages.get(cm.Rules().alpha) == stages,
+        "sweep_matches_monitor": sweep.stages.get(rules.alpha) == stages,
         "seconds": time.perf_counter() - t0,
         **({"all_findings": every} if all_findings else {}),
     }
@@ -512,6 +508,34 @@ def rejudge_rules(d: dict[str, Any] | None) -> Any:
     return rules
 
 
+def run_rules(path: str | None) -> dict[str, Any] | None:
+    """The rules a run uses, read from a YAML file (its ``rules:`` block, or the bare block)
+    and validated (``ConfigError`` names a bad key) before any chain starts; ``None``: defaults."""
+    if path is None:
+        return None
+    import yaml
+
+    from collapse_monitor import Rules
+
+    d = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"the rules file must hold a mapping of rule settings, got {type(d).__name__}")
+    if isinstance(d.get("rules"), dict):
+        d = d["rules"]
+    return Rules.from_dict(d).to_dict()
+
+
+def _rules_line(rules_d: dict[str, Any] | None) -> str:
+    """``default `Rules()``` or the settings that differ from it."""
+    from collapse_monitor import Rules
+
+    if rules_d is None:
+        return "default `Rules()`"
+    base = Rules().to_dict()
+    diff = ", ".join(f"{k}={v!r}" for k, v in rules_d.items() if base.get(k) != v)
+    return f"rules: {diff}" if diff else "default `Rules()`"
+
+
 def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str], list[dict[str, Any]]]:
     """One chain's stages under ``rules``, from its ``all_findings`` (per check: key, kind,
     family, relative change, q, significant), through the real ``classify``.
@@ -562,7 +586,6 @@ def rejudge(rows: list[dict[str, Any]], rules: Any) -> tuple[list[dict[str, Any]
     """The rows of a saved run judged again under ``rules`` (stages, first flags, false
     alarms, what fired, the alpha sweep), ready for ``summarise``; also the labels of the
     chains whose stages changed against the recorded run."""
-    from dataclasses import replace
 
     out: list[dict[str, Any]] = []
     changed: list[str] = []
@@ -612,12 +635,18 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="judge a saved --all-findings run (repeat to pool runs) under --rules instead of running chains",
     )
-    ap.add_argument("--rules", metavar="YAML", help="with --rejudge: a YAML file of rules (or its rules: block)")
+    ap.add_argument(
+        "--rules",
+        metavar="YAML",
+        help="a YAML file of rules (or its rules: block): the chains run under them (default Rules()), "
+        "or with --rejudge the saved findings are judged under them",
+    )
     a = ap.parse_args(argv)
     if a.rejudge:
         return _main_rejudge(a.rejudge, a.rules)
+    rules_d = run_rules(a.rules)
     tasks = [
-        (s, lp, o, c, seed, a.generations, not a.no_evidently, a.all_findings)
+        (s, lp, o, c, seed, a.generations, not a.no_evidently, a.all_findings, rules_d)
         for (s, lp, o, c) in CHAINS
         for seed in range(a.seed_offset, a.seed_offset + a.seeds)
         if a.only is None or a.only in _label(s, lp, o)
@@ -642,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = "detection" if a.seed_offset == 0 else f"detection-seeds{a.seed_offset}-{last}"
     header = (
         f"# Detection benchmark\n\nSeeds {a.seed_offset}-{last} x {a.generations} generations per chain; "
-        f"{len(rows)} chains in {elapsed:.0f} s on {os.cpu_count()} cores; default `Rules()`.\n"
+        f"{len(rows)} chains in {elapsed:.0f} s on {os.cpu_count()} cores; {_rules_line(rules_d)}.\n"
         "Columns: generation of the first flag (median over seeds; `(k/n)` = only k of n chains flagged), "
         "lead = generations between our flag and the aggregate alert (end of run when it never fired), "
         "median over seeds.\n\n"

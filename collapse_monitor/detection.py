@@ -107,6 +107,10 @@ class Rules:
     # 25). Reproduce with benchmarks/detection.py --rejudge on the committed results and --rules
     # setting early_diversity_metrics
     early_diversity_metrics: int = 2
+    # the p of the exact conditional tests (McNemar on paired items, the rate test on counts):
+    # "exact" = P(X >= observed); "mid_p" = P(X > observed) + P(X = observed) / 2 (Lancaster 1961;
+    # Fagerland, Lydersen & Laake 2013), less conservative where few items are discordant
+    paired_test: str = "exact"
     trend: bool = True
     trend_min_points: int = 5
     rare_threshold: float = 0.05
@@ -173,6 +177,11 @@ class Rules:
         bg = self.baseline_generation
         need(
             bg is None or (isinstance(bg, int) and bg >= 0), "baseline_generation", f"expected an int >= 0, got {bg!r}"
+        )
+        need(
+            self.paired_test in ("exact", "mid_p"),
+            "paired_test",
+            f"expected 'exact' or 'mid_p', got {self.paired_test!r}",
         )
         from .metrics.approx import check_knn
 
@@ -271,8 +280,10 @@ def _paired_p(
     paired: Mapping[str, tuple[str, np.ndarray]],
     items: Mapping[str, np.ndarray],
     base_items: Mapping[str, np.ndarray],
+    mid_p: bool = False,
 ) -> float | None:
-    """Exact one-sided McNemar p for 'good at baseline, bad now' on the metric's items."""
+    """Exact one-sided McNemar p for 'good at baseline, bad now' on the metric's items (its
+    mid-p with ``mid_p``)."""
     spec = paired.get(key)
     if spec is None:
         return None
@@ -282,15 +293,19 @@ def _paired_p(
     if cur is None or base is None or cur.shape != base.shape or mask.shape != cur.shape:
         return None
     b, c = discordant(cur, base, mask)
-    return float(stats.mcnemar_exact(b, c, alternative="greater"))
+    test = stats.mcnemar_mid_p if mid_p else stats.mcnemar_exact
+    return float(test(b, c, alternative="greater"))
 
 
-def _rate_p(key: str, items: Mapping[str, np.ndarray], base_items: Mapping[str, np.ndarray]) -> float | None:
+def _rate_p(
+    key: str, items: Mapping[str, np.ndarray], base_items: Mapping[str, np.ndarray], mid_p: bool = False
+) -> float | None:
     """Exact one-sided test that a count rate fell: ``x`` events in ``m`` samples now against
     ``x0`` in ``m0`` at baseline. Conditional on ``t = x + x0``, ``x ~ Binomial(t, m / (m + m0))``
     when the rates are equal (Przyborowski & Wilenski 1940; Lehmann & Romano, *Testing
     Statistical Hypotheses*, 4.6), so ``p = P(X <= x)``: exact for the small counts of rare
-    modes and of the 1 % Mahalanobis tail, where interval z-tests are badly calibrated."""
+    modes and of the 1 % Mahalanobis tail, where interval z-tests are badly calibrated. With
+    ``mid_p``: ``P(X < x) + P(X = x) / 2`` (Lancaster 1961)."""
     cur = items.get(f"rate.{key}")
     base = base_items.get(f"rate.{key}")
     if cur is None or base is None or cur.shape != (2,) or base.shape != (2,):
@@ -299,7 +314,13 @@ def _rate_p(key: str, items: Mapping[str, np.ndarray], base_items: Mapping[str, 
     x0, m0 = int(base[0]), int(base[1])
     if m <= 0 or m0 <= 0:
         return None
-    return float(stats.binom_cdf(x, x + x0, m / (m + m0)))
+    t, share = x + x0, m / (m + m0)
+    p = stats.binom_cdf(x, t, share)
+    if mid_p:
+        from scipy.stats import binom
+
+        p -= 0.5 * float(binom.pmf(x, t, share))
+    return float(p)
 
 
 def _interval_p(mv: MetricValue, base: MetricValue, log_scale: bool) -> float:
@@ -367,12 +388,13 @@ def detect(
                 out[key] = mv.with_baseline(base.value)
             continue
         spec = spec_for(key)
-        p = _paired_p(key, paired, items, base_items)
-        test = "mcnemar-exact"
+        mid_p = rules.paired_test == "mid_p"
+        p = _paired_p(key, paired, items, base_items, mid_p)
+        test = "mcnemar-mid-p" if mid_p else "mcnemar-exact"
         signature = _paired_signature(key, paired) if p is not None else None
         if p is None:
-            p = _rate_p(key, items, base_items)
-            test = "rate-exact"
+            p = _rate_p(key, items, base_items, mid_p)
+            test = "rate-mid-p" if mid_p else "rate-exact"
         if p is None:
             p = _interval_p(mv, base, spec.log_scale)
             test = "interval-z"

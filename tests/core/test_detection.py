@@ -147,6 +147,43 @@ def test_count_rates_use_the_exact_conditional_test() -> None:
     assert none.findings[0].p_value == 1.0
 
 
+def test_paired_test_mid_p_option() -> None:
+    """``Rules(paired_test="mid_p")``: the McNemar and rate tests report their mid-p
+    (checked against scipy's binomial), named in the finding's ``test``; bad values are a
+    ConfigError naming the key."""
+    from scipy import stats
+
+    base_items = {"probe.correct": np.array([True] * 40 + [False] * 10)}
+    cur = base_items["probe.correct"].copy()
+    cur[:7] = False  # 7 right -> wrong, none back
+    kw = dict(
+        metrics={"accuracy": MetricValue(cur.mean(), 0.5, 0.8)},
+        baseline={"accuracy": MetricValue(0.8, 0.67, 0.89)},
+        items={"probe.correct": cur},
+        base_items=base_items,
+        paired={"accuracy": ("probe.correct", np.ones(50, bool))},
+    )
+    exact = detect(rules=Rules(), **kw).findings[0]
+    mid = detect(rules=Rules(paired_test="mid_p"), **kw).findings[0]
+    assert (exact.test, mid.test) == ("mcnemar-exact", "mcnemar-mid-p")
+    assert exact.p_value == pytest.approx(stats.binom.sf(6, 7, 0.5))
+    assert mid.p_value == pytest.approx(stats.binom.sf(7, 7, 0.5) + stats.binom.pmf(7, 7, 0.5) / 2)
+    rate_kw = dict(
+        metrics={"rare_mode_mass": MetricValue(0.3, 0.1, 0.5)},
+        baseline={"rare_mode_mass": MetricValue(1.0, 0.6, 1.5)},
+        items={"rate.rare_mode_mass": np.array([3, 2000])},
+        base_items={"rate.rare_mode_mass": np.array([20, 1000])},
+    )
+    from collapse_monitor.detection import DEFAULT_TAIL
+
+    f = detect(rules=Rules(tail=(*DEFAULT_TAIL, "rare_mode_mass"), paired_test="mid_p"), **rate_kw).findings[0]
+    assert f.test == "rate-mid-p"
+    assert f.p_value == pytest.approx(stats.binom.cdf(2, 23, 2 / 3) + stats.binom.pmf(3, 23, 2 / 3) / 2)
+    with pytest.raises(cm.ConfigError) as ei:
+        Rules.from_dict({"paired_test": "fisher"})
+    assert ei.value.key == "rules.paired_test"
+
+
 def test_small_declines_are_not_significant() -> None:
     rules = Rules()
     metrics = {"vendi_ratio": MetricValue(0.97, 0.9, 1.04)}

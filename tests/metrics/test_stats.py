@@ -21,6 +21,7 @@ from collapse_monitor.metrics.stats import (
     cusum_decline,
     mann_kendall,
     mcnemar_exact,
+    mcnemar_mid_p,
     normal_decline_p,
     normal_quantile,
     percentile_interval,
@@ -146,6 +147,28 @@ def test_mcnemar_matches_scipy_binomtest() -> None:
         for alt, scipy_alt in (("greater", "greater"), ("less", "less"), ("two-sided", "two-sided")):
             ref = stats.binomtest(b, n, 0.5, alternative=scipy_alt).pvalue
             assert mcnemar_exact(b, c, alt) == pytest.approx(ref, rel=1e-9, abs=1e-300), (b, c, alt)
+
+
+def test_mcnemar_mid_p_matches_scipy() -> None:
+    """mid-p = P(X > b) + P(X = b) / 2 (Lancaster 1961), computed here from scipy's binomial."""
+    rng = np.random.default_rng(5)
+    pairs = [(7, 0), (8, 2), (2, 8), (1, 0), (0, 1), (30, 12)]
+    pairs += [tuple(map(int, rng.integers(0, 300, size=2))) for _ in range(25)] + [(5200, 4800)]
+    for b, c in pairs:
+        n = b + c
+        up_b = stats.binom.sf(b, n, 0.5) + stats.binom.pmf(b, n, 0.5) / 2
+        up_c = stats.binom.sf(c, n, 0.5) + stats.binom.pmf(c, n, 0.5) / 2
+        assert mcnemar_mid_p(b, c) == pytest.approx(up_b, rel=1e-9, abs=1e-300), (b, c)
+        assert mcnemar_mid_p(b, c, "less") == pytest.approx(up_c, rel=1e-9, abs=1e-300), (b, c)
+        assert mcnemar_mid_p(b, c, "two-sided") == pytest.approx(min(1.0, 2 * min(up_b, up_c)), rel=1e-9, abs=1e-300)
+        # never above the exact p; below it by exactly half the point probability
+        assert mcnemar_mid_p(b, c) <= mcnemar_exact(b, c)
+    assert mcnemar_mid_p(0, 0) == 1.0
+    # the case it exists for: 7 of 7 discordant items lost cannot reach 0.005 exactly, can with mid-p
+    assert mcnemar_exact(7, 0) == 2**-7 > 0.005 > mcnemar_mid_p(7, 0) == 2**-8
+    with pytest.raises(InputError) as ei:
+        mcnemar_mid_p(1, 2, "bigger")
+    assert ei.value.field == "alternative"
 
 
 def test_mcnemar_default_is_one_sided_greater_and_validates() -> None:

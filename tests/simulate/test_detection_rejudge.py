@@ -108,3 +108,23 @@ def test_rejudge_command_prints_the_table(bench, real_row, tmp_path, capsys) -> 
     out = capsys.readouterr().out
     assert "early_diversity_metrics=3" in out
     assert "| mixture/replace (temperature=0.8) | collapsing | 1/1 |" in out
+
+
+def test_a_run_under_other_rules(bench, real_row, tmp_path) -> None:
+    """``--rules`` for a run: the monitor and the alpha sweep both use them (the sweep's
+    self-check holds at the file's alpha, which joins the sweep), and a strict file silences
+    the chain the default rules flag; a bad key is a ConfigError before any chain starts."""
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n  alpha: 1.0e-300\n  min_effect: 0.99\n  diversity_min_effect: 0.99\n  paired_test: mid_p\n")
+    rules_d = bench.run_rules(str(f))
+    assert rules_d["paired_test"] == "mid_p" and rules_d["alpha"] == 1e-300
+    assert "min_effect=0.99" in bench._rules_line(rules_d) and bench._rules_line(None) == "default `Rules()`"
+    row = bench.run_one(("mixture", "replace", {"temperature": 0.8}, True, 0, 6, False, True, rules_d))
+    assert row["sweep_matches_monitor"] is True
+    assert row["alpha_stages"]["1e-300"] == row["stages"]
+    assert set(row["stages"]) == {"healthy"} != set(real_row["stages"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("paired_tset: mid_p\n")
+    with pytest.raises(ConfigError) as ei:
+        bench.run_rules(str(bad))
+    assert ei.value.key == "rules.paired_tset"
