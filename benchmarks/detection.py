@@ -270,7 +270,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         "false_alarms": 0 if collapsing else sum(s != "healthy" for s in stages),
         "fired": fired,
         "alpha_stages": {str(a): st for a, st in sweep.stages.items()},
-        # self-check: the sweep at the default alpha must reproduce the monitor's own stages
+        # self-check: the sweep at the run's alpha must reproduce the monitor's own stages
         "sweep_matches_monitor": sweep.stages.get(rules.alpha) == stages,
         "seconds": time.perf_counter() - t0,
         **({"all_findings": every} if all_findings else {}),
@@ -586,7 +586,6 @@ def rejudge(rows: list[dict[str, Any]], rules: Any) -> tuple[list[dict[str, Any]
     """The rows of a saved run judged again under ``rules`` (stages, first flags, false
     alarms, what fired, the alpha sweep), ready for ``summarise``; also the labels of the
     chains whose stages changed against the recorded run."""
-
     out: list[dict[str, Any]] = []
     changed: list[str] = []
     for r in rows:
