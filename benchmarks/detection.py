@@ -22,6 +22,11 @@ Writes ``benchmarks/results/detection.md`` and ``detection.json``.
 Run: ``.venv/bin/python benchmarks/detection.py [--seeds 5] [--seed-offset 0] [--generations 10]
 [--jobs 2] [--only digits] [--no-evidently] [--all-findings]``
 
+Chains this benchmark was not tuned on: ``--world-seed N`` draws another true distribution for
+every scenario (mixture means, the digits' probe / training split, the Zipf topics), and
+``--set SCENARIO.KEY=VALUE`` (repeatable) changes a scenario's settings, e.g.
+``--set digits.rare_digits=[3]``; results go to ``detection[-seedsA-B]-worldN.md`` (``--name``).
+
 Judge other stage rules on a saved run, without rerunning the chains (the run needs
 ``--all-findings``): ``.venv/bin/python benchmarks/detection.py --rejudge
 benchmarks/results/detection.json [--rules rules.yaml]``. Only the settings that act after the
@@ -193,9 +198,11 @@ class _AlphaSweep:
 
 def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     """One chain: ``(scenario, loop, options, collapsing, seed, generations, with_evidently,
-    all_findings[, rules as a dict])``."""
+    all_findings[, rules as a dict[, world]])``; ``world`` (``world_options``) holds scenario
+    settings that make another world: the label and the chain's role stay those of ``options``."""
     scenario, loop, opts, collapsing, seed, generations, with_evidently, all_findings = args[:8]
     rules_d = args[8] if len(args) > 8 else None
+    world = dict(args[9]) if len(args) > 9 and args[9] else {}
     import torch
 
     torch.set_num_threads(1)
@@ -203,7 +210,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     from collapse_monitor.simulate import make_scenario
 
     t0 = time.perf_counter()
-    sc = make_scenario(scenario, loop=loop, seed=seed, **opts)
+    sc = make_scenario(scenario, loop=loop, seed=seed, **{**world, **opts})
     ref = sc.reference
     pca = None
     if ref.embeddings is not None:
@@ -258,6 +265,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         "scenario": scenario,
         "loop": loop,
         "options": opts,
+        **({"world": world} if world else {}),
         "label": _label(scenario, loop, opts),
         "collapsing": collapsing,
         "seed": seed,
@@ -275,6 +283,11 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         "seconds": time.perf_counter() - t0,
         **({"all_findings": every} if all_findings else {}),
     }
+
+
+def _evidently_ran(rows: list[dict[str, Any]]) -> bool:
+    """Whether baseline (b) ran on these chains (``--no-evidently`` leaves every share None)."""
+    return any(s is not None for r in rows for s in r.get("evidently_share") or [])
 
 
 def _calibrated_thresholds(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -355,6 +368,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         agg = [r["aggregate"] for r in rs]
         cal = [r["aggregate_calibrated"] for r in rs]
         ev = [r["evidently"] for r in rs]
+        ev_ran = _evidently_ran(rs)
         # lead: generations between our flag and the aggregate alert (aggregate never -> end of run)
         leads = [(a if a is not None else generations) - o for o, a in zip(ours, agg, strict=True) if o is not None]
         not_after = sum(o is not None and (a is None or o <= a) for o, a in zip(ours, agg, strict=True))
@@ -375,10 +389,11 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             "false_alarm_checks": fa,
             "checks": checks,
         }
-        fa_base = f"{sum(a is not None for a in agg)}/{len(rs)} / {sum(e is not None for e in ev)}/{len(rs)}"
+        fa_ev = f"{sum(e is not None for e in ev)}/{len(rs)}" if ev_ran else "not run"
+        fa_base = f"{sum(a is not None for a in agg)}/{len(rs)} / {fa_ev}"
         lines.append(
             f"| {label} | {'collapsing' if collapsing else 'control'} | "
-            f"{sum(o is not None for o in ours)}/{len(rs)} | {_med(ours)} | {_med(agg)} | {_med(cal)} | {_med(ev)} | "
+            f"{sum(o is not None for o in ours)}/{len(rs)} | {_med(ours)} | {_med(agg)} | {_med(cal)} | {_med(ev) if ev_ran else 'not run'} | "
             f"{'-' if not collapsing else (f'{statistics.median(leads):g}' if leads else 'n/a')} | "
             f"{f'{not_after}/{len(rs)}' if collapsing else '-'} | "
             f"{'-' if collapsing else f'{fa}/{checks}'} | {'-' if collapsing else fa_base} |"
@@ -415,11 +430,13 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
     lines += [
         "",
         f"- Collapsing chains flagged: {totals['flagged']}/{totals['collapsing_chains']}; median lead over the "
-        f"aggregate alert (a) across all of them: {totals['median_lead']} generations; flagged after (a) "
+        f"aggregate alert (a) across all of them: {_fmt_lead(totals['median_lead'])} generations; flagged after (a) "
         f"(or never): {totals['flagged_after_aggregate']}/{totals['collapsing_chains']}.",
         f"- False alarms on the controls: {totals['false_alarm_checks']} of {totals['control_checks']} checks "
-        f"({totals['control_chains']} chains); (a) flagged {totals['aggregate_false_alarm_chains']} and (b) "
-        f"{totals['evidently_false_alarm_chains']} of the {totals['control_chains']} control chains.",
+        f"({totals['control_chains']} chains); (a) flagged {totals['aggregate_false_alarm_chains']}"
+        + (f" and (b) {totals['evidently_false_alarm_chains']}" if _evidently_ran(ctrl) else "")
+        + f" of the {totals['control_chains']} control chains"
+        + ("." if _evidently_ran(ctrl) else " ((b), Evidently, not run)."),
         f"- selftrain/replace flagged by generation 2 with accuracy moved < 1 point: "
         f"{totals['selftrain_by_gen2_under_1pt']}/{totals['selftrain_chains']}.",
         "",
@@ -431,7 +448,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         "|---:|---:|---:|---:|---:|",
         *[
             f"| {c['alpha']:g} | {c['false_alarm_checks']}/{c['control_checks']} | {c['flagged']}/{c['collapsing']} | "
-            f"{c['after_or_never']}/{c['collapsing']} | {c['median_lead']} |"
+            f"{c['after_or_never']}/{c['collapsing']} | {_fmt_lead(c['median_lead'])} |"
             for c in curve
         ],
     ]
@@ -444,6 +461,11 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             *alarms,
         ]
     return "\n".join(lines), summary
+
+
+def _fmt_lead(lead: float | None) -> str:
+    """A median lead in generations as the table prints it (``0`` rather than ``0.0``)."""
+    return "n/a" if lead is None else f"{lead:g}"
 
 
 def _false_alarm_lines(ctrl: list[dict[str, Any]]) -> list[str]:
@@ -523,6 +545,46 @@ def run_rules(path: str | None) -> dict[str, Any] | None:
     if isinstance(d.get("rules"), dict):
         d = d["rules"]
     return Rules.from_dict(d).to_dict()
+
+
+def world_options(world_seed: int, settings: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Per scenario, the settings of ``--world-seed`` and ``--set SCENARIO.KEY=VALUE`` (the value
+    read as YAML), checked by building each scenario once: a bad key or value is a
+    ``ConfigError`` naming it before any chain starts.
+
+    A chain in another world is one this benchmark was not tuned on: ``world_seed`` draws a new
+    true distribution (mixture means, the digits' probe / training split, the Zipf vocabulary's
+    topics), and the settings change the scenario itself (``digits.rare_digits=[3]``).
+    """
+    import yaml
+
+    from collapse_monitor import ConfigError
+    from collapse_monitor.simulate import make_scenario
+
+    names = sorted({c[0] for c in CHAINS})
+    out: dict[str, dict[str, Any]] = {n: ({"world_seed": world_seed} if world_seed else {}) for n in names}
+    for item in settings or []:
+        key, sep, raw = item.partition("=")
+        scen, dot, field = key.strip().partition(".")
+        if not sep or not dot or not field:
+            raise ConfigError("--set", f"expected SCENARIO.KEY=VALUE, got {item!r}")
+        if scen not in out:
+            raise ConfigError("--set", f"unknown scenario {scen!r} in {item!r}; expected one of {', '.join(names)}")
+        value = yaml.safe_load(raw)
+        out[scen][field] = tuple(value) if isinstance(value, list) else value
+    for scen, kw in out.items():
+        if kw:
+            try:
+                make_scenario(scen, **kw)
+            except ConfigError as exc:  # an unknown option, or a value out of range
+                raise ConfigError(f"--set {scen}.{exc.key}", str(exc).partition(": ")[2]) from None
+    return {k: v for k, v in out.items() if v}
+
+
+def _world_line(world: dict[str, dict[str, Any]]) -> str:
+    if not world:
+        return ""
+    return "; world: " + ", ".join(f"{s}.{k}={v!r}" for s, kw in sorted(world.items()) for k, v in kw.items())
 
 
 def _rules_line(rules_d: dict[str, Any] | None) -> str:
@@ -640,12 +702,32 @@ def main(argv: list[str] | None = None) -> int:
         help="a YAML file of rules (or its rules: block): the chains run under them (default Rules()), "
         "or with --rejudge the saved findings are judged under them",
     )
+    ap.add_argument(
+        "--world-seed",
+        type=int,
+        default=0,
+        help="another true distribution for every scenario (0: the one the defaults were chosen on)",
+    )
+    ap.add_argument(
+        "--set",
+        metavar="SCENARIO.KEY=VALUE",
+        action="append",
+        help="a scenario setting for every chain of that scenario, e.g. digits.rare_digits=[3] (repeatable)",
+    )
+    ap.add_argument("--name", help="results file stem (default: detection[-seedsA-B][-worldN])")
     a = ap.parse_args(argv)
     if a.rejudge:
         return _main_rejudge(a.rejudge, a.rules)
-    rules_d = run_rules(a.rules)
+    from collapse_monitor import ConfigError
+
+    try:
+        rules_d = run_rules(a.rules)
+        world = world_options(a.world_seed, a.set)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     tasks = [
-        (s, lp, o, c, seed, a.generations, not a.no_evidently, a.all_findings, rules_d)
+        (s, lp, o, c, seed, a.generations, not a.no_evidently, a.all_findings, rules_d, world.get(s, {}))
         for (s, lp, o, c) in CHAINS
         for seed in range(a.seed_offset, a.seed_offset + a.seeds)
         if a.only is None or a.only in _label(s, lp, o)
@@ -659,18 +741,25 @@ def main(argv: list[str] | None = None) -> int:
         def track(x, **_):  # type: ignore[no-redef]
             return x
 
-    with ProcessPoolExecutor(max_workers=a.jobs) as ex:
-        for row in track(ex.map(run_one, tasks), total=len(tasks), description="chains"):
-            rows.append(row)
+    if a.jobs <= 1:  # in this process (no pickling: also what the tests use)
+        rows = list(track(map(run_one, tasks), total=len(tasks), description="chains"))
+    else:
+        with ProcessPoolExecutor(max_workers=a.jobs) as ex:
+            for row in track(ex.map(run_one, tasks), total=len(tasks), description="chains"):
+                rows.append(row)
     table, summary = summarise(rows, a.generations)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     elapsed = time.perf_counter() - t0
     last = a.seed_offset + a.seeds - 1
-    stem = "detection" if a.seed_offset == 0 else f"detection-seeds{a.seed_offset}-{last}"
+    stem = a.name or (
+        ("detection" if a.seed_offset == 0 else f"detection-seeds{a.seed_offset}-{last}")
+        + (f"-world{a.world_seed}" if a.world_seed else "")
+    )
     header = (
         f"# Detection benchmark\n\nSeeds {a.seed_offset}-{last} x {a.generations} generations per chain; "
-        f"{len(rows)} chains in {elapsed:.0f} s on {os.cpu_count()} cores; {_rules_line(rules_d)}.\n"
+        f"{len(rows)} chains in {elapsed:.0f} s on {os.cpu_count()} cores; {_rules_line(rules_d)}"
+        f"{_world_line(world)}{'; no Evidently' if a.no_evidently else ''}.\n"
         "Columns: generation of the first flag (median over seeds; `(k/n)` = only k of n chains flagged), "
         "lead = generations between our flag and the aggregate alert (end of run when it never fired), "
         "median over seeds.\n\n"

@@ -128,3 +128,35 @@ def test_a_run_under_other_rules(bench, real_row, tmp_path) -> None:
     with pytest.raises(ConfigError) as ei:
         bench.run_rules(str(bad))
     assert ei.value.key == "rules.paired_tset"
+
+
+def test_a_run_in_another_world(bench, real_row, tmp_path) -> None:
+    """``--world-seed`` / ``--set``: the chain runs in that world (another true distribution,
+    another rare digit), keeps its label and role, and records the world in its row; a bad
+    setting is a ConfigError naming scenario and key before any chain starts."""
+    world = bench.world_options(1, ["digits.rare_digits=[3]", "mixture.separation=7"])
+    assert world["digits"] == {"world_seed": 1, "rare_digits": (3,)}
+    assert world["mixture"] == {"world_seed": 1, "separation": 7}
+    assert bench.world_options(0, None) == {}
+    assert "digits.rare_digits=(3,)" in bench._world_line(world)
+    row = bench.run_one(("mixture", "replace", {"temperature": 0.8}, True, 0, 6, False, False, None, world["mixture"]))
+    assert row["label"] == real_row["label"] and row["world"] == {"world_seed": 1, "separation": 7}
+    assert row["sweep_matches_monitor"] is True
+    assert row["aggregates"] != real_row["aggregates"]  # another reference, another chain
+    for bad, key in (
+        (["digits.rare_digits=[12]"], "--set digits.rare_digits"),
+        (["digits.no_such_option=1"], "--set digits.options"),
+        (["text.vocab_size=10"], "--set"),
+        (["digits"], "--set"),
+    ):
+        with pytest.raises(ConfigError) as ei:
+            bench.world_options(0, bad)
+        assert ei.value.key == key, bad
+    out = tmp_path / "res"
+    args = "--only gaussian/fresh --seeds 1 --generations 3 --no-evidently --jobs 1 --world-seed 2 --set gaussian.d=4"
+    rc = bench.main([*args.split(), "--out", str(out)])
+    assert rc == 0
+    md = (out / "detection-world2.md").read_text()
+    assert "gaussian.d=4" in md and "gaussian.world_seed=2" in md and "no Evidently" in md
+    assert json.loads((out / "detection-world2.json").read_text())["rows"][0]["world"] == {"world_seed": 2, "d": 4}
+    assert bench.main(["--set", "gaussian.d=0", "--out", str(out)]) == 2
