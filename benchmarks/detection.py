@@ -196,6 +196,28 @@ class _AlphaSweep:
         self.history.append({k: mv.value for k, mv in p.metrics.items()})
 
 
+def fired_entry(rep: Any, generation: int) -> dict[str, Any]:
+    """What made a non-healthy check fire: its stage and significant findings (metric, kind,
+    family, value against the baseline, relative change, q), as the results JSON records it."""
+    return {
+        "generation": generation,
+        "stage": rep.stage.value,
+        "findings": [
+            {
+                "key": f.key,
+                "kind": f.kind,
+                "family": f.family,
+                "value": f.value,
+                "baseline": f.baseline,
+                "relative_change": f.relative_change,
+                "q_value": f.q_value,
+            }
+            for f in rep.findings
+            if f.significant
+        ],
+    }
+
+
 def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     """One chain: ``(scenario, loop, options, collapsing, seed, generations, with_evidently,
     all_findings[, rules as a dict[, world]])``; ``world`` (``world_options``) holds scenario
@@ -230,25 +252,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
             rep = mon.check(g.observation)
             stages.append(rep.stage.value)
             if rep.stage.value != "healthy":  # what fired: the significant findings of the check
-                fired.append(
-                    {
-                        "generation": len(stages) - 1,
-                        "stage": rep.stage.value,
-                        "findings": [
-                            {
-                                "key": f.key,
-                                "kind": f.kind,
-                                "family": f.family,
-                                "value": f.value,
-                                "baseline": f.baseline,
-                                "relative_change": f.relative_change,
-                                "q_value": f.q_value,
-                            }
-                            for f in rep.findings
-                            if f.significant
-                        ],
-                    }
-                )
+                fired.append(fired_entry(rep, len(stages) - 1))
             if all_findings:
                 every.append(
                     [[f.key, f.kind, f.family, f.relative_change, f.q_value, f.significant] for f in rep.findings]
@@ -437,8 +441,14 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         + (f" and (b) {totals['evidently_false_alarm_chains']}" if _evidently_ran(ctrl) else "")
         + f" of the {totals['control_chains']} control chains"
         + ("." if _evidently_ran(ctrl) else " ((b), Evidently, not run)."),
-        f"- selftrain/replace flagged by generation 2 with accuracy moved < 1 point: "
-        f"{totals['selftrain_by_gen2_under_1pt']}/{totals['selftrain_chains']}.",
+        *(
+            [
+                f"- selftrain/replace flagged by generation 2 with accuracy moved < 1 point: "
+                f"{totals['selftrain_by_gen2_under_1pt']}/{totals['selftrain_chains']}."
+            ]
+            if self_train
+            else []
+        ),
         "",
         "Operating curve: the same panels judged at other `alpha` (everything else default)"
         + ("." if not mismatched else f"; WARNING: the sweep differs from the monitor on {', '.join(mismatched)}."),

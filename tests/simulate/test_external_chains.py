@@ -1,0 +1,71 @@
+"""benchmarks/external_chains.py: recursive-training chains written with scikit-learn only
+(no ``collapse_monitor.simulate``), judged by the monitor's public API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from benchmark_scripts import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def ext():
+    return load_benchmark("external_chains")
+
+
+def test_the_data_has_a_rare_class_and_does_not_depend_on_the_run_length(ext) -> None:
+    d = ext.make_data(0, 10)
+    assert d["X_ref"].shape == (ext.N_REF, ext.N_FEATURES)
+    assert d["X_probe"].shape[0] == d["y_probe"].shape[0] == ext.N_PROBE
+    share = np.bincount(d["y_probe"], minlength=5) / ext.N_PROBE
+    assert share[4] == pytest.approx(ext.PRIORS[4], abs=0.01)  # the rare class, < 5 %
+    assert (share[:4] > 0.05).all()
+    # a 20-generation chain sees the same data as a 10-generation one, and other seeds other data
+    assert np.array_equal(ext.make_data(0, 20)["X_probe"], d["X_probe"])
+    assert not np.array_equal(ext.make_data(1, 10)["X_probe"], d["X_probe"])
+    with pytest.raises(ValueError, match="at most"):
+        ext.make_data(0, ext.MAX_GENERATIONS + 1)
+
+
+def test_the_class_generator_keeps_vanished_classes_vanished_and_tempers_variance(ext) -> None:
+    d = ext.make_data(0, 10)
+    X, y = d["X_train"], d["y_train"]
+    keep = y != 4
+    rng = np.random.default_rng(0)
+    gen = ext.ClassGMM(X[keep], y[keep], rng)
+    assert gen.priors[4] == 0.0
+    S, yS = gen.sample(3000, rng)
+    assert len(S) == len(yS) == 3000 and 4 not in set(yS.tolist())
+    assert abs(np.mean(yS == 0) - gen.priors[0]) < 0.03
+    full = ext.ClassGMM(X, y, np.random.default_rng(1))
+    cold, _ = full.sample(20000, np.random.default_rng(2), temperature=0.5)
+    warm, _ = full.sample(20000, np.random.default_rng(2), temperature=1.0)
+    # within-class spread scales with the temperature; the class means do not move
+    ratio = np.trace(np.cov(cold.T)) / np.trace(np.cov(warm.T))
+    assert 0.55 < ratio < 0.95, ratio
+
+
+def test_a_tempered_chain_is_flagged_and_the_true_label_control_is_not(ext) -> None:
+    hot = ext.run_one(("sk_gmm", "replace", {"temperature": 0.5}, True, 0, 4))
+    assert hot["ours"] is not None and hot["ours"] <= 3, hot["stages"]
+    assert hot["sweep_matches_monitor"]
+    assert hot["fired"] and hot["fired"][0]["findings"]
+    assert {"accuracy", "frechet_distance"} <= set(hot["aggregates"][0])
+    ctrl = ext.run_one(("sk_pseudolabel", "true_labels", {}, False, 0, 4))
+    assert ctrl["stages"] == ["healthy"] * 4 and ctrl["false_alarms"] == 0
+    assert "frechet_distance" not in ctrl["aggregates"][0]  # a classifier-only chain
+
+
+def test_main_writes_the_table_and_json(ext, tmp_path, capsys) -> None:
+    rc = ext.main(["--seeds", "1", "--generations", "3", "--jobs", "1", "--only", "sk_pseudolabel/replace",
+                   "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    md = (tmp_path / "external-chains-g3.md").read_text()
+    assert "| sk_pseudolabel/replace | collapsing |" in md
+    rows = json.loads((tmp_path / "external-chains-g3.json").read_text())["rows"]
+    assert len(rows) == 1 and len(rows[0]["stages"]) == 3
+    assert ext.main(["--only", "no-such-chain", "--out", str(tmp_path)]) == 2
+    assert ext.main(["--generations", "31", "--out", str(tmp_path)]) == 2
+    assert "error" in capsys.readouterr().err
