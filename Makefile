@@ -4,7 +4,7 @@
 #   make test    create/update .venv with the dev extras, install the real servers the tests
 #                talk to (apt-get), run the whole suite
 #   make lint    ruff check + ruff format --check + mypy
-#   make bench   speed, detection-quality and retrain-noise benchmarks (benchmarks/)
+#   make bench   speed, detection-quality, retrain-noise and external-chain benchmarks (benchmarks/)
 #   make clean   caches and build outputs (distclean: also .venv and local run outputs)
 #
 # Both `demo` and `test` do all set-up themselves on a fresh Debian machine with Python 3.11.
@@ -40,7 +40,7 @@ SERVER_BINARIES := prometheus promtool prometheus-pushgateway prometheus-alertma
 # root runs apt-get directly; anyone else goes through sudo when it exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: help venv venv-dev demo test servers lint format bench bench-speed bench-detection bench-noise clean distclean
+.PHONY: help venv venv-dev demo test servers lint format bench bench-speed bench-detection bench-noise bench-external clean distclean
 
 help:
 	@awk 'NR >= 3 && !/^#/ {exit} NR >= 3 {sub(/^# ?/, ""); print}' Makefile
@@ -108,7 +108,7 @@ format: $(DEV_STAMP)
 
 # --- benchmarks (measured here, never asserted as wall-clock in tests) ---------------------------
 
-bench: bench-speed bench-detection bench-noise
+bench: bench-speed bench-detection bench-noise bench-external
 
 bench-speed: $(DEV_STAMP)
 	@test -f benchmarks/speed.py || { echo "error: benchmarks/speed.py is not written yet" >&2; exit 1; }
@@ -120,6 +120,10 @@ bench-detection: $(DEV_STAMP)
 
 bench-noise: $(DEV_STAMP)
 	$(PY) benchmarks/retrain_noise.py
+
+bench-external: $(DEV_STAMP)
+	$(PY) benchmarks/external_chains.py
+	$(PY) benchmarks/external_chains.py --generations 20
 
 # --- housekeeping -----------------------------------------------------------------------------
 
