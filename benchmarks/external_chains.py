@@ -1,4 +1,5 @@
-"""Detection on chains this repository did not write: scikit-learn models on scikit-learn data.
+"""Detection on chains this repository did not write: scikit-learn models on scikit-learn data,
+and a bigram language model on human text that ships with Python.
 
 Every chain of ``benchmarks/detection.py`` comes from ``collapse_monitor.simulate``, the code
 the detection defaults were chosen on. The chains here use only the public API (``Reference``,
@@ -6,7 +7,8 @@ the detection defaults were chosen on. The chains here use only the public API (
 way a user writes a recursive-training loop. They were written after the defaults were fixed
 (2026-12-05); the data's difficulty (``class_sep``) was set from the generation-0 classifier
 alone (accuracy 0.85-0.92, rarest-class recall 0.6-0.85) before any check ran, and nothing in
-the monitor was changed after seeing them.
+the monitor was changed after seeing them (the text chain was added after the first two had
+run, designed the same way: sizes fixed before any check).
 
 Data: ``sklearn.datasets.make_classification`` (5 classes with priors .50/.25/.12/.10/.03, 12
 features, 8 informative, one cluster per class, ``class_sep`` 1.2; a new dataset per seed). A
@@ -27,9 +29,22 @@ held out; the class with prior .03 is the rare class (< 5 %).
   (3,000 points) labelled by the previous model: ``argmax`` labels (``replace``, collapsing: the
   rare class is under-predicted, so the next model sees fewer of it), labels sampled from
   ``predict_proba`` (``sampled``, control) and true labels (``true_labels``, control).
+* ``stdlib_text``: human text = the sentences of the docstrings of Python's own standard
+  library (read with ``ast`` from the running interpreter's ``Lib/``, tests and IDLE left out:
+  about 14,500 distinct sentences of 5-30 words, 7,600 word types), split per seed into a
+  reference (3,000 sentences), a generation-0 training set (2,000, the size every later
+  generation trains on) and a pool of unseen human
+  sentences. The model is a word bigram model (maximum likelihood, no smoothing) refit each
+  generation and sampled (2,000 sentences) with nucleus sampling (top-p, Holtzman et al. 2020).
+  Loops: ``replace`` at top-p 1.0 (a refit on finite samples loses the bigrams it did not draw:
+  the rare words go first) and at 0.9 (biased), ``accumulate`` and ``fresh`` (1,000 unseen
+  human sentences + 1,000 of the previous generation's). The monitor gets the texts; (a) is the
+  Frechet distance of TF-IDF + truncated-SVD sentence embeddings (scikit-learn, fitted on the
+  reference) doubled against generation 0.
 
 Judged as in ``detection.py``: the monitor's first non-healthy generation against (a) the
-aggregate alert (probe accuracy down 2 points from generation 0), false alarms on the controls,
+aggregate alert (probe accuracy down 2 points from generation 0; for text the Frechet distance
+doubled), false alarms on the controls,
 the operating curve over ``alpha``; the table and JSON go to
 ``benchmarks/results/external-chains.{md,json}`` (``-g20`` for 20 generations).
 
@@ -40,11 +55,14 @@ Run: ``.venv/bin/python benchmarks/external_chains.py`` (``--seeds``, ``--genera
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -72,7 +90,12 @@ CHAINS: list[tuple[str, str, dict[str, Any], bool]] = [
     ("sk_pseudolabel", "replace", {}, True),
     ("sk_pseudolabel", "sampled", {}, False),
     ("sk_pseudolabel", "true_labels", {}, False),
+    ("stdlib_text", "replace", {"top_p": 1.0}, True),
+    ("stdlib_text", "replace", {"top_p": 0.9}, True),
+    ("stdlib_text", "accumulate", {"top_p": 1.0}, False),
+    ("stdlib_text", "fresh", {"top_p": 1.0}, False),
 ]
+TEXT_REF, TEXT_TRAIN, TEXT_M = 3000, 2000, 2000  # every generation trains on 2,000 sentences
 
 
 def make_data(seed: int, generations: int) -> dict[str, np.ndarray]:
@@ -149,7 +172,7 @@ def _classifier(X: np.ndarray, y: np.ndarray) -> Any:
 
 
 def gmm_generations(d: dict[str, np.ndarray], loop: str, seed: int, generations: int, temperature: float = 1.0):
-    """``(embeddings, probe predictions, probe accuracy)`` per generation of an ``sk_gmm`` chain."""
+    """``(observation fields, aggregate numbers)`` per generation of an ``sk_gmm`` chain."""
     rng = np.random.default_rng(seed)
     X_tr, y_tr = d["X_train"], d["y_train"]
     acc_X, acc_y = [X_tr], [y_tr]  # accumulate: the real set and every generation's samples
@@ -158,7 +181,7 @@ def gmm_generations(d: dict[str, np.ndarray], loop: str, seed: int, generations:
         gen = ClassGMM(X_tr, y_tr, rng)
         S, yS = gen.sample(M, rng, temperature)
         pred = _classifier(S, yS).predict(d["X_probe"])
-        yield S, pred, float((pred == d["y_probe"]).mean())
+        yield {"embeddings": S, "predictions": pred}, {"accuracy": float((pred == d["y_probe"]).mean())}
         if loop == "replace":
             X_tr, y_tr = S, yS
         elif loop == "accumulate":
@@ -176,12 +199,12 @@ def gmm_generations(d: dict[str, np.ndarray], loop: str, seed: int, generations:
 
 
 def pseudolabel_generations(d: dict[str, np.ndarray], loop: str, seed: int, generations: int):
-    """``(None, probe predictions, probe accuracy)`` per generation of an ``sk_pseudolabel`` chain."""
+    """``(observation fields, aggregate numbers)`` per generation of an ``sk_pseudolabel`` chain."""
     rng = np.random.default_rng(seed)
     model = _classifier(d["X_train"], d["y_train"])
     for g in range(generations):
         pred = model.predict(d["X_probe"])
-        yield None, pred, float((pred == d["y_probe"]).mean())
+        yield {"predictions": pred}, {"accuracy": float((pred == d["y_probe"]).mean())}
         P = d["X_pool"][g * POOL : (g + 1) * POOL]
         if loop == "replace":
             labels = model.predict(P)
@@ -196,6 +219,124 @@ def pseudolabel_generations(d: dict[str, np.ndarray], loop: str, seed: int, gene
         model = _classifier(P, labels)
 
 
+@functools.lru_cache(maxsize=1)
+def stdlib_sentences() -> tuple[str, ...]:
+    """The distinct sentences (5-30 lower-case words) of the docstrings of the standard library
+    of the running Python, in a fixed order: human-written text that needs no download."""
+    import ast
+    import re
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idlelib", "lib2to3", "site-packages", "tkinter", "turtledemo", "ensurepip"}
+    seen: dict[str, None] = {}
+    for path in sorted(root.rglob("*.py")):
+        if set(path.relative_to(root).parts) & skip or path.parent.name.startswith("config-"):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            doc = ast.get_docstring(node)
+            for para in re.split(r"\n\s*\n", doc or ""):
+                for sent in re.split(r"(?<=[.!?])\s+", " ".join(para.split())):
+                    words = re.findall(r"[a-z]+", sent.lower())
+                    if 5 <= len(words) <= 30:
+                        seen.setdefault(" ".join(words), None)
+    return tuple(seen)
+
+
+class Bigram:
+    """A word bigram model (maximum likelihood counts, sentence start and end markers) sampled
+    with nucleus (top-p) truncation (Holtzman et al. 2020, "The Curious Case of Neural Text
+    Degeneration")."""
+
+    END = "</s>"
+
+    def __init__(self, sentences: list[str], top_p: float = 1.0) -> None:
+        from collections import Counter, defaultdict
+
+        self.top_p = top_p
+        nxt: dict[str, Counter[str]] = defaultdict(Counter)
+        for sent in sentences:
+            words = ["<s>", *sent.split(), self.END]
+            for a, b in itertools.pairwise(words):
+                nxt[a][b] += 1
+        self._dist: dict[str, tuple[list[str], np.ndarray]] = {}
+        for a, cnt in nxt.items():
+            words, counts = zip(*cnt.most_common(), strict=True)
+            p = np.asarray(counts, dtype=float) / sum(counts)
+            cum = np.cumsum(p)
+            keep = int(np.searchsorted(cum, top_p - 1e-12)) + 1  # the smallest head with mass >= top_p
+            self._dist[a] = (list(words[:keep]), cum[:keep] / cum[keep - 1])
+
+    def sample(self, n: int, rng: np.random.Generator, max_len: int = 40) -> list[str]:
+        out = []
+        for _ in range(n):
+            w, words = "<s>", []
+            while len(words) < max_len:
+                cand, cum = self._dist[w]
+                w = cand[min(int(np.searchsorted(cum, rng.random(), side="right")), len(cand) - 1)]
+                if w == self.END:
+                    break
+                words.append(w)
+            out.append(" ".join(words))
+        return out
+
+
+def _sentence_embedding(reference: list[str]) -> Any:
+    """TF-IDF + truncated SVD (latent semantic analysis) fitted on the reference sentences."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(TfidfVectorizer(), TruncatedSVD(n_components=32, random_state=0)).fit(reference)
+
+
+def _frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two samples (Heusel et al. 2017), by scipy."""
+    from scipy import linalg
+
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(ca @ cb).real
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
+
+
+def text_data(seed: int) -> dict[str, list[str]]:
+    """A per-seed split of the standard library's sentences: reference, training set, pool."""
+    sents = list(stdlib_sentences())
+    order = np.random.default_rng(2000 + seed).permutation(len(sents))
+    shuffled = [sents[i] for i in order]
+    a, b = TEXT_REF, TEXT_REF + TEXT_TRAIN
+    return {"ref": shuffled[:a], "train": shuffled[a:b], "pool": shuffled[b:]}
+
+
+def text_generations(d: dict[str, list[str]], loop: str, seed: int, generations: int, top_p: float = 1.0):
+    """``(observation fields, aggregate numbers)`` per generation of a ``stdlib_text`` chain."""
+    rng = np.random.default_rng(seed)
+    embed = _sentence_embedding(d["ref"])
+    ref_emb = embed.transform(d["ref"])
+    train, everything = list(d["train"]), list(d["train"])
+    for _ in range(generations):
+        texts = Bigram(train, top_p).sample(TEXT_M, rng)
+        yield {"texts": texts}, {"frechet_distance": _frechet(ref_emb, embed.transform(texts))}
+        if loop == "replace":
+            train = texts
+        elif loop == "accumulate":
+            everything += texts
+            train = everything
+        elif loop == "fresh":
+            half = TEXT_M // 2
+            fresh = rng.choice(len(d["pool"]), size=half, replace=False)
+            keep = rng.choice(len(texts), size=half, replace=False)
+            train = [d["pool"][i] for i in fresh] + [texts[i] for i in keep]
+        else:
+            raise ValueError(f"stdlib_text has no loop {loop!r}")
+
+
 def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     """One chain ``(scenario, loop, options, collapsing, seed, generations)``, judged like a
     ``detection.py`` chain (same row fields, no Evidently)."""
@@ -203,13 +344,19 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     import collapse_monitor as cm
 
     t0 = time.perf_counter()
-    d = make_data(seed, generations)
+    chain: Iterator[tuple[dict[str, Any], dict[str, float]]]
     if scenario == "sk_gmm":
+        d = make_data(seed, generations)
         ref = cm.Reference(embeddings=d["X_ref"], labels=d["y_probe"])
         chain = gmm_generations(d, loop, seed, generations, **opts)
     elif scenario == "sk_pseudolabel":
+        d = make_data(seed, generations)
         ref = cm.Reference(labels=d["y_probe"])
         chain = pseudolabel_generations(d, loop, seed, generations)
+    elif scenario == "stdlib_text":
+        td = text_data(seed)
+        ref = cm.Reference(texts=td["ref"])
+        chain = text_generations(td, loop, seed, generations, **opts)
     else:
         raise ValueError(f"unknown scenario {scenario!r}")
     rules = cm.Rules()
@@ -219,17 +366,16 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     sweep = det._AlphaSweep(rules)
     with tempfile.TemporaryDirectory() as home:
         mon = cm.CollapseMonitor(f"ext-{scenario}-{loop}-{seed}", reference=ref, sinks=[], home=home, rules=rules)
-        for emb, pred, acc in chain:
-            rep = mon.check(cm.Observation(embeddings=emb, predictions=pred))
+        for fields, numbers in chain:
+            rep = mon.check(cm.Observation(**fields))
             stages.append(rep.stage.value)
             if rep.stage.value != "healthy":
                 fired.append(det.fired_entry(rep, len(stages) - 1))
             sweep.step(mon.last_panel)
-            a = {"accuracy": acc}
-            if "frechet_distance" in rep.metrics:
-                a["frechet_distance"] = float(rep.metrics["frechet_distance"].value)
-            if "rare_class_recall" in rep.metrics:
-                a["rare_class_recall"] = float(rep.metrics["rare_class_recall"].value)
+            a = dict(numbers)  # (a) reads accuracy when there is one, else the Frechet distance
+            for key in ("frechet_distance", "rare_class_recall", "rare_ngram_recall", "distinct_2"):
+                if key in rep.metrics and key not in a:
+                    a[key] = float(rep.metrics[key].value)
             agg.append(a)
     return {
         "scenario": scenario,
@@ -283,11 +429,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(track(ex.map(run_one, tasks), total=len(tasks), description="chains"))
     table, summary = det.summarise(rows, a.generations)
     header = (
-        "# Detection on chains this repository did not write (scikit-learn models on scikit-learn data)\n\n"
+        "# Detection on chains this repository did not write (scikit-learn models on scikit-learn data; "
+        "a bigram model on the standard library's docstrings)\n\n"
         f"Seeds 0-{a.seeds - 1} x {a.generations} generations per chain; {len(rows)} chains in "
         f"{time.perf_counter() - t0:.0f} s on {os.cpu_count()} cores; default `Rules()`; no Evidently. "
         "See `benchmarks/external_chains.py` for the chains. Columns as in `detection.md`; "
-        "(a) = probe accuracy down 2 points.\n\n"
+        "(a) = probe accuracy down 2 points (text: the Frechet distance of TF-IDF + SVD sentence embeddings "
+        "doubled).\n\n"
     )
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

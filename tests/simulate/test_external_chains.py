@@ -69,3 +69,35 @@ def test_main_writes_the_table_and_json(ext, tmp_path, capsys) -> None:
     assert ext.main(["--only", "no-such-chain", "--out", str(tmp_path)]) == 2
     assert ext.main(["--generations", "31", "--out", str(tmp_path)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_the_human_text_is_the_standard_librarys_docstrings(ext) -> None:
+    sents = ext.stdlib_sentences()
+    assert len(sents) > 5000 and len(set(sents)) == len(sents)
+    assert all(5 <= len(s.split()) <= 30 for s in sents[:500])
+    d = ext.text_data(0)
+    assert (len(d["ref"]), len(d["train"])) == (ext.TEXT_REF, ext.TEXT_TRAIN)
+    assert not set(d["ref"]) & set(d["train"]) and not set(d["train"]) & set(d["pool"])
+    assert d["ref"] != ext.text_data(1)["ref"]  # another seed, another split
+
+
+def test_the_bigram_model_samples_its_own_bigrams_and_top_p_narrows_it(ext) -> None:
+    train = ext.text_data(0)["train"]
+    vocab = {w for s in train for w in s.split()}
+    bigrams = {b for s in train for b in zip(["<s>", *s.split()], s.split(), strict=False)}
+    rng = np.random.default_rng(0)
+    full = ext.Bigram(train, 1.0).sample(500, rng)
+    words = [w for s in full for w in s.split()]
+    assert set(words) <= vocab
+    assert all(b in bigrams for s in full for b in zip(["<s>", *s.split()], s.split(), strict=False))
+    narrow = ext.Bigram(train, 0.5).sample(500, np.random.default_rng(0))
+    assert len({w for s in narrow for w in s.split()}) < 0.8 * len(set(words))
+
+
+def test_the_text_chain_collapses_under_replace_and_not_under_fresh(ext) -> None:
+    hot = ext.run_one(("stdlib_text", "replace", {"top_p": 0.9}, True, 0, 3))
+    assert hot["ours"] == 1, hot["stages"]
+    assert {f["key"] for f in hot["fired"][0]["findings"]} & {"rare_ngram_recall", "distinct_2", "vocab_ratio"}
+    assert "frechet_distance" in hot["aggregates"][0] and hot["sweep_matches_monitor"]
+    ctrl = ext.run_one(("stdlib_text", "fresh", {"top_p": 1.0}, False, 0, 3))
+    assert ctrl["stages"] == ["healthy"] * 3, ctrl["fired"]
