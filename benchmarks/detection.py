@@ -725,7 +725,16 @@ def main(argv: list[str] | None = None) -> int:
         help="a scenario setting for every chain of that scenario, e.g. digits.rare_digits=[3] (repeatable)",
     )
     ap.add_argument("--name", help="results file stem (default: detection[-seedsA-B][-worldN])")
+    ap.add_argument(
+        "--incidents",
+        metavar="JSON",
+        action="append",
+        help="count the alert incidents (first firings) of saved runs' stages under the real alert lifecycle "
+        "at resolve_after 1, 2 and 3 instead of running chains (repeat to pool runs)",
+    )
     a = ap.parse_args(argv)
+    if a.incidents:
+        return _main_incidents(a.incidents)
     if a.rejudge:
         return _main_rejudge(a.rejudge, a.rules)
     from collapse_monitor import ConfigError
@@ -779,6 +788,51 @@ def main(argv: list[str] | None = None) -> int:
     fmt: dict[str, Any] = {"separators": (",", ":")} if a.all_findings else {"indent": 1}
     (out / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, default=str, **fmt))
     print(header + table)
+    return 0
+
+
+def incidents(stages: list[str], resolve_after: int) -> int:
+    """How many incidents (first ``firing`` events, repeats not counted) a chain's stage sequence
+    opens under the monitor's own alert lifecycle with ``Rules(resolve_after=...)``: one check a
+    day, so a repeat is never due."""
+    from collapse_monitor import Rules, Stage
+    from collapse_monitor._lifecycle import alert_events
+
+    rules = Rules(resolve_after=resolve_after, repeat_interval_seconds=1e12)
+    states: dict[str, Any] = {}
+    opened = 0
+    for g, st in enumerate(stages):
+        events, new = alert_events(
+            monitor="bench",
+            stage=Stage(st),
+            drift=False,
+            findings=(),
+            generation=g,
+            synthetic_fraction=None,
+            states=states,
+            rules=rules,
+            now=86400.0 * g,
+        )
+        opened += sum(e.status == "firing" and not e.repeat for e in events)
+        states = {s.rule: s for s in new}
+    return opened
+
+
+def _main_incidents(paths: list[str]) -> int:
+    rows: list[dict[str, Any]] = []
+    try:
+        for p in paths:
+            rows += json.loads(Path(p).read_text())["rows"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"# Alert incidents under the alert lifecycle\n\n{len(rows)} chains from {', '.join(paths)}.\n")
+    print("| resolve_after | incidents on control chains | incidents on collapsing chains |")
+    print("|---:|---:|---:|")
+    for k in (1, 2, 3):
+        ctrl = sum(incidents(r["stages"], k) for r in rows if not r["collapsing"])
+        coll = sum(incidents(r["stages"], k) for r in rows if r["collapsing"])
+        print(f"| {k} | {ctrl} | {coll} |")
     return 0
 
 

@@ -1,9 +1,11 @@
 """Alert lifecycle: fire on entering a non-healthy stage, repeat at a bounded rate while it
-persists, resolve on recovery. Dedup key = monitor + rule (``Alert.dedup_key``)."""
+persists, resolve on recovery (after ``Rules.resolve_after`` checks in a row without the stage:
+a stage that flaps stays one incident). Dedup key = monitor + rule (``Alert.dedup_key``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .detection import Rules
@@ -102,6 +104,9 @@ def alert_events(
 
     for rule, st in states.items():
         if rule not in wanted:
+            if st.clear_checks + 1 < rules.resolve_after:  # not yet: the incident stays open
+                new_states.append(replace(st, clear_checks=st.clear_checks + 1))
+                continue
             prev_stage = Stage(rule) if rule in Stage._value2member_map_ else Stage.HEALTHY
             events.append(make(rule, "resolved", st.severity, prev_stage))
     for rule, severity in wanted.items():
@@ -118,5 +123,5 @@ def alert_events(
             events.append(make(rule, "firing", severity, ev_stage, repeat=True))
             new_states.append(AlertState(rule, severity, prev.since, prev.since_generation, now, generation))
         else:
-            new_states.append(prev)
+            new_states.append(replace(prev, clear_checks=0))
     return events, new_states

@@ -129,6 +129,9 @@ class Rules:
     diversity: tuple[str, ...] = DEFAULT_DIVERSITY
     repeat_interval_seconds: float = 6 * 3600.0
     repeat_every_generations: int | None = None
+    #: checks in a row without a stage before its alert resolves (1: the first healthy check);
+    #: 2 or more keeps a flapping stage one open incident (Prometheus's ``keep_firing_for``)
+    resolve_after: int = 1
     alert_on_drift: bool = True
     baseline_generation: int | None = None
     seed: int = 0
@@ -164,6 +167,7 @@ class Rules:
             ("k", 1),
             ("n_boot", 10),
             ("text_budget", 10),
+            ("resolve_after", 1),
         ):
             v = getattr(self, key)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= lo, key, f"expected an int >= {lo}, got {v!r}")

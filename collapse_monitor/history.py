@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS alert_state (
     since_generation INTEGER NOT NULL,
     last_notified_at REAL NOT NULL,
     last_notified_generation INTEGER NOT NULL,
+    clear_checks INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (monitor, rule)
 );
 """
@@ -95,6 +96,9 @@ class AlertState:
     since_generation: int
     last_notified_at: float
     last_notified_generation: int
+    #: checks in a row that no longer showed the rule's stage (resolution waits for
+    #: ``Rules.resolve_after`` of them)
+    clear_checks: int = 0
 
 
 def _pack(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -138,6 +142,9 @@ class HistoryStore:
                 cols = {r[1] for r in con.execute("PRAGMA table_info(checks)")}
                 if "handed_off" not in cols:  # a store written by an older version
                     con.execute("ALTER TABLE checks ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 1")
+                cols = {r[1] for r in con.execute("PRAGMA table_info(alert_state)")}
+                if "clear_checks" not in cols:  # written before Rules.resolve_after
+                    con.execute("ALTER TABLE alert_state ADD COLUMN clear_checks INTEGER NOT NULL DEFAULT 0")
                 self._ready = True
         except sqlite3.Error as exc:
             con.close()
@@ -291,17 +298,18 @@ class HistoryStore:
     # -- alert lifecycle -----------------------------------------------------------------------
     def alert_states(self, monitor: str) -> dict[str, AlertState]:
         rows = self._read(
-            "SELECT rule, severity, since, since_generation, last_notified_at, last_notified_generation"
-            " FROM alert_state WHERE monitor=?",
+            "SELECT rule, severity, since, since_generation, last_notified_at, last_notified_generation,"
+            " clear_checks FROM alert_state WHERE monitor=?",
             (monitor,),
         )
-        return {r[0]: AlertState(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+        return {r[0]: AlertState(*r) for r in rows}
 
     @staticmethod
     def _put_alert_states(con: sqlite3.Connection, monitor: str, states: Sequence[AlertState]) -> None:
         con.execute("DELETE FROM alert_state WHERE monitor=?", (monitor,))
         con.executemany(
-            "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO alert_state (monitor, rule, severity, since, since_generation, last_notified_at,"
+            " last_notified_generation, clear_checks) VALUES (?,?,?,?,?,?,?,?)",
             [
                 (
                     monitor,
@@ -311,6 +319,7 @@ class HistoryStore:
                     s.since_generation,
                     s.last_notified_at,
                     s.last_notified_generation,
+                    s.clear_checks,
                 )
                 for s in states
             ],

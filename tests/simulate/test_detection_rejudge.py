@@ -160,3 +160,17 @@ def test_a_run_in_another_world(bench, real_row, tmp_path) -> None:
     assert "gaussian.d=4" in md and "gaussian.world_seed=2" in md and "no Evidently" in md
     assert json.loads((out / "detection-world2.json").read_text())["rows"][0]["world"] == {"world_seed": 2, "d": 4}
     assert bench.main(["--set", "gaussian.d=0", "--out", str(out)]) == 2
+
+
+def test_incidents_counts_first_firings_under_the_real_lifecycle(bench, tmp_path, capsys) -> None:
+    flapping = ["healthy", "early_collapse", "healthy", "early_collapse", "healthy", "healthy"]
+    assert [bench.incidents(flapping, k) for k in (1, 2, 3)] == [2, 1, 1]
+    escalating = ["healthy", "early_collapse", "late_collapse", "late_collapse", "healthy"]
+    assert [bench.incidents(escalating, k) for k in (1, 2)] == [2, 2]  # early, then late: two rules
+    path = tmp_path / "run.json"
+    rows = [{"stages": flapping, "collapsing": False}, {"stages": escalating, "collapsing": True}]
+    path.write_text(json.dumps({"rows": rows}))
+    assert bench.main(["--incidents", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | 2 | 2 |" in out and "| 2 | 1 | 2 |" in out
+    assert bench.main(["--incidents", str(tmp_path / "missing.json")]) == 2

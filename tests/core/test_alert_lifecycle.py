@@ -1,0 +1,91 @@
+"""The alert lifecycle through the monitor: fire on entering a stage, resolve on recovery, and
+with ``Rules.resolve_after`` > 1 a stage that flaps stays one incident (the state survives a
+new process: it lives in the history store)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor.history import AlertState, HistoryStore
+
+PRIORS = {0: 0.6, 1: 0.37, 2: 0.03}
+
+
+def _labels() -> np.ndarray:
+    return np.random.default_rng(0).choice(3, size=4000, p=list(PRIORS.values()))
+
+
+def _predictions(labels: np.ndarray, rare_recall: float) -> np.ndarray:
+    rng = np.random.default_rng(1)  # the same items are right or wrong in every generation
+    preds = labels.copy()
+    rare = np.flatnonzero(labels == 2)
+    preds[rare[rng.random(rare.size) > rare_recall]] = 0
+    return preds
+
+
+def _run(home, recalls: list[float], **rules) -> list[cm.Report]:
+    labels = _labels()
+    ref = cm.Reference(labels=labels, class_priors=PRIORS)
+    out = []
+    for r in recalls:  # a new monitor object per check: the lifecycle state is read back from disk
+        mon = cm.CollapseMonitor("flappy", reference=ref, sinks=[], home=home, rules=cm.Rules(**rules))
+        out.append(mon.check(cm.Observation(predictions=_predictions(labels, r))))
+    return out
+
+
+def _events(reports: list[cm.Report]) -> list[list[tuple[str, str]]]:
+    return [[(a.rule, a.status) for a in r.alerts] for r in reports]
+
+
+FLAPPING = [0.9, 0.3, 0.9, 0.3, 0.9, 0.9]
+
+
+def test_by_default_each_recovery_resolves_and_each_relapse_fires_again(tmp_path) -> None:
+    reports = _run(tmp_path, FLAPPING)
+    assert [r.stage.value for r in reports] == ["healthy", "early_collapse"] * 2 + ["healthy"] * 2
+    fired, resolved = ("early_collapse", "firing"), ("early_collapse", "resolved")
+    assert _events(reports) == [[], [fired], [resolved], [fired], [resolved], []]
+
+
+def test_resolve_after_keeps_a_flapping_stage_one_incident(tmp_path) -> None:
+    reports = _run(tmp_path, FLAPPING, resolve_after=2)
+    # the stages are the same; only the paging differs
+    assert [r.stage.value for r in reports] == ["healthy", "early_collapse"] * 2 + ["healthy"] * 2
+    assert _events(reports) == [[], [("early_collapse", "firing")], [], [], [], [("early_collapse", "resolved")]]
+    first = reports[1].alerts[0]
+    assert not first.repeat and first.generation == 1
+    assert HistoryStore(tmp_path).alert_states("flappy") == {}
+
+
+def test_the_pending_state_is_stored(tmp_path) -> None:
+    _run(tmp_path, [0.9, 0.3, 0.9], resolve_after=3)
+    (st,) = HistoryStore(tmp_path).alert_states("flappy").values()
+    assert (st.rule, st.since_generation, st.clear_checks) == ("early_collapse", 1, 1)
+
+
+def test_a_store_from_before_resolve_after_is_migrated(tmp_path) -> None:
+    store = HistoryStore(tmp_path)  # opens nothing until first used
+    con = sqlite3.connect(store._db)
+    con.execute(
+        "CREATE TABLE alert_state (monitor TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"
+        " since REAL NOT NULL, since_generation INTEGER NOT NULL, last_notified_at REAL NOT NULL,"
+        " last_notified_generation INTEGER NOT NULL, PRIMARY KEY (monitor, rule))"
+    )
+    con.execute("INSERT INTO alert_state VALUES ('m', 'early_collapse', 'warning', 1.0, 3, 1.0, 3)")
+    con.commit()
+    con.close()
+    assert store.alert_states("m") == {"early_collapse": AlertState("early_collapse", "warning", 1.0, 3, 1.0, 3, 0)}
+    store.set_alert_states("m", [AlertState("early_collapse", "warning", 1.0, 3, 1.0, 3, 2)])
+    assert store.alert_states("m")["early_collapse"].clear_checks == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_resolve_after_must_be_a_positive_int(bad) -> None:
+    with pytest.raises(cm.ConfigError, match=r"rules\.resolve_after"):
+        cm.Rules(resolve_after=bad)
+    with pytest.raises(cm.ConfigError, match=r"rules\.resolve_after"):
+        cm.Rules.from_dict({"resolve_after": bad})
