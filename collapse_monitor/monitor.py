@@ -275,6 +275,7 @@ class CollapseMonitor:
             duration_seconds=time.perf_counter() - t0,
             notes=tuple(notes) + det.notes,
             rare_classes=panel.rare_classes,
+            open_alerts={st.rule: st.severity for st in states},
         )
         extra = {
             "baseline": baseline,

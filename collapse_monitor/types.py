@@ -436,6 +436,9 @@ class Report:
     run_id: str | None = None
     notes: tuple[str, ...] = ()
     rare_classes: tuple[str, ...] = ()
+    #: the alert rules whose incident is open after this check (rule -> severity), including
+    #: one waiting out ``Rules.resolve_after``; None where unknown (a report from an older version)
+    open_alerts: Mapping[str, str] | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -465,6 +468,7 @@ class Report:
             "run_id": self.run_id,
             "notes": list(self.notes),
             "rare_classes": list(self.rare_classes),
+            "open_alerts": None if self.open_alerts is None else dict(sorted(self.open_alerts.items())),
         }
 
     @classmethod
@@ -486,6 +490,7 @@ class Report:
             run_id=d.get("run_id"),
             notes=tuple(d.get("notes", ())),
             rare_classes=tuple(str(c) for c in d.get("rare_classes", ())),
+            open_alerts=None if d.get("open_alerts") is None else {str(k): str(v) for k, v in d["open_alerts"].items()},
         )
 
     def value(self, key: str, default: float | None = None) -> float | None:

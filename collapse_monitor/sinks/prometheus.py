@@ -102,7 +102,16 @@ def rare_classes(report: Report, *, rare_threshold: float = 0.05) -> list[str]:
 
 
 def _alert_rules(report: Report, book: dict[str, tuple[str, float]]) -> dict[str, tuple[str, float]]:
-    """Update ``book`` (rule -> (severity, 0/1)) with this report and return it."""
+    """Update ``book`` (rule -> (severity, 0/1)) with this report and return it: the report's
+    open incidents when it carries them (an alert waiting out ``Rules.resolve_after`` still
+    reads 1), else the stage and the alert events."""
+    if report.open_alerts is not None:
+        for rule in set(book) | set(report.open_alerts):
+            if rule in report.open_alerts:
+                book[rule] = (report.open_alerts[rule], 1.0)
+            else:
+                book[rule] = (book[rule][0], 0.0)
+        return book
     stage_rules = {s.value for s in Stage if s is not Stage.HEALTHY}
     for rule in stage_rules:
         if rule in book and rule != report.stage.value:

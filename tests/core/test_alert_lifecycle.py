@@ -4,6 +4,7 @@ new process: it lives in the history store)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 import numpy as np
@@ -59,6 +60,30 @@ def test_resolve_after_keeps_a_flapping_stage_one_incident(tmp_path) -> None:
     first = reports[1].alerts[0]
     assert not first.repeat and first.generation == 1
     assert HistoryStore(tmp_path).alert_states("flappy") == {}
+    # the report says which incidents are open, also while one waits out resolve_after
+    assert [r.open_alerts for r in reports] == [{}] + [{"early_collapse": "warning"}] * 4 + [{}]
+    assert cm.Report.from_dict(reports[2].to_dict()).open_alerts == {"early_collapse": "warning"}
+
+
+def test_prometheus_alert_firing_follows_the_open_incident(tmp_path) -> None:
+    from collapse_monitor.sinks.base import EmitContext
+    from collapse_monitor.sinks.prometheus import PrometheusSink
+
+    def firing(sink: PrometheusSink) -> dict[str, float]:
+        samples = sink.collector.samples("flappy")
+        return {dict(s.labels)["rule"]: s.value for s in samples if s.name.endswith("alert_firing")}
+
+    sink = PrometheusSink()
+    seen = []
+    for report in _run(tmp_path, FLAPPING, resolve_after=2):
+        sink.emit(report, EmitContext())
+        seen.append(firing(sink).get("early_collapse"))
+    assert seen == [None, 1.0, 1.0, 1.0, 1.0, 0.0]
+    # a report from before open_alerts existed: the gauge follows the stage and the events
+    sink = PrometheusSink()
+    for report in _run(tmp_path / "old", [0.9, 0.3, 0.9]):
+        sink.emit(dataclasses.replace(report, open_alerts=None), EmitContext())
+    assert firing(sink) == {"early_collapse": 0.0}
 
 
 def test_the_pending_state_is_stored(tmp_path) -> None:
