@@ -44,12 +44,12 @@ held out; the class with prior .03 is the rare class (< 5 %).
 
 Judged as in ``detection.py``: the monitor's first non-healthy generation against (a) the
 aggregate alert (probe accuracy down 2 points from generation 0; for text the Frechet distance
-doubled), false alarms on the controls,
+doubled) and (b) Evidently's DataDriftPreset (drift share >= 0.5), false alarms on the controls,
 the operating curve over ``alpha``; the table and JSON go to
 ``benchmarks/results/external-chains.{md,json}`` (``-g20`` for 20 generations).
 
 Run: ``.venv/bin/python benchmarks/external_chains.py`` (``--seeds``, ``--generations``,
-``--jobs``, ``--only``, ``--out``).
+``--jobs``, ``--only``, ``--no-evidently``, ``--out``, ``--name``).
 """
 
 from __future__ import annotations
@@ -338,9 +338,12 @@ def text_generations(d: dict[str, list[str]], loop: str, seed: int, generations:
 
 
 def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
-    """One chain ``(scenario, loop, options, collapsing, seed, generations)``, judged like a
-    ``detection.py`` chain (same row fields, no Evidently)."""
-    scenario, loop, opts, collapsing, seed, generations = args
+    """One chain ``(scenario, loop, options, collapsing, seed, generations[, with_evidently])``,
+    judged like a ``detection.py`` chain (same row fields; baseline (b), Evidently's
+    DataDriftPreset, on the reference's first 10 principal components, the text descriptors or
+    the predicted labels, as there)."""
+    scenario, loop, opts, collapsing, seed, generations = args[:6]
+    with_evidently = bool(args[6]) if len(args) > 6 else False
     import collapse_monitor as cm
 
     t0 = time.perf_counter()
@@ -364,10 +367,19 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     fired: list[dict[str, Any]] = []
     agg: list[dict[str, float]] = []
     sweep = det._AlphaSweep(rules)
+    ev: list[float | None] = []
+    pca = None
+    if with_evidently and ref.embeddings is not None:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=min(10, ref.embeddings.shape[1]), random_state=0).fit(ref.embeddings)
     with tempfile.TemporaryDirectory() as home:
         mon = cm.CollapseMonitor(f"ext-{scenario}-{loop}-{seed}", reference=ref, sinks=[], home=home, rules=rules)
         for fields, numbers in chain:
-            rep = mon.check(cm.Observation(**fields))
+            obs = cm.Observation(**fields)
+            rep = mon.check(obs)
+            frames = det._frames(ref, obs, pca) if with_evidently else None
+            ev.append(None if frames is None else det._evidently_share(*frames))
             stages.append(rep.stage.value)
             if rep.stage.value != "healthy":
                 fired.append(det.fired_entry(rep, len(stages) - 1))
@@ -387,8 +399,8 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         "stages": stages,
         "ours": det._first([s != "healthy" for s in stages]),
         "aggregate": det._first(det._aggregate_flags(agg)),
-        "evidently": None,
-        "evidently_share": [None] * len(stages),
+        "evidently": det._first([e is not None and e >= 0.5 for e in ev]),
+        "evidently_share": ev,
         "aggregates": agg,
         "false_alarms": 0 if collapsing else sum(s != "healthy" for s in stages),
         "fired": fired,
@@ -405,13 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--only", default=None, help="substring filter on chain labels")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--no-evidently", action="store_true", help="skip baseline (b) (faster)")
     ap.add_argument("--name", help="results file stem (default: external-chains[-gN] for N generations other than 10)")
     a = ap.parse_args(argv)
     if not 1 <= a.generations <= MAX_GENERATIONS:
         print(f"error: --generations must be 1-{MAX_GENERATIONS}, got {a.generations}", file=sys.stderr)
         return 2
     tasks = [
-        (s, lp, o, c, seed, a.generations)
+        (s, lp, o, c, seed, a.generations, not a.no_evidently)
         for (s, lp, o, c) in CHAINS
         for seed in range(a.seeds)
         if a.only is None or a.only in det._label(s, lp, o)
@@ -432,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Detection on chains this repository did not write (scikit-learn models on scikit-learn data; "
         "a bigram model on the standard library's docstrings)\n\n"
         f"Seeds 0-{a.seeds - 1} x {a.generations} generations per chain; {len(rows)} chains in "
-        f"{time.perf_counter() - t0:.0f} s on {os.cpu_count()} cores; default `Rules()`; no Evidently. "
+        f"{time.perf_counter() - t0:.0f} s on {os.cpu_count()} cores; default `Rules()`"
+        f"{'; no Evidently' if a.no_evidently else ''}. "
         "See `benchmarks/external_chains.py` for the chains. Columns as in `detection.md`; "
         "(a) = probe accuracy down 2 points (text: the Frechet distance of TF-IDF + SVD sentence embeddings "
         "doubled).\n\n"

@@ -101,3 +101,12 @@ def test_the_text_chain_collapses_under_replace_and_not_under_fresh(ext) -> None
     assert "frechet_distance" in hot["aggregates"][0] and hot["sweep_matches_monitor"]
     ctrl = ext.run_one(("stdlib_text", "fresh", {"top_p": 1.0}, False, 0, 3))
     assert ctrl["stages"] == ["healthy"] * 3, ctrl["fired"]
+
+
+def test_baseline_b_runs_evidently_on_the_chain(ext) -> None:
+    row = ext.run_one(("sk_pseudolabel", "replace", {}, True, 0, 2, True))
+    shares = row["evidently_share"]
+    assert len(shares) == 2 and all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in shares)
+    assert row["evidently"] == ext.det._first([s >= 0.5 for s in shares])
+    off = ext.run_one(("sk_pseudolabel", "replace", {}, True, 0, 2))
+    assert off["evidently_share"] == [None, None] and off["evidently"] is None
