@@ -398,7 +398,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         lines.append(
             f"| {label} | {'collapsing' if collapsing else 'control'} | "
             f"{sum(o is not None for o in ours)}/{len(rs)} | {_med(ours)} | {_med(agg)} | {_med(cal)} | {_med(ev) if ev_ran else 'not run'} | "
-            f"{'-' if not collapsing else (f'{statistics.median(leads):g}' if leads else 'n/a')} | "
+            f"{'-' if not collapsing else _fmt_lead(statistics.median(leads) if leads else None)} | "
             f"{f'{not_after}/{len(rs)}' if collapsing else '-'} | "
             f"{'-' if collapsing else f'{fa}/{checks}'} | {'-' if collapsing else fa_base} |"
         )
@@ -431,6 +431,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
     curve = _operating_curve(rows, generations)
     mismatched = [f"{r['label']} seed {r['seed']}" for r in rows if not r.get("sweep_matches_monitor", True)]
     summary["operating_curve"] = curve
+    ev_ctrl = _evidently_ran(ctrl)
     lines += [
         "",
         f"- Collapsing chains flagged: {totals['flagged']}/{totals['collapsing_chains']}; median lead over the "
@@ -438,9 +439,9 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         f"(or never): {totals['flagged_after_aggregate']}/{totals['collapsing_chains']}.",
         f"- False alarms on the controls: {totals['false_alarm_checks']} of {totals['control_checks']} checks "
         f"({totals['control_chains']} chains); (a) flagged {totals['aggregate_false_alarm_chains']}"
-        + (f" and (b) {totals['evidently_false_alarm_chains']}" if _evidently_ran(ctrl) else "")
+        + (f" and (b) {totals['evidently_false_alarm_chains']}" if ev_ctrl else "")
         + f" of the {totals['control_chains']} control chains"
-        + ("." if _evidently_ran(ctrl) else " ((b), Evidently, not run)."),
+        + ("." if ev_ctrl else " ((b), Evidently, not run)."),
         *(
             [
                 f"- selftrain/replace flagged by generation 2 with accuracy moved < 1 point: "
@@ -685,6 +686,22 @@ def resummarise(path: str | Path, generations: int = 10) -> str:
     return summarise(rows, generations)[0]
 
 
+def run_chains(fn: Any, tasks: list[tuple[Any, ...]], jobs: int) -> list[dict[str, Any]]:
+    """``fn`` over the chain tasks, in order, with a progress bar: in this process for
+    ``jobs <= 1`` (no pickling: also what the tests use), else in a process pool."""
+    try:
+        from rich.progress import track
+    except ImportError:  # pragma: no cover
+
+        def track(x, **_):  # type: ignore[no-redef]
+            return x
+
+    if jobs <= 1:
+        return list(track(map(fn, tasks), total=len(tasks), description="chains"))
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        return list(track(ex.map(fn, tasks), total=len(tasks), description="chains"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
@@ -752,20 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.only is None or a.only in _label(s, lp, o)
     ]
     t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    try:
-        from rich.progress import track
-    except ImportError:  # pragma: no cover
-
-        def track(x, **_):  # type: ignore[no-redef]
-            return x
-
-    if a.jobs <= 1:  # in this process (no pickling: also what the tests use)
-        rows = list(track(map(run_one, tasks), total=len(tasks), description="chains"))
-    else:
-        with ProcessPoolExecutor(max_workers=a.jobs) as ex:
-            for row in track(ex.map(run_one, tasks), total=len(tasks), description="chains"):
-                rows.append(row)
+    rows = run_chains(run_one, tasks, a.jobs)
     table, summary = summarise(rows, a.generations)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -432,14 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     if not tasks:
         print(f"error: no chain matches --only {a.only!r}", file=sys.stderr)
         return 2
-    from rich.progress import track
-
     t0 = time.perf_counter()
-    if a.jobs <= 1:
-        rows = list(track(map(run_one, tasks), total=len(tasks), description="chains"))
-    else:
-        with ProcessPoolExecutor(max_workers=a.jobs) as ex:
-            rows = list(track(ex.map(run_one, tasks), total=len(tasks), description="chains"))
+    rows = det.run_chains(run_one, tasks, a.jobs)
     table, summary = det.summarise(rows, a.generations)
     header = (
         "# Detection on chains this repository did not write (scikit-learn models on scikit-learn data; "
