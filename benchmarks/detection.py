@@ -513,6 +513,7 @@ REJUDGE_FIELDS = (
     "min_effect",
     "diversity_min_effect",
     "late_min_effect",
+    "late_head_min_effect",
     "drift_ratio",
     "early_diversity_metrics",
     "tail",

@@ -343,7 +343,8 @@ class Finding:
     relative_change: float  # (value - baseline) / |baseline|; negative = worse for higher-is-better
     p_value: float
     q_value: float  # Benjamini-Hochberg adjusted
-    significant: bool  # q <= alpha and |effect| >= min_effect in the bad direction
+    significant: bool  # q <= alpha and |effect| >= min_effect in the bad direction (a head decline
+    # from Rules.late_head_min_effect when diversity fell with it: late collapse)
     test: str  # e.g. "mcnemar-exact", "bootstrap-z", "mann-kendall"
     ci_low: float | None = None
     ci_high: float | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,70 @@ def test_diversity_alone_needs_several_metrics_to_call_early_collapse() -> None:
     assert classify([_f("vendi_ratio", "diversity", -0.5), _f("variance_ratio", "diversity", -0.6)], r)[0] is (
         cm.Stage.EARLY_COLLAPSE
     )
+
+
+def _q(key: str, family: str, rel: float, q: float) -> Finding:
+    """A finding as ``detect`` makes it: significant only past alpha *and* its min effect."""
+    return replace(_f(key, family, rel), q_value=q, significant=Rules().is_significant(q, rel, family))
+
+
+def test_a_small_head_decline_with_narrowing_diversity_is_late_collapse() -> None:
+    """A head decline under ``min_effect`` counts once diversity fell with it: drift keeps
+    diversity (DESIGN.md section 5), so head and diversity falling together is late collapse.
+    The digits/replace chains of the detection benchmark look like this at the generation the
+    aggregate alert fires (accuracy -3.4 %, q 2e-4; effective rank -8.5 %, q 1e-9)."""
+    r = Rules()
+    narrow = _q("effective_rank", "diversity", -0.085, 1e-9)
+    assert narrow.significant
+    acc = _q("accuracy", "head", -0.034, 2e-4)
+    assert not acc.significant  # under min_effect: on its own it says nothing
+    assert classify([acc], r)[0] is cm.Stage.HEALTHY
+    stage, drift, notes = classify([narrow, acc], r)
+    assert (stage, drift) == (cm.Stage.LATE_COLLAPSE, False)
+    assert notes == ("head metrics fell (accuracy) while diversity fell (effective_rank)",)
+    # the head decline must itself be significant at alpha ...
+    assert classify([narrow, _q("accuracy", "head", -0.034, 0.02)], r)[0] is cm.Stage.HEALTHY
+    # ... and at least late_head_min_effect (2 %)
+    assert classify([narrow, _q("accuracy", "head", -0.015, 1e-6)], r)[0] is cm.Stage.HEALTHY
+    assert classify([narrow, _q("accuracy", "head", -0.015, 1e-6)], Rules(late_head_min_effect=0.01))[0] is (
+        cm.Stage.LATE_COLLAPSE
+    )
+    assert classify([narrow, acc], Rules(late_head_min_effect=0.05))[0] is cm.Stage.HEALTHY
+    # a head *rise* never counts, even at late_head_min_effect 0
+    assert classify([narrow, _q("accuracy", "head", 0.03, 1e-6)], Rules(late_head_min_effect=0.0))[0] is (
+        cm.Stage.HEALTHY
+    )
+    # diversity under its own min effect does not make it late either
+    assert classify([_q("effective_rank", "diversity", -0.05, 1e-20), acc], r)[0] is cm.Stage.HEALTHY
+    # two narrowing diversity metrics with the tail and head held stay early collapse
+    two = [narrow, _q("vendi_ratio", "diversity", -0.09, 1e-9), acc]
+    assert classify(two, r)[0] is cm.Stage.EARLY_COLLAPSE
+
+
+def test_detect_marks_the_head_decline_that_made_it_late() -> None:
+    """Through ``detect``: the small head decline that made the check late is marked significant,
+    so the report's declines and the alert text (``describe``) say that the head fell too."""
+    from collapse_monitor._lifecycle import describe
+
+    base = np.array([True] * 950 + [False] * 50)
+    cur = base.copy()
+    cur[:40] = False  # accuracy 0.95 -> 0.91: -4.2 %, 40 flips one way
+    kw = dict(
+        baseline={"accuracy": MetricValue(0.95, 0.936, 0.963), "effective_rank": MetricValue(10.0, 9.9, 10.1)},
+        items={"probe.correct": cur},
+        base_items={"probe.correct": base},
+        paired={"accuracy": ("probe.correct", np.ones(1000, bool))},
+    )
+    metrics = {"accuracy": MetricValue(0.91, 0.89, 0.927), "effective_rank": MetricValue(9.0, 8.9, 9.1)}
+    det = detect(metrics, rules=Rules(), **kw)
+    assert det.stage is cm.Stage.LATE_COLLAPSE
+    assert {f.key for f in det.findings if f.significant} == {"accuracy", "effective_rank"}
+    assert "accuracy -4%" in describe(det.findings) and "effective_rank -10%" in describe(det.findings)
+    # with a larger late_head_min_effect the head decline says nothing and one diversity
+    # metric alone is a note
+    det = detect(metrics, rules=Rules(late_head_min_effect=0.05), **kw)
+    assert det.stage is cm.Stage.HEALTHY and not det.drift
+    assert {f.key for f in det.findings if f.significant} == {"effective_rank"}
 
 
 def test_detect_uses_paired_mcnemar_and_bh() -> None:
@@ -234,6 +300,9 @@ def test_trend_test_runs_over_series() -> None:
         ({"k": 0}, "rules.k"),
         ({"early_diversity_metrics": -1}, "rules.early_diversity_metrics"),
         ({"early_diversity_metrics": 1.5}, "rules.early_diversity_metrics"),
+        ({"late_head_min_effect": -0.01}, "rules.late_head_min_effect"),
+        ({"late_head_min_effect": 1}, "rules.late_head_min_effect"),
+        ({"late_head_min_effect": True}, "rules.late_head_min_effect"),
         ({"tail": ["accuracy"]}, "rules.tail"),
     ],
 )
