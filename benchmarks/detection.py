@@ -612,14 +612,15 @@ def _rules_line(rules_d: dict[str, Any] | None) -> str:
 
 def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str], list[dict[str, Any]]]:
     """One chain's stages under ``rules``, from its ``all_findings`` (per check: key, kind,
-    family, relative change, q, significant), through the real ``classify``.
+    family, relative change, q, significant), through the real ``judge`` (``classify``, and the
+    findings marked as the monitor reports them).
 
     Exact for every field in ``REJUDGE_FIELDS`` except one case: a key dropped from the
     tail / head / diversity lists keeps the q-values of the run (Benjamini-Hochberg over the
     tests the run made), which is conservative. A key the run did not test cannot be added.
     Returns the stages and, per flagged check, its significant findings (``fired``).
     """
-    from collapse_monitor.detection import classify
+    from collapse_monitor.detection import judge
     from collapse_monitor.types import Finding
 
     stages: list[str] = []
@@ -633,7 +634,8 @@ def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str]
             fam = rules.family_of(key, rare_classes=rare)
             if fam is not None:
                 fs.append(Finding(key, fam, kind, nan, nan, rel, nan, q, rules.is_significant(q, rel, fam), "rejudged"))
-        stage = classify(fs, rules)[0].value
+        stage_, _, _, judged = judge(fs, rules)
+        stage = stage_.value
         stages.append(stage)
         if stage != "healthy":
             fired.append(
@@ -648,7 +650,7 @@ def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str]
                             "relative_change": f.relative_change,
                             "q_value": f.q_value,
                         }
-                        for f in fs
+                        for f in judged
                         if f.significant
                     ],
                 }

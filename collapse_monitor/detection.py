@@ -468,11 +468,8 @@ def detect(
                 Finding(q_value=float(qv), significant=rules.is_significant(qv, r["relative_change"], r["family"]), **r)
             )
 
-    stage, drift, notes = classify(findings, rules)
-    if stage is Stage.LATE_COLLAPSE and notes and notes[0].startswith(f"{_HEAD_WITH_DIVERSITY} ("):
-        # the head declines that made it late count as significant: reports and alerts say what fell
-        findings = [replace(f, significant=True) if _head_dip(f, rules) else f for f in findings]
-    return Detection(stage, drift, tuple(findings), out, notes)
+    stage, drift, notes, judged = judge(findings, rules)
+    return Detection(stage, drift, judged, out, notes)
 
 
 def _paired_signature(key: str, paired: Mapping[str, tuple[str, np.ndarray]]) -> tuple[str, bytes]:
@@ -508,6 +505,16 @@ def _head_dip(f: Finding, rules: Rules) -> bool:
         and f.relative_change < 0
         and f.relative_change <= -rules.late_head_min_effect
     )
+
+
+def judge(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...], tuple[Finding, ...]]:
+    """``classify``, and the findings as reported: the head declines that made a check late
+    together with diversity (``late_head_min_effect``) are marked significant, so reports and
+    alerts say what fell. ``detect`` and the benchmark's offline re-judge both use it."""
+    stage, drift, notes = classify(findings, rules)
+    if stage is Stage.LATE_COLLAPSE and notes and notes[0].startswith(f"{_HEAD_WITH_DIVERSITY} ("):
+        findings = [replace(f, significant=True) if _head_dip(f, rules) else f for f in findings]
+    return stage, drift, notes, tuple(findings)
 
 
 def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...]]:
