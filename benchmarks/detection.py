@@ -146,12 +146,16 @@ AGG_THRESHOLD = {"accuracy": 2.0, "frechet_distance": 2.0}
 
 
 def _aggregate_flags(agg: list[dict[str, float]], threshold: float | None = None) -> list[bool]:
+    from collapse_monitor.detection import at_least
+
     sc = _aggregate_score(agg)
     if sc is None:
         return [False] * len(agg)
     key, vals = sc
     thr = AGG_THRESHOLD[key] if threshold is None else threshold
-    return [v >= thr for v in vals]
+    # up to rounding: an accuracy of 0.94 against 0.96 is a drop of exactly 2 points, though
+    # 100 * (0.96 - 0.94) is 1.9999999999999907 (the same tolerance as the monitor's min_effect)
+    return [at_least(v, thr) for v in vals]
 
 
 #: significance levels of the operating curve (the default Rules().alpha must be among them)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .detection import at_least
 from .types import Report, Stage
 
 __all__ = ["Verdict", "run_chain", "run_demo", "verdict"]
@@ -41,10 +42,10 @@ def verdict(reports: Sequence[Report], aggregates: Sequence[dict[str, float]]) -
     agg_at = None
     if aggregates and "accuracy" in aggregates[0]:
         base = aggregates[0]["accuracy"]
-        agg_at = next((i for i, a in enumerate(aggregates) if a.get("accuracy", base) <= base - AGG_DROP), None)
+        agg_at = next((i for i, a in enumerate(aggregates) if at_least(base - a.get("accuracy", base), AGG_DROP)), None)
     elif aggregates and "frechet_distance" in aggregates[0]:
         base = max(aggregates[0]["frechet_distance"], 1e-12)
-        agg_at = next((i for i, a in enumerate(aggregates) if a.get("frechet_distance", 0) >= 2 * base), None)
+        agg_at = next((i for i, a in enumerate(aggregates) if at_least(a.get("frechet_distance", 0) / base, 2.0)), None)
     v = Verdict(
         flagged_at=None if flagged is None else flagged.generation,
         stage_at_flag=None if flagged is None else flagged.stage.value,

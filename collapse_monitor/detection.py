@@ -254,7 +254,7 @@ class Rules:
         """A finding counts when its BH-adjusted q <= ``alpha`` *and* it declined by at least
         ``min_effect`` (``diversity_min_effect`` for a metric of the diversity family)."""
         least = self.diversity_min_effect if family == "diversity" else self.min_effect
-        return bool(q_value <= self.alpha and relative_change <= -least)
+        return bool(q_value <= self.alpha and at_least(-relative_change, least))
 
     def family_of(self, key: str, *, rare_classes: Sequence[str] = ()) -> str | None:
         if key in self.tail:
@@ -278,6 +278,13 @@ class Detection:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def at_least(x: float, threshold: float) -> bool:
+    """``x >= threshold`` up to floating-point rounding: a coverage of 0.9 against 1.0 is a
+    decline of exactly 10 %, though ``(0.9 - 1.0) / 1.0`` is -0.09999999999999998, and must
+    count for a ``min_effect`` of 0.10."""
+    return x >= threshold - 1e-9 * max(1.0, abs(threshold))
 
 
 def _relative(value: float, baseline: float) -> float:
@@ -503,7 +510,7 @@ def _head_dip(f: Finding, rules: Rules) -> bool:
         f.family == "head"
         and f.q_value <= rules.alpha
         and f.relative_change < 0
-        and f.relative_change <= -rules.late_head_min_effect
+        and at_least(-f.relative_change, rules.late_head_min_effect)
     )
 
 
@@ -530,7 +537,7 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
         return max(drops) if drops else 0.0
 
     tail, head, div = worst("tail"), worst("head"), worst("diversity")
-    if div >= rules.late_min_effect and (tail > 0 or head > 0):
+    if at_least(div, rules.late_min_effect) and (tail > 0 or head > 0):
         return Stage.LATE_COLLAPSE, False, ("diversity fell with the tail",)
     if tail > 0 and head == 0:
         return Stage.EARLY_COLLAPSE, False, ("tail fell while head metrics held",)
@@ -538,7 +545,7 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
         # drift keeps diversity; a shift that also narrows the output is collapse
         return Stage.LATE_COLLAPSE, False, ("head metrics fell and diversity fell with them",)
     if tail > 0 and head > 0:
-        if tail >= rules.drift_ratio * head:
+        if at_least(tail, rules.drift_ratio * head):
             return Stage.LATE_COLLAPSE, False, ("head metrics fell with a tail that fell harder",)
         return Stage.HEALTHY, True, ("head and tail fell alike while diversity held: drift, not collapse",)
     if div > 0:  # head held here: head with diversity returned above

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import collapse_monitor as cm
+
 pytestmark = pytest.mark.slow
 
 
@@ -54,3 +56,18 @@ def test_demo_three_generations_logs_every_check_and_writes_the_report(tmp_path:
     assert sorted(int(r.data.tags["collapse.generation"]) for r in runs) == [0, 0, 1, 1, 2, 2]
     assert all(r.data.tags["collapse.stage"] in {"healthy", "early_collapse", "late_collapse"} for r in runs)
     assert all("collapse.rare_class_recall" in r.data.metrics for r in runs)
+
+
+def test_the_verdict_counts_an_accuracy_drop_of_exactly_two_points() -> None:
+    """The verdict's aggregate alert fires at 2 points *or more*: 0.95 -> 0.93 is 2 points
+    though 0.95 - 0.93 is 0.019999999999999907, the same rounding the monitor's min_effect and
+    the benchmark's baseline (a) tolerate."""
+    from collapse_monitor.demo import verdict
+    from collapse_monitor.types import Report
+
+    reports = [Report(monitor="m", generation=g, stage=cm.Stage.HEALTHY, metrics={}) for g in range(3)]
+    acc = [{"accuracy": 0.95}, {"accuracy": 0.9301}, {"accuracy": 0.93}]
+    assert 0.95 - 0.93 < 0.02
+    assert verdict(reports, acc)["aggregate_at"] == 2
+    fd = [{"frechet_distance": 0.3}, {"frechet_distance": 0.59}, {"frechet_distance": 0.6}]
+    assert verdict(reports, fd)["aggregate_at"] == 2

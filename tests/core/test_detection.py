@@ -275,6 +275,37 @@ def test_diversity_metrics_count_from_a_smaller_decline_than_tail_and_head() -> 
     assert not r.is_significant(0.5, -0.5, "diversity")  # the q-value still has to pass alpha
 
 
+def test_a_decline_of_exactly_min_effect_counts_despite_rounding() -> None:
+    """90 of 100 tail points kept against 100 is a 10 % decline; in floating point
+    (0.9 - 1.0) / 1.0 is -0.09999999999999998, which a plain ``<=`` comparison with -0.10 used
+    to reject (seen on the benchmark's gaussian tail coverage, 100 points)."""
+    base_items = {"tail.covered": np.ones(100, bool)}
+    cur = base_items["tail.covered"].copy()
+    cur[:10] = False
+    det = detect(
+        {"tail_coverage": MetricValue(0.9, 0.83, 0.94)},
+        rules=Rules(),
+        baseline={"tail_coverage": MetricValue(1.0, 0.96, 1.0)},
+        items={"tail.covered": cur},
+        base_items=base_items,
+        paired={"tail_coverage": ("tail.covered", np.ones(100, bool))},
+    )
+    (f,) = det.findings
+    assert f.relative_change == (0.9 - 1.0) / 1.0 and f.relative_change > -0.10  # the rounding
+    assert f.p_value == pytest.approx(0.5**10)
+    assert f.significant and det.stage is cm.Stage.EARLY_COLLAPSE
+    r = Rules()
+    assert r.is_significant(1e-6, (0.9 - 1.0) / 1.0, "tail")
+    assert r.is_significant(1e-6, (0.92 - 1.0) / 1.0, "diversity")  # -0.07999999999999996
+    assert not r.is_significant(1e-6, -0.0999, "tail")  # a real shortfall still does not count
+    # the other thresholds compare the same way
+    head = replace(_f("accuracy", "head", (0.98 - 1.0) / 1.0), q_value=1e-4, significant=False)
+    div = _f("effective_rank", "diversity", -0.09)
+    assert classify([head, div], r)[0] is cm.Stage.LATE_COLLAPSE  # -0.020000000000000018 >= 2 %
+    late = classify([_f("tail_coverage", "tail", -0.3), _f("vendi_ratio", "diversity", (0.8 - 1.0) / 1.0)], r)
+    assert late[0] is cm.Stage.LATE_COLLAPSE and late[2] == ("diversity fell with the tail",)
+
+
 def test_trend_test_runs_over_series() -> None:
     rules = Rules()
     series = {"tail_coverage": [0.5, 0.47, 0.44, 0.41, 0.38, 0.35, 0.32, 0.29]}
