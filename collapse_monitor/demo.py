@@ -186,7 +186,9 @@ def run_demo(
     console.print(f"\nReport: [link=file://{html.resolve()}]{html}[/] (PNG charts beside it)")
     if mlflow:
         uri = tracking_uri or _default_tracking_uri()
-        console.print(f"MLflow: every check was logged to {uri}. Open it with:\n  mlflow ui --backend-store-uri {uri}")
+        console.print(f"MLflow: every check was logged to {uri}. Open it with:")
+        # one line whatever the width, so the command copies whole from the terminal
+        console.print(f"  mlflow ui --backend-store-uri {uri}", soft_wrap=True, markup=False, highlight=False)
     console.print(f"[dim]{sum(len(r) for r, _ in chains.values())} checks in {elapsed:.1f} s[/]")
     return 0
 

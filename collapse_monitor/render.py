@@ -38,13 +38,9 @@ def history_table(
     """One row per generation: the given metric keys and the stage. Significant declines are
     red with an arrow."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_lines=False)
-    table.add_column("gen", justify="right")
-    for k in keys:
-        table.add_column(k, justify="right")
-    table.add_column("synthetic", justify="right")
-    table.add_column("stage")
+    rows = []
     for i, r in enumerate(reports):
         sf = r.metrics.get("synthetic_fraction")
         row = [str(r.generation)]
@@ -54,6 +50,20 @@ def history_table(
             else:
                 row.append(_fmt(r, k))
         row += ["-" if sf is None else f"{sf.value:.2f}", stage_text(r)]
+        rows.append(row)
+    table = Table(title=title, show_lines=False)
+    table.add_column("gen", justify="right")
+    for j, k in enumerate(keys, start=1):
+        # a metric key's words on separate header lines ("rare / class / recall"), no wider than
+        # its longest word or value: the table fits an 80-column terminal instead of cutting
+        # headers and the stage to "overall_a..." and "late_coll..."
+        header = k.replace("_", " ")
+        cells = [Text.from_markup(row[j]).cell_len for row in rows]
+        width = max([6, *(len(w) for w in header.split()), *cells])
+        table.add_column(header, justify="right", max_width=width)
+    table.add_column("synthetic", justify="right")
+    table.add_column("stage")
+    for row in rows:
         table.add_row(*row)
     return table
 
