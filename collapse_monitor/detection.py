@@ -31,7 +31,9 @@ Method (DESIGN.md section 5):
   falls clearly harder, or head metrics fall while diversity falls at all (with a diversity
   decline, a head decline counts from ``late_head_min_effect``, 2 %, not ``min_effect``). A global shift that
   drops head and tail alike *while diversity holds* is *drift* (DESIGN.md section 5): reported
-  (``report.drift``), not called collapse.
+  (``report.drift``), not called collapse. Diversity holds when no diversity metric is
+  significantly lower at ``alpha``, however small the decline; with one, head and tail falling
+  alike is late collapse.
 """
 
 from __future__ import annotations
@@ -521,7 +523,18 @@ def judge(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple
     stage, drift, notes = classify(findings, rules)
     if stage is Stage.LATE_COLLAPSE and notes and notes[0].startswith(f"{_HEAD_WITH_DIVERSITY} ("):
         findings = [replace(f, significant=True) if _head_dip(f, rules) else f for f in findings]
+    if stage is Stage.LATE_COLLAPSE and notes and notes[0].startswith(f"{_NOT_DRIFT} ("):
+        findings = [replace(f, significant=True) if _narrowed(f, rules) else f for f in findings]
     return stage, drift, notes, tuple(findings)
+
+
+_NOT_DRIFT = "head and tail fell while diversity narrowed"
+
+
+def _narrowed(f: Finding, rules: Rules) -> bool:
+    """A diversity decline significant at ``alpha``, of any size: diversity was not kept, so a
+    decline of head and tail alike is not drift (DESIGN.md section 5), see ``classify``."""
+    return f.family == "diversity" and f.q_value <= rules.alpha and f.relative_change < 0
 
 
 def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...]]:
@@ -547,6 +560,11 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
     if tail > 0 and head > 0:
         if at_least(tail, rules.drift_ratio * head):
             return Stage.LATE_COLLAPSE, False, ("head metrics fell with a tail that fell harder",)
+        # drift is a shift that *keeps* diversity: a diversity metric significantly lower, even
+        # by less than diversity_min_effect, means it was not kept
+        narrowed = sorted({f.key for f in findings if _narrowed(f, rules)})
+        if narrowed:
+            return Stage.LATE_COLLAPSE, False, (f"{_NOT_DRIFT} ({', '.join(narrowed)}): not drift",)
         return Stage.HEALTHY, True, ("head and tail fell alike while diversity held: drift, not collapse",)
     if div > 0:  # head held here: head with diversity returned above
         fell = sorted({f.key for f in sig if f.family == "diversity"})

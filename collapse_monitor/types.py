@@ -344,7 +344,8 @@ class Finding:
     p_value: float
     q_value: float  # Benjamini-Hochberg adjusted
     significant: bool  # q <= alpha and |effect| >= min_effect in the bad direction (a head decline
-    # from Rules.late_head_min_effect when diversity fell with it: late collapse)
+    # from Rules.late_head_min_effect when diversity fell with it, and a diversity decline of any
+    # size when head and tail fell alike with it: late collapse)
     test: str  # e.g. "mcnemar-exact", "bootstrap-z", "mann-kendall"
     ci_low: float | None = None
     ci_high: float | None = None
