@@ -48,6 +48,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from collapse_monitor.demo import aggregate_flags, aggregate_score
+
 RESULTS = Path(__file__).parent / "results"
 
 # (scenario, loop, options, collapsing?)
@@ -127,35 +129,6 @@ def _frames(ref: Any, obs: Any, pca: Any) -> tuple[Any, Any] | None:
 
 def _first(flags: list[bool]) -> int | None:
     return next((i for i, f in enumerate(flags) if f), None)
-
-
-def _aggregate_score(agg: list[dict[str, float]]) -> tuple[str, list[float]] | None:
-    """The aggregate alert's statistic per generation, larger = worse: the accuracy drop in
-    points from generation 0, or the Frechet distance relative to generation 0's."""
-    if "accuracy" in agg[0]:
-        base = agg[0]["accuracy"]
-        return "accuracy", [100.0 * (base - a["accuracy"]) for a in agg]
-    if "frechet_distance" in agg[0]:
-        base = max(agg[0]["frechet_distance"], 1e-12)
-        return "frechet_distance", [a["frechet_distance"] / base for a in agg]
-    return None
-
-
-#: the aggregate alert's threshold on ``_aggregate_score``: 2 accuracy points, FD x 2
-AGG_THRESHOLD = {"accuracy": 2.0, "frechet_distance": 2.0}
-
-
-def _aggregate_flags(agg: list[dict[str, float]], threshold: float | None = None) -> list[bool]:
-    from collapse_monitor.detection import at_least
-
-    sc = _aggregate_score(agg)
-    if sc is None:
-        return [False] * len(agg)
-    key, vals = sc
-    thr = AGG_THRESHOLD[key] if threshold is None else threshold
-    # up to rounding: an accuracy of 0.93 against 0.95 is a drop of exactly 2 points, though
-    # 100 * (0.95 - 0.93) is 1.9999999999999907 (the same tolerance as the monitor's min_effect)
-    return [at_least(v, thr) for v in vals]
 
 
 #: significance levels of the operating curve (the default Rules().alpha must be among them)
@@ -267,7 +240,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
             ev.append(None if frames is None else _evidently_share(*frames))
 
     ours = _first([s != "healthy" for s in stages])
-    aggregate = _first(_aggregate_flags(agg))
+    aggregate = _first(aggregate_flags(agg))
     evidently = _first([e is not None and e >= 0.5 for e in ev])
     return {
         "scenario": scenario,
@@ -305,7 +278,7 @@ def _calibrated_thresholds(rows: list[dict[str, Any]]) -> dict[str, float]:
     for r in rows:
         if r["collapsing"]:
             continue
-        sc = _aggregate_score(r["aggregates"])
+        sc = aggregate_score(r["aggregates"])
         if sc is not None:
             out[r["scenario"]] = max(out.get(r["scenario"], -float("inf")), max(sc[1][1:], default=-float("inf")))
     return out
@@ -358,7 +331,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
     thresholds = _calibrated_thresholds(rows)
     for r in rows:
         thr = thresholds.get(r["scenario"])
-        sc = _aggregate_score(r["aggregates"])
+        sc = aggregate_score(r["aggregates"])
         r["aggregate_calibrated"] = None if thr is None or sc is None else _first([v > thr + 1e-12 for v in sc[1]])
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:

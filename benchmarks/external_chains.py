@@ -397,7 +397,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         "seed": seed,
         "stages": stages,
         "ours": det._first([s != "healthy" for s in stages]),
-        "aggregate": det._first(det._aggregate_flags(agg)),
+        "aggregate": det._first(det.aggregate_flags(agg)),
         "evidently": det._first([e is not None and e >= 0.5 for e in ev]),
         "evidently_share": ev,
         "aggregates": agg,

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .detection import at_least
 from .types import Report, Stage
 
-__all__ = ["Verdict", "run_chain", "run_demo", "verdict"]
+__all__ = ["Verdict", "aggregate_flags", "aggregate_score", "run_chain", "run_demo", "verdict"]
 
 #: table / chart columns per scenario; ``overall_accuracy`` is the scenario's aggregate accuracy
 #: (at the natural class mix: what a test set drawn like the training data shows, and what the
@@ -30,7 +30,34 @@ TABLE_KEYS = {
     "gaussian": ["coverage", "tail_coverage", "tail_mass_ratio", "variance_ratio"],
     "zipf_text": ["distinct_2", "rare_ngram_recall", "vocab_ratio", "ngram_entropy"],
 }
-AGG_DROP = 0.02  # "overall accuracy fell by 2 points"
+#: the aggregate alert teams usually watch, on ``aggregate_score``: overall accuracy down 2
+#: points from generation 0, or the Frechet distance doubled (the demo's verdict and baseline (a)
+#: of the detection benchmarks)
+AGG_THRESHOLD = {"accuracy": 2.0, "frechet_distance": 2.0}
+
+
+def aggregate_score(aggregates: Sequence[Mapping[str, float]]) -> tuple[str, list[float]] | None:
+    """The aggregate alert's statistic per generation, larger = worse: the accuracy drop in
+    points from generation 0, or the Frechet distance relative to generation 0's."""
+    if aggregates and "accuracy" in aggregates[0]:
+        base = aggregates[0]["accuracy"]
+        return "accuracy", [100.0 * (base - a.get("accuracy", base)) for a in aggregates]
+    if aggregates and "frechet_distance" in aggregates[0]:
+        base = max(aggregates[0]["frechet_distance"], 1e-12)
+        return "frechet_distance", [a.get("frechet_distance", 0.0) / base for a in aggregates]
+    return None
+
+
+def aggregate_flags(aggregates: Sequence[Mapping[str, float]], threshold: float | None = None) -> list[bool]:
+    """Per generation, whether the aggregate alert fires (at ``AGG_THRESHOLD`` unless
+    ``threshold``). Up to rounding: an accuracy of 0.93 against 0.95 is a drop of exactly 2
+    points, though 100 * (0.95 - 0.93) is 1.9999999999999907."""
+    sc = aggregate_score(aggregates)
+    if sc is None:
+        return [False] * len(aggregates)
+    key, vals = sc
+    thr = AGG_THRESHOLD[key] if threshold is None else threshold
+    return [at_least(v, thr) for v in vals]
 
 
 class Verdict(dict):
@@ -39,13 +66,7 @@ class Verdict(dict):
 
 def verdict(reports: Sequence[Report], aggregates: Sequence[dict[str, float]]) -> Verdict:
     flagged = next((r for r in reports if r.stage is not Stage.HEALTHY), None)
-    agg_at = None
-    if aggregates and "accuracy" in aggregates[0]:
-        base = aggregates[0]["accuracy"]
-        agg_at = next((i for i, a in enumerate(aggregates) if at_least(base - a.get("accuracy", base), AGG_DROP)), None)
-    elif aggregates and "frechet_distance" in aggregates[0]:
-        base = max(aggregates[0]["frechet_distance"], 1e-12)
-        agg_at = next((i for i, a in enumerate(aggregates) if at_least(a.get("frechet_distance", 0) / base, 2.0)), None)
+    agg_at = next((i for i, fired in enumerate(aggregate_flags(aggregates)) if fired), None)
     v = Verdict(
         flagged_at=None if flagged is None else flagged.generation,
         stage_at_flag=None if flagged is None else flagged.stage.value,

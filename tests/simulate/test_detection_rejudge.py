@@ -179,9 +179,13 @@ def test_incidents_counts_first_firings_under_the_real_lifecycle(bench, tmp_path
 def test_the_aggregate_alert_counts_a_drop_of_exactly_two_points(bench) -> None:
     """Baseline (a) fires at 2 accuracy points *or more*: 0.95 -> 0.93 is 2 points though
     100 * (0.95 - 0.93) is 1.9999999999999907 (an external chain hit exactly this), and the
-    Frechet distance at exactly twice generation 0's fires too."""
+    Frechet distance at exactly twice generation 0's fires too. The benchmark uses the demo
+    verdict's definition, not a copy of it."""
+    from collapse_monitor import demo
+
+    assert bench.aggregate_flags is demo.aggregate_flags and bench.aggregate_score is demo.aggregate_score
     acc = [{"accuracy": 0.95}, {"accuracy": 0.9301}, {"accuracy": 0.93}]
     assert 100 * (0.95 - 0.93) < 2.0  # the rounding the threshold has to survive
-    assert bench._aggregate_flags(acc) == [False, False, True]
+    assert bench.aggregate_flags(acc) == [False, False, True]
     fd = [{"frechet_distance": 0.3}, {"frechet_distance": 0.59}, {"frechet_distance": 0.6}]
-    assert bench._aggregate_flags(fd) == [False, False, True]
+    assert bench.aggregate_flags(fd) == [False, False, True]
