@@ -516,25 +516,30 @@ def _head_dip(f: Finding, rules: Rules) -> bool:
     )
 
 
-def judge(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...], tuple[Finding, ...]]:
-    """``classify``, and the findings as reported: the head declines that made a check late
-    together with diversity (``late_head_min_effect``) are marked significant, so reports and
-    alerts say what fell. ``detect`` and the benchmark's offline re-judge both use it."""
-    stage, drift, notes = classify(findings, rules)
-    if stage is Stage.LATE_COLLAPSE and notes and notes[0].startswith(f"{_HEAD_WITH_DIVERSITY} ("):
-        findings = [replace(f, significant=True) if _head_dip(f, rules) else f for f in findings]
-    if stage is Stage.LATE_COLLAPSE and notes and notes[0].startswith(f"{_NOT_DRIFT} ("):
-        findings = [replace(f, significant=True) if _narrowed(f, rules) else f for f in findings]
-    return stage, drift, notes, tuple(findings)
-
-
-_NOT_DRIFT = "head and tail fell while diversity narrowed"
-
-
 def _narrowed(f: Finding, rules: Rules) -> bool:
     """A diversity decline significant at ``alpha``, of any size: diversity was not kept, so a
     decline of head and tail alike is not drift (DESIGN.md section 5), see ``classify``."""
     return f.family == "diversity" and f.q_value <= rules.alpha and f.relative_change < 0
+
+
+_NOT_DRIFT = "head and tail fell while diversity narrowed"
+
+#: the late-collapse rules that count findings below their min effect, by the start of the note
+#: ``classify`` gives, with the findings each one counted (``judge`` marks them significant)
+_COUNTED_BELOW_MIN_EFFECT = ((_HEAD_WITH_DIVERSITY, _head_dip), (_NOT_DRIFT, _narrowed))
+
+
+def judge(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...], tuple[Finding, ...]]:
+    """``classify``, and the findings as reported: the declines under their min effect that made
+    a check late (a head decline from ``late_head_min_effect`` with diversity falling; a small
+    significant narrowing with head and tail falling alike) are marked significant, so reports
+    and alerts say what fell. ``detect`` and the benchmark's offline re-judge both use it."""
+    stage, drift, notes = classify(findings, rules)
+    if stage is Stage.LATE_COLLAPSE and notes:
+        for prefix, counted in _COUNTED_BELOW_MIN_EFFECT:
+            if notes[0].startswith(f"{prefix} ("):
+                findings = [replace(f, significant=True) if counted(f, rules) else f for f in findings]
+    return stage, drift, notes, tuple(findings)
 
 
 def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...]]:
