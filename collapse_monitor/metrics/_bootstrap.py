@@ -390,6 +390,8 @@ def spectral_bootstrap(
         basis = vecs
     else:  # eigenvectors of base^T base from those of the Gram matrix; the null space stays 0
         ok = w > max(float(w.max(initial=0.0)), 0.0) * 1e-12
+        if not ok.any():  # every row the same (total collapse): every replicate is that spectrum
+            return point, np.full(weights.shape[0], point)
         basis = (base.T @ vecs[:, ok]) / np.sqrt(w[ok])
     r = min(max_dim, basis.shape[1])
     top, rest = basis[:, basis.shape[1] - r :], basis[:, : basis.shape[1] - r]

@@ -177,6 +177,8 @@ def macro_recall(labels: Any, preds: Any, classes: Any) -> MetricValue | None:
     """
     lab = _labels(labels, "labels")
     prd = _labels(preds, "preds", len(lab))
+    if classes is None or isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise InputError("classes", f"expected a list of class labels, got {type(classes).__name__}")
     wanted_list = list(classes)
     subset = _labels(wanted_list, "classes").tolist() if wanted_list else []
     (lab, prd), subset = _unify([lab, prd], subset)

@@ -139,6 +139,10 @@ def cluster_mass(labels: Any, n_clusters: int) -> np.ndarray:
     lab = np.asarray(labels, dtype=np.int64)
     if lab.size == 0:
         raise InputError("labels", "is empty")
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
+        raise InputError("n_clusters", f"expected an int >= 1, got {n_clusters!r}")
+    if lab.min() < 0 or lab.max() >= n_clusters:
+        raise InputError("labels", f"expected cluster indices in 0..{n_clusters - 1}, got {lab.min()}..{lab.max()}")
     return np.bincount(lab, minlength=n_clusters)[:n_clusters] / lab.size
 
 

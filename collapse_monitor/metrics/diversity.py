@@ -90,6 +90,7 @@ def hill_number(eigenvalues: Any, q: float | str = 1.0) -> float:
     >>> hill_number([0.5, 0.5]), hill_number([0.25] * 4, q=2)
     (2.0, 4.0)
     """
+    q = _check_q(q)
     w = np.asarray(eigenvalues, dtype=np.float64)
     p = w[w > 0]
     if p.size == 0:

@@ -68,11 +68,17 @@ from .diversity import (
     sym_eigh,
     vendi_score,
 )
-from .knn import _resolve_dtype, _to_tensor, as_matrix, prdc_pass, resolve_device
+from .knn import _resolve_dtype, _to_tensor, as_matrix, float32_is_enough, knn_center, prdc_pass, resolve_device
 from .stats import normal_quantile, percentile_interval, wilson_interval
 
 if TYPE_CHECKING:  # pragma: no cover
     from .approx import IVFIndex
+
+
+def _spread(cov: np.ndarray) -> np.ndarray:
+    """Per-coordinate standard deviations from a covariance matrix (the k-NN centre's grid)."""
+    return np.sqrt(np.clip(np.diag(cov), 0.0, None))
+
 
 __all__ = [
     "GeneratorRefState",
@@ -83,7 +89,7 @@ __all__ = [
     "get_generator_state",
 ]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: k-NN radii on the grid-rounded centre (knn.knn_center)
 _CONF = 0.95
 
 
@@ -330,9 +336,10 @@ def build_generator_state(
     chunk = _check_chunk(chunk_size)
 
     mean = ref.mean(axis=0)
+    _, cov = mean_cov(ref)
     ivf: dict[str, Any] = {}
     with torch.inference_mode():
-        x = _to_tensor(ref, mean, ndt, dev)
+        x = _to_tensor(ref, knn_center(mean, _spread(cov)), ndt, dev)
         if method == "ivf":
             index = build_ivf(x, nlist, seed)
             probe = DEFAULT_NPROBE if nprobe is None else nprobe
@@ -340,6 +347,10 @@ def build_generator_state(
             ivf = dict(knn="ivf", nprobe=probe, ivf_centroids=index.centroids, ivf_assign=index.assign)
         else:
             radii2 = _self_radii2(x, k, chunk)
+            if not float32_is_enough(x, radii2):  # far-apart modes: float32 cannot resolve them
+                ndt = np.dtype(np.float64)
+                x = _to_tensor(ref, knn_center(mean, _spread(cov)), ndt, dev)
+                radii2 = _self_radii2(x, k, chunk)
         radii2_np = radii2.cpu().numpy().astype(np.float64)
         del x, radii2
     n_tail = int(np.clip(round(tq * n), 1, n - 1))
@@ -353,7 +364,6 @@ def build_generator_state(
     mass = cluster_mass(assign_to_centroids(ref, centroids), int(n_clusters))
     rare = (mass > 0) & (mass < rt)
 
-    _, cov = mean_cov(ref)
     evals, evecs = sym_eigh(cov)
     return GeneratorRefState(
         k=k,
@@ -503,7 +513,7 @@ def generator_panel(
         gen,
         state.k,
         ref_radii2=state.radii2,
-        center=state.mean,
+        center=knn_center(state.mean, _spread(state.cov)),
         chunk_size=chunk_size,
         device=device,
         dtype=state.dtype,

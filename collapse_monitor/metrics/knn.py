@@ -15,15 +15,22 @@ the (k+1)-th smallest: the same number), and "inside a ball" is the strict ``d <
 fewer than ``k + 1`` rows the radius is taken to the farthest other row (``k_eff = n - 1``);
 a single row has radius 0 (an empty ball: nothing is strictly inside it).
 
-Numerics: both sets are centred by the same vector (the reference mean, in float64) before the
-cast to the compute dtype, which keeps ``||x||^2`` small and the cancellation error of the
-expansion low. ``dtype="float32"`` (default) is the fast path; ``dtype="float64"`` reproduces
-``prdc``'s float64 results bit for bit up to ties at the last ulp (in float32 a distance within
-a few 1e-7 of a radius can fall on the other side: about one ball count in 10^8 pairs on the
-benchmark's data, where ``prdc``'s own float32 distances round too). torch's thread count is
-left as the caller set it (``torch.set_num_threads``) and is also the number of threads for
-the numpy passes over each block; nothing here changes global state. Results do not depend on
-the thread count or the block sizes.
+Numerics: both sets are centred by the same vector (the reference mean rounded to the data's
+grid, :func:`knn_center`, in float64) before the cast to the compute dtype, which keeps
+``||x||^2`` small and the cancellation error of the expansion low, and keeps data on a coarse
+grid (integers, counts, one-hot features) on it, so their distances are exact and a sample
+exactly on a ball's boundary is outside, as in ``prdc``. ``dtype="float32"`` (default) is the
+fast path; where float32 cannot resolve the neighbourhoods (far-apart modes, or a tight
+cluster far from the centre: :func:`float32_is_enough`) the pass runs in float64.
+``dtype="float64"`` reproduces ``prdc``'s float64 results up to ties at the last ulp (in
+float32 a distance within a few 1e-7 of a radius can fall on the other side: about one ball
+count in 10^8 pairs on the benchmark's data, where ``prdc``'s own float32 distances round too).
+torch's thread count is left as the caller set it (``torch.set_num_threads``) and is also the
+number of threads for the numpy passes over each block; nothing here changes global state.
+Results do not depend on the thread count. The block sizes (``chunk_size``) can change the
+last-ulp rounding of a product, and with it the side of a boundary that an *exact* tie on
+continuous values falls on (a duplicated row at exactly another's k-th neighbour distance);
+on grid data they cannot.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "NeighbourPass",
     "as_matrix",
+    "knn_center",
     "kth_nn_radii",
     "prdc_pass",
     "resolve_device",
@@ -83,6 +91,8 @@ def as_matrix(x: Any, field: str, *, width: int | None = None, keep_float32: boo
         raise InputError(field, f"expected width d={width} (the reference's), got d={arr.shape[1]}")
     if not np.isfinite(arr).all():
         raise InputError(field, "contains NaN or infinite values")
+    if np.abs(arr).max(initial=0.0) > 1e15:  # squares overflow float32 and cancel in float64
+        raise InputError(field, "contains values above 1e15 in magnitude; normalise the embeddings")
     return arr
 
 
@@ -154,6 +164,32 @@ def _strip_width(side: int, n: int, itemsize: int, chunk_size: int | None, budge
     return max(side, min(n, budget // (side * (itemsize + 2))))
 
 
+def _std(arr: np.ndarray) -> np.ndarray:
+    """Per-coordinate sample standard deviations (``ddof=1``, as the generator state's covariance)."""
+    return arr.std(axis=0, dtype=np.float64, ddof=1 if arr.shape[0] > 1 else 0)
+
+
+def knn_center(mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The vector both sets are centred on before the distance products: the reference mean,
+    each coordinate rounded to a multiple of the largest power of two at or below that
+    coordinate's spread (``scale``, e.g. its standard deviation; kept as is where the spread is
+    0). Centring keeps ``|x|^2`` small, so the cancellation error of the expansion stays low;
+    rounding it keeps data that lie on a coarse grid (integers, counts, one-hot or k/4 features)
+    on that grid, so their distances stay exact and ties are decided as ``prdc`` decides them
+    on the raw values (it does not centre): a sample exactly on a ball's boundary is outside.
+    The rounding moves the centre by at most half a spread per coordinate.
+
+    >>> knn_center(np.array([2.6, 0.3, 5.0]), np.array([1.2, 0.3, 0.0])).tolist()
+    [3.0, 0.25, 5.0]
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    ok = np.isfinite(scale) & (scale > 0)
+    grid = np.ones_like(mean)
+    grid[ok] = np.exp2(np.floor(np.log2(scale[ok])))
+    return np.where(ok, np.round(mean / grid) * grid, mean)
+
+
 def _to_tensor(arr: np.ndarray, center: np.ndarray, np_dtype: np.dtype[Any], dev: torch.device) -> torch.Tensor:
     """``arr - center`` (float64 arithmetic) cast to ``np_dtype``, in row blocks (no full-size
     float64 temporary)."""
@@ -186,6 +222,26 @@ def _self_radii2(
     itemsize = x.element_size()
     side = _square_block(n, itemsize, chunk_size, budget)
     return _self_kth_d2(x, k, side, _strip_width(side, n, itemsize, chunk_size, budget), operands)
+
+
+#: float32 distances are trusted while the expansion's rounding (about ``eps * |x|^2`` for a
+#: centred row ``x``) stays below this share of the typical squared radius; else float64
+_FLOAT32_TOLERANCE = 1e-4
+
+
+def float32_is_enough(x: torch.Tensor, radii2: torch.Tensor) -> bool:
+    """Can float32 products resolve the neighbourhoods of the centred rows ``x``? False when
+    the largest ``|x|^2`` times float32's epsilon exceeds :data:`_FLOAT32_TOLERANCE` of the
+    median squared k-NN radius: far-apart modes or a tight cluster far from the centre, where
+    the ``|x|^2 + |y|^2 - 2 x.y`` expansion cancels away the distances (all-zero PRDC on two
+    modes 10^4 apart with unit spread). Always True for float64 tensors."""
+    import torch
+
+    if x.dtype != torch.float32 or x.shape[0] < 2:
+        return True
+    norm2 = float((x.double() ** 2).sum(dim=1).max())
+    med = float(radii2.double().median())
+    return norm2 * float(torch.finfo(torch.float32).eps) <= _FLOAT32_TOLERANCE * med
 
 
 # --------------------------------------------------------------------------- public API
@@ -223,8 +279,12 @@ def kth_nn_radii(
     if arr.shape[0] == 1:
         return np.zeros(1)
     with torch.inference_mode():
-        x = _to_tensor(arr, arr.mean(axis=0), ndt, dev)
+        center = knn_center(arr.mean(axis=0), _std(arr))
+        x = _to_tensor(arr, center, ndt, dev)
         d2 = _self_radii2(x, k, chunk)
+        if not float32_is_enough(x, d2):
+            x = _to_tensor(arr, center, np.dtype(np.float64), dev)
+            d2 = _self_radii2(x, k, chunk)
         out = d2.cpu().numpy().astype(np.float64)
     return out if squared else np.sqrt(out)
 
@@ -310,7 +370,7 @@ def prdc_pass(
     gen = as_matrix(samples, "samples", width=ref.shape[1], keep_float32=True)
     n = ref.shape[0]
     if center is None:
-        center = ref.mean(axis=0, dtype=np.float64)
+        center = knn_center(ref.mean(axis=0, dtype=np.float64), _std(ref))
     ref_radii2 = _check_radii(ref_radii2, n)
     with torch.inference_mode():
         r = _to_tensor(ref, center, ndt, dev)
@@ -321,6 +381,17 @@ def prdc_pass(
         else:
             r2_ref = torch.from_numpy(ref_radii2).to(device=dev, dtype=tdt)
         r2_s = _self_radii2(s, k, chunk, operands=ops_s)
+        if not (float32_is_enough(r, r2_ref) and float32_is_enough(s, r2_s)):
+            # float32 cannot resolve these neighbourhoods (far-apart modes, or samples in a tight
+            # cluster far from the reference's centre): the whole pass in float64
+            ndt, tdt = np.dtype(np.float64), torch.float64
+            r, s = _to_tensor(ref, center, ndt, dev), _to_tensor(gen, center, ndt, dev)
+            ops_r, ops_s = _operands(r), _operands(s)
+            if ref_radii2 is None or not float32_is_enough(r.float(), r2_ref):
+                r2_ref = _self_radii2(r, k, chunk, operands=ops_r)
+            else:
+                r2_ref = r2_ref.to(tdt)
+            r2_s = _self_radii2(s, k, chunk, operands=ops_s)
         rows = _row_block(gen.shape[0], ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1])
         return _neighbour_pass(k, r2_ref, r2_s, *passes)

@@ -105,6 +105,8 @@ def normal_quantile(q: float) -> float:
     >>> round(normal_quantile(0.975), 6)
     1.959964
     """
+    if not 0.0 < q < 1.0:
+        raise InputError("q", f"expected a probability strictly between 0 and 1, got {q!r}")
     return _STD_NORMAL.inv_cdf(q)
 
 
@@ -289,6 +291,8 @@ def mcnemar_mid_p(b: int, c: int, alternative: str = "greater") -> float:
 def _mcnemar(b: int, c: int, alternative: str, *, mid_p: bool) -> float:
     b = _count(b, "b")
     c = _count(c, "c")
+    if alternative not in ("greater", "less", "two-sided"):
+        raise InputError("alternative", f"expected 'greater', 'less' or 'two-sided', got {alternative!r}")
     n = b + c
     if n == 0:
         return 1.0

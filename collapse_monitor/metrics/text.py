@@ -149,12 +149,18 @@ def _check_token_lists(token_lists: Any) -> list[Sequence[str]]:
             raise InputError(
                 "token_lists", f"item {i} is {type(toks).__name__}, expected a list of tokens (tokenize texts first)"
             )
+        bad = next((t for t in toks if not isinstance(t, (str, np.str_))), None)
+        if bad is not None:
+            raise InputError("token_lists", f"item {i} holds a {type(bad).__name__} token, expected str tokens")
     return out
 
 
+_MAX_N = 32  # longest n-gram order (the n-gram machinery recurses once per order)
+
+
 def _check_n(n: Any, key: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError(key, f"expected an int >= 1, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= _MAX_N:
+        raise ConfigError(key, f"expected an int in 1..{_MAX_N}, got {n!r}")
     return int(n)
 
 

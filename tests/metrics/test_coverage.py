@@ -53,6 +53,38 @@ def test_float32_agrees_with_prdc_package(n: int, m: int, k: int) -> None:
     assert ours["density"] == pytest.approx(theirs["density"], abs=1.0 / (k * m) + 1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("d", "top"), [(1, 6), (3, 4), (8, 2)])
+def test_grid_data_decide_ties_exactly_as_prdc(dtype: str, d: int, top: int) -> None:
+    """Integer (count, one-hot) features put samples exactly on ball boundaries; prdc, on the
+    raw values, says outside. The k-NN centre is rounded to the data's grid (knn_center), so
+    the centred distances stay exact and every seed matches prdc (before: 99 of 100 seeds at
+    d = 3 differed, by up to 0.39)."""
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        ref = rng.integers(0, top, size=(60, d)).astype(float)
+        gen = rng.integers(0, top, size=(50, d)).astype(float)
+        ours, theirs = prdc(ref, gen, 3, dtype=dtype), _reference_prdc(ref, gen, 3)
+        assert ours == pytest.approx(theirs, abs=1e-12), (seed, ours, theirs)
+    ref, gen = np.array([[5.0], [4.0], [2.0]]), np.array([[0.0], [0.0], [2.0]])
+    assert prdc(ref, gen, 1, dtype=dtype) == pytest.approx(_reference_prdc(ref, gen, 1), abs=1e-12)
+
+
+@pytest.mark.parametrize(("sep", "spread"), [(1e3, 0.1), (1e4, 1.0), (1e3, 1.0)])
+def test_float32_falls_back_to_float64_where_it_cannot_resolve_the_modes(sep: float, spread: float) -> None:
+    """Two reference modes far apart, samples on one: centred on the mean, every row is
+    sep / 2 from the centre, and float32's expansion cancelled the unit distances away (all
+    PRDC values 0 at sep = 1e4). float32_is_enough notices and the pass runs in float64."""
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.normal(size=(150, 4)) * spread, rng.normal(size=(150, 4)) * spread + sep])
+    gen = rng.normal(size=(200, 4)) * spread * 1.1
+    theirs = _reference_prdc(ref, gen, 5)
+    assert prdc(ref, gen, 5) == pytest.approx(theirs, abs=1e-9)  # float32 default
+    assert prdc(ref.astype(np.float32), gen.astype(np.float32), 5) == pytest.approx(
+        _reference_prdc(ref.astype(np.float32).astype(float), gen.astype(np.float32).astype(float), 5), abs=1e-9
+    )
+
+
 def test_chunk_sizes_give_identical_prdc() -> None:
     rng = np.random.default_rng(3)
     ref, gen = rng.normal(size=(70, 4)), rng.normal(size=(90, 4))
