@@ -519,21 +519,33 @@ def rejudge_rules(d: dict[str, Any] | None) -> Any:
     return rules
 
 
+def read_rules_file(path: str) -> dict[str, Any]:
+    """A rules YAML file as a mapping (its ``rules:`` block, or the bare block); a file that is
+    not YAML or not a mapping is a ``ConfigError`` naming the file, not a parser traceback."""
+    import yaml
+
+    from collapse_monitor import ConfigError
+
+    p = Path(path)
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("rules", f"{p.name} is not valid YAML{where}") from None
+    if not isinstance(d, dict):
+        raise ConfigError("rules", f"{p.name} must hold a mapping of rule settings, got {type(d).__name__}")
+    return d["rules"] if isinstance(d.get("rules"), dict) else d
+
+
 def run_rules(path: str | None) -> dict[str, Any] | None:
     """The rules a run uses, read from a YAML file (its ``rules:`` block, or the bare block)
     and validated (``ConfigError`` names a bad key) before any chain starts; ``None``: defaults."""
     if path is None:
         return None
-    import yaml
-
     from collapse_monitor import Rules
 
-    d = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(d, dict):
-        raise ValueError(f"the rules file must hold a mapping of rule settings, got {type(d).__name__}")
-    if isinstance(d.get("rules"), dict):
-        d = d["rules"]
-    return Rules.from_dict(d).to_dict()
+    return Rules.from_dict(read_rules_file(path)).to_dict()
 
 
 def world_options(world_seed: int, settings: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -821,12 +833,10 @@ def _main_incidents(paths: list[str]) -> int:
 
 
 def _main_rejudge(paths: list[str], rules_path: str | None) -> int:
-    import yaml
-
     from collapse_monitor import ConfigError, Rules
 
     try:
-        rules = rejudge_rules(yaml.safe_load(Path(rules_path).read_text()) if rules_path else None)
+        rules = rejudge_rules(read_rules_file(rules_path) if rules_path else None)
         rows: list[dict[str, Any]] = []
         for p in paths:
             rows += json.loads(Path(p).read_text())["rows"]

@@ -76,6 +76,39 @@ class ModelSpec:
     flavor: str = "pyfunc"  # pyfunc | pytorch
     only_new_versions: bool = True
 
+    def __repr__(self) -> str:
+        """Like the dataclass repr, with the URIs' credentials redacted (``user:pass@``, query
+        values, token-like path segments of http(s) URIs).
+
+        >>> ModelSpec("m", tracking_uri="https://bob:pw@mlflow.example.com", registry_uri="sqlite:////r.db?k=v")
+        ModelSpec(registered_name='m', stage_or_alias='latest', version=None, tracking_uri='https://***@mlflow.example.com', registry_uri='sqlite:////r.db?k=***', flavor='pyfunc', only_new_versions=True)
+        """
+        return (
+            f"ModelSpec(registered_name={self.registered_name!r}, stage_or_alias={self.stage_or_alias!r}, "
+            f"version={self.version!r}, tracking_uri={self.safe_uri(self.tracking_uri)!r}, "
+            f"registry_uri={self.safe_uri(self.registry_uri)!r}, flavor={self.flavor!r}, "
+            f"only_new_versions={self.only_new_versions!r})"
+        )
+
+    @staticmethod
+    def safe_uri(uri: str | None) -> str | None:
+        """A tracking / registry URI safe to show: http(s) through ``redact_url``, anything else
+        (``sqlite:///``, ``databricks://``, paths) with its userinfo and query values masked."""
+        from urllib.parse import parse_qsl
+
+        from ._redact import MASK, mask_credentials, redact_url
+
+        if uri is None:
+            return None
+        if uri.lower().startswith(("http://", "https://")):
+            return redact_url(uri)
+        head, _, query = uri.partition("?")  # sqlite:////x.db?k=v has no netloc: mask it here
+        head = mask_credentials(head.partition("#")[0])
+        if not query:
+            return head
+        keys = [k for k, _ in parse_qsl(query.partition("#")[0], keep_blank_values=True)]
+        return head + "?" + ("&".join(f"{k}={MASK}" for k in keys) or MASK)
+
     @property
     def selector(self) -> str:
         if self.version is not None:
@@ -123,12 +156,25 @@ class MonitorSpec:
     schedule: ScheduleSpec | None = None
     expected_interval_seconds: float | None = None
 
+    def __repr__(self) -> str:
+        """No secret in it: the model's URIs are redacted (:meth:`ModelSpec.__repr__`), the
+        probe shows its function names, not its inputs."""
+        probe = None if self.probe is None else f"ProbeSpec({dict(self.probe.names)!r})"
+        return (
+            f"MonitorSpec(name={self.name!r}, monitor={self.monitor!r}, model={self.model!r}, probe={probe}, "
+            f"schedule={self.schedule!r}, expected_interval_seconds={self.expected_interval_seconds!r})"
+        )
+
 
 @dataclass(frozen=True)
 class ServeConfig:
     settings: ServeSettings
     monitors: tuple[MonitorSpec, ...]
     base_dir: Path
+
+    def __repr__(self) -> str:
+        """The monitors' reprs (URIs redacted)."""
+        return f"ServeConfig(settings={self.settings!r}, monitors={self.monitors!r}, base_dir={self.base_dir!r})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +203,8 @@ def _seconds(v: Any, key: str, *, minimum: float = 0.0, allow_zero: bool = False
 
 
 def _int(v: Any, key: str, lo: int, hi: int) -> int:
+    if isinstance(v, str) and v.strip().isdigit():  # a ${VAR} value: environment values are strings
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ConfigError(key, f"expected an int in {lo}..{hi}, got {v!r}")
     return v
@@ -324,7 +372,7 @@ def _build_monitor(cfg: Mapping[str, Any], key: str, base_dir: Path, alert_budge
     except ConfigError as exc:
         if key == "config" or exc.key.startswith(key):
             raise
-        raise ConfigError(f"{key}.{exc.key}", str(exc).split(": ", 1)[-1]) from None
+        raise exc.under(key) from None
 
 
 def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, host: str | None = None) -> ServeConfig:
@@ -332,7 +380,7 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
     top-level single-monitor form."""
     raw = load_config(path)
     base = Path(raw.pop("_dir"))
-    settings = parse_settings(raw.get("serve"), port=port, host=host)
+    settings = parse_settings(expand_env(raw.get("serve"), "serve"), port=port, host=host)
     cfg = expand_env({k: v for k, v in raw.items() if k != "serve"})
     entries: list[tuple[str, dict[str, Any]]] = []
     if "monitors" in cfg:

@@ -13,12 +13,24 @@ from .errors import CollapseMonitorError
 __all__ = ["main"]
 
 
+_TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every subcommand accepts too (``collapse-monitor check -v ...``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at INFO level")
+    return p
+
+
 def _add_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run a recursive-training chain and show when collapse is flagged")
+    p = sub.add_parser(
+        "demo", parents=[_common()], help="run a recursive-training chain and show when collapse is flagged"
+    )
     p.add_argument("--scenario", default="digits", help="digits | selftrain | mixture | gaussian | zipf_text")
     p.add_argument("--loop", action="append", help="loop(s) to run side by side (default: replace and accumulate)")
-    p.add_argument("--generations", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--generations", type=int, default=10, help="generations after the human-data one (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the scenario (default 0)")
     p.add_argument("--out", default="collapse-demo-out", help="output folder for the HTML report and PNG charts")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's default)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
@@ -26,14 +38,18 @@ def _add_demo(sub: Any) -> None:
 
 
 def _add_check(sub: Any) -> None:
-    p = sub.add_parser("check", help="check one generation from files against a configured monitor")
+    p = sub.add_parser(
+        "check", parents=[_common()], help="check one generation from files against a configured monitor"
+    )
     p.add_argument("--config", required=True, help="YAML config (see collapse_monitor.config)")
     p.add_argument("--embeddings", help=".npy/.npz/.csv of generated samples' embeddings")
     p.add_argument("--predictions", help=".npy/.json/.txt of the model's predictions on the probe set")
     p.add_argument("--texts", help=".txt/.jsonl/.json of generated texts")
-    p.add_argument("--generation", type=int, default=None)
-    p.add_argument("--synthetic-fraction", type=float, default=None)
-    p.add_argument("--parent-run-id", default=None)
+    p.add_argument("--generation", type=int, default=None, help="generation number (default: the next one)")
+    p.add_argument(
+        "--synthetic-fraction", type=float, default=None, help="share of model-generated training data, 0..1"
+    )
+    p.add_argument("--parent-run-id", default=None, help="MLflow run id of the training run (provenance)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -47,31 +63,39 @@ def _build() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_check(sub)
 
-    p = sub.add_parser("report", help="print a monitor's generation history from MLflow and write its PNG")
-    p.add_argument("--monitor", required=True)
-    p.add_argument("--tracking-uri", default=None)
+    p = sub.add_parser(
+        "report", parents=[_common()], help="print a monitor's generation history from MLflow and write its PNG"
+    )
+    p.add_argument("--monitor", required=True, help="monitor name (as in CollapseMonitor(name, ...))")
+    p.add_argument("--tracking-uri", default=None, help=_TRACKING_HELP)
     p.add_argument("--out", default=None, help="PNG path (default: <monitor>-history.png)")
 
-    p = sub.add_parser("gate", help="exit non-zero unless the latest generation is healthy (CI/CD gate)")
-    p.add_argument("--monitor", required=True)
-    p.add_argument("--tracking-uri", default=None)
+    p = sub.add_parser(
+        "gate",
+        parents=[_common()],
+        help="CI/CD gate: exit 0 if the latest generation is healthy, 1 if not, 2 if there is no check or store",
+    )
+    p.add_argument("--monitor", required=True, help="monitor name (as in CollapseMonitor(name, ...))")
+    p.add_argument("--tracking-uri", default=None, help=_TRACKING_HELP)
     p.add_argument("--model-name", default=None, help="tag this registered model version with its collapse stage")
-    p.add_argument("--version", default=None)
+    p.add_argument("--version", default=None, help="registered model version to tag (default: the newest)")
 
-    p = sub.add_parser("serve", help="scheduled checks, outbox redelivery, dead-man's switch and /metrics")
-    p.add_argument("--config", required=True)
-    p.add_argument("--port", type=int, default=None)
+    p = sub.add_parser(
+        "serve", parents=[_common()], help="scheduled checks, outbox redelivery, dead-man's switch and /metrics"
+    )
+    p.add_argument("--config", required=True, help="YAML config with a serve: block (see collapse_monitor.service)")
+    p.add_argument("--port", type=int, default=None, help="/metrics port (default 9108, or serve.port)")
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
 
-    p = sub.add_parser("dashboards", help="Grafana dashboards")
+    p = sub.add_parser("dashboards", parents=[_common()], help="Grafana dashboards")
     dsub = p.add_subparsers(dest="dash_command", required=True)
-    e = dsub.add_parser("export", help="write dashboards and provisioning files into DIR")
-    e.add_argument("dir")
+    e = dsub.add_parser("export", parents=[_common()], help="write dashboards and provisioning files into DIR")
+    e.add_argument("dir", help="output folder (created if missing)")
 
-    p = sub.add_parser("alerts", help="alert channels")
+    p = sub.add_parser("alerts", parents=[_common()], help="alert channels")
     asub = p.add_subparsers(dest="alerts_command", required=True)
-    t = asub.add_parser("test", help="send a test event to every configured channel")
-    t.add_argument("--config", default=None)
+    t = asub.add_parser("test", parents=[_common()], help="send a test event to every configured channel")
+    t.add_argument("--config", default=None, help="YAML config whose alerts: to test (default: collapse.yaml)")
     return parser
 
 
@@ -110,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         if args.command == "demo":

@@ -27,6 +27,7 @@ A world-readable file that holds secrets draws a warning.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._env import ENV_REF, expand_env
 from .errors import ConfigError
 from .types import Reference
 
@@ -55,7 +57,6 @@ __all__ = [
 
 log = logging.getLogger("collapse_monitor.config")
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_KEYS = {
     "name",
     "home",
@@ -78,41 +79,48 @@ _TOP_KEYS = {
 _SECRET_KEYS = {"secret", "routing_key", "token", "password"}
 
 
-def expand_env(value: Any, key: str = "config") -> Any:
-    """Replace ``${VAR}`` in strings (recursively) with environment values."""
-    if isinstance(value, str):
-
-        def sub(m: re.Match[str]) -> str:
-            var = m.group(1)
-            if var not in os.environ:
-                raise ConfigError(key, f"environment variable {var} is not set")
-            return os.environ[var]
-
-        return _ENV.sub(sub, value)
-    if isinstance(value, Mapping):
-        return {k: expand_env(v, f"{key}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
 def _is_literal(v: Any) -> bool:
-    return isinstance(v, str) and bool(v.strip()) and not _ENV.fullmatch(v.strip())
+    return isinstance(v, str) and bool(v.strip()) and not ENV_REF.fullmatch(v.strip())
+
+
+_SECRET_QUERY = re.compile(r"(?i)token|secret|passw|key|sig|auth|credential")
+
+
+def _url_has_credentials(text: str) -> bool:
+    """A URL written with a password (``https://user:pass@host``) or a secret-looking query
+    parameter (``?token=...``); ``${VAR}`` references are not literal and are skipped."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    for url in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+", ENV_REF.sub("", text)):
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue
+        if parts.password:
+            return True
+        if any(_SECRET_QUERY.search(k) and v for k, v in parse_qsl(parts.query)):
+            return True
+    return False
 
 
 def _has_literal_secret(value: Any) -> bool:
-    """Secrets written into the file itself: secret/routing_key/token values, and the URLs of
-    Slack/Teams/webhook channels (their paths are bearer tokens)."""
+    """Secrets written into the file itself: secret/routing_key/token/password values, header
+    values (``Authorization: ...``), the URLs of Slack/Teams/webhook channels (their paths are
+    bearer tokens) and any URL that carries a password or a token in its query."""
     if isinstance(value, Mapping):
         for k, v in value.items():
             if k in _SECRET_KEYS and _is_literal(v):
                 return True
             if k == "url" and value.get("type") in {"slack", "teams", "webhook"} and _is_literal(v):
                 return True
+            if k == "headers" and isinstance(v, Mapping) and any(_is_literal(h) for h in v.values()):
+                return True
             if _has_literal_secret(v):
                 return True
     if isinstance(value, list):
         return any(_has_literal_secret(v) for v in value)
+    if isinstance(value, str):
+        return _url_has_credentials(value)
     return False
 
 
@@ -164,9 +172,23 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def _unreadable(path: Path, key: str, exc: BaseException, what: str) -> ConfigError:
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return ConfigError(key, f"could not read {path.name} ({type(exc).__name__}: {reason}); expected {what}")
+
+
+_ARRAY_FILES = ".npy (numpy.save, no pickles), .npz (its first array) or .csv (comma-separated numbers)"
+_LIST_FILES = (
+    '.npy (numpy.save, no pickles), .json (a list), .jsonl (one value or {{"text": ...}} per line) '
+    "or UTF-8 text ({} per line)"
+)
+
+
 def _load_array(path: Path, key: str) -> np.ndarray:
     if not path.is_file():
         raise ConfigError(key, f"file not found: {path}")
+    if path.suffix not in (".npy", ".npz", ".csv"):
+        raise ConfigError(key, f"unsupported file type {path.suffix!r}; use {_ARRAY_FILES}")
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
@@ -175,33 +197,41 @@ def _load_array(path: Path, key: str) -> np.ndarray:
                 if not z.files:
                     raise ConfigError(key, f"{path.name} holds no arrays")
                 return z[z.files[0]]
-        if path.suffix == ".csv":
-            return np.loadtxt(path, delimiter=",", ndmin=2)
+        return np.loadtxt(path, delimiter=",", ndmin=2)
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(key, f"could not read {path.name}: {type(exc).__name__}") from None
-    raise ConfigError(key, f"unsupported file type {path.suffix!r}; use .npy, .npz or .csv")
+        raise _unreadable(path, key, exc, _ARRAY_FILES) from None
 
 
 def _load_list(path: Path, key: str, *, texts: bool) -> list[Any]:
+    """A list of labels / predictions (``texts=False``: blank lines skipped) or of texts."""
     if not path.is_file():
         raise ConfigError(key, f"file not found: {path}")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False).tolist()
-    raw = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        val = json.loads(raw)
-        if not isinstance(val, list):
-            raise ConfigError(key, f"{path.name} must hold a JSON list")
-        return val
-    if path.suffix == ".jsonl":
-        out = []
-        for line in raw.splitlines():
-            if line.strip():
-                obj = json.loads(line)
-                out.append(obj.get("text") if isinstance(obj, dict) else obj)
-        return out
+    what = _LIST_FILES.format("one text" if texts else "one label")
+    try:
+        if path.suffix == ".npy":
+            return list(np.load(path, allow_pickle=False).tolist())
+        raw = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            val = json.loads(raw)
+            if not isinstance(val, list):
+                raise ConfigError(key, f"{path.name} must hold a JSON list, got {type(val).__name__}")
+            return val
+        if path.suffix == ".jsonl":
+            out = []
+            for n, line in enumerate(raw.splitlines(), 1):
+                if line.strip():
+                    try:
+                        obj = json.loads(line)
+                    except ValueError as exc:
+                        raise ConfigError(key, f"{path.name} line {n} is not JSON ({exc})") from None
+                    out.append(obj.get("text") if isinstance(obj, dict) else obj)
+            return out
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, key, exc, what) from None
     lines = raw.splitlines()
     return lines if texts else [ln for ln in lines if ln.strip()]
 
@@ -242,9 +272,16 @@ def sinks_from_config(items: Any) -> list[Any]:
         kind = item["type"]
         if kind not in kinds:
             raise ConfigError(f"sinks[{i}].type", f"unknown sink {kind!r}; known: {', '.join(kinds)}")
+        cls = kinds[kind]
         kw = {k: v for k, v in item.items() if k != "type"}
+        allowed = [p for p in inspect.signature(cls).parameters if not p.startswith("_")]
+        for k in kw:
+            if k not in allowed:
+                raise ConfigError(f"sinks[{i}].{k}", f"unknown option for a {kind} sink; known: {', '.join(allowed)}")
         try:
-            out.append(kinds[kind](**kw))
+            out.append(cls(**kw))
+        except ConfigError as exc:
+            raise exc.under(f"sinks[{i}]", strip=cls.__name__ + ".") from None
         except TypeError as exc:
             raise ConfigError(f"sinks[{i}]", f"bad option for {kind}: {exc}") from None
     return out
@@ -262,7 +299,7 @@ def channels_from_config(items: Any) -> list[Any]:
         try:
             out.append(channel_from_config(item))
         except ConfigError as exc:
-            raise ConfigError(f"alerts[{i}].{exc.key}", str(exc).split(": ", 1)[-1]) from None
+            raise exc.under(f"alerts[{i}]") from None
     return out
 
 
@@ -285,12 +322,21 @@ def monitor_from_dict(
         return k if key == "config" else f"{key}.{k}"
 
     name = overrides.pop("name", cfg.get("name"))
-    if not isinstance(name, str) or not name:
-        raise ConfigError(at("name"), "the monitor needs a name")
+    if name is None or name == "":
+        raise ConfigError(at("name"), "the monitor needs a name: add name: my-model")
+    if not isinstance(name, str):
+        raise ConfigError(at("name"), f"expected a string such as my-model, got {type(name).__name__} {name!r}")
     if reference is None:
         if "reference" not in cfg:
-            raise ConfigError(at("reference"), "no reference in the config and none passed in Python")
+            raise ConfigError(
+                at("reference"),
+                "missing: no reference in the config; add a reference: block (embeddings: / labels: / texts: files, paths relative "
+                "to the config) or pass reference=cm.Reference(...) to from_config",
+            )
         reference = load_reference(cfg["reference"], base_dir)
+    strict = cfg.get("strict", False)
+    if not isinstance(strict, bool):
+        raise ConfigError(at("strict"), f"expected true or false (unquoted), got {strict!r}")
     home = cfg.get("home")
     if home is not None and not os.path.isabs(str(home)):
         home = os.path.join(str(base_dir), str(home))
@@ -300,14 +346,17 @@ def monitor_from_dict(
         sinks=sinks_from_config(cfg.get("sinks")) if "sinks" in cfg else None,
         alerts=channels_from_config(cfg.get("alerts")),
         home=home,
-        strict=bool(cfg.get("strict", False)),
+        strict=strict,
         links=cfg.get("links"),
         routing=cfg.get("routing"),
         mutes=cfg.get("mutes"),
         device=cfg.get("device"),
     )
     kw.update(overrides)
-    return CollapseMonitor(name, **kw)
+    try:
+        return CollapseMonitor(name, **kw)
+    except ConfigError as exc:  # routing / mutes / links ...: keyed as in the file
+        raise (exc if key == "config" or exc.key.startswith(key) else exc.under(key)) from None
 
 
 def monitor_from_config(

@@ -1081,7 +1081,7 @@ def dashboards_export_command(out_dir: str | os.PathLike[str], console: Any = No
         paths = export_dashboards(out_dir)
     except OSError as exc:
         console.print(f"[red]collapse-monitor: cannot write dashboards to {out_dir}: {exc}[/]")
-        return 1
+        return 2  # a usage error, as everywhere else in the CLI
     for p in paths:
         console.print(f"wrote {p}")
     console.print(

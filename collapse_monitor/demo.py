@@ -206,10 +206,26 @@ def run_demo(
     )
     console.print(f"\nReport: [link=file://{html.resolve()}]{html}[/] (PNG charts beside it)")
     if mlflow:
-        uri = tracking_uri or _default_tracking_uri()
-        console.print(f"MLflow: every check was logged to {uri}. Open it with:")
-        # one line whatever the width, so the command copies whole from the terminal
-        console.print(f"  mlflow ui --backend-store-uri {uri}", soft_wrap=True, markup=False, highlight=False)
+        from .sinks.mlflow import safe_uri
+
+        # never print credentials (user:token@ or ?token= in the URI)
+        uri = safe_uri(tracking_uri or _default_tracking_uri())
+        n_checks = sum(len(r) for r, _ in chains.values())
+        failed = sum(
+            any(e.startswith(f"{sinks[0].name}:") for e in rep.errors) for r, _ in chains.values() for rep in r
+        )
+        if failed:
+            console.print(
+                f"MLflow: {failed} of {n_checks} checks could not be logged to {uri} (kept in {state} "
+                "and retried by the next check of the same monitor; see the warnings above)",
+                style="yellow",
+                markup=False,
+                highlight=False,
+            )
+        else:
+            console.print(f"MLflow: every check was logged to {uri}. Open it with:", markup=False, highlight=False)
+            # one line whatever the width, so the command copies whole from the terminal
+            console.print(f"  mlflow ui --backend-store-uri {uri}", soft_wrap=True, markup=False, highlight=False)
     console.print(f"[dim]{sum(len(r) for r, _ in chains.values())} checks in {elapsed:.1f} s[/]")
     return 0
 

@@ -214,12 +214,31 @@ class Rules:
         try:
             check_knn(self.knn, self.nlist, self.nprobe)
         except ConfigError as exc:
-            raise ConfigError(f"rules.{exc.key}", str(exc).split(": ", 1)[-1]) from None
+            raise exc.under("rules") from None
+        for key in ("trend", "rare_class_tests", "alert_on_drift"):
+            v = getattr(self, key)
+            need(isinstance(v, bool), key, f"expected true or false (unquoted), got {v!r}")
+        need(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32,
+            "seed",
+            f"expected an int in [0, 2**32), got {self.seed!r}",
+        )
+        from .metrics._spec import SPECS
+
         for key in ("tail", "head", "diversity"):
             v = getattr(self, key)
             if isinstance(v, str) or not isinstance(v, Sequence) or not all(isinstance(x, str) for x in v):
                 raise ConfigError(f"rules.{key}", f"expected a list of metric keys, got {v!r}")
+            for i, metric in enumerate(v):
+                # a typo would silently drop a metric from its family (and a tail decline from
+                # detection): only the metrics collapse-monitor computes, and class_recall.<label>
+                need(
+                    metric in SPECS or (metric.startswith("class_recall.") and len(metric) > len("class_recall.")),
+                    f"{key}[{i}]",
+                    f"unknown metric {metric!r}; known: {', '.join(sorted(SPECS))}, class_recall.<label>",
+                )
             object.__setattr__(self, key, tuple(v))
+        need(bool(self.tail), "tail", "expected at least one tail metric: early collapse is a tail decline")
         overlap = (
             (set(self.tail) & set(self.head))
             | (set(self.tail) & set(self.diversity))

@@ -6,6 +6,8 @@
     ├── InputError(ValueError)      bad Reference / Observation data (NaN, shapes, labels, ...)
     ├── ConfigError(ValueError)     bad configuration (YAML file, rules, constructor options)
     ├── SinkError                   a sink (MLflow, Prometheus, Evidently) failed in strict mode
+    │   └── PermanentSinkError      (collapse_monitor.sinks) a sink rejected one report for good:
+    │                               its spool moves it to a dead letter instead of retrying
     └── AlertDeliveryError          an alert channel failed in strict mode / on a test send
 
 Every message says which field or key was wrong, what was expected and what came, and never
@@ -41,7 +43,14 @@ class ConfigError(CollapseMonitorError, ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
+        self.message = message
         super().__init__(f"{key}: {message}")
+
+    def under(self, prefix: str, *, strip: str = "") -> ConfigError:
+        """The same error with its key nested under ``prefix`` (``sinks[0]`` + ``timeout``),
+        after removing a leading ``strip`` (``MLflowSink.``) from it."""
+        key = self.key[len(strip) :] if strip and self.key.startswith(strip) else self.key
+        return ConfigError(f"{prefix}.{key}" if prefix else key, self.message)
 
 
 class SinkError(CollapseMonitorError):

@@ -19,6 +19,7 @@ generation that reached the history always reaches MLflow and the receivers.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -37,7 +38,7 @@ from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, Input
 from .history import AlertState, Baseline, HistoryStore, default_home
 from .metrics.cache import ReferenceCache
 from .sinks.base import EmitContext, Sink, Spool
-from .types import MetricValue, Observation, Provenance, Reference, Report, Stage
+from .types import MetricValue, Observation, Provenance, Reference, Report, Stage, as_generation, as_provenance
 
 if TYPE_CHECKING:
     from .alerting import AlertDispatcher, Channel
@@ -89,6 +90,8 @@ class CollapseMonitor:
         self.reference = reference
         self.rules = rules if isinstance(rules, Rules) else Rules.from_dict(rules)
         self.home = Path(home) if home is not None else default_home()
+        if not isinstance(strict, bool):
+            raise ConfigError("strict", f"expected true or false, got {strict!r}")
         self.strict = strict
         self.device = device
         self.clock = clock
@@ -96,6 +99,10 @@ class CollapseMonitor:
             "dashboard": os.environ.get("COLLAPSE_MONITOR_DASHBOARD_URL", ""),
             "runbook": os.environ.get("COLLAPSE_MONITOR_RUNBOOK_URL", ""),
         }
+        if links is not None and not (
+            isinstance(links, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in links.items())
+        ):
+            raise ConfigError("links", f"expected a mapping of link name -> URL (strings), got {links!r}")
         self.links = {k: v for k, v in {**env_links, **dict(links or {})}.items() if v}
         self.history = HistoryStore(self.home)
         self.cache = ReferenceCache(self.home / "cache")
@@ -110,7 +117,15 @@ class CollapseMonitor:
                 raise ConfigError(
                     f"sinks[{i}]", f"expected a sink with .name and .emit(report), got {type(s).__name__}"
                 )
-        self.channels = list(alerts)
+        from .alerting.dispatcher import check_dispatch_options
+
+        # routing / mutes / budget are checked now, so a typo is a ConfigError here and not a
+        # failure of every later check (the outbox itself opens at the first alert)
+        self.channels = list(
+            check_dispatch_options(alerts, routing=routing, mutes=mutes, budget_seconds=alert_budget_seconds)[
+                0
+            ].values()
+        )
         self._dispatcher: AlertDispatcher | None = None
         self._dispatcher_opts = dict(routing=routing, mutes=mutes, budget_seconds=alert_budget_seconds)
         self.last_report: Report | None = None
@@ -174,16 +189,20 @@ class CollapseMonitor:
     def _recover(self) -> None:
         """Finish the hand-off of reports whose check was killed after its history commit
         (called under the lock, so their process is gone): spool them for every sink (sinks
-        drop replays they already hold) and persist their alerts (same event ids)."""
+        drop replays they already hold) and persist their alerts (same event ids). Persisting is
+        enough: the calling check delivers every due outbox row after its own events
+        (``_deliver_alerts``), ``flush()`` redelivers them."""
         for r in self.history.not_handed_off(self.name):
             for sink in self.sinks:
                 try:
                     self.spool.put(getattr(sink, "spool_key", None) or sink.name, r)
                 except OSError as exc:
                     log.warning("recovering generation %d: %s", r.generation, redact_text(str(exc)))
-            if r.alerts and self.dispatcher is not None:
+            if r.alerts and self.channels:
                 try:
-                    self.dispatcher.persist(list(r.alerts), r)
+                    disp = self.dispatcher
+                    assert disp is not None
+                    disp.persist(list(r.alerts), r)
                 except Exception as exc:
                     log.warning("recovering generation %d: alerts: %s", r.generation, redact_text(str(exc)))
             self.history.save_report(r)  # handed off
@@ -371,9 +390,10 @@ class CollapseMonitor:
         alerts = tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts)
         report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors))
         keys: list[tuple[str, str]] = []
-        disp = self.dispatcher
-        if disp is not None and report.alerts:
-            try:
+        if self.channels and report.alerts:
+            try:  # the outbox opens here at the first alert: an unopenable one is an error, not a crash
+                disp = self.dispatcher
+                assert disp is not None
                 keys = disp.persist(list(report.alerts), report)
             except Exception as exc:
                 msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
@@ -388,30 +408,33 @@ class CollapseMonitor:
         return report, keys, failure
 
     def _deliver_alerts(self, report: Report, keys: Sequence[tuple[str, str]]) -> Report:
-        """Deliver this check's alert events (and whatever else is due) within the budget."""
-        disp = self.dispatcher
-        if disp is None or not keys:
-            return report
+        """Deliver this check's alert events, then whatever earlier checks or processes left in
+        the outbox that is due (also when this check raised no event), all within the one alert
+        budget. Each channel whose delivery failed in this check gets one redacted line in
+        ``report.errors`` - also when the event stays queued for a retry. Never raises, except
+        ``AlertDeliveryError`` in strict mode when a delivery failed for good."""
+        if not self.channels or (not keys and self._dispatcher is None and not (self.home / "outbox.db").exists()):
+            return report  # no outbox yet (it opens at the first alert): nothing can be pending
         errors = list(report.errors)
+        strict_error: str | None = None
         try:
-            results = disp.deliver(keys)
-            failed = [r for r in results if not getattr(r, "ok", True) and getattr(r, "final", False)]
-            for r in failed:
-                errors.append(redact_text(f"alert {getattr(r, 'channel', '?')}: {getattr(r, 'error', '')}"))
-            if failed and self.strict:
-                raise AlertDeliveryError("; ".join(errors[-len(failed) :]))
-        except AlertDeliveryError:
-            raise
-        except Exception as exc:
+            disp = self.dispatcher
+            if disp is not None:
+                outcome = disp.deliver_check(keys)
+                errors.extend(outcome.errors)
+                if outcome.final_errors:
+                    strict_error = "; ".join(outcome.final_errors)
+        except Exception as exc:  # a broken outbox never breaks the caller
             msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
             log.warning("%s", msg)
             errors.append(msg)
-            if self.strict:
-                raise AlertDeliveryError(msg) from None
+            strict_error = msg
         if tuple(errors) != report.errors:
             report = dataclasses.replace(report, errors=tuple(errors))
             with contextlib.suppress(Exception):
                 self.history.save_report(report)
+        if strict_error is not None and self.strict:
+            raise AlertDeliveryError(strict_error)
         return report
 
     def _merge_facts(self, report: Report, got: Mapping[str, Any]) -> Report:
@@ -472,6 +495,7 @@ class CollapseMonitor:
         """
         if not callable(evaluate):
             raise ConfigError("watch.evaluate", "expected a callable model -> Observation")
+        _check_watch_options(generation, provenance, "watch")
         strict_ = self.strict if strict is None else strict
 
         def deco(fn: F) -> F:
@@ -501,6 +525,7 @@ class CollapseMonitor:
             r.observe(cm.Observation(embeddings=sample(model)))
         r.report  # the Report (None if the check failed; see mon.last_error)
         """
+        _check_watch_options(generation, provenance, "retrain")
         r = _Retrain(self, generation, provenance, self.strict if strict is None else strict)
         yield r
 
@@ -522,10 +547,12 @@ class CollapseMonitor:
             obs = make()
             if not isinstance(obs, Observation):
                 raise InputError("evaluate", f"must return cm.Observation, got {type(obs).__name__}")
+            # a copy: the caller's Observation may be reused for the next retrain
+            obs = copy.copy(obs)
             if generation is not None and obs.generation is None:
-                obs.generation = int(generation)
+                obs.generation = as_generation(generation, "generation")
             if provenance is not None and obs.provenance is None:
-                obs.provenance = provenance
+                obs.provenance = as_provenance(provenance, "provenance")
             return self.check(obs)
         except Exception as exc:
             self.last_error = exc
@@ -537,6 +564,18 @@ class CollapseMonitor:
             if strict:
                 raise
             return None
+
+
+def _check_watch_options(generation: Any, provenance: Any, where: str) -> None:
+    """``watch`` / ``retrain`` options that are values (not callables) are checked when given,
+    so a wrong type is a ConfigError in the training script, not a failed check every retrain."""
+    try:
+        if generation is not None and not callable(generation):
+            as_generation(generation, f"{where}.generation")
+        if provenance is not None and not callable(provenance):
+            as_provenance(provenance, f"{where}.provenance")
+    except InputError as exc:
+        raise ConfigError(exc.field, str(exc).split(": ", 1)[-1]) from None
 
 
 class _Retrain:

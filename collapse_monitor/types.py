@@ -4,6 +4,7 @@ channels consume a finished Report."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -30,6 +31,29 @@ __all__ = [
     "Report",
     "Stage",
 ]
+
+#: the largest generation number (history and MLflow store it as a signed 64-bit int)
+MAX_GENERATION = 2**62
+
+
+def as_generation(value: Any, field: str) -> int:
+    """``value`` as a generation number (an int in ``0..MAX_GENERATION``; no bool, float or str)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_GENERATION:
+        raise InputError(field, f"expected an int in 0..{MAX_GENERATION}, got {value!r}")
+    return int(value)
+
+
+def as_provenance(value: Any, field: str) -> Provenance | None:
+    """``value`` as a Provenance: one, a mapping of its fields (unknown keys named), or None."""
+    if value is None or isinstance(value, Provenance):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in dataclasses.fields(Provenance)}
+        for k in value:
+            if k not in known:
+                raise InputError(f"{field}.{k}", f"unknown key; known: {', '.join(sorted(known))}")
+        return Provenance(**value)
+    raise InputError(field, f"expected cm.Provenance, got {type(value).__name__}")
 
 
 class Stage(StrEnum):
@@ -119,6 +143,10 @@ class Provenance:
     digest: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.synthetic_fraction, bool):
+            raise InputError(
+                "provenance.synthetic_fraction", f"expected a number in [0, 1], got {self.synthetic_fraction!r}"
+            )
         if self.synthetic_fraction is not None:
             object.__setattr__(
                 self, "synthetic_fraction", V.as_probability(self.synthetic_fraction, "provenance.synthetic_fraction")
@@ -127,6 +155,15 @@ class Provenance:
             raise InputError("provenance.parent_run_id", f"expected a str, got {type(self.parent_run_id).__name__}")
         if isinstance(self.sources, str):
             object.__setattr__(self, "sources", (self.sources,))
+        if self.sources is not None and not isinstance(self.sources, (list, tuple)):
+            raise InputError("provenance.sources", f"expected a list of str, got {type(self.sources).__name__}")
+        if self.digest is not None and (not isinstance(self.digest, str) or not 0 < len(self.digest) <= 1024):
+            raise InputError(
+                "provenance.digest",
+                f"expected a str of 1-1024 characters (e.g. hashlib.sha256(...).hexdigest()), got "
+                f"{type(self.digest).__name__}"
+                + (f" of {len(self.digest)} characters" if isinstance(self.digest, str) else ""),
+            )
         srcs = tuple(self.sources or ())
         for i, s in enumerate(srcs):
             if not isinstance(s, str):
@@ -277,16 +314,9 @@ class Observation:
         if self.texts is not None and not any(tokenize(t) for t in self.texts):
             raise InputError("observation.texts", "contains no tokens (all texts are empty or whitespace)")
         if generation is not None:
-            if isinstance(generation, bool) or not isinstance(generation, (int, np.integer)) or generation < 0:
-                raise InputError("observation.generation", f"expected an int >= 0, got {generation!r}")
-            generation = int(generation)
+            generation = as_generation(generation, "observation.generation")
         self.generation = generation
-        if provenance is not None and not isinstance(provenance, Provenance):
-            if isinstance(provenance, Mapping):
-                provenance = Provenance(**provenance)
-            else:
-                raise InputError("observation.provenance", f"expected cm.Provenance, got {type(provenance).__name__}")
-        self.provenance = provenance
+        self.provenance = as_provenance(provenance, "observation.provenance")
 
     def validate_against(self, ref: Reference) -> None:
         """Check this observation fits ``ref``; raises InputError naming the field."""

@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError
 from ._http import HttpChannel, Transport, dumps
@@ -41,6 +42,7 @@ DEFAULT_RESEND_WINDOW = 72 * 3600.0
 TEST_LIFETIME = 300.0
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RESERVED = {"alertname", "monitor", "rule", "severity"}
+_ALERTS_PATH = "/api/v2/alerts"
 
 
 def alertname_for(rule: str) -> str:
@@ -55,6 +57,28 @@ def alertname_for(rule: str) -> str:
 
 def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _alerts_url(url: Any) -> Any:
+    """The v2 alerts endpoint under ``url``: the path gets ``/api/v2/alerts`` (once), the query
+    (``?token=...`` for a proxy in front of Alertmanager) is kept, a fragment is dropped.
+    Anything that is not a parseable URL string comes back unchanged for ``check_url`` to reject.
+
+    >>> _alerts_url("http://127.0.0.1:9093/?token=abc")
+    'http://127.0.0.1:9093/api/v2/alerts?token=abc'
+    >>> _alerts_url("https://am.example.com/prefix/api/v2/alerts/")
+    'https://am.example.com/prefix/api/v2/alerts'
+    """
+    if not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url
+    path = parts.path.rstrip("/")
+    if path.endswith(_ALERTS_PATH):
+        path = path[: -len(_ALERTS_PATH)]
+    return urlunsplit((parts.scheme, parts.netloc, path + _ALERTS_PATH, parts.query, ""))
 
 
 class Alertmanager(HttpChannel):
@@ -76,11 +100,8 @@ class Alertmanager(HttpChannel):
         verify_tls: bool = True,
         transport: Transport | None = None,
     ) -> None:
-        base = url.rstrip("/") if isinstance(url, str) else url
-        if isinstance(base, str) and base.endswith("/api/v2/alerts"):
-            base = base[: -len("/api/v2/alerts")]
         super().__init__(
-            f"{base}/api/v2/alerts" if isinstance(base, str) else base,
+            _alerts_url(url),
             name=name,
             timeout=timeout,
             headers=headers,

@@ -20,11 +20,10 @@ the caller prefixes ``alerts[i].``). Error messages never contain the values of 
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from .._env import expand_env
 from ..errors import ConfigError
 from .alertmanager import Alertmanager
 from .base import Channel
@@ -51,33 +50,6 @@ _KEYS = {
     "teams": {"url"},
 }
 _REQUIRED = {"webhook": "url", "slack": "url", "pagerduty": "routing_key", "alertmanager": "url", "teams": "url"}
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_env(value: Any, key: str = "", env: Mapping[str, str] | None = None) -> Any:
-    """Replace ``${VAR}`` (or ``${VAR:-default}``) in strings, recursively. A variable that is
-    not set and has no default raises ``ConfigError(key)``; values never appear in messages.
-
-    >>> expand_env("${NOT_SET_ANYWHERE:-fallback}")
-    'fallback'
-    """
-    env = os.environ if env is None else env
-    if isinstance(value, str):
-
-        def sub(m: re.Match[str]) -> str:
-            var, default = m.group(1), m.group(2)
-            if var in env:
-                return env[var]
-            if default is not None:
-                return default
-            raise ConfigError(key or "config", f"environment variable {var} is not set")
-
-        return _ENV.sub(sub, value)
-    if isinstance(value, Mapping):
-        return {k: expand_env(v, f"{key}.{k}" if key else str(k), env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v, f"{key}[{i}]", env) for i, v in enumerate(value)]
-    return value
 
 
 def channel_from_config(d: Mapping[str, Any]) -> Channel:
@@ -123,7 +95,7 @@ def channels_from_config(items: Any, key: str = "alerts") -> list[Channel]:
         try:
             out.append(channel_from_config(item))
         except ConfigError as exc:
-            raise ConfigError(f"{key}[{i}].{exc.key}", str(exc).split(": ", 1)[-1]) from None
+            raise exc.under(f"{key}[{i}]") from None
     names = [c.name for c in out]
     for i, n in enumerate(names):
         if n in names[:i]:

@@ -20,9 +20,11 @@ Mutes
     sent. Resolves are never muted: a channel that got the firing gets its resolve.
 Delivery
     ``dispatch`` commits one outbox row per (event, channel) before any attempt, then
-    delivers within ``budget_seconds`` (default 10 s); what is left is retried by the next
-    ``dispatch``, ``redeliver()`` or ``collapse-monitor serve``. See ``outbox.py`` for the
-    retry policy and the multi-process guarantees.
+    delivers within ``budget_seconds`` (default 10 s): the call's own events first, then
+    every older row that is due, in the same budget, shared fairly between channels. What is
+    left is retried by the next ``dispatch`` (a monitor's next check: ``deliver_check``),
+    ``redeliver()`` or ``collapse-monitor serve``. See ``outbox.py`` for the retry policy,
+    the budget sharing and the multi-process guarantees.
 """
 
 from __future__ import annotations
@@ -46,7 +48,15 @@ from ..types import Alert, Report, Stage
 from .base import AlertEvent, Channel, DeliveryResult, report_summary
 from .outbox import Outbox, OutboxRow, RetryPolicy
 
-__all__ = ["DEFAULT_OUTBOX", "AlertDispatcher", "Mute", "event_id", "parse_mutes", "send_test_event"]
+__all__ = [
+    "DEFAULT_OUTBOX",
+    "AlertDispatcher",
+    "Mute",
+    "check_dispatch_options",
+    "event_id",
+    "parse_mutes",
+    "send_test_event",
+]
 
 log = logging.getLogger("collapse_monitor.alerting")
 
@@ -146,6 +156,43 @@ def _check_channels(channels: Any) -> dict[str, Channel]:
     return out
 
 
+def _check_routing(routing: Any, channels: Mapping[str, Channel]) -> dict[str, list[str]] | None:
+    if routing is None:
+        return None
+    if not isinstance(routing, Mapping):
+        raise ConfigError("routing", f"expected a mapping severity -> [channel names], got {type(routing).__name__}")
+    out: dict[str, list[str]] = {}
+    for sev, names in routing.items():
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, Iterable):
+            raise ConfigError(f"routing.{sev}", "expected a list of channel names")
+        names = list(names)
+        for n in names:
+            if n not in channels:
+                raise ConfigError(f"routing.{sev}", f"unknown channel {n!r}; known: {sorted(channels)}")
+        out[str(sev)] = names
+    return out
+
+
+def check_dispatch_options(
+    channels: Any, *, routing: Any = None, mutes: Any = None, budget_seconds: Any = 10.0
+) -> tuple[dict[str, Channel], dict[str, list[str]] | None, list[Mute], float]:
+    """Validate an ``AlertDispatcher``'s options without opening its outbox: channels by name,
+    routing, mute windows and the delivery budget. ``CollapseMonitor`` calls it when it is built,
+    so a bad ``routing`` / ``mutes`` value is a ``ConfigError`` then, not at the first alert."""
+    named = _check_channels(channels)
+    checked_routing = _check_routing(routing, named)
+    windows = parse_mutes(mutes)
+    try:
+        budget = float(budget_seconds)
+    except (TypeError, ValueError):
+        raise ConfigError("budget_seconds", f"expected seconds >= 0, got {budget_seconds!r}") from None
+    if not (budget >= 0 and math.isfinite(budget)):
+        raise ConfigError("budget_seconds", f"expected seconds >= 0, got {budget_seconds!r}")
+    return named, checked_routing, windows, budget
+
+
 class AlertDispatcher:
     """Routes, mutes, persists (outbox) and delivers alert events to channels.
 
@@ -168,15 +215,9 @@ class AlertDispatcher:
         retry: RetryPolicy | None = None,
         lease_seconds: float = 60.0,
     ) -> None:
-        self._channels = _check_channels(channels)
-        self.routing = self._check_routing(routing)
-        self.mutes = parse_mutes(mutes)
-        try:
-            self.budget_seconds = float(budget_seconds)
-        except (TypeError, ValueError):
-            raise ConfigError("budget_seconds", f"expected seconds >= 0, got {budget_seconds!r}") from None
-        if not (self.budget_seconds >= 0 and math.isfinite(self.budget_seconds)):
-            raise ConfigError("budget_seconds", f"expected seconds >= 0, got {budget_seconds!r}")
+        self._channels, self.routing, self.mutes, self.budget_seconds = check_dispatch_options(
+            channels, routing=routing, mutes=mutes, budget_seconds=budget_seconds
+        )
         self.clock = clock
         self.outbox = Outbox(
             Path(outbox_path) if outbox_path is not None else Path(DEFAULT_OUTBOX),
@@ -187,26 +228,6 @@ class AlertDispatcher:
         self.outbox.sync_channels({n: str(getattr(c, "fingerprint", "")) for n, c in self._channels.items()})
         self.outbox.prune()  # finished rows older than 30 days
         self._after_persist: Callable[[], None] | None = None  # test hook: runs between commit and delivery
-
-    def _check_routing(self, routing: Any) -> dict[str, list[str]] | None:
-        if routing is None:
-            return None
-        if not isinstance(routing, Mapping):
-            raise ConfigError(
-                "routing", f"expected a mapping severity -> [channel names], got {type(routing).__name__}"
-            )
-        out: dict[str, list[str]] = {}
-        for sev, names in routing.items():
-            if isinstance(names, str):
-                names = [names]
-            if not isinstance(names, Iterable):
-                raise ConfigError(f"routing.{sev}", "expected a list of channel names")
-            names = list(names)
-            for n in names:
-                if n not in self._channels:
-                    raise ConfigError(f"routing.{sev}", f"unknown channel {n!r}; known: {sorted(self._channels)}")
-            out[str(sev)] = names
-        return out
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -275,16 +296,84 @@ class AlertDispatcher:
         return keys
 
     def deliver(self, keys: Sequence[tuple[str, str]] = ()) -> list[DeliveryResult]:
-        """Deliver due rows within the budget (when ``keys`` is non-empty); return the state of
-        the rows ``keys`` names afterwards."""
+        """Deliver due rows within the budget, the rows ``keys`` names first (when ``keys`` is
+        non-empty); return the state of the rows ``keys`` names afterwards."""
         if keys:
-            self.outbox.deliver(self._channels, budget_seconds=self.budget_seconds)
+            self.outbox.deliver(self._channels, budget_seconds=self.budget_seconds, first=keys)
+        return self._states(keys)
+
+    def deliver_check(self, keys: Sequence[tuple[str, str]] = ()) -> CheckDelivery:
+        """A monitor check's delivery: the rows ``keys`` names (the check's own events) first,
+        then every other due row - what earlier checks or processes left pending - in the same
+        budget, even when ``keys`` is empty. Never raises for a delivery problem; the result
+        says, one redacted line per channel, which channels failed in this call."""
+        attempted = self.outbox.deliver(self._channels, budget_seconds=self.budget_seconds, first=keys)
+        errors, final = self._errors(keys, attempted)
+        return CheckDelivery(tuple(self._states(keys)), tuple(attempted), errors, final)
+
+    def _states(self, keys: Sequence[tuple[str, str]]) -> list[DeliveryResult]:
         out = []
         for eid, ch in keys:
             row = self.outbox.get(eid, ch)
             if row is not None:
                 out.append(row.result())
         return out
+
+    def _errors(
+        self, keys: Sequence[tuple[str, str]], attempted: Sequence[DeliveryResult]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(all lines, lines of final failures): one line per channel whose delivery failed in
+        this call - an attempt that did not deliver (row pending for a retry, dead or
+        disabled), or one of ``keys``' rows that is still unsent (budget spent, queued behind
+        an undelivered earlier alert, or its channel disabled). The worst outcome per channel
+        counts; the text goes through the channel's redaction and :func:`redact_text`."""
+        outcomes: dict[str, tuple[int, str, str]] = {}  # channel -> (rank, error, what now); higher rank wins
+
+        def note(channel: str, rank: int, error: str, then: str = "") -> None:
+            if rank > outcomes.get(channel, (-1, "", ""))[0]:
+                outcomes[channel] = (rank, error, then)
+
+        seen: set[tuple[str, str]] = set()
+        for r in attempted:
+            seen.add((r.event_id, r.channel))
+            err = r.error or (f"HTTP {r.http_status}" if r.http_status else "no answer")
+            if r.status == "pending":
+                note(r.channel, 1, err, ", queued for retry")
+            elif r.status == "dead":
+                note(r.channel, 3, err, "" if err.startswith("gave up") else ", not delivered")
+            elif r.status == "disabled":
+                note(r.channel, 3, err, ", channel disabled")
+        for r in self._states([k for k in keys if k not in seen]):
+            if r.status == "pending":
+                note(
+                    r.channel,
+                    0,
+                    "not sent within this check's alert budget (or queued behind an earlier alert)",
+                    ", queued",
+                )
+            elif r.status == "disabled":
+                note(
+                    r.channel,
+                    2,
+                    r.error or "channel disabled after a 410 Gone, not sent (a new URL / key enables it again)",
+                )
+            elif r.status == "dead":
+                note(r.channel, 3, r.error or "not delivered")
+        lines: list[str] = []
+        final: list[str] = []
+        for channel in [*self._channels, *sorted(set(outcomes) - set(self._channels))]:
+            if channel not in outcomes:
+                continue
+            rank, err, then = outcomes[channel]
+            scrub = getattr(self._channels.get(channel), "redact", None)
+            err = " ".join((scrub(err) if callable(scrub) else err).split())  # one line
+            if len(err) > 200:
+                err = err[:197] + "..."
+            line = redact_text(f"alert {channel}: {err}{then}")
+            lines.append(line)
+            if rank >= 2:
+                final.append(line)
+        return tuple(lines), tuple(final)
 
     def redeliver(self, budget_seconds: float | None = None) -> list[DeliveryResult]:
         """Deliver what earlier calls or processes left pending (due rows only)."""
@@ -331,6 +420,20 @@ class AlertDispatcher:
         routed = self.route(alert)
         targets = {n: initial(n, mute is not None) for n in routed}
         return alert, targets, [(n, alert.severity, mute is not None) for n in routed], None
+
+
+@dataclass(frozen=True)
+class CheckDelivery:
+    """What :meth:`AlertDispatcher.deliver_check` did. ``results``: the state of the check's own
+    rows afterwards (one per key, like ``deliver``); ``attempted``: each row attempted in the
+    call (own or older) after its last attempt; ``errors``: one redacted line per channel whose
+    delivery failed, ready for ``report.errors``; ``final_errors``: those of them that will not
+    be retried (dead, disabled)."""
+
+    results: tuple[DeliveryResult, ...]
+    attempted: tuple[DeliveryResult, ...]
+    errors: tuple[str, ...] = ()
+    final_errors: tuple[str, ...] = ()
 
 
 def event_id(report: Report, alert: Alert) -> str:

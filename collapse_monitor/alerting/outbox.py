@@ -21,8 +21,14 @@ Guarantees and bounds
   after 20 attempts or 24 h.
 - **Bounded in-call delivery.** :meth:`Outbox.deliver` works on due rows, waiting for
   backoffs only while they end inside ``budget_seconds``; no attempt starts after the budget
-  is spent and each attempt's timeout is capped by what is left of it, so a call returns
-  within about ``budget_seconds`` plus a fraction of a second. Not covered: DNS resolution
+  is spent and each attempt's timeout is capped by its channel's fair share of what is left
+  of it, so a call returns within about ``budget_seconds`` plus a fraction of a second.
+- **Fair between channels.** Within one call every channel with due rows gets an attempt
+  before any channel gets a second one, and an attempt may use at most ``remaining / (1 +
+  channels still waiting for their first attempt)`` (never less than
+  ``MIN_ATTEMPT_SECONDS``, never more than what is left): a hanging receiver costs the others
+  its share of the budget, not all of it. The rows of the events a call was made for
+  (``first``: a check's own alerts) go before older pending rows. Not covered: DNS resolution
   (socket timeouts do not bound it), a server that trickles its answer byte by byte (the
   timeout bounds each socket read, not the whole response) and waiting for another
   process's sqlite write lock (transactions here are a few statements long).
@@ -54,6 +60,10 @@ from .base import AlertEvent, Channel, DeliveryResult
 __all__ = ["Outbox", "OutboxRow", "RetryPolicy"]
 
 log = logging.getLogger("collapse_monitor.alerting")
+
+#: The least time an attempt gets when the budget is shared between channels (enough for a
+#: remote receiver's TCP + TLS handshake and answer); never more than what is left of the budget.
+MIN_ATTEMPT_SECONDS = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -312,20 +322,40 @@ class Outbox:
         " AND NOT EXISTS (SELECT 1 FROM channel_state c WHERE c.name = o.channel)"
     )
 
-    def claim(self, channels: Iterable[str], *, lease_seconds: float | None = None) -> OutboxRow | None:
-        """Take the next due row of ``channels`` under a lease (counts as an attempt)."""
+    def claim(
+        self,
+        channels: Iterable[str],
+        *,
+        lease_seconds: float | None = None,
+        prefer_ids: Iterable[str] = (),
+        tried_channels: Iterable[str] = (),
+    ) -> OutboxRow | None:
+        """Take the next due row of ``channels`` under a lease (counts as an attempt).
+
+        Order: rows of the events ``prefer_ids`` names (and the older rows queued ahead of
+        them on the same channel and dedup key, which must go first) before any other row;
+        then rows of channels not in ``tried_channels``; then the longest-due row first."""
         names = list(channels)
         if not names:
             return None
         now = self.clock()
         lease = self.lease_seconds if lease_seconds is None else lease_seconds
         where = self._QUEUE.format(names=",".join("?" * len(names)))
+        ids, tried = sorted(set(prefer_ids)), sorted(set(tried_channels))
+        order = []
+        if ids:
+            order.append(
+                "EXISTS (SELECT 1 FROM outbox q WHERE q.channel = o.channel AND q.dedup_key = o.dedup_key"
+                f" AND q.status = 'pending' AND q.id IN ({','.join('?' * len(ids))})) DESC"
+            )
+        if tried:
+            order.append(f"o.channel IN ({','.join('?' * len(tried))}) ASC")
         with self._tx() as db:
             r = db.execute(
                 f"SELECT {', '.join('o.' + c.strip() for c in _COLS.split(','))} FROM outbox o WHERE {where}"
                 " AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until <= ?)"
-                " ORDER BY o.next_attempt_at, o.seq LIMIT 1",
-                (*names, now, now),
+                f" ORDER BY {', '.join([*order, 'o.next_attempt_at', 'o.seq'])} LIMIT 1",
+                (*names, now, now, *ids, *tried),
             ).fetchone()
             if r is None:
                 return None
@@ -347,6 +377,24 @@ class Outbox:
                 f"SELECT min(max(o.next_attempt_at, coalesce(o.lease_until, 0))) FROM outbox o WHERE {where}", names
             ).fetchone()
         return t
+
+    def waiting_channels(self, channels: Iterable[str], *, before: float) -> set[str]:
+        """Channels of ``channels`` with a row that becomes claimable before ``before`` (clock time)."""
+        names = list(channels)
+        if not names:
+            return set()
+        where = self._QUEUE.format(names=",".join("?" * len(names)))
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT DISTINCT o.channel FROM outbox o WHERE {where}"
+                " AND max(o.next_attempt_at, coalesce(o.lease_until, 0)) < ?",
+                (*names, before),
+            )
+            return {c for (c,) in cur.fetchall()}
+
+    def has_pending(self) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM outbox WHERE status = 'pending' LIMIT 1").fetchone() is not None
 
     def complete(self, row: OutboxRow, result: DeliveryResult, *, fingerprint: str = "") -> DeliveryResult:
         """Record the outcome of one attempt and schedule the next one; returns the row's new state."""
@@ -414,23 +462,47 @@ class Outbox:
             )
             return cur.rowcount
 
-    def deliver(self, channels: Mapping[str, Channel], *, budget_seconds: float) -> list[DeliveryResult]:
-        """Deliver due rows of ``channels`` until nothing is due within the budget.
+    def deliver(
+        self,
+        channels: Mapping[str, Channel],
+        *,
+        budget_seconds: float,
+        first: Iterable[tuple[str, str]] = (),
+    ) -> list[DeliveryResult]:
+        """Deliver due rows of ``channels`` until nothing is due within the budget; returns the
+        state of each row attempted in this call after its last attempt.
 
         Waits for a backoff / ``Retry-After`` only when it ends inside the budget; never
-        starts an attempt after the budget is spent; caps each attempt's timeout by what is
-        left. Rows of channels not in ``channels`` are left for a process that has them.
+        starts an attempt after the budget is spent. ``first``: (event id, channel) keys of the
+        rows to deliver before any older pending row (a check's own alerts). Rows of channels
+        not in ``channels`` are left for a process that has them.
+
+        Sharing the budget: rows go out one at a time, so one attempt allowed to wait for all
+        that is left (a hanging receiver with a long timeout) would leave nothing for the
+        other channels. Two rules prevent that: a channel that has not had an attempt in
+        this call yet goes before a second attempt of any channel (:meth:`claim`), and an
+        attempt's timeout is at most ``remaining / (1 + other channels still waiting for
+        their first attempt)`` - the budget is split between channels, not rows, so ten old
+        rows of one channel do not shrink another channel's share - but not less than
+        ``MIN_ATTEMPT_SECONDS`` (an answer from a healthy remote receiver must fit), nor more
+        than what is left. Once every waiting channel had its turn, an attempt may use all
+        that is left (retries, further rows).
         """
         deadline = time.monotonic() + max(0.0, float(budget_seconds))
         results: dict[tuple[str, str], DeliveryResult] = {}
-        self.expire()
         names = list(channels)
+        if not names or not self.has_pending():
+            return []
+        self.expire()
+        first_ids = {eid for eid, _ in first}
+        tried: set[str] = set()
+        ch_timeout = max((float(getattr(c, "timeout", 5.0)) for c in channels.values()), default=5.0)
+        lease = max(self.lease_seconds, 2 * ch_timeout + 5)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0.05:
                 break
-            ch_timeout = max((float(getattr(c, "timeout", 5.0)) for c in channels.values()), default=5.0)
-            row = self.claim(names, lease_seconds=max(self.lease_seconds, 2 * ch_timeout + 5))
+            row = self.claim(names, lease_seconds=lease, prefer_ids=first_ids, tried_channels=tried)
             if row is None:
                 due = self.next_due(names)
                 if due is None:
@@ -440,6 +512,9 @@ class Outbox:
                     break
                 self._sleep(min(max(wait, 0.01), remaining))
                 continue
+            others = self.waiting_channels(names, before=self.clock() + remaining) - tried - {row.channel}
+            timeout = min(remaining, max(MIN_ATTEMPT_SECONDS, remaining / (1 + len(others))))
+            tried.add(row.channel)
             channel = channels[row.channel]
             try:
                 event = row.event()
@@ -447,7 +522,7 @@ class Outbox:
                 raw = DeliveryResult(row.channel, row.id, "failed", error=f"unreadable outbox row: {exc}")
             else:
                 try:
-                    raw = channel.send(event, timeout=max(0.05, deadline - time.monotonic()))
+                    raw = channel.send(event, timeout=max(0.05, min(timeout, deadline - time.monotonic())))
                 except Exception as exc:  # a custom channel that raises
                     scrub = getattr(channel, "redact", redact_text)
                     raw = DeliveryResult(row.channel, row.id, "retry", error=scrub(f"{type(exc).__name__}: {exc}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .base import EmitContext, Sink, Spool
+from .base import EmitContext, PermanentSinkError, Sink, Spool
 
 _LAZY = {
     "MLflowSink": ".mlflow",
@@ -13,7 +13,7 @@ _LAZY = {
     "EvidentlySink": ".evidently",
 }
 
-__all__ = ["EmitContext", "EvidentlySink", "MLflowSink", "PrometheusSink", "Sink", "Spool"]
+__all__ = ["EmitContext", "EvidentlySink", "MLflowSink", "PermanentSinkError", "PrometheusSink", "Sink", "Spool"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,11 @@ this process still holds: the report is kept in memory, replayed by the next che
 ``flush()`` of the same process, and ``put`` raises ``OSError`` saying so (the monitor records
 it in ``report.errors``). Only a process that exits before the sink comes back loses it - its
 history entry stays in ``history.db``.
+
+A report the sink rejects *for good* (it raised an exception with ``permanent = True``, such as
+:class:`PermanentSinkError`) does not block the reports behind it: the replay moves it to a dead
+letter (``<spool file>.dead``: the report and the redacted reason) and goes on; see
+:meth:`Spool.replay` for where the line between permanent and transient is drawn.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .._redact import redact_text
+from ..errors import SinkError
 from ..types import Observation, Reference, Report
 
-__all__ = ["EmitContext", "Sink", "Spool"]
+__all__ = ["EmitContext", "PermanentSinkError", "Sink", "Spool", "is_permanent"]
 
 log = logging.getLogger("collapse_monitor.sinks")
 
@@ -57,8 +64,41 @@ class Sink(Protocol):
         ...
 
 
+class PermanentSinkError(SinkError):
+    """A sink rejected this one report for good: sending the same report again can only fail
+    the same way (e.g. MLflow answered ``400 INVALID_PARAMETER_VALUE`` to it). The spool moves
+    such a report to a dead letter instead of retrying it (:meth:`Spool.replay`)."""
+
+    permanent = True
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Did the sink declare ``exc`` a permanent rejection of the report (``exc.permanent is
+    True``; :class:`PermanentSinkError` or any exception of a third-party sink that sets it)?
+
+    >>> is_permanent(PermanentSinkError("rejected")), is_permanent(SinkError("connection refused"))
+    (True, False)
+    """
+    return getattr(exc, "permanent", False) is True
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 class Spool:
-    """Directory of reports a sink could not take yet."""
+    """Directory of reports a sink could not take yet (``<sink key>/*.json``), and of the
+    reports it rejected for good (``<sink key>/*.dead``, see :meth:`replay`)."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
@@ -72,32 +112,23 @@ class Spool:
         """Write ``report`` for ``sink_key`` atomically. When the directory cannot take it the
         report is kept in memory for this process and ``OSError`` is raised (errno kept)."""
         d = self._dir(sink_key)
+        failure: OSError | None = None
         try:
             return self._write(d, report)
         except OSError as exc:
             self._memory.setdefault(d.name, []).append(report)
             why = exc.strerror or type(exc).__name__
             log.warning("spool %s cannot be written (%s): report kept in memory until this process exits", d, why)
-            raise OSError(
+            failure = OSError(
                 exc.errno, f"spool {d} cannot be written ({why}); report kept in memory until this process exits"
-            ) from None
+            )
+        raise failure  # outside the except block: no __context__ chained to it
 
     @staticmethod
     def _write(d: Path, report: Report) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{report.generation:06d}-{uuid.uuid4().hex[:8]}.json"
-        data = json.dumps(report.to_dict())
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, d / name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _atomic_write(d / name, json.dumps(report.to_dict()))
         return d / name
 
     def pending(self, sink_key: str) -> list[Path]:
@@ -105,6 +136,15 @@ class Spool:
         try:
             return sorted(p for p in self._dir(sink_key).iterdir() if p.suffix == ".json")
         except OSError:  # missing, not a directory, unreadable
+            return []
+
+    def dead_letters(self, sink_key: str) -> list[Path]:
+        """Reports ``sink_key`` rejected for good, oldest first: ``*.dead`` JSON files holding
+        ``{"sink", "reason", "dead_lettered_at", "report"}``. Nothing replays them; to send one
+        again (e.g. after upgrading the sink), write its ``report`` back as a ``.json`` file."""
+        try:
+            return sorted(p for p in self._dir(sink_key).iterdir() if p.suffix == ".dead")
+        except OSError:
             return []
 
     def in_memory(self, sink_key: str) -> list[Report]:
@@ -123,15 +163,36 @@ class Spool:
         return held + sum(len(self.pending(name)) for name in dirs)
 
     def replay(self, sink: Sink, *, sink_key: str | None = None, limit: int | None = None) -> tuple[int, list[str]]:
-        """Re-emit spooled reports to ``sink`` oldest first; stop at the first failure.
+        """Re-emit spooled reports to ``sink``, oldest first. Returns (number delivered, errors).
 
-        Returns (number delivered, errors)."""
+        What a failure does depends on whether it is transient or permanent:
+
+        * **Transient** (the default for any exception: connection refused, timeouts, 5xx, 429,
+          401/403 - a credential or a server can be fixed -, a proxy's answer): the replay
+          **stops** at that report and everything behind it stays queued, in order. Order matters
+          (Prometheus must not show an older check over a newer one; MLflow runs and the paired
+          history follow generations), and the next report would most likely fail the same way
+          and cost another timeout.
+        * **Permanent** (the sink raised an exception with ``permanent = True``, see
+          :func:`is_permanent`; the MLflow sink does so when MLflow itself refused the report's
+          content, ``INVALID_PARAMETER_VALUE`` / ``BAD_REQUEST``): retrying that one report can
+          only fail again, and stopping there would block every later report of the sink
+          forever (head-of-line blocking). The report is moved to a dead letter
+          (``<spool file>.dead``: the report, the sink and the redacted reason; see
+          :meth:`dead_letters`), a warning is logged, the reason is returned among the errors,
+          and the replay **goes on** with the next report. A report held in memory (unwritable
+          spool) that is rejected for good is written as a dead letter when the directory
+          allows it, else only logged, and dropped.
+
+        A spool file that cannot be read is moved aside as ``.bad`` (never retried either).
+        """
         key = sink_key or getattr(sink, "spool_key", None) or sink.name
         done = 0
         errors: list[str] = []
         for path in self.pending(key)[: limit or None]:
             try:
-                report = Report.from_dict(json.loads(path.read_text()))
+                data = json.loads(path.read_text())
+                report = Report.from_dict(data)
             except Exception as exc:  # unreadable file: move aside, never loop on it
                 log.warning("moving unreadable spool file %s aside (%s)", path.name, type(exc).__name__)
                 with contextlib.suppress(OSError):
@@ -140,8 +201,12 @@ class Spool:
             try:
                 sink.emit(report, None)
             except Exception as exc:
-                errors.append(f"{sink.name}: replay failed: {type(exc).__name__}: {exc}")
-                return done, errors
+                reason = redact_text(f"{type(exc).__name__}: {exc}")
+                if not is_permanent(exc):
+                    errors.append(f"{sink.name}: replay failed: {reason}")
+                    return done, errors
+                errors.append(self._bury(sink.name, path.parent, path.stem, data, report, reason, spooled=path))
+                continue
             with contextlib.suppress(OSError):
                 path.unlink()
             done += 1
@@ -150,8 +215,44 @@ class Spool:
             try:
                 sink.emit(held[0], None)
             except Exception as exc:
-                errors.append(f"{sink.name}: replay failed: {type(exc).__name__}: {exc}")
-                break
+                reason = redact_text(f"{type(exc).__name__}: {exc}")
+                if not is_permanent(exc):
+                    errors.append(f"{sink.name}: replay failed: {reason}")
+                    break
+                report = held.pop(0)
+                stem = f"{time.time_ns():020d}-{report.generation:06d}-{uuid.uuid4().hex[:8]}"
+                errors.append(self._bury(sink.name, self._dir(key), stem, report.to_dict(), report, reason))
+                continue
             held.pop(0)
             done += 1
         return done, errors
+
+    @staticmethod
+    def _bury(
+        sink_name: str,
+        d: Path,
+        stem: str,
+        data: Mapping[str, Any],
+        report: Report,
+        reason: str,
+        *,
+        spooled: Path | None = None,
+    ) -> str:
+        """Write the dead letter ``d/<stem>.dead`` and remove ``spooled``; returns the error text."""
+        what = f"{sink_name}: generation {report.generation} of {report.monitor!r} rejected for good"
+        letter = d / f"{stem}.dead"
+        envelope = {"sink": sink_name, "reason": reason, "dead_lettered_at": time.time(), "report": data}
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            _atomic_write(letter, json.dumps(envelope))
+        except OSError as exc:
+            if spooled is None:  # held in memory: nowhere to keep it
+                log.warning("%s (%s); dead letter not writable (%s): report dropped", what, reason, exc.strerror)
+                return f"{what}, dropped (dead letter not writable): {reason}"
+            log.warning("%s (%s); dead letter not writable (%s): left in the spool", what, reason, exc.strerror)
+            return f"{what}, left in the spool (dead letter not writable): {reason}"
+        if spooled is not None:
+            with contextlib.suppress(OSError):
+                spooled.unlink()
+        log.warning("%s, moved to dead letter %s: %s", what, letter, reason)
+        return f"{what}, moved to dead letter {letter.name}: {reason}"

@@ -2,15 +2,19 @@
 holds it, and a CI gate on the latest generation (optionally tagging a registered model version).
 
 Both read MLflow only - no local state - so they work from any machine that reaches the
-tracking server. Exit codes: ``report`` 0 = printed, 1 = no checks found; ``gate`` 0 = the latest
-generation is healthy, 1 = it is not (early or late collapse), 2 = no checks found. Errors
-talking to MLflow raise ``SinkError`` (the CLI turns it into exit code 2).
+tracking server. Exit codes: ``report`` 0 = printed, 1 = no checks found, 2 = no MLflow store;
+``gate`` 0 = the latest generation is healthy, 1 = it is not (early or late collapse), 2 = no
+checks found or no MLflow store. Errors talking to MLflow raise ``SinkError`` (the CLI turns it
+into exit code 2). Neither creates a store: a local tracking URI (``sqlite:///...``, ``file:...``,
+MLflow's default ``sqlite:///mlflow.db`` in the working directory) whose file does not exist is
+reported as such, not created empty.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, SinkError
 from ..types import Report, Stage
@@ -39,6 +43,37 @@ def history_keys(reports: list[Report], limit: int = 6) -> list[str]:
     return [k for k in KEY_METRICS if any(k in r.metrics for r in reports)][:limit]
 
 
+def local_store_path(tracking_uri: str) -> Path | None:
+    """The file or directory a local tracking URI points at (``None`` for a server or a
+    database server URI).
+
+    >>> local_store_path("sqlite:////tmp/x/mlflow.db"), local_store_path("file:///tmp/mlruns")
+    (PosixPath('/tmp/x/mlflow.db'), PosixPath('/tmp/mlruns'))
+    >>> local_store_path("http://127.0.0.1:5000") is None
+    True
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(unquote(tracking_uri[len("sqlite:///") :].split("?", 1)[0]))
+    if tracking_uri.startswith("file:"):
+        return Path(unquote(urlsplit(tracking_uri).path))
+    if "://" not in tracking_uri and tracking_uri.strip():
+        return Path(tracking_uri)
+    return None
+
+
+def _missing_store(sink: MLflowSink) -> str | None:
+    """Why there is nothing to read when ``sink``'s local store does not exist. ``report`` and
+    ``gate`` only read: asking MLflow would create an empty store there (a ~1 MB sqlite file
+    and "Creating initial MLflow database tables" for the default ``sqlite:///mlflow.db``)."""
+    path = local_store_path(sink.tracking_uri)
+    if path is None or path.exists():
+        return None
+    return (
+        f"no MLflow store at {safe_uri(sink.tracking_uri)} ({path} does not exist); "
+        "pass --tracking-uri or set MLFLOW_TRACKING_URI"
+    )
+
+
 def _console(console: Any) -> Any:
     if console is not None:
         return console
@@ -57,43 +92,102 @@ def _png_path(monitor: str, out: str | Path | None) -> Path:
     return p / name
 
 
+#: width of a shortened run id in the history table (a prefix, like a short git hash)
+RUN_ID_CHARS = 8
+
+
+def _width(header: str, cells: list[str], *, wrap: bool = False) -> int:
+    """Column width: its longest header word (headers wrap at spaces) or its widest cell (its
+    longest word with ``wrap``: the cells may wrap at spaces, never inside a word)."""
+    from rich.text import Text
+
+    plain = [Text.from_markup(c).plain for c in cells]
+    cell = [len(w) for c in plain for w in c.split()] if wrap else [len(c) for c in plain]
+    return max([*(len(w) for w in header.split()), *cell, 1])
+
+
 def report_command(
     monitor: str, tracking_uri: str | None = None, out: str | Path | None = None, console: Any = None
 ) -> int:
     """Print the generation history of ``monitor`` from MLflow (rich table) and write its PNG
-    (``out``: a ``.png`` path or a directory; default ``./<monitor>-history.png``)."""
+    (``out``: a ``.png`` path or a directory; default ``./<monitor>-history.png``).
+
+    The table fits the terminal (80 columns included): metric headers wrap at word breaks, the
+    stage and the values are never cut, run ids are shortened to their first 8 characters when
+    the full ids do not fit, and metric columns that still do not fit are left out of the table
+    (named below it; the PNG has them all)."""
     from rich.table import Table
 
     from ..render import stage_text
 
     con = _console(console)
     sink = MLflowSink(tracking_uri)
+    missing = _missing_store(sink)
+    if missing is not None:
+        con.print(f"report: {missing}")
+        return 2
     got = sink.load_history(monitor)
     if not got or not got[0]:
         con.print(f"no checks of monitor {monitor!r} in MLflow at {safe_uri(sink.tracking_uri)}")
         return 1
     reports, baseline = got
     keys = history_keys(reports)
-    table = Table(title=f"{monitor}: {len(reports)} generation(s) in MLflow ({safe_uri(sink.tracking_uri)})")
-    table.add_column("gen", justify="right")
-    table.add_column("stage")
+    stages = [stage_text(r) for r in reports]
+    values: dict[str, list[str]] = {}
     for k in keys:
-        table.add_column(k, justify="right")
-    table.add_column("synthetic", justify="right")
-    table.add_column("run id", overflow="fold")
-    for r in reports:
-        row = [str(r.generation), stage_text(r)]
-        for k in keys:
+        col = []
+        for r in reports:
             mv = r.metrics.get(k)
             sig = any(f.key == k and f.significant for f in r.findings)
             txt = "-" if mv is None else f"{mv.value:.3f}"
-            row.append(f"[red]{txt}↓[/]" if sig and mv is not None else txt)
+            col.append(f"[red]{txt}↓[/]" if sig and mv is not None else txt)
+        values[k] = col
+    synthetic = []
+    for r in reports:
         sf = r.metrics.get("synthetic_fraction")
         sfv = sf.value if sf is not None else (r.provenance.synthetic_fraction if r.provenance else None)
-        row.append("-" if sfv is None else f"{sfv:.2f}")
-        row.append(r.run_id or "-")
-        table.add_row(*row)
+        synthetic.append("-" if sfv is None else f"{sfv:.2f}")
+    run_ids = [r.run_id or "-" for r in reports]
+
+    heads = {k: k.replace("_", " ") for k in keys}
+    wrapped = {k: _width(heads[k], values[k]) for k in keys}  # headers on one line per word
+    unwrapped = {k: max(len(heads[k]), wrapped[k]) for k in keys}
+    fixed = [
+        _width("gen", [str(r.generation) for r in reports]),
+        _width("stage", stages, wrap=True),
+        _width("synthetic", synthetic),
+    ]
+
+    def table_width(widths: dict[str, int], n_keys: int, id_width: int) -> int:
+        cols = [*fixed, *(widths[k] for k in keys[:n_keys]), id_width]
+        return sum(cols) + 3 * len(cols) + 1  # each column: its width + 2 padding + 1 rule
+
+    short = max(len("run id"), min(RUN_ID_CHARS, max(len(i) for i in run_ids)))
+    full = max(len("run id"), *(len(i) for i in run_ids))
+    shown = len(keys)
+    while shown > 1 and table_width(wrapped, shown, short) > con.width:
+        shown -= 1
+    # room to spare (all metrics shown): full run ids first, then headers on one line
+    widths, id_width = wrapped, short
+    if shown == len(keys):
+        for w, i in ((unwrapped, full), (wrapped, full)):
+            if table_width(w, shown, i) <= con.width:
+                widths, id_width = w, i
+                break
+
+    table = Table(title=f"{monitor}: {len(reports)} generation(s) in MLflow ({safe_uri(sink.tracking_uri)})")
+    table.add_column("gen", justify="right", no_wrap=True)
+    table.add_column("stage", width=fixed[1])  # wraps only at the space before "(drift)"
+    for k in keys[:shown]:
+        table.add_column(heads[k], justify="right", width=widths[k])  # the header wraps at spaces
+    table.add_column("synthetic", justify="right", no_wrap=True)
+    table.add_column("run id", width=id_width, no_wrap=True)
+    for i, r in enumerate(reports):
+        row = [str(r.generation), stages[i], *(values[k][i] for k in keys[:shown]), synthetic[i]]
+        table.add_row(*row, run_ids[i][:id_width])
     con.print(table)
+    if shown < len(keys):
+        con.print(f"not shown at {con.width} columns: {', '.join(keys[shown:])} (in the PNG)")
     if baseline is not None:
         con.print(f"baseline: generation {baseline.generation} (reference {baseline.fingerprint})")
     if keys:
@@ -123,9 +217,14 @@ def gate_command(
     """Exit code 0 when the latest generation of ``monitor`` is healthy, 1 when it is not, 2 when
     MLflow holds no check of it. With ``model_name`` (and ``version``; default: the newest
     version) the model version gets tags ``collapse.stage``, ``collapse.generation``,
-    ``collapse.monitor`` and ``collapse.run_id`` in the MLflow Model Registry."""
+    ``collapse.monitor`` and ``collapse.run_id`` in the MLflow Model Registry. A local store that
+    does not exist is exit code 2 too, and is not created."""
     con = _console(console)
     sink = MLflowSink(tracking_uri)
+    missing = _missing_store(sink)
+    if missing is not None:
+        con.print(f"gate: {missing}")
+        return 2
     latest = sink.latest(monitor)
     if latest is None:
         con.print(f"gate: no checks of monitor {monitor!r} in MLflow at {safe_uri(sink.tracking_uri)}")
@@ -133,6 +232,7 @@ def gate_command(
     healthy = latest.stage is Stage.HEALTHY
     if model_name:
         with sink.bounded():
+            failure: SinkError | None = None
             try:
                 client = sink.client()
                 ver = str(version) if version is not None else _latest_version(client, model_name)
@@ -146,9 +246,10 @@ def gate_command(
             except ConfigError:
                 raise
             except Exception as exc:
-                raise SinkError(
-                    sink.scrub(f"tagging model {model_name!r} version {version}: {type(exc).__name__}: {exc}")
-                ) from None
+                which = "the newest version" if version is None else f"version {version}"
+                failure = SinkError(sink.scrub(f"tagging model {model_name!r} {which}: {type(exc).__name__}: {exc}"))
+            if failure is not None:  # raised outside the except block: MLflow's error (its
+                raise failure  # message may hold the tracking URI's password) is not its __context__
         con.print(f"tagged model {model_name!r} version {ver}: collapse.stage={latest.stage.value}")
     verdict = "[green]PASS[/]" if healthy else "[bold red]FAIL[/]"
     what = ""

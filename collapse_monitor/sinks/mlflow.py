@@ -10,8 +10,10 @@ Layout (experiment ``collapse-monitor/<monitor>`` by default, one run per check)
   (from the provenance), ``collapse.report_id`` (``<monitor>:<generation>:<created_at>``, the
   idempotency key of spool replays), ``collapse.origin``, ``collapse.synthetic_fraction``, ...;
 * dataset inputs (``mlflow.data``): each provenance source as a ``MetaDataset`` in context
-  ``training`` with input tags ``collapse.origin`` / ``collapse.synthetic_fraction``, and the frozen
-  reference (digest = its fingerprint) in context ``reference``;
+  ``training`` with input tags ``collapse.origin`` / ``collapse.synthetic_fraction`` /
+  ``collapse.data_digest`` (the full provenance digest: MLflow keeps at most 36 characters as the
+  dataset digest, see :func:`dataset_digest`), and the frozen reference (digest = its
+  fingerprint) in context ``reference``;
 * artifacts under ``collapse/``: ``report.json``, ``history.png`` (metric history; drawn and
   uploaded on a background thread right after the run is logged, see ``history_plot``),
   ``evidently_drift.html`` and, on the run that stored the current baseline,
@@ -38,7 +40,11 @@ Spool replays are idempotent: a replayed report whose run (tag ``collapse.report
 FINISHED is skipped; a partial run of a crashed attempt is deleted and logged again, so the number
 of active runs equals the number of checks. Replays carry no raw data: no plot, no Evidently
 report, no baseline artifact - the next live check uploads a baseline the server does not hold yet
-(matched by ``collapse.baseline_digest``).
+(matched by ``collapse.baseline_digest``). When MLflow refuses a report's content for good
+(``INVALID_PARAMETER_VALUE``, see :meth:`MLflowSink.rejected_for_good`) the sink raises
+``PermanentSinkError`` and the spool dead-letters that report instead of letting it block the
+ones behind it. No exception the sink raises chains MLflow's own (``__cause__`` and
+``__context__`` are empty): its message may carry the tracking URI's credentials.
 
 ``load_history`` reads every FINISHED check run back (``collapse/report.json``, or metrics + tags
 when the artifact is missing) and the newest stored baseline, so a new process with an empty
@@ -60,11 +66,11 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -73,9 +79,11 @@ from .._redact import Redactor, redact_text
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
 from ..types import MetricValue, Provenance, Report, Stage
-from .base import EmitContext
+from .base import EmitContext, PermanentSinkError
 
-__all__ = ["MLflowSink", "default_tracking_uri", "safe_uri"]
+__all__ = ["MLflowSink", "dataset_digest", "default_tracking_uri", "safe_uri"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("collapse_monitor.sinks.mlflow")
 
@@ -85,6 +93,14 @@ _RUN_METRICS = ("stage_level", "drift", "check_duration_seconds", "embedding_dri
 _BAD_NAME = re.compile(r"[^\w.\- :]")
 _ENV_LOCK = threading.RLock()
 _PLOT_MODES = ("background", "sync", "off")
+#: ``mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE``: MLflow refuses a longer dataset digest
+#: (400 INVALID_PARAMETER_VALUE); pinned by a test against the installed mlflow
+MAX_DATASET_DIGEST = 36
+#: ``mlflow.utils.validation.MAX_INPUT_TAG_VALUE_SIZE``
+MAX_INPUT_TAG_VALUE = 500
+#: MLflow error codes that reject the request's content: the same report can only fail again
+_REJECTED = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST"})
+_HEX = re.compile(r"[0-9a-fA-F]+")
 _HISTORY_KEYS = (
     "tail_coverage",
     "rare_mode_coverage",
@@ -156,6 +172,30 @@ def uri_secrets(uri: str) -> list[str]:
     if parts.query:
         out += [parts.query, *(v for kv in parts.query.split("&") for v in kv.split("=")[1:])]
     return [s for s in out if s]
+
+
+def dataset_digest(digest: str | None) -> str | None:
+    """A dataset digest MLflow accepts (at most :data:`MAX_DATASET_DIGEST` = 36 characters).
+
+    ``digest`` itself when it fits. A longer hex digest (``sha256`` hexdigest, optionally with an
+    ``algo:`` prefix) becomes its first 36 hex digits - a prefix of the same hash, like a short
+    git hash; any other long string the first 36 hex digits of its sha256. The sink keeps the
+    full digest in the run tag and the input tag ``collapse.data_digest`` and in the dataset
+    profile (``mix_digest``).
+
+    >>> dataset_digest("d0001")
+    'd0001'
+    >>> dataset_digest("sha256:" + "ab" * 32)
+    'abababababababababababababababababab'
+    >>> len(dataset_digest("s3://bucket/" + "x" * 100))
+    36
+    """
+    if digest is None or len(digest) <= MAX_DATASET_DIGEST:
+        return digest
+    hexpart = digest.rpartition(":")[2]
+    if len(hexpart) >= MAX_DATASET_DIGEST and _HEX.fullmatch(hexpart):
+        return hexpart[:MAX_DATASET_DIGEST].lower()
+    return hashlib.sha256(digest.encode()).hexdigest()[:MAX_DATASET_DIGEST]
 
 
 def metric_name(key: str) -> str:
@@ -346,10 +386,46 @@ class MLflowSink:
             self._client_obj = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         return self._client_obj
 
-    def _fail(self, what: str, exc: BaseException) -> SinkError:
-        return SinkError(
-            self.scrub(f"MLflow at {safe_uri(self.tracking_uri)}: {what} failed: {type(exc).__name__}: {exc}")
-        )
+    def _fail(self, what: str, exc: BaseException, *, content: bool = False) -> SinkError:
+        """The SinkError for ``exc`` (scrubbed); a :class:`PermanentSinkError` when ``content`` (the
+        step sent the report itself) and :meth:`rejected_for_good` says MLflow refused it."""
+        cls = PermanentSinkError if content and self.rejected_for_good(exc) else SinkError
+        return cls(self.scrub(f"MLflow at {safe_uri(self.tracking_uri)}: {what} failed: {type(exc).__name__}: {exc}"))
+
+    def rejected_for_good(self, exc: BaseException) -> bool:
+        """Did MLflow refuse the request's *content* - so the same report can only fail again?
+
+        Yes for ``INVALID_PARAMETER_VALUE`` / ``BAD_REQUEST`` in MLflow's own JSON error answer
+        (``RestException``, e.g. a dataset digest over 36 characters) and for
+        ``INVALID_PARAMETER_VALUE`` raised by MLflow's client-side validation or a local store.
+        No for everything else: connection errors and timeouts, 5xx, 429, 401/403 (credentials
+        can be fixed), 404, and a bare 4xx without MLflow's JSON body (a proxy's answer, not
+        MLflow's verdict on the report). The spool dead-letters only the first kind."""
+        try:
+            from mlflow.exceptions import MlflowException, RestException
+        except ImportError:  # pragma: no cover - mlflow is there whenever the sink talked to it
+            return False
+        if not isinstance(exc, MlflowException):
+            return False
+        code = getattr(exc, "error_code", None)
+        if isinstance(exc, RestException):
+            return code in _REJECTED
+        return code == "INVALID_PARAMETER_VALUE"
+
+    def _guarded(self, what: str, fn: Callable[[], _T], *, content: bool = False) -> _T:
+        """``fn()``; a failure becomes this sink's SinkError, raised *outside* the except block:
+        ``raise ... from None`` only hides the chain from printed tracebacks, ``__context__``
+        would still hold MLflow's exception, whose message may carry the tracking URI's
+        password. So neither ``__cause__`` nor ``__context__`` of what we raise holds it."""
+        try:
+            return fn()
+        except SinkError as exc:
+            failure = exc
+        except Exception as exc:
+            failure = self._fail(what, exc, content=content)
+        failure.__cause__ = failure.__context__ = None
+        failure.__suppress_context__ = True
+        raise failure
 
     def scrub(self, text: str) -> str:
         """``text`` without this sink's credentials or anything shaped like a secret."""
@@ -419,29 +495,33 @@ class MLflowSink:
         """Log ``report`` as one run; returns ``{"run_id", "mlflow_run"}``. Raises SinkError."""
         live = context is not None and context.observation is not None
         with self.bounded():
-            try:
-                client = self.client()
-                exp_id = self._experiment_id(client, report.monitor)
-                assert exp_id is not None
-            except Exception as exc:
-                raise self._fail("opening the experiment", exc) from None
+            client, exp_id = self._guarded("opening the experiment", lambda: self._open(report.monitor))
             rid = report_id(report)
             if not live:  # a spool replay: the report may have reached MLflow before a crash
-                try:
-                    for run in self._search(
-                        client, [exp_id], f"tags.`collapse.report_id` = '{rid}'", max_results=10, limit=10
-                    ):
-                        if run.info.status == "FINISHED":
-                            return {"run_id": run.info.run_id, "mlflow_run": self.run_url(exp_id, run.info.run_id)}
-                        client.delete_run(run.info.run_id)  # partial run of a failed attempt
-                except Exception as exc:
-                    raise self._fail("looking up an earlier delivery", exc) from None
-            try:
-                return self._log_run(client, exp_id, report, context if live else None, rid)
-            except SinkError:
-                raise
-            except Exception as exc:
-                raise self._fail(f"logging generation {report.generation}", exc) from None
+                done = self._guarded("looking up an earlier delivery", lambda: self._delivered(client, exp_id, rid))
+                if done is not None:
+                    return done
+            # only this step sends the report itself: only its rejection can be permanent
+            return self._guarded(
+                f"logging generation {report.generation}",
+                lambda: self._log_run(client, exp_id, report, context if live else None, rid),
+                content=True,
+            )
+
+    def _open(self, monitor: str) -> tuple[Any, str]:
+        client = self.client()
+        exp_id = self._experiment_id(client, monitor)
+        assert exp_id is not None
+        return client, exp_id
+
+    def _delivered(self, client: Any, exp_id: str, rid: str) -> dict[str, Any] | None:
+        """The FINISHED run of an earlier delivery of report ``rid``, if any; partial runs of
+        failed attempts are deleted."""
+        for run in self._search(client, [exp_id], f"tags.`collapse.report_id` = '{rid}'", max_results=10, limit=10):
+            if run.info.status == "FINISHED":
+                return {"run_id": run.info.run_id, "mlflow_run": self.run_url(exp_id, run.info.run_id)}
+            client.delete_run(run.info.run_id)  # partial run of a failed attempt
+        return None
 
     def _parent(self) -> Any:
         if not self.nest or "mlflow" not in sys.modules:
@@ -552,20 +632,24 @@ class MLflowSink:
         tags = [InputTag("mlflow.data.context", "training"), InputTag("collapse.origin", prov.origin)]
         if prov.synthetic_fraction is not None:
             tags.append(InputTag("collapse.synthetic_fraction", repr(prov.synthetic_fraction)))
+        if prov.digest:  # the dataset digest holds at most 36 characters: the full one goes here
+            tags.append(InputTag("collapse.data_digest", prov.digest[:MAX_INPUT_TAG_VALUE]))
+        digest = dataset_digest(prov.digest)
         sources = list(prov.sources)
         if sources:
             for s in sources:
                 clean = safe_uri(s)
                 name = (clean.rstrip("/").rsplit("/", 1)[-1] or clean)[:200]
-                ds = MetaDataset(source_of(s), name=name, digest=prov.digest if len(sources) == 1 else None)  # type: ignore[abstract]
+                ds = MetaDataset(source_of(s), name=name, digest=digest if len(sources) == 1 else None)  # type: ignore[abstract]
                 out.append(DatasetInput(entity(ds, profile), tags=list(tags)))
         elif report.provenance is not None:
             src = CodeDatasetSource({"collapse.monitor": report.monitor, "collapse.generation": str(report.generation)})
-            ds = MetaDataset(src, name=f"{report.monitor}-gen{report.generation}-training", digest=prov.digest)  # type: ignore[abstract]
+            ds = MetaDataset(src, name=f"{report.monitor}-gen{report.generation}-training", digest=digest)  # type: ignore[abstract]
             out.append(DatasetInput(entity(ds, profile), tags=list(tags)))
         if report.reference_fingerprint:
             src = CodeDatasetSource({"collapse.monitor": report.monitor})
-            ds = MetaDataset(src, name=f"{report.monitor}-reference", digest=report.reference_fingerprint)  # type: ignore[abstract]
+            ref_digest = dataset_digest(report.reference_fingerprint)
+            ds = MetaDataset(src, name=f"{report.monitor}-reference", digest=ref_digest)  # type: ignore[abstract]
             out.append(
                 DatasetInput(
                     entity(ds, {"origin": "human", "frozen": True}),
@@ -776,20 +860,21 @@ class MLflowSink:
     # -- reading back --------------------------------------------------------------------------
     def runs(self, monitor: str, *, latest_only: bool = False) -> list[Any]:
         """The monitor's check runs (oldest first; only the newest with ``latest_only``)."""
+
+        def search() -> list[Any]:
+            client = self.client()
+            exp_id = self._experiment_id(client, monitor, create=False)
+            if exp_id is None:
+                return []
+            flt = f"tags.`collapse.monitor` = '{monitor}' and tags.`collapse.report_id` != ''"
+            if latest_only:
+                return self._search(
+                    client, [exp_id], flt, max_results=1, limit=1, order_by=["attributes.start_time DESC"]
+                )
+            return self._search(client, [exp_id], flt)
+
         with self.bounded():
-            try:
-                client = self.client()
-                exp_id = self._experiment_id(client, monitor, create=False)
-                if exp_id is None:
-                    return []
-                flt = f"tags.`collapse.monitor` = '{monitor}' and tags.`collapse.report_id` != ''"
-                if latest_only:
-                    return self._search(
-                        client, [exp_id], flt, max_results=1, limit=1, order_by=["attributes.start_time DESC"]
-                    )
-                return self._search(client, [exp_id], flt)
-            except Exception as exc:
-                raise self._fail(f"searching the runs of {monitor!r}", exc) from None
+            return self._guarded(f"searching the runs of {monitor!r}", search)
 
     def _report_of(self, client: Any, run: Any, tmp: Path) -> Report:
         try:
@@ -812,24 +897,22 @@ class MLflowSink:
         runs = [r for r in self.runs(monitor) if r.info.status == "FINISHED"]
         if not runs:
             return None
+
+        def read(tmp: Path) -> tuple[list[Report], Baseline | None]:
+            client = self.client()
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                reports = list(pool.map(lambda r: self._report_of(client, r, tmp), runs))
+            stored = [r for r in runs if r.data.tags.get("collapse.baseline") == "true"]
+            for run in sorted(stored, key=lambda r: r.info.start_time, reverse=True):
+                try:
+                    local = client.download_artifacts(run.info.run_id, f"{ARTIFACT_DIR}/baseline", str(tmp / "b"))
+                    return reports, _read_baseline(Path(local))
+                except Exception as exc:
+                    log.warning("baseline of run %s unreadable: %s", run.info.run_id, type(exc).__name__)
+            return reports, None
+
         with self.bounded(), tempfile.TemporaryDirectory(prefix="collapse-history-") as tmp:
-            try:
-                client = self.client()
-                with ThreadPoolExecutor(max_workers=8) as pool:
-                    reports = list(pool.map(lambda r: self._report_of(client, r, Path(tmp)), runs))
-                baseline = None
-                stored = [r for r in runs if r.data.tags.get("collapse.baseline") == "true"]
-                for run in sorted(stored, key=lambda r: r.info.start_time, reverse=True):
-                    try:
-                        local = client.download_artifacts(
-                            run.info.run_id, f"{ARTIFACT_DIR}/baseline", str(Path(tmp) / "b")
-                        )
-                        baseline = _read_baseline(Path(local))
-                        break
-                    except Exception as exc:
-                        log.warning("baseline of run %s unreadable: %s", run.info.run_id, type(exc).__name__)
-            except Exception as exc:
-                raise self._fail(f"reading the history of {monitor!r}", exc) from None
+            reports, baseline = self._guarded(f"reading the history of {monitor!r}", lambda: read(Path(tmp)))
         by_gen: dict[int, Report] = {}
         for r in reports:
             if r.monitor != monitor:
@@ -850,10 +933,9 @@ class MLflowSink:
         if not runs:
             return None
         with self.bounded(), tempfile.TemporaryDirectory(prefix="collapse-latest-") as tmp:
-            try:
-                return self._report_of(self.client(), runs[0], Path(tmp))
-            except Exception as exc:
-                raise self._fail(f"reading the latest check of {monitor!r}", exc) from None
+            return self._guarded(
+                f"reading the latest check of {monitor!r}", lambda: self._report_of(self.client(), runs[0], Path(tmp))
+            )
 
 
 def report_from_run(run: Any) -> Report:

@@ -26,11 +26,16 @@ Series (label ``monitor`` on all of them; values are base units, ratios 0-1):
 ``collapse_monitor_alert_firing{rule,severity}``  1 while a rule fires, 0 once resolved
 ==============================================  ==============================================
 
+Redirects are never followed (pushes, deletes and the replay-ordering read alike): the
+Pushgateway's credentials would go to wherever ``Location`` points. A 3xx fails the request
+(the report is spooled) with an error that names the refused target, redacted.
+
 ``prometheus_client`` is imported lazily, when a sink is built.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -44,7 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._redact import Redactor, redact_text
+from .._redact import Redactor, redact_text, redact_url
 from ..errors import ConfigError, SinkError
 from ..metrics._spec import spec_for
 from ..types import Report, Stage
@@ -254,6 +259,16 @@ def collector_for(registry: Any) -> ReportCollector:
         return col
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: following it would send the Basic credentials (and the metrics)
+    to whatever URL the ``Location`` header names, another host included."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        with contextlib.suppress(Exception):
+            fp.close()
+        raise OSError(f"the Pushgateway answered {code} {msg}: redirect to {redact_url(newurl)} refused")
+
+
 def _split_auth(url: str) -> tuple[str, str | None, str | None]:
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.username is None and parts.password is None:
@@ -311,7 +326,7 @@ class PrometheusSink:
             url, user, password = _split_auth(pushgateway.strip())
             self.pushgateway = url.rstrip("/")
             self._auth = (user, password)
-        self._redactor = Redactor([v for v in self._auth if v])
+        self._redactor = Redactor([v for v in self._auth if v], urls=[pushgateway])
         self.textfile = None if textfile is None else str(textfile)
         self.registry = registry
         self.job = job
@@ -324,8 +339,9 @@ class PrometheusSink:
         self.collector = collector_for(registry) if registry is not None else ReportCollector()
 
     def __repr__(self) -> str:
+        gateway = None if self.pushgateway is None else redact_url(self.pushgateway)
         return (
-            f"PrometheusSink(pushgateway={self.pushgateway!r}, textfile={self.textfile!r}, "
+            f"PrometheusSink(pushgateway={gateway!r}, textfile={self.textfile!r}, "
             f"registry={self.registry is not None}, job={self.job!r})"
         )
 
@@ -333,15 +349,35 @@ class PrometheusSink:
     def _scrub(self, text: str) -> str:
         return redact_text(self._redactor(text))
 
-    def _handler(self) -> Any:
-        from prometheus_client.exposition import basic_auth_handler, default_handler
-
+    def _authorization(self) -> str | None:
+        """The Basic ``Authorization`` value from the URL's ``user:password@``, if any."""
         user, password = self._auth
         if user is None and password is None:
-            return default_handler
+            return None
+        return "Basic " + base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+
+    def _open(self, req: urllib.request.Request, timeout: float | None) -> Any:
+        """``req`` through an opener that refuses redirects (:class:`_NoRedirect`), with this
+        sink's credentials; TLS is verified (urllib's default context)."""
+        auth = self._authorization()
+        if auth is not None:
+            req.add_unredirected_header("Authorization", auth)
+        return urllib.request.build_opener(_NoRedirect()).open(req, timeout=timeout)
+
+    def _handler(self) -> Any:
+        """A prometheus_client push handler: its default handlers follow redirects (a POST
+        answered 302 becomes a GET to the new URL, ``Authorization`` included)."""
 
         def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes) -> Any:
-            return basic_auth_handler(url, method, timeout, headers, data, user, password)
+            def handle() -> None:
+                req = urllib.request.Request(url, data=data, method=method)
+                for k, v in headers:
+                    req.add_header(k, v)
+                with self._open(req, timeout) as resp:
+                    if resp.status >= 400:
+                        raise OSError(f"error talking to pushgateway: {resp.status} {resp.reason}")
+
+            return handle
 
         return handler
 
@@ -444,13 +480,7 @@ class PrometheusSink:
         """Current value of ``metric`` in this monitor's Pushgateway group (``/api/v1/metrics``)."""
         assert self.pushgateway is not None
         req = urllib.request.Request(self.pushgateway + "/api/v1/metrics", headers={"Accept": "application/json"})
-        user, password = self._auth
-        if user is not None or password is not None:
-            import base64
-
-            token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
-            req.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+        with self._open(req, self.timeout) as resp:
             data = json.loads(resp.read().decode())
         want = {"job": self.job, **self._group(monitor)}
         for group in data.get("data", []):
@@ -473,6 +503,7 @@ class PrometheusSink:
         if self.pushgateway is not None:
             from prometheus_client import delete_from_gateway
 
+            failure: SinkError | None = None
             try:
                 delete_from_gateway(
                     self.pushgateway,
@@ -482,9 +513,11 @@ class PrometheusSink:
                     handler=self._handler(),
                 )
             except Exception as exc:
-                raise SinkError(
+                failure = SinkError(
                     self._scrub(f"Pushgateway at {self.pushgateway}: delete failed: {type(exc).__name__}: {exc}")
-                ) from None
+                )
+            if failure is not None:  # outside the except block: the original is not its __context__
+                raise failure
         path = self.textfile_path(monitor)
         if path is not None:
             if "{monitor}" in (self.textfile or ""):

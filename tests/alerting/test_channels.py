@@ -176,6 +176,18 @@ def test_alertmanager_payload(http_receiver, make_alert, assert_complete_message
     assert obj2["endsAt"] == obj2["startsAt"]
 
 
+@pytest.mark.parametrize("path", ["/", "", "/am/", "/am/api/v2/alerts"])
+def test_alertmanager_url_keeps_its_query(http_receiver, make_alert, path):
+    """A token in the query (a proxy in front of Alertmanager) stays the query: the API path
+    goes into the path, once."""
+    ch = cm.Alertmanager(f"{http_receiver.url}{path}?token=abc123&x=1")
+    assert ch.send(AlertEvent(make_alert())).status == "delivered"
+    (req,) = http_receiver.wait_for_requests(1)
+    assert req.path == ("/am" if path.startswith("/am") else "") + "/api/v2/alerts"
+    assert req.query == {"token": ["abc123"], "x": ["1"]}
+    assert "abc123" not in repr(ch) and ch.target.endswith("/api/v2/alerts?token=***&x=***")
+
+
 def test_teams_adaptive_card(http_receiver, make_alert, assert_complete_message):
     http_receiver.respond(202)
     r = cm.Teams(http_receiver.url_for("/workflows/abc123/triggers/manual/paths/invoke?sig=s3cr3tSig")).send(

@@ -76,3 +76,42 @@ def test_the_verdict_counts_an_accuracy_drop_of_exactly_two_points() -> None:
     assert verdict(reports, acc)["aggregate_at"] == 2
     fd = [{"frechet_distance": 0.3}, {"frechet_distance": 0.59}, {"frechet_distance": 0.6}]
     assert verdict(reports, fd)["aggregate_at"] == 2
+
+
+def test_demo_never_prints_tracking_credentials_and_says_when_logging_failed(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a closed loopback port: every MLflow write fails
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = Path(sys.executable).parent / "collapse-monitor"
+    cmd = [str(cli)] if cli.exists() else [sys.executable, "-m", "collapse_monitor.cli"]
+    uri = f"http://bob:s3cretPASS@127.0.0.1:{port}/"
+    env = {**os.environ, "COLUMNS": "100", "COLLAPSE_MONITOR_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [
+            *cmd,
+            "demo",
+            "--scenario",
+            "gaussian",
+            "--loop",
+            "replace",
+            "--generations",
+            "2",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-3000:]
+    assert "s3cretPASS" not in text and "bob" not in text
+    assert f"MLflow: 2 of 2 checks could not be logged to http://127.0.0.1:{port}/" in text
+    assert "mlflow ui" not in text  # no command that would open an empty store

@@ -89,3 +89,32 @@ def test_torch_tensors_accepted() -> None:
 
     ref = cm.Reference(embeddings=torch.randn(10, 3), labels=torch.tensor([0, 1] * 5))
     assert ref.embeddings.shape == (10, 3) and ref.labels.tolist() == [0, 1] * 5
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: cm.Provenance(sources=5), "provenance.sources"),
+        (lambda: cm.Provenance(digest=b"\x00" * 32), "provenance.digest"),
+        (lambda: cm.Provenance(digest=5), "provenance.digest"),
+        (lambda: cm.Provenance(digest="x" * 2000), "provenance.digest"),
+        (lambda: cm.Provenance(synthetic_fraction=True), "provenance.synthetic_fraction"),
+        (
+            lambda: cm.Observation(predictions=[0], provenance={"synthetic_fraction": 0.5, "bogus": 1}),
+            "observation.provenance.bogus",
+        ),
+        (lambda: cm.Observation(predictions=[0], generation=2**63), "observation.generation"),
+        (lambda: cm.Observation(predictions=[0], generation=-1), "observation.generation"),
+    ],
+)
+def test_bad_provenance_and_generation_are_input_errors(make, field) -> None:
+    with pytest.raises(cm.InputError) as err:
+        make()
+    assert err.value.field == field
+
+
+def test_a_sha256_hexdigest_is_a_valid_digest() -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"training set").hexdigest()
+    assert cm.Provenance(digest=digest).digest == digest

@@ -200,7 +200,7 @@ def test_export_command_reports_unwritable_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     buf = io.StringIO()
-    assert D.dashboards_export_command(blocker / "out", console=Console(file=buf, width=200)) == 1
+    assert D.dashboards_export_command(blocker / "out", console=Console(file=buf, width=200)) == 2
     assert "cannot write dashboards" in buf.getvalue()
 
 

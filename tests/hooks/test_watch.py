@@ -169,3 +169,58 @@ def test_retrain_context_manager(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="diverged"), mon.retrain() as r:
         raise RuntimeError("diverged")  # the training's own failure is not ours to hide
     assert [x.generation for x in mon.reports()] == [0, 4]
+
+
+@pytest.mark.parametrize("generation", [-1, "7", 2.9, True])
+def test_a_bad_generation_value_is_a_config_error_at_decoration(tmp_path: Path, generation) -> None:
+    mon = _mon(tmp_path)
+    with pytest.raises(cm.ConfigError) as err:
+        mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()), generation=generation)
+    assert err.value.key == "watch.generation"
+    with pytest.raises(cm.ConfigError) as err, mon.retrain(generation=generation):
+        pass
+    assert err.value.key == "retrain.generation"
+
+
+@pytest.mark.parametrize(
+    ("provenance", "key"), [("human", "watch.provenance"), ({"bogus": 1}, "watch.provenance.bogus")]
+)
+def test_a_bad_provenance_value_is_a_config_error_at_decoration(tmp_path: Path, provenance, key) -> None:
+    mon = _mon(tmp_path)
+    with pytest.raises(cm.ConfigError) as err:
+        mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()), provenance=provenance)
+    assert err.value.key == key
+
+
+def test_provenance_as_a_mapping_is_accepted(tmp_path: Path) -> None:
+    mon = _mon(tmp_path)
+
+    @mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()), provenance={"synthetic_fraction": 0.25})
+    def retrain() -> Model:
+        return Model()
+
+    retrain()
+    assert mon.last_error is None and mon.last_report.provenance.synthetic_fraction == 0.25
+
+
+def test_a_callable_generation_that_returns_garbage_fails_the_check_not_the_job(tmp_path: Path) -> None:
+    mon = _mon(tmp_path)
+    sentinel = Model()
+
+    @mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()), generation=lambda: -3)
+    def retrain() -> Model:
+        return sentinel
+
+    assert retrain() is sentinel
+    assert isinstance(mon.last_error, cm.InputError) and mon.last_error.field == "generation"
+    assert mon.reports() == []  # nothing recorded under a negative generation
+
+
+def test_a_reused_observation_is_not_changed_by_retrain(tmp_path: Path) -> None:
+    mon = _mon(tmp_path)
+    obs = cm.Observation(predictions=LABELS)
+    for g in (5, 6):
+        with mon.retrain(generation=g) as r:
+            r.observe(obs)
+    assert obs.generation is None
+    assert [rep.generation for rep in mon.reports()] == [5, 6]

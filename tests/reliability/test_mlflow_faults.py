@@ -103,3 +103,37 @@ def test_mlflow_answering_500_and_503_with_retry_after(fault_proxy, mlflow_serve
     fault_proxy.set("forward")
     assert mon.flush() == {"mlflow": 3}
     _assert_one_finished_run_per_check(mlflow_server.url, mon, 3)
+
+
+@pytest.mark.timeout(180)
+def test_rejected_report_is_dead_lettered_not_blocking(fault_proxy, mlflow_server, tmp_path) -> None:
+    """A report MLflow refuses for good (400 INVALID_PARAMETER_VALUE: a provenance source over
+    MLflow's 65535-character limit) used to block the spool forever: every replay stopped at it,
+    so the reports behind it - spooled while the server was down - never reached MLflow. Now it
+    is moved to a dead letter and the others are delivered in order; a sha256 provenance digest
+    (64 characters, over MLflow's 36-character dataset digest) is delivered, not rejected."""
+    import hashlib
+    import json
+
+    mon, sink = _monitor(unique("poison"), fault_proxy.url, tmp_path)
+    poison = cm.Provenance(synthetic_fraction=0.0, sources=["generated-" + "x" * 70_000])
+    r0, _ = watched_check(mon, healthy(provenance=poison))
+    assert r0 is not None and any("INVALID_PARAMETER_VALUE" in e for e in r0.errors), r0.errors
+    fault_proxy.down()
+    r1, _ = watched_check(mon, collapsed())  # spooled behind generation 0
+    assert r1 is not None and r1.run_id is None
+    assert mon.spool.count(sink.spool_key) == 2
+    fault_proxy.up()
+    assert mon.flush() == {"mlflow": 1}  # generation 1 delivered past the rejected one
+    assert mon.spool.count(sink.spool_key) == 0
+    [letter] = mon.spool.dead_letters(sink.spool_key)
+    dead = json.loads(letter.read_text())
+    assert dead["sink"] == "mlflow" and dead["report"]["generation"] == 0
+    assert "INVALID_PARAMETER_VALUE" in dead["reason"] and "65535" in dead["reason"]
+    digest = hashlib.sha256(b"training-set").hexdigest()
+    r2, _ = watched_check(mon, collapsed(provenance=cm.Provenance(synthetic_fraction=1.0, digest=digest)))
+    assert r2 is not None and r2.errors == () and r2.run_id
+    runs = mlflow_runs(mlflow_server.url, mon.name)
+    finished = sorted(int(r.data.tags["collapse.generation"]) for r in runs if r.info.status == "FINISHED")
+    assert finished == [1, 2]
+    assert mlflow_server.client().get_run(r2.run_id).data.tags["collapse.data_digest"] == digest

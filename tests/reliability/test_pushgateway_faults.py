@@ -61,3 +61,35 @@ def test_pushgateway_hanging(http_receiver, tmp_path) -> None:
     assert report is not None and any("timed out" in e for e in report.errors), report.errors
     assert seconds < BOUND, f"check took {seconds:.1f} s against a hanging Pushgateway"
     assert mon.spool.count(sink.spool_key) == 1
+
+
+@pytest.mark.timeout(60)
+def test_pushgateway_redirect_is_refused_and_credentials_stay(http_receiver_factory, tmp_path) -> None:
+    """A gateway URL that answers 302 to another host: the credentials of ``user:pass@`` used
+    to follow the redirect (urllib forwards ``Authorization``; prometheus_client's handlers and
+    the replay-ordering read both follow redirects). Now no request reaches the other host: the
+    push fails, the report is spooled, the error names the refused target (redacted)."""
+    import base64
+
+    gateway, elsewhere = http_receiver_factory(), http_receiver_factory()
+    url = f"http://ops:pgwPa55-redirect@127.0.0.1:{gateway.port}"
+    mon, sink = _monitor(unique("pgw-redirect"), url, tmp_path)
+    report, _ = watched_check(mon, healthy())  # a plain 200: the push carries the credentials
+    assert report is not None and report.errors == ()
+    [push] = gateway.requests
+    assert push.header("authorization") == "Basic " + base64.b64encode(b"ops:pgwPa55-redirect").decode()
+
+    gateway.default = Response(302, headers={"Location": elsewhere.url_for("/steal?token=stolen-42")})
+    report, _ = watched_check(mon, collapsed())
+    assert report is not None and mon.spool.count(sink.spool_key) == 1
+    assert any("redirect to" in e and "refused" in e for e in report.errors), report.errors
+    assert not any("stolen-42" in e or "pgwPa55" in e for e in report.errors), report.errors
+    mon2, _ = _monitor(mon.name, url, tmp_path)  # a new process: the ordering read (GET) and the replay
+    assert mon2.flush() == {"prometheus": 0}
+    assert len(gateway.requests) >= 3
+    assert any(r.method == "GET" and r.path == "/api/v1/metrics" for r in gateway.requests)
+    assert elsewhere.requests == [], "a request (with the gateway's credentials) went to another host"
+
+    gateway.default = Response(200)  # back to normal: the spooled report goes out
+    assert mon2.flush() == {"prometheus": 1}
+    assert elsewhere.requests == []

@@ -235,7 +235,24 @@ def test_world_readable_config_with_secrets_is_warned_about(tmp_path, caplog, mo
     literal = f"name: m\nalerts:\n  - {{type: webhook, url: 'http://127.0.0.1:9/h', secret: '{HOOK_SECRET}'}}\n"
     by_env = "name: m\nalerts:\n  - {type: webhook, url: '${HOOK_URL}', secret: '${HOOK_SECRET}'}\n"
     slack = f"name: m\nalerts:\n  - {{type: slack, url: 'https://hooks.slack.com/services/T/B/{PATH_TOKEN}'}}\n"
-    cases = [(literal, 0o644, True), (literal, 0o600, False), (by_env, 0o644, False), (slack, 0o604, True)]
+    am_userinfo = f"name: m\nalerts:\n  - {{type: alertmanager, url: 'http://am:{HOOK_SECRET}@127.0.0.1:9093'}}\n"
+    header = f"name: m\nalerts:\n  - {{type: alertmanager, url: 'http://127.0.0.1:9093', headers: {{Authorization: 'Bearer {HOOK_SECRET}'}}}}\n"
+    header_env = "name: m\nalerts:\n  - {type: alertmanager, url: 'http://127.0.0.1:9093', headers: {Authorization: '${AM_AUTH}'}}\n"
+    mlflow_query = (
+        f"name: m\nsinks:\n  - {{type: mlflow, tracking_uri: 'https://mlflow.example.com/?token={HOOK_SECRET}'}}\n"
+    )
+    plain_uri = "name: m\nsinks:\n  - {type: mlflow, tracking_uri: 'http://127.0.0.1:5000/api/2.0'}\n"
+    cases = [
+        (literal, 0o644, True),
+        (literal, 0o600, False),
+        (by_env, 0o644, False),
+        (slack, 0o604, True),
+        (am_userinfo, 0o644, True),
+        (header, 0o644, True),
+        (header_env, 0o644, False),
+        (mlflow_query, 0o644, True),
+        (plain_uri, 0o644, False),
+    ]
     for i, (text, mode, warned) in enumerate(cases):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="collapse_monitor.config"):
@@ -443,3 +460,54 @@ def test_disabling_tls_verification_needs_the_flag_and_warns(tls_receiver, caplo
         assert not _leaks(caplog.text)
         with pytest.raises(cm.ConfigError):  # only a real boolean turns it off
             channel_from_config({**item, "verify_tls": "false"})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception linked to it (``__cause__`` / ``__context__``)."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is not None and all(e is not o for o in out):
+            out.append(e)
+            todo += [e.__cause__, e.__context__]
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_raised_errors_chain_no_credentialed_exception(tmp_path) -> None:
+    """``raise SinkError(...) from None`` only hides the chain from printed tracebacks: its
+    ``__context__`` still held MLflow's exception, whose message carries the tracking URI with
+    its password. What we raise links to nothing (nor does anything it links to leak)."""
+    import io
+    import traceback
+
+    from rich.console import Console
+
+    from collapse_monitor.sinks.base import Spool
+    from collapse_monitor.sinks.cli import gate_command
+
+    mlflow_uri = f"http://alice:{MLFLOW_PASSWORD}@127.0.0.1:{_dead_port()}"
+    pgw_uri = f"http://bob:{PGW_PASSWORD}@127.0.0.1:{_dead_port()}"
+    mlflow_sink = cm.MLflowSink(mlflow_uri, evidently=False, timeout=1, max_retries=0)
+    strict = cm.CollapseMonitor(
+        unique("chain"), reference=reference(), sinks=[mlflow_sink], strict=True, home=tmp_path / "home"
+    )
+    (tmp_path / "file").write_text("not a directory")
+    quiet = Console(file=io.StringIO())
+    calls = {
+        "strict check": lambda: strict.check(healthy()),
+        "MLflowSink.latest": lambda: mlflow_sink.latest("chain"),
+        "MLflowSink.load_history": lambda: mlflow_sink.load_history("chain"),
+        "gate": lambda: gate_command("chain", tracking_uri=mlflow_uri, console=quiet),
+        "PrometheusSink.emit": lambda: cm.PrometheusSink(pushgateway=pgw_uri, timeout=1).emit(strict.reports()[0]),
+        "PrometheusSink.delete": lambda: cm.PrometheusSink(pushgateway=pgw_uri, timeout=1).delete("chain"),
+        "Spool.put": lambda: Spool(tmp_path / "file" / "spool").put("k", strict.reports()[0]),
+    }
+    for what, call in calls.items():
+        with pytest.raises(Exception) as info:
+            call()
+        err = info.value
+        assert err.__cause__ is None and err.__context__ is None, (what, repr(err.__context__)[:300])
+        text = "".join(traceback.format_exception(err)) + "".join(repr(e) + str(e) for e in _chain(err))
+        assert not _leaks(text), (what, _leaks(text))

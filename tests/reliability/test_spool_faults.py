@@ -79,3 +79,63 @@ def test_full_disk_then_space_again(tmp_path) -> None:
     assert out["history"] == [0, 1], "no generation was lost or doubled by the full disk"
     assert out["generation"] == 1 and out["got"] == [0, 1] and out["spooled"] == 0
     assert out["alerts"] == [["early_collapse", "firing"]], "the alert the full disk swallowed fires now"
+
+
+class _Rejecting:
+    """A sink that rejects some generations for good and is down (transient) while ``fail``."""
+
+    name = "rejecting"
+
+    def __init__(self, poison: set[int], fail: bool = False) -> None:
+        self.poison, self.fail, self.got = poison, fail, []
+
+    def emit(self, report: cm.Report, context: object = None) -> None:
+        from collapse_monitor.sinks.base import PermanentSinkError
+
+        if report.generation in self.poison:
+            raise PermanentSinkError(f"generation {report.generation} refused: token=s3cr3t-v4lue")
+        if self.fail:
+            raise ConnectionError("rejecting is down")
+        self.got.append(report.generation)
+
+
+def _spooled(spool: object, generations: list[int], name: str = "m") -> None:
+    for g in generations:
+        spool.put("rejecting", cm.Report(monitor=name, generation=g, stage=cm.Stage.HEALTHY, metrics={}))
+
+
+def test_permanent_rejection_is_dead_lettered_and_the_rest_replayed_in_order(tmp_path, caplog) -> None:
+    from collapse_monitor.sinks.base import Spool
+
+    spool = Spool(tmp_path / "spool")
+    _spooled(spool, [0, 1, 2, 3])
+    sink = _Rejecting(poison={0, 2}, fail=True)
+    done, errors = spool.replay(sink)  # 0 rejected for good, 1 down: the replay stops there
+    assert (done, sink.got) == (0, [])
+    assert "rejected for good" in errors[0] and "replay failed" in errors[1] and len(errors) == 2
+    assert [p.name[21:27] for p in spool.pending("rejecting")] == ["000001", "000002", "000003"]
+    sink.fail = False
+    with caplog.at_level("WARNING", logger="collapse_monitor.sinks"):
+        done, errors = spool.replay(sink)
+    assert (done, sink.got) == (2, [1, 3]), "order kept; the rejected report no longer blocks"
+    assert spool.count("rejecting") == 0 and len(errors) == 1 and "generation 2" in errors[0]
+    letters = spool.dead_letters("rejecting")
+    assert [json.loads(p.read_text())["report"]["generation"] for p in letters] == [0, 2]
+    said = caplog.text + json.dumps(errors) + "".join(p.read_text() for p in letters)
+    assert "s3cr3t-v4lue" not in said and "token=***" in said  # the reason is redacted
+    assert "moved to dead letter" in caplog.text
+
+
+def test_permanent_rejection_held_in_memory_is_dropped(tmp_path) -> None:
+    (tmp_path / "spool").write_text("not a directory")
+    sink = _Rejecting(poison={0}, fail=True)
+    mon = cm.CollapseMonitor(unique("mem"), reference=reference(), sinks=[sink], home=tmp_path)
+    r0, _ = watched_check(mon, healthy())  # rejected for good, held in memory (no spool dir)
+    assert r0 is not None and mon.spool.count("rejecting") == 1
+    r1, _ = watched_check(mon, collapsed())  # the replay drops generation 0; 1 is held (sink down)
+    assert r1 is not None and mon.spool.count("rejecting") == 1
+    assert any("dropped (dead letter not writable)" in e for e in r1.errors), r1.errors
+    sink.fail = False
+    r2, _ = watched_check(mon, healthy())
+    assert r2 is not None and r2.errors == () and sink.got == [1, 2]
+    assert mon.spool.count("rejecting") == 0

@@ -10,9 +10,11 @@ duplicates at-least-once delivery may cause.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 
+import pytest
 from reliability.relkit import collapsed, healthy, reference, unique, verify_standard_webhook, watched_check
 from servers import Response
 
@@ -147,3 +149,79 @@ def test_webhook_connection_dropped(http_receiver, tmp_path) -> None:
     (row,) = _outbox(tmp_path)
     assert row.status == "delivered"
     assert set(_ids(http_receiver.requests)) == {row.id}
+
+
+@pytest.mark.parametrize("process", ["same", "next"])
+def test_next_check_delivers_what_an_earlier_check_left_pending(http_receiver, tmp_path, process) -> None:
+    """README: what could not be delivered "is delivered by the next check" - also by a check
+    that raises no event of its own (same stage), in this process or in the next one."""
+    http_receiver.default = Response(503, {"Retry-After": "1"}, "maintenance")
+    name = unique("redeliver")
+    mon = _monitor(tmp_path, http_receiver.url_for("/hook"), budget=0.5, name=name)
+    _fire(mon)
+    (row,) = _outbox(tmp_path)
+    assert row.status == "pending" and len(http_receiver.requests) == 1
+
+    http_receiver.default = Response(200)
+    time.sleep(max(0.0, row.next_attempt_at - time.time()) + 0.05)  # the receiver's Retry-After
+    if process == "next":
+        mon = _monitor(tmp_path, http_receiver.url_for("/hook"), budget=0.5, name=name)
+    again, _ = watched_check(mon, collapsed())
+    assert again is not None and again.alerts == (), "same stage: this check raises no event of its own"
+    (row,) = _outbox(tmp_path)
+    assert row.status == "delivered"
+    assert _ids(http_receiver.requests) == [row.id, row.id]
+    assert again.errors == ()
+
+
+def test_hanging_channel_does_not_starve_the_others(http_receiver_factory, tmp_path) -> None:
+    """A receiver that never answers, listed first with a timeout longer than the whole budget,
+    gets its share of the budget; the healthy channel after it still gets the alert in the
+    same check."""
+    slow = http_receiver_factory(default=Response(200, delay=30.0))
+    pager = http_receiver_factory()
+    mon = cm.CollapseMonitor(
+        unique("starve"),
+        reference=reference(),
+        sinks=[],
+        alerts=[cm.Webhook(slow.url_for("/hook"), name="slow", timeout=15), cm.Webhook(pager.url, name="pager")],
+        home=tmp_path,
+        alert_budget_seconds=BUDGET,
+    )
+    report, seconds = _fire(mon)
+    assert seconds < BUDGET + SLACK
+    rows = {r.channel: r for r in _outbox(tmp_path)}
+    assert rows["pager"].status == "delivered" and len(pager.requests) == 1
+    assert rows["slow"].status == "pending"
+    assert [e.split(":")[0] for e in report.errors] == ["alert slow"], report.errors
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("fault", ["500", "hang", "closed port"])
+def test_failed_delivery_is_recorded_in_report_errors(http_receiver, tmp_path, fault) -> None:
+    """An alert still waiting in the outbox after a failed attempt is a failure of this check:
+    one redacted line per channel in ``report.errors`` (the outbox keeps the event)."""
+    token, key = "Zq8TokenInPath0123", "s3cr3tQueryKey"
+    base = _closed_port_url() if fault == "closed port" else http_receiver.url
+    url = f"{base}/hooks/{token}?api_key={key}"
+    if fault == "500":
+        http_receiver.default = Response(500, body=f"upstream exploded at {url}")  # echoes the secret URL
+    elif fault == "hang":
+        http_receiver.default = Response(200, delay=10.0)
+    mon = _monitor(tmp_path, url, timeout=0.5, budget=1.0)
+    report, _ = _fire(mon)
+    (row,) = _outbox(tmp_path)
+    assert row.status == "pending"
+    lines = [e for e in report.errors if e.startswith("alert hook:")]
+    assert len(lines) == 1 and "queued for retry" in lines[0] and "\n" not in lines[0], report.errors
+    expected = {"500": "HTTP 500", "hang": "timed out", "closed port": "refused"}[fault]
+    assert expected in lines[0], lines[0]
+    for secret in (token, key, SECRET):
+        assert all(secret not in e for e in report.errors), report.errors
+    assert mon.reports()[-1].errors == report.errors, "the errors are in the history too"

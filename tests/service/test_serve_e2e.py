@@ -157,8 +157,15 @@ def test_serve_checks_new_versions_pages_stale_monitors_and_stops(tmp_path: Path
 
         # a new version is checked once, as the next generation
         _register(uri, seed=1)
-        m = _wait(lambda: (lambda x: x if x.get(gen) == 1 else None)(_metrics(session, url)), "version 2", proc, log)
-        assert m["collapse_monitor_serve_model_version{monitor=digits}"] == 2
+        # the generation gauge is set by the check's Prometheus sink, the version gauge when the
+        # check returns (after its alert delivery): a scrape between the two sees the old version
+        version = "collapse_monitor_serve_model_version{monitor=digits}"
+        m = _wait(
+            lambda: (lambda x: x if x.get(gen) == 1 and x.get(version) == 2 else None)(_metrics(session, url)),
+            "version 2",
+            proc,
+            log,
+        )
         time.sleep(2.5)  # more check and staleness rounds
         m = _metrics(session, url)
         assert m["collapse_monitor_serve_checks_total{monitor=digits,outcome=ok}"] == 2

@@ -211,3 +211,23 @@ def test_port_in_use_is_a_config_error(cfgdir: Path) -> None:
             svc.start()
         svc.stop(timeout=1)
     assert err.value.key == "serve.port"
+
+
+def test_specs_reprs_redact_model_uris(cfgdir: Path) -> None:
+    from collapse_monitor._service_config import ModelSpec
+
+    text = GOOD.replace(
+        'tracking_uri: "sqlite:///x.db"',
+        'tracking_uri: "https://bob:mlflowPASS-1@mlflow.example.com", registry_uri: "https://reg.example.com/?token=regTOK-2"',
+    )
+    cfg = load_serve_config(_write(cfgdir, text))
+    model = cfg.monitors[0].model
+    assert model.tracking_uri == "https://bob:mlflowPASS-1@mlflow.example.com"  # the value itself is kept
+    shown = [repr(model), str(model), repr(cfg.monitors[0]), repr(cfg.monitors), repr(cfg)]
+    for s in shown:
+        assert "mlflowPASS-1" not in s and "regTOK-2" not in s and "bob" not in s, s
+    assert "tracking_uri='https://***@mlflow.example.com'" in shown[0]
+    assert "registry_uri='https://reg.example.com/?token=***'" in shown[0]
+    assert "registered_name='digits'" in shown[0] and "name='a'" in shown[2]
+    assert "probe=ProbeSpec({'sample': 'probe_funcs:sample'})" in shown[2]  # names, not the inputs array
+    assert "sqlite:////db?k=***" in repr(ModelSpec("m", tracking_uri="sqlite:////db?k=v4lue"))

@@ -189,3 +189,19 @@ def test_the_aggregate_alert_counts_a_drop_of_exactly_two_points(bench) -> None:
     assert bench.aggregate_flags(acc) == [False, False, True]
     fd = [{"frechet_distance": 0.3}, {"frechet_distance": 0.59}, {"frechet_distance": 0.6}]
     assert bench.aggregate_flags(fd) == [False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("alpha: [0.01\nmin_effect: 0.1\n", "not valid YAML at line"), ("- alpha\n- 0.01\n", "must hold a mapping")],
+)
+def test_a_malformed_rules_file_is_a_config_error_not_a_traceback(bench, tmp_path, capsys, text, words) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        bench.run_rules(str(rules))
+    assert err.value.key == "rules" and words in str(err.value)
+    saved = tmp_path / "empty.json"
+    saved.write_text(json.dumps({"rows": []}))
+    assert bench.main(["--rejudge", str(saved), "--rules", str(rules)]) == 2
+    assert words in capsys.readouterr().err

@@ -352,3 +352,83 @@ def test_background_plot_lands_when_the_process_exits_right_after_the_check(tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_id = proc.stdout.strip().splitlines()[-1]
     assert "collapse/history.png" in _artifact_names(MlflowClient(uri), run_id)
+
+
+# --- long digests, permanent rejections, clean exception chains ---------------------------------
+
+
+def test_digest_limit_matches_the_installed_mlflow() -> None:
+    from mlflow.utils import validation
+
+    from collapse_monitor.sinks.mlflow import MAX_DATASET_DIGEST, MAX_INPUT_TAG_VALUE
+
+    assert MAX_DATASET_DIGEST == validation.MAX_DATASET_DIGEST_SIZE
+    assert MAX_INPUT_TAG_VALUE == validation.MAX_INPUT_TAG_VALUE_SIZE
+
+
+def test_sha256_provenance_digest_is_logged_in_full(mlflow_server, kit) -> None:
+    import dataclasses
+    import hashlib
+
+    name = kit.unique("digest")
+    digest = hashlib.sha256(b"training-set").hexdigest()  # 64 characters; MLflow keeps 36
+    r = kit.make_report(name, 0)
+    one_source = dataclasses.replace(r.provenance, sources=("s3://corpus/mix-gen0.parquet",), digest=digest)
+    no_source = dataclasses.replace(one_source, sources=(), digest="sha256:" + digest)
+    client = mlflow_server.client()
+    sink = MLflowSink(mlflow_server.url, evidently=False, history_plot="off")
+    for g, prov in enumerate((one_source, no_source)):
+        report = dataclasses.replace(kit.make_report(name, g), provenance=prov)
+        run = client.get_run(sink.emit(report, None)["run_id"])  # used to fail: 400 INVALID_PARAMETER_VALUE
+        assert run.info.status == "FINISHED" and run.data.tags["collapse.data_digest"] == prov.digest
+        training = [d for d in run.inputs.dataset_inputs if d.dataset.name != f"{name}-reference"]
+        assert len(training) == 1
+        assert training[0].dataset.digest == digest[:36]  # a prefix of the same hash
+        itags = {t.key: t.value for t in training[0].tags}
+        assert itags["collapse.data_digest"] == prov.digest
+        assert json.loads(training[0].dataset.profile)["mix_digest"] == prov.digest
+
+
+def test_content_rejections_are_permanent_and_outages_are_not(mlflow_server, kit) -> None:
+    import dataclasses
+
+    from collapse_monitor.sinks.base import PermanentSinkError, is_permanent
+
+    name = kit.unique("reject")
+    sink = MLflowSink(mlflow_server.url, evidently=False, history_plot="off")
+    r = kit.make_report(name, 0)
+    # a source MLflow refuses (over 65535 characters): the server answers 400 INVALID_PARAMETER_VALUE
+    poison = dataclasses.replace(r, provenance=dataclasses.replace(r.provenance, sources=("g-" + "x" * 70_000,)))
+    with pytest.raises(PermanentSinkError) as info:
+        sink.emit(poison, None)
+    assert is_permanent(info.value) and "INVALID_PARAMETER_VALUE" in str(info.value)
+    assert sink.emit(r, None)["run_id"]  # the sink itself is fine
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SinkError) as info:
+        MLflowSink(f"http://127.0.0.1:{port}", timeout=1, max_retries=0).emit(r, None)
+    assert not is_permanent(info.value)  # connection refused: retried later, in order
+
+
+@pytest.mark.timeout(90)
+def test_sink_errors_chain_no_mlflow_exception(kit) -> None:
+    import traceback
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = MLflowSink(f"http://bob:pa55word-xyz@127.0.0.1:{port}", timeout=1, max_retries=0)
+    calls = {
+        "emit": lambda: sink.emit(kit.make_report("chain", 0), EmitContext()),
+        "replay": lambda: sink.emit(kit.make_report("chain", 0), None),
+        "runs": lambda: sink.runs("chain"),
+        "load_history": lambda: sink.load_history("chain"),
+        "latest": lambda: sink.latest("chain"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(SinkError) as info:
+            call()
+        err = info.value
+        assert err.__cause__ is None and err.__context__ is None, what  # MLflow's exception holds the URL
+        assert "pa55word-xyz" not in "".join(traceback.format_exception(err)), what

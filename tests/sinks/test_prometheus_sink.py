@@ -217,3 +217,18 @@ def test_monitor_chain_pushes_every_check(pushgateway, kit, tmp_path) -> None:
     assert _value(fams, "collapse_monitor_rare_class_recall", monitor=name) == pytest.approx(
         r.metrics["rare_class_recall"].value
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://push.example.com/Xk9fTOKENpath", "https://push.example.com/***"),
+        ("http://127.0.0.1:9091/?token=pgwQTOK-1", "http://127.0.0.1:9091/?token=***"),
+        ("http://u:pgwPASS-2@127.0.0.1:9091/push", "http://127.0.0.1:9091/push"),
+    ],
+)
+def test_repr_hides_tokens_in_the_gateway_path_and_query(url, shown) -> None:
+    sink = PrometheusSink(pushgateway=url)
+    assert repr(sink).startswith(f"PrometheusSink(pushgateway={shown!r}, ")
+    for secret in ("Xk9fTOKENpath", "pgwQTOK-1", "pgwPASS-2"):
+        assert secret not in repr(sink) and secret not in str(sink)

@@ -32,7 +32,7 @@ def test_report_prints_history_and_writes_png(mlflow_server, kit, tmp_path) -> N
     text = con.export_text()
     for run_id in runs:
         assert run_id in text
-    assert "early_collapse" in text and "tail_coverage" in text and "0.600" in text
+    assert "early_collapse" in text and "tail coverage" in text and "0.600" in text  # headers wrap at spaces
     png = tmp_path / "out" / f"{name}-history.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
     con = _console()
@@ -82,3 +82,85 @@ def test_cli_main_wires_report_and_gate(mlflow_server, kit, tmp_path) -> None:
     assert png.exists()
     sink.emit(kit.make_report(name, 1, stage=Stage.LATE_COLLAPSE), EmitContext())
     assert cli.main(["gate", "--monitor", name, "--tracking-uri", mlflow_server.url]) == 1
+
+
+def _wide_report(kit, name, g, **kw):
+    """A report with every key metric of the history table (seven of them)."""
+    import dataclasses
+
+    from collapse_monitor.types import MetricValue
+
+    r = kit.make_report(name, g, **kw)
+    extra = {
+        k: MetricValue(v, v - 0.01, v + 0.01)
+        for k, v in {
+            "rare_mode_coverage": 0.7,
+            "rare_class_recall": 0.6,
+            "vendi_ratio": 0.95,
+            "variance_ratio": 1.05,
+            "precision": 0.9,
+            "head_coverage": 0.96,
+        }.items()
+    }
+    return dataclasses.replace(r, metrics={**r.metrics, **extra})
+
+
+def test_report_table_is_readable_at_80_columns(mlflow_server, kit, tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    name = kit.unique("cli80")
+    sink = MLflowSink(mlflow_server.url, evidently=False, history_plot="off")
+    t0 = 1_700_000_000.0
+    runs = []
+    for g, stage in enumerate([Stage.HEALTHY, Stage.EARLY_COLLAPSE, Stage.LATE_COLLAPSE]):
+        r = _wide_report(kit, name, g, stage=stage, tail=0.8 - 0.1 * g, declined=g > 0, created_at=t0 + g)
+        runs.append(sink.emit(dataclasses.replace(r, drift=g == 1), None)["run_id"])
+    monkeypatch.setenv("COLUMNS", "80")
+    con = Console(record=True, color_system=None)  # width from COLUMNS, as in a terminal
+    assert con.width == 80
+    assert report_command(name, tracking_uri=mlflow_server.url, out=tmp_path, console=con) == 0
+    text = con.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    assert "…" not in text, text  # nothing cut: no "heal…", no "0.00…"
+    table = "\n".join(lines[: next(i for i, line in enumerate(lines) if line.startswith("└")) + 1])
+    for word in ("healthy", "early_collapse", "(drift)", "late_collapse", "0.800", "0.700↓", "0.600↓", "0.50"):
+        assert word in table, (word, text)
+    for run_id in runs:
+        assert run_id[:8] in table and run_id not in table  # shortened run ids
+    assert "tail" in table and "coverage" in table  # wrapped header "tail / coverage"
+    assert "not shown at 80 columns:" in text and "accuracy" in text  # named, and in the PNG
+    assert (tmp_path / f"{name}-history.png").exists()
+
+
+def test_report_and_gate_never_create_a_store(in_tmp_dir, monkeypatch, capsys) -> None:
+    from collapse_monitor import cli
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    for command in ("gate", "report"):
+        assert cli.main([command, "--monitor", "m"]) == 2
+        out = capsys.readouterr().out
+        assert f"no MLflow store at sqlite:///{in_tmp_dir / 'mlflow.db'}" in out, out
+        assert "pass --tracking-uri or set MLFLOW_TRACKING_URI" in out
+        assert "Creating initial MLflow database tables" not in out
+    missing = in_tmp_dir / "elsewhere" / "mlruns"
+    assert cli.main(["gate", "--monitor", "m", "--tracking-uri", missing.as_uri()]) == 2
+    assert f"no MLflow store at file://{missing}" in capsys.readouterr().out
+    assert list(in_tmp_dir.iterdir()) == []  # no mlflow.db, no mlruns/
+
+
+def test_gate_tagging_error_chains_no_mlflow_exception(mlflow_server, kit) -> None:
+    import pytest
+
+    from collapse_monitor.errors import SinkError
+
+    name = kit.unique("clichain")
+    MLflowSink(mlflow_server.url, evidently=False, history_plot="off").emit(kit.make_report(name, 0), None)
+    host = mlflow_server.url.split("://", 1)[1]
+    uri = f"http://alice:pa55-clichain@{host}"
+    with pytest.raises(SinkError) as info:  # version 7 of a model that does not exist
+        gate_command(name, tracking_uri=uri, model_name=f"absent-{name}", version=7, console=_console())
+    err = info.value
+    assert "version 7" in str(err) and "pa55-clichain" not in str(err)
+    assert err.__cause__ is None and err.__context__ is None
