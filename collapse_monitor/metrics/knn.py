@@ -239,7 +239,7 @@ def float32_is_enough(x: torch.Tensor, radii2: torch.Tensor) -> bool:
 
     if x.dtype != torch.float32 or x.shape[0] < 2:
         return True
-    norm2 = float((x.double() ** 2).sum(dim=1).max())
+    norm2 = float(torch.linalg.vector_norm(x, dim=1).max()) ** 2  # no n x d temporary
     med = float(radii2.double().median())
     return norm2 * float(torch.finfo(torch.float32).eps) <= _FLOAT32_TOLERANCE * med
 
