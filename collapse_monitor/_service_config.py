@@ -126,6 +126,61 @@ class ProbeSpec:
     names: Mapping[str, str] = field(default_factory=dict)  # "predict"/"sample" -> "module:function"
 
 
+_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _crontab_days(item: str) -> list[int]:
+    """Days (crontab numbering: 0 or 7 = Sunday) of one comma-separated day-of-week item."""
+    base, _, step_text = item.partition("/")
+    step = int(step_text) if step_text else 1
+    if step < 1:
+        raise ValueError(f"bad step in {item!r}")
+
+    def day(tok: str) -> int:
+        tok = tok.strip().lower()
+        if tok[:3] in _DOW_NAMES and not tok.isdigit():
+            return _DOW_NAMES.index(tok[:3])
+        n = int(tok)
+        if not 0 <= n <= 7:
+            raise ValueError(f"day of week {n} is not in 0-7")
+        return n
+
+    if base == "*":
+        lo, hi = 0, 6
+    elif "-" in base:
+        a, b = base.split("-", 1)
+        lo, hi = day(a), day(b)
+        if hi < lo:
+            raise ValueError(f"range {base!r} runs backwards")
+    else:
+        lo = hi = day(base)
+        if step_text:
+            hi = 7 if lo > 0 else 6
+    return sorted({d % 7 for d in range(lo, hi + 1, step)})
+
+
+def crontab_for_apscheduler(expr: str) -> str:
+    """``expr`` with its day-of-week field written as day names. APScheduler 3 numbers the days
+    from Monday = 0 (its ``CronTrigger.from_crontab`` docstring warns about it), crontab from
+    Sunday = 0 (and 7): ``0 0 * * 1-5`` must mean Monday to Friday, not Tuesday to Saturday.
+
+    >>> crontab_for_apscheduler("0 0 * * 1-5")
+    '0 0 * * mon,tue,wed,thu,fri'
+    >>> crontab_for_apscheduler("30 6 * * 0,7")
+    '30 6 * * sun'
+    >>> crontab_for_apscheduler("*/15 * * * *")
+    '*/15 * * * *'
+    """
+    fields = expr.split()
+    if len(fields) != 5 or fields[4] == "*" or fields[4] == "?":
+        return expr
+    days: set[int] = set()
+    for item in fields[4].split(","):
+        days.update(_crontab_days(item))
+    fields[4] = ",".join(_DOW_NAMES[d] for d in sorted(days, key=lambda d: (d + 6) % 7))
+    return " ".join(fields)
+
+
 @dataclass(frozen=True)
 class ScheduleSpec:
     cron: str | None = None
@@ -140,7 +195,7 @@ class ScheduleSpec:
 
         jitter = None if self.jitter_seconds is None else int(self.jitter_seconds)
         if self.cron is not None:
-            return CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+            return CronTrigger.from_crontab(crontab_for_apscheduler(self.cron), timezone=self.timezone)
         return IntervalTrigger(seconds=self.interval_seconds, jitter=jitter, timezone=self.timezone)
 
     def describe(self) -> str:
@@ -352,9 +407,14 @@ def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
         if not isinstance(d["cron"], str):
             raise ConfigError(f"{key}.cron", f"expected a crontab string such as '0 * * * *', got {d['cron']!r}")
         try:
-            CronTrigger.from_crontab(d["cron"], timezone=kw.get("timezone"))
+            trig = CronTrigger.from_crontab(crontab_for_apscheduler(d["cron"]), timezone=kw.get("timezone"))
         except ValueError as exc:
             raise ConfigError(f"{key}.cron", f"not a valid 5-field crontab expression: {exc}") from None
+        from datetime import datetime
+
+        now = datetime.now(trig.timezone)
+        if trig.get_next_fire_time(None, now) is None:
+            raise ConfigError(f"{key}.cron", f"{d['cron']!r} never fires (e.g. 31 February)")
         kw["cron"] = d["cron"]
     else:
         kw["interval_seconds"] = _seconds(d["interval_seconds"], f"{key}.interval_seconds")

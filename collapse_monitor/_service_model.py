@@ -9,6 +9,7 @@ restored under a lock.
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from .errors import InputError
 from .types import Observation, Provenance
 
 __all__ = ["ResolvedVersion", "build_observation", "load_model", "resolve_version"]
+
+log = logging.getLogger("collapse_monitor.service")
 
 _LOAD_LOCK = threading.Lock()
 _STAGES = {"none": "None", "staging": "Staging", "production": "Production", "archived": "Archived"}
@@ -46,6 +49,9 @@ class ResolvedVersion:
         try:
             fraction = None if frac is None else float(frac)
         except ValueError:
+            fraction = None
+        if fraction is not None and not 0.0 <= fraction <= 1.0:  # NaN too: a bad tag is not a failed check
+            log.warning("%s: tag %s=%r is not a share in [0, 1]: ignored", self.uri, SYNTHETIC_TAG, frac)
             fraction = None
         return Provenance(synthetic_fraction=fraction, parent_run_id=self.run_id or None, sources=(self.uri,))
 
@@ -82,7 +88,10 @@ def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
     return ResolvedVersion(name, str(mv.version), getattr(mv, "run_id", None), dict(getattr(mv, "tags", {}) or {}))
 
 
-def load_model(spec: ModelSpec, version: ResolvedVersion) -> Any:
+def load_model(spec: ModelSpec, version: ResolvedVersion, dst_path: str | None = None) -> Any:
+    """Load ``version`` with its flavor; its artifacts are downloaded into ``dst_path`` (the
+    caller's temporary folder, removed after the check: MLflow's default is a new temporary
+    folder per load that is never removed, one model copy per check)."""
     import mlflow
     from mlflow.tracking._model_registry import utils as _registry_utils
     from mlflow.tracking._tracking_service import utils as _tracking_utils
@@ -100,8 +109,8 @@ def load_model(spec: ModelSpec, version: ResolvedVersion) -> Any:
             if spec.flavor == "pytorch":
                 import mlflow.pytorch
 
-                return mlflow.pytorch.load_model(version.uri, map_location="cpu")
-            return mlflow.pyfunc.load_model(version.uri, suppress_warnings=True)
+                return mlflow.pytorch.load_model(version.uri, dst_path=dst_path, map_location="cpu")
+            return mlflow.pyfunc.load_model(version.uri, suppress_warnings=True, dst_path=dst_path)
         finally:
             _tracking_utils._tracking_uri = old_tracking
             _registry_utils._registry_uri = old_registry

@@ -529,7 +529,10 @@ def overview_dashboard() -> dict[str, Any]:
             "Alert rules of the monitor that are firing now (collapse_monitor_alert_firing).",
             [
                 (
-                    f"sum by (monitor) ({PREFIX}alert_firing{{{SEL}}}) or {_by_monitor(PREFIX + 'stage')} * 0",
+                    # max by rule first: a monitor exported by both paths (Pushgateway and
+                    # `serve`) has each rule's series twice, under two job labels
+                    f"sum by (monitor) (max by (monitor, rule) ({PREFIX}alert_firing{{{SEL}}})) "
+                    f"or {_by_monitor(PREFIX + 'stage')} * 0",
                     "{{monitor}}",
                 )
             ],

@@ -133,6 +133,22 @@ class CollapseMonitor:
         #: the last check's metric panel, per-item arrays included (diagnostics, benchmarks)
         self.last_panel: PanelResult | None = None
 
+    # pickling (Lightning's ddp_spawn, deep copies of callbacks): the settings travel, the
+    # process-local handles (history / cache / spool / outbox connections and locks, the last
+    # report) are opened anew on the other side, on the same home
+    _LOCAL = ("history", "cache", "spool", "_dispatcher", "last_report", "last_error", "last_panel")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._LOCAL}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.history = HistoryStore(self.home)
+        self.cache = ReferenceCache(self.home / "cache")
+        self.spool = Spool(self.home / "spool")
+        self._dispatcher = None
+        self.last_report = self.last_error = self.last_panel = None
+
     def __repr__(self) -> str:
         return (
             f"CollapseMonitor({self.name!r}, reference={self.reference!r}, "
@@ -223,6 +239,13 @@ class CollapseMonitor:
             last = self.history.last_generation(self.name)
         generation = obs.generation if obs.generation is not None else (0 if last is None else last + 1)
         baseline = self.history.baseline(self.name)
+        rebaseline = baseline is not None and obs.generation is not None and generation == baseline.generation
+        if rebaseline:
+            # the baseline generation checked again (a chain re-run from scratch, maybe on a new
+            # probe set): it is the baseline, so it replaces the stored one instead of being
+            # judged against it
+            notes.append(f"generation {generation} checked again: it replaces the stored baseline")
+            baseline = None
         if baseline is not None and baseline.fingerprint != self.reference.fingerprint:
             notes.append("the reference changed since the baseline: paired tests skipped")
         panel = compute_panel(
@@ -235,7 +258,7 @@ class CollapseMonitor:
         )
         pinned = rules.baseline_generation
         baseline_changed = False
-        is_baseline = baseline is None and (pinned is None or pinned == generation)
+        is_baseline = baseline is None and (pinned is None or pinned == generation or rebaseline)
         if is_baseline:
             baseline = Baseline(
                 generation, self.reference.fingerprint, dict(panel.metrics), dict(panel.items), panel.predictions
@@ -522,7 +545,7 @@ class CollapseMonitor:
 
         with mon.retrain(provenance=cm.Provenance(synthetic_fraction=0.5)) as r:
             model = train(...)
-            r.observe(cm.Observation(embeddings=sample(model)))
+            r.observe(lambda: cm.Observation(embeddings=sample(model)))  # a callable: bad input is contained
         r.report  # the Report (None if the check failed; see mon.last_error)
         """
         _check_watch_options(generation, provenance, "retrain")

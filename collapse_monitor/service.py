@@ -21,7 +21,12 @@ One long-running process (APScheduler 3 ``BackgroundScheduler``) next to the tra
   Pushgateway path) and the service's own ``collapse_monitor_serve_*`` series.
 
 Job defaults: ``coalesce=True``, ``max_instances=1``, ``misfire_grace_time`` 300 s (a check
-that missed its slot while the machine slept still runs, once). SIGTERM / SIGINT stop the
+that missed its slot while the machine slept still runs, once). A model version whose check
+fails (load, predictions, check) is tried again after 30 s, doubling up to an hour (counted as
+``skipped`` in between; ``CollapseMonitorServeChecksFailing`` in the shipped Prometheus rules
+pages on the errors); a new version is tried at once. Each load downloads the version into a
+temporary folder that is removed once the probe ran. ``cron`` schedules are crontab
+expressions with crontab's days of the week (0 or 7 = Sunday), not APScheduler's. SIGTERM / SIGINT stop the
 scheduler and the HTTP server; a check still running after ``shutdown_timeout_seconds`` (3 s)
 is abandoned and the process exits (history, spool and outbox writes are transactional).
 
@@ -68,6 +73,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -85,6 +91,11 @@ from .errors import ConfigError
 from .types import Alert, Report, Stage
 
 __all__ = ["STALE_RULE", "Service", "serve_command"]
+
+# a model version whose check failed is tried again after 30 s, then 60 s, ... at most an hour
+# (each try downloads and loads it again); a new version is tried at once
+_RETRY_FIRST_SECONDS = 30.0
+_RETRY_MAX_SECONDS = 3600.0
 
 log = logging.getLogger("collapse_monitor.service")
 
@@ -147,6 +158,8 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.prometheus = PrometheusSink(registry=self.registry)
         self._locks = {name: threading.Lock() for name in self.specs}
+        #: per monitor: (version uri, consecutive failures, earliest next try) of a failing version
+        self._failures: dict[str, tuple[str, int, float]] = {}
         self._states: dict[Path, _StateFile] = {}
         self._running = 0
         self._idle = threading.Condition()
@@ -237,6 +250,7 @@ class Service:
         if spec.model is None or spec.probe is None:
             raise ConfigError(name, "has no model to check")
         with self._job(), self._locks[name]:
+            ver = failed = None
             try:
                 ver = resolve_version(spec.model)
                 if ver is None:
@@ -248,13 +262,33 @@ class Service:
                     log.debug("%s: %s already checked", name, ver.uri)
                     self.c_checks.labels(name, "skipped").inc()
                     return None
-                model = load_model(spec.model, ver)
-                obs = build_observation(model, spec.probe, spec.model.flavor, ver.provenance())
+                failed = self._failures.get(name)
+                if failed is not None and failed[0] == ver.uri and self.clock() < failed[2]:
+                    log.debug(
+                        "%s: %s failed %d time(s), next try in %.0f s",
+                        name,
+                        ver.uri,
+                        failed[1],
+                        failed[2] - self.clock(),
+                    )
+                    self.c_checks.labels(name, "skipped").inc()
+                    return None
+                with tempfile.TemporaryDirectory(prefix="collapse-monitor-model-") as tmp:
+                    model = load_model(spec.model, ver, dst_path=tmp)
+                    obs = build_observation(model, spec.probe, spec.model.flavor, ver.provenance())
+                    del model
                 report = spec.monitor.check(obs)
             except Exception as exc:
                 self.c_checks.labels(name, "error").inc()
-                log.error("%s: scheduled check failed: %s", name, redact_text(f"{type(exc).__name__}: {exc}"))
+                retry = ""
+                if ver is not None:  # the same version again only after a backoff
+                    n = failed[1] + 1 if failed is not None and failed[0] == ver.uri else 1
+                    wait = min(_RETRY_MAX_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (n - 1))
+                    self._failures[name] = (ver.uri, n, self.clock() + wait)
+                    retry = f"; {ver.uri} is retried in {wait:.0f} s (failure {n})"
+                log.error("%s: scheduled check failed: %s%s", name, redact_text(f"{type(exc).__name__}: {exc}"), retry)
                 return None
+            self._failures.pop(name, None)
             state.set(name, last_version=ver.uri, last_checked_at=self.clock())
             self.c_checks.labels(name, "ok").inc()
             self.g_last.labels(name, "check").set(self.clock())
@@ -431,7 +465,7 @@ class Service:
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
-                "misfire_grace_time": int(s.misfire_grace_time_seconds),
+                "misfire_grace_time": max(1, math.ceil(s.misfire_grace_time_seconds)),  # APScheduler: int >= 1
             },
         )
         now = datetime.now(UTC)

@@ -478,8 +478,9 @@ class Report:
 
     @property
     def declines(self) -> list[Finding]:
-        """Significant declines, worst (smallest q) first."""
-        return sorted((f for f in self.findings if f.significant), key=lambda f: (f.q_value, f.key))
+        """Significant declines, strongest evidence (smallest q) first; among equal q (q values of
+        strong declines underflow to 0 together), the largest relative decline first."""
+        return sorted((f for f in self.findings if f.significant), key=lambda f: (f.q_value, f.relative_change, f.key))
 
     def to_dict(self) -> dict[str, Any]:
         return {

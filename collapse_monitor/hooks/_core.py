@@ -32,23 +32,25 @@ ProvenanceArg = Provenance | Callable[..., "Provenance | None"] | None
 
 @contextlib.contextmanager
 def eval_mode(model: Any, enabled: bool = True) -> Iterator[None]:
-    """``model.eval()`` and ``torch.no_grad()`` for the evaluation, the training mode restored
-    afterwards (fit may continue: the validation-end hook runs mid-fit). A model that is not a
-    ``torch.nn.Module`` is left alone."""
+    """``model.eval()`` and ``torch.no_grad()`` for the evaluation, every submodule's training
+    mode restored afterwards (fit may continue: the validation-end hook runs mid-fit; a backbone
+    the user froze with ``.eval()`` stays in eval mode, as Lightning's own loops keep it). A
+    model that is not a ``torch.nn.Module`` is left alone."""
     is_module = enabled and hasattr(model, "training") and callable(getattr(model, "train", None))
     if not is_module:
         yield
         return
     import torch
 
-    was_training = bool(model.training)
+    modules = list(model.modules()) if callable(getattr(model, "modules", None)) else [model]
+    modes = [bool(m.training) for m in modules]
     model.eval()
     try:
         with torch.no_grad():
             yield
     finally:
-        if was_training:
-            model.train()
+        for m, mode in zip(modules, modes, strict=True):
+            m.training = mode
 
 
 class HookCore:

@@ -9,11 +9,13 @@
     res = distributed_check(mon, probe_indices=idx, predictions=preds, embeddings=emb)
     if res.stage is not cm.Stage.HEALTHY: ...                   # every rank knows the stage
 
-Each rank validates its own inputs; the metadata (errors, shard sizes, probe predictions with
-their indices, texts) goes around with ``all_gather_object``; embeddings are padded to the
-largest shard and gathered with ``all_gather`` (row counts exchanged first). Per-class
-confusion counts are ``all_reduce``-d and compared with the gathered items, a cheap check that
-nothing was lost on the way. Then group rank 0 alone builds the Observation and runs
+Each rank validates its own inputs; the metadata (the reference's fingerprint, errors, shard
+sizes, probe predictions with their indices, texts) goes around with ``all_gather_object``, an
+exchange every rank makes on every call. Which collectives follow is decided from that gathered
+metadata only, never from one rank's own state, so all ranks enter the same ones. Embeddings
+are padded to the largest shard and gathered with ``all_gather`` (row counts exchanged first).
+Per-class confusion counts are ``all_reduce``-d and compared with the gathered items, a cheap
+check that nothing was lost on the way. Then group rank 0 alone builds the Observation and runs
 ``monitor.check`` (so only rank 0 logs to MLflow / Prometheus and pages), and by default
 broadcasts the stage and generation so every rank can act on it (stop the chain, skip a
 promotion).
@@ -25,9 +27,28 @@ usual contiguous split reproduces the single-process order and with it every boo
 interval exactly.
 
 Failures are agreed on: bad input on any rank raises the same :class:`cm.InputError` on every
-rank (after the metadata exchange, so no rank is left waiting in a collective), and a check
-that fails on rank 0 raises on every rank when ``broadcast=True``. Without an initialised
-process group the function is a plain local check.
+rank (after the metadata exchange, so no rank is left waiting in a collective), a monitor built
+on a different reference on some rank raises ``InputError("monitor.reference", ...)`` on every
+rank, and a check that fails on rank 0 raises on every rank when ``broadcast=True``. An empty
+shard (``(0, d)`` embeddings, empty predictions with empty probe indices, ``texts=[]``) is the
+same as None: that rank adds nothing; only when every rank's shards are None or empty does every
+rank raise. Without an initialised process group the function is a plain local check.
+
+Every rank must call ``distributed_check`` once per check, or the others wait in the metadata
+exchange until the process group's timeout (30 minutes for gloo by default). A rank whose own
+evaluation failed calls ``distributed_check(monitor)`` with no inputs, then raises its own error
+if the run should stop::
+
+    try:
+        preds, emb = evaluate(model, idx)
+    except Exception:
+        distributed_check(mon)          # complete the collectives with an empty share
+        raise                           # or carry on: the other ranks got a result
+    res = distributed_check(mon, probe_indices=idx, predictions=preds, embeddings=emb)
+
+The other ranks then check without that share: its embeddings and texts are simply missing,
+and probe items that no rank predicted make every rank raise ``InputError("probe_indices",
+"... predicted by no rank ...")``.
 """
 
 from __future__ import annotations
@@ -73,6 +94,29 @@ def _error(field: str, exc: Exception) -> tuple[str, str]:
     return field, f"{type(exc).__name__}: {exc}"
 
 
+def _empty(x: Any) -> bool:
+    """An empty shard: no rows (a (0,) or (0, d) array or tensor, ``[]``, ``()``)."""
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return len(shape) >= 1 and int(shape[0]) == 0
+    try:
+        return len(x) == 0
+    except TypeError:
+        return False
+
+
+def _reference_meta(ref: Any) -> dict[str, Any]:
+    """What every rank must agree on before any collective: the reference (by fingerprint) and
+    the families that decide which collectives run (embedding width, probe labels, texts)."""
+    return {
+        "fingerprint": ref.fingerprint,
+        "width": None if ref.embeddings is None else int(ref.embeddings.shape[1]),
+        "m": None if ref.labels is None else len(ref.labels),
+        "texts": ref.texts is not None,
+        "desc": repr(ref),
+    }
+
+
 def _local_shard(
     ref_labels: np.ndarray | None,
     ref_width: int | None,
@@ -84,10 +128,24 @@ def _local_shard(
     texts: Any,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Validate this rank's inputs. Never raises: errors travel in ``meta["error"]`` so every
-    rank reaches the collectives and raises the same error afterwards."""
+    rank reaches the collectives and raises the same error afterwards. An empty shard (no
+    predictions, no embedding rows, no texts) counts as None: this rank simply adds nothing."""
     meta: dict[str, Any] = {"error": None, "idx": None, "pred": None, "n_emb": 0, "texts": None}
     emb: np.ndarray | None = None
     try:
+        if predictions is not None and _empty(predictions):
+            if probe_indices is not None and not _empty(probe_indices):
+                raise InputError("probe_indices", f"has {len(probe_indices)} entries for 0 predictions")
+            predictions = probe_indices = None
+        if embeddings is not None and _empty(embeddings):
+            shape = tuple(getattr(embeddings, "shape", ()))
+            if len(shape) == 2 and ref_width is not None and int(shape[1]) != ref_width:
+                raise InputError("embeddings", f"expected width d={ref_width} (the reference's), got d={shape[1]}")
+            embeddings = None
+        if texts is not None and not isinstance(texts, str) and hasattr(texts, "__iter__"):
+            texts = list(texts)  # a generator is read once, here
+            if not texts:
+                texts = None
         if predictions is not None:
             if ref_labels is None:
                 raise InputError("predictions", "given but the reference has no labels")
@@ -177,19 +235,28 @@ def distributed_check(
     """Gather each rank's shard of a generation's outputs and check them on group rank 0.
 
     Args:
-        monitor: the same monitor (same reference) on every rank; only rank 0 writes.
+        monitor: the same monitor (same reference, checked by fingerprint) on every rank; only
+            rank 0 writes.
         probe_indices: indices into ``monitor.reference.labels`` of this rank's ``predictions``
             (required with predictions when the world size is above 1; duplicates across ranks
             must agree).
-        predictions: this rank's predicted labels for those probe items.
-        embeddings: this rank's (k_r, d) sample embeddings (tensor or array; may be empty or None
-            on some ranks).
-        texts: this rank's generated texts.
+        predictions: this rank's predicted labels for those probe items (may be empty, with
+            empty or no probe_indices, or None on some ranks).
+        embeddings: this rank's (k_r, d) sample embeddings (tensor or array; may be empty, e.g.
+            ``(0, d)``, or None on some ranks).
+        texts: this rank's generated texts (may be empty or None on some ranks).
         generation, provenance: as in :class:`cm.Observation` (rank 0's values are used).
         group: a ``torch.distributed`` process group (default: the world).
-        broadcast: send the stage and generation to every rank (default True).
+        broadcast: send the stage and generation to every rank (default True; the same value
+            on every rank).
 
     Returns a :class:`DistributedResult`; ``report`` holds the Report on rank 0.
+
+    Raises:
+        InputError: on every rank alike, for bad input on any rank (the message names it), a
+            different reference on some rank (field ``monitor.reference``), or no data on any
+            rank. Every rank must call this, a rank with nothing to add with no inputs (see the
+            module docstring).
     """
     import torch.distributed as dist
 
@@ -197,24 +264,48 @@ def distributed_check(
     live = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank(group) if live else 0
     world = dist.get_world_size(group) if live else 1
+    collective = live and world > 1
     labels = ref.labels
-    width = None if ref.embeddings is None else int(ref.embeddings.shape[1])
-    meta, emb = _local_shard(labels, width, ref.texts is not None, world, probe_indices, predictions, embeddings, texts)
+    ref_meta = _reference_meta(ref)
+    meta, emb = _local_shard(
+        labels, ref_meta["width"], ref_meta["texts"], world, probe_indices, predictions, embeddings, texts
+    )
+    meta["reference"], meta["broadcast"] = ref_meta, bool(broadcast)
 
+    # The one exchange every rank always makes. Everything after it (which collectives run, and
+    # every error) is decided from the gathered metadata alone, so all ranks decide alike.
     metas: list[dict[str, Any]] = [meta]
-    if live and world > 1:
+    if collective:
         metas = [{} for _ in range(world)]
         dist.all_gather_object(metas, meta, group=group)
+    ref0 = metas[0]["reference"]
+    for r, mt in enumerate(metas):
+        if mt["reference"]["fingerprint"] != ref0["fingerprint"]:
+            raise InputError(
+                "monitor.reference",
+                f"rank {r} has a different reference ({mt['reference']['desc']}) than rank 0 ({ref0['desc']}): "
+                "build the same monitor on every rank",
+            )
+    for r, mt in enumerate(metas):
+        if mt["broadcast"] != metas[0]["broadcast"]:
+            raise InputError(
+                "broadcast",
+                f"is {mt['broadcast']} on rank {r} but {metas[0]['broadcast']} on rank 0: pass the same value on every rank",
+            )
     bad = [(r, mt["error"]) for r, mt in enumerate(metas) if mt["error"] is not None]
     if bad:
         r, (field, msg) = bad[0]
         raise InputError(field, f"on rank {r}: {msg}" if world > 1 else msg)
     if all(mt["pred"] is None and mt["n_emb"] == 0 and not mt["texts"] for mt in metas):
-        raise InputError("distributed_check", "no rank gave predictions, embeddings or texts")
+        raise InputError(
+            "distributed_check", "no rank gave predictions, embeddings or texts (every shard was None or empty)"
+        )
 
-    gathered_emb = _gather_embeddings(emb, [mt["n_emb"] for mt in metas], width, group, live and world > 1)
-    full_preds = None if labels is None else _assemble_predictions(metas, len(labels))
-    if full_preds is not None and live and world > 1:
+    # the references agree (same fingerprint), so rank 0's width / probe size hold on every rank
+    width, m = ref0["width"], ref0["m"]
+    gathered_emb = _gather_embeddings(emb, [mt["n_emb"] for mt in metas], width, group, collective)
+    full_preds = None if m is None else _assemble_predictions(metas, m)
+    if full_preds is not None and collective:
         _check_counts(metas, meta, labels, ref.classes, group)  # type: ignore[arg-type]
     all_texts = [t for mt in metas if mt["texts"] for t in mt["texts"]] or None
 
@@ -235,7 +326,7 @@ def distributed_check(
         except Exception as exc:
             exc_main = exc
             payload["error"] = _error("check", exc)
-    if broadcast and live and world > 1:
+    if metas[0]["broadcast"] and collective:
         box = [payload]
         src = 0 if group is None else dist.get_global_rank(group, 0)
         dist.broadcast_object_list(box, src=src, group=group)

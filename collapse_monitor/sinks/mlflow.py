@@ -347,6 +347,21 @@ class MLflowSink:
         self._baselines_seen: set[str] = set()
         self.last_drift_share: float | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (Lightning's ddp_spawn): the settings travel; the plot thread, its lock and
+        the client are made anew on the other side."""
+        state = dict(self.__dict__)
+        for k in ("_plotter", "_plot_lock", "_client_obj"):
+            state.pop(k, None)
+        state["_plots"] = []
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._plotter = None
+        self._plot_lock = threading.Lock()
+        self._client_obj = None
+
     def __repr__(self) -> str:
         return f"MLflowSink({safe_uri(self.tracking_uri)!r}, experiment={self.experiment!r})"
 

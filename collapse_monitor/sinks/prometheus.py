@@ -210,6 +210,13 @@ class ReportCollector:
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[float, list[Sample]]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def update(self, report: Report, samples: list[Sample]) -> bool:
         """Keep ``samples`` as the monitor's latest unless a newer check is already held."""
         with self._lock:
@@ -337,6 +344,16 @@ class PrometheusSink:
         self.spool_key = "prometheus"
         self._books: dict[str, dict[str, tuple[str, float]]] = {}
         self.collector = collector_for(registry) if registry is not None else ReportCollector()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (Lightning's ddp_spawn): a ``registry`` belongs to its process (its /metrics
+        server), so a copy in another process exports through its own collector and the
+        Pushgateway / textfile only."""
+        state = dict(self.__dict__)
+        if state.get("registry") is not None:
+            state["registry"] = None
+            state["collector"] = ReportCollector()
+        return state
 
     def __repr__(self) -> str:
         gateway = None if self.pushgateway is None else redact_url(self.pushgateway)

@@ -18,6 +18,7 @@ METRICS = {
     "collapse_monitor_last_check_timestamp_seconds",
     "push_time_seconds",
     "push_failure_time_seconds",
+    "collapse_monitor_serve_checks_total",
 }
 
 
@@ -28,7 +29,7 @@ def run(*cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_rules(promtool):
     p = run(promtool, "check", "rules", str(RULES))
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "SUCCESS: 4 rules found" in p.stdout
+    assert "SUCCESS: 5 rules found" in p.stdout
 
 
 def test_promtool_unit_tests(promtool):
@@ -55,6 +56,7 @@ def test_every_rule_has_severity_annotations_and_tests():
         "CollapseMonitorLateCollapse",
         "CollapseMonitorStale",
         "CollapseMonitorPushFailing",
+        "CollapseMonitorServeChecksFailing",
     }
     for r in rules:
         assert r["labels"]["severity"] in {"warning", "critical"}

@@ -223,3 +223,40 @@ def test_failing_sink_is_recorded_spooled_and_replayed(tmp_path) -> None:
     strict = cm.CollapseMonitor("spool2", reference=ref, sinks=[_Broken()], home=tmp_path, strict=True)
     with pytest.raises(cm.SinkError):
         strict.check(cm.Observation(predictions=[0] * 90 + [1] * 10))
+
+
+def test_checking_the_baseline_generation_again_replaces_the_baseline(tmp_path) -> None:
+    """A chain re-run from scratch (the examples and callbacks pass generation= explicitly) on a
+    new probe set: generation 0 again is the baseline, not a check against the old one (it was
+    judged 0.29 vs 0.97 on the old chain's items and paged)."""
+    import numpy as np
+
+    old = cm.Reference(labels=[0] * 60 + [1] * 30 + [2] * 10)
+    mon = cm.CollapseMonitor("rerun", reference=old, sinks=[], home=tmp_path)
+    for g in range(3):
+        mon.check(cm.Observation(predictions=[0] * 60 + [1] * 30 + [2] * 10, generation=g))
+    new_labels = np.array([2] * 10 + [0] * 60 + [1] * 30)
+    mon2 = cm.CollapseMonitor("rerun", reference=cm.Reference(labels=new_labels), sinks=[], home=tmp_path)
+    weak = new_labels.copy()
+    weak[10:40] = 1  # a weaker model on the new probe set
+    r0 = mon2.check(cm.Observation(predictions=weak, generation=0))
+    assert r0.is_baseline and r0.stage is cm.Stage.HEALTHY and not r0.alerts
+    assert any("replaces the stored baseline" in n for n in r0.notes)
+    r1 = mon2.check(cm.Observation(predictions=weak, generation=1))
+    assert r1.stage is cm.Stage.HEALTHY and r1.baseline_generation == 0
+    assert not any("reference changed" in n for n in r1.notes)  # paired against the new baseline
+    assert r1.metrics["accuracy"].baseline == pytest.approx(r0.metrics["accuracy"].value)
+
+
+def test_declines_list_the_largest_decline_first_among_equal_q(tmp_path) -> None:
+    import dataclasses
+
+    mon = cm.CollapseMonitor("order", reference=cm.Reference(labels=[0] * 90 + [1] * 10), sinks=[], home=tmp_path)
+    report = mon.check(cm.Observation(predictions=[0] * 90 + [1] * 10))
+
+    def f(key: str, rel: float, q: float) -> cm.Finding:
+        return cm.Finding(key, "tail", "baseline", 0.0, 1.0, rel, q, q, True, "mcnemar-exact")
+
+    findings = (f("a_small", -0.10, 0.0), f("rare_class_recall", -1.0, 0.0), f("b_mid", -0.5, 0.0), f("c", -0.9, 1e-3))
+    got = [d.key for d in dataclasses.replace(report, findings=findings).declines]
+    assert got == ["rare_class_recall", "b_mid", "a_small", "c"]

@@ -1,12 +1,13 @@
 """distributed_check under a real gloo process group (2 CPU processes) equals the single-process
 check on the same data: same metric values exactly, same stage, same generation.
 
-This file is also the worker: ``python test_distributed.py RANK WORLD PORT HOME OUT`` joins the
-process group and runs the scenarios; the test launches two of them.
+This file is also the worker: ``python test_distributed.py RANK WORLD PORT HOME OUT [SCENARIO]``
+joins the process group and runs the scenarios; the tests launch two of them.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -108,21 +109,108 @@ def _worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     Path(out).write_text(json.dumps(result))
 
 
-def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
-    from servers import free_port
+def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
+    """Monitors on different references, empty shards, and no data on any rank. A collective
+    timeout of 60 s (not gloo's 30 minutes) makes a regression that hangs fail fast."""
+    import time
 
+    import torch
+    import torch.distributed as dist
+
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    ref_d, gens = _data()
+    result: dict = {"rank": rank, "reports": [], "stages": []}
+
+    # rank 1 built its monitor on a lighter reference (labels only): rank 0 would all_gather the
+    # embeddings, rank 1 would not; every rank must refuse before any such collective
+    light = cm.Reference(labels=ref_d["labels"])
+    other = cm.CollapseMonitor("mismatch", reference=cm.Reference(**ref_d) if rank == 0 else light, sinks=[], home=home)
+    sh = _shard(gens[0], rank, world)
+    t0 = time.monotonic()
+    try:
+        distributed_check(
+            other,
+            probe_indices=sh["probe_indices"],
+            predictions=sh["predictions"],
+            embeddings=None if rank else sh["embeddings"],
+        )
+    except Exception as exc:  # a timeout (RuntimeError) would be a regression: record it as such
+        result["mismatch"] = [type(exc).__name__, getattr(exc, "field", None), str(exc), time.monotonic() - t0]
+
+    mon = cm.CollapseMonitor("dist", reference=cm.Reference(**ref_d), sinks=[], home=home)
+    empty_ids = np.array([], dtype=np.int64)
+    empty_pred = torch.empty(0, dtype=torch.int64)
+    empty_emb = torch.zeros((0, D))
+    g0, g1 = gens
+    shards = [
+        # generation 0: rank 0 has the probe set and the texts but no samples, rank 1 the samples
+        [
+            {
+                "probe_indices": np.arange(M),
+                "predictions": g0["predictions"],
+                "embeddings": np.empty((0, D)),
+                "texts": g0["texts"],
+            },
+            {
+                "probe_indices": empty_ids,
+                "predictions": empty_pred,
+                "embeddings": torch.from_numpy(g0["embeddings"]),
+                "texts": [],
+            },
+        ],
+        # generation 1: rank 0 has everything, rank 1 an empty shard of every kind
+        [
+            {
+                "probe_indices": np.arange(M),
+                "predictions": g1["predictions"],
+                "embeddings": g1["embeddings"],
+                "texts": g1["texts"],
+            },
+            {"probe_indices": [], "predictions": [], "embeddings": empty_emb, "texts": ()},
+        ],
+    ]
+    for g, per_rank in zip(gens, shards, strict=True):
+        res = distributed_check(mon, generation=g["generation"], **per_rank[rank])
+        result["stages"].append([None if res.stage is None else res.stage.value, res.generation])
+        if res.report is not None:
+            result["reports"].append(_clean(res.report))
+    try:  # every shard empty on every rank: nothing to check, refused alike
+        distributed_check(mon, probe_indices=[], predictions=[], embeddings=empty_emb, texts=[])
+    except cm.InputError as exc:
+        result["all_empty"] = [exc.field, str(exc)]
+    dist.barrier()
+    dist.destroy_process_group()
+    Path(out).write_text(json.dumps(result))
+
+
+def _expected(home: Path) -> list[dict]:
     import collapse_monitor as cm
 
     ref_d, gens = _data()
-    single = cm.CollapseMonitor("dist", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "single")
+    single = cm.CollapseMonitor("dist", reference=cm.Reference(**ref_d), sinks=[], home=home)
     expected = [_clean(single.check(cm.Observation(**g))) for g in gens]
     assert expected[0]["stage"] == "healthy" and expected[1]["stage"] != "healthy"  # a non-trivial comparison
+    return expected
+
+
+def _run_two_ranks(tmp_path: Path, scenario: str) -> tuple[dict, dict]:
+    from servers import free_port
 
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    home, out = tmp_path / "dist", [tmp_path / f"r{r}.json" for r in range(2)]
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, str(r), "2", str(port), str(tmp_path / "dist"), str(tmp_path / f"r{r}.json")],
+            [sys.executable, __file__, str(r), "2", str(port), str(home), str(out[r]), scenario],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -139,8 +227,15 @@ def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
                 q.kill()
             pytest.fail("distributed workers hung")
     assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)[-4000:]
-    r0 = json.loads((tmp_path / "r0.json").read_text())
-    r1 = json.loads((tmp_path / "r1.json").read_text())
+    return json.loads(out[0].read_text()), json.loads(out[1].read_text())
+
+
+def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
+    import collapse_monitor as cm
+
+    ref_d, _ = _data()
+    expected = _expected(tmp_path / "single")
+    r0, r1 = _run_two_ranks(tmp_path, "main")
 
     assert r0["reports"] == expected  # every metric value, interval, finding, stage, generation
     assert r1["reports"] == []  # only rank 0 checks (and logs, and alerts)
@@ -152,6 +247,28 @@ def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
     # the distributed chain wrote one history, on rank 0's side, like a single process
     hist = cm.CollapseMonitor("dist", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "dist").reports()
     assert [h.generation for h in hist] == [0, 1]
+
+
+def test_mismatched_references_refused_and_empty_shards_accepted(tmp_path: Path) -> None:
+    expected = _expected(tmp_path / "single")
+    r0, r1 = _run_two_ranks(tmp_path, "edge")
+
+    # a different reference on rank 1: the same InputError on both ranks, at once (no collective
+    # was entered by one rank alone, so neither waited for the 60 s timeout)
+    assert r0["mismatch"][:3] == r1["mismatch"][:3]
+    kind, field, msg, _ = r0["mismatch"]
+    assert (kind, field) == ("InputError", "monitor.reference"), r0["mismatch"]
+    assert "rank 1 has a different reference" in msg and "build the same monitor on every rank" in msg
+    assert "fingerprint=" in msg and "embeddings=(400, 8)" in msg  # names both references
+    assert max(r0["mismatch"][3], r1["mismatch"][3]) < 10
+
+    # empty shards on either rank: the single-process check on the concatenated data
+    assert r0["reports"] == expected
+    assert r1["reports"] == []
+    assert r0["stages"] == r1["stages"] == [[r["stage"], r["generation"]] for r in expected]
+    for r in (r0, r1):
+        field, msg = r["all_empty"]
+        assert field == "distributed_check" and "no rank gave" in msg
 
 
 def test_without_process_group_is_a_local_check(tmp_path: Path) -> None:
@@ -178,6 +295,14 @@ def test_without_process_group_is_a_local_check(tmp_path: Path) -> None:
         ({"probe_indices": [0, 1], "predictions": [0, 0]}, "probe_indices", "predicted by no rank"),
         ({"embeddings": np.ones((3, 2))}, "embeddings", "d=8"),
         ({}, "distributed_check", "no rank gave"),
+        # an empty shard is no shard: alone, nothing is left to check
+        (
+            {"probe_indices": [], "predictions": [], "embeddings": np.empty((0, D)), "texts": []},
+            "distributed_check",
+            "no rank gave",
+        ),
+        ({"probe_indices": [0, 1], "predictions": []}, "probe_indices", "2 entries for 0 predictions"),
+        ({"embeddings": np.empty((0, 3))}, "embeddings", "d=8"),
     ],
 )
 def test_bad_input_names_the_field(tmp_path: Path, kwargs: dict, field: str, words: str) -> None:
@@ -207,4 +332,5 @@ def test_conflicting_duplicates_are_refused() -> None:
 
 if __name__ == "__main__":
     _rank, _world, _port, _home, _out = sys.argv[1:6]
-    _worker(int(_rank), int(_world), int(_port), _home, _out)
+    _scenario = sys.argv[6] if len(sys.argv) > 6 else "main"
+    {"main": _worker, "edge": _edge_worker}[_scenario](int(_rank), int(_world), int(_port), _home, _out)

@@ -194,3 +194,74 @@ def test_hooks_package_imports_without_the_frameworks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def _full_monitor(tmp_path: Path) -> cm.CollapseMonitor:
+    from prometheus_client import CollectorRegistry
+
+    return cm.CollapseMonitor(
+        "spawned",
+        reference=cm.Reference(labels=PROBE_Y),
+        sinks=[
+            cm.MLflowSink(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", evidently=False),
+            cm.PrometheusSink(registry=CollectorRegistry(), textfile=tmp_path / "collapse.prom"),
+        ],
+        alerts=[cm.Webhook("http://127.0.0.1:9/hook", name="hook", secret="whsec_dGVzdHNlY3JldA==")],
+        routing={"warning": ["hook"]},
+        alert_budget_seconds=0.5,
+        home=tmp_path / "home",
+    )
+
+
+def test_callbacks_pickle_and_deepcopy_with_every_sink_and_channel(tmp_path: Path) -> None:
+    """Lightning pickles the Trainer with its callbacks for ddp_spawn and deep-copies callbacks
+    in some paths: the monitor's locks, sqlite connections and plot thread are process-local
+    and are opened anew in the copy, on the same home, so the chain continues."""
+    import copy
+    import pickle
+
+    from collapse_monitor.hooks.transformers import CollapseMonitorCallback as HFCallback
+
+    mon = _full_monitor(tmp_path)
+    mon.check(cm.Observation(predictions=PROBE_Y))
+    assert mon.dispatcher is not None  # an open outbox connection in the original
+    for cb in (CollapseMonitorCallback(mon, evaluate), HFCallback(mon, evaluate)):
+        for clone in (pickle.loads(pickle.dumps(cb)), copy.deepcopy(cb)):
+            m2 = clone.core.monitor if hasattr(clone, "core") else clone.monitor
+            assert m2 is not mon and m2.name == "spawned" and m2.last_report is None
+    m2 = pickle.loads(pickle.dumps(mon))
+    assert m2.check(cm.Observation(predictions=PROBE_Y)).generation == 1  # same home: the chain goes on
+    assert "whsec_" not in repr(m2)
+
+
+def test_ddp_spawn_fit_with_the_callback_finishes_and_checks_on_rank_zero(tmp_path: Path) -> None:
+    """It used to fail before training started: `cannot pickle '_thread.RLock' object`."""
+    script = tmp_path / "spawn.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_lightning import _full_monitor, _trainer, _loader, Tiny, evaluate\n"
+        "from collapse_monitor.hooks.lightning import CollapseMonitorCallback\n"
+        "from pathlib import Path\n"
+        "if __name__ == '__main__':\n"
+        f"    mon = _full_monitor(Path({str(tmp_path)!r}))\n"
+        "    cb = CollapseMonitorCallback(mon, evaluate)\n"
+        "    t = _trainer(cb, strategy='ddp_spawn', devices=2)\n"
+        "    t.fit(Tiny(), _loader())\n"
+        "    print('STATUS', t.state.status, [r.generation for r in mon.reports()])\n"
+    )
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "STATUS TrainerStatus.FINISHED [0]" in p.stdout, p.stdout[-2000:]
+
+
+def test_frozen_submodules_stay_in_eval_mode(tmp_path: Path) -> None:
+    """The evaluation switches the whole module to eval mode and restores every submodule's own
+    mode: a backbone frozen with .eval() stays frozen (its BatchNorm statistics do not move)."""
+    mon = cm.CollapseMonitor("frozen", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    model = Tiny()
+    model.net[0].eval()  # a frozen layer inside a training module
+    cb = CollapseMonitorCallback(mon, evaluate)
+    _trainer(cb).fit(model, _loader())
+    assert cb.last_error is None and cb.last_report is not None
+    assert model.training and not model.net[0].training and model.net[3].training

@@ -185,3 +185,83 @@ def test_serve_checks_new_versions_pages_stale_monitors_and_stops(tmp_path: Path
             pytest.fail(f"serve did not exit within 5 s of SIGTERM:\n{log.read_text()[-3000:]}")
     assert code == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
+
+
+def _register_net(tracking_uri: str, name: str, width: int, seed: int = 0) -> None:
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(width, K))
+    previous = tracking_utils._tracking_uri
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        mlflow.set_experiment(f"{name}-training")
+        with mlflow.start_run():
+            mlflow.pytorch.log_model(
+                net,
+                name="model",
+                registered_model_name=name,
+                pip_requirements=["torch"],
+                input_example=np.zeros((2, width), dtype=np.float32),
+            )
+    finally:
+        tracking_utils._tracking_uri = previous
+
+
+def test_a_failing_version_backs_off_leaves_no_model_copies_and_a_new_version_runs_at_once(
+    tmp_path: Path, mlflow_server, monkeypatch
+) -> None:
+    """A version whose check fails (here: the registered net expects 5 features, the probe has 4)
+    is tried again after 30 s, then 60 s, not at every tick (each try downloads the model), and
+    every download goes to a temporary folder that is removed (MLflow's default kept one model
+    copy per load, forever). A new version is checked at once."""
+    import tempfile as tf
+
+    from collapse_monitor._service_config import load_serve_config
+    from collapse_monitor.service import Service
+
+    uri = mlflow_server.tracking_uri
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tf, "tempdir", str(scratch))
+    _register_net(uri, "wide", D + 1)
+    np.save(tmp_path / "labels.npy", LABELS)
+    np.save(tmp_path / "inputs.npy", np.random.default_rng(0).normal(size=(LABELS.size, D)).astype(np.float32))
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text(
+        textwrap.dedent(f"""
+        home: state
+        reference: {{labels: labels.npy}}
+        sinks: []
+        monitors:
+          - name: wide
+            model: {{registered_name: wide, stage_or_alias: latest, tracking_uri: "{uri}"}}
+            probe: {{inputs: inputs.npy}}
+            schedule: {{interval_seconds: 1}}
+    """)
+    )
+    now = [1_800_000_000.0]
+    svc = Service(load_serve_config(cfg), clock=lambda: now[0])
+    checks = svc.c_checks
+
+    def count(outcome: str) -> float:
+        return checks.labels("wide", outcome)._value.get()
+
+    assert svc.run_check("wide") is None and count("error") == 1
+    assert list(scratch.rglob("MLmodel")) == []  # the download went to a temporary folder, now gone
+    for dt in (1, 10, 29):  # inside the first backoff: skipped, nothing downloaded
+        now[0] = 1_800_000_000.0 + dt
+        assert svc.run_check("wide") is None
+    assert count("error") == 1 and count("skipped") == 3
+    now[0] = 1_800_000_000.0 + 31
+    assert svc.run_check("wide") is None and count("error") == 2  # tried again, fails again
+    now[0] += 45  # the second backoff is 60 s
+    assert svc.run_check("wide") is None and count("error") == 2
+    _register_net(uri, "wide", D, seed=1)  # a fixed version: checked at once
+    report = svc.run_check("wide")
+    assert report is not None and report.generation == 0 and count("ok") == 1
+    assert list(scratch.rglob("MLmodel")) == []
+    assert "wide" not in svc._failures

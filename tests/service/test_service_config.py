@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,53 @@ def test_specs_reprs_redact_model_uris(cfgdir: Path) -> None:
     assert "registered_name='digits'" in shown[0] and "name='a'" in shown[2]
     assert "probe=ProbeSpec({'sample': 'probe_funcs:sample'})" in shown[2]  # names, not the inputs array
     assert "sqlite:////db?k=***" in repr(ModelSpec("m", tracking_uri="sqlite:////db?k=v4lue"))
+
+
+@pytest.mark.parametrize(
+    ("cron", "weekdays"),
+    [
+        ("0 0 * * 1-5", {0, 1, 2, 3, 4}),  # Monday-Friday (datetime.weekday(): Monday = 0)
+        ("0 0 * * 0", {6}),  # Sunday
+        ("0 0 * * 7", {6}),  # Sunday too
+        ("0 0 * * 6", {5}),  # Saturday
+        ("0 0 * * sat,sun", {5, 6}),
+        ("0 0 * * */2", {6, 1, 3, 5}),  # crontab: 0,2,4,6 = Sun, Tue, Thu, Sat
+    ],
+)
+def test_cron_days_of_week_are_crontab_days(cron: str, weekdays: set[int]) -> None:
+    """APScheduler 3 numbers days from Monday = 0; crontab from Sunday = 0 (and 7)."""
+    from datetime import datetime, timedelta
+
+    from collapse_monitor._service_config import parse_schedule
+
+    trig = parse_schedule({"cron": cron, "timezone": "UTC"}, "schedule").trigger()
+    t = datetime(2026, 12, 7, tzinfo=UTC)  # a Monday
+    seen = set()
+    prev = None
+    for _ in range(14):
+        t = trig.get_next_fire_time(prev, t + timedelta(seconds=1))
+        prev = t
+        seen.add(t.weekday())
+    assert seen == weekdays
+
+
+def test_a_cron_that_never_fires_is_a_config_error() -> None:
+    from collapse_monitor._service_config import parse_schedule
+
+    with pytest.raises(cm.ConfigError) as err:
+        parse_schedule({"cron": "0 0 31 2 *"}, "monitors[0].schedule")
+    assert err.value.key == "monitors[0].schedule.cron" and "never fires" in str(err.value)
+
+
+def test_a_fractional_misfire_grace_time_starts(tmp_path) -> None:
+    from servers import free_port
+
+    from collapse_monitor._service_config import ServeConfig, parse_settings
+    from collapse_monitor.service import Service
+
+    settings = parse_settings({"misfire_grace_time_seconds": 0.5, "port": free_port()})
+    svc = Service(ServeConfig(settings, (), tmp_path))
+    try:
+        svc.start()
+    finally:
+        svc.stop()
