@@ -282,3 +282,11 @@ def test_a_fractional_misfire_grace_time_starts(tmp_path) -> None:
         svc.start()
     finally:
         svc.stop()
+
+
+@pytest.mark.parametrize(("tag", "want"), [("0.4", 0.4), ("60", None), ("nan", None), ("inf", None), ("abc", None)])
+def test_a_bad_synthetic_fraction_tag_is_ignored_not_a_failed_check(tag: str, want) -> None:
+    from collapse_monitor._service_model import SYNTHETIC_TAG, ResolvedVersion
+
+    prov = ResolvedVersion("m", "3", "run", {SYNTHETIC_TAG: tag}).provenance()
+    assert prov.synthetic_fraction == want and prov.parent_run_id == "run"
