@@ -528,6 +528,8 @@ def serve_command(
     """
     # a dead tracking server must cost seconds, not the client's default minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    # model loads would draw MLflow's artifact download bar into the service log, once per check
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # one INFO line per job run
     svc = Service.from_config(config, port=port, host=host)
