@@ -1,9 +1,12 @@
 """Lightning retrain loop watched with ``CollapseMonitorCallback``.
 
 The same self-training chain as ``train_torch.py`` (generation 0 learns from human labels, each
-later one from the previous model's argmax pseudo-labels), written the Lightning way: one
-``Trainer.fit`` per generation, and the callback checks the fitted module on the frozen probe set
-at the end of fit (global rank zero only; a failing check never aborts fit).
+later one from the previous model's argmax pseudo-labels; a student trained with weight decay
+draws the border of the small rare class a little inside the teacher's, so the rare class
+shrinks each generation while accuracy barely moves: early collapse), written the Lightning way:
+one ``Trainer.fit`` per generation, and the callback checks the fitted module on the frozen probe
+set (10 000 items, about 200 of the rare class) at the end of fit (global rank zero only; a
+failing check never aborts fit). ``--synthetic-fraction 0`` is the control (human labels only).
 
     python train_lightning.py --generations 6 --tracking-uri sqlite:///mlflow.db
 """
@@ -18,17 +21,18 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 
+# the same world as train_torch.py (run from this folder, it is importable)
+from train_torch import PRIORS, D, draw, make_world
+
 import collapse_monitor as cm
 from collapse_monitor.hooks.lightning import CollapseMonitorCallback
 
-PRIORS = np.array([0.40, 0.30, 0.20, 0.08, 0.02])
-D = 8
-
 
 class Classifier(L.LightningModule):
-    def __init__(self, lr: float = 1e-2) -> None:
+    def __init__(self, lr: float = 1e-2, weight_decay: float = 1e-2) -> None:
         super().__init__()
         self.lr = lr
+        self.weight_decay = weight_decay
         self.net = torch.nn.Sequential(torch.nn.Linear(D, 64), torch.nn.ReLU(), torch.nn.Linear(64, len(PRIORS)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,12 +43,12 @@ class Classifier(L.LightningModule):
         return torch.nn.functional.cross_entropy(self(x), y)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
-
-
-def draw(centres: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    y = rng.choice(len(PRIORS), size=n, p=PRIORS)
-    return (centres[y] + rng.normal(size=(n, D))).astype(np.float32), y
+        # Adam with weight decay and a one-cycle learning rate that ends near 0 (two retrains on
+        # the same kind of labels land close together)
+        opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        steps = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def predict(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
@@ -56,9 +60,10 @@ def predict(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--generations", type=int, default=6)
-    p.add_argument("--n-train", type=int, default=3000)
-    p.add_argument("--n-probe", type=int, default=2000)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--n-train", type=int, default=10000)
+    p.add_argument("--n-probe", type=int, default=10000, help="frozen probe set (2 %% of it the rare class)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--synthetic-fraction", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's default)")
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
-    centres = np.random.default_rng(args.seed).normal(scale=1.6, size=(len(PRIORS), D))
+    centres = make_world(args.seed)
     x_probe, y_probe = draw(centres, args.n_probe, rng)
     mon = cm.CollapseMonitor(
         args.name,
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             enable_model_summary=False,
         )
         data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y).long())
-        model = Classifier()
+        model = Classifier(weight_decay=args.weight_decay)
         trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=128, shuffle=True))
         teacher = model
         rep = callback.last_report
