@@ -367,6 +367,8 @@ def _rate_p(
     if m <= 0 or m0 <= 0:
         return None
     t, share = x + x0, m / (m + m0)
+    if t == 0:  # no event on either side: no evidence, as the paired tests' b + c = 0
+        return 1.0
     p = stats.binom_cdf(x, t, share)
     if mid_p:
         from scipy.stats import binom

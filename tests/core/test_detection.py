@@ -421,3 +421,14 @@ def test_rules_from_a_yaml_file_reach_the_monitor(tmp_path) -> None:
     assert mon.rules.alpha == 0.05 and mon.rules.min_effect == 0.2
     assert mon.rules.tail == ("tail_coverage", "rare_class_recall")
     assert mon.rules.repeat_every_generations == 3
+
+
+def test_a_rate_with_no_event_on_either_side_is_no_evidence_under_both_tests() -> None:
+    import numpy as np
+
+    from collapse_monitor.detection import _rate_p
+
+    items = {"rate.rare_mode_mass": np.array([0, 500])}
+    base = {"rate.rare_mode_mass": np.array([0, 400])}
+    assert _rate_p("rare_mode_mass", items, base) == 1.0
+    assert _rate_p("rare_mode_mass", items, base, mid_p=True) == 1.0  # was 0.5
