@@ -11,7 +11,8 @@
     cb.last_report          # the Report (None if the check failed: see cb.last_error)
 
 ``on_train_end`` (default on) checks once per ``train()``; ``on_evaluate=True`` also checks
-after every evaluation phase (one generation each). Only the world process zero
+after every evaluation phase (one generation each). Weights already checked at the same
+training step (the last evaluation and the end of training) are not checked again. Only the world process zero
 (``state.is_world_process_zero``) checks. ``evaluate`` gets the unwrapped model and runs under
 ``model.eval()`` and ``torch.no_grad()``; the training mode is restored afterwards.
 
@@ -76,6 +77,7 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
         )
         self.check_on_evaluate = bool(on_evaluate)
         self.check_on_train_end = bool(on_train_end)
+        self._checked_at: tuple[int, Any] | None = None  # (trainer state, global step) of the last check
 
     def __repr__(self) -> str:
         return (
@@ -95,4 +97,10 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
     def _maybe_check(self, args: Any, state: Any, model: Any) -> None:
         if not getattr(state, "is_world_process_zero", True):
             return
+        # the same weights are checked once: with on_evaluate, the last evaluation and the end of
+        # training (or a trainer.evaluate() after it) see the same step; one generation, not two
+        at = (id(state), getattr(state, "global_step", None))
+        if at[1] is not None and at == self._checked_at:
+            return
+        self._checked_at = at
         self._core.run(model, (args, state, model))

@@ -144,3 +144,14 @@ def test_on_evaluate_and_contained_failures(tmp_path: Path) -> None:
     assert _trainer(tmp_path, cb2).train().global_step == 4  # training completed
     assert isinstance(cb2.last_error, RuntimeError) and cb2.last_report is None
     assert len(mon.reports()) == 2
+
+
+def test_the_same_weights_are_checked_once(tmp_path: Path) -> None:
+    """on_evaluate with on_train_end: the last evaluation and the end of training see the same
+    step, and a trainer.evaluate() afterwards too: one generation per distinct set of weights."""
+    mon = cm.CollapseMonitor("hf-once", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate, on_evaluate=True)
+    trainer = _trainer(tmp_path, cb, evaluate_each_epoch=True, epochs=2)
+    trainer.train()
+    trainer.evaluate()
+    assert [r.generation for r in mon.reports()] == [0, 1]  # epoch 1, epoch 2 (= train end)
