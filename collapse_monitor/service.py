@@ -141,6 +141,11 @@ class _StateFile:
                 raise
 
 
+class _SkippedTickFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
 class Service:
     """The scheduler, its jobs and the ``/metrics`` endpoint. ``serve_command`` runs one until
     SIGTERM; tests and embedders may call ``run_check`` / ``flush`` / ``check_staleness`` directly.
@@ -304,6 +309,15 @@ class Service:
                 f" ({len(report.errors)} delivery error(s), spooled)" if report.errors else "",
             )
             return report
+
+    def _tick_skipped(self, event: Any) -> None:
+        """A scheduled check came due while the previous one of the same monitor still ran
+        (``max_instances=1``): counted as ``skipped``, logged at debug level."""
+        job_id = str(getattr(event, "job_id", ""))
+        if job_id.startswith("check:"):
+            name = job_id[len("check:") :]
+            log.debug("%s: check still running, tick skipped", name)
+            self.c_checks.labels(name, "skipped").inc()
 
     def flush(self) -> dict[str, dict[str, int]]:
         """Replay each monitor's sink spool and redeliver its alert outbox."""
@@ -495,6 +509,14 @@ class Service:
             name="dead-man's switch",
             next_run_time=now,
         )
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+
+        sched.add_listener(self._tick_skipped, EVENT_JOB_MAX_INSTANCES)
+        # APScheduler logs every such skipped tick as a WARNING; they are counted instead (its
+        # other warnings, e.g. a missed run time, stay)
+        aps_log = logging.getLogger("apscheduler.scheduler")
+        if not any(isinstance(f, _SkippedTickFilter) for f in aps_log.filters):
+            aps_log.addFilter(_SkippedTickFilter())
         sched.start()
         self._scheduler = sched
 

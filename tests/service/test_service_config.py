@@ -290,3 +290,25 @@ def test_a_bad_synthetic_fraction_tag_is_ignored_not_a_failed_check(tag: str, wa
 
     prov = ResolvedVersion("m", "3", "run", {SYNTHETIC_TAG: tag}).provenance()
     assert prov.synthetic_fraction == want and prov.parent_run_id == "run"
+
+
+def test_ticks_skipped_while_a_check_runs_are_counted_not_logged(tmp_path, caplog) -> None:
+    import logging
+    import time
+
+    from apscheduler.triggers.interval import IntervalTrigger
+    from servers import free_port
+
+    from collapse_monitor._service_config import ServeConfig, parse_settings
+    from collapse_monitor.service import Service
+
+    svc = Service(ServeConfig(parse_settings({"port": free_port()}), (), tmp_path))
+    svc.start(http=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="apscheduler"):
+            svc._scheduler.add_job(lambda: time.sleep(1.5), IntervalTrigger(seconds=0.2), id="check:slow")
+            time.sleep(2.0)
+    finally:
+        svc.stop()
+    assert svc.c_checks.labels("slow", "skipped")._value.get() >= 3
+    assert "maximum number of running instances" not in caplog.text
