@@ -141,6 +141,11 @@ class _StateFile:
                 raise
 
 
+def _reads_remote(spec: MonitorSpec) -> bool:
+    """Does finding this monitor's latest check ask a sink (MLflow) rather than the local history?"""
+    return any(callable(getattr(s, "latest", None)) for s in spec.monitor.sinks)
+
+
 class _SkippedTickFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "maximum number of running instances reached" not in record.getMessage()
@@ -342,12 +347,19 @@ class Service:
 
     def check_staleness(self) -> list[Alert]:
         """The dead-man's switch (and the /metrics refresh from each monitor's history)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         sent: list[Alert] = []
-        with self._job():
+        with self._job(), ThreadPoolExecutor(max_workers=max(1, min(8, len(self.specs)))) as pool:
             now = self.clock()
-            for name, spec in self.specs.items():
+            # each monitor's latest check is read in parallel, and the monitors that read only
+            # their local history are judged first: a hung tracking server (a sink's latest())
+            # must not hold the dead-man's switch of the monitors that never touch it
+            reads = {name: pool.submit(self._latest, spec) for name, spec in self.specs.items()}
+            order = sorted(self.specs.items(), key=lambda item: _reads_remote(item[1]))
+            for name, spec in order:
                 try:
-                    latest = self._latest(spec)
+                    latest = reads[name].result()
                     if latest is not None:
                         self._export(latest)
                     alert = self._stale_alert(spec, latest, now)

@@ -159,3 +159,50 @@ def test_metrics_endpoint_and_stop(tmp_path: Path) -> None:
         assert svc.stop(timeout=3)
     with pytest.raises(requests.ConnectionError):
         s.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_a_hung_tracking_server_does_not_hold_the_dead_mans_switch(tmp_path: Path, http_receiver) -> None:
+    """Monitors are judged from their latest check; one whose sink reads it back from a tracking
+    server that hangs must not delay the page of a monitor that only has its local history."""
+    import threading
+
+    release = threading.Event()
+
+    class Hung:
+        name = "hung"
+
+        def emit(self, report, context=None):
+            return None
+
+        def latest(self, monitor):
+            release.wait(10)
+            return None
+
+    clock = Clock()
+    hook = cm.Webhook(http_receiver.url_for("/hook"))
+    remote = cm.CollapseMonitor("remote", reference=cm.Reference(labels=LABELS), sinks=[Hung()], home=tmp_path / "r")
+    local = cm.CollapseMonitor(
+        "local", reference=cm.Reference(labels=LABELS), sinks=[], alerts=[hook], home=tmp_path / "l", clock=clock
+    )
+    cfg = ServeConfig(
+        ServeSettings(),
+        (
+            MonitorSpec("remote", remote, expected_interval_seconds=3600),
+            MonitorSpec("local", local, expected_interval_seconds=3600),
+        ),
+        tmp_path,
+    )
+    svc = Service(cfg, clock=clock)
+    release.set()
+    svc.check_staleness()  # the clock starts for both
+    release.clear()
+    clock.t += 3601
+    done = threading.Thread(target=svc.check_staleness)
+    done.start()
+    try:
+        http_receiver.wait_for_requests(1, timeout=5)  # paged while remote's read still hangs
+        assert done.is_alive()
+        assert _events(http_receiver) == [("local", STALE_RULE, "firing")]
+    finally:
+        release.set()
+        done.join(15)
