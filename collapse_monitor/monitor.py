@@ -37,7 +37,7 @@ from .detection import Rules, detect
 from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, InputError, SinkError
 from .history import AlertState, Baseline, HistoryStore, default_home
 from .metrics.cache import ReferenceCache
-from .sinks.base import EmitContext, Sink, Spool
+from .sinks.base import EmitContext, Sink, Spool, is_permanent
 from .types import MetricValue, Observation, Provenance, Reference, Report, Stage, as_generation, as_provenance
 
 if TYPE_CHECKING:
@@ -402,10 +402,13 @@ class CollapseMonitor:
                     report = self._merge_facts(report, got)
             except Exception as exc:
                 msg = redact_text(f"{sink.name}: {type(exc).__name__}: {exc}")
-                log.warning("sink failed, report spooled for retry: %s", msg)
-                errors.append(msg)
                 try:
-                    self.spool.put(key, report)
+                    if is_permanent(exc):  # rejected for good: a retry can only fail the same way
+                        errors.append(self.spool.bury(key, sink.name, report, msg))
+                    else:
+                        log.warning("sink failed, report spooled for retry: %s", msg)
+                        errors.append(msg)
+                        self.spool.put(key, report)
                 except Exception as sexc:
                     errors.append(redact_text(f"spool: {type(sexc).__name__}: {sexc}"))
                 if self.strict and strict_error is None:

@@ -124,6 +124,13 @@ class Spool:
             )
         raise failure  # outside the except block: no __context__ chained to it
 
+    def bury(self, sink_key: str, sink_name: str, report: Report, reason: str) -> str:
+        """Write ``report`` straight to a dead letter of ``sink_key`` (a live emit the sink
+        rejected for good: spooling it would only cost one more failing replay); returns the
+        error text for the report."""
+        stem = f"{time.time_ns():020d}-{report.generation:06d}-{uuid.uuid4().hex[:8]}"
+        return self._bury(sink_name, self._dir(sink_key), stem, report.to_dict(), report, reason)
+
     @staticmethod
     def _write(d: Path, report: Report) -> Path:
         d.mkdir(parents=True, exist_ok=True)

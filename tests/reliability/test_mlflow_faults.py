@@ -119,10 +119,13 @@ def test_rejected_report_is_dead_lettered_not_blocking(fault_proxy, mlflow_serve
     poison = cm.Provenance(synthetic_fraction=0.0, sources=["generated-" + "x" * 70_000])
     r0, _ = watched_check(mon, healthy(provenance=poison))
     assert r0 is not None and any("INVALID_PARAMETER_VALUE" in e for e in r0.errors), r0.errors
+    # rejected for good on the live emit: straight to a dead letter, not into the retry queue
+    assert mon.spool.count(sink.spool_key) == 0 and len(mon.spool.dead_letters(sink.spool_key)) == 1
+    assert any("dead letter" in e for e in r0.errors), r0.errors
     fault_proxy.down()
-    r1, _ = watched_check(mon, collapsed())  # spooled behind generation 0
+    r1, _ = watched_check(mon, collapsed())  # spooled: the server is down, not refusing
     assert r1 is not None and r1.run_id is None
-    assert mon.spool.count(sink.spool_key) == 2
+    assert mon.spool.count(sink.spool_key) == 1
     fault_proxy.up()
     assert mon.flush() == {"mlflow": 1}  # generation 1 delivered past the rejected one
     assert mon.spool.count(sink.spool_key) == 0

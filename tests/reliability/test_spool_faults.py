@@ -130,11 +130,11 @@ def test_permanent_rejection_held_in_memory_is_dropped(tmp_path) -> None:
     (tmp_path / "spool").write_text("not a directory")
     sink = _Rejecting(poison={0}, fail=True)
     mon = cm.CollapseMonitor(unique("mem"), reference=reference(), sinks=[sink], home=tmp_path)
-    r0, _ = watched_check(mon, healthy())  # rejected for good, held in memory (no spool dir)
-    assert r0 is not None and mon.spool.count("rejecting") == 1
-    r1, _ = watched_check(mon, collapsed())  # the replay drops generation 0; 1 is held (sink down)
+    r0, _ = watched_check(mon, healthy())  # rejected for good on the live emit, no spool dir: dropped
+    assert r0 is not None and mon.spool.count("rejecting") == 0
+    assert any("dropped (dead letter not writable)" in e for e in r0.errors), r0.errors
+    r1, _ = watched_check(mon, collapsed())  # the sink is down: generation 1 is held in memory
     assert r1 is not None and mon.spool.count("rejecting") == 1
-    assert any("dropped (dead letter not writable)" in e for e in r1.errors), r1.errors
     sink.fail = False
     r2, _ = watched_check(mon, healthy())
     assert r2 is not None and r2.errors == () and sink.got == [1, 2]
