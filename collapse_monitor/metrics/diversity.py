@@ -92,7 +92,10 @@ def hill_number(eigenvalues: Any, q: float | str = 1.0) -> float:
     """
     q = _check_q(q)
     w = np.asarray(eigenvalues, dtype=np.float64)
-    p = w[w > 0]
+    # eigenvalues at round-off level are zero (numpy.linalg.matrix_rank's tolerance): at q < 1
+    # they would each count (5 distinct rows, duplicated, gave Vendi(q=0) = 12, not 5)
+    tol = float(w.max(initial=0.0)) * w.size * np.finfo(np.float64).eps
+    p = w[w > tol]
     if p.size == 0:
         return 1.0
     if q == "inf" or (isinstance(q, float) and np.isinf(q)):

@@ -265,3 +265,8 @@ def test_centred_and_unit_grams_block_by_block_equal_the_full_copies() -> None:
     blocks = entropy_influence(x, g_u, float(len(x)), unit=True)
     full = entropy_influence(unit, g_u, float(len(x)))
     assert (blocks.entropy, blocks.se) == (full.entropy, full.se)
+
+
+def test_vendi_at_q0_counts_distinct_rows_not_round_off_eigenvalues() -> None:
+    x = np.random.default_rng(0).normal(size=(5, 40))
+    assert vendi_score(np.repeat(x, 20, axis=0), q=0) == pytest.approx(5.0)  # was 12 or 7
