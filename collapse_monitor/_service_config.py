@@ -425,16 +425,6 @@ def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
     return ScheduleSpec(**kw)
 
 
-def _build_monitor(cfg: Mapping[str, Any], key: str, base_dir: Path, alert_budget: float) -> CollapseMonitor:
-    """``config.monitor_from_dict`` for one merged entry, errors keyed by the entry."""
-    try:
-        return monitor_from_dict(cfg, base_dir, key=key, alert_budget_seconds=alert_budget)
-    except ConfigError as exc:
-        if key == "config" or exc.key.startswith(key):
-            raise
-        raise exc.under(key) from None
-
-
 def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, host: str | None = None) -> ServeConfig:
     """Read the YAML file: the ``monitors:`` list (entries inherit the top-level keys) or the
     top-level single-monitor form."""
@@ -462,7 +452,7 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
     specs: list[MonitorSpec] = []
     seen: set[str] = set()
     for key, entry in entries:
-        mon = _build_monitor(entry, key, base, settings.alert_budget_seconds)
+        mon = monitor_from_dict(entry, base, key=key, alert_budget_seconds=settings.alert_budget_seconds)
         if mon.name in seen:
             raise ConfigError(f"{key}.name", f"duplicate monitor name {mon.name!r}")
         seen.add(mon.name)

@@ -315,28 +315,36 @@ def monitor_from_dict(
 
     ``key`` prefixes ConfigError keys (e.g. ``monitors[0]``) for configs with several monitors.
     """
+    try:
+        return _monitor_from_dict(cfg, base_dir, reference, overrides)
+    except ConfigError as exc:  # every error keyed as in the file: the entry, then its own key
+        if key == "config" or exc.key.startswith(key):
+            raise
+        raise exc.under(key) from None
+
+
+def _monitor_from_dict(
+    cfg: Mapping[str, Any], base_dir: str | os.PathLike[str], reference: Reference | None, overrides: dict[str, Any]
+) -> CollapseMonitor:
     from .detection import Rules
     from .monitor import CollapseMonitor
 
-    def at(k: str) -> str:
-        return k if key == "config" else f"{key}.{k}"
-
     name = overrides.pop("name", cfg.get("name"))
     if name is None or name == "":
-        raise ConfigError(at("name"), "the monitor needs a name: add name: my-model")
+        raise ConfigError("name", "the monitor needs a name: add name: my-model")
     if not isinstance(name, str):
-        raise ConfigError(at("name"), f"expected a string such as my-model, got {type(name).__name__} {name!r}")
+        raise ConfigError("name", f"expected a string such as my-model, got {type(name).__name__} {name!r}")
     if reference is None:
         if "reference" not in cfg:
             raise ConfigError(
-                at("reference"),
+                "reference",
                 "missing: no reference in the config; add a reference: block (embeddings: / labels: / texts: files, paths relative "
                 "to the config) or pass reference=cm.Reference(...) to from_config",
             )
         reference = load_reference(cfg["reference"], base_dir)
     strict = cfg.get("strict", False)
     if not isinstance(strict, bool):
-        raise ConfigError(at("strict"), f"expected true or false (unquoted), got {strict!r}")
+        raise ConfigError("strict", f"expected true or false (unquoted), got {strict!r}")
     home = cfg.get("home")
     if home is not None and not os.path.isabs(str(home)):
         home = os.path.join(str(base_dir), str(home))
@@ -353,10 +361,7 @@ def monitor_from_dict(
         device=cfg.get("device"),
     )
     kw.update(overrides)
-    try:
-        return CollapseMonitor(name, **kw)
-    except ConfigError as exc:  # routing / mutes / links ...: keyed as in the file
-        raise (exc if key == "config" or exc.key.startswith(key) else exc.under(key)) from None
+    return CollapseMonitor(name, **kw)
 
 
 def monitor_from_config(

@@ -141,9 +141,9 @@ class _StateFile:
                 raise
 
 
-def _reads_remote(spec: MonitorSpec) -> bool:
-    """Does finding this monitor's latest check ask a sink (MLflow) rather than the local history?"""
-    return any(callable(getattr(s, "latest", None)) for s in spec.monitor.sinks)
+def _remote_readers(spec: MonitorSpec) -> list[Any]:
+    """The monitor's sinks that can read its checks back (MLflow's ``latest(monitor)``)."""
+    return [s for s in spec.monitor.sinks if callable(getattr(s, "latest", None))]
 
 
 class _SkippedTickFilter(logging.Filter):
@@ -356,7 +356,7 @@ class Service:
             # their local history are judged first: a hung tracking server (a sink's latest())
             # must not hold the dead-man's switch of the monitors that never touch it
             reads = {name: pool.submit(self._latest, spec) for name, spec in self.specs.items()}
-            order = sorted(self.specs.items(), key=lambda item: _reads_remote(item[1]))
+            order = sorted(self.specs.items(), key=lambda item: bool(_remote_readers(item[1])))
             for name, spec in order:
                 try:
                     latest = reads[name].result()
@@ -378,12 +378,9 @@ class Service:
         checks back (MLflow) when training jobs run elsewhere with their own history."""
         reports = spec.monitor.reports()
         newest = max(reports, key=lambda r: r.created_at) if reports else None
-        for sink in spec.monitor.sinks:
-            fetch = getattr(sink, "latest", None)
-            if not callable(fetch):
-                continue
+        for sink in _remote_readers(spec):
             try:
-                remote = fetch(spec.name)
+                remote = sink.latest(spec.name)
             except Exception as exc:
                 log.info(
                     "%s: could not read the latest check from %s: %s",
