@@ -68,7 +68,7 @@ from .diversity import (
     sym_eigh,
     vendi_score,
 )
-from .knn import _resolve_dtype, _to_tensor, as_matrix, float32_is_enough, knn_center, prdc_pass, resolve_device
+from .knn import _resolve_dtype, _to_tensor, as_matrix, centred_radii2, knn_center, prdc_pass, resolve_device
 from .stats import normal_quantile, percentile_interval, wilson_interval
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -317,7 +317,7 @@ def build_generator_state(
     import torch
 
     from .approx import DEFAULT_NPROBE, build_ivf, check_knn, ivf_kth_d2
-    from .knn import _check_chunk, _check_k, _self_radii2
+    from .knn import _check_chunk, _check_k
 
     method, nlist, nprobe = check_knn(knn, nlist, nprobe)
     ref = as_matrix(ref_embeddings, "reference.embeddings")
@@ -338,19 +338,16 @@ def build_generator_state(
     mean = ref.mean(axis=0)
     _, cov = mean_cov(ref)
     ivf: dict[str, Any] = {}
+    center = knn_center(mean, _spread(cov))
     with torch.inference_mode():
-        x = _to_tensor(ref, knn_center(mean, _spread(cov)), ndt, dev)
         if method == "ivf":
+            x = _to_tensor(ref, center, ndt, dev)
             index = build_ivf(x, nlist, seed)
             probe = DEFAULT_NPROBE if nprobe is None else nprobe
             radii2 = ivf_kth_d2(x, k, index, probe)
             ivf = dict(knn="ivf", nprobe=probe, ivf_centroids=index.centroids, ivf_assign=index.assign)
-        else:
-            radii2 = _self_radii2(x, k, chunk)
-            if not float32_is_enough(x, radii2):  # far-apart modes: float32 cannot resolve them
-                ndt = np.dtype(np.float64)
-                x = _to_tensor(ref, knn_center(mean, _spread(cov)), ndt, dev)
-                radii2 = _self_radii2(x, k, chunk)
+        else:  # in float64 where float32 cannot resolve the neighbourhoods (far-apart modes)
+            x, radii2, ndt = centred_radii2(ref, center, ndt, dev, k, chunk)
         radii2_np = radii2.cpu().numpy().astype(np.float64)
         del x, radii2
     n_tail = int(np.clip(round(tq * n), 1, n - 1))

@@ -244,6 +244,21 @@ def float32_is_enough(x: torch.Tensor, radii2: torch.Tensor) -> bool:
     return norm2 * float(torch.finfo(torch.float32).eps) <= _FLOAT32_TOLERANCE * med
 
 
+def centred_radii2(
+    arr: np.ndarray, center: np.ndarray, np_dtype: np.dtype[Any], dev: torch.device, k: int, chunk: int | None
+) -> tuple[torch.Tensor, torch.Tensor, np.dtype[Any]]:
+    """``(x, radii2, dtype)``: the rows of ``arr`` centred on ``center`` in ``np_dtype`` and their
+    squared k-NN radii, both again in float64 where float32 cannot resolve the neighbourhoods
+    (:func:`float32_is_enough`)."""
+    x = _to_tensor(arr, center, np_dtype, dev)
+    radii2 = _self_radii2(x, k, chunk)
+    if not float32_is_enough(x, radii2):
+        np_dtype = np.dtype(np.float64)
+        x = _to_tensor(arr, center, np_dtype, dev)
+        radii2 = _self_radii2(x, k, chunk)
+    return x, radii2, np_dtype
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -279,12 +294,7 @@ def kth_nn_radii(
     if arr.shape[0] == 1:
         return np.zeros(1)
     with torch.inference_mode():
-        center = knn_center(arr.mean(axis=0), _std(arr))
-        x = _to_tensor(arr, center, ndt, dev)
-        d2 = _self_radii2(x, k, chunk)
-        if not float32_is_enough(x, d2):
-            x = _to_tensor(arr, center, np.dtype(np.float64), dev)
-            d2 = _self_radii2(x, k, chunk)
+        _, d2, _ = centred_radii2(arr, knn_center(arr.mean(axis=0), _std(arr)), ndt, dev, k, chunk)
         out = d2.cpu().numpy().astype(np.float64)
     return out if squared else np.sqrt(out)
 
@@ -381,16 +391,15 @@ def prdc_pass(
         else:
             r2_ref = torch.from_numpy(ref_radii2).to(device=dev, dtype=tdt)
         r2_s = _self_radii2(s, k, chunk, operands=ops_s)
-        if not (float32_is_enough(r, r2_ref) and float32_is_enough(s, r2_s)):
+        ref_ok = float32_is_enough(r, r2_ref)
+        if not (ref_ok and float32_is_enough(s, r2_s)):
             # float32 cannot resolve these neighbourhoods (far-apart modes, or samples in a tight
             # cluster far from the reference's centre): the whole pass in float64
             ndt, tdt = np.dtype(np.float64), torch.float64
             r, s = _to_tensor(ref, center, ndt, dev), _to_tensor(gen, center, ndt, dev)
             ops_r, ops_s = _operands(r), _operands(s)
-            if ref_radii2 is None or not float32_is_enough(r.float(), r2_ref):
-                r2_ref = _self_radii2(r, k, chunk, operands=ops_r)
-            else:
-                r2_ref = r2_ref.to(tdt)
+            redo = ref_radii2 is None or not ref_ok  # given radii that float32 resolved are kept
+            r2_ref = _self_radii2(r, k, chunk, operands=ops_r) if redo else r2_ref.to(tdt)
             r2_s = _self_radii2(s, k, chunk, operands=ops_s)
         rows = _row_block(gen.shape[0], ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1])
