@@ -166,6 +166,10 @@ class CollapseMonitor:
         return monitor_from_config(path, reference=reference, **overrides)
 
     @property
+    def _outbox_path(self) -> Path:
+        return self.home / "outbox.db"
+
+    @property
     def dispatcher(self) -> AlertDispatcher | None:
         if not self.channels:
             return None
@@ -174,7 +178,7 @@ class CollapseMonitor:
 
             self._dispatcher = AlertDispatcher(
                 self.channels,
-                outbox_path=self.home / "outbox.db",
+                outbox_path=self._outbox_path,
                 **self._dispatcher_opts,
             )
         return self._dispatcher
@@ -439,7 +443,7 @@ class CollapseMonitor:
         budget. Each channel whose delivery failed in this check gets one redacted line in
         ``report.errors`` - also when the event stays queued for a retry. Never raises, except
         ``AlertDeliveryError`` in strict mode when a delivery failed for good."""
-        if not self.channels or (not keys and self._dispatcher is None and not (self.home / "outbox.db").exists()):
+        if not self.channels or (not keys and self._dispatcher is None and not self._outbox_path.exists()):
             return report  # no outbox yet (it opens at the first alert): nothing can be pending
         errors = list(report.errors)
         strict_error: str | None = None

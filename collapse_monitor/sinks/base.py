@@ -82,6 +82,11 @@ def is_permanent(exc: BaseException) -> bool:
     return getattr(exc, "permanent", False) is True
 
 
+def _stem(report: Report) -> str:
+    """A spool file's name without suffix: time first (files sort oldest first), then generation."""
+    return f"{time.time_ns():020d}-{report.generation:06d}-{uuid.uuid4().hex[:8]}"
+
+
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
@@ -128,15 +133,14 @@ class Spool:
         """Write ``report`` straight to a dead letter of ``sink_key`` (a live emit the sink
         rejected for good: spooling it would only cost one more failing replay); returns the
         error text for the report."""
-        stem = f"{time.time_ns():020d}-{report.generation:06d}-{uuid.uuid4().hex[:8]}"
-        return self._bury(sink_name, self._dir(sink_key), stem, report.to_dict(), report, reason)
+        return self._bury(sink_name, self._dir(sink_key), _stem(report), report.to_dict(), report, reason)
 
     @staticmethod
     def _write(d: Path, report: Report) -> Path:
         d.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns():020d}-{report.generation:06d}-{uuid.uuid4().hex[:8]}.json"
-        _atomic_write(d / name, json.dumps(report.to_dict()))
-        return d / name
+        path = d / f"{_stem(report)}.json"
+        _atomic_write(path, json.dumps(report.to_dict()))
+        return path
 
     def pending(self, sink_key: str) -> list[Path]:
         """Spooled files of ``sink_key``, oldest first (reports held in memory not included)."""
@@ -227,8 +231,7 @@ class Spool:
                     errors.append(f"{sink.name}: replay failed: {reason}")
                     break
                 report = held.pop(0)
-                stem = f"{time.time_ns():020d}-{report.generation:06d}-{uuid.uuid4().hex[:8]}"
-                errors.append(self._bury(sink.name, self._dir(key), stem, report.to_dict(), report, reason))
+                errors.append(self._bury(sink.name, self._dir(key), _stem(report), report.to_dict(), report, reason))
                 continue
             held.pop(0)
             done += 1
