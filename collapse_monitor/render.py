@@ -7,7 +7,7 @@ from typing import Any
 
 from .types import Report, Stage
 
-__all__ = ["STAGE_STYLE", "history_table", "report_table", "stage_text"]
+__all__ = ["STAGE_STYLE", "column_width", "history_table", "report_table", "stage_text"]
 
 STAGE_STYLE = {Stage.HEALTHY: "green", Stage.EARLY_COLLAPSE: "yellow", Stage.LATE_COLLAPSE: "bold red"}
 
@@ -28,6 +28,18 @@ def _fmt(report: Report, key: str) -> str:
     return f"[red]{txt}↓[/]" if sig else txt
 
 
+def column_width(header: str, cells: list[str], *, wrap: bool = False) -> int:
+    """Column width: its longest header word (headers wrap at spaces) or its widest cell (its
+    longest word with ``wrap``: the cells may wrap at spaces, never inside a word), in terminal
+    cells, markup not counted. Used by ``history_table`` and ``collapse-monitor report``."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    plain = [Text.from_markup(c).plain for c in cells]
+    cell = [cell_len(w) for c in plain for w in c.split()] if wrap else [cell_len(c) for c in plain]
+    return max([*(cell_len(w) for w in header.split()), *cell, 1])
+
+
 def history_table(
     reports: Sequence[Report],
     keys: Sequence[str],
@@ -38,7 +50,6 @@ def history_table(
     """One row per generation: the given metric keys and the stage. Significant declines are
     red with an arrow."""
     from rich.table import Table
-    from rich.text import Text
 
     rows = []
     for i, r in enumerate(reports):
@@ -58,9 +69,7 @@ def history_table(
         # its longest word or value: the table fits an 80-column terminal instead of cutting
         # headers and the stage to "overall_a..." and "late_coll..."
         header = k.replace("_", " ")
-        cells = [Text.from_markup(row[j]).cell_len for row in rows]
-        width = max([6, *(len(w) for w in header.split()), *cells])
-        table.add_column(header, justify="right", max_width=width)
+        table.add_column(header, justify="right", max_width=max(6, column_width(header, [row[j] for row in rows])))
     table.add_column("synthetic", justify="right")
     table.add_column("stage")
     for row in rows:

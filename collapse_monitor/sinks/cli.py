@@ -96,16 +96,6 @@ def _png_path(monitor: str, out: str | Path | None) -> Path:
 RUN_ID_CHARS = 8
 
 
-def _width(header: str, cells: list[str], *, wrap: bool = False) -> int:
-    """Column width: its longest header word (headers wrap at spaces) or its widest cell (its
-    longest word with ``wrap``: the cells may wrap at spaces, never inside a word)."""
-    from rich.text import Text
-
-    plain = [Text.from_markup(c).plain for c in cells]
-    cell = [len(w) for c in plain for w in c.split()] if wrap else [len(c) for c in plain]
-    return max([*(len(w) for w in header.split()), *cell, 1])
-
-
 def report_command(
     monitor: str, tracking_uri: str | None = None, out: str | Path | None = None, console: Any = None
 ) -> int:
@@ -118,7 +108,7 @@ def report_command(
     (named below it; the PNG has them all)."""
     from rich.table import Table
 
-    from ..render import stage_text
+    from ..render import column_width, stage_text
 
     con = _console(console)
     sink = MLflowSink(tracking_uri)
@@ -150,28 +140,28 @@ def report_command(
     run_ids = [r.run_id or "-" for r in reports]
 
     heads = {k: k.replace("_", " ") for k in keys}
-    wrapped = {k: _width(heads[k], values[k]) for k in keys}  # headers on one line per word
+    wrapped = {k: column_width(heads[k], values[k]) for k in keys}  # headers on one line per word
     unwrapped = {k: max(len(heads[k]), wrapped[k]) for k in keys}
     fixed = [
-        _width("gen", [str(r.generation) for r in reports]),
-        _width("stage", stages, wrap=True),
-        _width("synthetic", synthetic),
+        column_width("gen", [str(r.generation) for r in reports]),
+        column_width("stage", stages, wrap=True),
+        column_width("synthetic", synthetic),
     ]
 
-    def table_width(widths: dict[str, int], n_keys: int, id_width: int) -> int:
+    def tablecolumn_width(widths: dict[str, int], n_keys: int, id_width: int) -> int:
         cols = [*fixed, *(widths[k] for k in keys[:n_keys]), id_width]
         return sum(cols) + 3 * len(cols) + 1  # each column: its width + 2 padding + 1 rule
 
     short = max(len("run id"), min(RUN_ID_CHARS, max(len(i) for i in run_ids)))
     full = max(len("run id"), *(len(i) for i in run_ids))
     shown = len(keys)
-    while shown > 1 and table_width(wrapped, shown, short) > con.width:
+    while shown > 1 and tablecolumn_width(wrapped, shown, short) > con.width:
         shown -= 1
     # room to spare (all metrics shown): full run ids first, then headers on one line
     widths, id_width = wrapped, short
     if shown == len(keys):
         for w, i in ((unwrapped, full), (wrapped, full)):
-            if table_width(w, shown, i) <= con.width:
+            if tablecolumn_width(w, shown, i) <= con.width:
                 widths, id_width = w, i
                 break
 
