@@ -105,17 +105,21 @@ def test_disabled_channel_is_a_final_failure(http_receiver, tmp_path, make_alert
     assert len(http_receiver.requests) == 1
 
 
+def _hooked_monitor(name: str, url: str, home) -> cm.CollapseMonitor:
+    return cm.CollapseMonitor(
+        name,
+        reference=cm.Reference(labels=LABELS),
+        sinks=[],
+        alerts=[cm.Webhook(url, name="hook")],
+        home=home,
+        alert_budget_seconds=1,
+    )
+
+
 def test_a_failing_outbox_never_breaks_a_check(http_receiver, tmp_path):
     """The redelivery every check now does is contained like the rest: an outbox that fails
     (here: its table is gone) is an error in the report, not an exception in the training job."""
-    mon = cm.CollapseMonitor(
-        "broken-outbox",
-        reference=cm.Reference(labels=LABELS),
-        sinks=[],
-        alerts=[cm.Webhook(http_receiver.url, name="hook")],
-        home=tmp_path,
-        alert_budget_seconds=1,
-    )
+    mon = _hooked_monitor("broken-outbox", http_receiver.url, tmp_path)
     assert mon.check(cm.Observation(predictions=LABELS)).errors == ()
     assert mon.dispatcher is not None  # opens the outbox (a check opens it at its first alert)
     with sqlite3.connect(tmp_path / "outbox.db") as db:
@@ -132,14 +136,7 @@ def test_an_outbox_that_cannot_be_opened_never_breaks_a_check(http_receiver, tmp
     error in the report and the check still returns its report (the stage is not lost)."""
     (tmp_path / "outbox.db").mkdir()
     (tmp_path / "outbox.db" / "blocker").write_text("x")
-    mon = cm.CollapseMonitor(
-        "unopenable-outbox",
-        reference=cm.Reference(labels=LABELS),
-        sinks=[],
-        alerts=[cm.Webhook(http_receiver.url, name="hook")],
-        home=tmp_path,
-        alert_budget_seconds=1,
-    )
+    mon = _hooked_monitor("unopenable-outbox", http_receiver.url, tmp_path)
     mon.check(cm.Observation(predictions=LABELS))
     report = mon.check(cm.Observation(predictions=[0] * len(LABELS)))  # collapse: an alert fires
     assert report.stage is not cm.Stage.HEALTHY and report.alerts

@@ -15,21 +15,21 @@ import collapse_monitor as cm
 pytestmark = pytest.mark.slow
 
 
+def _run_demo(cwd: Path, env: dict[str, str], *args: str, timeout: int = 400) -> subprocess.CompletedProcess[str]:
+    """``collapse-monitor demo ARGS`` as a user runs it (the console script, else ``-m``)."""
+    cli = Path(sys.executable).parent / "collapse-monitor"
+    cmd = [str(cli)] if cli.exists() else [sys.executable, "-m", "collapse_monitor.cli"]
+    env = {**os.environ, **env}
+    return subprocess.run(
+        [*cmd, "demo", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, check=False
+    )
+
+
 def test_demo_three_generations_logs_every_check_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "demo-out"
     db = tmp_path / "mlflow.db"
-    cli = Path(sys.executable).parent / "collapse-monitor"
-    cmd = [str(cli)] if cli.exists() else [sys.executable, "-m", "collapse_monitor.cli"]
-    env = {**os.environ, "COLUMNS": "80", "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
-    result = subprocess.run(
-        [*cmd, "demo", "--generations", "3", "--seed", "1", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
+    env = {"COLUMNS": "80", "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    result = _run_demo(tmp_path, env, "--generations", "3", "--seed", "1", "--out", str(out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout
     # the per-generation tables (one per loop), the verdict lines and the MLflow hint
@@ -84,31 +84,22 @@ def test_demo_never_prints_tracking_credentials_and_says_when_logging_failed(tmp
     with socket.socket() as s:  # a closed loopback port: every MLflow write fails
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cli = Path(sys.executable).parent / "collapse-monitor"
-    cmd = [str(cli)] if cli.exists() else [sys.executable, "-m", "collapse_monitor.cli"]
     uri = f"http://bob:s3cretPASS@127.0.0.1:{port}/"
-    env = {**os.environ, "COLUMNS": "100", "COLLAPSE_MONITOR_HOME": str(tmp_path / "home")}
-    result = subprocess.run(
-        [
-            *cmd,
-            "demo",
-            "--scenario",
-            "gaussian",
-            "--loop",
-            "replace",
-            "--generations",
-            "2",
-            "--tracking-uri",
-            uri,
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
+    env = {"COLUMNS": "100", "COLLAPSE_MONITOR_HOME": str(tmp_path / "home")}
+    result = _run_demo(
+        tmp_path,
+        env,
+        "--scenario",
+        "gaussian",
+        "--loop",
+        "replace",
+        "--generations",
+        "2",
+        "--tracking-uri",
+        uri,
+        "--out",
+        str(tmp_path / "out"),
         timeout=300,
-        cwd=tmp_path,
-        env=env,
-        check=False,
     )
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
