@@ -8,7 +8,9 @@
     ├── SinkError                   a sink (MLflow, Prometheus, Evidently) failed in strict mode
     │   └── PermanentSinkError      (collapse_monitor.sinks) a sink rejected one report for good:
     │                               its spool moves it to a dead letter instead of retrying
-    └── AlertDeliveryError          an alert channel failed in strict mode / on a test send
+    ├── AlertDeliveryError          an alert channel failed in strict mode / on a test send
+    └── WebhookVerificationError(ValueError)  (collapse_monitor.alerting) a received webhook's
+                                    signature or timestamp did not verify (``verify_webhook``)
 
 Every message says which field or key was wrong, what was expected and what came, and never
 contains a secret (webhook secrets, routing keys, tokens in URLs are redacted before they

@@ -17,7 +17,8 @@ Every channel implements one Protocol, ``send(event, *, timeout=None) -> Deliver
 every event to the sqlite :class:`Outbox` before delivering it, and delivers within a
 bounded budget; what is left is retried later (``redeliver()``, ``collapse-monitor serve``).
 Secrets (signing secrets, routing keys, tokens in URLs) never appear in reprs, logs,
-exceptions, results or the outbox.
+exceptions, results or the outbox. Receivers of signed webhooks check them with
+:func:`verify_webhook` (signature in constant time, timestamp against replay).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .outbox import Outbox, OutboxRow, RetryPolicy
 from .pagerduty import PagerDuty
 from .slack import Slack
 from .teams import Teams
-from .webhook import Webhook, webhook_signature
+from .webhook import Webhook, WebhookVerificationError, verify_webhook, webhook_signature
 
 __all__ = [
     "AlertDispatcher",
@@ -46,10 +47,12 @@ __all__ = [
     "Slack",
     "Teams",
     "Webhook",
+    "WebhookVerificationError",
     "channel_from_config",
     "channels_from_config",
     "parse_mutes",
     "report_summary",
     "send_test_event",
+    "verify_webhook",
     "webhook_signature",
 ]

@@ -281,5 +281,8 @@ def json_safe(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact, deterministic JSON (the same event renders to the same bytes on every attempt)."""
-    return json.dumps(json_safe(obj), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    """Compact, deterministic JSON (the same event renders to the same bytes on every attempt),
+    always valid UTF-8: a lone surrogate (a file name decoded with ``surrogateescape``, e.g. a
+    provenance source) becomes ``?`` instead of failing the render - and with it the alert."""
+    text = json.dumps(json_safe(obj), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return text.encode("utf-8", "replace")

@@ -7,7 +7,8 @@ matches them by label set): ``alertname`` (``CollapseMonitor`` + the rule in Cam
 ``labels`` given (e.g. ``team``). The stage and generation change from check to check, so they
 are annotations, not labels. Annotations: ``summary``, ``description`` (what fell, interval,
 generation, synthetic share), ``runbook_url``, ``dashboard_url``, ``mlflow_run_url``.
-``generatorURL`` is the MLflow run link when there is one.
+``generatorURL`` is the MLflow run link when there is one (made a valid URI first: Alertmanager
+rejects the whole alert with 422 when that one field does not parse).
 
 Lifetime: a posted alert stays active until ``endsAt``. A firing or repeat event sets
 ``endsAt = alert time + resend_window`` (default 72 h); the monitor re-sends while the stage
@@ -29,20 +30,21 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import ConfigError
 from ._http import HttpChannel, Transport, dumps
 from ._render import headline, is_http, plain_text
 from .base import AlertEvent
 
-__all__ = ["Alertmanager", "alertname_for"]
+__all__ = ["Alertmanager", "alertname_for", "generator_url"]
 
 DEFAULT_RESEND_WINDOW = 72 * 3600.0
 TEST_LIFETIME = 300.0
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RESERVED = {"alertname", "monitor", "rule", "severity"}
 _ALERTS_PATH = "/api/v2/alerts"
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def alertname_for(rule: str) -> str:
@@ -53,6 +55,33 @@ def alertname_for(rule: str) -> str:
     """
     words = [w for w in re.split(r"[^A-Za-z0-9]+", rule) if w]
     return "CollapseMonitor" + "".join(w[:1].upper() + w[1:] for w in words)
+
+
+def generator_url(url: Any) -> str | None:
+    """``url`` as Alertmanager's ``generatorURL`` (OpenAPI ``format: uri``, parsed with Go's
+    ``url.Parse``), or None when it cannot be one. Alertmanager answers 422 to the WHOLE alert
+    when this field does not parse, so a stray ``%`` or a bad host in a link must not cost the
+    page: invalid percent escapes become ``%25``, spaces, control and non-ASCII characters are
+    percent-encoded, and a URL whose host or port does not parse is left out (the link stays
+    in the annotations).
+
+    >>> generator_url("http://mlflow.example/runs/50%off here")
+    'http://mlflow.example/runs/50%25off%20here'
+    >>> generator_url("http://[bad/x") is None
+    True
+    """
+    if not isinstance(url, str) or not is_http(url.strip()):
+        return None
+    fixed = _BAD_ESCAPE.sub("%25", url.strip())
+    fixed = quote(fixed, safe="!#$%&'()*+,/:;=?@[]~")
+    try:
+        parts = urlsplit(fixed)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        return None
+    if not parts.hostname or "%" in parts.netloc:  # Go refuses most escapes in a host
+        return None
+    return fixed
 
 
 def _rfc3339(ts: float) -> str:
@@ -68,6 +97,11 @@ def _alerts_url(url: Any) -> Any:
     'http://127.0.0.1:9093/api/v2/alerts?token=abc'
     >>> _alerts_url("https://am.example.com/prefix/api/v2/alerts/")
     'https://am.example.com/prefix/api/v2/alerts'
+
+    A v1 endpoint (removed in Alertmanager 0.27) is taken for the v2 one of the same server:
+
+    >>> _alerts_url("http://127.0.0.1:9093/api/v1/alerts")
+    'http://127.0.0.1:9093/api/v2/alerts'
     """
     if not isinstance(url, str):
         return url
@@ -76,8 +110,10 @@ def _alerts_url(url: Any) -> Any:
     except ValueError:
         return url
     path = parts.path.rstrip("/")
-    if path.endswith(_ALERTS_PATH):
-        path = path[: -len(_ALERTS_PATH)]
+    for api in (_ALERTS_PATH, "/api/v1/alerts"):
+        if path.endswith(api):
+            path = path[: -len(api)]
+            break
     return urlunsplit((parts.scheme, parts.netloc, path + _ALERTS_PATH, parts.query, ""))
 
 
@@ -151,9 +187,9 @@ class Alertmanager(HttpChannel):
             "startsAt": _rfc3339(starts),
             "endsAt": _rfc3339(ends),
         }
-        gen = link.get("mlflow_run")
-        if gen and is_http(str(gen)):
-            obj["generatorURL"] = str(gen)
+        gen = generator_url(link.get("mlflow_run"))
+        if gen is not None:
+            obj["generatorURL"] = gen
         return obj
 
     def _request(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:

@@ -12,13 +12,17 @@ Guarantees and bounds
 - **Several processes at once.** A row is *claimed* in a ``BEGIN IMMEDIATE`` transaction that
   sets a lease (``lease_until``; default 60 s, at least twice the channel's timeout + 5 s);
   no other process takes a leased row, and a lease that outlives a killed process simply
-  expires. Per (channel, dedup key) rows go out in order: a resolve never overtakes its
+  expires; an attempt that outlives its lease records nothing (the process that took the row
+  over owns it). Per (channel, dedup key) rows go out in order: a resolve never overtakes its
   firing event.
 - **Retry policy** (:class:`RetryPolicy`, defaults): exponential backoff with full jitter,
   ``uniform(0, min(600 s, 1 s * 2**(attempt-1)))``; ``Retry-After`` (seconds or HTTP-date)
   replaces the backoff (capped at 1 h); no retry on 4xx except 408 and 429; 410 disables the
   channel (persisted: later processes skip it until its URL/key changes); a row is ``dead``
-  after 20 attempts or 24 h.
+  after 24 h (``max_age_seconds``) or 1000 attempts. The age is the limit that binds: with
+  the 600 s cap a receiver that stays down is tried about every 5 minutes for the whole day
+  (a 20-attempt limit, as before, gave up after about an hour of outage under ``serve``, and
+  after four or five checks without it: a paging provider's hour-long incident lost pages).
 - **Bounded in-call delivery.** :meth:`Outbox.deliver` works on due rows, waiting for
   backoffs only while they end inside ``budget_seconds``; no attempt starts after the budget
   is spent and each attempt's timeout is capped by its channel's fair share of what is left
@@ -40,6 +44,7 @@ and never sent. ``last_error`` is redacted by the channel before it is stored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -111,7 +116,9 @@ class RetryPolicy:
 
     base_seconds: float = 1.0
     cap_seconds: float = 600.0
-    max_attempts: int = 20
+    #: a safety net only: ``max_age_seconds`` ends retries first (24 h of attempts at the
+    #: 600 s cap, mean 300 s apart, is about 300 attempts)
+    max_attempts: int = 1000
     max_age_seconds: float = 86400.0
     max_retry_after_seconds: float = 3600.0
 
@@ -420,11 +427,33 @@ class Outbox:
         else:  # failed, or anything a custom channel made up
             new = "dead"
         with self._tx() as db:
-            db.execute(
+            # only while this process still holds the lease: an attempt that outlived it (DNS, a
+            # trickling answer) must not overwrite what the process that took the row over
+            # recorded - e.g. turn its "delivered" back into "pending", which re-sends the alert
+            cur = db.execute(
                 "UPDATE outbox SET status=?, next_attempt_at=?, lease_owner=NULL, lease_until=NULL, updated_at=?,"
-                " delivered_at=?, last_http_status=?, last_error=? WHERE seq=?",
-                (new, next_at, now, now if new == "delivered" else None, result.http_status, error, row.seq),
+                " delivered_at=?, last_http_status=?, last_error=? WHERE seq=? AND lease_owner IS ?",
+                (
+                    new,
+                    next_at,
+                    now,
+                    now if new == "delivered" else None,
+                    result.http_status,
+                    error,
+                    row.seq,
+                    self.owner,
+                ),
             )
+            lost = cur.rowcount == 0
+        if lost:
+            current = self.get(row.id, row.channel)
+            log.warning(
+                "alert %s to channel %s: the lease ran out during the attempt (%s); another process took the row over",
+                row.id,
+                row.channel,
+                status,
+            )
+            return current.result() if current is not None else dataclasses.replace(result, status=new)
         if new == "disabled":
             log.error("alert channel %s answered 410 Gone: disabled (later processes skip it too)", row.channel)
             self.disable_channel(row.channel, fingerprint, error or "410 Gone")

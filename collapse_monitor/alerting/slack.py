@@ -27,7 +27,17 @@ _EMOJI = {
 
 
 def _mrkdwn_escape(s: str) -> str:
+    """Slack's three control characters as entities (Slack: "you must escape &, < and >")."""
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _truncate(s: str, limit: int) -> str:
+    """``s`` cut to ``limit`` characters without splitting an ``&amp;`` / ``&lt;`` / ``&gt;``."""
+    if len(s) <= limit:
+        return s
+    cut = s[:limit]
+    amp = cut.rfind("&", max(0, limit - 4))
+    return cut[:amp] if amp != -1 and ";" not in cut[amp:] else cut
 
 
 class Slack(HttpChannel):
@@ -65,20 +75,24 @@ class Slack(HttpChannel):
         ]
         summary = a.summary if not event.test else "If you can read this, collapse-monitor can page you here."
         blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {_mrkdwn_escape(summary)}"[:3000]}}
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _truncate(f"{icon} {_mrkdwn_escape(summary)}", 3000)},
+            }
         )
         blocks.append(
             {
                 "type": "section",
                 "fields": [
-                    {"type": "mrkdwn", "text": f"*{k}*\n{_mrkdwn_escape(v)}"[:2000]} for k, v in facts(event)[:10]
+                    {"type": "mrkdwn", "text": _truncate(f"*{k}*\n{_mrkdwn_escape(v)}", 2000)}
+                    for k, v in facts(event)[:10]
                 ],
             }
         )
         lines = detail_lines(event)
         if lines:
             text = "*What fell*\n" + "\n".join(f"• `{_mrkdwn_escape(ln)}`" for ln in lines)
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}})
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _truncate(text, 3000)}})
         lk = links(event)
         buttons = [
             {"type": "button", "text": {"type": "plain_text", "text": label[:75]}, "url": url[:3000]}
@@ -89,8 +103,12 @@ class Slack(HttpChannel):
             blocks.append({"type": "actions", "elements": buttons})
         other = [f"{label}: {_mrkdwn_escape(url)}" for label, url in lk if not is_http(url)]
         if other:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "; ".join(other)[:3000]}]})
-        return {"text": plain_text(event)[:3900], "blocks": blocks}
+            blocks.append(
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": _truncate("; ".join(other), 3000)}]}
+            )
+        # ``text`` is mrkdwn too (it is the notification and the fallback): escaped like the
+        # blocks, or a ``<unk>`` class label would vanish and ``<!channel>`` would ping everyone
+        return {"text": _truncate(_mrkdwn_escape(plain_text(event)), 3900), "blocks": blocks}
 
     def _request(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:
         return self._url, dumps(self.payload(event)), {}

@@ -11,6 +11,16 @@ and the decoded bytes are the HMAC key) or any other string, whose UTF-8 bytes a
 the key unchanged (or ``bytes``, used as they are). Without a secret the request is sent
 unsigned (no ``webhook-signature`` header).
 
+Receivers verify a request with :func:`verify_webhook` (or any Standard Webhooks library,
+given a ``whsec_`` secret): it recomputes the HMAC over the *raw* body bytes, compares it in
+constant time with every ``v1,`` signature in the header (several are allowed: secret
+rotation), and rejects a ``webhook-timestamp`` more than ``tolerance`` seconds (default 300)
+from the receiver's clock, so a captured request cannot be replayed later. Within the
+tolerance, ``webhook-id`` is the idempotency key: store the ids seen in the last
+``tolerance`` seconds and drop repeats (a retry after a lost answer carries the same id).
+Note: Standard Webhooks libraries always base64-decode the secret; give them a ``whsec_``
+secret, or use :func:`verify_webhook`, which treats a secret exactly as the sender does.
+
 Body (JSON, the same bytes on every attempt)::
 
     {"type": "collapse_monitor.alert.firing" | "...resolved" | "...test",
@@ -24,16 +34,26 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
-from ..errors import ConfigError
+from ..errors import CollapseMonitorError, ConfigError
 from ._http import HttpChannel, Transport, dumps
 from ._render import plain_text
 from .base import AlertEvent
 
-__all__ = ["Webhook", "webhook_signature"]
+__all__ = ["DEFAULT_TOLERANCE_SECONDS", "Webhook", "WebhookVerificationError", "verify_webhook", "webhook_signature"]
+
+#: How far a ``webhook-timestamp`` may be from the receiver's clock (the Standard Webhooks
+#: reference libraries use the same 5 minutes).
+DEFAULT_TOLERANCE_SECONDS = 300.0
+
+
+class WebhookVerificationError(CollapseMonitorError, ValueError):
+    """A webhook request failed verification: missing header, bad timestamp, wrong signature.
+    The message says which check failed; it never contains the secret or a signature."""
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -61,6 +81,68 @@ def webhook_signature(secret: str | bytes, msg_id: str, timestamp: int, body: by
     signed = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
+
+
+def verify_webhook(
+    secret: str | bytes,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> str:
+    """Verify one signed webhook request on the receiving side; returns its ``webhook-id``.
+
+    ``headers``: the request headers (any mapping; names are matched case-insensitively);
+    ``body``: the raw request body exactly as received (parse JSON only after verifying);
+    ``secret``: the same value given to :class:`Webhook`. Raises
+    :class:`WebhookVerificationError` when a header is missing, the timestamp is more than
+    ``tolerance`` seconds away from ``now`` (default: the current time) or no ``v1``
+    signature matches (compared in constant time).
+
+    >>> secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    >>> sig = webhook_signature(secret, "msg_1", 1700000000, b'{"a":1}')
+    >>> hdrs = {"Webhook-Id": "msg_1", "Webhook-Timestamp": "1700000000", "Webhook-Signature": sig}
+    >>> verify_webhook(secret, hdrs, b'{"a":1}', now=1700000100)
+    'msg_1'
+    >>> verify_webhook(secret, hdrs, b'{"a":2}', now=1700000100)
+    Traceback (most recent call last):
+    ...
+    collapse_monitor.alerting.webhook.WebhookVerificationError: webhook-signature: no v1 signature matches
+    """
+    key = _key(secret)
+    try:
+        tol = float(tolerance)
+    except (TypeError, ValueError):
+        raise ConfigError("tolerance", f"expected seconds >= 0, got {tolerance!r}") from None
+    if not (tol >= 0 and math.isfinite(tol)):
+        raise ConfigError("tolerance", f"expected seconds >= 0, got {tolerance!r}")
+    lower = {str(k).lower(): v for k, v in headers.items()}
+    fields = {}
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        value = lower.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise WebhookVerificationError(f"{name}: header missing")
+        fields[name] = value.strip()
+    msg_id, ts_text, sig_header = fields["webhook-id"], fields["webhook-timestamp"], fields["webhook-signature"]
+    if not ts_text.isascii() or not ts_text.isdigit():
+        raise WebhookVerificationError("webhook-timestamp: expected integer unix seconds")
+    ts = int(ts_text)
+    current = time.time() if now is None else float(now)
+    if abs(current - ts) > tol:
+        raise WebhookVerificationError(
+            f"webhook-timestamp: {abs(current - ts):.0f} s from now, more than the {tol:g} s tolerance"
+            " (a replayed or delayed request, or a skewed clock)"
+        )
+    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    expected = webhook_signature(key, msg_id, ts, raw).encode()
+    matched = False
+    for candidate in sig_header.split():
+        # no early exit: every candidate is compared, each in constant time
+        matched |= candidate.startswith("v1,") and hmac.compare_digest(candidate.encode(), expected)
+    if not matched:
+        raise WebhookVerificationError("webhook-signature: no v1 signature matches")
+    return msg_id
 
 
 def _iso(ts: float) -> str:

@@ -63,13 +63,15 @@ def make_report(make_alert: Callable[..., Alert]) -> Callable[..., Report]:
             relative_change=-0.328, p_value=0.0001, q_value=0.0012, significant=True, test="mcnemar-exact",
             ci_low=0.38, ci_high=0.45,
         )  # fmt: skip
+        kw.setdefault(
+            "provenance", Provenance(synthetic_fraction=0.6, parent_run_id="run-2", sources=["s3://bucket/gen2"])
+        )
         return Report(
             monitor=MONITOR,
             generation=3,
             stage=Stage.EARLY_COLLAPSE,
             metrics={"tail_coverage": MetricValue(0.41, 0.38, 0.45, baseline=0.61)},
             findings=(finding,),
-            provenance=Provenance(synthetic_fraction=0.6, parent_run_id="run-2", sources=["s3://bucket/gen2"]),
             run_id="0123abcd",
             **kw,
         )

@@ -66,3 +66,90 @@ def test_real_alertmanager_fires_and_resolves(alertmanager_server, http_receiver
         assert resolved["alerts"][0]["status"] == "resolved"
         assert resolved["alerts"][0]["fingerprint"] == alert["fingerprint"]
         assert am.wait_for_alerts(lambda a: all(x["status"]["state"] != "active" for x in a)) is not None
+
+
+def _amtool_query(amtool: str, url: str, *matchers: str) -> list[dict]:
+    """``amtool alert query`` (active alerts only, its default) as JSON."""
+    import json
+    import subprocess
+
+    p = subprocess.run(
+        [amtool, "alert", "query", f"--alertmanager.url={url}", "-o", "json", *matchers],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout or "[]")
+
+
+def _wait_amtool(amtool: str, url: str, predicate, *matchers: str, timeout: float = 30.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = _amtool_query(amtool, url, *matchers)
+        if predicate(got):
+            return got
+        assert time.monotonic() < deadline, f"amtool alert query {matchers}: not as expected within {timeout} s: {got}"
+        time.sleep(0.25)
+
+
+def test_amtool_sees_the_alert_fire_repeat_and_clear(alertmanager_server, amtool, tmp_path, make_alert):
+    """The on-call view: ``amtool alert query`` lists the alert while it fires (one alert through
+    repeats) and no longer once the lifecycle resolves it - with another severity than the
+    firing (the dispatcher sends the firing's, so the label sets match). Two monitors at once:
+    resolving one leaves the other firing."""
+    am = alertmanager_server()
+    channel = cm.Alertmanager(am.url, name="am", labels={"team": "ml"})
+    match = ["alertname=CollapseMonitorEarlyCollapse", "monitor=digits-generator"]
+    with AlertDispatcher([channel], outbox_path=tmp_path / "o.db") as d:
+        assert [r.status for r in d.dispatch([make_alert(), make_alert(monitor="other-model")])] == ["delivered"] * 2
+        (held,) = _wait_amtool(amtool, am.url, lambda a: len(a) == 1, *match)
+        assert held["labels"] == {
+            "alertname": "CollapseMonitorEarlyCollapse",
+            "monitor": "digits-generator",
+            "rule": "early_collapse",
+            "severity": "warning",
+            "team": "ml",
+        }
+        assert held["status"]["state"] == "active"
+        assert held["annotations"]["summary"] == "[WARNING] digits-generator: early collapse at generation 3"
+        fingerprint = held["fingerprint"]
+
+        (rep,) = d.dispatch([make_alert(repeat=True, generation=4)])
+        assert rep.status == "delivered"
+        (again,) = _wait_amtool(amtool, am.url, lambda a: a and a[0]["annotations"]["generation"] == "4", *match)
+        assert again["fingerprint"] == fingerprint and again["startsAt"] == held["startsAt"]
+
+        (res,) = d.dispatch([make_alert(status="resolved", severity="info", stage=cm.Stage.HEALTHY, generation=5)])
+        assert res.status == "delivered"
+        assert _wait_amtool(amtool, am.url, lambda a: a == [], *match) == []
+        (other,) = _amtool_query(amtool, am.url, "alertname=CollapseMonitorEarlyCollapse")
+        assert other["labels"]["monitor"] == "other-model"
+
+        # firing again later opens it again (a new episode, not stuck resolved)
+        (refire,) = d.dispatch([make_alert(generation=6)])
+        assert refire.status == "delivered"
+        (back,) = _wait_amtool(amtool, am.url, lambda a: len(a) == 1, *match)
+        assert back["fingerprint"] == fingerprint and back["annotations"]["generation"] == "6"
+
+
+def test_a_malformed_mlflow_link_does_not_cost_the_alert(alertmanager_server, amtool, tmp_path, make_alert):
+    """Alertmanager answers 422 to the WHOLE alert when ``generatorURL`` does not parse as a URI
+    (a stray ``%``, a bad host): the alert must still arrive, the link in the annotations."""
+    am = alertmanager_server()
+    channel = cm.Alertmanager(am.url, name="am")
+    links = {
+        "digits-generator": "http://mlflow.example/runs/50%off",
+        "bad-host": "http://[mlflow/#/experiments/1/runs/abc",
+        "bad-port": "http://mlflow.example:99999/#/runs/abc",
+    }
+    with AlertDispatcher([channel], outbox_path=tmp_path / "o.db") as d:
+        for monitor, link in links.items():
+            (r,) = d.dispatch([make_alert(monitor=monitor, links={"mlflow_run": link})])
+            assert (r.status, r.http_status) == ("delivered", 200), r.error
+    held = _wait_amtool(amtool, am.url, lambda a: len(a) == 3, "alertname=CollapseMonitorEarlyCollapse")
+    by = {a["labels"]["monitor"]: a for a in held}
+    assert by["digits-generator"]["generatorURL"] == "http://mlflow.example/runs/50%25off"
+    assert not by["bad-host"].get("generatorURL") and not by["bad-port"].get("generatorURL")
+    assert {m: a["annotations"]["mlflow_run_url"] for m, a in by.items()} == links

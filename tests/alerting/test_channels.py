@@ -176,7 +176,7 @@ def test_alertmanager_payload(http_receiver, make_alert, assert_complete_message
     assert obj2["endsAt"] == obj2["startsAt"]
 
 
-@pytest.mark.parametrize("path", ["/", "", "/am/", "/am/api/v2/alerts"])
+@pytest.mark.parametrize("path", ["/", "", "/am/", "/am/api/v2/alerts", "/am/api/v1/alerts"])
 def test_alertmanager_url_keeps_its_query(http_receiver, make_alert, path):
     """A token in the query (a proxy in front of Alertmanager) stays the query: the API path
     goes into the path, once."""
@@ -278,3 +278,40 @@ def test_userinfo_becomes_basic_auth(http_receiver, make_alert):
     (req,) = http_receiver.wait_for_requests(1)
     assert req.path == "/am/api/v2/alerts"
     assert req.header("authorization") == "Basic " + base64.b64encode(b"am-user:p@ss").decode()
+
+
+def test_slack_text_is_escaped_like_the_blocks(http_receiver, make_alert):
+    """Slack parses the top-level ``text`` (the notification) as mrkdwn as well: a class label
+    such as ``<unk>`` would vanish from it and ``<!channel>`` in a name would ping everyone."""
+    detail = {"key": "class_recall.<unk>", "value": 0.1, "baseline": 0.5, "relative_change": -0.8}
+    alert = make_alert(monitor="lm <!channel> & co", details=(detail,), summary="class_recall.<unk> -80%")
+    assert cm.Slack(http_receiver.url).send(AlertEvent(alert)).status == "delivered"
+    body = http_receiver.wait_for_requests(1)[0].json()
+    assert body["blocks"][0]["text"]["type"] == "plain_text"  # shown literally: not escaped
+    texts = [o for b in body["blocks"] for o in [b.get("text"), *b.get("fields", ())] if o and o["type"] == "mrkdwn"]
+    for where, text in [("text", body["text"]), ("mrkdwn blocks", json.dumps(texts))]:
+        assert "<unk>" not in text and "<!channel>" not in text, where
+        assert "&lt;unk&gt;" in text and "lm &lt;!channel&gt; &amp; co" in text, where
+    assert len(body["text"]) <= 3900
+
+
+def test_slack_truncation_never_splits_an_entity():
+    from collapse_monitor.alerting.slack import _truncate
+
+    text = "a" * 3897 + "&lt;unk&gt;"
+    cut = _truncate(text, 3900)
+    assert cut == "a" * 3897 and len(_truncate("&amp;" * 1000, 3000)) == 3000
+
+
+def test_undecodable_file_name_in_the_report_does_not_lose_the_alert(http_receiver, make_alert, make_report):
+    """A provenance source read with os.listdir from a non-UTF-8 file name carries a lone
+    surrogate; the body must still be rendered (valid UTF-8), not the alert dropped."""
+    report = make_report(provenance=cm.Provenance(synthetic_fraction=0.6, sources=["/data/gen\udcff3.parquet"]))
+    event = AlertEvent(make_alert(), report=report_summary(report))
+    key = "k" * 32
+    for ch in (cm.Webhook(http_receiver.url, secret=SECRET), cm.PagerDuty(key, url=http_receiver.url)):
+        r = ch.send(event)
+        assert r.status == "delivered", r.error
+    for req in http_receiver.wait_for_requests(2):
+        req.body.decode("utf-8")  # strict: valid UTF-8
+        assert "/data/gen?3.parquet" in json.dumps(req.json(), ensure_ascii=False)

@@ -65,6 +65,21 @@ def test_retry_after_beyond_the_budget_leaves_the_event_pending(http_receiver, t
     d.close()
 
 
+def test_a_huge_retry_after_is_capped_at_an_hour(http_receiver, tmp_path, make_alert, fake_clock):
+    """``Retry-After: 604800`` (a week) from a misbehaving receiver must not silence the page for
+    a week: the wait is capped at ``RetryPolicy.max_retry_after_seconds`` (1 h by default)."""
+    http_receiver.respond((429, {"Retry-After": "604800"}, "go away"))
+    with AlertDispatcher(
+        [cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", budget_seconds=1, clock=fake_clock
+    ) as d:
+        (r,) = d.dispatch([make_alert()])
+        assert r.status == "pending" and r.http_status == 429
+        assert r.next_attempt_at == pytest.approx(fake_clock.now + 3600)
+        fake_clock.advance(3601)
+        (r2,) = d.redeliver(budget_seconds=2)
+    assert r2.status == "delivered" and len(http_receiver.requests) == 2
+
+
 def test_http_date_retry_after(http_receiver, tmp_path, make_alert, fake_clock):
     from email.utils import formatdate
 
@@ -242,6 +257,40 @@ def test_expired_rows_go_dead(tmp_path, make_alert, fake_clock):
     ob.close()
 
 
+@pytest.mark.parametrize(("age", "want"), [(50, "pending"), (101, "dead")])
+def test_a_retryable_answer_past_max_age_gives_up(tmp_path, make_alert, fake_clock, age, want):
+    """The attempt itself ends the retries once the event is older than ``max_age_seconds`` (not
+    only the ``expire()`` sweep): a 503 at 101 s of a 100 s budget is final."""
+    ob = Outbox(tmp_path / "o.db", clock=fake_clock, retry=RetryPolicy(max_age_seconds=100), lease_seconds=3600)
+    event = AlertEvent(make_alert())
+    ob.enqueue(event, {"hook": "pending"})
+    row = ob.claim(["hook"])
+    assert row is not None
+    fake_clock.advance(age)
+    done = ob.complete(row, DeliveryResult("hook", event.id, "retry", 503, error="HTTP 503"))
+    assert done.status == want
+    (stored,) = ob.rows()
+    assert stored.status == want
+    if want == "dead":
+        assert "gave up" in stored.last_error
+    ob.close()
+
+
+def test_prune_deletes_old_finished_rows_and_keeps_pending_ones(tmp_path, make_alert, fake_clock):
+    ob = Outbox(tmp_path / "o.db", clock=fake_clock, retry=RetryPolicy(max_age_seconds=90 * 86400))
+    done_event, waiting_event = AlertEvent(make_alert()), AlertEvent(make_alert(rule="late_collapse"))
+    ob.enqueue(done_event, {"hook": "pending"})
+    row = ob.claim(["hook"])
+    assert row is not None and row.id == done_event.id
+    ob.complete(row, DeliveryResult("hook", done_event.id, "delivered", 200))
+    ob.enqueue(waiting_event, {"hook": "pending"})
+    fake_clock.advance(31 * 86400)
+    assert ob.prune(keep_seconds=30 * 86400) == 1
+    (left,) = ob.rows()
+    assert (left.id, left.status) == (waiting_event.id, "pending")  # still owed to on-call
+    ob.close()
+
+
 def test_custom_channel_that_raises_is_contained(tmp_path, make_alert):
     class Boom:
         name = "boom"
@@ -254,3 +303,89 @@ def test_custom_channel_that_raises_is_contained(tmp_path, make_alert):
     with AlertDispatcher([Boom()], outbox_path=tmp_path / "o.db", retry=pol, budget_seconds=0.3) as d:
         (r,) = d.dispatch([make_alert()])
     assert r.status == "pending" and "RuntimeError: kaput" in r.error
+
+
+def test_an_outage_of_hours_is_retried_until_max_age_not_given_up_after_an_hour(http_receiver, tmp_path, make_alert):
+    """PagerDuty (or the network to it) down for 6 hours while ``serve`` redelivers every few
+    minutes: with the default policy the page is still pending and goes out when the receiver
+    is back (a 20-attempt limit gave up after about an hour: the page was lost)."""
+    from servers import Response
+
+    clock = FakeClockForOutage()
+    http_receiver.default = Response(503, body="upstream unavailable")
+    ob = Outbox(tmp_path / "o.db", clock=clock, rng=random.Random(7))
+    pd = cm.PagerDuty("R0UTINGKEY0123456789abcdefABCDEF", url=http_receiver.url, name="pd")
+    event = AlertEvent(make_alert(severity="critical"))
+    ob.enqueue(event, {"pd": "pending"})
+    try:
+        while clock.elapsed < 6 * 3600:
+            ob.deliver({"pd": pd}, budget_seconds=0.2)
+            clock.advance(300)
+        (row,) = ob.rows()
+        assert row.status == "pending", (row.status, row.attempts, row.last_error)
+        assert row.attempts > 20
+        http_receiver.default = Response(202, body={"status": "success"})
+        clock.advance(600)
+        (done,) = ob.deliver({"pd": pd}, budget_seconds=2)
+        assert done.status == "delivered"
+        # ...and the age limit still ends it: a day later a row that never got through is dead
+        late = AlertEvent(make_alert(rule="late_collapse", severity="critical"))
+        http_receiver.default = Response(503)
+        ob.enqueue(late, {"pd": "pending"})
+        t0 = clock.now
+        while ob.get(late.id, "pd").status == "pending":  # type: ignore[union-attr]
+            assert clock.elapsed < 40 * 3600
+            ob.deliver({"pd": pd}, budget_seconds=0.2)
+            clock.advance(600)
+        dead = ob.get(late.id, "pd")
+        assert dead is not None and dead.status == "dead"
+        assert 24 * 3600 <= clock.now - t0 <= 24 * 3600 + 1200
+    finally:
+        ob.close()
+
+
+class FakeClockForOutage:
+    def __init__(self) -> None:
+        self.start = self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    @property
+    def elapsed(self) -> float:
+        return self.now - self.start
+
+
+def test_an_attempt_that_outlives_its_lease_does_not_undo_the_takeover(http_receiver, tmp_path, make_alert, fake_clock):
+    """Process A's attempt hangs past its lease; process B takes the row over and delivers it.
+    A's late 'timed out, retry' must not turn B's 'delivered' back into 'pending' (which would
+    send the alert a second time)."""
+    from servers import Response
+
+    a = Outbox(tmp_path / "o.db", clock=fake_clock, lease_seconds=60)
+    b = Outbox(tmp_path / "o.db", clock=fake_clock, lease_seconds=60)
+    hook = cm.Webhook(http_receiver.url, name="hook", timeout=0.3)
+    event = AlertEvent(make_alert())
+    a.enqueue(event, {"hook": "pending"})
+    row_a = a.claim(["hook"])
+    assert row_a is not None
+    http_receiver.respond(Response(200, delay=1.0))  # A's answer never comes in time
+    late = hook.send(row_a.event())
+    assert late.status == "retry"
+    fake_clock.advance(61)  # ... and by the time A gives up, its lease has run out
+    row_b = b.claim(["hook"])
+    assert row_b is not None and row_b.attempts == 2
+    assert b.complete(row_b, hook.send(row_b.event())).status == "delivered"
+    after_a = a.complete(row_a, late)
+    assert after_a.status == "delivered"  # the row's real state, not A's stale view
+    (row,) = a.rows()
+    assert (row.status, row.attempts) == ("delivered", 2)
+    fake_clock.advance(3600)
+    assert a.claim(["hook"]) is None and b.claim(["hook"]) is None  # nothing to send again
+    assert len(http_receiver.requests) == 2  # A's abandoned attempt and B's delivery, one webhook-id
+    assert {r.header("webhook-id") for r in http_receiver.requests} == {event.id}
+    a.close()
+    b.close()

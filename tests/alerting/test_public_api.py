@@ -24,11 +24,13 @@ def test_alerting_all_is_pinned():
         "Slack",
         "Teams",
         "Webhook",
+        "WebhookVerificationError",
         "channel_from_config",
         "channels_from_config",
         "parse_mutes",
         "report_summary",
         "send_test_event",
+        "verify_webhook",
         "webhook_signature",
     ]
     for name in alerting.__all__:
