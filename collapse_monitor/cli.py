@@ -28,10 +28,24 @@ def _add_demo(sub: Any) -> None:
         "demo", parents=[_common()], help="run a recursive-training chain and show when collapse is flagged"
     )
     p.add_argument("--scenario", default="digits", help="digits | selftrain | mixture | gaussian | zipf_text")
-    p.add_argument("--loop", action="append", help="loop(s) to run side by side (default: replace and accumulate)")
-    p.add_argument("--generations", type=int, default=10, help="generations after the human-data one (default 10)")
+    p.add_argument(
+        "--loop",
+        action="append",
+        help="replace | accumulate | fresh | stable (selftrain also: sampled); repeat the option to run several "
+        "side by side (default: replace and accumulate)",
+    )
+    p.add_argument(
+        "--generations",
+        type=int,
+        default=10,
+        help="generations per loop, the human-data generation 0 included (default 10, at least 2)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the scenario (default 0)")
-    p.add_argument("--out", default="collapse-demo-out", help="output folder for the HTML report and PNG charts")
+    p.add_argument(
+        "--out",
+        default="collapse-demo-out",
+        help="output folder for the HTML report, PNG charts and monitor state (default collapse-demo-out)",
+    )
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's default)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--pushgateway", default=None, help="also push every check to this Pushgateway URL")
@@ -95,7 +109,12 @@ def _build() -> argparse.ArgumentParser:
     p = sub.add_parser("alerts", parents=[_common()], help="alert channels")
     asub = p.add_subparsers(dest="alerts_command", required=True)
     t = asub.add_parser("test", parents=[_common()], help="send a test event to every configured channel")
-    t.add_argument("--config", default=None, help="YAML config whose alerts: to test (default: collapse.yaml)")
+    t.add_argument(
+        "--config",
+        default=None,
+        help="YAML config whose alerts: to test (default: $COLLAPSE_MONITOR_CONFIG, else the first of collapse.yaml, "
+        "collapse.yml, collapse_monitor.yaml, collapse_monitor.yml in the working directory)",
+    )
     return parser
 
 

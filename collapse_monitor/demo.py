@@ -13,10 +13,15 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .detection import at_least
+from .errors import ConfigError
+from .report_html import AGGREGATE_LABEL
 from .types import Report, Stage
+
+if TYPE_CHECKING:
+    from .simulate import Scenario
 
 __all__ = ["Verdict", "aggregate_flags", "aggregate_score", "run_chain", "run_demo", "verdict"]
 
@@ -67,30 +72,35 @@ class Verdict(dict):
 def verdict(reports: Sequence[Report], aggregates: Sequence[dict[str, float]]) -> Verdict:
     flagged = next((r for r in reports if r.stage is not Stage.HEALTHY), None)
     agg_at = next((i for i, fired in enumerate(aggregate_flags(aggregates)) if fired), None)
+    score = aggregate_score(aggregates)
     v = Verdict(
         flagged_at=None if flagged is None else flagged.generation,
         stage_at_flag=None if flagged is None else flagged.stage.value,
         aggregate_at=agg_at,
+        aggregate=None if score is None else score[0],
     )
     v["lead"] = None if v["flagged_at"] is None or agg_at is None else agg_at - v["flagged_at"]
     return v
 
 
 def _verdict_line(loop: str, v: Verdict, generations: int) -> str:
-    agg = "never within the run" if v["aggregate_at"] is None else f"at generation {v['aggregate_at']}"
+    label = AGGREGATE_LABEL.get(v.get("aggregate") or "")
+    if label is None:
+        agg = ""
+    else:
+        agg = f"; {label} " + (
+            "never within the run" if v["aggregate_at"] is None else f"at generation {v['aggregate_at']}"
+        )
     if v["flagged_at"] is None:
-        return f"[green]{loop}[/]: stayed healthy for {generations} generations; overall accuracy -2 pts {agg}"
+        return f"[green]{loop}[/]: stayed healthy for {generations} generations{agg}"
     lead = ""
     if v["lead"] is not None:
         lead = f" -> [bold]{v['lead']} generation(s) of early warning[/]" if v["lead"] > 0 else " (no lead)"
-    return (
-        f"[bold]{loop}[/]: collapse flagged at generation {v['flagged_at']} ({v['stage_at_flag']}); "
-        f"overall accuracy -2 pts {agg}{lead}"
-    )
+    return f"[bold]{loop}[/]: collapse flagged at generation {v['flagged_at']} ({v['stage_at_flag']}){agg}{lead}"
 
 
 def run_chain(
-    scenario: str,
+    scenario: str | Scenario,
     loop: str,
     generations: int,
     *,
@@ -103,13 +113,18 @@ def run_chain(
     task: Any = None,
     scenario_options: dict[str, Any] | None = None,
 ) -> tuple[list[Report], list[dict[str, float]]]:
-    """Run one chain, check every generation; returns (reports, aggregates)."""
+    """Run one chain, check every generation; returns (reports, aggregates). ``scenario`` is a
+    scenario name (built here with ``loop``, ``seed`` and ``scenario_options``) or a
+    :class:`~collapse_monitor.simulate.Scenario` already built."""
     from .monitor import CollapseMonitor
-    from .simulate import make_scenario
+    from .simulate import Scenario, make_scenario
 
-    sc = make_scenario(scenario, loop=loop, seed=seed, **(scenario_options or {}))
+    if isinstance(scenario, Scenario):
+        sc = scenario
+    else:
+        sc = make_scenario(scenario, loop=loop, seed=seed, **(scenario_options or {}))
     mon = CollapseMonitor(
-        name or f"demo-{scenario}-{loop}", reference=sc.reference, sinks=list(sinks), home=home, rules=rules
+        name or f"demo-{sc.name}-{loop}", reference=sc.reference, sinks=list(sinks), home=home, rules=rules
     )
     reports: list[Report] = []
     aggs: list[dict[str, float]] = []
@@ -140,14 +155,21 @@ def run_demo(
 
     from .render import history_table
     from .report_html import write_report
+    from .simulate import make_scenario
 
     console = Console()
-    loops = list(loops or ["replace", "accumulate"])
+    loops = list(dict.fromkeys(loops or ["replace", "accumulate"]))  # a loop given twice runs once
     out = Path(out)
+    # every argument is checked before anything is printed or written
     if generations < 2:
-        console.print("[red]--generations must be at least 2[/]")
-        return 2
+        raise ConfigError(
+            "generations", f"must be at least 2 (generation 0 is the human-data baseline), got {generations}"
+        )
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", f"{out} exists and is not a folder; give --out a folder (created if missing)")
+    scenarios = {loop: make_scenario(scenario, loop=loop, seed=seed) for loop in loops}
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    names = {loop: f"demo-{scenario}-{loop}-{stamp}" for loop in loops}
     state = out / "state"
     if state.exists():
         shutil.rmtree(state)
@@ -180,13 +202,13 @@ def run_demo(
         for loop in loops:
             task = progress.add_task(f"{loop:>10} loop", total=generations)
             chains[loop] = run_chain(
-                scenario,
+                scenarios[loop],
                 loop,
                 generations,
                 seed=seed,
                 sinks=sinks,
                 home=state / loop,
-                name=f"demo-{scenario}-{loop}-{stamp}",
+                name=names[loop],
                 progress=progress,
                 task=task,
             )
@@ -205,19 +227,28 @@ def run_demo(
         json.dumps({"scenario": scenario, "seed": seed, "verdicts": verdicts, "seconds": elapsed}, indent=2)
     )
     console.print(f"\nReport: [link=file://{html.resolve()}]{html}[/] (PNG charts beside it)")
+    n_checks = sum(len(r) for r, _ in chains.values())
+
+    def failed(sink: Any) -> int:
+        return sum(any(e.startswith(f"{sink.name}:") for e in rep.errors) for r, _ in chains.values() for rep in r)
+
+    kept = f"spooled in {state} until the next demo run replaces it; see the warnings above"
+    for sink in sinks[1:] if mlflow else sinks:  # the Pushgateway
+        if failed(sink):
+            console.print(
+                f"Pushgateway: {failed(sink)} of {n_checks} checks could not be pushed ({kept})",
+                style="yellow",
+                markup=False,
+                highlight=False,
+            )
     if mlflow:
         from .sinks.mlflow import safe_uri
 
         # never print credentials (user:token@ or ?token= in the URI)
         uri = safe_uri(tracking_uri or _default_tracking_uri())
-        n_checks = sum(len(r) for r, _ in chains.values())
-        failed = sum(
-            any(e.startswith(f"{sinks[0].name}:") for e in rep.errors) for r, _ in chains.values() for rep in r
-        )
-        if failed:
+        if failed(sinks[0]):
             console.print(
-                f"MLflow: {failed} of {n_checks} checks could not be logged to {uri} (kept in {state} "
-                "and retried by the next check of the same monitor; see the warnings above)",
+                f"MLflow: {failed(sinks[0])} of {n_checks} checks could not be logged to {uri} ({kept})",
                 style="yellow",
                 markup=False,
                 highlight=False,
@@ -226,7 +257,21 @@ def run_demo(
             console.print(f"MLflow: every check was logged to {uri}. Open it with:", markup=False, highlight=False)
             # one line whatever the width, so the command copies whole from the terminal
             console.print(f"  mlflow ui --backend-store-uri {uri}", soft_wrap=True, markup=False, highlight=False)
-    console.print(f"[dim]{sum(len(r) for r, _ in chains.values())} checks in {elapsed:.1f} s[/]")
+            # each loop is a monitor of its own: name them, so `report` and `gate` can be tried on them
+            console.print(
+                f"Monitors: {', '.join(names.values())}. History table and CI gate of one:",
+                markup=False,
+                highlight=False,
+            )
+            first = next(iter(names.values()))
+            for cmd in ("report", "gate"):
+                console.print(
+                    f"  collapse-monitor {cmd} --monitor {first} --tracking-uri {uri}",
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
+    console.print(f"[dim]{n_checks} checks in {elapsed:.1f} s[/]")
     return 0
 
 

@@ -14,7 +14,10 @@ from typing import Any
 
 from .types import Report, Stage
 
-__all__ = ["plot_history", "plot_trend", "write_report"]
+__all__ = ["AGGREGATE_LABEL", "plot_history", "plot_trend", "write_report"]
+
+#: how a verdict names its aggregate alert (``demo.AGG_THRESHOLD``), by the verdict's ``aggregate`` key
+AGGREGATE_LABEL = {"accuracy": "overall accuracy -2 pts", "frechet_distance": "Frechet distance x2"}
 
 _STAGE_COLOR = {Stage.HEALTHY: "#2e7d32", Stage.EARLY_COLLAPSE: "#f9a825", Stage.LATE_COLLAPSE: "#c62828"}
 
@@ -183,11 +186,12 @@ def write_report(
     for name, v in (verdicts or {}).items():
         flagged = v.get("flagged_at")
         agg = v.get("aggregate_at")
+        alert = AGGREGATE_LABEL.get(v.get("aggregate") or "", "aggregate metric alert")
         txt = (
             f"{name}: collapse flagged at generation {flagged} ({v.get('stage_at_flag')}); "
             if flagged is not None
             else f"{name}: healthy throughout; "
-        ) + ("aggregate metric alert never fired" if agg is None else f"aggregate metric alert at generation {agg}")
+        ) + (f"{alert} never within the run" if agg is None else f"{alert} at generation {agg}")
         parts.append(f"<div class='verdict'>{html.escape(txt)}</div>")
     parts.append("<h2>Metrics over generations</h2>" + _img(main_png))
     for name, rs in reports.items():
