@@ -188,29 +188,37 @@ class Redactor:
     __slots__ = ("_fragments",)
 
     def __init__(self, secrets: Iterable[object] = (), urls: Iterable[object] = ()) -> None:
-        frags: set[str] = set()
+        subs: dict[str, str] = {}
         for s in secrets:
             if isinstance(s, bytes):
                 s = s.decode("utf-8", "replace")
             if isinstance(s, str):
-                frags.add(s)
+                subs[s] = MASK
         for u in urls:
-            frags.update(secret_fragments(u))
-        frags |= {unquote(f) for f in frags}
-        self._fragments: tuple[str, ...] = tuple(
-            sorted((f for f in frags if len(f) >= _MIN_FRAGMENT), key=len, reverse=True)
+            for f in secret_fragments(u):
+                subs[f] = MASK
+            if isinstance(u, str) and u.strip():
+                # the whole URL is shown as redact_url shows it (host and port are no secret)
+                subs[u] = subs[u.strip()] = redact_url(u)
+        for f, rep in list(subs.items()):
+            subs.setdefault(unquote(f), rep)
+        self._fragments: tuple[tuple[str, str], ...] = tuple(
+            sorted(
+                ((f, r) for f, r in subs.items() if len(f) >= _MIN_FRAGMENT), key=lambda fr: len(fr[0]), reverse=True
+            )
         )
 
     def __call__(self, text: object) -> str:
         s = text if isinstance(text, str) else str(text)
-        for f in self._fragments:
+        for f, rep in self._fragments:
             if f in s:
-                s = s.replace(f, MASK)
+                s = s.replace(f, rep)
         return s
 
     def __or__(self, other: Redactor) -> Redactor:
         r = Redactor()
-        r._fragments = tuple(sorted(set(self._fragments) | set(other._fragments), key=len, reverse=True))
+        merged = dict(other._fragments) | dict(self._fragments)
+        r._fragments = tuple(sorted(merged.items(), key=lambda fr: len(fr[0]), reverse=True))
         return r
 
     def __repr__(self) -> str:

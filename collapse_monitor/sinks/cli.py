@@ -2,8 +2,8 @@
 holds it, and a CI gate on the latest generation (optionally tagging a registered model version).
 
 Both read MLflow only - no local state - so they work from any machine that reaches the
-tracking server. Exit codes: ``report`` 0 = printed, 1 = no checks found, 2 = no MLflow store;
-``gate`` 0 = the latest generation is healthy, 1 = it is not (early or late collapse), 2 = no
+tracking server. Exit codes: ``report`` 0 = printed, 2 = no checks found (the message names
+the monitors the store has) or no MLflow store; ``gate`` 0 = the latest generation is healthy, 1 = it is not (early or late collapse), 2 = no
 checks found or no MLflow store. Errors talking to MLflow raise ``SinkError`` (the CLI turns it
 into exit code 2). Neither creates a store: a local tracking URI (``sqlite:///...``, ``file:...``,
 MLflow's default ``sqlite:///mlflow.db`` in the working directory) whose file does not exist is
@@ -74,6 +74,18 @@ def _missing_store(sink: MLflowSink) -> str | None:
     )
 
 
+def _no_checks(sink: MLflowSink, monitor: str) -> str:
+    """The message for a monitor the store has no check of, naming the ones it has."""
+    msg = f"no checks of monitor {monitor!r} in MLflow at {safe_uri(sink.tracking_uri)}"
+    try:
+        known = sink.known_monitors()
+    except SinkError:
+        return msg
+    if not known:
+        return msg + " (it holds no collapse-monitor checks)"
+    return msg + "; monitors there: " + ", ".join(known)
+
+
 def _console(console: Any) -> Any:
     if console is not None:
         return console
@@ -118,8 +130,8 @@ def report_command(
         return 2
     got = sink.load_history(monitor)
     if not got or not got[0]:
-        con.print(f"no checks of monitor {monitor!r} in MLflow at {safe_uri(sink.tracking_uri)}")
-        return 1
+        con.print(f"report: {_no_checks(sink, monitor)}")
+        return 2
     reports, baseline = got
     keys = history_keys(reports)
     stages = [stage_text(r) for r in reports]
@@ -217,7 +229,7 @@ def gate_command(
         return 2
     latest = sink.latest(monitor)
     if latest is None:
-        con.print(f"gate: no checks of monitor {monitor!r} in MLflow at {safe_uri(sink.tracking_uri)}")
+        con.print(f"gate: {_no_checks(sink, monitor)}")
         return 2
     healthy = latest.stage is Stage.HEALTHY
     if model_name:

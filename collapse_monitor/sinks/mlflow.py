@@ -942,6 +942,21 @@ class MLflowSink:
                 baseline = Baseline(base.generation, base.reference_fingerprint, dict(base.metrics))
         return ordered, baseline
 
+    def known_monitors(self, limit: int = 50) -> list[str]:
+        """Names of the monitors this store holds checks of (their experiments' ``collapse.monitor``
+        tag), sorted; for error messages, so only the ``limit`` most recently updated."""
+
+        def search() -> list[str]:
+            exps = self.client().search_experiments(
+                filter_string="tags.`collapse.monitor` != ''",
+                max_results=limit,
+                order_by=["last_update_time DESC"],
+            )
+            return sorted({e.tags["collapse.monitor"] for e in exps if e.tags.get("collapse.monitor")})
+
+        with self.bounded():
+            return self._guarded("listing the monitors", search)
+
     def latest(self, monitor: str) -> Report | None:
         """The newest check of ``monitor`` (one search and one download)."""
         runs = [r for r in self.runs(monitor, latest_only=True)]
