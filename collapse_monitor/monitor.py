@@ -52,6 +52,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
+#: metrics never copied into the baseline from a later generation: ``rare_flips`` counts the
+#: baseline's right answers lost since (0 at the baseline by definition) and
+#: ``synthetic_fraction`` is the provenance the caller declared, not a property of the model.
+_NO_LATE_BASELINE = frozenset({"rare_flips", "synthetic_fraction"})
+
+
 class CollapseMonitor:
     """Watches one recursive-training chain against a frozen human-origin reference.
 
@@ -333,8 +339,9 @@ class CollapseMonitor:
         return report, extra
 
     def _grow_baseline(self, baseline: Baseline, panel: Any) -> list[str]:
-        """A family seen for the first time joins the baseline with its first values."""
-        new = [k for k in panel.metrics if k not in baseline.metrics]
+        """A family seen for the first time joins the baseline with its first values. Not the
+        keys in ``_NO_LATE_BASELINE``: their first value says nothing about the baseline."""
+        new = [k for k in panel.metrics if k not in baseline.metrics and k not in _NO_LATE_BASELINE]
         new_items = [k for k in panel.items if k not in baseline.items]
         if not new and not new_items:
             return []

@@ -260,3 +260,31 @@ def test_declines_list_the_largest_decline_first_among_equal_q(tmp_path) -> None
     findings = (f("a_small", -0.10, 0.0), f("rare_class_recall", -1.0, 0.0), f("b_mid", -0.5, 0.0), f("c", -0.9, 1e-3))
     got = [d.key for d in dataclasses.replace(report, findings=findings).declines]
     assert got == ["rare_class_recall", "b_mid", "a_small", "c"]
+
+
+def test_keys_first_seen_later_do_not_invent_a_baseline(tmp_path) -> None:
+    """Generation 0 declared no provenance; generation 1 declares 60 % synthetic data and has
+    baseline predictions to count ``rare_flips`` against. Neither value is generation 0's, so
+    neither may be shown (or stored) as its baseline. A family that is measured for the first
+    time later (here the embeddings) still joins the baseline."""
+    ref, centers, labels = _reference()
+    mon = cm.CollapseMonitor("late-keys", reference=ref, sinks=[], home=tmp_path / "late")
+    rng = np.random.default_rng(5)
+    _, preds0 = _generation(rng, centers, labels, rare_recall=0.9, rare_weight=0.02, spread=1.0)
+    mon.check(cm.Observation(predictions=preds0))
+    emb1, preds1 = _generation(rng, centers, labels, rare_recall=0.5, rare_weight=0.02, spread=1.0)
+    r1 = mon.check(
+        cm.Observation(embeddings=emb1, predictions=preds1, provenance=cm.Provenance(synthetic_fraction=0.6))
+    )
+    assert r1.metrics["rare_flips"].value > 0
+    assert r1.metrics["rare_flips"].baseline is None
+    assert r1.metrics["synthetic_fraction"].baseline is None
+    assert r1.metrics["precision"].baseline == r1.metrics["precision"].value  # joined the baseline
+    assert not any("rare_flips" in n or "synthetic_fraction" in n for n in r1.notes)
+    emb2, preds2 = _generation(rng, centers, labels, rare_recall=0.5, rare_weight=0.02, spread=1.0)
+    r2 = mon.check(
+        cm.Observation(embeddings=emb2, predictions=preds2, provenance=cm.Provenance(synthetic_fraction=0.8))
+    )
+    assert r2.metrics["synthetic_fraction"].baseline is None
+    assert r2.metrics["rare_flips"].baseline is None
+    assert r2.metrics["precision"].baseline == r1.metrics["precision"].value
