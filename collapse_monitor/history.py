@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,22 @@ def _unpack(blob: bytes | None) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def _locked_retry(fn: Callable[[], Any], *, deadline: float) -> Any:
+    """``fn()``, again after a short sleep while sqlite says the database is locked or busy
+    (a lock that sqlite's own busy handler does not wait for, e.g. WAL recovery or a
+    journal-mode switch in another process), until ``deadline`` (``time.monotonic()``)."""
+    delay = 0.01
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            msg = str(exc).lower()
+            if ("locked" not in msg and "busy" not in msg) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
 class HistoryStore:
     """sqlite-backed history of one monitor home."""
 
@@ -135,9 +151,11 @@ class HistoryStore:
         except (OSError, sqlite3.Error) as exc:
             raise self._fail("opening", exc) from exc
         try:
-            con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             if not self._ready:
+                # WAL is a property of the file: set once per process. The switch takes a lock
+                # that another process's first connection may hold; "locked" here is retried.
+                _locked_retry(lambda: con.execute("PRAGMA journal_mode=WAL"), deadline=time.monotonic() + 60.0)
                 con.executescript(_SCHEMA)
                 cols = {r[1] for r in con.execute("PRAGMA table_info(checks)")}
                 if "handed_off" not in cols:  # a store written by an older version
