@@ -25,7 +25,8 @@ Fixtures (all servers bind 127.0.0.1 on a free port, with their own temp data di
 ``in_tmp_dir``               chdir into ``tmp_path`` with ``MLFLOW_TRACKING_URI`` unset, so default
                              sinks and local stores write there and not into the repository.
 
-A missing binary skips the test, except under ``CI=true`` where it fails it. Any test that uses
+A missing binary skips the test, except under ``CI=true`` where it fails it; under ``CI=true``
+every other skip (``pytest.importorskip``, ``pytest.skip``) is reported as a failure too. Any test that uses
 a server fixture is marked ``e2e`` automatically. When such a test fails, the tail of each
 server's log is attached to the report.
 """
@@ -46,6 +47,7 @@ from servers import (
     PrometheusServer,
     Pushgateway,
     alertmanager_webhook_config,
+    in_ci,
     prometheus_config,
     require_binary,
 )
@@ -263,9 +265,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
+def _fail_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under ``CI=true`` a skip is a failure: a missing server, binary or optional package
+    (``pytest.importorskip``) must break the build, not hide the tests that need it."""
+    if not (report.skipped and in_ci()) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"CI=true and the test was skipped (skips are failures in CI): {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    report = yield
+    _fail_skip_in_ci(report)  # a module-level importorskip
+    return report
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    _fail_skip_in_ci(report)
     if report.failed:
         for name, value in getattr(item, "funcargs", {}).items():
             servers = value.started if isinstance(value, _Factory) else [value]

@@ -432,3 +432,52 @@ def test_a_rate_with_no_event_on_either_side_is_no_evidence_under_both_tests() -
     base = {"rate.rare_mode_mass": np.array([0, 400])}
     assert _rate_p("rare_mode_mass", items, base) == 1.0
     assert _rate_p("rare_mode_mass", items, base, mid_p=True) == 1.0  # was 0.5
+
+
+def test_q_values_are_benjamini_hochberg_over_distinct_hypotheses() -> None:
+    """Every finding's q-value is the BH adjustment of its p-value (checked against scipy's
+    ``false_discovery_control``), over the *distinct* hypotheses: ``rare_class_recall`` and
+    ``worst_class_recall`` paired on the same items are one test and share one q-value."""
+    from scipy import stats
+
+    base_ok = np.array([True] * 180 + [False] * 20)
+    cur = base_ok.copy()
+    cur[:9] = False  # 9 rare items right -> wrong
+    cur[100:103] = False  # and 3 head items
+    rare = np.zeros(200, bool)
+    rare[:30] = True
+    metrics = {
+        "rare_class_recall": MetricValue(cur[rare].mean(), 0.5, 0.9),
+        "worst_class_recall": MetricValue(cur[rare].mean(), 0.5, 0.9),
+        "accuracy": MetricValue(cur.mean(), 0.8, 0.9),
+        "vendi_ratio": MetricValue(0.9, 0.85, 0.95),
+        "effective_rank": MetricValue(47.0, 45.0, 49.0),
+    }
+    baseline = {
+        "rare_class_recall": MetricValue(base_ok[rare].mean(), 0.8, 1.0),
+        "worst_class_recall": MetricValue(base_ok[rare].mean(), 0.8, 1.0),
+        "accuracy": MetricValue(base_ok.mean(), 0.85, 0.95),
+        "vendi_ratio": MetricValue(1.0, 0.95, 1.05),
+        "effective_rank": MetricValue(50.0, 48.0, 52.0),
+    }
+    det = detect(
+        metrics,
+        rules=Rules(),
+        baseline=baseline,
+        items={"probe.correct": cur},
+        base_items={"probe.correct": base_ok},
+        paired={
+            "rare_class_recall": ("probe.correct", rare),
+            "worst_class_recall": ("probe.correct", rare),
+            "accuracy": ("probe.correct", np.ones(200, bool)),
+        },
+    )
+    by = {f.key: f for f in det.findings if f.kind == "baseline"}
+    assert set(by) == set(metrics)
+    assert by["rare_class_recall"].p_value == by["worst_class_recall"].p_value
+    distinct = ["rare_class_recall", "accuracy", "vendi_ratio", "effective_rank"]
+    want = stats.false_discovery_control([by[k].p_value for k in distinct], method="bh")
+    for key, q in zip(distinct, want, strict=True):
+        assert by[key].q_value == pytest.approx(q, rel=1e-12), key
+    assert by["worst_class_recall"].q_value == by["rare_class_recall"].q_value
+    assert any(f.q_value > f.p_value for f in by.values())  # the adjustment did something

@@ -44,8 +44,18 @@ def test_committed_files_are_what_the_builder_generates(tmp_path: Path) -> None:
     assert committed_files == set(D.render_files())
 
 
-def test_generation_is_deterministic() -> None:
-    assert D.render_files() == D.render_files()
+@pytest.mark.parametrize("hash_seed", ["1", "2"])
+def test_generation_is_deterministic(hash_seed: str) -> None:
+    """The same bytes from another process with another string-hash seed (set iteration order):
+    two calls in this process would agree even when the output followed a set's order."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import json, sys; from collapse_monitor import dashboards as D; json.dump(D.render_files(), sys.stdout)"
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert json.loads(out) == D.render_files()
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))

@@ -27,5 +27,14 @@ def test_a_constant_reference_in_high_dimension_still_checks(tmp_path) -> None:
     rng = np.random.default_rng(1)
     ref = cm.Reference(embeddings=np.ones((300, 300)) + np.arange(300)[:, None] * 0.0)
     mon = cm.CollapseMonitor("m", reference=ref, sinks=[], home=tmp_path)
-    report = mon.check(cm.Observation(embeddings=rng.normal(size=(200, 300))))
-    assert report.generation == 0 and report.metrics
+    gen = rng.normal(size=(200, 300))
+    report = mon.check(cm.Observation(embeddings=gen))
+    assert report.generation == 0 and report.errors == ()
+    assert {"precision", "coverage", "vendi_score", "effective_rank", "frechet_distance"} <= set(report.metrics)
+    for key, mv in report.metrics.items():  # finite numbers with their intervals, not NaN
+        assert np.isfinite([mv.value, mv.ci_low, mv.ci_high]).all() and mv.ci_low <= mv.value <= mv.ci_high, key
+    # no generated sample lies in the reference's (single-point) manifold
+    assert report.metrics["precision"].value == 0.0 and report.metrics["coverage"].value == 0.0
+    # Frechet distance to a zero-covariance reference, by hand: |mu_g - mu_r|^2 + tr(Sigma_g)
+    want = float(((gen.mean(0) - 1.0) ** 2).sum() + np.trace(np.cov(gen.T)))
+    assert report.metrics["frechet_distance"].value == pytest.approx(want, rel=1e-6)

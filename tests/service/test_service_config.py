@@ -71,13 +71,10 @@ def test_single_monitor_form_is_served(cfgdir: Path) -> None:
     assert spec.name == "solo" and spec.model is None and cfg.settings.port == 9108
 
 
-def test_single_monitor_form_with_a_model(cfgdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once config.py admits the service keys at the top level, the single form schedules too."""
-    from collapse_monitor import config
-
-    monkeypatch.setattr(
-        config, "_TOP_KEYS", config._TOP_KEYS | {"model", "probe", "schedule", "expected_interval_seconds"}
-    )
+def test_single_monitor_form_with_a_model(cfgdir: Path) -> None:
+    """The single-monitor form takes the service keys at the top level too, and schedules.
+    (It used to patch config._TOP_KEYS to admit them: the test then passed whatever the
+    product accepted. It reads the real config now.)"""
     text = (
         GOOD.split("monitors:")[0]
         + "name: solo\n"
@@ -270,16 +267,22 @@ def test_a_cron_that_never_fires_is_a_config_error() -> None:
     assert err.value.key == "monitors[0].schedule.cron" and "never fires" in str(err.value)
 
 
-def test_a_fractional_misfire_grace_time_starts(tmp_path) -> None:
+@pytest.mark.parametrize(("grace", "want"), [(0.5, 1), (2.5, 3), (300, 300)])
+def test_a_fractional_misfire_grace_time_starts(tmp_path, grace: float, want: int) -> None:
+    """APScheduler takes whole seconds >= 1: a fractional setting is rounded up, not refused at
+    start and not replaced by a default."""
     from servers import free_port
 
     from collapse_monitor._service_config import ServeConfig, parse_settings
     from collapse_monitor.service import Service
 
-    settings = parse_settings({"misfire_grace_time_seconds": 0.5, "port": free_port()})
+    settings = parse_settings({"misfire_grace_time_seconds": grace, "port": free_port()})
     svc = Service(ServeConfig(settings, (), tmp_path))
     try:
         svc.start()
+        jobs = svc._scheduler.get_jobs()
+        assert {j.id for j in jobs} >= {"flush", "staleness"}
+        assert {j.misfire_grace_time for j in jobs} == {want}
     finally:
         svc.stop()
 

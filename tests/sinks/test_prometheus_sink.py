@@ -181,6 +181,16 @@ def test_pushgateway_scraped_by_prometheus(pushgateway, prometheus_server, kit) 
         == 1.0
     )
 
+    # the training job pushes a family of its own into the same group (same job + grouping key)
+    from prometheus_client import Gauge, pushadd_to_gateway
+
+    own = CollectorRegistry()
+    Gauge("trainer_epochs_done", "the training job's own gauge", registry=own).set(7)
+    pushadd_to_gateway(
+        pushgateway.address, job="collapse_monitor", registry=own, grouping_key={"monitor": name, "team": "ml"}
+    )
+    assert pushgateway.value("trainer_epochs_done", monitor=name, team="ml") == 7
+
     # the next check replaces the values (pushadd keeps the group's other families)
     sink.emit(
         dataclasses.replace(
@@ -194,6 +204,8 @@ def test_pushgateway_scraped_by_prometheus(pushgateway, prometheus_server, kit) 
     )
     prom.wait_for(f'collapse_monitor_stage{{monitor="{name}"}} == 0')
     assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule="early_collapse") == 0
+    # a PUT (push_to_gateway) would have replaced the whole group and dropped the job's gauge
+    assert pushgateway.value("trainer_epochs_done", monitor=name, team="ml") == 7
 
     # an older report replayed from the spool by a new process is not pushed over the newer one
     PrometheusSink(pushgateway=pushgateway.url, grouping_key={"team": "ml"}).emit(r, None)
