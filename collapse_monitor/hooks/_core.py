@@ -5,6 +5,11 @@ A callback that raises aborts Lightning's ``fit`` (and the HF ``Trainer``): so
 ``provenance`` callables and of the check itself, logs it (secrets redacted) and keeps it in
 ``last_error``. ``KeyboardInterrupt`` / ``SystemExit`` still propagate: stopping a job is the
 user's call, not ours.
+
+:class:`CheckLedger` is the small state a callback keeps in the framework's checkpoint, so that
+resuming a job whose weights were already checked (a finished run resumed from its last
+checkpoint trains 0 steps and fires the end-of-training hook again) does not record them as one
+more generation. See :meth:`CheckLedger.skip_reason` for the rule.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
     from ..types import Report
 
-__all__ = ["HookCore", "HookResults", "eval_mode"]
+__all__ = ["CheckLedger", "HookCore", "HookResults", "eval_mode"]
 
 log = logging.getLogger("collapse_monitor.hooks")
 
@@ -51,6 +56,118 @@ def eval_mode(model: Any, enabled: bool = True) -> Iterator[None]:
     finally:
         for m, mode in zip(modules, modes, strict=True):
             m.training = mode
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _newest_check(monitor: CollapseMonitor) -> tuple[float, int] | None:
+    """``(created_at, generation)`` of the newest report in the monitor's history, None if empty."""
+    reports = monitor.reports()
+    if not reports:
+        return None
+    newest = max(reports, key=lambda r: r.created_at)
+    return float(newest.created_at), int(newest.generation)
+
+
+class CheckLedger:
+    """Which training step a callback last checked, kept in the framework's checkpoint.
+
+    Saved with every checkpoint (JSON-safe, see :meth:`state`): the step and generation of the
+    callback's last successful check and ``history_newest``, the creation time of the newest
+    report in the monitor's history as far as this process knows (read when training starts,
+    moved by each check). The end-of-training check comes *after* the last checkpoint is saved,
+    so a checkpoint alone cannot say whether its weights were checked; its ``history_newest``
+    can: a report newer than it means the run that saved the checkpoint went on to check.
+
+    On resume, :meth:`skip_reason` skips a check only when no training step ran since the
+    checkpoint (the weights are the checkpoint's) and either the checkpoint says this step was
+    checked, or the history has a check newer than the checkpoint. A run that died before its
+    check (or whose check failed) is therefore checked on resume; a checkpoint without this state
+    (older versions) is checked as before. Plain attributes only: the callback stays picklable.
+    """
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        self.checked_step: int | None = None
+        self.checked_generation: int | None = None
+        self.history_known = False  # history_newest was read (a failed read leaves it unknown)
+        self.history_newest: float | None = None
+        self.restored: dict[str, Any] | None = None  # the state of the checkpoint this run resumed from
+        self.restored_step: int | None = None  # the global step that checkpoint was saved at
+
+    def start(self, monitor: CollapseMonitor, *, read_history: bool = True) -> None:
+        """A new fit / train() begins: forget an earlier run's checks and checkpoint, note the
+        history's newest check (only where checks run: rank zero). Never raises."""
+        self.checked_step = self.checked_generation = None
+        self.restored = self.restored_step = None
+        self.history_known, self.history_newest = False, None
+        if not read_history:
+            return
+        try:
+            newest = _newest_check(monitor)
+        except Exception as exc:  # an unreadable history only loses the resume shortcut
+            log.warning(
+                "collapse-monitor %s: could not read the history for the checkpoint state: %s",
+                getattr(monitor, "name", "?"),
+                redact_text(f"{type(exc).__name__}: {exc}"),
+            )
+            return
+        self.history_known, self.history_newest = True, None if newest is None else newest[0]
+
+    def state(self, monitor_name: str) -> dict[str, Any]:
+        """What goes into the checkpoint (ints, floats, strings, None)."""
+        out: dict[str, Any] = {
+            "version": self.VERSION,
+            "monitor": monitor_name,
+            "checked_step": self.checked_step,
+            "checked_generation": self.checked_generation,
+        }
+        if self.history_known:
+            out["history_newest"] = self.history_newest
+        return out
+
+    def restore(self, state: Any, monitor_name: str, step: Any) -> None:
+        """Take the state of the checkpoint being resumed (saved at global step ``step``). A
+        state of another monitor, of an unknown shape or without a step is ignored."""
+        if not isinstance(state, dict) or state.get("monitor") != monitor_name or _int_or_none(step) is None:
+            return
+        self.restored, self.restored_step = dict(state), int(step)
+        if _int_or_none(state.get("checked_step")) is not None:  # carried into this run's checkpoints
+            self.checked_step = _int_or_none(state.get("checked_step"))
+            self.checked_generation = _int_or_none(state.get("checked_generation"))
+
+    def skip_reason(self, monitor: CollapseMonitor, step: Any) -> str | None:
+        """Why the check at global step ``step`` would record already-checked weights again,
+        or None: check. May raise (the history read); the caller contains it."""
+        r, step = self.restored, _int_or_none(step)
+        if r is None or step is None or step != self.restored_step:
+            return None  # not resumed, or trained since the checkpoint: new weights
+        if _int_or_none(r.get("checked_step")) == step:
+            gen = _int_or_none(r.get("checked_generation"))
+            as_gen = "" if gen is None else f" as generation {gen}"
+            return f"step {step} was checked{as_gen} before its checkpoint was saved"
+        then = r.get("history_newest", "unknown")  # None: the history was empty when it was saved
+        if then is not None and (isinstance(then, bool) or not isinstance(then, int | float)):
+            return None  # the saving process could not read the history (or an unknown shape): check
+        newest = _newest_check(monitor)
+        if newest is not None and (then is None or newest[0] > then):
+            self.checked_step, self.checked_generation = step, newest[1]
+            return (
+                f"no training step since the checkpoint at step {step}, and the history has a check "
+                f"(generation {newest[1]}) newer than that checkpoint: the run that saved it checked these weights"
+            )
+        return None
+
+    def record(self, step: Any, report: Report) -> None:
+        """A check of the weights at ``step`` succeeded."""
+        self.checked_step = _int_or_none(step)
+        self.checked_generation = int(report.generation)
+        created = float(report.created_at)
+        self.history_known = True
+        self.history_newest = created if self.history_newest is None else max(created, self.history_newest)
 
 
 class HookCore:
@@ -87,6 +204,31 @@ class HookCore:
         self.eval_mode = eval_mode
         self.last_report: Report | None = None
         self.last_error: BaseException | None = None
+        self.ledger = CheckLedger()
+
+    def run_at_step(self, model: Any, context: tuple[Any, ...], step: Any) -> Report | None:
+        """:meth:`run`, unless the weights at global step ``step`` were already checked before
+        the checkpoint this run resumed from (one INFO line says why; ``last_report`` /
+        ``last_error`` are left as they were). A failure of that test is logged and the check
+        runs, as it did before the ledger existed."""
+        try:
+            reason = self.ledger.skip_reason(self.monitor, step)
+        except Exception as exc:
+            reason = None
+            log.warning(
+                "collapse-monitor %s: could not tell whether step %s was already checked, checking: %s",
+                getattr(self.monitor, "name", "?"),
+                step,
+                redact_text(f"{type(exc).__name__}: {exc}"),
+            )
+        if reason is not None:
+            log.info("collapse-monitor %s: check skipped, resumed from a checkpoint: %s", self.monitor.name, reason)
+            return None
+        report = self.run(model, context)
+        if report is not None:
+            with contextlib.suppress(Exception):
+                self.ledger.record(step, report)
+        return report
 
     def run(self, model: Any, context: tuple[Any, ...]) -> Report | None:
         """Evaluate ``model`` and check it; ``context`` is what the generation/provenance

@@ -18,6 +18,16 @@ Like every Lightning hook it is a no-op by default, but unlike Lightning's contr
 its own failures (STYLE item 8): a callback that raises aborts ``fit``, so any ``Exception``
 from ``evaluate``, the check, a sink or an alert channel is logged and kept in ``last_error``.
 
+Resuming: the callback keeps a small state in the checkpoint (``state_dict``, under
+``state_key`` = class name + monitor + ``on``): the step and generation it last checked and the
+newest check the monitor's history held when the checkpoint was saved. ``fit(..., ckpt_path=...)``
+of a finished job trains 0 steps and ends ``fit`` again; those weights are not checked a second
+time when the checkpoint says so, or when the history has a check newer than the checkpoint (the
+run that saved it checked them after saving): one INFO line says why. A resumed job that trains
+is checked as before; one whose first run died before its check is checked now; a checkpoint
+without the state (older versions) loads and is checked as before. Lightning refuses two stateful
+callbacks with the same ``state_key``: one monitor takes one callback per ``on`` in a Trainer.
+
 With a model sharded across ranks (FSDP, DeepSpeed ZeRO-3) a forward pass on rank zero alone
 would hang: call :func:`collapse_monitor.hooks.distributed_check` on every rank from your own
 hook instead.
@@ -91,11 +101,54 @@ class CollapseMonitorCallback(HookResults, Callback):
             eval_mode=eval_mode,
             owner="CollapseMonitorCallback",
         )
+        # the checkpoint being resumed: its state_dict and its global step, from two hooks
+        self._restored_state: dict[str, Any] | None = None
+        self._restored_step: Any = None
 
     def __repr__(self) -> str:
         return f"CollapseMonitorCallback(monitor={self.monitor.name!r}, on={self.on!r})"
 
+    # -- checkpoint state (resuming a finished job must not add a generation) -------------------
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor.name, on=self.on)
+
+    def state_dict(self) -> dict[str, Any]:
+        try:
+            return self._core.ledger.state(self.monitor.name)
+        except Exception:  # pragma: no cover - plain attributes; a checkpoint without it still loads
+            return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_state = state_dict
+        self._restore()  # with on_load_checkpoint's step: whichever Lightning calls second restores
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        # the step the checkpoint was saved at (Lightning writes it at the top level of every checkpoint)
+        self._restored_step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+        self._restore()
+
+    def _restore(self) -> None:
+        state, step = getattr(self, "_restored_state", None), getattr(self, "_restored_step", None)
+        if state is None or step is None:
+            return
+        self._restored_state = self._restored_step = None
+        try:
+            self._core.ledger.restore(state, self.monitor.name, step)
+        except Exception as exc:  # pragma: no cover - restore() only reads plain values
+            self._core.last_error = exc
+
     # -- Lightning hooks ---------------------------------------------------------------------
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # runs before Lightning restores a checkpoint (in either strategy order): a new ledger; the
+        # history's newest check is only needed for the checkpoints a fit saves, on rank zero
+        self._restored_state = self._restored_step = None
+        try:
+            fit_on_zero = stage == "fit" and bool(getattr(trainer, "is_global_zero", True))
+        except Exception:  # pragma: no cover - a broken trainer object
+            fit_on_zero = False
+        self._core.ledger.start(self.monitor, read_history=fit_on_zero)
+
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self.on == "fit_end":
             self._maybe_check(trainer, pl_module)
@@ -120,4 +173,8 @@ class CollapseMonitorCallback(HookResults, Callback):
         except Exception as exc:  # pragma: no cover - a broken trainer object
             self._core.last_error = exc
             return
-        self._core.run(pl_module, (trainer, pl_module))
+        try:
+            step = trainer.global_step
+        except Exception:  # pragma: no cover - a trainer without steps: no resume shortcut
+            step = None
+        self._core.run_at_step(pl_module, (trainer, pl_module), step)

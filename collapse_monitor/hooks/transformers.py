@@ -16,6 +16,20 @@ training step (the last evaluation and the end of training) are not checked agai
 (``state.is_world_process_zero``) checks. ``evaluate`` gets the unwrapped model and runs under
 ``model.eval()`` and ``torch.no_grad()``; the training mode is restored afterwards.
 
+Resuming: the callback keeps a small state in each checkpoint's ``trainer_state.json``, under
+``stateful_callbacks["collapse_monitor"][<monitor name>]``: the step and generation it last
+checked and the newest check the monitor's history held when the checkpoint was saved.
+``train(resume_from_checkpoint=...)`` of a finished run trains 0 steps and ends training again;
+those weights are not checked a second time when the checkpoint says so (``on_evaluate`` checked
+that step before the save) or when the history has a check newer than the checkpoint (the run
+that saved it checked them at the end of training): one INFO line says why. A resumed run that
+trains is checked as before; one whose first run died before its check is checked now; a
+checkpoint without the state (older versions) loads and is checked as before. The callback is
+deliberately not an ``ExportableState``: with ``restore_callback_states_from_checkpoint=True``
+the Trainer would rebuild such a callback from JSON arguments, and ours needs the monitor and
+``evaluate``; that option only logs "callbacks not included in current configuration" for the
+``collapse_monitor`` entry.
+
 The callback contains its own failures (STYLE item 8): any ``Exception`` from ``evaluate``,
 the check, a sink or an alert channel is logged and kept in ``last_error``; training goes on.
 For a model sharded across ranks (FSDP, DeepSpeed ZeRO-3) call
@@ -24,6 +38,7 @@ For a model sharded across ranks (FSDP, DeepSpeed ZeRO-3) call
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +49,7 @@ except ImportError:  # pragma: no cover
         "collapse_monitor.hooks.transformers needs transformers: pip install 'collapse-monitor[transformers]'"
     ) from None
 
+from .._redact import redact_text
 from ._core import GenerationArg, HookCore, HookResults, ProvenanceArg
 
 if TYPE_CHECKING:
@@ -41,6 +57,12 @@ if TYPE_CHECKING:
     from ..types import Observation
 
 __all__ = ["CollapseMonitorCallback"]
+
+log = logging.getLogger("collapse_monitor.hooks")
+
+#: the key of this package's entry in ``TrainerState.stateful_callbacks`` (a dict: monitor -> state);
+#: not a callback class name, so ``Trainer._load_callback_state`` never tries to rebuild us from it
+STATE_KEY = "collapse_monitor"
 
 
 class CollapseMonitorCallback(HookResults, TrainerCallback):
@@ -86,6 +108,22 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
         )
 
     # -- TrainerCallback events --------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # the Trainer has loaded trainer_state.json of the checkpoint it resumes (if any) by now
+        try:
+            self._core.ledger.start(self.monitor, read_history=bool(getattr(state, "is_world_process_zero", True)))
+            saved = getattr(state, "stateful_callbacks", None)
+            entry = saved.get(STATE_KEY) if isinstance(saved, dict) else None
+            if isinstance(entry, dict) and self.monitor.name in entry:
+                self._core.ledger.restore(entry[self.monitor.name], self.monitor.name, state.global_step)
+        except Exception as exc:  # never abort train(): the check then runs as it did without the state
+            log.warning(
+                "collapse-monitor %s: checkpoint state not restored: %s",
+                self.monitor.name,
+                redact_text(f"{type(exc).__name__}: {exc}"),
+            )
+        self._persist(state)
+
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.check_on_train_end:
             self._maybe_check(args, state, model)
@@ -103,4 +141,16 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
         if at[1] is not None and at == self._checked_at:
             return
         self._checked_at = at
-        self._core.run(model, (args, state, model))
+        self._core.run_at_step(model, (args, state, model), at[1])
+        self._persist(state)
+
+    def _persist(self, state: Any) -> None:
+        """Put the ledger where the Trainer's next checkpoint saves it (``trainer_state.json``)."""
+        try:
+            saved = getattr(state, "stateful_callbacks", None)
+            if isinstance(saved, dict):
+                entry = saved.setdefault(STATE_KEY, {})
+                if isinstance(entry, dict):
+                    entry[self.monitor.name] = self._core.ledger.state(self.monitor.name)
+        except Exception:  # pragma: no cover - plain dicts; a checkpoint without it still resumes
+            pass

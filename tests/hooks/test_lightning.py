@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def _loader(n: int = 120, seed: int = 1):
     return torch.utils.data.DataLoader(ds, batch_size=40)
 
 
-def _trainer(cb, **kw):
+def _trainer(cb, *, extra=(), **kw):
     opts = dict(
         max_epochs=1,
         accelerator="cpu",
@@ -65,7 +66,7 @@ def _trainer(cb, **kw):
         num_sanity_val_steps=0,
     )
     opts.update(kw)
-    return L.Trainer(callbacks=[cb], **opts)
+    return L.Trainer(callbacks=[cb, *extra], **opts)
 
 
 seen_state: list[tuple[bool, bool]] = []
@@ -265,3 +266,142 @@ def test_frozen_submodules_stay_in_eval_mode(tmp_path: Path) -> None:
     _trainer(cb).fit(model, _loader())
     assert cb.last_error is None and cb.last_report is not None
     assert model.training and not model.net[0].training and model.net[3].training
+
+
+# -- resuming from a checkpoint ----------------------------------------------------------------
+
+
+class Crashing(Tiny):
+    """Dies at a given global step, like a preempted node: fit raises, on_fit_end never runs."""
+
+    def __init__(self, at_step: int) -> None:
+        super().__init__()
+        self.at_step = at_step
+
+    def training_step(self, batch, i):
+        if self.trainer.global_step == self.at_step:
+            raise RuntimeError("node lost")
+        return super().training_step(batch, i)
+
+
+def _ckpt_trainer(cb, ckpt_dir: Path, **kw):
+    """A trainer that saves last.ckpt (and one per epoch) at every epoch end, as jobs that resume do."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    saver = ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_last=True, save_top_k=-1)
+    opts = dict(max_epochs=2, enable_checkpointing=True, default_root_dir=ckpt_dir)
+    opts.update(kw)
+    return _trainer(cb, extra=[saver], **opts)
+
+
+def _resume_monitor(tmp_path: Path) -> cm.CollapseMonitor:
+    """A new monitor object on the same home each time: what a new process of the job builds."""
+    return cm.CollapseMonitor("lightning-resume", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+
+
+def test_resuming_a_finished_fit_records_no_extra_generation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """fit(ckpt_path=...) of a finished job trains 0 steps and ends fit again. last.ckpt was saved
+    before the end-of-fit check (the history has a check newer than it); a checkpoint saved after
+    fit records the checked step itself. Neither may add a generation."""
+    import copy
+    import pickle
+
+    ckpts = tmp_path / "ckpt"
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    trainer = _ckpt_trainer(cb, ckpts)
+    trainer.fit(Tiny(), _loader())
+    trainer.save_checkpoint(tmp_path / "after_fit.ckpt")
+    assert trainer.global_step == 6 and cb.last_report is not None and cb.last_report.generation == 0
+
+    history_newer = "newer than that checkpoint"  # last.ckpt: saved before the check
+    said_so = "before its checkpoint was saved"  # after_fit.ckpt: the checkpoint says it
+    for path, why in ((ckpts / "last.ckpt", history_newer), (tmp_path / "after_fit.ckpt", said_so)):
+        mon = _resume_monitor(tmp_path)
+        cb = CollapseMonitorCallback(mon, evaluate)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="collapse_monitor.hooks"):
+            trainer = _ckpt_trainer(cb, ckpts)
+            trainer.fit(Tiny(), _loader(), ckpt_path=path)
+        assert trainer.state.finished and trainer.global_step == 6
+        assert [r.generation for r in mon.reports()] == [0], path.name
+        assert cb.last_report is None and cb.last_error is None
+        skipped = [r.getMessage() for r in caplog.records if "check skipped" in r.getMessage()]
+        assert len(skipped) == 1 and "step 6" in skipped[0] and "generation 0" in skipped[0], caplog.text
+        assert why in skipped[0]
+        for clone in (pickle.loads(pickle.dumps(cb)), copy.deepcopy(cb)):  # the ledger travels (ddp_spawn)
+            assert clone.state_dict() == cb.state_dict()
+
+    saved = torch.load(ckpts / "last.ckpt", weights_only=False)["callbacks"][cb.state_key]
+    assert saved["checked_step"] is None and saved["history_newest"] is None  # saved before the check
+    saved = torch.load(tmp_path / "after_fit.ckpt", weights_only=False)["callbacks"][cb.state_key]
+    assert saved["checked_step"] == 6 and saved["checked_generation"] == 0
+
+
+def test_resuming_an_unfinished_fit_checks_once_at_the_end(tmp_path: Path) -> None:
+    """A job that died in epoch 2 is resumed from its epoch-1 checkpoint: it trains on and is
+    checked exactly once, as the next generation."""
+    ckpts = tmp_path / "ckpt"
+    mon = _resume_monitor(tmp_path)
+    _trainer(CollapseMonitorCallback(mon, evaluate)).fit(Tiny(), _loader())  # generation 0: an earlier retrain
+    with pytest.raises(RuntimeError, match="node lost"):
+        _ckpt_trainer(CollapseMonitorCallback(mon, evaluate), ckpts).fit(Crashing(at_step=4), _loader())
+    assert [r.generation for r in mon.reports()] == [0]
+
+    mon = _resume_monitor(tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    trainer = _ckpt_trainer(cb, ckpts)
+    trainer.fit(Tiny(), _loader(), ckpt_path=ckpts / "epoch=0.ckpt")
+    assert trainer.state.finished and trainer.global_step == 6
+    assert cb.last_error is None and cb.last_report is not None and cb.last_report.generation == 1
+    assert [r.generation for r in mon.reports()] == [0, 1]
+
+
+def test_resuming_a_finished_fit_that_never_checked_checks_it(tmp_path: Path) -> None:
+    """The run that saved the last checkpoint never got its check in (here: the probe store was
+    down): the resumed run checks those weights; a checkpoint from before this state existed
+    loads and is checked as before."""
+    ckpts = tmp_path / "ckpt"
+
+    def broken(module):
+        raise OSError("probe store unreachable")
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), broken)
+    _ckpt_trainer(cb, ckpts).fit(Tiny(), _loader())
+    assert isinstance(cb.last_error, OSError) and _resume_monitor(tmp_path).reports() == []
+
+    mon = _resume_monitor(tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    _ckpt_trainer(cb, ckpts).fit(Tiny(), _loader(), ckpt_path=ckpts / "last.ckpt")
+    assert cb.last_report is not None and [r.generation for r in mon.reports()] == [0]
+
+    old = torch.load(ckpts / "last.ckpt", weights_only=False)
+    del old["callbacks"][cb.state_key]  # what a checkpoint of an older collapse-monitor holds
+    torch.save(old, tmp_path / "old.ckpt")
+    mon = _resume_monitor(tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    trainer = _ckpt_trainer(cb, ckpts)
+    trainer.fit(Tiny(), _loader(), ckpt_path=tmp_path / "old.ckpt")
+    assert trainer.state.finished and cb.last_error is None
+    assert [r.generation for r in mon.reports()] == [0, 1]  # no state: checked, as it always was
+
+
+def test_two_monitors_in_one_trainer_keep_their_own_state(tmp_path: Path) -> None:
+    """The state key names the monitor and the event: two callbacks are two entries (Lightning
+    refuses two stateful callbacks under one key)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    a = cm.CollapseMonitor("chain-a", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    b = cm.CollapseMonitor("chain-b", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cbs = [CollapseMonitorCallback(a, evaluate), CollapseMonitorCallback(b, evaluate, on="train_end")]
+    trainer = L.Trainer(
+        callbacks=[*cbs, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Tiny(), _loader())
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    assert saved[cbs[0].state_key]["monitor"] == "chain-a" and saved[cbs[1].state_key]["monitor"] == "chain-b"
+    assert [len(a.reports()), len(b.reports())] == [1, 1]

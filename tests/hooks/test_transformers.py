@@ -68,25 +68,8 @@ def evaluate(model) -> cm.Observation:
 
 
 def _trainer(tmp_path: Path, cb, *, evaluate_each_epoch: bool = False, epochs: int = 1):
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=16,
-        num_train_epochs=epochs,
-        learning_rate=1e-2,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        eval_strategy="epoch" if evaluate_each_epoch else "no",
-        seed=0,
-    )
-    return transformers.Trainer(
-        model=_model(),
-        args=args,
-        train_dataset=DS(64, 1),
-        eval_dataset=DS(32, 2) if evaluate_each_epoch else None,
-        callbacks=[cb],
+    return _ckpt_trainer(
+        tmp_path / "out", cb, evaluate_each_epoch=evaluate_each_epoch, epochs=epochs, save_strategy="no"
     )
 
 
@@ -155,3 +138,137 @@ def test_the_same_weights_are_checked_once(tmp_path: Path) -> None:
     trainer.train()
     trainer.evaluate()
     assert [r.generation for r in mon.reports()] == [0, 1]  # epoch 1, epoch 2 (= train end)
+
+
+# -- resuming from a checkpoint ----------------------------------------------------------------
+
+
+def _ckpt_trainer(
+    out: Path, cb, *, epochs: int = 1, evaluate_each_epoch: bool = False, extra=(), save_strategy="epoch", **kw
+):
+    """A Trainer that saves a checkpoint (``out/checkpoint-<step>``) at every epoch end (with
+    ``save_strategy="no"``: never)."""
+    args = transformers.TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=16,
+        num_train_epochs=epochs,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy=save_strategy,
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        eval_strategy="epoch" if evaluate_each_epoch else "no",
+        seed=0,
+        **kw,
+    )
+    return transformers.Trainer(
+        model=_model(),
+        args=args,
+        train_dataset=DS(64, 1),
+        eval_dataset=DS(32, 2) if evaluate_each_epoch else None,
+        callbacks=[cb, *extra],
+    )
+
+
+def _resume_monitor(tmp_path: Path) -> cm.CollapseMonitor:
+    """A new monitor object on the same home each time: what a new process of the job builds."""
+    return cm.CollapseMonitor("hf-resume", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path / "home")
+
+
+def _generations(tmp_path: Path) -> list[int]:
+    return [r.generation for r in _resume_monitor(tmp_path).reports()]
+
+
+def test_resuming_a_finished_run_records_no_extra_generation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """train(resume_from_checkpoint=...) of a finished run trains 0 steps and ends training again.
+    checkpoint-4 of the first job was saved before its end-of-training check (the history has a
+    check newer than it); the second job's on_evaluate check ran before its save (the checkpoint
+    says so). Neither may add a generation, also with restore_callback_states_from_checkpoint."""
+    import json
+    import logging
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    assert _ckpt_trainer(tmp_path / "a", cb).train().global_step == 4
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate, on_evaluate=True)
+    _ckpt_trainer(tmp_path / "b", cb, evaluate_each_epoch=True).train()
+    assert _generations(tmp_path) == [0, 1]  # job b: the evaluation and the end of training are one check
+
+    cases = [
+        ("a", {}, {}, "newer than that checkpoint"),
+        ("b", {"on_evaluate": True}, {"evaluate_each_epoch": True}, "before its checkpoint was saved"),
+        ("a", {}, {"restore_callback_states_from_checkpoint": True}, "newer than that checkpoint"),
+    ]
+    for job, cb_opts, trainer_opts, why in cases:
+        mon = _resume_monitor(tmp_path)
+        cb = CollapseMonitorCallback(mon, evaluate, **cb_opts)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="collapse_monitor.hooks"):
+            trainer = _ckpt_trainer(tmp_path / job, cb, **trainer_opts)
+            assert trainer.train(resume_from_checkpoint=str(tmp_path / job / "checkpoint-4")).global_step == 4
+        assert _generations(tmp_path) == [0, 1], (job, trainer_opts)
+        assert cb.last_report is None and cb.last_error is None
+        skipped = [r.getMessage() for r in caplog.records if "check skipped" in r.getMessage()]
+        assert len(skipped) == 1 and "step 4" in skipped[0] and why in skipped[0], caplog.text
+
+    state = json.loads((tmp_path / "b" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["collapse_monitor"]["hf-resume"]["checked_step"] == 4
+    assert state["stateful_callbacks"]["collapse_monitor"]["hf-resume"]["checked_generation"] == 1
+
+
+class Crash(transformers.TrainerCallback):
+    """Dies at a given step, like a preempted node: train() raises, on_train_end never runs."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise RuntimeError("node lost")
+
+
+def test_resuming_an_unfinished_run_checks_once_at_the_end(tmp_path: Path) -> None:
+    """A 2-epoch run that died in epoch 2 is resumed from checkpoint-4: it trains on and is
+    checked exactly once, as the next generation."""
+    mon = _resume_monitor(tmp_path)
+    _ckpt_trainer(tmp_path / "earlier", CollapseMonitorCallback(mon, evaluate)).train()  # generation 0
+    with pytest.raises(RuntimeError, match="node lost"):
+        _ckpt_trainer(tmp_path / "job", CollapseMonitorCallback(mon, evaluate), epochs=2, extra=[Crash(6)]).train()
+    assert _generations(tmp_path) == [0]
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    out = _ckpt_trainer(tmp_path / "job", cb, epochs=2).train(
+        resume_from_checkpoint=str(tmp_path / "job" / "checkpoint-4")
+    )
+    assert out.global_step == 8
+    assert cb.last_error is None and cb.last_report is not None and cb.last_report.generation == 1
+    assert _generations(tmp_path) == [0, 1]
+
+
+def test_resuming_a_finished_run_that_never_checked_checks_it(tmp_path: Path) -> None:
+    """The run that saved the last checkpoint never got its check in (the probe store was down):
+    the resumed run checks those weights; a checkpoint from before this state existed resumes and
+    is checked as before."""
+    import json
+    import shutil
+
+    def broken(model):
+        raise OSError("probe store unreachable")
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), broken)
+    _ckpt_trainer(tmp_path / "a", cb).train()
+    assert isinstance(cb.last_error, OSError) and _generations(tmp_path) == []
+
+    ckpt = tmp_path / "a" / "checkpoint-4"
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    _ckpt_trainer(tmp_path / "a", cb).train(resume_from_checkpoint=str(ckpt))
+    assert cb.last_report is not None and _generations(tmp_path) == [0]
+
+    old = tmp_path / "old" / "checkpoint-4"  # what a checkpoint of an older collapse-monitor holds
+    shutil.copytree(ckpt, old)
+    state = json.loads((old / "trainer_state.json").read_text())
+    del state["stateful_callbacks"]["collapse_monitor"]
+    (old / "trainer_state.json").write_text(json.dumps(state))
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    assert _ckpt_trainer(tmp_path / "old", cb).train(resume_from_checkpoint=str(old)).global_step == 4
+    assert cb.last_error is None and _generations(tmp_path) == [0, 1]  # no state: checked, as it always was
