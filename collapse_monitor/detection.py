@@ -237,6 +237,18 @@ class Rules:
                     f"{key}[{i}]",
                     f"unknown metric {metric!r}; known: {', '.join(sorted(SPECS))}, class_recall.<label>",
                 )
+                # every test here is one-sided for a *decline* (McNemar on good -> bad items, the
+                # rate test's P(X <= x), the z-test's Phi(value - baseline), Mann-Kendall
+                # "decreasing"): a metric that grows in collapse (frechet_distance) or has no
+                # quality direction would have its improvement paged as collapse and its rise
+                # never tested
+                hib = SPECS[metric].higher_is_better if metric in SPECS else True
+                need(
+                    hib is True,
+                    f"{key}[{i}]",
+                    f"{metric!r} is not a higher-is-better metric, but detection tests every "
+                    "tail / head / diversity metric for a decline",
+                )
             object.__setattr__(self, key, tuple(v))
         need(bool(self.tail), "tail", "expected at least one tail metric: early collapse is a tail decline")
         overlap = (

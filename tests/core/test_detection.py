@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import collapse_monitor as cm
-from collapse_monitor.detection import Rules, classify, detect
+from collapse_monitor.detection import DEFAULT_DIVERSITY, DEFAULT_HEAD, DEFAULT_TAIL, Rules, classify, detect
 from collapse_monitor.types import Finding, MetricValue
 
 
@@ -481,3 +481,33 @@ def test_q_values_are_benjamini_hochberg_over_distinct_hypotheses() -> None:
         assert by[key].q_value == pytest.approx(q, rel=1e-12), key
     assert by["worst_class_recall"].q_value == by["rare_class_recall"].q_value
     assert any(f.q_value > f.p_value for f in by.values())  # the adjustment did something
+
+
+@pytest.mark.parametrize(
+    ("family", "metric"),
+    [
+        ("diversity", "frechet_distance"),
+        ("head", "embedding_drift_share"),
+        ("tail", "rare_flips"),
+        ("head", "synthetic_fraction"),
+    ],
+)
+def test_metrics_that_grow_in_collapse_cannot_join_a_decline_family(family: str, metric: str) -> None:
+    """Every test of ``detect`` is one-sided for a decline. ``frechet_distance`` grows as the
+    samples move away from the reference, so in ``diversity`` a Frechet distance that halved
+    (closer to the reference) was paged as a significant diversity decline (p ~ 4e-69) and one
+    that grew fivefold gave p = 1.0; such rules are a ConfigError naming the entry now."""
+    from collapse_monitor.metrics._spec import SPECS
+
+    assert SPECS[metric].higher_is_better is not True
+    defaults = {"tail": DEFAULT_TAIL, "head": DEFAULT_HEAD, "diversity": DEFAULT_DIVERSITY}[family]
+    with pytest.raises(cm.ConfigError) as ei:
+        Rules.from_dict({family: [*defaults, metric]})
+    assert ei.value.key == f"rules.{family}[{len(defaults)}]"
+    assert metric in str(ei.value)
+    # the defaults, and per-class recalls, are all higher-is-better and stay accepted
+    assert all(SPECS[k].higher_is_better is True for k in (*DEFAULT_TAIL, *DEFAULT_HEAD, *DEFAULT_DIVERSITY))
+    assert Rules(tail=(*DEFAULT_TAIL, "class_recall.7", "rare_mode_mass")).tail[-2:] == (
+        "class_recall.7",
+        "rare_mode_mass",
+    )

@@ -182,6 +182,28 @@ def test_mcnemar_default_is_one_sided_greater_and_validates() -> None:
     assert ei.value.field == "b"
 
 
+def test_tiny_p_values_stay_positive_down_to_the_smallest_double() -> None:
+    """No premature underflow: a p-value is 0.0 only where the exact value is below the
+    smallest subnormal double (2**-1074), so Benjamini-Hochberg still orders very strong
+    findings. References: exact rational arithmetic, and scipy's log-space binomial."""
+    for n in (900, 1000, 1073, 1074):
+        assert mcnemar_exact(n, 0) == 2.0**-n > 0.0
+    assert mcnemar_mid_p(1000, 0) == 2.0**-1001
+    assert mcnemar_exact(1075, 0) == 0.0  # 2**-1075: not representable
+    for b, c in ((1040, 3), (3, 1040)):
+        n = b + c
+        for alt, k in (("greater", b), ("less", c)):
+            exact = Fraction(sum(math.comb(n, j) for j in range(k, n + 1)), 2**n)
+            assert mcnemar_exact(b, c, alt) == float(exact)
+            mid = exact - Fraction(math.comb(n, k), 2**n) / 2
+            assert mcnemar_mid_p(b, c, alt) == pytest.approx(float(mid), rel=1e-15)
+    # rate test's P(X <= 0) = 0.5**1000 for X ~ Binomial(1000, 1/2): 9.3e-302
+    p = binom_cdf(0, 1000, 0.5)
+    assert p == pytest.approx(math.exp(stats.binom.logcdf(0, 1000, 0.5)), rel=1e-12) and p > 0.0
+    # the z-test down to Phi(-37.5) ~ 4.6e-308
+    assert normal_decline_p(-37.5, 1.0, 0.0, 0.0) == pytest.approx(math.exp(stats.norm.logcdf(-37.5)), rel=1e-10)
+
+
 # --------------------------------------------------------------------------- Benjamini-Hochberg
 
 
