@@ -464,6 +464,11 @@ def detect(
         if p is None:
             p = _interval_p(mv, base, spec.log_scale)
             test = "interval-z"
+        if key == "worst_class_recall":
+            candidates = _worst_class_candidates(metrics, rules.min_support)
+            if candidates > 1:
+                p = min(1.0, p * candidates)
+                test += f"+bonferroni-{candidates}"
         rel = _relative(mv.value, base.value)
         out[key] = mv.with_baseline(base.value, p)
         raw.append(
@@ -497,7 +502,7 @@ def detect(
                         test="mann-kendall/theil-sen",
                         ci_low=mv.ci_low,
                         ci_high=mv.ci_high,
-                        _sig=None,
+                        _sig=("trend", np.asarray(s, dtype=np.float64).tobytes()),
                     )
                 )
 
@@ -514,21 +519,34 @@ def detect(
     return Detection(stage, drift, judged, out, notes)
 
 
-def _paired_signature(key: str, paired: Mapping[str, tuple[str, np.ndarray]]) -> tuple[str, bytes]:
+def _worst_class_candidates(metrics: Mapping[str, MetricValue], min_support: int) -> int:
+    """How many classes ``worst_class_recall`` was picked from (those with support >=
+    ``min_support``, or all when none has): the class is chosen as the lowest *now*, so its
+    decline test is a selected one, and its p is multiplied by this count (Bonferroni 1936;
+    it holds for any dependence between the classes). Without it, at p < 0.005 the selected
+    class of 10 equal classes declined by chance 2.5 times as often as a fixed class. When
+    the worst class is a rare class, the rare class's own unadjusted test is the same
+    hypothesis and speaks for both (:func:`_bh_deduplicated`)."""
+    support = [mv.n for k, mv in metrics.items() if k.startswith("class_recall.") and mv.n is not None]
+    return sum(n >= min_support for n in support) or len(support) or 1
+
+
+def _paired_signature(key: str, paired: Mapping[str, tuple[str, np.ndarray]]) -> tuple[str, str, bytes]:
     item_key, mask = paired[key]
-    return item_key, np.packbits(mask.astype(bool)).tobytes()
+    return "paired", item_key, np.packbits(mask.astype(bool)).tobytes()
 
 
 def _bh_deduplicated(raw: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """Benjamini-Hochberg over *distinct* hypotheses: paired tests on the same items (e.g.
     ``rare_class_recall``, ``worst_class_recall`` and ``class_recall.<c>`` when one class is
-    rare) are one hypothesis, counted once, and share its q-value."""
+    rare), and trend tests on identical series (the same metrics' generation series), are
+    one hypothesis, counted once with its smallest p, and share its q-value."""
     groups: dict[Any, list[int]] = {}
     for i, r in enumerate(raw):
         sig = r.get("_sig")
-        groups.setdefault(("paired", sig) if sig is not None else ("single", i), []).append(i)
+        groups.setdefault(sig if sig is not None else ("single", i), []).append(i)
     members = list(groups.values())
-    q_unique = stats.benjamini_hochberg([raw[m[0]]["p_value"] for m in members])
+    q_unique = stats.benjamini_hochberg([min(raw[i]["p_value"] for i in m) for m in members])
     q = np.empty(len(raw))
     for m, qv in zip(members, q_unique, strict=True):
         q[m] = qv

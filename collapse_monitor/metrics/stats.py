@@ -14,6 +14,7 @@ Pure ``math`` / ``numpy`` at import time; only :func:`clopper_pearson` loads
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
@@ -204,9 +205,17 @@ def _tail_sum(n: int, k: int, step: int) -> int:
     return total
 
 
+#: above this many trials :func:`binom_sf_half` uses the incomplete beta function instead of
+#: exact integer sums, whose cost grows as n^1.5 (16 s at n = 10**6 on the 2-core machine)
+EXACT_BINOM_MAX_N = 20_000
+
+
 def binom_sf_half(b: int, n: int) -> float:
-    """``P(X >= b)`` for ``X ~ Binomial(n, 1/2)``, from exact integer sums of binomial
-    coefficients (correct to double precision for any n; fast for n up to ~10**6).
+    """``P(X >= b)`` for ``X ~ Binomial(n, 1/2)``. Up to ``EXACT_BINOM_MAX_N`` trials, from
+    exact integer sums of binomial coefficients (correct to double precision); beyond it,
+    from the regularised incomplete beta function ``I_{1/2}(b, n - b + 1)`` (Abramowitz &
+    Stegun 26.5.24; relative error below 1e-12 against the exact sums at n = 10**6, in
+    milliseconds rather than seconds).
 
     >>> binom_sf_half(8, 10)  # (45 + 10 + 1) / 1024
     0.0546875
@@ -221,6 +230,10 @@ def binom_sf_half(b: int, n: int) -> float:
         return 1.0
     if b > n:
         return 0.0
+    if n > EXACT_BINOM_MAX_N:
+        from scipy.special import betainc
+
+        return float(betainc(b, n - b + 1, 0.5))
     full = 1 << n
     if 2 * b > n:  # upper tail: terms C(n, j) decrease for j >= b > n/2
         return _tail_sum(n, b, +1) / full
@@ -299,7 +312,13 @@ def _mcnemar(b: int, c: int, alternative: str, *, mid_p: bool) -> float:
 
     def upper(x: int) -> float:  # P(X >= x) (minus P(X = x) / 2): exact integers to the last division
         p = binom_sf_half(x, n)
-        return p - math.comb(n, x) / (1 << n) / 2.0 if mid_p else p
+        if not mid_p:
+            return p
+        if n > EXACT_BINOM_MAX_N:
+            from scipy.stats import binom
+
+            return p - float(binom.pmf(x, n, 0.5)) / 2.0
+        return p - math.comb(n, x) / (1 << n) / 2.0
 
     if alternative == "greater":
         return upper(b)
@@ -367,13 +386,35 @@ def _mahonian_counts(n: int) -> list[int]:
     return counts
 
 
-def _mk_exact_p(n: int, s: int, alternative: str) -> float:
-    """Exact p-value of S for a tie-free series (S = tot - 2 * inversions)."""
-    counts = _mahonian_counts(n)
-    total = math.factorial(n)
-    tot = n * (n - 1) // 2
-    # S <= s  <=>  inversions >= (tot - s) / 2 ; S >= s <=> inversions <= (tot - s) / 2
-    inv = (tot - s) // 2
+@functools.lru_cache(maxsize=64)
+def _inversion_counts(multiplicities: tuple[int, ...]) -> tuple[int, ...]:
+    """Number of distinct arrangements of a multiset (``multiplicities`` copies of each value)
+    with k strict inversions, k = 0..: the coefficients of the q-multinomial coefficient
+    ``[n]_q! / prod [m_i]_q!`` (MacMahon 1916; Andrews, *The Theory of Partitions*, 3.4), the
+    exact permutation null of Kendall's S given its ties (Kendall 1975, ch. 4). Exact integers:
+    ``[n]_q!`` is built by insertion, and each ``[j]_q = (1 - q^j) / (1 - q)`` of a tie group
+    is divided out as a multiplication by ``1 - q`` and a strided running sum."""
+    n = sum(multiplicities)
+    poly = _mahonian_counts(n)
+    for m in multiplicities:
+        for j in range(2, m + 1):
+            times = [poly[0]] + [poly[k] - poly[k - 1] for k in range(1, len(poly))] + [-poly[-1]]
+            out = times[: len(times) - j]  # (1 - q^j) divides exactly: degree drops by j
+            for k in range(j, len(out)):
+                out[k] += out[k - j]
+            poly = out
+    return tuple(poly)
+
+
+def _mk_exact_p(values: np.ndarray, s: int, alternative: str) -> float:
+    """Exact p-value of Mann-Kendall's S under the permutation null given the ties:
+    ``S = N - 2 I`` with ``N`` the untied pairs and ``I`` the strict inversions."""
+    _, mult = np.unique(values, return_counts=True)
+    counts = _inversion_counts(tuple(sorted(int(m) for m in mult)))
+    total = sum(counts)
+    untied = len(counts) - 1  # N: the largest inversion count
+    # S <= s  <=>  I >= (N - s) / 2 ;  S >= s  <=>  I <= (N - s) / 2
+    inv = (untied - s) // 2
     le = sum(counts[inv:]) / total  # P(S <= s)
     ge = sum(counts[: inv + 1]) / total  # P(S >= s)
     if alternative == "decreasing":
@@ -387,15 +428,19 @@ def mann_kendall(
     y: Sequence[float] | np.ndarray,
     alternative: str = "decreasing",
     *,
-    exact_max_n: int = 10,
+    exact_max_n: int = 50,
     continuity: bool = True,
 ) -> MKResult:
     """Mann (1945) / Kendall (1975) non-parametric test for a monotone trend in ``y`` over
     its index (``S = sum_{i<j} sign(y_j - y_i)``).
 
-    For a tie-free series of length ``n <= exact_max_n`` the p-value comes from the exact
-    null distribution of S (permutation inversion counts, Kendall 1975 ch. 4); otherwise
-    from the normal approximation with the tie-corrected variance
+    For a series of length ``n <= exact_max_n`` the p-value comes from the exact permutation
+    null distribution of S given the series' ties (inversion counts of the multiset's
+    arrangements, Kendall 1975 ch. 4: every arrangement of the observed values over time is
+    equally likely when there is no trend); a tie-free series of 11 strictly falling points
+    gets ``1 / 11!`` (2.5e-8) where the normal approximation gives 1.3e-5, and with ties at
+    n = 5 the approximation is off by up to 0.06. Beyond ``exact_max_n`` (or with
+    ``exact_max_n=0``) the p-value comes from the normal approximation with the tie-corrected variance
     ``[n(n-1)(2n+5) - sum t(t-1)(2t+5)] / 18`` and a continuity correction of 1 towards
     zero (Hipel & McLeod 1994), the usual hydrology/climate practice. ``alternative`` is
     ``"decreasing"`` (the default: a sustained decline), ``"increasing"`` or
@@ -418,8 +463,8 @@ def mann_kendall(
     denom = math.sqrt(tot * (tot - ties_pairs))
     tau = s / denom if denom > 0 else 0.0
     tau = max(-1.0, min(1.0, tau))
-    if t.size == 0 and n <= exact_max_n:
-        return MKResult(s, tau, _mk_exact_p(n, s, alternative), n)
+    if n <= exact_max_n:
+        return MKResult(s, tau, _mk_exact_p(arr, s, alternative), n)
     var = (n * (n - 1) * (2 * n + 5) - float((t * (t - 1) * (2 * t + 5)).sum())) / 18.0
     if var <= 0.0:
         return MKResult(s, tau, 1.0, n)

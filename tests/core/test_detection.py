@@ -511,3 +511,112 @@ def test_metrics_that_grow_in_collapse_cannot_join_a_decline_family(family: str,
         "class_recall.7",
         "rare_mode_mass",
     )
+
+
+def _class_check(labels: np.ndarray, base_preds: np.ndarray, preds: np.ndarray, priors: dict) -> cm.Detection:
+    """detect() on classifier_panel's real metrics and paired masks, as Monitor calls it."""
+    from collapse_monitor.metrics.classes import classifier_panel
+
+    base = classifier_panel(labels, base_preds, priors)
+    now = classifier_panel(labels, preds, priors, baseline_preds=base_preds)
+    paired = {k: ("probe.correct", m) for k, m in now.paired.items()}
+    return detect(
+        now.metrics,
+        rules=Rules(),
+        baseline=base.metrics,
+        items={"probe.correct": now.correct},
+        base_items={"probe.correct": base.correct},
+        paired=paired,
+        rare_classes=now.rare_classes,
+    )
+
+
+def test_worst_class_recall_pays_for_being_picked_after_the_fact() -> None:
+    """The worst class is chosen on the current data, so its McNemar p is multiplied by the
+    number of classes it was picked from (Bonferroni); when the worst class is the rare class,
+    the rare class's own test (the same items, chosen in advance) speaks for both."""
+    from scipy import stats
+
+    labels = np.repeat(np.arange(10), 100)
+    base_preds = labels.copy()
+    base_preds[labels * 0 + (np.arange(1000) % 100) < 10] = -1  # 90 % right in every class
+    preds = base_preds.copy()
+    preds[(labels == 3) & (np.arange(1000) % 100 >= 10) & (np.arange(1000) % 100 < 25)] = -1  # class 3 loses 15
+    priors = {c: 0.1 for c in range(10)}
+    det = _class_check(labels, base_preds, preds, priors)
+    (f,) = [f for f in det.findings if f.key == "worst_class_recall"]
+    assert f.test == "mcnemar-exact+bonferroni-10"
+    assert f.p_value == pytest.approx(10 * stats.binomtest(15, 15, alternative="greater").pvalue)
+    assert det.metrics["worst_class_recall"].p_value == f.p_value
+    # a class below min_support (10) is not a candidate: 9 classes, p times 9
+    keep = (labels != 7) | (np.arange(1000) % 100 < 5)
+    det9 = _class_check(labels[keep], base_preds[keep], preds[keep], priors)
+    (f9,) = [f for f in det9.findings if f.key == "worst_class_recall"]
+    assert f9.test.endswith("+bonferroni-9") and f9.p_value == pytest.approx(9 * f.p_value / 10)
+
+    # the worst class is the rare class 9 (prior 1 %): one hypothesis, at the rare test's p
+    rare_priors = {**{c: 0.11 for c in range(9)}, 9: 0.01}
+    preds_r = base_preds.copy()
+    preds_r[(labels == 9) & (np.arange(1000) % 100 >= 10) & (np.arange(1000) % 100 < 40)] = -1
+    det_r = _class_check(labels, base_preds, preds_r, rare_priors)
+    by_key = {f.key: f for f in det_r.findings if f.kind == "baseline"}
+    assert by_key["worst_class_recall"].p_value == pytest.approx(10 * by_key["rare_class_recall"].p_value)
+    assert by_key["worst_class_recall"].q_value == by_key["rare_class_recall"].q_value
+    assert det_r.stage is cm.Stage.EARLY_COLLAPSE
+
+
+def test_worst_class_recall_keeps_its_level_under_the_null() -> None:
+    """Ten equal classes, every probe item flipping either way with the same chance: the
+    picked class's adjusted p rejects at most at the nominal rate; unadjusted it would not."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 60)
+    priors = {c: 0.1 for c in range(10)}
+    adjusted, raw, runs = 0, 0, 300
+    for _ in range(runs):
+        base_preds = np.where(rng.random(600) < 0.8, labels, -1)
+        preds = np.where(rng.random(600) < 0.8, labels, -1)
+        (f,) = [f for f in _class_check(labels, base_preds, preds, priors).findings if f.key == "worst_class_recall"]
+        adjusted += f.p_value <= 0.05
+        raw += f.p_value / 10 <= 0.05
+    assert adjusted / runs <= 0.05
+    assert raw / runs > 0.10  # the selection bias the adjustment removes (0.15: three times 0.05)
+
+
+def test_identical_trend_series_are_one_hypothesis_in_bh() -> None:
+    """With one rare class, rare_class_recall and class_recall.<c> have the same generation
+    series: their trend tests are one hypothesis, counted once by Benjamini-Hochberg."""
+    from scipy import stats
+
+    mv = {
+        "rare_class_recall": MetricValue(0.5, 0.4, 0.6),
+        "class_recall.9": MetricValue(0.5, 0.4, 0.6),
+        "tail_coverage": MetricValue(0.8, 0.75, 0.85),
+    }
+    baseline = {
+        "rare_class_recall": MetricValue(0.6, 0.5, 0.7),
+        "class_recall.9": MetricValue(0.6, 0.5, 0.7),
+        "tail_coverage": MetricValue(0.82, 0.77, 0.87),
+    }
+    shared = [0.6, 0.58, 0.59, 0.55, 0.5]
+    series = {
+        "rare_class_recall": shared,
+        "class_recall.9": list(shared),
+        "tail_coverage": [0.82, 0.8, 0.83, 0.79, 0.8],
+    }
+    det = detect(mv, rules=Rules(), baseline=baseline, series=series, rare_classes=("9",))
+    trend = {f.key: f for f in det.findings if f.kind == "trend"}
+    base = {f.key: f for f in det.findings if f.kind == "baseline"}
+    assert set(trend) == set(base) == set(mv)
+    assert trend["rare_class_recall"].p_value == trend["class_recall.9"].p_value
+    distinct = [
+        base["rare_class_recall"].p_value,
+        base["class_recall.9"].p_value,
+        base["tail_coverage"].p_value,
+        trend["rare_class_recall"].p_value,
+        trend["tail_coverage"].p_value,
+    ]
+    q = stats.false_discovery_control(distinct, method="bh")
+    got = [base["rare_class_recall"], base["class_recall.9"], base["tail_coverage"], trend["rare_class_recall"]]
+    assert [f.q_value for f in got] == pytest.approx(q[:4].tolist(), rel=1e-12)
+    assert trend["class_recall.9"].q_value == trend["rare_class_recall"].q_value
+    assert trend["tail_coverage"].q_value == pytest.approx(q[4], rel=1e-12)

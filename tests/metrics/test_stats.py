@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -118,6 +119,23 @@ def test_binom_sf_half_matches_scipy_for_large_n(n: int) -> None:
         got = binom_sf_half(b, n)
         assert got == pytest.approx(ref, rel=1e-9, abs=1e-300), (b, n)
     assert binom_sf_half(n + 1, n) == 0.0
+
+
+def test_binom_sf_half_beyond_the_exact_sums_agrees_with_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above EXACT_BINOM_MAX_N trials the incomplete beta takes over (the exact sums cost n^1.5
+    time); it agrees with the exact sums to 1e-12 relative, deep into the tail."""
+    import collapse_monitor.metrics.stats as st
+
+    n = st.EXACT_BINOM_MAX_N + 1
+    sd = math.sqrt(n) / 2
+    points = [0, n // 2 - int(3 * sd), n // 2, n // 2 + 1, n // 2 + int(5 * sd), n // 2 + int(30 * sd), n]
+    fast = [binom_sf_half(b, n) for b in points]
+    fast_mid = mcnemar_mid_p(points[4], n - points[4])
+    monkeypatch.setattr(st, "EXACT_BINOM_MAX_N", 10 * n)
+    exact = [binom_sf_half(b, n) for b in points]
+    assert fast == pytest.approx(exact, rel=1e-12, abs=1e-300)
+    assert fast[-2] > 0 and fast[-2] < 1e-150  # still resolved, not flushed to 0
+    assert fast_mid == pytest.approx(mcnemar_mid_p(points[4], n - points[4]), rel=1e-12)
 
 
 def test_binom_cdf_matches_scipy() -> None:
@@ -264,12 +282,53 @@ def test_mann_kendall_exact_matches_kendalltau(n: int) -> None:
             assert res.s == round(ref.statistic * n * (n - 1) / 2)
 
 
-def test_mann_kendall_exact_beyond_default_size_on_request() -> None:
-    rng = np.random.default_rng(7)
-    y = np.cumsum(rng.normal(size=25))
-    for alt, scipy_alt in _MK_ALT.items():
-        ref = stats.kendalltau(np.arange(25), y, method="exact", alternative=scipy_alt)
-        assert mann_kendall(y, alt, exact_max_n=30).p_value == pytest.approx(ref.pvalue, rel=1e-9)
+@pytest.mark.parametrize("n", [11, 25, 50])
+def test_mann_kendall_exact_up_to_fifty_points(n: int) -> None:
+    rng = np.random.default_rng(7 + n)
+    for y in (np.cumsum(rng.normal(size=n)), np.arange(n, 0, -1, dtype=float)):
+        for alt, scipy_alt in _MK_ALT.items():
+            ref = stats.kendalltau(np.arange(n), y, method="exact", alternative=scipy_alt)
+            assert mann_kendall(y, alt).p_value == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
+    # 11 strictly falling points: exactly 1 / 11! (the normal approximation said 1.3e-5)
+    if n == 11:
+        assert mann_kendall(np.arange(11, 0, -1.0)).p_value == pytest.approx(1 / math.factorial(11), rel=1e-12)
+    # beyond exact_max_n: the normal approximation, as scipy's asymptotic method
+    y = np.cumsum(rng.normal(size=n))
+    ref = stats.kendalltau(np.arange(n), y, method="asymptotic", alternative="less").pvalue
+    assert mann_kendall(y, exact_max_n=n - 1, continuity=False).p_value == pytest.approx(ref, rel=1e-9)
+
+
+def _brute_force_mk(y: np.ndarray) -> dict[str, float]:
+    """P(S <= s), P(S >= s) over every distinct arrangement of the values (the exact
+    permutation null given the ties), by enumeration."""
+
+    def s_of(v: tuple[float, ...]) -> int:
+        return sum(int(np.sign(v[j] - v[i])) for i in range(len(v)) for j in range(i + 1, len(v)))
+
+    s0 = s_of(tuple(y.tolist()))
+    perms = [s_of(p) for p in set(itertools.permutations(y.tolist()))]
+    le = sum(x <= s0 for x in perms) / len(perms)
+    ge = sum(x >= s0 for x in perms) / len(perms)
+    return {"decreasing": le, "increasing": ge, "two-sided": min(1.0, 2 * min(le, ge))}
+
+
+def test_mann_kendall_exact_with_ties_matches_enumeration() -> None:
+    rng = np.random.default_rng(11)
+    checked = 0
+    for _ in range(60):
+        n = int(rng.integers(3, 9))
+        y = rng.integers(0, int(rng.integers(2, 5)), size=n).astype(float)
+        ref = _brute_force_mk(y)
+        for alt, p in ref.items():
+            assert mann_kendall(y, alt).p_value == pytest.approx(p, rel=1e-12, abs=1e-15), (y, alt)
+        checked += len(np.unique(y)) < n
+    assert checked > 40  # most series had ties
+    # with ties at n = 6 the normal approximation is 1.7 times the exact p (1/180)
+    y = np.array([3.0, 3.0, 2.0, 1.0, 1.0, 0.0])
+    exact, approx = mann_kendall(y).p_value, mann_kendall(y, exact_max_n=0).p_value
+    assert exact == pytest.approx(_brute_force_mk(y)["decreasing"], rel=1e-12)
+    assert exact == pytest.approx(1 / 180, rel=1e-12)
+    assert approx > 1.7 * exact
 
 
 @pytest.mark.parametrize("n", [5, 11, 20, 60])
@@ -277,11 +336,9 @@ def test_mann_kendall_normal_approximation_matches_kendalltau(n: int) -> None:
     rng = np.random.default_rng(200 + n)
     for trial in range(10):
         y = np.round(rng.normal(size=n) - 0.05 * trial * np.arange(n), 1)  # rounding makes ties
-        if n <= 10:
-            y[1] = y[0]  # force a tie so the normal approximation is used
         for alt, scipy_alt in _MK_ALT.items():
             ref = stats.kendalltau(np.arange(n), y, method="asymptotic", alternative=scipy_alt)
-            res = mann_kendall(y, alt, continuity=False)
+            res = mann_kendall(y, alt, continuity=False, exact_max_n=0)
             assert res.tau == pytest.approx(ref.statistic, abs=1e-12)
             assert res.p_value == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-15), (trial, alt)
 
@@ -290,12 +347,14 @@ def test_mann_kendall_continuity_correction() -> None:
     rng = np.random.default_rng(5)
     y = np.round(np.cumsum(rng.normal(size=30)) - 0.2 * np.arange(30), 0)
     two = stats.kendalltau(np.arange(30), y, method="asymptotic").pvalue
-    res = mann_kendall(y, "decreasing")
+    res = mann_kendall(y, "decreasing", exact_max_n=0)
     assert res.s != 0
     sd = abs(res.s) / stats.norm.isf(two / 2)  # the tie-corrected sd scipy used
     assert res.p_value == pytest.approx(stats.norm.cdf((res.s + 1) / sd), rel=1e-9)
-    assert mann_kendall(y, "increasing").p_value == pytest.approx(stats.norm.sf((res.s - 1) / sd), rel=1e-9)
-    assert mann_kendall(y, "two-sided").p_value == pytest.approx(2 * stats.norm.sf((abs(res.s) - 1) / sd), rel=1e-9)
+    up = mann_kendall(y, "increasing", exact_max_n=0).p_value
+    assert up == pytest.approx(stats.norm.sf((res.s - 1) / sd), rel=1e-9)
+    two_sided = mann_kendall(y, "two-sided", exact_max_n=0).p_value
+    assert two_sided == pytest.approx(2 * stats.norm.sf((abs(res.s) - 1) / sd), rel=1e-9)
 
 
 def test_mann_kendall_edge_cases() -> None:
