@@ -106,6 +106,18 @@ def _build() -> argparse.ArgumentParser:
     e = dsub.add_parser("export", parents=[_common()], help="write dashboards and provisioning files into DIR")
     e.add_argument("dir", help="output folder (created if missing)")
 
+    p = sub.add_parser(
+        "integrations", parents=[_common()], help="Prometheus rules, Alertmanager routing and the on-call runbook"
+    )
+    isub = p.add_subparsers(dest="integrations_command", required=True)
+    e = isub.add_parser(
+        "export",
+        parents=[_common()],
+        help="write the Prometheus rules (+ promtool tests), prometheus.yml, alertmanager.yml and runbook.md into DIR",
+    )
+    e.add_argument("dir", help="output folder (created if missing)")
+    e.add_argument("--force", action="store_true", help="overwrite files that differ (edited deployments)")
+
     p = sub.add_parser("alerts", parents=[_common()], help="alert channels")
     asub = p.add_subparsers(dest="alerts_command", required=True)
     t = asub.add_parser("test", parents=[_common()], help="send a test event to every configured channel")
@@ -190,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .dashboards import dashboards_export_command
 
             return dashboards_export_command(args.dir)
+        if args.command == "integrations":
+            from .deploy import integrations_export_command
+
+            return integrations_export_command(args.dir, force=args.force)
         if args.command == "alerts":
             from .alerting.cli import alerts_test_command
 

@@ -1,7 +1,7 @@
 """Grafana dashboards for collapse-monitor, built in code (no Grafana SDK needed).
 
 Two dashboards read the gauges that :class:`collapse_monitor.sinks.PrometheusSink` exports
-(``collapse_monitor_<key>{monitor=...}``, see DESIGN.md section 6):
+(``collapse_monitor_<key>{monitor=...}``, see the README's "Where results go"):
 
 ``collapse-monitor-overview``
     one row of stats per monitor (stage, generation, time since the last check, alerts firing,

@@ -1,7 +1,7 @@
 """Collapse detection: decline tests against the baseline, trend tests over the generation
 series, multiple-testing control and the healthy / early / late / drift classification.
 
-Method (DESIGN.md section 5):
+Method (the README's "How it decides"):
 
 * **Paired tests where the data is frozen.** The probe set and the reference are fixed, so a
   probe item (or a covered reference point, a rare cluster, a rare n-gram type) either flipped
@@ -20,7 +20,10 @@ Method (DESIGN.md section 5):
   (Mann 1945, Kendall 1975) on the per-chain series, with the Theil-Sen slope (Sen 1968) as
   the effect size, flags a sustained decline that no single step shows.
 * **Multiple testing.** All p-values of one check (every metric, every rare class, baseline and
-  trend tests) are adjusted together with Benjamini-Hochberg (1995); a finding is significant
+  trend tests) are adjusted together with Benjamini-Hochberg (1995), counting tests on the same
+  items, and trend tests on the same series, once; ``worst_class_recall``, whose class is picked
+  on the current data, enters with its p multiplied by the number of candidate classes
+  (Bonferroni 1936). A finding is significant
   when q <= alpha *and* the relative decline is at least ``min_effect`` (``diversity_min_effect``
   for diversity metrics, which narrow smoothly rather than by lost items).
 * **Stages.** Early collapse: a tail metric falls while head metrics hold, or at least
@@ -30,7 +33,7 @@ Method (DESIGN.md section 5):
   diversity falls too (by at least ``late_min_effect``), head metrics fall with a tail that
   falls clearly harder, or head metrics fall while diversity falls at all (with a diversity
   decline, a head decline counts from ``late_head_min_effect``, 2 %, not ``min_effect``). A global shift that
-  drops head and tail alike *while diversity holds* is *drift* (DESIGN.md section 5): reported
+  drops head and tail alike *while diversity holds* is *drift* (README, "How it decides"): reported
   (``report.drift``), not called collapse. Diversity holds when no diversity metric is
   significantly lower at ``alpha``, however small the decline; with one, head and tail falling
   alike is late collapse.
@@ -85,7 +88,7 @@ class Rules:
     """Detection settings. Every field can come from Python or from the ``rules:`` block of
     a YAML config (``Rules.from_dict``); unknown keys and bad values raise ConfigError."""
 
-    # 0.005, not the 0.01 of DESIGN.md: the paired tests condition on the two models, so
+    # 0.005, not the design's first 0.01: the paired tests condition on the two models, so
     # between-retrain variation is not in their null; on the detection benchmark's control loops
     # 0.005 halves the false alarms of 0.01 (8 vs 16 of 1,000 checks over 10 seeds) for one or
     # two of 100 collapsing chains flagged a generation later (README, "operating curve")
@@ -569,7 +572,7 @@ def _head_dip(f: Finding, rules: Rules) -> bool:
 
 def _narrowed(f: Finding, rules: Rules) -> bool:
     """A diversity decline significant at ``alpha``, of any size: diversity was not kept, so a
-    decline of head and tail alike is not drift (DESIGN.md section 5), see ``classify``."""
+    decline of head and tail alike is not drift (README, "How it decides"), see ``classify``."""
     return f.family == "diversity" and f.q_value <= rules.alpha and f.relative_change < 0
 
 
@@ -596,7 +599,7 @@ def judge(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple
 def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...]]:
     """Stage from the significant findings (see the module docstring): returns the stage,
     whether the check is *drift* (head, or head and tail alike, fell while diversity held:
-    DESIGN.md section 5) and the notes that say which rule decided."""
+    README, "How it decides") and the notes that say which rule decided."""
     sig = [f for f in findings if f.significant]
     if not sig:
         return Stage.HEALTHY, False, ()

@@ -192,7 +192,7 @@ def macro_recall(labels: Any, preds: Any, classes: Any) -> MetricValue | None:
 class ClassifierResult:
     """All classifier metrics of one check, plus what detection needs for paired tests.
 
-    ``metrics``: canonical keys (DESIGN.md section 4) -> MetricValue. ``correct``: per probe
+    ``metrics``: canonical keys (``metrics/_spec.py``) -> MetricValue. ``correct``: per probe
     item, predicted right. ``rare_classes`` / ``head_classes``: every class of the priors
     split at ``rare_threshold`` (whether or not it has probe items), sorted by string form.
     ``paired``: metric key -> boolean mask of the probe items the metric rests on, for exact
@@ -236,7 +236,7 @@ def classifier_panel(
     min_support: int = 10,
     baseline_preds: Any = None,
 ) -> ClassifierResult:
-    """Every classifier metric of DESIGN.md section 4 on the probe set.
+    """Every classifier metric (README, "What it measures") on the probe set.
 
     ``priors`` ({label: prior}, normalised here; ``None`` = label frequencies of ``labels``)
     decides which classes are rare (prior < ``rare_threshold``). Keys produced:

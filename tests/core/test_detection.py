@@ -50,7 +50,7 @@ def test_classify_stages() -> None:
 
 
 def test_a_shift_that_narrows_diversity_is_collapse_not_drift() -> None:
-    """DESIGN.md section 5: drift *keeps* diversity. Head (and tail) falling alike is drift only
+    """README, "How it decides": drift *keeps* diversity. Head (and tail) falling alike is drift only
     while diversity holds; with any significant diversity decline it is late collapse, even one
     below ``late_min_effect``."""
     r = Rules()
@@ -122,7 +122,7 @@ def _q(key: str, family: str, rel: float, q: float) -> Finding:
 
 def test_a_small_head_decline_with_narrowing_diversity_is_late_collapse() -> None:
     """A head decline under ``min_effect`` counts once diversity fell with it: drift keeps
-    diversity (DESIGN.md section 5), so head and diversity falling together is late collapse.
+    diversity (README, "How it decides"), so head and diversity falling together is late collapse.
     The digits/replace chains of the detection benchmark look like this at the generation the
     aggregate alert fires (accuracy -3.4 %, q 2e-4; effective rank -8.5 %, q 1e-9)."""
     r = Rules()

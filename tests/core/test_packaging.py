@@ -73,13 +73,47 @@ def _package_sources() -> set[str]:
 
 
 def test_wheel_holds_the_package_and_nothing_else(dists: tuple[Path, Path]) -> None:
+    from collapse_monitor.deploy import INTEGRATION_FILES
+
     _, wheel = dists
-    names = zipfile.ZipFile(wheel).namelist()
+    zf = zipfile.ZipFile(wheel)
     info = f"collapse_monitor-{cm.__version__}.dist-info/"
-    payload = {n for n in names if not n.startswith(info)}
-    # every module of every subpackage (a folder without __init__.py would be dropped), py.typed
-    # for the type checkers of users, and no tests, local stores or caches
-    assert payload == _package_sources()
+    payload = {n for n in zf.namelist() if not n.startswith(info)}
+    # every module of every subpackage (pyproject lists them: a new one left out fails here),
+    # py.typed for the type checkers of users, the deployable integration files (not the
+    # examples), and no tests, local stores or caches
+    shipped = {f"collapse_monitor/integrations/{rel}": ROOT / "integrations" / rel for rel in INTEGRATION_FILES}
+    assert payload == _package_sources() | set(shipped)
+    for name, src in shipped.items():
+        assert zf.read(name) == src.read_bytes(), name
+
+
+def test_the_installed_wheel_exports_the_integration_files(dists: tuple[Path, Path], tmp_path: Path) -> None:
+    """From the unpacked wheel alone (no checkout beside it), ``integrations export`` finds
+    the package's copy and writes the repository's bytes."""
+    from collapse_monitor.deploy import INTEGRATION_FILES
+
+    _, wheel = dists
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    out = tmp_path / "out"
+    code = "import sys; from collapse_monitor.cli import main; sys.exit(main(['integrations', 'export', sys.argv[1]]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = "import collapse_monitor.deploy as d; print(d.integrations_dir())"
+    where = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(site)}, capture_output=True, text=True
+    )
+    assert where.stdout.strip() == str(site / "collapse_monitor" / "integrations"), where.stderr
+    for rel in INTEGRATION_FILES:
+        assert (out / rel).read_bytes() == (ROOT / "integrations" / rel).read_bytes(), rel
 
 
 def test_wheel_metadata(dists: tuple[Path, Path]) -> None:
