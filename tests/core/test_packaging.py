@@ -36,6 +36,9 @@ def _build(src: Path, kind: str, out: Path) -> Path:
     code = f"from setuptools import build_meta as b; print(b.build_{kind}({str(out)!r}))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=src, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # setuptools warns when a data folder inside a package is not listed as a package (a
+    # configuration it announces it may stop honouring): pyproject lists every one
+    assert "absent from the `packages` configuration" not in proc.stderr + proc.stdout
     return out / proc.stdout.strip().splitlines()[-1]
 
 
