@@ -611,6 +611,18 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
     tail, head, div = worst("tail"), worst("head"), worst("diversity")
     if at_least(div, rules.late_min_effect) and (tail > 0 or head > 0):
         return Stage.LATE_COLLAPSE, False, ("diversity fell with the tail",)
+    if div > 0 and head == 0:
+        # a head decline under min_effect still counts when diversity fell with it, whatever
+        # the tail did: drift keeps diversity, so the two together are a narrowing shift, i.e.
+        # late collapse (with a significant head decline: the rule below)
+        fell = sorted({f.key for f in sig if f.family == "diversity"})
+        dipped = sorted({f.key for f in findings if _head_dip(f, rules)})
+        if dipped:
+            return (
+                Stage.LATE_COLLAPSE,
+                False,
+                (f"{_HEAD_WITH_DIVERSITY} ({', '.join(dipped)}) while diversity fell ({', '.join(fell)})",),
+            )
     if tail > 0 and head == 0:
         return Stage.EARLY_COLLAPSE, False, ("tail fell while head metrics held",)
     if head > 0 and div > 0:
@@ -625,18 +637,9 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
         if narrowed:
             return Stage.LATE_COLLAPSE, False, (f"{_NOT_DRIFT} ({', '.join(narrowed)}): not drift",)
         return Stage.HEALTHY, True, ("head and tail fell alike while diversity held: drift, not collapse",)
-    if div > 0:  # head held here: head with diversity returned above
+    if div > 0:  # tail and head held here (a head decline with diversity returned above)
         fell = sorted({f.key for f in sig if f.family == "diversity"})
         if rules.early_diversity_metrics and len(fell) >= rules.early_diversity_metrics:
             return Stage.EARLY_COLLAPSE, False, (f"diversity narrowed ({', '.join(fell)}) while tail and head held",)
-        # a head decline under min_effect still counts when diversity fell with it: drift keeps
-        # diversity, so the two together are a narrowing shift, i.e. late collapse
-        dipped = sorted({f.key for f in findings if _head_dip(f, rules)})
-        if dipped:
-            return (
-                Stage.LATE_COLLAPSE,
-                False,
-                (f"{_HEAD_WITH_DIVERSITY} ({', '.join(dipped)}) while diversity fell ({', '.join(fell)})",),
-            )
         return Stage.HEALTHY, False, ("diversity narrowed while the tail and head held",)
     return Stage.HEALTHY, True, ("head metrics fell while the tail held: drift, not collapse",)

@@ -148,9 +148,20 @@ def test_a_small_head_decline_with_narrowing_diversity_is_late_collapse() -> Non
     )
     # diversity under its own min effect does not make it late either
     assert classify([_q("effective_rank", "diversity", -0.05, 1e-20), acc], r)[0] is cm.Stage.HEALTHY
-    # two narrowing diversity metrics with the tail and head held stay early collapse
-    two = [narrow, _q("vendi_ratio", "diversity", -0.09, 1e-9), acc]
+    # two narrowing diversity metrics with the tail and head held are early collapse; with the
+    # head dipping too, late, as with one (before 2026-12-06 the two-metric rule came first
+    # and called it early, "while tail and head held")
+    two = [narrow, _q("vendi_ratio", "diversity", -0.09, 1e-9)]
     assert classify(two, r)[0] is cm.Stage.EARLY_COLLAPSE
+    stage, _, notes = classify([*two, acc], r)
+    assert stage is cm.Stage.LATE_COLLAPSE
+    assert notes == ("head metrics fell (accuracy) while diversity fell (effective_rank, vendi_ratio)",)
+    # and with the tail falling too (it used to be early: "tail fell while head metrics held")
+    tail = _q("tail_coverage", "tail", -0.30, 1e-12)
+    assert classify([tail, narrow], r)[0] is cm.Stage.EARLY_COLLAPSE
+    assert classify([tail, acc], r)[0] is cm.Stage.EARLY_COLLAPSE  # no diversity decline: the dip says nothing
+    stage, _, notes = classify([tail, narrow, acc], r)
+    assert stage is cm.Stage.LATE_COLLAPSE and notes[0].startswith("head metrics fell (accuracy)")
 
 
 def test_detect_marks_the_head_decline_that_made_it_late() -> None:

@@ -79,8 +79,11 @@ def test_gradual_forgetting_goes_healthy_early_late(tmp_path) -> None:
     early = reports[first_early]
     assert {f.family for f in early.declines} <= {"tail"}
     assert early.alerts and early.alerts[0].status == "firing" and early.alerts[0].severity == "warning"
-    late = reports[-1]
-    rules = {a.rule: a.status for a in late.alerts}
+    # late from the generation the spread shrinks (0.6: effective rank -11 %, head coverage
+    # -5 %, with the tail gone), where the late alert fires once
+    first_late = stages.index(cm.Stage.LATE_COLLAPSE)
+    assert first_late in (4, 5)
+    rules = {a.rule: a.status for a in reports[first_late].alerts}
     assert rules.get("late_collapse") == "firing"
 
 
