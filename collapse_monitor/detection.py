@@ -90,8 +90,9 @@ class Rules:
 
     # 0.005, not the design's first 0.01: the paired tests condition on the two models, so
     # between-retrain variation is not in their null; on the detection benchmark's control loops
-    # 0.005 halves the false alarms of 0.01 (8 vs 16 of 1,000 checks over 10 seeds) for one or
-    # two of 100 collapsing chains flagged a generation later (README, "operating curve")
+    # 0.005 gave half the false alarms of 0.01 (8 vs 16 of 1,000 checks over 10 seeds; 11 vs 16
+    # after the statistics corrections of 2026-12-06) for one or two of 100 collapsing chains
+    # flagged a generation later (README, "operating curve")
     alpha: float = 0.005
     min_effect: float = 0.10
     # the smallest decline that counts for diversity metrics (min_effect is for tail and head).
