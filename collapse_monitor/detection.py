@@ -19,11 +19,11 @@ Method (the README's "How it decides"):
 * **Trend.** A collapse is usually a drift, not a step: a one-sided Mann-Kendall test
   (Mann 1945, Kendall 1975) on the per-chain series, with the Theil-Sen slope (Sen 1968) as
   the effect size, flags a sustained decline that no single step shows.
-* **Multiple testing.** All p-values of one check (every metric, every rare class, baseline and
-  trend tests) are adjusted together with Benjamini-Hochberg (1995), counting tests on the same
-  items, and trend tests on the same series, once; ``worst_class_recall``, whose class is picked
-  on the current data, enters with its p multiplied by the number of candidate classes
-  (Bonferroni 1936). A finding is significant
+* **Multiple testing.** All p-values of one check (every tail, head and diversity metric, every
+  rare class, baseline and trend tests) are adjusted together with Benjamini-Hochberg (1995),
+  counting tests on the same items, and trend tests on the same series, once;
+  ``worst_class_recall``, whose class is picked on the current data, enters with its p
+  multiplied by the number of candidate classes (Bonferroni 1936). A finding is significant
   when q <= alpha *and* the relative decline is at least ``min_effect`` (``diversity_min_effect``
   for diversity metrics, which narrow smoothly rather than by lost items).
 * **Stages.** Early collapse: a tail metric falls while head metrics hold, or at least
@@ -527,8 +527,9 @@ def _worst_class_candidates(metrics: Mapping[str, MetricValue], min_support: int
     """How many classes ``worst_class_recall`` was picked from (those with support >=
     ``min_support``, or all when none has): the class is chosen as the lowest *now*, so its
     decline test is a selected one, and its p is multiplied by this count (Bonferroni 1936;
-    it holds for any dependence between the classes). Without it, at p < 0.005 the selected
-    class of 10 equal classes declined by chance 2.5 times as often as a fixed class. When
+    it holds for any dependence between the classes). Without it, in 300 null checks of 10
+    equal classes (tests/core/test_detection.py) the selected class's p was <= 0.05 in 15 % of
+    them, three times the nominal rate; with it, in 1 %. When
     the worst class is a rare class, the rare class's own unadjusted test is the same
     hypothesis and speaks for both (:func:`_bh_deduplicated`)."""
     support = [mv.n for k, mv in metrics.items() if k.startswith("class_recall.") and mv.n is not None]
