@@ -181,6 +181,27 @@ def crontab_for_apscheduler(expr: str) -> str:
     return " ".join(fields)
 
 
+def cron_trigger(expr: str, timezone: str | None = None) -> Any:
+    """APScheduler trigger for a 5-field crontab expression, with crontab's day rule: when both
+    day-of-month and day-of-week are restricted (neither starts with ``*``), the job runs when
+    *either* matches (``0 9 1 * 1``: the 1st of the month and every Monday), where a single
+    ``CronTrigger`` would require both (only a Monday the 1st)."""
+    from apscheduler.triggers.combining import OrTrigger
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expr.split()
+    if len(fields) == 5 and not fields[2].startswith("*") and not fields[4].startswith("*"):
+        by_day = " ".join([*fields[:4], "*"])
+        by_weekday = " ".join([*fields[:2], "*", fields[3], fields[4]])
+        return OrTrigger(
+            [
+                CronTrigger.from_crontab(crontab_for_apscheduler(by_day), timezone=timezone),
+                CronTrigger.from_crontab(crontab_for_apscheduler(by_weekday), timezone=timezone),
+            ]
+        )
+    return CronTrigger.from_crontab(crontab_for_apscheduler(expr), timezone=timezone)
+
+
 @dataclass(frozen=True)
 class ScheduleSpec:
     cron: str | None = None
@@ -190,12 +211,12 @@ class ScheduleSpec:
     run_at_start: bool = False
 
     def trigger(self) -> Any:
-        from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
-        jitter = None if self.jitter_seconds is None else int(self.jitter_seconds)
+        # APScheduler takes whole seconds: round up, so 0.5 s is not silently no jitter
+        jitter = None if self.jitter_seconds is None else math.ceil(self.jitter_seconds)
         if self.cron is not None:
-            return CronTrigger.from_crontab(crontab_for_apscheduler(self.cron), timezone=self.timezone)
+            return cron_trigger(self.cron, self.timezone)
         return IntervalTrigger(seconds=self.interval_seconds, jitter=jitter, timezone=self.timezone)
 
     def describe(self) -> str:
@@ -245,6 +266,11 @@ def _known(d: Mapping[str, Any], allowed: set[str], key: str) -> None:
             raise ConfigError(f"{key}.{k}", f"unknown key; known: {', '.join(sorted(allowed))}")
 
 
+#: the longest interval any setting takes (about 3 years): larger values overflow the
+#: scheduler's date arithmetic at start (OverflowError) rather than failing here
+_MAX_SECONDS = 1e8
+
+
 def _seconds(v: Any, key: str, *, minimum: float = 0.0, allow_zero: bool = False) -> float:
     try:
         if isinstance(v, bool):
@@ -254,6 +280,8 @@ def _seconds(v: Any, key: str, *, minimum: float = 0.0, allow_zero: bool = False
         raise ConfigError(key, f"expected a number of seconds, got {v!r}") from None
     if not math.isfinite(x) or x < minimum or (x == 0 and not allow_zero):
         raise ConfigError(key, f"expected seconds > {minimum:g}, got {v!r}")
+    if x > _MAX_SECONDS:
+        raise ConfigError(key, f"expected at most {_MAX_SECONDS:g} seconds (about 3 years), got {v!r}")
     return x
 
 
@@ -402,23 +430,23 @@ def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
             raise ConfigError(f"{key}.timezone", f"unknown time zone {d['timezone']!r}") from None
         kw["timezone"] = str(d["timezone"])
     if "cron" in d:
-        from apscheduler.triggers.cron import CronTrigger
-
         if not isinstance(d["cron"], str):
             raise ConfigError(f"{key}.cron", f"expected a crontab string such as '0 * * * *', got {d['cron']!r}")
         try:
-            trig = CronTrigger.from_crontab(crontab_for_apscheduler(d["cron"]), timezone=kw.get("timezone"))
+            trig = cron_trigger(d["cron"], kw.get("timezone"))
         except ValueError as exc:
             raise ConfigError(f"{key}.cron", f"not a valid 5-field crontab expression: {exc}") from None
         from datetime import datetime
 
-        now = datetime.now(trig.timezone)
+        now = datetime.now(ZoneInfo(kw["timezone"]) if "timezone" in kw else None).astimezone()
         if trig.get_next_fire_time(None, now) is None:
             raise ConfigError(f"{key}.cron", f"{d['cron']!r} never fires (e.g. 31 February)")
         kw["cron"] = d["cron"]
     else:
         kw["interval_seconds"] = _seconds(d["interval_seconds"], f"{key}.interval_seconds")
     if d.get("jitter_seconds") is not None:
+        if "cron" in kw:
+            raise ConfigError(f"{key}.jitter_seconds", "applies to interval_seconds only, not to a cron schedule")
         kw["jitter_seconds"] = _seconds(d["jitter_seconds"], f"{key}.jitter_seconds", allow_zero=True)
     if "run_at_start" in d:
         kw["run_at_start"] = _bool(d["run_at_start"], f"{key}.run_at_start")
@@ -439,6 +467,9 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
         items = cfg["monitors"]
         if not isinstance(items, list) or not items:
             raise ConfigError("monitors", "expected a non-empty list of monitors")
+        for k in _SERVICE_KEYS:
+            if cfg.get(k) is not None:
+                raise ConfigError(k, "is not inherited by the monitors: [...] entries; set it in each entry")
         shared = {k: cfg[k] for k in _INHERITED if k in cfg}
         for i, item in enumerate(items):
             key = f"monitors[{i}]"

@@ -141,6 +141,13 @@ class _StateFile:
                 raise
 
 
+def _stale_id(monitor: str, episode: str, status: str) -> str:
+    """The dead-man's switch alert's idempotency key: one per monitor, episode and status."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"collapse-monitor/{monitor}/{STALE_RULE}/{episode}/{status}"))
+
+
 def _remote_readers(spec: MonitorSpec) -> list[Any]:
     """The monitor's sinks that can read its checks back (MLflow's ``latest(monitor)``)."""
     return [s for s in spec.monitor.sinks if callable(getattr(s, "latest", None))]
@@ -362,9 +369,14 @@ class Service:
                     latest = reads[name].result()
                     if latest is not None:
                         self._export(latest)
-                    alert = self._stale_alert(spec, latest, now)
-                    if alert is not None:
-                        self._dispatch(spec, alert)
+                    planned = self._stale_alert(spec, latest, now)
+                    if planned is not None:
+                        alert, eid, done = planned
+                        # the episode is recorded only once the alert is in the outbox (under
+                        # an id fixed by the episode, so queueing it again after a failure
+                        # between the two adds nothing): a failed enqueue is retried next run
+                        self._dispatch(spec, alert, eid)
+                        self._state(spec).set(name, **done)
                         sent.append(alert)
                     self.g_last.labels(name, "staleness").set(now)
                 except Exception as exc:
@@ -401,7 +413,11 @@ class Service:
         except Exception as exc:  # pragma: no cover - registry-only export does no I/O
             log.warning("%s: /metrics export failed: %s", report.monitor, exc)
 
-    def _stale_alert(self, spec: MonitorSpec, latest: Report | None, now: float) -> Alert | None:
+    def _stale_alert(
+        self, spec: MonitorSpec, latest: Report | None, now: float
+    ) -> tuple[Alert, str, dict[str, Any]] | None:
+        """The dead-man's switch's alert to send now, if any: (alert, its event id, the state
+        to record once it is queued)."""
         expected = spec.expected_interval_seconds
         if expected is None:
             return None
@@ -439,20 +455,26 @@ class Service:
                 f"{name}: no retrain checked for {_span(age)} (expected at least every {_span(expected)}); "
                 f"last check: {last}. The training pipeline or its monitoring hook may have stopped."
             )
-            state.set(name, stale_episode=episode, stale_alerted_at=now)
-            return alert("firing", summary)
+            return (
+                alert("firing", summary),
+                _stale_id(name, episode, "firing"),
+                {
+                    "stale_episode": episode,
+                    "stale_alerted_at": now,
+                },
+            )
         if not stale and alerted is not None and alerted != episode:
-            state.set(name, stale_episode=None)
-            return alert("resolved", f"{name}: checks are arriving again")
+            resolved = alert("resolved", f"{name}: checks are arriving again")
+            return resolved, _stale_id(name, str(alerted), "resolved"), {"stale_episode": None}
         return None
 
-    def _dispatch(self, spec: MonitorSpec, alert: Alert) -> None:
+    def _dispatch(self, spec: MonitorSpec, alert: Alert, eid: str) -> None:
         disp = spec.monitor.dispatcher
         if disp is None:
             log.warning("%s (%s): %s [no alert channels configured]", alert.dedup_key, alert.status, alert.summary)
             return
         log.warning("%s (%s): %s", alert.dedup_key, alert.status, alert.summary)
-        results = disp.dispatch([alert])
+        results = disp.dispatch([alert], event_ids=[eid])
         for r in results:
             if not getattr(r, "ok", False):
                 log.warning(
@@ -543,7 +565,17 @@ class Service:
                 self._http.server_close()
             self._http = None
         with self._idle:
-            return self._idle.wait_for(lambda: self._running == 0, timeout=timeout)
+            clean = self._idle.wait_for(lambda: self._running == 0, timeout=timeout)
+        # a delivery still in flight is abandoned with the process: free its outbox lease so a
+        # replacement process retries it now, not when the lease runs out
+        for spec in self.specs.values():
+            disp = spec.monitor.dispatcher
+            if disp is not None:
+                try:
+                    disp.outbox.release_leases()
+                except Exception as exc:
+                    log.warning("%s: could not release outbox leases: %s", spec.name, redact_text(str(exc)))
+        return clean
 
 
 def serve_command(
@@ -566,9 +598,17 @@ def serve_command(
     svc = Service.from_config(config, port=port, host=host)
     stop = threading.Event()
     previous: dict[signal.Signals, Any] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set() and hard_exit:
+            # a second signal while waiting for running checks: the operator is not waiting
+            os.write(2, b"collapse-monitor serve: second signal, exiting now\n")
+            os._exit(130)
+        stop.set()
+
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+            previous[sig] = signal.signal(sig, on_signal)
     clean = True
     try:
         svc.start()

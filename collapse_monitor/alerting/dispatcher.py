@@ -253,24 +253,39 @@ class AlertDispatcher:
         at = self.clock() if at is None else at
         return next((m for m in self.mutes if m.covers(monitor, at)), None)
 
-    def dispatch(self, alerts: Sequence[Alert] | Alert, report: Report | None = None) -> list[DeliveryResult]:
+    def dispatch(
+        self,
+        alerts: Sequence[Alert] | Alert,
+        report: Report | None = None,
+        *,
+        event_ids: Sequence[str] | None = None,
+    ) -> list[DeliveryResult]:
         """Persist one outbox row per (event, channel), then deliver within the budget.
 
         Returns one result per row of this call with the row's state afterwards
         (``delivered``, ``pending``, ``dead``, ``disabled`` or ``muted``). Never raises for a
         delivery problem. With ``report``, event ids derive from the report and the rule
-        (:func:`event_id`), so dispatching the same report's alerts again is a no-op."""
-        keys = self.persist(alerts, report)
+        (:func:`event_id`), so dispatching the same report's alerts again is a no-op;
+        ``event_ids`` (one per alert) gives the ids outright, for alerts no report raised."""
+        keys = self.persist(alerts, report, event_ids=event_ids)
         if self._after_persist is not None:
             self._after_persist()
         return self.deliver(keys)
 
-    def persist(self, alerts: Sequence[Alert] | Alert, report: Report | None = None) -> list[tuple[str, str]]:
+    def persist(
+        self,
+        alerts: Sequence[Alert] | Alert,
+        report: Report | None = None,
+        *,
+        event_ids: Sequence[str] | None = None,
+    ) -> list[tuple[str, str]]:
         """Commit one outbox row per (event, channel) without delivering; returns the rows'
-        (event id, channel) keys. With ``report`` the event ids are :func:`event_id`: persisting
-        the same report's alerts twice (a crash recovery) adds nothing."""
+        (event id, channel) keys. With ``report`` the event ids are :func:`event_id`, or they
+        are ``event_ids``: persisting the same alerts twice (a crash recovery) adds nothing."""
         if isinstance(alerts, Alert):
             alerts = [alerts]
+        if event_ids is not None and len(event_ids) != len(alerts):
+            raise InputError("event_ids", f"expected one id per alert ({len(alerts)}), got {len(event_ids)}")
         summary = report_summary(report)
         keys: list[tuple[str, str]] = []
         now = self.clock()
@@ -282,7 +297,9 @@ class AlertDispatcher:
                 log.info("alert %s (%s): no channel takes severity %s", alert.dedup_key, alert.status, alert.severity)
                 continue
             event = AlertEvent(alert=alert, report=summary, created_at=now)
-            if report is not None:
+            if event_ids is not None:
+                event = dataclasses.replace(event, id=str(event_ids[i]))
+            elif report is not None:
                 event = dataclasses.replace(event, id=event_id(report, alert))
             self.outbox.enqueue(event, targets, open_alert=open_alert, close_alert=close)
             keys.extend((event.id, ch) for ch in targets)

@@ -3,6 +3,7 @@ idempotency key, Retry-After, 410, 400, the in-call budget, ordering, leases."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sqlite3
@@ -78,6 +79,24 @@ def test_a_huge_retry_after_is_capped_at_an_hour(http_receiver, tmp_path, make_a
         fake_clock.advance(3601)
         (r2,) = d.redeliver(budget_seconds=2)
     assert r2.status == "delivered" and len(http_receiver.requests) == 2
+
+
+def test_retry_after_zero_does_not_make_a_tight_loop(http_receiver, tmp_path, make_alert):
+    """``Retry-After: 0`` (or a date in the past) from a receiver under load only ever lengthens
+    the wait: the attempts stay at least ``base_seconds`` apart and the alert stays pending.
+    It used to send about 1,000 requests in 2 s and give the alert up as dead."""
+    http_receiver.respond(*[(429, {"Retry-After": "0"}, "slow down")] * 50)
+    policy = RetryPolicy(base_seconds=0.2, cap_seconds=0.4)
+    with AlertDispatcher(
+        [cm.Webhook(http_receiver.url, name="h")], outbox_path=tmp_path / "o.db", retry=policy, budget_seconds=1.5
+    ) as d:
+        (r,) = d.dispatch([make_alert()])
+        (row,) = d.outbox.rows()
+    assert r.status == "pending" and row.status == "pending"
+    reqs = http_receiver.requests
+    assert 2 <= len(reqs) <= 9
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(reqs)]
+    assert min(gaps) >= 0.19
 
 
 def test_http_date_retry_after(http_receiver, tmp_path, make_alert, fake_clock):

@@ -315,3 +315,126 @@ def test_ticks_skipped_while_a_check_runs_are_counted_not_logged(tmp_path, caplo
         svc.stop()
     assert svc.c_checks.labels("slow", "skipped")._value.get() >= 3
     assert "maximum number of running instances" not in caplog.text
+
+
+def test_cron_with_day_of_month_and_day_of_week_fires_on_either_as_crontab_does() -> None:
+    """crontab: when both day fields are restricted, the job runs when *either* matches;
+    ``0 9 1 * 1`` is the 1st of every month and every Monday (APScheduler's single
+    CronTrigger used to require both: only a Monday that is the 1st)."""
+    from datetime import datetime, timedelta
+
+    from collapse_monitor._service_config import parse_schedule
+
+    trig = parse_schedule({"cron": "0 9 1 * 1", "timezone": "UTC"}, "schedule").trigger()
+    t = datetime(2026, 12, 6, tzinfo=UTC)  # a Sunday
+    fires = []
+    prev = None
+    while len(fires) < 6:
+        t = trig.get_next_fire_time(prev, t + timedelta(seconds=1))
+        prev = t
+        fires.append(t)
+    assert [f.strftime("%Y-%m-%d %a %H:%M") for f in fires] == [
+        "2026-12-07 Mon 09:00",
+        "2026-12-14 Mon 09:00",
+        "2026-12-21 Mon 09:00",
+        "2026-12-28 Mon 09:00",
+        "2027-01-01 Fri 09:00",
+        "2027-01-04 Mon 09:00",
+    ]
+    # one restricted day field (or a */N one) keeps the plain meaning
+    only_weekday = parse_schedule({"cron": "0 9 */1 * 1", "timezone": "UTC"}, "schedule").trigger()
+    first = only_weekday.get_next_fire_time(None, datetime(2026, 12, 6, tzinfo=UTC))
+    assert first.strftime("%a") == "Mon"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "key", "words"),
+    [
+        ({"cron": "0 * * * *", "jitter_seconds": 30}, "schedule.jitter_seconds", "interval_seconds only"),
+        ({"interval_seconds": 1e12}, "schedule.interval_seconds", "at most"),
+    ],
+)
+def test_schedule_settings_that_would_be_ignored_or_crash_are_config_errors(schedule, key, words) -> None:
+    from collapse_monitor._service_config import parse_schedule
+
+    with pytest.raises(cm.ConfigError) as err:
+        parse_schedule(schedule, "schedule")
+    assert err.value.key == key and words in str(err.value)
+
+
+def test_a_fractional_jitter_is_rounded_up_not_dropped() -> None:
+    from collapse_monitor._service_config import parse_schedule
+
+    assert parse_schedule({"interval_seconds": 60, "jitter_seconds": 0.5}, "schedule").trigger().jitter == 1
+
+
+def test_huge_serve_intervals_are_config_errors_not_a_crash_at_start(cfgdir: Path) -> None:
+    text = "serve: {flush_interval_seconds: 1e12}\nname: x\nsinks: []\nreference: {labels: labels.npy}\n"
+    with pytest.raises(cm.ConfigError) as err:
+        load_serve_config(_write(cfgdir, text))
+    assert err.value.key == "serve.flush_interval_seconds" and "at most" in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["expected_interval_seconds", "schedule"])
+def test_service_keys_at_the_top_are_not_silently_ignored_with_monitors(cfgdir: Path, key: str) -> None:
+    """With ``monitors: [...]`` the top-level service keys are not inherited: giving one there
+    (which used to load fine and leave, e.g., the dead-man's switch off) is an error."""
+    value = "3600" if key == "expected_interval_seconds" else "{interval_seconds: 60}"
+    text = f"{key}: {value}\nsinks: []\nreference: {{labels: labels.npy}}\nmonitors:\n  - name: a\n"
+    with pytest.raises(cm.ConfigError) as err:
+        load_serve_config(_write(cfgdir, text))
+    assert err.value.key == key and "each entry" in str(err.value)
+
+
+def test_a_second_signal_exits_at_once_while_stop_waits(cfgdir: Path) -> None:
+    """SIGTERM starts a clean stop, which waits for running checks up to
+    ``shutdown_timeout_seconds``; a second SIGTERM / SIGINT ends the process at once (exit 130)
+    instead of being ignored until the wait is over."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from servers import free_port
+
+    cfg = _write(
+        cfgdir,
+        f"serve: {{port: {free_port()}, shutdown_timeout_seconds: 60}}\nname: x\nsinks: []\n"
+        "reference: {labels: labels.npy}\n",
+    )
+    # a check that would hold the stop for a minute: Service.stop sleeps before it returns
+    code = (
+        "import sys, time\n"
+        "import collapse_monitor.service as s\n"
+        "orig = s.Service.stop\n"
+        "def slow(self, timeout=None):\n"
+        "    time.sleep(60)\n"
+        "    return orig(self, timeout)\n"
+        "s.Service.stop = slow\n"
+        "sys.exit(s.serve_command(sys.argv[1]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while "metrics at" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        assert "metrics at" in line, "serve did not start"
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert proc.poll() is None  # the first signal waits for running work
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        assert time.monotonic() - t0 < 5
+        assert "second signal" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

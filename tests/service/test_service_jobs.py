@@ -97,6 +97,64 @@ def test_dead_mans_switch_once_per_episode_and_resolve(tmp_path: Path, http_rece
     assert svc2.registry.get_sample_value("collapse_monitor_serve_stale", {"monitor": "nightly"}) == 1
 
 
+def test_dead_mans_switch_page_survives_a_failed_enqueue_and_a_crash_before_its_record(
+    tmp_path: Path, http_receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The episode is recorded only after its alert is in the outbox, under an id fixed by the
+    episode. A failed enqueue ("database is locked") is retried at the next run; a crash after
+    the enqueue and before the record re-queues the same id, which adds nothing: one page.
+    (The episode used to be recorded first: one failed enqueue lost the page for good.)"""
+    import sqlite3
+
+    from collapse_monitor.service import _StateFile
+
+    clock = Clock()
+    hook = cm.Webhook(http_receiver.url_for("/hook"))
+    mon = cm.CollapseMonitor(
+        "nightly", reference=cm.Reference(labels=LABELS), sinks=[], alerts=[hook], home=tmp_path, clock=clock
+    )
+    cfg = ServeConfig(ServeSettings(), (MonitorSpec("nightly", mon, expected_interval_seconds=3600),), tmp_path)
+    svc = Service(cfg, clock=clock)
+    assert svc.check_staleness() == []
+    clock.t += 3601
+
+    outbox = mon.dispatcher.outbox
+    real_enqueue = outbox.enqueue
+    calls = {"n": 0}
+
+    def locked_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real_enqueue(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "enqueue", locked_once)
+    assert svc.check_staleness() == []  # logged, not recorded
+    assert outbox.rows() == [] and http_receiver.requests == []
+
+    # the next run queues it; then the record fails as if the process died right there
+    real_set = _StateFile.set
+
+    def die_on_record(self, monitor, **values):
+        if "stale_episode" in values:
+            raise OSError("killed")
+        return real_set(self, monitor, **values)
+
+    monkeypatch.setattr(_StateFile, "set", die_on_record)
+    assert svc.check_staleness() == []
+    http_receiver.wait_for_requests(1)
+    monkeypatch.setattr(_StateFile, "set", real_set)
+
+    # a restarted service re-queues the same event id: no second page, and now it is recorded
+    svc2 = Service(cfg, clock=clock)
+    (alert,) = svc2.check_staleness()
+    assert alert.status == "firing"
+    assert svc2.check_staleness() == []
+    time.sleep(0.3)
+    assert _events(http_receiver) == [("nightly", STALE_RULE, "firing")]
+    assert len(outbox.rows()) == 1
+
+
 def test_flush_replays_spool_and_outbox(tmp_path: Path, http_receiver) -> None:
     sink = Flaky()
     http_receiver.respond(503, 503, 503)
@@ -206,3 +264,23 @@ def test_a_hung_tracking_server_does_not_hold_the_dead_mans_switch(tmp_path: Pat
     finally:
         release.set()
         done.join(15)
+
+
+def test_stop_releases_the_outbox_leases_of_abandoned_deliveries(tmp_path: Path) -> None:
+    """A delivery still in flight when the service stops is abandoned with the process; its
+    outbox lease is released so a replacement process retries it at once, not after the lease."""
+    hook = cm.Webhook("http://127.0.0.1:9/hook", name="hook")
+    mon = cm.CollapseMonitor("nightly", reference=cm.Reference(labels=LABELS), sinks=[], alerts=[hook], home=tmp_path)
+    svc = Service(ServeConfig(ServeSettings(), (MonitorSpec("nightly", mon),), tmp_path))
+    outbox = mon.dispatcher.outbox
+    from collapse_monitor.alerting.dispatcher import make_test_alert
+
+    mon.dispatcher.persist([make_test_alert("nightly")])
+    row = outbox.claim(["hook"], lease_seconds=600)  # as a delivery in flight holds it
+    assert row is not None and outbox.claim(["hook"]) is None  # leased: nobody else may take it
+    svc.stop(timeout=0)
+    (after,) = outbox.rows()
+    assert after.status == "pending" and after.lease_until is None
+    other = cm.alerting.Outbox(outbox.path)  # a replacement process takes it now
+    assert other.claim(["hook"]) is not None
+    other.close()
