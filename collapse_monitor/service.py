@@ -275,7 +275,9 @@ class Service:
                     self.c_checks.labels(name, "skipped").inc()
                     return None
                 state = self._state(spec)
-                if spec.model.only_new_versions and state.get(name, "last_version") == ver.uri:
+                if spec.model.only_new_versions and (
+                    state.get(name, "last_version") == ver.uri or self._checked_in_history(spec, ver.uri)
+                ):
                     log.debug("%s: %s already checked", name, ver.uri)
                     self.c_checks.labels(name, "skipped").inc()
                     return None
@@ -306,7 +308,10 @@ class Service:
                 log.error("%s: scheduled check failed: %s%s", name, redact_text(f"{type(exc).__name__}: {exc}"), retry)
                 return None
             self._failures.pop(name, None)
-            state.set(name, last_version=ver.uri, last_checked_at=self.clock())
+            try:  # the history already holds the check: the state file is a cache of it
+                state.set(name, last_version=ver.uri, last_checked_at=self.clock())
+            except Exception as exc:
+                log.warning("%s: could not record the checked version: %s", name, redact_text(str(exc)))
             self.c_checks.labels(name, "ok").inc()
             self.g_last.labels(name, "check").set(self.clock())
             with contextlib.suppress(ValueError):
@@ -384,6 +389,19 @@ class Service:
         return sent
 
     # -- helpers -------------------------------------------------------------------------------
+    def _checked_in_history(self, spec: MonitorSpec, uri: str) -> bool:
+        """Whether the monitor's newest check is of model version ``uri``: the history, not the
+        state file, says what was checked (a process stopped between the check and its state
+        write, or another process on the same home, checked it). Found there, the state file
+        is brought up to date, so the next runs need not read the history."""
+        reports = spec.monitor.reports()
+        newest = reports[-1] if reports else None
+        if newest is None or newest.provenance is None or uri not in newest.provenance.sources:
+            return False
+        with contextlib.suppress(Exception):
+            self._state(spec).set(spec.name, last_version=uri)
+        return True
+
     @staticmethod
     def _latest(spec: MonitorSpec) -> Report | None:
         """The monitor's newest check: from its local history, or from a sink that can read

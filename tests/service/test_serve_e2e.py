@@ -265,3 +265,42 @@ def test_a_failing_version_backs_off_leaves_no_model_copies_and_a_new_version_ru
     assert report is not None and report.generation == 0 and count("ok") == 1
     assert list(scratch.rglob("MLmodel")) == []
     assert "wide" not in svc._failures
+
+
+def test_a_version_checked_before_a_lost_state_write_is_not_checked_again(tmp_path: Path, mlflow_server) -> None:
+    """The history says what was checked, the state file only caches it: a process stopped
+    between a check and its state write (SIGTERM abandoning the job), or a second `serve` on the
+    same home, must not check the same model version again as a new generation."""
+    from collapse_monitor._service_config import load_serve_config
+    from collapse_monitor.service import Service
+
+    uri = mlflow_server.tracking_uri
+    _register_net(uri, "resume", D)
+    np.save(tmp_path / "labels.npy", LABELS)
+    np.save(tmp_path / "inputs.npy", np.random.default_rng(0).normal(size=(LABELS.size, D)).astype(np.float32))
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text(
+        textwrap.dedent(f"""
+        home: state
+        reference: {{labels: labels.npy}}
+        sinks: []
+        monitors:
+          - name: resume
+            model: {{registered_name: resume, stage_or_alias: latest, tracking_uri: "{uri}"}}
+            probe: {{inputs: inputs.npy}}
+            schedule: {{interval_seconds: 60}}
+    """)
+    )
+    first = Service(load_serve_config(cfg))
+    report = first.run_check("resume")
+    assert report is not None and report.generation == 0
+    state = tmp_path / "state" / "serve_state.json"
+    assert state.exists()
+    state.unlink()  # the state write that SIGTERM (or the other process) never made
+    again = Service(load_serve_config(cfg))
+    assert again.run_check("resume") is None
+    assert again.c_checks.labels("resume", "skipped")._value.get() == 1
+    assert [r.generation for r in again.specs["resume"].monitor.reports()] == [0]
+    assert json.loads(state.read_text())["resume"]["last_version"].endswith("/1")  # the cache is rebuilt
+    _register_net(uri, "resume", D, seed=1)  # a new version is still checked
+    assert again.run_check("resume").generation == 1
