@@ -29,6 +29,7 @@ secrets, PagerDuty routing keys, header values), the *path* of a webhook URL (Sl
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -223,3 +224,31 @@ class Redactor:
 
     def __repr__(self) -> str:
         return f"Redactor({len(self._fragments)} fragments)"
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a record's message through :func:`redact_text` (URLs' credentials and token
+    query values masked) before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+#: the HTTP client loggers that print request URLs (urllib3's "Retrying (...) ... /path?token=..."
+#: warnings carry the tracking URI's query string, secrets included)
+_URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry")
+
+
+def redact_http_client_logs() -> None:
+    """Mask secrets in the URLs that the HTTP client libraries log (idempotent)."""
+    for name in _URL_LOGGERS:
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _RedactingFilter) for f in lg.filters):
+            lg.addFilter(_RedactingFilter())

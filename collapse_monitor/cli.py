@@ -164,6 +164,9 @@ def _check(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build()
     args = parser.parse_args(argv)
+    from ._redact import redact_http_client_logs
+
+    redact_http_client_logs()
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -212,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return alerts_test_command(args.config)
     except CollapseMonitorError as exc:
         print(f"collapse-monitor: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be written or read (e.g. report --out): one line, no traceback
+        from ._redact import redact_text
+
+        print(f"collapse-monitor: error: {redact_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._env import ENV_REF, expand_env
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .types import Reference
 
 if TYPE_CHECKING:
@@ -321,6 +321,11 @@ def monitor_from_dict(
         if key == "config" or exc.key.startswith(key):
             raise
         raise exc.under(key) from None
+    except InputError as exc:  # bad data in a file the entry names: say which entry
+        if key == "config" or exc.field.startswith(key):
+            raise
+        msg = str(exc)[len(exc.field) + 2 :]
+        raise InputError(f"{key}.{exc.field}", msg) from None
 
 
 def _monitor_from_dict(

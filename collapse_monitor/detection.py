@@ -178,7 +178,10 @@ class Rules:
             f"expected a number in [0, 1), got {v!r}",
         )
         need(
-            isinstance(self.drift_ratio, (int, float)) and self.drift_ratio >= 1.0,
+            isinstance(self.drift_ratio, (int, float))
+            and not isinstance(self.drift_ratio, bool)
+            and math.isfinite(self.drift_ratio)
+            and self.drift_ratio >= 1.0,
             "drift_ratio",
             f"expected a number >= 1, got {self.drift_ratio!r}",
         )
@@ -193,20 +196,26 @@ class Rules:
         ):
             v = getattr(self, key)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= lo, key, f"expected an int >= {lo}, got {v!r}")
+        # a bootstrap holds n_boot replicates in memory: 10**12 was a MemoryError at the first check
+        need(self.n_boot <= 100_000, "n_boot", f"expected at most 100000 replicates, got {self.n_boot!r}")
         need(
-            isinstance(self.repeat_interval_seconds, (int, float)) and self.repeat_interval_seconds >= 0,
+            isinstance(self.repeat_interval_seconds, (int, float))
+            and not isinstance(self.repeat_interval_seconds, bool)
+            and self.repeat_interval_seconds >= 0,
             "repeat_interval_seconds",
             f"expected seconds >= 0, got {self.repeat_interval_seconds!r}",
         )
         rg = self.repeat_every_generations
         need(
-            rg is None or (isinstance(rg, int) and rg >= 1),
+            rg is None or (isinstance(rg, int) and not isinstance(rg, bool) and rg >= 1),
             "repeat_every_generations",
             f"expected an int >= 1 or null, got {rg!r}",
         )
         bg = self.baseline_generation
         need(
-            bg is None or (isinstance(bg, int) and bg >= 0), "baseline_generation", f"expected an int >= 0, got {bg!r}"
+            bg is None or (isinstance(bg, int) and not isinstance(bg, bool) and bg >= 0),
+            "baseline_generation",
+            f"expected an int >= 0, got {bg!r}",
         )
         need(
             self.paired_test in ("exact", "mid_p"),

@@ -58,6 +58,22 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _NO_LATE_BASELINE = frozenset({"rare_flips", "synthetic_fraction"})
 
 
+_DEVICE = re.compile(r"(cpu|auto|cuda(:\d+)?)")
+
+
+def _check_device(device: Any) -> None:
+    """``device`` checked when the monitor is built, not at its first check (by then a hook's
+    retrain has run and the check would be lost): None, ``"cpu"``, ``"auto"``, ``"cuda"``,
+    ``"cuda:<i>"`` or a ``torch.device`` of those types. CUDA's presence is checked at use."""
+    if device is None:
+        return
+    if isinstance(device, str) and _DEVICE.fullmatch(device):
+        return
+    if type(device).__name__ == "device" and getattr(device, "type", None) in ("cpu", "cuda"):
+        return
+    raise ConfigError("device", f"expected None, 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
+
+
 class CollapseMonitor:
     """Watches one recursive-training chain against a frozen human-origin reference.
 
@@ -105,10 +121,13 @@ class CollapseMonitor:
             "dashboard": os.environ.get("COLLAPSE_MONITOR_DASHBOARD_URL", ""),
             "runbook": os.environ.get("COLLAPSE_MONITOR_RUNBOOK_URL", ""),
         }
-        if links is not None and not (
-            isinstance(links, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in links.items())
-        ):
-            raise ConfigError("links", f"expected a mapping of link name -> URL (strings), got {links!r}")
+        if links is not None:  # the values are URLs that may carry tokens: never echo them
+            if not isinstance(links, Mapping):
+                raise ConfigError("links", f"expected a mapping of link name -> URL, got {type(links).__name__}")
+            for k, v in links.items():
+                if not isinstance(k, str) or not isinstance(v, str):
+                    raise ConfigError(f"links.{k}", f"expected a URL string, got {type(v).__name__}")
+        _check_device(device)
         self.links = {k: v for k, v in {**env_links, **dict(links or {})}.items() if v}
         self.history = HistoryStore(self.home)
         self.cache = ReferenceCache(self.home / "cache")

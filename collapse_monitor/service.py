@@ -522,7 +522,11 @@ class Service:
             try:
                 self._http, _ = start_http_server(s.port, addr=s.host, registry=self.registry)
             except OSError as exc:
-                raise ConfigError("serve.port", f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
+                import socket
+
+                # a host that does not resolve is the host's fault, a taken port the port's
+                key = "serve.host" if isinstance(exc, socket.gaierror) else "serve.port"
+                raise ConfigError(key, f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
         sched = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(s.max_workers)},
             job_defaults={

@@ -109,6 +109,8 @@ def resolve_device(device: Any = None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ConfigError("device", f"expected None, 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError("device", f"expected None, 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "CUDA was asked for but torch.cuda.is_available() is False")
     return dev

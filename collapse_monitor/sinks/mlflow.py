@@ -75,7 +75,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from .._redact import Redactor, redact_text
+from .._redact import Redactor, redact_http_client_logs, redact_text
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
 from ..types import MetricValue, Provenance, Report, Stage
@@ -342,6 +342,7 @@ class MLflowSink:
         self._plot_lock = threading.Lock()
         self.spool_key = "mlflow-" + hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:10]
         self._redactor = Redactor(uri_secrets(self.tracking_uri))
+        redact_http_client_logs()  # urllib3's retry warnings print the request URL, token included
         self._client_obj: Any = None
         self._experiments: dict[str, str] = {}
         self._baselines_seen: set[str] = set()

@@ -277,12 +277,20 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _split_auth(url: str) -> tuple[str, str | None, str | None]:
-    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = parts.port  # raises for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError("PrometheusSink.pushgateway", f"not a valid http(s) URL: {redact_url(url)} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "PrometheusSink.pushgateway", f"expected an http(s) URL such as http://host:9091, got {redact_url(url)}"
+        )
     if parts.username is None and parts.password is None:
         return urlunsplit(parts), None, None
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), parts.username, parts.password
 
 

@@ -438,3 +438,24 @@ def test_a_second_signal_exits_at_once_while_stop_waits(cfgdir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_bad_data_in_a_second_monitor_names_the_entry(cfgdir: Path) -> None:
+    np.save(cfgdir / "bad.npy", np.array([[1.0, np.nan], [0.0, 1.0], [2.0, 3.0]]))
+    text = "sinks: []\nmonitors:\n  - name: a\n    reference: {labels: labels.npy}\n  - name: b\n    reference: {embeddings: bad.npy}\n"
+    with pytest.raises(cm.InputError) as err:
+        load_serve_config(_write(cfgdir, text))
+    assert err.value.field.startswith("monitors[1].") and "embeddings" in err.value.field
+
+
+def test_a_host_that_does_not_resolve_is_the_hosts_error(cfgdir: Path) -> None:
+    from servers import free_port
+
+    from collapse_monitor.service import Service
+
+    path = _write(cfgdir, "name: x\nsinks: []\nreference: {labels: labels.npy}\n")
+    svc = Service.from_config(path, port=free_port(), host="no-such-host.invalid")
+    with pytest.raises(cm.ConfigError) as err:
+        svc.start()
+    svc.stop(timeout=1)
+    assert err.value.key == "serve.host"

@@ -1,0 +1,107 @@
+"""Bad input found by the 2026-12-06 input audit: each is a clear error naming its key, before
+anything is written, and no secret is echoed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor.cli import main
+
+LABELS = np.array([0] * 30 + [1] * 20 + [2] * 10)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://u:pw-SECRET9@gw:90x1", "http://[::1", "ftp://gw:9091", "http://"],
+)
+def test_a_malformed_pushgateway_url_is_a_config_error_without_its_password(url: str) -> None:
+    with pytest.raises(cm.ConfigError) as err:
+        cm.PrometheusSink(pushgateway=url)
+    assert err.value.key == "PrometheusSink.pushgateway" and "http" in str(err.value)
+    assert "pw-SECRET9" not in str(err.value)
+
+
+def test_demo_with_a_malformed_pushgateway_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--generations", "2", "--no-mlflow", "--pushgateway", "http://[::1"]) == 2
+    err = capsys.readouterr().err
+    assert "pushgateway" in err and "Traceback" not in err
+
+
+def test_bad_links_name_the_entry_and_never_echo_the_urls(tmp_path: Path) -> None:
+    links = {"dashboard": "https://grafana.example/d/x?auth_token=SECRET42", "runbook": 5}
+    with pytest.raises(cm.ConfigError) as err:
+        cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path, links=links)
+    assert err.value.key == "links.runbook" and "int" in str(err.value)
+    assert "SECRET42" not in str(err.value)
+    with pytest.raises(cm.ConfigError) as err:
+        cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path, links=["x"])
+    assert err.value.key == "links"
+
+
+@pytest.mark.parametrize("device", ["tpu9", "meta", "cuda:x", 3])
+def test_a_bad_device_is_refused_when_the_monitor_is_built(tmp_path: Path, device: object) -> None:
+    """Not at the first check, when a hook's retrain has already run and its check is lost."""
+    with pytest.raises(cm.ConfigError) as err:
+        cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path, device=device)
+    assert err.value.key == "device"
+    assert not (tmp_path / "history.db").exists()  # nothing written
+
+
+def test_good_devices_are_accepted(tmp_path: Path) -> None:
+    import torch
+
+    for device in (None, "cpu", "auto", "cuda", "cuda:1", torch.device("cpu")):
+        cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path, device=device)
+    from collapse_monitor.metrics.knn import resolve_device
+
+    with pytest.raises(cm.ConfigError):
+        resolve_device("meta")
+
+
+@pytest.mark.parametrize(
+    ("rules", "key"),
+    [
+        ({"drift_ratio": True}, "rules.drift_ratio"),
+        ({"baseline_generation": True}, "rules.baseline_generation"),
+        ({"repeat_every_generations": True}, "rules.repeat_every_generations"),
+        ({"repeat_interval_seconds": False}, "rules.repeat_interval_seconds"),
+        ({"n_boot": 10**12}, "rules.n_boot"),
+        ({"drift_ratio": float("inf")}, "rules.drift_ratio"),
+    ],
+)
+def test_rules_refuse_booleans_and_unbounded_values(rules: dict, key: str) -> None:
+    with pytest.raises(cm.ConfigError) as err:
+        cm.Rules.from_dict(rules)
+    assert err.value.key == key
+
+
+def test_an_unwritable_report_path_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mon = cm.CollapseMonitor(
+        "m", reference=cm.Reference(labels=LABELS), sinks=[cm.MLflowSink(uri, evidently=False)], home=tmp_path
+    )
+    mon.check(cm.Observation(predictions=LABELS))
+    mon.flush()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["report", "--monitor", "m", "--tracking-uri", uri, "--out", str(blocker / "h.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "collapse-monitor: error:" in err and "Traceback" not in err
+
+
+def test_http_client_retry_warnings_do_not_print_the_tracking_uris_token(caplog: pytest.LogCaptureFixture) -> None:
+    """urllib3 logs every retry with the request URL; a tracking URI's ``?token=`` rode along."""
+    cm.MLflowSink("http://127.0.0.1:9/?token=TOKq1w2e3r4", evidently=False)
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        logging.getLogger("urllib3.connectionpool").warning(
+            "Retrying (%r) after connection broken by '%r': %s",
+            "Retry(total=1)",
+            "NewConnectionError()",
+            "/api/2.0/mlflow/experiments/get-by-name?token=TOKq1w2e3r4&experiment_name=x",
+        )
+    assert "Retrying" in caplog.text and "TOKq1w2e3r4" not in caplog.text
