@@ -1076,14 +1076,16 @@ def export_dashboards(
 
 def dashboards_export_command(out_dir: str | os.PathLike[str], console: Any = None) -> int:
     """``collapse-monitor dashboards export DIR``: write the files and say how to use them."""
-    if console is None:
-        from rich.console import Console
+    from rich.console import Console
 
+    console_given = console is not None
+    if console is None:
         console = Console()
     try:
         paths = export_dashboards(out_dir)
     except OSError as exc:
-        console.print(f"[red]collapse-monitor: cannot write dashboards to {out_dir}: {exc}[/]")
+        err = console if console_given else Console(stderr=True, soft_wrap=True)
+        err.print(f"[red]collapse-monitor: cannot write dashboards to {out_dir}: {exc}[/]")
         return 2  # a usage error, as everywhere else in the CLI
     for p in paths:
         console.print(f"wrote {p}")

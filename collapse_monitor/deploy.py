@@ -84,14 +84,16 @@ def export_integrations(out_dir: str | os.PathLike[str], *, force: bool = False)
 def integrations_export_command(out_dir: str | os.PathLike[str], *, force: bool = False, console: Any = None) -> int:
     """``collapse-monitor integrations export DIR [--force]``: write the files and say what
     to do with them."""
-    if console is None:
-        from rich.console import Console
+    from rich.console import Console
 
+    console_given = console is not None
+    if console is None:
         console = Console()
     try:
         done = export_integrations(out_dir, force=force)
     except OSError as exc:
-        console.print(f"[red]collapse-monitor: cannot write the integration files to {out_dir}: {exc}[/]")
+        err = console if console_given else Console(stderr=True, soft_wrap=True)
+        err.print(f"[red]collapse-monitor: cannot write the integration files to {out_dir}: {exc}[/]")
         return 2
     for path, state in done:
         console.print(f"{state} {path}")

@@ -251,7 +251,19 @@ class Reference:
         total = sum(priors.values())
         if total <= 0:
             raise InputError("reference.class_priors", "priors sum to 0")
-        missing = set(self.labels.tolist()) - set(priors)
+        if not math.isfinite(total):
+            raise InputError("reference.class_priors", "priors sum to infinity: give shares or counts")
+        labels = set(self.labels.tolist())
+        missing = labels - set(priors)
+        if missing:
+            # YAML keys are strings ("0") while .npy labels are ints (0): match by string form,
+            # as observations' predictions are matched, when that pairs them one to one
+            by_str = {str(lab): lab for lab in labels}
+            if len(by_str) == len(labels) and len({str(k) for k in priors}) == len(priors):
+                renamed = {by_str.get(str(k), k): v for k, v in priors.items()}
+                if not labels - set(renamed):
+                    priors = renamed
+                    missing = set()
         if missing:
             raise InputError(
                 "reference.class_priors", f"has no prior for label(s) {sorted(map(str, missing))[:5]} found in labels"

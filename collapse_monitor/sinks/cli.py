@@ -94,6 +94,16 @@ def _console(console: Any) -> Any:
     return Console()
 
 
+def _err_console(console: Any) -> Any:
+    """Where an exit-2 message goes: the given console (tests), else stderr, unwrapped, so a
+    script sees one line on the error stream."""
+    if console is not None:
+        return console
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
 def _png_path(monitor: str, out: str | Path | None) -> Path:
     name = f"{monitor}-history.png"
     if out is None:
@@ -126,11 +136,11 @@ def report_command(
     sink = MLflowSink(tracking_uri)
     missing = _missing_store(sink)
     if missing is not None:
-        con.print(f"report: {missing}")
+        _err_console(console).print(f"report: {missing}")
         return 2
     got = sink.load_history(monitor)
     if not got or not got[0]:
-        con.print(f"report: {_no_checks(sink, monitor)}")
+        _err_console(console).print(f"report: {_no_checks(sink, monitor)}")
         return 2
     reports, baseline = got
     keys = history_keys(reports)
@@ -225,11 +235,11 @@ def gate_command(
     sink = MLflowSink(tracking_uri)
     missing = _missing_store(sink)
     if missing is not None:
-        con.print(f"gate: {missing}")
+        _err_console(console).print(f"gate: {missing}")
         return 2
     latest = sink.latest(monitor)
     if latest is None:
-        con.print(f"gate: {_no_checks(sink, monitor)}")
+        _err_console(console).print(f"gate: {_no_checks(sink, monitor)}")
         return 2
     healthy = latest.stage is Stage.HEALTHY
     if model_name:

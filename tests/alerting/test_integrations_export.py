@@ -79,4 +79,4 @@ def test_export_into_a_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["integrations", "export", str(blocker)]) == 2
-    assert "cannot write the integration files" in capsys.readouterr().out
+    assert "cannot write the integration files" in capsys.readouterr().err  # one line on stderr

@@ -105,3 +105,17 @@ def test_http_client_retry_warnings_do_not_print_the_tracking_uris_token(caplog:
             "/api/2.0/mlflow/experiments/get-by-name?token=TOKq1w2e3r4&experiment_name=x",
         )
     assert "Retrying" in caplog.text and "TOKq1w2e3r4" not in caplog.text
+
+
+def test_string_prior_keys_match_integer_labels_by_their_string_form(tmp_path: Path) -> None:
+    """A YAML ``class_priors: {"0": ...}`` against ``.npy`` int labels: the documented form,
+    which failed with "has no prior for label(s) ['0', '1', '2']" although those keys were there."""
+    ref = cm.Reference(labels=LABELS, class_priors={"0": 0.5, "1": 0.3, "2": 0.2})
+    assert ref.class_priors == {0: 0.5, 1: 0.3, 2: 0.2}
+    mon = cm.CollapseMonitor("m", reference=ref, sinks=[], home=tmp_path)
+    assert mon.check(cm.Observation(predictions=LABELS)).metrics["accuracy"].value == 1.0
+    with pytest.raises(cm.InputError) as err:  # a key that matches nothing is still an error
+        cm.Reference(labels=LABELS, class_priors={"0": 0.5, "1": 0.3, "7": 0.2})
+    assert err.value.field == "reference.class_priors"
+    with pytest.raises(cm.InputError, match="infinity"):
+        cm.Reference(labels=LABELS, class_priors={0: 1e308, 1: 1e308, 2: 1.0})
