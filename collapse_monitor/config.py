@@ -324,8 +324,7 @@ def monitor_from_dict(
     except InputError as exc:  # bad data in a file the entry names: say which entry
         if key == "config" or exc.field.startswith(key):
             raise
-        msg = str(exc)[len(exc.field) + 2 :]
-        raise InputError(f"{key}.{exc.field}", msg) from None
+        raise exc.under(key) from None
 
 
 def _monitor_from_dict(

@@ -1076,15 +1076,16 @@ def export_dashboards(
 
 def dashboards_export_command(out_dir: str | os.PathLike[str], console: Any = None) -> int:
     """``collapse-monitor dashboards export DIR``: write the files and say how to use them."""
-    from rich.console import Console
+    from .render import error_console
 
-    console_given = console is not None
+    err = error_console(console)
     if console is None:
+        from rich.console import Console
+
         console = Console()
     try:
         paths = export_dashboards(out_dir)
     except OSError as exc:
-        err = console if console_given else Console(stderr=True, soft_wrap=True)
         err.print(f"[red]collapse-monitor: cannot write dashboards to {out_dir}: {exc}[/]")
         return 2  # a usage error, as everywhere else in the CLI
     for p in paths:

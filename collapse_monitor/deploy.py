@@ -84,15 +84,16 @@ def export_integrations(out_dir: str | os.PathLike[str], *, force: bool = False)
 def integrations_export_command(out_dir: str | os.PathLike[str], *, force: bool = False, console: Any = None) -> int:
     """``collapse-monitor integrations export DIR [--force]``: write the files and say what
     to do with them."""
-    from rich.console import Console
+    from .render import error_console
 
-    console_given = console is not None
+    err = error_console(console)
     if console is None:
+        from rich.console import Console
+
         console = Console()
     try:
         done = export_integrations(out_dir, force=force)
     except OSError as exc:
-        err = console if console_given else Console(stderr=True, soft_wrap=True)
         err.print(f"[red]collapse-monitor: cannot write the integration files to {out_dir}: {exc}[/]")
         return 2
     for path, state in done:

@@ -37,7 +37,13 @@ class InputError(CollapseMonitorError, ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
+
+    def under(self, prefix: str) -> InputError:
+        """The same error with its field nested under ``prefix`` (``monitors[1]`` +
+        ``reference.embeddings``)."""
+        return InputError(f"{prefix}.{self.field}" if prefix else self.field, self.message)
 
 
 class ConfigError(CollapseMonitorError, ValueError):

@@ -37,6 +37,7 @@ from .detection import Rules, detect
 from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, InputError, SinkError
 from .history import AlertState, Baseline, HistoryStore, default_home
 from .metrics.cache import ReferenceCache
+from .metrics.knn import check_device
 from .sinks.base import EmitContext, Sink, Spool, is_permanent
 from .types import MetricValue, Observation, Provenance, Reference, Report, Stage, as_generation, as_provenance
 
@@ -56,22 +57,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 #: baseline's right answers lost since (0 at the baseline by definition) and
 #: ``synthetic_fraction`` is the provenance the caller declared, not a property of the model.
 _NO_LATE_BASELINE = frozenset({"rare_flips", "synthetic_fraction"})
-
-
-_DEVICE = re.compile(r"(cpu|auto|cuda(:\d+)?)")
-
-
-def _check_device(device: Any) -> None:
-    """``device`` checked when the monitor is built, not at its first check (by then a hook's
-    retrain has run and the check would be lost): None, ``"cpu"``, ``"auto"``, ``"cuda"``,
-    ``"cuda:<i>"`` or a ``torch.device`` of those types. CUDA's presence is checked at use."""
-    if device is None:
-        return
-    if isinstance(device, str) and _DEVICE.fullmatch(device):
-        return
-    if type(device).__name__ == "device" and getattr(device, "type", None) in ("cpu", "cuda"):
-        return
-    raise ConfigError("device", f"expected None, 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
 
 
 class CollapseMonitor:
@@ -127,7 +112,7 @@ class CollapseMonitor:
             for k, v in links.items():
                 if not isinstance(k, str) or not isinstance(v, str):
                     raise ConfigError(f"links.{k}", f"expected a URL string, got {type(v).__name__}")
-        _check_device(device)
+        check_device(device)
         self.links = {k: v for k, v in {**env_links, **dict(links or {})}.items() if v}
         self.history = HistoryStore(self.home)
         self.cache = ReferenceCache(self.home / "cache")

@@ -7,7 +7,7 @@ from typing import Any
 
 from .types import Report, Stage
 
-__all__ = ["STAGE_STYLE", "column_width", "history_table", "report_table", "stage_text"]
+__all__ = ["STAGE_STYLE", "column_width", "error_console", "history_table", "report_table", "stage_text"]
 
 STAGE_STYLE = {Stage.HEALTHY: "green", Stage.EARLY_COLLAPSE: "yellow", Stage.LATE_COLLAPSE: "bold red"}
 
@@ -94,3 +94,13 @@ def report_table(report: Report) -> Any:
             val = f"[red]{val}↓[/]"
         table.add_row(key, val, f"[{mv.ci_low:.3f}, {mv.ci_high:.3f}]", base, qv)
     return table
+
+
+def error_console(console: Any = None) -> Any:
+    """Where a command's exit-2 message goes: ``console`` when the caller passed one (tests),
+    else stderr, unwrapped, so a script reads one line on the error stream."""
+    if console is not None:
+        return console
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)

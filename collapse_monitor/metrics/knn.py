@@ -36,6 +36,7 @@ on grid data they cannot.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -96,21 +97,32 @@ def as_matrix(x: Any, field: str, *, width: int | None = None, keep_float32: boo
     return arr
 
 
+_DEVICE = re.compile(r"(cpu|auto|cuda(:\d+)?)")
+
+
+def check_device(device: Any) -> None:
+    """A :class:`~collapse_monitor.errors.ConfigError` unless ``device`` is None, ``"cpu"``,
+    ``"auto"``, ``"cuda"``, ``"cuda:<i>"`` or a ``torch.device`` of those types. Needs no
+    torch, so a monitor checks its device when it is built, not at its first check (by then a
+    hook's retrain has run); whether CUDA is there is checked at use (:func:`resolve_device`)."""
+    if device is None or (isinstance(device, str) and _DEVICE.fullmatch(device)):
+        return
+    if type(device).__name__ == "device" and getattr(device, "type", None) in ("cpu", "cuda"):
+        return
+    raise ConfigError("device", f"expected None, 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
+
+
 def resolve_device(device: Any = None) -> torch.device:
     """``None`` / ``"cpu"`` -> CPU; ``"auto"`` -> CUDA when available, else CPU; ``"cuda[:i]"``
     -> that GPU (a :class:`~collapse_monitor.errors.ConfigError` when CUDA is unavailable)."""
     import torch
 
+    check_device(device)
     if device is None:
         return torch.device("cpu")
-    if isinstance(device, str) and device == "auto":
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError("device", f"expected None, 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError("device", f"expected None, 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
+    dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "CUDA was asked for but torch.cuda.is_available() is False")
     return dev

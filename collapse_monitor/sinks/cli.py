@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, SinkError
+from ..render import error_console
 from ..types import Report, Stage
 from .mlflow import MLflowSink, safe_uri
 
@@ -94,16 +95,6 @@ def _console(console: Any) -> Any:
     return Console()
 
 
-def _err_console(console: Any) -> Any:
-    """Where an exit-2 message goes: the given console (tests), else stderr, unwrapped, so a
-    script sees one line on the error stream."""
-    if console is not None:
-        return console
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True)
-
-
 def _png_path(monitor: str, out: str | Path | None) -> Path:
     name = f"{monitor}-history.png"
     if out is None:
@@ -136,11 +127,11 @@ def report_command(
     sink = MLflowSink(tracking_uri)
     missing = _missing_store(sink)
     if missing is not None:
-        _err_console(console).print(f"report: {missing}")
+        error_console(console).print(f"report: {missing}")
         return 2
     got = sink.load_history(monitor)
     if not got or not got[0]:
-        _err_console(console).print(f"report: {_no_checks(sink, monitor)}")
+        error_console(console).print(f"report: {_no_checks(sink, monitor)}")
         return 2
     reports, baseline = got
     keys = history_keys(reports)
@@ -235,11 +226,11 @@ def gate_command(
     sink = MLflowSink(tracking_uri)
     missing = _missing_store(sink)
     if missing is not None:
-        _err_console(console).print(f"gate: {missing}")
+        error_console(console).print(f"gate: {missing}")
         return 2
     latest = sink.latest(monitor)
     if latest is None:
-        _err_console(console).print(f"gate: {_no_checks(sink, monitor)}")
+        error_console(console).print(f"gate: {_no_checks(sink, monitor)}")
         return 2
     healthy = latest.stage is Stage.HEALTHY
     if model_name:

@@ -211,6 +211,27 @@ def _register_net(tracking_uri: str, name: str, width: int, seed: int = 0) -> No
         tracking_utils._tracking_uri = previous
 
 
+def _one_model_config(tmp_path: Path, name: str, uri: str, *, interval_seconds: float) -> Path:
+    """A serve config with one monitor ``name`` that checks the latest version of the registered
+    model ``name`` on 60 probe inputs (labels and inputs written beside it)."""
+    np.save(tmp_path / "labels.npy", LABELS)
+    np.save(tmp_path / "inputs.npy", np.random.default_rng(0).normal(size=(LABELS.size, D)).astype(np.float32))
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text(
+        textwrap.dedent(f"""
+        home: state
+        reference: {{labels: labels.npy}}
+        sinks: []
+        monitors:
+          - name: {name}
+            model: {{registered_name: {name}, stage_or_alias: latest, tracking_uri: "{uri}"}}
+            probe: {{inputs: inputs.npy}}
+            schedule: {{interval_seconds: {interval_seconds:g}}}
+    """)
+    )
+    return cfg
+
+
 def test_a_failing_version_backs_off_leaves_no_model_copies_and_a_new_version_runs_at_once(
     tmp_path: Path, mlflow_server, monkeypatch
 ) -> None:
@@ -228,21 +249,7 @@ def test_a_failing_version_backs_off_leaves_no_model_copies_and_a_new_version_ru
     scratch.mkdir()
     monkeypatch.setattr(tf, "tempdir", str(scratch))
     _register_net(uri, "wide", D + 1)
-    np.save(tmp_path / "labels.npy", LABELS)
-    np.save(tmp_path / "inputs.npy", np.random.default_rng(0).normal(size=(LABELS.size, D)).astype(np.float32))
-    cfg = tmp_path / "collapse.yaml"
-    cfg.write_text(
-        textwrap.dedent(f"""
-        home: state
-        reference: {{labels: labels.npy}}
-        sinks: []
-        monitors:
-          - name: wide
-            model: {{registered_name: wide, stage_or_alias: latest, tracking_uri: "{uri}"}}
-            probe: {{inputs: inputs.npy}}
-            schedule: {{interval_seconds: 1}}
-    """)
-    )
+    cfg = _one_model_config(tmp_path, "wide", uri, interval_seconds=1)
     now = [1_800_000_000.0]
     svc = Service(load_serve_config(cfg), clock=lambda: now[0])
     checks = svc.c_checks
@@ -276,21 +283,7 @@ def test_a_version_checked_before_a_lost_state_write_is_not_checked_again(tmp_pa
 
     uri = mlflow_server.tracking_uri
     _register_net(uri, "resume", D)
-    np.save(tmp_path / "labels.npy", LABELS)
-    np.save(tmp_path / "inputs.npy", np.random.default_rng(0).normal(size=(LABELS.size, D)).astype(np.float32))
-    cfg = tmp_path / "collapse.yaml"
-    cfg.write_text(
-        textwrap.dedent(f"""
-        home: state
-        reference: {{labels: labels.npy}}
-        sinks: []
-        monitors:
-          - name: resume
-            model: {{registered_name: resume, stage_or_alias: latest, tracking_uri: "{uri}"}}
-            probe: {{inputs: inputs.npy}}
-            schedule: {{interval_seconds: 60}}
-    """)
-    )
+    cfg = _one_model_config(tmp_path, "resume", uri, interval_seconds=60)
     first = Service(load_serve_config(cfg))
     report = first.run_check("resume")
     assert report is not None and report.generation == 0
