@@ -436,9 +436,9 @@ def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
             trig = cron_trigger(d["cron"], kw.get("timezone"))
         except ValueError as exc:
             raise ConfigError(f"{key}.cron", f"not a valid 5-field crontab expression: {exc}") from None
-        from datetime import datetime
+        from datetime import UTC, datetime
 
-        now = datetime.now(ZoneInfo(kw["timezone"]) if "timezone" in kw else None).astimezone()
+        now = datetime.now(UTC)  # an instant: the trigger compares it in its own time zone
         if trig.get_next_fire_time(None, now) is None:
             raise ConfigError(f"{key}.cron", f"{d['cron']!r} never fires (e.g. 31 February)")
         kw["cron"] = d["cron"]
