@@ -44,6 +44,7 @@ Intervals:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -425,14 +426,41 @@ def _wilson_mv(x: int, n: int, scale: float = 1.0) -> MetricValue:
     return MetricValue(x / n * scale, lo * scale, hi * scale, n=int(n))
 
 
-def _boot_mv(point: float, reps: np.ndarray, n: int) -> MetricValue:
-    """Percentile interval of the replicates re-centred on the point estimate (their median
-    moved to ``point``); widened to include ``point`` if it still misses it."""
+def few_groups_factor(g: int, confidence: float = _CONF) -> float:
+    """How much wider a grouped bootstrap interval from ``g`` groups is drawn than its replicates'
+    spread: ``sqrt(g / (g - 1)) * t_{g-1} / z`` (1 below two groups).
+
+    Resampling ``g`` groups estimates the statistic's variance with a ``(g - 1) / g`` bias and
+    only ``g - 1`` degrees of freedom (Davison & Hinkley, "Bootstrap Methods and their
+    Application", 1997, sec. 3.8; the small-number-of-clusters correction of Cameron, Gelbach &
+    Miller, "Bootstrap-based improvements for inference with clustered errors", REStat 2008: t
+    critical values with ``g - 1`` degrees of freedom). Measured coverage of the 95 % interval
+    of Vendi and the effective rank, d = 32, m = 1,000, 20 groups, 1,000 samples: 0.92 without,
+    0.94 with it; with 5 groups 0.78-0.89 without (tests/metrics/test_interval_coverage.py).
+
+    >>> round(few_groups_factor(20), 4)
+    1.0956
+    >>> few_groups_factor(1)
+    1.0
+    """
+    if g < 2:
+        return 1.0
+    from scipy.stats import t
+
+    tail = 0.5 + confidence / 2.0
+    return math.sqrt(g / (g - 1.0)) * float(t.ppf(tail, g - 1)) / normal_quantile(tail)
+
+
+def _boot_mv(point: float, reps: np.ndarray, n: int, g: int) -> MetricValue:
+    """Percentile interval of the replicates' deviations from their median, widened by
+    :func:`few_groups_factor` for the ``g`` groups they resampled and re-centred on the point
+    estimate; widened to include ``point`` if it still misses it."""
     reps = np.asarray(reps, dtype=np.float64)
     reps = reps[np.isfinite(reps)]
     if reps.size == 0:
         return MetricValue(point, point, point, n=int(n))
-    lo, hi = percentile_interval(reps - np.median(reps) + point, _CONF)
+    dev = (reps - np.median(reps)) * few_groups_factor(g)
+    lo, hi = percentile_interval(dev + point, _CONF)
     return MetricValue(point, min(lo, point), max(hi, point), n=int(n))
 
 
@@ -544,7 +572,7 @@ def generator_panel(
 
     density = float(np.sum(p.ball_counts) / (state.k * m))
     dens_b = (weights @ (onehot @ p.ball_counts.astype(np.float64))) / (state.k * n_b)
-    metrics["density"] = _boot_mv(density, dens_b, m)
+    metrics["density"] = _boot_mv(density, dens_b, m, g)
 
     # --- rare modes
     if state.rare_clusters.any():
@@ -661,8 +689,8 @@ def _diversity(
         sc_u = scatters(unit, groups, g, workers=workers) if by_scatter else None
         vendi, vendi_b = boot(unit, False, hill_number, sc_u)
         del unit
-        out["vendi_score"] = _boot_mv(vendi, vendi_b, m)
-        out["vendi_ratio"] = _boot_mv(vendi / ref_vendi, vendi_b / ref_vendi, m)
+        out["vendi_score"] = _boot_mv(vendi, vendi_b, m, g)
+        out["vendi_ratio"] = _boot_mv(vendi / ref_vendi, vendi_b / ref_vendi, m, g)
 
     # effective rank of the samples' covariance
     if influence:
@@ -670,7 +698,7 @@ def _diversity(
         out["effective_rank"] = _log_wald_mv(spectral_effective_rank(ent.eigenvalues), ent.se, m)
     else:
         erank, erank_b = boot(zc, True, spectral_effective_rank, sc_z)
-        out["effective_rank"] = _boot_mv(erank, erank_b, m)
+        out["effective_rank"] = _boot_mv(erank, erank_b, m, g)
 
     # total variance per replicate from group sums and squared norms (exact in any d)
     if sc_z is not None:
@@ -682,7 +710,7 @@ def _diversity(
     trace_b = np.maximum(sq_b - np.einsum("ij,ij->i", sums_b, sums_b) / np.maximum(n_b, 1.0), 0.0) / safe
     trace_gen = float(np.einsum("ij,ij->", zc, zc)) / (m - 1) if m > 1 else 0.0
     ref_trace = max(state.trace, 1e-12)
-    out["variance_ratio"] = _boot_mv(trace_gen / ref_trace, trace_b / ref_trace, m)
+    out["variance_ratio"] = _boot_mv(trace_gen / ref_trace, trace_b / ref_trace, m, g)
 
     # Frechet distance: tr (C1^1/2 C2 C1^1/2)^1/2 from the spectrum of cov(zc C1^1/2)
     def trace_sqrt(w: np.ndarray) -> float:
@@ -693,5 +721,5 @@ def _diversity(
     mean_b = sums_b / np.maximum(n_b, 1.0)[:, None] + delta0
     fd = max(float(delta0 @ delta0) + state.trace + trace_gen - 2.0 * ts, 0.0)
     fd_b = np.maximum(np.einsum("ij,ij->i", mean_b, mean_b) + state.trace + trace_b - 2.0 * ts_b, 0.0)
-    out["frechet_distance"] = _boot_mv(fd, fd_b, m)
+    out["frechet_distance"] = _boot_mv(fd, fd_b, m, g)
     return out
