@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,22 @@ def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray
         raise InputError(field, "values overflow float32; normalise the embeddings")
     out.setflags(write=False)
     return out
+
+
+def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
+    """InputError unless at least two rows of the 2-D ``x`` differ: a reference whose rows are
+    all the same (a constant, or an already collapsed sample) has no neighbourhoods, tail,
+    clusters or diversity to compare against. Block by block from the top, so a normal
+    reference returns after its first block and a large one is never copied whole."""
+    first = x[0]
+    for a in range(0, x.shape[0], block):
+        if not np.array_equal(x[a : a + block], np.broadcast_to(first, x[a : a + block].shape)):
+            return
+    raise InputError(
+        field,
+        f"all {x.shape[0]} rows are identical: a reference needs spread (pass the human-origin "
+        "embeddings, not a constant or an already collapsed sample)",
+    )
 
 
 def _label_key(v: Any, field: str) -> Hashable:
@@ -100,6 +116,8 @@ def as_texts(x: Any, field: str) -> tuple[str, ...]:
         raise InputError(field, "expected a list of strings, got None")
     if isinstance(x, str):
         raise InputError(field, "expected a list of strings, got a single string (wrap it in a list)")
+    if isinstance(x, (Mapping, bytes, bytearray)):  # iterating a dict gives its keys, silently
+        raise InputError(field, f"expected a list of strings, got {type(x).__name__}")
     if not isinstance(x, Sequence) and not hasattr(x, "__iter__"):
         raise InputError(field, f"expected a list of strings, got {type(x).__name__}")
     out = []

@@ -164,6 +164,8 @@ def _check(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build()
     args = parser.parse_args(argv)
+    if args.command == "gate" and args.version is not None and args.model_name is None:
+        parser.error("gate: --version names a version of --model-name; give --model-name too")
     from ._redact import redact_http_client_logs
 
     redact_http_client_logs()

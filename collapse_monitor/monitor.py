@@ -96,6 +96,8 @@ class CollapseMonitor:
         self.name = name
         self.reference = reference
         self.rules = rules if isinstance(rules, Rules) else Rules.from_dict(rules)
+        if home is not None and not isinstance(home, (str, os.PathLike)):
+            raise ConfigError("home", f"expected a path (str or os.PathLike), got {type(home).__name__}")
         self.home = Path(home) if home is not None else default_home()
         if not isinstance(strict, bool):
             raise ConfigError("strict", f"expected true or false, got {strict!r}")

@@ -96,6 +96,8 @@ __all__ = ["STALE_RULE", "Service", "serve_command"]
 # (each try downloads and loads it again); a new version is tried at once
 _RETRY_FIRST_SECONDS = 30.0
 _RETRY_MAX_SECONDS = 3600.0
+_REGISTRY = "<registry>"  # the _failures key of a registry that could not be asked
+_REGISTRY_RETRY_MAX_SECONDS = 600.0  # a registry back from an outage is asked within 10 min
 
 log = logging.getLogger("collapse_monitor.service")
 
@@ -141,6 +143,47 @@ class _StateFile:
                 raise
 
 
+class _HomeLock:
+    """An exclusive ``flock`` on ``<home>/serve.lock`` for as long as a service runs: two
+    ``serve`` processes on one home would both see a new model version as unchecked and check
+    it twice, as two generations (the state file is read once and rewritten whole). The lock
+    goes with the process, so a killed service never leaves a stale one. Where ``fcntl`` does
+    not exist (Windows) it is not taken."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "serve.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise ConfigError(
+                "home",
+                f"another collapse-monitor serve (pid {holder}) runs on {self.path.parent}: two would check "
+                "the same model versions twice; stop it, or give each service its own home",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
 def _stale_id(monitor: str, episode: str, status: str) -> str:
     """The dead-man's switch alert's idempotency key: one per monitor, episode and status."""
     import uuid
@@ -182,6 +225,7 @@ class Service:
         self._idle = threading.Condition()
         self._scheduler: Any = None
         self._http: Any = None
+        self._home_locks: list[_HomeLock] = []
         self.started_at = clock()
         for spec in config.monitors:
             _ = spec.monitor.dispatcher  # created once here, not lazily from two job threads
@@ -195,6 +239,12 @@ class Service:
             "collapse_monitor_serve_checks",
             "Scheduled checks by outcome (ok, skipped, error)",
             ["monitor", "outcome"],
+            registry=r,
+        )
+        self.c_skipped = Counter(
+            "collapse_monitor_serve_skipped_ticks",
+            "Ticks of the flush and staleness jobs skipped because their previous run still ran",
+            ["task"],  # not "job": Prometheus's own target label
             registry=r,
         )
         self.g_last = Gauge(
@@ -267,9 +317,20 @@ class Service:
         if spec.model is None or spec.probe is None:
             raise ConfigError(name, "has no model to check")
         with self._job(), self._locks[name]:
-            ver = failed = None
+            ver = None
+            failed = self._failures.get(name)
+            if failed is not None and failed[0] == _REGISTRY and self.clock() < failed[2]:
+                # the registry failed: ask it again only after the backoff, not at every tick
+                log.debug(
+                    "%s: registry failed %d time(s), next try in %.0f s", name, failed[1], failed[2] - self.clock()
+                )
+                self.c_checks.labels(name, "skipped").inc()
+                return None
             try:
                 ver = resolve_version(spec.model)
+                if failed is not None and failed[0] == _REGISTRY:  # it answered: the backoff ends
+                    self._failures.pop(name, None)
+                    failed = None
                 if ver is None:
                     log.info("%s: model %s has no version yet", name, spec.model.registered_name)
                     self.c_checks.labels(name, "skipped").inc()
@@ -299,12 +360,14 @@ class Service:
                 report = spec.monitor.check(obs)
             except Exception as exc:
                 self.c_checks.labels(name, "error").inc()
-                retry = ""
-                if ver is not None:  # the same version again only after a backoff
-                    n = failed[1] + 1 if failed is not None and failed[0] == ver.uri else 1
-                    wait = min(_RETRY_MAX_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (n - 1))
-                    self._failures[name] = (ver.uri, n, self.clock() + wait)
-                    retry = f"; {ver.uri} is retried in {wait:.0f} s (failure {n})"
+                # the same version (or, when the registry itself failed, the registry) again
+                # only after a backoff
+                what = _REGISTRY if ver is None else ver.uri
+                n = failed[1] + 1 if failed is not None and failed[0] == what else 1
+                cap = _REGISTRY_RETRY_MAX_SECONDS if ver is None else _RETRY_MAX_SECONDS
+                wait = min(cap, _RETRY_FIRST_SECONDS * 2 ** (n - 1))
+                self._failures[name] = (what, n, self.clock() + wait)
+                retry = f"; {'the registry is asked again' if ver is None else ver.uri + ' is retried'} in {wait:.0f} s (failure {n})"
                 log.error("%s: scheduled check failed: %s%s", name, redact_text(f"{type(exc).__name__}: {exc}"), retry)
                 return None
             self._failures.pop(name, None)
@@ -329,12 +392,17 @@ class Service:
 
     def _tick_skipped(self, event: Any) -> None:
         """A scheduled check came due while the previous one of the same monitor still ran
-        (``max_instances=1``): counted as ``skipped``, logged at debug level."""
+        (``max_instances=1``): counted as ``skipped``, logged at debug level. A skipped flush or
+        staleness tick (redelivery or the dead-man's switch running late) is a warning and
+        counts in ``collapse_monitor_serve_skipped_ticks_total{task}``."""
         job_id = str(getattr(event, "job_id", ""))
         if job_id.startswith("check:"):
             name = job_id[len("check:") :]
             log.debug("%s: check still running, tick skipped", name)
             self.c_checks.labels(name, "skipped").inc()
+        else:  # the spool / outbox flush or the dead-man's switch runs longer than its interval
+            log.warning("%s: the previous run is still going, tick skipped", job_id)
+            self.c_skipped.labels(job_id).inc()
 
     def flush(self) -> dict[str, dict[str, int]]:
         """Replay each monitor's sink spool and redeliver its alert outbox."""
@@ -516,6 +584,14 @@ class Service:
         from apscheduler.triggers.interval import IntervalTrigger
 
         s = self.settings
+        for home in sorted({Path(spec.monitor.home).resolve() for spec in self.specs.values()}):
+            lock = _HomeLock(home)
+            try:
+                lock.acquire()
+            except ConfigError:
+                self._release_homes()
+                raise
+            self._home_locks.append(lock)
         if http:
             from prometheus_client import start_http_server
 
@@ -526,6 +602,7 @@ class Service:
 
                 # a host that does not resolve is the host's fault, a taken port the port's
                 key = "serve.host" if isinstance(exc, socket.gaierror) else "serve.port"
+                self._release_homes()
                 raise ConfigError(key, f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
         sched = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(s.max_workers)},
@@ -597,7 +674,13 @@ class Service:
                     disp.outbox.release_leases()
                 except Exception as exc:
                     log.warning("%s: could not release outbox leases: %s", spec.name, redact_text(str(exc)))
+        self._release_homes()
         return clean
+
+    def _release_homes(self) -> None:
+        for lock in self._home_locks:
+            lock.release()
+        self._home_locks = []
 
 
 def serve_command(

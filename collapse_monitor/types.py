@@ -223,6 +223,8 @@ class Reference:
             raise InputError("reference.texts", "contains no tokens (all texts are empty or whitespace)")
         if self.embeddings is not None and self.embeddings.shape[0] < 2:
             raise InputError("reference.embeddings", "needs at least 2 rows to define neighbourhoods")
+        if self.embeddings is not None:
+            V.check_spread(self.embeddings, "reference.embeddings")
         self.name = name
         self.class_priors = self._priors(class_priors)
         self._fingerprint: str | None = None

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validate import check_spread
 from ..errors import ConfigError, InputError
 from ..types import MetricValue, Reference
 from ._bootstrap import _map, entropy_influence, gram, group_design, transformed_scatter
@@ -325,6 +326,7 @@ def build_generator_state(
     n = ref.shape[0]
     if n < 2:
         raise InputError("reference.embeddings", "needs at least 2 rows to define neighbourhoods")
+    check_spread(ref, "reference.embeddings")
     k = _check_k(k)
     tq = _fraction(tail_quantile, "tail_quantile")
     rt = _fraction(rare_threshold, "rare_threshold")

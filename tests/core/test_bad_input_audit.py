@@ -119,3 +119,39 @@ def test_string_prior_keys_match_integer_labels_by_their_string_form(tmp_path: P
     assert err.value.field == "reference.class_priors"
     with pytest.raises(cm.InputError, match="infinity"):
         cm.Reference(labels=LABELS, class_priors={0: 1e308, 1: 1e308, 2: 1.0})
+
+
+@pytest.mark.parametrize("rows", [np.ones((50, 4)), np.tile([[0.5, -2.0, 3.0]], (70_000, 1))])
+def test_a_reference_whose_rows_are_all_identical_is_refused(rows: np.ndarray) -> None:
+    """A constant (or already collapsed) reference has no neighbourhoods, tail or diversity: every
+    sample used to score precision 0, coverage 0 against it, silently."""
+    from collapse_monitor.metrics.generator import build_generator_state
+
+    with pytest.raises(cm.InputError) as err:
+        cm.Reference(embeddings=rows)
+    assert err.value.field == "reference.embeddings" and f"all {rows.shape[0]} rows are identical" in str(err.value)
+    with pytest.raises(cm.InputError, match="identical"):
+        build_generator_state(rows)
+    rows = rows.copy()
+    rows[-1, 0] += 1e-3  # one row that differs, in the last block: a reference (if a poor one)
+    assert cm.Reference(embeddings=rows).embeddings.shape == rows.shape
+
+
+def test_gate_version_without_a_model_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--version` tags a version of `--model-name`; alone it used to be ignored silently."""
+    with pytest.raises(SystemExit) as exc:
+        main(["gate", "--monitor", "digits", "--version", "3"])
+    assert exc.value.code == 2
+    assert "--version names a version of --model-name" in capsys.readouterr().err
+
+
+def test_texts_as_a_mapping_and_a_home_that_is_not_a_path_are_refused(tmp_path: Path) -> None:
+    """A dict of texts used to be read as its keys; a list as home was a raw TypeError."""
+    with pytest.raises(cm.InputError) as err:
+        cm.Observation(texts={"id-1": "a generated text"})
+    assert err.value.field == "observation.texts" and "got dict" in str(err.value)
+    ref = cm.Reference(labels=LABELS)
+    with pytest.raises(cm.ConfigError) as cerr:
+        cm.CollapseMonitor("m", reference=ref, sinks=[], home=[str(tmp_path)])
+    assert cerr.value.key == "home" and "got list" in str(cerr.value)
+    assert cm.CollapseMonitor("m", reference=ref, sinks=[], home=tmp_path).home == tmp_path

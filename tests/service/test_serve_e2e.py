@@ -297,3 +297,82 @@ def test_a_version_checked_before_a_lost_state_write_is_not_checked_again(tmp_pa
     assert json.loads(state.read_text())["resume"]["last_version"].endswith("/1")  # the cache is rebuilt
     _register_net(uri, "resume", D, seed=1)  # a new version is still checked
     assert again.run_check("resume").generation == 1
+
+
+def test_a_second_serve_on_the_same_home_exits_2_naming_the_first(tmp_path: Path, mlflow_server) -> None:
+    """Two services on one home would check each new version twice (two generations): the
+    second `serve` process is refused while the first runs, and starts once it has stopped."""
+    from servers import free_port
+
+    from collapse_monitor._service_config import load_serve_config
+    from collapse_monitor.service import Service
+
+    cfg = _one_model_config(tmp_path, "locked", mlflow_server.tracking_uri, interval_seconds=3600)
+    first = Service(load_serve_config(cfg))
+    first.start(http=False)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "collapse_monitor.cli", "serve", "--config", str(cfg), "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"another collapse-monitor serve (pid {os.getpid()}) runs on {(tmp_path / 'state').resolve()}" in (
+            second.stderr
+        )
+        assert "Traceback" not in second.stderr
+        third = Service(load_serve_config(cfg))  # in-process too: a separate lock, also refused
+        with pytest.raises(Exception, match="another collapse-monitor serve") as err:
+            third.start(http=False)
+        assert getattr(err.value, "key", None) == "home" and third._scheduler is None
+    finally:
+        first.stop()
+    again = Service(load_serve_config(cfg))  # the lock went with the first service
+    again.start(http=False)
+    again.stop()
+
+
+def test_a_registry_that_cannot_be_reached_is_asked_again_only_after_a_backoff(
+    tmp_path: Path, mlflow_server, monkeypatch
+) -> None:
+    """A registry outage is one error per backoff (30 s, 60 s, ... at most 600 s), not one per
+    tick; once the registry answers, the backoff ends and its version is checked at once."""
+    from servers import free_port
+
+    from collapse_monitor._service_config import load_serve_config
+    from collapse_monitor.service import _REGISTRY, Service
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    down = load_serve_config(_one_model_config(dead, "outage", f"http://127.0.0.1:{free_port()}", interval_seconds=1))
+    now = [1_800_000_000.0]
+    svc = Service(down, clock=lambda: now[0])
+
+    def count(outcome: str) -> float:
+        return svc.c_checks.labels("outage", outcome)._value.get()
+
+    assert svc.run_check("outage") is None and count("error") == 1
+    assert svc._failures["outage"][:2] == (_REGISTRY, 1)
+    for dt in (1, 10, 29):  # inside the first backoff: the registry is not asked
+        now[0] = 1_800_000_000.0 + dt
+        assert svc.run_check("outage") is None
+    assert count("error") == 1 and count("skipped") == 3
+    for _ in range(8):  # each failure doubles the wait, up to 600 s
+        now[0] = svc._failures["outage"][2]
+        assert svc.run_check("outage") is None
+    assert count("error") == 9 and svc._failures["outage"][2] - now[0] == 600.0
+    # the registry is back (the same monitor, now pointing at a live server): one try after the
+    # backoff finds the version and checks it
+    _register_net(mlflow_server.tracking_uri, "outage", D)
+    live = tmp_path / "live"
+    live.mkdir()
+    up = load_serve_config(_one_model_config(live, "outage", mlflow_server.tracking_uri, interval_seconds=1))
+    svc.specs["outage"] = up.monitors[0]
+    now[0] += 599
+    assert svc.run_check("outage") is None and count("skipped") == 4
+    now[0] += 1
+    report = svc.run_check("outage")
+    assert report is not None and report.generation == 0 and "outage" not in svc._failures

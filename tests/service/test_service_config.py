@@ -317,6 +317,33 @@ def test_ticks_skipped_while_a_check_runs_are_counted_not_logged(tmp_path, caplo
     assert "maximum number of running instances" not in caplog.text
 
 
+def test_a_flush_that_outlasts_its_interval_is_a_warning_and_counted(tmp_path, caplog) -> None:
+    """A skipped flush or dead-man's-switch tick (redelivery or staleness paging running late)
+    used to vanish with APScheduler's filtered warning."""
+    import logging
+    import time
+
+    from apscheduler.triggers.interval import IntervalTrigger
+    from prometheus_client import generate_latest
+    from servers import free_port
+
+    from collapse_monitor._service_config import ServeConfig, parse_settings
+    from collapse_monitor.service import Service
+
+    svc = Service(ServeConfig(parse_settings({"port": free_port()}), (), tmp_path))
+    svc.start(http=False)
+    try:
+        svc._scheduler.remove_job("flush")
+        with caplog.at_level(logging.WARNING, logger="collapse_monitor.service"):
+            svc._scheduler.add_job(lambda: time.sleep(1.5), IntervalTrigger(seconds=0.2), id="flush")
+            time.sleep(2.0)
+    finally:
+        svc.stop()
+    assert svc.c_skipped.labels("flush")._value.get() >= 3
+    assert "flush: the previous run is still going, tick skipped" in caplog.text
+    assert 'collapse_monitor_serve_skipped_ticks_total{task="flush"}' in generate_latest(svc.registry).decode()
+
+
 def test_cron_with_day_of_month_and_day_of_week_fires_on_either_as_crontab_does() -> None:
     """crontab: when both day fields are restricted, the job runs when *either* matches;
     ``0 9 1 * 1`` is the 1st of every month and every Monday (APScheduler's single
