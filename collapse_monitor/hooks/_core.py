@@ -19,6 +19,8 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._redact import redact_text
 from ..errors import ConfigError
 from ..types import Observation, Provenance
@@ -27,12 +29,20 @@ if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
     from ..types import Report
 
-__all__ = ["CheckLedger", "HookCore", "HookResults", "eval_mode"]
+__all__ = ["CheckLedger", "HookCore", "HookResults", "check_flag", "eval_mode"]
 
 log = logging.getLogger("collapse_monitor.hooks")
 
 GenerationArg = int | Callable[..., "int | None"] | None
 ProvenanceArg = Provenance | Callable[..., "Provenance | None"] | None
+
+
+def check_flag(value: Any, key: str) -> bool:
+    """``value`` if it is a bool (numpy's included), else a ConfigError naming ``key``: a string
+    such as ``"no"`` or ``"false"`` would otherwise count as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(key, f"expected True or False, got {value!r}")
+    return bool(value)
 
 
 @contextlib.contextmanager
@@ -197,6 +207,7 @@ class HookCore:
             raise ConfigError(
                 f"{owner}.provenance", f"expected cm.Provenance or a callable, got {type(provenance).__name__}"
             )
+        check_flag(eval_mode, f"{owner}.eval_mode")
         self.monitor = monitor
         self.evaluate = evaluate
         self.generation = generation

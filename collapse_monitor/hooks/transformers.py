@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover
     ) from None
 
 from .._redact import redact_text
-from ._core import GenerationArg, HookCore, HookResults, ProvenanceArg
+from ._core import GenerationArg, HookCore, HookResults, ProvenanceArg, check_flag
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
@@ -97,8 +97,8 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
             eval_mode=eval_mode,
             owner="CollapseMonitorCallback",
         )
-        self.check_on_evaluate = bool(on_evaluate)
-        self.check_on_train_end = bool(on_train_end)
+        self.check_on_evaluate = check_flag(on_evaluate, "CollapseMonitorCallback.on_evaluate")
+        self.check_on_train_end = check_flag(on_train_end, "CollapseMonitorCallback.on_train_end")
         self._checked_at: tuple[int, Any] | None = None  # (trainer state, global step) of the last check
 
     def __repr__(self) -> str:

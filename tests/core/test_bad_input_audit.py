@@ -155,3 +155,23 @@ def test_texts_as_a_mapping_and_a_home_that_is_not_a_path_are_refused(tmp_path: 
         cm.CollapseMonitor("m", reference=ref, sinks=[], home=[str(tmp_path)])
     assert cerr.value.key == "home" and "got list" in str(cerr.value)
     assert cm.CollapseMonitor("m", reference=ref, sinks=[], home=tmp_path).home == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("kw", "key"),
+    [
+        ({"on_evaluate": "no"}, "on_evaluate"),
+        ({"on_train_end": 0}, "on_train_end"),
+        ({"eval_mode": "false"}, "eval_mode"),
+    ],
+)
+def test_hook_flags_must_be_booleans(tmp_path: Path, kw: dict, key: str) -> None:
+    """`on_evaluate="no"` used to switch per-evaluation checks *on* (bool("no") is True)."""
+    from collapse_monitor.hooks.transformers import CollapseMonitorCallback
+
+    mon = cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path)
+    with pytest.raises(cm.ConfigError) as err:
+        CollapseMonitorCallback(mon, lambda model: None, **kw)
+    assert err.value.key == f"CollapseMonitorCallback.{key}"
+    cb = CollapseMonitorCallback(mon, lambda model: None, on_evaluate=np.bool_(True))
+    assert cb.check_on_evaluate is True
