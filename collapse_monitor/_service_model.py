@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._service_config import ModelSpec, ProbeSpec
+from ._validate import tensor_to_numpy
 from .errors import InputError
 from .types import Observation, Provenance
 
@@ -118,7 +119,7 @@ def load_model(spec: ModelSpec, version: ResolvedVersion, dst_path: str | None =
 
 def _to_numpy(out: Any) -> np.ndarray:
     if hasattr(out, "detach") and hasattr(out, "cpu"):
-        out = out.detach().cpu().numpy()
+        out = tensor_to_numpy(out)
     elif hasattr(out, "to_numpy"):  # pandas DataFrame / Series
         out = out.to_numpy()
     return np.asarray(out)

@@ -12,12 +12,24 @@ from .errors import InputError
 _TOKEN_CHARS_LIMIT = 10_000_000
 
 
+def tensor_to_numpy(x: Any) -> Any:
+    """A torch tensor (detected without importing torch) as a numpy array on the CPU; dtypes
+    numpy has no type for (bfloat16, the float8 types) go through float32 first, exactly. Other
+    objects are returned as they are."""
+    if not (hasattr(x, "detach") and hasattr(x, "cpu")):
+        return x
+    t = x.detach().cpu()
+    try:
+        return t.numpy()
+    except TypeError:  # "Got unsupported ScalarType BFloat16"
+        return t.float().numpy()
+
+
 def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray:
     """A finite, 2-D float32 C-contiguous read-only array with at least one row."""
     if x is None:
         raise InputError(field, "expected a 2-D array of shape (n, d), got None")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor without importing torch
-        x = x.detach().cpu().numpy()
+    x = tensor_to_numpy(x)
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists etc.
@@ -81,8 +93,7 @@ def as_labels(x: Any, field: str, *, length: int | None = None) -> np.ndarray:
     """A 1-D object array of str/int labels (numbers that are whole become int)."""
     if x is None:
         raise InputError(field, "expected a 1-D sequence of labels, got None")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
+    x = tensor_to_numpy(x)
     if isinstance(x, (str, bytes)):
         raise InputError(field, "expected a sequence of labels, got a single string")
     try:

@@ -198,13 +198,18 @@ class CollapseMonitor:
     # ------------------------------------------------------------------------------------------
     def check(self, observation: Observation) -> Report:
         """Measure one generation, compare it with the baseline and the trend, log and alert."""
+        return self._check(observation, ())
+
+    def _check(self, observation: Observation, notes: tuple[str, ...]) -> Report:
+        """:meth:`check`, with ``notes`` from the caller (a training hook's global step) first
+        among the report's notes."""
         if not isinstance(observation, Observation):
             raise InputError("observation", f"expected cm.Observation, got {type(observation).__name__}")
         observation.validate_against(self.reference)
         t0 = time.perf_counter()
         with self.history.lock(self.name):
             self._recover()
-            report, extra = self._measure(observation, t0)
+            report, extra = self._measure(observation, t0, notes)
             self.last_panel = extra.pop("panel")
             self.history.commit_check(
                 report,
@@ -244,12 +249,14 @@ class CollapseMonitor:
                 r.generation,
             )
 
-    def _measure(self, obs: Observation, t0: float) -> tuple[Report, dict[str, Any]]:
+    def _measure(
+        self, obs: Observation, t0: float, caller_notes: tuple[str, ...] = ()
+    ) -> tuple[Report, dict[str, Any]]:
         from .metrics.engine import compute_panel
 
         rules = self.rules
         last = self.history.last_generation(self.name)
-        notes: list[str] = []
+        notes: list[str] = list(caller_notes)
         if last is None and not self.history.reports(self.name):
             notes.extend(self._reseed_from_sinks())
             last = self.history.last_generation(self.name)
@@ -538,7 +545,7 @@ class CollapseMonitor:
         """
         if not callable(evaluate):
             raise ConfigError("watch.evaluate", "expected a callable model -> Observation")
-        _check_watch_options(generation, provenance, "watch")
+        _check_watch_options(generation, provenance, "watch", strict)
         strict_ = self.strict if strict is None else strict
 
         def deco(fn: F) -> F:
@@ -568,7 +575,7 @@ class CollapseMonitor:
             r.observe(lambda: cm.Observation(embeddings=sample(model)))  # a callable: bad input is contained
         r.report  # the Report (None if the check failed; see mon.last_error)
         """
-        _check_watch_options(generation, provenance, "retrain")
+        _check_watch_options(generation, provenance, "retrain", strict)
         r = _Retrain(self, generation, provenance, self.strict if strict is None else strict)
         yield r
 
@@ -579,6 +586,7 @@ class CollapseMonitor:
         generation: int | Callable[[], int | None] | None,
         provenance: Provenance | Callable[[], Provenance | None] | None,
         strict: bool,
+        notes: tuple[str, ...] = (),
     ) -> Report | None:
         self.last_error = None
         self.last_report = None
@@ -596,7 +604,7 @@ class CollapseMonitor:
                 obs.generation = as_generation(generation, "generation")
             if provenance is not None and obs.provenance is None:
                 obs.provenance = as_provenance(provenance, "provenance")
-            return self.check(obs)
+            return self._check(obs, notes)
         except Exception as exc:
             self.last_error = exc
             log.error(
@@ -609,9 +617,12 @@ class CollapseMonitor:
             return None
 
 
-def _check_watch_options(generation: Any, provenance: Any, where: str) -> None:
+def _check_watch_options(generation: Any, provenance: Any, where: str, strict: Any = None) -> None:
     """``watch`` / ``retrain`` options that are values (not callables) are checked when given,
-    so a wrong type is a ConfigError in the training script, not a failed check every retrain."""
+    so a wrong type is a ConfigError in the training script, not a failed check every retrain
+    (``strict="false"`` would be true, and raise every failed check into the training job)."""
+    if strict is not None and not isinstance(strict, bool):
+        raise ConfigError(f"{where}.strict", f"expected true or false, got {strict!r}")
     try:
         if generation is not None and not callable(generation):
             as_generation(generation, f"{where}.generation")

@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._redact import redact_text
-from ..errors import ConfigError
+from ..errors import CollapseMonitorError, ConfigError
 from ..types import Observation, Provenance
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
     from ..types import Report
 
-__all__ = ["CheckLedger", "HookCore", "HookResults", "check_flag", "eval_mode"]
+__all__ = ["CheckLedger", "HookCore", "HookResults", "check_flag", "eval_mode", "step_note"]
 
 log = logging.getLogger("collapse_monitor.hooks")
 
@@ -81,6 +82,11 @@ def _newest_check(monitor: CollapseMonitor) -> tuple[float, int] | None:
     return float(newest.created_at), int(newest.generation)
 
 
+def step_note(step: int) -> str:
+    """The note a hook check leaves in its report: which global step's weights it checked."""
+    return f"checked by a training hook at global step {step}"
+
+
 class CheckLedger:
     """Which training step a callback last checked, kept in the framework's checkpoint.
 
@@ -88,14 +94,18 @@ class CheckLedger:
     callback's last successful check and ``history_newest``, the creation time of the newest
     report in the monitor's history as far as this process knows (read when training starts,
     moved by each check). The end-of-training check comes *after* the last checkpoint is saved,
-    so a checkpoint alone cannot say whether its weights were checked; its ``history_newest``
-    can: a report newer than it means the run that saved the checkpoint went on to check.
+    so a checkpoint alone cannot say whether its weights were checked; the history can: every
+    hook check leaves the note :func:`step_note` (``checked by a training hook at global step
+    N``) in its report, and such a report newer than the checkpoint's ``history_newest`` means
+    the run that saved the checkpoint went on to check the weights of that step.
 
     On resume, :meth:`skip_reason` skips a check only when no training step ran since the
     checkpoint (the weights are the checkpoint's) and either the checkpoint says this step was
-    checked, or the history has a check newer than the checkpoint. A run that died before its
-    check (or whose check failed) is therefore checked on resume; a checkpoint without this state
-    (older versions) is checked as before. Plain attributes only: the callback stays picklable.
+    checked, or the history has a hook check *of this step* newer than the checkpoint (a newer
+    check of other weights, e.g. a later epoch's when a run rolls back to an earlier
+    checkpoint, does not count). A run that died before its check (or whose check failed) is
+    therefore checked on resume; a checkpoint without this state (older versions) is checked as
+    before. Plain attributes only: the callback stays picklable.
     """
 
     VERSION = 1
@@ -162,12 +172,14 @@ class CheckLedger:
         then = r.get("history_newest", "unknown")  # None: the history was empty when it was saved
         if then is not None and (isinstance(then, bool) or not isinstance(then, int | float)):
             return None  # the saving process could not read the history (or an unknown shape): check
-        newest = _newest_check(monitor)
-        if newest is not None and (then is None or newest[0] > then):
-            self.checked_step, self.checked_generation = step, newest[1]
+        mark = step_note(step)
+        hits = [r for r in monitor.reports() if mark in r.notes and (then is None or float(r.created_at) > then)]
+        if hits:
+            gen = int(max(hits, key=lambda r: r.created_at).generation)
+            self.checked_step, self.checked_generation = step, gen
             return (
-                f"no training step since the checkpoint at step {step}, and the history has a check "
-                f"(generation {newest[1]}) newer than that checkpoint: the run that saved it checked these weights"
+                f"no training step since the checkpoint at step {step}, and the history has a check of the "
+                f"weights at that step (generation {gen}) newer than that checkpoint: the run that saved it checked them"
             )
         return None
 
@@ -216,6 +228,30 @@ class HookCore:
         self.last_report: Report | None = None
         self.last_error: BaseException | None = None
         self.ledger = CheckLedger()
+        #: (weak reference to the model, global step) of the last successful check since
+        #: :meth:`forget_checked`: the same weights are checked once (a validation at the end
+        #: of training and a validate() after it; HF's last evaluation and the end of training)
+        self._checked: tuple[Any, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a user's exception may not survive pickling (its __init__ takes other arguments), and a
+        # weak reference never does: a spawned worker gets the error's text, not the object
+        state = self.__dict__.copy()
+        if state.get("last_error") is not None:
+            err = state["last_error"]
+            state["last_error"] = CollapseMonitorError(redact_text(f"{type(err).__name__}: {err}"))
+        state["_checked"] = None
+        return state
+
+    def forget_checked(self) -> None:
+        """A new training run starts: the weights will change even where the step repeats."""
+        self._checked = None
+
+    def _same_weights(self, model: Any, step: int | None) -> bool:
+        if self._checked is None or step is None:
+            return False
+        ref, at = self._checked
+        return at == step and ref() is model
 
     def run_at_step(self, model: Any, context: tuple[Any, ...], step: Any) -> Report | None:
         """:meth:`run`, unless the weights at global step ``step`` were already checked before
@@ -235,13 +271,22 @@ class HookCore:
         if reason is not None:
             log.info("collapse-monitor %s: check skipped, resumed from a checkpoint: %s", self.monitor.name, reason)
             return None
-        report = self.run(model, context)
+        at = _int_or_none(step)
+        if self._same_weights(model, at):
+            log.info(
+                "collapse-monitor %s: the weights at step %s were checked already, check skipped", self.monitor.name, at
+            )
+            return None
+        report = self.run(model, context, notes=() if at is None else (step_note(at),))
         if report is not None:
             with contextlib.suppress(Exception):
                 self.ledger.record(step, report)
+            if at is not None:
+                with contextlib.suppress(TypeError):  # an object without weak references: no memory
+                    self._checked = (weakref.ref(model), at)
         return report
 
-    def run(self, model: Any, context: tuple[Any, ...]) -> Report | None:
+    def run(self, model: Any, context: tuple[Any, ...], notes: tuple[str, ...] = ()) -> Report | None:
         """Evaluate ``model`` and check it; ``context`` is what the generation/provenance
         callables receive. Returns the Report, or None when something failed (see last_error);
         ``last_report`` / ``last_error`` always describe this latest attempt."""
@@ -257,7 +302,7 @@ class HookCore:
                 with eval_mode(model, self.eval_mode):
                     return self.evaluate(model)
 
-            report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False)
+            report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False, notes=notes)
             if report is None:
                 self.last_error = self.monitor.last_error
                 return None

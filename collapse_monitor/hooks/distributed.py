@@ -190,6 +190,13 @@ def _assemble_predictions(metas: Sequence[Mapping[str, Any]], m: int) -> np.ndar
     out = np.empty(m, dtype=np.result_type(*[p.dtype for _, _, p in shards]))
     owner = np.full(m, -1, dtype=np.int64)
     for r, idx, pred in shards:
+        order = np.argsort(idx, kind="stable")  # one rank predicting one item twice must agree too
+        si, sp = idx[order], pred[order]
+        twice = (si[1:] == si[:-1]) & (sp[1:] != sp[:-1])
+        if twice.any():
+            raise InputError(
+                "predictions", f"probe item {int(si[1:][twice][0])} got two different predictions on rank {r}"
+            )
         seen = owner[idx] >= 0
         if seen.any():  # DistributedSampler pads with repeats: fine when they agree
             clash = idx[seen][out[idx[seen]] != pred[seen]]
@@ -335,7 +342,9 @@ def distributed_check(
         raise exc_main
     if payload["error"] is not None:
         field, msg = payload["error"]
-        if field.startswith(("observation", "predictions", "embeddings", "texts", "probe_indices")):
+        if field.startswith(
+            ("observation", "predictions", "embeddings", "texts", "probe_indices", "provenance", "generation")
+        ):
             raise InputError(field, f"on rank 0: {msg}")
         raise CollapseMonitorError(f"collapse-monitor check failed on rank 0: {field}: {msg}")
     stage = None if payload["stage"] is None else Stage(payload["stage"])

@@ -75,7 +75,9 @@ class CollapseMonitorCallback(HookResults, Callback):
         generation: an int, or ``(trainer, pl_module) -> int | None``; default: previous + 1.
         provenance: a :class:`cm.Provenance`, or ``(trainer, pl_module) -> Provenance | None``.
         on: ``"fit_end"`` (default), ``"train_end"`` or ``"validation_end"`` (every validation
-            run outside the sanity check: one generation per validation).
+            run outside the sanity check: one generation per validation, except that the same
+            weights are checked once: a ``trainer.validate()`` after fit at the step already
+            checked is skipped).
         eval_mode: run ``evaluate`` under ``eval()`` + ``torch.no_grad()`` (default True).
     """
 
@@ -147,6 +149,8 @@ class CollapseMonitorCallback(HookResults, Callback):
             fit_on_zero = stage == "fit" and bool(getattr(trainer, "is_global_zero", True))
         except Exception:  # pragma: no cover - a broken trainer object
             fit_on_zero = False
+        if stage == "fit":  # new training: a repeated step number is not the same weights
+            self._core.forget_checked()
         self._core.ledger.start(self.monitor, read_history=fit_on_zero)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

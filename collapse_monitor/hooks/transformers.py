@@ -99,7 +99,6 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
         )
         self.check_on_evaluate = check_flag(on_evaluate, "CollapseMonitorCallback.on_evaluate")
         self.check_on_train_end = check_flag(on_train_end, "CollapseMonitorCallback.on_train_end")
-        self._checked_at: tuple[int, Any] | None = None  # (trainer state, global step) of the last check
 
     def __repr__(self) -> str:
         return (
@@ -110,6 +109,7 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
     # -- TrainerCallback events --------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # the Trainer has loaded trainer_state.json of the checkpoint it resumes (if any) by now
+        self._core.forget_checked()  # a new train(): the same step number is not the same weights
         try:
             self._core.ledger.start(self.monitor, read_history=bool(getattr(state, "is_world_process_zero", True)))
             saved = getattr(state, "stateful_callbacks", None)
@@ -135,13 +135,10 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
     def _maybe_check(self, args: Any, state: Any, model: Any) -> None:
         if not getattr(state, "is_world_process_zero", True):
             return
-        # the same weights are checked once: with on_evaluate, the last evaluation and the end of
-        # training (or a trainer.evaluate() after it) see the same step; one generation, not two
-        at = (id(state), getattr(state, "global_step", None))
-        if at[1] is not None and at == self._checked_at:
-            return
-        self._checked_at = at
-        self._core.run_at_step(model, (args, state, model), at[1])
+        # the same weights are checked once (HookCore): with on_evaluate, the last evaluation and
+        # the end of training (or a trainer.evaluate() after it) see the same model and step; one
+        # generation, not two. Only a successful check counts: a failed one is tried again.
+        self._core.run_at_step(model, (args, state, model), getattr(state, "global_step", None))
         self._persist(state)
 
     def _persist(self, state: Any) -> None:

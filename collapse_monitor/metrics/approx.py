@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validate import tensor_to_numpy
 from ..errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -264,8 +265,7 @@ def centred_tensor(
     at a million 512-d rows that copy alone is 4 GB)."""
     import torch
 
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
+    x = tensor_to_numpy(x)
     try:
         arr = np.asarray(x)
         if arr.dtype.kind not in "fiu":

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validate import tensor_to_numpy
 from ..errors import ConfigError, InputError
 from ._knn_blocks import (  # noqa: F401  (re-exported: tests and the generator panel use them)
     _cross_pass,
@@ -77,8 +78,7 @@ def as_matrix(x: Any, field: str, *, width: int | None = None, keep_float32: boo
     :class:`~collapse_monitor.errors.InputError` naming ``field`` otherwise. ``keep_float32``:
     a float32 array is validated and returned as it is (no float64 copy), for callers that only
     cast it down again (float32 -> float64 is exact, so what they compute is the same)."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
+    x = tensor_to_numpy(x)
     try:
         keep = keep_float32 and isinstance(x, np.ndarray) and x.dtype == np.float32
         arr = x if keep else np.asarray(x, dtype=np.float64)

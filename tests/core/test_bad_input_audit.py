@@ -175,3 +175,37 @@ def test_hook_flags_must_be_booleans(tmp_path: Path, kw: dict, key: str) -> None
     assert err.value.key == f"CollapseMonitorCallback.{key}"
     cb = CollapseMonitorCallback(mon, lambda model: None, on_evaluate=np.bool_(True))
     assert cb.check_on_evaluate is True
+
+
+@pytest.mark.parametrize("how", ["watch", "retrain"])
+def test_watch_and_retrain_strict_must_be_a_boolean(tmp_path: Path, how: str) -> None:
+    """strict="false" is true: every failed check would be raised into the training job."""
+    mon = cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path)
+    with pytest.raises(cm.ConfigError) as err:
+        if how == "watch":
+            mon.watch(evaluate=lambda result: cm.Observation(predictions=LABELS), strict="false")
+        else:
+            with mon.retrain(strict="false"):
+                pass
+    assert err.value.key == f"{how}.strict"
+
+
+def test_bfloat16_and_float16_tensors_are_checked_like_float32(tmp_path: Path) -> None:
+    """numpy has no bfloat16: `.numpy()` raised a TypeError naming no field, so bf16 models
+    (`torch_dtype=bfloat16`, Lightning `bf16-true`) were never checked."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    ref = cm.Reference(embeddings=rng.normal(size=(200, 4)).astype(np.float32), labels=LABELS)
+    x = torch.from_numpy(rng.normal(size=(80, 4)).astype(np.float32))
+    values = {}
+    for dtype in (torch.bfloat16, torch.float16):
+        lowered = x.to(dtype)
+        mon = cm.CollapseMonitor(f"m-{dtype}", reference=ref, sinks=[], home=tmp_path / str(dtype))
+        got = mon.check(cm.Observation(embeddings=lowered, predictions=torch.from_numpy(LABELS)))
+        want = cm.CollapseMonitor(f"w-{dtype}", reference=ref, sinks=[], home=tmp_path / f"w{dtype}").check(
+            cm.Observation(embeddings=lowered.float().numpy(), predictions=LABELS)
+        )
+        values[dtype] = got.metrics["precision"].value
+        assert {k: v.value for k, v in got.metrics.items()} == {k: v.value for k, v in want.metrics.items()}
+    assert all(0 < v <= 1 for v in values.values())

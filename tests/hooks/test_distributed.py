@@ -183,6 +183,16 @@ def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
         result["stages"].append([None if res.stage is None else res.stage.value, res.generation])
         if res.report is not None:
             result["reports"].append(_clean(res.report))
+    try:  # a bad provenance on rank 0 (where the check runs): the same InputError on every rank
+        sh = _shard(gens[0], rank, world)
+        distributed_check(
+            mon,
+            probe_indices=sh["probe_indices"],
+            predictions=sh["predictions"],
+            provenance={"synthetic_fraction": 1.5} if rank == 0 else None,
+        )
+    except Exception as exc:
+        result["bad_provenance"] = [type(exc).__name__, getattr(exc, "field", None)]
     try:  # every shard empty on every rank: nothing to check, refused alike
         distributed_check(mon, probe_indices=[], predictions=[], embeddings=empty_emb, texts=[])
     except cm.InputError as exc:
@@ -269,6 +279,8 @@ def test_mismatched_references_refused_and_empty_shards_accepted(tmp_path: Path)
     for r in (r0, r1):
         field, msg = r["all_empty"]
         assert field == "distributed_check" and "no rank gave" in msg
+    # rank 1 used to get a CollapseMonitorError for rank 0's InputError
+    assert r0["bad_provenance"] == r1["bad_provenance"] == ["InputError", "provenance.synthetic_fraction"]
 
 
 def test_without_process_group_is_a_local_check(tmp_path: Path) -> None:
@@ -328,6 +340,14 @@ def test_conflicting_duplicates_are_refused() -> None:
 
     with pytest.raises(cm.InputError, match="probe item 1 got different predictions on ranks 0 and 1"):
         _assemble_predictions([a, clash], 3)
+    # within one rank too: a repeat that agrees is a repeat, one that does not is refused
+    assert _assemble_predictions([{"idx": np.array([0, 0, 1, 2]), "pred": np.array([1, 1, 2, 0])}], 3).tolist() == [
+        1,
+        2,
+        0,
+    ]
+    with pytest.raises(cm.InputError, match="probe item 0 got two different predictions on rank 0"):
+        _assemble_predictions([{"idx": np.array([0, 1, 0, 2]), "pred": np.array([1, 2, 2, 0])}], 3)
 
 
 if __name__ == "__main__":

@@ -405,3 +405,66 @@ def test_two_monitors_in_one_trainer_keep_their_own_state(tmp_path: Path) -> Non
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
     assert saved[cbs[0].state_key]["monitor"] == "chain-a" and saved[cbs[1].state_key]["monitor"] == "chain-b"
     assert [len(a.reports()), len(b.reports())] == [1, 1]
+
+
+def test_rolling_back_to_an_earlier_checkpoint_checks_its_weights(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check of *later* weights after a checkpoint was saved does not mean the checkpoint's
+    weights were checked: a rollback to epoch 0 (step 3) after a fit checked step 6 is checked,
+    while resuming last.ckpt (step 6, the weights the fit checked) still is not."""
+    ckpts = tmp_path / "ckpt"
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    _ckpt_trainer(cb, ckpts).fit(Tiny(), _loader())
+    assert cb.last_report.notes[0] == "checked by a training hook at global step 6"
+
+    mon = _resume_monitor(tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    trainer = _ckpt_trainer(cb, ckpts, max_epochs=1)
+    trainer.fit(Tiny(), _loader(), ckpt_path=ckpts / "epoch=0.ckpt")
+    assert trainer.global_step == 3 and cb.last_report is not None and cb.last_report.generation == 1
+    assert cb.last_report.notes[0] == "checked by a training hook at global step 3"
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    with caplog.at_level(logging.INFO, logger="collapse_monitor.hooks"):
+        _ckpt_trainer(cb, ckpts).fit(Tiny(), _loader(), ckpt_path=ckpts / "last.ckpt")
+    assert cb.last_report is None and [r.generation for r in mon.reports()] == [0, 1]
+    assert "check of the weights at that step (generation 0)" in caplog.text
+
+
+def test_validate_after_fit_does_not_check_the_same_weights_again(tmp_path: Path) -> None:
+    """on="validation_end": every validation during fit is a generation; trainer.validate() of
+    the weights the last one checked is not another one. A new fit at the same step count is."""
+    mon = cm.CollapseMonitor("val", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate, on="validation_end")
+    model = Tiny()
+    trainer = _trainer(cb, max_epochs=2)
+    trainer.fit(model, _loader(), _loader(seed=2))
+    assert [r.generation for r in mon.reports()] == [0, 1]
+    trainer.validate(model, _loader(seed=2), verbose=False)
+    assert [r.generation for r in mon.reports()] == [0, 1]
+    _trainer(cb, max_epochs=2).fit(model, _loader(), _loader(seed=2))  # trained again: new weights
+    assert [r.generation for r in mon.reports()] == [0, 1, 2, 3]
+
+
+class _ProbeStoreError(Exception):
+    def __init__(self, url: str, status: int) -> None:
+        super().__init__(f"{url}: HTTP {status}")
+
+
+def _failing_probe_store(module):
+    raise _ProbeStoreError("https://probe-store/x?token=s3cr3t", 503)
+
+
+def test_a_callback_whose_check_failed_still_pickles_for_the_next_spawned_fit(tmp_path: Path) -> None:
+    """last_error held the user's exception; one whose __init__ takes other arguments cannot be
+    unpickled, so the next ddp_spawn fit of the same callback died before training."""
+    import pickle
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), _failing_probe_store)
+    _trainer(cb).fit(Tiny(), _loader())
+    assert isinstance(cb.last_error, _ProbeStoreError)
+    clone = pickle.loads(pickle.dumps(cb))
+    assert isinstance(clone.last_error, cm.CollapseMonitorError)
+    assert "_ProbeStoreError" in str(clone.last_error) and "HTTP 503" in str(clone.last_error)
+    assert "s3cr3t" not in str(clone.last_error)

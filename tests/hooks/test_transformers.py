@@ -138,6 +138,25 @@ def test_the_same_weights_are_checked_once(tmp_path: Path) -> None:
     trainer.train()
     trainer.evaluate()
     assert [r.generation for r in mon.reports()] == [0, 1]  # epoch 1, epoch 2 (= train end)
+    trainer.train()  # trained again from scratch: the same step count, other weights
+    assert [r.generation for r in mon.reports()] == [0, 1, 2, 3]
+
+
+def test_a_failed_evaluation_check_is_tried_again_at_train_end(tmp_path: Path) -> None:
+    """The last evaluation and the end of training share a step; when the evaluation's check
+    fails (a probe store timing out once), the end-of-training check must still run."""
+    calls = []
+
+    def flaky(model) -> cm.Observation:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("probe store timed out")
+        return evaluate(model)
+
+    mon = cm.CollapseMonitor("hf-retry", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, flaky, on_evaluate=True)
+    _trainer(tmp_path, cb, evaluate_each_epoch=True).train()
+    assert len(calls) == 2 and [r.generation for r in mon.reports()] == [0] and cb.last_error is None
 
 
 # -- resuming from a checkpoint ----------------------------------------------------------------
