@@ -191,6 +191,7 @@ class CollapseMonitor:
             self._dispatcher = AlertDispatcher(
                 self.channels,
                 outbox_path=self._outbox_path,
+                scope=self.name,  # monitors sharing a home share outbox.db: deliver only ours
                 **self._dispatcher_opts,
             )
         return self._dispatcher

@@ -196,6 +196,10 @@ def check_dispatch_options(
 class AlertDispatcher:
     """Routes, mutes, persists (outbox) and delivers alert events to channels.
 
+    ``scope`` (a monitor's name; a ``CollapseMonitor`` passes its own) limits delivery, and the
+    410-disabled channel state, to that monitor's rows: monitors sharing a home share one
+    ``outbox.db`` and may name their channels alike.
+
     >>> import tempfile, os, collapse_monitor as cm
     >>> d = AlertDispatcher([], outbox_path=os.path.join(tempfile.mkdtemp(), "outbox.db"))
     >>> d.dispatch([])
@@ -214,6 +218,7 @@ class AlertDispatcher:
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
         lease_seconds: float = 60.0,
+        scope: str | None = None,
     ) -> None:
         self._channels, self.routing, self.mutes, self.budget_seconds = check_dispatch_options(
             channels, routing=routing, mutes=mutes, budget_seconds=budget_seconds
@@ -224,6 +229,7 @@ class AlertDispatcher:
             clock=clock,
             retry=retry,
             lease_seconds=lease_seconds,
+            scope=scope,
         )
         self.outbox.sync_channels({n: str(getattr(c, "fingerprint", "")) for n, c in self._channels.items()})
         self.outbox.prune()  # finished rows older than 30 days
@@ -295,6 +301,8 @@ class AlertDispatcher:
             alert, targets, open_alert, close = self._plan(alert, now)
             if not targets:
                 log.info("alert %s (%s): no channel takes severity %s", alert.dedup_key, alert.status, alert.severity)
+                if close is not None:  # the incident ends all the same: forget where it was open
+                    self.outbox.enqueue(AlertEvent(alert=alert, report=summary, created_at=now), {}, close_alert=close)
                 continue
             event = AlertEvent(alert=alert, report=summary, created_at=now)
             if event_ids is not None:
@@ -422,14 +430,20 @@ class AlertDispatcher:
             return "muted" if muted else ("disabled" if name in disabled else "pending")
 
         if alert.status == "resolved":
+            # the resolve goes where the firing went; when none of those channels is configured
+            # any more (renamed, replaced), or no record exists, to the channels the firing would
+            # be routed to now (routing and severity filters): never to a channel whose filter
+            # the firing did not pass (a "[RESOLVED]" for an alert it never showed)
             opened = self.outbox.open_alert(alert.dedup_key)
             if opened:
                 sev = opened[0][1]
                 if sev and sev != alert.severity:
                     alert = dataclasses.replace(alert, severity=sev)
                 targets = {ch: initial(ch, was_muted) for ch, _, was_muted in opened if ch in self._channels}
+                if not targets:
+                    targets = {n: initial(n, False) for n in self.route(alert)}
             else:
-                targets = {n: initial(n, False) for n in self._channels}
+                targets = {n: initial(n, False) for n in self.route(alert)}
             return alert, targets, [], alert.dedup_key
         mute = self.muted(alert.monitor, now)
         if mute is not None:

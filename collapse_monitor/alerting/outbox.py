@@ -179,7 +179,14 @@ class Outbox:
         lease_seconds: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        scope: str | None = None,
     ) -> None:
+        #: the monitor whose rows this outbox delivers (None: every row). Monitors sharing a
+        #: home share one outbox.db, and two of them may both name a channel ``oncall`` with
+        #: different targets: a scoped outbox claims only its monitor's rows, and keeps the
+        #: 410-disabled state of its channels under its own name.
+        self.scope = scope
+        self._prefix = "" if scope is None else f"{scope}\x1f"
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
@@ -273,27 +280,39 @@ class Outbox:
             return [(c, s, bool(m)) for c, s, m in cur.fetchall()]
 
     # -- channel state -----------------------------------------------------------------------
+    def _mine(self, column: str = "o.monitor") -> tuple[str, tuple[str, ...]]:
+        """The SQL condition and its argument that keep this scope's rows."""
+        return ("", ()) if self.scope is None else (f" AND {column} = ?", (self.scope,))
+
     def disable_channel(self, name: str, fingerprint: str, reason: str) -> None:
         now = self.clock()
+        mine, margs = self._mine("monitor")
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO channel_state (name, fingerprint, disabled_at, reason) VALUES (?,?,?,?)",
-                (name, fingerprint, now, reason),
+                (self._prefix + name, fingerprint, now, reason),
             )
             db.execute(
                 "UPDATE outbox SET status='disabled', updated_at=?, lease_owner=NULL, lease_until=NULL,"
-                " last_error=coalesce(last_error, ?) WHERE channel=? AND status='pending'",
-                (now, f"channel disabled: {reason}", name),
+                f" last_error=coalesce(last_error, ?) WHERE channel=? AND status='pending'{mine}",
+                (now, f"channel disabled: {reason}", name, *margs),
             )
 
     def enable_channel(self, name: str) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM channel_state WHERE name = ?", (name,))
+            db.execute("DELETE FROM channel_state WHERE name = ?", (self._prefix + name,))
 
     def disabled_channels(self) -> dict[str, str]:
-        """{name: fingerprint} of the channels switched off after a 410."""
+        """{name: fingerprint} of this scope's channels switched off after a 410."""
         with self._lock:
-            return dict(self._db.execute("SELECT name, fingerprint FROM channel_state").fetchall())
+            rows = self._db.execute("SELECT name, fingerprint FROM channel_state").fetchall()
+        out: dict[str, str] = {}
+        for key, fp in rows:
+            if self._prefix and key.startswith(self._prefix):
+                out[key[len(self._prefix) :]] = fp
+            elif not self._prefix and "\x1f" not in key:  # unscoped: the unscoped entries
+                out[key] = fp
+        return out
 
     def sync_channels(self, fingerprints: Mapping[str, str]) -> None:
         """Re-enable a disabled channel whose target (URL, key) has changed since the 410."""
@@ -319,15 +338,21 @@ class Outbox:
         return rows[0] if rows else None
 
     def pending(self) -> list[OutboxRow]:
-        return self.rows(status="pending")
+        """Rows still waiting for delivery (this scope's)."""
+        return [r for r in self.rows(status="pending") if self.scope is None or r.monitor == self.scope]
 
     # -- delivery ----------------------------------------------------------------------------
     _QUEUE = (
-        "o.status = 'pending' AND o.channel IN ({names})"
+        "o.status = 'pending' AND o.channel IN ({names}){mine}"
         " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.channel = o.channel AND p.dedup_key = o.dedup_key"
         "                 AND p.status = 'pending' AND p.seq < o.seq)"
-        " AND NOT EXISTS (SELECT 1 FROM channel_state c WHERE c.name = o.channel)"
+        " AND NOT EXISTS (SELECT 1 FROM channel_state c WHERE c.name = ? || o.channel)"
     )
+
+    def _queue(self, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """The claimable-row condition for ``names`` and its arguments, in order."""
+        mine, margs = self._mine()
+        return self._QUEUE.format(names=",".join("?" * len(names)), mine=mine), (*names, *margs, self._prefix)
 
     def claim(
         self,
@@ -347,7 +372,7 @@ class Outbox:
             return None
         now = self.clock()
         lease = self.lease_seconds if lease_seconds is None else lease_seconds
-        where = self._QUEUE.format(names=",".join("?" * len(names)))
+        where, wargs = self._queue(names)
         ids, tried = sorted(set(prefer_ids)), sorted(set(tried_channels))
         order = []
         if ids:
@@ -362,7 +387,7 @@ class Outbox:
                 f"SELECT {', '.join('o.' + c.strip() for c in _COLS.split(','))} FROM outbox o WHERE {where}"
                 " AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until <= ?)"
                 f" ORDER BY {', '.join([*order, 'o.next_attempt_at', 'o.seq'])} LIMIT 1",
-                (*names, now, now, *ids, *tried),
+                (*wargs, now, now, *ids, *tried),
             ).fetchone()
             if r is None:
                 return None
@@ -378,10 +403,10 @@ class Outbox:
         names = list(channels)
         if not names:
             return None
-        where = self._QUEUE.format(names=",".join("?" * len(names)))
+        where, wargs = self._queue(names)
         with self._lock:
             (t,) = self._db.execute(
-                f"SELECT min(max(o.next_attempt_at, coalesce(o.lease_until, 0))) FROM outbox o WHERE {where}", names
+                f"SELECT min(max(o.next_attempt_at, coalesce(o.lease_until, 0))) FROM outbox o WHERE {where}", wargs
             ).fetchone()
         return t
 
@@ -390,12 +415,12 @@ class Outbox:
         names = list(channels)
         if not names:
             return set()
-        where = self._QUEUE.format(names=",".join("?" * len(names)))
+        where, wargs = self._queue(names)
         with self._lock:
             cur = self._db.execute(
                 f"SELECT DISTINCT o.channel FROM outbox o WHERE {where}"
                 " AND max(o.next_attempt_at, coalesce(o.lease_until, 0)) < ?",
-                (*names, before),
+                (*wargs, before),
             )
             return {c for (c,) in cur.fetchall()}
 

@@ -64,10 +64,16 @@ def test_routing_fallback_star(tmp_path, two_channels, make_alert):
     d.close()
 
 
-def test_resolve_with_no_record_goes_everywhere(http_receiver, tmp_path, make_alert, two_channels):
+def test_resolve_with_no_record_goes_where_its_firing_would_be_routed(
+    http_receiver, tmp_path, make_alert, two_channels
+):
+    """No record of the firing (a lost outbox, or a firing no channel took): the resolve follows
+    the routing and the severity filters, as its firing would; it used to go to every channel."""
     with AlertDispatcher(two_channels, outbox_path=tmp_path / "o.db", routing={"warning": ["slack"]}) as d:
-        results = d.dispatch([make_alert(status="resolved", stage=cm.Stage.HEALTHY)])
-    assert sorted(r.channel for r in results) == ["pd", "slack"]
+        alert = make_alert(status="resolved", stage=cm.Stage.HEALTHY)
+        assert alert.severity == "warning"
+        results = d.dispatch([alert])
+    assert sorted(r.channel for r in results) == ["slack"]
     assert all(r.status == "delivered" for r in results)
 
 
