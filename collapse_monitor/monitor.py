@@ -419,7 +419,7 @@ class CollapseMonitor:
         strict_error: str | None = None
         for sink in self.sinks:
             key = getattr(sink, "spool_key", None) or sink.name
-            _, replay_errors = self.spool.replay(sink, sink_key=key)
+            replay_errors = self._replay(sink)[1]
             errors.extend(redact_text(e) for e in replay_errors)
             try:
                 got = sink.emit(report, ctx)
@@ -509,9 +509,7 @@ class CollapseMonitor:
         with self.history.lock(self.name):  # one replayer per home: replays never race a check
             self._recover()
             for sink in self.sinks:
-                key = getattr(sink, "spool_key", None) or sink.name
-                done, _ = self.spool.replay(sink, sink_key=key)
-                out[sink.name] = done
+                out[sink.name] = self._replay(sink)[0]
         for sink in self.sinks:
             wait = getattr(sink, "flush", None)
             if callable(wait):
@@ -524,6 +522,22 @@ class CollapseMonitor:
             res = disp.redeliver(budget_seconds=budget_seconds)
             out["alerts"] = sum(1 for r in res if getattr(r, "ok", False))
         return out
+
+    def _replay(self, sink: Any) -> tuple[int, list[str]]:
+        """Replay ``sink``'s spool: what older versions spooled under its legacy keys first
+        (when they hold anything), then its own key; a legacy key left with reports (the sink
+        is down) stops it, so no report overtakes an older one."""
+        done, errors = 0, []
+        own = getattr(sink, "spool_key", None) or sink.name
+        for key in (*getattr(sink, "legacy_spool_keys", ()), own):
+            if key != own and not self.spool.pending(key):
+                continue
+            n, errs = self.spool.replay(sink, sink_key=key)
+            done += n
+            errors.extend(errs)
+            if key != own and self.spool.pending(key):  # the sink is down: keep the order
+                break
+        return done, errors
 
     def reports(self) -> list[Report]:
         """The monitor's history, oldest generation first."""

@@ -384,6 +384,20 @@ class AlertDispatcher:
                 )
             elif r.status == "dead":
                 note(r.channel, 3, r.error or "not delivered")
+        # rows an earlier check left waiting, not due in this call (backoff): still undelivered,
+        # so the check says so (until delivered, every check's errors name the channel)
+        waiting: dict[str, list[OutboxRow]] = {}
+        for row in self.outbox.pending():
+            if row.channel in self._channels and (row.id, row.channel) not in seen and row.channel not in outcomes:
+                waiting.setdefault(row.channel, []).append(row)
+        now = self.clock()
+        for channel, rows in waiting.items():
+            last = rows[-1]
+            why = last.last_error or (f"HTTP {last.last_http_status}" if last.last_http_status else "not sent yet")
+            due = max(0.0, min(r.next_attempt_at for r in rows) - now)
+            note(
+                channel, 0, f"{len(rows)} earlier alert(s) still undelivered ({why})", f", next attempt in {due:.0f} s"
+            )
         lines: list[str] = []
         final: list[str] = []
         for channel in [*self._channels, *sorted(set(outcomes) - set(self._channels))]:

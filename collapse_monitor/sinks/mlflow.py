@@ -154,6 +154,8 @@ def safe_uri(uri: str) -> str:
     if "@" not in parts.netloc and not parts.query and not parts.fragment:
         return uri
     host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
@@ -340,7 +342,12 @@ class MLflowSink:
         self._plotter: ThreadPoolExecutor | None = None
         self._plots: list[Future[None]] = []
         self._plot_lock = threading.Lock()
-        self.spool_key = "mlflow-" + hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:10]
+        # keyed by the server, not its credentials: reports spooled while a password was wrong
+        # (a 401) are replayed once it is rotated
+        self.spool_key = "mlflow-" + hashlib.sha256(safe_uri(self.tracking_uri).encode()).hexdigest()[:10]
+        legacy = "mlflow-" + hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:10]
+        #: the key of older versions (the whole URI, credentials included), replayed too
+        self.legacy_spool_keys: tuple[str, ...] = () if legacy == self.spool_key else (legacy,)
         self._redactor = Redactor(uri_secrets(self.tracking_uri))
         redact_http_client_logs()  # urllib3's retry warnings print the request URL, token included
         self._client_obj: Any = None

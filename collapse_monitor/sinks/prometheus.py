@@ -20,7 +20,8 @@ Series (label ``monitor`` on all of them; values are base units, ratios 0-1):
 ``collapse_monitor_generation``                 generation number of the latest check
 ``collapse_monitor_baseline_generation``        generation the checks compare against
 ``collapse_monitor_drift``                      1 when the check saw a global shift (not collapse)
-``collapse_monitor_synthetic_fraction``         share of synthetic training data (provenance)
+``collapse_monitor_synthetic_fraction``         share of synthetic training data (provenance;
+                                                NaN when the check has none)
 ``collapse_monitor_last_check_timestamp_seconds``  when the check ran (unix seconds)
 ``collapse_monitor_check_duration_seconds``     how long the check took
 ``collapse_monitor_alert_firing{rule,severity}``  1 while a rule fires, 0 once resolved
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import math
 import re
@@ -111,11 +113,14 @@ def _alert_rules(report: Report, book: dict[str, tuple[str, float]]) -> dict[str
     open incidents when it carries them (an alert waiting out ``Rules.resolve_after`` still
     reads 1), else the stage and the alert events."""
     if report.open_alerts is not None:
-        for rule in set(book) | set(report.open_alerts):
+        # a rule resolved by this check reads 0 even in a process that never saw it fire (a batch
+        # job pushes with POST: the 1 an earlier job pushed would otherwise stay for good)
+        resolved = {a.rule: a.severity for a in report.alerts if a.status == "resolved"}
+        for rule in set(book) | set(report.open_alerts) | set(resolved):
             if rule in report.open_alerts:
                 book[rule] = (report.open_alerts[rule], 1.0)
             else:
-                book[rule] = (book[rule][0], 0.0)
+                book[rule] = (book[rule][0] if rule in book else resolved[rule], 0.0)
         return book
     stage_rules = {s.value for s in Stage if s is not Stage.HEALTHY}
     for rule in stage_rules:
@@ -158,8 +163,12 @@ def report_samples(
         add(name + "_ci_low", f"Lower bound of the 95% interval of {name}.", mv.ci_low, labels)
         add(name + "_ci_high", f"Upper bound of the 95% interval of {name}.", mv.ci_high, labels)
     prov = report.provenance
-    if "synthetic_fraction" not in report.metrics and prov is not None and prov.synthetic_fraction is not None:
-        add(prom_name("synthetic_fraction"), spec_for("synthetic_fraction").help, prov.synthetic_fraction)
+    if "synthetic_fraction" not in report.metrics:
+        # NaN when this check has no provenance: "unknown", not the share an earlier check pushed
+        # (a Pushgateway POST keeps the families a push leaves out)
+        share = None if prov is None else prov.synthetic_fraction
+        name = prom_name("synthetic_fraction")
+        out.append(Sample(name, spec_for("synthetic_fraction").help, mon, math.nan if share is None else float(share)))
     add(
         f"{NS}_stage",
         "Collapse stage of the latest check: 0 healthy, 1 early collapse, 2 late collapse.",
@@ -289,6 +298,8 @@ def _split_auth(url: str) -> tuple[str, str | None, str | None]:
     if parts.username is None and parts.password is None:
         return urlunsplit(parts), None, None
     host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
     if port:
         host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), parts.username, parts.password
@@ -349,7 +360,13 @@ class PrometheusSink:
         self.grouping_key = gk
         self.timeout = float(timeout)
         self.rare_threshold = rare_threshold
-        self.spool_key = "prometheus"
+        # one spool per export target: two Prometheus sinks (a Pushgateway that is down, a
+        # textfile that is up) must not replay, and delete, each other's spooled reports
+        target = json.dumps([self.pushgateway, job, sorted(gk.items()), self.textfile])
+        self.spool_key = "prometheus-" + hashlib.sha256(target.encode()).hexdigest()[:10]
+        #: the key every Prometheus sink spooled under before 2026-12-06: replayed too, so an
+        #: upgrade does not strand what an older version spooled
+        self.legacy_spool_keys: tuple[str, ...] = ("prometheus",)
         self._books: dict[str, dict[str, tuple[str, float]]] = {}
         self.collector = collector_for(registry) if registry is not None else ReportCollector()
 

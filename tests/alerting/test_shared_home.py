@@ -68,3 +68,20 @@ def test_a_channel_disabled_by_a_410_is_disabled_for_its_monitor_only(tmp_path: 
     assert _monitors_paged(http_receiver, "/team-a") == ["team-a-model"]
     # A's check did not switch B's channel back on (A's channel has another target)
     assert b.dispatcher.outbox.disabled_channels() == {"oncall": b.channels[0].fingerprint}
+
+
+def test_every_check_names_a_channel_with_an_undelivered_alert_until_it_is_delivered(
+    tmp_path: Path, http_receiver
+) -> None:
+    """A row in backoff (here 429 with Retry-After: 3600) is not attempted by the next check,
+    which used to report no error at all while the page was still undelivered."""
+    mon = _monitor("team-a-model", tmp_path, http_receiver.url_for("/team-a"))
+    mon.check(cm.Observation(predictions=HEALTHY))
+    http_receiver.respond((429, {"Retry-After": "3600"}, "slow down"), path="/team-a")
+    first = mon.check(cm.Observation(predictions=COLLAPSED))
+    assert first.alerts and first.errors
+    later = mon.check(cm.Observation(predictions=COLLAPSED))  # no new alert: the incident stays open
+    assert later.alerts == ()
+    assert len(later.errors) == 1 and later.errors[0].startswith("alert oncall: 1 earlier alert(s) still undelivered")
+    assert "HTTP 429" in later.errors[0] and "next attempt in" in later.errors[0]
+    assert len(http_receiver.requests_to("/team-a")) == 1  # nothing sent early

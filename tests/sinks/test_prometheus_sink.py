@@ -231,6 +231,37 @@ def test_monitor_chain_pushes_every_check(pushgateway, kit, tmp_path) -> None:
     )
 
 
+def test_batch_jobs_push_the_resolve_and_unknown_provenance(pushgateway, kit, tmp_path) -> None:
+    """One process (one sink, an empty alert book) per check, as batch retrain jobs run: the
+    check that resolves an alert fired by an earlier job pushes its 0, and a check without
+    provenance replaces the earlier job's synthetic share with NaN. A Pushgateway POST keeps the
+    families a push leaves out, so both used to show the earlier job's values for good."""
+    import math
+
+    name = kit.unique("batch")
+    ref = cm.Reference(labels=[0] * 90 + [1] * 10)
+    healthy, collapsed = [0] * 90 + [1] * 10, [0] * 100
+    jobs = [
+        (healthy, cm.Provenance(synthetic_fraction=0.0)),
+        (collapsed, cm.Provenance(synthetic_fraction=0.9)),
+        (healthy, None),
+    ]
+    reports = []
+    for preds, prov in jobs:
+        sink = PrometheusSink(pushgateway=pushgateway.url, timeout=5)  # a new process's sink
+        mon = cm.CollapseMonitor(name, reference=ref, sinks=[sink], home=tmp_path)
+        reports.append(mon.check(cm.Observation(predictions=preds, provenance=prov)))
+        assert reports[-1].errors == ()
+        firing = pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule="late_collapse")
+        share = pushgateway.value("collapse_monitor_synthetic_fraction", monitor=name)
+        if len(reports) == 2:
+            assert reports[1].open_alerts == {"late_collapse": "critical"} and firing == 1 and share == 0.9
+    assert [(a.rule, a.status) for a in reports[2].alerts] == [("late_collapse", "resolved")]
+    assert firing == 0
+    assert share is not None and math.isnan(share)
+    assert pushgateway.value("collapse_monitor_stage", monitor=name) == 0
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
