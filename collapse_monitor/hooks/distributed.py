@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _validate as V
-from ..errors import CollapseMonitorError, InputError
+from ..errors import CollapseMonitorError, ConfigError, InputError
 from ..types import Observation, Provenance, Report, Stage
 
 if TYPE_CHECKING:
@@ -277,7 +277,10 @@ def distributed_check(
     meta, emb = _local_shard(
         labels, ref_meta["width"], ref_meta["texts"], world, probe_indices, predictions, embeddings, texts
     )
-    meta["reference"], meta["broadcast"] = ref_meta, bool(broadcast)
+    # a non-boolean is refused after the exchange, alike on every rank (raising here, on the
+    # ranks that got it wrong, would leave the others waiting in the collective)
+    flag = bool(broadcast) if isinstance(broadcast, (bool, np.bool_)) else repr(broadcast)[:80]
+    meta["reference"], meta["broadcast"] = ref_meta, flag
 
     # The one exchange every rank always makes. Everything after it (which collectives run, and
     # every error) is decided from the gathered metadata alone, so all ranks decide alike.
@@ -293,6 +296,9 @@ def distributed_check(
                 f"rank {r} has a different reference ({mt['reference']['desc']}) than rank 0 ({ref0['desc']}): "
                 "build the same monitor on every rank",
             )
+    for r, mt in enumerate(metas):
+        if not isinstance(mt["broadcast"], bool):
+            raise ConfigError("broadcast", f"expected True or False, got {mt['broadcast']} on rank {r}")
     for r, mt in enumerate(metas):
         if mt["broadcast"] != metas[0]["broadcast"]:
             raise InputError(

@@ -193,6 +193,13 @@ def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
         )
     except Exception as exc:
         result["bad_provenance"] = [type(exc).__name__, getattr(exc, "field", None)]
+    try:  # broadcast="no" on rank 1 only: refused alike on both ranks, no hang
+        sh = _shard(gens[0], rank, world)
+        distributed_check(
+            mon, probe_indices=sh["probe_indices"], predictions=sh["predictions"], broadcast="no" if rank else True
+        )
+    except Exception as exc:
+        result["bad_broadcast"] = [type(exc).__name__, getattr(exc, "key", None), str(exc)]
     try:  # every shard empty on every rank: nothing to check, refused alike
         distributed_check(mon, probe_indices=[], predictions=[], embeddings=empty_emb, texts=[])
     except cm.InputError as exc:
@@ -281,6 +288,8 @@ def test_mismatched_references_refused_and_empty_shards_accepted(tmp_path: Path)
         assert field == "distributed_check" and "no rank gave" in msg
     # rank 1 used to get a CollapseMonitorError for rank 0's InputError
     assert r0["bad_provenance"] == r1["bad_provenance"] == ["InputError", "provenance.synthetic_fraction"]
+    assert r0["bad_broadcast"] == r1["bad_broadcast"]
+    assert r0["bad_broadcast"][:2] == ["ConfigError", "broadcast"] and "'no' on rank 1" in r0["bad_broadcast"][2]
 
 
 def test_without_process_group_is_a_local_check(tmp_path: Path) -> None:
