@@ -155,7 +155,13 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps(report.to_dict(), indent=2))
+        from ._redact import redact_url
+
+        out = report.to_dict()
+        for alert in out.get("alerts") or ():  # links may carry tokens: the output goes to CI logs
+            if isinstance(alert, dict) and isinstance(alert.get("links"), dict):
+                alert["links"] = {k: redact_url(v) for k, v in alert["links"].items()}
+        print(json.dumps(out, indent=2))
     else:
         Console().print(report_table(report))
     return 0

@@ -257,7 +257,27 @@ def load_reference(spec: Mapping[str, Any], base_dir: str | os.PathLike[str] = "
     return Reference(**kw, name=spec.get("name"))
 
 
-def sinks_from_config(items: Any) -> list[Any]:
+def _relative_to(base_dir: str | os.PathLike[str] | None, kind: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """A sink's relative local paths read against the config's folder, as ``home:`` and
+    ``reference:`` are (not the working directory, where a job started elsewhere would write
+    a second, empty MLflow store): ``sqlite:///rel.db`` and a Prometheus ``textfile``."""
+    if base_dir is None:
+        return kw
+    base = str(base_dir)
+    uri = kw.get("tracking_uri")
+    if kind == "mlflow" and isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rel = uri[len("sqlite:///") :]
+        if rel and not os.path.isabs(rel):
+            kw = {**kw, "tracking_uri": "sqlite:///" + os.path.join(os.path.abspath(base), rel)}
+    tf = kw.get("textfile")
+    if kind == "prometheus" and isinstance(tf, (str, os.PathLike)) and not os.path.isabs(str(tf)):
+        kw = {**kw, "textfile": os.path.join(base, str(tf))}
+    return kw
+
+
+def sinks_from_config(items: Any, base_dir: str | os.PathLike[str] | None = None) -> list[Any]:
+    """Sinks from the ``sinks:`` list; with ``base_dir`` (the config's folder) relative sqlite
+    stores and textfiles are read against it."""
     from .sinks import EvidentlySink, MLflowSink, PrometheusSink
 
     if items is None:
@@ -279,7 +299,7 @@ def sinks_from_config(items: Any) -> list[Any]:
             if k not in allowed:
                 raise ConfigError(f"sinks[{i}].{k}", f"unknown option for a {kind} sink; known: {', '.join(allowed)}")
         try:
-            out.append(cls(**kw))
+            out.append(cls(**_relative_to(base_dir, kind, kw)))
         except ConfigError as exc:
             raise exc.under(f"sinks[{i}]", strip=cls.__name__ + ".") from None
         except TypeError as exc:
@@ -355,7 +375,7 @@ def _monitor_from_dict(
     kw: dict[str, Any] = dict(
         reference=reference,
         rules=Rules.from_dict(cfg.get("rules")),
-        sinks=sinks_from_config(cfg.get("sinks")) if "sinks" in cfg else None,
+        sinks=sinks_from_config(cfg.get("sinks"), base_dir) if "sinks" in cfg else None,
         alerts=channels_from_config(cfg.get("alerts")),
         home=home,
         strict=strict,

@@ -478,7 +478,7 @@ class Service:
         newest = max(reports, key=lambda r: r.created_at) if reports else None
         for sink in _remote_readers(spec):
             try:
-                remote = sink.latest(spec.name)
+                remote = sink.latest(spec.name, by="time")
             except Exception as exc:
                 log.info(
                     "%s: could not read the latest check from %s: %s",

@@ -43,7 +43,18 @@ def _load_alerts(path: Path) -> list[Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("config", f"expected a mapping at the top of {path.name}, got {type(data).__name__}")
-    return channels_from_config(data.get("alerts"))
+    channels = channels_from_config(data.get("alerts"))
+    monitors = data.get("monitors")
+    if isinstance(monitors, list):  # `serve` configs: each entry may have its own alerts list
+        seen = {(c.name, getattr(c, "fingerprint", "")) for c in channels}
+        for i, entry in enumerate(monitors):
+            if not isinstance(entry, dict) or entry.get("alerts") is None:
+                continue
+            for c in channels_from_config(entry["alerts"], key=f"monitors[{i}].alerts"):
+                if (c.name, getattr(c, "fingerprint", "")) not in seen:  # a channel shared by monitors: once
+                    seen.add((c.name, getattr(c, "fingerprint", "")))
+                    channels.append(c)
+    return channels
 
 
 def alerts_test_command(config_path: str | None, *, console: Any = None, timeout: float | None = None) -> int:
@@ -54,10 +65,13 @@ def alerts_test_command(config_path: str | None, *, console: Any = None, timeout
     from rich.table import Table
     from rich.text import Text
 
+    from ..render import error_console
+
+    err = error_console(console)  # exit-2 messages: one line on stderr
     console = console or Console()
     path = _find_config(config_path)
     if path is None:
-        console.print(
+        err.print(
             "[red]no config file[/red]: pass --config FILE, set COLLAPSE_MONITOR_CONFIG or create one of "
             + ", ".join(DEFAULT_CONFIGS)
         )
@@ -65,10 +79,13 @@ def alerts_test_command(config_path: str | None, *, console: Any = None, timeout
     try:
         channels = _load_alerts(path)
     except ConfigError as exc:
-        console.print(f"[red]config error[/red] in {escape(str(path))}: {escape(str(exc))}", highlight=False)
+        err.print(f"[red]config error[/red] in {escape(str(path))}: {escape(str(exc))}", highlight=False)
         return 2
     if not channels:
-        console.print(f"[yellow]{escape(str(path))} has no alert channels[/yellow] (add an 'alerts:' list)")
+        err.print(
+            f"[yellow]{escape(str(path))} has no alert channels[/yellow] (add an 'alerts:' list, at the top or in "
+            "a monitors entry)"
+        )
         return 2
     results = send_test_event(channels, timeout=timeout)
     table = Table(title=Text(f"Test alert from {path}"), show_lines=False)

@@ -67,7 +67,14 @@ def _missing_store(sink: MLflowSink) -> str | None:
     ``gate`` only read: asking MLflow would create an empty store there (a ~1 MB sqlite file
     and "Creating initial MLflow database tables" for the default ``sqlite:///mlflow.db``)."""
     path = local_store_path(sink.tracking_uri)
-    if path is None or path.exists():
+    if path is None:
+        return None
+    if path.is_dir() and sink.tracking_uri.startswith("sqlite:"):  # SQLAlchemy retries ~1 min on it
+        return (
+            f"{safe_uri(sink.tracking_uri)} names a folder, not a sqlite file ({path}); "
+            "pass --tracking-uri sqlite:///path/to/mlflow.db"
+        )
+    if path.exists():
         return None
     return (
         f"no MLflow store at {safe_uri(sink.tracking_uri)} ({path} does not exist); "

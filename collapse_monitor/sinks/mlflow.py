@@ -71,7 +71,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -457,6 +457,16 @@ class MLflowSink:
     def experiment_name(self, monitor: str) -> str:
         return self.experiment.replace("{monitor}", monitor)
 
+    def _local_artifacts(self, experiment: str) -> str | None:
+        """For a sqlite store: the experiment's artifacts beside the database (``mlruns/`` next
+        to it), not in the working directory of whichever process created the experiment
+        (MLflow's default, ``./mlruns``). None (MLflow's choice) for any other store."""
+        uri = self.tracking_uri
+        if not uri.startswith("sqlite:////"):
+            return None
+        db = Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
+        return (db.parent / "mlruns" / quote(experiment, safe="")).as_uri()
+
     def _experiment_id(self, client: Any, monitor: str, *, create: bool = True) -> str | None:
         name = self.experiment_name(monitor)
         if name in self._experiments:
@@ -466,7 +476,9 @@ class MLflowSink:
             if not create:
                 return None
             try:
-                exp_id = client.create_experiment(name, tags={"collapse.monitor": monitor})
+                exp_id = client.create_experiment(
+                    name, artifact_location=self._local_artifacts(name), tags={"collapse.monitor": monitor}
+                )
             except Exception:
                 exp = client.get_experiment_by_name(name)  # created concurrently
                 if exp is None:
@@ -965,14 +977,28 @@ class MLflowSink:
         with self.bounded():
             return self._guarded("listing the monitors", search)
 
-    def latest(self, monitor: str) -> Report | None:
-        """The newest check of ``monitor`` (one search and one download)."""
-        runs = [r for r in self.runs(monitor, latest_only=True)]
+    def latest(self, monitor: str, *, by: str = "generation") -> Report | None:
+        """The check of ``monitor``'s highest generation (its newest run when a generation was
+        checked again; ``by="time"``: the newest run, for the dead-man's switch), among finished
+        runs: a run still logging, or left by a killed check, is not a check yet (one search and
+        one download)."""
+
+        def generation(run: Any) -> int:
+            try:
+                return int(run.data.tags.get("collapse.generation", ""))
+            except ValueError:
+                return -1
+
+        runs = [r for r in self.runs(monitor) if r.info.status == "FINISHED" and generation(r) >= 0]
         if not runs:
             return None
+        if by == "time":
+            best = max(runs, key=lambda r: r.info.start_time or 0)
+        else:
+            best = max(runs, key=lambda r: (generation(r), r.info.start_time or 0))
         with self.bounded(), tempfile.TemporaryDirectory(prefix="collapse-latest-") as tmp:
             return self._guarded(
-                f"reading the latest check of {monitor!r}", lambda: self._report_of(self.client(), runs[0], Path(tmp))
+                f"reading the latest check of {monitor!r}", lambda: self._report_of(self.client(), best, Path(tmp))
             )
 
 
