@@ -131,6 +131,10 @@ def report_command(
     from ..render import column_width, stage_text
 
     con = _console(console)
+    if out is not None and Path(out).suffix and Path(out).suffix.lower() != ".png" and not Path(out).is_dir():
+        # "hist.svg" used to become a folder holding <monitor>-history.png
+        error_console(console).print(f"report: --out {out}: the chart is a PNG; give a .png path or a folder")
+        return 2
     sink = MLflowSink(tracking_uri)
     missing = _missing_store(sink)
     if missing is not None:

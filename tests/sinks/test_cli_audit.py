@@ -126,3 +126,12 @@ def test_relative_store_and_textfile_paths_follow_the_config(tmp_path: Path, mon
     _check(cfg, "good.npy")
     assert (tmp_path / "c" / "mlflow.db").exists() and (tmp_path / "c" / "metrics" / "digits.prom").exists()
     assert list((tmp_path / where).iterdir()) == []  # nothing written where the job was started
+
+
+def test_report_out_with_another_suffix_is_refused_not_made_a_folder(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "hist.svg"
+    assert (
+        main(["report", "--monitor", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(out)])
+        == 2
+    )
+    assert "the chart is a PNG" in capsys.readouterr().err and not out.exists()
