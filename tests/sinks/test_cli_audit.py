@@ -128,10 +128,14 @@ def test_relative_store_and_textfile_paths_follow_the_config(tmp_path: Path, mon
     assert list((tmp_path / where).iterdir()) == []  # nothing written where the job was started
 
 
-def test_report_out_with_another_suffix_is_refused_not_made_a_folder(tmp_path: Path, capsys) -> None:
+def test_report_out_with_another_suffix_is_refused_not_made_a_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    cfg = _config(tmp_path / "c")
+    monkeypatch.chdir(tmp_path / "c")
+    _check(cfg, "good.npy")
+    uri = f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}"
     out = tmp_path / "hist.svg"
-    assert (
-        main(["report", "--monitor", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(out)])
-        == 2
-    )
+    capsys.readouterr()
+    assert main(["report", "--monitor", "digits", "--tracking-uri", uri, "--out", str(out)]) == 2
     assert "the chart is a PNG" in capsys.readouterr().err and not out.exists()
+    assert main(["report", "--monitor", "digits", "--tracking-uri", uri, "--out", str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").is_file()
