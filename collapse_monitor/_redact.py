@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 __all__ = ["MASK", "Redactor", "mask_credentials", "redact_text", "redact_url", "secret_fragments"]
 
@@ -59,6 +59,15 @@ def _split(url: str):  # type: ignore[no-untyped-def]
     return parts
 
 
+def host_port(parts: SplitResult) -> str:
+    """The ``host[:port]`` of a split URL without its userinfo; an IPv6 literal keeps its
+    brackets (``parts.hostname`` drops them)."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
 def redact_url(url: object) -> str:
     """A URL safe to show: host and port kept, userinfo, query values and token-like path
     segments replaced by ``***``. Anything that does not parse as an absolute URL becomes
@@ -74,10 +83,7 @@ def redact_url(url: object) -> str:
     parts = _split(url)
     if parts is None:
         return MASK
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    netloc = host_port(parts)
     if parts.username is not None or parts.password is not None:
         netloc = f"{MASK}@{netloc}"
     segments = parts.path.split("/")

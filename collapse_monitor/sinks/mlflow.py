@@ -75,7 +75,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from .._redact import Redactor, redact_http_client_logs, redact_text
+from .._redact import Redactor, host_port, redact_http_client_logs, redact_text
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
 from ..types import MetricValue, Provenance, Report, Stage
@@ -153,12 +153,7 @@ def safe_uri(uri: str) -> str:
         return "***"
     if "@" not in parts.netloc and not parts.query and not parts.fragment:
         return uri
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urlunsplit((parts.scheme, host_port(parts), parts.path, "", ""))
 
 
 def uri_secrets(uri: str) -> list[str]:

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._redact import Redactor, redact_text, redact_url
+from .._redact import Redactor, host_port, redact_text, redact_url
 from ..errors import ConfigError, SinkError
 from ..metrics._spec import spec_for
 from ..types import Report, Stage
@@ -288,7 +288,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def _split_auth(url: str) -> tuple[str, str | None, str | None]:
     try:
         parts = urlsplit(url if "://" in url else f"http://{url}")
-        port = parts.port  # raises for a port that is not a number
+        parts.port  # noqa: B018 - raises for a port that is not a number
     except ValueError as exc:
         raise ConfigError("PrometheusSink.pushgateway", f"not a valid http(s) URL: {redact_url(url)} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -297,12 +297,11 @@ def _split_auth(url: str) -> tuple[str, str | None, str | None]:
         )
     if parts.username is None and parts.password is None:
         return urlunsplit(parts), None, None
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    if port:
-        host = f"{host}:{port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), parts.username, parts.password
+    return (
+        urlunsplit((parts.scheme, host_port(parts), parts.path, parts.query, parts.fragment)),
+        parts.username,
+        parts.password,
+    )
 
 
 class PrometheusSink:
