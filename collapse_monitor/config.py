@@ -263,15 +263,14 @@ def _relative_to(base_dir: str | os.PathLike[str] | None, kind: str, kw: dict[st
     a second, empty MLflow store): ``sqlite:///rel.db`` and a Prometheus ``textfile``."""
     if base_dir is None:
         return kw
-    base = str(base_dir)
+    from .sinks.mlflow import absolute_sqlite
+
     uri = kw.get("tracking_uri")
-    if kind == "mlflow" and isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        rel = uri[len("sqlite:///") :]
-        if rel and not os.path.isabs(rel):
-            kw = {**kw, "tracking_uri": "sqlite:///" + os.path.join(os.path.abspath(base), rel)}
+    if kind == "mlflow" and isinstance(uri, str):
+        kw = {**kw, "tracking_uri": absolute_sqlite(uri, base_dir)}
     tf = kw.get("textfile")
     if kind == "prometheus" and isinstance(tf, (str, os.PathLike)) and not os.path.isabs(str(tf)):
-        kw = {**kw, "textfile": os.path.join(base, str(tf))}
+        kw = {**kw, "textfile": os.path.join(str(base_dir), str(tf))}
     return kw
 
 

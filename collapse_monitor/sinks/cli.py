@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, SinkError
 from ..render import error_console
 from ..types import Report, Stage
-from .mlflow import MLflowSink, safe_uri
+from .mlflow import MLflowSink, local_store_path, safe_uri
 
 __all__ = ["KEY_METRICS", "gate_command", "history_keys", "report_command"]
 
@@ -42,24 +41,6 @@ KEY_METRICS = (
 def history_keys(reports: list[Report], limit: int = 6) -> list[str]:
     """The key metrics present in ``reports`` (tail first, then diversity, then head)."""
     return [k for k in KEY_METRICS if any(k in r.metrics for r in reports)][:limit]
-
-
-def local_store_path(tracking_uri: str) -> Path | None:
-    """The file or directory a local tracking URI points at (``None`` for a server or a
-    database server URI).
-
-    >>> local_store_path("sqlite:////tmp/x/mlflow.db"), local_store_path("file:///tmp/mlruns")
-    (PosixPath('/tmp/x/mlflow.db'), PosixPath('/tmp/mlruns'))
-    >>> local_store_path("http://127.0.0.1:5000") is None
-    True
-    """
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(unquote(tracking_uri[len("sqlite:///") :].split("?", 1)[0]))
-    if tracking_uri.startswith("file:"):
-        return Path(unquote(urlsplit(tracking_uri).path))
-    if "://" not in tracking_uri and tracking_uri.strip():
-        return Path(tracking_uri)
-    return None
 
 
 def _missing_store(sink: MLflowSink) -> str | None:

@@ -131,12 +131,32 @@ def default_tracking_uri() -> str:
     return "sqlite:///" + os.path.abspath("mlflow.db")
 
 
-def absolute_sqlite(uri: str) -> str:
-    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (a later chdir must not move
-    the store); other URIs unchanged."""
+def absolute_sqlite(uri: str, base_dir: str | os.PathLike[str] | None = None) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db``, relative to ``base_dir``
+    (a config's folder) or else the working directory (a later chdir must not move the store);
+    other URIs unchanged."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///") :])
+        rel = uri[len("sqlite:///") :]
+        return "sqlite:///" + os.path.abspath(os.path.join(base_dir, rel) if base_dir is not None and rel else rel)
     return uri
+
+
+def local_store_path(tracking_uri: str) -> Path | None:
+    """The file or directory a local tracking URI points at (``None`` for a server or a
+    database server URI).
+
+    >>> local_store_path("sqlite:////tmp/x/mlflow.db"), local_store_path("file:///tmp/mlruns")
+    (PosixPath('/tmp/x/mlflow.db'), PosixPath('/tmp/mlruns'))
+    >>> local_store_path("http://127.0.0.1:5000") is None
+    True
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(unquote(tracking_uri[len("sqlite:///") :].split("?", 1)[0]))
+    if tracking_uri.startswith("file:"):
+        return Path(unquote(urlsplit(tracking_uri).path))
+    if "://" not in tracking_uri and tracking_uri.strip():
+        return Path(tracking_uri)
+    return None
 
 
 def safe_uri(uri: str) -> str:
@@ -456,10 +476,10 @@ class MLflowSink:
         """For a sqlite store: the experiment's artifacts beside the database (``mlruns/`` next
         to it), not in the working directory of whichever process created the experiment
         (MLflow's default, ``./mlruns``). None (MLflow's choice) for any other store."""
-        uri = self.tracking_uri
-        if not uri.startswith("sqlite:////"):
+        if not self.tracking_uri.startswith("sqlite:////"):
             return None
-        db = Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
+        db = local_store_path(self.tracking_uri)
+        assert db is not None
         return (db.parent / "mlruns" / quote(experiment, safe="")).as_uri()
 
     def _experiment_id(self, client: Any, monitor: str, *, create: bool = True) -> str | None:
