@@ -908,8 +908,10 @@ class MLflowSink:
         return facts
 
     # -- reading back --------------------------------------------------------------------------
-    def runs(self, monitor: str, *, latest_only: bool = False) -> list[Any]:
-        """The monitor's check runs (oldest first; only the newest with ``latest_only``)."""
+    def runs(self, monitor: str, *, latest_only: bool = False, finished_only: bool = False) -> list[Any]:
+        """The monitor's check runs (oldest first; only the newest with ``latest_only``; only
+        finished ones with ``finished_only``: a run still logging, or left by a killed check,
+        is not a check yet)."""
 
         def search() -> list[Any]:
             client = self.client()
@@ -917,6 +919,8 @@ class MLflowSink:
             if exp_id is None:
                 return []
             flt = f"tags.`collapse.monitor` = '{monitor}' and tags.`collapse.report_id` != ''"
+            if finished_only:
+                flt += " and attributes.status = 'FINISHED'"
             if latest_only:
                 return self._search(
                     client, [exp_id], flt, max_results=1, limit=1, order_by=["attributes.start_time DESC"]
@@ -944,7 +948,7 @@ class MLflowSink:
     def load_history(self, monitor: str) -> tuple[list[Report], Baseline | None] | None:
         """Reports (one per generation, oldest first) and the stored baseline, or ``None`` when
         MLflow has no check of ``monitor``. Raises SinkError when MLflow cannot be read."""
-        runs = [r for r in self.runs(monitor) if r.info.status == "FINISHED"]
+        runs = self.runs(monitor, finished_only=True)
         if not runs:
             return None
 
@@ -994,9 +998,9 @@ class MLflowSink:
 
     def latest(self, monitor: str, *, by: str = "generation") -> Report | None:
         """The check of ``monitor``'s highest generation (its newest run when a generation was
-        checked again; ``by="time"``: the newest run, for the dead-man's switch), among finished
-        runs: a run still logging, or left by a killed check, is not a check yet (one search and
-        one download)."""
+        checked again; ``by="time"``: the newest run, for the dead-man's switch, one row from
+        the server), among finished runs: a run still logging, or left by a killed check, is not
+        a check yet (one search and one download)."""
 
         def generation(run: Any) -> int:
             try:
@@ -1004,13 +1008,10 @@ class MLflowSink:
             except ValueError:
                 return -1
 
-        runs = [r for r in self.runs(monitor) if r.info.status == "FINISHED" and generation(r) >= 0]
+        runs = [r for r in self.runs(monitor, latest_only=by == "time", finished_only=True) if generation(r) >= 0]
         if not runs:
             return None
-        if by == "time":
-            best = max(runs, key=lambda r: r.info.start_time or 0)
-        else:
-            best = max(runs, key=lambda r: (generation(r), r.info.start_time or 0))
+        best = max(runs, key=lambda r: (generation(r), r.info.start_time or 0)) if by != "time" else runs[0]
         with self.bounded(), tempfile.TemporaryDirectory(prefix="collapse-latest-") as tmp:
             return self._guarded(
                 f"reading the latest check of {monitor!r}", lambda: self._report_of(self.client(), best, Path(tmp))
