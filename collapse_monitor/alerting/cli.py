@@ -46,13 +46,17 @@ def _load_alerts(path: Path) -> list[Any]:
     channels = channels_from_config(data.get("alerts"))
     monitors = data.get("monitors")
     if isinstance(monitors, list):  # `serve` configs: each entry may have its own alerts list
-        seen = {(c.name, getattr(c, "fingerprint", "")) for c in channels}
+
+        def ident(c: Any) -> tuple[str, str]:
+            return c.name, getattr(c, "fingerprint", "")
+
+        seen = {ident(c) for c in channels}
         for i, entry in enumerate(monitors):
             if not isinstance(entry, dict) or entry.get("alerts") is None:
                 continue
             for c in channels_from_config(entry["alerts"], key=f"monitors[{i}].alerts"):
-                if (c.name, getattr(c, "fingerprint", "")) not in seen:  # a channel shared by monitors: once
-                    seen.add((c.name, getattr(c, "fingerprint", "")))
+                if ident(c) not in seen:  # a channel shared by monitors: once
+                    seen.add(ident(c))
                     channels.append(c)
     return channels
 

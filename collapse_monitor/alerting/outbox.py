@@ -323,10 +323,15 @@ class Outbox:
 
     # -- reading -----------------------------------------------------------------------------
     def rows(
-        self, *, status: str | None = None, channel: str | None = None, event_id: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        channel: str | None = None,
+        event_id: str | None = None,
+        monitor: str | None = None,
     ) -> list[OutboxRow]:
         sql, args = f"SELECT {_COLS} FROM outbox WHERE 1=1", []
-        for col, val in (("status", status), ("channel", channel), ("id", event_id)):
+        for col, val in (("status", status), ("channel", channel), ("id", event_id), ("monitor", monitor)):
             if val is not None:
                 sql += f" AND {col} = ?"
                 args.append(val)
@@ -339,7 +344,7 @@ class Outbox:
 
     def pending(self) -> list[OutboxRow]:
         """Rows still waiting for delivery (this scope's)."""
-        return [r for r in self.rows(status="pending") if self.scope is None or r.monitor == self.scope]
+        return self.rows(status="pending", monitor=self.scope)
 
     # -- delivery ----------------------------------------------------------------------------
     _QUEUE = (
