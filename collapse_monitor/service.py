@@ -319,12 +319,7 @@ class Service:
         with self._job(), self._locks[name]:
             ver = None
             failed = self._failures.get(name)
-            if failed is not None and failed[0] == _REGISTRY and self.clock() < failed[2]:
-                # the registry failed: ask it again only after the backoff, not at every tick
-                log.debug(
-                    "%s: registry failed %d time(s), next try in %.0f s", name, failed[1], failed[2] - self.clock()
-                )
-                self.c_checks.labels(name, "skipped").inc()
+            if self._backing_off(name, _REGISTRY):  # ask a failed registry again only after the backoff
                 return None
             try:
                 ver = resolve_version(spec.model)
@@ -343,15 +338,7 @@ class Service:
                     self.c_checks.labels(name, "skipped").inc()
                     return None
                 failed = self._failures.get(name)
-                if failed is not None and failed[0] == ver.uri and self.clock() < failed[2]:
-                    log.debug(
-                        "%s: %s failed %d time(s), next try in %.0f s",
-                        name,
-                        ver.uri,
-                        failed[1],
-                        failed[2] - self.clock(),
-                    )
-                    self.c_checks.labels(name, "skipped").inc()
+                if self._backing_off(name, ver.uri):
                     return None
                 with tempfile.TemporaryDirectory(prefix="collapse-monitor-model-") as tmp:
                     model = load_model(spec.model, ver, dst_path=tmp)
@@ -389,6 +376,16 @@ class Service:
                 f" ({len(report.errors)} delivery error(s), spooled)" if report.errors else "",
             )
             return report
+
+    def _backing_off(self, name: str, what: str) -> bool:
+        """Whether ``what`` (a model version's URI, or :data:`_REGISTRY`) failed for monitor
+        ``name`` and its backoff has not run out: the tick is then counted as skipped."""
+        failed = self._failures.get(name)
+        if failed is None or failed[0] != what or self.clock() >= failed[2]:
+            return False
+        log.debug("%s: %s failed %d time(s), next try in %.0f s", name, what, failed[1], failed[2] - self.clock())
+        self.c_checks.labels(name, "skipped").inc()
+        return True
 
     def _tick_skipped(self, event: Any) -> None:
         """A scheduled check came due while the previous one of the same monitor still ran
