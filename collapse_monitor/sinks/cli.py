@@ -106,7 +106,8 @@ def report_command(
     The table fits the terminal (80 columns included): metric headers wrap at word breaks, the
     stage and the values are never cut, run ids are shortened to their first 8 characters when
     the full ids do not fit, and metric columns that still do not fit are left out of the table
-    (named below it; the PNG has them all)."""
+    (named below it; the PNG has them all). On a terminal too narrow for one metric column, the
+    run id goes next, then the synthetic share, then the last metric."""
     from rich.table import Table
 
     from ..render import column_width, stage_text
@@ -153,20 +154,34 @@ def report_command(
         column_width("synthetic", synthetic),
     ]
 
-    def tablecolumn_width(widths: dict[str, int], n_keys: int, id_width: int) -> int:
-        cols = [*fixed, *(widths[k] for k in keys[:n_keys]), id_width]
+    def tablecolumn_width(widths: dict[str, int], n_keys: int, id_width: int, extras: tuple[bool, bool]) -> int:
+        cols = [*fixed[:2], *(widths[k] for k in keys[:n_keys])]
+        cols += [fixed[2]] if extras[0] else []
+        cols += [id_width] if extras[1] else []
         return sum(cols) + 3 * len(cols) + 1  # each column: its width + 2 padding + 1 rule
 
     short = max(len("run id"), min(RUN_ID_CHARS, max(len(i) for i in run_ids)))
     full = max(len("run id"), *(len(i) for i in run_ids))
-    shown = len(keys)
-    while shown > 1 and tablecolumn_width(wrapped, shown, short) > con.width:
-        shown -= 1
+    # what gives way on a narrow terminal, in order: metric columns down to one, the run id, the
+    # synthetic share, the last metric; gen and stage are never cut (they were, to "late_colla…",
+    # below about 60 columns)
+    shown, extras = len(keys), (True, True)
+    while tablecolumn_width(wrapped, shown, short, extras) > con.width:
+        if shown > 1:
+            shown -= 1
+        elif extras[1]:
+            extras = (True, False)
+        elif extras[0]:
+            extras = (False, False)
+        elif shown:
+            shown = 0
+        else:
+            break
     # room to spare (all metrics shown): full run ids first, then headers on one line
     widths, id_width = wrapped, short
-    if shown == len(keys):
+    if shown == len(keys) and extras[1]:
         for w, i in ((unwrapped, full), (wrapped, full)):
-            if tablecolumn_width(w, shown, i) <= con.width:
+            if tablecolumn_width(w, shown, i, extras) <= con.width:
                 widths, id_width = w, i
                 break
 
@@ -175,14 +190,19 @@ def report_command(
     table.add_column("stage", width=fixed[1])  # wraps only at the space before "(drift)"
     for k in keys[:shown]:
         table.add_column(heads[k], justify="right", width=widths[k])  # the header wraps at spaces
-    table.add_column("synthetic", justify="right", no_wrap=True)
-    table.add_column("run id", width=id_width, no_wrap=True)
+    if extras[0]:
+        table.add_column("synthetic", justify="right", no_wrap=True)
+    if extras[1]:
+        table.add_column("run id", width=id_width, no_wrap=True)
     for i, r in enumerate(reports):
-        row = [str(r.generation), stages[i], *(values[k][i] for k in keys[:shown]), synthetic[i]]
-        table.add_row(*row, run_ids[i][:id_width])
+        row = [str(r.generation), stages[i], *(values[k][i] for k in keys[:shown])]
+        row += [synthetic[i]] if extras[0] else []
+        row += [run_ids[i][:id_width]] if extras[1] else []
+        table.add_row(*row)
     con.print(table)
-    if shown < len(keys):
-        con.print(f"not shown at {con.width} columns: {', '.join(keys[shown:])} (in the PNG)")
+    hidden = [*keys[shown:], *(["synthetic"] if not extras[0] else []), *(["run id"] if not extras[1] else [])]
+    if hidden:
+        con.print(f"not shown at {con.width} columns: {', '.join(hidden)} (metrics are in the PNG)")
     if baseline is not None:
         con.print(f"baseline: generation {baseline.generation} (reference {baseline.fingerprint})")
     if keys:

@@ -134,6 +134,36 @@ def test_report_table_is_readable_at_80_columns(mlflow_server, kit, tmp_path, mo
     assert (tmp_path / f"{name}-history.png").exists()
 
 
+def test_report_table_never_cuts_stage_or_values_on_narrow_terminals(mlflow_server, kit, tmp_path, monkeypatch) -> None:
+    """Below about 60 columns the table used to cut the stage and values ("late_colla…"): it
+    dropped metric columns down to one but kept the run id and synthetic columns."""
+    import dataclasses
+
+    name = kit.unique("clinarrow")
+    sink = MLflowSink(mlflow_server.url, evidently=False, history_plot="off")
+    t0 = 1_700_000_000.0
+    for g, stage in enumerate([Stage.HEALTHY, Stage.EARLY_COLLAPSE, Stage.LATE_COLLAPSE]):
+        r = _wide_report(kit, name, g, stage=stage, tail=0.8 - 0.1 * g, declined=g > 0, created_at=t0 + g)
+        sink.emit(dataclasses.replace(r, drift=g == 1), None)
+    hidden_at = {}
+    for width in (58, 50, 44, 36):
+        monkeypatch.setenv("COLUMNS", str(width))
+        con = Console(record=True, color_system=None)
+        assert report_command(name, tracking_uri=mlflow_server.url, out=tmp_path, console=con) == 0
+        text = con.export_text()
+        lines = text.splitlines()
+        end = next(i for i, line in enumerate(lines) if line.startswith("└"))
+        table = "\n".join(lines[: end + 1])
+        assert max(len(line) for line in lines[: end + 1]) <= width, text
+        assert "…" not in table, text
+        for word in ("healthy", "early_collapse", "late_collapse"):
+            assert word in table, (width, word, text)
+        below = " ".join(lines[end + 1 :])  # the note wraps at this width
+        hidden_at[width] = below[below.index("not shown at") : below.index("(")]
+    assert "run id" not in hidden_at[58] and "synthetic" not in hidden_at[58]  # one metric first
+    assert "run id" in hidden_at[44] and "synthetic" in hidden_at[36], hidden_at
+
+
 def test_report_and_gate_never_create_a_store(in_tmp_dir, monkeypatch, capsys) -> None:
     from collapse_monitor import cli
 
