@@ -517,7 +517,7 @@ def overview_dashboard() -> dict[str, Any]:
             thresholds=[
                 {"color": "green", "value": None},
                 {"color": "orange", "value": 86400},
-                {"color": "red", "value": 259200},
+                {"color": "red", "value": 172800},  # CollapseMonitorStale fires at 2 days
             ],
         ),
         4,

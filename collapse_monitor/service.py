@@ -249,8 +249,8 @@ class Service:
         )
         self.g_last = Gauge(
             "collapse_monitor_serve_last_success_timestamp_seconds",
-            "Last successful run of a job (check, flush, staleness) per monitor",
-            ["monitor", "job"],
+            "Last successful run of a task (check, flush, staleness) per monitor",
+            ["monitor", "task"],  # not "job": a scrape without honor_labels renames it exported_job
             registry=r,
         )
         self.g_stale = Gauge(
@@ -279,7 +279,14 @@ class Service:
         )
         self.g_up.set(1)
         self.g_start.set(self.started_at)
+        for task in ("flush", "staleness"):
+            self.c_skipped.labels(task)
         for spec in config.monitors:
+            # every outcome's series exists from the start at 0: increase() cannot count the step
+            # from "no series" to 1, so the first of three errors went uncounted after each start
+            # and CollapseMonitorServeChecksFailing needed four
+            for outcome in ("ok", "skipped", "error"):
+                self.c_checks.labels(spec.name, outcome)
             if spec.expected_interval_seconds is not None:
                 self.g_expected.labels(spec.name).set(spec.expected_interval_seconds)
                 self.g_stale.labels(spec.name).set(0)

@@ -6,6 +6,7 @@ pass promtool / amtool."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -152,6 +153,40 @@ def test_dockerfile_pins_cpu_torch_and_copies_existing_paths() -> None:
                 assert f"!{src.rstrip('/')}" in {i.rstrip("/") for i in ignore}, f"{src} is excluded by dockerignore"
 
 
+def test_dockerfile_context_builds_the_wheel(tmp_path) -> None:
+    """``pip install .`` in the image sees only what the Dockerfile copies before it: the wheel
+    must build from exactly that (it failed when integrations/ was not copied)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    text = (DOCKER / "Dockerfile").read_text()
+    ctx = tmp_path / "src"
+    ctx.mkdir()
+    for line in text[: text.index("RUN pip install .")].splitlines():
+        if line.startswith("COPY "):
+            *sources, dest = line.split()[1:]
+            for src in sources:
+                target = ctx / dest / Path(src).name if dest.endswith("/") else ctx / dest
+                if (REPO / src).is_dir():
+                    shutil.copytree(REPO / src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                else:
+                    shutil.copy(REPO / src, target)
+    out = tmp_path / "wheel"
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ctx)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = out.glob("collapse_monitor-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for member in (
+        "collapse_monitor/cli.py",
+        "collapse_monitor/integrations/prometheus/collapse_rules.yml",
+        "collapse_monitor/integrations/alertmanager/alertmanager.yml",
+        "collapse_monitor/integrations/runbook.md",
+    ):
+        assert member in names, member
+
+
 def test_promtool_check_config(promtool: str) -> None:
     assert RULES_YML.is_file(), "integrations/prometheus/collapse_rules.yml is missing"
     result = run_tool("promtool", "check", "config", PROMETHEUS_YML)
@@ -164,3 +199,21 @@ def test_amtool_check_config(amtool: str) -> None:
     result = run_tool("amtool", "check-config", ALERTMANAGER_YML)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_examples_link_real_dashboards_and_stale_thresholds_agree() -> None:
+    """The example config's dashboard link named a uid no dashboard has; the overview's "Time
+    since last check" turned red a day after CollapseMonitorStale fired."""
+    uids = {D.OVERVIEW_UID, D.DETAIL_UID}
+    for path in (REPO / "integrations" / "examples").iterdir():
+        for uid in re.findall(r"/d/([\w-]+)", path.read_text()):
+            assert uid in uids, f"{path.name} links /d/{uid}, not one of {sorted(uids)}"
+    rules = yaml.safe_load(RULES_YML.read_text())
+    (stale,) = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "CollapseMonitorStale"]
+    days = re.search(r"> (\d+) \* 86400", stale["expr"])
+    assert days, stale["expr"]
+    seconds = int(days.group(1)) * 86400
+    overview = D.build_dashboards()[f"{D.OVERVIEW_UID}.json"]
+    (panel,) = [p for p in overview["panels"] if p.get("title") == "Time since last check"]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["color"] == "red" and steps[-1]["value"] == seconds

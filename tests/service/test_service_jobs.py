@@ -213,6 +213,11 @@ def test_metrics_endpoint_and_stop(tmp_path: Path) -> None:
         assert "collapse_monitor_serve_up 1.0" in text
         assert 'collapse_monitor_stage{monitor="m"} 0.0' in text
         assert 'collapse_monitor_serve_expected_interval_seconds{monitor="m"} 60.0' in text
+        # every outcome counted from 0, so increase() sees the first error (the rule needs 3)
+        for outcome in ("ok", "skipped", "error"):
+            assert f'collapse_monitor_serve_checks_total{{monitor="m",outcome="{outcome}"}} 0.0' in text, text
+        assert 'collapse_monitor_serve_skipped_ticks_total{task="flush"} 0.0' in text
+        assert 'collapse_monitor_serve_last_success_timestamp_seconds{monitor="m",task="staleness"}' in text
     finally:
         assert svc.stop(timeout=3)
     with pytest.raises(requests.ConnectionError):
