@@ -7,9 +7,42 @@ from typing import Any
 
 from .types import Report, Stage
 
-__all__ = ["STAGE_STYLE", "column_width", "error_console", "history_table", "report_table", "stage_text"]
+__all__ = [
+    "STAGE_STYLE",
+    "as_number",
+    "column_width",
+    "error_console",
+    "escape",
+    "fmt_aggregate",
+    "history_table",
+    "report_table",
+    "stage_text",
+]
 
 STAGE_STYLE = {Stage.HEALTHY: "green", Stage.EARLY_COLLAPSE: "yellow", Stage.LATE_COLLAPSE: "bold red"}
+
+
+def escape(text: object) -> str:
+    """``text`` shown literally in rich markup: class labels such as ``[unk]`` or ``[/s]`` (common
+    in NLP) used to vanish from tables or raise ``MarkupError`` after the check had been logged."""
+    from rich.markup import escape as _escape
+
+    return _escape(str(text))
+
+
+def as_number(x: Any) -> float:
+    """An aggregate value: NaN for a missing or non-numeric one (a gap in a chart's line)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def fmt_aggregate(x: Any) -> str:
+    """An aggregate value in a table: 3 decimals, ``-`` when missing, NaN or not a number (``None``
+    used to raise a ``TypeError`` from the format)."""
+    v = as_number(x)
+    return "-" if v != v else f"{v:.3f}"
 
 
 def stage_text(report: Report) -> str:
@@ -57,19 +90,20 @@ def history_table(
         row = [str(r.generation)]
         for k in keys:
             if k not in r.metrics and aggregates is not None and i < len(aggregates) and k in aggregates[i]:
-                row.append(f"{aggregates[i][k]:.3f}")
+                row.append(fmt_aggregate(aggregates[i][k]))
             else:
                 row.append(_fmt(r, k))
         row += ["-" if sf is None else f"{sf.value:.2f}", stage_text(r)]
         rows.append(row)
-    table = Table(title=title, show_lines=False)
+    table = Table(title=None if title is None else escape(title), show_lines=False)
     table.add_column("gen", justify="right")
     for j, k in enumerate(keys, start=1):
         # a metric key's words on separate header lines ("rare / class / recall"), no wider than
         # its longest word or value: the table fits an 80-column terminal instead of cutting
         # headers and the stage to "overall_a..." and "late_coll..."
         header = k.replace("_", " ")
-        table.add_column(header, justify="right", max_width=max(6, column_width(header, [row[j] for row in rows])))
+        width = max(6, column_width(header, [row[j] for row in rows]))
+        table.add_column(escape(header), justify="right", max_width=width)
     table.add_column("synthetic", justify="right")
     table.add_column("stage")
     for row in rows:
@@ -81,7 +115,7 @@ def report_table(report: Report) -> Any:
     """All metrics of one report with interval, baseline and decline test."""
     from rich.table import Table
 
-    table = Table(title=f"{report.monitor} - generation {report.generation} - {report.stage.value}")
+    table = Table(title=escape(f"{report.monitor} - generation {report.generation} - {report.stage.value}"))
     for col, j in (("metric", "left"), ("value", "right"), ("95% CI", "right"), ("baseline", "right"), ("q", "right")):
         table.add_column(col, justify=j)  # type: ignore[arg-type]
     q = {f.key: f for f in report.findings if f.kind == "baseline"}
@@ -92,7 +126,7 @@ def report_table(report: Report) -> Any:
         val = f"{mv.value:.3f}"
         if f is not None and f.significant:
             val = f"[red]{val}↓[/]"
-        table.add_row(key, val, f"[{mv.ci_low:.3f}, {mv.ci_high:.3f}]", base, qv)
+        table.add_row(escape(key), val, f"[{mv.ci_low:.3f}, {mv.ci_high:.3f}]", base, qv)
     return table
 
 

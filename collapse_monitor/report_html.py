@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .render import as_number, fmt_aggregate
 from .types import Report, Stage
 
 __all__ = ["AGGREGATE_LABEL", "plot_history", "plot_trend", "write_report"]
@@ -42,8 +43,8 @@ def plot_history(
     from matplotlib.ticker import MaxNLocator
 
     n = len(keys)
-    cols = min(2, n)
-    rows = (n + cols - 1) // cols
+    cols = max(1, min(2, n))  # no keys: one empty panel, not a ZeroDivisionError
+    rows = max(1, (n + cols - 1) // cols)
     height = 3.0 * rows + (0.4 if title else 0.0)
     fig = Figure(figsize=(6.0 * cols, height), dpi=_DPI)
     FigureCanvasAgg(fig)
@@ -52,39 +53,47 @@ def plot_history(
     axes = fig.subplots(rows, cols, squeeze=False)
     legend = len(chains) > 1
     for ax, key in zip(axes.flat, keys, strict=False):
+        handles: list[Any] = []
         for ci, (name, reports) in enumerate(chains.items()):
             color = f"C{ci}"
             pts = [(r.generation, r.metrics[key], r.stage) for r in reports if key in r.metrics]
             if pts:
                 g = [p[0] for p in pts]
-                ax.plot(g, [p[1].value for p in pts], "-", color=color, label=name)
+                handles.append((ax.plot(g, [p[1].value for p in pts], "-", color=color)[0], name))
                 ax.fill_between(g, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts], color=color, alpha=0.15)
                 ax.scatter(
                     g, [p[1].value for p in pts], c=[_STAGE_COLOR[p[2]] for p in pts], s=28, zorder=3, edgecolors=color
                 )
             elif aggregates and name in aggregates:
-                vals = [a.get(key) for a in aggregates[name]]
+                vals = [as_number(a.get(key)) for a in aggregates[name]]
                 g = [r.generation for r in reports][: len(vals)]
-                ax.plot(g, vals, "-o", color=color, label=name, markersize=3)
-        ax.set_title(key, fontsize=10, pad=3)
+                handles.append((ax.plot(g, vals, "-o", color=color, markersize=3)[0], name))
+        ax.set_title(key, fontsize=10, pad=3, parse_math=False)  # "class_recall.$x$" is a label
         ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        if legend:
-            ax.legend(fontsize=8)
+        if legend and handles:  # given explicitly: a chain named "_x" is not hidden
+            _legend(ax, handles, fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("generation", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=11, parse_math=False)
     path = Path(path)
     fig.savefig(path)
     return path
 
 
 _DPI = 100
+
+
+def _legend(ax: Any, handles: Sequence[tuple[Any, str]], **kw: Any) -> None:
+    """A legend of user-given names shown literally (no mathtext for ``$``, no hiding of ``_x``)."""
+    leg = ax.legend([h for h, _ in handles], [name for _, name in handles], **kw)
+    for text in leg.get_texts():
+        text.set_parse_math(False)
 
 
 def plot_trend(reports: Sequence[Report], keys: Sequence[str], path: str | Path, *, title: str | None = None) -> Path:
@@ -102,6 +111,7 @@ def plot_trend(reports: Sequence[Report], keys: Sequence[str], path: str | Path,
     fig = Figure(figsize=(8.0, 4.0), dpi=_DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.07, 0.12, 0.64, 0.78))
+    handles: list[Any] = []
     for i, key in enumerate(keys):
         pts = [(r.generation, r.metrics[key], r.stage) for r in reports if key in r.metrics]
         if not pts:
@@ -109,7 +119,7 @@ def plot_trend(reports: Sequence[Report], keys: Sequence[str], path: str | Path,
         color = f"C{i % 10}"
         g = [p[0] for p in pts]
         v = [p[1].value for p in pts]
-        ax.plot(g, v, "-", color=color, label=key, linewidth=1.4)
+        handles.append((ax.plot(g, v, "-", color=color, linewidth=1.4)[0], key))
         ax.fill_between(g, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts], color=color, alpha=0.12, lw=0)
         ax.scatter(g, v, c=[_STAGE_COLOR[p[2]] for p in pts], s=16, zorder=3, edgecolors=color, linewidths=0.8)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
@@ -118,8 +128,9 @@ def plot_trend(reports: Sequence[Report], keys: Sequence[str], path: str | Path,
     ax.grid(alpha=0.3)
     ax.set_xlabel("generation", fontsize=8)
     if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.set_title(title, fontsize=10, parse_math=False)
+    if handles:
+        _legend(ax, handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     path = Path(path)
     fig.savefig(path)
     return path
@@ -142,7 +153,7 @@ def _table(reports: Sequence[Report], keys: Sequence[str], aggs: Sequence[Mappin
                 cls = ' class="down"' if sig else ""
                 cells.append(f"<span{cls} title='95% CI [{mv.ci_low:.3f}, {mv.ci_high:.3f}]'>{mv.value:.3f}</span>")
             elif aggs and i < len(aggs) and k in aggs[i]:
-                cells.append(f"{aggs[i][k]:.3f}")
+                cells.append(fmt_aggregate(aggs[i][k]))
             else:
                 cells.append("-")
         sf = r.metrics.get("synthetic_fraction")
@@ -153,6 +164,20 @@ def _table(reports: Sequence[Report], keys: Sequence[str], aggs: Sequence[Mappin
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     return f"<div class='scroll'>{table}</div>"
+
+
+def _file_stem(name: str, index: int, used: set[str]) -> str:
+    """A chain's PNG name inside the output folder: its name when that is a plain file name
+    (``replace``), else ``chain-<index>`` (a "/" crashed the report, "../x" wrote outside it)."""
+    import re
+
+    stem = name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", name) else f"chain-{index}"
+    k = 0
+    while stem.lower() in used:  # "metrics", "Replace" beside "replace", a user's own "chain-1"
+        k += 1
+        stem = f"chain-{index}-{k}"
+    used.add(stem.lower())
+    return stem
 
 
 def write_report(
@@ -194,9 +219,14 @@ def write_report(
         ) + (f"{alert} never within the run" if agg is None else f"{alert} at generation {agg}")
         parts.append(f"<div class='verdict'>{html.escape(txt)}</div>")
     parts.append("<h2>Metrics over generations</h2>" + _img(main_png))
-    for name, rs in reports.items():
+    used: set[str] = {"metrics", "report"}
+    for i, (name, rs) in enumerate(reports.items()):
         png = plot_history(
-            {name: rs}, plot_keys, out / f"{name}.png", aggregates={name: aggs[name]}, title=f"{name} loop"
+            {name: rs},
+            plot_keys,
+            out / f"{_file_stem(name, i, used)}.png",
+            aggregates={name: aggs[name]},
+            title=f"{name} loop",
         )
         parts.append(f"<h2>{html.escape(name)} loop</h2>")
         parts.append(_table(rs, plot_keys, aggs[name]))

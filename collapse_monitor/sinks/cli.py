@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SinkError
-from ..render import error_console
+from ..render import error_console, escape
 from ..types import Report, Stage
 from .mlflow import MLflowSink, local_store_path, safe_uri
 
@@ -115,16 +115,16 @@ def report_command(
     con = _console(console)
     if out is not None and Path(out).suffix and Path(out).suffix.lower() != ".png" and not Path(out).is_dir():
         # "hist.svg" used to become a folder holding <monitor>-history.png
-        error_console(console).print(f"report: --out {out}: the chart is a PNG; give a .png path or a folder")
+        error_console(console).print(escape(f"report: --out {out}: the chart is a PNG; give a .png path or a folder"))
         return 2
     sink = MLflowSink(tracking_uri)
     missing = _missing_store(sink)
     if missing is not None:
-        error_console(console).print(f"report: {missing}")
+        error_console(console).print(escape(f"report: {missing}"))
         return 2
     got = sink.load_history(monitor)
     if not got or not got[0]:
-        error_console(console).print(f"report: {_no_checks(sink, monitor)}")
+        error_console(console).print(escape(f"report: {_no_checks(sink, monitor)}"))
         return 2
     reports, baseline = got
     keys = history_keys(reports)
@@ -185,11 +185,11 @@ def report_command(
                 widths, id_width = w, i
                 break
 
-    table = Table(title=f"{monitor}: {len(reports)} generation(s) in MLflow ({safe_uri(sink.tracking_uri)})")
+    table = Table(title=escape(f"{monitor}: {len(reports)} generation(s) in MLflow ({safe_uri(sink.tracking_uri)})"))
     table.add_column("gen", justify="right", no_wrap=True)
     table.add_column("stage", width=fixed[1])  # wraps only at the space before "(drift)"
     for k in keys[:shown]:
-        table.add_column(heads[k], justify="right", width=widths[k])  # the header wraps at spaces
+        table.add_column(escape(heads[k]), justify="right", width=widths[k])  # the header wraps at spaces
     if extras[0]:
         table.add_column("synthetic", justify="right", no_wrap=True)
     if extras[1]:
@@ -202,7 +202,7 @@ def report_command(
     con.print(table)
     hidden = [*keys[shown:], *(["synthetic"] if not extras[0] else []), *(["run id"] if not extras[1] else [])]
     if hidden:
-        con.print(f"not shown at {con.width} columns: {', '.join(hidden)} (metrics are in the PNG)")
+        con.print(escape(f"not shown at {con.width} columns: {', '.join(hidden)} (metrics are in the PNG)"))
     if baseline is not None:
         con.print(f"baseline: generation {baseline.generation} (reference {baseline.fingerprint})")
     if keys:
@@ -211,7 +211,7 @@ def report_command(
         path = _png_path(monitor, out)
         path.parent.mkdir(parents=True, exist_ok=True)
         plot_history({monitor: reports}, keys, path, title=f"{monitor}: generation history")
-        con.print(f"wrote {path}")
+        con.print(escape(f"wrote {path}"))
     return 0
 
 
@@ -238,11 +238,11 @@ def gate_command(
     sink = MLflowSink(tracking_uri)
     missing = _missing_store(sink)
     if missing is not None:
-        error_console(console).print(f"gate: {missing}")
+        error_console(console).print(escape(f"gate: {missing}"))
         return 2
     latest = sink.latest(monitor)
     if latest is None:
-        error_console(console).print(f"gate: {_no_checks(sink, monitor)}")
+        error_console(console).print(escape(f"gate: {_no_checks(sink, monitor)}"))
         return 2
     healthy = latest.stage is Stage.HEALTHY
     if model_name:
@@ -265,7 +265,7 @@ def gate_command(
                 failure = SinkError(sink.scrub(f"tagging model {model_name!r} {which}: {type(exc).__name__}: {exc}"))
             if failure is not None:  # raised outside the except block: MLflow's error (its
                 raise failure  # message may hold the tracking URI's password) is not its __context__
-        con.print(f"tagged model {model_name!r} version {ver}: collapse.stage={latest.stage.value}")
+        con.print(escape(f"tagged model {model_name!r} version {ver}: collapse.stage={latest.stage.value}"))
     verdict = "[green]PASS[/]" if healthy else "[bold red]FAIL[/]"
     what = ""
     if latest.declines:
@@ -273,5 +273,6 @@ def gate_command(
             f"{f.key} {f.relative_change:+.0%} ({f.value:.3g} vs {f.baseline:.3g})" for f in latest.declines[:3]
         )
     drift = " (drift: a global shift, not collapse)" if latest.drift else ""
-    con.print(f"gate {verdict}: {monitor} generation {latest.generation} is {latest.stage.value}{drift}{what}")
+    said = escape(f"{monitor} generation {latest.generation} is {latest.stage.value}{drift}{what}")
+    con.print(f"gate {verdict}: {said}")
     return 0 if healthy else 1
