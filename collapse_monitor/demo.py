@@ -41,6 +41,17 @@ TABLE_KEYS = {
 AGG_THRESHOLD = {"accuracy": 2.0, "frechet_distance": 2.0}
 
 
+#: marks ``<out>/state`` as the demo's own, so that its next run may replace it
+DEMO_MARKER = ".collapse-monitor-demo"
+
+
+def _made_by_demo(state: Path) -> bool:
+    """``state`` holds the marker, or (demos before the marker) only monitor homes."""
+    if (state / DEMO_MARKER).is_file():
+        return True
+    children = list(state.iterdir()) if state.is_dir() else []
+    return bool(children) and all(c.is_dir() and (c / "history.db").is_file() for c in children)
+
 def aggregate_score(aggregates: Sequence[Mapping[str, float]]) -> tuple[str, list[float]] | None:
     """The aggregate alert's statistic per generation, larger = worse: the accuracy drop in
     points from generation 0, or the Frechet distance relative to generation 0's."""
@@ -172,8 +183,17 @@ def run_demo(
     names = {loop: f"demo-{scenario}-{loop}-{stamp}" for loop in loops}
     state = out / "state"
     if state.exists():
+        # only a folder an earlier demo made is replaced: "--out ." in a project with its own
+        # state/ folder used to delete it
+        if not _made_by_demo(state):
+            raise ConfigError(
+                "out",
+                f"{state} exists and was not made by the demo; give --out a new or earlier demo folder",
+            )
         shutil.rmtree(state)
     out.mkdir(parents=True, exist_ok=True)
+    state.mkdir()
+    (state / DEMO_MARKER).write_text("monitor homes of `collapse-monitor demo`; replaced by its next run\n")
 
     sinks: list[Any] = []
     if mlflow:

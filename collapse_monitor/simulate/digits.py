@@ -208,7 +208,12 @@ class DigitsScenario(Scenario):
 
     def _class_weights(self, gen: dict[int, tuple[Any, ...]]) -> tuple[list[int], np.ndarray]:
         classes = sorted(gen)
-        w = np.array([gen[c][0] for c in classes]) ** (1.0 / self.temperature)
+        share = np.array([gen[c][0] for c in classes], dtype=float)
+        with np.errstate(over="ignore", under="ignore"):
+            w = share ** (1.0 / self.temperature)
+        if not np.isfinite(w.sum()) or w.sum() <= 0:  # a low temperature underflowed every weight
+            logw = np.where(share > 0, np.log(np.where(share > 0, share, 1.0)) / self.temperature, -np.inf)
+            w = np.exp(logw - logw.max())
         return classes, w / w.sum()
 
     def _sample(

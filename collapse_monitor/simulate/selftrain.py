@@ -107,7 +107,8 @@ class SelfTrainScenario(Scenario):
         super().__init__(loop, seed, world_seed=world_seed, fresh_share=fresh_share)
         self.n_train = check_positive_int("n_train", n_train, 10)
         self.n_probe = check_positive_int("n_probe", n_probe, 10)
-        self.min_probe_per_class = check_positive_int("min_probe_per_class", min_probe_per_class, 0)
+        # at least one probe item per class: a class without any has no recall (NaN accuracy)
+        self.min_probe_per_class = check_positive_int("min_probe_per_class", min_probe_per_class, 1)
         self.n_eval = check_positive_int("n_eval", n_eval, 100)
         self.separation = check_float("separation", separation, 0.0, 100.0, low_open=True)
         p = np.asarray(priors, dtype=float)
@@ -193,7 +194,8 @@ class SelfTrainScenario(Scenario):
                 elif self.loop == "fresh":
                     h = round(self.fresh_share * self.n_train)
                     new.add((x[:h], y_true[:h]), h, False, self._human_source(t))
-                    new.add((x[h:], clf.predict(x[h:])), self.n_train - h, True, self._source(t - 1))
+                    if h < self.n_train:  # fresh_share=1: no pseudo-labelled part to predict
+                        new.add((x[h:], clf.predict(x[h:])), self.n_train - h, True, self._source(t - 1))
                 else:  # replace / accumulate: argmax pseudo-labels
                     new.add((x, clf.predict(x)), self.n_train, True, self._source(t - 1))
             train = train if (self.loop == "accumulate" and t > 0) else TrainingSet()

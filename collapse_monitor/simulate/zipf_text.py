@@ -108,8 +108,9 @@ class ZipfTextScenario(Scenario):
         self.n_topics = check_positive_int("n_topics", n_topics)
         self.topic_boost = check_float("topic_boost", topic_boost, 0.0, 1e6, low_open=True)
         self.n_train = check_positive_int("n_train", n_train)
-        self.n_obs = check_positive_int("n_obs", n_obs)
-        self.n_ref = check_positive_int("n_ref", n_ref)
+        # two texts at least: one has no Frechet distance (its covariance), so (a) read NaN
+        self.n_obs = check_positive_int("n_obs", n_obs, 2)
+        self.n_ref = check_positive_int("n_ref", n_ref, 2)
         self.n_heldout = check_positive_int("n_heldout", n_heldout)
         self.min_len = check_positive_int("min_len", min_len, 2)
         self.max_len = check_positive_int("max_len", max_len, 2)
@@ -227,8 +228,14 @@ class ZipfTextScenario(Scenario):
         """Apply temperature, top-k and top-p to each row of ``p`` (1-D or 2-D)."""
         p = np.atleast_2d(p).astype(float)
         if self.temperature != 1.0:
-            with np.errstate(divide="ignore"):
-                p = np.where(p > 0, np.exp(np.log(np.where(p > 0, p, 1.0)) / self.temperature), 0.0)
+            with np.errstate(divide="ignore", over="ignore"):
+                logp = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)) / self.temperature, -np.inf)
+                p = np.exp(logp)
+            sums = p.sum(1)
+            bad = ~np.isfinite(sums) | (sums <= 0)
+            if bad.any():  # a low temperature underflowed (or overflowed) a row: the same row,
+                # scaled by its largest entry first (exact rows are unchanged, so seeds still agree)
+                p[bad] = np.exp(logp[bad] - logp[bad].max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)
         if self.top_k is None and self.top_p >= 1.0:
             return p

@@ -106,3 +106,29 @@ def test_demo_never_prints_tracking_credentials_and_says_when_logging_failed(tmp
     assert "s3cretPASS" not in text and "bob" not in text
     assert f"MLflow: 2 of 2 checks could not be logged to http://127.0.0.1:{port}/" in text
     assert "mlflow ui" not in text  # no command that would open an empty store
+
+
+def test_demo_replaces_only_its_own_state_folder(tmp_path: Path, monkeypatch) -> None:
+    """``--out .`` in a project with its own ``state/`` folder used to delete it."""
+    import pytest
+
+    from collapse_monitor.demo import DEMO_MARKER, run_demo
+    from collapse_monitor.errors import ConfigError
+
+    monkeypatch.setenv("COLUMNS", "100")
+    mine = tmp_path / "project" / "state" / "precious.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("keep me")
+    with pytest.raises(ConfigError) as info:
+        run_demo(scenario="gaussian", loops=["replace"], generations=2, out=tmp_path / "project", mlflow=False)
+    assert info.value.key == "out" and "was not made by the demo" in str(info.value)
+    assert mine.read_text() == "keep me" and not (tmp_path / "project" / "report.html").exists()
+
+    out = tmp_path / "demo"
+    for _ in range(2):  # the second run replaces the first one's monitor homes
+        assert run_demo(scenario="gaussian", loops=["replace"], generations=2, out=out, mlflow=False) == 0
+        assert (out / "state" / DEMO_MARKER).is_file()
+        assert len([p for p in (out / "state").iterdir() if p.is_dir()]) == 1
+    # a state folder from a demo before the marker (monitor homes only) is still replaced
+    (out / "state" / DEMO_MARKER).unlink()
+    assert run_demo(scenario="gaussian", loops=["replace"], generations=2, out=out, mlflow=False) == 0

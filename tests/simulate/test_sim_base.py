@@ -130,3 +130,23 @@ def test_training_mix_recipes() -> None:
     assert (m.n_real, m.n_synthetic, m.keep_previous) == (0, 10, True)
     with pytest.raises(cm.ConfigError):
         training_mix("bogus", 1, 10, 0.5)
+
+
+def test_edge_settings_run_or_are_refused_by_name() -> None:
+    """Settings the validation accepted used to crash mid-chain or turn an aggregate into NaN
+    (so baseline (a) never fired): a temperature of 1e-3 underflowed every probability to 0
+    (digits: "pvals contains NaNs"; zipf_text: an IndexError), selftrain's fresh loop with
+    fresh_share=1 predicted on 0 rows, a class without probe items and a single text gave NaN."""
+    for name in ("digits", "zipf_text"):
+        gens = make_scenario(name, loop="replace", seed=0, temperature=1e-3, **FAST[name]).run(2)
+        assert all(np.isfinite(v) for g in gens for v in g.aggregate.values()), name
+    (t0, t1) = make_scenario("selftrain", loop="fresh", fresh_share=1.0, **FAST["selftrain"]).run(2)
+    assert t1.observation.provenance.synthetic_fraction == 0.0
+    for name, key, value in (
+        ("selftrain", "min_probe_per_class", 0),
+        ("zipf_text", "n_obs", 1),
+        ("zipf_text", "n_ref", 1),
+    ):
+        with pytest.raises(cm.ConfigError) as e:
+            make_scenario(name, **{**FAST[name], key: value})
+        assert e.value.key == key
