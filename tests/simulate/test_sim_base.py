@@ -140,7 +140,7 @@ def test_edge_settings_run_or_are_refused_by_name() -> None:
     for name in ("digits", "zipf_text"):
         gens = make_scenario(name, loop="replace", seed=0, temperature=1e-3, **FAST[name]).run(2)
         assert all(np.isfinite(v) for g in gens for v in g.aggregate.values()), name
-    (t0, t1) = make_scenario("selftrain", loop="fresh", fresh_share=1.0, **FAST["selftrain"]).run(2)
+    (_, t1) = make_scenario("selftrain", loop="fresh", fresh_share=1.0, **FAST["selftrain"]).run(2)
     assert t1.observation.provenance.synthetic_fraction == 0.0
     for name, key, value in (
         ("selftrain", "min_probe_per_class", 0),
