@@ -52,6 +52,7 @@ def _made_by_demo(state: Path) -> bool:
     children = list(state.iterdir()) if state.is_dir() else []
     return bool(children) and all(c.is_dir() and (c / "history.db").is_file() for c in children)
 
+
 def aggregate_score(aggregates: Sequence[Mapping[str, float]]) -> tuple[str, list[float]] | None:
     """The aggregate alert's statistic per generation, larger = worse: the accuracy drop in
     points from generation 0, or the Frechet distance relative to generation 0's."""
