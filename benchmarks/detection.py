@@ -271,6 +271,16 @@ def _evidently_ran(rows: list[dict[str, Any]]) -> bool:
     return any(s is not None for r in rows for s in r.get("evidently_share") or [])
 
 
+def either_flags(aggregates: list[dict[str, float]]) -> list[bool]:
+    """Baseline (a) read literally, "accuracy down 2 points *or* Frechet distance doubled":
+    either one, where a scenario has both (digits); elsewhere the same as (a)."""
+    flags = aggregate_flags(aggregates)
+    if aggregates and "accuracy" in aggregates[0] and "frechet_distance" in aggregates[0]:
+        frechet = aggregate_flags([{"frechet_distance": a["frechet_distance"]} for a in aggregates])
+        flags = [x or y for x, y in zip(flags, frechet, strict=True)]
+    return flags
+
+
 def _calibrated_thresholds(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Per scenario: the largest aggregate score any of its control chains reached after
     generation 0 (the aggregate alert at zero false alarms fires strictly above it)."""
@@ -332,7 +342,19 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
     for r in rows:
         thr = thresholds.get(r["scenario"])
         sc = aggregate_score(r["aggregates"])
-        r["aggregate_calibrated"] = None if thr is None or sc is None else _first([v > thr + 1e-12 for v in sc[1]])
+        # from generation 1, as (a) itself, and never below generation 0's own score (no change):
+        # a control maximum below it (accuracy only rose) made this alert "fire" at generation 0
+        # on every chain
+        r["aggregate_calibrated"] = (
+            None if thr is None or sc is None else _first([False] + [v > max(thr, sc[1][0]) + 1e-12 for v in sc[1][1:]])
+        )
+        # (b) from generation 1 too: generation 0 is trained on human data only, so Evidently's
+        # flag there is the gap between the refit and the reference, not collapse (it counted as
+        # a detection at generation 0 on the gaussian chains); it stays a control false alarm
+        shares = r.get("evidently_share") or []
+        r["evidently_gen0"] = bool(shares) and shares[0] is not None and shares[0] >= 0.5
+        r["evidently"] = _first([False] + [e is not None and e >= 0.5 for e in shares[1:]])
+        r["aggregate_either"] = _first(either_flags(r["aggregates"]))
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["label"], []).append(r)
@@ -370,7 +392,8 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             "false_alarm_checks": fa,
             "checks": checks,
         }
-        fa_ev = f"{sum(e is not None for e in ev)}/{len(rs)}" if ev_ran else "not run"
+        ev_any = [e is not None or r["evidently_gen0"] for e, r in zip(ev, rs, strict=True)]
+        fa_ev = f"{sum(ev_any)}/{len(rs)}" if ev_ran else "not run"
         fa_base = f"{sum(a is not None for a in agg)}/{len(rs)} / {fa_ev}"
         lines.append(
             f"| {label} | {'collapsing' if collapsing else 'control'} | "
@@ -398,7 +421,15 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         "control_checks": sum(len(r["stages"]) for r in ctrl),
         "false_alarm_checks": sum(r["false_alarms"] for r in ctrl),
         "aggregate_false_alarm_chains": sum(r["aggregate"] is not None for r in ctrl),
-        "evidently_false_alarm_chains": sum(r["evidently"] is not None for r in ctrl),
+        "evidently_false_alarm_chains": sum(r["evidently"] is not None or r["evidently_gen0"] for r in ctrl),
+        "evidently_at_generation_0": sum(r["evidently_gen0"] for r in rows),
+        "evidently_at_generation_0_biased": sum(r["evidently_gen0"] and _biased(r) for r in rows),
+        "either_flagged_after": sum(
+            r["ours"] is None or (r["aggregate_either"] is not None and r["ours"] > r["aggregate_either"]) for r in coll
+        ),
+        "either_median_lead": _median_lead(coll, "aggregate_either", generations),
+        "either_false_alarm_chains": sum(r["aggregate_either"] is not None for r in ctrl),
+        "either_differs": sum(r["aggregate_either"] != r["aggregate"] for r in rows),
         "selftrain_by_gen2_under_1pt": sum(
             r["ours"] is not None and r["ours"] <= 2 and acc_moved(r) < 0.01 for r in self_train
         ),
@@ -419,6 +450,23 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         + (f" and (b) {totals['evidently_false_alarm_chains']}" if ev_ctrl else "")
         + f" of the {totals['control_chains']} control chains"
         + ("." if ev_ctrl else " ((b), Evidently, not run)."),
+        *(
+            [
+                f"- Evidently (b) is counted from generation 1, like (a) and our monitor, whose baseline generation 0 "
+                f"is. It fired at generation 0 on {totals['evidently_at_generation_0']} of the {len(rows)} chains: "
+                f"{totals['evidently_at_generation_0_biased']} with biased sampling, whose generation 0 is already "
+                f"sampled with the bias (a real difference our monitor, judging against generation 0, cannot see), "
+                f"the others trained on human data only (the refit's gap to the reference; a false alarm on the "
+                f"controls)."
+            ]
+            if _evidently_ran(rows)
+            else []
+        ),
+        f"- (a) read literally, accuracy down 2 points *or* the Frechet distance doubled, whichever comes first "
+        f"where a chain has both ({totals['either_differs']} chains here differ from (a)): flagged after it "
+        f"(or never) {totals['either_flagged_after']}/{totals['collapsing_chains']}, median lead "
+        f"{_fmt_lead(totals['either_median_lead'])}; it fired on {totals['either_false_alarm_chains']} of the "
+        f"{totals['control_chains']} control chains.",
         *(
             [
                 f"- selftrain/replace flagged by generation 2 with accuracy moved < 1 point: "
@@ -449,6 +497,21 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             *alarms,
         ]
     return "\n".join(lines), summary
+
+
+def _biased(row: dict[str, Any]) -> bool:
+    """A chain sampled with a bias knob (temperature or top-p below 1, top-k) from generation 0."""
+    o = row.get("options") or {}
+    return o.get("temperature", 1.0) < 1.0 or o.get("top_p", 1.0) < 1.0 or o.get("top_k") is not None
+
+
+def _median_lead(rows: list[dict[str, Any]], baseline: str, generations: int) -> float | None:
+    """Median over the flagged chains of (the baseline's first flag, end of run when it never
+    fired) minus ours."""
+    leads = [
+        (r[baseline] if r[baseline] is not None else generations) - r["ours"] for r in rows if r["ours"] is not None
+    ]
+    return statistics.median(leads) if leads else None
 
 
 def _fmt_lead(lead: float | None) -> str:

@@ -205,3 +205,48 @@ def test_a_malformed_rules_file_is_a_config_error_not_a_traceback(bench, tmp_pat
     saved.write_text(json.dumps({"rows": []}))
     assert bench.main(["--rejudge", str(saved), "--rules", str(rules)]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_baselines_start_at_generation_1_and_a_is_also_read_literally(bench) -> None:
+    """Generation 0 is every chain's baseline: Evidently's flag there used to count as (b)'s
+    detection at generation 0 (the gaussian chains), and "(a) at zero false alarms" fired at
+    generation 0 when the controls' largest accuracy drop was negative. (a) read literally
+    (accuracy *or* Frechet) is reported beside it for scenarios that have both."""
+
+    def row(collapsing, acc, fd, shares, seed=0):
+        aggs = [{"accuracy": a, "frechet_distance": f} for a, f in zip(acc, fd, strict=True)]
+        return {
+            "scenario": "digits",
+            "loop": "replace" if collapsing else "fresh",
+            "options": {},
+            "label": "digits/replace" if collapsing else "digits/fresh",
+            "seed": seed,
+            "collapsing": collapsing,
+            "stages": ["healthy", "early_collapse", "early_collapse"] if collapsing else ["healthy"] * 3,
+            "ours": 1 if collapsing else None,
+            "aggregate": bench._first(bench.aggregate_flags(aggs)),
+            "evidently": 0,  # as run_one recorded it: the first share >= 0.5, generation 0 included
+            "evidently_share": shares,
+            "aggregates": aggs,
+            "false_alarms": 0,
+            "fired": [],
+        }
+
+    rows = [
+        # accuracy never drops 2 points; the Frechet distance doubles at generation 2
+        row(True, [0.95, 0.95, 0.94], [0.1, 0.15, 0.25], [0.6, 0.2, 0.7]),
+        # a control whose accuracy only rose: its largest "drop" is negative
+        row(False, [0.90, 0.91, 0.92], [0.1, 0.3, 0.1], [0.6, 0.1, 0.1]),
+    ]
+    table, summary = bench.summarise(rows, 3)
+    coll, ctrl = summary["chains"]["digits/replace"], summary["chains"]["digits/fresh"]
+    assert coll["evidently"] == [2] and ctrl["evidently"] == [None]  # not generation 0
+    # the controls never dropped: threshold 0 points, so the 1-point drop at generation 2 (was [0])
+    assert coll["aggregate_calibrated"] == [2] and coll["aggregate"] == [None]
+    assert [r["aggregate_either"] for r in rows] == [2, 1]  # Frechet x2: generation 2; control: 1
+    t = summary["totals"]
+    assert t["evidently_at_generation_0"] == 2 and t["evidently_false_alarm_chains"] == 1
+    assert t["either_false_alarm_chains"] == 1 and t["aggregate_false_alarm_chains"] == 0
+    assert t["either_flagged_after"] == 0 and t["either_median_lead"] == 1
+    assert "fired at generation 0 on 2 of the 2 chains" in table
+    assert "(a) read literally" in table and "it fired on 1 of the 1 control chains" in table
