@@ -109,7 +109,7 @@ TEXT_KEYS = (
 )
 _DISTINCT_NS = (1, 2, 3, 4)
 _REF_DRAWS = 16
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: NFKC + case folding, one token per character in scripts without spaces
 _PAIR_SHIFT = 31  # bigram key = first << 31 | second (vocabularies stay far below 2**31)
 
 

@@ -397,3 +397,67 @@ def test_values_finite_and_bounded_for_any_unicode(ref, gen, budget):
     assert res.items[RARE_ITEMS_KEY].dtype == bool and res.items[RARE_ITEMS_KEY].size == state.n_rare
     # the state survives the no-pickle round trip exactly
     assert TextRefState.from_arrays(state.to_arrays()).vocab == state.vocab
+
+
+# --------------------------------------------------------------------------- other scripts and forms
+
+
+def test_the_same_text_in_another_unicode_form_or_case_scores_the_same() -> None:
+    """A generator whose detokeniser writes NFD (e + U+0301) or other case used to score half the
+    rare-n-gram recall of the same text in NFC: a false early-collapse signal."""
+    import unicodedata
+
+    rng = np.random.default_rng(3)
+    words = ["café", "naïve", "Straße", "résumé", "İstanbul", "mañana", "über", "fiancée", "señor", "crème"]
+    words += [f"w{i}" for i in range(300)]
+    p = 1.0 / np.arange(1, len(words) + 1)
+    p /= p.sum()
+
+    def texts(n):
+        return [" ".join(rng.choice(words, size=12, p=p)) for _ in range(n)]
+
+    state = build_text_state(texts(400))
+    gen = texts(200)
+    base = text_panel(state, gen, n_boot=0).metrics
+    for form in (
+        [unicodedata.normalize("NFD", t) for t in gen],
+        [t.upper() for t in gen],
+        [unicodedata.normalize("NFKD", t).replace("ss", "ß") for t in gen],
+    ):
+        other = text_panel(state, form, n_boot=0).metrics
+        assert {k: v.value for k, v in other.items()} == pytest.approx({k: v.value for k, v in base.items()})
+    assert tokenize("cafe\u0301 nai\u0308ve") == ["café", "naïve"]  # marks stay inside the word
+    assert tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # Indic vowel signs too
+
+
+def test_scripts_without_spaces_are_measured_per_character() -> None:
+    """A whole Chinese clause was one token: a collapse to 50 characters scored exactly the
+    healthy text's metrics, and the rare n-grams were whole clauses."""
+    rng = np.random.default_rng(5)
+    chars = [chr(0x4E00 + i) for i in range(2000)]
+    p = 1.0 / np.arange(1, 2001) ** 1.1
+    p /= p.sum()
+
+    def clauses(n, support):
+        q = p[:support] / p[:support].sum()
+        return ["".join(rng.choice(chars[:support], size=20, p=q)) + "。" for _ in range(n)]
+
+    state = build_text_state(clauses(600, 2000))
+    healthy = text_panel(state, clauses(300, 2000), n_boot=0).metrics
+    collapsed = text_panel(state, clauses(300, 50), n_boot=0).metrics
+    assert healthy["rare_ngram_recall"].value > 0.5
+    assert collapsed["rare_ngram_recall"].value < 0.5 * healthy["rare_ngram_recall"].value
+    assert collapsed["distinct_1"].value < 0.5 * healthy["distinct_1"].value
+    assert tokenize("東京は日本の首都です。") == list("東京は日本の首都です。")
+    assert tokenize("👨\u200d👩\u200d👧 ok 👍🏽!") == ["👨\u200d👩\u200d👧", "ok", "👍🏽", "!"]
+
+
+def test_ascii_fast_path_gives_the_full_tokeniser_tokens() -> None:
+    import string
+
+    from collapse_monitor._tokenize import _pattern, normalize
+
+    rnd = random.Random(0)
+    for _ in range(500):
+        t = "".join(rnd.choice(string.printable) for _ in range(80))
+        assert tokenize(t) == _pattern().findall(normalize(t)), t
