@@ -1,7 +1,8 @@
 """Prometheus sink: gauges for dashboards and alert rules, three ways out.
 
 * **Pushgateway** (batch retrain jobs): a fresh ``CollectorRegistry`` per push,
-  ``pushadd_to_gateway`` (POST: other metric families of the group stay), grouping key
+  ``pushadd_to_gateway`` (POST: other metric families of the group stay; those of an earlier
+  check that this one lacks are read from the gateway first and pushed as NaN), grouping key
   ``job`` + ``monitor`` (never an instance or run id). Prometheus must scrape the gateway with
   ``honor_labels: true``. The gateway never forgets a group: :meth:`PrometheusSink.delete`.
 * **A caller's registry** (``collapse-monitor serve``'s ``/metrics``): one collector per registry,
@@ -40,6 +41,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import re
 import threading
@@ -58,6 +60,8 @@ from ..types import Report, Stage
 from .base import EmitContext
 
 __all__ = ["PrometheusSink", "ReportCollector", "report_samples"]
+
+log = logging.getLogger(__name__)
 
 NS = "collapse_monitor"
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
@@ -461,6 +465,7 @@ class PrometheusSink:
             def collect(self) -> Iterator[Any]:
                 yield from families(samples)
 
+        samples = samples + self._blanks(report.monitor, samples)
         reg = CollectorRegistry(auto_describe=False)
         reg.register(_Once())
         assert self.pushgateway is not None
@@ -472,6 +477,48 @@ class PrometheusSink:
             timeout=self.timeout,
             handler=self._handler(),
         )
+
+    def _blanks(self, monitor: str, samples: list[Sample]) -> list[Sample]:
+        """NaN for every metric family the gateway holds for this monitor's group that this check
+        does not push (a POST keeps them: a check without texts, or with an interval that is not
+        finite, left the earlier job's text metrics on the dashboards as if current). Alert
+        states are left alone: each push carries only the rules this process knows. Best
+        effort: when the gateway answers without its groups, the push goes out without them."""
+        import urllib.error
+
+        try:
+            group = self._gateway_group(monitor)
+        except (urllib.error.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # the gateway answered, but not with the groups (a proxy that only passes pushes)
+            log.debug("could not read the Pushgateway group of %s (%s)", monitor, type(exc).__name__)
+            return []
+        # no answer at all (refused, timed out, a refused redirect) raises: the push would only
+        # wait as long again, and the report is spooled either way
+        pushed = {x.name for x in samples}
+        keep = {"job", "monitor", *self.grouping_key}
+        out = []
+        for name, fam in sorted((group or {}).items()):
+            if not name.startswith(NS + "_") or name in pushed or name == f"{NS}_alert_firing":
+                continue
+            if not isinstance(fam, dict):
+                continue
+            for m in fam.get("metrics") or []:
+                labels = (m.get("labels") or {}).items()
+                own = tuple(sorted((k, str(v)) for k, v in labels if k not in keep and v != ""))
+                out.append(Sample(name, str(fam.get("help") or name), (("monitor", monitor), *own), math.nan))
+        return out
+
+    def _gateway_group(self, monitor: str) -> dict[str, Any] | None:
+        """This monitor's group in the gateway's ``/api/v1/metrics`` (metric name -> family)."""
+        assert self.pushgateway is not None
+        req = urllib.request.Request(self.pushgateway + "/api/v1/metrics", headers={"Accept": "application/json"})
+        with self._open(req, self.timeout) as resp:
+            data = json.loads(resp.read().decode())
+        want = {"job": self.job, **self._group(monitor)}
+        for group in data.get("data", []):
+            if {k: v for k, v in (group.get("labels") or {}).items() if v} == want:
+                return dict(group)
+        return None
 
     def textfile_path(self, monitor: str) -> Path | None:
         if self.textfile is None:
@@ -519,20 +566,10 @@ class PrometheusSink:
 
     def gateway_value(self, monitor: str, metric: str) -> float | None:
         """Current value of ``metric`` in this monitor's Pushgateway group (``/api/v1/metrics``)."""
-        assert self.pushgateway is not None
-        req = urllib.request.Request(self.pushgateway + "/api/v1/metrics", headers={"Accept": "application/json"})
-        with self._open(req, self.timeout) as resp:
-            data = json.loads(resp.read().decode())
-        want = {"job": self.job, **self._group(monitor)}
-        for group in data.get("data", []):
-            if {k: v for k, v in (group.get("labels") or {}).items() if v} != want:
-                continue
-            fam = group.get(metric)
-            if not fam:
-                return None
-            for m in fam.get("metrics", []):
-                if m.get("labels", {}).get("monitor", monitor) == monitor:
-                    return float(m["value"])
+        fam = (self._gateway_group(monitor) or {}).get(metric)
+        for m in (fam or {}).get("metrics", []):
+            if m.get("labels", {}).get("monitor", monitor) == monitor:
+                return float(m["value"])
         return None
 
     # -- housekeeping --------------------------------------------------------------------------

@@ -76,7 +76,10 @@ def test_pushgateway_redirect_is_refused_and_credentials_stay(http_receiver_fact
     mon, sink = _monitor(unique("pgw-redirect"), url, tmp_path)
     report, _ = watched_check(mon, healthy())  # a plain 200: the push carries the credentials
     assert report is not None and report.errors == ()
-    [push] = gateway.requests
+    # the read of the group (to blank families the check lacks), then the push itself
+    assert [r.method for r in gateway.requests] == ["GET", "POST"]
+    read, push = gateway.requests
+    assert read.header("authorization") == push.header("authorization")
     assert push.header("authorization") == "Basic " + base64.b64encode(b"ops:pgwPa55-redirect").decode()
 
     gateway.default = Response(302, headers={"Location": elsewhere.url_for("/steal?token=stolen-42")})
@@ -93,3 +96,15 @@ def test_pushgateway_redirect_is_refused_and_credentials_stay(http_receiver_fact
     gateway.default = Response(200)  # back to normal: the spooled report goes out
     assert mon2.flush() == {"prometheus": 1}
     assert elsewhere.requests == []
+
+
+def test_a_gateway_that_hides_its_groups_still_gets_the_push(http_receiver, tmp_path) -> None:
+    """A proxy in front of the gateway that passes pushes but answers 404 to the read of the
+    groups (``/api/v1/metrics``): the push goes out without blanking, not spooled."""
+    http_receiver.default = Response(200)
+    http_receiver.respond(Response(404), path="/api/v1/metrics")
+    mon, sink = _monitor(unique("pgw-proxy"), http_receiver.url, tmp_path)
+    report, _ = watched_check(mon, healthy())
+    assert report is not None and report.errors == (), report.errors
+    assert [r.method for r in http_receiver.requests] == ["GET", "POST"]
+    assert mon.spool.count(sink.spool_key) == 0

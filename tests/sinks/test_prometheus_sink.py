@@ -275,3 +275,39 @@ def test_repr_hides_tokens_in_the_gateway_path_and_query(url, shown) -> None:
     assert repr(sink).startswith(f"PrometheusSink(pushgateway={shown!r}, ")
     for secret in ("Xk9fTOKENpath", "pgwQTOK-1", "pgwPASS-2"):
         assert secret not in repr(sink) and secret not in str(sink)
+
+
+def test_a_check_without_a_metric_blanks_the_earlier_push_of_it(pushgateway, kit, tmp_path) -> None:
+    """A Pushgateway POST keeps the families a push leaves out: a job that checked texts, then
+    one that did not, left the earlier text metrics on the dashboards as if current. They are
+    pushed as NaN now, rare-class series included; alert states are left alone."""
+    import math
+
+    name = kit.unique("blank")
+    texts = ["the cat sat on the mat", "a dog ran far", "the bird sang a song"] * 20
+    healthy = [0] * 970 + [1] * 30  # class 1 is rare (prior 3 %)
+    ref = cm.Reference(labels=healthy, texts=texts)
+    jobs = [
+        cm.Observation(predictions=healthy, texts=texts),
+        cm.Observation(predictions=[0] * 1000),  # no texts; the rare class lost: early collapse
+        cm.Observation(predictions=healthy),
+    ]
+    for i, obs in enumerate(jobs):
+        sink = PrometheusSink(pushgateway=pushgateway.url, timeout=5)  # a new process's sink
+        mon = cm.CollapseMonitor(name, reference=ref, sinks=[sink], home=tmp_path)
+        r = mon.check(obs)
+        assert r.errors == ()
+        distinct = pushgateway.value("collapse_monitor_distinct_2", monitor=name)
+        if i == 0:
+            assert distinct == pytest.approx(r.metrics["distinct_2"].value)
+            assert pushgateway.value("collapse_monitor_distinct_2_ci_low", monitor=name) is not None
+        else:
+            assert distinct is not None and math.isnan(distinct), distinct
+            assert math.isnan(pushgateway.value("collapse_monitor_distinct_2_ci_high", monitor=name))
+        assert pushgateway.value("collapse_monitor_generation", monitor=name) == i
+        if i == 1:
+            assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule="early_collapse") == 1
+            assert pushgateway.value("collapse_monitor_class_recall", monitor=name, **{"class": "1"}) == 0
+    assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule="early_collapse") == 0
+    assert pushgateway.value("collapse_monitor_rare_class_recall", monitor=name) == 1.0
+    assert pushgateway.value("collapse_monitor_class_recall", monitor=name, **{"class": "1"}) == 1.0
