@@ -1018,6 +1018,23 @@ class MLflowSink:
             )
 
 
+def _fraction_tag(value: str | None, run: Any) -> float | None:
+    """The run's ``collapse.synthetic_fraction`` tag, or None (with a warning) when it is not a
+    share in [0, 1]: a tag edited by hand must not stop the history from loading."""
+    if value is None:
+        return None
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not 0.0 <= share <= 1.0:
+        log.warning(
+            "run %s: ignoring collapse.synthetic_fraction tag %r (not a share in [0, 1])", run.info.run_id, value
+        )
+        return None
+    return share
+
+
 def report_from_run(run: Any) -> Report:
     """Rebuild a Report from a run's metrics and tags (when its report.json is missing).
     Findings and alerts are not recoverable this way; keys with characters MLflow refuses come
@@ -1035,11 +1052,11 @@ def report_from_run(run: Any) -> Report:
         hi = metrics.get(name + ".ci_high", v)
         with contextlib.suppress(ValueError):
             values[key] = MetricValue(v, min(lo, v), max(hi, v))
-    sf = tags.get("collapse.synthetic_fraction")
+    sf = _fraction_tag(tags.get("collapse.synthetic_fraction"), run)
     prov = None
     if "collapse.origin" in tags:
         prov = Provenance(
-            synthetic_fraction=None if sf is None else float(sf),
+            synthetic_fraction=sf,
             parent_run_id=tags.get("collapse.parent_run_id"),
             digest=tags.get("collapse.data_digest"),
         )

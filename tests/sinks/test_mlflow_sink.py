@@ -432,3 +432,33 @@ def test_sink_errors_chain_no_mlflow_exception(kit) -> None:
         err = info.value
         assert err.__cause__ is None and err.__context__ is None, what  # MLflow's exception holds the URL
         assert "pa55word-xyz" not in "".join(traceback.format_exception(err)), what
+
+
+@pytest.mark.parametrize("tag", ["1.5", "nan", "half", "-0.1"])
+def test_a_hand_edited_synthetic_fraction_tag_does_not_stop_the_history(tmp_path, tag, caplog) -> None:
+    """A run whose report.json is gone is rebuilt from its tags; a ``collapse.synthetic_fraction``
+    tag that is not a share in [0, 1] raised InputError / ValueError and stopped the history
+    from loading. It is ignored with a warning now."""
+    from mlflow import MlflowClient
+
+    from collapse_monitor.sinks.mlflow import report_from_run
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("collapse-monitor/edited", artifact_location=(tmp_path / "mlruns").as_uri())
+    tags = {
+        "collapse.monitor": "edited",
+        "collapse.generation": "2",
+        "collapse.stage": "healthy",
+        "collapse.origin": "generated",
+        "collapse.synthetic_fraction": tag,
+    }
+    run = client.create_run(exp, tags=tags)
+    client.log_metric(run.info.run_id, "collapse.tail_coverage", 0.9)
+    with caplog.at_level("WARNING", logger="collapse_monitor.sinks.mlflow"):
+        report = report_from_run(client.get_run(run.info.run_id))
+    assert report.generation == 2 and report.provenance is not None
+    assert report.provenance.synthetic_fraction is None
+    assert "ignoring collapse.synthetic_fraction tag" in caplog.text
+    tags["collapse.synthetic_fraction"] = "0.25"
+    ok = client.create_run(exp, tags=tags)
+    assert report_from_run(client.get_run(ok.info.run_id)).provenance.synthetic_fraction == 0.25
