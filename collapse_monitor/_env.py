@@ -12,17 +12,23 @@ from .errors import ConfigError
 
 __all__ = ["ENV_REF", "expand_env"]
 
-#: ``${VAR}`` or ``${VAR:-default}``
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: ``${VAR}``, ``${VAR:-default}`` (unset or empty) or ``${VAR-default}`` (unset); ``$${`` is a
+#: literal ``${``
+ENV_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
+_ESCAPED = re.compile(r"\$\$\{")
 
 
 def expand_env(value: Any, key: str = "", env: Mapping[str, str] | None = None) -> Any:
-    """Replace ``${VAR}`` (or ``${VAR:-default}``) in strings, recursively. A variable that is
-    not set and has no default raises ``ConfigError(key)`` naming the variable; values never
-    appear in messages.
+    """Replace ``${VAR}`` in strings, recursively, as the shell does: ``${VAR:-default}`` when
+    VAR is unset or empty, ``${VAR-default}`` only when it is unset, ``$${`` for a literal
+    ``${``. A variable that is not set and has no default, and a ``${`` that is not one of these
+    (``${1X}``, a nested ``${A:-${B}}``), raise ``ConfigError(key)``; values never appear in
+    messages.
 
     >>> expand_env("${NOT_SET_ANYWHERE:-fallback}")
     'fallback'
+    >>> expand_env("$${NOT_SET_ANYWHERE}")
+    '${NOT_SET_ANYWHERE}'
     >>> expand_env({"sinks": [{"url": "${NOT_SET_ANYWHERE}"}]})
     Traceback (most recent call last):
     ...
@@ -32,14 +38,22 @@ def expand_env(value: Any, key: str = "", env: Mapping[str, str] | None = None) 
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
-            var, default = m.group(1), m.group(2)
-            if var in env:
-                return env[var]
-            if default is not None:
+            var, op, default = m.group(1), m.group(2), m.group(3)
+            got = env.get(var)
+            if got is not None and not (op == ":-" and got == ""):
+                return got
+            if op is not None:
                 return default
             raise ConfigError(key or "config", f"environment variable {var} is not set")
 
-        return ENV_REF.sub(sub, value)
+        nested = any("${" in _ESCAPED.sub("", m.group(3) or "") for m in ENV_REF.finditer(value))
+        if nested or "${" in _ESCAPED.sub("", ENV_REF.sub("", value)):
+            raise ConfigError(
+                key or "config",
+                "a ${ that is not ${VAR}, ${VAR:-default} or ${VAR-default} (nested references are not "
+                "expanded; write $${ for a literal ${)",
+            )
+        return _ESCAPED.sub("${", ENV_REF.sub(sub, value))
     if isinstance(value, Mapping):
         return {k: expand_env(v, f"{key}.{k}" if key else str(k), env) for k, v in value.items()}
     if isinstance(value, list):

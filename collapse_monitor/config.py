@@ -27,6 +27,7 @@ A world-readable file that holds secrets draws a warning.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -142,19 +143,86 @@ def _too_many_values(data: Any, limit: int = _MAX_VALUES) -> bool:
     return False
 
 
-def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate the top level of a YAML config (no env expansion yet)."""
+#: a config larger than this is refused before parsing (a 3.5 MB list took 8 s and 244 MB)
+MAX_CONFIG_BYTES = 5 * 1024 * 1024
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """One YAML file, parsed safely: UTF-8 (a BOM, UTF-16 and UTF-32 with their BOMs too), at
+    most ``MAX_CONFIG_BYTES``, and a key given twice in one mapping is an error naming it and
+    its line (the last one silently won: a pasted override changed a threshold). Every failure
+    is a ``ConfigError("config", ...)``; used by every command that reads a config."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise ConfigError("config", f"file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError("config", f"{p.name} is {size} bytes; a config is at most {MAX_CONFIG_BYTES}")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {p.name}: {type(exc).__name__}: {exc.strerror or exc}") from None
+    try:
+        loader = _strict_loader()(raw)  # a SafeLoader subclass: no object construction
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _DuplicateKey as exc:
+        raise ConfigError(exc.key, f"given twice in {p.name} (lines {exc.first} and {exc.line}); keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        if isinstance(exc, yaml.reader.ReaderError):  # not UTF-8/16/32 text
+            raise ConfigError("config", f"{p.name} is not UTF-8 text ({exc.reason})") from None
         raise ConfigError("config", f"{p.name} is not valid YAML{where}") from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: int, line: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.line = key, first, line
+
+
+@functools.lru_cache(maxsize=1)
+def _strict_loader() -> Any:
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader that refuses a key given twice in one mapping, naming its path."""
+
+        def construct_document(self, node: Any) -> Any:
+            self._check_duplicates(node, "", set())
+            return super().construct_document(node)
+
+        def _check_duplicates(self, node: Any, path: str, visited: set[int]) -> None:
+            if id(node) in visited:  # an alias: its node was checked where it was defined (and a
+                return  # "billion laughs" of aliases would otherwise be walked 10**9 times)
+            visited.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[str, int] = {}
+                for knode, vnode in node.value:
+                    name = str(knode.value) if isinstance(knode, yaml.ScalarNode) else "?"
+                    if name == "<<":  # merge keys (YAML 1.1)
+                        continue
+                    key = f"{path}.{name}" if path else name
+                    if name in seen:
+                        raise _DuplicateKey(key, seen[name], knode.start_mark.line + 1)
+                    seen[name] = knode.start_mark.line + 1
+                    self._check_duplicates(vnode, key, visited)
+            elif isinstance(node, yaml.SequenceNode):
+                for i, item in enumerate(node.value):
+                    self._check_duplicates(item, f"{path}[{i}]", visited)
+
+    return StrictLoader
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate the top level of a YAML config (no env expansion yet)."""
+    p = Path(path)
+    data = read_yaml(p)
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -366,8 +434,11 @@ def _monitor_from_dict(
             )
         reference = load_reference(cfg["reference"], base_dir)
     strict = cfg.get("strict", False)
+    if isinstance(strict, str) and strict.strip().lower() in ("true", "false"):  # ${STRICT:-false}
+        strict = strict.strip().lower() == "true"
     if not isinstance(strict, bool):
-        raise ConfigError("strict", f"expected true or false (unquoted), got {strict!r}")
+        # the value is not echoed: it may come from an environment variable
+        raise ConfigError("strict", f"expected true or false, got a {type(strict).__name__}")
     home = cfg.get("home")
     if home is not None and not os.path.isabs(str(home)):
         home = os.path.join(str(base_dir), str(home))

@@ -83,6 +83,34 @@ DEFAULT_DIVERSITY = (
 )
 
 
+def _shown(v: Any) -> str:
+    """A refused rule value in an error message, scrubbed of anything shaped like a secret (it
+    may have come from an environment variable)."""
+    from ._redact import redact_text
+
+    return redact_text(repr(v)) if isinstance(v, str) else repr(v)
+
+
+def _from_text(key: str, v: Any) -> Any:
+    """A rule value read as text (``${ALPHA:-0.01}`` from the environment, or ``1e-3``, which
+    YAML 1.1 leaves a string) as the number or boolean its field takes; anything else as given,
+    for the field's own check to judge."""
+    if not isinstance(v, str):
+        return v
+    t = v.strip()
+    if key in _BOOL_FIELDS and t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    if key in _NUMBER_FIELDS or key in _INT_FIELDS:
+        try:
+            x = float(t)
+        except ValueError:
+            return v
+        if key in _INT_FIELDS:
+            return int(x) if math.isfinite(x) and x.is_integer() else v
+        return x
+    return v
+
+
 @dataclass(frozen=True)
 class Rules:
     """Detection settings. Every field can come from Python or from the ``rules:`` block of
@@ -160,6 +188,14 @@ class Rules:
             if not cond:
                 raise ConfigError(f"rules.{key}", msg)
 
+        # numpy scalars (np.int64 from an array, np.float64 from a computation) as Python
+        # numbers: np.int64 k was refused while np.int64 nlist was kept, and to_dict() then
+        # failed to serialise
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.generic):
+                object.__setattr__(self, f.name, v.item())
+
         for key in (
             "alpha",
             "min_effect",
@@ -169,13 +205,13 @@ class Rules:
             "tail_quantile",
         ):
             v = getattr(self, key)
-            need(isinstance(v, (int, float)) and not isinstance(v, bool), key, f"expected a number, got {v!r}")
-            need(0.0 < float(v) < 1.0, key, f"expected a number in (0, 1), got {v!r}")
+            need(isinstance(v, (int, float)) and not isinstance(v, bool), key, f"expected a number, got {_shown(v)}")
+            need(0.0 < float(v) < 1.0, key, f"expected a number in (0, 1), got {_shown(v)}")
         v = self.late_head_min_effect
         need(
             isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) < 1.0,
             "late_head_min_effect",
-            f"expected a number in [0, 1), got {v!r}",
+            f"expected a number in [0, 1), got {_shown(v)}",
         )
         need(
             isinstance(self.drift_ratio, (int, float))
@@ -183,7 +219,7 @@ class Rules:
             and math.isfinite(self.drift_ratio)
             and self.drift_ratio >= 1.0,
             "drift_ratio",
-            f"expected a number >= 1, got {self.drift_ratio!r}",
+            f"expected a number >= 1, got {_shown(self.drift_ratio)}",
         )
         for key, lo in (
             ("early_diversity_metrics", 0),
@@ -195,32 +231,36 @@ class Rules:
             ("resolve_after", 1),
         ):
             v = getattr(self, key)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= lo, key, f"expected an int >= {lo}, got {v!r}")
+            need(
+                isinstance(v, int) and not isinstance(v, bool) and v >= lo,
+                key,
+                f"expected an int >= {lo}, got {_shown(v)}",
+            )
         # a bootstrap holds n_boot replicates in memory: 10**12 was a MemoryError at the first check
-        need(self.n_boot <= 100_000, "n_boot", f"expected at most 100000 replicates, got {self.n_boot!r}")
+        need(self.n_boot <= 100_000, "n_boot", f"expected at most 100000 replicates, got {_shown(self.n_boot)}")
         need(
             isinstance(self.repeat_interval_seconds, (int, float))
             and not isinstance(self.repeat_interval_seconds, bool)
             and self.repeat_interval_seconds >= 0,
             "repeat_interval_seconds",
-            f"expected seconds >= 0, got {self.repeat_interval_seconds!r}",
+            f"expected seconds >= 0, got {_shown(self.repeat_interval_seconds)}",
         )
         rg = self.repeat_every_generations
         need(
             rg is None or (isinstance(rg, int) and not isinstance(rg, bool) and rg >= 1),
             "repeat_every_generations",
-            f"expected an int >= 1 or null, got {rg!r}",
+            f"expected an int >= 1 or null, got {_shown(rg)}",
         )
         bg = self.baseline_generation
         need(
             bg is None or (isinstance(bg, int) and not isinstance(bg, bool) and bg >= 0),
             "baseline_generation",
-            f"expected an int >= 0, got {bg!r}",
+            f"expected an int >= 0, got {_shown(bg)}",
         )
         need(
             self.paired_test in ("exact", "mid_p"),
             "paired_test",
-            f"expected 'exact' or 'mid_p', got {self.paired_test!r}",
+            f"expected 'exact' or 'mid_p', got {_shown(self.paired_test)}",
         )
         from .metrics.approx import check_knn
 
@@ -230,18 +270,18 @@ class Rules:
             raise exc.under("rules") from None
         for key in ("trend", "rare_class_tests", "alert_on_drift"):
             v = getattr(self, key)
-            need(isinstance(v, bool), key, f"expected true or false (unquoted), got {v!r}")
+            need(isinstance(v, bool), key, f"expected true or false (unquoted), got {_shown(v)}")
         need(
             isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32,
             "seed",
-            f"expected an int in [0, 2**32), got {self.seed!r}",
+            f"expected an int in [0, 2**32), got {_shown(self.seed)}",
         )
         from .metrics._spec import SPECS
 
         for key in ("tail", "head", "diversity"):
             v = getattr(self, key)
             if isinstance(v, str) or not isinstance(v, Sequence) or not all(isinstance(x, str) for x in v):
-                raise ConfigError(f"rules.{key}", f"expected a list of metric keys, got {v!r}")
+                raise ConfigError(f"rules.{key}", f"expected a list of metric keys, got {_shown(v)}")
             for i, metric in enumerate(v):
                 # a typo would silently drop a metric from its family (and a tail decline from
                 # detection): only the metrics collapse-monitor computes, and class_recall.<label>
@@ -264,12 +304,16 @@ class Rules:
                 )
             object.__setattr__(self, key, tuple(v))
         need(bool(self.tail), "tail", "expected at least one tail metric: early collapse is a tail decline")
-        overlap = (
-            (set(self.tail) & set(self.head))
-            | (set(self.tail) & set(self.diversity))
-            | (set(self.head) & set(self.diversity))
-        )
-        need(not overlap, "tail", f"metric(s) {sorted(overlap)} are in more than one of tail/head/diversity")
+        defaults = {"tail": DEFAULT_TAIL, "head": DEFAULT_HEAD, "diversity": DEFAULT_DIVERSITY}
+        for a, b in (("tail", "head"), ("tail", "diversity"), ("head", "diversity")):
+            both = sorted(set(getattr(self, a)) & set(getattr(self, b)))
+            if both:
+                # name the list the user set, and say when the other one is a default list
+                mine, other = (b, a) if getattr(self, a) == defaults[a] else (a, b)
+                dflt = (
+                    " (its default list: set it too, without them)" if getattr(self, other) == defaults[other] else ""
+                )
+                need(False, mine, f"metric(s) {both} are also in {other}{dflt}; a metric counts in one family")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Rules:
@@ -285,6 +329,8 @@ class Rules:
         for key in ("tail", "head", "diversity"):
             if key in kw and isinstance(kw[key], list):
                 kw[key] = tuple(kw[key])
+        for key, v in kw.items():
+            kw[key] = _from_text(key, v)
         try:
             return cls(**kw)
         except TypeError as exc:  # pragma: no cover - guarded by the key check
@@ -654,3 +700,14 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
             return Stage.EARLY_COLLAPSE, False, (f"diversity narrowed ({', '.join(fell)}) while tail and head held",)
         return Stage.HEALTHY, False, ("diversity narrowed while the tail and head held",)
     return Stage.HEALTHY, True, ("head metrics fell while the tail held: drift, not collapse",)
+
+
+# the rule fields a config may spell as text (``_from_text``), by the type of their default
+_BOOL_FIELDS = frozenset(f.name for f in fields(Rules) if isinstance(f.default, bool))
+_NUMBER_FIELDS = frozenset(f.name for f in fields(Rules) if isinstance(f.default, float))
+_INT_FIELDS = frozenset(f.name for f in fields(Rules) if type(f.default) is int) | {
+    "repeat_every_generations",
+    "baseline_generation",
+    "nlist",
+    "nprobe",
+}

@@ -59,6 +59,33 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _NO_LATE_BASELINE = frozenset({"rare_flips", "synthetic_fraction"})
 
 
+def _check_rules_fit(rules: Rules, reference: Reference) -> tuple[str, ...]:
+    """Rules this reference cannot honour, found when the monitor is built. A
+    ``class_recall.<label>`` of a class the reference does not have would leave its family
+    empty: a ConfigError. ``k`` at least the reference's rows minus one makes every k-NN ball
+    hold the whole reference, so precision, recall, coverage and tail coverage stay 1 whatever
+    the generation does: a warning now and a note on every report (tiny references still
+    check; their other metrics work)."""
+    notes: list[str] = []
+    emb = reference.embeddings
+    if emb is not None and rules.k >= emb.shape[0] - 1:
+        note = (
+            f"rules.k={rules.k} needs a reference of more than {rules.k + 1} rows, it has {emb.shape[0]}: the k-NN "
+            "metrics (precision, recall, coverage, tail/head coverage) cannot fall; lower k or add rows"
+        )
+        log.warning("%s", note)
+        notes.append(note)
+    classes = {str(c) for c in (reference.class_priors or {})}
+    for family in ("tail", "head", "diversity"):
+        for i, key in enumerate(getattr(rules, family)):
+            if key.startswith("class_recall.") and key[len("class_recall.") :] not in classes:
+                known = ", ".join(sorted(classes)[:20]) if classes else "none: the reference has no labels"
+                raise ConfigError(
+                    f"rules.{family}[{i}]", f"{key!r}: not a class of the reference (its classes: {known})"
+                )
+    return tuple(notes)
+
+
 class CollapseMonitor:
     """Watches one recursive-training chain against a frozen human-origin reference.
 
@@ -96,6 +123,8 @@ class CollapseMonitor:
         self.name = name
         self.reference = reference
         self.rules = rules if isinstance(rules, Rules) else Rules.from_dict(rules)
+        #: notes every report carries about rules that this reference cannot honour
+        self._fit_notes = _check_rules_fit(self.rules, reference)
         if home is not None and not isinstance(home, (str, os.PathLike)):
             raise ConfigError("home", f"expected a path (str or os.PathLike), got {type(home).__name__}")
         self.home = Path(home) if home is not None else default_home()
@@ -257,7 +286,7 @@ class CollapseMonitor:
 
         rules = self.rules
         last = self.history.last_generation(self.name)
-        notes: list[str] = list(caller_notes)
+        notes: list[str] = [*caller_notes, *self._fit_notes]
         if last is None and not self.history.reports(self.name):
             notes.extend(self._reseed_from_sinks())
             last = self.history.last_generation(self.name)
@@ -281,6 +310,12 @@ class CollapseMonitor:
             device=self.device,
         )
         pinned = rules.baseline_generation
+        if pinned is not None and baseline is not None and baseline.generation != pinned and not rebaseline:
+            # set after the fact, the pin did nothing, and nothing said so
+            notes.append(
+                f"rules.baseline_generation={pinned} is not used: generation {baseline.generation} already is the "
+                "baseline (a pin applies to a new monitor; checking that generation again replaces the baseline)"
+            )
         baseline_changed = False
         is_baseline = baseline is None and (pinned is None or pinned == generation or rebaseline)
         if is_baseline:

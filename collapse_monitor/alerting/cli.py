@@ -28,17 +28,9 @@ def _find_config(config_path: str | None) -> Path | None:
 
 
 def _load_alerts(path: Path) -> list[Any]:
-    import yaml
+    from ..config import read_yaml
 
-    if not path.is_file():
-        raise ConfigError("config", f"file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            "config", f"{path.name} is not valid YAML" + (f" at line {mark.line + 1}" if mark else "")
-        ) from None
+    data = read_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -108,9 +108,12 @@ def test_a_store_from_before_resolve_after_is_migrated(tmp_path) -> None:
     assert store.alert_states("m")["early_collapse"].clear_checks == 2
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", "1.5", True])
 def test_resolve_after_must_be_a_positive_int(bad) -> None:
     with pytest.raises(cm.ConfigError, match=r"rules\.resolve_after"):
         cm.Rules(resolve_after=bad)
+    if bad == "2":  # a config's text (${RESOLVE_AFTER:-2}) is read as the number it spells
+        assert cm.Rules.from_dict({"resolve_after": bad}).resolve_after == 2
+        return
     with pytest.raises(cm.ConfigError, match=r"rules\.resolve_after"):
         cm.Rules.from_dict({"resolve_after": bad})

@@ -85,7 +85,7 @@ def _yaml(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("text", "key", "words"),
     [
-        ("name: m\nstrict: 'false'\n", "strict", "true or false"),
+        ("name: m\nstrict: 'no'\n", "strict", "true or false"),  # 'false' and 'true' are read as booleans (${STRICT})
         ("name: 42\n", "name", "expected a string"),
         ("name: m\nmutes: {m: tomorrow}\n", "mutes.m", "ISO 8601"),
         ("name: m\nsinks: [{type: mlflow, trackin_uri: x}]\n", "sinks[0].trackin_uri", "tracking_uri"),
