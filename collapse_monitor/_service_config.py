@@ -471,6 +471,13 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
             if cfg.get(k) is not None:
                 raise ConfigError(k, "is not inherited by the monitors: [...] entries; set it in each entry")
         shared = {k: cfg[k] for k in _INHERITED if k in cfg}
+        if isinstance(shared.get("rules"), Mapping) and any(
+            not (isinstance(it, Mapping) and "rules" in it) for it in items
+        ):
+            # an error in the shared block names it, not monitors[0] (whose entry has no rules:)
+            from .detection import Rules
+
+            Rules.from_dict(expand_env(shared["rules"], "rules"))
         for i, item in enumerate(items):
             key = f"monitors[{i}]"
             item = _mapping(item, key)

@@ -156,3 +156,15 @@ def test_a_baseline_pin_set_after_the_baseline_says_it_is_not_used(tmp_path: Pat
     report = mon.check(cm.Observation(predictions=[0, 1] * 30))
     assert report.baseline_generation == 0
     assert any("rules.baseline_generation=3 is not used" in n for n in report.notes), report.notes
+
+
+def test_an_error_in_the_shared_rules_of_serve_names_the_shared_block(tmp_path: Path) -> None:
+    """It was blamed on monitors[0].rules.alpha, though that entry has no rules: key."""
+    from collapse_monitor._service_config import load_serve_config
+
+    np.save(tmp_path / "labels.npy", np.array([0, 1] * 20))
+    p = tmp_path / "serve.yaml"
+    p.write_text("rules: {alpha: 2}\nreference: {labels: labels.npy}\nmonitors:\n  - name: a\n")
+    with pytest.raises(ConfigError) as info:
+        load_serve_config(p)
+    assert info.value.key == "rules.alpha", str(info.value)
