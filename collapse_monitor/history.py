@@ -240,10 +240,11 @@ class HistoryStore:
             (report.monitor, report.generation, report.stage.value, report.created_at, blob, int(handed_off)),
         )
 
-    def save_report(self, report: Report) -> None:
-        """Store ``report`` (replacing its generation's row), flagged as handed off."""
+    def save_report(self, report: Report, *, handed_off: bool = True) -> None:
+        """Store ``report`` (replacing its generation's row), flagged as handed off unless
+        ``handed_off=False`` (its alerts did not reach the outbox: the next check retries)."""
         with self._tx() as con:
-            self._put_report(con, report, True)
+            self._put_report(con, report, handed_off)
 
     def commit_check(
         self,

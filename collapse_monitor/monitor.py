@@ -238,7 +238,7 @@ class CollapseMonitor:
         observation.validate_against(self.reference)
         t0 = time.perf_counter()
         with self.history.lock(self.name):
-            self._recover()
+            pending = self._recover()
             report, extra = self._measure(observation, t0, notes)
             self.last_panel = extra.pop("panel")
             self.history.commit_check(
@@ -246,38 +246,56 @@ class CollapseMonitor:
                 alert_states=extra.pop("alert_states"),
                 baseline=extra["baseline"] if extra["baseline_changed"] else None,
             )
-            report, keys, failure = self._hand_off(report, observation, self.history.reports(self.name), extra)
-        report = self._deliver_alerts(report, keys)
+            report, keys, failure, queued = self._hand_off(report, observation, self.history.reports(self.name), extra)
+        if pending:  # an earlier generation's alerts still not in the outbox: say so on every check
+            report = dataclasses.replace(report, errors=(*pending, *report.errors))
+        report = self._deliver_alerts(report, keys, queued=queued)
         if failure is not None:
             raise failure
         self.last_report = report
         return report
 
-    def _recover(self) -> None:
+    def _recover(self) -> list[str]:
         """Finish the hand-off of reports whose check was killed after its history commit
         (called under the lock, so their process is gone): spool them for every sink (sinks
         drop replays they already hold) and persist their alerts (same event ids). Persisting is
         enough: the calling check delivers every due outbox row after its own events
-        (``_deliver_alerts``), ``flush()`` redelivers them."""
+        (``_deliver_alerts``), ``flush()`` redelivers them.
+
+        A report whose check finished but whose alerts could not be written to the outbox
+        (``alerting:`` among its errors) only has its alerts persisted again: that page used to
+        be lost for good, with the alert state saying it was sent. Until the outbox takes it,
+        it stays pending and every check says so (the returned errors)."""
+        pending: list[str] = []
         for r in self.history.not_handed_off(self.name):
-            for sink in self.sinks:
-                try:
-                    self.spool.put(getattr(sink, "spool_key", None) or sink.name, r)
-                except OSError as exc:
-                    log.warning("recovering generation %d: %s", r.generation, redact_text(str(exc)))
+            alerts_only = any(e.startswith("alerting:") for e in r.errors)
+            if not alerts_only:
+                for sink in self.sinks:
+                    try:
+                        self.spool.put(getattr(sink, "spool_key", None) or sink.name, r)
+                    except OSError as exc:
+                        log.warning("recovering generation %d: %s", r.generation, redact_text(str(exc)))
             if r.alerts and self.channels:
                 try:
                     disp = self.dispatcher
                     assert disp is not None
                     disp.persist(list(r.alerts), r)
                 except Exception as exc:
-                    log.warning("recovering generation %d: alerts: %s", r.generation, redact_text(str(exc)))
+                    msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
+                    log.warning("recovering generation %d: %s", r.generation, msg)
+                    pending.append(f"generation {r.generation}'s alerts are not queued yet ({msg}); retried next check")
+                    if not alerts_only:  # sinks have it now; only the alerts are left to persist
+                        self.history.save_report(dataclasses.replace(r, errors=(*r.errors, msg)), handed_off=False)
+                    continue
             self.history.save_report(r)  # handed off
             log.warning(
-                "%s: generation %d was committed by a check that did not finish: queued for its sinks and channels",
+                "%s: generation %d %s: queued for its %s",
                 self.name,
                 r.generation,
+                "had alerts the outbox did not take" if alerts_only else "was committed by a check that did not finish",
+                "channels" if alerts_only else "sinks and channels",
             )
+        return pending
 
     def _measure(
         self, obs: Observation, t0: float, caller_notes: tuple[str, ...] = ()
@@ -443,7 +461,7 @@ class CollapseMonitor:
     # ------------------------------------------------------------------------------------------
     def _hand_off(
         self, report: Report, obs: Observation | None, history: Sequence[Report], extra: Mapping[str, Any]
-    ) -> tuple[Report, list[tuple[str, str]], CollapseMonitorError | None]:
+    ) -> tuple[Report, list[tuple[str, str]], CollapseMonitorError | None, bool]:
         """Under the lock, right after the history commit: every sink gets the report (or the
         spool does), then its alerts - with this check's links - are committed to the outbox,
         then the history row is flagged handed off. Returns the report, the alerts' outbox keys
@@ -476,24 +494,29 @@ class CollapseMonitor:
         alerts = tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts)
         report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors))
         keys: list[tuple[str, str]] = []
+        keys_ok = True
         if self.channels and report.alerts:
             try:  # the outbox opens here at the first alert: an unopenable one is an error, not a crash
                 disp = self.dispatcher
                 assert disp is not None
                 keys = disp.persist(list(report.alerts), report)
             except Exception as exc:
+                keys_ok = False
                 msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
                 log.warning("%s", msg)
                 report = dataclasses.replace(report, errors=(*report.errors, msg))
                 if self.strict and strict_error is None:
                     strict_error = msg
-        self.history.save_report(report)  # run id, sink facts and errors; flags it handed off
+        # run id, sink facts and errors; handed off unless its alerts missed the outbox (the next
+        # check persists them again, see _recover)
+        queued = not (self.channels and report.alerts and not keys_ok)
+        self.history.save_report(report, handed_off=queued)
         failure: CollapseMonitorError | None = None
         if strict_error is not None:
             failure = (AlertDeliveryError if strict_error.startswith("alerting:") else SinkError)(strict_error)
-        return report, keys, failure
+        return report, keys, failure, queued
 
-    def _deliver_alerts(self, report: Report, keys: Sequence[tuple[str, str]]) -> Report:
+    def _deliver_alerts(self, report: Report, keys: Sequence[tuple[str, str]], *, queued: bool = True) -> Report:
         """Deliver this check's alert events, then whatever earlier checks or processes left in
         the outbox that is due (also when this check raised no event), all within the one alert
         budget. Each channel whose delivery failed in this check gets one redacted line in
@@ -518,7 +541,7 @@ class CollapseMonitor:
         if tuple(errors) != report.errors:
             report = dataclasses.replace(report, errors=tuple(errors))
             with contextlib.suppress(Exception):
-                self.history.save_report(report)
+                self.history.save_report(report, handed_off=queued)
         if strict_error is not None and self.strict:
             raise AlertDeliveryError(strict_error)
         return report
@@ -542,7 +565,8 @@ class CollapseMonitor:
         and wait for the sinks' background work (the MLflow history charts) to finish."""
         out: dict[str, int] = {}
         with self.history.lock(self.name):  # one replayer per home: replays never race a check
-            self._recover()
+            for line in self._recover():
+                log.warning("%s", line)
             for sink in self.sinks:
                 out[sink.name] = self._replay(sink)[0]
         for sink in self.sinks:

@@ -1,0 +1,43 @@
+"""A page must not be lost when the outbox cannot take it. The alert state was committed as
+notified while the outbox write failed, and the report was marked handed off: no later check
+retried it, and on-call heard nothing until the repeat interval (6 h)."""
+
+from __future__ import annotations
+
+import collapse_monitor as cm
+
+HEALTHY = [0] * 970 + [1] * 30
+COLLAPSED = [0] * 1000
+
+
+def test_alerts_the_outbox_could_not_take_are_queued_by_the_next_check(http_receiver, tmp_path) -> None:
+    hook = cm.Webhook(http_receiver.url_for("/hook"), name="oncall")
+    ref = cm.Reference(labels=HEALTHY)
+
+    def monitor() -> cm.CollapseMonitor:  # one process per check, as batch retrain jobs run
+        return cm.CollapseMonitor("pager", reference=ref, sinks=[], home=tmp_path, alerts=[hook])
+
+    monitor().check(cm.Observation(predictions=HEALTHY))
+    outbox = tmp_path / "outbox.db"
+    outbox.write_bytes(b"this is not a database" * 100)  # the outbox cannot be opened
+    first = monitor().check(cm.Observation(predictions=COLLAPSED))
+    assert [(a.rule, a.status) for a in first.alerts] == [("early_collapse", "firing")]
+    assert any(e.startswith("alerting:") for e in first.errors), first.errors
+    assert http_receiver.requests == []
+
+    # still broken at the next check: it says the earlier page is not queued
+    second = monitor().check(cm.Observation(predictions=COLLAPSED))
+    assert any("generation 1's alerts are not queued yet" in e for e in second.errors), second.errors
+    assert http_receiver.requests == []
+
+    outbox.unlink()  # repaired: the next check queues generation 1's page and delivers it
+    third = monitor().check(cm.Observation(predictions=COLLAPSED))
+    assert not any("not queued" in e for e in third.errors), third.errors
+    (page,) = http_receiver.requests
+    body = page.json()
+    alert = body["data"]["alert"]
+    assert body["type"] == "collapse_monitor.alert.firing"
+    assert (alert["rule"], alert["generation"]) == ("early_collapse", 1)
+    # and only once: later checks have nothing left to recover
+    monitor().check(cm.Observation(predictions=COLLAPSED))
+    assert len(http_receiver.requests) == 1
