@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -130,6 +131,15 @@ def _locked_retry(fn: Callable[[], Any], *, deadline: float) -> Any:
         delay = min(delay * 2, 1.0)
 
 
+log = logging.getLogger("collapse_monitor")
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """sqlite's words for a file that is not (or no longer) a database."""
+    text = str(exc).lower()
+    return "file is not a database" in text or "malformed" in text
+
+
 class HistoryStore:
     """sqlite-backed history of one monitor home."""
 
@@ -138,6 +148,8 @@ class HistoryStore:
         self.lock_timeout = lock_timeout
         self._db: Path = self.home / "history.db"
         self._ready = False
+        #: where a corrupt history.db was moved by this process (the monitor notes it once)
+        self.quarantined: Path | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
     def _fail(self, what: str, exc: BaseException) -> CollapseMonitorError:
@@ -145,6 +157,31 @@ class HistoryStore:
         return CollapseMonitorError(f"history store {self._db}: {what} failed: {why}")
 
     def _connect(self) -> sqlite3.Connection:
+        try:
+            return self._open()
+        except CollapseMonitorError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, sqlite3.DatabaseError) and _corrupt(cause)):
+                raise
+            self._quarantine(cause)
+            return self._open()
+
+    def _quarantine(self, why: BaseException) -> None:
+        """Move a history.db that is not a database, or whose disk image is malformed, aside
+        (``history.db.corrupt-<unix time>``, with its -wal/-shm) and start a fresh one: every
+        later check used to fail on it forever. The next check re-seeds from the sinks that hold
+        the history (MLflow) or starts a new baseline, and says so in its notes."""
+        stamp = f"corrupt-{int(time.time())}"
+        target = self._db.with_name(f"{self._db.name}.{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = self._db.with_name(self._db.name + suffix)
+            with contextlib.suppress(FileNotFoundError):  # another process may have moved it
+                os.replace(src, target.with_name(target.name + suffix))
+        self._ready = False
+        self.quarantined = target
+        log.error("history store %s is corrupt (%s): moved to %s, starting a new one", self._db, why, target.name)
+
+    def _open(self) -> sqlite3.Connection:
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self._db, timeout=60.0, isolation_level=None)
@@ -274,13 +311,31 @@ class HistoryStore:
         """Committed reports whose hand-off never finished (their process died), oldest first.
         Only meaningful while holding :meth:`lock`: the hand-off happens under it."""
         rows = self._read(
-            "SELECT report_json FROM checks WHERE monitor=? AND handed_off=0 ORDER BY generation", (monitor,)
+            "SELECT generation, report_json FROM checks WHERE monitor=? AND handed_off=0 ORDER BY generation",
+            (monitor,),
         )
-        return [Report.from_dict(json.loads(r[0])) for r in rows]
+        return self._decode(monitor, rows)
 
     def reports(self, monitor: str) -> list[Report]:
-        rows = self._read("SELECT report_json FROM checks WHERE monitor=? ORDER BY generation", (monitor,))
-        return [Report.from_dict(json.loads(r[0])) for r in rows]
+        """Every stored report, oldest first; a row that cannot be decoded is skipped with an
+        error in the log (it used to fail every later check with a raw JSONDecodeError)."""
+        rows = self._read("SELECT generation, report_json FROM checks WHERE monitor=? ORDER BY generation", (monitor,))
+        return self._decode(monitor, rows)
+
+    def _decode(self, monitor: str, rows: Sequence[Any]) -> list[Report]:
+        out = []
+        for generation, blob in rows:
+            try:
+                out.append(Report.from_dict(json.loads(blob)))
+            except Exception as exc:
+                log.error(
+                    "history store %s: generation %s of %s cannot be read (%s): skipped",
+                    self._db,
+                    generation,
+                    monitor,
+                    type(exc).__name__,
+                )
+        return out
 
     # -- baseline ------------------------------------------------------------------------------
     def baseline(self, monitor: str) -> Baseline | None:
@@ -291,9 +346,15 @@ class HistoryStore:
         if not rows:
             return None
         row = rows[0]
-        metrics = {k: MetricValue.from_dict(v) for k, v in json.loads(row[2]).items()}
-        preds = None if row[3] is None else json.loads(row[3])
-        return Baseline(int(row[0]), row[1], metrics, _unpack(row[4]), preds)
+        try:
+            metrics = {k: MetricValue.from_dict(v) for k, v in json.loads(row[2]).items()}
+            preds = None if row[3] is None else json.loads(row[3])
+            return Baseline(int(row[0]), row[1], metrics, _unpack(row[4]), preds)
+        except Exception as exc:  # never a bare JSONDecodeError / BadZipFile
+            raise CollapseMonitorError(
+                f"history store {self._db}: the baseline of {monitor} cannot be read ({type(exc).__name__}); "
+                "move history.db aside to start a new baseline"
+            ) from None
 
     @staticmethod
     def _put_baseline(con: sqlite3.Connection, monitor: str, b: Baseline) -> None:

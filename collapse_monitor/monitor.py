@@ -305,6 +305,11 @@ class CollapseMonitor:
         rules = self.rules
         last = self.history.last_generation(self.name)
         notes: list[str] = [*caller_notes, *self._fit_notes]
+        if self.history.quarantined is not None:
+            notes.append(
+                f"history.db was corrupt: moved aside to {self.history.quarantined.name}; the history starts again"
+            )
+            self.history.quarantined = None
         if last is None and not self.history.reports(self.name):
             notes.extend(self._reseed_from_sinks())
             last = self.history.last_generation(self.name)

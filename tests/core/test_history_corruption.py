@@ -1,0 +1,54 @@
+"""A corrupt history must not stop monitoring for good: garbage bytes or a truncated file used
+to fail every later check ("file is not a database" / "malformed"), and a bad row raised a
+bare JSONDecodeError from every check."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import collapse_monitor as cm
+
+HEALTHY = [0] * 970 + [1] * 30
+COLLAPSED = [0] * 1000
+
+
+def _monitor(home: Path) -> cm.CollapseMonitor:
+    return cm.CollapseMonitor("h", reference=cm.Reference(labels=HEALTHY), sinks=[], home=home)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_history_is_moved_aside_and_checks_go_on(tmp_path: Path, damage: str) -> None:
+    mon = _monitor(tmp_path)
+    for _ in range(3):
+        mon.check(cm.Observation(predictions=HEALTHY))
+    db = tmp_path / "history.db"
+    with sqlite3.connect(db) as con:  # fold the WAL in, so the file alone is the database
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if damage == "garbage":
+        db.write_bytes(b"\x00garbage" * 500)
+    else:
+        db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+
+    fresh = _monitor(tmp_path)  # a new process
+    report = fresh.check(cm.Observation(predictions=HEALTHY))
+    assert any("history.db was corrupt: moved aside to history.db.corrupt-" in n for n in report.notes), report.notes
+    assert report.generation == 0 and report.baseline_generation == 0  # a new baseline
+    assert list(tmp_path.glob("history.db.corrupt-*"))
+    after = fresh.check(cm.Observation(predictions=COLLAPSED))
+    assert after.generation == 1 and after.stage is not cm.Stage.HEALTHY
+    assert not any("corrupt" in n for n in after.notes)  # said once
+
+
+def test_an_unreadable_row_is_skipped_not_raised(tmp_path: Path) -> None:
+    mon = _monitor(tmp_path)
+    for _ in range(3):
+        mon.check(cm.Observation(predictions=HEALTHY))
+    with sqlite3.connect(tmp_path / "history.db") as con:
+        con.execute("UPDATE checks SET report_json='{not json' WHERE generation=1")
+        con.execute("UPDATE baselines SET metrics_json='{not json'")
+    assert [r.generation for r in mon.history.reports("h")] == [0, 2]
+    with pytest.raises(cm.CollapseMonitorError, match="the baseline of h cannot be read"):
+        mon.history.baseline("h")
