@@ -234,17 +234,20 @@ class HistoryStore:
             con.close()
 
     @contextlib.contextmanager
-    def lock(self, monitor: str) -> Iterator[None]:
-        """Exclusive per-monitor lock across processes (fcntl.flock; released if the holder dies)."""
+    def lock(self, monitor: str, *, spool: bool = False) -> Iterator[None]:
+        """Exclusive per-monitor lock across processes (fcntl.flock; released if the holder dies).
+        ``spool=True``: the lock of the spool key ``monitor`` instead, shared by every monitor of
+        the home (monitors sharing a home share the spool: two replaying at once sent every
+        report twice)."""
         import fcntl
 
-        lock_dir = self.home / "locks"
+        lock_dir = self.home / "locks" / ("spool" if spool else "")
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in monitor)
         try:
             lock_dir.mkdir(parents=True, exist_ok=True)
             fh = open(lock_dir / f"{safe}.lock", "a+")  # noqa: SIM115 - held across the yield
         except OSError as exc:
-            raise self._fail(f"locking monitor {monitor!r}", exc) from exc
+            raise self._fail(f"locking {'spool' if spool else 'monitor'} {monitor!r}", exc) from exc
         try:
             deadline = time.monotonic() + self.lock_timeout
             while True:
@@ -254,7 +257,8 @@ class HistoryStore:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise CollapseMonitorError(
-                            f"monitor {monitor!r} is locked by another check for over {self.lock_timeout:.0f} s"
+                            f"{'spool' if spool else 'monitor'} {monitor!r} is locked by another check for over "
+                            f"{self.lock_timeout:.0f} s"
                         ) from None
                     time.sleep(0.05)
             yield

@@ -596,7 +596,8 @@ class CollapseMonitor:
         for key in (*getattr(sink, "legacy_spool_keys", ()), own):
             if key != own and not self.spool.pending(key):
                 continue
-            n, errs = self.spool.replay(sink, sink_key=key)
+            with self.history.lock(key, spool=True):  # one replayer per spool key in the home
+                n, errs = self.spool.replay(sink, sink_key=key)
             done += n
             errors.extend(errs)
             if key != own and self.spool.pending(key):  # the sink is down: keep the order

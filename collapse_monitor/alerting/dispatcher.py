@@ -29,6 +29,7 @@ Delivery
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import logging
@@ -233,6 +234,7 @@ class AlertDispatcher:
         )
         self.outbox.sync_channels({n: str(getattr(c, "fingerprint", "")) for n, c in self._channels.items()})
         self.outbox.prune()  # finished rows older than 30 days
+        self._pruned_at = clock()
         self._after_persist: Callable[[], None] | None = None  # test hook: runs between commit and delivery
 
     # -- public ------------------------------------------------------------------------------
@@ -415,7 +417,13 @@ class AlertDispatcher:
         return tuple(lines), tuple(final)
 
     def redeliver(self, budget_seconds: float | None = None) -> list[DeliveryResult]:
-        """Deliver what earlier calls or processes left pending (due rows only)."""
+        """Deliver what earlier calls or processes left pending (due rows only). A long-lived
+        dispatcher (``serve``'s) prunes finished rows older than 30 days once a day here: it
+        used to prune only when built, so the outbox of a running ``serve`` grew for good."""
+        if self.clock() - self._pruned_at >= 86400.0:
+            self._pruned_at = self.clock()
+            with contextlib.suppress(Exception):  # housekeeping never stops a delivery
+                self.outbox.prune()
         return self.outbox.deliver(
             self._channels, budget_seconds=self.budget_seconds if budget_seconds is None else budget_seconds
         )

@@ -8,6 +8,7 @@ classmethod ``from_arrays(arrays) -> state``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -112,6 +113,7 @@ class ReferenceCache:
         path = self._path(key)
         if path is None:
             return
+        tmp: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             arrays = state.to_arrays()
@@ -121,6 +123,9 @@ class ReferenceCache:
             os.replace(tmp, path)
         except Exception as exc:  # a full or read-only disk must not break a check
             log.warning("could not write reference cache %s (%s: %s)", path, type(exc).__name__, exc)
+            if tmp is not None:  # a partial file left by every failed write filled the disk further
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     def clear_memory(self) -> None:
         with self._lock:

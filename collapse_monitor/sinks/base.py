@@ -195,7 +195,8 @@ class Spool:
           spool) that is rejected for good is written as a dead letter when the directory
           allows it, else only logged, and dropped.
 
-        A spool file that cannot be read is moved aside as ``.bad`` (never retried either).
+        A spool file that cannot be read is moved aside as ``.bad`` (never retried either), and
+        that is among the returned errors (the check's ``report.errors``), not only in the log.
         """
         key = sink_key or getattr(sink, "spool_key", None) or sink.name
         done = 0
@@ -204,8 +205,13 @@ class Spool:
             try:
                 data = json.loads(path.read_text())
                 report = Report.from_dict(data)
-            except Exception as exc:  # unreadable file: move aside, never loop on it
-                log.warning("moving unreadable spool file %s aside (%s)", path.name, type(exc).__name__)
+            except Exception as exc:  # unreadable file: move aside, never loop on it, and say so
+                msg = (
+                    f"{sink.name}: spooled report {path.name} is unreadable ({type(exc).__name__}): moved aside as "
+                    f"{path.with_suffix('.bad').name}, not delivered; the check is still in the monitor's history"
+                )
+                log.warning("%s", msg)
+                errors.append(msg)
                 with contextlib.suppress(OSError):
                     path.rename(path.with_suffix(".bad"))
                 continue

@@ -41,3 +41,28 @@ def test_alerts_the_outbox_could_not_take_are_queued_by_the_next_check(http_rece
     # and only once: later checks have nothing left to recover
     monitor().check(cm.Observation(predictions=COLLAPSED))
     assert len(http_receiver.requests) == 1
+
+
+def test_a_long_lived_dispatcher_prunes_its_outbox_daily(http_receiver, tmp_path) -> None:
+    """``serve`` builds its dispatcher once; pruning ran only then, so its outbox grew for good."""
+    from collapse_monitor.alerting import AlertDispatcher, Outbox
+
+    now = [1_700_000_000.0]
+    d = AlertDispatcher(
+        [cm.Webhook(http_receiver.url_for("/hook"), name="oncall")],
+        outbox_path=tmp_path / "outbox.db",
+        clock=lambda: now[0],
+    )
+    alert = cm.Alert(
+        monitor="m", rule="early_collapse", status="firing", severity="warning",
+        stage=cm.Stage.EARLY_COLLAPSE, generation=1, summary="early collapse at generation 1",
+    )  # fmt: skip
+    d.dispatch([alert])
+    assert len(http_receiver.requests) == 1
+    with Outbox(tmp_path / "outbox.db") as ob:
+        assert len(ob.rows()) == 1  # delivered, kept for 30 days
+    now[0] += 31 * 86400.0
+    d.redeliver()
+    with Outbox(tmp_path / "outbox.db") as ob:
+        assert ob.rows() == []
+    d.close()

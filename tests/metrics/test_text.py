@@ -494,3 +494,17 @@ def test_ascii_fast_path_gives_the_full_tokeniser_tokens() -> None:
     for _ in range(500):
         t = "".join(rnd.choice(string.printable) for _ in range(80))
         assert tokenize(t) == _pattern().findall(normalize(t)), t
+
+
+def test_a_failed_cache_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """On a full disk every check left another partial ``*.npz.tmp`` behind."""
+    cache = ReferenceCache(tmp_path)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    for i in range(3):
+        ref = Reference(texts=[f"text number {i} with words", "another text here"])
+        get_text_state(ref, cache=cache)  # built in memory, the write fails quietly
+    assert list(tmp_path.rglob("*.tmp")) == []
