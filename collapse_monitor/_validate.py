@@ -12,12 +12,15 @@ from .errors import InputError
 _TOKEN_CHARS_LIMIT = 10_000_000
 
 
-def tensor_to_numpy(x: Any) -> Any:
+def tensor_to_numpy(x: Any, field: str | None = None) -> Any:
     """A torch tensor (detected without importing torch) as a numpy array on the CPU; dtypes
     numpy has no type for (bfloat16, the float8 types) go through float32 first, exactly. Other
     objects are returned as they are."""
     if not (hasattr(x, "detach") and hasattr(x, "cpu")):
         return x
+    if getattr(getattr(x, "device", None), "type", None) == "meta":
+        # the caller names the field (as_embeddings / as_labels): a bare NotImplementedError before
+        raise InputError(field or "tensor", "is on the meta device (a shape without data): materialise it first")
     t = x.detach().cpu()
     try:
         return t.numpy()
@@ -29,7 +32,7 @@ def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray
     """A finite, 2-D float32 C-contiguous read-only array with at least one row."""
     if x is None:
         raise InputError(field, "expected a 2-D array of shape (n, d), got None")
-    x = tensor_to_numpy(x)
+    x = tensor_to_numpy(x, field)
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists etc.
@@ -93,7 +96,7 @@ def as_labels(x: Any, field: str, *, length: int | None = None) -> np.ndarray:
     """A 1-D object array of str/int labels (numbers that are whole become int)."""
     if x is None:
         raise InputError(field, "expected a 1-D sequence of labels, got None")
-    x = tensor_to_numpy(x)
+    x = tensor_to_numpy(x, field)
     if isinstance(x, (str, bytes)):
         raise InputError(field, "expected a sequence of labels, got a single string")
     try:
@@ -129,6 +132,9 @@ def as_texts(x: Any, field: str) -> tuple[str, ...]:
         raise InputError(field, "expected a list of strings, got a single string (wrap it in a list)")
     if isinstance(x, (Mapping, bytes, bytearray)):  # iterating a dict gives its keys, silently
         raise InputError(field, f"expected a list of strings, got {type(x).__name__}")
+    if isinstance(x, (set, frozenset)):  # its order changes with every process's hash seed, and
+        # with it the reference fingerprint: every new process lost the paired tests
+        raise InputError(field, f"expected an ordered list of strings, got a {type(x).__name__} (sort it)")
     if not isinstance(x, Sequence) and not hasattr(x, "__iter__"):
         raise InputError(field, f"expected a list of strings, got {type(x).__name__}")
     out = []

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import inspect
 import logging
 import math
 import os
@@ -322,6 +323,29 @@ class CollapseMonitor:
             # judged against it
             notes.append(f"generation {generation} checked again: it replaces the stored baseline")
             baseline = None
+        # an older generation checked after a newer one (a backfill, an old checkpoint re-run):
+        # its findings are reported, but the alerts follow the newest generation (a healthy
+        # backfill used to resolve the open incident of a collapsed newest generation)
+        # Newer generations of an earlier chain (checked before the baseline was checked again,
+        # a chain re-run from scratch) do not count.
+        newest = None
+        if last is not None and generation < last and not rebaseline:
+            stored = self.history.reports(self.name)
+            since = max(
+                (r.created_at for r in stored if baseline and r.generation == baseline.generation), default=None
+            )
+            newer = [
+                r.generation for r in stored if r.generation > generation and (since is None or r.created_at >= since)
+            ]
+            newest = max(newer, default=None)
+        backfill = newest is not None
+        if backfill:
+            notes.append(
+                f"generation {generation} is older than the newest checked ({newest}): reported, the alerts of "
+                f"generation {newest} stay as they are"
+            )
+        elif last is not None and generation == last and obs.generation is not None and not rebaseline:
+            notes.append(f"generation {generation} checked again: this report replaces the stored one")
         if baseline is not None and baseline.fingerprint != self.reference.fingerprint:
             notes.append("the reference changed since the baseline: paired tests skipped")
         panel = compute_panel(
@@ -332,6 +356,14 @@ class CollapseMonitor:
             baseline_predictions=None if baseline is None else baseline.predictions,
             device=self.device,
         )
+        unmeasured = [c for c in panel.rare_classes if f"class_recall.{c}" not in panel.metrics]
+        if unmeasured and self.reference.labels is not None:
+            # a rare class of class_priors with no probe item: its recall, the classifier's main
+            # early-collapse signal, cannot be measured, and nothing used to say so
+            notes.append(
+                f"rare class(es) {', '.join(unmeasured[:10])} have no probe items: their recall is not measured; "
+                "add probe items of them"
+            )
         pinned = rules.baseline_generation
         if pinned is not None and baseline is not None and baseline.generation != pinned and not rebaseline:
             # set after the fact, the pin did nothing, and nothing said so
@@ -373,16 +405,21 @@ class CollapseMonitor:
                 baseline_changed = True
                 notes.append(f"baseline extended with {', '.join(grown)} (first seen now)")
         now = self.clock()
-        events, states = alert_events(
-            monitor=self.name,
-            stage=det.stage,
-            drift=det.drift,
-            findings=det.findings,
-            generation=generation,
-            synthetic_fraction=None if obs.provenance is None else obs.provenance.synthetic_fraction,
-            states=self.history.alert_states(self.name),
-            rules=rules,
-            now=now,
+        current = self.history.alert_states(self.name)
+        events, states = (
+            ([], list(current.values()))
+            if backfill
+            else alert_events(
+                monitor=self.name,
+                stage=det.stage,
+                drift=det.drift,
+                findings=det.findings,
+                generation=generation,
+                synthetic_fraction=None if obs.provenance is None else obs.provenance.synthetic_fraction,
+                states=current,
+                rules=rules,
+                now=now,
+            )
         )
         report = Report(
             monitor=self.name,
@@ -405,7 +442,7 @@ class CollapseMonitor:
             "baseline": baseline,
             "baseline_changed": baseline_changed,
             "home": str(self.home),
-            "alert_states": states,
+            "alert_states": None if backfill else states,  # a backfill leaves them as they are
             "panel": panel,
         }
         return report, extra
@@ -628,16 +665,44 @@ class CollapseMonitor:
         _check_watch_options(generation, provenance, "watch", strict)
         strict_ = self.strict if strict is None else strict
 
-        def deco(fn: F) -> F:
-            @functools.wraps(fn)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                result = fn(*args, **kwargs)
+        def deco(fn: F | None = None, *extra: Any, **kw: Any) -> F:
+            if fn is None or extra or kw or not callable(fn):
+                # `@mon.watch` without its parentheses: the training function became `evaluate`
+                # and its call lands here (it used to be a bare TypeError)
+                raise ConfigError(
+                    "watch",
+                    "decorate with @mon.watch(evaluate=lambda model: cm.Observation(...)), parentheses and all",
+                )
+            if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+                # calling one returns before any training ran: the check would evaluate a generator
+                raise ConfigError(
+                    "watch",
+                    f"{getattr(fn, '__name__', 'the function')} is a generator: watch a function that returns the "
+                    "trained model, or use `with mon.retrain() as r: ... r.observe(...)` inside the loop",
+                )
+
+            def observe(result: Any, args: Any, kwargs: Any) -> None:
                 self._observe_safely(
                     lambda: evaluate(result),
                     generation=(lambda: generation(*args, **kwargs)) if callable(generation) else generation,
                     provenance=(lambda: provenance(*args, **kwargs)) if callable(provenance) else provenance,
                     strict=strict_,
                 )
+
+            if inspect.iscoroutinefunction(fn):  # an async trainer: check once it has finished
+
+                @functools.wraps(fn)
+                async def awaiting(*args: Any, **kwargs: Any) -> Any:
+                    result = await fn(*args, **kwargs)
+                    observe(result, args, kwargs)
+                    return result
+
+                return awaiting  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                result = fn(*args, **kwargs)
+                observe(result, args, kwargs)
                 return result
 
             return wrapper  # type: ignore[return-value]
