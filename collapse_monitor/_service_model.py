@@ -65,15 +65,14 @@ def _client(spec: ModelSpec) -> Any:
 
 def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
     """The version ``spec`` points at now; None when the model has no (ready) version yet."""
+    from .sinks.mlflow import ready_versions
+
     client = _client(spec)
     name = spec.registered_name
     if spec.version is not None:
         mv = client.get_model_version(name, str(spec.version))
     elif spec.stage_or_alias.lower() == "latest":
-        escaped = name.replace("'", "\\'")
-        versions = [
-            v for v in client.search_model_versions(f"name='{escaped}'") if getattr(v, "status", "READY") == "READY"
-        ]
+        versions = ready_versions(client, name)
         if not versions:
             return None
         mv = max(versions, key=lambda v: int(v.version))

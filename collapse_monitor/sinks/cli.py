@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError, SinkError
 from ..render import error_console, escape
 from ..types import Report, Stage
-from .mlflow import MLflowSink, local_store_path, safe_uri
+from .mlflow import MLflowSink, local_store_path, ready_versions, safe_uri
 
 __all__ = ["KEY_METRICS", "gate_command", "history_keys", "report_command"]
 
@@ -216,9 +216,10 @@ def report_command(
 
 
 def _latest_version(client: Any, model_name: str) -> str:
-    versions = client.search_model_versions(f"name='{model_name}'")
+    """The newest version whose registration finished (a pending or failed one is not tagged)."""
+    versions = ready_versions(client, model_name)
     if not versions:
-        raise ConfigError("gate.model_name", f"no versions of registered model {model_name!r}")
+        raise ConfigError("gate.model_name", f"no ready versions of registered model {model_name!r}")
     return str(max(int(v.version) for v in versions))
 
 

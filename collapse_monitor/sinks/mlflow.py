@@ -215,15 +215,36 @@ def dataset_digest(digest: str | None) -> str | None:
     return hashlib.sha256(digest.encode()).hexdigest()[:MAX_DATASET_DIGEST]
 
 
-def metric_name(key: str) -> str:
-    """MLflow-safe metric name for a report key (``collapse.<key>``): characters MLflow refuses
-    become ``_``.
+def ready_versions(client: Any, model_name: str) -> list[Any]:
+    """The registered model's versions whose registration finished (status READY). MLflow's
+    filter takes no escaped quote (``name='o\\'brien'`` matches nothing, unescaped it is an
+    "Invalid clause" error): a name with ``'`` is quoted with ``"``, one with both kinds is
+    matched here."""
+    if "'" not in model_name:
+        found = client.search_model_versions(f"name='{model_name}'")
+    elif '"' not in model_name:
+        found = client.search_model_versions(f'name="{model_name}"')
+    else:
+        found = [v for v in client.search_model_versions() if v.name == model_name]
+    return [v for v in found if getattr(v, "status", "READY") == "READY"]
 
+
+def metric_name(key: str) -> str:
+    """MLflow-safe metric name for a report key (``collapse.<key>``). A key MLflow takes as it
+    is keeps its name; one with characters MLflow refuses (they become ``_``) or longer than
+    MLflow allows gets ``-`` and 8 hex digits of its hash, so two labels such as ``a|b`` and
+    ``a_b`` (or two long labels with one prefix) never share a series: one overwrote the other.
+
+    >>> metric_name("class_recall.cat")
+    'collapse.class_recall.cat'
     >>> metric_name("class_recall.cat|dog")
-    'collapse.class_recall.cat_dog'
+    'collapse.class_recall.cat_dog-e6c9584b'
     """
-    name = PREFIX + _BAD_NAME.sub("_", key.replace("/", "_"))
-    return name[:240]
+    clean = PREFIX + _BAD_NAME.sub("_", key.replace("/", "_"))
+    if clean == PREFIX + key and len(clean) <= 240:
+        return clean
+    tag = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{clean[:231]}-{tag}"
 
 
 def batches(metrics: Sequence[Any], tags: Sequence[Any]) -> Iterator[tuple[list[Any], list[Any]]]:
@@ -581,7 +602,10 @@ class MLflowSink:
         active = mlflow.active_run()
         if active is None:
             return None
-        if safe_uri(str(mlflow.get_tracking_uri())).rstrip("/") != safe_uri(self.tracking_uri).rstrip("/"):
+        # both absolute: MLFLOW_TRACKING_URI=sqlite:///mlflow.db (relative) is the same store as
+        # the sink's absolute form, and the check used to stay unnested with no parent tags
+        theirs = absolute_sqlite(str(mlflow.get_tracking_uri()))
+        if safe_uri(theirs).rstrip("/") != safe_uri(absolute_sqlite(self.tracking_uri)).rstrip("/"):
             return None
         return active
 
@@ -825,7 +849,9 @@ class MLflowSink:
     def _baseline_to_store(
         self, client: Any, exp_id: str, report: Report, context: EmitContext | None
     ) -> Baseline | None:
-        if context is None:
+        if context is None or not self.artifacts:
+            # the baseline is an artifact: without artifacts the run must not claim to hold it
+            # (the tag made later processes believe it stored and never upload it)
             return None
         b = context.extra.get("baseline")
         if not isinstance(b, Baseline):
@@ -856,12 +882,22 @@ class MLflowSink:
         if baseline is not None:
             tags["collapse.baseline"] = "true"
             tags["collapse.baseline_digest"] = _baseline_digest(baseline)
-        run = client.create_run(
-            exp_id,
-            start_time=int(report.created_at * 1000),
-            tags={k: v for k, v in tags.items() if k in ("collapse.report_id", "collapse.monitor")},
-            run_name=tags["mlflow.runName"],
-        )
+        first = {k: v for k, v in tags.items() if k in ("collapse.report_id", "collapse.monitor")}
+        try:
+            run = client.create_run(
+                exp_id, start_time=int(report.created_at * 1000), tags=first, run_name=tags["mlflow.runName"]
+            )
+        except Exception as exc:
+            # the experiment was deleted (or replaced) after this process cached its id: "must be
+            # in the 'active' state" is not a verdict on the report (it was dead-lettered for good);
+            # look the experiment up again, restoring it, and create the run once more
+            if "active" not in str(exc) and "does not exist" not in str(exc).lower():
+                raise
+            self._experiments.pop(self.experiment_name(report.monitor), None)
+            exp_id = self._experiment_id(client, report.monitor) or exp_id
+            run = client.create_run(
+                exp_id, start_time=int(report.created_at * 1000), tags=first, run_name=tags["mlflow.runName"]
+            )
         run_id = run.info.run_id
         extra_metrics: dict[str, float] = {}
         plot_job: tuple[list[Report], list[str], str] | None = None

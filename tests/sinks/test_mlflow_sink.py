@@ -21,6 +21,19 @@ _ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLO
 # --- units --------------------------------------------------------------------------------------
 
 
+def test_metric_names_never_merge_two_keys() -> None:
+    """``a|b`` and ``a_b``, or two long labels with one prefix, shared one series: one overwrote
+    the other in MLflow's charts."""
+    keys = [
+        "class_recall.a|b",
+        "class_recall.a_b",
+        "class_recall." + "L" * 300 + "A",
+        "class_recall." + "L" * 300 + "B",
+    ]
+    names = [metric_name(k) for k in keys]
+    assert len(set(names)) == 4 and names[1] == "collapse.class_recall.a_b"  # a plain key keeps its name
+
+
 def test_metric_names_are_mlflow_safe() -> None:
     from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
 
@@ -128,7 +141,7 @@ def test_emit_logs_metrics_tags_inputs_and_artifacts(mlflow_server, kit, tmp_pat
     assert m["collapse.tail_coverage"] == pytest.approx(0.5)
     assert m["collapse.tail_coverage.ci_low"] == pytest.approx(0.45)
     assert m["collapse.tail_coverage.ci_high"] == pytest.approx(0.55)
-    assert m["collapse.class_recall.odd_label"] == pytest.approx(0.6)
+    assert m[metric_name("class_recall.odd|label")] == pytest.approx(0.6)  # odd_label-<hash>
     assert m["collapse.stage_level"] == 1.0
     hist = client.get_metric_history(out1["run_id"], "collapse.tail_coverage")
     assert [(h.step, h.value) for h in hist] == [(1, 0.5)]  # step = generation
@@ -269,7 +282,7 @@ def test_history_rebuilt_from_metrics_and_tags_without_artifacts(mlflow_server, 
     for orig, r in zip(reports, back, strict=True):
         assert r.metrics["tail_coverage"].value == orig.metrics["tail_coverage"].value
         assert r.metrics["tail_coverage"].ci_low == orig.metrics["tail_coverage"].ci_low
-        assert "class_recall.odd_label" in r.metrics  # keys MLflow refuses come back sanitised
+        assert metric_name("class_recall.odd|label")[len("collapse.") :] in r.metrics  # back sanitised
         assert r.created_at == orig.created_at and r.provenance is not None
         assert r.provenance.synthetic_fraction == 0.5
     assert baseline is not None and baseline.generation == 0 and baseline.items == {}  # metrics only
@@ -462,3 +475,62 @@ def test_a_hand_edited_synthetic_fraction_tag_does_not_stop_the_history(tmp_path
     tags["collapse.synthetic_fraction"] = "0.25"
     ok = client.create_run(exp, tags=tags)
     assert report_from_run(client.get_run(ok.info.run_id)).provenance.synthetic_fraction == 0.25
+
+
+def test_nesting_under_the_callers_run_with_a_relative_sqlite_uri(tmp_path, monkeypatch) -> None:
+    """MLFLOW_TRACKING_URI=sqlite:///mlflow.db (relative, the documented default) is the store
+    the sink writes (absolute): the check used to stay unnested, the training run untagged."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    mlflow.set_tracking_uri(None)
+    mon = cm.CollapseMonitor("nest", reference=cm.Reference(labels=[0, 1] * 20), home=tmp_path / "home")
+    try:
+        with mlflow.start_run() as parent:
+            report = mon.check(cm.Observation(predictions=[0, 1] * 20))
+        assert report.errors == (), report.errors
+        client = mlflow.MlflowClient()
+        child = client.get_run(report.run_id)
+        assert child.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        assert client.get_run(parent.info.run_id).data.tags.get("collapse.nest.stage") == "healthy"
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_a_deleted_experiment_is_restored_not_dead_lettered(tmp_path) -> None:
+    """Deleting the experiment while a process runs made every later report a permanent dead
+    letter ("must be in the 'active' state"): the sink cached its id."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sink = MLflowSink(uri, evidently=False, history_plot="off")
+    mon = cm.CollapseMonitor("gone", reference=cm.Reference(labels=[0, 1] * 20), sinks=[sink], home=tmp_path)
+    mon.check(cm.Observation(predictions=[0, 1] * 20))
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("collapse-monitor/gone")
+    client.delete_experiment(exp.experiment_id)
+    report = mon.check(cm.Observation(predictions=[0, 1] * 20))
+    assert report.errors == (), report.errors
+    assert client.get_experiment(exp.experiment_id).lifecycle_stage == "active"
+    assert len(client.search_runs([exp.experiment_id])) == 2
+    assert not list((tmp_path / "spool").rglob("*.dead"))
+
+
+def test_a_run_without_artifacts_never_claims_the_baseline(tmp_path) -> None:
+    """With artifacts=False the run was tagged collapse.baseline=true though nothing was
+    uploaded; a later process with artifacts found the tag and never uploaded it either."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ref = cm.Reference(labels=[0, 1] * 20)
+    for artifacts in (False, True):
+        sink = MLflowSink(uri, evidently=False, history_plot="off", artifacts=artifacts)
+        mon = cm.CollapseMonitor("noart", reference=ref, sinks=[sink], home=tmp_path / "home")
+        assert mon.check(cm.Observation(predictions=[0, 1] * 20)).errors == ()
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("collapse-monitor/noart")
+    runs = sorted(client.search_runs([exp.experiment_id]), key=lambda r: int(r.data.tags["collapse.generation"]))
+    assert "collapse.baseline" not in runs[0].data.tags  # generation 0: no artifacts, no claim
+    assert runs[1].data.tags.get("collapse.baseline") == "true"  # uploaded by the first run that could
+    assert any(a.path.endswith("baseline") for a in client.list_artifacts(runs[1].info.run_id, "collapse"))

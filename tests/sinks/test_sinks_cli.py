@@ -195,3 +195,17 @@ def test_gate_tagging_error_chains_no_mlflow_exception(mlflow_server, kit) -> No
     err = info.value
     assert "version 7" in str(err) and "pa55-clichain" not in str(err)
     assert err.__cause__ is None and err.__context__ is None
+
+
+def test_gate_tags_a_model_whose_name_has_a_quote(mlflow_server, kit) -> None:
+    """``o'brien`` broke MLflow's filter ("Invalid clause(s) in filter string")."""
+    name = kit.unique("cliquote")
+    sink = MLflowSink(mlflow_server.url, evidently=False, history_plot="off")
+    out = sink.emit(kit.make_report(name, 0), EmitContext())
+    client = mlflow_server.client()
+    model = f"o'brien-{name}"
+    client.create_registered_model(model)
+    run = client.get_run(out["run_id"])
+    version = client.create_model_version(model, source=f"{run.info.artifact_uri}/collapse", run_id=out["run_id"])
+    assert gate_command(name, tracking_uri=mlflow_server.url, model_name=model, console=_console()) == 0
+    assert client.get_model_version(model, version.version).tags["collapse.stage"] == "healthy"
