@@ -510,6 +510,11 @@ class CollapseMonitor:
         and, in strict mode, the error to raise once the alerts went out."""
         errors: list[str] = []
         self.links.pop("mlflow_run", None)  # only this check's run may be linked
+        if report.alerts and self.links:  # the configured links first: sinks store the alerts with them
+            report = dataclasses.replace(
+                report,
+                alerts=tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts),
+            )
         ctx = EmitContext(reference=self.reference, observation=obs, history=history, extra=extra)
         strict_error: str | None = None
         for sink in self.sinks:

@@ -751,13 +751,12 @@ class MLflowSink:
         run_id: str,
         extra_metrics: dict[str, float],
         tags: dict[str, str],
+        url: str = "",
     ) -> tuple[list[Report], list[str], str] | None:
         """Writes the run's artifacts into ``directory``; returns the history chart's job
         (reports, keys, title) when it is to be drawn in the background, else ``None``."""
-        (directory / "report.json").write_text(
-            json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=1, allow_nan=False)
-        )
         if context is None:
+            self._write_report_json(report, directory, run_id, extra_metrics, url)
             return None
         job: tuple[list[Report], list[str], str] | None = None
         history = list(context.history)
@@ -799,7 +798,28 @@ class MLflowSink:
                 log.warning("evidently report failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
                 tags["collapse.evidently_error"] = type(exc).__name__
                 shutil.rmtree(directory / "_evidently", ignore_errors=True)
+        self._write_report_json(report, directory, run_id, extra_metrics, url)
         return job
+
+    def _write_report_json(
+        self, report: Report, directory: Path, run_id: str, extra_metrics: Mapping[str, float], url: str
+    ) -> None:
+        """``report.json`` as the caller will hold it: with the facts this sink hands back, which
+        the monitor merges after ``emit`` (Evidently's ``embedding_drift_share``, and this run's
+        link on the alerts). Written before them, a history re-seeded from MLflow lacked both."""
+        share = extra_metrics.get("embedding_drift_share")
+        final = dataclasses.replace(report, run_id=run_id)
+        if isinstance(share, (int, float)) and math.isfinite(share) and "embedding_drift_share" not in report.metrics:
+            v = float(share)
+            final = dataclasses.replace(
+                final, metrics={**report.metrics, "embedding_drift_share": MetricValue(v, v, v)}
+            )
+        if url and final.alerts:
+            final = dataclasses.replace(
+                final,
+                alerts=tuple(dataclasses.replace(a, links={**dict(a.links), "mlflow_run": url}) for a in final.alerts),
+            )
+        (directory / "report.json").write_text(json.dumps(final.to_dict(), indent=1, allow_nan=False))
 
     # -- the history chart, off the check's path -------------------------------------------------
     def _submit_plot(self, run_id: str, job: tuple[list[Report], list[str], str]) -> None:
@@ -905,7 +925,9 @@ class MLflowSink:
             with tempfile.TemporaryDirectory(prefix="collapse-mlflow-") as tmp:
                 art = Path(tmp)
                 if self.artifacts:
-                    plot_job = self._artifacts(report, context, art, run_id, extra_metrics, tags)
+                    plot_job = self._artifacts(
+                        report, context, art, run_id, extra_metrics, tags, url=self.run_url(exp_id, run_id)
+                    )
                     if baseline is not None:
                         _write_baseline(baseline, art / "baseline")
                 metrics = self._metrics(report, extra_metrics)

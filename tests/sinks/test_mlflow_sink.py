@@ -534,3 +534,28 @@ def test_a_run_without_artifacts_never_claims_the_baseline(tmp_path) -> None:
     assert "collapse.baseline" not in runs[0].data.tags  # generation 0: no artifacts, no claim
     assert runs[1].data.tags.get("collapse.baseline") == "true"  # uploaded by the first run that could
     assert any(a.path.endswith("baseline") for a in client.list_artifacts(runs[1].info.run_id, "collapse"))
+
+
+def test_the_report_mlflow_stores_is_the_report_the_caller_gets(tmp_path, http_receiver) -> None:
+    """report.json was written before the monitor merged what the sink returned: a history
+    re-seeded from MLflow lacked embedding_drift_share and the alerts' links."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rng = np.random.default_rng(0)
+    ref_x = rng.normal(size=(300, 4))
+    sink = MLflowSink(uri, history_plot="off")  # Evidently on: embedding_drift_share
+    mon = cm.CollapseMonitor(
+        "same",
+        reference=cm.Reference(embeddings=ref_x),
+        sinks=[sink],
+        home=tmp_path / "home",
+        alerts=[cm.Webhook(http_receiver.url_for("/hook"), name="oncall")],
+        links={"dashboard": "https://grafana.example/d/collapse-monitor-detail"},
+    )
+    mon.check(cm.Observation(embeddings=rng.normal(size=(300, 4))))
+    collapsed = mon.check(cm.Observation(embeddings=rng.normal(size=(300, 4)) * 0.2))
+    assert collapsed.alerts and collapsed.errors == ()
+    assert "embedding_drift_share" in collapsed.metrics
+    stored = sink.latest("same")
+    assert stored is not None
+    assert stored.to_dict() == collapsed.to_dict()
+    assert set(stored.alerts[0].links) == {"dashboard", "mlflow_run"}
