@@ -357,7 +357,8 @@ class Observation:
             if unknown:
                 raise InputError(
                     "observation.predictions",
-                    f"contains label(s) the reference never had: {sorted(map(str, unknown))[:5]}",
+                    f"contains label(s) the reference never had: {sorted(map(str, unknown))[:5]}; to count "
+                    "them as wrong predictions, list them in Reference(class_priors=...) with a prior of 0",
                 )
         if self.texts is not None and ref.texts is None:
             raise InputError("observation.texts", "given but the reference has no texts")

@@ -110,3 +110,13 @@ def test_user_inputs_from_the_audit(tmp_path: Path) -> None:
         cm.Observation(predictions=[i % 2000 for i in range(20_000)])
     )
     assert len(big.metrics) > 2000 and len(repr(big)) < 400 and "\n" not in repr(big), repr(big)[:500]
+
+
+def test_an_unseen_label_says_how_to_count_it() -> None:
+    import pytest
+
+    ref = cm.Reference(labels=[0, 1] * 10)
+    with pytest.raises(cm.InputError, match=r"class_priors=\.\.\.\) with a prior of 0"):
+        cm.Observation(predictions=[0, 1] * 9 + [7, 7]).validate_against(ref)
+    with_prior = cm.Reference(labels=[0, 1] * 10, class_priors={0: 0.5, 1: 0.5, 7: 0})
+    cm.Observation(predictions=[0, 1] * 9 + [7, 7]).validate_against(with_prior)  # as the message says
