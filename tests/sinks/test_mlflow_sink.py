@@ -487,7 +487,9 @@ def test_nesting_under_the_callers_run_with_a_relative_sqlite_uri(tmp_path, monk
     mlflow.set_tracking_uri(None)
     mon = cm.CollapseMonitor("nest", reference=cm.Reference(labels=[0, 1] * 20), home=tmp_path / "home")
     try:
-        with mlflow.start_run() as parent:
+        # an explicit experiment: an earlier test's mlflow.set_experiment leaves a global id
+        training = mlflow.MlflowClient().create_experiment("training")
+        with mlflow.start_run(experiment_id=training) as parent:
             report = mon.check(cm.Observation(predictions=[0, 1] * 20))
         assert report.errors == (), report.errors
         client = mlflow.MlflowClient()
