@@ -525,6 +525,7 @@ class CollapseMonitor:
                 got = sink.emit(report, ctx)
                 if got:
                     report = self._merge_facts(report, got)
+                    errors.extend(redact_text(str(w)) for w in got.get("warnings") or ())
             except Exception as exc:
                 msg = redact_text(f"{sink.name}: {type(exc).__name__}: {exc}")
                 try:

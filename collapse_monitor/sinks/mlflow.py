@@ -963,6 +963,10 @@ class MLflowSink:
         facts: dict[str, Any] = {"run_id": run_id, "mlflow_run": self.run_url(exp_id, run_id)}
         if "embedding_drift_share" in extra_metrics:
             facts["embedding_drift_share"] = extra_metrics["embedding_drift_share"]
+        problems = [f"{k.removeprefix('collapse.').replace('_error', '')} failed ({v})" for k, v in tags.items()
+                    if k in ("collapse.evidently_error", "collapse.plot_error")]  # fmt: skip
+        if problems:  # the run is logged; what it lacks is recorded in the report, not only a tag
+            facts["warnings"] = [f"{self.name}: {p}; the run is logged without it" for p in problems]
         return facts
 
     # -- reading back --------------------------------------------------------------------------

@@ -561,3 +561,21 @@ def test_the_report_mlflow_stores_is_the_report_the_caller_gets(tmp_path, http_r
     assert stored is not None
     assert stored.to_dict() == collapsed.to_dict()
     assert set(stored.alerts[0].links) == {"dashboard", "mlflow_run"}
+
+
+def test_a_failed_evidently_report_is_in_the_report_errors(tmp_path, monkeypatch) -> None:
+    """The run is logged without it, and that used to be only a tag and a log line."""
+    from collapse_monitor.sinks import evidently
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evidently broke")
+
+    monkeypatch.setattr(evidently, "build_drift_report", broken)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    x = np.random.default_rng(0).normal(size=(100, 3))
+    mon = cm.CollapseMonitor(
+        "ev", reference=cm.Reference(embeddings=x), sinks=[MLflowSink(uri, history_plot="off")], home=tmp_path
+    )
+    report = mon.check(cm.Observation(embeddings=x))
+    assert report.run_id is not None
+    assert report.errors == ("mlflow: evidently failed (RuntimeError); the run is logged without it",), report.errors
