@@ -69,6 +69,8 @@ def generator_url(url: Any) -> str | None:
     'http://mlflow.example/runs/50%25off%20here'
     >>> generator_url("http://[bad/x") is None
     True
+    >>> generator_url("http://mlflow.example:5000#/experiments/1/runs/abc")
+    'http://mlflow.example:5000/#/experiments/1/runs/abc'
     """
     if not isinstance(url, str) or not is_http(url.strip()):
         return None
@@ -81,6 +83,11 @@ def generator_url(url: Any) -> str | None:
         return None
     if not parts.hostname or "%" in parts.netloc:  # Go refuses most escapes in a host
         return None
+    host = parts.netloc.rpartition("@")[2]
+    if host.startswith("[") and not re.fullmatch(r"\[[^\]]*\](:\d*)?", host):
+        return None  # anything after "]" but a port ("http://[::1]x/"): 422 from Alertmanager
+    if not parts.path:  # "http://host#/runs/1" (422 from Alertmanager 0.25): "http://host/#/runs/1"
+        fixed = urlunsplit(parts._replace(path="/"))
     return fixed
 
 

@@ -33,6 +33,12 @@ def _dedup(key: str) -> str:
     return key if len(key) <= 255 else key[:230] + "#" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+#: findings listed in an event's custom details (the rest are counted)
+MAX_DETAILS = 50
+#: an event's JSON size, under PagerDuty's 512 KB
+MAX_EVENT_BYTES = 500_000
+
+
 class PagerDuty(HttpChannel):
     """Page through a PagerDuty service's Events API v2 integration (its routing key)."""
 
@@ -68,6 +74,8 @@ class PagerDuty(HttpChannel):
         )
 
     def payload(self, event: AlertEvent, action: str | None = None) -> dict[str, Any]:
+        """The Events API v2 body: at most ``MAX_DETAILS`` findings and ``MAX_EVENT_BYTES`` in
+        all (PagerDuty's limit is 512 KB per event)."""
         a = event.alert
         action = action or ("resolve" if a.status == "resolved" else "trigger")
         dedup = _dedup(f"test/{event.id}" if event.test else a.dedup_key)
@@ -96,7 +104,8 @@ class PagerDuty(HttpChannel):
                 "synthetic_fraction": a.synthetic_fraction,
                 "repeat": a.repeat,
                 "what_fell": detail_lines(event),
-                "details": [dict(d) for d in a.details],
+                "details": [dict(d) for d in a.details[:MAX_DETAILS]],
+                "details_not_shown": max(0, len(a.details) - MAX_DETAILS),
                 "links": dict(a.links),
                 "report": event.report,
                 "event_id": event.id,
@@ -107,6 +116,14 @@ class PagerDuty(HttpChannel):
         dash = dict(a.links).get("dashboard")
         if dash and is_http(dash):
             body["client_url"] = dash
+        # PagerDuty refuses events over 512 KB with a 4xx, and the page of the largest incidents
+        # (a thousand classes collapsing, a data set of many shards) was lost: what does not fit
+        # is dropped, the report summary first, then the findings (the dashboard and MLflow hold them)
+        details = body["payload"]["custom_details"]
+        for key in ("report", "details"):
+            if len(dumps(body)) <= MAX_EVENT_BYTES:
+                break
+            details[key] = f"not shown: the event would exceed PagerDuty's size limit ({key} is in the links)"
         return body
 
     def _request(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:

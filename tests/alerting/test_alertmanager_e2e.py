@@ -143,13 +143,17 @@ def test_a_malformed_mlflow_link_does_not_cost_the_alert(alertmanager_server, am
         "digits-generator": "http://mlflow.example/runs/50%off",
         "bad-host": "http://[mlflow/#/experiments/1/runs/abc",
         "bad-port": "http://mlflow.example:99999/#/runs/abc",
+        "no-path": "http://mlflow.example:5000#/experiments/1/runs/abc",  # 422 as it is
+        "after-bracket": "http://[::1]x/#/runs/abc",  # 422 as it is
     }
     with AlertDispatcher([channel], outbox_path=tmp_path / "o.db") as d:
         for monitor, link in links.items():
             (r,) = d.dispatch([make_alert(monitor=monitor, links={"mlflow_run": link})])
             assert (r.status, r.http_status) == ("delivered", 200), r.error
-    held = _wait_amtool(amtool, am.url, lambda a: len(a) == 3, "alertname=CollapseMonitorEarlyCollapse")
+    held = _wait_amtool(amtool, am.url, lambda a: len(a) == 5, "alertname=CollapseMonitorEarlyCollapse")
     by = {a["labels"]["monitor"]: a for a in held}
     assert by["digits-generator"]["generatorURL"] == "http://mlflow.example/runs/50%25off"
-    assert not by["bad-host"].get("generatorURL") and not by["bad-port"].get("generatorURL")
+    assert by["no-path"]["generatorURL"] == "http://mlflow.example:5000/#/experiments/1/runs/abc"
+    for monitor in ("bad-host", "bad-port", "after-bracket"):
+        assert not by[monitor].get("generatorURL"), monitor
     assert {m: a["annotations"]["mlflow_run_url"] for m, a in by.items()} == links

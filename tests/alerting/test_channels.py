@@ -315,3 +315,31 @@ def test_undecodable_file_name_in_the_report_does_not_lose_the_alert(http_receiv
     for req in http_receiver.wait_for_requests(2):
         req.body.decode("utf-8")  # strict: valid UTF-8
         assert "/data/gen?3.parquet" in json.dumps(req.json(), ensure_ascii=False)
+
+
+def test_a_pagerduty_event_of_a_huge_incident_stays_under_the_size_limit(
+    http_receiver, make_alert, make_report
+) -> None:
+    """2,000 class findings and 20,000 provenance sources made an 800 KB event, which PagerDuty
+    refuses (512 KB) with a 4xx: the biggest incidents did not page."""
+    import dataclasses
+
+    from collapse_monitor.alerting.pagerduty import MAX_EVENT_BYTES
+
+    details = tuple(
+        {"key": f"class_recall.class-{i:04d}", "kind": "baseline", "value": 0.1, "baseline": 0.9,
+         "relative_change": -0.89, "q_value": 1e-6}
+        for i in range(2000)
+    )  # fmt: skip
+    alert = make_alert(details=details)
+    report = make_report()
+    sources = tuple(f"s3://bucket/shard-{i:05d}.parquet" for i in range(20_000))
+    report = dataclasses.replace(report, provenance=cm.Provenance(synthetic_fraction=0.5, sources=sources))
+    ch = cm.PagerDuty("k" * 32, url=http_receiver.url_for("/v2/enqueue"))
+    result = ch.send(AlertEvent(alert, report=report_summary(report)))
+    assert result.ok, result
+    (req,) = http_receiver.requests
+    assert len(req.body) <= MAX_EVENT_BYTES
+    cd = json.loads(req.body)["payload"]["custom_details"]
+    assert len(cd["details"]) == 50 and cd["details_not_shown"] == 1950
+    assert isinstance(cd["report"], str) and "size limit" in cd["report"]  # dropped first
