@@ -487,6 +487,18 @@ class Outbox:
                 ),
             )
             lost = cur.rowcount == 0
+            if not lost and new == "pending" and retry_after is not None:
+                # Retry-After speaks for the endpoint (Slack webhooks and PagerDuty keys are rate
+                # limited per endpoint): the channel's other rows wait too, spread over up to a
+                # tenth of the wait so they do not all come back in one burst. Only this row
+                # waited before, and the rest of the backlog went on hitting the 429.
+                mine, margs = self._mine("monitor")
+                spread = max(next_at - now, 0.0) / 10.0
+                db.execute(
+                    "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ? + ? * ((seq * 7919) % 1000) / 1000.0)"
+                    f" WHERE channel = ? AND status = 'pending' AND seq != ? AND lease_owner IS NULL{mine}",
+                    (next_at, spread, row.channel, row.seq, *margs),
+                )
         if lost:
             current = self.get(row.id, row.channel)
             log.warning(

@@ -408,3 +408,28 @@ def test_an_attempt_that_outlives_its_lease_does_not_undo_the_takeover(http_rece
     assert {r.header("webhook-id") for r in http_receiver.requests} == {event.id}
     a.close()
     b.close()
+
+
+def test_retry_after_holds_the_whole_channel_and_spreads_its_backlog(http_receiver, tmp_path, make_alert, fake_clock):
+    """A rate-limited endpoint (Slack webhooks and PagerDuty keys are limited per endpoint)
+    answering 429 with Retry-After: only that row waited, so the same call sent the rest of the
+    backlog into the 429, and every row came back in the same second."""
+    from servers import Response
+
+    http_receiver.default = Response(429, headers={"Retry-After": "30"}, body="rate limited")
+    d = AlertDispatcher(
+        [cm.Slack(http_receiver.url, name="slack")], outbox_path=tmp_path / "o.db", budget_seconds=5, clock=fake_clock
+    )
+    alerts = [make_alert(monitor=f"m{i}") for i in range(20)]
+    results = d.dispatch(alerts)
+    assert len(http_receiver.requests) == 1  # one 429, then the channel waits
+    assert all(r.status == "pending" for r in results)
+    due = sorted(row.next_attempt_at for row in d.pending())
+    assert due[0] == pytest.approx(fake_clock.now + 30)
+    assert all(fake_clock.now + 30 <= t <= fake_clock.now + 33 for t in due)  # at most a tenth more
+    assert len({round(t, 3) for t in due}) > 10  # spread, not one burst
+    http_receiver.default = Response(200)
+    fake_clock.advance(34)
+    assert all(r.status == "delivered" for r in d.redeliver(budget_seconds=5))
+    assert len(http_receiver.requests) == 21
+    d.close()
