@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,11 @@ def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray
     if x is None:
         raise InputError(field, "expected a 2-D array of shape (n, d), got None")
     x = tensor_to_numpy(x, field)
+    if hasattr(x, "to_numpy") and hasattr(x, "dtypes"):
+        # a pandas DataFrame, nullable dtypes (Float64, Int64) included: as floats, <NA> as NaN
+        # (refused below, naming the field); np.asarray gave dtype object and a refusal
+        with contextlib.suppress(TypeError, ValueError):  # not numeric: the dtype check says so
+            x = x.to_numpy(dtype=np.float64, na_value=np.nan)
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists etc.
@@ -80,15 +86,16 @@ def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
     )
 
 
-def _label_key(v: Any, field: str) -> Hashable:
+def _label_key(v: Any, field: str, index: int | None = None) -> Hashable:
+    at = "" if index is None else f" (item {index})"  # where, in a list of thousands
     if isinstance(v, np.generic):
         v = v.item()
     if isinstance(v, float) and not np.isfinite(v):
-        raise InputError(field, "contains a NaN or infinite label")
+        raise InputError(field, f"contains a NaN or infinite label{at}")
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if not isinstance(v, (str, int, bool)):
-        raise InputError(field, f"labels must be str or int, got {type(v).__name__}")
+        raise InputError(field, f"labels must be str or int, got {type(v).__name__}{at}")
     return v
 
 
@@ -103,6 +110,8 @@ def as_labels(x: Any, field: str, *, length: int | None = None) -> np.ndarray:
         arr = np.asarray(x)
     except Exception:
         raise InputError(field, "could not be read as a 1-D sequence of labels") from None
+    if arr.ndim == 2 and 1 in arr.shape:
+        raise InputError(field, f"expected a 1-D sequence of labels, got shape {arr.shape}: pass x.ravel() (a column)")
     if arr.ndim != 1:
         raise InputError(field, f"expected a 1-D sequence of labels, got shape {arr.shape}")
     if arr.size == 0:
@@ -115,7 +124,7 @@ def as_labels(x: Any, field: str, *, length: int | None = None) -> np.ndarray:
     out = np.empty(arr.size, dtype=object)
     kinds: set[type] = set()
     for i, v in enumerate(arr.tolist()):
-        key = _label_key(v, field)
+        key = _label_key(v, field, i)
         kinds.add(str if isinstance(key, str) else int)
         out[i] = key
     if len(kinds) > 1:

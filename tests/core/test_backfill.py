@@ -120,3 +120,24 @@ def test_an_unseen_label_says_how_to_count_it() -> None:
         cm.Observation(predictions=[0, 1] * 9 + [7, 7]).validate_against(ref)
     with_prior = cm.Reference(labels=[0, 1] * 10, class_priors={0: 0.5, 1: 0.5, 7: 0})
     cm.Observation(predictions=[0, 1] * 9 + [7, 7]).validate_against(with_prior)  # as the message says
+
+
+def test_pandas_frames_and_label_errors_say_where() -> None:
+    """A DataFrame with pandas' nullable Float64 dtype was refused as dtype object; a label
+    column as a DataFrame got a shape error with no hint; a bad label among thousands was not
+    located."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    x = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3))).astype("Float64")
+    ref = cm.Reference(embeddings=x)
+    assert ref.embeddings.dtype == np.float32 and np.allclose(ref.embeddings, x.to_numpy(dtype=float))
+    x.iloc[3, 1] = pd.NA
+    with pytest.raises(cm.InputError, match="1 NaN or infinite value"):
+        cm.Reference(embeddings=x)
+    with pytest.raises(cm.InputError, match=r"pass x\.ravel\(\)"):
+        cm.Reference(labels=pd.DataFrame({"y": [0, 1] * 5}))
+    with pytest.raises(cm.InputError, match=r"got NoneType \(item 2\)") as info:
+        cm.Reference(labels=[0, 1, None, 1])
+    assert info.value.field == "reference.labels"
