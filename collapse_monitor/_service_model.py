@@ -9,7 +9,6 @@ restored under a lock.
 
 from __future__ import annotations
 
-import logging
 import threading
 import warnings
 from collections.abc import Mapping
@@ -25,7 +24,6 @@ from .types import Observation, Provenance
 
 __all__ = ["ResolvedVersion", "build_observation", "load_model", "resolve_version"]
 
-log = logging.getLogger("collapse_monitor.service")
 
 _LOAD_LOCK = threading.Lock()
 _STAGES = {"none": "None", "staging": "Staging", "production": "Production", "archived": "Archived"}
@@ -46,14 +44,9 @@ class ResolvedVersion:
     def provenance(self) -> Provenance:
         """Parent run and source from the registry; the synthetic share from the version's
         ``collapse.synthetic_fraction`` tag when the training job set one."""
-        frac = self.tags.get(SYNTHETIC_TAG)
-        try:
-            fraction = None if frac is None else float(frac)
-        except ValueError:
-            fraction = None
-        if fraction is not None and not 0.0 <= fraction <= 1.0:  # NaN too: a bad tag is not a failed check
-            log.warning("%s: tag %s=%r is not a share in [0, 1]: ignored", self.uri, SYNTHETIC_TAG, frac)
-            fraction = None
+        from .sinks.mlflow import fraction_tag
+
+        fraction = fraction_tag(self.tags.get(SYNTHETIC_TAG), self.uri)
         return Provenance(synthetic_fraction=fraction, parent_run_id=self.run_id or None, sources=(self.uri,))
 
 

@@ -1080,19 +1080,18 @@ class MLflowSink:
             )
 
 
-def _fraction_tag(value: str | None, run: Any) -> float | None:
-    """The run's ``collapse.synthetic_fraction`` tag, or None (with a warning) when it is not a
-    share in [0, 1]: a tag edited by hand must not stop the history from loading."""
+def fraction_tag(value: str | None, where: str) -> float | None:
+    """A ``collapse.synthetic_fraction`` tag (an MLflow run's, or a registered model version's),
+    or None with a warning naming ``where`` when it is not a share in [0, 1]: a tag set by hand
+    must neither stop the history from loading nor fail a check."""
     if value is None:
         return None
     try:
         share = float(value)
     except ValueError:
         share = math.nan
-    if not 0.0 <= share <= 1.0:
-        log.warning(
-            "run %s: ignoring collapse.synthetic_fraction tag %r (not a share in [0, 1])", run.info.run_id, value
-        )
+    if not 0.0 <= share <= 1.0:  # NaN too
+        log.warning("%s: ignoring collapse.synthetic_fraction tag %r (not a share in [0, 1])", where, value)
         return None
     return share
 
@@ -1114,7 +1113,7 @@ def report_from_run(run: Any) -> Report:
         hi = metrics.get(name + ".ci_high", v)
         with contextlib.suppress(ValueError):
             values[key] = MetricValue(v, min(lo, v), max(hi, v))
-    sf = _fraction_tag(tags.get("collapse.synthetic_fraction"), run)
+    sf = fraction_tag(tags.get("collapse.synthetic_fraction"), f"run {run.info.run_id}")
     prov = None
     if "collapse.origin" in tags:
         prov = Provenance(
