@@ -185,13 +185,23 @@ class Scenario(ABC):
         self._opts: dict[str, Any] = {}
 
     # -- randomness ---------------------------------------------------------------
-    _STREAMS: ClassVar[dict[str, int]] = {"reference": 1, "human0": 2, "chain": 3, "probe": 4}
+    _STREAMS: ClassVar[dict[str, int]] = {"reference": 1, "human0": 2, "chain": 3, "probe": 4, "observation": 5}
 
     def _rng(self, stream: str) -> np.random.Generator:
         """Independent stream: ``world`` depends on ``world_seed`` only, the rest on both seeds."""
         if stream == "world":
             return np.random.default_rng(np.random.SeedSequence([self.world_seed, 0]))
         return np.random.default_rng(np.random.SeedSequence([self.world_seed, self.seed + 1, self._STREAMS[stream]]))
+
+    def _observation_rng(self, generation: int) -> np.random.Generator:
+        """The stream generation ``generation``'s monitored sample is drawn from.
+
+        Separate from the training stream, and one per generation, so the chain itself (every
+        training set, fit and aggregate but the sample-based ones) is the same whatever the
+        observation's size: chains run with different ``n_obs`` are paired.
+        """
+        key = [self.world_seed, self.seed + 1, self._STREAMS["observation"], generation]
+        return np.random.default_rng(np.random.SeedSequence(key))
 
     # -- public API ---------------------------------------------------------------
     @property

@@ -296,7 +296,7 @@ class DigitsScenario(Scenario):
             cls_rng = np.random.default_rng(np.random.SeedSequence([self.world_seed, self.seed + 1, 100, t]))
             xs, ys = self._sample(cls_rng, gen, max(4000, self.n_train))
             pred = self._train_classifier(xs, ys, seed=self.seed * 100_003 + t)
-            obs_x, _ = self._sample(rng, gen, self.n_obs)
+            obs_x, _ = self._sample(self._observation_rng(t), gen, self.n_obs)
             feats = self._features(obs_x)
             recall = np.array([(pred[y_probe == c] == c).mean() for c in range(_N_CLASSES)])
             classes, cw = self._class_weights(gen)

@@ -134,7 +134,7 @@ class GaussianScenario(Scenario):
             x = np.concatenate(train.parts())
             mu = x.mean(0)
             cov = np.atleast_2d(np.cov(x, rowvar=False))
-            obs_x = self._sample(rng, mu, cov, self.n_obs)
+            obs_x = self._sample(self._observation_rng(t), mu, cov, self.n_obs)
             obs = self._observation(t, train, digest(x), embeddings=obs_x)
             yield GenerationResult(
                 generation=t,

@@ -197,7 +197,7 @@ class MixtureScenario(Scenario):
             x = np.concatenate(train.parts())
             w, mu, var = self._fit(x, w, mu, var)
             sw, svar = self._tempered(w, var)
-            obs_x = self._sample(rng, sw, mu, svar, self.n_obs)
+            obs_x = self._sample(self._observation_rng(t), sw, mu, svar, self.n_obs)
             mode_w = self._mode_weights(sw, mu)
             truth = {f"mode_weight.{k}": float(v) for k, v in enumerate(mode_w)}
             rare = int(np.argmin(self.weights))

@@ -292,7 +292,7 @@ class ZipfTextScenario(Scenario):
             uni, model_trans = self._fit(sentences)
             start = self._decode(uni)[0]
             trans = self._decode(model_trans)
-            obs = self._sample_ids(rng, start, trans, self.n_obs)
+            obs = self._sample_ids(self._observation_rng(t), start, trans, self.n_obs)
             obs_tokens = np.concatenate(obs)
             support = int(((start > 0) | (trans[uni > 0] > 0).any(0)).sum())
             yield GenerationResult(

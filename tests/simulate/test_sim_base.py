@@ -150,3 +150,28 @@ def test_edge_settings_run_or_are_refused_by_name() -> None:
         with pytest.raises(cm.ConfigError) as e:
             make_scenario(name, **{**FAST[name], key: value})
         assert e.value.key == key
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FAST if n != "selftrain"))
+def test_the_chain_does_not_depend_on_the_observation_size(name: str) -> None:
+    """A chain run with another ``n_obs`` trains on exactly the same data (paired chains).
+
+    The monitored sample used to come from the training stream, so its size shifted every
+    later training draw: comparing observation budgets compared different chains.
+    """
+    small = dict(FAST[name])
+    big = dict(small, n_obs=2 * small["n_obs"])
+    ga = make_scenario(name, loop="replace", seed=5, **small).run(4)
+    gb = make_scenario(name, loop="replace", seed=5, **big).run(4)
+    assert [g.observation.provenance.digest for g in ga] == [g.observation.provenance.digest for g in gb]
+    sampled = {"obs_types", "tail_token_share", "frechet_distance", "generation_nll"}  # read off the sample
+    for x, y in zip(ga, gb, strict=True):
+        assert {k: v for k, v in x.truth.items() if k not in sampled} == {
+            k: v for k, v in y.truth.items() if k not in sampled
+        }
+        shared = [k for k in x.aggregate if k not in sampled]
+        assert shared, name
+        assert [x.aggregate[k] for k in shared] == [y.aggregate[k] for k in shared], name
+        if x.observation.predictions is not None:
+            np.testing.assert_array_equal(x.observation.predictions, y.observation.predictions)
+        assert len(y.observation.embeddings if y.observation.texts is None else y.observation.texts) == big["n_obs"]

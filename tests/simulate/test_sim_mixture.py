@@ -17,12 +17,22 @@ def _rare_weights(loop: str, gens: int, seeds: range) -> np.ndarray:
 
 
 def test_rare_mode_vanishes_under_replace_not_fresh() -> None:
-    seeds = range(8)
+    """Lost (weight < 0.2 % of the model) far more often under replace than under fresh.
+
+    The rare mode's weight under replace is close to a martingale (its mean stays near the
+    truth while single chains hit 0 and stay there), so the share of chains that lost it is
+    the statistic, not the median. Under fresh the warm-started EM can also lose it now and
+    then, when its component drifts onto another mode (3 of these 48 chains); 8 seeds, as this
+    test had, were too few to tell the loops apart reliably.
+    """
+    seeds = range(48)
     replace = _rare_weights("replace", 16, seeds)
     fresh = _rare_weights("fresh", 16, seeds)
-    assert np.median(replace) < 0.4 * np.median(fresh)
+    lost_replace, lost_fresh = int((replace < 0.002).sum()), int((fresh < 0.002).sum())
+    assert lost_replace >= 10 and lost_fresh <= 5, (lost_replace, lost_fresh)
+    table = [[lost_replace, len(seeds) - lost_replace], [lost_fresh, len(seeds) - lost_fresh]]
+    assert stats.fisher_exact(table, alternative="greater")[1] < 0.01
     assert np.median(fresh) > 0.5 * DEFAULT_WEIGHTS[-1]
-    assert (replace < 0.002).sum() >= 3  # lost for good in several chains
 
 
 def test_generation_zero_fits_the_truth() -> None:
