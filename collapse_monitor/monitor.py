@@ -311,6 +311,13 @@ class CollapseMonitor:
                 f"history.db was corrupt: moved aside to {self.history.quarantined.name}; the history starts again"
             )
             self.history.quarantined = None
+        cached: list[Report] = []
+
+        def stored_reports() -> list[Report]:  # read once per check, when needed (it parses every row)
+            if not cached:
+                cached.extend(self.history.reports(self.name))
+            return cached
+
         if last is None and not self.history.reports(self.name):
             notes.extend(self._reseed_from_sinks())
             last = self.history.last_generation(self.name)
@@ -330,7 +337,7 @@ class CollapseMonitor:
         # a chain re-run from scratch) do not count.
         newest = None
         if last is not None and generation < last and not rebaseline:
-            stored = self.history.reports(self.name)
+            stored = stored_reports()
             since = max(
                 (r.created_at for r in stored if baseline and r.generation == baseline.generation), default=None
             )
@@ -386,7 +393,7 @@ class CollapseMonitor:
         else:
             grown = self._grow_baseline(baseline, panel)
             same_ref = baseline.fingerprint == self.reference.fingerprint
-            history = [r for r in self.history.reports(self.name) if baseline.generation <= r.generation < generation]
+            history = [r for r in stored_reports() if baseline.generation <= r.generation < generation]
             series = {
                 key: [r.metrics[key].value for r in history if key in r.metrics] + [mv.value]
                 for key, mv in panel.metrics.items()

@@ -89,6 +89,7 @@ log = logging.getLogger("collapse_monitor.sinks.mlflow")
 
 PREFIX = "collapse."
 ARTIFACT_DIR = "collapse"
+SUPERSEDED_TAG = "collapse.superseded_by"  # on a run whose generation was checked again later
 _RUN_METRICS = ("stage_level", "drift", "check_duration_seconds", "embedding_drift_share", "evidently_drift_share")
 _BAD_NAME = re.compile(r"[^\w.\- :]")
 _ENV_LOCK = threading.RLock()
@@ -958,6 +959,12 @@ class MLflowSink:
             raise
         if baseline is not None:
             self._baselines_seen.add(_baseline_digest(baseline))
+        try:
+            self._mark_superseded(client, exp_id, report)
+        except Exception as exc:  # a label for the UI: the check itself is logged
+            log.info(
+                "could not mark earlier runs of generation %s superseded: %s", report.generation, self.scrub(str(exc))
+            )
         if plot_job is not None:
             self._submit_plot(run_id, plot_job)
         facts: dict[str, Any] = {"run_id": run_id, "mlflow_run": self.run_url(exp_id, run_id)}
@@ -968,6 +975,31 @@ class MLflowSink:
         if problems:  # the run is logged; what it lacks is recorded in the report, not only a tag
             facts["warnings"] = [f"{self.name}: {p}; the run is logged without it" for p in problems]
         return facts
+
+    def _mark_superseded(self, client: Any, exp_id: str, report: Report) -> None:
+        """A generation checked again leaves a run per check: tag every run of it but the newest
+        check (by the report's time, so a late spool replay of an older check does not win)
+        ``collapse.superseded_by`` = the newest run's id, the one ``load_history``, ``latest`` and
+        ``gate`` read. One search per check; nothing to tag in the usual case."""
+        flt = (
+            f"tags.`collapse.monitor` = '{report.monitor}' and tags.`collapse.generation` = '{report.generation}'"
+            " and attributes.status = 'FINISHED'"
+        )
+        runs = self._search(client, [exp_id], flt, max_results=100, limit=100)
+        if len(runs) < 2:
+            return
+
+        def when(run: Any) -> tuple[float, int]:
+            try:
+                created = float(run.data.tags.get("collapse.created_at", ""))
+            except ValueError:
+                created = float("-inf")
+            return created, run.info.start_time or 0
+
+        newest = max(runs, key=when).info.run_id
+        for run in runs:
+            if run.info.run_id != newest and run.data.tags.get(SUPERSEDED_TAG) != newest:
+                client.set_tag(run.info.run_id, SUPERSEDED_TAG, newest)
 
     # -- reading back --------------------------------------------------------------------------
     def runs(self, monitor: str, *, latest_only: bool = False, finished_only: bool = False) -> list[Any]:

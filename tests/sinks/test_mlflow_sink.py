@@ -579,3 +579,29 @@ def test_a_failed_evidently_report_is_in_the_report_errors(tmp_path, monkeypatch
     report = mon.check(cm.Observation(embeddings=x))
     assert report.run_id is not None
     assert report.errors == ("mlflow: evidently failed (RuntimeError); the run is logged without it",), report.errors
+
+
+def test_a_generation_checked_again_marks_its_older_runs_superseded(mlflow_server, kit) -> None:
+    """A re-checked generation left two runs of one name, and nothing in MLflow said which one
+    counts (``load_history``, ``latest`` and ``gate`` read the newer check)."""
+    name = kit.unique("again")
+    sink = MLflowSink(mlflow_server.url, evidently=False, history_plot="off")
+    client = mlflow_server.client()
+
+    def tags(out: dict) -> dict:
+        return client.get_run(out["run_id"]).data.tags
+
+    t = 1_800_000_000.0
+    base = sink.emit(kit.make_report(name, 0, created_at=t), None)
+    first = sink.emit(kit.make_report(name, 1, created_at=t + 10), None)
+    assert "collapse.superseded_by" not in tags(first)  # checked once: nothing to mark
+    again = sink.emit(kit.make_report(name, 1, tail=0.5, created_at=t + 20), None)
+    assert tags(first)["collapse.superseded_by"] == again["run_id"]
+    assert "collapse.superseded_by" not in tags(again) and "collapse.superseded_by" not in tags(base)
+    # a late spool replay of a still older check of generation 1 does not take over
+    stale = sink.emit(kit.make_report(name, 1, tail=0.9, created_at=t + 5), None)
+    assert tags(stale)["collapse.superseded_by"] == again["run_id"]
+    assert tags(first)["collapse.superseded_by"] == again["run_id"]
+    assert "collapse.superseded_by" not in tags(again)
+    history = MLflowSink(mlflow_server.url).load_history(name)
+    assert history is not None and [r.run_id for r in history[0]] == [base["run_id"], again["run_id"]]
