@@ -224,6 +224,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         fired: list[dict[str, Any]] = []
         every: list[list[list[Any]]] = []  # --all-findings: each check's findings, compact
         agg: list[dict[str, float]] = []
+        truth: list[dict[str, float]] = []  # the simulator's own ground truth per generation
         ev: list[float | None] = []
         for g in sc.generations(generations):
             rep = mon.check(g.observation)
@@ -236,6 +237,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
                 )
             sweep.step(mon.last_panel)
             agg.append({k: float(v) for k, v in g.aggregate.items()})
+            truth.append({k: float(v) for k, v in g.truth.items()})
             frames = _frames(ref, g.observation, pca) if with_evidently else None
             ev.append(None if frames is None else _evidently_share(*frames))
 
@@ -256,6 +258,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         "evidently": evidently,
         "evidently_share": ev,
         "aggregates": agg,
+        "truth": truth,
         "false_alarms": 0 if collapsing else sum(s != "healthy" for s in stages),
         "fired": fired,
         "alpha_stages": {str(a): st for a, st in sweep.stages.items()},
@@ -434,6 +437,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             r["ours"] is not None and r["ours"] <= 2 and acc_moved(r) < 0.01 for r in self_train
         ),
         "selftrain_chains": len(self_train),
+        **_truth_totals(ctrl),
     }
     summary["totals"] = totals
     curve = _operating_curve(rows, generations)
@@ -450,6 +454,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         + (f" and (b) {totals['evidently_false_alarm_chains']}" if ev_ctrl else "")
         + f" of the {totals['control_chains']} control chains"
         + ("." if ev_ctrl else " ((b), Evidently, not run)."),
+        *_truth_line(totals),
         *(
             [
                 f"- Evidently (b) is counted from generation 1, like (a) and our monitor, whose baseline generation 0 "
@@ -497,6 +502,73 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             *alarms,
         ]
     return "\n".join(lines), summary
+
+
+def _model_lost_a_mode(row: dict[str, Any], generation: int) -> bool | None:
+    """Whether the simulator's truth shows the chain's model lost a mode at ``generation`` (a
+    true mode's weight below half of it: mixture's ``modes_lost``); ``None`` where the row has
+    no such truth (other scenarios, or a run before truth was recorded)."""
+    truth = row.get("truth") or []
+    if generation >= len(truth) or "modes_lost" not in truth[generation]:
+        return None
+    return truth[generation]["modes_lost"] >= 1
+
+
+def _truth_totals(ctrl: list[dict[str, Any]]) -> dict[str, int]:
+    """Control false alarms judged against the simulator's truth: the flagged checks where it
+    records mode weights, and those where the model really had lost a mode (the flag is right
+    about the model, on a loop the issue counts as a control)."""
+    judged = lost = 0
+    for r in ctrl:
+        for g, st in enumerate(r["stages"]):
+            if st == "healthy":
+                continue
+            verdict = _model_lost_a_mode(r, g)
+            if verdict is not None:
+                judged += 1
+                lost += verdict
+    return {"false_alarms_with_mode_truth": judged, "false_alarms_model_lost_a_mode": lost}
+
+
+def _truth_line(totals: dict[str, Any]) -> list[str]:
+    if not totals.get("false_alarms_with_mode_truth"):
+        return []
+    return [
+        f"- Of the control false alarms on chains whose simulator records mode weights (mixture), "
+        f"{totals['false_alarms_model_lost_a_mode']} of {totals['false_alarms_with_mode_truth']} are at a check where "
+        f"the model had really lost a mode (a true mode's weight below half of it): right about the model, on a "
+        f"loop counted as a control."
+    ]
+
+
+def add_truth(path: str | Path) -> int:
+    """Record the simulator's truth in a saved run's flagged control rows that lack it (runs
+    before truth was recorded), by re-running those chains' scenarios (not the monitor: the
+    chains are deterministic); rewrites the JSON and the markdown's table (its header kept).
+    Returns how many rows it filled."""
+    from collapse_monitor.simulate import make_scenario
+
+    path = Path(path)
+    raw = path.read_text()
+    data = json.loads(raw)
+    filled = 0
+    for r in data["rows"]:
+        if r["collapsing"] or not r["false_alarms"] or r.get("truth"):
+            continue
+        sc = make_scenario(r["scenario"], loop=r["loop"], seed=r["seed"], **{**r.get("world", {}), **r["options"]})
+        r["truth"] = [{k: float(v) for k, v in g.truth.items()} for g in sc.generations(len(r["stages"]))]
+        filled += 1
+    generations = max(len(r["stages"]) for r in data["rows"])
+    table, summary = summarise(data["rows"], generations)
+    data["summary"] = summary
+    compact = "\n" not in raw[:200]
+    fmt: dict[str, Any] = {"separators": (",", ":")} if compact else {"indent": 1}
+    path.write_text(json.dumps(data, default=str, **fmt))
+    md = path.with_suffix(".md")
+    if md.exists():
+        head = md.read_text().split("\n| chain |", 1)[0]
+        md.write_text(head + "\n" + table + "\n")
+    return filled
 
 
 def _biased(row: dict[str, Any]) -> bool:
@@ -798,6 +870,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--name", help="results file stem (default: detection[-seedsA-B][-worldN])")
     ap.add_argument(
+        "--add-truth",
+        metavar="JSON",
+        action="append",
+        help="record the simulator's truth in a saved run's flagged control rows (runs before it was recorded) "
+        "and rewrite its JSON and markdown table, instead of running chains (repeatable)",
+    )
+    ap.add_argument(
         "--incidents",
         metavar="JSON",
         action="append",
@@ -805,6 +884,10 @@ def main(argv: list[str] | None = None) -> int:
         "at resolve_after 1, 2 and 3 instead of running chains (repeat to pool runs)",
     )
     a = ap.parse_args(argv)
+    if a.add_truth:
+        for p in a.add_truth:
+            print(f"{p}: truth recorded in {add_truth(p)} flagged control rows")
+        return 0
     if a.incidents:
         return _main_incidents(a.incidents)
     if a.rejudge:

@@ -250,3 +250,54 @@ def test_baselines_start_at_generation_1_and_a_is_also_read_literally(bench) -> 
     assert t["either_flagged_after"] == 0 and t["either_median_lead"] == 1
     assert "fired at generation 0 on 2 of the 2 chains" in table
     assert "(a) read literally" in table and "it fired on 1 of the 1 control chains" in table
+
+
+def test_false_alarms_are_judged_against_the_simulators_truth(bench, real_row, tmp_path) -> None:
+    """A control loop can really collapse (mixture/fresh: the warm-started EM's rare component
+    drifts onto another mode and the fresh data does not pull it back); the benchmark counted
+    every flag there as false with nothing to tell the two apart. Rows now carry the
+    simulator's truth, and a saved run without it gets it back with ``--add-truth``."""
+    assert len(real_row["truth"]) == len(real_row["stages"]) and "modes_lost" in real_row["truth"][0]
+
+    def control(stages, lost):
+        return {
+            "scenario": "mixture",
+            "loop": "fresh",
+            "options": {},
+            "label": "mixture/fresh",
+            "seed": 0,
+            "collapsing": False,
+            "stages": stages,
+            "ours": None,
+            "aggregate": None,
+            "evidently": None,
+            "aggregates": [{"frechet_distance": 1.0}] * len(stages),
+            "truth": [{"modes_lost": float(x)} for x in lost],
+            "false_alarms": sum(s != "healthy" for s in stages),
+            "fired": [],
+        }
+
+    rows = [
+        control(["healthy", "early_collapse", "healthy", "early_collapse"], [0, 0, 1, 1]),
+        control(["healthy", "early_collapse", "healthy", "healthy"], [0, 0, 0, 0]),
+    ]
+    table, summary = bench.summarise(rows, 4)
+    assert summary["totals"]["false_alarms_with_mode_truth"] == 3
+    assert summary["totals"]["false_alarms_model_lost_a_mode"] == 1
+    assert "1 of 3 are at a check where the model had really lost a mode" in table
+    assert "really lost a mode" not in bench.summarise([dict(r, truth=None) for r in rows], 4)[0]
+
+    # a saved run from before truth was recorded: --add-truth re-runs the flagged control chain
+    small = {"n_train": 400, "n_obs": 200, "n_ref": 300}
+    row = bench.run_one(("mixture", "fresh", small, False, 3, 3, False, False))
+    truth = row.pop("truth")
+    row["stages"][2], row["false_alarms"] = "early_collapse", 1  # as if it had fired
+    path = tmp_path / "detection.json"
+    path.write_text(json.dumps({"summary": {}, "rows": [row]}))
+    (tmp_path / "detection.md").write_text("# Detection benchmark\n\nheader kept\n\n| chain | old table |\n")
+    assert bench.main(["--add-truth", str(path)]) == 0
+    saved = json.loads(path.read_text())["rows"][0]
+    assert saved["truth"] == truth  # the chain is deterministic: exactly what the run recorded
+    md = (tmp_path / "detection.md").read_text()
+    assert md.startswith("# Detection benchmark\n\nheader kept\n\n| chain |") and "old table" not in md
+    assert "are at a check where the model had really lost a mode" in md
