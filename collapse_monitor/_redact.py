@@ -98,36 +98,57 @@ def redact_url(url: object) -> str:
 
 
 def mask_credentials(uri: str) -> str:
-    """``uri`` with its credentials masked - userinfo and every query value - and the rest kept.
-    For data-set URIs (provenance sources), whose paths are the point and rarely secret, unlike
-    :func:`redact_url`, which also hides token-like path segments. Anything that is not an
-    absolute URI comes back unchanged.
+    """``uri`` with its credentials masked - userinfo, every query value and ``password=``-style
+    values - and the rest kept. For data-set URIs (provenance sources), whose paths are the
+    point and rarely secret, unlike :func:`redact_url`, which also hides token-like path
+    segments. Also for what is not an absolute URI: ``jdbc:`` URLs, ``file:///...?token=``,
+    relative paths with a query, ``user:pw@host:/path`` and ``Key=value;`` connection strings.
 
     >>> mask_credentials("s3://bucket/data/part-0001.parquet?X-Amz-Signature=abc123&X-Amz-Date=20260101")
     's3://bucket/data/part-0001.parquet?X-Amz-Signature=***&X-Amz-Date=***'
     >>> mask_credentials("https://alice:pw@data.example.com/v1/corpus")
     'https://***@data.example.com/v1/corpus'
+    >>> mask_credentials("jdbc:postgresql://db/train?user=bob&password=hunter2")
+    'jdbc:postgresql://db/train?user=***&password=***'
+    >>> mask_credentials("Server=db;Database=train;Password=hunter2")
+    'Server=db;Database=train;Password=***'
     >>> mask_credentials("generated-gen3")
     'generated-gen3'
     """
-    if not isinstance(uri, str) or "://" not in uri:
+    if not isinstance(uri, str):
         return uri
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return MASK
-    if not parts.scheme or not parts.netloc:
-        return uri
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
-    out = f"{parts.scheme}://{netloc}{parts.path}"
-    if parts.query:
-        keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
-        out += "?" + ("&".join(f"{k}={MASK}" for k in keys) if keys else MASK)
-    if parts.fragment:
-        out += "#" + MASK
-    return out
+    if uri[:5].lower() == "jdbc:":  # jdbc:<driver>://... wraps a URL of its own
+        return uri[:5] + mask_credentials(uri[5:])
+    out = uri
+    if "://" in uri:
+        try:
+            parts = urlsplit(uri)
+        except ValueError:
+            return MASK
+        if parts.scheme:
+            netloc = parts.netloc
+            if "@" in netloc:
+                netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+            out = f"{parts.scheme}://{netloc}{parts.path}{_masked_query(parts.query)}"
+            if parts.fragment:
+                out += "#" + MASK
+    else:
+        head, sep, query = uri.partition("?")
+        if sep:  # a relative path or a file name with a query: its values may be tokens
+            head = head + _masked_query(query)
+        # scp-style user:password@host:/path (only a password is a secret; a user name is not)
+        userinfo, at, rest = head.partition("@")
+        if at and ":" in userinfo and "/" not in userinfo and " " not in userinfo:
+            head = f"{MASK}@{rest}"
+        out = head
+    return _KV.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", out)
+
+
+def _masked_query(query: str) -> str:
+    if not query:
+        return ""
+    keys = [k for k, _ in parse_qsl(query, keep_blank_values=True)]
+    return "?" + ("&".join(f"{k}={MASK}" for k in keys) if keys else MASK)
 
 
 def redact_text(text: object, secrets: Iterable[object] = ()) -> str:

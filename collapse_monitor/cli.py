@@ -64,6 +64,13 @@ def _add_check(sub: Any) -> None:
         "--synthetic-fraction", type=float, default=None, help="share of model-generated training data, 0..1"
     )
     p.add_argument("--parent-run-id", default=None, help="MLflow run id of the training run (provenance)")
+    p.add_argument(
+        "--source",
+        action="append",
+        default=None,
+        help="URI or name of a data set in the training mix (provenance; repeatable; credentials are masked)",
+    )
+    p.add_argument("--digest", default=None, help="content hash of the training set (provenance)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -149,8 +156,13 @@ def _check(args: argparse.Namespace) -> int:
     if args.texts:
         kw["texts"] = _load_list(Path(args.texts), "texts", texts=True)
     prov = None
-    if args.synthetic_fraction is not None or args.parent_run_id:
-        prov = Provenance(synthetic_fraction=args.synthetic_fraction, parent_run_id=args.parent_run_id)
+    if args.synthetic_fraction is not None or args.parent_run_id or args.source or args.digest:
+        prov = Provenance(
+            synthetic_fraction=args.synthetic_fraction,
+            parent_run_id=args.parent_run_id,
+            sources=tuple(args.source or ()),
+            digest=args.digest,
+        )
     report = mon.check(Observation(generation=args.generation, provenance=prov, **kw))
     if args.json:
         import json

@@ -762,6 +762,12 @@ class CollapseMonitor:
                 obs.generation = as_generation(generation, "generation")
             if provenance is not None and obs.provenance is None:
                 obs.provenance = as_provenance(provenance, "provenance")
+            elif provenance is not None and as_provenance(provenance, "provenance") != obs.provenance:
+                # the Observation's own wins, as documented; nothing said the other was dropped
+                notes = (
+                    *notes,
+                    "the provenance given to the hook differs from the Observation's: the Observation's is used",
+                )
             return self._check(obs, notes)
         except Exception as exc:
             self.last_error = exc

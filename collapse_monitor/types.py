@@ -128,6 +128,19 @@ class MetricValue:
         return f"{self.value:{spec}} [{self.ci_low:{spec}}, {self.ci_high:{spec}}]"
 
 
+MAX_SOURCE_CHARS = 8192  # a provenance source (a URI or a name); MLflow refuses a dataset source past 65,535
+
+
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates (a non-UTF-8 file name decoded with surrogateescape)
+    written as ``\\xNN`` escapes, so every store and payload can encode it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where the training data of a generation came from.
@@ -148,11 +161,16 @@ class Provenance:
                 "provenance.synthetic_fraction", f"expected a number in [0, 1], got {self.synthetic_fraction!r}"
             )
         if self.synthetic_fraction is not None:
-            object.__setattr__(
-                self, "synthetic_fraction", V.as_probability(self.synthetic_fraction, "provenance.synthetic_fraction")
-            )
+            sf = self.synthetic_fraction
+            if isinstance(sf, np.floating) and sf.dtype.itemsize < 8:
+                # np.float32(0.4) is 0.4000000059604645 as a float: logged, tagged and shown as
+                # such; its shortest repr is the number the user wrote
+                sf = float(str(sf))
+            object.__setattr__(self, "synthetic_fraction", V.as_probability(sf, "provenance.synthetic_fraction"))
         if self.parent_run_id is not None and not isinstance(self.parent_run_id, str):
             raise InputError("provenance.parent_run_id", f"expected a str, got {type(self.parent_run_id).__name__}")
+        if self.parent_run_id is not None:
+            object.__setattr__(self, "parent_run_id", _encodable(self.parent_run_id))
         if isinstance(self.sources, str):
             object.__setattr__(self, "sources", (self.sources,))
         if self.sources is not None and not isinstance(self.sources, (list, tuple)):
@@ -164,10 +182,21 @@ class Provenance:
                 f"{type(self.digest).__name__}"
                 + (f" of {len(self.digest)} characters" if isinstance(self.digest, str) else ""),
             )
+        if self.digest is not None:
+            object.__setattr__(self, "digest", _encodable(self.digest))
         srcs = tuple(self.sources or ())
         for i, s in enumerate(srcs):
             if not isinstance(s, str):
                 raise InputError("provenance.sources", f"item {i} is {type(s).__name__}, expected str")
+            if not s.strip() or len(s) > MAX_SOURCE_CHARS:
+                raise InputError(
+                    "provenance.sources",
+                    f"item {i} is {'empty' if not s.strip() else f'{len(s)} characters long'}: expected the URI or "
+                    f"name of a data set, 1-{MAX_SOURCE_CHARS} characters",
+                )
+        # a file name read from a non-UTF-8 file system holds lone surrogates (os.listdir's
+        # surrogateescape): no store can encode them, and MLflow retried the check for good
+        srcs = tuple(_encodable(s) for s in srcs)
         # a presigned URL's signature or a password in a source URI must not travel into
         # reports, MLflow, the spool or alert payloads: credentials are masked on arrival
         object.__setattr__(self, "sources", tuple(mask_credentials(s) for s in srcs))

@@ -24,7 +24,19 @@ def _num(x: Any, spec: str = ".3g") -> str:
 
 
 def _pct(x: Any) -> str:
-    return "unknown" if not isinstance(x, (int, float)) or not math.isfinite(float(x)) else f"{float(x) * 100:.0f}%"
+    """A share as a percentage; a share that is neither 0 nor 1 never reads "0%" or "100%"
+    (0.996 of a "mixed" origin was shown as 100% synthetic).
+
+    >>> [_pct(v) for v in (0.0, 0.004, 0.5, 0.996, 1.0, None)]
+    ['0%', '0.4%', '50%', '99.6%', '100%', 'unknown']
+    """
+    if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(float(x)):
+        return "unknown"
+    pct = float(x) * 100
+    text = f"{pct:.0f}%"
+    if text in ("0%", "100%") and pct not in (0.0, 100.0):
+        text = f"{pct:.2g}%" if pct < 1 else f"{min(pct, 99.99):.4g}%"
+    return text
 
 
 def headline(event: AlertEvent) -> str:

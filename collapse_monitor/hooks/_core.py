@@ -17,14 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._redact import redact_text
-from ..errors import CollapseMonitorError, ConfigError
-from ..types import Observation, Provenance
+from ..errors import CollapseMonitorError, ConfigError, InputError
+from ..types import Observation, Provenance, as_provenance
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
@@ -215,9 +215,15 @@ class HookCore:
             and (isinstance(generation, bool) or not isinstance(generation, int) or generation < 0)
         ):
             raise ConfigError(f"{owner}.generation", f"expected an int >= 0 or a callable, got {generation!r}")
+        if isinstance(provenance, Mapping):  # as @mon.watch and mon.retrain take it
+            try:
+                provenance = as_provenance(provenance, f"{owner}.provenance")
+            except InputError as exc:
+                raise ConfigError(exc.field, exc.message) from None
         if provenance is not None and not callable(provenance) and not isinstance(provenance, Provenance):
             raise ConfigError(
-                f"{owner}.provenance", f"expected cm.Provenance or a callable, got {type(provenance).__name__}"
+                f"{owner}.provenance",
+                f"expected cm.Provenance, a mapping of its fields or a callable, got {type(provenance).__name__}",
             )
         check_flag(eval_mode, f"{owner}.eval_mode")
         self.monitor = monitor

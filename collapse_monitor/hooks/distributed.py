@@ -61,7 +61,7 @@ import numpy as np
 
 from .. import _validate as V
 from ..errors import CollapseMonitorError, ConfigError, InputError
-from ..types import Observation, Provenance, Report, Stage
+from ..types import Observation, Provenance, Report, Stage, as_provenance
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
@@ -252,7 +252,8 @@ def distributed_check(
         embeddings: this rank's (k_r, d) sample embeddings (tensor or array; may be empty, e.g.
             ``(0, d)``, or None on some ranks).
         texts: this rank's generated texts (may be empty or None on some ranks).
-        generation, provenance: as in :class:`cm.Observation` (rank 0's values are used).
+        generation, provenance: as in :class:`cm.Observation` (rank 0's generation is used;
+            provenance may be given on any rank, and ranks that give it must agree).
         group: a ``torch.distributed`` process group (default: the world).
         broadcast: send the stage and generation to every rank (default True; the same value
             on every rank).
@@ -281,6 +282,16 @@ def distributed_check(
     # ranks that got it wrong, would leave the others waiting in the collective)
     flag = bool(broadcast) if isinstance(broadcast, (bool, np.bool_)) else repr(broadcast)[:80]
     meta["reference"], meta["broadcast"] = ref_meta, flag
+    # provenance given on any rank travels with the metadata (it was read on rank 0 only, so a
+    # rank 1 that knew the training mix lost it silently); a bad one is an error after the
+    # exchange, like the shards'
+    meta["provenance"] = None
+    try:
+        prov = as_provenance(provenance, "provenance")
+        meta["provenance"] = None if prov is None else prov.to_dict()
+    except InputError as exc:
+        if meta["error"] is None:
+            meta["error"] = (exc.field, exc.message)
 
     # The one exchange every rank always makes. Everything after it (which collectives run, and
     # every error) is decided from the gathered metadata alone, so all ranks decide alike.
@@ -309,6 +320,15 @@ def distributed_check(
     if bad:
         r, (field, msg) = bad[0]
         raise InputError(field, f"on rank {r}: {msg}" if world > 1 else msg)
+    given = [(r, mt["provenance"]) for r, mt in enumerate(metas) if mt.get("provenance") is not None]
+    for r, d in given[1:]:
+        if d != given[0][1]:
+            raise InputError(
+                "provenance",
+                f"differs between rank {given[0][0]} and rank {r}: pass the same provenance on every rank, "
+                "or on rank 0 only",
+            )
+    provenance = Provenance.from_dict(given[0][1]) if given else None
     if all(mt["pred"] is None and mt["n_emb"] == 0 and not mt["texts"] for mt in metas):
         raise InputError(
             "distributed_check", "no rank gave predictions, embeddings or texts (every shard was None or empty)"

@@ -89,6 +89,8 @@ log = logging.getLogger("collapse_monitor.sinks.mlflow")
 
 PREFIX = "collapse."
 ARTIFACT_DIR = "collapse"
+MAX_SOURCE_INPUTS = 100  # provenance sources logged as dataset inputs per run (the rest counted)
+INPUTS_PER_CALL = 50  # dataset inputs per log_inputs request
 SUPERSEDED_TAG = "collapse.superseded_by"  # on a run whose generation was checked again later
 _RUN_METRICS = ("stage_level", "drift", "check_duration_seconds", "embedding_drift_share", "evidently_drift_share")
 _BAD_NAME = re.compile(r"[^\w.\- :]")
@@ -198,8 +200,7 @@ def dataset_digest(digest: str | None) -> str | None:
     ``digest`` itself when it fits. A longer hex digest (``sha256`` hexdigest, optionally with an
     ``algo:`` prefix) becomes its first 36 hex digits - a prefix of the same hash, like a short
     git hash; any other long string the first 36 hex digits of its sha256. The sink keeps the
-    full digest in the run tag and the input tag ``collapse.data_digest`` and in the dataset
-    profile (``mix_digest``).
+    full digest in the run tag and the input tag ``collapse.data_digest``.
 
     >>> dataset_digest("d0001")
     'd0001'
@@ -698,13 +699,16 @@ class MLflowSink:
 
         out = []
         prov = report.provenance or Provenance()
-        profile = {
-            "origin": prov.origin,
-            "synthetic_fraction": prov.synthetic_fraction,
-            "mix_digest": prov.digest,
-            "generation": report.generation,
-        }
-        tags = [InputTag("mlflow.data.context", "training"), InputTag("collapse.origin", prov.origin)]
+        # MLflow keeps one dataset entity per (name, digest) in an experiment and reuses it for
+        # every later run: what changes from run to run (generation, share, mix digest) goes in
+        # the input's tags, which are per run. (In the profile, a source logged again kept
+        # generation 0's "synthetic_fraction 0.0" in MLflow's Datasets view for good.)
+        profile = {"role": "training data source"}
+        tags = [
+            InputTag("mlflow.data.context", "training"),
+            InputTag("collapse.origin", prov.origin),
+            InputTag("collapse.generation", str(report.generation)),
+        ]
         if prov.synthetic_fraction is not None:
             tags.append(InputTag("collapse.synthetic_fraction", repr(prov.synthetic_fraction)))
         if prov.digest:  # the dataset digest holds at most 36 characters: the full one goes here
@@ -712,11 +716,20 @@ class MLflowSink:
         digest = dataset_digest(prov.digest)
         sources = list(prov.sources)
         if sources:
-            for s in sources:
+            # thousands of inputs in one call timed out on a real server, and every replay did
+            # again: at most MAX_SOURCE_INPUTS are logged, the rest counted on one more input
+            # (report.json keeps the whole list)
+            for s in sources[:MAX_SOURCE_INPUTS]:
                 clean = safe_uri(s)
                 name = (clean.rstrip("/").rsplit("/", 1)[-1] or clean)[:200]
                 ds = MetaDataset(source_of(s), name=name, digest=digest if len(sources) == 1 else None)  # type: ignore[abstract]
                 out.append(DatasetInput(entity(ds, profile), tags=list(tags)))
+            if len(sources) > MAX_SOURCE_INPUTS:
+                rest = len(sources) - MAX_SOURCE_INPUTS
+                src = CodeDatasetSource({"collapse.monitor": report.monitor, "collapse.more_sources": str(rest)})
+                ds = MetaDataset(src, name=f"{report.monitor}-gen{report.generation}-{rest}-more-sources", digest=None)  # type: ignore[abstract]
+                more = [*tags, InputTag("collapse.sources_total", str(len(sources)))]
+                out.append(DatasetInput(entity(ds, {"role": "training data sources not listed"}), tags=more))
         elif report.provenance is not None:
             src = CodeDatasetSource({"collapse.monitor": report.monitor, "collapse.generation": str(report.generation)})
             ds = MetaDataset(src, name=f"{report.monitor}-gen{report.generation}-training", digest=digest)  # type: ignore[abstract]
@@ -936,8 +949,8 @@ class MLflowSink:
                 for m, t in batches(metrics, tag_list):
                     client.log_batch(run_id, metrics=m, tags=t)
                 datasets = self._datasets(report)
-                if datasets:
-                    client.log_inputs(run_id, datasets=datasets)
+                for i in range(0, len(datasets), INPUTS_PER_CALL):
+                    client.log_inputs(run_id, datasets=datasets[i : i + INPUTS_PER_CALL])
                 if self.artifacts:
                     client.log_artifacts(run_id, str(art), ARTIFACT_DIR)
             if parent is not None:
@@ -1152,6 +1165,7 @@ def report_from_run(run: Any) -> Report:
             synthetic_fraction=sf,
             parent_run_id=tags.get("collapse.parent_run_id"),
             digest=tags.get("collapse.data_digest"),
+            sources=_training_sources(run),
         )
     return Report(
         monitor=tags["collapse.monitor"],
@@ -1165,3 +1179,26 @@ def report_from_run(run: Any) -> Report:
         created_at=float(tags.get("collapse.created_at", run.info.start_time / 1000)),
         run_id=run.info.run_id,
     )
+
+
+def _training_sources(run: Any) -> tuple[str, ...]:
+    """The provenance sources a run logged as training dataset inputs (as logged: a URI without
+    its query), for a history rebuilt without report.json; the input that only counts the
+    sources past :data:`MAX_SOURCE_INPUTS` is not one."""
+    out: list[str] = []
+    for d in getattr(getattr(run, "inputs", None), "dataset_inputs", None) or []:
+        tags = {t.key: t.value for t in d.tags}
+        if tags.get("mlflow.data.context") != "training" or "collapse.sources_total" in tags:
+            continue
+        try:
+            src = json.loads(d.dataset.source)
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(src, dict):
+            continue
+        tagged = src.get("tags")
+        named: dict[str, Any] = tagged if isinstance(tagged, dict) else {}  # a CodeDatasetSource: a name
+        uri = src.get("uri") or src.get("url") or named.get("collapse.source")
+        if isinstance(uri, str) and uri:
+            out.append(uri)
+    return tuple(out)

@@ -204,6 +204,27 @@ def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
         distributed_check(mon, probe_indices=[], predictions=[], embeddings=empty_emb, texts=[])
     except cm.InputError as exc:
         result["all_empty"] = [exc.field, str(exc)]
+    # provenance known on rank 1 only reaches the check (rank 0's argument alone was read);
+    # two ranks that disagree are refused alike, naming both
+    other = cm.CollapseMonitor("dist-prov", reference=mon.reference, sinks=[], home=Path(home) / "prov")
+    sh = _shard(gens[0], rank, world)
+    res = distributed_check(
+        other,
+        probe_indices=sh["probe_indices"],
+        predictions=sh["predictions"],
+        provenance={"synthetic_fraction": 0.9, "sources": ["s3://corpus/mix.parquet"]} if rank == 1 else None,
+    )
+    if res.report is not None:
+        result["rank1_provenance"] = res.report.provenance.to_dict()
+    try:
+        distributed_check(
+            other,
+            probe_indices=sh["probe_indices"],
+            predictions=sh["predictions"],
+            provenance=cm.Provenance(0.1 if rank == 0 else 0.9),
+        )
+    except cm.InputError as exc:
+        result["provenance_disagrees"] = [exc.field, str(exc)]
     dist.barrier()
     dist.destroy_process_group()
     Path(out).write_text(json.dumps(result))
@@ -288,6 +309,12 @@ def test_mismatched_references_refused_and_empty_shards_accepted(tmp_path: Path)
         assert field == "distributed_check" and "no rank gave" in msg
     # rank 1 used to get a CollapseMonitorError for rank 0's InputError
     assert r0["bad_provenance"] == r1["bad_provenance"] == ["InputError", "provenance.synthetic_fraction"]
+    # provenance given on rank 1 only was dropped silently; two ranks that disagree were not noticed
+    assert r0["rank1_provenance"]["synthetic_fraction"] == 0.9
+    assert r0["rank1_provenance"]["sources"] == ["s3://corpus/mix.parquet"]
+    assert r0["provenance_disagrees"] == r1["provenance_disagrees"]
+    field, msg = r0["provenance_disagrees"]
+    assert field == "provenance" and "rank 0 and rank 1" in msg
     assert r0["bad_broadcast"] == r1["bad_broadcast"]
     assert r0["bad_broadcast"][:2] == ["ConfigError", "broadcast"] and "'no' on rank 1" in r0["bad_broadcast"][2]
 

@@ -186,6 +186,12 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
         CollapseMonitorCallback(object(), evaluate)  # type: ignore[arg-type]
     with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.generation"):
         CollapseMonitorCallback(mon, evaluate, generation=-1)
+    # a mapping of Provenance's fields, as @mon.watch and mon.retrain take it (it was refused here)
+    cb = CollapseMonitorCallback(mon, evaluate, provenance={"synthetic_fraction": 0.25, "sources": ["s3://x/y"]})
+    assert cb._core.provenance == cm.Provenance(0.25, sources=["s3://x/y"])
+    with pytest.raises(cm.ConfigError) as ei:
+        CollapseMonitorCallback(mon, evaluate, provenance={"bogus": 1})
+    assert ei.value.key == "CollapseMonitorCallback.provenance.bogus"
 
 
 def test_hooks_package_imports_without_the_frameworks() -> None:

@@ -201,6 +201,25 @@ def test_provenance_as_a_mapping_is_accepted(tmp_path: Path) -> None:
 
     retrain()
     assert mon.last_error is None and mon.last_report.provenance.synthetic_fraction == 0.25
+    assert not any("provenance given to the hook" in n for n in mon.last_report.notes)
+
+
+def test_a_hook_provenance_the_observation_overrides_is_noted(tmp_path: Path) -> None:
+    """Provenance audit (2026-12-06): the Observation's own provenance wins over the hook's, and
+    nothing said the hook's was dropped."""
+    mon = _mon(tmp_path)
+    own = cm.Provenance(0.0)
+
+    @mon.watch(
+        evaluate=lambda m: cm.Observation(predictions=m.predict(), provenance=own), provenance=cm.Provenance(0.8)
+    )
+    def retrain() -> Model:
+        return Model()
+
+    retrain()
+    report = mon.last_report
+    assert report.provenance.synthetic_fraction == 0.0
+    assert any("provenance given to the hook differs" in n for n in report.notes)
 
 
 def test_a_callable_generation_that_returns_garbage_fails_the_check_not_the_job(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from reliability.relkit import LABELS, REPO, collapsed, healthy, mlflow_runs, re
 from servers import Response
 
 import collapse_monitor as cm
+from collapse_monitor._redact import MASK
 
 # every fragment below is a secret: none may appear anywhere the monitor writes or says
 HOOK_SECRET = "whsec_c2VjcmV0LWZvci1yZWxpYWJpbGl0eS10ZXN0cw=="
@@ -511,3 +512,53 @@ def test_raised_errors_chain_no_credentialed_exception(tmp_path) -> None:
         assert err.__cause__ is None and err.__context__ is None, (what, repr(err.__context__)[:300])
         text = "".join(traceback.format_exception(err)) + "".join(repr(e) + str(e) for e in _chain(err))
         assert not _leaks(text), (what, _leaks(text))
+
+
+@pytest.mark.parametrize(
+    ("source", "secret"),
+    [
+        ("jdbc:postgresql://db.local/train?user=bob&password=hunter2", "hunter2"),
+        ("file:///data/train.parquet?token=tok3n-v4lue", "tok3n-v4lue"),
+        ("data/train.csv?token=tok3n-v4lue", "tok3n-v4lue"),
+        ("Server=db.local;Database=train;Password=hunter2", "hunter2"),
+        ("bob:hunter2@data.local:/srv/train", "hunter2"),
+        ("https://alice:hunter2@data.example.com/v1/corpus#sig=x", "hunter2"),
+    ],
+)
+def test_provenance_sources_of_every_shape_are_masked(source, secret, http_receiver, tmp_path) -> None:
+    """Provenance audit (2026-12-06): only absolute URIs with a host were masked; a JDBC URL,
+    a file URI, a relative path with a query, a connection string or scp-style credentials kept
+    their secret in reports, history.db, check --json and alert payloads."""
+    prov = cm.Provenance(synthetic_fraction=0.5, sources=[source])
+    assert secret not in repr(prov) and secret not in json.dumps(prov.to_dict())
+    assert MASK in prov.sources[0]
+    mon = cm.CollapseMonitor(
+        unique("prov-mask"),
+        reference=cm.Reference(labels=[0, 1] * 50),
+        sinks=[],
+        home=tmp_path,
+        alerts=[cm.Webhook(http_receiver.url_for("/hook"), name="hook")],
+    )
+    mon.check(cm.Observation(predictions=[0, 1] * 50, provenance=prov))
+    report = mon.check(cm.Observation(predictions=[0] * 100, provenance=prov))  # collapsed: an alert
+    assert secret not in json.dumps(report.to_dict())
+    bodies = [r.text for r in http_receiver.wait_for_requests(1, path="/hook")]
+    assert MASK in bodies[0] and all(secret not in b for b in bodies)
+    assert secret not in (tmp_path / "history.db").read_bytes().decode("utf-8", "replace")
+
+
+def test_provenance_text_every_store_can_encode() -> None:
+    """A file name read from a non-UTF-8 file system holds lone surrogates: the baseline check
+    failed to reach MLflow on every retry. They become escapes; an empty or 65 kB source
+    (MLflow dead-lettered the whole report) is an InputError naming the field; a float32 share
+    is the number the user wrote."""
+    import numpy as np
+
+    prov = cm.Provenance(np.float32(0.4), parent_run_id="r\udce9", sources=["caf\udce9.parquet"], digest="d\udce9")
+    assert prov.sources == ("caf\\xe9.parquet",) and prov.digest == "d\\xe9" and prov.parent_run_id == "r\\xe9"
+    json.dumps(prov.to_dict()).encode("utf-8")
+    assert prov.synthetic_fraction == 0.4
+    for bad in ([""], ["  "], ["s3://b/" + "x" * 70_000]):
+        with pytest.raises(cm.InputError) as ei:
+            cm.Provenance(0.5, sources=bad)
+        assert ei.value.field == "provenance.sources"

@@ -139,3 +139,25 @@ def test_report_out_with_another_suffix_is_refused_not_made_a_folder(tmp_path: P
     assert "the chart is a PNG" in capsys.readouterr().err and not out.exists()
     assert main(["report", "--monitor", "digits", "--tracking-uri", uri, "--out", str(tmp_path / "h.png")]) == 0
     assert (tmp_path / "h.png").is_file()
+
+
+def test_check_records_sources_and_digest_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Provenance audit (2026-12-06): `check` took only a synthetic share and a parent run, so
+    CLI users could not record the sources or the digest MLflow's dataset inputs show."""
+    cfg = _config(tmp_path / "c")
+    monkeypatch.chdir(tmp_path / "c")
+    capsys.readouterr()
+    src = ["s3://corpus/human-v1.parquet", "gen/data.csv?token=s3cr3tvalue"]
+    args = ["--synthetic-fraction", "0.5", "--digest", "abc123", "--json"]
+    _check(cfg, "good.npy", *[a for s in src for a in ("--source", s)], *args)
+    report = json.loads(capsys.readouterr().out)
+    prov = report["provenance"]
+    assert prov["sources"] == ["s3://corpus/human-v1.parquet", "gen/data.csv?token=***"]
+    assert prov["digest"] == "abc123" and prov["synthetic_fraction"] == 0.5
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}")
+    exp = next(e for e in client.search_experiments() if e.name.endswith("/digits"))
+    run = client.search_runs([exp.experiment_id])[0]
+    names = {d.dataset.name for d in run.inputs.dataset_inputs}
+    assert {"human-v1.parquet", "data.csv"} <= names and run.data.tags["collapse.data_digest"] == "abc123"
