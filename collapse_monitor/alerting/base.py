@@ -132,6 +132,18 @@ class Channel(Protocol):
     def send(self, event: AlertEvent, *, timeout: float | None = None) -> DeliveryResult: ...
 
 
+MAX_SOURCES_IN_ALERTS = 20  # provenance sources an alert's report summary lists (all are counted)
+
+
+def _provenance_summary(prov: Any) -> dict[str, Any]:
+    """The provenance as alerts carry it: at most :data:`MAX_SOURCES_IN_ALERTS` sources and
+    their total (5,000 sources were about 210 KB of every webhook body)."""
+    d = prov.to_dict()
+    d["sources_total"] = len(d["sources"])
+    d["sources"] = d["sources"][:MAX_SOURCES_IN_ALERTS]
+    return d
+
+
 def report_summary(report: Report | None, *, max_declines: int = 10) -> dict[str, Any] | None:
     """The JSON-safe part of a report that travels with an alert (no raw data, no errors text)."""
     if report is None:
@@ -147,7 +159,7 @@ def report_summary(report: Report | None, *, max_declines: int = 10) -> dict[str
         "run_id": report.run_id,
         "created_at": report.created_at,
         "synthetic_fraction": None if prov is None else prov.synthetic_fraction,
-        "provenance": None if prov is None else prov.to_dict(),
+        "provenance": None if prov is None else _provenance_summary(prov),
         "declines": [f.to_dict() for f in report.declines[:max_declines]],
         "metric_count": len(report.metrics),
         "error_count": len(report.errors),
