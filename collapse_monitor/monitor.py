@@ -318,7 +318,7 @@ class CollapseMonitor:
                 cached.extend(self.history.reports(self.name))
             return cached
 
-        if last is None and not self.history.reports(self.name):
+        if last is None and not stored_reports():
             notes.extend(self._reseed_from_sinks())
             last = self.history.last_generation(self.name)
         generation = obs.generation if obs.generation is not None else (0 if last is None else last + 1)
