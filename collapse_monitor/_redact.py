@@ -118,30 +118,51 @@ def mask_credentials(uri: str) -> str:
     if not isinstance(uri, str):
         return uri
     if uri[:5].lower() == "jdbc:":  # jdbc:<driver>://... wraps a URL of its own
-        return uri[:5] + mask_credentials(uri[5:])
-    out = uri
+        # Oracle's thin/oci form puts user/password@ before the host: jdbc:oracle:thin:u/pw@h:1521:sid
+        return uri[:5] + mask_credentials(_ORACLE_USERINFO.sub(rf"\1{MASK}@", uri[5:]))
+    out = None
     if "://" in uri:
         try:
             parts = urlsplit(uri)
         except ValueError:
             return MASK
-        if parts.scheme:
+        if parts.scheme and uri[len(parts.scheme) : len(parts.scheme) + 3] == "://":
             netloc = parts.netloc
             if "@" in netloc:
                 netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
             out = f"{parts.scheme}://{netloc}{parts.path}{_masked_query(parts.query)}"
             if parts.fragment:
                 out += "#" + MASK
-    else:
+    if out is None:  # no scheme://: a path, a name, or a scheme urlsplit refuses (my_store://)
         head, sep, query = uri.partition("?")
         if sep:  # a relative path or a file name with a query: its values may be tokens
             head = head + _masked_query(query)
-        # scp-style user:password@host:/path (only a password is a secret; a user name is not)
-        userinfo, at, rest = head.partition("@")
-        if at and ":" in userinfo and "/" not in userinfo and " " not in userinfo:
-            head = f"{MASK}@{rest}"
+        head = _AUTHORITY_USERINFO.sub(rf"\1{MASK}@", head)
+        # scp-style user:password@host:/path (only a password is a secret; a user name is not);
+        # not a Windows path (C:\\x@y) nor an image digest (python:3.11@sha256:...)
+        m = _SCP.match(head)
+        if m and not _DIGEST.match(head, m.end()):
+            head = f"{MASK}@{head[m.end() :]}"
         out = head
-    return _KV.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", out)
+    return _KV.sub(_mask_kv_in_path, out)
+
+
+# user/password@ in Oracle's JDBC form, after the subprotocol (oracle:thin:, oracle:oci:)
+_ORACLE_USERINFO = re.compile(r"^((?:[A-Za-z0-9_+.-]+:)+)[^:/@\s]*/[^@\s]*@")
+# a scheme urlsplit does not accept (an underscore in it) still has an authority after ://
+_AUTHORITY_USERINFO = re.compile(r"(://)[^/?#@\s]*@")
+_SCP = re.compile(r"[A-Za-z0-9._-]+:[^@\s/\\:]+@")
+_DIGEST = re.compile(r"(?:sha256|sha384|sha512|sha1|md5|blake2b):[0-9a-fA-F]{16,}")
+
+
+def _mask_kv_in_path(m: re.Match[str]) -> str:
+    """``token=value`` masked; in a path segment (``/token=abc/part-0``) only up to the next
+    ``/``, so the rest of the path survives."""
+    value = m.group(3)
+    tail = ""
+    if m.start() > 0 and m.string[m.start() - 1] == "/" and "/" in value:
+        tail = value[value.index("/") :]
+    return f"{m.group(1)}{m.group(2)}{MASK}{tail}"
 
 
 def _masked_query(query: str) -> str:

@@ -132,13 +132,24 @@ MAX_SOURCE_CHARS = 8192  # a provenance source (a URI or a name); MLflow refuses
 
 
 def _encodable(text: str) -> str:
-    """``text`` with lone surrogates (a non-UTF-8 file name decoded with surrogateescape)
-    written as ``\\xNN`` escapes, so every store and payload can encode it."""
+    """``text`` with lone surrogates written as escapes, so every store and payload can encode
+    it: a byte smuggled in by surrogateescape (a non-UTF-8 file name, U+DC80-U+DCFF) as
+    ``\\xNN``, any other lone surrogate (half of a broken UTF-16 pair) as ``\\uDNNN``."""
     try:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        pass
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif 0xD800 <= o <= 0xDFFF:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -220,9 +231,20 @@ class Provenance:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Provenance | None:
+        """A stored provenance (a report, history.db, the spool). Sources that a check made
+        before the length and emptiness checks could store are read, not refused, so one old
+        run cannot make a whole history unreadable: a blank one is dropped, an over-long one
+        cut to :data:`MAX_SOURCE_CHARS` with a trailing ``...``."""
         if not d:
             return None
-        return cls(d.get("synthetic_fraction"), d.get("parent_run_id"), tuple(d.get("sources") or ()), d.get("digest"))
+        sources = []
+        for s in d.get("sources") or ():
+            if isinstance(s, str) and not s.strip():
+                continue
+            if isinstance(s, str) and len(s) > MAX_SOURCE_CHARS:
+                s = s[: MAX_SOURCE_CHARS - 3] + "..."
+            sources.append(s)
+        return cls(d.get("synthetic_fraction"), d.get("parent_run_id"), tuple(sources), d.get("digest"))
 
 
 class Reference:

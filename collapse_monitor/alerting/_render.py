@@ -27,15 +27,21 @@ def _pct(x: Any) -> str:
     """A share as a percentage; a share that is neither 0 nor 1 never reads "0%" or "100%"
     (0.996 of a "mixed" origin was shown as 100% synthetic).
 
-    >>> [_pct(v) for v in (0.0, 0.004, 0.5, 0.996, 1.0, None)]
-    ['0%', '0.4%', '50%', '99.6%', '100%', 'unknown']
+    >>> [_pct(v) for v in (0.0, -0.0, 1e-7, 0.004, 0.5, 0.996, 0.9999999, 1.0, None)]
+    ['0%', '0%', '<0.01%', '0.4%', '50%', '99.6%', '>99.99%', '100%', 'unknown']
     """
     if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(float(x)):
         return "unknown"
     pct = float(x) * 100
+    if pct == 0.0:  # -0.0 too
+        return "0%"
     text = f"{pct:.0f}%"
-    if text in ("0%", "100%") and pct not in (0.0, 100.0):
-        text = f"{pct:.2g}%" if pct < 1 else f"{min(pct, 99.99):.4g}%"
+    if text in ("0%", "100%") and pct != 100.0:
+        if 0 < pct < 0.01:
+            return "<0.01%"  # 1e-7 read "1e-05%"
+        if 99.99 < pct < 100:
+            return ">99.99%"
+        text = f"{pct:.2g}%" if pct < 1 else f"{pct:.4g}%"
     return text
 
 

@@ -289,9 +289,9 @@ def distributed_check(
     try:
         prov = as_provenance(provenance, "provenance")
         meta["provenance"] = None if prov is None else prov.to_dict()
-    except InputError as exc:
+    except Exception as exc:  # anything raised on one rank only must not leave the others waiting
         if meta["error"] is None:
-            meta["error"] = (exc.field, exc.message)
+            meta["error"] = _error("provenance", exc)
 
     # The one exchange every rank always makes. Everything after it (which collectives run, and
     # every error) is decided from the gathered metadata alone, so all ranks decide alike.

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,19 @@ def _worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     Path(out).write_text(json.dumps(result))
 
 
+class _BrokenMapping(Mapping):
+    """A provenance mapping whose values cannot be read (a lazy config object gone bad)."""
+
+    def __getitem__(self, key: str) -> object:
+        raise RuntimeError("config store unreachable")
+
+    def __iter__(self):
+        return iter(["synthetic_fraction"])
+
+    def __len__(self) -> int:
+        return 1
+
+
 def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     """Monitors on different references, empty shards, and no data on any rank. A collective
     timeout of 60 s (not gloo's 30 minutes) makes a regression that hangs fail fast."""
@@ -193,6 +207,16 @@ def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
         )
     except Exception as exc:
         result["bad_provenance"] = [type(exc).__name__, getattr(exc, "field", None)]
+    try:  # a provenance mapping that raises something else on rank 1 only: no hang, alike on both
+        sh = _shard(gens[0], rank, world)
+        distributed_check(
+            mon,
+            probe_indices=sh["probe_indices"],
+            predictions=sh["predictions"],
+            provenance=_BrokenMapping() if rank == 1 else None,
+        )
+    except Exception as exc:
+        result["broken_provenance"] = [type(exc).__name__, getattr(exc, "field", None), str(exc)]
     try:  # broadcast="no" on rank 1 only: refused alike on both ranks, no hang
         sh = _shard(gens[0], rank, world)
         distributed_check(
@@ -309,6 +333,10 @@ def test_mismatched_references_refused_and_empty_shards_accepted(tmp_path: Path)
         assert field == "distributed_check" and "no rank gave" in msg
     # rank 1 used to get a CollapseMonitorError for rank 0's InputError
     assert r0["bad_provenance"] == r1["bad_provenance"] == ["InputError", "provenance.synthetic_fraction"]
+    # any other exception from one rank's provenance was raised there alone (rank 0 waited)
+    assert r0["broken_provenance"] == r1["broken_provenance"]
+    kind, field, msg = r0["broken_provenance"]
+    assert (kind, field) == ("InputError", "provenance") and "config store unreachable" in msg, msg
     # provenance given on rank 1 only was dropped silently; two ranks that disagree were not noticed
     assert r0["rank1_provenance"]["synthetic_fraction"] == 0.9
     assert r0["rank1_provenance"]["sources"] == ["s3://corpus/mix.parquet"]

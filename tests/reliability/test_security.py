@@ -25,7 +25,7 @@ from reliability.relkit import LABELS, REPO, collapsed, healthy, mlflow_runs, re
 from servers import Response
 
 import collapse_monitor as cm
-from collapse_monitor._redact import MASK
+from collapse_monitor._redact import MASK, mask_credentials
 
 # every fragment below is a secret: none may appear anywhere the monitor writes or says
 HOOK_SECRET = "whsec_c2VjcmV0LWZvci1yZWxpYWJpbGl0eS10ZXN0cw=="
@@ -523,6 +523,8 @@ def test_raised_errors_chain_no_credentialed_exception(tmp_path) -> None:
         ("Server=db.local;Database=train;Password=hunter2", "hunter2"),
         ("bob:hunter2@data.local:/srv/train", "hunter2"),
         ("https://alice:hunter2@data.example.com/v1/corpus#sig=x", "hunter2"),
+        ("jdbc:oracle:thin:scott/hunter2@dbhost:1521:orcl", "hunter2"),
+        ("my_store://alice:hunter2@data.local/train", "hunter2"),
     ],
 )
 def test_provenance_sources_of_every_shape_are_masked(source, secret, http_receiver, tmp_path) -> None:
@@ -547,6 +549,28 @@ def test_provenance_sources_of_every_shape_are_masked(source, secret, http_recei
     assert secret not in (tmp_path / "history.db").read_bytes().decode("utf-8", "replace")
 
 
+@pytest.mark.parametrize(
+    ("source", "masked"),
+    [
+        # credentials the first masker missed (review of 2026-12-06)
+        ("jdbc:oracle:thin:scott/tiger@//dbhost:1521/svc", "jdbc:oracle:thin:***@//dbhost:1521/svc"),
+        ("jdbc:oracle:oci:scott/tiger@orcl", "jdbc:oracle:oci:***@orcl"),
+        ("data/x.parquet?src=https://a:tiger@h/", "data/x.parquet?src=***"),
+        ("my_store://alice:tiger@host/x", "my_store://***@host/x"),
+        # names that hold no secret and were mangled
+        ("python:3.11@sha256:" + "ab" * 32, "python:3.11@sha256:" + "ab" * 32),
+        ("C:\\data\\x@2024.parquet", "C:\\data\\x@2024.parquet"),
+        ("jdbc:oracle:thin:@dbhost:1521:orcl", "jdbc:oracle:thin:@dbhost:1521:orcl"),
+        ("/data/token=tiger/part-0.parquet", "/data/token=***/part-0.parquet"),
+        ("s3://corpus/sig=tiger/2026/part-0.parquet", "s3://corpus/sig=***/2026/part-0.parquet"),
+        ("gs://b/p@2024/x", "gs://b/p@2024/x"),
+    ],
+)
+def test_provenance_sources_mask_the_secret_and_only_the_secret(source: str, masked: str) -> None:
+    assert mask_credentials(source) == masked
+    assert cm.Provenance(0.5, sources=[source]).sources == (masked,)
+
+
 def test_provenance_text_every_store_can_encode() -> None:
     """A file name read from a non-UTF-8 file system holds lone surrogates: the baseline check
     failed to reach MLflow on every retry. They become escapes; an empty or 65 kB source
@@ -558,6 +582,11 @@ def test_provenance_text_every_store_can_encode() -> None:
     assert prov.sources == ("caf\\xe9.parquet",) and prov.digest == "d\\xe9" and prov.parent_run_id == "r\\xe9"
     json.dumps(prov.to_dict()).encode("utf-8")
     assert prov.synthetic_fraction == 0.4
+    # half of a broken UTF-16 pair (a JSON "\ud83d" cut short) is no surrogateescape byte: it
+    # raised UnicodeEncodeError out of the constructor (and, on one rank, hung the others)
+    broken = cm.Provenance(0.5, sources=["x\ud800y", "\udc7f"], digest="\ud83d")
+    assert broken.sources == ("x\\ud800y", "\\udc7f") and broken.digest == "\\ud83d"
+    json.dumps(broken.to_dict(), ensure_ascii=False).encode("utf-8")
     for bad in ([""], ["  "], ["s3://b/" + "x" * 70_000]):
         with pytest.raises(cm.InputError) as ei:
             cm.Provenance(0.5, sources=bad)
