@@ -762,12 +762,8 @@ class CollapseMonitor:
                 obs.generation = as_generation(generation, "generation")
             if provenance is not None and obs.provenance is None:
                 obs.provenance = as_provenance(provenance, "provenance")
-            elif provenance is not None and as_provenance(provenance, "provenance") != obs.provenance:
-                # the Observation's own wins, as documented; nothing said the other was dropped
-                notes = (
-                    *notes,
-                    "the provenance given to the hook differs from the Observation's: the Observation's is used",
-                )
+            elif provenance is not None:
+                notes = (*notes, *_overridden_provenance_note(provenance, obs.provenance))
             return self._check(obs, notes)
         except Exception as exc:
             self.last_error = exc
@@ -779,6 +775,21 @@ class CollapseMonitor:
             if strict:
                 raise
             return None
+
+
+def _overridden_provenance_note(hook: Any, own: Provenance | None) -> tuple[str, ...]:
+    """The Observation's own provenance wins over the hook's, as documented; a note says the
+    hook's was dropped. A hook value that is not a valid provenance is dropped too, and noted,
+    rather than failing a check that never needed it."""
+    try:
+        if as_provenance(hook, "provenance") == own:
+            return ()
+    except Exception as exc:  # the value is unused: say why, do not fail the check
+        return (
+            "the provenance given to the hook is not valid "
+            f"({redact_text(f'{type(exc).__name__}: {exc}')[:200]}): the Observation's is used",
+        )
+    return ("the provenance given to the hook differs from the Observation's: the Observation's is used",)
 
 
 def _check_watch_options(generation: Any, provenance: Any, where: str, strict: Any = None) -> None:

@@ -78,7 +78,7 @@ import numpy as np
 from .._redact import Redactor, host_port, redact_http_client_logs, redact_text
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
-from ..types import MetricValue, Provenance, Report, Stage
+from ..types import MAX_SOURCE_CHARS, MetricValue, Provenance, Report, Stage
 from .base import EmitContext, PermanentSinkError
 
 __all__ = ["MLflowSink", "dataset_digest", "default_tracking_uri", "safe_uri"]
@@ -989,6 +989,8 @@ class MLflowSink:
             facts["warnings"] = [f"{self.name}: {p}; the run is logged without it" for p in problems]
         return facts
 
+    _supersede_window = 100  # runs of one generation read per check when marking superseded ones
+
     def _mark_superseded(self, client: Any, exp_id: str, report: Report) -> None:
         """A generation checked again leaves a run per check: tag every run of it but the newest
         check (by the report's time, so a late spool replay of an older check does not win)
@@ -998,7 +1000,12 @@ class MLflowSink:
             f"tags.`collapse.monitor` = '{report.monitor}' and tags.`collapse.generation` = '{report.generation}'"
             " and attributes.status = 'FINISHED'"
         )
-        runs = self._search(client, [exp_id], flt, max_results=100, limit=100)
+        # the newest runs first: the check just logged must be among those read, however many
+        # times the generation was checked (oldest first, the 101st check tagged itself stale)
+        window = self._supersede_window
+        runs = self._search(
+            client, [exp_id], flt, max_results=window, order_by=["attributes.start_time DESC"], limit=window
+        )
         if len(runs) < 2:
             return
 
@@ -1199,6 +1206,6 @@ def _training_sources(run: Any) -> tuple[str, ...]:
         tagged = src.get("tags")
         named: dict[str, Any] = tagged if isinstance(tagged, dict) else {}  # a CodeDatasetSource: a name
         uri = src.get("uri") or src.get("url") or named.get("collapse.source")
-        if isinstance(uri, str) and uri:
-            out.append(uri)
+        if isinstance(uri, str) and uri.strip():  # a run logged before Provenance checked its sources
+            out.append(uri if len(uri) <= MAX_SOURCE_CHARS else uri[: MAX_SOURCE_CHARS - 3] + "...")
     return tuple(out)

@@ -221,6 +221,20 @@ def test_a_hook_provenance_the_observation_overrides_is_noted(tmp_path: Path) ->
     assert report.provenance.synthetic_fraction == 0.0
     assert any("provenance given to the hook differs" in n for n in report.notes)
 
+    # a hook provenance that is not valid is dropped the same way: it failed the check (the
+    # comparison read it although the Observation's was used)
+    @mon.watch(
+        evaluate=lambda m: cm.Observation(predictions=m.predict(), provenance=own),
+        provenance=lambda: {"synthetic_fraction": 1.5},
+    )
+    def retrain_bad() -> Model:
+        return Model()
+
+    retrain_bad()
+    assert mon.last_error is None, mon.last_error
+    assert mon.last_report.provenance.synthetic_fraction == 0.0
+    assert any("provenance given to the hook is not valid" in n and "1.5" in n for n in mon.last_report.notes)
+
 
 def test_a_callable_generation_that_returns_garbage_fails_the_check_not_the_job(tmp_path: Path) -> None:
     mon = _mon(tmp_path)

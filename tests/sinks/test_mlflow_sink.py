@@ -480,6 +480,43 @@ def test_a_hand_edited_synthetic_fraction_tag_does_not_stop_the_history(tmp_path
     assert report_from_run(client.get_run(ok.info.run_id)).provenance.synthetic_fraction == 0.25
 
 
+def test_sources_stored_before_they_were_checked_do_not_stop_the_history(tmp_path) -> None:
+    """Provenance refuses a blank or a more than 8,192-character source since the audit; runs
+    and reports stored before it that hold one made report_from_run and Report.from_dict raise
+    InputError, so the whole history stopped loading. They are read: blank ones dropped, long
+    ones cut."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from collapse_monitor.sinks.mlflow import report_from_run
+    from collapse_monitor.types import MAX_SOURCE_CHARS
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("collapse-monitor/old", artifact_location=(tmp_path / "mlruns").as_uri())
+    tags = {"collapse.monitor": "old", "collapse.generation": "1", "collapse.origin": "mixed"}
+    run = client.create_run(exp, tags=tags)
+    long_uri = "s3://corpus/" + "x" * 9000
+    inputs = [
+        DatasetInput(
+            Dataset(name=f"src-{i}", digest=f"d{i}", source_type="s3", source=json.dumps({"uri": uri})),
+            tags=[InputTag("mlflow.data.context", "training")],
+        )
+        for i, uri in enumerate(["   ", long_uri, "s3://corpus/ok.parquet"])
+    ]
+    client.log_inputs(run.info.run_id, datasets=inputs)
+    sources = report_from_run(client.get_run(run.info.run_id)).provenance.sources
+    assert len(sources) == 2 and sources[1] == "s3://corpus/ok.parquet"
+    assert (
+        len(sources[0]) == MAX_SOURCE_CHARS and sources[0].startswith("s3://corpus/xxx") and sources[0].endswith("...")
+    )
+
+    stored = {"synthetic_fraction": 0.5, "sources": ["", "  ", long_uri, "s3://corpus/ok.parquet"]}
+    prov = cm.Provenance.from_dict(stored)
+    assert prov.sources[1:] == ("s3://corpus/ok.parquet",) and len(prov.sources[0]) == MAX_SOURCE_CHARS
+    with pytest.raises(cm.InputError):  # what a user passes is still checked
+        cm.Provenance(0.5, sources=stored["sources"])
+
+
 def test_nesting_under_the_callers_run_with_a_relative_sqlite_uri(tmp_path, monkeypatch) -> None:
     """MLFLOW_TRACKING_URI=sqlite:///mlflow.db (relative, the documented default) is the store
     the sink writes (absolute): the check used to stay unnested, the training run untagged."""
@@ -608,6 +645,15 @@ def test_a_generation_checked_again_marks_its_older_runs_superseded(mlflow_serve
     assert "collapse.superseded_by" not in tags(again)
     history = MLflowSink(mlflow_server.url).load_history(name)
     assert history is not None and [r.run_id for r in history[0]] == [base["run_id"], again["run_id"]]
+
+    # more checks of one generation than a search reads (100; 2 here): the oldest runs were
+    # read, so the newest check was never compared and was left untagged beside a "newest" one
+    other = kit.unique("again-many")
+    small = MLflowSink(mlflow_server.url, evidently=False, history_plot="off")
+    small._supersede_window = 2
+    outs = [small.emit(kit.make_report(other, 0, created_at=t + i), None) for i in range(4)]
+    assert "collapse.superseded_by" not in tags(outs[-1])
+    assert tags(outs[-2])["collapse.superseded_by"] == outs[-1]["run_id"]  # searched oldest first: unset
 
 
 def test_provenance_inputs_are_per_run_bounded_and_read_back(mlflow_server, kit) -> None:
