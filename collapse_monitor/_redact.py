@@ -37,7 +37,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 __all__ = ["MASK", "Redactor", "mask_credentials", "redact_text", "redact_url", "secret_fragments"]
 
 MASK = "***"
-_SAFE_SEGMENT = re.compile(r"[a-z][a-z_-]{0,23}|v\d{1,2}(?:\.\d{1,2})?|\d{1,4}")
+_SAFE_SEGMENT = re.compile(r"[a-z][a-z_-]{0,23}|v?\d{1,2}\.\d{1,2}|v\d{1,2}|\d{1,4}")
 _URL = re.compile(r"""https?://[^\s"'<>`]+""", re.IGNORECASE)
 _WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 _AUTH = re.compile(r"\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)

@@ -112,6 +112,7 @@ def _build() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="dash_command", required=True)
     e = dsub.add_parser("export", parents=[_common()], help="write dashboards and provisioning files into DIR")
     e.add_argument("dir", help="output folder (created if missing)")
+    e.add_argument("--force", action="store_true", help="overwrite files that differ (dashboards edited in place)")
 
     p = sub.add_parser(
         "integrations", parents=[_common()], help="Prometheus rules, Alertmanager routing and the on-call runbook"
@@ -124,6 +125,28 @@ def _build() -> argparse.ArgumentParser:
     )
     e.add_argument("dir", help="output folder (created if missing)")
     e.add_argument("--force", action="store_true", help="overwrite files that differ (edited deployments)")
+
+    p = sub.add_parser("metrics", parents=[_common()], help="a monitor's Prometheus series")
+    msub = p.add_subparsers(dest="metrics_command", required=True)
+    d = msub.add_parser(
+        "delete",
+        parents=[_common()],
+        help="remove a deleted or renamed monitor's series: its Pushgateway group (kept for ever, so its "
+        "stale and collapse alerts fire for ever) and its textfile series",
+    )
+    d.add_argument("--monitor", required=True, help="monitor name (as in CollapseMonitor(name, ...))")
+    d.add_argument("--pushgateway", default=None, help="Pushgateway URL (user:password@ for basic auth)")
+    d.add_argument("--textfile", default=None, help="node_exporter textfile path, as given to PrometheusSink")
+    d.add_argument(
+        "--job", default="collapse_monitor", help="job label the sink pushed under (default collapse_monitor)"
+    )
+    d.add_argument(
+        "--grouping-key",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="extra grouping-key label the sink pushed with (repeatable)",
+    )
 
     p = sub.add_parser("alerts", parents=[_common()], help="alert channels")
     asub = p.add_subparsers(dest="alerts_command", required=True)
@@ -179,11 +202,34 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_delete(args: argparse.Namespace) -> int:
+    """Delete a monitor's Pushgateway group and textfile series (SinkError: exit 2)."""
+    from .errors import ConfigError
+    from .sinks.prometheus import PrometheusSink
+
+    key: dict[str, str] = {}
+    for item in args.grouping_key:
+        label, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError("--grouping-key", f"expected LABEL=VALUE, got {item!r}")
+        key[label] = value
+    sink = PrometheusSink(pushgateway=args.pushgateway, textfile=args.textfile, job=args.job, grouping_key=key)
+    sink.delete(args.monitor)
+    where = [
+        f"the Pushgateway at {sink._shown}" if sink.pushgateway else "",
+        f"{args.textfile}" if args.textfile else "",
+    ]
+    print(f"deleted the series of monitor {args.monitor!r} from {' and '.join(w for w in where if w)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build()
     args = parser.parse_args(argv)
     if args.command == "gate" and args.version is not None and args.model_name is None:
         parser.error("gate: --version names a version of --model-name; give --model-name too")
+    if args.command == "metrics" and args.pushgateway is None and args.textfile is None:
+        parser.error("metrics delete: give --pushgateway URL, --textfile PATH or both")
     from ._redact import redact_http_client_logs
 
     redact_http_client_logs()
@@ -224,11 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dashboards":
             from .dashboards import dashboards_export_command
 
-            return dashboards_export_command(args.dir)
+            return dashboards_export_command(args.dir, force=args.force)
         if args.command == "integrations":
             from .deploy import integrations_export_command
 
             return integrations_export_command(args.dir, force=args.force)
+        if args.command == "metrics":
+            return _metrics_delete(args)
         if args.command == "alerts":
             from .alerting.cli import alerts_test_command
 

@@ -1056,26 +1056,27 @@ def export_dashboards(
     *,
     prometheus_url: str = PROMETHEUS_URL,
     dashboards_path: str = DASHBOARDS_PATH,
+    force: bool = False,
 ) -> list[Path]:
     """Write the dashboards (``*.json``) and ``provisioning/`` YAML into ``out_dir``.
 
-    Returns the written paths. Generated at runtime from this module, never read from the
-    repository, so an installed package exports the same files as the committed ``dashboards/``.
+    Returns the paths. Generated at runtime from this module, never read from the repository,
+    so an installed package exports the same files as the committed ``dashboards/``. A file
+    that exists with other content (a dashboard edited in place) is not overwritten without
+    ``force``: :class:`ConfigError` names every such file and nothing is written.
     """
-    out = Path(out_dir)
-    written = []
-    for rel, text in render_files(prometheus_url=prometheus_url, dashboards_path=dashboards_path).items():
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written.append(path)
-    return written
+    return [path for path, _ in _export(out_dir, prometheus_url, dashboards_path, force)]
 
 
-def dashboards_export_command(out_dir: str | os.PathLike[str], console: Any = None) -> int:
-    """``collapse-monitor dashboards export DIR``: write the files and say how to use them."""
+def _export(out_dir: Any, prometheus_url: str, dashboards_path: str, force: bool) -> list[tuple[Path, str]]:
+    from .deploy import write_guarded
+
+    files = render_files(prometheus_url=prometheus_url, dashboards_path=dashboards_path)
+    return write_guarded(Path(out_dir), {rel: text.encode("utf-8") for rel, text in files.items()}, force=force)
+
+
+def dashboards_export_command(out_dir: str | os.PathLike[str], console: Any = None, *, force: bool = False) -> int:
+    """``collapse-monitor dashboards export DIR [--force]``: write the files and say how to use them."""
     from .render import error_console
 
     err = error_console(console)
@@ -1084,12 +1085,12 @@ def dashboards_export_command(out_dir: str | os.PathLike[str], console: Any = No
 
         console = Console()
     try:
-        paths = export_dashboards(out_dir)
+        done = _export(out_dir, PROMETHEUS_URL, DASHBOARDS_PATH, force)
     except OSError as exc:
         err.print(f"[red]collapse-monitor: cannot write dashboards to {out_dir}: {exc}[/]")
         return 2  # a usage error, as everywhere else in the CLI
-    for p in paths:
-        console.print(f"wrote {p}")
+    for path, state in done:
+        console.print(f"{state} {path}")
     console.print(
         f"Grafana: mount {Path(out_dir) / 'provisioning'} subfolders under /etc/grafana/provisioning/ and the "
         f"JSON files at {DASHBOARDS_PATH} (see docker/compose.yaml), or import the JSON files in the UI "

@@ -179,7 +179,35 @@ def run_demo(
         )
     if out.exists() and not out.is_dir():
         raise ConfigError("out", f"{out} exists and is not a folder; give --out a folder (created if missing)")
+    # the files written at the end: a folder in the way failed the run after all its minutes
+    for file in ("report.html", "verdict.json", "metrics.png", *(f"{loop}.png" for loop in loops)):
+        if (out / file).is_dir():
+            raise ConfigError("out", f"{out / file} is a folder, where the demo writes its {file}; give another --out")
     scenarios = {loop: make_scenario(scenario, loop=loop, seed=seed) for loop in loops}
+    # the sinks are built (and their options checked) before the earlier run's state is replaced
+    sinks: list[Any] = []
+    if mlflow:
+        from .sinks import MLflowSink
+        from .sinks.mlflow import local_store_path, safe_uri
+
+        if tracking_uri is not None and not tracking_uri.strip():
+            raise ConfigError(
+                "tracking_uri", "is empty: give --tracking-uri an MLflow URI, or leave it out for the default store"
+            )
+        sink = MLflowSink(tracking_uri=tracking_uri, evidently=False)
+        folder = local_store_path(sink.tracking_uri)
+        if folder is not None and folder.is_dir() and sink.tracking_uri.startswith("sqlite:"):
+            # SQLAlchemy retried opening it for minutes, the progress bar at 0
+            raise ConfigError(
+                "tracking_uri",
+                f"{safe_uri(sink.tracking_uri)} names a folder, not a sqlite file ({folder}); "
+                "pass --tracking-uri sqlite:///path/to/mlflow.db",
+            )
+        sinks.append(sink)
+    if pushgateway:
+        from .sinks import PrometheusSink
+
+        sinks.append(PrometheusSink(pushgateway=pushgateway))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     names = {loop: f"demo-{scenario}-{loop}-{stamp}" for loop in loops}
     state = out / "state"
@@ -192,19 +220,14 @@ def run_demo(
                 f"{state} exists and was not made by the demo; give --out a new or earlier demo folder",
             )
         shutil.rmtree(state)
-    out.mkdir(parents=True, exist_ok=True)
-    state.mkdir()
-    (state / DEMO_MARKER).write_text("monitor homes of `collapse-monitor demo`; replaced by its next run\n")
-
-    sinks: list[Any] = []
-    if mlflow:
-        from .sinks import MLflowSink
-
-        sinks.append(MLflowSink(tracking_uri=tracking_uri, evidently=False))
-    if pushgateway:
-        from .sinks import PrometheusSink
-
-        sinks.append(PrometheusSink(pushgateway=pushgateway))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        state.mkdir()
+        (state / DEMO_MARKER).write_text("monitor homes of `collapse-monitor demo`; replaced by its next run\n")
+    except OSError as exc:
+        raise ConfigError(
+            "out", f"cannot create the folder {out} ({exc.strerror or exc}); give --out a writable folder"
+        ) from None
 
     console.print(
         f"[bold]collapse-monitor demo[/]: scenario [cyan]{scenario}[/], loops {', '.join(loops)}, "
@@ -253,7 +276,12 @@ def run_demo(
     def failed(sink: Any) -> int:
         return sum(any(e.startswith(f"{sink.name}:") for e in rep.errors) for r, _ in chains.values() for rep in r)
 
-    kept = f"spooled in {state} until the next demo run replaces it; see the warnings above"
+    # what a failed sink missed is spooled in state/, which the next demo run replaces: say so,
+    # say what to do, and exit 1 (a demo whose logging failed is not a success for a script)
+    kept = (
+        f"spooled in {state}, which the next demo run replaces; see the warnings above, make sure the server "
+        "is up and reachable, and run the demo again"
+    )
     for sink in sinks[1:] if mlflow else sinks:  # the Pushgateway
         if failed(sink):
             console.print(
@@ -263,8 +291,6 @@ def run_demo(
                 highlight=False,
             )
     if mlflow:
-        from .sinks.mlflow import safe_uri
-
         # never print credentials (user:token@ or ?token= in the URI)
         uri = safe_uri(tracking_uri or _default_tracking_uri())
         if failed(sinks[0]):
@@ -293,7 +319,7 @@ def run_demo(
                     highlight=False,
                 )
     console.print(f"[dim]{n_checks} checks in {elapsed:.1f} s[/]")
-    return 0
+    return 1 if any(failed(sink) for sink in sinks) else 0
 
 
 def _default_tracking_uri() -> str:

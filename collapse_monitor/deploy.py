@@ -12,6 +12,7 @@ and an installed package export the same bytes. The Grafana dashboards have thei
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,17 @@ def export_integrations(out_dir: str | os.PathLike[str], *, force: bool = False)
     such file.
     """
     src = integrations_dir()
-    out = Path(out_dir)
+    return write_guarded(Path(out_dir), {rel: (src / rel).read_bytes() for rel in INTEGRATION_FILES}, force=force)
+
+
+def write_guarded(out: Path, files: Mapping[str, bytes], *, force: bool = False) -> list[tuple[Path, str]]:
+    """Write ``files`` ({relative path: bytes}) under ``out``, each atomically, and return
+    ``(path, "wrote" | "unchanged" | "replaced")``. A file that exists with other content is one
+    someone edited: without ``force`` nothing at all is written and :class:`ConfigError` names
+    every such file."""
     plan = []
     clashes = []
-    for rel in INTEGRATION_FILES:
-        data = (src / rel).read_bytes()
+    for rel, data in files.items():
         dest = out / rel
         if dest.is_dir():
             raise ConfigError("dir", f"{dest} is a folder; expected the file {rel}")

@@ -144,9 +144,14 @@ def digest(*arrays: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def check_positive_int(key: str, value: Any, minimum: int = 1) -> int:
+MAX_SEED = 2**32 - 1  # seeds derived from it (seed * 100,003 + t) stay within torch's 64-bit seed
+
+
+def check_positive_int(key: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(key, f"expected an int >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(key, f"expected an int in [{minimum}, {maximum}], got {value!r}")
     return int(value)
 
 
@@ -178,8 +183,8 @@ class Scenario(ABC):
             known = sorted(set(self.loops) | set(_COMMON_ALIASES) | set(self.aliases))
             raise ConfigError("loop", f"scenario {self.name!r} has no loop {loop!r}; expected one of {known}")
         self.loop: str = canonical
-        self.seed = check_positive_int("seed", seed, 0)
-        self.world_seed = check_positive_int("world_seed", world_seed, 0)
+        self.seed = check_positive_int("seed", seed, 0, MAX_SEED)
+        self.world_seed = check_positive_int("world_seed", world_seed, 0, MAX_SEED)
         self.fresh_share = check_float("fresh_share", fresh_share, 0.0, 1.0)
         self._reference: Reference | None = None
         self._opts: dict[str, Any] = {}

@@ -216,6 +216,50 @@ def families(samples: list[Sample]) -> list[Any]:
     return list(by_name.values())
 
 
+def _write_samples(path: Path, samples: list[Sample], registry_cls: Any, write: Any) -> None:
+    class _Held:
+        def collect(self) -> Iterator[Any]:
+            yield from families(samples)
+
+    reg = registry_cls(auto_describe=False)
+    reg.register(_Held())
+    write(str(path), reg)  # temp file + os.replace: atomic for the collector
+
+
+def _read_textfile(path: Path) -> list[Sample]:
+    """The collapse-monitor samples in a textfile (none when it is missing or unreadable: it
+    is rewritten whole)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: list[Sample] = []
+    try:
+        for fam in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+            for smp in fam.samples:
+                if smp.name.startswith(NS + "_") and "monitor" in smp.labels:
+                    out.append(Sample(smp.name, fam.documentation, tuple(smp.labels.items()), float(smp.value)))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("collapse-monitor: textfile %s unreadable, rewritten with this process's series: %s", path, exc)
+        return []
+    return out
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class ReportCollector:
     """A prometheus_client collector yielding the latest samples of every monitor it was given."""
 
@@ -299,6 +343,8 @@ def _split_auth(url: str) -> tuple[str, str | None, str | None]:
         raise ConfigError(
             "PrometheusSink.pushgateway", f"expected an http(s) URL such as http://host:9091, got {redact_url(url)}"
         )
+    if parts.fragment:
+        raise ConfigError("PrometheusSink.pushgateway", f"a #fragment is not part of a gateway URL: {redact_url(url)}")
     if parts.username is None and parts.password is None:
         return urlunsplit(parts), None, None
     return (
@@ -350,10 +396,17 @@ class PrometheusSink:
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ConfigError("PrometheusSink.timeout", f"expected seconds > 0, got {timeout!r}")
         self.pushgateway: str | None = None
+        self._query = ""
+        self._shown: str | None = None
         self._auth: tuple[str | None, str | None] = (None, None)
         if pushgateway is not None:
             url, user, password = _split_auth(pushgateway.strip())
-            self.pushgateway = url.rstrip("/")
+            # a query (an auth proxy's ?token=) goes after the path every request appends
+            # (/metrics/job/..., /api/v1/metrics): appended to the URL, the path became part of
+            # the query and every push failed with 405, spooled for ever
+            base, _, self._query = url.partition("?")
+            self.pushgateway = base.rstrip("/")
+            self._shown = redact_url(url)
             self._auth = (user, password)
         self._redactor = Redactor([v for v in self._auth if v], urls=[pushgateway])
         self.textfile = None if textfile is None else str(textfile)
@@ -384,9 +437,8 @@ class PrometheusSink:
         return state
 
     def __repr__(self) -> str:
-        gateway = None if self.pushgateway is None else redact_url(self.pushgateway)
         return (
-            f"PrometheusSink(pushgateway={gateway!r}, textfile={self.textfile!r}, "
+            f"PrometheusSink(pushgateway={self._shown!r}, textfile={self.textfile!r}, "
             f"registry={self.registry is not None}, job={self.job!r})"
         )
 
@@ -407,6 +459,8 @@ class PrometheusSink:
         auth = self._authorization()
         if auth is not None:
             req.add_unredirected_header("Authorization", auth)
+        if self._query:
+            req.full_url = req.full_url + ("&" if "?" in req.full_url else "?") + self._query
         return urllib.request.build_opener(_NoRedirect()).open(req, timeout=timeout)
 
     def _handler(self) -> Any:
@@ -525,22 +579,26 @@ class PrometheusSink:
             return None
         return Path(self.textfile.replace("{monitor}", monitor))
 
-    def _write_textfile(self, monitor: str) -> None:
+    def _write_textfile(self, monitor: str, *, forget: bool = False) -> None:
+        """Write the textfile: one monitor's samples when the path holds ``{monitor}``; else every
+        monitor's, this sink's merged into the file's (each retrain is a process of its own,
+        with a sink of its own: writing only its own samples wiped the other monitors' series,
+        which no staleness alert could see). ``forget``: drop ``monitor`` from a shared file."""
         from prometheus_client import CollectorRegistry, write_to_textfile
 
         path = self.textfile_path(monitor)
         assert path is not None
-        per_monitor = "{monitor}" in (self.textfile or "")
-        picked = self.collector.samples(monitor) if per_monitor else self.collector.samples()
-
-        class _Held:
-            def collect(self) -> Iterator[Any]:
-                yield from families(picked)
-
-        reg = CollectorRegistry(auto_describe=False)
-        reg.register(_Held())
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_to_textfile(str(path), reg)  # temp file + os.replace: atomic for the collector
+        if "{monitor}" in (self.textfile or ""):
+            _write_samples(path, self.collector.samples(monitor), CollectorRegistry, write_to_textfile)
+            return
+        with _file_lock(path.with_name(path.name + ".lock")):  # two jobs writing at once keep both
+            picked = self.collector.samples()
+            ours = {dict(smp.labels).get("monitor") for smp in picked} | {monitor}
+            kept = [smp for smp in _read_textfile(path) if dict(smp.labels).get("monitor") not in ours]
+            if forget:
+                picked = [smp for smp in picked if dict(smp.labels).get("monitor") != monitor]
+            _write_samples(path, kept + picked, CollectorRegistry, write_to_textfile)
 
     # -- replay ordering -----------------------------------------------------------------------
     def _newer_exported(self, report: Report) -> bool:
@@ -601,5 +659,5 @@ class PrometheusSink:
             if "{monitor}" in (self.textfile or ""):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-            else:
-                self._write_textfile(monitor)
+            elif path.exists():
+                self._write_textfile(monitor, forget=True)

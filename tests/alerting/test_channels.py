@@ -346,6 +346,20 @@ def test_a_pagerduty_event_of_a_huge_incident_stays_under_the_size_limit(
     # the report summary lists 20 of the sources since 2026-12-06 (it was dropped for size here)
     assert cd["report"]["provenance"]["sources_total"] == 20_000
 
+    # what is bounded in count can still be large in size: 20 sources of 8,192 characters and
+    # 50 findings on classes with 10,000-character names. The report goes first, then the findings
+    long_sources = tuple(f"s3://bucket/{i:02d}/" + "x" * 8000 for i in range(25))
+    report = dataclasses.replace(report, provenance=cm.Provenance(synthetic_fraction=0.5, sources=long_sources))
+    long_details = tuple(dict(d, key=f"class_recall.{i:04d}" + "y" * 10_000) for i, d in enumerate(details[:60]))
+    http_receiver.clear()
+    result = ch.send(AlertEvent(make_alert(details=long_details), report=report_summary(report)))
+    assert result.ok, result
+    (req,) = http_receiver.requests
+    assert len(req.body) <= MAX_EVENT_BYTES
+    cd = json.loads(req.body)["payload"]["custom_details"]
+    assert cd["report"].startswith("not shown: the event would exceed") and "report is in the links" in cd["report"]
+    assert cd["details"].startswith("not shown") and cd["details_not_shown"] == 10
+
 
 def test_a_report_with_thousands_of_sources_sends_a_bounded_provenance(http_receiver, make_alert, make_report):
     """Provenance audit (2026-12-06): every channel's report summary carried the whole source

@@ -102,9 +102,12 @@ def test_demo_never_prints_tracking_credentials_and_says_when_logging_failed(tmp
         timeout=300,
     )
     text = result.stdout + result.stderr
-    assert result.returncode == 0, text[-3000:]
+    # exit 1: no check reached MLflow (it exited 0, and a script could not tell)
+    assert result.returncode == 1, text[-3000:]
     assert "s3cretPASS" not in text and "bob" not in text
     assert f"MLflow: 2 of 2 checks could not be logged to http://127.0.0.1:{port}/" in text
+    flat = " ".join(text.split())  # the line wraps at COLUMNS
+    assert "which the next demo run replaces" in flat and "run the demo again" in flat
     assert "mlflow ui" not in text  # no command that would open an empty store
 
 
@@ -132,3 +135,39 @@ def test_demo_replaces_only_its_own_state_folder(tmp_path: Path, monkeypatch) ->
     # a state folder from a demo before the marker (monitor homes only) is still replaced
     (out / "state" / DEMO_MARKER).unlink()
     assert run_demo(scenario="gaussian", loops=["replace"], generations=2, out=out, mlflow=False) == 0
+
+
+def test_bad_demo_options_are_refused_before_the_earlier_state_is_touched(tmp_path: Path, monkeypatch) -> None:
+    """CLI audit (2026-12-06): a bad sink option was refused only after the earlier run's
+    state/ (and what it had spooled) was deleted; a sqlite URI naming a folder hung for minutes
+    with the progress bar at 0; a seed past 2^32 ended in a torch traceback; a folder named
+    report.html failed the run after all its minutes."""
+    from collapse_monitor import cli
+    from collapse_monitor.demo import DEMO_MARKER, run_demo
+    from collapse_monitor.errors import ConfigError
+
+    monkeypatch.setenv("COLUMNS", "100")
+    out = tmp_path / "demo"
+    spooled = out / "state" / "replace" / "spool" / "kept.json"
+    spooled.parent.mkdir(parents=True)
+    spooled.write_text("{}")
+    (out / "state" / DEMO_MARKER).write_text("")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    cases = [
+        ({"tracking_uri": f"sqlite:///{folder}"}, "tracking_uri", "names a folder, not a sqlite file"),
+        ({"tracking_uri": "  "}, "tracking_uri", "is empty"),
+        ({"pushgateway": "http://127.0.0.1:9091/#x"}, "PrometheusSink.pushgateway", "fragment"),
+        ({"seed": 2**32}, "seed", "expected an int in [0, 4294967295]"),
+    ]
+    for kw, key, needle in cases:
+        with pytest.raises(ConfigError) as info:
+            run_demo(scenario="digits", loops=["replace"], generations=2, out=out, **kw)
+        assert info.value.key == key and needle in str(info.value), (kw, str(info.value))
+        assert spooled.is_file(), kw  # the earlier run's state is still there
+    assert cli.main(["demo", "--seed", str(2**63), "--generations", "2", "--out", str(out)]) == 2
+    (out / "report.html").mkdir()
+    with pytest.raises(ConfigError) as info:
+        run_demo(scenario="gaussian", loops=["replace"], generations=2, out=out, mlflow=False)
+    assert info.value.key == "out" and "report.html is a folder" in str(info.value)
+    assert spooled.is_file()

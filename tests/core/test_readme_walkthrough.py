@@ -125,7 +125,7 @@ def test_demo_names_its_monitors_so_report_and_gate_run_on_them(tmp_path: Path) 
         tmp_path, env, "demo", *args, "--pushgateway", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "o")
     )
     text = result.stdout
-    assert result.returncode == 0, text[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 1, text[-3000:] + result.stderr[-3000:]  # the pushes failed: exit 1
     assert "Pushgateway: 2 of 2 checks could not be pushed" in text
     assert "Frechet distance x2" in text and "accuracy" not in text.split("replace: ", 1)[1].splitlines()[0]
     names = re.findall(r"^Monitors: (demo-gaussian-replace-\d{8}-\d{6})\.", text, flags=re.M)

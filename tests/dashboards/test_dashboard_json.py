@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+import collapse_monitor as cm
 from collapse_monitor import dashboards as D
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,6 +213,25 @@ def test_export_command_reports_unwritable_dir(tmp_path: Path) -> None:
     buf = io.StringIO()
     assert D.dashboards_export_command(blocker / "out", console=Console(file=buf, width=200)) == 2
     assert "cannot write dashboards" in buf.getvalue()
+
+
+def test_export_leaves_an_edited_dashboard_alone_without_force(tmp_path: Path) -> None:
+    """CLI audit (2026-12-06): ``dashboards export`` overwrote a dashboard edited in place
+    (``integrations export`` refused); it refuses now, naming the file, and ``--force`` replaces."""
+    from collapse_monitor.cli import main
+
+    out = tmp_path / "dash"
+    assert main(["dashboards", "export", str(out)]) == 0
+    edited = out / "collapse-monitor-overview.json"
+    edited.write_text('{"edited": true}')
+    assert main(["dashboards", "export", str(out)]) == 2
+    assert edited.read_text() == '{"edited": true}'
+    with pytest.raises(cm.ConfigError) as info:
+        D.export_dashboards(out)
+    assert str(edited) in str(info.value) and "--force" in str(info.value)
+    assert main(["dashboards", "export", str(out), "--force"]) == 0
+    assert edited.read_text() == D.render_files()["collapse-monitor-overview.json"]
+    assert main(["dashboards", "export", str(out)]) == 0  # unchanged files are fine
 
 
 def test_cli_dashboards_export(tmp_path: Path) -> None:

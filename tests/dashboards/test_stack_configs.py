@@ -217,3 +217,30 @@ def test_examples_link_real_dashboards_and_stale_thresholds_agree() -> None:
     (panel,) = [p for p in overview["panels"] if p.get("title") == "Time since last check"]
     steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1]["color"] == "red" and steps[-1]["value"] == seconds
+
+
+def test_the_compose_pushgateway_keeps_its_groups_across_a_restart(tmp_path: Path) -> None:
+    """The compose Pushgateway ran without a persistence file: a restart dropped every group,
+    so firing collapse alerts resolved silently. The compose flags, run by the real binary,
+    keep a pushed group across a restart."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+    from servers import Pushgateway
+
+    compose = _compose()
+    svc = compose["services"]["pushgateway"]
+    assert "pushgateway-data" in compose["volumes"] and "pushgateway-data:/data" in svc["volumes"]
+    args = [a.replace("=/data/", f"={tmp_path}/data/") for a in svc["command"]]
+    assert any(a.startswith(f"--persistence.file={tmp_path}/data/") for a in args), svc["command"]
+    (tmp_path / "data").mkdir()
+
+    class ComposePushgateway(Pushgateway):
+        def command(self) -> list[str]:
+            return [self.executable, f"--web.listen-address={self.address}", *args]
+
+    with ComposePushgateway(tmp_path / "pg") as gateway:
+        reg = CollectorRegistry()
+        Gauge("collapse_monitor_stage", "stage", ["monitor"], registry=reg).labels("kept").set(2)
+        push_to_gateway(gateway.url, job="collapse_monitor", grouping_key={"monitor": "kept"}, registry=reg)
+        assert gateway.value("collapse_monitor_stage", monitor="kept") == 2
+        gateway.restart()
+        assert gateway.value("collapse_monitor_stage", monitor="kept") == 2

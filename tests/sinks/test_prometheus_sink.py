@@ -131,6 +131,31 @@ def test_textfile_is_parseable_and_per_monitor(tmp_path, kit) -> None:
     assert not (tmp_path / "tf" / "collapse_t2.prom").exists()
 
 
+def test_a_shared_textfile_keeps_every_monitor(tmp_path, kit) -> None:
+    """Without ``{monitor}`` in the path, each retrain job (a process, a sink of its own) wrote
+    only its own samples: the last monitor to check wiped the others' series, and no staleness
+    alert could tell (the series were gone, not old)."""
+    path = tmp_path / "tf" / "collapse.prom"
+    PrometheusSink(textfile=path).emit(kit.make_report("alpha", 2, stage=Stage.LATE_COLLAPSE), EmitContext())
+    PrometheusSink(textfile=path).emit(kit.make_report("beta", 1), EmitContext())
+    fams = _parse(path.read_text())
+    assert _value(fams, "collapse_monitor_stage", monitor="alpha") == 2
+    assert _value(fams, "collapse_monitor_stage", monitor="beta") == 0
+    # alpha's next job replaces alpha's series only
+    PrometheusSink(textfile=path).emit(kit.make_report("alpha", 3), EmitContext())
+    fams = _parse(path.read_text())
+    assert _value(fams, "collapse_monitor_generation", monitor="alpha") == 3
+    assert _value(fams, "collapse_monitor_stage", monitor="alpha") == 0
+    assert _value(fams, "collapse_monitor_generation", monitor="beta") == 1
+    # deleting a monitor from another process takes its series out of the shared file
+    PrometheusSink(textfile=path).delete("alpha")
+    fams = _parse(path.read_text())
+    assert _value(fams, "collapse_monitor_generation", monitor="alpha") is None
+    assert _value(fams, "collapse_monitor_generation", monitor="beta") == 1
+    # node_exporter reads *.prom only: the lock file beside it is not collected
+    assert sorted(p.name for p in path.parent.iterdir()) == ["collapse.prom", "collapse.prom.lock"]
+
+
 @pytest.mark.parametrize(
     "kw",
     [
@@ -139,6 +164,7 @@ def test_textfile_is_parseable_and_per_monitor(tmp_path, kit) -> None:
         {"grouping_key": {"monitor": "x"}},
         {"grouping_key": {"bad-name": "x"}},
         {"pushgateway": ""},
+        {"pushgateway": "http://127.0.0.1:9091/#frag"},
         {"timeout": 0},
     ],
 )
@@ -158,6 +184,56 @@ def test_unreachable_gateway_raises_redacted(kit, tmp_path) -> None:
     with pytest.raises(SinkError) as info:
         sink.emit(kit.make_report("dead", 0), EmitContext())
     assert "Pr0mPassw0rd" not in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
+
+
+def test_a_gateway_url_with_a_query_pushes_reads_and_deletes(pushgateway, http_receiver, kit) -> None:
+    """An auth proxy's ``?token=`` in the gateway URL was accepted (and masked), but the push
+    path was appended after it, into the query: every push failed with 405 and was spooled for
+    ever. The query now follows the path of every request."""
+    name = kit.unique("query")
+    sink = PrometheusSink(pushgateway=f"{pushgateway.url}/?token=pgwQTOK-9", timeout=5)
+    assert "pgwQTOK-9" not in repr(sink)
+    sink.emit(kit.make_report(name, 2), EmitContext())
+    assert pushgateway.value("collapse_monitor_generation", monitor=name) == 2
+    assert sink.gateway_value(name, "collapse_monitor_generation") == 2  # /api/v1/metrics?token=
+    sink.delete(name)
+    assert pushgateway.value("collapse_monitor_generation", monitor=name) is None
+
+    proxy = PrometheusSink(pushgateway=http_receiver.url_for("/pg?token=pgwQTOK-9"), timeout=5)
+    proxy.emit(kit.make_report(name, 3), EmitContext())
+    reqs = http_receiver.requests  # what the gateway holds (/api/v1/metrics), then the push
+    assert [r.path for r in reqs] == ["/pg/api/v1/metrics", f"/pg/metrics/job/collapse_monitor/monitor/{name}"]
+    assert all(r.query == {"token": ["pgwQTOK-9"]} for r in reqs)
+
+
+def test_metrics_delete_command_removes_a_renamed_monitors_series(pushgateway, kit, tmp_path, capsys) -> None:
+    """The Pushgateway keeps a group until it is deleted, so a deleted or renamed monitor kept
+    its stale (and collapse) alerts firing for ever; only PrometheusSink.delete could remove
+    it. ``collapse-monitor metrics delete`` does, for the gateway and a shared textfile."""
+    from collapse_monitor import cli
+
+    old, kept = kit.unique("renamed"), kit.unique("kept")
+    textfile = tmp_path / "collapse.prom"
+    for name in (old, kept):
+        sink = PrometheusSink(pushgateway=pushgateway.url, textfile=textfile, grouping_key={"team": "ml"})
+        sink.emit(kit.make_report(name, 4, stage=Stage.LATE_COLLAPSE), EmitContext())
+    assert pushgateway.value("collapse_monitor_stage", monitor=old) == 2
+    gateway = pushgateway.url.replace("http://", "http://ops:Pr0mPassw0rd@")
+    argv = ["metrics", "delete", "--monitor", old, "--pushgateway", gateway, "--textfile", str(textfile)]
+    assert cli.main([*argv, "--grouping-key", "team=ml"]) == 0
+    out = capsys.readouterr().out
+    assert f"deleted the series of monitor '{old}'" in out and "Pr0mPassw0rd" not in out
+    assert pushgateway.value("collapse_monitor_stage", monitor=old) is None
+    assert pushgateway.value("collapse_monitor_stage", monitor=kept) == 2
+    fams = _parse(textfile.read_text())
+    assert _value(fams, "collapse_monitor_stage", monitor=old) is None
+    assert _value(fams, "collapse_monitor_stage", monitor=kept) == 2
+    # nothing to delete from: refused with what to give; a malformed label is a ConfigError (exit 2)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["metrics", "delete", "--monitor", old])
+    assert info.value.code == 2 and "--pushgateway URL, --textfile PATH" in capsys.readouterr().err
+    assert cli.main([*argv, "--grouping-key", "team"]) == 2
+    assert "expected LABEL=VALUE" in capsys.readouterr().err
 
 
 # --- real Pushgateway + Prometheus --------------------------------------------------------------
