@@ -19,6 +19,8 @@ reach an exception).
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AlertDeliveryError",
     "CollapseMonitorError",
@@ -29,7 +31,10 @@ __all__ = [
 
 
 class CollapseMonitorError(Exception):
-    """Root of every exception raised by collapse-monitor."""
+    """Root of every exception raised by collapse-monitor. ``report``: the check's report when
+    the check was recorded before the error was raised (a strict sink or alert failure)."""
+
+    report: Any = None
 
 
 class InputError(CollapseMonitorError, ValueError):

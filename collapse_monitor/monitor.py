@@ -231,9 +231,12 @@ class CollapseMonitor:
         """Measure one generation, compare it with the baseline and the trend, log and alert."""
         return self._check(observation, ())
 
-    def _check(self, observation: Observation, notes: tuple[str, ...]) -> Report:
+    def _check(self, observation: Observation, notes: tuple[str, ...], strict: bool | None = None) -> Report:
         """:meth:`check`, with ``notes`` from the caller (a training hook's global step) first
-        among the report's notes."""
+        among the report's notes, and the caller's ``strict`` (``watch(strict=...)``; None: the
+        monitor's). A strict failure is raised after the report was recorded: the exception's
+        ``report`` and ``self.last_report`` hold it."""
+        strict = self.strict if strict is None else strict
         if not isinstance(observation, Observation):
             raise InputError("observation", f"expected cm.Observation, got {type(observation).__name__}")
         observation.validate_against(self.reference)
@@ -247,13 +250,19 @@ class CollapseMonitor:
                 alert_states=extra.pop("alert_states"),
                 baseline=extra["baseline"] if extra["baseline_changed"] else None,
             )
-            report, keys, failure, queued = self._hand_off(report, observation, self.history.reports(self.name), extra)
+            report, keys, failure, queued = self._hand_off(
+                report, observation, self.history.reports(self.name), extra, strict=strict
+            )
         if pending:  # an earlier generation's alerts still not in the outbox: say so on every check
             report = dataclasses.replace(report, errors=(*pending, *report.errors))
-        report = self._deliver_alerts(report, keys, queued=queued)
-        if failure is not None:
-            raise failure
+        try:
+            report = self._deliver_alerts(report, keys, queued=queued, strict=strict)
+        except AlertDeliveryError as exc:
+            failure = failure or exc
         self.last_report = report
+        if failure is not None:
+            failure.report = report  # recorded: a caller that retries must not check it again
+            raise failure
         return report
 
     def _recover(self) -> list[str]:
@@ -509,7 +518,13 @@ class CollapseMonitor:
 
     # ------------------------------------------------------------------------------------------
     def _hand_off(
-        self, report: Report, obs: Observation | None, history: Sequence[Report], extra: Mapping[str, Any]
+        self,
+        report: Report,
+        obs: Observation | None,
+        history: Sequence[Report],
+        extra: Mapping[str, Any],
+        *,
+        strict: bool | None = None,
     ) -> tuple[Report, list[tuple[str, str]], CollapseMonitorError | None, bool]:
         """Under the lock, right after the history commit: every sink gets the report (or the
         spool does), then its alerts - with this check's links - are committed to the outbox,
@@ -523,6 +538,7 @@ class CollapseMonitor:
                 alerts=tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts),
             )
         ctx = EmitContext(reference=self.reference, observation=obs, history=history, extra=extra)
+        strict = self.strict if strict is None else strict
         strict_error: str | None = None
         for sink in self.sinks:
             key = getattr(sink, "spool_key", None) or sink.name
@@ -544,7 +560,7 @@ class CollapseMonitor:
                         self.spool.put(key, report)
                 except Exception as sexc:
                     errors.append(redact_text(f"spool: {type(sexc).__name__}: {sexc}"))
-                if self.strict and strict_error is None:
+                if strict and strict_error is None:
                     strict_error = msg
         alerts = tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts)
         report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors))
@@ -560,7 +576,7 @@ class CollapseMonitor:
                 msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
                 log.warning("%s", msg)
                 report = dataclasses.replace(report, errors=(*report.errors, msg))
-                if self.strict and strict_error is None:
+                if strict and strict_error is None:
                     strict_error = msg
         # run id, sink facts and errors; handed off unless its alerts missed the outbox (the next
         # check persists them again, see _recover)
@@ -571,7 +587,9 @@ class CollapseMonitor:
             failure = (AlertDeliveryError if strict_error.startswith("alerting:") else SinkError)(strict_error)
         return report, keys, failure, queued
 
-    def _deliver_alerts(self, report: Report, keys: Sequence[tuple[str, str]], *, queued: bool = True) -> Report:
+    def _deliver_alerts(
+        self, report: Report, keys: Sequence[tuple[str, str]], *, queued: bool = True, strict: bool | None = None
+    ) -> Report:
         """Deliver this check's alert events, then whatever earlier checks or processes left in
         the outbox that is due (also when this check raised no event), all within the one alert
         budget. Each channel whose delivery failed in this check gets one redacted line in
@@ -597,7 +615,7 @@ class CollapseMonitor:
             report = dataclasses.replace(report, errors=tuple(errors))
             with contextlib.suppress(Exception):
                 self.history.save_report(report, handed_off=queued)
-        if strict_error is not None and self.strict:
+        if strict_error is not None and (self.strict if strict is None else strict):
             raise AlertDeliveryError(strict_error)
         return report
 
@@ -764,7 +782,7 @@ class CollapseMonitor:
                 obs.provenance = as_provenance(provenance, "provenance")
             elif provenance is not None:
                 notes = (*notes, *_overridden_provenance_note(provenance, obs.provenance))
-            return self._check(obs, notes)
+            return self._check(obs, notes, strict)
         except Exception as exc:
             self.last_error = exc
             log.error(

@@ -69,6 +69,34 @@ def eval_mode(model: Any, enabled: bool = True) -> Iterator[None]:
             m.training = mode
 
 
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Every random state a training loop draws from - Python's ``random``, NumPy's global
+    generator, torch's CPU generator and each initialised CUDA device's - as it was before, once
+    the block ends: a check in the middle of fit (an evaluate that samples, a first import that
+    draws) must not change what the training run does next."""
+    import random
+
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a requirement
+        torch = None  # type: ignore[assignment]
+    devices: list[int] = []
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        devices = list(range(torch.cuda.device_count()))
+    try:
+        if torch is None:
+            yield
+        else:
+            with torch.random.fork_rng(devices=devices):
+                yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -308,7 +336,8 @@ class HookCore:
                 with eval_mode(model, self.eval_mode):
                     return self.evaluate(model)
 
-            report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False, notes=notes)
+            with rng_preserved():  # the training run draws on as if no check had run
+                report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False, notes=notes)
             if report is None:
                 self.last_error = self.monitor.last_error
                 return None

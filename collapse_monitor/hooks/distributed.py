@@ -29,7 +29,10 @@ interval exactly.
 Failures are agreed on: bad input on any rank raises the same :class:`cm.InputError` on every
 rank (after the metadata exchange, so no rank is left waiting in a collective), a monitor built
 on a different reference on some rank raises ``InputError("monitor.reference", ...)`` on every
-rank, and a check that fails on rank 0 raises on every rank when ``broadcast=True``. An empty
+rank. A check that fails on rank 0 for another reason (the history store, a sink in strict
+mode) raises on every rank (with ``broadcast=True``) only when ``strict`` (default: the
+monitor's); otherwise it is logged, kept in ``monitor.last_error`` on rank 0 and in the result's
+``error`` on every rank, and training goes on, as with the other hooks. An empty
 shard (``(0, d)`` embeddings, empty predictions with empty probe indices, ``texts=[]``) is the
 same as None: that rank adds nothing; only when every rank's shards are None or empty does every
 rank raise. Without an initialised process group the function is a plain local check.
@@ -53,6 +56,7 @@ and probe items that no rank predicted make every rank raise ``InputError("probe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _validate as V
+from .._redact import redact_text
 from ..errors import CollapseMonitorError, ConfigError, InputError
 from ..types import Observation, Provenance, Report, Stage, as_provenance
 
@@ -67,6 +72,8 @@ if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
 
 __all__ = ["DistributedResult", "distributed_check"]
+
+log = logging.getLogger("collapse_monitor")
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class DistributedResult:
     stage: Stage | None
     generation: int | None
     report: Report | None = None
+    #: why rank 0's check failed when it did not raise (``strict=False``); None when it ran
+    error: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -238,6 +247,7 @@ def distributed_check(
     provenance: Provenance | None = None,
     group: Any = None,
     broadcast: bool = True,
+    strict: bool | None = None,
 ) -> DistributedResult:
     """Gather each rank's shard of a generation's outputs and check them on group rank 0.
 
@@ -257,6 +267,9 @@ def distributed_check(
         group: a ``torch.distributed`` process group (default: the world).
         broadcast: send the stage and generation to every rank (default True; the same value
             on every rank).
+        strict: raise on every rank when rank 0's check fails for a reason other than bad
+            input (a sink or alert channel failing, the history store); default: the
+            monitor's ``strict``, rank 0's value. Otherwise the failure is in ``error``.
 
     Returns a :class:`DistributedResult`; ``report`` holds the Report on rank 0.
 
@@ -342,11 +355,14 @@ def distributed_check(
         _check_counts(metas, meta, labels, ref.classes, group)  # type: ignore[arg-type]
     all_texts = [t for mt in metas if mt["texts"] for t in mt["texts"]] or None
 
-    payload: dict[str, Any] = {"stage": None, "generation": None, "error": None}
+    strict_ = monitor.strict if strict is None else strict
+    payload: dict[str, Any] = {"stage": None, "generation": None, "error": None, "strict": bool(strict_)}
     report: Report | None = None
     exc_main: Exception | None = None
     if rank == 0:
         try:
+            if not isinstance(strict_, bool):
+                raise ConfigError("strict", f"expected true, false or None, got {strict!r}")
             obs = Observation(
                 embeddings=gathered_emb,
                 predictions=full_preds,
@@ -354,7 +370,7 @@ def distributed_check(
                 generation=generation,
                 provenance=provenance,
             )
-            report = monitor.check(obs)
+            report = monitor._check(obs, (), strict_)
             payload.update(stage=report.stage.value, generation=report.generation)
         except Exception as exc:
             exc_main = exc
@@ -364,13 +380,21 @@ def distributed_check(
         src = 0 if group is None else dist.get_global_rank(group, 0)
         dist.broadcast_object_list(box, src=src, group=group)
         payload = box[0]
-    if exc_main is not None:
-        raise exc_main
     if payload["error"] is not None:
         field, msg = payload["error"]
-        if field.startswith(
+        bad_input = isinstance(exc_main, (InputError, ConfigError)) or field.startswith(
             ("observation", "predictions", "embeddings", "texts", "probe_indices", "provenance", "generation")
-        ):
+        )
+        if not bad_input and not payload["strict"]:
+            # never break the training job: recorded, logged on rank 0, the same on every rank
+            error = f"collapse-monitor check failed on rank 0: {field}: {msg}"
+            if exc_main is not None:
+                monitor.last_error = exc_main
+                log.error("%s (training continues; strict=True raises)", redact_text(error))
+            return DistributedResult(rank, world, None, None, None, error=redact_text(error))
+        if exc_main is not None:
+            raise exc_main
+        if bad_input:
             raise InputError(field, f"on rank 0: {msg}")
         raise CollapseMonitorError(f"collapse-monitor check failed on rank 0: {field}: {msg}")
     stage = None if payload["stage"] is None else Stage(payload["stage"])

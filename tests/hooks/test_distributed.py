@@ -217,6 +217,24 @@ def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
         )
     except Exception as exc:
         result["broken_provenance"] = [type(exc).__name__, getattr(exc, "field", None), str(exc)]
+    # rank 0's check fails for another reason than bad input (its history store is locked): with
+    # a monitor that is not strict the job goes on, on every rank alike; strict=True raises on both
+    sh = _shard(gens[0], rank, world)
+    if rank == 0:
+        import sqlite3
+
+        def locked(*a, **k):
+            raise sqlite3.OperationalError("database is locked")
+
+        mon.history.commit_check, real_commit = locked, mon.history.commit_check
+    res = distributed_check(mon, probe_indices=sh["probe_indices"], predictions=sh["predictions"])
+    result["locked"] = [res.stage, res.report, res.error, type(mon.last_error).__name__ if rank == 0 else None]
+    try:
+        distributed_check(mon, probe_indices=sh["probe_indices"], predictions=sh["predictions"], strict=True)
+    except Exception as exc:
+        result["locked_strict"] = [type(exc).__name__, "database is locked" in str(exc)]
+    if rank == 0:
+        mon.history.commit_check = real_commit
     try:  # broadcast="no" on rank 1 only: refused alike on both ranks, no hang
         sh = _shard(gens[0], rank, world)
         distributed_check(
@@ -333,6 +351,12 @@ def test_mismatched_references_refused_and_empty_shards_accepted(tmp_path: Path)
         assert field == "distributed_check" and "no rank gave" in msg
     # rank 1 used to get a CollapseMonitorError for rank 0's InputError
     assert r0["bad_provenance"] == r1["bad_provenance"] == ["InputError", "provenance.synthetic_fraction"]
+    # a failing check on rank 0 stopped the training job on every rank, strict or not
+    for r in (r0, r1):
+        stage, report, error, _ = r["locked"]
+        assert stage is None and report is None and "database is locked" in error, r["locked"]
+    assert r0["locked"][3] == "OperationalError"
+    assert r0["locked_strict"] == ["OperationalError", True] and r1["locked_strict"] == ["CollapseMonitorError", True]
     # any other exception from one rank's provenance was raised there alone (rank 0 waited)
     assert r0["broken_provenance"] == r1["broken_provenance"]
     kind, field, msg = r0["broken_provenance"]

@@ -66,7 +66,7 @@ def _trainer(cb, *, extra=(), **kw):
         num_sanity_val_steps=0,
     )
     opts.update(kw)
-    return L.Trainer(callbacks=[cb, *extra], **opts)
+    return L.Trainer(callbacks=[c for c in (cb, *extra) if c is not None], **opts)
 
 
 seen_state: list[tuple[bool, bool]] = []
@@ -156,6 +156,34 @@ def test_validation_end_skips_sanity_check_and_fast_dev_run(tmp_path: Path) -> N
     cb = CollapseMonitorCallback(mon, evaluate)
     _trainer(cb, fast_dev_run=True).fit(Tiny(), _loader())
     assert cb.last_report is None and len(mon.reports()) == 2
+
+
+def test_checks_during_fit_do_not_change_what_training_draws(tmp_path: Path) -> None:
+    """Hooks audit (2026-12-06): a check in the middle of fit drew from the training run's
+    random streams (an evaluate that samples, a first import that draws), so the same seeded
+    fit ended with other weights when it was monitored. The streams are restored after it."""
+    import random
+
+    def sampling(module) -> cm.Observation:
+        probs = torch.softmax(module(torch.from_numpy(PROBE_X)), dim=1)
+        torch.multinomial(probs, 1)  # a generator's sampling: torch, NumPy and Python streams
+        np.random.random(100)
+        random.random()
+        return cm.Observation(predictions=probs.argmax(1))
+
+    def fit(callbacks: list) -> bytes:
+        L.seed_everything(0, verbose=False)
+        model = Tiny()
+        _trainer(None, extra=callbacks, max_epochs=3).fit(model, _loader(), _loader(seed=2))
+        draws = (torch.rand(3), np.random.random(3), random.random())  # what the job draws next
+        weights = b"".join(p.detach().numpy().tobytes() for p in model.parameters())
+        return weights + b"".join(np.asarray(d, dtype=np.float64).tobytes() for d in draws)
+
+    bare = fit([])
+    mon = cm.CollapseMonitor("rng", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, sampling, on="validation_end")
+    assert fit([cb]) == bare
+    assert cb.last_error is None and [r.generation for r in mon.reports()] == [0, 1, 2]
 
 
 def test_last_report_describes_the_latest_attempt(tmp_path: Path) -> None:

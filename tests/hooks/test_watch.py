@@ -131,6 +131,39 @@ def test_failing_sink_is_recorded_not_raised(tmp_path: Path) -> None:
     assert mon.spool.count("down") == 1  # kept for redelivery
 
 
+def test_the_hooks_own_strict_decides_and_a_strict_failure_carries_its_recorded_report(tmp_path: Path) -> None:
+    """Hooks audit (2026-12-06): ``watch(strict=True)`` on a monitor that is not strict did not
+    raise for a failing sink (the sink step read the monitor's ``strict``); a strict monitor
+    behind ``watch(strict=False)`` (or a training callback) raised after recording the check,
+    so the hook saw no report and a retry checked the same weights as a new generation."""
+
+    class Down:
+        name = "down"
+
+        def emit(self, report, context=None):
+            raise ConnectionError("tracking server unreachable")
+
+    def make(home: Path, strict: bool) -> cm.CollapseMonitor:
+        ref = cm.Reference(labels=LABELS)
+        return cm.CollapseMonitor("watched", reference=ref, sinks=[Down()], home=home, strict=strict)
+
+    evaluate = lambda m: cm.Observation(predictions=m.predict())  # noqa: E731
+    lenient = make(tmp_path / "a", strict=False)
+    with pytest.raises(cm.SinkError) as info:
+        lenient.watch(evaluate=evaluate, strict=True)(Model)()
+    assert info.value.report is not None and info.value.report.generation == 0
+    assert info.value.report is lenient.last_report and [r.generation for r in lenient.reports()] == [0]
+
+    strict = make(tmp_path / "b", strict=True)
+    trained = Model()
+    assert strict.watch(evaluate=evaluate, strict=False)(lambda: trained)() is trained
+    assert strict.last_error is None and strict.last_report is not None
+    assert any("unreachable" in e for e in strict.last_report.errors)
+    with pytest.raises(cm.SinkError) as info:  # the monitor's own strict still holds for check()
+        strict.check(cm.Observation(predictions=LABELS))
+    assert info.value.report.generation == 1 and [r.generation for r in strict.reports()] == [0, 1]
+
+
 def test_watch_refuses_a_non_callable_evaluate(tmp_path: Path) -> None:
     with pytest.raises(cm.ConfigError) as err:
         _mon(tmp_path).watch(evaluate=None)  # type: ignore[arg-type]
