@@ -132,6 +132,7 @@ class CollapseMonitor:
         if not isinstance(strict, bool):
             raise ConfigError("strict", f"expected true or false, got {strict!r}")
         self.strict = strict
+        self._alerts_blocked_at: int | None = None  # see _recover
         self.device = device
         self.clock = clock
         env_links = {
@@ -243,6 +244,7 @@ class CollapseMonitor:
         t0 = time.perf_counter()
         with self.history.lock(self.name):
             pending = self._recover()
+            held = self._alerts_blocked_at  # an older generation's alerts not queued yet: this one waits
             report, extra = self._measure(observation, t0, notes)
             self.last_panel = extra.pop("panel")
             self.history.commit_check(
@@ -251,7 +253,7 @@ class CollapseMonitor:
                 baseline=extra["baseline"] if extra["baseline_changed"] else None,
             )
             report, keys, failure, queued = self._hand_off(
-                report, observation, self.history.reports(self.name), extra, strict=strict
+                report, observation, self.history.reports(self.name), extra, strict=strict, held_behind=held
             )
         if pending:  # an earlier generation's alerts still not in the outbox: say so on every check
             report = dataclasses.replace(report, errors=(*pending, *report.errors))
@@ -275,8 +277,12 @@ class CollapseMonitor:
         A report whose check finished but whose alerts could not be written to the outbox
         (``alerting:`` among its errors) only has its alerts persisted again: that page used to
         be lost for good, with the alert state saying it was sent. Until the outbox takes it,
-        it stays pending and every check says so (the returned errors)."""
+        it stays pending and every check says so (the returned errors). Alerts are queued in
+        generation order: once one generation's cannot be, the later ones wait behind it (a
+        firing queued after its own resolve left the incident open for good)."""
         pending: list[str] = []
+        blocked: int | None = None  # the first generation whose alerts the outbox did not take
+        self._alerts_blocked_at = None
         for r in self.history.not_handed_off(self.name):
             alerts_only = any(e.startswith("alerting:") for e in r.errors)
             if not alerts_only:
@@ -287,12 +293,16 @@ class CollapseMonitor:
                         log.warning("recovering generation %d: %s", r.generation, redact_text(str(exc)))
             if r.alerts and self.channels:
                 try:
+                    if blocked is not None:
+                        raise _HeldBehind(blocked)
                     disp = self.dispatcher
                     assert disp is not None
                     disp.persist(list(r.alerts), r)
                 except Exception as exc:
                     msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
-                    log.warning("recovering generation %d: %s", r.generation, msg)
+                    if blocked is None:
+                        blocked = self._alerts_blocked_at = r.generation
+                        log.warning("recovering generation %d: %s", r.generation, msg)
                     pending.append(f"generation {r.generation}'s alerts are not queued yet ({msg}); retried next check")
                     if not alerts_only:  # sinks have it now; only the alerts are left to persist
                         self.history.save_report(dataclasses.replace(r, errors=(*r.errors, msg)), handed_off=False)
@@ -525,6 +535,7 @@ class CollapseMonitor:
         extra: Mapping[str, Any],
         *,
         strict: bool | None = None,
+        held_behind: int | None = None,
     ) -> tuple[Report, list[tuple[str, str]], CollapseMonitorError | None, bool]:
         """Under the lock, right after the history commit: every sink gets the report (or the
         spool does), then its alerts - with this check's links - are committed to the outbox,
@@ -568,6 +579,8 @@ class CollapseMonitor:
         keys_ok = True
         if self.channels and report.alerts:
             try:  # the outbox opens here at the first alert: an unopenable one is an error, not a crash
+                if held_behind is not None:  # an older generation's alerts go first (see _recover)
+                    raise _HeldBehind(held_behind)
                 disp = self.dispatcher
                 assert disp is not None
                 keys = disp.persist(list(report.alerts), report)
@@ -793,6 +806,13 @@ class CollapseMonitor:
             if strict:
                 raise
             return None
+
+
+class _HeldBehind(Exception):
+    """This generation's alerts wait until an older generation's are in the outbox."""
+
+    def __init__(self, generation: int) -> None:
+        super().__init__(f"held behind generation {generation}'s alerts, which the outbox has not taken yet")
 
 
 def _overridden_provenance_note(hook: Any, own: Provenance | None) -> tuple[str, ...]:

@@ -25,7 +25,6 @@ Do not route the same monitor both through this channel and through the Promethe
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from .base import AlertEvent
 __all__ = ["Alertmanager", "alertname_for", "generator_url"]
 
 DEFAULT_RESEND_WINDOW = 72 * 3600.0
+MAX_RESEND_WINDOW = 10 * 365.25 * 86400.0  # a firing alert's endsAt at most 10 years out
 TEST_LIFETIME = 300.0
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RESERVED = {"alertname", "monitor", "rule", "severity"}
@@ -156,8 +156,11 @@ class Alertmanager(HttpChannel):
             self.resend_window = float(resend_window)
         except (TypeError, ValueError):
             raise ConfigError("resend_window", f"expected seconds > 0, got {resend_window!r}") from None
-        if not (self.resend_window > 0 and math.isfinite(self.resend_window)):
-            raise ConfigError("resend_window", f"expected seconds > 0, got {resend_window!r}")
+        if not (0 < self.resend_window <= MAX_RESEND_WINDOW):
+            # endsAt = time + window: past the year 9999 every firing failed to render, for good
+            raise ConfigError(
+                "resend_window", f"expected seconds in (0, {MAX_RESEND_WINDOW:.0f}] (10 years), got {resend_window!r}"
+            )
         extra = dict(labels or {})
         for k, v in extra.items():
             if not isinstance(k, str) or not _LABEL_NAME.match(k) or k in _RESERVED or k.startswith("__"):

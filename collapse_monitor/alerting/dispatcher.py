@@ -461,8 +461,12 @@ class AlertDispatcher:
                 sev = opened[0][1]
                 if sev and sev != alert.severity:
                     alert = dataclasses.replace(alert, severity=sev)
-                targets = {ch: initial(ch, was_muted) for ch, _, was_muted in opened if ch in self._channels}
-                if not targets:
+                # a channel whose firing never got through (rejected, expired) gets no resolve
+                # either: Slack and the webhooks showed a "[RESOLVED]" for an alert never shown
+                unseen = self.outbox.undelivered_firings(alert.dedup_key)
+                live = [(ch, was_muted) for ch, _, was_muted in opened if ch in self._channels]
+                targets = {ch: initial(ch, was_muted) for ch, was_muted in live if ch not in unseen}
+                if not live:
                     targets = {n: initial(n, False) for n in self.route(alert)}
             else:
                 targets = {n: initial(n, False) for n in self.route(alert)}

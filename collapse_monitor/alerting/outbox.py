@@ -322,6 +322,19 @@ class Outbox:
                 self.enable_channel(name)
 
     # -- reading -----------------------------------------------------------------------------
+    def undelivered_firings(self, dedup_key: str) -> set[str]:
+        """Channels whose every firing event of the open incident ``dedup_key`` (its firing and
+        repeats since the channel's open record) went dead: none was delivered, none is still
+        pending. Their resolve would announce an alert nobody was shown."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT o.channel FROM outbox o JOIN open_alerts a ON a.dedup_key = o.dedup_key AND a.channel = o.channel"
+                " WHERE o.dedup_key = ? AND o.kind = 'firing' AND o.created_at >= a.since"
+                " GROUP BY o.channel HAVING count(*) > 0 AND sum(o.status = 'dead') = count(*)",
+                (dedup_key,),
+            )
+            return {str(c) for (c,) in cur.fetchall()}
+
     def rows(
         self,
         *,

@@ -51,6 +51,9 @@ def test_every_type_from_config(monkeypatch):
         ({"type": "slack", "url": "https://e.com/x", "severities": ["urgent"]}, "severities"),
         ({"type": "alertmanager", "url": "http://h:9093", "labels": {"severity": "x"}}, "labels.severity"),
         ({"type": "alertmanager", "url": "http://h:9093", "resend_window": 0}, "resend_window"),
+        # past the year 9999 every firing alert failed to render and was dropped for good
+        ({"type": "alertmanager", "url": "http://h:9093", "resend_window": 1e12}, "resend_window"),
+        ({"type": "alertmanager", "url": "http://h:9093", "resend_window": float("inf")}, "resend_window"),
         ({"type": "slack", "url": "${UNSET_VAR_FOR_TEST}"}, "url"),
     ],
 )

@@ -66,3 +66,35 @@ def test_a_long_lived_dispatcher_prunes_its_outbox_daily(http_receiver, tmp_path
     with Outbox(tmp_path / "outbox.db") as ob:
         assert ob.rows() == []
     d.close()
+
+
+def test_a_firing_is_never_queued_after_its_own_resolve(http_receiver, tmp_path, monkeypatch) -> None:
+    """Alerting audit (2026-12-06): the outbox failed (transiently) for generation 1's firing
+    and again when generation 2 recovered it, but took generation 2's own resolve: the resolve
+    went out first, the firing after it, and the incident stayed open for good (PagerDuty's
+    trigger after its resolve; Alertmanager firing for its whole resend window). A later
+    generation's alerts now wait behind an earlier one's."""
+    from collapse_monitor.alerting import AlertDispatcher
+
+    real = AlertDispatcher.persist
+    failures = [2]
+
+    def flaky(self, alerts, report):
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError("transient: database is locked")
+        return real(self, alerts, report)
+
+    monkeypatch.setattr(AlertDispatcher, "persist", flaky)
+    hook = cm.Webhook(http_receiver.url_for("/hook"), name="oncall")
+    mon = cm.CollapseMonitor("order", reference=cm.Reference(labels=HEALTHY), sinks=[], home=tmp_path, alerts=[hook])
+    mon.check(cm.Observation(predictions=HEALTHY))
+    fired = mon.check(cm.Observation(predictions=COLLAPSED))  # the outbox fails: not queued
+    assert [(a.rule, a.status) for a in fired.alerts] == [("early_collapse", "firing")]
+    resolved = mon.check(cm.Observation(predictions=HEALTHY))  # recovery fails; its own resolve waits
+    assert [(a.rule, a.status) for a in resolved.alerts] == [("early_collapse", "resolved")]
+    assert any("held behind generation 1's alerts" in e for e in resolved.errors), resolved.errors
+    assert http_receiver.requests == []
+    mon.check(cm.Observation(predictions=HEALTHY))  # the outbox works again: both, in order
+    kinds = [(r.json()["type"], r.json()["data"]["alert"]["generation"]) for r in http_receiver.requests]
+    assert kinds == [("collapse_monitor.alert.firing", 1), ("collapse_monitor.alert.resolved", 2)]

@@ -141,3 +141,22 @@ def test_an_outbox_that_cannot_be_opened_never_breaks_a_check(http_receiver, tmp
     report = mon.check(cm.Observation(predictions=[0] * len(LABELS)))  # collapse: an alert fires
     assert report.stage is not cm.Stage.HEALTHY and report.alerts
     assert any(e.startswith("alerting: ") for e in report.errors), report.errors
+
+
+def test_no_resolve_where_the_firing_never_got_through(http_receiver, tmp_path, make_alert):
+    """Alerting audit (2026-12-06): a firing a channel rejected for good (400: dead) was still
+    followed by its resolve there, a "[RESOLVED]" for an alert nobody was shown. The channels
+    that got the firing get the resolve; the incident is closed on all of them."""
+    seen = cm.Webhook(http_receiver.url_for("/seen"), name="seen")
+    rejected = cm.Webhook(http_receiver.url_for("/rejected"), name="rejected")
+    http_receiver.respond(*[200] * 5, path="/seen")
+    http_receiver.respond(*[(400, {}, "bad payload")] * 5, path="/rejected")
+    with AlertDispatcher([seen, rejected], outbox_path=tmp_path / "o.db", budget_seconds=1) as d:
+        fired = d.deliver_check(d.persist([make_alert()]))
+        assert {(r.channel, r.status) for r in fired.results} == {("seen", "delivered"), ("rejected", "dead")}
+        resolved = d.deliver_check(d.persist([make_alert(status="resolved", generation=4)]))
+        assert {(r.channel, r.status) for r in resolved.results} == {("seen", "delivered")}
+        assert d.outbox.open_alert(make_alert().dedup_key) == []  # closed everywhere
+    kinds = [(r.path, r.json()["type"]) for r in http_receiver.requests]
+    assert kinds.count(("/rejected", "collapse_monitor.alert.resolved")) == 0
+    assert ("/seen", "collapse_monitor.alert.resolved") in kinds
