@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -171,15 +172,15 @@ class CollapseMonitor:
         )
         self._dispatcher: AlertDispatcher | None = None
         self._dispatcher_opts = dict(routing=routing, mutes=mutes, budget_seconds=alert_budget_seconds)
-        self.last_report: Report | None = None
-        self.last_error: BaseException | None = None
+        self._tls = threading.local()  # last_report / last_error, per thread
+        self._last_any: dict[str, Any] = {}  # ... and of any thread, for threads that made no check
         #: the last check's metric panel, per-item arrays included (diagnostics, benchmarks)
         self.last_panel: PanelResult | None = None
 
     # pickling (Lightning's ddp_spawn, deep copies of callbacks): the settings travel, the
     # process-local handles (history / cache / spool / outbox connections and locks, the last
     # report) are opened anew on the other side, on the same home
-    _LOCAL = ("history", "cache", "spool", "_dispatcher", "last_report", "last_error", "last_panel")
+    _LOCAL = ("history", "cache", "spool", "_dispatcher", "_tls", "_last_any", "last_panel")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._LOCAL}
@@ -190,7 +191,39 @@ class CollapseMonitor:
         self.cache = ReferenceCache(self.home / "cache")
         self.spool = Spool(self.home / "spool")
         self._dispatcher = None
-        self.last_report = self.last_error = self.last_panel = None
+        self._tls, self._last_any = threading.local(), {}
+        self.last_panel = None
+
+    # the latest check's report and error, per thread: ``watch`` hands its report back through
+    # ``last_report``, and threads retraining through one monitor read each other's
+    @property
+    def last_report(self) -> Report | None:
+        """The report of this thread's latest check (a thread that made none: the latest of any
+        thread); None when that check failed (see :attr:`last_error`)."""
+        return self._last("last_report")
+
+    @last_report.setter
+    def last_report(self, value: Report | None) -> None:
+        self._set_last("last_report", value)
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The failure of this thread's latest check (as :attr:`last_report`), None if it ran."""
+        return self._last("last_error")
+
+    @last_error.setter
+    def last_error(self, value: BaseException | None) -> None:
+        self._set_last("last_error", value)
+
+    def _last(self, key: str) -> Any:
+        local = self.__dict__.get("_tls")
+        if local is not None and key in local.__dict__:
+            return local.__dict__[key]
+        return self.__dict__.get("_last_any", {}).get(key)
+
+    def _set_last(self, key: str, value: Any) -> None:
+        setattr(self._tls, key, value)
+        self._last_any[key] = value
 
     def __repr__(self) -> str:
         return (
@@ -777,8 +810,21 @@ class CollapseMonitor:
         strict: bool,
         notes: tuple[str, ...] = (),
     ) -> Report | None:
+        from .hooks._core import rng_preserved
+
         self.last_error = None
         self.last_report = None
+        with rng_preserved():  # a seeded training run draws on as if no check had run
+            return self._observe_inner(make, generation, provenance, strict, notes)
+
+    def _observe_inner(
+        self,
+        make: Callable[[], Observation],
+        generation: int | Callable[[], int | None] | None,
+        provenance: Provenance | Callable[[], Provenance | None] | None,
+        strict: bool,
+        notes: tuple[str, ...],
+    ) -> Report | None:
         try:
             if callable(generation):
                 generation = generation()

@@ -15,6 +15,7 @@ more generation. See :meth:`CheckLedger.skip_reason` for the rule.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -95,6 +96,33 @@ def rng_preserved() -> Iterator[None]:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+
+def weights_fingerprint(model: Any, per_tensor: int = 8) -> str | None:
+    """A cheap fingerprint of a torch module's parameter values: ``per_tensor`` evenly spaced
+    entries of every parameter (gathered on its device, one transfer per device), with the
+    shapes. Loading other weights changes it; reading it costs a few hundred small reads, not a
+    pass over the model. None for a model that is not a module (or on any failure)."""
+    params = getattr(model, "parameters", None)
+    if not callable(params):
+        return None
+    try:
+        import torch
+
+        h = hashlib.blake2b(digest_size=16)
+        by_device: dict[Any, list[Any]] = {}
+        with torch.no_grad():
+            for p in params():
+                flat = p.detach().reshape(-1)
+                h.update(repr((tuple(p.shape), str(p.dtype))).encode())
+                if flat.numel():
+                    idx = torch.linspace(0, flat.numel() - 1, min(per_tensor, flat.numel()), device=flat.device).long()
+                    by_device.setdefault(flat.device, []).append(flat[idx].float())
+            for device in sorted(by_device, key=str):
+                h.update(torch.cat(by_device[device]).cpu().numpy().tobytes())
+        return h.hexdigest()
+    except Exception:  # a model whose parameters cannot be read this way: identity and step only
+        return None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -265,7 +293,7 @@ class HookCore:
         #: (weak reference to the model, global step) of the last successful check since
         #: :meth:`forget_checked`: the same weights are checked once (a validation at the end
         #: of training and a validate() after it; HF's last evaluation and the end of training)
-        self._checked: tuple[Any, int] | None = None
+        self._checked: tuple[Any, int, str | None] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # a user's exception may not survive pickling (its __init__ takes other arguments), and a
@@ -282,10 +310,14 @@ class HookCore:
         self._checked = None
 
     def _same_weights(self, model: Any, step: int | None) -> bool:
+        """The same model object at the same global step, holding the same values: HF's
+        ``load_best_model_at_end`` and Lightning's ``validate(ckpt_path=...)`` load other
+        weights into the same object at the same step (that check was skipped, and the last
+        generation described weights the trainer had thrown away)."""
         if self._checked is None or step is None:
             return False
-        ref, at = self._checked
-        return at == step and ref() is model
+        ref, at, fingerprint = self._checked
+        return at == step and ref() is model and (fingerprint is None or weights_fingerprint(model) == fingerprint)
 
     def run_at_step(self, model: Any, context: tuple[Any, ...], step: Any) -> Report | None:
         """:meth:`run`, unless the weights at global step ``step`` were already checked before
@@ -317,7 +349,7 @@ class HookCore:
                 self.ledger.record(step, report)
             if at is not None:
                 with contextlib.suppress(TypeError):  # an object without weak references: no memory
-                    self._checked = (weakref.ref(model), at)
+                    self._checked = (weakref.ref(model), at, weights_fingerprint(model))
         return report
 
     def run(self, model: Any, context: tuple[Any, ...], notes: tuple[str, ...] = ()) -> Report | None:
@@ -336,8 +368,8 @@ class HookCore:
                 with eval_mode(model, self.eval_mode):
                     return self.evaluate(model)
 
-            with rng_preserved():  # the training run draws on as if no check had run
-                report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False, notes=notes)
+            # _observe_safely restores every random stream: training draws on as if no check ran
+            report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False, notes=notes)
             if report is None:
                 self.last_error = self.monitor.last_error
                 return None

@@ -142,6 +142,30 @@ def test_the_same_weights_are_checked_once(tmp_path: Path) -> None:
     assert [r.generation for r in mon.reports()] == [0, 1, 2, 3]
 
 
+def test_the_best_model_loaded_at_the_end_is_checked(tmp_path: Path) -> None:
+    """Hooks audit (2026-12-06): with ``load_best_model_at_end`` the Trainer loads an earlier
+    checkpoint into the same model at the last step; the end-of-training check was skipped as
+    "the same weights", and the newest generation described weights the Trainer threw away."""
+    mon = cm.CollapseMonitor("hf-best", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate, on_evaluate=True)
+    trainer = _ckpt_trainer(
+        tmp_path / "out",
+        cb,
+        epochs=3,
+        evaluate_each_epoch=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="loss",
+        greater_is_better=True,  # the worst loss "wins": the first epoch's checkpoint, not the last
+    )
+    trainer.train()
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-4"), trainer.state.best_model_checkpoint
+    reports = mon.reports()
+    assert [r.generation for r in reports] == [0, 1, 2, 3]  # epochs 1-3, then the loaded best weights
+    final = evaluate(trainer.model).predictions
+    assert reports[-1].value("accuracy") == pytest.approx(float(np.mean(np.asarray(final) == PROBE_Y)))
+    assert reports[-1].value("accuracy") == reports[0].value("accuracy")  # step 4's weights again
+
+
 def test_a_failed_evaluation_check_is_tried_again_at_train_end(tmp_path: Path) -> None:
     """The last evaluation and the end of training share a step; when the evaluation's check
     fails (a probe store timing out once), the end-of-training check must still run."""

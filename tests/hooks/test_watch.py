@@ -290,3 +290,64 @@ def test_a_reused_observation_is_not_changed_by_retrain(tmp_path: Path) -> None:
             r.observe(obs)
     assert obs.generation is None
     assert [rep.generation for rep in mon.reports()] == [5, 6]
+
+
+def test_threads_retraining_through_one_monitor_each_read_their_own_report(tmp_path: Path) -> None:
+    """Hooks audit (2026-12-06): ``mon.last_report`` is how ``watch`` hands a report back, and
+    it was one attribute for every thread: 11 of 12 threaded calls read another call's report."""
+    import threading
+    import time
+
+    mon = _mon(tmp_path)
+    barrier = threading.Barrier(4)
+    mismatches: list[tuple[float, float | None]] = []
+
+    def worker(i: int) -> None:
+        for j in range(3):
+            share = round(0.01 * (10 * i + j + 1), 2)
+            retrain = mon.watch(
+                evaluate=lambda m: cm.Observation(predictions=m.predict()), provenance=cm.Provenance(share)
+            )(Model)
+            barrier.wait()
+            retrain()
+            time.sleep(0.05)  # the other threads' checks land in between
+            got = mon.last_report
+            seen = None if got is None else got.provenance.synthetic_fraction
+            if seen != share:
+                mismatches.append((share, seen))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert mismatches == []
+    assert sorted(r.generation for r in mon.reports()) == list(range(12))
+    assert mon.last_report is not None  # a thread that made no check reads the latest of any
+
+
+def test_a_watched_retrain_leaves_the_random_streams_as_the_bare_one(tmp_path: Path) -> None:
+    """The check after a retrain drew from the job's random streams (an evaluate that samples,
+    a first import): the next retrain of a seeded loop differed from an unmonitored one."""
+    import random
+
+    import torch
+
+    def sampling(m: Model) -> cm.Observation:
+        np.random.random(10)
+        random.random()
+        torch.rand(10)
+        return cm.Observation(predictions=m.predict())
+
+    def loop(retrain) -> list[float]:
+        np.random.seed(0)
+        random.seed(0)
+        torch.manual_seed(0)
+        out = []
+        for _ in range(2):
+            retrain()
+            out += [float(np.random.random()), random.random(), float(torch.rand(1))]
+        return out
+
+    bare = loop(Model)
+    assert loop(_mon(tmp_path).watch(evaluate=sampling)(Model)) == bare
