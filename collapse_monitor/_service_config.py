@@ -286,7 +286,8 @@ def _seconds(v: Any, key: str, *, minimum: float = 0.0, allow_zero: bool = False
 
 
 def _int(v: Any, key: str, lo: int, hi: int) -> int:
-    if isinstance(v, str) and v.strip().isdigit():  # a ${VAR} value: environment values are strings
+    # a ${VAR} value: environment values are strings (ASCII digits only: "²".isdigit() is true)
+    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ConfigError(key, f"expected an int in {lo}..{hi}, got {v!r}")

@@ -56,6 +56,16 @@ def _client(spec: ModelSpec) -> Any:
     return MlflowClient(tracking_uri=spec.tracking_uri, registry_uri=spec.registry_uri or spec.tracking_uri)
 
 
+def _not_found(exc: BaseException) -> bool:
+    """A model that is not registered (MLflow's RESOURCE_DOES_NOT_EXIST) or an alias that is
+    not assigned (INVALID_PARAMETER_VALUE "Registered model alias X not found.") yet."""
+    code = getattr(exc, "error_code", None)
+    text = str(exc).lower()
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text
+    )
+
+
 def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
     """The version ``spec`` points at now; None when the model has no (ready) version yet."""
     from .sinks.mlflow import ready_versions
@@ -72,12 +82,22 @@ def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
     elif spec.stage_or_alias.lower() in _STAGES:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # stages are deprecated in MLflow 3 but still served
-            got = client.get_latest_versions(name, stages=[_STAGES[spec.stage_or_alias.lower()]])
+            try:
+                got = client.get_latest_versions(name, stages=[_STAGES[spec.stage_or_alias.lower()]])
+            except Exception as exc:
+                if _not_found(exc):  # the model is not registered yet: no version yet, not an error
+                    return None
+                raise
         if not got:
             return None
         mv = got[0]
     else:
-        mv = client.get_model_version_by_alias(name, spec.stage_or_alias)
+        try:
+            mv = client.get_model_version_by_alias(name, spec.stage_or_alias)
+        except Exception as exc:
+            if _not_found(exc):  # the alias is not assigned yet (or the model not registered)
+                return None
+            raise
     return ResolvedVersion(name, str(mv.version), getattr(mv, "run_id", None), dict(getattr(mv, "tags", {}) or {}))
 
 

@@ -85,7 +85,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._redact import redact_text
+from ._redact import redact_text, secret_fragments
 from ._service_config import MonitorSpec, ServeConfig, load_serve_config
 from .errors import ConfigError
 from .types import Alert, Report, Stage
@@ -221,6 +221,9 @@ class Service:
         #: per monitor: (version uri, consecutive failures, earliest next try) of a failing version
         self._failures: dict[str, tuple[str, int, float]] = {}
         self._states: dict[Path, _StateFile] = {}
+        #: (monitor, sink) -> the newest check that sink gave (stands in when it cannot be read)
+        self._remote_seen: dict[tuple[str, str], Report] = {}
+        self._read_failing_since: dict[tuple[str, str], float] = {}
         self._running = 0
         self._idle = threading.Condition()
         self._scheduler: Any = None
@@ -290,6 +293,17 @@ class Service:
             if spec.expected_interval_seconds is not None:
                 self.g_expected.labels(spec.name).set(spec.expected_interval_seconds)
                 self.g_stale.labels(spec.name).set(0)
+        # what /metrics said before a restart, from serve_state.json: with only_new_versions the
+        # version and last-check gauges came back only with the next new version
+        for name, spec in self.specs.items():
+            with contextlib.suppress(Exception):
+                state = self._state(spec)
+                uri, at = state.get(name, "last_version"), state.get(name, "last_checked_at")
+                if isinstance(uri, str):
+                    with contextlib.suppress(ValueError):
+                        self.g_version.labels(name).set(float(uri.rstrip("/").rpartition("/")[2]))
+                if isinstance(at, (int, float)):
+                    self.g_last.labels(name, "check").set(float(at))
 
     @classmethod
     def from_config(
@@ -362,7 +376,15 @@ class Service:
                 wait = min(cap, _RETRY_FIRST_SECONDS * 2 ** (n - 1))
                 self._failures[name] = (what, n, self.clock() + wait)
                 retry = f"; {'the registry is asked again' if ver is None else ver.uri + ' is retried'} in {wait:.0f} s (failure {n})"
-                log.error("%s: scheduled check failed: %s%s", name, redact_text(f"{type(exc).__name__}: {exc}"), retry)
+                # the client library repeats the request path on its own (urllib3's "url: /<token>/api/..."):
+                # the URIs' secret fragments are masked too, not only whole URLs
+                secrets = [*secret_fragments(spec.model.tracking_uri), *secret_fragments(spec.model.registry_uri)]
+                log.error(
+                    "%s: scheduled check failed: %s%s",
+                    name,
+                    redact_text(f"{type(exc).__name__}: {exc}", secrets),
+                    redact_text(retry, secrets),
+                )
                 return None
             self._failures.pop(name, None)
             try:  # the history already holds the check: the state file is a cache of it
@@ -443,9 +465,11 @@ class Service:
             order = sorted(self.specs.items(), key=lambda item: bool(_remote_readers(item[1])))
             for name, spec in order:
                 try:
-                    latest = reads[name].result()
+                    latest, unknown = reads[name].result()
                     if latest is not None:
                         self._export(latest)
+                    if unknown:
+                        continue
                     planned = self._stale_alert(spec, latest, now)
                     if planned is not None:
                         alert, eid, done = planned
@@ -462,38 +486,54 @@ class Service:
 
     # -- helpers -------------------------------------------------------------------------------
     def _checked_in_history(self, spec: MonitorSpec, uri: str) -> bool:
-        """Whether the monitor's newest check is of model version ``uri``: the history, not the
+        """Whether the monitor has a check of model version ``uri``: the history, not the
         state file, says what was checked (a process stopped between the check and its state
         write, or another process on the same home, checked it). Found there, the state file
         is brought up to date, so the next runs need not read the history."""
-        reports = spec.monitor.reports()
-        newest = reports[-1] if reports else None
-        if newest is None or newest.provenance is None or uri not in newest.provenance.sources:
+        # any check, not only the newest: an alias rolled back (v1 -> v2 -> v1) pointed at a
+        # version checked before, and it was checked again as a new generation
+        if not any(r.provenance is not None and uri in r.provenance.sources for r in spec.monitor.reports()):
             return False
         with contextlib.suppress(Exception):
             self._state(spec).set(spec.name, last_version=uri)
         return True
 
-    @staticmethod
-    def _latest(spec: MonitorSpec) -> Report | None:
+    def _latest(self, spec: MonitorSpec) -> tuple[Report | None, bool]:
         """The monitor's newest check: from its local history, or from a sink that can read
-        checks back (MLflow) when training jobs run elsewhere with their own history."""
+        checks back (MLflow) when training jobs run elsewhere with their own history. When a
+        sink cannot be read, the newest check it gave before (in this process) stands in; with
+        none, the second value is True: the newest check is unknown, and the dead-man's switch
+        must not judge it "never" (one failed read paged, and the next tick resolved it)."""
         reports = spec.monitor.reports()
         newest = max(reports, key=lambda r: r.created_at) if reports else None
+        unknown = False
         for sink in _remote_readers(spec):
+            key = (spec.name, getattr(sink, "name", "?"))
             try:
                 remote = sink.latest(spec.name, by="time")
             except Exception as exc:
+                remote = self._remote_seen.get(key)
+                # unknown for a while; a tracking server unreadable for longer than the expected
+                # interval is judged from what is known, so the switch still fires in the end
+                since = self._read_failing_since.setdefault(key, self.clock())
+                grace = spec.expected_interval_seconds or math.inf
+                unknown = unknown or (remote is None and self.clock() - since < grace)
                 log.info(
-                    "%s: could not read the latest check from %s: %s",
+                    "%s: could not read the latest check from %s (%s): %s",
                     spec.name,
                     getattr(sink, "name", "?"),
+                    "using the last one read"
+                    if remote is not None
+                    else "the dead-man's switch waits for the next read",
                     redact_text(f"{type(exc).__name__}: {exc}"),
                 )
-                continue
+            else:
+                self._read_failing_since.pop(key, None)
+                if remote is not None:
+                    self._remote_seen[key] = remote
             if remote is not None and (newest is None or remote.created_at > newest.created_at):
                 newest = remote
-        return newest
+        return newest, unknown
 
     def _export(self, report: Report) -> None:
         if self.prometheus.collector.created_at(report.monitor) == report.created_at:
@@ -509,10 +549,10 @@ class Service:
         """The dead-man's switch's alert to send now, if any: (alert, its event id, the state
         to record once it is queued)."""
         expected = spec.expected_interval_seconds
-        if expected is None:
-            return None
         name = spec.name
         state = self._state(spec)
+        if expected is None and state.get(name, "stale_episode") is None:
+            return None  # no switch configured (one that fired before it was removed resolves below)
         if latest is not None:
             since, episode = latest.created_at, repr(latest.created_at)
         else:
@@ -522,7 +562,7 @@ class Service:
                 state.set(name, watching_since=now)
             episode = "never"
         age = now - since
-        stale = age > expected
+        stale = expected is not None and age > expected
         self.g_stale.labels(name).set(1 if stale else 0)
         alerted = state.get(name, "stale_episode")
 
@@ -539,7 +579,7 @@ class Service:
                 timestamp=now,
             )
 
-        if stale and alerted != episode:
+        if stale and expected is not None and alerted != episode:
             last = "never" if latest is None else datetime.fromtimestamp(since, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
             summary = (
                 f"{name}: no retrain checked for {_span(age)} (expected at least every {_span(expected)}); "
@@ -553,8 +593,15 @@ class Service:
                     "stale_alerted_at": now,
                 },
             )
-        if not stale and alerted is not None and alerted != episode:
-            resolved = alert("resolved", f"{name}: checks are arriving again")
+        # not stale any more: a new check arrived, or the expected interval was raised or
+        # removed (the incident used to stay open for good)
+        if not stale and alerted is not None:
+            why = (
+                "checks are arriving again"
+                if alerted != episode
+                else "no longer overdue: the expected interval changed"
+            )
+            resolved = alert("resolved", f"{name}: {why}")
             return resolved, _stale_id(name, str(alerted), "resolved"), {"stale_episode": None}
         return None
 
@@ -609,7 +656,9 @@ class Service:
                 self._release_homes()
                 raise ConfigError(key, f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
         sched = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(s.max_workers)},
+            # redelivery and the dead-man's switch have workers of their own: queued behind slow
+            # checks they ran late, or were dropped as misfired
+            executors={"default": ThreadPoolExecutor(s.max_workers), "housekeeping": ThreadPoolExecutor(2)},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -635,6 +684,7 @@ class Service:
             id="flush",
             name="spool replay and alert redelivery",
             next_run_time=now,
+            executor="housekeeping",
         )
         sched.add_job(
             self.check_staleness,
@@ -642,6 +692,7 @@ class Service:
             id="staleness",
             name="dead-man's switch",
             next_run_time=now,
+            executor="housekeeping",
         )
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 

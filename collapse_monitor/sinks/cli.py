@@ -209,8 +209,15 @@ def report_command(
         from ..report_html import plot_history
 
         path = _png_path(monitor, out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot_history({monitor: reports}, keys, path, title=f"{monitor}: generation history")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            plot_history({monitor: reports}, keys, path, title=f"{monitor}: generation history")
+        except OSError as exc:  # named with its option and what to do, not a bare errno line
+            where = f"--out {out}" if out is not None else str(path)
+            error_console(console).print(
+                escape(f"report: {where}: cannot write the chart ({exc.strerror or exc}); give --out a writable path")
+            )
+            return 2
         con.print(escape(f"wrote {path}"))
     return 0
 

@@ -211,7 +211,9 @@ def _register_net(tracking_uri: str, name: str, width: int, seed: int = 0) -> No
         tracking_utils._tracking_uri = previous
 
 
-def _one_model_config(tmp_path: Path, name: str, uri: str, *, interval_seconds: float) -> Path:
+def _one_model_config(
+    tmp_path: Path, name: str, uri: str, *, interval_seconds: float, selector: str = "latest"
+) -> Path:
     """A serve config with one monitor ``name`` that checks the latest version of the registered
     model ``name`` on 60 probe inputs (labels and inputs written beside it)."""
     np.save(tmp_path / "labels.npy", LABELS)
@@ -224,7 +226,7 @@ def _one_model_config(tmp_path: Path, name: str, uri: str, *, interval_seconds: 
         sinks: []
         monitors:
           - name: {name}
-            model: {{registered_name: {name}, stage_or_alias: latest, tracking_uri: "{uri}"}}
+            model: {{registered_name: {name}, stage_or_alias: {selector}, tracking_uri: "{uri}"}}
             probe: {{inputs: inputs.npy}}
             schedule: {{interval_seconds: {interval_seconds:g}}}
     """)
@@ -297,6 +299,42 @@ def test_a_version_checked_before_a_lost_state_write_is_not_checked_again(tmp_pa
     assert json.loads(state.read_text())["resume"]["last_version"].endswith("/1")  # the cache is rebuilt
     _register_net(uri, "resume", D, seed=1)  # a new version is still checked
     assert again.run_check("resume").generation == 1
+
+
+def test_an_alias_not_yet_set_is_skipped_and_one_rolled_back_is_not_checked_again(
+    tmp_path: Path, mlflow_server
+) -> None:
+    """Serve audit (2026-12-06): an alias not assigned yet was an error (registry backoff, and
+    in the end CollapseMonitorServeChecksFailing); an alias moved back v1 -> v2 -> v1 checked v1
+    again as a new generation; a restarted serve showed no model version on /metrics until the
+    next new version."""
+    from mlflow import MlflowClient
+
+    from collapse_monitor._service_config import load_serve_config
+    from collapse_monitor.service import Service
+
+    uri = mlflow_server.tracking_uri
+    _register_net(uri, "aliased", D)
+    cfg = _one_model_config(tmp_path, "aliased", uri, interval_seconds=60, selector="champion")
+    svc = Service(load_serve_config(cfg))
+    assert svc.run_check("aliased") is None  # champion is not assigned yet: no version yet
+    assert svc.c_checks.labels("aliased", "skipped")._value.get() == 1
+    assert svc.c_checks.labels("aliased", "error")._value.get() == 0 and "aliased" not in svc._failures
+    client = MlflowClient(tracking_uri=uri)
+    client.set_registered_model_alias("aliased", "champion", "1")
+    assert svc.run_check("aliased").generation == 0
+    _register_net(uri, "aliased", D, seed=1)
+    client.set_registered_model_alias("aliased", "champion", "2")
+    assert svc.run_check("aliased").generation == 1
+    client.set_registered_model_alias("aliased", "champion", "1")  # rolled back
+    assert svc.run_check("aliased") is None
+    assert [r.generation for r in svc.specs["aliased"].monitor.reports()] == [0, 1]
+    restarted = Service(load_serve_config(cfg))
+    assert restarted.registry.get_sample_value("collapse_monitor_serve_model_version", {"monitor": "aliased"}) == 1
+    last = restarted.registry.get_sample_value(
+        "collapse_monitor_serve_last_success_timestamp_seconds", {"monitor": "aliased", "task": "check"}
+    )
+    assert last is not None and last > 0
 
 
 def test_a_second_serve_on_the_same_home_exits_2_naming_the_first(tmp_path: Path, mlflow_server) -> None:

@@ -98,6 +98,8 @@ def test_single_monitor_form_with_a_model(cfgdir: Path) -> None:
     [
         ("serve: {prot: 1}\nname: x\nreference: {labels: labels.npy}", "serve.prot", "unknown key"),
         ("serve: {port: 70000}\nname: x\nreference: {labels: labels.npy}", "serve.port", "1..65535"),
+        # "²".isdigit() is true, and int("²") raised a ValueError traceback
+        ('serve: {port: "\u00b2"}\nname: x\nreference: {labels: labels.npy}', "serve.port", "1..65535"),
         (
             "serve: {flush_interval_seconds: -1}\nname: x\nreference: {labels: labels.npy}",
             "serve.flush_interval_seconds",

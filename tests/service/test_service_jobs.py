@@ -289,3 +289,151 @@ def test_stop_releases_the_outbox_leases_of_abandoned_deliveries(tmp_path: Path)
     other = cm.alerting.Outbox(outbox.path)  # a replacement process takes it now
     assert other.claim(["hook"]) is not None
     other.close()
+
+
+def test_one_failed_read_of_the_tracking_server_does_not_page_the_dead_mans_switch(
+    tmp_path: Path, http_receiver
+) -> None:
+    """Serve audit (2026-12-06): training jobs check elsewhere and serve reads their newest
+    check back from MLflow; one failed read made it "never reported", the switch paged, and the
+    next tick resolved it. The last check read stands in; with none, the switch waits, but not
+    for longer than the expected interval."""
+
+    class Remote:
+        name = "mlflow"
+
+        def __init__(self) -> None:
+            self.report = None
+            self.down = False
+
+        def emit(self, report, context=None):
+            return None
+
+        def latest(self, monitor, by="time"):
+            if self.down:
+                raise ConnectionError("tracking server restarting")
+            return self.report
+
+    clock = Clock()
+    remote = Remote()
+    hook = cm.Webhook(http_receiver.url_for("/hook"))
+    mon = cm.CollapseMonitor(
+        "nightly", reference=cm.Reference(labels=LABELS), sinks=[remote], alerts=[hook], home=tmp_path, clock=clock
+    )
+    other = cm.CollapseMonitor(
+        "elsewhere", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path / "o", clock=clock
+    )
+    cfg = ServeConfig(ServeSettings(), (MonitorSpec("nightly", mon, expected_interval_seconds=4 * 86400),), tmp_path)
+    svc = Service(cfg, clock=clock)
+    assert svc.check_staleness() == []  # watching from day 0
+    clock.t += 3 * 86400
+    other.check(cm.Observation(predictions=LABELS))  # a training job elsewhere checks on day 3
+    remote.report = other.reports()[-1]
+    assert svc.check_staleness() == []
+    remote.down = True  # a tick while the tracking server restarts: the check read before stands
+    clock.t += 86400 + 60  # day 4: 4 days since watching, 1 day since the check
+    assert svc.check_staleness() == []
+
+    fresh = Service(cfg, clock=clock)  # a restarted serve that never read it: the switch waits
+    assert fresh.check_staleness() == []
+    clock.t += 4 * 86400  # ... but not for good: unreadable for longer than the expected interval
+    (page,) = fresh.check_staleness()
+    assert page.status == "firing" and page.rule == STALE_RULE
+
+
+def test_a_stale_page_resolves_when_the_expected_interval_is_raised(tmp_path: Path, http_receiver) -> None:
+    """Serve audit (2026-12-06): a page fired under a 1 h interval never resolved after the
+    interval was raised to a day (or removed): the resolve needed a new check."""
+    clock = Clock()
+    hook = cm.Webhook(http_receiver.url_for("/hook"))
+    mon = cm.CollapseMonitor(
+        "nightly", reference=cm.Reference(labels=LABELS), sinks=[], alerts=[hook], home=tmp_path, clock=clock
+    )
+    mon.check(cm.Observation(predictions=LABELS))
+
+    def service(expected: float | None) -> Service:
+        return Service(
+            ServeConfig(ServeSettings(), (MonitorSpec("nightly", mon, expected_interval_seconds=expected),), tmp_path),
+            clock=clock,
+        )
+
+    clock.t += 7200
+    assert [a.status for a in service(3600).check_staleness()] == ["firing"]
+    (res,) = service(86400).check_staleness()
+    assert res.status == "resolved" and "expected interval changed" in res.summary
+    assert service(86400).check_staleness() == []
+    assert [a.status for a in service(3600).check_staleness()] == ["firing"]  # back to 1 h: overdue again
+    (res,) = service(None).check_staleness()  # the switch removed: its open page resolves
+    assert res.status == "resolved"
+    assert service(None).check_staleness() == []
+
+
+def test_slow_checks_do_not_starve_redelivery_and_the_dead_mans_switch(tmp_path: Path) -> None:
+    """Serve audit (2026-12-06): checks, redelivery and the dead-man's switch shared one worker
+    pool; while slow checks held every worker, the other two queued, ran late or were dropped as
+    misfired. They have workers of their own now."""
+    import threading
+
+    from collapse_monitor._service_config import ScheduleSpec
+
+    mons = [
+        MonitorSpec(
+            f"slow{i}",
+            cm.CollapseMonitor(f"slow{i}", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path / f"h{i}"),
+            schedule=ScheduleSpec(interval_seconds=1, run_at_start=True),
+            expected_interval_seconds=3600,
+        )
+        for i in range(2)
+    ]
+    settings = ServeSettings(
+        port=0, flush_interval_seconds=1, staleness_check_interval_seconds=1, max_workers=2, shutdown_timeout_seconds=1
+    )
+    svc = Service(ServeConfig(settings, tuple(mons), tmp_path))
+    release = threading.Event()
+    svc.run_check = lambda name: release.wait(30)  # a model download that takes its time
+    svc.start(http=False)
+    try:
+        deadline = time.monotonic() + 10
+        done = lambda: all(  # noqa: E731
+            svc.registry.get_sample_value(
+                "collapse_monitor_serve_last_success_timestamp_seconds", {"monitor": m.name, "task": task}
+            )
+            for m in mons
+            for task in ("flush", "staleness")
+        )
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done(), "redelivery and the dead-man's switch did not run while the checks held the workers"
+    finally:
+        release.set()
+        svc.stop(timeout=5)
+
+
+def test_a_token_in_the_tracking_uri_path_stays_out_of_the_check_failure_log(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """Serve audit (2026-12-06): the URL was masked, but urllib3 repeats the request path on
+    its own ("Max retries exceeded with url: /<token>/api/2.0/..."), and the token was logged."""
+    import logging
+    import socket
+
+    from collapse_monitor._service_config import ModelSpec, ProbeSpec
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "S3CRETtokenABCDEFGHIJ0123456789"
+    mon = cm.CollapseMonitor("tok", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path)
+    spec = MonitorSpec(
+        "tok",
+        mon,
+        model=ModelSpec("digits", tracking_uri=f"http://127.0.0.1:{port}/{token}"),
+        probe=ProbeSpec(inputs=np.zeros((LABELS.size, 4), dtype=np.float32)),
+    )
+    svc = Service(ServeConfig(ServeSettings(), (spec,), tmp_path))
+    with caplog.at_level(logging.ERROR, logger="collapse_monitor"):
+        assert svc.run_check("tok") is None
+    text = caplog.text
+    assert "scheduled check failed" in text and token not in text, text[-2000:]

@@ -35,6 +35,13 @@ def test_report_prints_history_and_writes_png(mlflow_server, kit, tmp_path) -> N
     assert "early_collapse" in text and "tail coverage" in text and "0.600" in text  # headers wrap at spaces
     png = tmp_path / "out" / f"{name}-history.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
+    # an unwritable --out: one line naming the option and what to do (a bare errno line before)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    con = _console()
+    assert report_command(name, tracking_uri=mlflow_server.url, out=blocker / "x.png", console=con) == 2
+    text = " ".join(con.export_text().split())
+    assert f"report: --out {blocker / 'x.png'}: cannot write the chart" in text and "writable path" in text
     con = _console()
     assert report_command(kit.unique("nothing"), tracking_uri=mlflow_server.url, console=con) == 2  # as gate
     text = con.export_text().replace("\n", "")
