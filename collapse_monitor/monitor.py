@@ -407,6 +407,10 @@ class CollapseMonitor:
             notes.append(f"generation {generation} checked again: this report replaces the stored one")
         if baseline is not None and baseline.fingerprint != self.reference.fingerprint:
             notes.append("the reference changed since the baseline: paired tests skipped")
+        # sample-count-dependent metrics are compared at the baseline's size: a larger sample is
+        # subsampled to it, a smaller one (or a smaller text budget) is measured but not tested
+        # (300 healthy samples against a 2,000-sample baseline read as a late collapse)
+        base_m, base_b = _baseline_sizes(baseline)
         panel = compute_panel(
             self.reference,
             obs,
@@ -414,7 +418,11 @@ class CollapseMonitor:
             cache=self.cache,
             baseline_predictions=None if baseline is None else baseline.predictions,
             device=self.device,
+            max_samples=base_m,
+            text_budget=base_b,
         )
+        base_texts = None if baseline is None else baseline.items.get("texts.count")
+        untested = _smaller_than_baseline(panel, base_m, None if base_texts is None else int(base_texts[0]), notes)
         unmeasured = [c for c in panel.rare_classes if f"class_recall.{c}" not in panel.metrics]
         if unmeasured and self.reference.labels is not None:
             # a rare class of class_priors with no probe item: its recall, the classifier's main
@@ -450,10 +458,12 @@ class CollapseMonitor:
                 key: [r.metrics[key].value for r in history if key in r.metrics] + [mv.value]
                 for key, mv in panel.metrics.items()
             }
+            if untested:
+                series = {k: v for k, v in series.items() if k not in untested}
             det = detect(
                 panel.metrics,
                 rules=rules,
-                baseline=baseline.metrics,
+                baseline={k: v for k, v in baseline.metrics.items() if k not in untested},
                 items=panel.items if same_ref else {},
                 base_items=baseline.items if same_ref else {},
                 paired=panel.paired,
@@ -852,6 +862,44 @@ class CollapseMonitor:
             if strict:
                 raise
             return None
+
+
+def _baseline_sizes(baseline: Baseline | None) -> tuple[int | None, int | None]:
+    """The baseline's sample count (``tail_mass_ratio``'s n: every sample is counted) and text
+    token budget (``ngram_entropy``'s n), where it measured them."""
+    if baseline is None:
+        return None, None
+    m = baseline.metrics.get("tail_mass_ratio")
+    b = baseline.metrics.get("ngram_entropy")
+    return (m.n if m is not None and m.n else None), (b.n if b is not None and b.n else None)
+
+
+def _smaller_than_baseline(panel: Any, base_m: int | None, base_texts: int | None, notes: list[str]) -> set[str]:
+    """The metric keys not to test against the baseline or the trend because this generation
+    was measured on fewer samples than the baseline (noted in ``notes``): fewer sample
+    embeddings, or fewer texts. The same number of texts that got shorter is tested as usual:
+    shorter outputs are a symptom of collapse, not a smaller measurement (a collapsing chain's
+    alerts resolved once its outputs fell under the baseline's token count)."""
+    out: set[str] = set()
+    m_mv, b_mv = panel.metrics.get("tail_mass_ratio"), panel.metrics.get("ngram_entropy")
+    m = None if m_mv is None else m_mv.n
+    if base_m and m and m < base_m:
+        out |= set(panel.sources.get("embeddings", ()))
+        notes.append(
+            f"{m} sample embeddings where the baseline had {base_m}: coverage, PRDC and the spectral "
+            "metrics move with the sample count alone, so this generation's embedding metrics are "
+            f"shown but not tested; pass at least {base_m} samples (extra ones are subsampled)"
+        )
+    count = panel.items.get("texts.count")
+    n_texts = None if count is None else int(count[0])
+    if base_texts and n_texts is not None and n_texts < base_texts:
+        out |= set(panel.sources.get("texts", ()))
+        b = None if b_mv is None else b_mv.n
+        notes.append(
+            f"{n_texts} texts ({b} tokens) where the baseline had {base_texts}: the text metrics move "
+            f"with the amount of text alone, so they are shown but not tested; pass at least {base_texts} texts"
+        )
+    return out
 
 
 class _HeldBehind(Exception):

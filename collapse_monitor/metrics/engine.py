@@ -25,6 +25,8 @@ class PanelResult:
     paired: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     rare_classes: tuple[str, ...] = ()
     predictions: list[Any] | None = None
+    #: the metric keys each input family produced ("embeddings", "texts")
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def compute_panel(
@@ -36,8 +38,15 @@ def compute_panel(
     baseline_predictions: Sequence[Any] | None = None,
     device: str | None = None,
     chunk_size: int | None = None,
+    max_samples: int | None = None,
+    text_budget: int | None = None,
 ) -> PanelResult:
-    """Compute all metric families enabled by ``observation`` against ``reference``."""
+    """Compute all metric families enabled by ``observation`` against ``reference``.
+
+    ``max_samples``: compare at most this many sample embeddings (a random subset, fixed by
+    ``rules.seed``): the baseline's count, since coverage, PRDC, the spectral statistics and
+    the Frechet distance move with the sample count alone. ``text_budget``: the token budget
+    of the text metrics (default ``rules.text_budget``), the baseline's for the same reason."""
     cache = cache or default_cache()
     metrics: dict[str, MetricValue] = {}
     items: dict[str, np.ndarray] = {}
@@ -67,8 +76,14 @@ def compute_panel(
         rare = tuple(str(c) for c in res.rare_classes)
         preds = observation.predictions.tolist()
 
+    sources: dict[str, tuple[str, ...]] = {}
     if observation.embeddings is not None:
         from .generator import generator_panel, get_generator_state
+
+        gen = observation.embeddings
+        if max_samples is not None and gen.shape[0] > max_samples:
+            pick = np.random.default_rng([rules.seed, 7, gen.shape[0]]).choice(gen.shape[0], max_samples, replace=False)
+            gen = gen[np.sort(pick)]
 
         assert reference.embeddings is not None
         state = get_generator_state(
@@ -87,7 +102,7 @@ def compute_panel(
         gres = generator_panel(
             state,
             reference.embeddings,
-            observation.embeddings,
+            gen,
             k=rules.k,
             n_boot=rules.n_boot,
             seed=rules.seed,
@@ -98,19 +113,23 @@ def compute_panel(
         metrics.update(gres.metrics)
         items.update(gres.items)
         paired.update(gres.paired)
+        sources["embeddings"] = tuple(gres.metrics)
 
     if observation.texts is not None:
         from .text import get_text_state, text_panel
 
         tstate = get_text_state(reference, cache, seed=rules.seed)
-        tres = text_panel(tstate, observation.texts, budget=rules.text_budget, n_boot=rules.n_boot, seed=rules.seed)
+        budget = rules.text_budget if text_budget is None else min(text_budget, rules.text_budget)
+        tres = text_panel(tstate, observation.texts, budget=budget, n_boot=rules.n_boot, seed=rules.seed)
         metrics.update(tres.metrics)
         items.update(tres.items)
         paired.update(tres.paired)
+        sources["texts"] = tuple(tres.metrics)
+        items["texts.count"] = np.array([len(observation.texts)], dtype=np.int64)
 
     prov = observation.provenance
     if prov is not None and prov.synthetic_fraction is not None:
         f = prov.synthetic_fraction
         metrics["synthetic_fraction"] = MetricValue(f, f, f)
 
-    return PanelResult(metrics, items, paired, rare, preds)
+    return PanelResult(metrics, items, paired, rare, preds, sources)

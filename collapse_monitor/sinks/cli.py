@@ -215,7 +215,10 @@ def report_command(
         except OSError as exc:  # named with its option and what to do, not a bare errno line
             where = f"--out {out}" if out is not None else str(path)
             error_console(console).print(
-                escape(f"report: {where}: cannot write the chart ({exc.strerror or exc}); give --out a writable path")
+                escape(
+                    f"collapse-monitor: error: report {where}: cannot write the chart ({exc.strerror or exc}); "
+                    "give --out a writable path"
+                )
             )
             return 2
         con.print(escape(f"wrote {path}"))

@@ -41,7 +41,7 @@ def test_report_prints_history_and_writes_png(mlflow_server, kit, tmp_path) -> N
     con = _console()
     assert report_command(name, tracking_uri=mlflow_server.url, out=blocker / "x.png", console=con) == 2
     text = " ".join(con.export_text().split())
-    assert f"report: --out {blocker / 'x.png'}: cannot write the chart" in text and "writable path" in text
+    assert f"error: report --out {blocker / 'x.png'}: cannot write the chart" in text and "writable path" in text
     con = _console()
     assert report_command(kit.unique("nothing"), tracking_uri=mlflow_server.url, console=con) == 2  # as gate
     text = con.export_text().replace("\n", "")
