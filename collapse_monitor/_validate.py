@@ -70,6 +70,10 @@ def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray
     return out
 
 
+#: below this total variance (sum over dimensions) a reference's geometry is lost in float32
+MIN_TOTAL_VARIANCE = 1e-10
+
+
 def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
     """InputError unless at least two rows of the 2-D ``x`` differ: a reference whose rows are
     all the same (a constant, or an already collapsed sample) has no neighbourhoods, tail,
@@ -78,12 +82,23 @@ def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
     first = x[0]
     for a in range(0, x.shape[0], block):
         if not np.array_equal(x[a : a + block], np.broadcast_to(first, x[a : a + block].shape)):
-            return
-    raise InputError(
-        field,
-        f"all {x.shape[0]} rows are identical: a reference needs spread (pass the human-origin "
-        "embeddings, not a constant or an already collapsed sample)",
-    )
+            break
+    else:
+        raise InputError(
+            field,
+            f"all {x.shape[0]} rows are identical: a reference needs spread (pass the human-origin "
+            "embeddings, not a constant or an already collapsed sample)",
+        )
+    # a spread this small is lost in float32: squared distances underflow (coverage 0 for an
+    # observation equal to the reference) and the variance floor dominates (variance_ratio 0.08)
+    head = np.asarray(x[:block], dtype=np.float64)
+    total = float(head.var(axis=0).sum())
+    if total < MIN_TOTAL_VARIANCE:
+        raise InputError(
+            field,
+            f"has a total variance of {total:.1e}, too small to measure in float32 (distances underflow): "
+            "standardise the embeddings (or multiply them by a constant) before passing them",
+        )
 
 
 def _label_key(v: Any, field: str, index: int | None = None) -> Hashable:
@@ -107,7 +122,12 @@ def as_labels(x: Any, field: str, *, length: int | None = None) -> np.ndarray:
     if isinstance(x, (str, bytes)):
         raise InputError(field, "expected a sequence of labels, got a single string")
     try:
-        arr = np.asarray(x)
+        if isinstance(x, (list, tuple)):
+            # as objects: numpy turned a list mixing ints past 2**63 (64-bit hashes) with small
+            # ones into float64, merging labels and changing their values
+            arr = np.array(x, dtype=object)
+        else:
+            arr = np.asarray(x)
     except Exception:
         raise InputError(field, "could not be read as a 1-D sequence of labels") from None
     if arr.ndim == 2 and 1 in arr.shape:

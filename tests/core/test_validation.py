@@ -118,3 +118,34 @@ def test_a_sha256_hexdigest_is_a_valid_digest() -> None:
 
     digest = hashlib.sha256(b"training set").hexdigest()
     assert cm.Provenance(digest=digest).digest == digest
+
+
+def test_labels_that_are_64_bit_hashes_stay_exact(tmp_path) -> None:
+    """Metrics audit (2026-12-06): a list mixing ints past 2**63 (64-bit hashes) with small
+    ones became float64: two classes merged and the values changed; uint64 hash labels failed
+    every check with an InputError on an internal field ("priors")."""
+    import numpy as np
+
+    import collapse_monitor as cm
+
+    assert list(cm.Reference(labels=[2**63 + 1, 2**63 + 2, 1] * 5).classes) == [1, 2**63 + 1, 2**63 + 2]
+    y = np.repeat(np.random.default_rng(0).integers(0, 2**64 - 1, 20, dtype=np.uint64, endpoint=True), 5)
+    mon = cm.CollapseMonitor("hashes", reference=cm.Reference(labels=y), sinks=[], home=tmp_path)
+    mon.check(cm.Observation(predictions=y))
+    again = mon.check(cm.Observation(predictions=y))
+    assert again.stage is cm.Stage.HEALTHY and again.value("accuracy") == 1.0
+
+
+@pytest.mark.parametrize("scale", [1e-7, 1e-30])
+def test_a_reference_too_small_for_float32_is_refused_naming_the_fix(scale: float) -> None:
+    """Metrics audit (2026-12-06): embeddings of magnitude 1e-7 gave variance_ratio 0.08 for an
+    observation equal to the reference, 1e-30 gave coverage 0 (float32 distances underflow)."""
+    import numpy as np
+
+    import collapse_monitor as cm
+
+    x = np.random.default_rng(0).normal(size=(300, 64))
+    with pytest.raises(cm.InputError) as info:
+        cm.Reference(embeddings=x * scale)
+    assert info.value.field == "reference.embeddings" and "standardise" in str(info.value)
+    cm.Reference(embeddings=x * 1e-4)  # small, but measurable
