@@ -122,12 +122,9 @@ def as_labels(x: Any, field: str, *, length: int | None = None) -> np.ndarray:
     if isinstance(x, (str, bytes)):
         raise InputError(field, "expected a sequence of labels, got a single string")
     try:
-        if isinstance(x, (list, tuple)):
-            # as objects: numpy turned a list mixing ints past 2**63 (64-bit hashes) with small
-            # ones into float64, merging labels and changing their values
-            arr = np.array(x, dtype=object)
-        else:
-            arr = np.asarray(x)
+        # a list as objects: numpy turned one mixing ints past 2**63 (64-bit hashes) with small
+        # ones into float64, merging labels and changing their values
+        arr = np.array(x, dtype=object) if isinstance(x, (list, tuple)) else np.asarray(x)
     except Exception:
         raise InputError(field, "could not be read as a 1-D sequence of labels") from None
     if arr.ndim == 2 and 1 in arr.shape:
