@@ -228,8 +228,10 @@ def test_the_compose_pushgateway_keeps_its_groups_across_a_restart(tmp_path: Pat
 
     compose = _compose()
     svc = compose["services"]["pushgateway"]
-    assert "pushgateway-data" in compose["volumes"] and "pushgateway-data:/data" in svc["volumes"]
-    args = [a.replace("=/data/", f"={tmp_path}/data/") for a in svc["command"]]
+    # the volume sits on the image's own /pushgateway (owned by the user it runs as): a new
+    # volume on a path the image lacks belongs to root, and the gateway could not write there
+    assert "pushgateway-data" in compose["volumes"] and "pushgateway-data:/pushgateway" in svc["volumes"]
+    args = [a.replace("=/pushgateway/", f"={tmp_path}/data/") for a in svc["command"]]
     assert any(a.startswith(f"--persistence.file={tmp_path}/data/") for a in args), svc["command"]
     (tmp_path / "data").mkdir()
 
