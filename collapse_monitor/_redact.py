@@ -97,7 +97,7 @@ def redact_url(url: object) -> str:
     return out
 
 
-def mask_credentials(uri: str) -> str:
+def mask_credentials(uri: str, *, _scp: bool = True) -> str:
     """``uri`` with its credentials masked - userinfo, every query value and ``password=``-style
     values - and the rest kept. For data-set URIs (provenance sources), whose paths are the
     point and rarely secret, unlike :func:`redact_url`, which also hides token-like path
@@ -119,7 +119,8 @@ def mask_credentials(uri: str) -> str:
         return uri
     if uri[:5].lower() == "jdbc:":  # jdbc:<driver>://... wraps a URL of its own
         # Oracle's thin/oci form puts user/password@ before the host: jdbc:oracle:thin:u/pw@h:1521:sid
-        return uri[:5] + mask_credentials(_ORACLE_USERINFO.sub(rf"\1{MASK}@", uri[5:]))
+        # (the rest is not scp-style: "oracle:thin:@host" has no password to mask)
+        return uri[:5] + mask_credentials(_ORACLE_USERINFO.sub(rf"\1{MASK}@", uri[5:]), _scp=False)
     out = None
     if "://" in uri:
         try:
@@ -140,19 +141,20 @@ def mask_credentials(uri: str) -> str:
         head = _AUTHORITY_USERINFO.sub(rf"\1{MASK}@", head)
         # scp-style user:password@host:/path (only a password is a secret; a user name is not);
         # not a Windows path (C:\\x@y) nor an image digest (python:3.11@sha256:...)
-        m = _SCP.match(head)
-        if m and not _DIGEST.match(head, m.end()):
+        m = _SCP.match(head) if _scp else None
+        if m and not _DIGEST.match(head, m.end()) and not _DRIVE.match(head):
             head = f"{MASK}@{head[m.end() :]}"
         out = head
     return _KV.sub(_mask_kv_in_path, out)
 
 
 # user/password@ in Oracle's JDBC form, after the subprotocol (oracle:thin:, oracle:oci:)
-_ORACLE_USERINFO = re.compile(r"^((?:[A-Za-z0-9_+.-]+:)+)[^:/@\s]*/[^@\s]*@")
+_ORACLE_USERINFO = re.compile(r"^((?:[A-Za-z0-9_+.-]+:)+)[^:/@\s]+/\S*@")
 # a scheme urlsplit does not accept (an underscore in it) still has an authority after ://
 _AUTHORITY_USERINFO = re.compile(r"(://)[^/?#@\s]*@")
-_SCP = re.compile(r"[A-Za-z0-9._-]+:[^@\s/\\:]+@")
-_DIGEST = re.compile(r"(?:sha256|sha384|sha512|sha1|md5|blake2b):[0-9a-fA-F]{16,}")
+_SCP = re.compile(r"[^\s:/@\\]+:[^\s/@]+@")
+_DIGEST = re.compile(r"(?:sha256|sha384|sha512):[0-9a-fA-F]{32,}")  # an OCI image digest
+_DRIVE = re.compile(r"[A-Za-z]:\\")  # a Windows path (C:\data\x@2024.parquet)
 
 
 def _mask_kv_in_path(m: re.Match[str]) -> str:

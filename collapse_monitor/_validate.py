@@ -74,6 +74,21 @@ def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray
 MIN_TOTAL_VARIANCE = 1e-10
 
 
+def _total_variance(x: np.ndarray) -> float:
+    """Sum over dimensions of the variance of every row of ``x``, in float64 blocks of about
+    4 M values (all rows: the rows that differ may come last; no full float64 copy)."""
+    n, d = x.shape
+    rows = max(1, (1 << 22) // max(d, 1))
+    shift = np.asarray(x[0], dtype=np.float64)  # centring on a row keeps the sums exact enough
+    s1 = np.zeros(d)
+    s2 = np.zeros(d)
+    for a in range(0, n, rows):
+        blk = np.asarray(x[a : a + rows], dtype=np.float64) - shift
+        s1 += blk.sum(axis=0)
+        s2 += np.square(blk).sum(axis=0)
+    return float(np.maximum(s2 / n - np.square(s1 / n), 0.0).sum())
+
+
 def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
     """InputError unless at least two rows of the 2-D ``x`` differ: a reference whose rows are
     all the same (a constant, or an already collapsed sample) has no neighbourhoods, tail,
@@ -91,8 +106,7 @@ def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
         )
     # a spread this small is lost in float32: squared distances underflow (coverage 0 for an
     # observation equal to the reference) and the variance floor dominates (variance_ratio 0.08)
-    head = np.asarray(x[:block], dtype=np.float64)
-    total = float(head.var(axis=0).sum())
+    total = _total_variance(x)
     if total < MIN_TOTAL_VARIANCE:
         raise InputError(
             field,

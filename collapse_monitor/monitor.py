@@ -422,7 +422,7 @@ class CollapseMonitor:
             text_budget=base_b,
         )
         base_texts = None if baseline is None else baseline.items.get("texts.count")
-        untested = _smaller_than_baseline(panel, base_m, None if base_texts is None else int(base_texts[0]), notes)
+        _note_smaller_than_baseline(panel, base_m, None if base_texts is None else int(base_texts[0]), notes)
         unmeasured = [c for c in panel.rare_classes if f"class_recall.{c}" not in panel.metrics]
         if unmeasured and self.reference.labels is not None:
             # a rare class of class_priors with no probe item: its recall, the classifier's main
@@ -458,12 +458,10 @@ class CollapseMonitor:
                 key: [r.metrics[key].value for r in history if key in r.metrics] + [mv.value]
                 for key, mv in panel.metrics.items()
             }
-            if untested:
-                series = {k: v for k, v in series.items() if k not in untested}
             det = detect(
                 panel.metrics,
                 rules=rules,
-                baseline={k: v for k, v in baseline.metrics.items() if k not in untested},
+                baseline=baseline.metrics,
                 items=panel.items if same_ref else {},
                 base_items=baseline.items if same_ref else {},
                 paired=panel.paired,
@@ -820,21 +818,8 @@ class CollapseMonitor:
         strict: bool,
         notes: tuple[str, ...] = (),
     ) -> Report | None:
-        from .hooks._core import rng_preserved
-
         self.last_error = None
         self.last_report = None
-        with rng_preserved():  # a seeded training run draws on as if no check had run
-            return self._observe_inner(make, generation, provenance, strict, notes)
-
-    def _observe_inner(
-        self,
-        make: Callable[[], Observation],
-        generation: int | Callable[[], int | None] | None,
-        provenance: Provenance | Callable[[], Provenance | None] | None,
-        strict: bool,
-        notes: tuple[str, ...],
-    ) -> Report | None:
         try:
             if callable(generation):
                 generation = generation()
@@ -874,32 +859,27 @@ def _baseline_sizes(baseline: Baseline | None) -> tuple[int | None, int | None]:
     return (m.n if m is not None and m.n else None), (b.n if b is not None and b.n else None)
 
 
-def _smaller_than_baseline(panel: Any, base_m: int | None, base_texts: int | None, notes: list[str]) -> set[str]:
-    """The metric keys not to test against the baseline or the trend because this generation
-    was measured on fewer samples than the baseline (noted in ``notes``): fewer sample
-    embeddings, or fewer texts. The same number of texts that got shorter is tested as usual:
-    shorter outputs are a symptom of collapse, not a smaller measurement (a collapsing chain's
-    alerts resolved once its outputs fell under the baseline's token count)."""
-    out: set[str] = set()
-    m_mv, b_mv = panel.metrics.get("tail_mass_ratio"), panel.metrics.get("ngram_entropy")
+def _note_smaller_than_baseline(panel: Any, base_m: int | None, base_texts: int | None, notes: list[str]) -> None:
+    """A note when this generation was measured on fewer sample embeddings, or fewer texts,
+    than the baseline: coverage, PRDC, the spectral statistics and the text metrics fall with
+    the sample size alone, so their declines may not be collapse. They are still tested:
+    leaving them out judged a collapsed smaller sample healthy and resolved its open alert. The same number of texts that got shorter is not noted: shorter
+    outputs are a symptom of collapse, not a smaller measurement."""
+    m_mv = panel.metrics.get("tail_mass_ratio")
     m = None if m_mv is None else m_mv.n
     if base_m and m and m < base_m:
-        out |= set(panel.sources.get("embeddings", ()))
         notes.append(
             f"{m} sample embeddings where the baseline had {base_m}: coverage, PRDC and the spectral "
-            "metrics move with the sample count alone, so this generation's embedding metrics are "
-            f"shown but not tested; pass at least {base_m} samples (extra ones are subsampled)"
+            "metrics fall with the sample count alone, so their declines here may not be collapse; "
+            f"pass at least {base_m} samples (extra ones are subsampled)"
         )
     count = panel.items.get("texts.count")
     n_texts = None if count is None else int(count[0])
     if base_texts and n_texts is not None and n_texts < base_texts:
-        out |= set(panel.sources.get("texts", ()))
-        b = None if b_mv is None else b_mv.n
         notes.append(
-            f"{n_texts} texts ({b} tokens) where the baseline had {base_texts}: the text metrics move "
-            f"with the amount of text alone, so they are shown but not tested; pass at least {base_texts} texts"
+            f"{n_texts} texts where the baseline had {base_texts}: the text metrics fall with the amount "
+            f"of text alone, so their declines here may not be collapse; pass at least {base_texts} texts"
         )
-    return out
 
 
 class _HeldBehind(Exception):

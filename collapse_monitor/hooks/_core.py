@@ -368,8 +368,10 @@ class HookCore:
                 with eval_mode(model, self.eval_mode):
                     return self.evaluate(model)
 
-            # _observe_safely restores every random stream: training draws on as if no check ran
-            report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False, notes=notes)
+            # the training loop draws on as if no check had run (the callbacks run inside it, on its
+            # thread; watch/retrain do not restore: in a threaded job that rewinds other threads' draws)
+            with rng_preserved():
+                report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False, notes=notes)
             if report is None:
                 self.last_error = self.monitor.last_error
                 return None

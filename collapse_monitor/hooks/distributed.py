@@ -356,13 +356,17 @@ def distributed_check(
     all_texts = [t for mt in metas if mt["texts"] for t in mt["texts"]] or None
 
     strict_ = monitor.strict if strict is None else strict
-    payload: dict[str, Any] = {"stage": None, "generation": None, "error": None, "strict": bool(strict_)}
+    # rank 0 decides, and every rank follows its decision (broadcast): a rank deciding from the
+    # error's field name alone returned while rank 0 raised
+    payload: dict[str, Any] = {"stage": None, "generation": None, "error": None, "strict": strict_ is True}
     report: Report | None = None
     exc_main: Exception | None = None
     if rank == 0:
         try:
-            if not isinstance(strict_, bool):
+            if not isinstance(strict_, (bool, np.bool_)):
                 raise ConfigError("strict", f"expected true, false or None, got {strict!r}")
+            strict_ = bool(strict_)
+            payload["strict"] = strict_
             obs = Observation(
                 embeddings=gathered_emb,
                 predictions=full_preds,
@@ -375,6 +379,7 @@ def distributed_check(
         except Exception as exc:
             exc_main = exc
             payload["error"] = _error("check", exc)
+            payload["bad_input"] = isinstance(exc, (InputError, ConfigError))
     if metas[0]["broadcast"] and collective:
         box = [payload]
         src = 0 if group is None else dist.get_global_rank(group, 0)
@@ -382,9 +387,7 @@ def distributed_check(
         payload = box[0]
     if payload["error"] is not None:
         field, msg = payload["error"]
-        bad_input = isinstance(exc_main, (InputError, ConfigError)) or field.startswith(
-            ("observation", "predictions", "embeddings", "texts", "probe_indices", "provenance", "generation")
-        )
+        bad_input = bool(payload.get("bad_input"))
         if not bad_input and not payload["strict"]:
             # never break the training job: recorded, logged on rank 0, the same on every rank
             error = f"collapse-monitor check failed on rank 0: {field}: {msg}"
@@ -394,7 +397,7 @@ def distributed_check(
             return DistributedResult(rank, world, None, None, None, error=redact_text(error))
         if exc_main is not None:
             raise exc_main
-        if bad_input:
+        if bad_input and field != "check":
             raise InputError(field, f"on rank 0: {msg}")
         raise CollapseMonitorError(f"collapse-monitor check failed on rank 0: {field}: {msg}")
     stage = None if payload["stage"] is None else Stage(payload["stage"])

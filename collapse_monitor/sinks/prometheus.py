@@ -210,8 +210,13 @@ def families(samples: list[Sample]) -> list[Any]:
         if fam is None:
             fam = by_name[s.name] = GaugeMetricFamily(s.name, s.help, labels=list(names))
             label_names[s.name] = names
-        if names != label_names[s.name]:
-            continue  # a label set that does not fit the family (cannot happen with report_samples)
+        want = label_names[s.name]
+        if names != want:
+            if sorted(names) != sorted(want):
+                continue  # another label set than the family's (a foreign series in a shared textfile)
+            values = dict(s.labels)  # the same labels in another order (a textfile writes them sorted)
+            fam.add_metric([values[k] for k in want], s.value)
+            continue
         fam.add_metric([v for _, v in s.labels], s.value)
     return list(by_name.values())
 
@@ -598,7 +603,9 @@ class PrometheusSink:
             kept = [smp for smp in _read_textfile(path) if dict(smp.labels).get("monitor") not in ours]
             if forget:
                 picked = [smp for smp in picked if dict(smp.labels).get("monitor") != monitor]
-            _write_samples(path, kept + picked, CollectorRegistry, write_to_textfile)
+            # this sink's series first: they set each family's labels, so a foreign series with
+            # another label set in the file cannot push them out
+            _write_samples(path, picked + kept, CollectorRegistry, write_to_textfile)
 
     # -- replay ordering -----------------------------------------------------------------------
     def _newer_exported(self, report: Report) -> bool:

@@ -235,6 +235,22 @@ def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
         result["locked_strict"] = [type(exc).__name__, "database is locked" in str(exc)]
     if rank == 0:
         mon.history.commit_check = real_commit
+    # an InputError from inside rank 0's check on a field the other ranks do not know: rank 0
+    # raised and rank 1 returned (it judged from the field name), and the job split
+    if rank == 0:
+        real_check = mon._check
+
+        def bad_inside(*a, **k):
+            raise cm.InputError("priors", "has no prior for label(s) ['x']")
+
+        mon._check = bad_inside
+    try:
+        distributed_check(mon, probe_indices=sh["probe_indices"], predictions=sh["predictions"])
+        result["inside"] = ["returned"]
+    except Exception as exc:
+        result["inside"] = [type(exc).__name__, getattr(exc, "field", None)]
+    if rank == 0:
+        mon._check = real_check
     try:  # broadcast="no" on rank 1 only: refused alike on both ranks, no hang
         sh = _shard(gens[0], rank, world)
         distributed_check(
@@ -357,6 +373,7 @@ def test_mismatched_references_refused_and_empty_shards_accepted(tmp_path: Path)
         assert stage is None and report is None and "database is locked" in error, r["locked"]
     assert r0["locked"][3] == "OperationalError"
     assert r0["locked_strict"] == ["OperationalError", True] and r1["locked_strict"] == ["CollapseMonitorError", True]
+    assert r0["inside"] == r1["inside"] == ["InputError", "priors"], (r0["inside"], r1["inside"])
     # any other exception from one rank's provenance was raised there alone (rank 0 waited)
     assert r0["broken_provenance"] == r1["broken_provenance"]
     kind, field, msg = r0["broken_provenance"]

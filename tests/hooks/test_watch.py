@@ -324,30 +324,3 @@ def test_threads_retraining_through_one_monitor_each_read_their_own_report(tmp_p
     assert mismatches == []
     assert sorted(r.generation for r in mon.reports()) == list(range(12))
     assert mon.last_report is not None  # a thread that made no check reads the latest of any
-
-
-def test_a_watched_retrain_leaves_the_random_streams_as_the_bare_one(tmp_path: Path) -> None:
-    """The check after a retrain drew from the job's random streams (an evaluate that samples,
-    a first import): the next retrain of a seeded loop differed from an unmonitored one."""
-    import random
-
-    import torch
-
-    def sampling(m: Model) -> cm.Observation:
-        np.random.random(10)
-        random.random()
-        torch.rand(10)
-        return cm.Observation(predictions=m.predict())
-
-    def loop(retrain) -> list[float]:
-        np.random.seed(0)
-        random.seed(0)
-        torch.manual_seed(0)
-        out = []
-        for _ in range(2):
-            retrain()
-            out += [float(np.random.random()), random.random(), float(torch.rand(1))]
-        return out
-
-    bare = loop(Model)
-    assert loop(_mon(tmp_path).watch(evaluate=sampling)(Model)) == bare

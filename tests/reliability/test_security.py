@@ -557,6 +557,13 @@ def test_provenance_sources_of_every_shape_are_masked(source, secret, http_recei
         ("jdbc:oracle:oci:scott/tiger@orcl", "jdbc:oracle:oci:***@orcl"),
         ("data/x.parquet?src=https://a:tiger@h/", "data/x.parquet?src=***"),
         ("my_store://alice:tiger@host/x", "my_store://***@host/x"),
+        # scp passwords with ":" or "\\", users with "+", an Oracle password with "@" (review)
+        ("user:ti:ger@host:/repo", "***@host:/repo"),
+        ("deploy+ci:tiger@host:/repo", "***@host:/repo"),
+        ("alice:ti\\ger@host:/x", "***@host:/x"),
+        ("jdbc:oracle:thin:scott/ti@ger@host:1521:sid", "jdbc:oracle:thin:***@host:1521:sid"),
+        ("u:tiger@sha1:" + "ab" * 20, "***@sha1:" + "ab" * 20),
+        ("jdbc:postgresql://u:tiger@db/x", "jdbc:postgresql://***@db/x"),
         # names that hold no secret and were mangled
         ("python:3.11@sha256:" + "ab" * 32, "python:3.11@sha256:" + "ab" * 32),
         ("C:\\data\\x@2024.parquet", "C:\\data\\x@2024.parquet"),

@@ -152,6 +152,22 @@ def test_a_shared_textfile_keeps_every_monitor(tmp_path, kit) -> None:
     fams = _parse(path.read_text())
     assert _value(fams, "collapse_monitor_generation", monitor="alpha") is None
     assert _value(fams, "collapse_monitor_generation", monitor="beta") == 1
+    # per-class series (two labels, written sorted in the file) of every monitor survive, and a
+    # foreign collapse_monitor_* line with another label set does not push this sink's out
+    import dataclasses
+
+    def with_class(name: str) -> cm.Report:
+        r = kit.make_report(name, 1)
+        mv = cm.MetricValue(0.5, 0.4, 0.6, n=10)
+        return dataclasses.replace(r, metrics={**r.metrics, "class_recall.7": mv}, rare_classes=("7",))
+
+    path.write_text(path.read_text() + 'collapse_monitor_stage{job="other",monitor="zeta"} 1.0\n')
+    PrometheusSink(textfile=path).emit(with_class("gamma"), EmitContext())
+    PrometheusSink(textfile=path).emit(with_class("delta"), EmitContext())
+    fams = _parse(path.read_text())
+    assert _value(fams, "collapse_monitor_class_recall", monitor="gamma", **{"class": "7"}) == 0.5
+    assert _value(fams, "collapse_monitor_class_recall", monitor="delta", **{"class": "7"}) == 0.5
+    assert _value(fams, "collapse_monitor_stage", monitor="delta") == 0
     # node_exporter reads *.prom only: the lock file beside it is not collected
     assert sorted(p.name for p in path.parent.iterdir()) == ["collapse.prom", "collapse.prom.lock"]
 
