@@ -70,23 +70,20 @@ def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray
     return out
 
 
-#: below this total variance (sum over dimensions) a reference's geometry is lost in float32
-MIN_TOTAL_VARIANCE = 1e-10
+#: rows closer than this to the first row in every value: a reference's geometry is lost in float32
+MIN_SPREAD = 1e-6
 
 
-def _total_variance(x: np.ndarray) -> float:
-    """Sum over dimensions of the variance of every row of ``x``, in float64 blocks of about
-    4 M values (all rows: the rows that differ may come last; no full float64 copy)."""
+def _max_deviation(x: np.ndarray) -> float:
+    """The largest ``|x[i, j] - x[0, j]|`` over every row, in float64 blocks of about 4 M values
+    (all rows: the ones that differ may come last; no full float64 copy)."""
     n, d = x.shape
     rows = max(1, (1 << 22) // max(d, 1))
-    shift = np.asarray(x[0], dtype=np.float64)  # centring on a row keeps the sums exact enough
-    s1 = np.zeros(d)
-    s2 = np.zeros(d)
+    first = np.asarray(x[0], dtype=np.float64)
+    out = 0.0
     for a in range(0, n, rows):
-        blk = np.asarray(x[a : a + rows], dtype=np.float64) - shift
-        s1 += blk.sum(axis=0)
-        s2 += np.square(blk).sum(axis=0)
-    return float(np.maximum(s2 / n - np.square(s1 / n), 0.0).sum())
+        out = max(out, float(np.abs(np.asarray(x[a : a + rows], dtype=np.float64) - first).max(initial=0.0)))
+    return out
 
 
 def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
@@ -106,12 +103,12 @@ def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
         )
     # a spread this small is lost in float32: squared distances underflow (coverage 0 for an
     # observation equal to the reference) and the variance floor dominates (variance_ratio 0.08)
-    total = _total_variance(x)
-    if total < MIN_TOTAL_VARIANCE:
+    spread = _max_deviation(x)
+    if spread < MIN_SPREAD:
         raise InputError(
             field,
-            f"has a total variance of {total:.1e}, too small to measure in float32 (distances underflow): "
-            "standardise the embeddings (or multiply them by a constant) before passing them",
+            f"has all its values within {spread:.1e} of the first row's, too small to measure in float32 "
+            "(distances underflow): standardise the embeddings (or multiply them by a constant) before passing them",
         )
 
 

@@ -316,7 +316,9 @@ class CollapseMonitor:
         pending: list[str] = []
         blocked: int | None = None  # the first generation whose alerts the outbox did not take
         self._alerts_blocked_at = None
-        for r in self.history.not_handed_off(self.name):
+        # oldest check first (by time, not generation: a chain re-run from generation 0 checks a
+        # lower generation after a higher one, and its resolve must follow that one's firing)
+        for r in sorted(self.history.not_handed_off(self.name), key=lambda rep: rep.created_at):
             alerts_only = any(e.startswith("alerting:") for e in r.errors)
             if not alerts_only:
                 for sink in self.sinks:

@@ -98,3 +98,30 @@ def test_a_firing_is_never_queued_after_its_own_resolve(http_receiver, tmp_path,
     mon.check(cm.Observation(predictions=HEALTHY))  # the outbox works again: both, in order
     kinds = [(r.json()["type"], r.json()["data"]["alert"]["generation"]) for r in http_receiver.requests]
     assert kinds == [("collapse_monitor.alert.firing", 1), ("collapse_monitor.alert.resolved", 2)]
+
+
+def test_held_alerts_go_out_in_check_order_when_a_chain_is_re_run(http_receiver, tmp_path, monkeypatch) -> None:
+    """Review (2026-12-06): held alerts were queued by generation, so a chain re-run from
+    generation 0 (a lower generation checked after a higher one) sent its resolve before the
+    firing of the generation checked earlier."""
+    from collapse_monitor.alerting import AlertDispatcher
+
+    real = AlertDispatcher.persist
+    failures = [2]
+
+    def flaky(self, alerts, report):
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError("transient: database is locked")
+        return real(self, alerts, report)
+
+    monkeypatch.setattr(AlertDispatcher, "persist", flaky)
+    hook = cm.Webhook(http_receiver.url_for("/hook"), name="oncall")
+    mon = cm.CollapseMonitor("rerun", reference=cm.Reference(labels=HEALTHY), sinks=[], home=tmp_path, alerts=[hook])
+    mon.check(cm.Observation(predictions=HEALTHY))
+    mon.check(cm.Observation(predictions=COLLAPSED))  # generation 1 fires; the outbox fails
+    again = mon.check(cm.Observation(predictions=HEALTHY, generation=0))  # re-run: its resolve is held
+    assert [(a.rule, a.status) for a in again.alerts] == [("early_collapse", "resolved")]
+    mon.check(cm.Observation(predictions=HEALTHY, generation=1))  # the outbox works again
+    kinds = [(r.json()["type"], r.json()["data"]["alert"]["generation"]) for r in http_receiver.requests]
+    assert kinds[:2] == [("collapse_monitor.alert.firing", 1), ("collapse_monitor.alert.resolved", 0)], kinds
