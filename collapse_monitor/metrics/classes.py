@@ -194,7 +194,8 @@ class ClassifierResult:
 
     ``metrics``: canonical keys (``metrics/_spec.py``) -> MetricValue. ``correct``: per probe
     item, predicted right. ``rare_classes`` / ``head_classes``: every class of the priors
-    split at ``rare_threshold`` (whether or not it has probe items), sorted by string form.
+    split at ``rare_threshold`` (whether or not it has probe items; a prior-0 label is in
+    neither), sorted by string form.
     ``paired``: metric key -> boolean mask of the probe items the metric rests on, for exact
     McNemar tests against the baseline's ``correct``. ``worst_class``: the class behind
     ``worst_class_recall``.
@@ -287,7 +288,9 @@ def classifier_panel(
 
     yc, _, correct, counts = _prepare(lab, prd)
     classes, support, tp = counts.classes, counts.support, counts.tp
-    rare = sorted((c for c, p in pri.items() if p < rare_threshold), key=_sort_key)
+    # a prior-0 label (one the reference never has, added so predictions of it are not unknown)
+    # is no rare class: predictions moved onto it counted as rare predictions
+    rare = sorted((c for c, p in pri.items() if 0 < p < rare_threshold), key=_sort_key)
     head = sorted((c for c, p in pri.items() if p >= rare_threshold), key=_sort_key)
     rare_set = set(rare)
     is_rare_cls = np.array([c in rare_set for c in classes], dtype=bool)

@@ -159,7 +159,7 @@ def _check_panel(labels, preds, priors, base, *, rare_threshold=0.05, min_suppor
         labels, preds, priors, rare_threshold=rare_threshold, min_support=min_support, baseline_preds=base
     )
     total = sum(priors.values())
-    rare = sorted((c for c, p in priors.items() if p / total < rare_threshold), key=str)
+    rare = sorted((c for c, p in priors.items() if 0 < p / total < rare_threshold), key=str)  # prior 0: neither
     head = sorted((c for c, p in priors.items() if p / total >= rare_threshold), key=str)
     assert res.rare_classes == rare and res.head_classes == head
     present = sorted(set(labels.tolist()), key=str)
@@ -337,3 +337,17 @@ def test_panel_skips_ratio_when_rare_prior_mass_underflows() -> None:
     assert res.rare_classes == [1]
     assert "rare_prediction_ratio" not in res.metrics
     assert res.metrics["rare_class_recall"].value == 1.0
+
+
+def test_a_prior_zero_label_is_no_rare_class() -> None:
+    """Metrics audit (2026-12-06): the InputError for an unknown predicted label says to add it
+    with prior 0; such a label then counted as a rare class, so predictions moved from a real
+    rare class onto it kept rare_prediction_ratio at 1.0 (0.0 without the label)."""
+    labels = np.array([0] * 90 + [1] * 6 + [2] * 4)
+    priors = {0: 0.9, 1: 0.06, 2: 0.04, 9: 0.0}
+    moved = labels.copy()
+    moved[moved == 2] = 9
+    res = classifier_panel(labels, moved, priors)
+    assert res.rare_classes == [2] and 9 not in res.head_classes
+    assert res.metrics["rare_prediction_ratio"].value == 0.0
+    assert classifier_panel(labels, labels, priors).metrics["rare_prediction_ratio"].value == 1.0
