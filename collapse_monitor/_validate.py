@@ -74,36 +74,26 @@ def as_embeddings(x: Any, field: str, *, width: int | None = None) -> np.ndarray
 MIN_SPREAD = 1e-6
 
 
-def _max_deviation(x: np.ndarray) -> float:
-    """The largest ``|x[i, j] - x[0, j]|`` over every row, in float64 blocks of about 4 M values
-    (all rows: the ones that differ may come last; no full float64 copy)."""
+def check_spread(x: np.ndarray, field: str) -> None:
+    """InputError unless the rows of the 2-D ``x`` differ measurably: a reference whose rows are
+    all the same (a constant, or an already collapsed sample) has no neighbourhoods, tail,
+    clusters or diversity to compare against, and one whose values all lie within
+    :data:`MIN_SPREAD` of its first row's loses them in float32 (squared distances underflow:
+    coverage 0 for an observation equal to the reference; the variance floor dominates:
+    variance_ratio 0.08). One pass over every row, in float64 blocks of about 4 M values (the
+    rows that differ may come last; no full float64 copy)."""
     n, d = x.shape
     rows = max(1, (1 << 22) // max(d, 1))
     first = np.asarray(x[0], dtype=np.float64)
-    out = 0.0
+    spread = 0.0
     for a in range(0, n, rows):
-        out = max(out, float(np.abs(np.asarray(x[a : a + rows], dtype=np.float64) - first).max(initial=0.0)))
-    return out
-
-
-def check_spread(x: np.ndarray, field: str, *, block: int = 65_536) -> None:
-    """InputError unless at least two rows of the 2-D ``x`` differ: a reference whose rows are
-    all the same (a constant, or an already collapsed sample) has no neighbourhoods, tail,
-    clusters or diversity to compare against. Block by block from the top, so a normal
-    reference returns after its first block and a large one is never copied whole."""
-    first = x[0]
-    for a in range(0, x.shape[0], block):
-        if not np.array_equal(x[a : a + block], np.broadcast_to(first, x[a : a + block].shape)):
-            break
-    else:
+        spread = max(spread, float(np.abs(np.asarray(x[a : a + rows], dtype=np.float64) - first).max(initial=0.0)))
+    if spread == 0.0:
         raise InputError(
             field,
-            f"all {x.shape[0]} rows are identical: a reference needs spread (pass the human-origin "
+            f"all {n} rows are identical: a reference needs spread (pass the human-origin "
             "embeddings, not a constant or an already collapsed sample)",
         )
-    # a spread this small is lost in float32: squared distances underflow (coverage 0 for an
-    # observation equal to the reference) and the variance floor dominates (variance_ratio 0.08)
-    spread = _max_deviation(x)
     if spread < MIN_SPREAD:
         raise InputError(
             field,

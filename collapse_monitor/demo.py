@@ -188,21 +188,17 @@ def run_demo(
     sinks: list[Any] = []
     if mlflow:
         from .sinks import MLflowSink
-        from .sinks.mlflow import local_store_path, safe_uri
+        from .sinks.cli import sqlite_folder
+        from .sinks.mlflow import safe_uri
 
         if tracking_uri is not None and not tracking_uri.strip():
             raise ConfigError(
                 "tracking_uri", "is empty: give --tracking-uri an MLflow URI, or leave it out for the default store"
             )
         sink = MLflowSink(tracking_uri=tracking_uri, evidently=False)
-        folder = local_store_path(sink.tracking_uri)
-        if folder is not None and folder.is_dir() and sink.tracking_uri.startswith("sqlite:"):
-            # SQLAlchemy retried opening it for minutes, the progress bar at 0
-            raise ConfigError(
-                "tracking_uri",
-                f"{safe_uri(sink.tracking_uri)} names a folder, not a sqlite file ({folder}); "
-                "pass --tracking-uri sqlite:///path/to/mlflow.db",
-            )
+        folder = sqlite_folder(sink)
+        if folder is not None:  # the progress bar stayed at 0 for minutes
+            raise ConfigError("tracking_uri", folder)
         sinks.append(sink)
     if pushgateway:
         from .sinks import PrometheusSink

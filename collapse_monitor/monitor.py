@@ -216,10 +216,8 @@ class CollapseMonitor:
         self._set_last("last_error", value)
 
     def _last(self, key: str) -> Any:
-        local = self.__dict__.get("_tls")
-        if local is not None and key in local.__dict__:
-            return local.__dict__[key]
-        return self.__dict__.get("_last_any", {}).get(key)
+        mine = self._tls.__dict__
+        return mine[key] if key in mine else self._last_any.get(key)
 
     def _set_last(self, key: str, value: Any) -> None:
         setattr(self._tls, key, value)
@@ -311,10 +309,10 @@ class CollapseMonitor:
         (``alerting:`` among its errors) only has its alerts persisted again: that page used to
         be lost for good, with the alert state saying it was sent. Until the outbox takes it,
         it stays pending and every check says so (the returned errors). Alerts are queued in
-        generation order: once one generation's cannot be, the later ones wait behind it (a
-        firing queued after its own resolve left the incident open for good)."""
+        check order: once one check's cannot be, the later ones wait behind it (a firing queued
+        after its own resolve left the incident open for good); ``_alerts_blocked_at`` is then
+        the generation they wait for."""
         pending: list[str] = []
-        blocked: int | None = None  # the first generation whose alerts the outbox did not take
         self._alerts_blocked_at = None
         # oldest check first (by time, not generation: a chain re-run from generation 0 checks a
         # lower generation after a higher one, and its resolve must follow that one's firing)
@@ -328,15 +326,15 @@ class CollapseMonitor:
                         log.warning("recovering generation %d: %s", r.generation, redact_text(str(exc)))
             if r.alerts and self.channels:
                 try:
-                    if blocked is not None:
-                        raise _HeldBehind(blocked)
+                    if self._alerts_blocked_at is not None:
+                        raise _HeldBehind(self._alerts_blocked_at)
                     disp = self.dispatcher
                     assert disp is not None
                     disp.persist(list(r.alerts), r)
                 except Exception as exc:
                     msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")
-                    if blocked is None:
-                        blocked = self._alerts_blocked_at = r.generation
+                    if self._alerts_blocked_at is None:
+                        self._alerts_blocked_at = r.generation
                         log.warning("recovering generation %d: %s", r.generation, msg)
                     pending.append(f"generation {r.generation}'s alerts are not queued yet ({msg}); retried next check")
                     if not alerts_only:  # sinks have it now; only the alerts are left to persist
@@ -410,7 +408,7 @@ class CollapseMonitor:
         if baseline is not None and baseline.fingerprint != self.reference.fingerprint:
             notes.append("the reference changed since the baseline: paired tests skipped")
         # sample-count-dependent metrics are compared at the baseline's size: a larger sample is
-        # subsampled to it, a smaller one (or a smaller text budget) is measured but not tested
+        # subsampled to it, the text metrics use its token budget, and a smaller sample is noted
         # (300 healthy samples against a 2,000-sample baseline read as a late collapse)
         base_m, base_b = _baseline_sizes(baseline)
         panel = compute_panel(
@@ -577,7 +575,7 @@ class CollapseMonitor:
         history: Sequence[Report],
         extra: Mapping[str, Any],
         *,
-        strict: bool | None = None,
+        strict: bool,
         held_behind: int | None = None,
     ) -> tuple[Report, list[tuple[str, str]], CollapseMonitorError | None, bool]:
         """Under the lock, right after the history commit: every sink gets the report (or the
@@ -592,7 +590,6 @@ class CollapseMonitor:
                 alerts=tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts),
             )
         ctx = EmitContext(reference=self.reference, observation=obs, history=history, extra=extra)
-        strict = self.strict if strict is None else strict
         strict_error: str | None = None
         for sink in self.sinks:
             key = getattr(sink, "spool_key", None) or sink.name
@@ -644,7 +641,7 @@ class CollapseMonitor:
         return report, keys, failure, queued
 
     def _deliver_alerts(
-        self, report: Report, keys: Sequence[tuple[str, str]], *, queued: bool = True, strict: bool | None = None
+        self, report: Report, keys: Sequence[tuple[str, str]], *, queued: bool = True, strict: bool
     ) -> Report:
         """Deliver this check's alert events, then whatever earlier checks or processes left in
         the outbox that is due (also when this check raised no event), all within the one alert
@@ -671,7 +668,7 @@ class CollapseMonitor:
             report = dataclasses.replace(report, errors=tuple(errors))
             with contextlib.suppress(Exception):
                 self.history.save_report(report, handed_off=queued)
-        if strict_error is not None and (self.strict if strict is None else strict):
+        if strict_error is not None and strict:
             raise AlertDeliveryError(strict_error)
         return report
 
@@ -865,8 +862,9 @@ def _note_smaller_than_baseline(panel: Any, base_m: int | None, base_texts: int 
     """A note when this generation was measured on fewer sample embeddings, or fewer texts,
     than the baseline: coverage, PRDC, the spectral statistics and the text metrics fall with
     the sample size alone, so their declines may not be collapse. They are still tested:
-    leaving them out judged a collapsed smaller sample healthy and resolved its open alert. The same number of texts that got shorter is not noted: shorter
-    outputs are a symptom of collapse, not a smaller measurement."""
+    leaving them out judged a collapsed smaller sample healthy and resolved its open alert.
+    The same number of texts that got shorter is not noted: shorter outputs are a symptom of
+    collapse, not a smaller measurement."""
     m_mv = panel.metrics.get("tail_mass_ratio")
     m = None if m_mv is None else m_mv.n
     if base_m and m and m < base_m:

@@ -521,7 +521,7 @@ class Service:
                 log.info(
                     "%s: could not read the latest check from %s (%s): %s",
                     spec.name,
-                    getattr(sink, "name", "?"),
+                    key[1],
                     "using the last one read"
                     if remote is not None
                     else "the dead-man's switch waits for the next read",

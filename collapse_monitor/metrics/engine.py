@@ -25,8 +25,6 @@ class PanelResult:
     paired: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     rare_classes: tuple[str, ...] = ()
     predictions: list[Any] | None = None
-    #: the metric keys each input family produced ("embeddings", "texts")
-    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def compute_panel(
@@ -76,7 +74,6 @@ def compute_panel(
         rare = tuple(str(c) for c in res.rare_classes)
         preds = observation.predictions.tolist()
 
-    sources: dict[str, tuple[str, ...]] = {}
     if observation.embeddings is not None:
         from .generator import generator_panel, get_generator_state
 
@@ -113,7 +110,6 @@ def compute_panel(
         metrics.update(gres.metrics)
         items.update(gres.items)
         paired.update(gres.paired)
-        sources["embeddings"] = tuple(gres.metrics)
 
     if observation.texts is not None:
         from .text import get_text_state, text_panel
@@ -124,7 +120,6 @@ def compute_panel(
         metrics.update(tres.metrics)
         items.update(tres.items)
         paired.update(tres.paired)
-        sources["texts"] = tuple(tres.metrics)
         items["texts.count"] = np.array([len(observation.texts)], dtype=np.int64)
 
     prov = observation.provenance
@@ -132,4 +127,4 @@ def compute_panel(
         f = prov.synthetic_fraction
         metrics["synthetic_fraction"] = MetricValue(f, f, f)
 
-    return PanelResult(metrics, items, paired, rare, preds, sources)
+    return PanelResult(metrics, items, paired, rare, preds)

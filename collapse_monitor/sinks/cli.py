@@ -43,6 +43,18 @@ def history_keys(reports: list[Report], limit: int = 6) -> list[str]:
     return [k for k in KEY_METRICS if any(k in r.metrics for r in reports)][:limit]
 
 
+def sqlite_folder(sink: MLflowSink) -> str | None:
+    """Why ``sink``'s sqlite tracking URI cannot be opened when it names a folder (SQLAlchemy
+    retries opening it for minutes); None otherwise."""
+    path = local_store_path(sink.tracking_uri)
+    if path is None or not path.is_dir() or not sink.tracking_uri.startswith("sqlite:"):
+        return None
+    return (
+        f"{safe_uri(sink.tracking_uri)} names a folder, not a sqlite file ({path}); "
+        "pass --tracking-uri sqlite:///path/to/mlflow.db"
+    )
+
+
 def _missing_store(sink: MLflowSink) -> str | None:
     """Why there is nothing to read when ``sink``'s local store does not exist. ``report`` and
     ``gate`` only read: asking MLflow would create an empty store there (a ~1 MB sqlite file
@@ -50,11 +62,9 @@ def _missing_store(sink: MLflowSink) -> str | None:
     path = local_store_path(sink.tracking_uri)
     if path is None:
         return None
-    if path.is_dir() and sink.tracking_uri.startswith("sqlite:"):  # SQLAlchemy retries ~1 min on it
-        return (
-            f"{safe_uri(sink.tracking_uri)} names a folder, not a sqlite file ({path}); "
-            "pass --tracking-uri sqlite:///path/to/mlflow.db"
-        )
+    folder = sqlite_folder(sink)
+    if folder is not None:
+        return folder
     if path.exists():
         return None
     return (

@@ -78,7 +78,7 @@ import numpy as np
 from .._redact import Redactor, host_port, redact_http_client_logs, redact_text
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
-from ..types import MAX_SOURCE_CHARS, MetricValue, Provenance, Report, Stage
+from ..types import MetricValue, Provenance, Report, Stage
 from .base import EmitContext, PermanentSinkError
 
 __all__ = ["MLflowSink", "dataset_digest", "default_tracking_uri", "safe_uri"]
@@ -1168,11 +1168,14 @@ def report_from_run(run: Any) -> Report:
     sf = fraction_tag(tags.get("collapse.synthetic_fraction"), f"run {run.info.run_id}")
     prov = None
     if "collapse.origin" in tags:
-        prov = Provenance(
-            synthetic_fraction=sf,
-            parent_run_id=tags.get("collapse.parent_run_id"),
-            digest=tags.get("collapse.data_digest"),
-            sources=_training_sources(run),
+        # from_dict: a stored provenance, whose sources may predate the checks Provenance makes
+        prov = Provenance.from_dict(
+            {
+                "synthetic_fraction": sf,
+                "parent_run_id": tags.get("collapse.parent_run_id"),
+                "digest": tags.get("collapse.data_digest"),
+                "sources": _training_sources(run),
+            }
         )
     return Report(
         monitor=tags["collapse.monitor"],
@@ -1206,6 +1209,6 @@ def _training_sources(run: Any) -> tuple[str, ...]:
         tagged = src.get("tags")
         named: dict[str, Any] = tagged if isinstance(tagged, dict) else {}  # a CodeDatasetSource: a name
         uri = src.get("uri") or src.get("url") or named.get("collapse.source")
-        if isinstance(uri, str) and uri.strip():  # a run logged before Provenance checked its sources
-            out.append(uri if len(uri) <= MAX_SOURCE_CHARS else uri[: MAX_SOURCE_CHARS - 3] + "...")
+        if isinstance(uri, str) and uri:
+            out.append(uri)
     return tuple(out)

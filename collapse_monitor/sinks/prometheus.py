@@ -211,24 +211,23 @@ def families(samples: list[Sample]) -> list[Any]:
             fam = by_name[s.name] = GaugeMetricFamily(s.name, s.help, labels=list(names))
             label_names[s.name] = names
         want = label_names[s.name]
-        if names != want:
-            if sorted(names) != sorted(want):
-                continue  # another label set than the family's (a foreign series in a shared textfile)
-            values = dict(s.labels)  # the same labels in another order (a textfile writes them sorted)
-            fam.add_metric([values[k] for k in want], s.value)
-            continue
-        fam.add_metric([v for _, v in s.labels], s.value)
+        values = dict(s.labels)  # by name: a textfile read back has them sorted
+        if values.keys() != set(want):
+            continue  # another label set than the family's (a foreign series in a shared textfile)
+        fam.add_metric([values[k] for k in want], s.value)
     return list(by_name.values())
 
 
-def _write_samples(path: Path, samples: list[Sample], registry_cls: Any, write: Any) -> None:
+def _write_samples(path: Path, samples: list[Sample]) -> None:
+    from prometheus_client import CollectorRegistry, write_to_textfile
+
     class _Held:
         def collect(self) -> Iterator[Any]:
             yield from families(samples)
 
-    reg = registry_cls(auto_describe=False)
+    reg = CollectorRegistry(auto_describe=False)
     reg.register(_Held())
-    write(str(path), reg)  # temp file + os.replace: atomic for the collector
+    write_to_textfile(str(path), reg)  # temp file + os.replace: atomic for the collector
 
 
 def _read_textfile(path: Path) -> list[Sample]:
@@ -589,13 +588,11 @@ class PrometheusSink:
         monitor's, this sink's merged into the file's (each retrain is a process of its own,
         with a sink of its own: writing only its own samples wiped the other monitors' series,
         which no staleness alert could see). ``forget``: drop ``monitor`` from a shared file."""
-        from prometheus_client import CollectorRegistry, write_to_textfile
-
         path = self.textfile_path(monitor)
         assert path is not None
         path.parent.mkdir(parents=True, exist_ok=True)
         if "{monitor}" in (self.textfile or ""):
-            _write_samples(path, self.collector.samples(monitor), CollectorRegistry, write_to_textfile)
+            _write_samples(path, self.collector.samples(monitor))
             return
         with _file_lock(path.with_name(path.name + ".lock")):  # two jobs writing at once keep both
             picked = self.collector.samples()
@@ -605,7 +602,7 @@ class PrometheusSink:
                 picked = [smp for smp in picked if dict(smp.labels).get("monitor") != monitor]
             # this sink's series first: they set each family's labels, so a foreign series with
             # another label set in the file cannot push them out
-            _write_samples(path, picked + kept, CollectorRegistry, write_to_textfile)
+            _write_samples(path, picked + kept)
 
     # -- replay ordering -----------------------------------------------------------------------
     def _newer_exported(self, report: Report) -> bool:
@@ -622,11 +619,12 @@ class PrometheusSink:
         with contextlib.suppress(Exception):
             path = self.textfile_path(report.monitor)
             if path is not None and path.exists():
-                from prometheus_client.parser import text_string_to_metric_families
-
-                for fam in text_string_to_metric_families(path.read_text()):
-                    if fam.name == f"{NS}_last_check_timestamp_seconds":
-                        newest += [s.value for s in fam.samples if s.labels.get("monitor") == report.monitor]
+                newest += [
+                    smp.value
+                    for smp in _read_textfile(path)
+                    if smp.name == f"{NS}_last_check_timestamp_seconds"
+                    and dict(smp.labels)["monitor"] == report.monitor
+                ]
         return any(v > report.created_at for v in newest)
 
     def gateway_value(self, monitor: str, metric: str) -> float | None:

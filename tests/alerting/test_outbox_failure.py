@@ -4,10 +4,29 @@ retried it, and on-call heard nothing until the repeat interval (6 h)."""
 
 from __future__ import annotations
 
+import pytest
+
 import collapse_monitor as cm
 
 HEALTHY = [0] * 970 + [1] * 30
 COLLAPSED = [0] * 1000
+
+
+@pytest.fixture
+def outbox_fails_twice(monkeypatch):
+    """The next two outbox writes of alerts fail, transiently (a locked database)."""
+    from collapse_monitor.alerting import AlertDispatcher
+
+    real = AlertDispatcher.persist
+    failures = [2]
+
+    def flaky(self, alerts, report):
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError("transient: database is locked")
+        return real(self, alerts, report)
+
+    monkeypatch.setattr(AlertDispatcher, "persist", flaky)
 
 
 def test_alerts_the_outbox_could_not_take_are_queued_by_the_next_check(http_receiver, tmp_path) -> None:
@@ -68,24 +87,12 @@ def test_a_long_lived_dispatcher_prunes_its_outbox_daily(http_receiver, tmp_path
     d.close()
 
 
-def test_a_firing_is_never_queued_after_its_own_resolve(http_receiver, tmp_path, monkeypatch) -> None:
+def test_a_firing_is_never_queued_after_its_own_resolve(http_receiver, tmp_path, outbox_fails_twice) -> None:
     """Alerting audit (2026-12-06): the outbox failed (transiently) for generation 1's firing
     and again when generation 2 recovered it, but took generation 2's own resolve: the resolve
     went out first, the firing after it, and the incident stayed open for good (PagerDuty's
     trigger after its resolve; Alertmanager firing for its whole resend window). A later
     generation's alerts now wait behind an earlier one's."""
-    from collapse_monitor.alerting import AlertDispatcher
-
-    real = AlertDispatcher.persist
-    failures = [2]
-
-    def flaky(self, alerts, report):
-        if failures[0]:
-            failures[0] -= 1
-            raise OSError("transient: database is locked")
-        return real(self, alerts, report)
-
-    monkeypatch.setattr(AlertDispatcher, "persist", flaky)
     hook = cm.Webhook(http_receiver.url_for("/hook"), name="oncall")
     mon = cm.CollapseMonitor("order", reference=cm.Reference(labels=HEALTHY), sinks=[], home=tmp_path, alerts=[hook])
     mon.check(cm.Observation(predictions=HEALTHY))
@@ -100,22 +107,10 @@ def test_a_firing_is_never_queued_after_its_own_resolve(http_receiver, tmp_path,
     assert kinds == [("collapse_monitor.alert.firing", 1), ("collapse_monitor.alert.resolved", 2)]
 
 
-def test_held_alerts_go_out_in_check_order_when_a_chain_is_re_run(http_receiver, tmp_path, monkeypatch) -> None:
+def test_held_alerts_go_out_in_check_order_when_a_chain_is_re_run(http_receiver, tmp_path, outbox_fails_twice) -> None:
     """Review (2026-12-06): held alerts were queued by generation, so a chain re-run from
     generation 0 (a lower generation checked after a higher one) sent its resolve before the
     firing of the generation checked earlier."""
-    from collapse_monitor.alerting import AlertDispatcher
-
-    real = AlertDispatcher.persist
-    failures = [2]
-
-    def flaky(self, alerts, report):
-        if failures[0]:
-            failures[0] -= 1
-            raise OSError("transient: database is locked")
-        return real(self, alerts, report)
-
-    monkeypatch.setattr(AlertDispatcher, "persist", flaky)
     hook = cm.Webhook(http_receiver.url_for("/hook"), name="oncall")
     mon = cm.CollapseMonitor("rerun", reference=cm.Reference(labels=HEALTHY), sinks=[], home=tmp_path, alerts=[hook])
     mon.check(cm.Observation(predictions=HEALTHY))
