@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ENV_REF", "expand_env"]
+__all__ = ["ENV_REF", "expand_env", "flag_from_text", "number_from_text"]
 
 #: ``${VAR}``, ``${VAR:-default}`` (unset or empty) or ``${VAR-default}`` (unset); ``$${`` is a
 #: literal ``${``
@@ -59,3 +59,27 @@ def expand_env(value: Any, key: str = "", env: Mapping[str, str] | None = None) 
     if isinstance(value, list):
         return [expand_env(v, f"{key}[{i}]", env) for i, v in enumerate(value)]
     return value
+
+
+def flag_from_text(v: Any) -> Any:
+    """``"true"`` / ``"false"`` (any case, as ``${FLAG:-false}`` expands) as a bool; anything
+    else as given, for the setting's own check to judge."""
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    return v
+
+
+def number_from_text(v: Any) -> Any:
+    """A number written as text (``${TIMEOUT:-5}``, or ``1e-3``, which YAML 1.1 leaves a
+    string) as an int or float; anything else as given."""
+    if not isinstance(v, str):
+        return v
+    t = v.strip()
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return v

@@ -122,6 +122,7 @@ def mask_credentials(uri: str, *, _scp: bool = True) -> str:
         # (the rest is not scp-style: "oracle:thin:@host" has no password to mask)
         return uri[:5] + mask_credentials(_ORACLE_USERINFO.sub(rf"\1{MASK}@", uri[5:]), _scp=False)
     out = None
+    uri = _db_userinfo(uri)
     if "://" in uri:
         try:
             parts = urlsplit(uri)
@@ -146,6 +147,23 @@ def mask_credentials(uri: str, *, _scp: bool = True) -> str:
             head = f"{MASK}@{head[m.end() :]}"
         out = head
     return _KV.sub(_mask_kv_in_path, out)
+
+
+# user:password@ of a database URL, as SQLAlchemy reads it: the password runs to the "@" and may
+# hold a "/" (postgresql://bob:hun/ter2@db/x), where urlsplit ends the netloc and keeps it all
+_DB_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@:]*:[^\s@?#]*@")
+
+
+def _db_userinfo(text: str) -> str:
+    """``scheme://user:password@`` masked where the password holds a ``/`` (not http(s): there
+    the userinfo ends at the first ``/``, as urlsplit reads it)."""
+
+    def mask(m: re.Match[str]) -> str:
+        if m.group(1).lower() in ("http://", "https://") or "/" not in m.group(0)[len(m.group(1)) :]:
+            return m.group(0)
+        return f"{m.group(1)}{MASK}@"
+
+    return _DB_USERINFO.sub(mask, text) if "://" in text else text
 
 
 # user/password@ in Oracle's JDBC form, after the subprotocol (oracle:thin:, oracle:oci:)
@@ -184,10 +202,20 @@ def redact_text(text: object, secrets: Iterable[object] = ()) -> str:
     s = text if isinstance(text, str) else str(text)
     if secrets:
         s = Redactor(secrets)(s)
+    s = _ANY_USERINFO.sub(_mask_any_userinfo, _db_userinfo(s))
     s = _URL.sub(lambda m: _redact_url_in_text(m.group(0)), s)
     s = _WHSEC.sub(MASK, s)
     s = _AUTH.sub(lambda m: f"{m.group(1)} {MASK}", s)
     return _KV.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", s)
+
+
+# scheme://user:password@ of any URI in free text (postgresql://, mysql://, redis://, amqp://):
+# only http(s) URLs went through redact_url
+_ANY_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@:]*:[^\s/?#@]*@")
+
+
+def _mask_any_userinfo(m: re.Match[str]) -> str:
+    return f"{m.group(1)}{MASK}@"
 
 
 def _redact_url_in_text(url: str) -> str:

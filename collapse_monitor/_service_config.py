@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._env import flag_from_text
 from .config import expand_env, load_config, monitor_from_dict
 from .errors import ConfigError
 
@@ -295,6 +296,7 @@ def _int(v: Any, key: str, lo: int, hi: int) -> int:
 
 
 def _bool(v: Any, key: str) -> bool:
+    v = flag_from_text(v)  # ${FLAG:-false}
     if not isinstance(v, bool):
         raise ConfigError(key, f"expected true or false, got {v!r}")
     return v
@@ -483,7 +485,9 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
             key = f"monitors[{i}]"
             item = _mapping(item, key)
             _known(item, _ENTRY_KEYS, key)
-            entries.append((key, {**shared, **item}))
+            # a key left empty in the entry (every line under it commented out) inherits the
+            # shared value: it replaced shared rules with the defaults, shared sinks with MLflow
+            entries.append((key, {**shared, **{k: v for k, v in item.items() if v is not None or k not in shared}}))
     else:
         if "name" not in cfg:
             raise ConfigError("monitors", "nothing to serve: give monitors: [...] or a top-level name + reference")

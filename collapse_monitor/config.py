@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._env import ENV_REF, expand_env
+from ._env import ENV_REF, expand_env, flag_from_text, number_from_text
+from ._redact import _db_userinfo, redact_text
 from .errors import ConfigError, InputError
 from .types import Reference
 
@@ -93,6 +94,8 @@ def _url_has_credentials(text: str) -> bool:
     from urllib.parse import parse_qsl, urlsplit
 
     for url in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+", ENV_REF.sub("", text)):
+        if _db_userinfo(url) != url:  # postgresql://bob:hun/ter2@db: a password with a "/"
+            return True
         try:
             parts = urlsplit(url)
         except ValueError:
@@ -112,7 +115,7 @@ def _has_literal_secret(value: Any) -> bool:
         for k, v in value.items():
             if k in _SECRET_KEYS and _is_literal(v):
                 return True
-            if k == "url" and value.get("type") in {"slack", "teams", "webhook"} and _is_literal(v):
+            if k == "url" and str(value.get("type")).lower() in {"slack", "teams", "webhook"} and _is_literal(v):
                 return True
             if k == "headers" and isinstance(v, Mapping) and any(_is_literal(h) for h in v.values()):
                 return True
@@ -167,9 +170,11 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     try:
         loader = _strict_loader()(raw)  # a SafeLoader subclass: no object construction
         try:
-            return loader.get_single_data()
+            data = loader.get_single_data()
         finally:
             loader.dispose()
+    except RecursionError:
+        raise ConfigError("config", f"{p.name} is nested too deeply (at most {_MAX_DEPTH} levels)") from None
     except _DuplicateKey as exc:
         raise ConfigError(exc.key, f"given twice in {p.name} (lines {exc.first} and {exc.line}); keep one") from None
     except yaml.YAMLError as exc:
@@ -178,6 +183,29 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         if isinstance(exc, yaml.reader.ReaderError):  # not UTF-8/16/32 text
             raise ConfigError("config", f"{p.name} is not UTF-8 text ({exc.reason})") from None
         raise ConfigError("config", f"{p.name} is not valid YAML{where}") from None
+    _check_shape(data, p.name)
+    return data
+
+
+#: a config nested deeper than this is refused (no setting is more than a few levels deep)
+_MAX_DEPTH = 64
+
+
+def _check_shape(data: Any, name: str) -> None:
+    """Refuse a document that expands to more than ``_MAX_VALUES`` values (YAML aliases nested
+    into a "billion laughs": expanding ``${VAR}`` copies every one) or that is nested more
+    than ``_MAX_DEPTH`` levels (every walk over it recursed into ``RecursionError``)."""
+    if _too_many_values(data):
+        raise ConfigError("config", f"{name} expands to more than {_MAX_VALUES} values (nested YAML aliases?)")
+    stack = [(data, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ConfigError("config", f"{name} is nested too deeply (at most {_MAX_DEPTH} levels)")
+        if isinstance(v, Mapping):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
 
 
 class _DuplicateKey(Exception):
@@ -202,19 +230,33 @@ def _strict_loader() -> Any:
                 return  # "billion laughs" of aliases would otherwise be walked 10**9 times)
             visited.add(id(node))
             if isinstance(node, yaml.MappingNode):
-                seen: dict[str, int] = {}
+                seen: dict[Any, int] = {}
                 for knode, vnode in node.value:
                     name = str(knode.value) if isinstance(knode, yaml.ScalarNode) else "?"
                     if name == "<<":  # merge keys (YAML 1.1)
                         continue
                     key = f"{path}.{name}" if path else name
-                    if name in seen:
-                        raise _DuplicateKey(key, seen[name], knode.start_mark.line + 1)
-                    seen[name] = knode.start_mark.line + 1
+                    ident = self._key_value(knode)
+                    if ident in seen:
+                        raise _DuplicateKey(key, seen[ident], knode.start_mark.line + 1)
+                    seen[ident] = knode.start_mark.line + 1
                     self._check_duplicates(vnode, key, visited)
             elif isinstance(node, yaml.SequenceNode):
                 for i, item in enumerate(node.value):
                     self._check_duplicates(item, f"{path}[{i}]", visited)
+
+        def _key_value(self, knode: Any) -> Any:
+            """The key as the mapping will hold it: ``0`` and ``0x0``, or ``yes`` and ``true``,
+            are one key (the last silently won), ``0`` and ``'0'`` two."""
+            if not isinstance(knode, yaml.ScalarNode):
+                return ("node", id(knode))
+            build = self.yaml_constructors.get(knode.tag)
+            try:
+                value = build(self, knode) if build is not None else knode.value
+                hash(value)
+            except Exception:
+                return ("text", knode.value)
+            return ("value", value)
 
     return StrictLoader
 
@@ -230,8 +272,6 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in data:
         if key not in _TOP_KEYS:
             raise ConfigError(str(key), f"unknown key; known: {', '.join(sorted(_TOP_KEYS))}")
-    if _too_many_values(data):  # YAML aliases nested into a "billion laughs" expand exponentially
-        raise ConfigError("config", f"{p.name} expands to more than {_MAX_VALUES} values (nested YAML aliases?)")
     mode = p.stat().st_mode
     if mode & stat.S_IROTH and _has_literal_secret(data):
         log.warning("%s is world-readable and holds secrets: chmod 600 it or use ${ENV_VAR} references", p.name)
@@ -342,6 +382,18 @@ def _relative_to(base_dir: str | os.PathLike[str] | None, kind: str, kw: dict[st
     return kw
 
 
+def _from_text(param: inspect.Parameter | None, v: Any) -> Any:
+    """A ``${VAR}`` setting expanded to text, as the bool or number the option defaults to."""
+    if param is None:
+        return v
+    default = param.default
+    if isinstance(default, bool) or param.name in ("evidently",):  # evidently: None = auto
+        return flag_from_text(v)
+    if isinstance(default, (int, float)):
+        return number_from_text(v)
+    return v
+
+
 def sinks_from_config(items: Any, base_dir: str | os.PathLike[str] | None = None) -> list[Any]:
     """Sinks from the ``sinks:`` list; with ``base_dir`` (the config's folder) relative sqlite
     stores and textfiles are read against it."""
@@ -357,11 +409,12 @@ def sinks_from_config(items: Any, base_dir: str | os.PathLike[str] | None = None
         if not isinstance(item, Mapping) or "type" not in item:
             raise ConfigError(f"sinks[{i}]", "expected a mapping with a 'type' key")
         kind = item["type"]
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:
             raise ConfigError(f"sinks[{i}].type", f"unknown sink {kind!r}; known: {', '.join(kinds)}")
         cls = kinds[kind]
-        kw = {k: v for k, v in item.items() if k != "type"}
-        allowed = [p for p in inspect.signature(cls).parameters if not p.startswith("_")]
+        params = inspect.signature(cls).parameters
+        kw = {k: _from_text(params.get(k), v) for k, v in item.items() if k != "type"}
+        allowed = [p for p in params if not p.startswith("_")]
         for k in kw:
             if k not in allowed:
                 raise ConfigError(f"sinks[{i}].{k}", f"unknown option for a {kind} sink; known: {', '.join(allowed)}")
@@ -369,25 +422,16 @@ def sinks_from_config(items: Any, base_dir: str | os.PathLike[str] | None = None
             out.append(cls(**_relative_to(base_dir, kind, kw)))
         except ConfigError as exc:
             raise exc.under(f"sinks[{i}]", strip=cls.__name__ + ".") from None
-        except TypeError as exc:
-            raise ConfigError(f"sinks[{i}]", f"bad option for {kind}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"sinks[{i}]", f"bad option for {kind}: {redact_text(str(exc))}") from None
     return out
 
 
 def channels_from_config(items: Any) -> list[Any]:
-    if not items:
-        return []
-    if not isinstance(items, list):
-        raise ConfigError("alerts", f"expected a list, got {type(items).__name__}")
-    from .alerting import channel_from_config
+    """The ``alerts:`` list of an already-expanded config (``${VAR}`` are not read again)."""
+    from .alerting import channels_from_config as build
 
-    out = []
-    for i, item in enumerate(items):
-        try:
-            out.append(channel_from_config(item))
-        except ConfigError as exc:
-            raise exc.under(f"alerts[{i}]") from None
-    return out
+    return build(items, expand=False)
 
 
 def monitor_from_dict(
@@ -440,6 +484,8 @@ def _monitor_from_dict(
         # the value is not echoed: it may come from an environment variable
         raise ConfigError("strict", f"expected true or false, got a {type(strict).__name__}")
     home = cfg.get("home")
+    if home is not None and (not isinstance(home, str) or not home.strip()):
+        raise ConfigError("home", f"expected a folder path, got {type(home).__name__}")
     if home is not None and not os.path.isabs(str(home)):
         home = os.path.join(str(base_dir), str(home))
     kw: dict[str, Any] = dict(

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._env import expand_env
+from .._env import expand_env, flag_from_text, number_from_text
 from ..errors import ConfigError
 from .alertmanager import Alertmanager
 from .base import Channel
@@ -52,8 +52,10 @@ _KEYS = {
 _REQUIRED = {"webhook": "url", "slack": "url", "pagerduty": "routing_key", "alertmanager": "url", "teams": "url"}
 
 
-def channel_from_config(d: Mapping[str, Any]) -> Channel:
-    """Build one channel from a config mapping (see the module docstring)."""
+def channel_from_config(d: Mapping[str, Any], *, expand: bool = True) -> Channel:
+    """Build one channel from a config mapping (see the module docstring). ``expand=False``:
+    ``d`` comes from a config whose ``${VAR}`` were already expanded (a second pass would
+    undo the ``$${`` escape and read a ``${`` inside a secret's value as a variable)."""
     if not isinstance(d, Mapping):
         raise ConfigError("type", f"expected a mapping with a 'type' key, got {type(d).__name__}")
     kind = d.get("type")
@@ -64,13 +66,17 @@ def channel_from_config(d: Mapping[str, Any]) -> Channel:
     for k in d:
         if k not in allowed:
             raise ConfigError(str(k), f"unknown key for a {kind} channel; expected one of {sorted(allowed)}")
-    cfg = expand_env({k: v for k, v in d.items() if k != "type"})
+    cfg = {k: v for k, v in d.items() if k != "type"}
+    if expand:
+        cfg = expand_env(cfg)
     req = _REQUIRED[kind]
     if cfg.get(req) in (None, ""):
         raise ConfigError(req, f"a {kind} channel needs {req}")
     if "severities" in cfg and isinstance(cfg["severities"], str):
         cfg["severities"] = [cfg["severities"]]
-    timeout = cfg.get("timeout", 5.0)
+    timeout = cfg["timeout"] = number_from_text(cfg.get("timeout", 5.0))  # ${TIMEOUT:-5}
+    if "verify_tls" in cfg:
+        cfg["verify_tls"] = flag_from_text(cfg["verify_tls"])
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise ConfigError("timeout", f"expected seconds > 0, got {type(timeout).__name__}")
     for k in ("secret", "routing_key"):
@@ -84,8 +90,9 @@ def channel_from_config(d: Mapping[str, Any]) -> Channel:
     return cls(url, **cfg)
 
 
-def channels_from_config(items: Any, key: str = "alerts") -> list[Channel]:
-    """Channels from the ``alerts:`` list; errors name ``alerts[i].<key>``."""
+def channels_from_config(items: Any, key: str = "alerts", *, expand: bool = True) -> list[Channel]:
+    """Channels from the ``alerts:`` list; errors name ``alerts[i].<key>``. ``expand``: as
+    :func:`channel_from_config`."""
     if items is None:
         return []
     if not isinstance(items, list):
@@ -93,7 +100,7 @@ def channels_from_config(items: Any, key: str = "alerts") -> list[Channel]:
     out: list[Channel] = []
     for i, item in enumerate(items):
         try:
-            out.append(channel_from_config(item))
+            out.append(channel_from_config(item, expand=expand))
         except ConfigError as exc:
             raise exc.under(f"{key}[{i}]") from None
     names = [c.name for c in out]

@@ -75,7 +75,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from .._redact import Redactor, host_port, redact_http_client_logs, redact_text
+from .._redact import Redactor, _db_userinfo, host_port, redact_http_client_logs, redact_text
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
 from ..types import MetricValue, Provenance, Report, Stage
@@ -169,7 +169,10 @@ def safe_uri(uri: str) -> str:
     'https://mlflow.example.com/prefix'
     >>> safe_uri("sqlite:////tmp/mlflow.db")
     'sqlite:////tmp/mlflow.db'
+    >>> safe_uri("postgresql://bob:hun/ter2@db.example.com:5432/mlflow")
+    'postgresql://db.example.com:5432/mlflow'
     """
+    uri = _db_userinfo(uri)
     try:
         parts = urlsplit(uri)
     except ValueError:
@@ -359,8 +362,14 @@ class MLflowSink:
             )
         if not isinstance(experiment, str) or not experiment:
             raise ConfigError("MLflowSink.experiment", "expected a non-empty str (may contain {monitor})")
-        if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+        if isinstance(timeout, bool) or not (
+            isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)
+        ):
             raise ConfigError("MLflowSink.timeout", f"expected seconds > 0, got {timeout!r}")
+        for flag, value in (("nest", nest), ("artifacts", artifacts), ("evidently", evidently)):
+            if not isinstance(value, bool) and not (flag == "evidently" and value is None):
+                # a string "false" from ${VAR} is truthy: it turned on what it meant to turn off
+                raise ConfigError(f"MLflowSink.{flag}", f"expected true or false, got {type(value).__name__}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
             raise ConfigError("MLflowSink.max_retries", f"expected an int in 0..10, got {max_retries!r}")
         if history_plot not in _PLOT_MODES:

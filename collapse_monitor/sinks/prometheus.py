@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import threading
 import urllib.request
@@ -391,14 +392,25 @@ class PrometheusSink:
             raise ConfigError("PrometheusSink.job", "expected a non-empty str")
         if isinstance(max_class_series, bool) or not isinstance(max_class_series, int) or max_class_series < 0:
             raise ConfigError("PrometheusSink.max_class_series", f"expected an int >= 0, got {max_class_series!r}")
+        if grouping_key is not None and not isinstance(grouping_key, Mapping):
+            raise ConfigError(
+                "PrometheusSink.grouping_key",
+                f"expected a mapping of label -> value, got {type(grouping_key).__name__}",
+            )
         gk = dict(grouping_key or {})
         for k, v in gk.items():
             if not isinstance(k, str) or not _LABEL_OK.match(k) or k in ("job", "monitor"):
                 raise ConfigError("PrometheusSink.grouping_key", f"invalid or reserved label name {k!r}")
             if not isinstance(v, str) or not v:
                 raise ConfigError("PrometheusSink.grouping_key", f"label {k!r} needs a non-empty str value")
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ConfigError("PrometheusSink.timeout", f"expected seconds > 0, got {timeout!r}")
+        if isinstance(timeout, bool) or not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
+            raise ConfigError("PrometheusSink.timeout", f"expected finite seconds > 0, got {timeout!r}")
+        if isinstance(rare_threshold, bool) or not (
+            isinstance(rare_threshold, (int, float)) and 0 < rare_threshold <= 1
+        ):
+            raise ConfigError("PrometheusSink.rare_threshold", f"expected a number in (0, 1], got {rare_threshold!r}")
+        if textfile is not None and not isinstance(textfile, (str, os.PathLike)):
+            raise ConfigError("PrometheusSink.textfile", f"expected a file path, got {type(textfile).__name__}")
         self.pushgateway: str | None = None
         self._query = ""
         self._shown: str | None = None
@@ -419,7 +431,7 @@ class PrometheusSink:
         self.max_class_series = max_class_series
         self.grouping_key = gk
         self.timeout = float(timeout)
-        self.rare_threshold = rare_threshold
+        self.rare_threshold = float(rare_threshold)
         # one spool per export target: two Prometheus sinks (a Pushgateway that is down, a
         # textfile that is up) must not replay, and delete, each other's spooled reports
         target = json.dumps([self.pushgateway, job, sorted(gk.items()), self.textfile])

@@ -168,3 +168,144 @@ def test_an_error_in_the_shared_rules_of_serve_names_the_shared_block(tmp_path: 
     with pytest.raises(ConfigError) as info:
         load_serve_config(p)
     assert info.value.key == "rules.alpha", str(info.value)
+
+
+# --- config audit of 2026-12-06 (second): each case below failed on the code before it -------
+
+
+def _labels_config(tmp_path: Path, body: str) -> Path:
+    np.save(tmp_path / "labels.npy", np.array([0, 1, 2] * 20))
+    p = tmp_path / "c.yaml"
+    p.write_text(f"name: m\nhome: {tmp_path / 'home'}\nreference: {{labels: labels.npy}}\n{body}")
+    p.chmod(0o600)
+    return p
+
+
+def test_alert_settings_are_expanded_once(tmp_path: Path, monkeypatch) -> None:
+    """``$${`` is a literal ``${``, and a secret whose value holds ``${`` is used as it is: the
+    alerts list was expanded a second time on the check / serve path (not on ``alerts test``)."""
+    monkeypatch.setenv("CM_TEST_TOKEN", "from-the-environment")
+    monkeypatch.setenv("CM_TEST_SECRET", "pa${ss}word")
+    p = _labels_config(
+        tmp_path,
+        "sinks: []\nalerts:\n"
+        "  - {type: webhook, url: 'https://h.example.com/x', headers: {X-Lit: '$${CM_TEST_TOKEN}'}}\n"
+        "  - {type: webhook, url: 'https://h.example.com/y', secret: '${CM_TEST_SECRET}'}\n",
+    )
+    mon = cm.CollapseMonitor.from_config(p)
+    literal, signed = mon.channels
+    assert literal._headers == {"X-Lit": "${CM_TEST_TOKEN}"}
+    assert signed._key == b"pa${ss}word"
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("sinks: [{type: [mlflow]}]\n", "sinks[0].type"),
+        ("sinks: [{type: prometheus, textfile: m.prom, grouping_key: team}]\n", "sinks[0].grouping_key"),
+        ("sinks: [{type: prometheus, textfile: m.prom, timeout: .inf}]\n", "sinks[0].timeout"),
+        ("sinks: [{type: prometheus, textfile: m.prom, timeout: yes}]\n", "sinks[0].timeout"),
+        ("sinks: [{type: prometheus, textfile: m.prom, rare_threshold: abc}]\n", "sinks[0].rare_threshold"),
+        ("sinks: [{type: prometheus, textfile: [a]}]\n", "sinks[0].textfile"),
+        ("sinks: [{type: mlflow, nest: 'off'}]\n", "sinks[0].nest"),
+        (
+            "sinks: []\nalerts: [{type: slack, url: 'https://hooks.example.com/x', severities: 2}]\n",
+            "alerts[0].severities",
+        ),
+        (
+            "sinks: []\nalerts: [{type: alertmanager, url: 'http://127.0.0.1:9093', labels: [team]}]\n",
+            "alerts[0].labels",
+        ),
+        ("sinks: []\nalerts: {}\n", "alerts"),
+        ("sinks: []\nhome: [a, b]\n", "home"),
+        ("sinks: []\nrules: " + "[" * 600 + "]" * 600 + "\n", "config"),
+        ("sinks: []\nclass_priors: {0: 0.01, 1: 0.5, 2: 0.49, 0x0: 0.9}\n", "class_priors.0x0"),
+    ],
+)
+def test_a_malformed_setting_is_a_config_error_naming_it(tmp_path: Path, body: str, key: str) -> None:
+    """Each was a raw TypeError / ValueError / RecursionError traceback, a setting accepted and
+    failing on every export, a folder named ``['a', 'b']`` or a key that silently won."""
+    p = _labels_config(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        cm.CollapseMonitor.from_config(p)
+    assert info.value.key == key, str(info.value)
+
+
+def test_flags_and_numbers_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    """``${VAR}`` expands to text: ``"false"`` turned an MLflow sink's artifacts *on* (a truthy
+    string) and an alert timeout of ``"5"`` was refused."""
+    monkeypatch.setenv("CM_TEST_ARTIFACTS", "false")
+    monkeypatch.setenv("CM_TEST_TIMEOUT", "2.5")
+    p = _labels_config(
+        tmp_path,
+        "sinks: [{type: mlflow, tracking_uri: 'sqlite:///m.db', artifacts: '${CM_TEST_ARTIFACTS}', timeout: '${CM_TEST_TIMEOUT}'}]\n"
+        "alerts: [{type: slack, url: 'https://hooks.example.com/x', timeout: '${CM_TEST_TIMEOUT}'}]\n",
+    )
+    mon = cm.CollapseMonitor.from_config(p)
+    assert mon.sinks[0].artifacts is False and mon.sinks[0].timeout == 2.5
+    assert mon.channels[0].timeout == 2.5
+
+
+def test_an_alias_bomb_is_refused_by_alerts_test_too(tmp_path: Path) -> None:
+    """``alerts test`` read the file without the expansion guard and ran out of memory."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+    p = tmp_path / "bomb.yaml"
+    p.write_text("\n".join(levels) + "\nalerts: [{type: webhook, url: 'https://h.example.com/x', headers: {X: *a7}}]\n")
+    result = _cli(tmp_path, "alerts", "test", "--config", str(p))
+    assert result.returncode == 2 and "expands to more than" in result.stderr + result.stdout, result.stderr
+
+
+def test_an_empty_block_in_a_serve_entry_inherits_the_shared_one(tmp_path: Path) -> None:
+    from collapse_monitor._service_config import load_serve_config
+
+    np.save(tmp_path / "labels.npy", np.array([0, 1, 2] * 20))
+    p = tmp_path / "serve.yaml"
+    p.write_text(
+        f"home: {tmp_path / 'home'}\nreference: {{labels: labels.npy}}\nrules: {{alpha: 0.001, min_effect: 0.3}}\n"
+        "sinks: []\nmonitors:\n  - name: a\n    rules:\n      # alpha: 0.01\n    sinks:\n  - name: b\n"
+    )
+    cfg = load_serve_config(p)
+    for spec in cfg.monitors:
+        assert (spec.monitor.rules.alpha, spec.monitor.rules.min_effect) == (0.001, 0.3), spec.name
+        assert spec.monitor.sinks == [], spec.name
+
+
+def test_a_database_password_with_a_slash_is_masked(tmp_path: Path, caplog) -> None:
+    """SQLAlchemy reads ``bob:hun/ter2@`` as user and password; urlsplit ends the netloc at the
+    ``/``, so reprs, messages and the world-readable warning showed or missed it."""
+    import logging
+
+    from collapse_monitor._redact import mask_credentials, redact_text
+    from collapse_monitor._service_config import ModelSpec
+    from collapse_monitor.sinks import MLflowSink
+
+    uri = "postgresql://bob:hun/ter2@db.example.com:5432/mlflow"
+    shown = [
+        repr(ModelSpec("m", tracking_uri=uri, registry_uri=uri)),
+        repr(MLflowSink(uri)),
+        redact_text(f"cannot connect to {uri}"),
+        redact_text("redis://:s3cret-pw@cache:6379/0 refused"),
+        mask_credentials(uri),
+    ]
+    for text in shown:
+        assert "ter2" not in text and "s3cret" not in text, text
+        assert "db.example.com:5432/mlflow" in text or "cache:6379" in text, text
+    # paths with an "@" and http(s) URLs are read as before
+    assert mask_credentials("s3://bucket/data@2024/x") == "s3://bucket/data@2024/x"
+    p = _labels_config(tmp_path, f"sinks: [{{type: mlflow, tracking_uri: '{uri}'}}]\n")
+    p.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
+        cm.CollapseMonitor.from_config(p)
+    assert "world-readable and holds secrets" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["Slack", "TEAMS"])
+def test_a_world_readable_literal_url_warns_whatever_the_type_case(tmp_path: Path, caplog, kind: str) -> None:
+    import logging
+
+    p = _labels_config(tmp_path, f"sinks: []\nalerts: [{{type: {kind}, url: 'https://hooks.example.com/T1/B2/xyz'}}]\n")
+    p.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
+        cm.CollapseMonitor.from_config(p)
+    assert "world-readable and holds secrets" in caplog.text
