@@ -702,10 +702,14 @@ class CollapseMonitor:
                     wait(timeout=budget_seconds if budget_seconds is not None else 60.0)
                 except Exception as exc:  # a sink's background work never breaks the caller
                     log.warning("sink %s flush failed: %s", sink.name, redact_text(f"{type(exc).__name__}: {exc}"))
-        disp = self.dispatcher
-        if disp is not None:
-            res = disp.redeliver(budget_seconds=budget_seconds)
-            out["alerts"] = sum(1 for r in res if getattr(r, "ok", False))
+        try:  # a corrupt outbox.db is recorded, as in check(): flush() is what cron jobs call
+            disp = self.dispatcher
+            if disp is not None:
+                res = disp.redeliver(budget_seconds=budget_seconds)
+                out["alerts"] = sum(1 for r in res if getattr(r, "ok", False))
+        except Exception as exc:
+            log.warning("alert redelivery failed: %s", redact_text(f"{type(exc).__name__}: {exc}"))
+            out["alerts"] = 0
         return out
 
     def _replay(self, sink: Any) -> tuple[int, list[str]]:

@@ -8,6 +8,7 @@ import base64
 import email.utils
 import functools
 import hashlib
+import http.client
 import json
 import logging
 import math
@@ -96,7 +97,11 @@ def urllib_transport(
     req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
     try:
         with opener.open(req, timeout=timeout) as resp:
-            return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read(MAX_BODY))
+            try:
+                data = resp.read(MAX_BODY)
+            except Exception:
+                data = b""  # (retrying a 200 whose body stalled posted it to Slack twice)
+            return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
     except urllib.error.HTTPError as err:
         try:
             data = err.read(MAX_BODY)
@@ -154,6 +159,13 @@ def check_url(url: Any, key: str = "url") -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(key, f"expected an http(s) URL, got {redact_url(url)!r}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(key, "the port is not a number in 0-65535") from None
+    if not url.isascii() or any(c.isspace() or ord(c) < 32 for c in url):
+        # refused here: every attempt failed before reaching the wire, retried for a day
+        raise ConfigError(key, "has spaces, control or non-ASCII characters: percent-encode them (%20, %C3%A9)")
     return url
 
 
@@ -162,6 +174,8 @@ def check_severities(severities: Iterable[str] | None, key: str = "severities") 
         return None
     if isinstance(severities, str):
         severities = [severities]
+    if not isinstance(severities, Iterable) or isinstance(severities, Mapping | bytes):
+        raise ConfigError(key, f"expected a severity or a list of them, got {type(severities).__name__}")
     out = frozenset(str(s).lower() for s in severities)
     bad = out - _SEVERITIES
     if bad or not out:
@@ -198,6 +212,13 @@ class HttpChannel:
             isinstance(headers, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
         ):
             raise ConfigError("headers", "expected a mapping of header name -> string value")
+        for k, v in (headers or {}).items():
+            if not k.isascii() or not k.strip() or any(c in k for c in ":\r\n ") or any(c in v for c in "\r\n"):
+                raise ConfigError(f"headers.{k!r}", "expected a header name without ':' or spaces, values on one line")
+            try:
+                v.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ConfigError(f"headers.{k}", "HTTP header values must be Latin-1 text") from None
         self._headers = dict(headers or {})
         self.severities = check_severities(severities)
         if not isinstance(verify_tls, bool):
@@ -253,8 +274,13 @@ class HttpChannel:
             resp = self._transport("POST", url, body=body, headers=headers, timeout=t, verify_tls=self.verify_tls)
         except Exception as exc:  # network error, timeout, TLS failure
             err = self.redact(f"{type(exc).__name__}: {exc}")
+            # a request that cannot be built (UnicodeEncodeError, http.client.InvalidURL) fails the
+            # same way on every attempt: failed, not retried for a day; network errors are OSError
+            local = isinstance(exc, (ValueError, http.client.InvalidURL)) and not isinstance(exc, OSError)
             log.warning("alert channel %s (%s): no response: %s", self.name, self.target, err)
-            return DeliveryResult(self.name, event.id, "retry", None, 1, err, dedup_key=event.alert.dedup_key)
+            return DeliveryResult(
+                self.name, event.id, "failed" if local else "retry", None, 1, err, dedup_key=event.alert.dedup_key
+            )
         status = classify(resp.status)
         retry_after = parse_retry_after(resp.headers.get("retry-after")) if status == "retry" else None
         error = None if status == "delivered" else self.redact(self._error_text(resp))

@@ -161,6 +161,8 @@ class Alertmanager(HttpChannel):
             raise ConfigError(
                 "resend_window", f"expected seconds in (0, {MAX_RESEND_WINDOW:.0f}] (10 years), got {resend_window!r}"
             )
+        if labels is not None and not isinstance(labels, Mapping):
+            raise ConfigError("labels", f"expected a mapping of label name -> string, got {type(labels).__name__}")
         extra = dict(labels or {})
         for k, v in extra.items():
             if not isinstance(k, str) or not _LABEL_NAME.match(k) or k in _RESERVED or k.startswith("__"):

@@ -46,6 +46,7 @@ from typing import Any
 from .._redact import redact_text
 from ..errors import ConfigError, InputError
 from ..types import Alert, Report, Stage
+from ._http import _SEVERITIES
 from .base import AlertEvent, Channel, DeliveryResult, report_summary
 from .outbox import Outbox, OutboxRow, RetryPolicy
 
@@ -164,6 +165,12 @@ def _check_routing(routing: Any, channels: Mapping[str, Channel]) -> dict[str, l
         raise ConfigError("routing", f"expected a mapping severity -> [channel names], got {type(routing).__name__}")
     out: dict[str, list[str]] = {}
     for sev, names in routing.items():
+        if not isinstance(sev, str) or (sev != "*" and sev.lower() not in _SEVERITIES):
+            # a typo ("critcal") routed every critical alert to "*" alone: PagerDuty never paged
+            raise ConfigError(f"routing.{sev}", f"unknown severity; expected one of {sorted(_SEVERITIES)} or '*'")
+        sev = sev.lower()
+        if sev in out:
+            raise ConfigError(f"routing.{sev}", "given twice (severities are not case-sensitive)")
         if isinstance(names, str):
             names = [names]
         if not isinstance(names, Iterable):

@@ -16,8 +16,10 @@ given a ``whsec_`` secret): it recomputes the HMAC over the *raw* body bytes, co
 constant time with every ``v1,`` signature in the header (several are allowed: secret
 rotation), and rejects a ``webhook-timestamp`` more than ``tolerance`` seconds (default 300)
 from the receiver's clock, so a captured request cannot be replayed later. Within the
-tolerance, ``webhook-id`` is the idempotency key: store the ids seen in the last
-``tolerance`` seconds and drop repeats (a retry after a lost answer carries the same id).
+tolerance, ``webhook-id`` is the idempotency key: a retry after a lost answer carries the same
+id with a fresh timestamp and signature, and the outbox retries for up to a day
+(``RetryPolicy.max_age_seconds``), so store the ids seen in the last 24 hours (not only the
+last ``tolerance`` seconds) and drop repeats.
 Note: Standard Webhooks libraries always base64-decode the secret; give them a ``whsec_``
 secret, or use :func:`verify_webhook`, which treats a secret exactly as the sender does.
 
@@ -125,7 +127,8 @@ def verify_webhook(
             raise WebhookVerificationError(f"{name}: header missing")
         fields[name] = value.strip()
     msg_id, ts_text, sig_header = fields["webhook-id"], fields["webhook-timestamp"], fields["webhook-signature"]
-    if not ts_text.isascii() or not ts_text.isdigit():
+    if not ts_text.isascii() or not ts_text.isdigit() or len(ts_text) > 12:
+        # a 400-digit value overflowed float(), a 5,000-digit one int(): a 500, not a 401
         raise WebhookVerificationError("webhook-timestamp: expected integer unix seconds")
     ts = int(ts_text)
     current = time.time() if now is None else float(now)

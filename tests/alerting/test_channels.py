@@ -376,3 +376,92 @@ def test_a_report_with_thousands_of_sources_sends_a_bounded_provenance(http_rece
     (req,) = http_receiver.wait_for_requests(1)
     assert len(req.body) < 20_000
     assert req.json()["data"]["report"]["provenance"]["sources_total"] == 5000
+
+
+# --- alerting audit of 2026-12-06 (second) -------------------------------------------------------
+
+
+def test_a_200_whose_body_stalls_is_delivered_not_posted_again(make_alert):
+    """The receiver accepted the alert (status line and headers arrived) and then the body
+    stalled: that was a 'retry', and Slack got the message two or three times."""
+    import socket
+    import threading
+
+    got: list[bytes] = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        c, _ = srv.accept()
+        conns.append(c)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(65536)
+        got.append(data)
+        # promises two bytes of body, sends one, then goes quiet
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\no")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        r = cm.Slack(f"http://127.0.0.1:{srv.getsockname()[1]}/services/T0/B0/x", timeout=0.5).send(
+            AlertEvent(make_alert())
+        )
+    finally:
+        for c in conns:
+            c.close()
+        srv.close()
+    assert (r.status, r.http_status) == ("delivered", 200), r
+    assert len(got) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "key"),
+    [
+        ("http://127.0.0.1:99999/hook", None, "url"),
+        ("https://hooks.example.com/caf\u00e9", None, "url"),
+        ("https://hooks.example.com/a b", None, "url"),
+        ("https://hooks.example.com/x", {"X-Team": "\u65e5\u672c"}, "headers.X-Team"),
+        ("https://hooks.example.com/x", {"X-Team": "a\r\nX-Injected: 1"}, "headers.'X-Team'"),
+    ],
+)
+def test_a_request_that_can_never_be_sent_is_refused_when_built(url, headers, key):
+    """Each was accepted, then failed before reaching the wire on every attempt, retried for
+    24 hours (port 99999 as a retryable 'Connection refused')."""
+    with pytest.raises(ConfigError) as info:
+        cm.Webhook(url, headers=headers)
+    assert info.value.key == key
+
+
+def test_a_request_the_transport_cannot_build_fails_without_retries(make_alert):
+    import http.client
+
+    def transport(*args, **kwargs):
+        raise http.client.InvalidURL("URL can't contain control characters")
+
+    r = cm.Webhook("https://hooks.example.com/x", transport=transport).send(AlertEvent(make_alert()))
+    assert r.status == "failed", r
+    refused = cm.Webhook(
+        "https://hooks.example.com/x", transport=lambda *a, **k: (_ for _ in ()).throw(OSError("down"))
+    )
+    assert refused.send(AlertEvent(make_alert())).status == "retry"
+
+
+@pytest.mark.parametrize("routing", [{"*": ["a"], "critcal": ["a", "b"]}, {"Critical": ["b"], "critical": ["a"]}])
+def test_a_routing_severity_typo_is_a_config_error(routing):
+    """``critcal`` was accepted: every critical alert went to ``*`` alone and PagerDuty never paged."""
+    channels = [cm.Webhook("https://a.example.com/x", name="a"), cm.Webhook("https://b.example.com/x", name="b")]
+    with pytest.raises(ConfigError, match=r"routing\.(critcal|critical)"):
+        cm.CollapseMonitor("r", reference=cm.Reference(labels=[0, 1] * 10), sinks=[], alerts=channels, routing=routing)
+
+
+def test_mixed_case_routing_reaches_the_channel(tmp_path):
+    from collapse_monitor.alerting import AlertDispatcher
+
+    channels = [cm.Webhook("https://a.example.com/x", name="a"), cm.Webhook("https://b.example.com/x", name="b")]
+    d = AlertDispatcher(channels, outbox_path=tmp_path / "o.db", routing={"*": ["a"], "Critical": ["b"]})
+    try:
+        assert d.routing == {"*": ["a"], "critical": ["b"]}
+    finally:
+        d.close()

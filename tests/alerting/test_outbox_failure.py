@@ -120,3 +120,30 @@ def test_held_alerts_go_out_in_check_order_when_a_chain_is_re_run(http_receiver,
     mon.check(cm.Observation(predictions=HEALTHY, generation=1))  # the outbox works again
     kinds = [(r.json()["type"], r.json()["data"]["alert"]["generation"]) for r in http_receiver.requests]
     assert kinds[:2] == [("collapse_monitor.alert.firing", 1), ("collapse_monitor.alert.resolved", 0)], kinds
+
+
+def test_flush_records_a_corrupt_outbox_instead_of_raising(http_receiver, tmp_path, caplog) -> None:
+    """check() recorded a corrupt outbox.db and went on; flush(), which the README suggests at
+    the end of a training script or from cron, raised DatabaseError."""
+    import logging
+
+    def monitor() -> cm.CollapseMonitor:
+        return cm.CollapseMonitor(
+            "pager",
+            reference=cm.Reference(labels=[0] * 970 + [1] * 30),
+            sinks=[],
+            home=tmp_path,
+            alerts=[cm.Webhook(http_receiver.url + "/hook", name="oncall")],
+        )
+
+    monitor().check(cm.Observation(predictions=[0] * 970 + [1] * 30))
+    fired = monitor()
+    fired.check(cm.Observation(predictions=[0] * 1000))
+    fired.dispatcher.close()
+    outbox = tmp_path / "outbox.db"
+    with open(outbox, "r+b") as fh:
+        fh.truncate(outbox.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
+        out = monitor().flush()
+    assert out["alerts"] == 0
+    assert "alert redelivery failed" in caplog.text

@@ -162,3 +162,14 @@ def test_bad_tolerance_is_a_config_error(http_receiver, make_alert):
     for tol in (-1, float("nan"), "soon"):
         with pytest.raises(cm.ConfigError):
             verify_webhook(SECRET, req.headers, req.body, tolerance=tol)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("digits", [13, 400, 5000])
+def test_an_absurd_timestamp_is_a_verification_error(digits: int) -> None:
+    """A 400-digit timestamp raised OverflowError, a 5,000-digit one ValueError: a receiver
+    that catches WebhookVerificationError answered 500 to an unauthenticated request."""
+    from collapse_monitor.alerting import WebhookVerificationError, verify_webhook
+
+    headers = {"webhook-id": "evt", "webhook-timestamp": "9" * digits, "webhook-signature": "v1,AAAA"}
+    with pytest.raises(WebhookVerificationError, match="webhook-timestamp"):
+        verify_webhook("secret", headers, b"{}")
