@@ -73,6 +73,10 @@ EXCLUDED_KEYS = frozenset({"embedding_drift_share"})
 PREFIX = "collapse_monitor_"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'monitor=~"$monitor"'
+#: the detail dashboard's single-valued ``$monitor``: Grafana regex-escapes a variable's value
+#: only when it is multi-valued or has "All", so ``=~`` would read a name's ``.`` as any
+#: character (``a.b`` also selecting monitor ``axb``); an exact match has no such reading
+SEL_ONE = 'monitor="$monitor"'
 GRID_WIDTH = 24
 TAGS = ["collapse-monitor", "model-collapse", "mlops"]
 
@@ -970,7 +974,7 @@ def detail_dashboard() -> dict[str, Any]:
             if key in EXCLUDED_KEYS:
                 continue
             b.add(_ci_panel(key), 8, 8)
-    return _dashboard(
+    board = _dashboard(
         DETAIL_UID,
         "Collapse monitor: detail",
         "Every canonical collapse-monitor metric of one monitor with its 95% interval (collapse-monitor).",
@@ -990,6 +994,19 @@ def detail_dashboard() -> dict[str, Any]:
         ],
         [_link("Overview", OVERVIEW_UID, "All monitors at a glance")],
     )
+    return _single_monitor(board)
+
+
+def _single_monitor(board: dict[str, Any]) -> dict[str, Any]:
+    """Match the single-valued ``$monitor`` exactly in every query (``SEL_ONE``)."""
+    for panel in iter_panels(board):
+        for t in panel.get("targets", []):
+            t["expr"] = t["expr"].replace(SEL, SEL_ONE)
+    for var in board["templating"]["list"]:
+        if var.get("type") == "query":
+            var["definition"] = var["definition"].replace(SEL, SEL_ONE)
+            var["query"]["query"] = var["query"]["query"].replace(SEL, SEL_ONE)
+    return board
 
 
 # --- files --------------------------------------------------------------------------------------

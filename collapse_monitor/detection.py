@@ -41,6 +41,7 @@ Method (the README's "How it decides"):
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -461,8 +462,13 @@ def _interval_p(mv: MetricValue, base: MetricValue, log_scale: bool) -> float:
     return float(stats.normal_decline_p(v, se, bv, bse))
 
 
-def _trend(series: Sequence[float], log_scale: bool) -> tuple[float, float] | None:
-    """(one-sided Mann-Kendall p for a decrease, relative change over the span by Theil-Sen)."""
+def _trend(
+    series: Sequence[float], log_scale: bool, bounds: tuple[float | None, float | None] = (None, None)
+) -> tuple[float, float] | None:
+    """(one-sided Mann-Kendall p for a decrease, relative change over the span by Theil-Sen).
+
+    On the linear scale the line's ends are held within the metric's ``bounds``: a recall
+    falling from 0.93 to 0.03 fits a line that ends below 0, which read as a -122 % change."""
     y = np.asarray(series, dtype=float)
     if y.size < 3 or not np.all(np.isfinite(y)):
         return None
@@ -474,8 +480,12 @@ def _trend(series: Sequence[float], log_scale: bool) -> tuple[float, float] | No
     if use_log:
         rel = math.expm1(slope * span)
     else:
-        start = intercept
-        rel = _relative(start + slope * span, start) if start != 0 else 0.0
+        lower, upper = bounds
+        ends = np.array([intercept, intercept + slope * span])
+        if lower is not None or upper is not None:
+            ends = np.clip(ends, lower, upper)
+        start, end = float(ends[0]), float(ends[1])
+        rel = _relative(end, start) if start != 0 else 0.0
     return float(mk.p_value), float(rel)
 
 
@@ -547,7 +557,7 @@ def detect(
         )
         s = series.get(key)
         if rules.trend and s is not None and len(s) >= rules.trend_min_points:
-            tr = _trend(s, spec.log_scale)
+            tr = _trend(s, spec.log_scale, (spec.lower, spec.upper))
             if tr is not None:
                 raw.append(
                     dict(
@@ -592,8 +602,15 @@ def _worst_class_candidates(metrics: Mapping[str, MetricValue], min_support: int
 
 
 def _paired_signature(key: str, paired: Mapping[str, tuple[str, np.ndarray]]) -> tuple[str, str, bytes]:
+    """Which items a paired test rests on, as a 32-byte digest of the mask (the packed mask
+    itself, kept for every class until the BH step, was classes x items / 8 bytes)."""
     item_key, mask = paired[key]
-    return "paired", item_key, np.packbits(mask.astype(bool)).tobytes()
+    packed = np.packbits(np.asarray(mask, dtype=bool))
+    return (
+        "paired",
+        item_key,
+        hashlib.blake2b(packed.tobytes() + mask.size.to_bytes(8, "little"), digest_size=32).digest(),
+    )
 
 
 def _bh_deduplicated(raw: Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -3,7 +3,7 @@ side, and returns metrics plus the per-item vectors the paired tests need."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +18,40 @@ if TYPE_CHECKING:
 __all__ = ["PanelResult", "compute_panel"]
 
 
+class PairedSpecs(Mapping[str, tuple[str, np.ndarray]]):
+    """Metric key -> (item key, boolean mask of those items) for the paired tests. Masks from
+    a lazy source (the classifier's :class:`~collapse_monitor.metrics.classes.ItemMasks`) are
+    made when read, so a check with many classes never holds one mask per class."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, tuple[str, np.ndarray] | tuple[str, Mapping[str, np.ndarray], str]] = {}
+
+    def add_masks(self, item_key: str, masks: Mapping[str, np.ndarray]) -> None:
+        for key in masks:
+            self._specs[key] = (item_key, masks, key)
+
+    def update(self, specs: Mapping[str, tuple[str, np.ndarray]]) -> None:
+        self._specs.update(specs)
+
+    def __getitem__(self, key: str) -> tuple[str, np.ndarray]:
+        spec = self._specs[key]
+        if len(spec) == 3:
+            item_key, masks, name = spec
+            return item_key, np.asarray(masks[name], dtype=bool)
+        return spec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
 @dataclass(frozen=True)
 class PanelResult:
     metrics: dict[str, MetricValue]
     items: dict[str, np.ndarray] = field(default_factory=dict)
-    paired: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    paired: Mapping[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     rare_classes: tuple[str, ...] = ()
     predictions: list[Any] | None = None
 
@@ -48,7 +77,7 @@ def compute_panel(
     cache = cache or default_cache()
     metrics: dict[str, MetricValue] = {}
     items: dict[str, np.ndarray] = {}
-    paired: dict[str, tuple[str, np.ndarray]] = {}
+    paired = PairedSpecs()
     rare: tuple[str, ...] = ()
     preds: list[Any] | None = None
 
@@ -69,8 +98,7 @@ def compute_panel(
         )
         metrics.update(res.metrics)
         items["probe.correct"] = np.asarray(res.correct, dtype=bool)
-        for key, mask in res.paired.items():
-            paired[key] = ("probe.correct", np.asarray(mask, dtype=bool))
+        paired.add_masks("probe.correct", res.paired)
         rare = tuple(str(c) for c in res.rare_classes)
         preds = observation.predictions.tolist()
 

@@ -360,6 +360,19 @@ def test_trend_test_runs_over_series() -> None:
     assert trend.p_value < 1e-3 and trend.relative_change < -0.3
 
 
+def test_a_trend_change_stays_within_the_metric_bounds() -> None:
+    """A recall falling 0.933 -> 0.033 fits a Theil-Sen line that ends below 0: its relative
+    change read -122 % (and fed the family's worst change into the drift comparison)."""
+    y = [0.933, 0.9, 0.7, 0.5, 0.3, 0.1, 0.033, 0.033]
+    metrics = {"tail_coverage": MetricValue(y[-1], 0.0, 0.1)}
+    det = detect(
+        metrics, rules=Rules(), baseline={"tail_coverage": MetricValue(y[0], 0.85, 0.97)}, series={"tail_coverage": y}
+    )
+    trend = next(f for f in det.findings if f.kind == "trend")
+    assert trend.relative_change == pytest.approx(-1.0)
+    assert trend.significant
+
+
 @pytest.mark.parametrize(
     ("d", "key"),
     [
