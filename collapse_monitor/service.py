@@ -274,6 +274,12 @@ class Service:
             ["monitor"],
             registry=r,
         )
+        self.g_failing = Gauge(
+            "collapse_monitor_serve_consecutive_failures",
+            "Scheduled checks of the monitor that failed in a row (0 after a check that worked)",
+            ["monitor"],
+            registry=r,
+        )
         self.g_spool = Gauge(
             "collapse_monitor_serve_spool_pending", "Reports waiting in the sink spool", ["monitor"], registry=r
         )
@@ -290,6 +296,7 @@ class Service:
             # and CollapseMonitorServeChecksFailing needed four
             for outcome in ("ok", "skipped", "error"):
                 self.c_checks.labels(spec.name, outcome)
+            self.g_failing.labels(spec.name).set(0)
             if spec.expected_interval_seconds is not None:
                 self.g_expected.labels(spec.name).set(spec.expected_interval_seconds)
                 self.g_stale.labels(spec.name).set(0)
@@ -368,6 +375,9 @@ class Service:
                 report = spec.monitor.check(obs)
             except Exception as exc:
                 self.c_checks.labels(name, "error").inc()
+                # in a row, whatever failed: on an hourly schedule "3 errors in an hour" never
+                # came, and backoff made it resolve while the model still failed
+                self.g_failing.labels(name).inc()
                 # the same version (or, when the registry itself failed, the registry) again
                 # only after a backoff
                 what = _REGISTRY if ver is None else ver.uri
@@ -392,6 +402,7 @@ class Service:
             except Exception as exc:
                 log.warning("%s: could not record the checked version: %s", name, redact_text(str(exc)))
             self.c_checks.labels(name, "ok").inc()
+            self.g_failing.labels(name).set(0)
             self.g_last.labels(name, "check").set(self.clock())
             with contextlib.suppress(ValueError):
                 self.g_version.labels(name).set(float(ver.version))

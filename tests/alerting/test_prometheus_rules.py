@@ -18,7 +18,8 @@ METRICS = {
     "collapse_monitor_last_check_timestamp_seconds",
     "push_time_seconds",
     "push_failure_time_seconds",
-    "collapse_monitor_serve_checks_total",
+    "collapse_monitor_serve_consecutive_failures",
+    'up{job=~"pushgateway|collapse-monitor-serve"}',
 }
 
 
@@ -57,6 +58,7 @@ def test_every_rule_has_severity_annotations_and_tests():
         "CollapseMonitorStale",
         "CollapseMonitorPushFailing",
         "CollapseMonitorServeChecksFailing",
+        "CollapseMonitorExporterDown",
     }
     for r in rules:
         assert r["labels"]["severity"] in {"warning", "critical"}

@@ -267,11 +267,15 @@ def test_a_failing_version_backs_off_leaves_no_model_copies_and_a_new_version_ru
     assert count("error") == 1 and count("skipped") == 3
     now[0] = 1_800_000_000.0 + 31
     assert svc.run_check("wide") is None and count("error") == 2  # tried again, fails again
+    # failures in a row, what CollapseMonitorServeChecksFailing reads (backed-off ticks are not failures)
+    failing = svc.g_failing.labels("wide")
+    assert failing._value.get() == 2
     now[0] += 45  # the second backoff is 60 s
     assert svc.run_check("wide") is None and count("error") == 2
     _register_net(uri, "wide", D, seed=1)  # a fixed version: checked at once
     report = svc.run_check("wide")
     assert report is not None and report.generation == 0 and count("ok") == 1
+    assert failing._value.get() == 0
     assert list(scratch.rglob("MLmodel")) == []
     assert "wide" not in svc._failures
 
@@ -402,6 +406,7 @@ def test_a_registry_that_cannot_be_reached_is_asked_again_only_after_a_backoff(
         now[0] = svc._failures["outage"][2]
         assert svc.run_check("outage") is None
     assert count("error") == 9 and svc._failures["outage"][2] - now[0] == 600.0
+    assert svc.g_failing.labels("outage")._value.get() == 9
     # the registry is back (the same monitor, now pointing at a live server): one try after the
     # backoff finds the version and checks it
     _register_net(mlflow_server.tracking_uri, "outage", D)
