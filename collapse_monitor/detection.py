@@ -449,6 +449,40 @@ def _rate_p(
     return float(p)
 
 
+def _proportion_counts(key: str, mv: MetricValue, rare_classes: Sequence[str]) -> tuple[int, int] | None:
+    """(successes, trials) of a metric that is one proportion of probe items: accuracy, a
+    class's recall, the worst class's, and the rare-class recall over a single rare class."""
+    single = key in ("accuracy", "worst_class_recall") or key.startswith("class_recall.")
+    if not single and not (key == "rare_class_recall" and len(rare_classes) == 1):
+        return None
+    if mv.n is None or mv.n <= 0 or not math.isfinite(mv.value):
+        return None
+    return round(mv.value * mv.n), int(mv.n)
+
+
+def _fisher_p(
+    key: str, mv: MetricValue, base: MetricValue, rare_classes: Sequence[str], mid_p: bool = False
+) -> float | None:
+    """One-sided Fisher (1935) exact test that a proportion fell, for when the paired test
+    cannot run (the reference changed, or the baseline has no per-item vectors): ``x`` of
+    ``m`` now against ``x0`` of ``m0`` at baseline, ``P(X <= x)`` for the hypergeometric
+    ``X`` given both margins (its mid-p with ``mid_p``). The z-test on the two Wilson
+    intervals it replaces flagged a 5-item class going from 5/5 to 2/5 at p = 0.001
+    (Fisher: 0.083), up to 10x ``alpha`` under the null for small classes."""
+    now = _proportion_counts(key, mv, rare_classes)
+    then = _proportion_counts(key, base, rare_classes)
+    if now is None or then is None:
+        return None
+    from scipy.stats import hypergeom
+
+    (x, m), (x0, m0) = now, then
+    dist = hypergeom(m + m0, x + x0, m)
+    p = float(dist.cdf(x))
+    if mid_p:
+        p -= 0.5 * float(dist.pmf(x))
+    return min(1.0, max(0.0, p))
+
+
 def _interval_p(mv: MetricValue, base: MetricValue, log_scale: bool) -> float:
     """One-sided z-test that ``mv`` < ``base`` with SEs read from both intervals."""
     if log_scale and min(mv.value, base.value, mv.ci_low, base.ci_low) > 0:
@@ -530,6 +564,9 @@ def detect(
         if p is None:
             p = _rate_p(key, items, base_items, mid_p)
             test = "rate-mid-p" if mid_p else "rate-exact"
+        if p is None:
+            p = _fisher_p(key, mv, base, rare_classes, mid_p)
+            test = "fisher-mid-p" if mid_p else "fisher-exact"
         if p is None:
             p = _interval_p(mv, base, spec.log_scale)
             test = "interval-z"

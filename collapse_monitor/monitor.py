@@ -453,6 +453,13 @@ class CollapseMonitor:
         else:
             grown = self._grow_baseline(baseline, panel)
             same_ref = baseline.fingerprint == self.reference.fingerprint
+            lacking = _missing_items(baseline, panel) if same_ref else []
+            if lacking:
+                notes.append(
+                    f"the baseline has no per-item vectors for {', '.join(lacking[:5])}"
+                    f"{f' and {len(lacking) - 5} more' if len(lacking) > 5 else ''} (read back without its "
+                    "artifact?): their paired tests are replaced by interval tests"
+                )
             history = [r for r in stored_reports() if baseline.generation <= r.generation < generation]
             series = {
                 key: [r.metrics[key].value for r in history if key in r.metrics] + [mv.value]
@@ -516,16 +523,23 @@ class CollapseMonitor:
 
     def _grow_baseline(self, baseline: Baseline, panel: Any) -> list[str]:
         """A family seen for the first time joins the baseline with its first values. Not the
-        keys in ``_NO_LATE_BASELINE``: their first value says nothing about the baseline."""
+        keys in ``_NO_LATE_BASELINE``: their first value says nothing about the baseline.
+
+        An item vector joins only with the metrics that rest on it: a baseline read back
+        from MLflow without its artifact has metrics and no items, and taking the current
+        check's items as the baseline's made every paired test compare a generation with
+        itself (p = 1: a collapse went unflagged, check after check)."""
         new = [k for k in panel.metrics if k not in baseline.metrics and k not in _NO_LATE_BASELINE]
-        new_items = [k for k in panel.items if k not in baseline.items]
-        if not new and not new_items:
+        if not new:
             return []
+        users = _item_users(panel)
+        new_set = set(new)
+        new_items = [k for k in panel.items if k not in baseline.items and users.get(k, set()) <= new_set]
         for k in new:
             baseline.metrics[k] = panel.metrics[k]
         for k in new_items:
             baseline.items[k] = panel.items[k]
-        if baseline.predictions is None and panel.predictions is not None:
+        if baseline.predictions is None and panel.predictions is not None and "accuracy" in new_set:
             baseline.predictions = panel.predictions
         families = sorted({k.split(".")[0] for k in new})
         return families[:5]
@@ -850,6 +864,29 @@ class CollapseMonitor:
             if strict:
                 raise
             return None
+
+
+def _item_users(panel: Any) -> dict[str, set[str]]:
+    """Item vector key -> the metric keys whose tests rest on it (paired tests, count rates)."""
+    users: dict[str, set[str]] = {}
+    paired = panel.paired
+    for key in paired:
+        item = paired.item_key(key) if hasattr(paired, "item_key") else paired[key][0]
+        users.setdefault(item, set()).add(key)
+    for item in panel.items:
+        if item.startswith("rate."):
+            users.setdefault(item, set()).add(item[len("rate.") :])
+    return users
+
+
+def _missing_items(baseline: Baseline, panel: Any) -> list[str]:
+    """Metrics the baseline has whose item vectors it lacks (paired / rate tests fall back to
+    the interval tests)."""
+    out = set()
+    for item, keys in _item_users(panel).items():
+        if item not in baseline.items:
+            out |= {k for k in keys if k in baseline.metrics}
+    return sorted(out)
 
 
 def _baseline_sizes(baseline: Baseline | None) -> tuple[int | None, int | None]:

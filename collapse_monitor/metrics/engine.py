@@ -33,6 +33,10 @@ class PairedSpecs(Mapping[str, tuple[str, np.ndarray]]):
     def update(self, specs: Mapping[str, tuple[str, np.ndarray]]) -> None:
         self._specs.update(specs)
 
+    def item_key(self, key: str) -> str:
+        """The item vector ``key``'s test rests on, without building its mask."""
+        return self._specs[key][0]
+
     def __getitem__(self, key: str) -> tuple[str, np.ndarray]:
         spec = self._specs[key]
         if len(spec) == 3:

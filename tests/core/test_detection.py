@@ -360,6 +360,24 @@ def test_trend_test_runs_over_series() -> None:
     assert trend.p_value < 1e-3 and trend.relative_change < -0.3
 
 
+@pytest.mark.parametrize(("now", "then", "n"), [(2, 5, 5), (0, 3, 3), (14, 20, 20), (40, 50, 60)])
+def test_an_unpaired_proportion_is_tested_with_fishers_exact_test(now: int, then: int, n: int) -> None:
+    """Without the per-item vectors (reference changed, or a baseline read back without its
+    artifact) a class recall went through the z-test on two Wilson intervals: a 5-item class
+    going 5/5 -> 2/5 gave p = 0.001 (Fisher: 0.083) and read as early collapse."""
+    from scipy.stats import fisher_exact
+
+    def mv(k: int) -> MetricValue:
+        return MetricValue(k / n, 0.0, 1.0, n=n)
+
+    det = detect({"class_recall.r": mv(now)}, rules=Rules(), baseline={"class_recall.r": mv(then)}, rare_classes=("r",))
+    f = next(f for f in det.findings if f.key == "class_recall.r")
+    expected = fisher_exact([[now, n - now], [then, n - then]], alternative="less").pvalue
+    assert f.test == "fisher-exact" and f.p_value == pytest.approx(expected, rel=1e-9)
+    if (now, then, n) == (2, 5, 5):
+        assert det.stage is cm.Stage.HEALTHY
+
+
 def test_a_trend_change_stays_within_the_metric_bounds() -> None:
     """A recall falling 0.933 -> 0.033 fits a Theil-Sen line that ends below 0: its relative
     change read -122 % (and fed the family's worst change into the drift comparison)."""

@@ -700,3 +700,32 @@ def test_provenance_inputs_are_per_run_bounded_and_read_back(mlflow_server, kit)
     assert by_gen[1].sources == same and by_gen[1].synthetic_fraction == 0.9
     assert len(by_gen[2].sources) == 100 and by_gen[2].sources[0] == many[0]
     assert by_gen[3].sources == ("caf\\xe9-latin1.parquet", "s3://corpus/ok.parquet")
+
+
+def test_a_baseline_read_back_without_items_is_not_paired_with_the_current_check(tmp_path) -> None:
+    """MLflow audit (2026-12-06, second): a history re-read from MLflow without the baseline's
+    per-item vectors (artifacts=False, or the artifact unreadable) took the current check's
+    items as the baseline's, so every paired test compared a generation with itself: p = 1,
+    a collapsed chain read healthy on the new machine, check after check."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    labels = np.array([0] * 300 + [1] * 150 + [2] * 30 + [3] * 20)
+    ref = cm.Reference(labels=labels)
+    collapsed = labels.copy()
+    collapsed[np.flatnonzero(labels == 3)[:12]] = 0
+
+    def monitor(home: str) -> cm.CollapseMonitor:
+        sink = MLflowSink(uri, evidently=False, history_plot="off", artifacts=False)
+        return cm.CollapseMonitor("reread", reference=ref, sinks=[sink], home=tmp_path / home)
+
+    first = monitor("home")
+    first.check(cm.Observation(predictions=labels))
+    assert first.check(cm.Observation(predictions=collapsed)).stage is cm.Stage.EARLY_COLLAPSE
+    again = monitor("new-home")  # the chain goes on elsewhere: history read back from MLflow
+    for generation in (2, 3):
+        report = again.check(cm.Observation(predictions=collapsed))
+        assert report.generation == generation
+        assert report.stage is cm.Stage.EARLY_COLLAPSE, [(f.key, f.test, f.p_value) for f in report.findings]
+        rare = next(f for f in report.findings if f.key == "rare_class_recall" and f.kind == "baseline")
+        # not McNemar against itself; MLflow's metrics carry no counts, so not Fisher either
+        assert rare.test == "interval-z" and rare.p_value < 1e-4
+        assert any("no per-item vectors" in n for n in report.notes), report.notes
