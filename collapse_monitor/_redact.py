@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 __all__ = ["MASK", "Redactor", "mask_credentials", "redact_text", "redact_url", "secret_fragments"]
 
@@ -190,6 +190,34 @@ def _masked_query(query: str) -> str:
         return ""
     keys = [k for k, _ in parse_qsl(query, keep_blank_values=True)]
     return "?" + ("&".join(f"{k}={MASK}" for k in keys) if keys else MASK)
+
+
+_SECRET_PARAM = re.compile(r"(?i)token|secret|passw|api[_-]?key|^key$|sig|auth|credential|session")
+
+
+def mask_link(url: object) -> str:
+    """A link kept usable - path, fragment (MLflow's ``#/experiments/...``) and ordinary query
+    values (Grafana's ``var-monitor=``) - with its userinfo and secret-looking query values
+    (``auth_token=``, ``api_key=``, ``X-Amz-Signature=``) masked: for links stored where the
+    reader needs to follow them (``report.json`` in MLflow).
+
+    >>> mask_link("https://grafana.example.com/d/abc?var-monitor=m&auth_token=s3cr3t#x")
+    'https://grafana.example.com/d/abc?var-monitor=m&auth_token=***#x'
+    """
+    if not isinstance(url, str):
+        return MASK
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, MASK if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*/:,$")
+    return urlunsplit((parts.scheme, netloc, _KV.sub(_mask_kv_in_path, parts.path), query, parts.fragment))
 
 
 def redact_text(text: object, secrets: Iterable[object] = ()) -> str:

@@ -75,7 +75,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from .._redact import Redactor, _db_userinfo, host_port, redact_http_client_logs, redact_text
+from .._redact import Redactor, _db_userinfo, host_port, mask_link, redact_http_client_logs, redact_text
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
 from ..types import MetricValue, Provenance, Report, Stage
@@ -837,11 +837,16 @@ class MLflowSink:
             final = dataclasses.replace(
                 final, metrics={**report.metrics, "embedding_drift_share": MetricValue(v, v, v)}
             )
-        if url and final.alerts:
-            final = dataclasses.replace(
-                final,
-                alerts=tuple(dataclasses.replace(a, links={**dict(a.links), "mlflow_run": url}) for a in final.alerts),
-            )
+        if final.alerts:
+            # the caller's links (dashboards, runbooks) may carry tokens (?auth_token=): masked
+            # here, where anyone who can read the run reads them; this run's own link as made
+            def links(a: Any) -> dict[str, str]:
+                out = {k: mask_link(v) for k, v in dict(a.links).items()}
+                if url:
+                    out["mlflow_run"] = url
+                return out
+
+            final = dataclasses.replace(final, alerts=tuple(dataclasses.replace(a, links=links(a)) for a in final.alerts))
         (directory / "report.json").write_text(json.dumps(final.to_dict(), indent=1, allow_nan=False))
 
     # -- the history chart, off the check's path -------------------------------------------------

@@ -729,3 +729,34 @@ def test_a_baseline_read_back_without_items_is_not_paired_with_the_current_check
         # not McNemar against itself; MLflow's metrics carry no counts, so not Fisher either
         assert rare.test == "interval-z" and rare.p_value < 1e-4
         assert any("no per-item vectors" in n for n in report.notes), report.notes
+
+
+def test_link_tokens_are_masked_in_the_stored_report(tmp_path) -> None:
+    """MLflow audit (2026-12-06, second): a dashboard link's ``auth_token`` was written verbatim
+    into ``collapse/report.json``, readable by anyone who can read the run (the CLI masks it)."""
+    import json
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    labels = np.array([0] * 300 + [1] * 150 + [2] * 30 + [3] * 20)
+    collapsed = labels.copy()
+    collapsed[np.flatnonzero(labels == 3)[:15]] = 0
+    dashboard = "https://grafana.example.com/d/abc?var-monitor=leak&auth_token=SECRETTOKEN123#panel"
+    mon = cm.CollapseMonitor(
+        "leak",
+        reference=cm.Reference(labels=labels),
+        sinks=[MLflowSink(uri, history_plot="off", evidently=False)],
+        home=tmp_path / "home",
+        links={"dashboard": dashboard},
+    )
+    mon.check(cm.Observation(predictions=labels))
+    report = mon.check(cm.Observation(predictions=collapsed))
+    assert report.alerts and report.alerts[0].links["dashboard"] == dashboard  # the caller's own copy
+    path = MlflowClient(uri).download_artifacts(report.run_id, "collapse/report.json", tempfile.mkdtemp(dir=tmp_path))
+    text = open(path).read()
+    assert "SECRETTOKEN123" not in text
+    links = json.loads(text)["alerts"][0]["links"]
+    assert links["dashboard"] == "https://grafana.example.com/d/abc?var-monitor=leak&auth_token=***#panel"
+    assert links["mlflow_run"].endswith(report.run_id) or report.run_id in links["mlflow_run"]
