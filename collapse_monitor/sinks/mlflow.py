@@ -846,7 +846,9 @@ class MLflowSink:
                     out["mlflow_run"] = url
                 return out
 
-            final = dataclasses.replace(final, alerts=tuple(dataclasses.replace(a, links=links(a)) for a in final.alerts))
+            final = dataclasses.replace(
+                final, alerts=tuple(dataclasses.replace(a, links=links(a)) for a in final.alerts)
+            )
         (directory / "report.json").write_text(json.dumps(final.to_dict(), indent=1, allow_nan=False))
 
     # -- the history chart, off the check's path -------------------------------------------------

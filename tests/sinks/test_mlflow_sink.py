@@ -755,7 +755,8 @@ def test_link_tokens_are_masked_in_the_stored_report(tmp_path) -> None:
     report = mon.check(cm.Observation(predictions=collapsed))
     assert report.alerts and report.alerts[0].links["dashboard"] == dashboard  # the caller's own copy
     path = MlflowClient(uri).download_artifacts(report.run_id, "collapse/report.json", tempfile.mkdtemp(dir=tmp_path))
-    text = open(path).read()
+    with open(path) as fh:
+        text = fh.read()
     assert "SECRETTOKEN123" not in text
     links = json.loads(text)["alerts"][0]["links"]
     assert links["dashboard"] == "https://grafana.example.com/d/abc?var-monitor=leak&auth_token=***#panel"
