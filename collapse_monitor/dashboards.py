@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .metrics._spec import SPECS, MetricSpec
+from .metrics._spec import MLFLOW_ONLY, SPECS, MetricSpec
 
 __all__ = [
     "DASHBOARDS_PATH",
@@ -67,8 +67,8 @@ DASHBOARDS_PATH = "/etc/grafana/dashboards/collapse-monitor"
 #: the Prometheus service of docker/compose.yaml
 PROMETHEUS_URL = "http://prometheus:9090"
 #: canonical keys that get no panel: embedding_drift_share is an Evidently artifact metric that
-#: lives in MLflow, not in the Prometheus export.
-EXCLUDED_KEYS = frozenset({"embedding_drift_share"})
+#: lives in MLflow, not in the Prometheus export (``PrometheusSink`` leaves them out).
+EXCLUDED_KEYS = MLFLOW_ONLY
 
 PREFIX = "collapse_monitor_"
 DS = {"type": "prometheus", "uid": "${datasource}"}

@@ -78,11 +78,12 @@ class Chain:
             )
         monitor_home = home / self.name
         shutil.rmtree(monitor_home, ignore_errors=True)  # a new run: generation 0 is the baseline again
-        if run > 0:
-            try:
-                self.prometheus.delete(self.name)
-            except Exception as exc:  # the gateway may be restarting; the next push overwrites anyway
-                log.warning("could not delete the Pushgateway group of %s: %s", self.name, exc)
+        # every run, the first of a restarted container too: the group still holds what the last
+        # container pushed (a firing alert among it) while the new chain starts healthy
+        try:
+            self.prometheus.delete(self.name)
+        except Exception as exc:  # the gateway may be starting; the next push overwrites its series
+            log.warning("could not delete the Pushgateway group of %s: %s", self.name, exc)
         sc = make_scenario(scenario, loop=loop, seed=seed)
         self.monitor = cm.CollapseMonitor(self.name, reference=sc.reference, sinks=sinks, home=monitor_home)
         self.steps: Iterator[Any] = iter(sc.generations(generations))

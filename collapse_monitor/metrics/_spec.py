@@ -162,3 +162,9 @@ def spec_for(key: str, *, rare: bool = False) -> MetricSpec:
         fam = "tail" if rare else "other"
         return MetricSpec(key, fam, True, _CLASS_RECALL.help)
     return MetricSpec(key, "other", None, f"collapse-monitor metric {key}", lower=None, upper=None)
+
+
+#: metrics that live in MLflow only, never exported to Prometheus nor on a dashboard: Evidently's
+#: drift share, which the MLflow sink computes and hands to the sinks after it (it was exported
+#: only when MLflowSink came first, with a zero-width "interval" and no panel)
+MLFLOW_ONLY = frozenset({"embedding_drift_share"})

@@ -54,9 +54,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._lifecycle import RULE_DRIFT
 from .._redact import Redactor, host_port, redact_text, redact_url
 from ..errors import ConfigError, SinkError
-from ..metrics._spec import spec_for
+from ..metrics._spec import MLFLOW_ONLY, spec_for
 from ..types import Report, Stage
 from .base import EmitContext
 
@@ -121,11 +122,15 @@ def _alert_rules(report: Report, book: dict[str, tuple[str, float]]) -> dict[str
         # a rule resolved by this check reads 0 even in a process that never saw it fire (a batch
         # job pushes with POST: the 1 an earlier job pushed would otherwise stay for good)
         resolved = {a.rule: a.severity for a in report.alerts if a.status == "resolved"}
-        for rule in set(book) | set(report.open_alerts) | set(resolved):
+        # every rule the library fires reads 0 unless open: a fresh process (a restarted job, a
+        # wiped home) knew none of them and pushed no alert_firing at all, so the gateway kept
+        # the 1 of the process before it, "firing" on a healthy monitor for good
+        known = {s.value: s.severity for s in Stage if s is not Stage.HEALTHY} | {RULE_DRIFT: "info"}
+        for rule in set(book) | set(report.open_alerts) | set(resolved) | set(known):
             if rule in report.open_alerts:
                 book[rule] = (report.open_alerts[rule], 1.0)
             else:
-                book[rule] = (book[rule][0] if rule in book else resolved[rule], 0.0)
+                book[rule] = (book[rule][0] if rule in book else resolved.get(rule) or known[rule], 0.0)
         return book
     stage_rules = {s.value for s in Stage if s is not Stage.HEALTHY}
     for rule in stage_rules:
@@ -155,6 +160,8 @@ def report_samples(
 
     rare = set(rare_classes(report, rare_threshold=rare_threshold)[: max(0, max_class_series)])
     for key, mv in sorted(report.metrics.items()):
+        if key in MLFLOW_ONLY:
+            continue
         labels: tuple[tuple[str, str], ...] = ()
         if key.startswith("class_recall."):
             label = key[len("class_recall.") :]

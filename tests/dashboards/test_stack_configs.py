@@ -246,3 +246,27 @@ def test_the_compose_pushgateway_keeps_its_groups_across_a_restart(tmp_path: Pat
         assert gateway.value("collapse_monitor_stage", monitor="kept") == 2
         gateway.restart()
         assert gateway.value("collapse_monitor_stage", monitor="kept") == 2
+
+
+def test_the_compose_alertmanager_runs_without_a_gossip_port(tmp_path: Path) -> None:
+    """The compose Alertmanager had no ``--cluster.listen-address=``: it listened for cluster
+    gossip on 0.0.0.0:9094 (tcp and udp), unlike the tested setup. Its compose flags, run by the
+    real binary, leave clustering off."""
+    from servers import AlertmanagerServer as Alertmanager
+
+    svc = _compose()["services"]["alertmanager"]
+    args = [a for a in svc["command"] if not a.startswith(("--config.file=", "--storage.path="))]
+    assert "--cluster.listen-address=" in args, svc["command"]
+
+    class ComposeAlertmanager(Alertmanager):
+        def command(self) -> list[str]:
+            return [
+                self.executable,
+                f"--config.file={ALERTMANAGER_YML}",
+                f"--storage.path={self.data_dir}",
+                f"--web.listen-address={self.address}",
+                *args,
+            ]
+
+    with ComposeAlertmanager(tmp_path / "am") as am:
+        assert am.status()["cluster"]["status"] == "disabled"

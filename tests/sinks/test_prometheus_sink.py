@@ -70,6 +70,21 @@ def test_samples_names_labels_and_help(kit) -> None:
             assert set(s.labels) <= {"monitor", "class", "rule", "severity"}
 
 
+def test_the_mlflow_only_drift_share_is_not_exported(kit) -> None:
+    """With sinks [MLflowSink, PrometheusSink] the MLflow sink hands Evidently's drift share to
+    the Prometheus sink, which exported it (and a zero-width interval), on no dashboard and only
+    in that sink order."""
+    import dataclasses
+
+    from collapse_monitor.types import MetricValue
+
+    r = kit.make_report("m", 1)
+    r = dataclasses.replace(r, metrics={**r.metrics, "embedding_drift_share": MetricValue(0.6, 0.6, 0.6)})
+    names = {s.name for s in report_samples(r)}
+    assert "collapse_monitor_tail_coverage" in names
+    assert not {n for n in names if "embedding_drift_share" in n}
+
+
 def test_rare_class_series_are_capped(kit) -> None:
     r = kit.make_report("m", 0)
     assert rare_classes(r) == ["odd|label", "4"]  # lowest support first
@@ -403,3 +418,21 @@ def test_a_check_without_a_metric_blanks_the_earlier_push_of_it(pushgateway, kit
     assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule="early_collapse") == 0
     assert pushgateway.value("collapse_monitor_rare_class_recall", monitor=name) == 1.0
     assert pushgateway.value("collapse_monitor_class_recall", monitor=name, **{"class": "1"}) == 1.0
+
+
+def test_a_fresh_process_clears_the_firing_an_earlier_one_pushed(pushgateway, kit) -> None:
+    """Dashboards audit (2026-12-06, second): a restarted job (fresh home) knew no rule, pushed
+    no alert_firing at all, and the gateway kept the 1 of the job before it: FIRING on a
+    healthy monitor until it fired again. Every library rule reads 0 unless open now."""
+    import dataclasses
+
+    name = kit.unique("restart")
+    late = dataclasses.replace(
+        kit.make_report(name, 5, stage=Stage.LATE_COLLAPSE), open_alerts={"late_collapse": "critical"}
+    )
+    PrometheusSink(pushgateway=pushgateway.url, timeout=5).emit(late, EmitContext())
+    assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule="late_collapse") == 1
+    healthy = dataclasses.replace(kit.make_report(name, 0), open_alerts={})
+    PrometheusSink(pushgateway=pushgateway.url, timeout=5).emit(healthy, EmitContext())  # a new process
+    for rule in ("early_collapse", "late_collapse", "distribution_drift"):
+        assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule=rule) == 0, rule
