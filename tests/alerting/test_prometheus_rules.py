@@ -14,7 +14,7 @@ RULES = ROOT / "integrations" / "prometheus" / "collapse_rules.yml"
 RULES_TEST = ROOT / "integrations" / "prometheus" / "collapse_rules_test.yml"
 AM_CONFIG = ROOT / "integrations" / "alertmanager" / "alertmanager.yml"
 METRICS = {
-    "collapse_monitor_stage",
+    "collapse_monitor_alert_firing",
     "collapse_monitor_last_check_timestamp_seconds",
     "push_time_seconds",
     "push_failure_time_seconds",
@@ -30,7 +30,7 @@ def run(*cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_rules(promtool):
     p = run(promtool, "check", "rules", str(RULES))
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "SUCCESS: 5 rules found" in p.stdout
+    assert "SUCCESS: 7 rules found" in p.stdout
 
 
 def test_promtool_unit_tests(promtool):
@@ -42,7 +42,7 @@ def test_promtool_unit_tests(promtool):
 def test_promtool_unit_tests_catch_a_broken_rule(promtool, tmp_path):
     """The unit tests can fail: an early-collapse rule that also fires on late collapse is caught."""
     (tmp_path / RULES.name).write_text(
-        RULES.read_text().replace("(collapse_monitor_stage) == 1", "(collapse_monitor_stage) >= 1")
+        RULES.read_text().replace('{rule="early_collapse"}) == 1', '{rule=~"early_collapse|late_collapse"}) == 1')
     )
     (tmp_path / RULES_TEST.name).write_text(RULES_TEST.read_text())
     p = run(promtool, "test", "rules", RULES_TEST.name, cwd=tmp_path)
@@ -55,13 +55,14 @@ def test_every_rule_has_severity_annotations_and_tests():
     assert names == {
         "CollapseMonitorEarlyCollapse",
         "CollapseMonitorLateCollapse",
+        "CollapseMonitorDistributionDrift",
         "CollapseMonitorStale",
         "CollapseMonitorPushFailing",
         "CollapseMonitorServeChecksFailing",
         "CollapseMonitorExporterDown",
     }
     for r in rules:
-        assert r["labels"]["severity"] in {"warning", "critical"}
+        assert r["labels"]["severity"] in {"info", "warning", "critical"}
         assert {"summary", "description", "runbook_url"} <= set(r["annotations"])
         assert any(m in r["expr"] for m in METRICS)
     tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
