@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._lifecycle import alert_events
+from ._lifecycle import RULE_DRIFT, alert_events
 from ._redact import redact_text
 from .detection import Rules, detect
 from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, InputError, SinkError
@@ -571,15 +571,42 @@ class CollapseMonitor:
         return notes
 
     def _restore_alert_state(self, reports: Sequence[Report]) -> None:
-        """A chain continued from a sink: a stage that was firing keeps firing (no new page)."""
+        """A chain continued from a sink: the incidents that were open stay open (no new page).
+
+        From the newest report's ``open_alerts`` (the newest by time: a chain re-run from
+        generation 0 is the one that goes on), so an incident waiting out
+        ``Rules.resolve_after`` behind a healthy check, or a drift alert, is kept too; reports
+        without it (older versions, hand-made ones) give their stage's rule."""
         if not reports or self.history.alert_states(self.name):
             return
-        last = max(reports, key=lambda r: r.generation)
-        if last.stage is not Stage.HEALTHY:
-            t = last.created_at
-            self.history.set_alert_states(
-                self.name, [AlertState(last.stage.value, last.stage.severity, t, last.generation, t, last.generation)]
+        ordered = sorted(reports, key=lambda r: (r.created_at, r.generation), reverse=True)
+        last = ordered[0]
+        if last.open_alerts is None:
+            opened = {} if last.stage is Stage.HEALTHY else {last.stage.value: last.stage.severity}
+        else:
+            opened = dict(last.open_alerts)
+        states = []
+        for rule, severity in sorted(opened.items()):
+            first = last  # the incident began at the oldest report of the run that held it open
+            for r in ordered[1:]:
+                held = rule in r.open_alerts if r.open_alerts is not None else r.stage.value == rule
+                if not held:
+                    break
+                first = r
+            waiting = 0 if rule == last.stage.value or rule == RULE_DRIFT else 1  # a healthy check seen
+            states.append(
+                AlertState(
+                    rule,
+                    severity,
+                    first.created_at,
+                    first.generation,
+                    last.created_at,
+                    last.generation,
+                    clear_checks=waiting,
+                )
             )
+        if states:
+            self.history.set_alert_states(self.name, states)
 
     # ------------------------------------------------------------------------------------------
     def _hand_off(

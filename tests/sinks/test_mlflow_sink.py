@@ -761,3 +761,33 @@ def test_link_tokens_are_masked_in_the_stored_report(tmp_path) -> None:
     links = json.loads(text)["alerts"][0]["links"]
     assert links["dashboard"] == "https://grafana.example.com/d/abc?var-monitor=leak&auth_token=***#panel"
     assert links["mlflow_run"].endswith(report.run_id) or report.run_id in links["mlflow_run"]
+
+
+def test_an_incident_open_behind_a_healthy_check_survives_a_history_read_back(tmp_path) -> None:
+    """MLflow audit (2026-12-06, second): a chain continued from MLflow restored only the highest
+    generation's *stage*: an incident waiting out resolve_after behind a healthy check was lost
+    and the next collapse paged a new incident (the same home raised none)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    labels = np.array([0] * 300 + [1] * 150 + [2] * 30 + [3] * 20)
+    collapsed = labels.copy()
+    collapsed[np.flatnonzero(labels == 3)[:12]] = 0
+
+    def monitor(home: str) -> cm.CollapseMonitor:
+        sink = MLflowSink(uri, evidently=False, history_plot="off")
+        return cm.CollapseMonitor(
+            "incident",
+            reference=cm.Reference(labels=labels),
+            sinks=[sink],
+            home=tmp_path / home,
+            rules={"resolve_after": 2},
+        )
+
+    first = monitor("home")
+    first.check(cm.Observation(predictions=labels))
+    assert [a.status for a in first.check(cm.Observation(predictions=collapsed)).alerts] == ["firing"]
+    healthy = first.check(cm.Observation(predictions=labels))
+    assert healthy.stage is cm.Stage.HEALTHY and healthy.open_alerts == {"early_collapse": "warning"}
+    again = monitor("new-home").check(cm.Observation(predictions=collapsed))
+    assert again.generation == 3 and again.stage is cm.Stage.EARLY_COLLAPSE
+    assert again.alerts == (), [(a.rule, a.status) for a in again.alerts]  # the same incident: no new page
+    assert again.open_alerts == {"early_collapse": "warning"}
