@@ -103,6 +103,12 @@ MAX_DATASET_DIGEST = 36
 MAX_INPUT_TAG_VALUE = 500
 #: MLflow error codes that reject the request's content: the same report can only fail again
 _REJECTED = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST"})
+#: database errors MLflow's SQL store returns as BAD_REQUEST that a retry can get past: a unique
+#: key two writers raced for, a lock, a deadlock, a serialisation failure, a lost connection
+_TRANSIENT_DB = re.compile(
+    r"(?i)UniqueViolation|IntegrityError|duplicate key|UNIQUE constraint failed|Deadlock|"
+    r"database is locked|could not serialize|SerializationFailure|OperationalError|server closed the connection"
+)
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _HISTORY_KEYS = (
     "tail_coverage",
@@ -479,6 +485,10 @@ class MLflowSink:
             return False
         code = getattr(exc, "error_code", None)
         if isinstance(exc, RestException):
+            if code == "BAD_REQUEST" and _TRANSIENT_DB.search(str(exc)):
+                # the SQL store reports any database error as BAD_REQUEST, among them the unique-key
+                # race of parallel jobs logging one dataset first (log_inputs): a retry succeeds
+                return False
             return code in _REJECTED
         return code == "INVALID_PARAMETER_VALUE"
 

@@ -791,3 +791,22 @@ def test_an_incident_open_behind_a_healthy_check_survives_a_history_read_back(tm
     assert again.generation == 3 and again.stage is cm.Stage.EARLY_COLLAPSE
     assert again.alerts == (), [(a.rule, a.status) for a in again.alerts]  # the same incident: no new page
     assert again.open_alerts == {"early_collapse": "warning"}
+
+
+def test_a_database_race_reported_as_bad_request_is_retried_not_dead_lettered() -> None:
+    """MLflow audit (2026-12-06, second): against a PostgreSQL-backed server, 3 of 18 parallel
+    first checks lost the unique-key race in log_inputs; MLflow's SQL store returns any database
+    error as 400 BAD_REQUEST, and those reports were dead-lettered for good."""
+    from mlflow.exceptions import RestException
+
+    sink = MLflowSink("http://127.0.0.1:5000")
+    race = RestException(
+        {
+            "error_code": "BAD_REQUEST",
+            "message": '(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"',
+        }
+    )
+    assert not sink.rejected_for_good(race)
+    refused = RestException({"error_code": "BAD_REQUEST", "message": "Param value too long"})
+    invalid = RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "Invalid value"})
+    assert sink.rejected_for_good(refused) and sink.rejected_for_good(invalid)
