@@ -127,13 +127,20 @@ _HISTORY_KEYS = (
 
 
 def default_tracking_uri() -> str:
-    """MLflow's default, resolved now: ``mlflow.get_tracking_uri()`` when mlflow is already imported
-    (honours ``mlflow.set_tracking_uri``), else ``$MLFLOW_TRACKING_URI``, else an absolute
-    ``sqlite:///<cwd>/mlflow.db``."""
+    """The tracking URI, resolved now: the one set with ``mlflow.set_tracking_uri`` when mlflow
+    is already imported, else ``$MLFLOW_TRACKING_URI``, else an absolute
+    ``sqlite:///<cwd>/mlflow.db``, whatever was imported first. (MLflow's own default is
+    ``./mlruns`` where such a folder exists: read whenever mlflow happened to be imported
+    first, it sent every check to a file store MLflow 3 no longer writes to.)"""
     if "mlflow" in sys.modules:
         import mlflow
 
-        return absolute_sqlite(str(mlflow.get_tracking_uri()))
+        try:
+            from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+        except ImportError:  # pragma: no cover - another MLflow layout: its resolved URI
+            return absolute_sqlite(str(mlflow.get_tracking_uri()))
+        if is_tracking_uri_set():
+            return absolute_sqlite(str(mlflow.get_tracking_uri()))
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return absolute_sqlite(env)

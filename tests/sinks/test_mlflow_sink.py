@@ -67,6 +67,25 @@ def test_default_uri_is_resolved_at_construction(tmp_path, monkeypatch) -> None:
     assert str(tmp_path) in sink.tracking_uri  # absolute: a later chdir does not move the store
 
 
+def test_the_default_uri_does_not_depend_on_import_order(tmp_path, monkeypatch) -> None:
+    """MLflow audit (2026-12-06, second): with mlflow imported first, a folder holding an old
+    ./mlruns made the default MLflow's file store (which MLflow 3 no longer writes to: every
+    check failed and was spooled), while importing collapse_monitor first gave sqlite."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns" / "0").mkdir(parents=True)
+    (tmp_path / "mlruns" / "0" / "meta.yaml").write_text("name: Default\n")
+    assert "sqlite" not in mlflow.get_tracking_uri()  # MLflow's own default here: the file store
+    assert MLflowSink().tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'chosen.db'}")
+    try:
+        assert MLflowSink().tracking_uri == f"sqlite:///{tmp_path / 'chosen.db'}"  # an explicit choice wins
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 @pytest.mark.parametrize(
     "kw", [{"timeout": 0}, {"max_retries": -1}, {"tracking_uri": "  "}, {"experiment": ""}, {"history_plot": "later"}]
 )
