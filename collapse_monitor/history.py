@@ -184,6 +184,12 @@ class HistoryStore:
     def _open(self) -> sqlite3.Connection:
         try:
             self.home.mkdir(parents=True, exist_ok=True)
+            if self._ready and not self._db.exists():
+                # the home was removed under a running process (a cleanup job, tmpfiles, a
+                # remount): the new, empty file needs its schema again, or every later check
+                # failed with "no such table" until the process restarted
+                self._ready = False
+                log.warning("history store %s disappeared: starting a new one", self._db)
             con = sqlite3.connect(self._db, timeout=60.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise self._fail("opening", exc) from exc

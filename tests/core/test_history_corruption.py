@@ -52,3 +52,19 @@ def test_an_unreadable_row_is_skipped_not_raised(tmp_path: Path) -> None:
     assert [r.generation for r in mon.history.reports("h")] == [0, 2]
     with pytest.raises(cm.CollapseMonitorError, match="the baseline of h cannot be read"):
         mon.history.baseline("h")
+
+
+def test_a_home_removed_under_a_running_process_starts_a_new_store(tmp_path) -> None:
+    """MLflow audit (2026-12-06, second): once the home was removed (a cleanup job, a remount),
+    the schema was never created again and every later check of the process raised
+    "no such table: checks" until it restarted (a `serve`, a notebook)."""
+    import shutil
+
+    import collapse_monitor as cm
+
+    home = tmp_path / "home"
+    mon = cm.CollapseMonitor("wiped", reference=cm.Reference(labels=[0, 1] * 20), sinks=[], home=home)
+    assert mon.check(cm.Observation(predictions=[0, 1] * 20)).generation == 0
+    shutil.rmtree(home)
+    assert mon.check(cm.Observation(predictions=[0, 1] * 20)).generation == 0  # a new chain: a new baseline
+    assert mon.check(cm.Observation(predictions=[0, 1] * 20)).generation == 1
