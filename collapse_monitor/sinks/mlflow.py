@@ -404,10 +404,22 @@ class MLflowSink:
         self._plot_lock = threading.Lock()
         # keyed by the server, not its credentials: reports spooled while a password was wrong
         # (a 401) are replayed once it is rotated
-        self.spool_key = "mlflow-" + hashlib.sha256(safe_uri(self.tracking_uri).encode()).hexdigest()[:10]
+        server_key = "mlflow-" + hashlib.sha256(safe_uri(self.tracking_uri).encode()).hexdigest()[:10]
+        # and by where and how the sink logs, when that is not the default: two sinks on one
+        # server with other experiments (monitors sharing a home, a mirror sink) replayed each
+        # other's reports into their own experiment, or skipped them as delivered
+        settings = (experiment, artifacts, nest)
+        if settings == ("collapse-monitor/{monitor}", True, True):
+            self.spool_key = server_key
+        else:
+            digest = hashlib.sha256(json.dumps([safe_uri(self.tracking_uri), *settings]).encode()).hexdigest()[:10]
+            self.spool_key = f"mlflow-{digest}"
         legacy = "mlflow-" + hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:10]
-        #: the key of older versions (the whole URI, credentials included), replayed too
-        self.legacy_spool_keys: tuple[str, ...] = () if legacy == self.spool_key else (legacy,)
+        #: the keys of older versions (the whole URI, credentials included; the server alone),
+        #: replayed too, so an upgrade strands nothing they spooled
+        self.legacy_spool_keys: tuple[str, ...] = tuple(
+            dict.fromkeys(k for k in (legacy, server_key) if k != self.spool_key)
+        )
         self._redactor = Redactor(uri_secrets(self.tracking_uri))
         redact_http_client_logs()  # urllib3's retry warnings print the request URL, token included
         self._client_obj: Any = None

@@ -78,3 +78,30 @@ def test_ipv6_hosts_keep_their_brackets() -> None:
     """The URL was rebuilt from the bare hostname: http://::1:9091, which nothing can parse."""
     assert PrometheusSink(pushgateway="http://user:pw@[::1]:9091").pushgateway == "http://[::1]:9091"
     assert safe_uri("http://user:pw@[::1]:5000/x?token=t") == "http://[::1]:5000/x"
+
+
+def test_sinks_that_log_elsewhere_on_one_server_keep_their_own_spools(tmp_path: Path) -> None:
+    """MLflow audit (2026-12-06, second): the spool key was the server alone, so monitors sharing
+    a home with other experiments (or a mirror sink with other settings) replayed each other's
+    reports into their own experiment, or skipped the second copy as delivered."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    team_a = MLflowSink(uri, experiment="team-a/{monitor}", evidently=False, history_plot="off")
+    team_b = MLflowSink(uri, experiment="team-b/{monitor}", evidently=False, history_plot="off")
+    default = MLflowSink(uri, evidently=False, history_plot="off")
+    no_artifacts = MLflowSink(uri, artifacts=False, evidently=False, history_plot="off")
+    keys = {s.spool_key for s in (team_a, team_b, default, no_artifacts)}
+    assert len(keys) == 4
+    assert default.spool_key in team_a.legacy_spool_keys  # what an older version spooled is replayed
+    ref = cm.Reference(labels=LABELS)
+    home = tmp_path / "home"
+    mon_b = cm.CollapseMonitor("b", reference=ref, sinks=[], home=home)
+    mon_b.spool.put(team_b.spool_key, mon_b.check(cm.Observation(predictions=LABELS)))
+    mon_a = cm.CollapseMonitor("a", reference=ref, sinks=[team_a], home=home)
+    mon_a.check(cm.Observation(predictions=LABELS))
+    assert mon_a.spool.count(team_b.spool_key) == 1  # not replayed by team a's sink
+    assert cm.CollapseMonitor("b", reference=ref, sinks=[team_b], home=home).flush()["mlflow"] == 1
+    client = MlflowClient(tracking_uri=uri)
+    names = sorted(e.name for e in client.search_experiments() if e.name.startswith("team-"))
+    assert names == ["team-a/a", "team-b/b"]
