@@ -373,6 +373,8 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         ours = [r["ours"] for r in rs]
         agg = [r["aggregate"] for r in rs]
         cal = [r["aggregate_calibrated"] for r in rs]
+        # no control chain of the scenario ran (--only a collapsing chain): no threshold, not "never"
+        calibrated = any(r["scenario"] == rs[0]["scenario"] and not r["collapsing"] for r in rows)
         ev = [r["evidently"] for r in rs]
         ev_ran = _evidently_ran(rs)
         # lead: generations between our flag and the aggregate alert (aggregate never -> end of run)
@@ -388,7 +390,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
             "n": len(rs),
             "ours": ours,
             "aggregate": agg,
-            "aggregate_calibrated": cal,
+            "aggregate_calibrated": cal if calibrated else None,
             "evidently": ev,
             "median_lead": statistics.median(leads) if leads else None,
             "not_after_aggregate": not_after if collapsing else None,
@@ -400,7 +402,7 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
         fa_base = f"{sum(a is not None for a in agg)}/{len(rs)} / {fa_ev}"
         lines.append(
             f"| {label} | {'collapsing' if collapsing else 'control'} | "
-            f"{sum(o is not None for o in ours)}/{len(rs)} | {_med(ours)} | {_med(agg)} | {_med(cal)} | {_med(ev) if ev_ran else 'not run'} | "
+            f"{sum(o is not None for o in ours)}/{len(rs)} | {_med(ours)} | {_med(agg)} | {_med(cal) if calibrated else 'n/a'} | {_med(ev) if ev_ran else 'not run'} | "
             f"{'-' if not collapsing else _fmt_lead(statistics.median(leads) if leads else None)} | "
             f"{f'{not_after}/{len(rs)}' if collapsing else '-'} | "
             f"{'-' if collapsing else f'{fa}/{checks}'} | {'-' if collapsing else fa_base} |"
@@ -706,6 +708,11 @@ def world_options(world_seed: int, settings: list[str] | None) -> dict[str, dict
             raise ConfigError("--set", f"expected SCENARIO.KEY=VALUE, got {item!r}")
         if scen not in out:
             raise ConfigError("--set", f"unknown scenario {scen!r} in {item!r}; expected one of {', '.join(names)}")
+        if field in ("seed", "loop") or any(c[0] == scen and field in c[2] for c in CHAINS):
+            # the chains set these themselves: a --set of them was shown in the results and
+            # silently not used (or crashed with "multiple values for 'seed'")
+            fixed = sorted({k for c in CHAINS if c[0] == scen for k in c[2]} | {"seed", "loop"})
+            raise ConfigError("--set", f"{scen}.{field} is set by the benchmark's chains ({', '.join(fixed)})")
         value = yaml.safe_load(raw)
         out[scen][field] = tuple(value) if isinstance(value, list) else value
     for scen, kw in out.items():

@@ -148,6 +148,10 @@ def test_a_run_in_another_world(bench, real_row, tmp_path) -> None:
         (["digits.no_such_option=1"], "--set digits.options"),
         (["text.vocab_size=10"], "--set"),
         (["digits"], "--set"),
+        # set by the chains themselves: shown in the results and silently not used, or a crash
+        (["zipf_text.top_p=0.5"], "--set"),
+        (["mixture.temperature=0.7"], "--set"),
+        (["gaussian.seed=3"], "--set"),
     ):
         with pytest.raises(ConfigError) as ei:
             bench.world_options(0, bad)
@@ -250,6 +254,10 @@ def test_baselines_start_at_generation_1_and_a_is_also_read_literally(bench) -> 
     assert t["either_flagged_after"] == 0 and t["either_median_lead"] == 1
     assert "fired at generation 0 on 2 of the 2 chains" in table
     assert "(a) read literally" in table and "it fired on 1 of the 1 control chains" in table
+    # without a control chain of the scenario there is no threshold: "n/a", not "never"
+    alone, alone_summary = bench.summarise(rows[:1], 3)
+    assert alone_summary["chains"]["digits/replace"]["aggregate_calibrated"] is None
+    assert "| digits/replace | collapsing | 1/1 | 1 | never | n/a |" in alone
 
 
 def test_false_alarms_are_judged_against_the_simulators_truth(bench, real_row, tmp_path) -> None:

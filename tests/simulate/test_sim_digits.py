@@ -76,3 +76,15 @@ def test_reference_and_observation_shapes() -> None:
     assert g0.truth["rare_share_train"] == pytest.approx(0.025)
     # the feature map is whitened on real digits: the human reference has about unit variance
     assert ref.embeddings.var(0).mean() == pytest.approx(1.0, rel=0.2)
+
+
+@pytest.mark.parametrize("feature_dim", [61, 64])
+def test_a_feature_map_wider_than_the_pool_is_a_config_error(feature_dim: int) -> None:
+    """Simulate audit (2026-12-06, second): the pool's pixels span 60 directions; 64 gave an
+    all-NaN reference, 61-63 whitened empty directions by 1e8 (generation 0's Frechet 1e14)."""
+    from collapse_monitor.errors import ConfigError
+    from collapse_monitor.simulate import make_scenario
+
+    with pytest.raises(ConfigError) as info:
+        _ = make_scenario("digits", loop="replace", seed=0, feature_dim=feature_dim).reference
+    assert info.value.key == "feature_dim" and "at most 60" in str(info.value)

@@ -66,3 +66,18 @@ def test_probe_and_provenance() -> None:
 def test_logistic_classifier_option_runs() -> None:
     gens = make_scenario("selftrain", loop="argmax", seed=0, classifier="logistic", C=0.5).run(3)
     assert gens[0].truth["rare_recall"] > gens[2].truth["rare_recall"]
+
+
+@pytest.mark.parametrize(("loop", "classifier"), [("sampled", "lda"), ("replace", "logistic"), ("stable", "logistic")])
+def test_a_chain_whose_labels_are_one_class_runs_on(loop: str, classifier: str) -> None:
+    """Simulate audit (2026-12-06, second): a small sampled chain drifting to a single class
+    crashed LDA's predict_proba (AxisError), and very skewed priors crashed logistic regression
+    ("only one class"). The model of one class predicts that class."""
+    from collapse_monitor.simulate import make_scenario
+
+    sc = make_scenario(
+        "selftrain", loop, 0, n_train=10, priors=(0.996, 0.001, 0.001, 0.001, 0.001), classifier=classifier
+    )
+    results = list(sc.generations(4))
+    assert len(results) == 4
+    assert all(r.observation.predictions is not None for r in results)
