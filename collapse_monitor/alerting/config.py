@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._env import expand_env, flag_from_text, number_from_text
+from .._env import expand_env, number_from_text
 from ..errors import ConfigError
 from .alertmanager import Alertmanager
 from .base import Channel
@@ -75,8 +75,7 @@ def channel_from_config(d: Mapping[str, Any], *, expand: bool = True) -> Channel
     if "severities" in cfg and isinstance(cfg["severities"], str):
         cfg["severities"] = [cfg["severities"]]
     timeout = cfg["timeout"] = number_from_text(cfg.get("timeout", 5.0))  # ${TIMEOUT:-5}
-    if "verify_tls" in cfg:
-        cfg["verify_tls"] = flag_from_text(cfg["verify_tls"])
+    # verify_tls stays a real boolean: a "false" from ${VAR} does not turn TLS checks off
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise ConfigError("timeout", f"expected seconds > 0, got {type(timeout).__name__}")
     for k in ("secret", "routing_key"):

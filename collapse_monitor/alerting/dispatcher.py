@@ -377,7 +377,7 @@ class AlertDispatcher:
                 note(r.channel, 3, err, "" if err.startswith("gave up") else ", not delivered")
             elif r.status == "disabled":
                 note(r.channel, 3, err, ", channel disabled")
-        for r in self._states([k for k in keys if k not in seen]):
+        for r in self._states([k for k in keys if k not in seen and k[1] in self._channels]):
             if r.status == "pending":
                 note(
                     r.channel,
@@ -452,7 +452,9 @@ class AlertDispatcher:
         return f"AlertDispatcher(channels={list(self._channels)}, outbox={str(self.outbox.path)!r})"
 
     # -- internals ---------------------------------------------------------------------------
-    def _plan(self, alert: Alert, now: float) -> tuple[Alert, dict[str, str], list[tuple[str, str, bool]], str | None]:
+    def _plan(
+        self, alert: Alert, now: float
+    ) -> tuple[Alert, dict[str, str], list[tuple[str, str, bool, str | None]], str | None]:
         disabled = self.outbox.disabled_channels()
 
         def initial(name: str, muted: bool) -> str:
@@ -473,8 +475,27 @@ class AlertDispatcher:
                 unseen = self.outbox.undelivered_firings(alert.dedup_key)
                 live = [(ch, was_muted) for ch, _, was_muted in opened if ch in self._channels]
                 targets = {ch: initial(ch, was_muted) for ch, was_muted in live if ch not in unseen}
-                if not live:
-                    targets = {n: initial(n, False) for n in self.route(alert)}
+                # a channel not configured here: the same target under a new name gets the resolve
+                # under that name; another target (a job with Slack and PagerDuty fired, a serve
+                # with Slack alone resolves) gets it queued for a process that has it - dropped,
+                # the PagerDuty incident stayed open for good
+                by_target = {getattr(c, "fingerprint", None): n for n, c in self._channels.items()}
+                by_target.pop(None, None)
+                fingerprints = self.outbox.open_alert_targets(alert.dedup_key)
+                renamed = False
+                for ch, _, was_muted in opened:
+                    if ch in self._channels or ch in unseen:
+                        continue
+                    here = by_target.get(fingerprints.get(ch))
+                    if here is not None:
+                        targets.setdefault(here, initial(here, was_muted))
+                        renamed = True
+                    elif fingerprints.get(ch) is not None:
+                        targets[ch] = initial(ch, was_muted)
+                if not live and not renamed:
+                    # nothing here got it (renamed before fingerprints were kept, or no record of
+                    # which): where the firing would be routed now
+                    targets.update({n: initial(n, False) for n in self.route(alert)})
             else:
                 targets = {n: initial(n, False) for n in self.route(alert)}
             return alert, targets, [], alert.dedup_key
@@ -483,7 +504,10 @@ class AlertDispatcher:
             log.info("alert %s muted until %s%s", alert.dedup_key, mute.end, f" ({mute.reason})" if mute.reason else "")
         routed = self.route(alert)
         targets = {n: initial(n, mute is not None) for n in routed}
-        return alert, targets, [(n, alert.severity, mute is not None) for n in routed], None
+        records: list[tuple[str, str, bool, str | None]] = [
+            (n, alert.severity, mute is not None, getattr(self._channels[n], "fingerprint", None)) for n in routed
+        ]
+        return alert, targets, records, None
 
 
 @dataclass(frozen=True)

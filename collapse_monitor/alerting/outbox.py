@@ -208,6 +208,9 @@ class Outbox:
             for stmt in _SCHEMA.split(";\n"):
                 if stmt.strip():
                     db.execute(stmt)
+            if "fingerprint" not in {r[1] for r in db.execute("PRAGMA table_info(open_alerts)")}:
+                # which target got the firing (written before 2026-12-06: unknown, NULL)
+                db.execute("ALTER TABLE open_alerts ADD COLUMN fingerprint TEXT")
 
     # -- plumbing ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -244,7 +247,7 @@ class Outbox:
         event: AlertEvent,
         targets: Mapping[str, str],
         *,
-        open_alert: Sequence[tuple[str, str, bool]] = (),
+        open_alert: Sequence[tuple[str, str, bool] | tuple[str, str, bool, str | None]] = (),
         close_alert: str | None = None,
     ) -> None:
         """Persist ``event`` once per channel in ``targets`` ({channel: initial status:
@@ -261,14 +264,22 @@ class Outbox:
                     " created_at, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,0,?,?,?)",
                     (event.id, channel, a.dedup_key, a.monitor, event.kind, payload, status, now, now, now),
                 )
-            for channel, severity, muted in open_alert:
+            for channel, severity, muted, *fp in open_alert:
                 db.execute(
-                    "INSERT INTO open_alerts (dedup_key, channel, severity, muted, since) VALUES (?,?,?,?,?)"
-                    " ON CONFLICT (dedup_key, channel) DO UPDATE SET muted = min(muted, excluded.muted)",
-                    (a.dedup_key, channel, severity, int(muted), now),
+                    "INSERT INTO open_alerts (dedup_key, channel, severity, muted, since, fingerprint)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT (dedup_key, channel) DO UPDATE SET"
+                    " muted = min(muted, excluded.muted), fingerprint = coalesce(excluded.fingerprint, fingerprint)",
+                    (a.dedup_key, channel, severity, int(muted), now, fp[0] if fp else None),
                 )
             if close_alert is not None:
                 db.execute("DELETE FROM open_alerts WHERE dedup_key = ?", (close_alert,))
+
+    def open_alert_targets(self, dedup_key: str) -> dict[str, str | None]:
+        """channel -> the fingerprint of the target it had when the firing of ``dedup_key`` was
+        routed to it (None when not recorded)."""
+        with self._lock:
+            cur = self._db.execute("SELECT channel, fingerprint FROM open_alerts WHERE dedup_key = ?", (dedup_key,))
+            return {c: f for c, f in cur.fetchall()}
 
     def open_alert(self, dedup_key: str) -> list[tuple[str, str, bool]]:
         """(channel, severity, muted) of every channel the firing event of ``dedup_key`` was routed to."""

@@ -52,3 +52,30 @@ def test_a_resolve_respects_the_severity_filters_the_firing_did_not_pass(tmp_pat
     disp.dispatch(_alert("resolved", "warning"))
     assert _kinds(http_receiver, "/chat") == ["collapse_monitor.alert.firing", "collapse_monitor.alert.resolved"]
     assert http_receiver.requests_to("/pd") == []
+
+
+def test_a_resolve_waits_for_a_process_that_has_the_channel(tmp_path: Path, http_receiver) -> None:
+    """Alerting audit (2026-12-06, second): a job with Slack and PagerDuty fired; a process with
+    Slack alone (serve, an older config) planned the resolve, queued it for Slack only and
+    dropped the record of PagerDuty: the PagerDuty incident stayed open for good. Its resolve
+    now waits in the outbox for a process that has the channel."""
+    outbox = tmp_path / "outbox.db"
+
+    def chat() -> cm.Webhook:
+        return cm.Webhook(http_receiver.url_for("/chat"), name="chat")
+
+    def pager() -> cm.Webhook:
+        return cm.Webhook(http_receiver.url_for("/pd"), name="pd")
+
+    job = AlertDispatcher([chat(), pager()], outbox_path=outbox)
+    assert {r.status for r in job.dispatch(_alert("firing", "warning"))} == {"delivered"}
+    job.close()
+    serve = AlertDispatcher([chat()], outbox_path=outbox)
+    resolved = {r.channel: r.status for r in serve.dispatch(_alert("resolved", "warning"))}
+    assert resolved == {"chat": "delivered", "pd": "pending"}
+    serve.close()
+    later = AlertDispatcher([chat(), pager()], outbox_path=outbox)
+    later.redeliver()
+    assert _kinds(http_receiver, "/pd") == ["collapse_monitor.alert.firing", "collapse_monitor.alert.resolved"]
+    assert _kinds(http_receiver, "/chat") == ["collapse_monitor.alert.firing", "collapse_monitor.alert.resolved"]
+    assert later.outbox.open_alert("m1/drift") == [] and later.pending() == []
