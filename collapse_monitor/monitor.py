@@ -636,6 +636,21 @@ class CollapseMonitor:
             key = getattr(sink, "spool_key", None) or sink.name
             replay_errors = self._replay(sink)[1]
             errors.extend(redact_text(e) for e in replay_errors)
+            waiting = self._still_spooled(sink) if replay_errors else 0
+            if waiting:
+                # the replay just failed on a sink that is down: this report joins the queue
+                # behind the older ones without a second wait on the dead server (a hanging
+                # server cost each check twice the documented bound), and stays in order
+                msg = redact_text(f"{sink.name}: not tried, {waiting} earlier report(s) could not be delivered either")
+                log.warning("sink down, report spooled for retry: %s", msg)
+                errors.append(msg)
+                try:
+                    self.spool.put(key, report)
+                except Exception as sexc:
+                    errors.append(redact_text(f"spool: {type(sexc).__name__}: {sexc}"))
+                if strict and strict_error is None:
+                    strict_error = msg
+                continue
             try:
                 got = sink.emit(report, ctx)
                 if got:
@@ -752,6 +767,16 @@ class CollapseMonitor:
             log.warning("alert redelivery failed: %s", redact_text(f"{type(exc).__name__}: {exc}"))
             out["alerts"] = 0
         return out
+
+    def _still_spooled(self, sink: Any) -> int:
+        """Reports still waiting in ``sink``'s spool (its own key and its legacy keys)."""
+        own = getattr(sink, "spool_key", None) or sink.name
+        try:
+            return sum(
+                len(self.spool.pending(k)) for k in dict.fromkeys((*getattr(sink, "legacy_spool_keys", ()), own))
+            )
+        except Exception:  # an unreadable spool: try the sink as before
+            return 0
 
     def _replay(self, sink: Any) -> tuple[int, list[str]]:
         """Replay ``sink``'s spool: what older versions spooled under its legacy keys first

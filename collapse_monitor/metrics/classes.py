@@ -159,12 +159,12 @@ def class_recall(labels: Any, preds: Any) -> dict[Any, MetricValue]:
 def balanced_accuracy(labels: Any, preds: Any) -> MetricValue:
     """Mean of per-class recalls over the classes present in ``labels`` (Brodersen et al.
     2010; equals scikit-learn's ``balanced_accuracy_score``). Interval: normal
-    approximation with Agresti & Coull (1998) adjusted per-class variances, clipped to
+    approximation around the Agresti & Coull (1998) adjusted per-class recalls, clipped to
     [0, 1] (module docstring). ``n`` = number of probe items.
 
     >>> mv = balanced_accuracy([0, 0, 0, 0, 1], [0, 0, 0, 0, 0])
     >>> mv.value, round(mv.ci_low, 3), round(mv.ci_high, 3)
-    (0.5, 0.235, 0.765)
+    (0.5, 0.311, 0.841)
     """
     _, _, _, counts = _prepare(labels, preds)
     mv = _macro(counts.support, counts.tp)

@@ -829,3 +829,38 @@ def test_a_database_race_reported_as_bad_request_is_retried_not_dead_lettered() 
     refused = RestException({"error_code": "BAD_REQUEST", "message": "Param value too long"})
     invalid = RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "Invalid value"})
     assert sink.rejected_for_good(refused) and sink.rejected_for_good(invalid)
+
+
+@pytest.mark.timeout(120)  # a hang guard, not a timing assertion
+def test_a_report_queues_behind_a_failed_replay_without_a_second_wait(tmp_path) -> None:
+    """MLflow audit (2026-12-06, second): against a server that accepts connections and never
+    answers, each check waited twice (the replay of the spooled report, then its own report):
+    twice the documented bound. When the replay fails, the report is spooled behind it untried."""
+    import threading
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(64)
+        accepted: list[socket.socket] = []
+
+        def accept() -> None:
+            while True:
+                try:
+                    accepted.append(srv.accept()[0])
+                except OSError:
+                    return
+
+        threading.Thread(target=accept, daemon=True).start()
+        sink = MLflowSink(f"http://127.0.0.1:{srv.getsockname()[1]}", timeout=1, max_retries=0, history_plot="off")
+        mon = cm.CollapseMonitor("hang", reference=cm.Reference(labels=[0, 1] * 20), sinks=[sink], home=tmp_path)
+        first = mon.check(cm.Observation(predictions=[0, 1] * 20))
+        assert first.errors and mon.spool.count(sink.spool_key) == 1
+        before = len(accepted)
+        second = mon.check(cm.Observation(predictions=[0, 1] * 20))
+        tried = len(accepted) - before
+        for c in accepted:
+            c.close()
+    assert tried == 1, tried  # the replay's request only
+    assert any("not tried" in e for e in second.errors), second.errors
+    spooled = [json.loads(p.read_text())["generation"] for p in mon.spool.pending(sink.spool_key)]
+    assert spooled == [0, 1]  # in order, behind the older one
