@@ -239,7 +239,7 @@ class AlertDispatcher:
             lease_seconds=lease_seconds,
             scope=scope,
         )
-        self.outbox.sync_channels({n: str(getattr(c, "fingerprint", "")) for n, c in self._channels.items()})
+        self._sync()
         self.outbox.prune()  # finished rows older than 30 days
         self._pruned_at = clock()
         self._after_persist: Callable[[], None] | None = None  # test hook: runs between commit and delivery
@@ -267,6 +267,12 @@ class AlertDispatcher:
     def muted(self, monitor: str, at: float | None = None) -> Mute | None:
         at = self.clock() if at is None else at
         return next((m for m in self.mutes if m.covers(monitor, at)), None)
+
+    def _sync(self) -> None:
+        """Enable a channel switched off by a 410 from a target this dispatcher does not have
+        (a process still on the old URL): at every call, not only when built - a long-lived
+        ``serve`` stayed switched off by another process's 410 for good."""
+        self.outbox.sync_channels({n: str(getattr(c, "fingerprint", "")) for n, c in self._channels.items()})
 
     def dispatch(
         self,
@@ -303,6 +309,7 @@ class AlertDispatcher:
             raise InputError("event_ids", f"expected one id per alert ({len(alerts)}), got {len(event_ids)}")
         summary = report_summary(report)
         keys: list[tuple[str, str]] = []
+        self._sync()
         now = self.clock()
         for i, alert in enumerate(alerts):
             if not isinstance(alert, Alert):
@@ -341,6 +348,7 @@ class AlertDispatcher:
         then every other due row - what earlier checks or processes left pending - in the same
         budget, even when ``keys`` is empty. Never raises for a delivery problem; the result
         says, one redacted line per channel, which channels failed in this call."""
+        self._sync()
         attempted = self.outbox.deliver(self._channels, budget_seconds=self.budget_seconds, first=keys)
         errors, final = self._errors(keys, attempted)
         return CheckDelivery(tuple(self._states(keys)), tuple(attempted), errors, final)
@@ -431,6 +439,7 @@ class AlertDispatcher:
             self._pruned_at = self.clock()
             with contextlib.suppress(Exception):  # housekeeping never stops a delivery
                 self.outbox.prune()
+        self._sync()
         return self.outbox.deliver(
             self._channels, budget_seconds=self.budget_seconds if budget_seconds is None else budget_seconds
         )

@@ -326,11 +326,22 @@ class Outbox:
         return out
 
     def sync_channels(self, fingerprints: Mapping[str, str]) -> None:
-        """Re-enable a disabled channel whose target (URL, key) has changed since the 410."""
+        """Re-enable a disabled channel whose target (URL, key) has changed since the 410, and
+        put its rows the 410 switched off back in the queue: a process still on the old URL
+        answered 410 and switched off the rows queued for the new one too (they go to the
+        target of the process that delivers them)."""
         for name, fp in self.disabled_channels().items():
             if name in fingerprints and fingerprints[name] != fp:
                 log.info("alert channel %s has a new target: enabled again", name)
                 self.enable_channel(name)
+                now = self.clock()
+                mine, margs = self._mine("monitor")
+                with self._tx() as db:
+                    db.execute(
+                        "UPDATE outbox SET status='pending', next_attempt_at=?, updated_at=?"
+                        f" WHERE channel=? AND status='disabled'{mine}",
+                        (now, now, name, *margs),
+                    )
 
     # -- reading -----------------------------------------------------------------------------
     def undelivered_firings(self, dedup_key: str) -> set[str]:

@@ -433,3 +433,31 @@ def test_retry_after_holds_the_whole_channel_and_spreads_its_backlog(http_receiv
     assert all(r.status == "delivered" for r in d.redeliver(budget_seconds=5))
     assert len(http_receiver.requests) == 21
     d.close()
+
+
+def test_a_410_from_an_old_url_does_not_silence_the_new_one(http_receiver_factory, tmp_path, make_alert):
+    """Alerting audit (2026-12-06, second): during a webhook rotation a job still on the old URL
+    got a 410 and switched off channel `oncall` by name: the rows a `serve` had queued for the
+    new URL were never sent, and the serve, built before the 410, stayed switched off for good.
+    The serve's next call enables the channel again (its target differs from the 410's) and
+    sends what was queued."""
+    old, new = http_receiver_factory(), http_receiver_factory()
+    old.respond((410, {}, "gone"))
+    new.respond((503, {}, "blip"))
+    db = tmp_path / "o.db"
+    serve = AlertDispatcher([cm.Webhook(new.url_for("/h"), name="oncall")], outbox_path=db, budget_seconds=0.5)
+    (queued,) = serve.dispatch([make_alert()])
+    assert queued.status == "pending"  # the new URL had a blip: queued for a retry
+    job = AlertDispatcher([cm.Webhook(old.url_for("/h"), name="oncall")], outbox_path=db, budget_seconds=0.5)
+    (gone,) = job.dispatch([make_alert(rule="late_collapse", severity="critical")])
+    assert gone.status == "disabled"
+    job.close()
+    new.respond((200, {}, "ok"))
+    (later,) = serve.dispatch([make_alert(rule="distribution_drift", severity="info")])
+    assert later.status == "delivered"
+    serve.redeliver(budget_seconds=2.0)
+    assert serve.pending() == [] and serve.outbox.disabled_channels() == {}
+    delivered = {r.dedup_key.rsplit("/", 1)[-1] for r in serve.outbox.rows(status="delivered")}
+    assert delivered == {"early_collapse", "late_collapse", "distribution_drift"}
+    assert len(old.requests) == 1  # the old URL's one 410, nothing since
+    serve.close()

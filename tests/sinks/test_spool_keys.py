@@ -26,7 +26,8 @@ def test_two_prometheus_sinks_keep_their_own_spools(tmp_path: Path) -> None:
     mon = cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[down, up], home=tmp_path / "h")
     for _ in range(3):
         r = mon.check(cm.Observation(predictions=LABELS))
-        assert r.errors and all("Pushgateway" in e for e in r.errors)
+        # the gateway's errors only (from the second check on, the report waits behind the failed replay untried)
+        assert r.errors and all("Pushgateway" in e or e.startswith("prometheus: not tried") for e in r.errors)
     # waiting for the gateway: the latest report at least (a spooled report that a newer one
     # supersedes for the gauges is dropped at replay, by design)
     waiting = [p.name for p in mon.spool.pending(down.spool_key)]
