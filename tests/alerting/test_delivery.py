@@ -441,9 +441,11 @@ def test_a_410_from_an_old_url_does_not_silence_the_new_one(http_receiver_factor
     new URL were never sent, and the serve, built before the 410, stayed switched off for good.
     The serve's next call enables the channel again (its target differs from the 410's) and
     sends what was queued."""
+    from servers import as_response
+
     old, new = http_receiver_factory(), http_receiver_factory()
-    old.respond((410, {}, "gone"))
-    new.respond((503, {}, "blip"))
+    old.default = as_response((410, {}, "gone"))
+    new.default = as_response((503, {}, "blip"))  # every attempt, retries within the budget too
     db = tmp_path / "o.db"
     serve = AlertDispatcher([cm.Webhook(new.url_for("/h"), name="oncall")], outbox_path=db, budget_seconds=0.5)
     (queued,) = serve.dispatch([make_alert()])
@@ -452,12 +454,12 @@ def test_a_410_from_an_old_url_does_not_silence_the_new_one(http_receiver_factor
     (gone,) = job.dispatch([make_alert(rule="late_collapse", severity="critical")])
     assert gone.status == "disabled"
     job.close()
-    new.respond((200, {}, "ok"))
+    new.default = as_response(200)
     (later,) = serve.dispatch([make_alert(rule="distribution_drift", severity="info")])
     assert later.status == "delivered"
     serve.redeliver(budget_seconds=2.0)
     assert serve.pending() == [] and serve.outbox.disabled_channels() == {}
     delivered = {r.dedup_key.rsplit("/", 1)[-1] for r in serve.outbox.rows(status="delivered")}
     assert delivered == {"early_collapse", "late_collapse", "distribution_drift"}
-    assert len(old.requests) == 1  # the old URL's one 410, nothing since
+    assert len(old.requests) == 1  # the old URL's one 410 (not retried), nothing since
     serve.close()
