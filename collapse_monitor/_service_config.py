@@ -303,7 +303,7 @@ def _bool(v: Any, key: str) -> bool:
 
 
 def parse_settings(raw: Any, *, port: int | None = None, host: str | None = None) -> ServeSettings:
-    d = dict(_mapping(raw or {}, "serve"))
+    d = dict(_mapping({} if raw is None else raw, "serve"))  # `serve: 0` or `serve: ''` is no block
     _known(d, _SERVE_KEYS, "serve")
     if port is not None:
         d["port"] = port

@@ -294,6 +294,8 @@ class Reference:
         keys = V.as_labels(list(class_priors.keys()), "reference.class_priors")
         priors: dict[Any, float] = {}
         for k, v in zip(keys.tolist(), class_priors.values(), strict=True):
+            if isinstance(v, bool):  # YAML's `yes` / `true`: float(True) made it a prior of 1
+                raise InputError("reference.class_priors", f"prior of {k!r} is not a number (got {v!r})")
             try:
                 p = float(v)
             except (TypeError, ValueError):

@@ -256,6 +256,8 @@ class ClassifierResult:
 def _priors(priors: Mapping[Hashable, Any], classes: list[Hashable]) -> dict[Hashable, float]:
     out: dict[Hashable, float] = {}
     for k, v in priors.items():
+        if isinstance(v, bool):
+            raise InputError("priors", f"prior of {k!r} is not a number (got {v!r})")
         try:
             p = float(v)
         except (TypeError, ValueError):

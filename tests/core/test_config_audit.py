@@ -309,3 +309,17 @@ def test_a_world_readable_literal_url_warns_whatever_the_type_case(tmp_path: Pat
     with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
         cm.CollapseMonitor.from_config(p)
     assert "world-readable and holds secrets" in caplog.text
+
+
+def test_a_yes_prior_and_a_zero_serve_block_are_refused(tmp_path: Path) -> None:
+    """Config audit (2026-12-06, second): `class_priors: {0: yes}` became a prior of 1.0 and
+    `serve: 0` read as an empty block."""
+    from collapse_monitor._service_config import parse_settings
+    from collapse_monitor.errors import InputError
+
+    with pytest.raises(InputError, match="prior of 0 is not a number"):
+        cm.Reference(labels=[0, 1] * 10, class_priors={0: True, 1: 0.5})
+    with pytest.raises(ConfigError) as info:
+        parse_settings(0)
+    assert info.value.key == "serve"
+    assert parse_settings(None).port == parse_settings({}).port
