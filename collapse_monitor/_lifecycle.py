@@ -12,9 +12,11 @@ from .detection import Rules
 from .history import AlertState
 from .types import Alert, Finding, Stage
 
-__all__ = ["RULE_DRIFT", "alert_events", "describe"]
+__all__ = ["DRIFT_SEVERITY", "RULE_DRIFT", "alert_events", "describe"]
 
 RULE_DRIFT = "distribution_drift"
+#: the severity of a drift alert (the stages' come from ``Stage.severity``)
+DRIFT_SEVERITY = "info"
 
 
 def _pct(x: float) -> str:
@@ -75,7 +77,7 @@ def alert_events(
     if stage is not Stage.HEALTHY:
         wanted[stage.value] = stage.severity
     if drift and rules.alert_on_drift:
-        wanted[RULE_DRIFT] = "info"
+        wanted[RULE_DRIFT] = DRIFT_SEVERITY
     what = describe(findings)
     events: list[Alert] = []
     new_states: list[AlertState] = []

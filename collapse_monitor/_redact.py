@@ -154,12 +154,14 @@ def mask_credentials(uri: str, *, _scp: bool = True) -> str:
 _DB_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@:]*:[^\s@?#]*@")
 
 
-def _db_userinfo(text: str) -> str:
+def _db_userinfo(text: str, *, every: bool = False) -> str:
     """``scheme://user:password@`` masked where the password holds a ``/`` (not http(s): there
-    the userinfo ends at the first ``/``, as urlsplit reads it)."""
+    the userinfo ends at the first ``/``, as urlsplit reads it); with ``every``, also every
+    other ``user:password@`` (free text, where only http(s) URLs go through redact_url)."""
 
     def mask(m: re.Match[str]) -> str:
-        if m.group(1).lower() in ("http://", "https://") or "/" not in m.group(0)[len(m.group(1)) :]:
+        slash = "/" in m.group(0)[len(m.group(1)) :]
+        if (slash and m.group(1).lower() in ("http://", "https://")) or not (slash or every):
             return m.group(0)
         return f"{m.group(1)}{MASK}@"
 
@@ -230,20 +232,11 @@ def redact_text(text: object, secrets: Iterable[object] = ()) -> str:
     s = text if isinstance(text, str) else str(text)
     if secrets:
         s = Redactor(secrets)(s)
-    s = _ANY_USERINFO.sub(_mask_any_userinfo, _db_userinfo(s))
+    s = _db_userinfo(s, every=True)  # postgresql://, redis://, amqp://: not only http(s)
     s = _URL.sub(lambda m: _redact_url_in_text(m.group(0)), s)
     s = _WHSEC.sub(MASK, s)
     s = _AUTH.sub(lambda m: f"{m.group(1)} {MASK}", s)
     return _KV.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", s)
-
-
-# scheme://user:password@ of any URI in free text (postgresql://, mysql://, redis://, amqp://):
-# only http(s) URLs went through redact_url
-_ANY_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@:]*:[^\s/?#@]*@")
-
-
-def _mask_any_userinfo(m: re.Match[str]) -> str:
-    return f"{m.group(1)}{MASK}@"
 
 
 def _redact_url_in_text(url: str) -> str:

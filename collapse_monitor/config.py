@@ -131,21 +131,6 @@ def _has_literal_secret(value: Any) -> bool:
 _MAX_VALUES = 200_000
 
 
-def _too_many_values(data: Any, limit: int = _MAX_VALUES) -> bool:
-    """More than ``limit`` scalars and containers once aliases are expanded? (stops counting early)"""
-    seen, stack = 0, [data]
-    while stack:
-        v = stack.pop()
-        seen += 1
-        if seen > limit:
-            return True
-        if isinstance(v, Mapping):
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
-
-
 #: a config larger than this is refused before parsing (a 3.5 MB list took 8 s and 244 MB)
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
 
@@ -193,13 +178,15 @@ _MAX_DEPTH = 64
 
 def _check_shape(data: Any, name: str) -> None:
     """Refuse a document that expands to more than ``_MAX_VALUES`` values (YAML aliases nested
-    into a "billion laughs": expanding ``${VAR}`` copies every one) or that is nested more
-    than ``_MAX_DEPTH`` levels (every walk over it recursed into ``RecursionError``)."""
-    if _too_many_values(data):
-        raise ConfigError("config", f"{name} expands to more than {_MAX_VALUES} values (nested YAML aliases?)")
-    stack = [(data, 0)]
+    into a "billion laughs": expanding ``${VAR}`` copies every one; the walk stops counting
+    there) or that is nested more than ``_MAX_DEPTH`` levels (every walk over it recursed
+    into ``RecursionError``)."""
+    seen, stack = 0, [(data, 0)]
     while stack:
         v, depth = stack.pop()
+        seen += 1
+        if seen > _MAX_VALUES:
+            raise ConfigError("config", f"{name} expands to more than {_MAX_VALUES} values (nested YAML aliases?)")
         if depth > _MAX_DEPTH:
             raise ConfigError("config", f"{name} is nested too deeply (at most {_MAX_DEPTH} levels)")
         if isinstance(v, Mapping):
@@ -477,9 +464,7 @@ def _monitor_from_dict(
                 "to the config) or pass reference=cm.Reference(...) to from_config",
             )
         reference = load_reference(cfg["reference"], base_dir)
-    strict = cfg.get("strict", False)
-    if isinstance(strict, str) and strict.strip().lower() in ("true", "false"):  # ${STRICT:-false}
-        strict = strict.strip().lower() == "true"
+    strict = flag_from_text(cfg.get("strict", False))  # ${STRICT:-false}
     if not isinstance(strict, bool):
         # the value is not echoed: it may come from an environment variable
         raise ConfigError("strict", f"expected true or false, got a {type(strict).__name__}")

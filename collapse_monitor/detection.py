@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ._env import flag_from_text, number_from_text
 from .errors import ConfigError
 from .metrics import stats
 from .metrics._spec import spec_for
@@ -98,14 +99,13 @@ def _from_text(key: str, v: Any) -> Any:
     for the field's own check to judge."""
     if not isinstance(v, str):
         return v
-    t = v.strip()
-    if key in _BOOL_FIELDS and t.lower() in ("true", "false"):
-        return t.lower() == "true"
+    if key in _BOOL_FIELDS:
+        return flag_from_text(v)
     if key in _NUMBER_FIELDS or key in _INT_FIELDS:
-        try:
-            x = float(t)
-        except ValueError:
+        n = number_from_text(v)
+        if isinstance(n, str):
             return v
+        x = float(n)
         if key in _INT_FIELDS:
             return int(x) if math.isfinite(x) and x.is_integer() else v
         return x

@@ -451,9 +451,10 @@ class CollapseMonitor:
             det = detect(panel.metrics, rules=rules, baseline=None)
             notes.append(f"waiting for the pinned baseline generation {pinned}")
         else:
-            grown = self._grow_baseline(baseline, panel)
+            users = _item_users(panel)
+            grown = self._grow_baseline(baseline, panel, users)
             same_ref = baseline.fingerprint == self.reference.fingerprint
-            lacking = _missing_items(baseline, panel) if same_ref else []
+            lacking = _missing_items(baseline, users) if same_ref else []
             if lacking:
                 notes.append(
                     f"the baseline has no per-item vectors for {', '.join(lacking[:5])}"
@@ -521,7 +522,7 @@ class CollapseMonitor:
         }
         return report, extra
 
-    def _grow_baseline(self, baseline: Baseline, panel: Any) -> list[str]:
+    def _grow_baseline(self, baseline: Baseline, panel: Any, users: Mapping[str, set[str]]) -> list[str]:
         """A family seen for the first time joins the baseline with its first values. Not the
         keys in ``_NO_LATE_BASELINE``: their first value says nothing about the baseline.
 
@@ -532,7 +533,6 @@ class CollapseMonitor:
         new = [k for k in panel.metrics if k not in baseline.metrics and k not in _NO_LATE_BASELINE]
         if not new:
             return []
-        users = _item_users(panel)
         new_set = set(new)
         new_items = [k for k in panel.items if k not in baseline.items and users.get(k, set()) <= new_set]
         for k in new:
@@ -931,11 +931,11 @@ def _item_users(panel: Any) -> dict[str, set[str]]:
     return users
 
 
-def _missing_items(baseline: Baseline, panel: Any) -> list[str]:
+def _missing_items(baseline: Baseline, users: Mapping[str, set[str]]) -> list[str]:
     """Metrics the baseline has whose item vectors it lacks (paired / rate tests fall back to
-    the interval tests)."""
+    the interval tests); ``users``: :func:`_item_users` of the check's panel."""
     out = set()
-    for item, keys in _item_users(panel).items():
+    for item, keys in users.items():
         if item not in baseline.items:
             out |= {k for k in keys if k in baseline.metrics}
     return sorted(out)

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._lifecycle import RULE_DRIFT
+from .._lifecycle import DRIFT_SEVERITY, RULE_DRIFT
 from .._redact import Redactor, host_port, redact_text, redact_url
 from ..errors import ConfigError, SinkError
 from ..metrics._spec import MLFLOW_ONLY, spec_for
@@ -125,7 +125,7 @@ def _alert_rules(report: Report, book: dict[str, tuple[str, float]]) -> dict[str
         # every rule the library fires reads 0 unless open: a fresh process (a restarted job, a
         # wiped home) knew none of them and pushed no alert_firing at all, so the gateway kept
         # the 1 of the process before it, "firing" on a healthy monitor for good
-        known = {s.value: s.severity for s in Stage if s is not Stage.HEALTHY} | {RULE_DRIFT: "info"}
+        known = {s.value: s.severity for s in Stage if s is not Stage.HEALTHY} | {RULE_DRIFT: DRIFT_SEVERITY}
         for rule in set(book) | set(report.open_alerts) | set(resolved) | set(known):
             if rule in report.open_alerts:
                 book[rule] = (report.open_alerts[rule], 1.0)
