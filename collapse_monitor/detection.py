@@ -449,11 +449,17 @@ def _rate_p(
     return float(p)
 
 
+def is_proportion(key: str) -> bool:
+    """Whether ``key`` can be one proportion of probe items (accuracy, a class's recall, the
+    worst class's, the rare-class recall), so that its value and ``n`` give the counts that
+    Fisher's test needs; the MLflow sink logs ``n`` for these keys (``collapse.<key>.n``)."""
+    return key in ("accuracy", "worst_class_recall", "rare_class_recall") or key.startswith("class_recall.")
+
+
 def _proportion_counts(key: str, mv: MetricValue, rare_classes: Sequence[str]) -> tuple[int, int] | None:
     """(successes, trials) of a metric that is one proportion of probe items: accuracy, a
     class's recall, the worst class's, and the rare-class recall over a single rare class."""
-    single = key in ("accuracy", "worst_class_recall") or key.startswith("class_recall.")
-    if not single and not (key == "rare_class_recall" and len(rare_classes) == 1):
+    if not is_proportion(key) or (key == "rare_class_recall" and len(rare_classes) != 1):
         return None
     if mv.n is None or mv.n <= 0 or not math.isfinite(mv.value):
         return None

@@ -3,7 +3,9 @@
 Layout (experiment ``collapse-monitor/<monitor>`` by default, one run per check):
 
 * metrics ``collapse.<key>`` with ``step=generation`` and the interval as
-  ``collapse.<key>.ci_low`` / ``collapse.<key>.ci_high``; run-level ``collapse.stage_level``
+  ``collapse.<key>.ci_low`` / ``collapse.<key>.ci_high`` (and, for a proportion of probe items -
+  accuracy, a class's recall - its item count ``collapse.<key>.n``, the counts of Fisher's test
+  when the history is read back from metrics alone); run-level ``collapse.stage_level``
   (0/1/2), ``collapse.drift`` (0/1), ``collapse.check_duration_seconds`` and, when the Evidently
   report ran, ``collapse.embedding_drift_share``;
 * tags ``collapse.monitor``, ``collapse.generation``, ``collapse.stage``, ``collapse.parent_run_id``
@@ -76,6 +78,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import numpy as np
 
 from .._redact import Redactor, _db_userinfo, host_port, mask_link, redact_http_client_logs, redact_text
+from ..detection import is_proportion
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
 from ..types import MetricValue, Provenance, Report, Stage
@@ -697,6 +700,8 @@ class MLflowSink:
                 Metric(name + ".ci_low", mv.ci_low, ts, step),
                 Metric(name + ".ci_high", mv.ci_high, ts, step),
             ]
+            if mv.n is not None and is_proportion(key):  # the counts of Fisher's test, for a read-back baseline
+                out.append(Metric(name + ".n", float(mv.n), ts, step))
         prov = report.provenance
         if "synthetic_fraction" not in report.metrics and prov is not None and prov.synthetic_fraction is not None:
             out.append(Metric(PREFIX + "synthetic_fraction", prov.synthetic_fraction, ts, step))
@@ -1193,6 +1198,13 @@ def fraction_tag(value: str | None, where: str) -> float | None:
     return share
 
 
+def _is_sidecar(name: str, metrics: Mapping[str, float]) -> bool:
+    """Whether ``name`` is another metric's interval bound or count (``<metric>.ci_low``,
+    ``.ci_high``, ``.n``) rather than a metric: only when ``<metric>`` itself is logged, so a
+    class named ``n`` or ``ci_low`` (``collapse.class_recall.n``) still reads as its recall."""
+    return any(name.endswith(sfx) and name[: -len(sfx)] in metrics for sfx in (".ci_low", ".ci_high", ".n"))
+
+
 def report_from_run(run: Any) -> Report:
     """Rebuild a Report from a run's metrics and tags (when its report.json is missing).
     Findings and alerts are not recoverable this way; keys with characters MLflow refuses come
@@ -1201,15 +1213,17 @@ def report_from_run(run: Any) -> Report:
     metrics = run.data.metrics
     values: dict[str, MetricValue] = {}
     for name, v in metrics.items():
-        if not name.startswith(PREFIX) or name.endswith((".ci_low", ".ci_high")):
+        if not name.startswith(PREFIX) or _is_sidecar(name, metrics):
             continue
         key = name[len(PREFIX) :]
         if key in _RUN_METRICS:
             continue
         lo = metrics.get(name + ".ci_low", v)
         hi = metrics.get(name + ".ci_high", v)
+        count = metrics.get(name + ".n")
+        n = int(count) if count is not None and math.isfinite(count) and count >= 1 and count == int(count) else None
         with contextlib.suppress(ValueError):
-            values[key] = MetricValue(v, min(lo, v), max(hi, v))
+            values[key] = MetricValue(v, min(lo, v), max(hi, v), n=n)
     sf = fraction_tag(tags.get("collapse.synthetic_fraction"), f"run {run.info.run_id}")
     prov = None
     if "collapse.origin" in tags:

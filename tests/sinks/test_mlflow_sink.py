@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy.stats import fisher_exact
 
 import collapse_monitor as cm
 from collapse_monitor.errors import ConfigError, SinkError
@@ -745,9 +746,38 @@ def test_a_baseline_read_back_without_items_is_not_paired_with_the_current_check
         assert report.generation == generation
         assert report.stage is cm.Stage.EARLY_COLLAPSE, [(f.key, f.test, f.p_value) for f in report.findings]
         rare = next(f for f in report.findings if f.key == "rare_class_recall" and f.kind == "baseline")
-        # not McNemar against itself; MLflow's metrics carry no counts, so not Fisher either
-        assert rare.test == "interval-z" and rare.p_value < 1e-4
+        # not McNemar against itself: Fisher's test on the counts MLflow keeps (collapse.<key>.n)
+        expected = fisher_exact([[8, 12], [20, 0]], alternative="less").pvalue
+        assert rare.test == "fisher-exact" and rare.p_value == pytest.approx(expected, rel=1e-9)
         assert any("no per-item vectors" in n for n in report.notes), report.notes
+
+
+def test_counts_and_odd_class_names_come_back_from_metrics_alone(tmp_path) -> None:
+    """A report rebuilt from a run's metrics (no report.json) keeps each proportion's item count
+    (``collapse.<key>.n``, so a read-back baseline gets Fisher's test, not the interval z-test
+    that is up to 10x anti-conservative for small classes), and a class named ``n`` or
+    ``ci_low`` reads as its recall, not as another metric's count or bound (it was dropped)."""
+    from mlflow import MlflowClient
+
+    from collapse_monitor.sinks.mlflow import report_from_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    labels = np.array(["a"] * 300 + ["n"] * 150 + ["ci_low"] * 30 + ["r"] * 20)
+    mon = cm.CollapseMonitor(
+        "counts",
+        reference=cm.Reference(labels=labels),
+        sinks=[MLflowSink(uri, evidently=False, history_plot="off", artifacts=False)],
+        home=tmp_path / "home",
+    )
+    report = mon.check(cm.Observation(predictions=labels))
+    run = MlflowClient(uri).get_run(report.run_id)
+    assert run.data.metrics["collapse.class_recall.r.n"] == 20.0
+    assert "collapse.balanced_accuracy.n" not in run.data.metrics  # counts only where a test reads them
+    back = report_from_run(run).metrics
+    assert set(back) == set(report.metrics)
+    for key in ("class_recall.n", "class_recall.ci_low", "class_recall.r", "accuracy"):
+        assert back[key].n == report.metrics[key].n and back[key].n is not None, key
+        assert back[key].value == pytest.approx(report.metrics[key].value), key
 
 
 def test_link_tokens_are_masked_in_the_stored_report(tmp_path) -> None:
