@@ -807,26 +807,37 @@ class CollapseMonitor:
         generation: int | Callable[..., int | None] | None = None,
         provenance: Provenance | Callable[..., Provenance | None] | None = None,
         strict: bool | None = None,
+        every_rank: bool = False,
     ) -> Callable[[F], F]:
         """Decorate a training function: after it returns, ``evaluate(result)`` builds the
         Observation and the monitor checks it. The return value passes through unchanged;
         ``self.last_report`` holds the report. ``generation``/``provenance`` may be values or
         callables receiving the training function's arguments. Any failure of the evaluation
         or the check is logged and kept in ``self.last_error`` (``strict=True`` re-raises).
+
+        In a multi-process job (an initialised ``torch.distributed`` group of more than one
+        rank, or ``RANK`` / ``WORLD_SIZE`` set by torchrun and other launchers) only rank 0
+        evaluates and checks, as the Lightning and Hugging Face callbacks do: every rank
+        running the same script checked the same retrain, one generation per rank. So
+        ``evaluate`` must not call collectives (use :func:`collapse_monitor.hooks.distributed_check`
+        on every rank for a sharded probe set). ``every_rank=True`` checks on every rank, for
+        jobs whose ranks train separate models (give each rank its own monitor name).
         """
         if not callable(evaluate):
             raise ConfigError("watch.evaluate", "expected a callable model -> Observation")
-        _check_watch_options(generation, provenance, "watch", strict)
+        _check_watch_options(generation, provenance, "watch", strict, every_rank)
         strict_ = self.strict if strict is None else strict
 
         def deco(fn: F | None = None, *extra: Any, **kw: Any) -> F:
-            if fn is None or extra or kw or not callable(fn):
+            if fn is None or extra or kw or not (callable(fn) or isinstance(fn, classmethod)):
                 # `@mon.watch` without its parentheses: the training function became `evaluate`
                 # and its call lands here (it used to be a bare TypeError)
                 raise ConfigError(
                     "watch",
                     "decorate with @mon.watch(evaluate=lambda model: cm.Observation(...)), parentheses and all",
                 )
+            if isinstance(fn, classmethod):  # not callable: it read as `@mon.watch` without parentheses
+                raise ConfigError("watch", "put @mon.watch(...) below @classmethod, next to the function")
             if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
                 # calling one returns before any training ran: the check would evaluate a generator
                 raise ConfigError(
@@ -836,6 +847,8 @@ class CollapseMonitor:
                 )
 
             def observe(result: Any, args: Any, kwargs: Any) -> None:
+                if not every_rank and self._left_to_rank_zero("watch"):
+                    return
                 self._observe_safely(
                     lambda: evaluate(result),
                     generation=(lambda: generation(*args, **kwargs)) if callable(generation) else generation,
@@ -865,7 +878,12 @@ class CollapseMonitor:
 
     @contextlib.contextmanager
     def retrain(
-        self, *, generation: int | None = None, provenance: Provenance | None = None, strict: bool | None = None
+        self,
+        *,
+        generation: int | None = None,
+        provenance: Provenance | None = None,
+        strict: bool | None = None,
+        every_rank: bool = False,
     ) -> Iterator[_Retrain]:
         """Context-manager form for scripts without a function boundary::
 
@@ -873,10 +891,30 @@ class CollapseMonitor:
             model = train(...)
             r.observe(lambda: cm.Observation(embeddings=sample(model)))  # a callable: bad input is contained
         r.report  # the Report (None if the check failed; see mon.last_error)
+
+        In a multi-process job only rank 0 observes (``every_rank=True``: every rank), as
+        :meth:`watch`; on the other ranks ``observe`` returns None without calling it.
         """
-        _check_watch_options(generation, provenance, "retrain", strict)
-        r = _Retrain(self, generation, provenance, self.strict if strict is None else strict)
+        _check_watch_options(generation, provenance, "retrain", strict, every_rank)
+        r = _Retrain(self, generation, provenance, self.strict if strict is None else strict, every_rank)
         yield r
+
+    def _left_to_rank_zero(self, where: str) -> bool:
+        """Whether this process is a rank other than 0 of a multi-process job, so ``watch`` /
+        ``retrain`` leave the check to rank 0 (one INFO line per monitor says so)."""
+        rank = _other_rank()
+        if rank is None:
+            return False
+        if not getattr(self, "_rank_note_logged", False):
+            self._rank_note_logged = True
+            log.info(
+                "collapse-monitor %s: rank %d of a multi-process job, %s leaves the check to rank 0 "
+                "(every_rank=True checks on every rank)",
+                self.name,
+                rank,
+                where,
+            )
+        return True
 
     def _observe_safely(
         self,
@@ -997,12 +1035,39 @@ def _overridden_provenance_note(hook: Any, own: Provenance | None) -> tuple[str,
     return ("the provenance given to the hook differs from the Observation's: the Observation's is used",)
 
 
-def _check_watch_options(generation: Any, provenance: Any, where: str, strict: Any = None) -> None:
+def _other_rank() -> int | None:
+    """This process's rank when it is not rank 0 of a multi-process job: an initialised
+    ``torch.distributed`` group of more than one rank (torch is only looked at when the job
+    imported it), else ``RANK`` with ``WORLD_SIZE`` > 1 (torchrun, Accelerate, DeepSpeed set
+    both before the group exists). None on rank 0 and in a single-process job."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            dist = torch.distributed
+            if dist.is_available() and dist.is_initialized():
+                rank = int(dist.get_rank())
+                return rank if rank != 0 and dist.get_world_size() > 1 else None
+        except Exception:  # a torch without distributed support: the environment decides
+            pass
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return None
+    return rank if rank != 0 and world > 1 else None
+
+
+def _check_watch_options(
+    generation: Any, provenance: Any, where: str, strict: Any = None, every_rank: Any = False
+) -> None:
     """``watch`` / ``retrain`` options that are values (not callables) are checked when given,
     so a wrong type is a ConfigError in the training script, not a failed check every retrain
     (``strict="false"`` would be true, and raise every failed check into the training job)."""
     if strict is not None and not isinstance(strict, bool):
         raise ConfigError(f"{where}.strict", f"expected true or false, got {strict!r}")
+    if not isinstance(every_rank, bool):
+        raise ConfigError(f"{where}.every_rank", f"expected true or false, got {every_rank!r}")
     try:
         if generation is not None and not callable(generation):
             as_generation(generation, f"{where}.generation")
@@ -1013,14 +1078,24 @@ def _check_watch_options(generation: Any, provenance: Any, where: str, strict: A
 
 
 class _Retrain:
-    def __init__(self, mon: CollapseMonitor, generation: int | None, provenance: Provenance | None, strict: bool):
+    def __init__(
+        self,
+        mon: CollapseMonitor,
+        generation: int | None,
+        provenance: Provenance | None,
+        strict: bool,
+        every_rank: bool = False,
+    ):
         self._mon = mon
         self._generation = generation
         self._provenance = provenance
         self._strict = strict
+        self._every_rank = every_rank
         self.report: Report | None = None
 
     def observe(self, observation: Observation | Callable[[], Observation]) -> Report | None:
+        if not self._every_rank and self._mon._left_to_rank_zero("retrain"):
+            return None
         make = observation if callable(observation) else (lambda: observation)
         self.report = self._mon._observe_safely(
             make,

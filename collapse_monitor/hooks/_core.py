@@ -306,8 +306,14 @@ class HookCore:
         return state
 
     def forget_checked(self) -> None:
-        """A new training run starts: the weights will change even where the step repeats."""
-        self._checked = None
+        """A new training run starts: the step number may repeat with other weights. Where the
+        weights themselves were fingerprinted the memory stays, since the fingerprint tells
+        trained weights apart: a second ``fit()`` that trains 0 steps (``max_epochs`` already
+        reached) holds the checked weights, and checking them again made a new generation of
+        the same model. Only a check without a fingerprint (a model that is not a module) is
+        forgotten."""
+        if self._checked is not None and self._checked[2] is None:
+            self._checked = None
 
     def _same_weights(self, model: Any, step: int | None) -> bool:
         """The same model object at the same global step, holding the same values: HF's

@@ -49,9 +49,12 @@ if the run should stop::
         raise                           # or carry on: the other ranks got a result
     res = distributed_check(mon, probe_indices=idx, predictions=preds, embeddings=emb)
 
-The other ranks then check without that share: its embeddings and texts are simply missing,
-and probe items that no rank predicted make every rank raise ``InputError("probe_indices",
-"... predicted by no rank ...")``.
+The other ranks then check without that share: its embeddings and texts are simply missing.
+When its probe items are then predicted by no rank, the check cannot run: every rank gets a
+result with ``error`` saying so (rank 0 logs it and keeps it in ``monitor.last_error``), and
+training goes on; with ``strict`` (rank 0's) every rank raises ``InputError("probe_indices",
+"... predicted by no rank ...")``, as it always does when every rank gave a share and items are
+still missing (the probe set was not sharded whole).
 """
 
 from __future__ import annotations
@@ -151,7 +154,8 @@ def _local_shard(
             if len(shape) == 2 and ref_width is not None and int(shape[1]) != ref_width:
                 raise InputError("embeddings", f"expected width d={ref_width} (the reference's), got d={shape[1]}")
             embeddings = None
-        if texts is not None and not isinstance(texts, str) and hasattr(texts, "__iter__"):
+        unordered = (str, bytes, set, frozenset, Mapping)  # refused by as_texts below, as by Observation
+        if texts is not None and not isinstance(texts, unordered) and hasattr(texts, "__iter__"):
             texts = list(texts)  # a generator is read once, here
             if not texts:
                 texts = None
@@ -189,6 +193,8 @@ def _local_shard(
         meta["error"] = _error("distributed_check", exc)
         emb = None
         meta["n_emb"] = 0
+    # a rank with nothing to add (its own evaluation failed, the documented pattern)
+    meta["idle"] = meta["error"] is None and meta["pred"] is None and meta["n_emb"] == 0 and not meta["texts"]
     return meta, emb
 
 
@@ -295,6 +301,8 @@ def distributed_check(
     # ranks that got it wrong, would leave the others waiting in the collective)
     flag = bool(broadcast) if isinstance(broadcast, (bool, np.bool_)) else repr(broadcast)[:80]
     meta["reference"], meta["broadcast"] = ref_meta, flag
+    chosen = monitor.strict if strict is None else strict
+    meta["strict"] = bool(chosen) if isinstance(chosen, (bool, np.bool_)) else None  # rank 0's decides
     # provenance given on any rank travels with the metadata (it was read on rank 0 only, so a
     # rank 1 that knew the training mix lost it silently); a bad one is an error after the
     # exchange, like the shards'
@@ -350,12 +358,27 @@ def distributed_check(
     # the references agree (same fingerprint), so rank 0's width / probe size hold on every rank
     width, m = ref0["width"], ref0["m"]
     gathered_emb = _gather_embeddings(emb, [mt["n_emb"] for mt in metas], width, group, collective)
-    full_preds = None if m is None else _assemble_predictions(metas, m)
+    strict_ = monitor.strict if strict is None else strict
+    try:
+        full_preds = None if m is None else _assemble_predictions(metas, m)
+    except InputError as exc:
+        idle = [r for r, mt in enumerate(metas) if mt.get("idle")]
+        # probe items unpredicted because a rank's own evaluation failed (it called with no
+        # inputs): not bad input, a failed check, which must not stop every rank's training
+        if exc.field != "probe_indices" or not idle or metas[0].get("strict") is True:
+            raise
+        error = redact_text(
+            f"collapse-monitor check skipped: rank{'s' if len(idle) > 1 else ''} "
+            f"{', '.join(map(str, idle))} gave no predictions, so {str(exc).split(': ', 1)[-1]}"
+        )
+        if rank == 0:
+            monitor.last_error = exc
+            log.error("%s (training continues; strict=True raises)", error)
+        return DistributedResult(rank, world, None, None, None, error=error)
     if full_preds is not None and collective:
         _check_counts(metas, meta, labels, ref.classes, group)  # type: ignore[arg-type]
     all_texts = [t for mt in metas if mt["texts"] for t in mt["texts"]] or None
 
-    strict_ = monitor.strict if strict is None else strict
     # rank 0 decides, and every rank follows its decision (broadcast): a rank deciding from the
     # error's field name alone returned while rank 0 raised
     payload: dict[str, Any] = {"stage": None, "generation": None, "error": None, "strict": strict_ is True}

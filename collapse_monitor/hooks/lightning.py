@@ -106,6 +106,7 @@ class CollapseMonitorCallback(HookResults, Callback):
         # the checkpoint being resumed: its state_dict and its global step, from two hooks
         self._restored_state: dict[str, Any] | None = None
         self._restored_step: Any = None
+        self._validated = True  # a validation ran in the current fit (on="validation_end"); set False by setup
 
     def __repr__(self) -> str:
         return f"CollapseMonitorCallback(monitor={self.monitor.name!r}, on={self.on!r})"
@@ -151,11 +152,23 @@ class CollapseMonitorCallback(HookResults, Callback):
             fit_on_zero = False
         if stage == "fit":  # new training: a repeated step number is not the same weights
             self._core.forget_checked()
+            self._validated = False
         self._core.ledger.start(self.monitor, read_history=fit_on_zero)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self.on == "fit_end":
             self._maybe_check(trainer, pl_module)
+        elif self.on == "validation_end" and not getattr(self, "_validated", True):
+            try:
+                zero = bool(getattr(trainer, "is_global_zero", True))
+            except Exception:  # pragma: no cover - a broken trainer object
+                zero = False
+            if zero:  # the user asked for a check per validation and got none, silently
+                log.warning(
+                    "collapse-monitor %s: on='validation_end' but no validation ran in this fit "
+                    "(no val_dataloader, or limit_val_batches=0): nothing was checked; use on='fit_end'",
+                    self.monitor.name,
+                )
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.on == "train_end":
@@ -163,6 +176,8 @@ class CollapseMonitorCallback(HookResults, Callback):
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if self.on == "validation_end":
+            if not getattr(trainer, "sanity_checking", False):
+                self._validated = True
             self._maybe_check(trainer, pl_module)
 
     def _maybe_check(self, trainer: Any, pl_module: Any) -> None:

@@ -502,3 +502,37 @@ def test_a_callback_whose_check_failed_still_pickles_for_the_next_spawned_fit(tm
     assert isinstance(clone.last_error, cm.CollapseMonitorError)
     assert "_ProbeStoreError" in str(clone.last_error) and "HTTP 503" in str(clone.last_error)
     assert "s3cr3t" not in str(clone.last_error)
+
+
+def test_a_second_fit_that_trains_nothing_does_not_check_the_same_weights_again(tmp_path: Path) -> None:
+    """Hooks audit (2026-12-06, stop 36): ``setup("fit")`` forgot the checked weights, so a
+    second ``fit()`` on the same trainer (``max_epochs`` already reached: 0 steps) checked the
+    same weights again as a new generation. The fingerprint tells trained weights apart."""
+    mon = cm.CollapseMonitor("refit", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    model = Tiny()
+    trainer = _trainer(cb)
+    trainer.fit(model, _loader())
+    step = trainer.global_step
+    trainer.fit(model, _loader())  # nothing left to train
+    assert trainer.global_step == step
+    assert [r.generation for r in mon.reports()] == [0]
+    _trainer(cb, max_epochs=2).fit(model, _loader())  # a new trainer that trains: new weights
+    assert [r.generation for r in mon.reports()] == [0, 1]
+
+
+def test_validation_end_without_validation_says_nothing_was_checked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """on="validation_end" in a fit without a validation loop never checked, without a word."""
+    mon = cm.CollapseMonitor("noval", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate, on="validation_end")
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor.hooks"):
+        _trainer(cb).fit(Tiny(), _loader())
+    assert mon.reports() == []
+    assert any("no validation ran" in r.getMessage() and "on='fit_end'" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor.hooks"):
+        _trainer(cb).fit(Tiny(), _loader(), _loader(60, seed=9))
+    assert [r.generation for r in mon.reports()] == [0]
+    assert not any("no validation ran" in r.getMessage() for r in caplog.records)
