@@ -131,6 +131,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def run_ranks(commands: list[list[str]], timeout: float = 180) -> list[str]:
+    """Run one process per rank of a gloo job (``OMP_NUM_THREADS=1``, this interpreter's
+    ``sys.path``, no launcher's ``RANK``/``WORLD_SIZE``), wait for all of them, and return their
+    output. A hang kills every rank and fails the test; a non-zero exit fails it with the logs."""
+    import pytest
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for cmd in commands
+    ]
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("distributed workers hung")
+    assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(logs)[-4000:]
+    return logs
+
+
 def port_open(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)

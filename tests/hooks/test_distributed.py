@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -299,30 +297,11 @@ def _expected(home: Path) -> list[dict]:
 
 
 def _run_two_ranks(tmp_path: Path, scenario: str) -> tuple[dict, dict]:
-    from servers import free_port
+    from servers import free_port, run_ranks
 
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     home, out = tmp_path / "dist", [tmp_path / f"r{r}.json" for r in range(2)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, str(r), "2", str(port), str(home), str(out[r]), scenario],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=180)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("distributed workers hung")
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)[-4000:]
+    run_ranks([[sys.executable, __file__, str(r), "2", str(port), str(home), str(out[r]), scenario] for r in range(2)])
     return json.loads(out[0].read_text()), json.loads(out[1].read_text())
 
 

@@ -5,8 +5,6 @@ ranks, each a subprocess running the worker below (as torchrun would run a train
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -80,33 +78,13 @@ WORKER = textwrap.dedent(
 
 
 def test_watch_checks_once_per_retrain_and_a_failed_rank_does_not_stop_the_others(tmp_path: Path) -> None:
-    from servers import free_port
+    from servers import free_port, run_ranks
 
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     port, home = free_port(), tmp_path / "home"
     out = [tmp_path / f"r{r}.json" for r in range(2)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("RANK", None), env.pop("WORLD_SIZE", None)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(r), str(port), str(home), str(out[r])],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=180)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("distributed workers hung")
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)[-4000:]
+    run_ranks([[sys.executable, str(script), str(r), str(port), str(home), str(out[r])] for r in range(2)])
     r0, r1 = (json.loads(o.read_text()) for o in out)
 
     # one retrain, one generation: rank 1 neither evaluated nor checked (it was generation 1)
