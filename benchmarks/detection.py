@@ -233,7 +233,10 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
                 fired.append(fired_entry(rep, len(stages) - 1))
             if all_findings:
                 every.append(
-                    [[f.key, f.kind, f.family, f.relative_change, f.q_value, f.significant] for f in rep.findings]
+                    [
+                        [f.key, f.kind, f.family, f.relative_change, f.q_value, f.significant, f.p_value]
+                        for f in rep.findings
+                    ]
                 )
             sweep.step(mon.last_panel)
             agg.append({k: float(v) for k, v in g.aggregate.items()})
@@ -743,8 +746,11 @@ def _rules_line(rules_d: dict[str, Any] | None) -> str:
 
 def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str], list[dict[str, Any]]]:
     """One chain's stages under ``rules``, from its ``all_findings`` (per check: key, kind,
-    family, relative change, q, significant), through the real ``judge`` (``classify``, and the
-    findings marked as the monitor reports them).
+    family, relative change, q, significant and, from runs made since 2026-12-06, the
+    unadjusted p), through the real ``judge`` (``classify``, and the findings marked as the
+    monitor reports them). A finding significant at the previous check is re-tested on its own
+    p, as ``detect``'s ``held`` does; a run saved without p cannot hold one (it judges as the
+    monitor did before holding).
 
     Exact for every field in ``REJUDGE_FIELDS`` except one case: a key dropped from the
     tail / head / diversity lists keeps the q-values of the run (Benjamini-Hochberg over the
@@ -757,15 +763,21 @@ def rejudge_stages(checks: list[list[list[Any]]], rules: Any) -> tuple[list[str]
     stages: list[str] = []
     fired: list[dict[str, Any]] = []
     nan = float("nan")
+    held: set[tuple[str, str]] = set()
     for g, check in enumerate(checks):
         # the run's rare classes: their own recall was tested (as tail) under class_recall.<c>
         rare = [k[len("class_recall.") :] for k, _, fam, *_ in check if fam == "tail" and k.startswith("class_recall.")]
         fs = []
-        for key, kind, _family, rel, q, _sig in check:
+        for key, kind, _family, rel, q, _sig, *more in check:
             fam = rules.family_of(key, rare_classes=rare)
             if fam is not None:
-                fs.append(Finding(key, fam, kind, nan, nan, rel, nan, q, rules.is_significant(q, rel, fam), "rejudged"))
+                p = more[0] if more else None
+                sig = rules.is_significant(q, rel, fam) or (
+                    p is not None and (key, kind) in held and rules.is_significant(p, rel, fam)
+                )
+                fs.append(Finding(key, fam, kind, nan, nan, rel, nan if p is None else p, q, sig, "rejudged"))
         stage_, _, _, judged = judge(fs, rules)
+        held = {(f.key, f.kind) for f in judged if f.significant}
         stage = stage_.value
         stages.append(stage)
         if stage != "healthy":

@@ -25,7 +25,10 @@ Method (the README's "How it decides"):
   ``worst_class_recall``, whose class is picked on the current data, enters with its p
   multiplied by the number of candidate classes (Bonferroni 1936). A finding is significant
   when q <= alpha *and* the relative decline is at least ``min_effect`` (``diversity_min_effect``
-  for diversity metrics, which narrow smoothly rather than by lost items).
+  for diversity metrics, which narrow smoothly rather than by lost items). A finding that was
+  significant at the chain's previous check is re-tested alone (``detect``'s ``held``): it
+  stays significant while its own p <= alpha, so a family that grows (the trend tests join it
+  at ``trend_min_points``) does not clear a loss that is still there.
 * **Stages.** Early collapse: a tail metric falls while head metrics hold, or at least
   ``early_diversity_metrics`` distinct diversity metrics fall together while tail and head hold
   (the output narrows before any covered tail point is lost: Alemohammad et al. 2024, "Self-
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -539,12 +542,21 @@ def detect(
     paired: Mapping[str, tuple[str, np.ndarray]] | None = None,
     series: Mapping[str, Sequence[float]] | None = None,
     rare_classes: Sequence[str] = (),
+    held: Collection[tuple[str, str]] = (),
 ) -> Detection:
     """Test every tail / head / diversity metric against the baseline (and its trend), adjust
     all p-values together (Benjamini-Hochberg) and classify the stage.
 
     ``series`` maps a metric key to its per-generation values *including* the baseline and the
     current value (oldest first); trend tests need ``rules.trend_min_points`` of them.
+
+    ``held``: the (key, kind) of the findings significant at the chain's previous check. Each
+    is re-tested on its own: it stays significant while its unadjusted p <= ``alpha`` (and its
+    decline >= the min effect), as a single hypothesis chosen before this check's data (a
+    confirmatory test needs no multiplicity correction; Bauer 1991, Hsu 1996 ch. 1). Without
+    it a lost class read healthy, and its alert resolved, as soon as the family grew: the trend
+    tests join Benjamini-Hochberg at ``trend_min_points`` generations and double the family,
+    so the 10-item class lost at p = 2^-10 went from q = 0.0049 to q = 0.0098.
     """
     items = items or {}
     base_items = base_items or {}
@@ -619,15 +631,26 @@ def detect(
                 )
 
     findings: list[Finding] = []
+    kept: list[str] = []
     if raw:
         q = _bh_deduplicated(raw)
         for r, qv in zip(raw, q, strict=True):
             r.pop("_sig")
-            findings.append(
-                Finding(q_value=float(qv), significant=rules.is_significant(qv, r["relative_change"], r["family"]), **r)
-            )
+            significant = rules.is_significant(qv, r["relative_change"], r["family"])
+            if not significant and (r["key"], r["kind"]) in held:
+                significant = rules.is_significant(r["p_value"], r["relative_change"], r["family"])
+                if significant:
+                    r["test"] += "+held"
+                    kept.append(f"{r['key']} ({r['kind']}, p={r['p_value']:.2g}, q={qv:.2g})")
+            findings.append(Finding(q_value=float(qv), significant=significant, **r))
 
     stage, drift, notes, judged = judge(findings, rules)
+    if kept:
+        notes = (
+            *notes,
+            "still significant on their own, as at the previous check (re-tested alone, not in this check's "
+            f"Benjamini-Hochberg family): {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}",
+        )
     return Detection(stage, drift, judged, out, notes)
 
 

@@ -462,6 +462,11 @@ class CollapseMonitor:
                     "artifact?): their paired tests are replaced by interval tests"
                 )
             history = [r for r in stored_reports() if baseline.generation <= r.generation < generation]
+            previous = max(
+                (r for r in history if r.baseline_generation == baseline.generation),
+                key=lambda r: r.generation,
+                default=None,
+            )
             series = {
                 key: [r.metrics[key].value for r in history if key in r.metrics] + [mv.value]
                 for key, mv in panel.metrics.items()
@@ -475,6 +480,7 @@ class CollapseMonitor:
                 paired=panel.paired,
                 series=series,
                 rare_classes=panel.rare_classes,
+                held=() if previous is None else {(f.key, f.kind) for f in previous.findings if f.significant},
             )
             if grown:
                 baseline_changed = True

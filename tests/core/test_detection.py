@@ -662,3 +662,51 @@ def test_identical_trend_series_are_one_hypothesis_in_bh() -> None:
     assert [f.q_value for f in got] == pytest.approx(q[:4].tolist(), rel=1e-12)
     assert trend["class_recall.9"].q_value == trend["rare_class_recall"].q_value
     assert trend["tail_coverage"].q_value == pytest.approx(q[4], rel=1e-12)
+
+
+def test_a_lost_class_stays_flagged_when_the_trend_tests_join_the_family(tmp_path) -> None:
+    """Provenance/service audit (2026-12-06, stop 36): a 10-item rare class lost at generation
+    1 (exact McNemar p = 2^-10) read early collapse at generations 1-3 (q = 0.0049) and
+    healthy from generation 4, when the trend tests joined Benjamini-Hochberg and doubled the
+    family (q = 0.0098): the alert resolved with the class still at recall 0. A finding
+    significant at the previous check is now re-tested on its own p."""
+    labels = np.repeat(np.arange(5), [400, 300, 200, 90, 10])  # class 4: 1 %, rare
+    lost = np.where(labels == 4, 0, labels)
+    emb = np.random.default_rng(1).normal(size=(300, 8))
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=labels)
+    mon = cm.CollapseMonitor("held", reference=ref, sinks=[], home=tmp_path)
+    mon.check(cm.Observation(embeddings=emb, predictions=labels))
+    stages, alerts = [], []
+    for _ in range(6):
+        r = mon.check(cm.Observation(embeddings=emb, predictions=lost))
+        stages.append(r.stage)
+        alerts += [(a.rule, a.status) for a in r.alerts]
+        rare = next(f for f in r.findings if f.key == "rare_class_recall" and f.kind == "baseline")
+        assert rare.p_value == pytest.approx(2.0**-10) and rare.significant
+    assert stages == [cm.Stage.EARLY_COLLAPSE] * 6
+    assert alerts == [("early_collapse", "firing")]  # never resolved
+    assert rare.q_value > Rules().alpha and rare.test.endswith("+held")  # the family grew: held, not BH
+    assert any("still significant on their own" in n and "rare_class_recall" in n for n in r.notes), r.notes
+    # recovery resolves: the held finding's own p is then 1
+    r = mon.check(cm.Observation(embeddings=emb, predictions=labels))
+    assert r.stage is cm.Stage.HEALTHY and [(a.rule, a.status) for a in r.alerts] == [("early_collapse", "resolved")]
+
+
+def test_only_a_finding_of_the_previous_check_is_held() -> None:
+    """Holding re-tests a pre-selected hypothesis alone; a finding that was not significant at
+    the previous check still needs q <= alpha, and a held one still needs p <= alpha and its
+    minimum effect."""
+    metrics = {"tail_coverage": MetricValue(0.6, 0.5, 0.7)}
+    baseline = {"tail_coverage": MetricValue(0.8, 0.7, 0.9)}
+    plain = detect(metrics, rules=Rules(), baseline=baseline)
+    (f,) = plain.findings
+    loose = Rules(alpha=f.p_value * 1.01)
+    tight = Rules(alpha=f.p_value * 0.99)
+    assert detect(metrics, rules=tight, baseline=baseline, held={("tail_coverage", "trend")}).stage is cm.Stage.HEALTHY
+    held = detect(metrics, rules=tight, baseline=baseline, held={("tail_coverage", "baseline")})
+    assert held.stage is cm.Stage.HEALTHY  # one test: q == p, above alpha either way
+    assert detect(metrics, rules=loose, baseline=baseline).stage is cm.Stage.EARLY_COLLAPSE
+    small = Rules(alpha=0.5, min_effect=0.3)  # a 25 % decline: below the held finding's min effect too
+    assert (
+        detect(metrics, rules=small, baseline=baseline, held={("tail_coverage", "baseline")}).stage is cm.Stage.HEALTHY
+    )

@@ -309,3 +309,17 @@ def test_false_alarms_are_judged_against_the_simulators_truth(bench, real_row, t
     md = (tmp_path / "detection.md").read_text()
     assert md.startswith("# Detection benchmark\n\nheader kept\n\n| chain |") and "old table" not in md
     assert "are at a check where the model had really lost a mode" in md
+
+
+def test_rejudge_holds_a_finding_of_the_previous_check_on_its_own_p(bench) -> None:
+    """As the monitor does (detect's ``held``): a run saved with p-values re-judges a finding
+    that was significant at the previous check on its own p; one saved without them cannot."""
+    lost = ["rare_class_recall", "baseline", "tail", -1.0, 0.0049, True, 2.0**-10]
+    diluted = ["rare_class_recall", "baseline", "tail", -1.0, 0.0098, False, 2.0**-10]
+    (d,), _ = bench.rejudge([_row([[], [lost], [diluted], [diluted]])], Rules())
+    assert d["stages"] == ["healthy", "early_collapse", "early_collapse", "early_collapse"]
+    # not held without a significant previous check, nor from a run saved without p
+    (d,), _ = bench.rejudge([_row([[], [diluted], [diluted]])], Rules())
+    assert d["stages"] == ["healthy"] * 3
+    (d,), _ = bench.rejudge([_row([[], [lost[:6]], [diluted[:6]]])], Rules())
+    assert d["stages"] == ["healthy", "early_collapse", "healthy"]
