@@ -34,7 +34,16 @@ import re
 from collections.abc import Iterable
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-__all__ = ["MASK", "Redactor", "mask_credentials", "redact_text", "redact_url", "secret_fragments"]
+__all__ = [
+    "MASK",
+    "Redactor",
+    "mask_credentials",
+    "redact_request_path",
+    "redact_text",
+    "redact_url",
+    "register_secret_urls",
+    "secret_fragments",
+]
 
 MASK = "***"
 _SAFE_SEGMENT = re.compile(r"[a-z][a-z_-]{0,23}|v?\d{1,2}\.\d{1,2}|v\d{1,2}|\d{1,4}")
@@ -224,19 +233,53 @@ def mask_link(url: object) -> str:
 
 def redact_text(text: object, secrets: Iterable[object] = ()) -> str:
     """Scrub free text (an exception message, a response body) of URLs' secret parts and of
-    anything shaped like a credential; ``secrets`` are exact values to mask as well.
+    anything shaped like a credential; ``secrets`` are exact values to mask as well. A request
+    path the HTTP clients print without its host (requests' ``Max retries exceeded with url:
+    /prefix/api/...?key=...``) is masked like a URL's path and query.
 
     >>> redact_text("POST https://hooks.slack.com/services/T1/B2/xYz0123 failed: token=abc123")
     'POST https://hooks.slack.com/services/***/***/*** failed: token=***'
+    >>> redact_text("Max retries exceeded with url: /Tok3n/api/2.0/mlflow/runs/search?key=K3y (Caused by ...)")
+    'Max retries exceeded with url: /***/api/2.0/mlflow/runs/search?key=*** (Caused by ...)'
     """
     s = text if isinstance(text, str) else str(text)
     if secrets:
         s = Redactor(secrets)(s)
     s = _db_userinfo(s, every=True)  # postgresql://, redis://, amqp://: not only http(s)
+    s = _HTTP_USERINFO.sub(rf"\1{MASK}@", s)
     s = _URL.sub(lambda m: _redact_url_in_text(m.group(0)), s)
+    s = _REQUEST_PATH.sub(lambda m: m.group(1) + redact_request_path(m.group(2)), s)
     s = _WHSEC.sub(MASK, s)
     s = _AUTH.sub(lambda m: f"{m.group(1)} {MASK}", s)
     return _KV.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", s)
+
+
+# the userinfo of an http(s) URL whose password holds a "/" (http://admin:pw/x@host): urlsplit
+# ends the netloc at the "/" and reads "pw" as a port; a port is digits, so a non-digit there
+# before an "@" is a password
+_HTTP_USERINFO = re.compile(r"(?i)\b(https?://)[^\s/?#@:]*:(?=[^\s/?#@]*[^\s\d/?#@])[^\s@?#]*@")
+# a request path after "url:" / "url=" (requests, urllib3), or quoted in a log line
+_REQUEST_PATH = re.compile(r"""(?i)(\burl[:=]\s*['"]?)(/[^\s"'<>`]*)""")
+
+
+def redact_request_path(path: str) -> str:
+    """A request path (no scheme, no host) as :func:`redact_url` shows one: token-like segments
+    and every query value masked.
+
+    >>> redact_request_path("/?key=GcpKey777/api/2.0/mlflow/runs/search")
+    '/?key=***'
+    >>> redact_request_path("/metrics")
+    '/metrics'
+    """
+    tail = ""
+    while path and path[-1] in ".,;:)]}'":
+        tail = path[-1] + tail
+        path = path[:-1]
+    head, sep, query = path.partition("?")
+    head = "/".join(seg if (seg == "" or _SAFE_SEGMENT.fullmatch(seg)) else MASK for seg in head.split("/"))
+    if sep:
+        head += _masked_query(query)
+    return head + tail
 
 
 def _redact_url_in_text(url: str) -> str:
@@ -325,16 +368,36 @@ class Redactor:
         return f"Redactor({len(self._fragments)} fragments)"
 
 
+# urllib3's retry warning ends with the request path alone: "... broken by '...': /p?key=v"
+_TRAILING_PATH = re.compile(r"""(:\s+)(/[^\s"'<>`]*)\s*$""")
+#: fragments of the URLs the sinks were built with (a tracking URI's token path segment),
+#: masked in the HTTP clients' log lines too (register_secret_urls)
+_KNOWN: list[Redactor] = []
+
+
+def register_secret_urls(urls: Iterable[object]) -> None:
+    """Mask these URLs' secret parts (see :func:`secret_fragments`) in the HTTP clients' log
+    lines as well, which print request paths without the host (a token path segment of a
+    tracking URI would pass :func:`redact_text`)."""
+    found = Redactor(urls=[u for u in urls if isinstance(u, str) and u])
+    if found._fragments and all(r._fragments != found._fragments for r in _KNOWN):
+        _KNOWN.append(found)
+
+
 class _RedactingFilter(logging.Filter):
     """Rewrites a record's message through :func:`redact_text` (URLs' credentials and token
-    query values masked) before any handler sees it."""
+    query values masked), the request path that ends urllib3's retry warnings and the
+    registered URLs' fragments, before any handler sees it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a malformed record: let logging report it as it would
             return True
-        clean = redact_text(message)
+        clean = message
+        for known in list(_KNOWN):
+            clean = known(clean)
+        clean = _TRAILING_PATH.sub(lambda m: m.group(1) + redact_request_path(m.group(2)), redact_text(clean))
         if clean != message:
             record.msg, record.args = clean, None
         return True
@@ -345,8 +408,10 @@ class _RedactingFilter(logging.Filter):
 _URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry")
 
 
-def redact_http_client_logs() -> None:
-    """Mask secrets in the URLs that the HTTP client libraries log (idempotent)."""
+def redact_http_client_logs(urls: Iterable[object] = ()) -> None:
+    """Mask secrets in the URLs that the HTTP client libraries log (idempotent); ``urls``:
+    the caller's own URLs, whose token-like path segments are masked there too."""
+    register_secret_urls(urls)
     for name in _URL_LOGGERS:
         lg = logging.getLogger(name)
         if not any(isinstance(f, _RedactingFilter) for f in lg.filters):

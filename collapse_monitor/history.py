@@ -190,6 +190,12 @@ class HistoryStore:
                 # failed with "no such table" until the process restarted
                 self._ready = False
                 log.warning("history store %s disappeared: starting a new one", self._db)
+            if not self._db.exists():
+                # owner-only, like outbox.db and the spool: the reports hold the alerts' links,
+                # which may carry tokens (a dashboard's auth_token); SQLite gives its -wal and
+                # -shm files the database's mode
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(self._db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             con = sqlite3.connect(self._db, timeout=60.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise self._fail("opening", exc) from exc

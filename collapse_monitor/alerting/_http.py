@@ -161,8 +161,11 @@ def check_url(url: Any, key: str = "url") -> str:
         raise ConfigError(key, f"expected an http(s) URL, got {redact_url(url)!r}")
     try:
         _ = parts.port
-    except ValueError:
-        raise ConfigError(key, "the port is not a number in 0-65535") from None
+        port_ok = True
+    except ValueError:  # its text quotes the "port", which may be a password (user:pw/x@host)
+        port_ok = False
+    if not port_ok:  # raised outside the except: `from None` still kept it as __context__
+        raise ConfigError(key, "the port is not a number in 0-65535")
     if not url.isascii() or any(c.isspace() or ord(c) < 32 for c in url):
         # refused here: every attempt failed before reaching the wire, retried for a day
         raise ConfigError(key, "has spaces, control or non-ASCII characters: percent-encode them (%20, %C3%A9)")

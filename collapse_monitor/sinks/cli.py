@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError, SinkError
 from ..render import error_console, escape
 from ..types import Report, Stage
-from .mlflow import MLflowSink, local_store_path, ready_versions, safe_uri
+from .mlflow import MLflowSink, local_store_path, ready_versions, safe_uri, shown_uri
 
 __all__ = ["KEY_METRICS", "gate_command", "history_keys", "report_command"]
 
@@ -75,7 +75,7 @@ def _missing_store(sink: MLflowSink) -> str | None:
 
 def _no_checks(sink: MLflowSink, monitor: str) -> str:
     """The message for a monitor the store has no check of, naming the ones it has."""
-    msg = f"no checks of monitor {monitor!r} in MLflow at {safe_uri(sink.tracking_uri)}"
+    msg = f"no checks of monitor {monitor!r} in MLflow at {shown_uri(sink.tracking_uri)}"
     try:
         known = sink.known_monitors()
     except SinkError:
@@ -195,7 +195,7 @@ def report_command(
                 widths, id_width = w, i
                 break
 
-    table = Table(title=escape(f"{monitor}: {len(reports)} generation(s) in MLflow ({safe_uri(sink.tracking_uri)})"))
+    table = Table(title=escape(f"{monitor}: {len(reports)} generation(s) in MLflow ({shown_uri(sink.tracking_uri)})"))
     table.add_column("gen", justify="right", no_wrap=True)
     table.add_column("stage", width=fixed[1])  # wraps only at the space before "(drift)"
     for k in keys[:shown]:

@@ -77,7 +77,16 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from .._redact import Redactor, _db_userinfo, host_port, mask_link, redact_http_client_logs, redact_text
+from .._redact import (
+    _HTTP_USERINFO,
+    Redactor,
+    _db_userinfo,
+    host_port,
+    mask_link,
+    redact_http_client_logs,
+    redact_text,
+    redact_url,
+)
 from ..detection import is_proportion
 from ..errors import ConfigError, SinkError
 from ..history import Baseline
@@ -188,14 +197,31 @@ def safe_uri(uri: str) -> str:
     >>> safe_uri("postgresql://bob:hun/ter2@db.example.com:5432/mlflow")
     'postgresql://db.example.com:5432/mlflow'
     """
-    uri = _db_userinfo(uri)
+    uri = _HTTP_USERINFO.sub(r"\1***@", _db_userinfo(uri))
     try:
         parts = urlsplit(uri)
-    except ValueError:
+        if "@" not in parts.netloc and not parts.query and not parts.fragment:
+            return uri
+        return urlunsplit((parts.scheme, host_port(parts), parts.path, "", ""))
+    except ValueError:  # a malformed port (its text may quote a password): nothing to show
         return "***"
-    if "@" not in parts.netloc and not parts.query and not parts.fragment:
-        return uri
-    return urlunsplit((parts.scheme, host_port(parts), parts.path, "", ""))
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` as messages and reprs show it: an http(s) server's as :func:`redact_url` does
+    (a token-like path segment, a proxy's secret prefix, masked too), a store's (sqlite, file,
+    a database) as :func:`safe_uri` does, its path kept.
+
+    >>> shown_uri("https://mlflow.example.com/Tok3nPrefix9/")
+    'https://mlflow.example.com/***/'
+    >>> shown_uri("sqlite:////tmp/mlflow.db")
+    'sqlite:////tmp/mlflow.db'
+    """
+    return redact_url(uri) if _is_http(uri) else safe_uri(uri)
+
+
+def _is_http(uri: object) -> bool:
+    return isinstance(uri, str) and uri.strip().lower().startswith(("http://", "https://"))
 
 
 def uri_secrets(uri: str) -> list[str]:
@@ -353,7 +379,7 @@ class MLflowSink:
 
     >>> sink = MLflowSink("https://user:s3cret@mlflow.example.com")
     >>> sink
-    MLflowSink('https://mlflow.example.com', experiment='collapse-monitor/{monitor}')
+    MLflowSink('https://***@mlflow.example.com', experiment='collapse-monitor/{monitor}')
     """
 
     name = "mlflow"
@@ -423,8 +449,14 @@ class MLflowSink:
         self.legacy_spool_keys: tuple[str, ...] = tuple(
             dict.fromkeys(k for k in (legacy, server_key) if k != self.spool_key)
         )
-        self._redactor = Redactor(uri_secrets(self.tracking_uri))
-        redact_http_client_logs()  # urllib3's retry warnings print the request URL, token included
+        # the servers' URLs, whose token-like path segments requests and urllib3 print as bare
+        # request paths ("url: /<token>/api/2.0/..."); a store's path (sqlite) is no secret
+        servers = [
+            u for u in (self.tracking_uri, self.registry_uri, os.environ.get("MLFLOW_REGISTRY_URI")) if _is_http(u)
+        ]
+        secrets = [x for u in (self.tracking_uri, self.registry_uri) if isinstance(u, str) for x in uri_secrets(u)]
+        self._redactor = Redactor(secrets, urls=servers)
+        redact_http_client_logs(servers)  # urllib3's retry warnings print the request URL, token included
         self._client_obj: Any = None
         self._experiments: dict[str, str] = {}
         self._baselines_seen: set[str] = set()
@@ -446,7 +478,7 @@ class MLflowSink:
         self._client_obj = None
 
     def __repr__(self) -> str:
-        return f"MLflowSink({safe_uri(self.tracking_uri)!r}, experiment={self.experiment!r})"
+        return f"MLflowSink({shown_uri(self.tracking_uri)!r}, experiment={self.experiment!r})"
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -488,7 +520,7 @@ class MLflowSink:
         """The SinkError for ``exc`` (scrubbed); a :class:`PermanentSinkError` when ``content`` (the
         step sent the report itself) and :meth:`rejected_for_good` says MLflow refused it."""
         cls = PermanentSinkError if content and self.rejected_for_good(exc) else SinkError
-        return cls(self.scrub(f"MLflow at {safe_uri(self.tracking_uri)}: {what} failed: {type(exc).__name__}: {exc}"))
+        return cls(self.scrub(f"MLflow at {shown_uri(self.tracking_uri)}: {what} failed: {type(exc).__name__}: {exc}"))
 
     def rejected_for_good(self, exc: BaseException) -> bool:
         """Did MLflow refuse the request's *content* - so the same report can only fail again?

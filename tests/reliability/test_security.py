@@ -598,3 +598,55 @@ def test_provenance_text_every_store_can_encode() -> None:
         with pytest.raises(cm.InputError) as ei:
             cm.Provenance(0.5, sources=bad)
         assert ei.value.field == "provenance.sources"
+
+
+def test_tracking_uri_path_tokens_and_query_keys_stay_out_of_logs_and_errors(tmp_path, caplog, monkeypatch) -> None:
+    """Secrets audit (2026-12-06, stop 36): requests and urllib3 print the request path without
+    its host (``url: /<token>/api/2.0/...``, urllib3's retry warning ``...: /?key=<k>/api/...``),
+    which the URL-shaped redaction did not recognise: a reverse proxy's secret path prefix or a
+    ``?key=`` in the tracking or registry URI reached the default WARNING log, the SinkError and
+    the CLI. The sink's repr showed the path token too."""
+    path_token, query_key, registry_key = "Tok3nPathSeg9", "GcpApiKey777", "RegKey555x"
+    port = _dead_port()
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"http://127.0.0.1:{port}/?key={registry_key}")
+    sink = cm.MLflowSink(
+        f"http://127.0.0.1:{port}/{path_token}/?key={query_key}", evidently=False, timeout=1, max_retries=1
+    )
+    with caplog.at_level(logging.DEBUG), pytest.raises(cm.SinkError) as info:
+        sink.load_history("chain")
+    shown = [repr(sink), str(info.value), caplog.text]
+    assert "Max retries exceeded" in caplog.text + str(info.value) or "Retrying" in caplog.text
+    for secret in (path_token, query_key, registry_key):
+        assert not any(secret in s for s in shown), (secret, next(s for s in shown if secret in s)[-300:])
+    assert f"127.0.0.1:{port}" in str(info.value)  # the server is still named
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://admin:Sup3rS3cretPw/x@127.0.0.1:5000", "http://admin:Sup3rS3cretPw#x@127.0.0.1:5000"]
+)
+def test_a_password_with_a_slash_or_hash_is_masked(uri, tmp_path) -> None:
+    """urlsplit ends such a netloc at the "/" or "#", reads the password as a port and raises
+    with it in the message; the sink's repr printed the whole URI."""
+    from collapse_monitor._redact import redact_text
+    from collapse_monitor.sinks.mlflow import safe_uri, shown_uri
+
+    assert "Sup3rS3cretPw" not in repr(cm.MLflowSink(uri, evidently=False))
+    assert "Sup3rS3cretPw" not in safe_uri(uri) + shown_uri(uri)
+    assert "Sup3rS3cretPw" not in redact_text(f"error at {uri}: Port could not be cast")
+    assert redact_text("http://127.0.0.1:8080/ok") == "http://127.0.0.1:8080/ok"  # a port is not a password
+    with pytest.raises(cm.ConfigError) as info:
+        cm.Webhook(uri)
+    err = info.value
+    assert err.__context__ is None and err.__cause__ is None  # `from None` kept the ValueError as context
+    assert "Sup3rS3cretPw" not in str(err)
+
+
+def test_the_history_store_is_owner_only(tmp_path) -> None:
+    """The stored reports hold the alerts' links (a dashboard link's auth_token); history.db was
+    created world-readable (outbox.db and the spool are 0600)."""
+    mon = cm.CollapseMonitor(unique("mode"), reference=reference(), sinks=[], home=tmp_path / "home")
+    mon.check(healthy())
+    for name in ("history.db", "history.db-wal"):
+        path = tmp_path / "home" / name
+        if path.exists():
+            assert path.stat().st_mode & 0o777 == 0o600, (name, oct(path.stat().st_mode))
