@@ -31,8 +31,9 @@ def _add_demo(sub: Any) -> None:
     p.add_argument(
         "--loop",
         action="append",
-        help="replace | accumulate | fresh | stable (selftrain also: sampled); repeat the option to run several "
-        "side by side (default: replace and accumulate)",
+        help="replace | accumulate | fresh | stable (alias real; selftrain also: sampled, and true_labels for its "
+        "stable loop, argmax for its replace loop); repeat the option to run several side by side (default: replace "
+        "and accumulate)",
     )
     p.add_argument(
         "--generations",

@@ -107,7 +107,12 @@ def _verdict_line(loop: str, v: Verdict, generations: int) -> str:
         return f"[green]{loop}[/]: stayed healthy for {generations} generations{agg}"
     lead = ""
     if v["lead"] is not None:
-        lead = f" -> [bold]{v['lead']} generation(s) of early warning[/]" if v["lead"] > 0 else " (no lead)"
+        if v["lead"] > 0:
+            lead = f" -> [bold]{v['lead']} generation(s) of early warning[/]"
+        elif v["lead"] == 0:
+            lead = " (no lead: the same generation)"
+        else:  # said as it is: the aggregate alert was first
+            lead = f" -> [yellow]{-v['lead']} generation(s) after it[/]"
     return f"[bold]{loop}[/]: collapse flagged at generation {v['flagged_at']} ({v['stage_at_flag']}){agg}{lead}"
 
 

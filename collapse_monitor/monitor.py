@@ -953,8 +953,9 @@ class CollapseMonitor:
         except Exception as exc:
             self.last_error = exc
             log.error(
-                "collapse-monitor %s: check failed, training result kept: %s",
+                "collapse-monitor %s: check failed, %s: %s",
                 self.name,
+                "raising it (strict)" if strict else "training result kept",
                 redact_text(f"{type(exc).__name__}: {exc}"),
             )
             if strict:

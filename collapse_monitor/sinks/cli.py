@@ -291,7 +291,8 @@ def gate_command(
     what = ""
     if latest.declines:
         what = " - " + "; ".join(
-            f"{f.key} {f.relative_change:+.0%} ({f.value:.3g} vs {f.baseline:.3g})" for f in latest.declines[:3]
+            f"{f.key}{' (trend)' if f.kind == 'trend' else ''} {f.relative_change:+.0%} ({f.value:.3g} vs {f.baseline:.3g})"
+            for f in latest.declines[:3]
         )
     drift = " (drift: a global shift, not collapse)" if latest.drift else ""
     said = escape(f"{monitor} generation {latest.generation} is {latest.stage.value}{drift}{what}")

@@ -207,6 +207,27 @@ def safe_uri(uri: str) -> str:
         return "***"
 
 
+def _check_scheme(uri: str) -> None:
+    """A ConfigError for a tracking URI whose scheme no MLflow tracking store takes (``sqllite:``,
+    ``htp:``): it failed only when the checks ran, as an unreachable server ("make sure the
+    server is up"). The schemes are MLflow's own registry's (plugins included); when it cannot
+    be read, nothing is refused."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+        from mlflow.utils.uri import get_uri_scheme
+
+        known = set(_tracking_store_registry._registry)
+        scheme = get_uri_scheme(uri)
+    except Exception:  # another MLflow layout, or a URI MLflow's parser refuses: MLflow says so later
+        return
+    if known and len(scheme) > 1 and scheme not in known:
+        raise ConfigError(
+            "MLflowSink.tracking_uri",
+            f"scheme {scheme!r} is not one MLflow can track to (it takes {', '.join(sorted(k for k in known if k))}, "
+            "or a local path): check its spelling, e.g. sqlite:///mlflow.db or http://127.0.0.1:5000",
+        )
+
+
 def shown_uri(uri: str) -> str:
     """``uri`` as messages and reprs show it: an http(s) server's as :func:`redact_url` does
     (a token-like path segment, a proxy's secret prefix, masked too), a store's (sqlite, file,
@@ -419,6 +440,7 @@ class MLflowSink:
                 "MLflowSink.history_plot", f"expected one of {', '.join(_PLOT_MODES)}, got {history_plot!r}"
             )
         self.tracking_uri = absolute_sqlite(tracking_uri.strip()) if tracking_uri else default_tracking_uri()
+        _check_scheme(self.tracking_uri)
         self.registry_uri = registry_uri
         self.experiment = experiment
         self.evidently = evidently

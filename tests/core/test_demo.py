@@ -159,6 +159,9 @@ def test_bad_demo_options_are_refused_before_the_earlier_state_is_touched(tmp_pa
         ({"tracking_uri": "  "}, "tracking_uri", "is empty"),
         ({"pushgateway": "http://127.0.0.1:9091/#x"}, "PrometheusSink.pushgateway", "fragment"),
         ({"seed": 2**32}, "seed", "expected an int in [0, 4294967295]"),
+        # README audit (stop 36): a scheme MLflow has no store for ran the whole demo and
+        # ended "make sure the server is up" with status 1
+        ({"tracking_uri": "sqllite:///mlflow.db"}, "MLflowSink.tracking_uri", "scheme 'sqllite'"),
     ]
     for kw, key, needle in cases:
         with pytest.raises(ConfigError) as info:

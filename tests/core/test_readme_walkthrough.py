@@ -89,6 +89,14 @@ def test_verdict_line_names_the_aggregate_alert_the_scenario_has() -> None:
     line = _verdict_line("replace", verdict(_reports(2), [{}, {}]), 2)
     assert line.endswith("stayed healthy for 2 generations")
 
+    # flagged after the aggregate alert: said so (it read "(no lead)", as for the same generation)
+    late = _reports(4)
+    late[3] = Report(monitor="m", generation=3, stage=Stage.EARLY_COLLAPSE, metrics={})
+    acc = [{"accuracy": 0.95}, {"accuracy": 0.92}, {"accuracy": 0.90}, {"accuracy": 0.88}]
+    v = verdict(late, acc)
+    assert (v["flagged_at"], v["aggregate_at"], v["lead"]) == (3, 1, -2)
+    assert _verdict_line("replace", v, 4).endswith("2 generation(s) after it[/]")
+
 
 def test_html_report_names_the_aggregate_alert(tmp_path: Path) -> None:
     """The report's verdicts said only "aggregate metric alert at generation N"."""

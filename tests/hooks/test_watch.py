@@ -324,3 +324,17 @@ def test_threads_retraining_through_one_monitor_each_read_their_own_report(tmp_p
     assert mismatches == []
     assert sorted(r.generation for r in mon.reports()) == list(range(12))
     assert mon.last_report is not None  # a thread that made no check reads the latest of any
+
+
+def test_a_strict_failure_does_not_say_the_result_was_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """README audit (stop 36): strict=True logged "check failed, training result kept" and
+    then raised, so the training function's result was in fact lost to the caller."""
+    mon = _mon(tmp_path)
+
+    @mon.watch(evaluate=lambda model: cm.Observation(predictions=np.array([7] * 100)), strict=True)
+    def train() -> Model:
+        return Model()
+
+    with caplog.at_level("ERROR"), pytest.raises(cm.InputError):
+        train()
+    assert "raising it (strict)" in caplog.text and "training result kept" not in caplog.text

@@ -161,3 +161,26 @@ def test_check_records_sources_and_digest_from_the_command_line(tmp_path: Path, 
     run = client.search_runs([exp.experiment_id])[0]
     names = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert {"human-v1.parquet", "data.csv"} <= names and run.data.tags["collapse.data_digest"] == "abc123"
+
+
+def test_gate_says_which_decline_is_a_trend(tmp_path: Path, capsys, monkeypatch) -> None:
+    """README audit (stop 36): the FAIL line listed a metric's baseline test and its trend test
+    as two identical entries ("effective_rank -9% (17.9 vs 19.6); ...; effective_rank -9% ...")."""
+    from collapse_monitor import MetricValue, MLflowSink, Report, Stage
+    from collapse_monitor.types import Finding
+
+    monkeypatch.setenv("COLUMNS", "300")  # one line, as the terminal does not wrap it
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    found = [
+        Finding("effective_rank", "diversity", kind, 17.9, 19.6, -0.0867, 1e-4, 1e-3, True, test)
+        for kind, test in (("baseline", "interval-z"), ("trend", "mann-kendall/theil-sen"))
+    ]
+    sink = MLflowSink(uri, evidently=False, history_plot="off")
+    for generation, stage, findings in ((0, Stage.HEALTHY, ()), (1, Stage.LATE_COLLAPSE, tuple(found))):
+        metrics = {"effective_rank": MetricValue(19.6 if generation == 0 else 17.9, 17.0, 20.0)}
+        sink.emit(Report(monitor="digits", generation=generation, stage=stage, metrics=metrics, findings=findings))
+    capsys.readouterr()
+    assert main(["gate", "--monitor", "digits", "--tracking-uri", uri]) == 1
+    line = capsys.readouterr().out.split(" - ", 1)[1]
+    entries = [e.strip() for e in line.split(";")]
+    assert entries == ["effective_rank -9% (17.9 vs 19.6)", "effective_rank (trend) -9% (17.9 vs 19.6)"], entries
