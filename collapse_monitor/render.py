@@ -45,6 +45,18 @@ def fmt_aggregate(x: Any) -> str:
     return "-" if v != v else f"{v:.3f}"
 
 
+def fmt_share(x: float | None) -> str:
+    """A synthetic share for a table: two decimals, but a share under 0.005 that is not 0 keeps
+    one significant digit (0.004 printed as 0.00 beside an origin that says "mixed").
+
+    >>> [fmt_share(x) for x in (None, 0.0, 0.004, 0.25, 1.0)]
+    ['-', '0.00', '0.004', '0.25', '1.00']
+    """
+    if x is None:
+        return "-"
+    return f"{x:.1g}" if 0 < x < 0.005 else f"{x:.2f}"
+
+
 def stage_text(report: Report) -> str:
     s = f"[{STAGE_STYLE[report.stage]}]{report.stage.value}[/]"
     if report.drift:
@@ -93,7 +105,7 @@ def history_table(
                 row.append(fmt_aggregate(aggregates[i][k]))
             else:
                 row.append(_fmt(r, k))
-        row += ["-" if sf is None else f"{sf.value:.2f}", stage_text(r)]
+        row += [fmt_share(None if sf is None else sf.value), stage_text(r)]
         rows.append(row)
     table = Table(title=None if title is None else escape(title), show_lines=False)
     table.add_column("gen", justify="right")

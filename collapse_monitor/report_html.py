@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .render import as_number, fmt_aggregate
+from .render import as_number, fmt_aggregate, fmt_share
 from .types import Report, Stage
 
 __all__ = ["AGGREGATE_LABEL", "plot_history", "plot_trend", "write_report"]
@@ -157,7 +157,7 @@ def _table(reports: Sequence[Report], keys: Sequence[str], aggs: Sequence[Mappin
             else:
                 cells.append("-")
         sf = r.metrics.get("synthetic_fraction")
-        cells.append("-" if sf is None else f"{sf.value:.2f}")
+        cells.append(fmt_share(None if sf is None else sf.value))
         cells.append(f'<b style="color:{_STAGE_COLOR[r.stage]}">{r.stage.value}</b>' + (" (drift)" if r.drift else ""))
         declines = sorted({f.key for f in r.findings if f.significant})
         cells.append(html.escape(", ".join(declines[:6])))

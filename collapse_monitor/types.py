@@ -167,7 +167,8 @@ class Provenance:
     digest: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthetic_fraction, bool):
+        if isinstance(self.synthetic_fraction, (bool, np.bool_, str, bytes)):
+            # float("0.5") and np.True_ (1.0) passed where True was refused: a share is a number
             raise InputError(
                 "provenance.synthetic_fraction", f"expected a number in [0, 1], got {self.synthetic_fraction!r}"
             )

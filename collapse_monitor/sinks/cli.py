@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SinkError
-from ..render import error_console, escape
+from ..render import error_console, escape, fmt_share
 from ..types import Report, Stage
 from .mlflow import MLflowSink, local_store_path, ready_versions, safe_uri, shown_uri
 
@@ -152,7 +152,7 @@ def report_command(
     for r in reports:
         sf = r.metrics.get("synthetic_fraction")
         sfv = sf.value if sf is not None else (r.provenance.synthetic_fraction if r.provenance else None)
-        synthetic.append("-" if sfv is None else f"{sfv:.2f}")
+        synthetic.append(fmt_share(sfv))
     run_ids = [r.run_id or "-" for r in reports]
 
     heads = {k: k.replace("_", " ") for k in keys}

@@ -99,6 +99,9 @@ def test_torch_tensors_accepted() -> None:
         (lambda: cm.Provenance(digest=5), "provenance.digest"),
         (lambda: cm.Provenance(digest="x" * 2000), "provenance.digest"),
         (lambda: cm.Provenance(synthetic_fraction=True), "provenance.synthetic_fraction"),
+        # provenance audit (stop 36): a string and numpy's True passed (as 0.5 and 1.0)
+        (lambda: cm.Provenance(synthetic_fraction="0.5"), "provenance.synthetic_fraction"),
+        (lambda: cm.Provenance(synthetic_fraction=np.True_), "provenance.synthetic_fraction"),
         (
             lambda: cm.Observation(predictions=[0], provenance={"synthetic_fraction": 0.5, "bogus": 1}),
             "observation.provenance.bogus",
