@@ -21,7 +21,10 @@ What it approximates, and in which direction (measured against the exact path in
   unprobed cell are not seen (down).
 
 Every row's own cell is always probed (its nearest centroid), so a point always finds
-itself. Results are deterministic for a given ``seed``, ``nlist`` and ``nprobe``.
+itself. Results are deterministic for a given ``seed``, ``nlist`` and ``nprobe``. The rows are
+centred and judged for float32 precision as in the exact path (:mod:`.knn`: the grid-rounded
+reference mean; rows float32 cannot resolve recomputed in float64), so that probing every cell
+(``nprobe >= nlist``) reproduces the exact values.
 """
 
 from __future__ import annotations
@@ -260,18 +263,30 @@ def centred_tensor(
     width: int | None = None,
     rows: int = 65536,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Rows of ``x`` minus ``center`` (default: their mean) as a ``dtype`` tensor, converted
-    and checked for finite values in blocks of ``rows`` (no float64 copy of the whole set:
-    at a million 512-d rows that copy alone is 4 GB)."""
+    """Rows of ``x`` minus ``center`` as a ``dtype`` tensor, converted and checked for finite
+    values in blocks of ``rows`` (no float64 copy of the whole set: at a million 512-d rows
+    that copy alone is 4 GB). ``center`` defaults to the exact pass's: the mean rounded to the
+    data's grid (:func:`~.knn.knn_center` of the mean and the ``ddof=1`` standard deviations,
+    both accumulated in float64 block by block), so that data on a coarse grid (integers,
+    one-hot) stay on it and their distances, ties at a ball's boundary included, come out as
+    ``prdc`` computes them (on the raw mean, ``prdc(knn="ivf")`` with every cell probed gave
+    precision 0.652 against the exact 0.616 on integer data)."""
     import torch
+
+    from .knn import knn_center
 
     x = tensor_to_numpy(x)
     try:
         arr = np.asarray(x)
-        if arr.dtype.kind not in "fiu":
-            arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(field, "could not be read as a 2-D numeric array") from None
+    if np.iscomplexobj(arr):  # the float64 cast would drop the imaginary part (a ComplexWarning only)
+        raise InputError(field, "expected real numbers, got complex values")
+    if arr.dtype.kind not in "fiu":
+        try:
+            arr = np.asarray(arr, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(field, "could not be read as a 2-D numeric array") from None
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(field, f"expected a non-empty 2-D array of shape (n, d), got shape {arr.shape}")
     if width is not None and arr.shape[1] != width:
@@ -281,7 +296,14 @@ def centred_tensor(
         total = np.zeros(arr.shape[1])
         for a in range(0, n, rows):
             total += arr[a : a + rows].sum(axis=0, dtype=np.float64)
-        center = total / n
+        mean = total / n
+        if not np.isfinite(mean).all():
+            raise InputError(field, "contains NaN or infinite values")
+        squares = np.zeros(arr.shape[1])
+        for a in range(0, n, rows):
+            dz = arr[a : a + rows].astype(np.float64) - mean
+            squares += np.einsum("ij,ij->j", dz, dz)
+        center = knn_center(mean, np.sqrt(squares / max(n - 1, 1)))
     out = torch.empty(arr.shape, dtype=dtype, device="cpu")
     view = out.numpy()
     for a in range(0, n, rows):

@@ -91,7 +91,7 @@ __all__ = [
     "get_generator_state",
 ]
 
-_STATE_VERSION = 2  # 2: k-NN radii on the grid-rounded centre (knn.knn_center)
+_STATE_VERSION = 3  # 2: k-NN radii on the grid-rounded centre (knn.knn_center); 3: per-row float64 radii
 _CONF = 0.95
 
 
@@ -319,7 +319,7 @@ def build_generator_state(
     import torch
 
     from .approx import DEFAULT_NPROBE, build_ivf, check_knn, ivf_kth_d2
-    from .knn import _check_chunk, _check_k
+    from .knn import _check_chunk, _check_k, _patch_pays, _patch_radii, unresolved_rows
 
     method, nlist, nprobe = check_knn(knn, nlist, nprobe)
     ref = as_matrix(ref_embeddings, "reference.embeddings")
@@ -348,8 +348,19 @@ def build_generator_state(
             index = build_ivf(x, nlist, seed)
             probe = DEFAULT_NPROBE if nprobe is None else nprobe
             radii2 = ivf_kth_d2(x, k, index, probe)
+            # the exact path's float64 fallback (knn.centred_radii2): the rows float32 cannot
+            # resolve exactly in float64, or, when that costs more than the pass, all of it
+            bad = unresolved_rows(x, radii2)
+            if bad.any():
+                x64 = _to_tensor(ref, center, np.dtype(np.float64), dev)
+                if _patch_pays(int(bad.sum()), n, min(1.0, probe / index.nlist)):
+                    radii2 = _patch_radii(x64, radii2, bad, k, chunk)
+                else:
+                    ndt, x = np.dtype(np.float64), x64
+                    index = build_ivf(x, nlist, seed)
+                    radii2 = ivf_kth_d2(x, k, index, probe)
             ivf = dict(knn="ivf", nprobe=probe, ivf_centroids=index.centroids, ivf_assign=index.assign)
-        else:  # in float64 where float32 cannot resolve the neighbourhoods (far-apart modes)
+        else:  # rows float32 cannot resolve (a tight cluster off-centre, far-apart modes) in float64
             x, radii2, ndt = centred_radii2(ref, center, ndt, dev, k, chunk)
         radii2_np = radii2.cpu().numpy().astype(np.float64)
         del x, radii2

@@ -20,8 +20,12 @@ grid, :func:`knn_center`, in float64) before the cast to the compute dtype, whic
 ``||x||^2`` small and the cancellation error of the expansion low, and keeps data on a coarse
 grid (integers, counts, one-hot features) on it, so their distances are exact and a sample
 exactly on a ball's boundary is outside, as in ``prdc``. ``dtype="float32"`` (default) is the
-fast path; where float32 cannot resolve the neighbourhoods (far-apart modes, or a tight
-cluster far from the centre: :func:`float32_is_enough`) the pass runs in float64.
+fast path. Its rounding is judged row by row (:func:`unresolved_rows`: about ``eps * |x|^2``
+against the row's squared k-NN radius): the radii of the few rows float32 cannot resolve (a
+tight cluster far from the centre, duplicates away from it) and every ball test that depends
+on them are recomputed in float64 from dense products (:func:`_patched_cross`); where most rows
+are unresolved (far-apart modes) the whole pass runs in float64. The inverted-file path
+(``knn="ivf"``) centres and falls back the same way.
 ``dtype="float64"`` reproduces ``prdc``'s float64 results up to ties at the last ulp (in
 float32 a distance within a few 1e-7 of a radius can fall on the other side: about one ball
 count in 10^8 pairs on the benchmark's data, where ``prdc``'s own float32 distances round too).
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +85,14 @@ def as_matrix(x: Any, field: str, *, width: int | None = None, keep_float32: boo
     cast it down again (float32 -> float64 is exact, so what they compute is the same)."""
     x = tensor_to_numpy(x)
     try:
-        keep = keep_float32 and isinstance(x, np.ndarray) and x.dtype == np.float32
-        arr = x if keep else np.asarray(x, dtype=np.float64)
+        raw = x if isinstance(x, np.ndarray) else np.asarray(x)
+    except (TypeError, ValueError):
+        raise InputError(field, "could not be read as a 2-D numeric array") from None
+    if np.iscomplexobj(raw):  # the float64 cast would drop the imaginary part (a ComplexWarning only)
+        raise InputError(field, "expected real numbers, got complex values")
+    try:
+        keep = keep_float32 and raw.dtype == np.float32
+        arr = raw if keep else np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(field, "could not be read as a 2-D numeric array") from None
     if arr.ndim != 2:
@@ -238,39 +249,160 @@ def _self_radii2(
     return _self_kth_d2(x, k, side, _strip_width(side, n, itemsize, chunk_size, budget), operands)
 
 
-#: float32 distances are trusted while the expansion's rounding (about ``eps * |x|^2`` for a
-#: centred row ``x``) stays below this share of the typical squared radius; else float64
+#: float32 distances are trusted for a row while the expansion's rounding near it (about
+#: ``eps * (|x| + r)^2`` for a centred row ``x`` of k-NN radius ``r``) stays below this share
+#: of its squared radius; else that row's ball is computed in float64
 _FLOAT32_TOLERANCE = 1e-4
 
+#: share of unresolved rows (both sets together, over the share of a set a query scans) above
+#: which the whole pass runs in float64: recomputing ``u`` rows densely costs about
+#: ``u * (n + m)`` products, the full float64 pass about ``(n + m)^2 / 2`` at twice float32's cost
+_PATCH_SHARE = 0.25
 
-def float32_is_enough(x: torch.Tensor, radii2: torch.Tensor) -> bool:
-    """Can float32 products resolve the neighbourhoods of the centred rows ``x``? False when
-    the largest ``|x|^2`` times float32's epsilon exceeds :data:`_FLOAT32_TOLERANCE` of the
-    median squared k-NN radius: far-apart modes or a tight cluster far from the centre, where
-    the ``|x|^2 + |y|^2 - 2 x.y`` expansion cancels away the distances (all-zero PRDC on two
-    modes 10^4 apart with unit spread). Always True for float64 tensors."""
+
+def unresolved_rows(x: torch.Tensor, radii2: Any) -> np.ndarray:
+    """Per centred row of ``x`` (bool, numpy): float32 products cannot resolve its k-NN ball.
+
+    A distance near row ``x`` (``|y - x|`` up to its radius ``r``) comes out of the float32
+    expansion ``|x|^2 + |y|^2 - 2 x.y`` with a rounding error of about ``eps * (|x| + r)^2``
+    (float32's epsilon; ``|y| <= |x| + r``), so the row is trusted while that stays below
+    :data:`_FLOAT32_TOLERANCE` of ``r^2``. The test is per row: the few rows of a tight
+    cluster far from the centre are caught even when every other radius is large (a test on a
+    typical radius let 40 rows of spread 1e-3 at distance 20 through, with a float32 radius of
+    pure round-off: their coverage was 0 against ``prdc``'s 0.975), and far-apart modes make
+    every row unresolved. A radius of 0 away from the centre is unresolved too (round-off can
+    hide a tiny positive one). Rows far from everything are not: their distances are large,
+    and so is their error's allowance. Never true for float64 tensors."""
     import torch
 
-    if x.dtype != torch.float32 or x.shape[0] < 2:
-        return True
-    norm2 = float(torch.linalg.vector_norm(x, dim=1).max()) ** 2  # no n x d temporary
-    med = float(radii2.double().median())
-    return norm2 * float(torch.finfo(torch.float32).eps) <= _FLOAT32_TOLERANCE * med
+    n = x.shape[0]
+    if x.dtype != torch.float32 or n < 2:
+        return np.zeros(n, dtype=bool)
+    r2 = torch.as_tensor(radii2).to(device=x.device, dtype=torch.float64).clamp_min(0.0)
+    reach = torch.linalg.vector_norm(x, dim=1).to(torch.float64) + r2.sqrt()
+    eps = float(torch.finfo(torch.float32).eps)
+    return np.asarray((reach * reach * eps > _FLOAT32_TOLERANCE * r2).cpu().numpy())
+
+
+def float32_is_enough(x: torch.Tensor, radii2: Any) -> bool:
+    """True when float32 resolves the k-NN ball of every row of ``x`` (:func:`unresolved_rows`)."""
+    return not unresolved_rows(x, radii2).any()
+
+
+def _patch_pays(n_unresolved: int, n_rows: int, scanned: float = 1.0) -> bool:
+    """Recompute only the unresolved rows in float64 (True), or the whole pass (False)?
+    ``scanned``: the share of a set one query scans (1 for the exact pass, about
+    ``nprobe / nlist`` for the inverted file, whose full pass is that much cheaper)."""
+    return n_unresolved <= _PATCH_SHARE * scanned * n_rows
+
+
+def _row_ids(x: torch.Tensor) -> np.ndarray:
+    """Per row of ``x``: an id shared exactly by the rows equal to it (``-0.0`` equal to 0)."""
+    rows = np.ascontiguousarray(x.cpu().numpy() + 0.0)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    return np.asarray(np.unique(keys, return_inverse=True)[1]).reshape(-1)
+
+
+def _rows_kth_d2(x64: torch.Tensor, rows: np.ndarray, k: int, chunk: int | None) -> torch.Tensor:
+    """Squared distance of the rows ``rows`` of ``x64`` to their ``min(k, n-1)``-th nearest
+    other row, in dense ``block x n`` products of the expansion (:func:`_operands`) in the dtype
+    of ``x64``: the float64 radii of the rows float32 could not resolve. Rows equal to the query
+    are at distance exactly 0 (the expansion leaves a round-off of ``eps |x|^2`` there): ``k + 1``
+    duplicates have radius 0, an empty ball, as in ``prdc``."""
+    import torch
+
+    n = x64.shape[0]
+    out = torch.zeros(rows.size, dtype=x64.dtype, device=x64.device)
+    if n < 2 or rows.size == 0:
+        return out
+    kk = min(k, n - 1) + 1  # the row itself is among the kk smallest, at distance 0
+    idx = torch.from_numpy(rows).to(x64.device)
+    ids = torch.from_numpy(_row_ids(x64)).to(x64.device)
+    lhs = _operands(x64.index_select(0, idx), rhs=False)[0]
+    rhs = _operands(x64, lhs=False)[1][:n]
+    step = _row_block(n, x64.element_size(), chunk, DEFAULT_MEMORY_BUDGET)
+    for a in range(0, rows.size, step):
+        b = min(rows.size, a + step)
+        d2 = torch.mm(lhs[a:b], rhs.T)
+        d2.masked_fill_(ids.unsqueeze(0) == ids[idx[a:b]].unsqueeze(1), 0.0)  # itself and its copies
+        out[a:b] = torch.topk(d2, kk, dim=1, largest=False, sorted=False).values.amax(dim=1)
+    return out.clamp_min_(0.0)
+
+
+def _patch_radii(
+    x64: torch.Tensor, radii2: torch.Tensor, unresolved: np.ndarray, k: int, chunk: int | None
+) -> torch.Tensor:
+    """``radii2`` in float64 with its ``unresolved`` rows recomputed from ``x64``."""
+    import torch
+
+    out = radii2.to(torch.float64, copy=True)
+    rows = np.flatnonzero(unresolved)
+    if rows.size:
+        out[torch.from_numpy(rows).to(out.device)] = _rows_kth_d2(x64, rows, k, chunk)
+    return out
+
+
+def _patched_cross(
+    float32_pass: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    r64: torch.Tensor,
+    s64: torch.Tensor,
+    r2_ref: torch.Tensor,
+    r2_s: torch.Tensor,
+    bad_r: np.ndarray,
+    bad_s: np.ndarray,
+    chunk: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cross pass's ``(counts, covered, in_sample_ball)`` where some rows are unresolved in
+    float32 (:func:`unresolved_rows`; ``r2_ref`` / ``r2_s`` float64, exact for those rows).
+
+    ``float32_pass(r2_ref, r2_s)`` runs the float32 pass with the unresolved rows' balls left
+    out (radius 0: nothing is inside). What it then gets right: a resolved reference ball's
+    membership tests (ball counts, its coverage) against *every* sample, since a distance near
+    that ball has a rounding error far below its radius; and a resolved sample ball's (recall).
+    The rest is recomputed in float64 from dense products: the unresolved reference rows
+    against every sample (their ball counts and coverage), every reference row against the
+    unresolved samples (recall). About ``(u_ref * m + n * u_samples) d`` multiply-adds."""
+    import torch
+
+    dev = r64.device
+    n, m = r64.shape[0], s64.shape[0]
+    br = torch.from_numpy(np.flatnonzero(bad_r)).to(dev)
+    bs = torch.from_numpy(np.flatnonzero(bad_s)).to(dev)
+    keep_r, keep_s = r2_ref.clone(), r2_s.clone()
+    keep_r[br] = 0.0
+    keep_s[bs] = 0.0
+    counts, covered, in_ball = float32_pass(keep_r.to(torch.float32), keep_s.to(torch.float32))
+    if br.numel():
+        rows = _row_block(m, s64.element_size(), chunk, DEFAULT_MEMORY_BUDGET)
+        none_s = torch.zeros(m, dtype=s64.dtype, device=dev)
+        c_b, cov_b, _ = _cross_pass(r64.index_select(0, br), s64, r2_ref[br], none_s, rows)
+        counts += c_b
+        covered[br] = cov_b
+    if bs.numel():
+        rows = _row_block(bs.numel(), s64.element_size(), chunk, DEFAULT_MEMORY_BUDGET)
+        none_r = torch.zeros(n, dtype=r64.dtype, device=dev)
+        in_ball |= _cross_pass(r64, s64.index_select(0, bs), none_r, r2_s[bs], rows)[2]
+    return counts, covered, in_ball
 
 
 def centred_radii2(
     arr: np.ndarray, center: np.ndarray, np_dtype: np.dtype[Any], dev: torch.device, k: int, chunk: int | None
 ) -> tuple[torch.Tensor, torch.Tensor, np.dtype[Any]]:
     """``(x, radii2, dtype)``: the rows of ``arr`` centred on ``center`` in ``np_dtype`` and their
-    squared k-NN radii, both again in float64 where float32 cannot resolve the neighbourhoods
-    (:func:`float32_is_enough`)."""
+    squared k-NN radii. In float32, the radii of the rows float32 cannot resolve
+    (:func:`unresolved_rows`) are recomputed in float64 (``radii2`` is then float64, ``x`` and
+    ``dtype`` stay float32); where they are many (:func:`_patch_pays`), everything is (``x``,
+    ``radii2`` and ``dtype`` float64)."""
     x = _to_tensor(arr, center, np_dtype, dev)
     radii2 = _self_radii2(x, k, chunk)
-    if not float32_is_enough(x, radii2):
-        np_dtype = np.dtype(np.float64)
-        x = _to_tensor(arr, center, np_dtype, dev)
-        radii2 = _self_radii2(x, k, chunk)
-    return x, radii2, np_dtype
+    bad = unresolved_rows(x, radii2)
+    if not bad.any():
+        return x, radii2, np_dtype
+    f64 = np.dtype(np.float64)
+    x64 = _to_tensor(arr, center, f64, dev)
+    if _patch_pays(int(bad.sum()), arr.shape[0]):
+        return x, _patch_radii(x64, radii2, bad, k, chunk), np_dtype
+    return x64, _self_radii2(x64, k, chunk), f64
 
 
 # --------------------------------------------------------------------------- public API
@@ -363,9 +495,12 @@ def prdc_pass(
     the reference's radii unless given (``ref_radii2``, squared, e.g. from the reference
     cache) and one pass over the reference x samples products.
 
-    ``center`` (default: the reference mean) is subtracted from both sets before the cast to
-    ``dtype``; cached ``ref_radii2`` must have been computed with the same ``center`` and
-    ``dtype`` to be bit-consistent.
+    ``center`` (default: the reference mean rounded to its grid, :func:`knn_center`) is
+    subtracted from both sets before the cast to ``dtype``; cached ``ref_radii2`` must have been
+    computed with the same ``center`` and ``dtype`` to be bit-consistent (as
+    :func:`centred_radii2` computes them: the rows float32 cannot resolve in float64; they are
+    kept as given, never recomputed, and the rows they leave unresolved get the float64 ball
+    tests).
 
     ``knn="ivf"`` swaps every pass for its inverted-file approximation
     (:mod:`.approx`: ``nlist`` cells per set, default ``round(sqrt(rows))``, ``nprobe``
@@ -392,31 +527,49 @@ def prdc_pass(
     # float32 inputs stay float32 (only cast, centred, to the compute dtype below)
     ref = as_matrix(reference, "reference", keep_float32=True)
     gen = as_matrix(samples, "samples", width=ref.shape[1], keep_float32=True)
-    n = ref.shape[0]
+    n, m = ref.shape[0], gen.shape[0]
     if center is None:
         center = knn_center(ref.mean(axis=0, dtype=np.float64), _std(ref))
-    ref_radii2 = _check_radii(ref_radii2, n)
+    given = _check_radii(ref_radii2, n)
+    f64 = np.dtype(np.float64)
     with torch.inference_mode():
         r = _to_tensor(ref, center, ndt, dev)
         s = _to_tensor(gen, center, ndt, dev)
-        ops_r, ops_s = _operands(r, rhs=ref_radii2 is None), _operands(s)  # built once, shared
-        if ref_radii2 is None:
+        ops_r, ops_s = _operands(r, rhs=given is None), _operands(s)  # built once, shared
+        if given is None:
             r2_ref = _self_radii2(r, k, chunk, operands=ops_r)
         else:
-            r2_ref = torch.from_numpy(ref_radii2).to(device=dev, dtype=tdt)
+            r2_ref = torch.from_numpy(given).to(device=dev, dtype=tdt)
         r2_s = _self_radii2(s, k, chunk, operands=ops_s)
-        ref_ok = float32_is_enough(r, r2_ref)
-        if not (ref_ok and float32_is_enough(s, r2_s)):
-            # float32 cannot resolve these neighbourhoods (far-apart modes, or samples in a tight
-            # cluster far from the reference's centre): the whole pass in float64
-            ndt, tdt = np.dtype(np.float64), torch.float64
-            r, s = _to_tensor(ref, center, ndt, dev), _to_tensor(gen, center, ndt, dev)
-            ops_r, ops_s = _operands(r), _operands(s)
-            redo = ref_radii2 is None or not ref_ok  # given radii that float32 resolved are kept
-            r2_ref = _self_radii2(r, k, chunk, operands=ops_r) if redo else r2_ref.to(tdt)
-            r2_s = _self_radii2(s, k, chunk, operands=ops_s)
-        rows = _row_block(gen.shape[0], ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
-        passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1])
+        rows = _row_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
+        # per row: can float32 resolve its ball? (given radii: judged on their float64 values)
+        bad_r = unresolved_rows(r, r2_ref if given is None else given)
+        bad_s = unresolved_rows(s, r2_s)
+        if not (bad_r.any() or bad_s.any()):  # the common case: float32 throughout
+            passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1])
+            return _neighbour_pass(k, r2_ref, r2_s, *passes)
+        r64, s64 = _to_tensor(ref, center, f64, dev), _to_tensor(gen, center, f64, dev)
+        if not _patch_pays(int(bad_r.sum() + bad_s.sum()), n + m):
+            # most rows unresolved (far-apart modes, samples in a tight cluster far from the
+            # reference's centre): the whole pass in float64; given radii are kept (a state
+            # computes the unresolved ones in float64 itself)
+            del r, s, ops_r, ops_s
+            ops_r, ops_s = _operands(r64, rhs=given is None), _operands(s64)
+            kept = None if given is None else torch.from_numpy(given).to(dev)
+            r2_ref = _self_radii2(r64, k, chunk, operands=ops_r) if kept is None else kept
+            r2_s = _self_radii2(s64, k, chunk, operands=ops_s)
+            rows = _row_block(m, f64.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
+            passes = _cross_pass(r64, s64, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1])
+            return _neighbour_pass(k, r2_ref, r2_s, *passes)
+        # a few unresolved rows (a tight cluster away from the centre, duplicates): only their
+        # radii and the ball tests that depend on them in float64
+        r2_ref = _patch_radii(r64, r2_ref, bad_r, k, chunk) if given is None else torch.from_numpy(given).to(dev)
+        r2_s = _patch_radii(s64, r2_s, bad_s, k, chunk)
+
+        def float32_pass(rr2: torch.Tensor, ss2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return _cross_pass(r, s, rr2, ss2, rows, lhs=ops_r[0], rhs=ops_s[1])
+
+        passes = _patched_cross(float32_pass, r64, s64, r2_ref, r2_s, bad_r, bad_s, chunk)
         return _neighbour_pass(k, r2_ref, r2_s, *passes)
 
 
@@ -455,6 +608,12 @@ def _prdc_pass_ivf(
     ref_index: IVFIndex | None,
     seed: int,
 ) -> NeighbourPass:
+    """:func:`prdc_pass` with ``knn="ivf"``: the same centre (the reference mean rounded to its
+    grid, :func:`knn_center`) and the same float64 fallback as the exact pass, so that probing
+    every cell reproduces its values: the rows float32 cannot resolve (:func:`unresolved_rows`)
+    are recomputed exactly in float64 (dense products, :func:`_patched_cross`), or, when they
+    are more than a pass over them would cost, every pass runs in float64 (indexes built here
+    are rebuilt on the float64 rows)."""
     import torch
 
     from .approx import DEFAULT_NPROBE, build_ivf, centred_tensor, ivf_cross_pass, ivf_kth_d2
@@ -463,17 +622,44 @@ def _prdc_pass_ivf(
     with torch.inference_mode():
         r, center = centred_tensor(reference, "reference", center, tdt, dev)
         s, _ = centred_tensor(samples, "samples", center, tdt, dev, width=r.shape[1])
-        radii = _check_radii(ref_radii2, r.shape[0])
+        n, m = r.shape[0], s.shape[0]
+        given = _check_radii(ref_radii2, n)
+        own_index = ref_index is None
         if ref_index is None:
             ref_index = build_ivf(r, nlist, seed)
-        elif ref_index.assign.shape != (r.shape[0],):
-            raise InputError("ref_index", f"indexes {ref_index.assign.shape[0]} rows, the reference has {r.shape[0]}")
-        if radii is None:
-            r2_ref = ivf_kth_d2(r, k, ref_index, probe)
-        else:
-            r2_ref = torch.from_numpy(radii).to(device=dev, dtype=tdt)
+        elif ref_index.assign.shape != (n,):
+            raise InputError("ref_index", f"indexes {ref_index.assign.shape[0]} rows, the reference has {n}")
+        r2_ref = ivf_kth_d2(r, k, ref_index, probe) if given is None else torch.from_numpy(given).to(dev, tdt)
         gen_index = build_ivf(s, nlist, seed)
         r2_s = ivf_kth_d2(s, k, gen_index, probe)
-        counts, min_d2, in_ball = ivf_cross_pass(r, s, r2_ref, r2_s, ref_index, gen_index, probe)
-        covered = (min_d2 < r2_ref) & (r2_ref > 0)  # a radius-0 ball strictly contains nothing
-        return _neighbour_pass(k, r2_ref, r2_s, counts, covered, in_ball)
+
+        def cross(
+            r_: torch.Tensor, s_: torch.Tensor, rr2: torch.Tensor, ss2: torch.Tensor, ri: IVFIndex, gi: IVFIndex
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            counts, min_d2, in_ball = ivf_cross_pass(r_, s_, rr2, ss2, ri, gi, probe)
+            return counts, (min_d2 < rr2) & (rr2 > 0), in_ball  # a radius-0 ball contains nothing
+
+        bad_r = unresolved_rows(r, r2_ref if given is None else given)
+        bad_s = unresolved_rows(s, r2_s)
+        if not (bad_r.any() or bad_s.any()):
+            return _neighbour_pass(k, r2_ref, r2_s, *cross(r, s, r2_ref, r2_s, ref_index, gen_index))
+        r64, _ = centred_tensor(reference, "reference", center, torch.float64, dev)
+        s64, _ = centred_tensor(samples, "samples", center, torch.float64, dev)
+        scanned = min(1.0, probe / max(1, min(ref_index.nlist, gen_index.nlist)))
+        if not _patch_pays(int(bad_r.sum() + bad_s.sum()), n + m, scanned):
+            del r, s
+            if own_index:
+                ref_index = build_ivf(r64, nlist, seed)
+            r2_ref = ivf_kth_d2(r64, k, ref_index, probe) if given is None else torch.from_numpy(given).to(dev)
+            gen_index = build_ivf(s64, nlist, seed)
+            r2_s = ivf_kth_d2(s64, k, gen_index, probe)
+            return _neighbour_pass(k, r2_ref, r2_s, *cross(r64, s64, r2_ref, r2_s, ref_index, gen_index))
+        r2_ref = _patch_radii(r64, r2_ref, bad_r, k, None) if given is None else torch.from_numpy(given).to(dev)
+        r2_s = _patch_radii(s64, r2_s, bad_s, k, None)
+        index32 = ref_index
+
+        def float32_pass(rr2: torch.Tensor, ss2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return cross(r, s, rr2, ss2, index32, gen_index)
+
+        passes = _patched_cross(float32_pass, r64, s64, r2_ref, r2_s, bad_r, bad_s, None)
+        return _neighbour_pass(k, r2_ref, r2_s, *passes)

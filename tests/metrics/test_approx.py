@@ -25,7 +25,7 @@ from collapse_monitor.metrics.generator import (
     generator_panel,
     get_generator_state,
 )
-from collapse_monitor.metrics.knn import prdc_pass
+from collapse_monitor.metrics.knn import knn_center, prdc_pass
 from collapse_monitor.types import Reference
 
 
@@ -139,7 +139,9 @@ def test_state_files_from_before_knn_load_as_exact() -> None:
 def test_centred_tensor_checks_and_converts_in_blocks() -> None:
     x = np.random.default_rng(0).normal(loc=3.0, size=(1000, 4)).astype(np.float32)
     t, center = centred_tensor(x, "samples", None, torch.float32, "cpu", rows=128)
-    np.testing.assert_allclose(center, x.astype(np.float64).mean(axis=0), rtol=1e-12)
+    x64 = x.astype(np.float64)
+    # the exact pass's centre: the mean rounded to the data's grid (knn_center)
+    np.testing.assert_array_equal(center, knn_center(x64.mean(axis=0), x64.std(axis=0, ddof=1)))
     np.testing.assert_allclose(t.numpy(), (x - center).astype(np.float32), rtol=1e-6, atol=1e-6)
     bad = x.copy()
     bad[900, 2] = np.inf
