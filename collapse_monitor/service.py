@@ -15,10 +15,21 @@ One long-running process (APScheduler 3 ``BackgroundScheduler``) next to the tra
   its local history, or read back from its MLflow sink when the training jobs run elsewhere)
   is older than that fires rule ``stale_monitor``
   (severity warning) through its alert channels, once per staleness episode, and resolves it
-  when a check arrives. A monitor that never reported counts from when serve first saw it.
+  when a check arrives. A monitor that never reported counts from when serve first saw it, and
+  so does a check dated in the future (the wall clock stepped back, a training host's clock
+  ahead), with a warning: its negative age kept the switch from firing until the clock caught up.
 * **/metrics** on ``host:port`` (default 127.0.0.1:9108) from a dedicated ``CollectorRegistry``:
   the latest check of every monitor (``PrometheusSink(registry=...)``: the same series as the
-  Pushgateway path) and the service's own ``collapse_monitor_serve_*`` series.
+  Pushgateway path; the latest by generation, then time) and the service's own
+  ``collapse_monitor_serve_*`` series.
+
+Damaged files in a home: a ``serve_state.json`` of the wrong shape is validated and repaired
+(moved aside as ``.corrupt-<unix time>``, or its bad entries dropped; a warning each) instead of
+failing every tick; a corrupt ``outbox.db`` is moved aside the same way and a new one started
+(:mod:`collapse_monitor.alerting.outbox`). An ``outbox.db`` that cannot be opened at all (a
+read-only home) stops ``serve`` at start with one line on stderr and exit status 2 (a
+:class:`~collapse_monitor.errors.ConfigError` for ``home``): a service that cannot queue a page
+would watch the models without telling anyone, its own dead-man's switch included.
 
 Job defaults: ``coalesce=True``, ``max_instances=1``, ``misfire_grace_time`` 300 s (a check
 that missed its slot while the machine slept still runs, once). A model version whose check
@@ -87,7 +98,7 @@ from typing import Any
 
 from ._redact import redact_text, secret_fragments
 from ._service_config import MonitorSpec, ServeConfig, load_serve_config
-from .errors import ConfigError
+from .errors import CollapseMonitorError, ConfigError
 from .types import Alert, Report, Stage
 
 __all__ = ["STALE_RULE", "Service", "serve_command"]
@@ -112,17 +123,83 @@ def _span(seconds: float) -> str:
     return f"{s} s"
 
 
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: what each key of a monitor's entry in serve_state.json must hold (others are kept as they are)
+_STATE_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "last_version": ("a model version URI", lambda v: isinstance(v, str)),
+    "last_checked_at": ("unix seconds", _finite_number),
+    "watching_since": ("unix seconds", _finite_number),
+    "stale_alerted_at": ("unix seconds", _finite_number),
+    "stale_episode": ("an episode id or null", lambda v: v is None or isinstance(v, str)),
+}
+
+
 class _StateFile:
     """``<home>/serve_state.json``: per monitor, the last checked model version and the
-    dead-man's switch episode. Written atomically."""
+    dead-man's switch episode. Written atomically.
+
+    Validated when read: a file that is not JSON, or whose top level is not an object of
+    objects, is moved aside (``serve_state.json.corrupt-<unix time>``) and the state starts
+    empty; a monitor entry that is not an object, or a known key with a value of the wrong type
+    (``watching_since: "oops"``, an infinite timestamp), is dropped. Each is logged as a warning.
+    A wrong-shaped file used to fail every tick of the dead-man's switch and every scheduled
+    check for good (``set()`` rewrote the same bad data). What is lost is a cache: the history
+    says which versions were checked, and the switch starts counting again."""
 
     def __init__(self, home: Path) -> None:
         self.path = home / "serve_state.json"
         self._lock = threading.Lock()
+        self._data: dict[str, dict[str, Any]] = self._load()
+
+    def _load(self) -> dict[str, dict[str, Any]]:
         try:
-            self._data: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self._data = {}
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.warning("%s could not be read (%s): starting from an empty state", self.path, exc.strerror or exc)
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:  # not JSON, not UTF-8
+            self._move_aside(f"not JSON ({type(exc).__name__}: {exc})")
+            return {}
+        if not isinstance(data, dict):
+            self._move_aside(f"expected an object of monitors, got {type(data).__name__}")
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for monitor, entry in data.items():
+            if not isinstance(entry, dict):
+                log.warning(
+                    "%s: entry %r dropped (expected an object, got %s): its state starts again",
+                    self.path,
+                    monitor,
+                    type(entry).__name__,
+                )
+                continue
+            kept = dict(entry)
+            for key, (what, ok) in _STATE_KEYS.items():
+                if key in kept and not ok(kept[key]):
+                    bad = repr(kept.pop(key))
+                    log.warning("%s: %s.%s dropped (expected %s, got %s)", self.path, monitor, key, what, bad[:80])
+            out[monitor] = kept
+        return out
+
+    def _move_aside(self, why: str) -> None:
+        target = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        try:
+            os.replace(self.path, target)
+        except OSError as exc:
+            log.warning("%s is unusable (%s) and could not be moved aside (%s): it is rewritten", self.path, why, exc)
+        else:
+            log.warning("%s is unusable (%s): moved to %s, starting from an empty state", self.path, why, target.name)
 
     def get(self, monitor: str, key: str, default: Any = None) -> Any:
         with self._lock:
@@ -224,6 +301,8 @@ class Service:
         #: (monitor, sink) -> the newest check that sink gave (stands in when it cannot be read)
         self._remote_seen: dict[tuple[str, str], Report] = {}
         self._read_failing_since: dict[tuple[str, str], float] = {}
+        #: monitor -> (created_at, first seen at) of a latest check dated in the future
+        self._future_checks: dict[str, tuple[float, float]] = {}
         self._running = 0
         self._idle = threading.Condition()
         self._scheduler: Any = None
@@ -231,7 +310,20 @@ class Service:
         self._home_locks: list[_HomeLock] = []
         self.started_at = clock()
         for spec in config.monitors:
-            _ = spec.monitor.dispatcher  # created once here, not lazily from two job threads
+            try:
+                _ = spec.monitor.dispatcher  # created once here, not lazily from two job threads
+            except ConfigError:
+                raise
+            except Exception as exc:
+                # a corrupt outbox.db was moved aside and replaced by the outbox itself; one that
+                # cannot be opened at all (a read-only home, a folder in its place) stops serve
+                # here, in one line: a service that cannot queue a page would run on, watching
+                # the models and telling no one (the dead-man's switch included)
+                why = redact_text(f"{exc}" if isinstance(exc, CollapseMonitorError) else f"{type(exc).__name__}: {exc}")
+                raise ConfigError(
+                    "home",
+                    f"monitor {spec.name!r}: {why}; serve does not start without its alert outbox",
+                ) from exc
 
         r = self.registry
         self.g_up = Gauge("collapse_monitor_serve_up", "1 while collapse-monitor serve runs", registry=r)
@@ -406,7 +498,7 @@ class Service:
             self.g_last.labels(name, "check").set(self.clock())
             with contextlib.suppress(ValueError):
                 self.g_version.labels(name).set(float(ver.version))
-            self._export(report)
+            self._export(report, live=True)
             log.info(
                 "%s: checked %s: generation %d, %s%s",
                 name,
@@ -546,11 +638,19 @@ class Service:
                 newest = remote
         return newest, unknown
 
-    def _export(self, report: Report) -> None:
-        if self.prometheus.collector.created_at(report.monitor) == report.created_at:
+    def _export(self, report: Report, *, live: bool = False) -> None:
+        """Show ``report`` on /metrics unless a newer check is shown (by generation, then time:
+        after the wall clock stepped back the latest check by time is an older generation).
+        ``live``: a check this service just made (a baseline checked now starts a new chain)."""
+        from .sinks.base import EmitContext
+
+        col = self.prometheus.collector
+        # the same check again, or one that a newer check already replaced: nothing to do, and
+        # nothing to log every tick
+        if col.held(report.monitor) == (report.generation, report.created_at) or col.supersedes(report, live=live):
             return
         try:
-            self.prometheus.emit(report, None)
+            self.prometheus.emit(report, EmitContext() if live else None)
         except Exception as exc:  # pragma: no cover - registry-only export does no I/O
             log.warning("%s: /metrics export failed: %s", report.monitor, exc)
 
@@ -565,10 +665,17 @@ class Service:
         if expected is None and state.get(name, "stale_episode") is None:
             return None  # no switch configured (one that fired before it was removed resolves below)
         if latest is not None:
-            since, episode = latest.created_at, repr(latest.created_at)
+            since, episode = self._not_future(name, latest.created_at, now), repr(latest.created_at)
         else:
             since = state.get(name, "watching_since")
-            if since is None:
+            if since is None or since > now:
+                if since is not None:
+                    log.warning(
+                        "%s: the dead-man's switch started watching at %s, in the future (the clock stepped "
+                        "back): it counts from now",
+                        name,
+                        _when(since),
+                    )
                 since = now
                 state.set(name, watching_since=now)
             episode = "never"
@@ -591,7 +698,7 @@ class Service:
             )
 
         if stale and expected is not None and alerted != episode:
-            last = "never" if latest is None else datetime.fromtimestamp(since, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            last = "never" if latest is None else _when(latest.created_at)
             summary = (
                 f"{name}: no retrain checked for {_span(age)} (expected at least every {_span(expected)}); "
                 f"last check: {last}. The training pipeline or its monitoring hook may have stopped."
@@ -615,6 +722,27 @@ class Service:
             resolved = alert("resolved", f"{name}: {why}")
             return resolved, _stale_id(name, str(alerted), "resolved"), {"stale_episode": None}
         return None
+
+    def _not_future(self, name: str, created_at: float, now: float) -> float:
+        """When the dead-man's switch counts a check from: ``created_at``, or - for a check dated
+        in the future (the wall clock stepped back, a training host whose clock is ahead) - when
+        this process first saw it, with a warning. Its age was negative: the switch could not
+        fire until the clock caught up with the date (a day ahead: a day of silence unnoticed)."""
+        seen = self._future_checks.get(name)
+        if seen is not None and seen[0] == created_at:
+            return min(created_at, seen[1])
+        if created_at <= now:
+            self._future_checks.pop(name, None)
+            return created_at
+        self._future_checks[name] = (created_at, now)
+        log.warning(
+            "%s: the latest check is dated %s, %s in the future (the clock stepped back, or the training "
+            "host's clock is ahead): the dead-man's switch counts it from now",
+            name,
+            _when(created_at),
+            _span(created_at - now),
+        )
+        return now
 
     def _dispatch(self, spec: MonitorSpec, alert: Alert, eid: str) -> None:
         disp = spec.monitor.dispatcher

@@ -39,6 +39,21 @@ Guarantees and bounds
 
 States: ``pending`` -> ``delivered`` | ``dead`` | ``disabled``; ``muted`` rows are recorded
 and never sent. ``last_error`` is redacted by the channel before it is stored.
+
+A damaged or unusable file
+--------------------------
+- **Corrupt** (sqlite says "file is not a database" or "database disk image is malformed"
+  when it is opened): the file, with its ``-wal`` / ``-shm``, is moved aside as
+  ``outbox.db.corrupt-<unix time>`` and a new, empty outbox starts; logged as an error naming
+  the moved file (``Outbox.quarantined`` holds its path). Rows still pending in it are not
+  delivered from there: a check whose alerts never reached an outbox queues them again, and the
+  moved file can be inspected by hand. Every check used to fail with ``DatabaseError`` and no
+  page went out until someone deleted the file.
+- **Cannot be opened at all** (a read-only or full home, a folder in its place, no permission):
+  :class:`~collapse_monitor.errors.AlertDeliveryError` naming the path and sqlite's reason, the
+  connection closed. A check records it among its errors (``alerting: ...``) and carries on;
+  ``collapse-monitor serve`` refuses to start (one line on stderr, exit status 2), because a
+  service that cannot queue a page would watch the models without telling anyone.
 """
 
 from __future__ import annotations
@@ -60,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from .._redact import redact_text
+from ..errors import AlertDeliveryError
 from .base import AlertEvent, Channel, DeliveryResult
 
 __all__ = ["Outbox", "OutboxRow", "RetryPolicy"]
@@ -161,6 +177,12 @@ class OutboxRow:
         )
 
 
+def _corrupt(exc: BaseException) -> bool:
+    """sqlite's words for a file that is not (or no longer) a database."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and ("file is not a database" in text or "malformed" in text)
+
+
 _COLS = (
     "id, channel, dedup_key, monitor, kind, status, attempts, created_at, next_attempt_at, lease_until, "
     "delivered_at, last_http_status, last_error, payload, seq"
@@ -188,7 +210,6 @@ class Outbox:
         self.scope = scope
         self._prefix = "" if scope is None else f"{scope}\x1f"
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self.retry = retry or RetryPolicy()
         self.lease_seconds = float(lease_seconds)
@@ -196,21 +217,96 @@ class Outbox:
         self._rng = rng or random.Random()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = threading.RLock()
+        #: where a corrupt outbox.db was moved by this process (None: it was not)
+        self.quarantined: Path | None = None
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        """Open (creating if needed) the database; a corrupt one is moved aside once and a new one
+        started; one that cannot be opened raises AlertDeliveryError naming the path."""
+        try:
+            return self._setup()
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise self._unopenable(exc) from exc
+            corrupt = exc
+        except OSError as exc:
+            raise self._unopenable(exc) from exc
+        self._quarantine(corrupt)
+        try:
+            return self._setup()
+        except (sqlite3.Error, OSError) as exc:
+            raise self._unopenable(exc) from exc
+
+    def _setup(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
-        if new:
-            with contextlib.suppress(OSError):
-                os.chmod(self.path, 0o600)
-        self._db.execute("PRAGMA busy_timeout = 30000")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        with self._tx() as db:
-            for stmt in _SCHEMA.split(";\n"):
-                if stmt.strip():
-                    db.execute(stmt)
-            if "fingerprint" not in {r[1] for r in db.execute("PRAGMA table_info(open_alerts)")}:
-                # which target got the firing (written before 2026-12-06: unknown, NULL)
-                db.execute("ALTER TABLE open_alerts ADD COLUMN fingerprint TEXT")
+        db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            if new:
+                with contextlib.suppress(OSError):
+                    os.chmod(self.path, 0o600)
+            db.execute("PRAGMA busy_timeout = 30000")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _SCHEMA.split(";\n"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                if "fingerprint" not in {r[1] for r in db.execute("PRAGMA table_info(open_alerts)")}:
+                    # which target got the firing (written before 2026-12-06: unknown, NULL)
+                    db.execute("ALTER TABLE open_alerts ADD COLUMN fingerprint TEXT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except BaseException:
+            db.close()  # a failed setup must not leave the file open (and, on Windows, locked)
+            raise
+        return db
+
+    def _unopenable(self, exc: BaseException) -> AlertDeliveryError:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        low = why.lower()
+        hint = (
+            f" (is {self.path.parent} writable, and {self.path.name} a file?)"
+            if isinstance(exc, OSError) or "unable to open" in low or "readonly" in low or "read-only" in low
+            else ""
+        )
+        return AlertDeliveryError(
+            f"alert outbox {self.path} cannot be opened: {why}{hint}: alerts cannot be queued or delivered"
+        )
+
+    def _quarantine(self, why: BaseException) -> None:
+        """Move a corrupt outbox.db (with its -wal / -shm) aside as
+        ``outbox.db.corrupt-<unix time>`` so that a new one can start, and say so."""
+        stamp = f"corrupt-{int(time.time())}"
+        target = self.path.with_name(f"{self.path.name}.{stamp}")
+        n = 0
+        while target.exists():  # twice in one second: keep both
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = self.path.with_name(self.path.name + suffix)
+            try:
+                os.replace(src, target.with_name(target.name + suffix))
+            except FileNotFoundError:  # another process may have moved it
+                pass
+            except OSError as exc:
+                raise AlertDeliveryError(
+                    f"alert outbox {self.path} is corrupt ({why}) and could not be moved aside "
+                    f"({exc.strerror or exc}): move or delete it by hand; alerts cannot be queued or delivered"
+                ) from exc
+        self.quarantined = target
+        log.error(
+            "alert outbox %s is corrupt (%s): moved to %s, starting a new one (alerts still pending in it are "
+            "not delivered from there)",
+            self.path,
+            why,
+            target.name,
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
     @contextlib.contextmanager

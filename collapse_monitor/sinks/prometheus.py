@@ -272,12 +272,45 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def supersedes(held: tuple[float | None, float] | None, report: Report, *, live: bool = False) -> bool:
+    """Whether an export ``held`` - (generation, created_at) of the check it came from; the
+    generation None where unknown - is newer than ``report``, which must then not replace it.
+
+    The generation decides first: a higher generation of a monitor is newer whatever the clocks
+    say (a wall clock stepped back by NTP, a training host whose clock is behind the previous
+    one's: ordering by ``created_at`` alone kept showing the older generation, and every later
+    check went unexported without a word). Within one generation, the later check. A lower
+    generation checked after a higher one (a backfill, an old checkpoint re-run, a late spool
+    replay) does not replace it. One exception, as for the monitor's alerts: a baseline checked
+    now (``live``: the check was just made; ``report.is_baseline`` - a chain re-run from scratch,
+    a history that starts again) begins a new chain and replaces a higher generation of the
+    earlier one. Only a check made now: ``created_at`` cannot tell a re-run baseline from the
+    original one once the clock stepped back.
+
+    >>> from collapse_monitor.types import Report, Stage
+    >>> r = Report("m", 2, Stage.HEALTHY, {}, created_at=100.0)
+    >>> supersedes((1, 500.0), r), supersedes((3, 50.0), r), supersedes((2, 101.0), r)
+    (False, True, True)
+    >>> rerun = Report("m", 0, Stage.HEALTHY, {}, created_at=100.0)
+    >>> supersedes((5, 50.0), rerun), supersedes((5, 50.0), rerun, live=True)
+    (True, False)
+    """
+    if held is None or (live and report.is_baseline):
+        return False
+    gen, at = held
+    if gen is None or gen == report.generation:
+        return at > report.created_at
+    return gen > report.generation
+
+
 class ReportCollector:
-    """A prometheus_client collector yielding the latest samples of every monitor it was given."""
+    """A prometheus_client collector yielding the latest samples of every monitor it was given
+    (the latest by :func:`supersedes`: generation first, then time)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: dict[str, tuple[float, list[Sample]]] = {}
+        #: monitor -> (generation, created_at, samples)
+        self._latest: dict[str, tuple[int, float, list[Sample]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_lock"}
@@ -286,19 +319,29 @@ class ReportCollector:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def update(self, report: Report, samples: list[Sample]) -> bool:
-        """Keep ``samples`` as the monitor's latest unless a newer check is already held."""
+    def update(self, report: Report, samples: list[Sample], *, live: bool = False) -> bool:
+        """Keep ``samples`` as the monitor's latest unless a newer check is already held
+        (``live``: ``report`` was just made; see :func:`supersedes`)."""
         with self._lock:
             held = self._latest.get(report.monitor)
-            if held is not None and held[0] > report.created_at:
+            if held is not None and supersedes(held[:2], report, live=live):
                 return False
-            self._latest[report.monitor] = (report.created_at, samples)
+            self._latest[report.monitor] = (report.generation, report.created_at, samples)
             return True
 
-    def created_at(self, monitor: str) -> float | None:
+    def held(self, monitor: str) -> tuple[int, float] | None:
+        """(generation, created_at) of the check held for ``monitor``."""
         with self._lock:
             held = self._latest.get(monitor)
-        return None if held is None else held[0]
+        return None if held is None else (held[0], held[1])
+
+    def supersedes(self, report: Report, *, live: bool = False) -> bool:
+        """Whether the check held for ``report.monitor`` is newer than ``report``."""
+        return supersedes(self.held(report.monitor), report, live=live)
+
+    def created_at(self, monitor: str) -> float | None:
+        held = self.held(monitor)
+        return None if held is None else held[1]
 
     def forget(self, monitor: str) -> None:
         with self._lock:
@@ -311,7 +354,7 @@ class ReportCollector:
     def samples(self, monitor: str | None = None) -> list[Sample]:
         with self._lock:
             held = sorted(self._latest.items()) if monitor is None else [(monitor, self._latest[monitor])]
-        return [s for _, (_, ss) in held for s in ss]
+        return [s for _, (_, _, ss) in held for s in ss]
 
     def collect(self) -> Iterator[Any]:
         yield from families(self.samples())
@@ -333,6 +376,14 @@ def collector_for(registry: Any) -> ReportCollector:
             registry.register(col)
             _COLLECTORS[registry] = col
         return col
+
+
+def _family_value(fam: Any, monitor: str) -> float | None:
+    """The value of ``monitor``'s series in a metric family of ``/api/v1/metrics``."""
+    for m in (fam or {}).get("metrics", []):
+        if m.get("labels", {}).get("monitor", monitor) == monitor:
+            return float(m["value"])
+    return None
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -513,13 +564,23 @@ class PrometheusSink:
         )
 
     def emit(self, report: Report, context: EmitContext | None = None) -> dict[str, Any] | None:
-        """Export ``report``. An older report than one already exported for the monitor (a late
-        spool replay) is not exported over it. Raises SinkError on failure."""
-        if context is None and self._newer_exported(report):
-            return {"prometheus": "skipped: a newer check is already exported"}
+        """Export ``report``. An older report than one already exported for the monitor (a lower
+        generation, or an earlier check of the same one; see :func:`supersedes`) is not exported
+        over it - a late spool replay, a backfill - unless it is a baseline checked now (a chain
+        re-run from scratch). The skip is logged, and a check made now (``context`` given) also
+        gets it among its ``errors``: its results are not on the dashboards. Raises SinkError on
+        failure."""
+        live = context is not None
+        newer: tuple[float | None, float] | None
+        if live:  # this process's newest only: a check made now is newer than anything elsewhere
+            newer = self.collector.held(report.monitor) if self.collector.supersedes(report, live=True) else None
+        else:
+            newer = self._newer_exported(report)
+        if newer is not None:
+            return self._skipped(report, newer, live=live)
         samples = self.samples(report)
-        if not self.collector.update(report, samples):
-            return {"prometheus": "skipped: a newer check is already exported"}
+        if not self.collector.update(report, samples, live=live):  # another thread exported a newer one meanwhile
+            return self._skipped(report, self.collector.held(report.monitor) or (None, math.nan), live=live)
         errors: list[str] = []
         if self.pushgateway is not None:
             try:
@@ -534,6 +595,21 @@ class PrometheusSink:
         if errors:
             raise SinkError(self._scrub("; ".join(errors)))
         return None
+
+    def _skipped(self, report: Report, newer: tuple[float | None, float], *, live: bool) -> dict[str, Any]:
+        """Log (and for a check made now, report) an export skipped for a newer one."""
+        gen, at = newer
+        what = "a newer check" if gen is None else f"generation {gen:g}"
+        when = "" if not math.isfinite(at) else f" (checked at unix time {at:.0f})"
+        msg = (
+            f"{self.name}: generation {report.generation} of {report.monitor!r} not exported: {what}{when} is already "
+            "exported, and a lower generation (or an earlier check of the same one) never replaces it"
+        )
+        log.warning("%s", self._scrub(msg))
+        out: dict[str, Any] = {"prometheus": "skipped: a newer check is already exported"}
+        if live:
+            out["warnings"] = [self._scrub(msg)]
+        return out
 
     def _push(self, report: Report, samples: list[Sample]) -> None:
         from prometheus_client import CollectorRegistry, pushadd_to_gateway
@@ -624,35 +700,36 @@ class PrometheusSink:
             _write_samples(path, picked + kept)
 
     # -- replay ordering -----------------------------------------------------------------------
-    def _newer_exported(self, report: Report) -> bool:
-        """Is a newer check of this monitor already out there (memory, gateway, textfile)?"""
-        held = self.collector.created_at(report.monitor)
+    def _newer_exported(self, report: Report) -> tuple[float | None, float] | None:
+        """The (generation, created_at) of a newer check of this monitor already out there
+        (memory, else the gateway and the textfile), by :func:`supersedes`; None when there is
+        none. The generation is None where only the check's time could be read."""
+        held = self.collector.held(report.monitor)
         if held is not None:
-            return held > report.created_at
-        newest: list[float] = []
+            return held if supersedes(held, report) else None
+        found: list[tuple[float | None, float]] = []
+        gen_name, at_name = f"{NS}_generation", f"{NS}_last_check_timestamp_seconds"
         with contextlib.suppress(Exception):
             if self.pushgateway is not None:
-                v = self.gateway_value(report.monitor, f"{NS}_last_check_timestamp_seconds")
-                if v is not None:
-                    newest.append(v)
+                group = self._gateway_group(report.monitor) or {}
+                at = _family_value(group.get(at_name), report.monitor)
+                if at is not None:
+                    found.append((_family_value(group.get(gen_name), report.monitor), at))
         with contextlib.suppress(Exception):
             path = self.textfile_path(report.monitor)
             if path is not None and path.exists():
-                newest += [
-                    smp.value
+                mine = {
+                    smp.name: smp.value
                     for smp in _read_textfile(path)
-                    if smp.name == f"{NS}_last_check_timestamp_seconds"
-                    and dict(smp.labels)["monitor"] == report.monitor
-                ]
-        return any(v > report.created_at for v in newest)
+                    if smp.name in (gen_name, at_name) and dict(smp.labels).get("monitor") == report.monitor
+                }
+                if at_name in mine:
+                    found.append((mine.get(gen_name), mine[at_name]))
+        return next((f for f in found if supersedes(f, report)), None)
 
     def gateway_value(self, monitor: str, metric: str) -> float | None:
         """Current value of ``metric`` in this monitor's Pushgateway group (``/api/v1/metrics``)."""
-        fam = (self._gateway_group(monitor) or {}).get(metric)
-        for m in (fam or {}).get("metrics", []):
-            if m.get("labels", {}).get("monitor", monitor) == monitor:
-                return float(m["value"])
-        return None
+        return _family_value((self._gateway_group(monitor) or {}).get(metric), monitor)
 
     # -- housekeeping --------------------------------------------------------------------------
     def delete(self, monitor: str) -> None:

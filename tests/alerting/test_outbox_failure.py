@@ -38,7 +38,11 @@ def test_alerts_the_outbox_could_not_take_are_queued_by_the_next_check(http_rece
 
     monitor().check(cm.Observation(predictions=HEALTHY))
     outbox = tmp_path / "outbox.db"
-    outbox.write_bytes(b"this is not a database" * 100)  # the outbox cannot be opened
+    for f in tmp_path.glob("outbox.db*"):
+        f.unlink()
+    # the outbox cannot be opened (a folder in its place; a corrupt file is moved aside and
+    # replaced instead, see test_outbox_quarantine.py)
+    outbox.mkdir()
     first = monitor().check(cm.Observation(predictions=COLLAPSED))
     assert [(a.rule, a.status) for a in first.alerts] == [("early_collapse", "firing")]
     assert any(e.startswith("alerting:") for e in first.errors), first.errors
@@ -49,7 +53,7 @@ def test_alerts_the_outbox_could_not_take_are_queued_by_the_next_check(http_rece
     assert any("generation 1's alerts are not queued yet" in e for e in second.errors), second.errors
     assert http_receiver.requests == []
 
-    outbox.unlink()  # repaired: the next check queues generation 1's page and delivers it
+    outbox.rmdir()  # repaired: the next check queues generation 1's page and delivers it
     third = monitor().check(cm.Observation(predictions=COLLAPSED))
     assert not any("not queued" in e for e in third.errors), third.errors
     (page,) = http_receiver.requests
@@ -143,7 +147,18 @@ def test_flush_records_a_corrupt_outbox_instead_of_raising(http_receiver, tmp_pa
     outbox = tmp_path / "outbox.db"
     with open(outbox, "r+b") as fh:
         fh.truncate(outbox.stat().st_size // 2)
+    # a corrupt outbox is moved aside and replaced (test_outbox_quarantine.py): flush() works
     with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
         out = monitor().flush()
     assert out["alerts"] == 0
-    assert "alert redelivery failed" in caplog.text
+    assert "is corrupt" in caplog.text and "alert redelivery failed" not in caplog.text
+    assert [p.name for p in tmp_path.glob("outbox.db.corrupt-*")]
+    # one that cannot be opened at all is recorded, not raised
+    for f in tmp_path.glob("outbox.db*"):
+        f.unlink()
+    outbox.mkdir()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
+        out = monitor().flush()
+    assert out["alerts"] == 0
+    assert "alert redelivery failed" in caplog.text and f"alert outbox {outbox} cannot be opened" in caplog.text
