@@ -215,12 +215,20 @@ def _metrics_delete(args: argparse.Namespace) -> int:
             raise ConfigError("--grouping-key", f"expected LABEL=VALUE, got {item!r}")
         key[label] = value
     sink = PrometheusSink(pushgateway=args.pushgateway, textfile=args.textfile, job=args.job, grouping_key=key)
+    path = sink.textfile_path(args.monitor)
+    missing = path is not None and not path.exists()  # a mistyped path said "deleted", exit 0
     sink.delete(args.monitor)
     where = [
         f"the Pushgateway at {sink._shown}" if sink.pushgateway else "",
-        f"{args.textfile}" if args.textfile else "",
+        f"{path}" if path is not None and not missing else "",
     ]
-    print(f"deleted the series of monitor {args.monitor!r} from {' and '.join(w for w in where if w)}")
+    if any(where):
+        print(f"deleted the series of monitor {args.monitor!r} from {' and '.join(w for w in where if w)}")
+    if missing:
+        print(
+            f"collapse-monitor: error: no textfile at {path}: nothing deleted there (check --textfile)", file=sys.stderr
+        )
+        return 2
     return 0
 
 

@@ -400,8 +400,13 @@ def _split_auth(url: str) -> tuple[str, str | None, str | None]:
     try:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         parts.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError as exc:
-        raise ConfigError("PrometheusSink.pushgateway", f"not a valid http(s) URL: {redact_url(url)} ({exc})") from None
+        why = None
+    except ValueError:
+        # not its text: "Port could not be cast to integer value as 'pw'" quotes a password
+        # holding a "/" or "#" (user:pw/x@host), and raising here kept it as __context__
+        why = "the port is not a number in 0-65535 (a password holding / # or ? must be percent-encoded)"
+    if why is not None:
+        raise ConfigError("PrometheusSink.pushgateway", f"not a valid http(s) URL: {redact_url(url)}: {why}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             "PrometheusSink.pushgateway", f"expected an http(s) URL such as http://host:9091, got {redact_url(url)}"

@@ -634,11 +634,12 @@ def test_a_password_with_a_slash_or_hash_is_masked(uri, tmp_path) -> None:
     assert "Sup3rS3cretPw" not in safe_uri(uri) + shown_uri(uri)
     assert "Sup3rS3cretPw" not in redact_text(f"error at {uri}: Port could not be cast")
     assert redact_text("http://127.0.0.1:8080/ok") == "http://127.0.0.1:8080/ok"  # a port is not a password
-    with pytest.raises(cm.ConfigError) as info:
-        cm.Webhook(uri)
-    err = info.value
-    assert err.__context__ is None and err.__cause__ is None  # `from None` kept the ValueError as context
-    assert "Sup3rS3cretPw" not in str(err)
+    for build in (lambda: cm.Webhook(uri), lambda: cm.PrometheusSink(pushgateway=uri.replace(":5000", ":9091"))):
+        with pytest.raises(cm.ConfigError) as info:
+            build()
+        err = info.value
+        assert err.__context__ is None and err.__cause__ is None  # `from None` kept the ValueError as context
+        assert "Sup3rS3cretPw" not in str(err) and "port is not a number" in str(err)
 
 
 def test_the_history_store_is_owner_only(tmp_path) -> None:

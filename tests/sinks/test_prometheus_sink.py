@@ -265,6 +265,11 @@ def test_metrics_delete_command_removes_a_renamed_monitors_series(pushgateway, k
     assert info.value.code == 2 and "--pushgateway URL, --textfile PATH" in capsys.readouterr().err
     assert cli.main([*argv, "--grouping-key", "team"]) == 2
     assert "expected LABEL=VALUE" in capsys.readouterr().err
+    # a mistyped textfile path said "deleted ... from it" with exit 0 (README audit, stop 36)
+    typo = tmp_path / "colapse.prom"
+    assert cli.main(["metrics", "delete", "--monitor", old, "--textfile", str(typo)]) == 2
+    out = capsys.readouterr()
+    assert "deleted" not in out.out and f"no textfile at {typo}" in out.err
 
 
 # --- real Pushgateway + Prometheus --------------------------------------------------------------
