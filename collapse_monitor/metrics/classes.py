@@ -312,8 +312,8 @@ def classifier_panel(
     prd = _labels(preds, "preds", len(lab))
     base = None if baseline_preds is None else _labels(baseline_preds, "baseline_preds", len(lab))
     if (
-        isinstance(rare_threshold, bool)
-        or not isinstance(rare_threshold, (int, float))
+        isinstance(rare_threshold, (bool, np.bool_))
+        or not isinstance(rare_threshold, (int, float, np.integer, np.floating))
         or not (0.0 < float(rare_threshold) <= 1.0)
     ):
         raise InputError("rare_threshold", f"expected a number in (0, 1], got {rare_threshold!r}")

@@ -126,7 +126,9 @@ def vendi_score(X: Any, q: float | str = 1.0, normalize: bool = True) -> float:
 
     Exact: eigenvalues of the ``d x d`` dual ``X^T X / n`` when ``d < n``, else of the
     ``n x n`` kernel ``X X^T / n``. Equals ``vendi_score.vendi.score_dual(X, q, normalize)``
-    and, for ``q = 1``, ``vendi_score.vendi.score_X(X)``.
+    for ``q >= 1`` and, for ``q = 1``, ``vendi_score.vendi.score_X(X)``. For ``q < 1`` the
+    eigenvalues at round-off level are dropped (``score_dual`` counts them: ``q = 0`` on
+    ``d > n`` rows of rank ``n`` gave ``d`` instead of ``n``), so the two differ there.
 
     >>> round(vendi_score(np.eye(3)), 9)
     3.0

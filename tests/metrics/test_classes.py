@@ -406,3 +406,15 @@ def test_macro_recall_interval_covers_by_exact_enumeration(sizes, recalls) -> No
         assert mv is not None and mv.ci_low <= mv.value <= mv.ci_high
         covered += prob * (mv.ci_low <= truth <= mv.ci_high)
     assert covered >= 0.92, covered
+
+
+def test_a_numpy_threshold_is_a_number() -> None:
+    """Metrics audit (stop 36): rare_threshold=np.float32(0.1) was refused as "expected a number"."""
+    from collapse_monitor.metrics.classes import classifier_panel
+
+    labels = np.array([0] * 95 + [1] * 5)
+    a = classifier_panel(labels, labels, None, rare_threshold=np.float32(0.1))
+    b = classifier_panel(labels, labels, None, rare_threshold=0.1)
+    assert list(a.rare_classes) == list(b.rare_classes) and len(a.rare_classes) == 1
+    with pytest.raises(InputError, match="rare_threshold"):
+        classifier_panel(labels, labels, None, rare_threshold=np.True_)
