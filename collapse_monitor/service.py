@@ -653,6 +653,14 @@ class Service:
             self.prometheus.emit(report, EmitContext() if live else None)
         except Exception as exc:  # pragma: no cover - registry-only export does no I/O
             log.warning("%s: /metrics export failed: %s", report.monitor, exc)
+            return
+        # the chain it belongs to: its baseline in the history (a later baseline is a chain
+        # re-run from scratch; the same one, re-read by the tick after a clock step, is not)
+        spec = self.specs.get(report.monitor)
+        if spec is not None and not report.is_baseline:
+            with contextlib.suppress(Exception):
+                base = next((r for r in spec.monitor.reports() if r.generation == report.baseline_generation), None)
+                col.note_chain(report, None if base is None else base.created_at)
 
     def _stale_alert(
         self, spec: MonitorSpec, latest: Report | None, now: float

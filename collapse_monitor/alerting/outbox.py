@@ -232,11 +232,43 @@ class Outbox:
             corrupt = exc
         except OSError as exc:
             raise self._unopenable(exc) from exc
-        self._quarantine(corrupt)
+        # one process at a time decides: two that both found it corrupt moved it aside twice,
+        # the second time the fresh outbox the first had just started (and kept writing to)
+        with self._quarantine_lock():
+            try:
+                return self._setup()  # another process has replaced it meanwhile
+            except sqlite3.DatabaseError as exc:
+                if not _corrupt(exc):
+                    raise self._unopenable(exc) from exc
+                corrupt = exc
+            except OSError as exc:
+                raise self._unopenable(exc) from exc
+            self._quarantine(corrupt)
+            try:
+                return self._setup()
+            except (sqlite3.Error, OSError) as exc:
+                raise self._unopenable(exc) from exc
+
+    @contextlib.contextmanager
+    def _quarantine_lock(self) -> Iterator[None]:
+        """An exclusive advisory lock beside the database (``outbox.db.lock``) while a corrupt
+        outbox is re-checked and moved aside; without one (no fcntl, an unwritable folder) the
+        move goes ahead as before."""
         try:
-            return self._setup()
-        except (sqlite3.Error, OSError) as exc:
-            raise self._unopenable(exc) from exc
+            import fcntl
+
+            fh = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115 - held across the yield
+        except (ImportError, OSError):
+            yield
+            return
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
 
     def _setup(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)

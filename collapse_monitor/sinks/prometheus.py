@@ -272,7 +272,9 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def supersedes(held: tuple[float | None, float] | None, report: Report, *, live: bool = False) -> bool:
+def supersedes(
+    held: tuple[float | None, float] | None, report: Report, *, live: bool = False, chain_start: float | None = None
+) -> bool:
     """Whether an export ``held`` - (generation, created_at) of the check it came from; the
     generation None where unknown - is newer than ``report``, which must then not replace it.
 
@@ -281,23 +283,31 @@ def supersedes(held: tuple[float | None, float] | None, report: Report, *, live:
     one's: ordering by ``created_at`` alone kept showing the older generation, and every later
     check went unexported without a word). Within one generation, the later check. A lower
     generation checked after a higher one (a backfill, an old checkpoint re-run, a late spool
-    replay) does not replace it. One exception, as for the monitor's alerts: a baseline checked
-    now (``live``: the check was just made; ``report.is_baseline`` - a chain re-run from scratch,
-    a history that starts again) begins a new chain and replaces a higher generation of the
-    earlier one. Only a check made now: ``created_at`` cannot tell a re-run baseline from the
-    original one once the clock stepped back.
+    replay) does not replace it.
+
+    One exception, as for the monitor's alerts: a baseline that starts a new chain (a chain
+    re-run from scratch, a history that starts again) replaces a higher generation of the
+    earlier one. It is a new chain when it was checked now (``live``), or when it is later
+    than the held chain's own baseline (``chain_start``, its ``created_at``; unknown: than the
+    held check). Re-exporting the held chain's own baseline (serve's refresh tick after a clock
+    step back) is not a new chain; a re-run whose clock is behind the held chain's cannot be
+    told from one, and waits until it passes the held generation.
 
     >>> from collapse_monitor.types import Report, Stage
     >>> r = Report("m", 2, Stage.HEALTHY, {}, created_at=100.0)
     >>> supersedes((1, 500.0), r), supersedes((3, 50.0), r), supersedes((2, 101.0), r)
     (False, True, True)
     >>> rerun = Report("m", 0, Stage.HEALTHY, {}, created_at=100.0)
-    >>> supersedes((5, 50.0), rerun), supersedes((5, 50.0), rerun, live=True)
-    (True, False)
+    >>> supersedes((5, 50.0), rerun), supersedes((5, 150.0), rerun), supersedes((5, 150.0), rerun, live=True)
+    (False, True, False)
+    >>> supersedes((5, 50.0), rerun, chain_start=100.0)  # the held chain's own baseline again
+    True
     """
-    if held is None or (live and report.is_baseline):
+    if held is None:
         return False
     gen, at = held
+    if report.is_baseline and (live or report.created_at > (at if chain_start is None else chain_start)):
+        return False
     if gen is None or gen == report.generation:
         return at > report.created_at
     return gen > report.generation
@@ -311,6 +321,8 @@ class ReportCollector:
         self._lock = threading.Lock()
         #: monitor -> (generation, created_at, samples)
         self._latest: dict[str, tuple[int, float, list[Sample]]] = {}
+        #: monitor -> created_at of the held chain's baseline, where this collector saw it
+        self._chains: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_lock"}
@@ -318,16 +330,34 @@ class ReportCollector:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self.__dict__.setdefault("_chains", {})  # pickled by an older version
 
     def update(self, report: Report, samples: list[Sample], *, live: bool = False) -> bool:
         """Keep ``samples`` as the monitor's latest unless a newer check is already held
         (``live``: ``report`` was just made; see :func:`supersedes`)."""
         with self._lock:
             held = self._latest.get(report.monitor)
-            if held is not None and supersedes(held[:2], report, live=live):
+            chain = self._chains.get(report.monitor)
+            if held is not None and supersedes(held[:2], report, live=live, chain_start=chain):
                 return False
             self._latest[report.monitor] = (report.generation, report.created_at, samples)
+            if report.is_baseline:
+                self._chains[report.monitor] = report.created_at
+            elif held is None or held[0] > report.generation:  # not a continuation of the held chain
+                self._chains.pop(report.monitor, None)
             return True
+
+    def note_chain(self, report: Report, start: float | None) -> None:
+        """Record ``start`` (its baseline's ``created_at``) as the chain of ``report`` when
+        ``report`` is the check held for its monitor and its chain is not known yet (the first
+        export of a process was not a baseline): without it a baseline dated later than the held
+        check reads as a new chain, which after a clock step back it need not be."""
+        if start is None:
+            return
+        with self._lock:
+            held = self._latest.get(report.monitor)
+            if held is not None and held[:2] == (report.generation, report.created_at):
+                self._chains.setdefault(report.monitor, start)
 
     def held(self, monitor: str) -> tuple[int, float] | None:
         """(generation, created_at) of the check held for ``monitor``."""
@@ -337,7 +367,9 @@ class ReportCollector:
 
     def supersedes(self, report: Report, *, live: bool = False) -> bool:
         """Whether the check held for ``report.monitor`` is newer than ``report``."""
-        return supersedes(self.held(report.monitor), report, live=live)
+        with self._lock:
+            chain = self._chains.get(report.monitor)
+        return supersedes(self.held(report.monitor), report, live=live, chain_start=chain)
 
     def created_at(self, monitor: str) -> float | None:
         held = self.held(monitor)
@@ -346,6 +378,7 @@ class ReportCollector:
     def forget(self, monitor: str) -> None:
         with self._lock:
             self._latest.pop(monitor, None)
+            self._chains.pop(monitor, None)
 
     def monitors(self) -> list[str]:
         with self._lock:
@@ -711,7 +744,7 @@ class PrometheusSink:
         none. The generation is None where only the check's time could be read."""
         held = self.collector.held(report.monitor)
         if held is not None:
-            return held if supersedes(held, report) else None
+            return held if self.collector.supersedes(report) else None
         found: list[tuple[float | None, float]] = []
         gen_name, at_name = f"{NS}_generation", f"{NS}_last_check_timestamp_seconds"
         with contextlib.suppress(Exception):

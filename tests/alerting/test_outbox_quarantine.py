@@ -4,6 +4,7 @@ no page went out until someone deleted the file by hand; ``serve`` died with a t
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -119,3 +120,28 @@ def _event(i: int):
         stage=cm.Stage.EARLY_COLLAPSE, generation=i, summary=f"early collapse at generation {i}",
     )  # fmt: skip
     return AlertEvent(alert)
+
+
+def test_two_processes_that_found_it_corrupt_move_it_aside_once(tmp_path: Path, monkeypatch) -> None:
+    """Review of stop 36: a second process that had found the outbox corrupt moved aside the
+    fresh outbox the first one had just started (and was writing to): its pages were stranded
+    in a file nobody reads. The move is decided under a lock, after a second look."""
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"this is not a database" * 200)
+    first = Outbox(path)  # moves it aside, starts a fresh one
+    first.enqueue(_event(1), {"oncall": "pending"})
+    real_setup = Outbox._setup
+    calls = {"n": 0}
+
+    def stale_view(self):  # the second process's first look: from before the first one's move
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.DatabaseError("file is not a database")
+        return real_setup(self)
+
+    monkeypatch.setattr(Outbox, "_setup", stale_view)
+    second = Outbox(path)
+    assert second.quarantined is None
+    assert len(list(tmp_path.glob("outbox.db.corrupt-*"))) == 1
+    assert [json.loads(r.payload)["alert"]["generation"] for r in second.pending()] == [1]  # the first one's page
+    first.close(), second.close()

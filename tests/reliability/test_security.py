@@ -651,3 +651,17 @@ def test_the_history_store_is_owner_only(tmp_path) -> None:
         path = tmp_path / "home" / name
         if path.exists():
             assert path.stat().st_mode & 0o777 == 0o600, (name, oct(path.stat().st_mode))
+
+
+def test_a_password_that_reads_as_a_port_or_an_ipv6_host_is_handled() -> None:
+    """Review of stop 36: http://alice:2024/Secret@host parses as host "alice", port 2024 and a
+    path, so the masking of a password holding "/" let it through (the run link alerts carry
+    included); an IPv6 literal before an "@" in the path lost its host to the mask."""
+    from collapse_monitor._redact import redact_text, redact_url
+    from collapse_monitor.sinks.mlflow import safe_uri, shown_uri
+
+    uri = "https://alice:2024/Sup3rS3cretPw@mlflow.example.com/"
+    for shown in (redact_text(uri), redact_url(uri), safe_uri(uri), shown_uri(uri), repr(cm.MLflowSink(uri))):
+        assert "Sup3rS3cretPw" not in shown and "2024" not in shown and "mlflow.example.com" in shown, shown
+    ipv6 = "http://[::1]:5000/api/users/bob@example.com"
+    assert redact_text(ipv6).startswith("http://[::1]:5000/api/users/")

@@ -50,11 +50,15 @@ def test_supersedes_orders_by_generation_then_time() -> None:
     assert supersedes((2, T), r) is False  # the same check again
     assert supersedes((None, T + 1), r) is True  # no generation known: the time decides
     assert supersedes((None, T - 1), r) is False
-    # a baseline checked now starts a new chain; replayed (or re-exported) later it is an older
-    # generation like any other: after a clock step its time cannot tell a re-run from the original
+    # a baseline checked now starts a new chain, and so does one later than the held chain's
+    # own baseline (or, where that is unknown, than the held check: a chain re-run from scratch
+    # that serve's tick reads from the history); the held chain's own baseline re-exported
+    # (serve's tick after a clock step back) is an older generation like any other
     rerun = Report("m", 0, Stage.HEALTHY, {}, baseline_generation=0, created_at=T)
     assert supersedes((5, T - 60), rerun, live=True) is False
-    assert supersedes((5, T - 60), rerun) is True
+    assert supersedes((5, T - 60), rerun) is False
+    assert supersedes((5, T - 60), rerun, chain_start=T) is True
+    assert supersedes((5, T - 60), rerun, chain_start=T - 120) is False
     assert supersedes((5, T + 60), rerun) is True
     assert supersedes((5, T - 60), r, live=True) is True  # a backfill checked now: not a baseline
 
@@ -186,3 +190,24 @@ def test_the_same_check_again_is_exported_again(kit, live) -> None:
     assert sink.emit(r, EmitContext()) is None
     assert sink.emit(r, EmitContext() if live else None) is None
     assert _shown(reg, "same")[0] == 2
+
+
+def test_serve_shows_a_chain_re_run_by_a_training_job() -> None:
+    """Review of stop 36: reports a training job writes reach serve's /metrics through its
+    refresh tick, never as checks made now, so a chain re-run from scratch (new generations 0,
+    1, ...) stayed behind the old chain's generation 5: its late-collapse stage stayed on the
+    dashboard until the new chain passed generation 5."""
+    import types
+
+    from collapse_monitor.service import Service
+
+    sink = PrometheusSink(registry=CollectorRegistry())
+    svc = types.SimpleNamespace(prometheus=sink, specs={})  # no history: the chain is not known
+    old5 = Report("m", 5, Stage.LATE_COLLAPSE, {}, baseline_generation=0, created_at=T)
+    new0 = Report("m", 0, Stage.HEALTHY, {}, baseline_generation=0, created_at=T + 1000)
+    new1 = Report("m", 1, Stage.HEALTHY, {}, baseline_generation=0, created_at=T + 1100)
+    for r in (old5, new0, new1):
+        Service._export(svc, r)  # type: ignore[arg-type]
+        assert sink.collector.held("m") == (r.generation, r.created_at)
+    Service._export(svc, new0)  # the tick re-reading the new chain's baseline: not a newer chain
+    assert sink.collector.held("m") == (1, T + 1100)
