@@ -224,30 +224,32 @@ class Outbox:
     def _open(self) -> sqlite3.Connection:
         """Open (creating if needed) the database; a corrupt one is moved aside once and a new one
         started; one that cannot be opened raises AlertDeliveryError naming the path."""
+        got = self._try_setup()
+        if isinstance(got, sqlite3.Connection):
+            return got
+        # one process at a time decides: two that both found it corrupt moved it aside twice,
+        # the second time the fresh outbox the first had just started (and kept writing to)
+        with self._quarantine_lock():
+            got = self._try_setup()  # another process may have replaced it meanwhile
+            if isinstance(got, sqlite3.Connection):
+                return got
+            self._quarantine(got)
+            try:
+                return self._setup()
+            except (sqlite3.Error, OSError) as exc:
+                raise self._unopenable(exc) from exc
+
+    def _try_setup(self) -> sqlite3.Connection | sqlite3.DatabaseError:
+        """The connection, or the error saying the file is corrupt; any other failure raises
+        AlertDeliveryError naming the path."""
         try:
             return self._setup()
         except sqlite3.DatabaseError as exc:
             if not _corrupt(exc):
                 raise self._unopenable(exc) from exc
-            corrupt = exc
+            return exc
         except OSError as exc:
             raise self._unopenable(exc) from exc
-        # one process at a time decides: two that both found it corrupt moved it aside twice,
-        # the second time the fresh outbox the first had just started (and kept writing to)
-        with self._quarantine_lock():
-            try:
-                return self._setup()  # another process has replaced it meanwhile
-            except sqlite3.DatabaseError as exc:
-                if not _corrupt(exc):
-                    raise self._unopenable(exc) from exc
-                corrupt = exc
-            except OSError as exc:
-                raise self._unopenable(exc) from exc
-            self._quarantine(corrupt)
-            try:
-                return self._setup()
-            except (sqlite3.Error, OSError) as exc:
-                raise self._unopenable(exc) from exc
 
     @contextlib.contextmanager
     def _quarantine_lock(self) -> Iterator[None]:
