@@ -147,6 +147,8 @@ class _AlphaSweep:
         self.history: list[dict[str, float]] = []
         self.alphas = tuple(sorted(set(ALPHAS) | {rules.alpha}, reverse=True))
         self.stages: dict[float, list[str]] = {a: [] for a in self.alphas}
+        #: per level, the findings significant at the previous check (detect's ``held``)
+        self.held: dict[float, set[tuple[str, str]]] = {a: set() for a in self.alphas}
 
     def step(self, p: Any) -> None:
         from collapse_monitor.detection import detect
@@ -168,8 +170,10 @@ class _AlphaSweep:
                     paired=p.paired,
                     series=series,
                     rare_classes=p.rare_classes,
+                    held=self.held[a],
                 )
                 self.stages[a].append(det.stage.value)
+                self.held[a] = {(f.key, f.kind) for f in det.findings if f.significant}
         self.history.append({k: mv.value for k, mv in p.metrics.items()})
 
 

@@ -39,6 +39,7 @@ def _row(checks, *, collapsing=False, stages=None):
 def test_rejudge_reproduces_the_monitor_under_its_own_rules(bench, real_row) -> None:
     assert real_row["ours"] is not None, real_row["stages"]
     assert len(real_row["all_findings"]) == len(real_row["stages"]) == 6
+    assert real_row["sweep_matches_monitor"]  # the alpha sweep holds findings as the monitor does
     new, changed = bench.rejudge([real_row], Rules())
     assert changed == []
     assert new[0]["stages"] == real_row["stages"]
@@ -323,3 +324,25 @@ def test_rejudge_holds_a_finding_of_the_previous_check_on_its_own_p(bench) -> No
     assert d["stages"] == ["healthy"] * 3
     (d,), _ = bench.rejudge([_row([[], [lost[:6]], [diluted[:6]]])], Rules())
     assert d["stages"] == ["healthy", "early_collapse", "healthy"]
+
+
+def test_the_alpha_sweep_holds_findings_as_the_monitor_does(bench, tmp_path) -> None:
+    """The operating curve re-runs ``detect`` on the monitor's panels; without the held
+    findings it read healthy where the monitor (holding a lost class) read early collapse, and
+    the results file warned that the sweep differed from the monitor."""
+    import numpy as np
+
+    import collapse_monitor as cm
+
+    labels = np.repeat(np.arange(5), [400, 300, 200, 90, 10])
+    lost = np.where(labels == 4, 0, labels)
+    emb = np.random.default_rng(1).normal(size=(300, 8))
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=labels)
+    mon = cm.CollapseMonitor("sweep", reference=ref, sinks=[], home=tmp_path)
+    sweep = bench._AlphaSweep(Rules())
+    stages = []
+    for preds in [labels] + [lost] * 5:
+        stages.append(mon.check(cm.Observation(embeddings=emb, predictions=preds)).stage.value)
+        sweep.step(mon.last_panel)
+    assert stages[4:] == ["early_collapse"] * 2  # held: the family doubled at generation 4
+    assert sweep.stages[Rules().alpha] == stages
