@@ -832,7 +832,6 @@ class CollapseMonitor:
         if not callable(evaluate):
             raise ConfigError("watch.evaluate", "expected a callable model -> Observation")
         _check_watch_options(generation, provenance, "watch", strict, every_rank)
-        strict_ = self.strict if strict is None else strict
 
         def deco(fn: F | None = None, *extra: Any, **kw: Any) -> F:
             if fn is None or extra or kw or not (callable(fn) or isinstance(fn, classmethod)):
@@ -859,7 +858,7 @@ class CollapseMonitor:
                     lambda: evaluate(result),
                     generation=(lambda: generation(*args, **kwargs)) if callable(generation) else generation,
                     provenance=(lambda: provenance(*args, **kwargs)) if callable(provenance) else provenance,
-                    strict=strict_,
+                    strict=self.strict if strict is None else strict,  # the monitor's, when called
                 )
 
             if inspect.iscoroutinefunction(fn):  # an async trainer: check once it has finished

@@ -338,3 +338,18 @@ def test_a_strict_failure_does_not_say_the_result_was_kept(tmp_path: Path, caplo
     with caplog.at_level("ERROR"), pytest.raises(cm.InputError):
         train()
     assert "raising it (strict)" in caplog.text and "training result kept" not in caplog.text
+
+
+def test_watch_reads_the_monitors_strict_when_called(tmp_path: Path) -> None:
+    """Hooks audit (stop 36): watch read ``mon.strict`` when decorating, so setting it later
+    (after building the monitor from a config) did nothing."""
+    mon = _mon(tmp_path)
+
+    @mon.watch(evaluate=lambda model: cm.Observation(predictions=np.array([7] * 100)))
+    def train() -> Model:
+        return Model()
+
+    assert isinstance(train(), Model) and isinstance(mon.last_error, cm.InputError)
+    mon.strict = True
+    with pytest.raises(cm.InputError):
+        train()
