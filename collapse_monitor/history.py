@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ._locks import exclusive_file_lock
 from .errors import CollapseMonitorError
 from .types import MetricValue, Report
 
@@ -160,11 +161,24 @@ class HistoryStore:
         try:
             return self._open()
         except CollapseMonitorError as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, sqlite3.DatabaseError) and _corrupt(cause)):
+            if self._corrupt_cause(exc) is None:
                 raise
+        # one process at a time decides: two that both found it corrupt moved it aside twice,
+        # the second time the fresh store the first had just started (and written to)
+        with exclusive_file_lock(self._db.with_name(self._db.name + ".lock")):
+            try:
+                return self._open()  # another process may have replaced it meanwhile
+            except CollapseMonitorError as exc:
+                cause = self._corrupt_cause(exc)
+                if cause is None:
+                    raise
             self._quarantine(cause)
             return self._open()
+
+    @staticmethod
+    def _corrupt_cause(exc: CollapseMonitorError) -> sqlite3.DatabaseError | None:
+        cause = exc.__cause__
+        return cause if isinstance(cause, sqlite3.DatabaseError) and _corrupt(cause) else None
 
     def _quarantine(self, why: BaseException) -> None:
         """Move a history.db that is not a database, or whose disk image is malformed, aside

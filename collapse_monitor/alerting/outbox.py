@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._locks import exclusive_file_lock
 from .._redact import redact_text
 from ..errors import AlertDeliveryError
 from .base import AlertEvent, Channel, DeliveryResult
@@ -229,7 +230,7 @@ class Outbox:
             return got
         # one process at a time decides: two that both found it corrupt moved it aside twice,
         # the second time the fresh outbox the first had just started (and kept writing to)
-        with self._quarantine_lock():
+        with exclusive_file_lock(self.path.with_name(self.path.name + ".lock")):
             got = self._try_setup()  # another process may have replaced it meanwhile
             if isinstance(got, sqlite3.Connection):
                 return got
@@ -250,27 +251,6 @@ class Outbox:
             return exc
         except OSError as exc:
             raise self._unopenable(exc) from exc
-
-    @contextlib.contextmanager
-    def _quarantine_lock(self) -> Iterator[None]:
-        """An exclusive advisory lock beside the database (``outbox.db.lock``) while a corrupt
-        outbox is re-checked and moved aside; without one (no fcntl, an unwritable folder) the
-        move goes ahead as before."""
-        try:
-            import fcntl
-
-            fh = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115 - held across the yield
-        except (ImportError, OSError):
-            yield
-            return
-        try:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            fh.close()
 
     def _setup(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)

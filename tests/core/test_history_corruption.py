@@ -68,3 +68,29 @@ def test_a_home_removed_under_a_running_process_starts_a_new_store(tmp_path) -> 
     shutil.rmtree(home)
     assert mon.check(cm.Observation(predictions=[0, 1] * 20)).generation == 0  # a new chain: a new baseline
     assert mon.check(cm.Observation(predictions=[0, 1] * 20)).generation == 1
+
+
+def test_two_processes_that_found_it_corrupt_move_it_aside_once(tmp_path: Path, monkeypatch) -> None:
+    """Stop 36 (the race the outbox had, found in review): a second process that had found
+    history.db corrupt moved aside the fresh store the first had just started and written to.
+    The move is decided under a lock, after a second look."""
+    from collapse_monitor.history import HistoryStore
+
+    (tmp_path / "history.db").write_bytes(b"\x00garbage" * 500)
+    first = _monitor(tmp_path)
+    first.check(cm.Observation(predictions=HEALTHY))  # moves it aside, starts a new store
+    real_open = HistoryStore._open
+    calls = {"n": 0}
+
+    def stale_view(self):  # the second process's first look: from before the first one's move
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise self._fail("opening", sqlite3.DatabaseError("file is not a database")) from sqlite3.DatabaseError(
+                "file is not a database"
+            )
+        return real_open(self)
+
+    monkeypatch.setattr(HistoryStore, "_open", stale_view)
+    second = _monitor(tmp_path)
+    assert [r.generation for r in second.reports()] == [0]  # the first one's check is there
+    assert len(list(tmp_path.glob("history.db.corrupt-*"))) == 1
