@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ._locks import exclusive_file_lock
+from ._dbfiles import exclusive_file_lock, is_corrupt, move_with_journal
 from .errors import CollapseMonitorError
 from .types import MetricValue, Report
 
@@ -135,12 +135,6 @@ def _locked_retry(fn: Callable[[], Any], *, deadline: float) -> Any:
 log = logging.getLogger("collapse_monitor")
 
 
-def _corrupt(exc: sqlite3.DatabaseError) -> bool:
-    """sqlite's words for a file that is not (or no longer) a database."""
-    text = str(exc).lower()
-    return "file is not a database" in text or "malformed" in text
-
-
 class HistoryStore:
     """sqlite-backed history of one monitor home."""
 
@@ -178,7 +172,7 @@ class HistoryStore:
     @staticmethod
     def _corrupt_cause(exc: CollapseMonitorError) -> sqlite3.DatabaseError | None:
         cause = exc.__cause__
-        return cause if isinstance(cause, sqlite3.DatabaseError) and _corrupt(cause) else None
+        return cause if isinstance(cause, sqlite3.DatabaseError) and is_corrupt(cause) else None
 
     def _quarantine(self, why: BaseException) -> None:
         """Move a history.db that is not a database, or whose disk image is malformed, aside
@@ -187,10 +181,7 @@ class HistoryStore:
         the history (MLflow) or starts a new baseline, and says so in its notes."""
         stamp = f"corrupt-{int(time.time())}"
         target = self._db.with_name(f"{self._db.name}.{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            src = self._db.with_name(self._db.name + suffix)
-            with contextlib.suppress(FileNotFoundError):  # another process may have moved it
-                os.replace(src, target.with_name(target.name + suffix))
+        move_with_journal(self._db, target)
         self._ready = False
         self.quarantined = target
         log.error("history store %s is corrupt (%s): moved to %s, starting a new one", self._db, why, target.name)

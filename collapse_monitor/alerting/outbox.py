@@ -74,7 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._locks import exclusive_file_lock
+from .._dbfiles import exclusive_file_lock, is_corrupt, move_with_journal
 from .._redact import redact_text
 from ..errors import AlertDeliveryError
 from .base import AlertEvent, Channel, DeliveryResult
@@ -178,12 +178,6 @@ class OutboxRow:
         )
 
 
-def _corrupt(exc: BaseException) -> bool:
-    """sqlite's words for a file that is not (or no longer) a database."""
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.DatabaseError) and ("file is not a database" in text or "malformed" in text)
-
-
 _COLS = (
     "id, channel, dedup_key, monitor, kind, status, attempts, created_at, next_attempt_at, lease_until, "
     "delivered_at, last_http_status, last_error, payload, seq"
@@ -246,7 +240,7 @@ class Outbox:
         try:
             return self._setup()
         except sqlite3.DatabaseError as exc:
-            if not _corrupt(exc):
+            if not is_corrupt(exc):
                 raise self._unopenable(exc) from exc
             return exc
         except OSError as exc:
@@ -302,17 +296,13 @@ class Outbox:
         while target.exists():  # twice in one second: keep both
             n += 1
             target = self.path.with_name(f"{self.path.name}.{stamp}-{n}")
-        for suffix in ("", "-wal", "-shm"):
-            src = self.path.with_name(self.path.name + suffix)
-            try:
-                os.replace(src, target.with_name(target.name + suffix))
-            except FileNotFoundError:  # another process may have moved it
-                pass
-            except OSError as exc:
-                raise AlertDeliveryError(
-                    f"alert outbox {self.path} is corrupt ({why}) and could not be moved aside "
-                    f"({exc.strerror or exc}): move or delete it by hand; alerts cannot be queued or delivered"
-                ) from exc
+        try:
+            move_with_journal(self.path, target)
+        except OSError as exc:
+            raise AlertDeliveryError(
+                f"alert outbox {self.path} is corrupt ({why}) and could not be moved aside "
+                f"({exc.strerror or exc}): move or delete it by hand; alerts cannot be queued or delivered"
+            ) from exc
         self.quarantined = target
         log.error(
             "alert outbox %s is corrupt (%s): moved to %s, starting a new one (alerts still pending in it are "
