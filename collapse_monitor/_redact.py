@@ -376,16 +376,15 @@ class Redactor:
 _TRAILING_PATH = re.compile(r"""(:\s+)(/[^\s"'<>`]*)\s*$""")
 #: fragments of the URLs the sinks were built with (a tracking URI's token path segment),
 #: masked in the HTTP clients' log lines too (register_secret_urls)
-_KNOWN: list[Redactor] = []
+_known = Redactor()
 
 
 def register_secret_urls(urls: Iterable[object]) -> None:
     """Mask these URLs' secret parts (see :func:`secret_fragments`) in the HTTP clients' log
     lines as well, which print request paths without the host (a token path segment of a
     tracking URI would pass :func:`redact_text`)."""
-    found = Redactor(urls=[u for u in urls if isinstance(u, str) and u])
-    if found._fragments and all(r._fragments != found._fragments for r in _KNOWN):
-        _KNOWN.append(found)
+    global _known
+    _known = _known | Redactor(urls=[u for u in urls if isinstance(u, str) and u])
 
 
 class _RedactingFilter(logging.Filter):
@@ -398,10 +397,7 @@ class _RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record: let logging report it as it would
             return True
-        clean = message
-        for known in list(_KNOWN):
-            clean = known(clean)
-        clean = _TRAILING_PATH.sub(lambda m: m.group(1) + redact_request_path(m.group(2)), redact_text(clean))
+        clean = _TRAILING_PATH.sub(lambda m: m.group(1) + redact_request_path(m.group(2)), redact_text(_known(message)))
         if clean != message:
             record.msg, record.args = clean, None
         return True

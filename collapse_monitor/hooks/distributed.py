@@ -301,8 +301,8 @@ def distributed_check(
     # ranks that got it wrong, would leave the others waiting in the collective)
     flag = bool(broadcast) if isinstance(broadcast, (bool, np.bool_)) else repr(broadcast)[:80]
     meta["reference"], meta["broadcast"] = ref_meta, flag
-    chosen = monitor.strict if strict is None else strict
-    meta["strict"] = bool(chosen) if isinstance(chosen, (bool, np.bool_)) else None  # rank 0's decides
+    strict_ = monitor.strict if strict is None else strict
+    meta["strict"] = bool(strict_) if isinstance(strict_, (bool, np.bool_)) else None  # rank 0's decides
     # provenance given on any rank travels with the metadata (it was read on rank 0 only, so a
     # rank 1 that knew the training mix lost it silently); a bad one is an error after the
     # exchange, like the shards'
@@ -358,7 +358,6 @@ def distributed_check(
     # the references agree (same fingerprint), so rank 0's width / probe size hold on every rank
     width, m = ref0["width"], ref0["m"]
     gathered_emb = _gather_embeddings(emb, [mt["n_emb"] for mt in metas], width, group, collective)
-    strict_ = monitor.strict if strict is None else strict
     try:
         full_preds = None if m is None else _assemble_predictions(metas, m)
     except InputError as exc:

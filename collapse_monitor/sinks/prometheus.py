@@ -371,10 +371,6 @@ class ReportCollector:
             chain = self._chains.get(report.monitor)
         return supersedes(self.held(report.monitor), report, live=live, chain_start=chain)
 
-    def created_at(self, monitor: str) -> float | None:
-        held = self.held(monitor)
-        return None if held is None else held[1]
-
     def forget(self, monitor: str) -> None:
         with self._lock:
             self._latest.pop(monitor, None)
