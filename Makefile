@@ -8,8 +8,8 @@
 #   make clean   caches and build outputs (distclean: also .venv and local run outputs)
 #
 # Both `demo` and `test` do all set-up themselves on a fresh Debian machine with Python 3.11.
-# Re-running is cheap: the pip step is skipped while a stamp keyed on pyproject.toml's hash
-# exists in .venv (editing pyproject.toml changes the hash and triggers a reinstall).
+# Re-running is cheap: the pip step is skipped while a stamp keyed on pyproject.toml's hash (and
+# the TORCH_SPEC / DEV_EXTRAS knobs) exists in .venv (changing either triggers a reinstall).
 # Knobs: PYTEST_ARGS="-m 'not e2e' -x", SERVERS=0, DEMO_ARGS=..., PYTHON=/path/to/python3.11,
 # TORCH_INDEX_URL= (empty: no PyTorch CPU index).
 
@@ -33,9 +33,11 @@ DEV_EXTRAS ?= dev,lightning,transformers
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
-BASE_STAMP := $(VENV)/.installed-base-$(PYPROJECT_HASH)
-DEV_STAMP := $(VENV)/.installed-dev-$(PYPROJECT_HASH)
+# The stamps are keyed on what decides the install: pyproject.toml, the torch pin and index and
+# (for the dev stamp) the extras, so `make test DEV_EXTRAS=dev` or a new TORCH_SPEC reinstalls.
+INSTALL_KEY = $(shell { cat pyproject.toml; printf '%s|' $(1); } 2>/dev/null | sha256sum | cut -c1-16)
+BASE_STAMP := $(VENV)/.installed-base-$(call INSTALL_KEY,'$(TORCH_SPEC)' '$(TORCH_INDEX_URL)')
+DEV_STAMP := $(VENV)/.installed-dev-$(call INSTALL_KEY,'$(TORCH_SPEC)' '$(TORCH_INDEX_URL)' '$(DEV_EXTRAS)')
 
 # Debian packages that provide the real servers used by the integration tests, and the
 # binaries whose presence means they are installed.

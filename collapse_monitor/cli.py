@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
 from .errors import CollapseMonitorError
 
 __all__ = ["main"]
@@ -81,6 +82,7 @@ def _build() -> argparse.ArgumentParser:
         description="Early warning for model collapse in recursive training.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_check(sub)

@@ -106,6 +106,8 @@ INPUTS_PER_CALL = 50  # dataset inputs per log_inputs request
 SUPERSEDED_TAG = "collapse.superseded_by"  # on a run whose generation was checked again later
 _RUN_METRICS = ("stage_level", "drift", "check_duration_seconds", "embedding_drift_share", "evidently_drift_share")
 _BAD_NAME = re.compile(r"[^\w.\- :]")
+#: what the sink appends to a metric's name for its interval and its item count
+_SIDECARS = (".ci_low", ".ci_high", ".n")
 _ENV_LOCK = threading.RLock()
 _PLOT_MODES = ("background", "sync", "off")
 #: ``mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE``: MLflow refuses a longer dataset digest
@@ -302,14 +304,21 @@ def metric_name(key: str) -> str:
     is keeps its name; one with characters MLflow refuses (they become ``_``) or longer than
     MLflow allows gets ``-`` and 8 hex digits of its hash, so two labels such as ``a|b`` and
     ``a_b`` (or two long labels with one prefix) never share a series: one overwrote the other.
+    So does a label that ends like another metric's interval bound or count (class ``a.n``,
+    ``a.ci_low``): its plain name is the sidecar of class ``a`` (``collapse.class_recall.a.n``,
+    the count of a's recall), and the two overwrote each other. A label that is only the
+    suffix (class ``n``) keeps its name: ``collapse.class_recall`` is no metric.
 
     >>> metric_name("class_recall.cat")
     'collapse.class_recall.cat'
     >>> metric_name("class_recall.cat|dog")
     'collapse.class_recall.cat_dog-e6c9584b'
+    >>> metric_name("class_recall.n"), metric_name("class_recall.a.n")[:-8]
+    ('collapse.class_recall.n', 'collapse.class_recall.a.n-')
     """
     clean = PREFIX + _BAD_NAME.sub("_", key.replace("/", "_"))
-    if clean == PREFIX + key and len(clean) <= 240:
+    sidecar_like = any(key.endswith(sfx) and "." in key[: -len(sfx)] for sfx in _SIDECARS)
+    if clean == PREFIX + key and len(clean) <= 240 and not sidecar_like:
         return clean
     tag = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{clean[:231]}-{tag}"
@@ -1256,7 +1265,7 @@ def _is_sidecar(name: str, metrics: Mapping[str, float]) -> bool:
     """Whether ``name`` is another metric's interval bound or count (``<metric>.ci_low``,
     ``.ci_high``, ``.n``) rather than a metric: only when ``<metric>`` itself is logged, so a
     class named ``n`` or ``ci_low`` (``collapse.class_recall.n``) still reads as its recall."""
-    return any(name.endswith(sfx) and name[: -len(sfx)] in metrics for sfx in (".ci_low", ".ci_high", ".n"))
+    return any(name.endswith(sfx) and name[: -len(sfx)] in metrics for sfx in _SIDECARS)
 
 
 def report_from_run(run: Any) -> Report:

@@ -187,7 +187,7 @@ def _heavy_after(code: str) -> list[str]:
         "import collapse_monitor.metrics",
         # the CLI's --help (top level and a subcommand) parses nothing heavy
         "import contextlib, io\nfrom collapse_monitor.cli import main\n"
-        "for argv in (['--help'], ['demo', '--help'], ['gate', '--help']):\n"
+        "for argv in (['--help'], ['--version'], ['demo', '--help'], ['gate', '--help']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "        main(argv)",
     ],
@@ -210,3 +210,14 @@ def test_missing_extra_names_the_extra(module: str, blocked: tuple[str, ...], ex
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert f"pip install 'collapse-monitor[{extra}]'" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_the_console_script_prints_its_version() -> None:
+    """``collapse-monitor --version``: the installed package's version (the one pip and the
+    wheel's metadata report), exit status 0."""
+    from importlib.metadata import version
+
+    exe = Path(sys.executable).with_name("collapse-monitor")
+    proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"collapse-monitor {version('collapse-monitor')}"

@@ -780,6 +780,37 @@ def test_counts_and_odd_class_names_come_back_from_metrics_alone(tmp_path) -> No
         assert back[key].value == pytest.approx(report.metrics[key].value), key
 
 
+def test_a_class_named_like_another_classes_count_keeps_its_own_series(tmp_path) -> None:
+    """Classes ``a`` and ``a.n`` (or ``a.ci_low``): the plain name of a.n's recall was the name of
+    a's item count, ``collapse.class_recall.a.n``, so one overwrote the other and a.n's recall
+    came back as a's count (audit, stop 36). Such a label now gets a hashed name, as labels
+    with characters MLflow refuses do."""
+    from mlflow import MlflowClient
+
+    from collapse_monitor.sinks.mlflow import report_from_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    labels = np.array(["a"] * 300 + ["a.n"] * 150 + ["a.ci_low"] * 30 + ["b"] * 20)
+    preds = labels.copy()
+    preds[np.flatnonzero(labels == "a.n")[:75]] = "a"  # a.n's recall 0.5; a's count stays 300
+    mon = cm.CollapseMonitor(
+        "collide",
+        reference=cm.Reference(labels=labels),
+        sinks=[MLflowSink(uri, evidently=False, history_plot="off", artifacts=False)],
+        home=tmp_path / "home",
+    )
+    report = mon.check(cm.Observation(predictions=preds))
+    m = MlflowClient(uri).get_run(report.run_id).data.metrics
+    assert m["collapse.class_recall.a.n"] == 300.0  # a's count, not overwritten by a.n's recall
+    assert m[metric_name("class_recall.a.n")] == pytest.approx(0.5)
+    assert m["collapse.class_recall.a.ci_low"] == pytest.approx(report.metrics["class_recall.a"].ci_low)
+    assert m[metric_name("class_recall.a.ci_low")] == pytest.approx(1.0)
+    back = report_from_run(MlflowClient(uri).get_run(report.run_id)).metrics
+    assert back["class_recall.a"].n == 300 and back["class_recall.a"].value == pytest.approx(1.0)
+    assert back[metric_name("class_recall.a.n")[len("collapse.") :]].value == pytest.approx(0.5)
+    assert back[metric_name("class_recall.a.n")[len("collapse.") :]].n == 150
+
+
 def test_link_tokens_are_masked_in_the_stored_report(tmp_path) -> None:
     """MLflow audit (2026-12-06, second): a dashboard link's ``auth_token`` was written verbatim
     into ``collapse/report.json``, readable by anyone who can read the run (the CLI masks it)."""
