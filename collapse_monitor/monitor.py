@@ -18,6 +18,7 @@ generation that reached the history always reaches MLflow and the receivers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import dataclasses
@@ -29,6 +30,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -828,6 +830,23 @@ class CollapseMonitor:
         ``evaluate`` must not call collectives (use :func:`collapse_monitor.hooks.distributed_check`
         on every rank for a sharded probe set). ``every_rank=True`` checks on every rank, for
         jobs whose ranks train separate models (give each rank its own monitor name).
+
+        An ``async def`` training function is awaited, then its check (``evaluate``, the
+        metrics, the sinks' requests: seconds with a remote MLflow) runs in a worker thread
+        (:func:`asyncio.to_thread`) while the event loop serves its other coroutines; run on
+        the loop, it stalled every one of them for as long. The check is otherwise the same:
+        the result passes through unchanged, a failure is contained (``strict=True`` re-raises
+        it in the awaiting task), ``last_report`` / ``last_error`` are set for the awaiting
+        thread, only rank 0 checks. The async checks of one monitor run one at a time, as they
+        did on the loop, so concurrent trainers get distinct generations in the order their
+        checks commit. ``evaluate`` and the ``generation`` / ``provenance`` callables see the
+        caller's context variables (a copy: what they set does not come back) and its active
+        MLflow run (the sink nests under it as before), but not the loop's thread: an
+        ``evaluate`` that needs the event loop (an async client, a lock of the loop) submits its
+        coroutine to it with :func:`asyncio.run_coroutine_threadsafe` (``.result()`` waits; the
+        loop is free to run it) rather than ``asyncio.get_running_loop()``, which fails in the
+        worker thread. Cancelling the awaiting task during the check cancels the wait, not the
+        check: it completes in its thread and is recorded.
         """
         if not callable(evaluate):
             raise ConfigError("watch.evaluate", "expected a callable model -> Observation")
@@ -851,9 +870,7 @@ class CollapseMonitor:
                     "trained model, or use `with mon.retrain() as r: ... r.observe(...)` inside the loop",
                 )
 
-            def observe(result: Any, args: Any, kwargs: Any) -> None:
-                if not every_rank and self._left_to_rank_zero("watch"):
-                    return
+            def check(result: Any, args: Any, kwargs: Any) -> None:
                 self._observe_safely(
                     lambda: evaluate(result),
                     generation=(lambda: generation(*args, **kwargs)) if callable(generation) else generation,
@@ -861,12 +878,22 @@ class CollapseMonitor:
                     strict=self.strict if strict is None else strict,  # the monitor's, when called
                 )
 
+            def on_rank() -> bool:  # in a multi-process job, rank 0 checks (every_rank: each rank)
+                return every_rank or not self._left_to_rank_zero("watch")
+
             if inspect.iscoroutinefunction(fn):  # an async trainer: check once it has finished
 
                 @functools.wraps(fn)
                 async def awaiting(*args: Any, **kwargs: Any) -> Any:
                     result = await fn(*args, **kwargs)
-                    observe(result, args, kwargs)
+                    if on_rank():  # off the loop: the check blocks for as long as it takes
+                        outcome, raised = await asyncio.to_thread(
+                            _check_off_loop, self, check, (result, args, kwargs), _mlflow_run_stack()
+                        )
+                        for key, value in outcome.items():  # what the check left, for the awaiting thread
+                            setattr(self._tls, key, value)
+                        if raised is not None:  # strict: raised in the awaiting task, as on the loop
+                            raise raised
                     return result
 
                 return awaiting  # type: ignore[return-value]
@@ -874,7 +901,8 @@ class CollapseMonitor:
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 result = fn(*args, **kwargs)
-                observe(result, args, kwargs)
+                if on_rank():
+                    check(result, args, kwargs)
                 return result
 
             return wrapper  # type: ignore[return-value]
@@ -1039,6 +1067,67 @@ def _overridden_provenance_note(hook: Any, own: Provenance | None) -> tuple[str,
             f"({redact_text(f'{type(exc).__name__}: {exc}')[:200]}): the Observation's is used",
         )
     return ("the provenance given to the hook differs from the Observation's: the Observation's is used",)
+
+
+#: one lock per monitor for the checks of ``watch``-ed async trainers, which run in worker
+#: threads: they ran one at a time on the event loop, and still do (not kept in the monitor, so
+#: a monitor still pickles and deep-copies)
+_ASYNC_CHECK_LOCKS: weakref.WeakKeyDictionary[CollapseMonitor, threading.Lock] = weakref.WeakKeyDictionary()
+_ASYNC_CHECK_LOCKS_GUARD = threading.Lock()
+
+
+def _async_check_lock(mon: CollapseMonitor) -> threading.Lock:
+    with _ASYNC_CHECK_LOCKS_GUARD:
+        lock = _ASYNC_CHECK_LOCKS.get(mon)
+        if lock is None:
+            lock = _ASYNC_CHECK_LOCKS[mon] = threading.Lock()
+        return lock
+
+
+def _mlflow_run_stack() -> list[Any] | None:
+    """A copy of this thread's stack of active MLflow runs (MLflow keeps it per thread), for the
+    worker thread of an async trainer's check: the MLflow sink nests its run under the caller's
+    active run. None when MLflow is not imported or keeps it elsewhere (then nothing nests)."""
+    import sys
+
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    try:
+        return list(fluent._active_run_stack.get()) if fluent is not None else None
+    except Exception:
+        return None
+
+
+def _check_off_loop(
+    mon: CollapseMonitor,
+    check: Callable[[Any, Any, Any], None],
+    call: tuple[Any, Any, Any],
+    runs: list[Any] | None,
+) -> tuple[dict[str, Any], Exception | None]:
+    """An async trainer's check, in a worker thread: one at a time per monitor, with the
+    caller's active MLflow runs. Returns what it left in ``last_report`` / ``last_error`` (for
+    the awaiting thread) and the exception a strict check raised (re-raised there)."""
+    import sys
+
+    mine = mon._tls.__dict__
+    for key in ("last_report", "last_error"):  # a pooled thread's earlier check is not this one's
+        mine.pop(key, None)
+    fluent = sys.modules.get("mlflow.tracking.fluent") if runs is not None else None
+    own_runs: Any = None
+    if fluent is not None:
+        with contextlib.suppress(Exception):
+            own_runs = fluent._active_run_stack.get()
+            fluent._active_run_stack.set(list(runs or ()))
+    raised: Exception | None = None
+    try:
+        with _async_check_lock(mon):
+            check(*call)
+    except Exception as exc:  # a strict check's failure: the awaiting task raises it
+        raised = exc
+    finally:
+        if fluent is not None and own_runs is not None:
+            with contextlib.suppress(Exception):
+                fluent._active_run_stack.set(own_runs)
+    return {k: mine[k] for k in ("last_report", "last_error") if k in mine}, raised
 
 
 def _other_rank() -> int | None:

@@ -98,28 +98,97 @@ def rng_preserved() -> Iterator[None]:
         np.random.set_state(np_state)
 
 
-def weights_fingerprint(model: Any, per_tensor: int = 8) -> str | None:
-    """A cheap fingerprint of a torch module's parameter values: ``per_tensor`` evenly spaced
-    entries of every parameter (gathered on its device, one transfer per device), with the
-    shapes. Loading other weights changes it; reading it costs a few hundred small reads, not a
-    pass over the model. None for a model that is not a module (or on any failure)."""
+#: elements per row of the fingerprint: every row of a tensor's bits adds its plain and its
+#: position-weighted sum (exact int64 arithmetic: |bits| < 2**31, weights <= 2**15, 2**16 rows)
+_FP_ROW = 1 << 16
+#: elements converted at once: the temporaries of a fingerprint stay a few tens of MB on any model
+_FP_CHUNK = 1 << 22
+
+
+def _fp_weights(torch: Any, device: Any) -> Any:
+    """The fixed position weights of a row, 1..2**15, from a multiplicative hash of the
+    position (Knuth's 2654435761): the same on every device, no short period inside a row."""
+    pos = torch.arange(_FP_ROW, dtype=torch.int64, device=device)
+    return ((pos * 2654435761) >> 17) % (1 << 15) + 1
+
+
+def _fp_bits(torch: Any, flat: Any) -> Any:
+    """``flat`` (1-D, contiguous) reinterpreted as signed integers of at most 32 bits, no copy:
+    the exact bit patterns of floats (a NaN reads as its bits, so it compares equal to itself),
+    ints and bools alike. 64-bit elements read as two 32-bit halves."""
+    size = flat.element_size()
+    if size == 1:
+        return flat.view(torch.int8)
+    if size == 2:
+        return flat.view(torch.int16)
+    if size % 4 == 0:
+        return flat.view(torch.int32)
+    raise TypeError(f"no integer view of {flat.dtype}")
+
+
+def _fp_tensor(torch: Any, tensor: Any, weights: Callable[[Any], Any]) -> Any:
+    """Every element of ``tensor`` folded into a short int64 vector on its own device: per row
+    of :data:`_FP_ROW` elements of its bits, their sum and their position-weighted sum. Any
+    change of one element changes its row's sum exactly (integer arithmetic, no overflow, no
+    rounding, the same result on every device and in every reduction order); a swap of two
+    elements in a row changes the weighted sum unless their weights happen to be equal (about
+    1 in 2**15)."""
+    bits = _fp_bits(torch, tensor.detach().reshape(-1).contiguous())
+    w = weights(bits.device)
+    out = []
+    for start in range(0, bits.numel(), _FP_CHUNK):
+        x = bits[start : start + _FP_CHUNK].to(torch.int64)
+        full = x.numel() // _FP_ROW * _FP_ROW
+        if full:
+            rows = x[:full].view(-1, _FP_ROW)
+            out += [rows.sum(1), (rows * w).sum(1)]
+        if full < x.numel():
+            tail = x[full:]
+            out += [tail.sum().reshape(1), (tail * w[: tail.numel()]).sum().reshape(1)]
+    return torch.cat(out)
+
+
+def weights_fingerprint(model: Any) -> str | None:
+    """A fingerprint of a torch module's parameter values that sees every element: per tensor,
+    the shape, dtype and :func:`_fp_tensor` of its bits, computed on the tensor's own device (a
+    few kernels per 4M elements, temporaries of a few tens of MB whatever the model's size; one
+    transfer of the short result per device). Loading other weights changes it, a sparse update
+    too (one embedding row, one element: 8 sampled values per tensor read those as the same
+    weights and skipped their check); reading the same weights again, on any device, gives the
+    same string, NaN entries included. A parameter on the meta device (no values yet) counts by
+    its shape; a distributed tensor by its local shard (no collective: only rank zero checks).
+    None for a model that is not a module (or on any failure)."""
     params = getattr(model, "parameters", None)
     if not callable(params):
         return None
     try:
         import torch
 
+        cached: dict[str, Any] = {}
+
+        def weights(device: Any) -> Any:
+            if str(device) not in cached:
+                cached[str(device)] = _fp_weights(torch, device)
+            return cached[str(device)]
+
         h = hashlib.blake2b(digest_size=16)
-        by_device: dict[Any, list[Any]] = {}
+        shapes: list[bytes] = []
+        found: list[tuple[str, int]] = []  # per tensor: its device, its index in that device's list
+        by_device: dict[str, list[Any]] = {}
         with torch.no_grad():
             for p in params():
-                flat = p.detach().reshape(-1)
-                h.update(repr((tuple(p.shape), str(p.dtype))).encode())
-                if flat.numel():
-                    idx = torch.linspace(0, flat.numel() - 1, min(per_tensor, flat.numel()), device=flat.device).long()
-                    by_device.setdefault(flat.device, []).append(flat[idx].float())
-            for device in sorted(by_device, key=str):
-                h.update(torch.cat(by_device[device]).cpu().numpy().tobytes())
+                local = p.to_local() if callable(getattr(p, "to_local", None)) else p
+                shapes.append(repr((tuple(p.shape), str(p.dtype))).encode())
+                if local.device.type == "meta" or local.numel() == 0:
+                    found.append(("", -1))
+                    continue
+                key = str(local.device)
+                found.append((key, len(by_device.setdefault(key, []))))
+                by_device[key].append(_fp_tensor(torch, local, weights))
+            host = {key: torch.cat(parts).cpu().split([t.numel() for t in parts]) for key, parts in by_device.items()}
+        for shape, (key, i) in zip(shapes, found, strict=True):
+            h.update(shape)
+            h.update(b"-" if i < 0 else host[key][i].numpy().tobytes())
         return h.hexdigest()
     except Exception:  # a model whose parameters cannot be read this way: identity and step only
         return None

@@ -39,22 +39,30 @@ rank raise. Without an initialised process group the function is a plain local c
 
 Every rank must call ``distributed_check`` once per check, or the others wait in the metadata
 exchange until the process group's timeout (30 minutes for gloo by default). A rank whose own
-evaluation failed calls ``distributed_check(monitor)`` with no inputs, then raises its own error
-if the run should stop::
+evaluation failed says so with ``failed=`` (the exception, or True) and no inputs, then raises
+its own error if the run should stop::
 
     try:
         preds, emb = evaluate(model, idx)
-    except Exception:
-        distributed_check(mon)          # complete the collectives with an empty share
-        raise                           # or carry on: the other ranks got a result
+    except Exception as exc:
+        distributed_check(mon, failed=exc)  # complete the collectives, declaring the failure
+        raise                               # or carry on: the other ranks got a result
     res = distributed_check(mon, probe_indices=idx, predictions=preds, embeddings=emb)
 
-The other ranks then check without that share: its embeddings and texts are simply missing.
-When its probe items are then predicted by no rank, the check cannot run: every rank gets a
-result with ``error`` saying so (rank 0 logs it and keeps it in ``monitor.last_error``), and
-training goes on; with ``strict`` (rank 0's) every rank raises ``InputError("probe_indices",
-"... predicted by no rank ...")``, as it always does when every rank gave a share and items are
-still missing (the probe set was not sharded whole).
+The other ranks then check without that share: its embeddings and texts are simply missing,
+and rank 0 logs a warning naming the failed rank and its error (type and message, redacted).
+When its probe items are then predicted by no rank (or no rank has anything left to check),
+the check cannot run: every rank gets a result with ``error`` saying so (rank 0 logs it and
+keeps it in ``monitor.last_error``), and training goes on; with ``strict`` (rank 0's) every
+rank raises the ``InputError``. ``failed=`` together with inputs is bad input
+(``InputError("failed", ...)`` on every rank), as is a ``failed`` that is neither a bool nor
+an exception (``ConfigError``).
+
+A rank that calls with no inputs and without ``failed=`` is a rank with nothing to add (its
+shard was empty), not a failure: when probe items are then predicted by no rank, every rank
+raises ``InputError("probe_indices", "... predicted by no rank ...")``, strict or not, as it
+does when every rank gave a share and items are still missing (the probe set was not sharded
+whole).
 """
 
 from __future__ import annotations
@@ -193,9 +201,47 @@ def _local_shard(
         meta["error"] = _error("distributed_check", exc)
         emb = None
         meta["n_emb"] = 0
-    # a rank with nothing to add (its own evaluation failed, the documented pattern)
-    meta["idle"] = meta["error"] is None and meta["pred"] is None and meta["n_emb"] == 0 and not meta["texts"]
     return meta, emb
+
+
+_WHY_CHARS = 200  # a failed rank's error (type and message), as rank 0 logs it
+
+
+def _failed_flag(failed: Any) -> tuple[bool | str, str | None]:
+    """``failed=`` as (flag, why): the flag is True or False, or the value's repr (refused on
+    every rank after the exchange); ``why`` is a redacted, short "Type: message" of an exception."""
+    if failed is None or isinstance(failed, (bool, np.bool_)):
+        return bool(failed), None
+    if isinstance(failed, BaseException):
+        try:
+            why = f"{type(failed).__name__}: {failed}" if str(failed) else type(failed).__name__
+        except Exception:  # an exception whose __str__ fails still failed the evaluation
+            why = type(failed).__name__
+        why = redact_text(" ".join(why.split()))
+        return True, why if len(why) <= _WHY_CHARS else why[: _WHY_CHARS - 3] + "..."
+    return repr(failed)[:80], None
+
+
+def _failed_ranks(metas: Sequence[Mapping[str, Any]], failed: Sequence[int], what: str) -> str:
+    """Why, for rank 0's log and the result's error: ``rank 1 gave no predictions (its
+    evaluation failed: RuntimeError: ...)``. The reasons were redacted on their own ranks, and
+    are not redacted again (a second pass took the ")" after a masked ``token=***`` along)."""
+    why = [(r, metas[r]["failed_why"]) for r in failed]
+    if len(failed) == 1:
+        reason = f": {why[0][1]}" if why[0][1] else ""
+        return f"rank {failed[0]} gave no {what} (its evaluation failed{reason})"
+    reasons = "".join(f"; rank {r}: {w}" for r, w in why if w)
+    return f"ranks {', '.join(map(str, failed))} gave no {what} (their evaluation failed{reasons})"
+
+
+def _skipped(
+    exc: InputError, failed: Sequence[int], metas: Sequence[Mapping[str, Any]], what: str
+) -> tuple[str, InputError]:
+    """The error of a check that cannot run because ranks declared their evaluation failed (no
+    bad input: it must not stop every rank's training), and the InputError strict raises."""
+    cause = _failed_ranks(metas, failed, what)
+    msg = _error(exc.field, exc)[1]
+    return f"collapse-monitor check skipped: {cause}, so {msg}", InputError(exc.field, f"{msg}; {cause}")
 
 
 def _assemble_predictions(metas: Sequence[Mapping[str, Any]], m: int) -> np.ndarray | None:
@@ -254,6 +300,7 @@ def distributed_check(
     group: Any = None,
     broadcast: bool = True,
     strict: bool | None = None,
+    failed: BaseException | bool | None = None,
 ) -> DistributedResult:
     """Gather each rank's shard of a generation's outputs and check them on group rank 0.
 
@@ -274,16 +321,25 @@ def distributed_check(
         broadcast: send the stage and generation to every rank (default True; the same value
             on every rank).
         strict: raise on every rank when rank 0's check fails for a reason other than bad
-            input (a sink or alert channel failing, the history store); default: the
-            monitor's ``strict``, rank 0's value. Otherwise the failure is in ``error``.
+            input (a sink or alert channel failing, the history store, a rank's ``failed``
+            evaluation leaving probe items unpredicted); default: the monitor's ``strict``,
+            rank 0's value. Otherwise the failure is in ``error``.
+        failed: this rank's own evaluation failed: the exception (its type and message,
+            redacted, go to rank 0's log and the ``error``) or True, with no inputs. Probe
+            items left unpredicted by it skip the check (see ``strict``) instead of raising;
+            when nothing is missing the check runs without its share and rank 0 warns.
 
     Returns a :class:`DistributedResult`; ``report`` holds the Report on rank 0.
 
     Raises:
         InputError: on every rank alike, for bad input on any rank (the message names it), a
             different reference on some rank (field ``monitor.reference``), or no data on any
-            rank. Every rank must call this, a rank with nothing to add with no inputs (see the
-            module docstring).
+            rank. Every rank must call this, a rank with nothing to add with no inputs, one
+            whose evaluation failed with ``failed=`` (see the module docstring); missing probe
+            items raise unless a rank declared ``failed``. Also ``InputError("failed")`` for
+            ``failed`` together with inputs.
+        ConfigError: on every rank alike, for a ``broadcast`` that is not a bool or a ``failed``
+            that is neither a bool nor an exception.
     """
     import torch.distributed as dist
 
@@ -301,6 +357,27 @@ def distributed_check(
     # ranks that got it wrong, would leave the others waiting in the collective)
     flag = bool(broadcast) if isinstance(broadcast, (bool, np.bool_)) else repr(broadcast)[:80]
     meta["reference"], meta["broadcast"] = ref_meta, flag
+    # failed=: refused like broadcast when it is neither a bool nor an exception; together
+    # with inputs it contradicts itself: bad input, raised after the exchange like the shards'
+    meta["failed"], meta["failed_why"] = _failed_flag(failed)
+    if meta["failed"] is True:
+        inputs = [
+            name
+            for name, x in (
+                ("probe_indices", probe_indices),
+                ("predictions", predictions),
+                ("embeddings", embeddings),
+                ("texts", texts),
+            )
+            if x is not None and not _empty(x)
+        ]
+        if inputs:
+            meta["error"] = (
+                "failed",
+                f"given with {', '.join(inputs)}: a rank whose evaluation failed passes no inputs "
+                "(pass failed= only where the evaluation failed)",
+            )
+            emb, meta["n_emb"] = None, 0
     strict_ = monitor.strict if strict is None else strict
     meta["strict"] = bool(strict_) if isinstance(strict_, (bool, np.bool_)) else None  # rank 0's decides
     # provenance given on any rank travels with the metadata (it was read on rank 0 only, so a
@@ -332,6 +409,9 @@ def distributed_check(
         if not isinstance(mt["broadcast"], bool):
             raise ConfigError("broadcast", f"expected True or False, got {mt['broadcast']} on rank {r}")
     for r, mt in enumerate(metas):
+        if not isinstance(mt["failed"], bool):
+            raise ConfigError("failed", f"expected an exception, True, False or None, got {mt['failed']} on rank {r}")
+    for r, mt in enumerate(metas):
         if mt["broadcast"] != metas[0]["broadcast"]:
             raise InputError(
                 "broadcast",
@@ -350,10 +430,20 @@ def distributed_check(
                 "or on rank 0 only",
             )
     provenance = Provenance.from_dict(given[0][1]) if given else None
+    # ranks whose own evaluation failed (failed=): what they did not give skips the check
+    # instead of raising, unless strict; a rank idle without failed= is an empty shard
+    failed_ranks = [r for r, mt in enumerate(metas) if mt["failed"] is True]
+    skip_strict = metas[0].get("strict") is True
     if all(mt["pred"] is None and mt["n_emb"] == 0 and not mt["texts"] for mt in metas):
-        raise InputError(
+        none = InputError(
             "distributed_check", "no rank gave predictions, embeddings or texts (every shard was None or empty)"
         )
+        if not failed_ranks:
+            raise none
+        error, strict_exc = _skipped(none, failed_ranks, metas, "share")
+        if skip_strict:
+            raise strict_exc
+        return _skip(monitor, rank, world, none, error)
 
     # the references agree (same fingerprint), so rank 0's width / probe size hold on every rank
     width, m = ref0["width"], ref0["m"]
@@ -361,19 +451,26 @@ def distributed_check(
     try:
         full_preds = None if m is None else _assemble_predictions(metas, m)
     except InputError as exc:
-        idle = [r for r, mt in enumerate(metas) if mt.get("idle")]
-        # probe items unpredicted because a rank's own evaluation failed (it called with no
-        # inputs): not bad input, a failed check, which must not stop every rank's training
-        if exc.field != "probe_indices" or not idle or metas[0].get("strict") is True:
+        if exc.field != "probe_indices":
             raise
-        error = redact_text(
-            f"collapse-monitor check skipped: rank{'s' if len(idle) > 1 else ''} "
-            f"{', '.join(map(str, idle))} gave no predictions, so {str(exc).split(': ', 1)[-1]}"
-        )
-        if rank == 0:
-            monitor.last_error = exc
-            log.error("%s (training continues; strict=True raises)", error)
-        return DistributedResult(rank, world, None, None, None, error=error)
+        idle = [r for r, mt in enumerate(metas) if mt["pred"] is None]
+        if not failed_ranks and not idle:  # every rank gave predictions: not sharded whole
+            raise
+        if not failed_ranks:  # the same, or a rank's failure went unsaid
+            hint = (
+                f"; rank{'s' if len(idle) > 1 else ''} {', '.join(map(str, idle))} gave no predictions: "
+                "a rank whose evaluation failed passes failed=True (or the exception)"
+            )
+            raise InputError(exc.field, _error(exc.field, exc)[1] + hint) from None
+        # probe items unpredicted because a rank's own evaluation failed: not bad input, a
+        # failed check, which must not stop every rank's training
+        error, strict_exc = _skipped(exc, failed_ranks, metas, "predictions")
+        if skip_strict:
+            raise strict_exc from None
+        return _skip(monitor, rank, world, exc, error)
+    if failed_ranks and rank == 0:
+        cause = _failed_ranks(metas, failed_ranks, "share")
+        log.warning("collapse-monitor: %s; the check runs without %s", cause, "them" if len(failed_ranks) > 1 else "it")
     if full_preds is not None and collective:
         _check_counts(metas, meta, labels, ref.classes, group)  # type: ignore[arg-type]
     all_texts = [t for mt in metas if mt["texts"] for t in mt["texts"]] or None
@@ -424,6 +521,14 @@ def distributed_check(
         raise CollapseMonitorError(f"collapse-monitor check failed on rank 0: {field}: {msg}")
     stage = None if payload["stage"] is None else Stage(payload["stage"])
     return DistributedResult(rank, world, stage, payload["generation"], report)
+
+
+def _skip(monitor: CollapseMonitor, rank: int, world: int, exc: InputError, error: str) -> DistributedResult:
+    """A check skipped on every rank alike: rank 0 logs it and keeps it in ``last_error``."""
+    if rank == 0:
+        monitor.last_error = exc
+        log.error("%s (training continues; strict=True raises)", error)
+    return DistributedResult(rank, world, None, None, None, error=error)
 
 
 def _gather_embeddings(

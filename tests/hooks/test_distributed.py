@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -121,6 +122,20 @@ class _BrokenMapping(Mapping):
         return 1
 
 
+def _init_gloo(rank: int, world: int, port: int) -> None:
+    """Join the gloo group with a collective timeout of 60 s (not gloo's 30 minutes), so a
+    regression that hangs fails fast."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60),
+    )
+
+
 def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     """Monitors on different references, empty shards, and no data on any rank. A collective
     timeout of 60 s (not gloo's 30 minutes) makes a regression that hangs fail fast."""
@@ -132,13 +147,7 @@ def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     import collapse_monitor as cm
     from collapse_monitor.hooks import distributed_check
 
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    _init_gloo(rank, world, port)
     ref_d, gens = _data()
     result: dict = {"rank": rank, "reports": [], "stages": []}
 
@@ -282,6 +291,96 @@ def _edge_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     except cm.InputError as exc:
         result["provenance_disagrees"] = [exc.field, str(exc)]
     dist.barrier()
+    dist.destroy_process_group()
+    Path(out).write_text(json.dumps(result))
+
+
+class _Records(logging.Handler):
+    """The collapse_monitor logger's records, as [level, message]."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[list[str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append([record.levelname, record.getMessage()])
+
+
+def _outcome(call) -> list:
+    """What one distributed_check call gave this rank, as JSON: ["result", stage, error, report?]
+    or ["raised", type, field or key, message]."""
+    try:
+        res = call()
+    except Exception as exc:
+        return ["raised", type(exc).__name__, getattr(exc, "field", getattr(exc, "key", None)), str(exc)]
+    return ["result", None if res.stage is None else res.stage.value, res.error, res.report is not None]
+
+
+def _idle_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
+    """Rank 1 gives nothing and declares no failure (a legitimately idle rank), rank 0 a probe
+    set that misses 3 items (a user bug): the same InputError on every rank, not a skip."""
+    import torch.distributed as dist
+
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    _init_gloo(rank, world, port)
+    ref_d, gens = _data()
+    g = gens[0]
+    mon = cm.CollapseMonitor("idle", reference=cm.Reference(**ref_d), sinks=[], home=home)
+    mine = {"probe_indices": np.arange(M - 3), "predictions": g["predictions"][: M - 3], "embeddings": g["embeddings"]}
+    result = {"rank": rank, "idle": _outcome(lambda: distributed_check(mon, **(mine if rank == 0 else {})))}
+    result["last_error"] = None if mon.last_error is None else type(mon.last_error).__name__
+    dist.barrier()
+    dist.destroy_process_group()
+    Path(out).write_text(json.dumps(result))
+
+
+def _failed_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
+    """Rank 1's own evaluation failed and it says so with ``failed=``."""
+    import torch.distributed as dist
+
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    _init_gloo(rank, world, port)
+    logs = _Records()
+    logging.getLogger("collapse_monitor").addHandler(logs)
+    ref_d, gens = _data()
+    g = gens[0]
+    sh = _shard(g, rank, world)
+    sh.pop("generation")
+    whole = {"probe_indices": np.arange(M), "predictions": g["predictions"], "embeddings": g["embeddings"]}
+    boom = RuntimeError("boom: token=s3cr3t-value")
+    result: dict = {"rank": rank}
+
+    def run(key: str, mine: dict, failed_1: dict, **kw) -> cm.CollapseMonitor:
+        """rank 0 passes ``mine``, rank 1 ``failed_1``; records the outcome, the monitor's
+        last_error and reports, and the log lines of this call on this rank."""
+        mon = cm.CollapseMonitor(f"failed-{key}", reference=cm.Reference(**ref_d), sinks=[], home=home)
+        del logs.records[:]
+        result[key] = _outcome(lambda: distributed_check(mon, **(mine if rank == 0 else failed_1), **kw))
+        result[key + ".last_error"] = None if mon.last_error is None else type(mon.last_error).__name__
+        result[key + ".reports"] = len(mon.reports()) if rank == 0 else None
+        result[key + ".logs"] = list(logs.records)
+        dist.barrier()
+        return mon
+
+    # (a) its probe items are predicted by no rank: skipped on every rank, training goes on
+    run("missing", sh, {"failed": boom})
+    run("missing_true", sh, {"failed": True})
+    # (e) ... and with strict, raised on every rank
+    run("missing_strict", sh, {"failed": boom}, strict=True)
+    # (c) failed= together with inputs, or a failed= that is neither a bool nor an exception
+    run("with_inputs", sh, {**sh, "failed": boom})
+    run("bad_flag", sh, {"failed": "yes"})
+    # (d) nothing is missing (rank 0 has the whole probe set): the check runs, with a warning
+    run("nothing_missing", whole, {"failed": boom})
+    run("empty_and_failed", whole, {"probe_indices": [], "predictions": [], "texts": [], "failed": True})
+    # nothing at all is left (rank 0 has nothing to add, rank 1 failed): skipped, strict raises
+    run("all_gone", {}, {"failed": boom})
+    run("all_gone_strict", {}, {"failed": boom}, strict=True)
+    run("both_failed", {"failed": ValueError("no GPU")}, {"failed": True})
     dist.destroy_process_group()
     Path(out).write_text(json.dumps(result))
 
@@ -434,7 +533,127 @@ def test_conflicting_duplicates_are_refused() -> None:
         _assemble_predictions([{"idx": np.array([0, 1, 0, 2]), "pred": np.array([1, 2, 2, 0])}], 3)
 
 
+def test_idle_rank_without_failed_leaves_missing_probe_items_an_input_error(tmp_path: Path) -> None:
+    """(b) A rank that gives nothing and declares no failure is an idle rank like any other: a
+    probe set not sharded whole raises on every rank (it was skipped as if rank 1 had failed)."""
+    r0, r1 = _run_two_ranks(tmp_path, "idle")
+    assert r0["idle"] == r1["idle"], (r0["idle"], r1["idle"])
+    kind, name, field, msg = r0["idle"]
+    assert (kind, name, field) == ("raised", "InputError", "probe_indices"), r0["idle"]
+    assert "3 of 301 probe items were predicted by no rank" in msg and "first: [298, 299, 300]" in msg
+    assert "rank 1 gave no predictions" in msg and "passes failed=True (or the exception)" in msg, msg
+    assert r0["last_error"] is None  # raised, not a skipped check
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    return _run_two_ranks(tmp_path_factory.mktemp("failed"), "failed")
+
+
+def test_failed_rank_with_missing_probe_items_skips_the_check_on_every_rank(failed_run: tuple[dict, dict]) -> None:
+    """(a) rank 1 calls with failed=RuntimeError(...): no raise, the reason in error on every rank."""
+    r0, r1 = failed_run
+    for key in ("missing", "missing_true"):
+        assert r0[key] == r1[key], (r0[key], r1[key])
+        kind, stage, error, has_report = r0[key]
+        assert kind == "result" and stage is None and not has_report, r0[key]
+        assert "check skipped" in error and "rank 1 gave no predictions (its evaluation failed" in error, error
+        assert "150 of 301 probe items were predicted by no rank" in error, error
+        assert r0[key + ".last_error"] == "InputError" and r1[key + ".last_error"] is None
+        assert r0[key + ".reports"] == 0
+        assert [lvl for lvl, m in r0[key + ".logs"] if "check skipped" in m] == ["ERROR"], r0[key + ".logs"]
+        assert r1[key + ".logs"] == []  # only rank 0 logs
+    error = r0["missing"][2]
+    assert "(its evaluation failed: RuntimeError: boom: token=***), so" in error, error  # its reason, redacted
+    assert "its evaluation failed)" in r0["missing_true"][2]  # failed=True: no reason to give
+
+
+def test_failed_rank_with_strict_raises_on_every_rank(failed_run: tuple[dict, dict]) -> None:
+    """(e) strict=True: the same InputError("probe_indices") on every rank, as before."""
+    r0, r1 = failed_run
+    assert r0["missing_strict"] == r1["missing_strict"]
+    kind, name, field, msg = r0["missing_strict"]
+    assert (kind, name, field) == ("raised", "InputError", "probe_indices"), r0["missing_strict"]
+    assert "predicted by no rank" in msg and "rank 1" in msg and "RuntimeError: boom" in msg and "s3cr3t" not in msg
+    assert r0["missing_strict.reports"] == 0
+    assert r0["all_gone_strict"] == r1["all_gone_strict"]
+    assert r0["all_gone_strict"][1:3] == ["InputError", "distributed_check"], r0["all_gone_strict"]
+
+
+def test_failed_with_inputs_or_a_bad_failed_value_is_refused_on_every_rank(failed_run: tuple[dict, dict]) -> None:
+    """(c) failed= with predictions (a contradiction), or failed="yes": raised on every rank."""
+    r0, r1 = failed_run
+    assert r0["with_inputs"] == r1["with_inputs"]
+    kind, name, field, msg = r0["with_inputs"]
+    assert (kind, name, field) == ("raised", "InputError", "failed"), r0["with_inputs"]
+    assert "on rank 1" in msg and "probe_indices, predictions, embeddings, texts" in msg, msg
+    assert r0["bad_flag"] == r1["bad_flag"]
+    kind, name, key, msg = r0["bad_flag"]
+    assert (kind, name, key) == ("raised", "ConfigError", "failed") and "'yes' on rank 1" in msg, r0["bad_flag"]
+    assert r0["with_inputs.reports"] == r0["bad_flag.reports"] == 0
+
+
+def test_failed_rank_with_nothing_missing_checks_and_warns(failed_run: tuple[dict, dict], tmp_path: Path) -> None:
+    """(d) rank 0 predicted the whole probe set: the check runs without rank 1's share, and rank 0
+    warns that rank 1 failed."""
+    import collapse_monitor as cm
+
+    ref_d, gens = _data()
+    single = cm.CollapseMonitor("failed-nothing_missing", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path)
+    g = gens[0]
+    stage = single.check(cm.Observation(predictions=g["predictions"], embeddings=g["embeddings"])).stage.value
+    r0, r1 = failed_run
+    for key in ("nothing_missing", "empty_and_failed"):
+        assert r0[key] == ["result", stage, None, True], r0[key]
+        assert r1[key] == ["result", stage, None, False], r1[key]
+        assert r0[key + ".reports"] == 1 and r0[key + ".last_error"] is None
+        warned = [m for lvl, m in r0[key + ".logs"] if lvl == "WARNING"]
+        assert len(warned) == 1 and "rank 1" in warned[0] and "evaluation failed" in warned[0], r0[key + ".logs"]
+        assert r1[key + ".logs"] == []
+    warned = next(m for lvl, m in r0["nothing_missing.logs"] if lvl == "WARNING")
+    assert "RuntimeError: boom" in warned and "s3cr3t" not in warned
+    # nothing at all left once rank 1 failed (rank 0 had nothing to add): skipped like (a)
+    assert r0["all_gone"] == r1["all_gone"]
+    kind, stage, error, _ = r0["all_gone"]
+    assert kind == "result" and stage is None and "rank 1 gave no" in error and "no rank gave" in error, error
+    assert r0["both_failed"] == r1["both_failed"]
+    assert "ranks 0, 1 gave no share (their evaluation failed; rank 0: ValueError: no GPU)" in r0["both_failed"][2]
+
+
+def test_failed_without_process_group(tmp_path: Path) -> None:
+    """One process, no group: a failed evaluation is a skipped check (strict raises); failed with
+    inputs and a bad failed value are refused."""
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    ref_d, gens = _data()
+    mon = cm.CollapseMonitor("local-failed", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path)
+    res = distributed_check(mon, failed=ValueError("no GPU"))
+    assert (
+        res.stage is None and res.report is None and "rank 0 gave no" in res.error and "ValueError: no GPU" in res.error
+    )
+    assert isinstance(mon.last_error, cm.InputError)
+    with pytest.raises(cm.InputError, match="no rank gave"):
+        distributed_check(mon, failed=True, strict=True)
+    with pytest.raises(cm.InputError, match="given with predictions") as err:
+        distributed_check(mon, predictions=gens[0]["predictions"], failed=True)
+    assert err.value.field == "failed"
+    for bad in ("yes", 1, ValueError):
+        with pytest.raises(cm.ConfigError) as cerr:
+            distributed_check(mon, predictions=gens[0]["predictions"], failed=bad)
+        assert cerr.value.key == "failed"
+    # a long message is cut to 200 characters, on one line
+    error = distributed_check(mon, failed=RuntimeError("two\nlines " + "y" * 1000)).error
+    assert error is not None and "(its evaluation failed: RuntimeError: two lines " + "y" * 173 + "...), so" in error
+    # failed=False is no failure
+    res = distributed_check(mon, predictions=gens[0]["predictions"], failed=False)
+    assert res.report is not None and res.error is None
+    assert len(mon.reports()) == 1
+
+
 if __name__ == "__main__":
     _rank, _world, _port, _home, _out = sys.argv[1:6]
     _scenario = sys.argv[6] if len(sys.argv) > 6 else "main"
-    {"main": _worker, "edge": _edge_worker}[_scenario](int(_rank), int(_world), int(_port), _home, _out)
+    {"main": _worker, "edge": _edge_worker, "idle": _idle_worker, "failed": _failed_worker}[_scenario](
+        int(_rank), int(_world), int(_port), _home, _out
+    )

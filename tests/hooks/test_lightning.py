@@ -536,3 +536,71 @@ def test_validation_end_without_validation_says_nothing_was_checked(
         _trainer(cb).fit(Tiny(), _loader(), _loader(60, seed=9))
     assert [r.generation for r in mon.reports()] == [0]
     assert not any("no validation ran" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_fit_on_weights_changed_in_one_element_checks_them(tmp_path: Path) -> None:
+    """Fingerprint audit: the fingerprint read 8 evenly spaced values per tensor, so weights
+    whose change missed those positions (a sparse update, an embedding row, an edit between two
+    fits) read as "the same weights" and their check was skipped."""
+    mon = cm.CollapseMonitor("sparse", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    model = Tiny()
+    trainer = _trainer(cb)
+    trainer.fit(model, _loader())
+    trainer.fit(model, _loader())  # nothing left to train, nothing changed: the same weights
+    assert [r.generation for r in mon.reports()] == [0]
+    with torch.no_grad():  # flat index 5 of the 16x6 weight: between the old samples 0 and 13
+        model.net[0].weight[0, 5] += 0.5
+    step = trainer.global_step
+    trainer.fit(model, _loader())  # 0 steps, the same step number, other weights
+    assert trainer.global_step == step
+    assert [r.generation for r in mon.reports()] == [0, 1]
+
+
+def test_the_weights_fingerprint_sees_every_element_and_is_stable() -> None:
+    from collapse_monitor.hooks._core import weights_fingerprint
+
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(1000, 8)
+    before = weights_fingerprint(emb)
+    assert before is not None and weights_fingerprint(emb) == before  # untouched: the same
+    with torch.no_grad():
+        emb.weight[3, 1] += 1e-3  # one row of a sparse update, far from any evenly spaced sample
+    changed = weights_fingerprint(emb)
+    assert changed != before
+    with torch.no_grad():
+        emb.weight[3, 1] -= 1e-3
+        emb.weight[[10, 11]] = emb.weight[[11, 10]].clone()  # a swap keeps every sum but the weighted ones
+    swapped = weights_fingerprint(emb)
+    assert swapped not in (before, changed)
+
+    with torch.no_grad():  # NaN != NaN must not make every fingerprint of the same weights differ
+        emb.weight[7, 2] = float("nan")
+    nan_fp = weights_fingerprint(emb)
+    assert nan_fp is not None and weights_fingerprint(emb) == nan_fp != swapped
+    assert weights_fingerprint(torch.nn.Module()) is not None  # no parameters at all
+
+    class Odd(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = torch.nn.Parameter(torch.arange(5), requires_grad=False)  # an int parameter
+            self.mask = torch.nn.Parameter(torch.tensor([True, False, True]), requires_grad=False)
+            self.bf16 = torch.nn.Parameter(torch.ones(70_000, dtype=torch.bfloat16))  # more than one row
+            self.wide = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+            self.empty = torch.nn.Parameter(torch.empty(0, 4))
+            self.lazy = torch.nn.Parameter(torch.empty(1000, 1000, device="meta"))
+
+    odd = Odd()
+    fp = weights_fingerprint(odd)
+    assert fp is not None and weights_fingerprint(odd) == fp
+    for name, edit in [
+        ("steps", lambda p: p.__setitem__(4, 9)),
+        ("mask", lambda p: p.__setitem__(1, True)),
+        ("bf16", lambda p: p.__setitem__(65_537, 2.0)),
+        ("wide", lambda p: p.__setitem__(2, 1.0 + 2**-40)),  # only the low 32 bits change
+    ]:
+        with torch.no_grad():
+            edit(getattr(odd, name))
+        assert weights_fingerprint(odd) != fp, name
+        fp = weights_fingerprint(odd)
+    assert weights_fingerprint(object()) is None

@@ -54,6 +54,7 @@ WORKER = textwrap.dedent(
     dist.barrier()
 
     # the module docstring's pattern: rank 1's evaluation fails, it completes the collectives
+    # declaring the failure (failed=)
     def failing_rank(strict):
         mon2 = cm.CollapseMonitor(f"shard-{strict}", reference=cm.Reference(labels=Y), sinks=[], home=home)
         idx = np.arange(rank, 100, 2)  # DistributedSampler-style interleaved shards
@@ -62,8 +63,8 @@ WORKER = textwrap.dedent(
                 if rank == 1:
                     raise RuntimeError("out of memory in my evaluation")
                 got = distributed_check(mon2, probe_indices=idx, predictions=Y[idx], strict=strict)
-            except RuntimeError:
-                got = distributed_check(mon2, strict=strict)
+            except RuntimeError as exc:
+                got = distributed_check(mon2, strict=strict, failed=exc)
             last = type(mon2.last_error).__name__ if mon2.last_error is not None else None
             return ["result", got.stage, got.error, last, len(mon2.reports())]
         except cm.InputError as exc:
@@ -101,6 +102,7 @@ def test_watch_checks_once_per_retrain_and_a_failed_rank_does_not_stop_the_other
         kind, stage, error, _, _ = r["failing"]
         assert kind == "result" and stage is None, r["failing"]
         assert "rank 1 gave no predictions" in error and "50 of 100 probe items" in error, error
+        assert "RuntimeError: out of memory in my evaluation" in error, error
     assert r0["failing"][3:] == ["InputError", 0]
     for r in (r0, r1):
         assert r["failing_strict"][:2] == ["raised", "probe_indices"], r["failing_strict"]

@@ -353,3 +353,165 @@ def test_watch_reads_the_monitors_strict_when_called(tmp_path: Path) -> None:
     mon.strict = True
     with pytest.raises(cm.InputError):
         train()
+
+
+def test_an_async_trainers_check_runs_off_the_event_loop(tmp_path: Path) -> None:
+    """Async audit: after ``await fn(...)`` the check (evaluation, metrics, sinks: seconds with
+    MLflow) ran on the event loop itself, so every other coroutine of the service stalled."""
+    import asyncio
+    import threading
+    import time
+
+    mon = _mon(tmp_path)
+    loop_threads: list[int] = []
+    eval_threads: list[int] = []
+
+    def slow_evaluate(model: Model) -> cm.Observation:
+        eval_threads.append(threading.get_ident())
+        time.sleep(0.3)  # a slow probe set / a slow tracking server
+        return cm.Observation(predictions=model.predict())
+
+    trained = Model()
+
+    @mon.watch(evaluate=slow_evaluate)
+    async def retrain() -> Model:
+        await asyncio.sleep(0)
+        return trained
+
+    async def main() -> tuple[Model, float]:
+        loop_threads.append(threading.get_ident())
+        stop = asyncio.Event()
+        gaps: list[float] = []
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        out = await retrain()
+        stop.set()
+        await tick
+        return out, max(gaps)
+
+    out, worst_gap = asyncio.run(main())
+    assert out is trained  # the return value passes through unchanged
+    assert worst_gap < 0.25, f"the event loop stalled for {worst_gap:.2f} s during the check"
+    assert eval_threads and eval_threads != loop_threads
+    report = mon.last_report  # read in the loop's thread, as a caller after the await would
+    assert mon.last_error is None and report is not None and report.generation == 0
+
+
+def test_concurrent_async_trainers_on_one_monitor_make_distinct_ordered_generations(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+    import time
+
+    mon = _mon(tmp_path)
+    active = 0
+    overlap: list[int] = []
+    guard = threading.Lock()
+
+    def evaluate(model: Model) -> cm.Observation:
+        nonlocal active
+        with guard:
+            active += 1
+            overlap.append(active)
+        time.sleep(0.1)
+        with guard:
+            active -= 1
+        return cm.Observation(predictions=model.predict())
+
+    @mon.watch(evaluate=evaluate, provenance=lambda share: cm.Provenance(share))
+    async def retrain(share: float) -> Model:
+        await asyncio.sleep(0.01)
+        return Model()
+
+    async def main() -> list[Model]:
+        return list(await asyncio.gather(retrain(0.1), retrain(0.2), retrain(0.3)))
+
+    models = asyncio.run(main())
+    assert all(isinstance(m, Model) for m in models)
+    reports = mon.reports()
+    assert [r.generation for r in reports] == [0, 1, 2]  # distinct, in commit order
+    assert sorted(r.provenance.synthetic_fraction for r in reports) == [0.1, 0.2, 0.3]
+    assert max(overlap) == 1  # checks of one monitor never overlap, as on the loop thread
+    assert sorted(r.created_at for r in reports) == [r.created_at for r in reports]
+
+
+def test_an_async_trainers_failed_check_is_contained_and_strict_reraises(tmp_path: Path) -> None:
+    import asyncio
+
+    mon = _mon(tmp_path)
+    trained = Model()
+
+    def evaluate(model: Model) -> cm.Observation:
+        raise RuntimeError("probe file vanished")
+
+    async def train() -> Model:
+        return trained
+
+    assert asyncio.run(mon.watch(evaluate=evaluate)(train)()) is trained
+    assert isinstance(mon.last_error, RuntimeError) and mon.last_report is None and mon.reports() == []
+    with pytest.raises(RuntimeError, match="vanished"):
+        asyncio.run(mon.watch(evaluate=evaluate, strict=True)(train)())
+    assert isinstance(mon.last_error, RuntimeError)
+
+    # the loop's thread reads the async check's outcome even after its own earlier sync check
+    mon.check(cm.Observation(predictions=LABELS))
+    assert mon.last_report is not None and mon.last_report.generation == 0
+    assert asyncio.run(mon.watch(evaluate=evaluate)(train)()) is trained
+    assert mon.last_report is None and isinstance(mon.last_error, RuntimeError)
+    ok = mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()))(train)
+    assert asyncio.run(ok()) is trained
+    assert mon.last_error is None and mon.last_report.generation == 1
+
+
+def test_an_async_trainers_check_nests_under_its_mlflow_run_and_may_use_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check runs in a worker thread, where MLflow (which keeps the active run per thread)
+    sees no run: it still nests under the run the coroutine started. An ``evaluate`` that needs
+    the loop submits its coroutine to it (the loop is free while the check runs)."""
+    import asyncio
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(None)
+    mon = cm.CollapseMonitor("anest", reference=cm.Reference(labels=LABELS), home=tmp_path / "home")
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def labels_from_the_loop() -> np.ndarray:
+        await asyncio.sleep(0)
+        return Model().predict()
+
+    def evaluate(model: Model) -> cm.Observation:
+        preds = asyncio.run_coroutine_threadsafe(labels_from_the_loop(), loops[0]).result(timeout=30)
+        return cm.Observation(predictions=preds)
+
+    @mon.watch(evaluate=evaluate)
+    async def retrain() -> Model:
+        return Model()
+
+    async def main() -> str:
+        loops.append(asyncio.get_running_loop())
+        training = mlflow.MlflowClient().create_experiment("training")
+        with mlflow.start_run(experiment_id=training) as parent:
+            await retrain()
+            assert mlflow.active_run().info.run_id == parent.info.run_id  # still the caller's
+        return parent.info.run_id
+
+    try:
+        parent_id = asyncio.run(main())
+        report = mon.last_report
+        assert mon.last_error is None and report is not None and report.errors == (), (mon.last_error, report)
+        child = mlflow.MlflowClient().get_run(report.run_id)
+        assert child.data.tags.get("mlflow.parentRunId") == parent_id
+        assert mlflow.active_run() is None
+    finally:
+        mlflow.set_tracking_uri(None)
