@@ -35,9 +35,12 @@ DEMO_ARGS ?=
 
 # The stamps are keyed on what decides the install: pyproject.toml, the torch pin and index and
 # (for the dev stamp) the extras, so `make test DEV_EXTRAS=dev` or a new TORCH_SPEC reinstalls.
+# (shq: a value single-quoted for the shell, its own single quotes escaped, as in a marker
+# `torch==2.13.0; python_version>='3.11'`)
+shq = '$(subst ','\'',$(1))'
 INSTALL_KEY = $(shell { cat pyproject.toml; printf '%s|' $(1); } 2>/dev/null | sha256sum | cut -c1-16)
-BASE_STAMP := $(VENV)/.installed-base-$(call INSTALL_KEY,'$(TORCH_SPEC)' '$(TORCH_INDEX_URL)')
-DEV_STAMP := $(VENV)/.installed-dev-$(call INSTALL_KEY,'$(TORCH_SPEC)' '$(TORCH_INDEX_URL)' '$(DEV_EXTRAS)')
+BASE_STAMP := $(VENV)/.installed-base-$(call INSTALL_KEY,$(call shq,$(TORCH_SPEC)) $(call shq,$(TORCH_INDEX_URL)))
+DEV_STAMP := $(VENV)/.installed-dev-$(call INSTALL_KEY,$(call shq,$(TORCH_SPEC)) $(call shq,$(TORCH_INDEX_URL)) $(call shq,$(DEV_EXTRAS)))
 
 # Debian packages that provide the real servers used by the integration tests, and the
 # binaries whose presence means they are installed.
@@ -69,7 +72,8 @@ $(PY):
 $(BASE_STAMP): | $(PY)
 	$(PIP) install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
 	$(PIP) install --quiet -e .
-	@rm -f $(VENV)/.installed-base-*
+	@# a base install may have changed torch under the dev install: its stamp no longer holds
+	@rm -f $(VENV)/.installed-base-* $(VENV)/.installed-dev-*
 	@touch $@
 
 # Dev install: the package with the dev extras and the optional training integrations (what

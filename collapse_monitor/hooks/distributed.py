@@ -116,13 +116,27 @@ def _error(field: str, exc: Exception) -> tuple[str, str]:
 
 def _empty(x: Any) -> bool:
     """An empty shard: no rows (a (0,) or (0, d) array or tensor, ``[]``, ``()``)."""
-    shape = getattr(x, "shape", None)
-    if shape is not None:
-        return len(shape) >= 1 and int(shape[0]) == 0
-    try:
+    try:  # before the metadata exchange: an odd object must not raise on one rank only
+        shape = getattr(x, "shape", None)
+        if shape is not None:
+            return len(shape) >= 1 and int(shape[0]) == 0
         return len(x) == 0
-    except TypeError:
+    except Exception:
         return False
+
+
+#: the end of the message for probe items predicted by no rank
+_SHARD_HINT = "shard the whole probe set, e.g. DistributedSampler(drop_last=False)"
+
+
+def _short_repr(x: Any) -> str:
+    """``repr(x)`` cut to 80 characters, for an error raised after the metadata exchange (a
+    repr that raises is named by its type: raising before the exchange left the other ranks
+    waiting in it until the process group's timeout)."""
+    try:
+        return repr(x)[:80]
+    except Exception:
+        return f"<{type(x).__name__} object>"
 
 
 def _reference_meta(ref: Any) -> dict[str, Any]:
@@ -219,7 +233,7 @@ def _failed_flag(failed: Any) -> tuple[bool | str, str | None]:
             why = type(failed).__name__
         why = redact_text(" ".join(why.split()))
         return True, why if len(why) <= _WHY_CHARS else why[: _WHY_CHARS - 3] + "..."
-    return repr(failed)[:80], None
+    return _short_repr(failed), None
 
 
 def _failed_ranks(metas: Sequence[Mapping[str, Any]], failed: Sequence[int], what: str) -> str:
@@ -240,7 +254,8 @@ def _skipped(
     """The error of a check that cannot run because ranks declared their evaluation failed (no
     bad input: it must not stop every rank's training), and the InputError strict raises."""
     cause = _failed_ranks(metas, failed, what)
-    msg = _error(exc.field, exc)[1]
+    # the hint for a probe set not sharded whole does not apply: a rank failed
+    msg = _error(exc.field, exc)[1].removesuffix(f"; {_SHARD_HINT}")
     return f"collapse-monitor check skipped: {cause}, so {msg}", InputError(exc.field, f"{msg}; {cause}")
 
 
@@ -273,7 +288,7 @@ def _assemble_predictions(metas: Sequence[Mapping[str, Any]], m: int) -> np.ndar
         raise InputError(
             "probe_indices",
             f"{missing.size} of {m} probe items were predicted by no rank "
-            f"(first: {missing[:5].tolist()}); shard the whole probe set, e.g. DistributedSampler(drop_last=False)",
+            f"(first: {missing[:5].tolist()}); {_SHARD_HINT}",
         )
     return out
 
@@ -355,7 +370,7 @@ def distributed_check(
     )
     # a non-boolean is refused after the exchange, alike on every rank (raising here, on the
     # ranks that got it wrong, would leave the others waiting in the collective)
-    flag = bool(broadcast) if isinstance(broadcast, (bool, np.bool_)) else repr(broadcast)[:80]
+    flag = bool(broadcast) if isinstance(broadcast, (bool, np.bool_)) else _short_repr(broadcast)
     meta["reference"], meta["broadcast"] = ref_meta, flag
     # failed=: refused like broadcast when it is neither a bool nor an exception; together
     # with inputs it contradicts itself: bad input, raised after the exchange like the shards'

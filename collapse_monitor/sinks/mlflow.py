@@ -5,7 +5,8 @@ Layout (experiment ``collapse-monitor/<monitor>`` by default, one run per check)
 * metrics ``collapse.<key>`` with ``step=generation`` and the interval as
   ``collapse.<key>.ci_low`` / ``collapse.<key>.ci_high`` (and, for a proportion of probe items -
   accuracy, a class's recall - its item count ``collapse.<key>.n``, the counts of Fisher's test
-  when the history is read back from metrics alone); run-level ``collapse.stage_level``
+  when the history is read back from metrics alone); run-level ``collapse.generation`` (the
+  tag's number, for sorting), ``collapse.stage_level``
   (0/1/2), ``collapse.drift`` (0/1), ``collapse.check_duration_seconds`` and, when the Evidently
   report ran, ``collapse.embedding_drift_share``;
 * tags ``collapse.monitor``, ``collapse.generation``, ``collapse.stage``, ``collapse.parent_run_id``
@@ -104,7 +105,14 @@ ARTIFACT_DIR = "collapse"
 MAX_SOURCE_INPUTS = 100  # provenance sources logged as dataset inputs per run (the rest counted)
 INPUTS_PER_CALL = 50  # dataset inputs per log_inputs request
 SUPERSEDED_TAG = "collapse.superseded_by"  # on a run whose generation was checked again later
-_RUN_METRICS = ("stage_level", "drift", "check_duration_seconds", "embedding_drift_share", "evidently_drift_share")
+_RUN_METRICS = (
+    "generation",
+    "stage_level",
+    "drift",
+    "check_duration_seconds",
+    "embedding_drift_share",
+    "evidently_drift_share",
+)
 _BAD_NAME = re.compile(r"[^\w.\- :]")
 #: what the sink appends to a metric's name for its interval and its item count
 _SIDECARS = (".ci_low", ".ci_high", ".n")
@@ -730,6 +738,9 @@ class MLflowSink:
         firing = sorted({a.rule for a in report.alerts if a.status == "firing"})
         if firing:
             tags["collapse.alerts_firing"] = ",".join(firing)
+        renamed = _renamed_keys(report.metrics)
+        if renamed:
+            tags["collapse.metric_keys"] = renamed
         prov = report.provenance
         if prov is not None:
             tags["collapse.origin"] = prov.origin
@@ -769,6 +780,9 @@ class MLflowSink:
         if "synthetic_fraction" not in report.metrics and prov is not None and prov.synthetic_fraction is not None:
             out.append(Metric(PREFIX + "synthetic_fraction", prov.synthetic_fraction, ts, step))
         out += [
+            # the generation as a number too (the tag is a string): runs sort by it in the UI and
+            # in search_runs(order_by=["metrics.`collapse.generation`"]), 10 after 9
+            Metric(PREFIX + "generation", float(report.generation), ts, step),
             Metric(PREFIX + "stage_level", float(report.stage.level), ts, step),
             Metric(PREFIX + "drift", float(report.drift), ts, step),
             Metric(PREFIX + "check_duration_seconds", float(report.duration_seconds), ts, step),
@@ -1261,6 +1275,42 @@ def fraction_tag(value: str | None, where: str) -> float | None:
     return share
 
 
+#: the longest ``collapse.metric_keys`` tag written (MLflow servers before 2.x cap a tag at 5000)
+_KEYS_TAG_CHARS = 5000
+
+
+def _renamed_keys(metrics: Mapping[str, Any]) -> str | None:
+    """The ``collapse.metric_keys`` tag: JSON ``{metric name without the prefix: report key}``
+    for the keys :func:`metric_name` renamed (hashed), so a report rebuilt from the run's
+    metrics alone reads them back under their own keys (a baseline for class ``a|b`` or ``a.n``
+    then still meets the same key in later checks). Entries past the tag's size are left out
+    (those come back hashed). None when no key was renamed.
+
+    >>> _renamed_keys({"accuracy": 1, "class_recall.a.n": 1})
+    '{"class_recall.a.n-a6e8f611": "class_recall.a.n"}'
+    """
+    out: dict[str, str] = {}
+    for key in sorted(metrics):
+        name = metric_name(key)[len(PREFIX) :]
+        if name == key:
+            continue
+        if len(json.dumps({**out, name: key})) > _KEYS_TAG_CHARS:  # at most ~100 entries fit
+            break
+        out[name] = key
+    return json.dumps(out) if out else None
+
+
+def _keys_from_tag(value: str | None) -> dict[str, str]:
+    """The ``collapse.metric_keys`` tag read back (empty when absent or not a JSON object of strings)."""
+    try:
+        got = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    if not isinstance(got, dict):
+        return {}
+    return {k: v for k, v in got.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def _is_sidecar(name: str, metrics: Mapping[str, float]) -> bool:
     """Whether ``name`` is another metric's interval bound or count (``<metric>.ci_low``,
     ``.ci_high``, ``.n``) rather than a metric: only when ``<metric>`` itself is logged, so a
@@ -1270,15 +1320,18 @@ def _is_sidecar(name: str, metrics: Mapping[str, float]) -> bool:
 
 def report_from_run(run: Any) -> Report:
     """Rebuild a Report from a run's metrics and tags (when its report.json is missing).
-    Findings and alerts are not recoverable this way; keys with characters MLflow refuses come
-    back sanitised."""
+    Findings and alerts are not recoverable this way; keys whose metric names were hashed come
+    back under their own keys from the ``collapse.metric_keys`` tag (sanitised and hashed, as
+    logged, for a run logged without it or past its size)."""
     tags = run.data.tags
     metrics = run.data.metrics
+    renamed = _keys_from_tag(tags.get("collapse.metric_keys"))
     values: dict[str, MetricValue] = {}
     for name, v in metrics.items():
         if not name.startswith(PREFIX) or _is_sidecar(name, metrics):
             continue
         key = name[len(PREFIX) :]
+        key = renamed.get(key, key)
         if key in _RUN_METRICS:
             continue
         lo = metrics.get(name + ".ci_low", v)

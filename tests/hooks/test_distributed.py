@@ -336,6 +336,11 @@ def _idle_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     Path(out).write_text(json.dumps(result))
 
 
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 def _failed_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     """Rank 1's own evaluation failed and it says so with ``failed=``."""
     import torch.distributed as dist
@@ -374,6 +379,7 @@ def _failed_worker(rank: int, world: int, port: int, home: str, out: str) -> Non
     # (c) failed= together with inputs, or a failed= that is neither a bool nor an exception
     run("with_inputs", sh, {**sh, "failed": boom})
     run("bad_flag", sh, {"failed": "yes"})
+    run("bad_repr", sh, {"failed": _NoRepr()})  # its repr raised on rank 1 alone: rank 0 waited in the exchange
     # (d) nothing is missing (rank 0 has the whole probe set): the check runs, with a warning
     run("nothing_missing", whole, {"failed": boom})
     run("empty_and_failed", whole, {"probe_indices": [], "predictions": [], "texts": [], "failed": True})
@@ -566,6 +572,7 @@ def test_failed_rank_with_missing_probe_items_skips_the_check_on_every_rank(fail
     error = r0["missing"][2]
     assert "(its evaluation failed: RuntimeError: boom: token=***), so" in error, error  # its reason, redacted
     assert "its evaluation failed)" in r0["missing_true"][2]  # failed=True: no reason to give
+    assert "shard the whole probe set" not in error  # that hint is for a probe set not sharded whole
 
 
 def test_failed_rank_with_strict_raises_on_every_rank(failed_run: tuple[dict, dict]) -> None:
@@ -591,6 +598,10 @@ def test_failed_with_inputs_or_a_bad_failed_value_is_refused_on_every_rank(faile
     kind, name, key, msg = r0["bad_flag"]
     assert (kind, name, key) == ("raised", "ConfigError", "failed") and "'yes' on rank 1" in msg, r0["bad_flag"]
     assert r0["with_inputs.reports"] == r0["bad_flag.reports"] == 0
+    assert r0["bad_repr"] == r1["bad_repr"], (r0["bad_repr"], r1["bad_repr"])
+    assert (
+        r0["bad_repr"][:3] == ["raised", "ConfigError", "failed"] and "<_NoRepr object> on rank 1" in r0["bad_repr"][3]
+    )
 
 
 def test_failed_rank_with_nothing_missing_checks_and_warns(failed_run: tuple[dict, dict], tmp_path: Path) -> None:

@@ -303,7 +303,8 @@ def test_history_rebuilt_from_metrics_and_tags_without_artifacts(mlflow_server, 
     for orig, r in zip(reports, back, strict=True):
         assert r.metrics["tail_coverage"].value == orig.metrics["tail_coverage"].value
         assert r.metrics["tail_coverage"].ci_low == orig.metrics["tail_coverage"].ci_low
-        assert metric_name("class_recall.odd|label")[len("collapse.") :] in r.metrics  # back sanitised
+        # its metric name is hashed; the collapse.metric_keys tag gives the key back
+        assert "class_recall.odd|label" in r.metrics and set(r.metrics) == set(orig.metrics)
         assert r.created_at == orig.created_at and r.provenance is not None
         assert r.provenance.synthetic_fraction == 0.5
     assert baseline is not None and baseline.generation == 0 and baseline.items == {}  # metrics only
@@ -805,10 +806,30 @@ def test_a_class_named_like_another_classes_count_keeps_its_own_series(tmp_path)
     assert m[metric_name("class_recall.a.n")] == pytest.approx(0.5)
     assert m["collapse.class_recall.a.ci_low"] == pytest.approx(report.metrics["class_recall.a"].ci_low)
     assert m[metric_name("class_recall.a.ci_low")] == pytest.approx(1.0)
-    back = report_from_run(MlflowClient(uri).get_run(report.run_id)).metrics
+    run = MlflowClient(uri).get_run(report.run_id)
+    back = report_from_run(run).metrics
+    assert set(back) == set(report.metrics)  # under their own keys (the collapse.metric_keys tag)
     assert back["class_recall.a"].n == 300 and back["class_recall.a"].value == pytest.approx(1.0)
-    assert back[metric_name("class_recall.a.n")[len("collapse.") :]].value == pytest.approx(0.5)
-    assert back[metric_name("class_recall.a.n")[len("collapse.") :]].n == 150
+    assert back["class_recall.a.n"].value == pytest.approx(0.5) and back["class_recall.a.n"].n == 150
+    assert back["class_recall.a.ci_low"].value == pytest.approx(1.0)
+    # a run logged without the tag (before it existed) reads them back under the hashed names
+    del run.data.tags["collapse.metric_keys"]
+    assert back.keys() - report_from_run(run).metrics.keys() == {"class_recall.a.n", "class_recall.a.ci_low"}
+
+
+def test_the_metric_keys_tag_stays_within_a_tags_size() -> None:
+    """Thousands of renamed class keys: the tag keeps what fits in 5000 characters, the rest
+    come back hashed (MLflow refuses a longer tag value and with it the whole batch)."""
+    from collapse_monitor.sinks.mlflow import _keys_from_tag, _renamed_keys
+
+    keys = {f"class_recall.label|{i:04d}": 1 for i in range(2000)}
+    tag = _renamed_keys(keys)
+    assert tag is not None and 4900 < len(tag) <= 5000
+    back = _keys_from_tag(tag)
+    assert 50 < len(back) < 2000 and all(
+        keys.get(v) == 1 and metric_name(v) == "collapse." + k for k, v in back.items()
+    )
+    assert _keys_from_tag("[1, 2]") == _keys_from_tag("not json") == _keys_from_tag(None) == {}
 
 
 def test_link_tokens_are_masked_in_the_stored_report(tmp_path) -> None:
@@ -925,3 +946,28 @@ def test_a_report_queues_behind_a_failed_replay_without_a_second_wait(tmp_path) 
     assert any("not tried" in e for e in second.errors), second.errors
     spooled = [json.loads(p.read_text())["generation"] for p in mon.spool.pending(sink.spool_key)]
     assert spooled == [0, 1]  # in order, behind the older one
+
+
+def test_the_runbooks_history_query_orders_generations_numerically(tmp_path, kit, monkeypatch) -> None:
+    """integrations/runbook.md step 2, run as written: it ordered by ``metrics.collapse.generation``,
+    which was only a tag, so the order was the store's; generation 10 must come after 9."""
+    import re
+    import textwrap
+    from pathlib import Path
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sink = MLflowSink(uri, artifacts=False, evidently=False, history_plot="off")
+    for g in (10, 0, 9, 2):
+        sink.emit(kit.make_report("digits-generator", g, tail=0.8 - 0.01 * g), None)
+    runbook = (Path(__file__).parents[2] / "integrations" / "runbook.md").read_text()
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", runbook, re.S) if "ASC" in b)
+    snippet = textwrap.dedent(snippet.rstrip(" "))  # indented under a list item
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    scope: dict = {}
+    exec(compile(snippet, "runbook.md", "exec"), scope)
+    runs = scope["runs"]
+    assert runs["tags.collapse.generation"].tolist() == ["0", "2", "9", "10"]
+    assert runs["metrics.collapse.tail_coverage"].tolist() == pytest.approx([0.8, 0.78, 0.71, 0.7])
