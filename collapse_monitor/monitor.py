@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import functools
@@ -839,14 +840,23 @@ class CollapseMonitor:
         it in the awaiting task), ``last_report`` / ``last_error`` are set for the awaiting
         thread, only rank 0 checks. The async checks of one monitor run one at a time, as they
         did on the loop, so concurrent trainers get distinct generations in the order their
-        checks commit. ``evaluate`` and the ``generation`` / ``provenance`` callables see the
-        caller's context variables (a copy: what they set does not come back) and its active
-        MLflow run (the sink nests under it as before), but not the loop's thread: an
-        ``evaluate`` that needs the event loop (an async client, a lock of the loop) submits its
-        coroutine to it with :func:`asyncio.run_coroutine_threadsafe` (``.result()`` waits; the
-        loop is free to run it) rather than ``asyncio.get_running_loop()``, which fails in the
-        worker thread. Cancelling the awaiting task during the check cancels the wait, not the
-        check: it completes in its thread and is recorded.
+        checks commit; those waiting their turn wait on the loop, so one monitor takes at most
+        one thread of the loop's default executor (the others stay free for the rest of the
+        service and for an ``evaluate`` that uses the loop). ``evaluate`` and the
+        ``generation`` / ``provenance`` callables see the caller's context variables (a copy:
+        what they set does not come back), its active MLflow run (the sink nests under it as
+        before) and its torch modes (grad and inference mode, the current CUDA device, autocast
+        on CPU / CUDA with torch >= 2.4), taken when the trainer returns; other per-thread state
+        (``threading.local``, other torch settings kept per thread) stays in the loop's thread.
+        Nor do they run on the loop's thread: an ``evaluate`` that needs the event loop (an
+        async client, a lock of the loop) submits its coroutine to it with
+        :func:`asyncio.run_coroutine_threadsafe` (``.result()`` waits; the loop is free to run
+        it) rather than ``asyncio.get_running_loop()``, which fails in the worker thread.
+        Cancelling the awaiting task during the check cancels the wait, not the check: it
+        completes in its thread and is recorded (the monitor's next async check waits for it).
+        A hand-off that fails (the loop's executor shut down) is contained as a failed check.
+        Under another runner (trio, or one sniffio does not name asyncio; a coroutine driven by
+        hand) there is no loop to hand the check to: it runs inline, as a sync trainer's.
         """
         if not callable(evaluate):
             raise ConfigError("watch.evaluate", "expected a callable model -> Observation")
@@ -886,14 +896,22 @@ class CollapseMonitor:
                 @functools.wraps(fn)
                 async def awaiting(*args: Any, **kwargs: Any) -> Any:
                     result = await fn(*args, **kwargs)
-                    if on_rank():  # off the loop: the check blocks for as long as it takes
-                        outcome, raised = await asyncio.to_thread(
-                            _check_off_loop, self, check, (result, args, kwargs), _mlflow_run_stack()
-                        )
-                        for key, value in outcome.items():  # what the check left, for the awaiting thread
-                            setattr(self._tls, key, value)
-                        if raised is not None:  # strict: raised in the awaiting task, as on the loop
-                            raise raised
+                    if not on_rank():
+                        return result
+                    loop = _asyncio_loop()
+                    if loop is None:  # trio, a hand-driven coroutine: no asyncio loop to hand it to
+                        check(result, args, kwargs)  # inline, as a sync trainer's
+                        return result
+                    call = (result, args, kwargs)
+                    try:  # off the loop: the check blocks for as long as it takes
+                        outcome, raised = await _check_in_worker(self, loop, check, call)
+                    except Exception as exc:  # the hand-off itself failed (the loop's executor shut down, ...)
+                        _hand_off_failed(self, exc, self.strict if strict is None else strict)
+                        return result
+                    for key, value in outcome.items():  # what the check left, for the awaiting thread
+                        setattr(self._tls, key, value)
+                    if raised is not None:  # strict: raised in the awaiting task, as on the loop
+                        raise raised
                     return result
 
                 return awaiting  # type: ignore[return-value]
@@ -978,16 +996,20 @@ class CollapseMonitor:
                 notes = (*notes, *_overridden_provenance_note(provenance, obs.provenance))
             return self._check(obs, notes, strict)
         except Exception as exc:
-            self.last_error = exc
-            log.error(
-                "collapse-monitor %s: check failed, %s: %s",
-                self.name,
-                "raising it (strict)" if strict else "training result kept",
-                redact_text(f"{type(exc).__name__}: {exc}"),
-            )
-            if strict:
-                raise
+            self._failed_check(exc, strict)
             return None
+
+    def _failed_check(self, exc: Exception, strict: bool, context: str = "") -> None:
+        """A hook's failed check: logged and kept in ``last_error``; raised when ``strict``."""
+        self.last_error = exc
+        log.error(
+            "collapse-monitor %s: check failed, %s: %s",
+            self.name,
+            "raising it (strict)" if strict else "training result kept",
+            redact_text(f"{type(exc).__name__}: {context}{exc}"),
+        )
+        if strict:
+            raise exc
 
 
 def _item_users(panel: Any) -> dict[str, set[str]]:
@@ -1070,9 +1092,15 @@ def _overridden_provenance_note(hook: Any, own: Provenance | None) -> tuple[str,
 
 
 #: one lock per monitor for the checks of ``watch``-ed async trainers, which run in worker
-#: threads: they ran one at a time on the event loop, and still do (not kept in the monitor, so
-#: a monitor still pickles and deep-copies)
+#: threads: they ran one at a time on the event loop, and still do, also from several loops or
+#: threads (not kept in the monitor, so a monitor still pickles and deep-copies)
 _ASYNC_CHECK_LOCKS: weakref.WeakKeyDictionary[CollapseMonitor, threading.Lock] = weakref.WeakKeyDictionary()
+#: and per monitor and event loop, the asyncio.Lock its checks queue on before taking a thread of
+#: the loop's pool: waiting in the pool, N finished trainers held N of its threads (others' work
+#: starved, and an ``evaluate`` using the loop's pool, as async clients do, deadlocked)
+_ASYNC_LOOP_LOCKS: weakref.WeakKeyDictionary[CollapseMonitor, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
 _ASYNC_CHECK_LOCKS_GUARD = threading.Lock()
 
 
@@ -1082,6 +1110,72 @@ def _async_check_lock(mon: CollapseMonitor) -> threading.Lock:
         if lock is None:
             lock = _ASYNC_CHECK_LOCKS[mon] = threading.Lock()
         return lock
+
+
+def _async_loop_lock(mon: CollapseMonitor, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
+    with _ASYNC_CHECK_LOCKS_GUARD:
+        per_loop = _ASYNC_LOOP_LOCKS.setdefault(mon, {})
+        for closed in [other for other in per_loop if other.is_closed()]:  # asyncio.run's earlier loops
+            del per_loop[closed]
+        lock = per_loop.get(loop)
+        if lock is None:
+            lock = per_loop[loop] = asyncio.Lock()
+        return lock
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop when the awaiting coroutine runs as its task; None under another
+    runner (trio, curio, a coroutine driven by hand), or one sniffio says is not asyncio (an
+    asyncio loop may run beside it, as trio-asyncio's): no asyncio future can be awaited there."""
+    import sys
+
+    sniffio = sys.modules.get("sniffio")  # imported by trio and anyio, which set it
+    if sniffio is not None:
+        with contextlib.suppress(Exception):
+            if sniffio.current_async_library() != "asyncio":
+                return None
+    try:
+        loop = asyncio.get_running_loop()
+        return loop if asyncio.current_task(loop) is not None else None
+    except RuntimeError:  # no running event loop in this thread
+        return None
+
+
+async def _check_in_worker(
+    mon: CollapseMonitor,
+    loop: asyncio.AbstractEventLoop,
+    check: Callable[[Any, Any, Any], None],
+    call: tuple[Any, Any, Any],
+) -> tuple[dict[str, Any], Exception | None]:
+    """An async trainer's check in a thread of ``loop``'s default executor (what
+    :func:`asyncio.to_thread` does), after the monitor's earlier checks on this loop: they queue
+    on the loop, so at most one thread of its pool per monitor. The caller's context variables,
+    MLflow runs and torch modes (taken now, in the awaiting thread) go with it. Cancelling the
+    awaiting task leaves the check running, and the next one queued until it ends."""
+    runs, modes = _mlflow_run_stack(), _torch_modes()
+    ctx = contextvars.copy_context()
+    lock = _async_loop_lock(mon, loop)
+    await lock.acquire()
+    try:
+        fut = loop.run_in_executor(None, functools.partial(ctx.run, _check_off_loop, mon, check, call, runs, modes))
+    except BaseException:
+        lock.release()
+        raise
+
+    def done(f: asyncio.Future[Any]) -> None:
+        lock.release()
+        if not f.cancelled():
+            f.exception()  # retrieved: a cancelled awaiting task no longer reads it
+
+    fut.add_done_callback(done)
+    return await asyncio.shield(fut)
+
+
+def _hand_off_failed(mon: CollapseMonitor, exc: Exception, strict: bool) -> None:
+    """An async trainer's check that could not be handed to a worker thread: contained as a
+    failed check is (logged, ``last_error``), raised when strict."""
+    mon.last_report = None
+    mon._failed_check(exc, strict, "could not hand the check to a worker thread: ")
 
 
 def _mlflow_run_stack() -> list[Any] | None:
@@ -1097,15 +1191,76 @@ def _mlflow_run_stack() -> list[Any] | None:
         return None
 
 
+#: autocast device types whose state follows an async trainer's check into its worker thread
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+def _torch_modes() -> dict[str, Any] | None:
+    """This thread's torch modes, which torch keeps per thread: grad and inference mode, the
+    current CUDA device (once CUDA is initialised), autocast on CPU / CUDA (torch >= 2.4's
+    per-device API). None when torch is not imported (nothing to carry)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    modes: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        modes["grad"] = bool(torch.is_grad_enabled())
+        modes["inference"] = bool(torch.is_inference_mode_enabled())
+    with contextlib.suppress(Exception):
+        if torch.cuda.is_initialized():
+            modes["cuda_device"] = int(torch.cuda.current_device())
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: is_autocast_enabled(device_type)
+        with contextlib.suppress(Exception):
+            modes["autocast"] = {
+                device: torch.get_autocast_dtype(device)
+                for device in _AUTOCAST_DEVICES
+                if torch.is_autocast_enabled(device)
+            }
+            modes["autocast_cache"] = bool(torch.is_autocast_cache_enabled())
+    return modes
+
+
+def _enter_torch_modes(stack: contextlib.ExitStack, modes: dict[str, Any] | None) -> None:
+    """Re-enter the awaiting thread's torch modes in a worker thread, for as long as ``stack``
+    (which restores the pooled thread's own on exit)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not modes:
+        return
+    entering: list[Callable[[], Any]] = []
+    if "cuda_device" in modes:
+        entering.append(lambda: torch.cuda.device(modes["cuda_device"]))
+    if modes.get("inference"):
+        entering.append(lambda: torch.inference_mode(True))
+    if "grad" in modes:
+        entering.append(lambda: torch.set_grad_enabled(modes["grad"]))
+    for device, dtype in modes.get("autocast", {}).items():
+        entering.append(
+            functools.partial(
+                torch.autocast, device, dtype=dtype, enabled=True, cache_enabled=modes.get("autocast_cache", True)
+            )
+        )
+    for make in entering:  # a mode that cannot be re-entered here is left out, not the check
+        try:
+            stack.enter_context(make())
+        except Exception as exc:
+            log.debug("collapse-monitor: the caller's torch mode is not carried to the check's thread: %r", exc)
+
+
 def _check_off_loop(
     mon: CollapseMonitor,
     check: Callable[[Any, Any, Any], None],
     call: tuple[Any, Any, Any],
     runs: list[Any] | None,
+    modes: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Exception | None]:
     """An async trainer's check, in a worker thread: one at a time per monitor, with the
-    caller's active MLflow runs. Returns what it left in ``last_report`` / ``last_error`` (for
-    the awaiting thread) and the exception a strict check raised (re-raised there)."""
+    caller's active MLflow runs and torch modes. Returns what it left in ``last_report`` /
+    ``last_error`` (for the awaiting thread) and the exception a strict check raised (re-raised
+    there)."""
     import sys
 
     mine = mon._tls.__dict__
@@ -1119,8 +1274,10 @@ def _check_off_loop(
             fluent._active_run_stack.set(list(runs or ()))
     raised: Exception | None = None
     try:
-        with _async_check_lock(mon):
-            check(*call)
+        with contextlib.ExitStack() as stack:
+            _enter_torch_modes(stack, modes)
+            with _async_check_lock(mon):
+                check(*call)
     except Exception as exc:  # a strict check's failure: the awaiting task raises it
         raised = exc
     finally:

@@ -604,3 +604,150 @@ def test_the_weights_fingerprint_sees_every_element_and_is_stable() -> None:
         assert weights_fingerprint(odd) != fp, name
         fp = weights_fingerprint(odd)
     assert weights_fingerprint(object()) is None
+
+
+_QUANTIZED_SCRIPT = """
+import warnings
+warnings.simplefilter("ignore")
+import torch
+from collapse_monitor.hooks._core import weights_fingerprint
+
+torch.manual_seed(0)
+m = torch.nn.Module()
+m.per_tensor = torch.nn.Parameter(torch.quantize_per_tensor(torch.randn(70_000), 0.1, 0, torch.qint8), False)
+scales, zeros = torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0, 1, 2, 3])
+m.per_channel = torch.nn.Parameter(torch.quantize_per_channel(torch.randn(4, 8), scales, zeros, 0, torch.quint8), False)
+fp = weights_fingerprint(m)
+assert fp is not None and weights_fingerprint(m) == fp, fp
+seen = set()
+for name, edit in [
+    ("per_tensor", lambda q: torch.quantize_per_tensor(q.dequantize().index_fill(0, torch.tensor([65_540]), 5.0), 0.1, 0, torch.qint8)),
+    ("per_tensor", lambda q: torch.quantize_per_tensor(q.dequantize(), 0.1, 1, torch.qint8)),  # its zero point
+    ("per_channel", lambda q: torch.quantize_per_channel(q.dequantize().index_put((torch.tensor([2]), torch.tensor([5])), torch.tensor(9.0)), scales, zeros, 0, torch.quint8)),
+    ("per_channel", lambda q: torch.quantize_per_channel(q.dequantize(), scales * 2, zeros, 0, torch.quint8)),  # its scales
+]:
+    setattr(m, name, torch.nn.Parameter(edit(getattr(m, name)), False))
+    new = weights_fingerprint(m)
+    assert new is not None and new != fp and new not in seen, name
+    seen.add(fp)
+    fp = new
+print("OK")
+"""
+
+
+def test_a_quantized_parameter_is_fingerprinted_by_its_integers_without_killing_the_process() -> None:
+    """Fingerprint review: an int8 view of a quantized tensor "succeeds" and the next kernel on
+    it dies with SIGSEGV (the training job with it). Run in a child so a crash fails this test."""
+    proc = subprocess.run([sys.executable, "-c", _QUANTIZED_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), (proc.returncode, proc.stderr[-2000:])
+
+
+def _largest_new_allocation(fn, *keep) -> int:
+    """The bytes of the largest tensor storage ``fn`` creates (views of ``keep``'s storages are no copy)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    own = {t.untyped_storage().data_ptr() for t in keep}
+    largest = [0]
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in own:
+                    largest[0] = max(largest[0], t.untyped_storage().nbytes())
+            return out
+
+    with Spy():
+        fn()
+    return largest[0]
+
+
+def test_a_non_contiguous_parameter_is_read_in_place_or_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fingerprint review: a transposed parameter (tied / transposed weights) was copied whole
+    before it was read (571 MB of peak memory for a 500 MB tensor). A parameter whose memory is
+    its dims in another order is now read where it lies; any other layout in blocks."""
+    from collapse_monitor.hooks import _core
+
+    monkeypatch.setattr(_core, "_FP_CHUNK", 1 << 16)  # small chunks: the temporaries of one are 512 KiB
+    torch.manual_seed(0)
+    base = torch.randn(1024, 1536)
+    m = torch.nn.Module()
+    m.t = torch.nn.Parameter(torch.randn(1024, 1024).t())  # transposed: a permutation of a contiguous layout
+    m.gaps = torch.nn.Parameter(base[:, ::3])  # every third column: no permutation makes it contiguous
+    assert not m.t.is_contiguous() and not m.gaps.is_contiguous()
+    fp = _core.weights_fingerprint(m)
+    assert fp is not None and _core.weights_fingerprint(m) == fp
+    largest = _largest_new_allocation(lambda: _core.weights_fingerprint(m), m.t, m.gaps)
+    assert largest <= 4 * 8 * (1 << 16), largest  # a few chunk-sized temporaries, never a copy of a 4 MiB tensor
+
+    contiguous = torch.nn.Module()
+    contiguous.t = torch.nn.Parameter(m.t.detach().contiguous())  # the same values in another layout
+    contiguous.gaps = torch.nn.Parameter(m.gaps.detach().clone())
+    assert _core.weights_fingerprint(contiguous) != fp  # the layout is part of the fingerprint
+    with torch.no_grad():
+        base[:, 1] += 1.0  # between the columns of ``gaps``: not its values
+    assert _core.weights_fingerprint(m) == fp
+    seen = {fp}
+    for name, (i, j) in [("t", (700, 3)), ("gaps", (1000, 311)), ("t", (0, 1023))]:
+        with torch.no_grad():
+            getattr(m, name)[i, j] += 1e-3
+        new = _core.weights_fingerprint(m)
+        assert new not in seen, (name, i, j)
+        seen.add(new)
+    with torch.no_grad():  # a swap in the transposed one, 1000 elements apart in its memory
+        m.t[[5, 5], [3, 4]] = m.t[[5, 5], [4, 3]].clone()
+    assert _core.weights_fingerprint(m) not in seen
+
+
+def test_a_swap_at_any_distance_in_one_row_changes_the_fingerprint() -> None:
+    """Fingerprint review: position weights from a multiplicative hash repeated with strides
+    10946, 39603, 50549, 61495 (28-91 % of the pairs at those distances had equal weights), so
+    a swap at such a distance kept both row sums. The weights are now a fixed random
+    permutation of 1..2**16: no two positions of a row share one."""
+    from collapse_monitor.hooks import _core
+
+    torch.manual_seed(0)
+    row = torch.nn.Parameter(torch.randn(_core._FP_ROW), requires_grad=False)
+    m = torch.nn.Module()
+    m.row = row
+    fp = _core.weights_fingerprint(m)
+    gen = np.random.default_rng(1)
+    strides = (10946, 39603, 50549, 61495, 1, 2, 1 << 15, _core._FP_ROW - 1)
+    pairs = [(int(i), int(i) + d) for d in strides for i in np.linspace(0, _core._FP_ROW - d - 1, 10)]
+    pairs += [tuple(sorted(int(k) for k in gen.choice(_core._FP_ROW, 2, replace=False))) for _ in range(100)]
+    for i, j in pairs:
+        with torch.no_grad():
+            row[[i, j]] = row[[j, i]].clone()
+        assert _core.weights_fingerprint(m) != fp, (i, j - i)
+        with torch.no_grad():
+            row[[i, j]] = row[[j, i]].clone()
+    assert _core.weights_fingerprint(m) == fp
+
+    w = _core._fp_table()
+    assert w.shape == (_core._FP_ROW,) and w.min() >= 1
+    assert 2**31 * int(w.sum()) < 2**63  # |bits| <= 2**31: a row's weighted sum never overflows int64
+    strides = np.unique(np.r_[1:4097, 10946, 39603, 50549, 61495, gen.integers(1, _core._FP_ROW, 2000)])
+    worst = max(np.mean(w[: w.size - d] == w[d:]) for d in strides)
+    assert worst <= 2**-12, worst  # the old weights: 0.91 at stride 50549
+    assert np.unique(w).size == w.size  # a permutation: no stride repeats a weight at all
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # sparse CSR and nested tensors are beta / prototype
+def test_the_weights_fingerprint_reads_sparse_lazy_and_nested_parameters_or_names_them() -> None:
+    """Parameters that are not plain strided tensors: never a crash, never None for the model;
+    a sparse one is read by its indices and values."""
+    from collapse_monitor.hooks._core import weights_fingerprint
+
+    m = torch.nn.Module()
+    m.sparse = torch.nn.Parameter(torch.eye(50).to_sparse(), requires_grad=False)
+    m.csr = torch.nn.Parameter(torch.eye(20).to_sparse_csr(), requires_grad=False)
+    m.lazy = torch.nn.LazyLinear(4)
+    m.nested = torch.nn.Parameter(torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)]), False)
+    fp = weights_fingerprint(m)
+    assert fp is not None and weights_fingerprint(m) == fp
+    with torch.no_grad():
+        m.sparse._values()[7] = 2.0
+    assert weights_fingerprint(m) != fp
+    fp = weights_fingerprint(m)
+    m.csr = torch.nn.Parameter((torch.eye(20) * 3).to_sparse_csr(), requires_grad=False)
+    assert weights_fingerprint(m) != fp

@@ -515,3 +515,154 @@ def test_an_async_trainers_check_nests_under_its_mlflow_run_and_may_use_the_loop
         assert mlflow.active_run() is None
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_queued_async_checks_leave_the_loops_thread_pool_free(tmp_path: Path) -> None:
+    """Review of the async hand-off: checks waiting their turn (one at a time per monitor) each
+    held a thread of the loop's default pool, so with as many finished trainers as pool threads
+    the running check's ``evaluate``, which uses the loop (an async client resolves names in that
+    pool), waited for a thread that never came. They now queue on the loop, not in the pool."""
+    import asyncio
+    import concurrent.futures
+    import threading
+
+    mon = _mon(tmp_path)
+    loops: list[asyncio.AbstractEventLoop] = []
+    in_pool: list[int] = []
+
+    async def labels_via_the_pool() -> np.ndarray:
+        # what an async HTTP client does: loop.getaddrinfo runs in the default executor
+        in_pool.append(await asyncio.to_thread(threading.get_ident))
+        return Model().predict()
+
+    def evaluate(model: Model) -> cm.Observation:
+        fut = asyncio.run_coroutine_threadsafe(labels_via_the_pool(), loops[0])
+        return cm.Observation(predictions=fut.result(timeout=5))  # generous: it takes milliseconds
+
+    @mon.watch(evaluate=evaluate)
+    async def retrain(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        loops.append(loop)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            loop.set_default_executor(pool)
+            return list(await asyncio.gather(*(retrain(i) for i in range(2))))
+
+    assert asyncio.run(main()) == [0, 1]
+    assert mon.last_error is None, mon.last_error
+    assert [r.generation for r in mon.reports()] == [0, 1] and len(in_pool) == 2
+
+
+def test_an_async_trainer_outside_asyncio_is_checked_inline_and_a_failed_hand_off_is_contained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of the async hand-off: under another runner (trio, a hand-rolled driver) there is
+    no asyncio loop to hand the check to; ``asyncio.to_thread`` raised out of the wrapper even
+    with strict=False, losing the trained model. Such a check runs inline, as it did; and a
+    hand-off that fails (the loop's executor shut down) is contained like a failed check."""
+    import asyncio
+    import concurrent.futures
+    import threading
+    import types
+
+    mon = _mon(tmp_path, strict=False)
+    threads: list[int] = []
+
+    def evaluate(model: Model) -> cm.Observation:
+        threads.append(threading.get_ident())
+        return cm.Observation(predictions=model.predict())
+
+    @types.coroutine
+    def checkpoint():  # what trio.lowlevel.checkpoint and its kind yield to their runner
+        yield "checkpoint"
+
+    trained = Model()
+
+    @mon.watch(evaluate=evaluate)
+    async def retrain() -> Model:
+        await checkpoint()
+        return trained
+
+    def run(coro):  # a minimal trio-like driver: no asyncio loop anywhere
+        try:
+            while True:
+                coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+
+    assert run(retrain()) is trained
+    assert threads == [threading.get_ident()]  # inline, in the runner's thread
+    assert mon.last_error is None and mon.last_report is not None and mon.last_report.generation == 0
+
+    async def train() -> Model:
+        return trained
+
+    lenient = mon.watch(evaluate=evaluate)(train)
+    strict = mon.watch(evaluate=evaluate, strict=True)(train)
+
+    # trio-asyncio and the like: sniffio names another library, though an asyncio loop runs
+    sniffio = pytest.importorskip("sniffio")
+
+    async def under_trio() -> Model:
+        sniffio.current_async_library_cvar.set("trio")
+        return await lenient()
+
+    assert asyncio.run(under_trio()) is trained and threads[-1] == threading.get_ident()
+    assert mon.last_report is not None and mon.last_report.generation == 1
+
+    async def with_a_dead_pool(watched) -> Model:
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        pool.shutdown()
+        asyncio.get_running_loop().set_default_executor(pool)
+        return await watched()
+
+    assert asyncio.run(with_a_dead_pool(lenient)) is trained  # contained: the result passes through
+    assert isinstance(mon.last_error, RuntimeError) and mon.last_report is None
+    with pytest.raises(RuntimeError, match="shutdown"):
+        asyncio.run(with_a_dead_pool(strict))
+    assert len(mon.reports()) == 2
+
+
+def test_an_async_trainers_check_keeps_the_callers_torch_grad_and_autocast_modes(tmp_path: Path) -> None:
+    """Review of the async hand-off: torch keeps grad / inference mode and autocast per thread,
+    so an ``evaluate`` run by the caller under ``torch.inference_mode()`` ran in the worker
+    thread with grad on (building graphs, holding activations). The caller's modes follow it,
+    and the pooled thread is left as it was for the next job."""
+    import asyncio
+    import concurrent.futures
+
+    torch = pytest.importorskip("torch")
+    mon = _mon(tmp_path)
+    seen: list[tuple[bool, bool, bool, bool]] = []
+
+    def evaluate(model: Model) -> cm.Observation:
+        x = torch.ones(2, requires_grad=True) * 2
+        seen.append(
+            (
+                torch.is_grad_enabled(),
+                torch.is_inference_mode_enabled(),
+                x.requires_grad,
+                torch.is_autocast_enabled("cpu"),
+            )
+        )
+        return cm.Observation(predictions=model.predict())
+
+    @mon.watch(evaluate=evaluate)
+    async def retrain() -> Model:
+        return Model()
+
+    async def main() -> None:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # one thread: the next check reuses it
+            asyncio.get_running_loop().set_default_executor(pool)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                await retrain()
+            with torch.no_grad():
+                await retrain()
+            await retrain()
+
+    asyncio.run(main())
+    assert mon.last_error is None and [r.generation for r in mon.reports()] == [0, 1, 2]
+    assert seen == [(False, True, False, True), (False, False, False, False), (True, False, True, False)]
