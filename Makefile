@@ -4,7 +4,7 @@
 #   make test    create/update .venv with the dev extras, install the real servers the tests
 #                talk to (apt-get), run the whole suite
 #   make lint    ruff check + ruff format --check + mypy
-#   make bench   speed, detection-quality, retrain-noise and external-chain benchmarks (benchmarks/)
+#   make bench   speed, detection-quality, retrain-noise, external-chain and fingerprint benchmarks
 #   make clean   caches and build outputs (distclean: also .venv and local run outputs)
 #
 # Both `demo` and `test` do all set-up themselves on a fresh Debian machine with Python 3.11.
@@ -50,7 +50,7 @@ SERVER_BINARIES := prometheus promtool prometheus-pushgateway prometheus-alertma
 # root runs apt-get directly; anyone else goes through sudo when it exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: help venv venv-dev demo test servers lint format bench bench-speed bench-detection bench-noise bench-external clean distclean
+.PHONY: help venv venv-dev demo test servers lint format bench bench-speed bench-detection bench-noise bench-external bench-fingerprint clean distclean
 
 help:
 	@awk 'NR >= 3 && !/^#/ {exit} NR >= 3 {sub(/^# ?/, ""); print}' Makefile
@@ -124,7 +124,7 @@ format: $(DEV_STAMP)
 
 # --- benchmarks (measured here, never asserted as wall-clock in tests) ---------------------------
 
-bench: bench-speed bench-detection bench-noise bench-external
+bench: bench-speed bench-detection bench-noise bench-external bench-fingerprint
 
 bench-speed: $(DEV_STAMP)
 	@test -f benchmarks/speed.py || { echo "error: benchmarks/speed.py is not written yet" >&2; exit 1; }
@@ -140,6 +140,9 @@ bench-noise: $(DEV_STAMP)
 bench-external: $(DEV_STAMP)
 	$(PY) benchmarks/external_chains.py
 	$(PY) benchmarks/external_chains.py --generations 20
+
+bench-fingerprint: $(DEV_STAMP)
+	$(PY) benchmarks/fingerprint.py
 
 # --- housekeeping -----------------------------------------------------------------------------
 
