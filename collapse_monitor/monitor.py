@@ -852,8 +852,9 @@ class CollapseMonitor:
         async client, a lock of the loop) submits its coroutine to it with
         :func:`asyncio.run_coroutine_threadsafe` (``.result()`` waits; the loop is free to run
         it) rather than ``asyncio.get_running_loop()``, which fails in the worker thread.
-        Cancelling the awaiting task during the check cancels the wait, not the check: it
-        completes in its thread and is recorded (the monitor's next async check waits for it).
+        Cancelling the awaiting task while its check is queued or running cancels the wait, not
+        the check: it runs in its thread and is recorded (the monitor's next async check waits
+        for it); only the loop's shutdown drops a check still queued, with a warning.
         A hand-off that fails (the loop's executor shut down) is contained as a failed check.
         Under another runner (trio, or one sniffio does not name asyncio; a coroutine driven by
         hand) there is no loop to hand the check to: it runs inline, as a sync trainer's.
@@ -1096,11 +1097,15 @@ def _overridden_provenance_note(hook: Any, own: Provenance | None) -> tuple[str,
 #: threads (not kept in the monitor, so a monitor still pickles and deep-copies)
 _ASYNC_CHECK_LOCKS: weakref.WeakKeyDictionary[CollapseMonitor, threading.Lock] = weakref.WeakKeyDictionary()
 #: and per monitor and event loop, the asyncio.Lock its checks queue on before taking a thread of
-#: the loop's pool: waiting in the pool, N finished trainers held N of its threads (others' work
-#: starved, and an ``evaluate`` using the loop's pool, as async clients do, deadlocked)
-_ASYNC_LOOP_LOCKS: weakref.WeakKeyDictionary[CollapseMonitor, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+#: the loop's pool (waiting in the pool, N finished trainers held N of its threads: others' work
+#: starved, and an ``evaluate`` using the loop's pool, as async clients do, deadlocked), with the
+#: number of checks queued or running there: the entry goes when it falls to 0, so a loop that is
+#: never closed is not kept alive (with its selector and executor threads) by a monitor
+_ASYNC_LOOP_QUEUES: weakref.WeakKeyDictionary[CollapseMonitor, dict[asyncio.AbstractEventLoop, list[Any]]] = (
     weakref.WeakKeyDictionary()
 )
+#: the hand-off tasks in flight (the loop keeps only weak references to its tasks)
+_HAND_OFFS: set[asyncio.Task[Any]] = set()
 _ASYNC_CHECK_LOCKS_GUARD = threading.Lock()
 
 
@@ -1112,15 +1117,24 @@ def _async_check_lock(mon: CollapseMonitor) -> threading.Lock:
         return lock
 
 
-def _async_loop_lock(mon: CollapseMonitor, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
+def _loop_queue_enter(mon: CollapseMonitor, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
     with _ASYNC_CHECK_LOCKS_GUARD:
-        per_loop = _ASYNC_LOOP_LOCKS.setdefault(mon, {})
-        for closed in [other for other in per_loop if other.is_closed()]:  # asyncio.run's earlier loops
-            del per_loop[closed]
-        lock = per_loop.get(loop)
-        if lock is None:
-            lock = per_loop[loop] = asyncio.Lock()
+        entry = _ASYNC_LOOP_QUEUES.setdefault(mon, {}).setdefault(loop, [asyncio.Lock(), 0])
+        entry[1] += 1
+        lock: asyncio.Lock = entry[0]
         return lock
+
+
+def _loop_queue_leave(mon: CollapseMonitor, loop: asyncio.AbstractEventLoop) -> None:
+    with _ASYNC_CHECK_LOCKS_GUARD:
+        per_loop = _ASYNC_LOOP_QUEUES.get(mon, {})
+        entry = per_loop.get(loop)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:  # nothing queued: an unlocked lock without waiters holds no state
+                del per_loop[loop]
+        if not per_loop:
+            _ASYNC_LOOP_QUEUES.pop(mon, None)
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -1150,25 +1164,41 @@ async def _check_in_worker(
     """An async trainer's check in a thread of ``loop``'s default executor (what
     :func:`asyncio.to_thread` does), after the monitor's earlier checks on this loop: they queue
     on the loop, so at most one thread of its pool per monitor. The caller's context variables,
-    MLflow runs and torch modes (taken now, in the awaiting thread) go with it. Cancelling the
-    awaiting task leaves the check running, and the next one queued until it ends."""
+    MLflow runs and torch modes (taken now, in the awaiting thread) go with it. The queueing
+    runs as a task of its own: cancelling the awaiting task cancels its wait, not the check,
+    whether it is queued or running (a queued check was dropped)."""
     runs, modes = _mlflow_run_stack(), _torch_modes()
     ctx = contextvars.copy_context()
-    lock = _async_loop_lock(mon, loop)
-    await lock.acquire()
+    work = functools.partial(ctx.run, _check_off_loop, mon, check, call, runs, modes)
+    task = loop.create_task(_queued_check(mon, loop, work))
+    _HAND_OFFS.add(task)
+    task.add_done_callback(_hand_off_done)
+    result: tuple[dict[str, Any], Exception | None] = await asyncio.shield(task)
+    return result
+
+
+def _hand_off_done(task: asyncio.Task[Any]) -> None:
+    _HAND_OFFS.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: an awaiting task cancelled meanwhile no longer reads it
+
+
+async def _queued_check(mon: CollapseMonitor, loop: asyncio.AbstractEventLoop, work: Callable[[], Any]) -> Any:
+    lock = _loop_queue_enter(mon, loop)
     try:
-        fut = loop.run_in_executor(None, functools.partial(ctx.run, _check_off_loop, mon, check, call, runs, modes))
-    except BaseException:
-        lock.release()
-        raise
-
-    def done(f: asyncio.Future[Any]) -> None:
-        lock.release()
-        if not f.cancelled():
-            f.exception()  # retrieved: a cancelled awaiting task no longer reads it
-
-    fut.add_done_callback(done)
-    return await asyncio.shield(fut)
+        try:
+            await lock.acquire()
+        except asyncio.CancelledError:  # only the loop's shutdown cancels this task
+            log.warning("collapse-monitor %s: a queued check was dropped: its event loop shut down", mon.name)
+            raise
+        try:
+            # cancelled at the loop's shutdown, the thread still completes the check (the loop
+            # waits for its executor's threads)
+            return await loop.run_in_executor(None, work)
+        finally:
+            lock.release()
+    finally:
+        _loop_queue_leave(mon, loop)
 
 
 def _hand_off_failed(mon: CollapseMonitor, exc: Exception, strict: bool) -> None:
@@ -1222,6 +1252,13 @@ def _torch_modes() -> dict[str, Any] | None:
     return modes
 
 
+def _autocast_on(torch: Any, device: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device))
+    except Exception:
+        return False
+
+
 def _enter_torch_modes(stack: contextlib.ExitStack, modes: dict[str, Any] | None) -> None:
     """Re-enter the awaiting thread's torch modes in a worker thread, for as long as ``stack``
     (which restores the pooled thread's own on exit)."""
@@ -1233,16 +1270,26 @@ def _enter_torch_modes(stack: contextlib.ExitStack, modes: dict[str, Any] | None
     entering: list[Callable[[], Any]] = []
     if "cuda_device" in modes:
         entering.append(lambda: torch.cuda.device(modes["cuda_device"]))
-    if modes.get("inference"):
-        entering.append(lambda: torch.inference_mode(True))
+    # both ways: a mode the caller has off is turned off too, where the pooled thread has it on
+    # (a guard some other job left open in that thread)
+    if "inference" in modes and (modes["inference"] or torch.is_inference_mode_enabled()):
+        entering.append(lambda: torch.inference_mode(modes["inference"]))
     if "grad" in modes:
         entering.append(lambda: torch.set_grad_enabled(modes["grad"]))
-    for device, dtype in modes.get("autocast", {}).items():
-        entering.append(
-            functools.partial(
-                torch.autocast, device, dtype=dtype, enabled=True, cache_enabled=modes.get("autocast_cache", True)
+    autocast: dict[str, Any] = modes.get("autocast") or {}
+    for device in _AUTOCAST_DEVICES if "autocast" in modes else ():  # torch >= 2.4
+        if device in autocast:
+            entering.append(
+                functools.partial(
+                    torch.autocast,
+                    device,
+                    dtype=autocast[device],
+                    enabled=True,
+                    cache_enabled=modes.get("autocast_cache", True),
+                )
             )
-        )
+        elif _autocast_on(torch, device):
+            entering.append(functools.partial(torch.autocast, device, enabled=False))
     for make in entering:  # a mode that cannot be re-entered here is left out, not the check
         try:
             stack.enter_context(make())

@@ -666,3 +666,96 @@ def test_an_async_trainers_check_keeps_the_callers_torch_grad_and_autocast_modes
     asyncio.run(main())
     assert mon.last_error is None and [r.generation for r in mon.reports()] == [0, 1, 2]
     assert seen == [(False, True, False, True), (False, False, False, False), (True, False, True, False)]
+
+
+def test_a_mode_the_caller_has_off_is_off_in_the_checks_thread(tmp_path: Path) -> None:
+    """Second review: modes were carried one way only. A pooled thread where another job left
+    inference mode and CPU autocast on ran the check under them, though the caller had both off."""
+    import asyncio
+    import concurrent.futures
+
+    torch = pytest.importorskip("torch")
+    mon = _mon(tmp_path)
+    seen: list[tuple[bool, bool]] = []
+    kept: list[object] = []
+
+    def evaluate(model: Model) -> cm.Observation:
+        seen.append((torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu")))
+        return cm.Observation(predictions=model.predict())
+
+    @mon.watch(evaluate=evaluate)
+    async def retrain() -> Model:
+        return Model()
+
+    def leave_modes_on() -> None:  # a job that leaves per-thread torch state in the pool's thread
+        kept.append(torch._C._InferenceMode(True))
+        torch.set_autocast_enabled("cpu", True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            loop.set_default_executor(pool)
+            await loop.run_in_executor(None, leave_modes_on)
+            await retrain()
+            assert await loop.run_in_executor(None, torch.is_autocast_enabled, "cpu")  # left as it was
+
+    asyncio.run(main())
+    assert mon.last_error is None and seen == [(False, False)]
+
+
+def test_a_trainer_cancelled_while_its_check_is_queued_still_gets_checked(tmp_path: Path) -> None:
+    """Second review: cancelling a trainer whose check waited its turn (a ``wait_for`` timeout, a
+    TaskGroup) dropped the check without a word. The queue runs as a task of its own: the cancel
+    ends the wait, the check still runs and is recorded."""
+    import asyncio
+    import threading
+
+    mon = _mon(tmp_path)
+    started, release = threading.Event(), threading.Event()
+
+    def evaluate(model: Model) -> cm.Observation:
+        started.set()
+        release.wait(10)
+        return cm.Observation(predictions=model.predict())
+
+    @mon.watch(evaluate=evaluate)
+    async def retrain() -> Model:
+        return Model()
+
+    async def main() -> None:
+        first = asyncio.create_task(retrain())
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(retrain())  # its check queues behind the first one's
+        await asyncio.sleep(0.05)
+        for t in (first, second):
+            t.cancel()
+        release.set()
+        await asyncio.gather(first, second, return_exceptions=True)
+        while len(mon.reports()) < 2 and not mon._tls.__dict__.get("last_error"):
+            await asyncio.sleep(0.05)  # the checks finish in their thread after the cancel
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert [r.generation for r in mon.reports()] == [0, 1]
+
+
+def test_a_monitor_does_not_keep_never_closed_event_loops_alive(tmp_path: Path) -> None:
+    """Second review: the per-loop queue kept every event loop a monitor's async checks ran on
+    (with its selector and executor thread) until the loop was closed; a sync wrapper that runs
+    each retrain on a new, never-closed loop leaked 3 fds and a thread per call."""
+    import asyncio
+    import gc
+
+    from collapse_monitor.monitor import _ASYNC_LOOP_QUEUES
+
+    mon = _mon(tmp_path)
+
+    @mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()))
+    async def retrain() -> Model:
+        return Model()
+
+    for _ in range(3):
+        asyncio.new_event_loop().run_until_complete(retrain())  # never closed
+    gc.collect()
+    assert mon not in _ASYNC_LOOP_QUEUES
+    assert [r.generation for r in mon.reports()] == [0, 1, 2]

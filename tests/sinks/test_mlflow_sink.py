@@ -967,7 +967,10 @@ def test_the_runbooks_history_query_orders_generations_numerically(tmp_path, kit
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     scope: dict = {}
-    exec(compile(snippet, "runbook.md", "exec"), scope)
+    try:
+        exec(compile(snippet, "runbook.md", "exec"), scope)
+    finally:
+        mlflow.set_tracking_uri(None)  # MLflow keeps it process-wide: later tests read their own
     runs = scope["runs"]
     assert runs["tags.collapse.generation"].tolist() == ["0", "2", "9", "10"]
     assert runs["metrics.collapse.tail_coverage"].tolist() == pytest.approx([0.8, 0.78, 0.71, 0.7])
