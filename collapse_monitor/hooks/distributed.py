@@ -107,11 +107,22 @@ class DistributedResult:
 
 # ---------------------------------------------------------------------------------------------
 def _error(field: str, exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, InputError):
+    try:  # also before the metadata exchange: an exception whose __str__ raises must not escape
         msg = str(exc)
+    except Exception:
+        msg = "(its message could not be read)"
+    if isinstance(exc, InputError):
         prefix = f"{exc.field}: "
         return exc.field, msg[len(prefix) :] if msg.startswith(prefix) else msg
-    return field, f"{type(exc).__name__}: {exc}"
+    return field, f"{type(exc).__name__}: {msg}"
+
+
+def _skip_strict(metas: Sequence[Mapping[str, Any]]) -> bool:
+    """Rank 0's ``strict`` for a check skipped because a rank failed: a value that is no bool is
+    refused on every rank, as rank 0's check would refuse it (it was read as False)."""
+    if metas[0].get("strict") is None:
+        raise ConfigError("strict", "expected true, false or None on rank 0")
+    return metas[0]["strict"] is True
 
 
 def _empty(x: Any) -> bool:
@@ -448,7 +459,6 @@ def distributed_check(
     # ranks whose own evaluation failed (failed=): what they did not give skips the check
     # instead of raising, unless strict; a rank idle without failed= is an empty shard
     failed_ranks = [r for r, mt in enumerate(metas) if mt["failed"] is True]
-    skip_strict = metas[0].get("strict") is True
     if all(mt["pred"] is None and mt["n_emb"] == 0 and not mt["texts"] for mt in metas):
         none = InputError(
             "distributed_check", "no rank gave predictions, embeddings or texts (every shard was None or empty)"
@@ -456,7 +466,7 @@ def distributed_check(
         if not failed_ranks:
             raise none
         error, strict_exc = _skipped(none, failed_ranks, metas, "share")
-        if skip_strict:
+        if _skip_strict(metas):
             raise strict_exc
         return _skip(monitor, rank, world, none, error)
 
@@ -480,7 +490,7 @@ def distributed_check(
         # probe items unpredicted because a rank's own evaluation failed: not bad input, a
         # failed check, which must not stop every rank's training
         error, strict_exc = _skipped(exc, failed_ranks, metas, "predictions")
-        if skip_strict:
+        if _skip_strict(metas):
             raise strict_exc from None
         return _skip(monitor, rank, world, exc, error)
     if failed_ranks and rank == 0:

@@ -336,6 +336,19 @@ def _idle_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
     Path(out).write_text(json.dumps(result))
 
 
+class _NoStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class _NoStrArray:
+    def __array__(self, *args, **kwargs):
+        raise _NoStr()
+
+    def __len__(self) -> int:
+        return 3
+
+
 class _NoRepr:
     def __repr__(self) -> str:
         raise RuntimeError("no repr")
@@ -379,6 +392,8 @@ def _failed_worker(rank: int, world: int, port: int, home: str, out: str) -> Non
     # (c) failed= together with inputs, or a failed= that is neither a bool nor an exception
     run("with_inputs", sh, {**sh, "failed": boom})
     run("bad_flag", sh, {"failed": "yes"})
+    run("bad_strict", sh, {"failed": boom}, strict="yes")  # read as False on the skip path
+    run("bad_str", {**sh, "probe_indices": _NoStrArray()}, {"failed": boom})  # its __str__ raised before the exchange
     run("bad_repr", sh, {"failed": _NoRepr()})  # its repr raised on rank 1 alone: rank 0 waited in the exchange
     # (d) nothing is missing (rank 0 has the whole probe set): the check runs, with a warning
     run("nothing_missing", whole, {"failed": boom})
@@ -598,6 +613,13 @@ def test_failed_with_inputs_or_a_bad_failed_value_is_refused_on_every_rank(faile
     kind, name, key, msg = r0["bad_flag"]
     assert (kind, name, key) == ("raised", "ConfigError", "failed") and "'yes' on rank 1" in msg, r0["bad_flag"]
     assert r0["with_inputs.reports"] == r0["bad_flag.reports"] == 0
+    for key, (name, field) in {
+        "bad_strict": ("ConfigError", "strict"),
+        "bad_str": ("InputError", "distributed_check"),
+    }.items():
+        assert r0[key] == r1[key] and r0[key][:2] == ["raised", name], (r0[key], r1[key])
+        assert field is None or r0[key][2] == field, r0[key]
+    assert "_NoStr: (its message could not be read)" in r0["bad_str"][3], r0["bad_str"]
     assert r0["bad_repr"] == r1["bad_repr"], (r0["bad_repr"], r1["bad_repr"])
     assert (
         r0["bad_repr"][:3] == ["raised", "ConfigError", "failed"] and "<_NoRepr object> on rank 1" in r0["bad_repr"][3]
