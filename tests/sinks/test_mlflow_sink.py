@@ -753,25 +753,31 @@ def test_a_baseline_read_back_without_items_is_not_paired_with_the_current_check
         assert any("no per-item vectors" in n for n in report.notes), report.notes
 
 
+def _checked_without_artifacts(tmp_path, name: str, labels: np.ndarray, preds: np.ndarray):
+    """One check of ``preds`` against ``labels`` logged to a sqlite store with metrics and tags
+    only (no report.json): the report and its MLflow run."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mon = cm.CollapseMonitor(
+        name,
+        reference=cm.Reference(labels=labels),
+        sinks=[MLflowSink(uri, evidently=False, history_plot="off", artifacts=False)],
+        home=tmp_path / "home",
+    )
+    report = mon.check(cm.Observation(predictions=preds))
+    return report, MlflowClient(uri).get_run(report.run_id)
+
+
 def test_counts_and_odd_class_names_come_back_from_metrics_alone(tmp_path) -> None:
     """A report rebuilt from a run's metrics (no report.json) keeps each proportion's item count
     (``collapse.<key>.n``, so a read-back baseline gets Fisher's test, not the interval z-test
     that is up to 10x anti-conservative for small classes), and a class named ``n`` or
     ``ci_low`` reads as its recall, not as another metric's count or bound (it was dropped)."""
-    from mlflow import MlflowClient
-
     from collapse_monitor.sinks.mlflow import report_from_run
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     labels = np.array(["a"] * 300 + ["n"] * 150 + ["ci_low"] * 30 + ["r"] * 20)
-    mon = cm.CollapseMonitor(
-        "counts",
-        reference=cm.Reference(labels=labels),
-        sinks=[MLflowSink(uri, evidently=False, history_plot="off", artifacts=False)],
-        home=tmp_path / "home",
-    )
-    report = mon.check(cm.Observation(predictions=labels))
-    run = MlflowClient(uri).get_run(report.run_id)
+    report, run = _checked_without_artifacts(tmp_path, "counts", labels, labels)
     assert run.data.metrics["collapse.class_recall.r.n"] == 20.0
     assert "collapse.balanced_accuracy.n" not in run.data.metrics  # counts only where a test reads them
     back = report_from_run(run).metrics
@@ -786,27 +792,17 @@ def test_a_class_named_like_another_classes_count_keeps_its_own_series(tmp_path)
     a's item count, ``collapse.class_recall.a.n``, so one overwrote the other and a.n's recall
     came back as a's count (audit, stop 36). Such a label now gets a hashed name, as labels
     with characters MLflow refuses do."""
-    from mlflow import MlflowClient
-
     from collapse_monitor.sinks.mlflow import report_from_run
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     labels = np.array(["a"] * 300 + ["a.n"] * 150 + ["a.ci_low"] * 30 + ["b"] * 20)
     preds = labels.copy()
     preds[np.flatnonzero(labels == "a.n")[:75]] = "a"  # a.n's recall 0.5; a's count stays 300
-    mon = cm.CollapseMonitor(
-        "collide",
-        reference=cm.Reference(labels=labels),
-        sinks=[MLflowSink(uri, evidently=False, history_plot="off", artifacts=False)],
-        home=tmp_path / "home",
-    )
-    report = mon.check(cm.Observation(predictions=preds))
-    m = MlflowClient(uri).get_run(report.run_id).data.metrics
+    report, run = _checked_without_artifacts(tmp_path, "collide", labels, preds)
+    m = run.data.metrics
     assert m["collapse.class_recall.a.n"] == 300.0  # a's count, not overwritten by a.n's recall
     assert m[metric_name("class_recall.a.n")] == pytest.approx(0.5)
     assert m["collapse.class_recall.a.ci_low"] == pytest.approx(report.metrics["class_recall.a"].ci_low)
     assert m[metric_name("class_recall.a.ci_low")] == pytest.approx(1.0)
-    run = MlflowClient(uri).get_run(report.run_id)
     back = report_from_run(run).metrics
     assert set(back) == set(report.metrics)  # under their own keys (the collapse.metric_keys tag)
     assert back["class_recall.a"].n == 300 and back["class_recall.a"].value == pytest.approx(1.0)
