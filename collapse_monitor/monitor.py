@@ -1308,30 +1308,40 @@ def _check_off_loop(
     caller's active MLflow runs and torch modes. Returns what it left in ``last_report`` /
     ``last_error`` (for the awaiting thread) and the exception a strict check raised (re-raised
     there)."""
-    import sys
-
     mine = mon._tls.__dict__
     for key in ("last_report", "last_error"):  # a pooled thread's earlier check is not this one's
         mine.pop(key, None)
-    fluent = sys.modules.get("mlflow.tracking.fluent") if runs is not None else None
-    own_runs: Any = None
-    if fluent is not None:
-        with contextlib.suppress(Exception):
-            own_runs = fluent._active_run_stack.get()
-            fluent._active_run_stack.set(list(runs or ()))
     raised: Exception | None = None
     try:
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:  # the caller's per-thread state, this thread's back after
+            _enter_mlflow_runs(stack, runs)
             _enter_torch_modes(stack, modes)
             with _async_check_lock(mon):
                 check(*call)
     except Exception as exc:  # a strict check's failure: the awaiting task raises it
         raised = exc
-    finally:
-        if fluent is not None and own_runs is not None:
-            with contextlib.suppress(Exception):
-                fluent._active_run_stack.set(own_runs)
     return {k: mine[k] for k in ("last_report", "last_error") if k in mine}, raised
+
+
+def _enter_mlflow_runs(stack: contextlib.ExitStack, runs: list[Any] | None) -> None:
+    """Make the awaiting thread's active MLflow runs this worker thread's, for as long as
+    ``stack`` (which puts the thread's own back on exit)."""
+    import sys
+
+    fluent = sys.modules.get("mlflow.tracking.fluent") if runs is not None else None
+    if fluent is None:
+        return
+    try:
+        own = fluent._active_run_stack.get()
+        fluent._active_run_stack.set(list(runs or ()))
+    except Exception:
+        return
+
+    def restore() -> None:
+        with contextlib.suppress(Exception):
+            fluent._active_run_stack.set(own)
+
+    stack.callback(restore)
 
 
 def _other_rank() -> int | None:

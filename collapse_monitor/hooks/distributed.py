@@ -106,10 +106,18 @@ class DistributedResult:
 
 
 # ---------------------------------------------------------------------------------------------
-def _error(field: str, exc: Exception) -> tuple[str, str]:
-    try:  # also before the metadata exchange: an exception whose __str__ raises must not escape
-        msg = str(exc)
+def _message(exc: BaseException) -> str | None:
+    """``str(exc)``, or None when its ``__str__`` raises: read before the metadata exchange too,
+    where an exception escaping on one rank leaves the others waiting in it."""
+    try:
+        return str(exc)
     except Exception:
+        return None
+
+
+def _error(field: str, exc: Exception) -> tuple[str, str]:
+    msg = _message(exc)
+    if msg is None:
         msg = "(its message could not be read)"
     if isinstance(exc, InputError):
         prefix = f"{exc.field}: "
@@ -238,10 +246,8 @@ def _failed_flag(failed: Any) -> tuple[bool | str, str | None]:
     if failed is None or isinstance(failed, (bool, np.bool_)):
         return bool(failed), None
     if isinstance(failed, BaseException):
-        try:
-            why = f"{type(failed).__name__}: {failed}" if str(failed) else type(failed).__name__
-        except Exception:  # an exception whose __str__ fails still failed the evaluation
-            why = type(failed).__name__
+        msg = _message(failed)  # one whose __str__ fails still failed the evaluation
+        why = f"{type(failed).__name__}: {msg}" if msg else type(failed).__name__
         why = redact_text(" ".join(why.split()))
         return True, why if len(why) <= _WHY_CHARS else why[: _WHY_CHARS - 3] + "..."
     return _short_repr(failed), None
