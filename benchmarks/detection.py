@@ -20,7 +20,7 @@ what the aggregate's speed costs in false pages.
 Writes ``benchmarks/results/detection.md`` and ``detection.json``.
 
 Run: ``.venv/bin/python benchmarks/detection.py [--seeds 5] [--seed-offset 0] [--generations 10]
-[--jobs 2] [--only digits] [--no-evidently] [--all-findings]``
+[--jobs 2] [--only digits] [--no-evidently] [--all-findings] [--replicates 2]``
 
 Chains this benchmark was not tuned on: ``--world-seed N`` draws another true distribution for
 every scenario (mixture means, the digits' probe / training split, the Zipf topics), and
@@ -149,6 +149,19 @@ class _AlphaSweep:
         self.stages: dict[float, list[str]] = {a: [] for a in self.alphas}
         #: per level, the findings significant at the previous check (detect's ``held``)
         self.held: dict[float, set[tuple[str, str]]] = {a: set() for a in self.alphas}
+        self.replicates: list[tuple[Any, Any]] = []
+
+    def add_replicate(self, p: Any) -> None:
+        """Another retrain of generation 0 (``CollapseMonitor.check_replicate``): its metrics and
+        items join the baseline's, as the monitor keeps them."""
+        from collapse_monitor.monitor import _NO_LATE_BASELINE
+
+        self.replicates.append(
+            (
+                {k: v for k, v in p.metrics.items() if k in self.base.metrics and k not in _NO_LATE_BASELINE},
+                {k: v for k, v in p.items.items() if k in self.base.items},
+            )
+        )
 
     def step(self, p: Any) -> None:
         from collapse_monitor.detection import detect
@@ -171,6 +184,7 @@ class _AlphaSweep:
                     series=series,
                     rare_classes=p.rare_classes,
                     held=self.held[a],
+                    replicates=self.replicates,
                 )
                 self.stages[a].append(det.stage.value)
                 self.held[a] = {(f.key, f.kind) for f in det.findings if f.significant}
@@ -206,6 +220,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     scenario, loop, opts, collapsing, seed, generations, with_evidently, all_findings = args[:8]
     rules_d = args[8] if len(args) > 8 else None
     world = dict(args[9]) if len(args) > 9 and args[9] else {}
+    replicates = int(args[10]) if len(args) > 10 else 0
     import torch
 
     torch.set_num_threads(1)
@@ -232,6 +247,11 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         ev: list[float | None] = []
         for g in sc.generations(generations):
             rep = mon.check(g.observation)
+            sweep.step(mon.last_panel)
+            if g.generation == 0 and replicates:  # other retrains of generation 0 (check_replicate)
+                for r in sc.baseline_replicates(replicates):
+                    mon.check_replicate(r.observation)
+                    sweep.add_replicate(mon.last_panel)
             stages.append(rep.stage.value)
             if rep.stage.value != "healthy":  # what fired: the significant findings of the check
                 fired.append(fired_entry(rep, len(stages) - 1))
@@ -242,7 +262,6 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
                         for f in rep.findings
                     ]
                 )
-            sweep.step(mon.last_panel)
             agg.append({k: float(v) for k, v in g.aggregate.items()})
             truth.append({k: float(v) for k, v in g.truth.items()})
             frames = _frames(ref, g.observation, pca) if with_evidently else None
@@ -272,6 +291,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         # self-check: the sweep at the run's alpha must reproduce the monitor's own stages
         "sweep_matches_monitor": sweep.stages.get(rules.alpha) == stages,
         "seconds": time.perf_counter() - t0,
+        **({"replicates": replicates} if replicates else {}),
         **({"all_findings": every} if all_findings else {}),
     }
 
@@ -891,7 +911,14 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="a scenario setting for every chain of that scenario, e.g. digits.rare_digits=[3] (repeatable)",
     )
-    ap.add_argument("--name", help="results file stem (default: detection[-seedsA-B][-worldN])")
+    ap.add_argument(
+        "--replicates",
+        type=int,
+        default=0,
+        help="retrain generation 0 this many more times on human data and add each to the baseline "
+        "(CollapseMonitor.check_replicate): declines must hold against every one",
+    )
+    ap.add_argument("--name", help="results file stem (default: detection[-seedsA-B][-worldN][-repN])")
     ap.add_argument(
         "--add-truth",
         metavar="JSON",
@@ -924,7 +951,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tasks = [
-        (s, lp, o, c, seed, a.generations, not a.no_evidently, a.all_findings, rules_d, world.get(s, {}))
+        (s, lp, o, c, seed, a.generations, not a.no_evidently, a.all_findings, rules_d, world.get(s, {}), a.replicates)
         for (s, lp, o, c) in CHAINS
         for seed in range(a.seed_offset, a.seed_offset + a.seeds)
         if a.only is None or a.only in _label(s, lp, o)
@@ -939,11 +966,13 @@ def main(argv: list[str] | None = None) -> int:
     stem = a.name or (
         ("detection" if a.seed_offset == 0 else f"detection-seeds{a.seed_offset}-{last}")
         + (f"-world{a.world_seed}" if a.world_seed else "")
+        + (f"-rep{a.replicates}" if a.replicates else "")
     )
     header = (
         f"# Detection benchmark\n\nSeeds {a.seed_offset}-{last} x {a.generations} generations per chain; "
         f"{len(rows)} chains in {elapsed:.0f} s on {os.cpu_count()} cores; {_rules_line(rules_d)}"
-        f"{_world_line(world)}{'; no Evidently' if a.no_evidently else ''}.\n"
+        f"{_world_line(world)}{'; no Evidently' if a.no_evidently else ''}"
+        f"{f'; baseline = generation 0 and {a.replicates} replicate retrain(s) of it' if a.replicates else ''}.\n"
         "Columns: generation of the first flag (median over seeds; `(k/n)` = only k of n chains flagged), "
         "lead = generations between our flag and the aggregate alert (end of run when it never fired), "
         "median over seeds.\n\n"

@@ -49,7 +49,7 @@ the operating curve over ``alpha``; the table and JSON go to
 ``benchmarks/results/external-chains.{md,json}`` (``-g20`` for 20 generations).
 
 Run: ``.venv/bin/python benchmarks/external_chains.py`` (``--seeds``, ``--generations``,
-``--jobs``, ``--only``, ``--no-evidently``, ``--out``, ``--name``).
+``--jobs``, ``--only``, ``--no-evidently``, ``--replicates``, ``--out``, ``--name``).
 """
 
 from __future__ import annotations
@@ -336,6 +336,23 @@ def text_generations(d: dict[str, list[str]], loop: str, seed: int, generations:
             raise ValueError(f"stdlib_text has no loop {loop!r}")
 
 
+def replicate_fields(scenario: str, d: dict[str, Any], seed: int, r: int, opts: dict[str, Any]) -> dict[str, Any]:
+    """Replicate ``r`` of generation 0 (``--replicates``), the way a user retrains it: the same
+    human training set with another seed (the class GMMs' fit and sampling, the bigram model's
+    sampling); the logistic regression, deterministic given its data, on a bootstrap resample of
+    it. The chain itself is untouched."""
+    rng = np.random.default_rng([seed, 7919, r])
+    if scenario == "sk_gmm":
+        S, yS = ClassGMM(d["X_train"], d["y_train"], rng).sample(M, rng, opts.get("temperature", 1.0))
+        return {"embeddings": S, "predictions": _classifier(S, yS).predict(d["X_probe"])}
+    if scenario == "sk_pseudolabel":
+        idx = rng.integers(0, len(d["y_train"]), len(d["y_train"]))
+        return {"predictions": _classifier(d["X_train"][idx], d["y_train"][idx]).predict(d["X_probe"])}
+    if scenario == "stdlib_text":
+        return {"texts": Bigram(list(d["train"]), opts.get("top_p", 1.0)).sample(TEXT_M, rng)}
+    raise ValueError(f"unknown scenario {scenario!r}")
+
+
 def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     """One chain ``(scenario, loop, options, collapsing, seed, generations[, with_evidently])``,
     judged like a ``detection.py`` chain (same row fields; baseline (b), Evidently's
@@ -343,6 +360,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     the predicted labels, as there)."""
     scenario, loop, opts, collapsing, seed, generations = args[:6]
     with_evidently = bool(args[6]) if len(args) > 6 else False
+    replicates = int(args[7]) if len(args) > 7 else 0
     import collapse_monitor as cm
 
     t0 = time.perf_counter()
@@ -351,14 +369,17 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         d = make_data(seed, generations)
         ref = cm.Reference(embeddings=d["X_ref"], labels=d["y_probe"])
         chain = gmm_generations(d, loop, seed, generations, **opts)
+        data: dict[str, Any] = d
     elif scenario == "sk_pseudolabel":
         d = make_data(seed, generations)
         ref = cm.Reference(labels=d["y_probe"])
         chain = pseudolabel_generations(d, loop, seed, generations)
+        data = d
     elif scenario == "stdlib_text":
         td = text_data(seed)
         ref = cm.Reference(texts=td["ref"])
         chain = text_generations(td, loop, seed, generations, **opts)
+        data = dict(td)
     else:
         raise ValueError(f"unknown scenario {scenario!r}")
     rules = cm.Rules()
@@ -377,12 +398,16 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         for fields, numbers in chain:
             obs = cm.Observation(**fields)
             rep = mon.check(obs)
+            sweep.step(mon.last_panel)
+            if len(stages) == 0:
+                for r in range(1, replicates + 1):
+                    mon.check_replicate(cm.Observation(**replicate_fields(scenario, data, seed, r, opts)))
+                    sweep.add_replicate(mon.last_panel)
             frames = det._frames(ref, obs, pca) if with_evidently else None
             ev.append(None if frames is None else det._evidently_share(*frames))
             stages.append(rep.stage.value)
             if rep.stage.value != "healthy":
                 fired.append(det.fired_entry(rep, len(stages) - 1))
-            sweep.step(mon.last_panel)
             a = dict(numbers)  # (a) reads accuracy when there is one, else the Frechet distance
             for key in ("frechet_distance", "rare_class_recall", "rare_ngram_recall", "distinct_2"):
                 if key in rep.metrics and key not in a:
@@ -406,6 +431,7 @@ def run_one(args: tuple[Any, ...]) -> dict[str, Any]:
         "alpha_stages": {str(a): st for a, st in sweep.stages.items()},
         "sweep_matches_monitor": sweep.stages.get(rules.alpha) == stages,
         "seconds": time.perf_counter() - t0,
+        **({"replicates": replicates} if replicates else {}),
     }
 
 
@@ -417,13 +443,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="substring filter on chain labels")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--no-evidently", action="store_true", help="skip baseline (b) (faster)")
-    ap.add_argument("--name", help="results file stem (default: external-chains[-gN] for N generations other than 10)")
+    ap.add_argument(
+        "--replicates",
+        type=int,
+        default=0,
+        help="retrain generation 0 this many more times (another seed; a bootstrap of the human data for the "
+        "deterministic logistic regression) and add each to the baseline (CollapseMonitor.check_replicate)",
+    )
+    ap.add_argument(
+        "--name", help="results file stem (default: external-chains[-gN][-repN]; -gN for N generations other than 10)"
+    )
     a = ap.parse_args(argv)
     if not 1 <= a.generations <= MAX_GENERATIONS:
         print(f"error: --generations must be 1-{MAX_GENERATIONS}, got {a.generations}", file=sys.stderr)
         return 2
     tasks = [
-        (s, lp, o, c, seed, a.generations, not a.no_evidently)
+        (s, lp, o, c, seed, a.generations, not a.no_evidently, a.replicates)
         for (s, lp, o, c) in CHAINS
         for seed in range(a.seeds)
         if a.only is None or a.only in det._label(s, lp, o)
@@ -439,14 +474,19 @@ def main(argv: list[str] | None = None) -> int:
         "a bigram model on the standard library's docstrings)\n\n"
         f"Seeds 0-{a.seeds - 1} x {a.generations} generations per chain; {len(rows)} chains in "
         f"{time.perf_counter() - t0:.0f} s on {os.cpu_count()} cores; default `Rules()`"
-        f"{'; no Evidently' if a.no_evidently else ''}. "
+        f"{'; no Evidently' if a.no_evidently else ''}"
+        f"{f'; baseline = generation 0 and {a.replicates} replicate retrain(s) of it' if a.replicates else ''}. "
         "See `benchmarks/external_chains.py` for the chains. Columns as in `detection.md`; "
         "(a) = probe accuracy down 2 points (text: the Frechet distance of TF-IDF + SVD sentence embeddings "
         "doubled).\n\n"
     )
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = a.name or ("external-chains" + (f"-g{a.generations}" if a.generations != 10 else ""))
+    stem = a.name or (
+        "external-chains"
+        + (f"-g{a.generations}" if a.generations != 10 else "")
+        + (f"-rep{a.replicates}" if a.replicates else "")
+    )
     (out / f"{stem}.md").write_text(header + table + "\n")
     (out / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=str))
     print(header + table)

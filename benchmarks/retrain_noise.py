@@ -24,7 +24,7 @@ a lucky baseline retrain makes the next retrain look significantly worse.
 Writes ``benchmarks/results/retrain-noise.md`` and ``retrain-noise.json``.
 
 Run: ``.venv/bin/python benchmarks/retrain_noise.py [--seeds 10] [--generations 10] [--jobs 2]
-[--only digits]``
+[--only digits] [--replicates 2]`` (``--replicates`` writes ``retrain-noise-rep2.*``)
 """
 
 from __future__ import annotations
@@ -68,10 +68,13 @@ def dispersion(pairs: list[tuple[int, int]]) -> dict[str, Any]:
     }
 
 
-def run_chain(args: tuple[str, int, int]) -> dict[str, Any]:
-    """One ``stable`` chain: the monitor's stages, what fired, and each paired metric's flips
-    against generation 0."""
-    scenario, seed, generations = args
+def run_chain(args: tuple[Any, ...]) -> dict[str, Any]:
+    """One ``stable`` chain ``(scenario, seed, generations[, replicates])``: the monitor's
+    stages, what fired, and each paired metric's flips against generation 0. With replicates,
+    generation 0 is retrained that many more times and each is added to the baseline
+    (``check_replicate``); the flips are still counted against generation 0 alone."""
+    scenario, seed, generations = args[:3]
+    replicates = int(args[3]) if len(args) > 3 else 0
     import torch
 
     torch.set_num_threads(1)
@@ -90,6 +93,10 @@ def run_chain(args: tuple[str, int, int]) -> dict[str, Any]:
         mon = cm.CollapseMonitor(f"noise-{scenario}-{seed}", reference=ref, sinks=[], home=home)
         for g in sc.generations(generations):
             rep = mon.check(g.observation)
+            panel = mon.last_panel  # the panel this check computed, per-item arrays included
+            if g.generation == 0:
+                for r in sc.baseline_replicates(replicates):
+                    mon.check_replicate(r.observation)
             stages.append(rep.stage.value)
             if rep.stage.value != "healthy":
                 fired.append(
@@ -103,7 +110,6 @@ def run_chain(args: tuple[str, int, int]) -> dict[str, Any]:
                         ],
                     }
                 )
-            panel = mon.last_panel  # the panel this check computed, per-item arrays included
             assert panel is not None
             if g.generation == 0:
                 base_items = dict(panel.items)
@@ -120,6 +126,7 @@ def run_chain(args: tuple[str, int, int]) -> dict[str, Any]:
         "fired": fired,
         "pairs": pairs,
         "seconds": round(time.perf_counter() - t0, 2),
+        **({"replicates": replicates} if replicates else {}),
     }
 
 
@@ -188,9 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--only", default=None, help="one scenario")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument(
+        "--replicates",
+        type=int,
+        default=0,
+        help="retrain generation 0 this many more times and add each to the baseline (check_replicate)",
+    )
     a = ap.parse_args(argv)
     tasks = [
-        (sc, seed, a.generations)
+        (sc, seed, a.generations, a.replicates)
         for sc in SCENARIOS
         if a.only is None or a.only == sc
         for seed in range(a.seed_offset, a.seed_offset + a.seeds)
@@ -211,12 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         f"# Retrain noise: the `stable` loop (fresh human data every generation, no synthetic data)\n\n"
         f"Seeds {a.seed_offset}-{last} x {a.generations} generations per scenario; {len(rows)} chains in "
         f"{time.perf_counter() - t0:.0f} s on {os.cpu_count()} cores; default `Rules()`. "
+        f"{f'Baseline = generation 0 and {a.replicates} replicate retrain(s) of it. ' if a.replicates else ''}"
         "Every decline here is retrain noise.\n\n"
     )
+    stem = "retrain-noise" + (f"-rep{a.replicates}" if a.replicates else "")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "retrain-noise.md").write_text(header + table + "\n")
-    (out / "retrain-noise.json").write_text(json.dumps({"summary": summary, "rows": rows}, default=str, indent=1))
+    (out / f"{stem}.md").write_text(header + table + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, default=str, indent=1))
     print(header + table)
     return 0
 

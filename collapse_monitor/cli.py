@@ -73,6 +73,12 @@ def _add_check(sub: Any) -> None:
         help="URI or name of a data set in the training mix (provenance; repeatable; credentials are masked)",
     )
     p.add_argument("--digest", default=None, help="content hash of the training set (provenance)")
+    p.add_argument(
+        "--replicate",
+        action="store_true",
+        help="add these outputs as another retrain of the baseline generation (human data, another seed) "
+        "instead of checking a generation: later declines must hold against it too",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -170,7 +176,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from .config import _load_array, _load_list
     from .monitor import CollapseMonitor
-    from .render import report_table
+    from .render import replicate_table, report_table
     from .types import Observation, Provenance
 
     mon = CollapseMonitor.from_config(args.config)
@@ -189,7 +195,19 @@ def _check(args: argparse.Namespace) -> int:
             sources=tuple(args.source or ()),
             digest=args.digest,
         )
-    report = mon.check(Observation(generation=args.generation, provenance=prov, **kw))
+    obs = Observation(generation=args.generation, provenance=prov, **kw)
+    if args.replicate:
+        metrics = mon.check_replicate(obs)
+        baseline = mon.history.baseline(mon.name)
+        count = 0 if baseline is None else len(baseline.replicates)
+        if args.json:
+            import json
+
+            print(json.dumps({"replicate": count, "metrics": {k: v.to_dict() for k, v in metrics.items()}}, indent=2))
+        else:
+            Console().print(replicate_table(mon.name, count, metrics))
+        return 0
+    report = mon.check(obs)
     if args.json:
         import json
 

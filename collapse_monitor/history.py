@@ -42,7 +42,7 @@ from ._dbfiles import exclusive_file_lock, is_corrupt, move_with_journal
 from .errors import CollapseMonitorError
 from .types import MetricValue, Report
 
-__all__ = ["AlertState", "Baseline", "HistoryStore", "default_home"]
+__all__ = ["AlertState", "Baseline", "HistoryStore", "Replicate", "default_home"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checks (
@@ -61,6 +61,13 @@ CREATE TABLE IF NOT EXISTS baselines (
     metrics_json TEXT NOT NULL,
     predictions_json TEXT,
     items BLOB
+);
+CREATE TABLE IF NOT EXISTS baseline_replicates (
+    monitor TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    metrics_json TEXT NOT NULL,
+    items BLOB,
+    PRIMARY KEY (monitor, idx)
 );
 CREATE TABLE IF NOT EXISTS alert_state (
     monitor TEXT NOT NULL,
@@ -88,6 +95,17 @@ class Baseline:
     metrics: dict[str, MetricValue]
     items: dict[str, np.ndarray] = field(default_factory=dict)
     predictions: list[Any] | None = None
+    #: other retrains of the baseline generation on human data (``check_replicate``): a
+    #: decline counts only if it holds against each of them too (``detect``'s ``replicates``)
+    replicates: list[Replicate] = field(default_factory=list)
+
+
+@dataclass
+class Replicate:
+    """Another retrain of the baseline generation: its metrics and per-item vectors."""
+
+    metrics: dict[str, MetricValue]
+    items: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -370,7 +388,13 @@ class HistoryStore:
         try:
             metrics = {k: MetricValue.from_dict(v) for k, v in json.loads(row[2]).items()}
             preds = None if row[3] is None else json.loads(row[3])
-            return Baseline(int(row[0]), row[1], metrics, _unpack(row[4]), preds)
+            replicates = [
+                Replicate({k: MetricValue.from_dict(v) for k, v in json.loads(r[0]).items()}, _unpack(r[1]))
+                for r in self._read(
+                    "SELECT metrics_json, items FROM baseline_replicates WHERE monitor=? ORDER BY idx", (monitor,)
+                )
+            ]
+            return Baseline(int(row[0]), row[1], metrics, _unpack(row[4]), preds, replicates)
         except Exception as exc:  # never a bare JSONDecodeError / BadZipFile
             raise CollapseMonitorError(
                 f"history store {self._db}: the baseline of {monitor} cannot be read ({type(exc).__name__}); "
@@ -390,6 +414,16 @@ class HistoryStore:
                 None if b.predictions is None else json.dumps(b.predictions),
                 _pack(b.items),
             ),
+        )
+        # the replicates belong to this baseline: a new baseline (the generation checked again)
+        # starts with none
+        con.execute("DELETE FROM baseline_replicates WHERE monitor=?", (monitor,))
+        con.executemany(
+            "INSERT INTO baseline_replicates(monitor, idx, metrics_json, items) VALUES (?,?,?,?)",
+            [
+                (monitor, i, json.dumps({k: v.to_dict() for k, v in r.metrics.items()}), _pack(r.items))
+                for i, r in enumerate(b.replicates)
+            ],
         )
 
     def save_baseline(self, monitor: str, b: Baseline) -> None:

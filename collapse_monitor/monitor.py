@@ -40,7 +40,7 @@ from ._lifecycle import RULE_DRIFT, alert_events
 from ._redact import redact_text
 from .detection import Rules, detect
 from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, InputError, SinkError
-from .history import AlertState, Baseline, HistoryStore, default_home
+from .history import AlertState, Baseline, HistoryStore, Replicate, default_home
 from .metrics.cache import ReferenceCache
 from .metrics.knn import check_device
 from .sinks.base import EmitContext, Sink, Spool, is_permanent
@@ -266,6 +266,58 @@ class CollapseMonitor:
         """Measure one generation, compare it with the baseline and the trend, log and alert."""
         return self._check(observation, ())
 
+    def check_replicate(self, observation: Observation) -> dict[str, MetricValue]:
+        """Add another retrain of the baseline generation (human data only, another seed or
+        another draw of the same data) to the baseline. Later checks then count a decline only
+        if it holds against the baseline *and* every replicate (an intersection-union test,
+        ``detect``'s ``replicates``), so one lucky baseline retrain, against which an average
+        retrain reads as a significant loss, no longer sets the bar alone. One or two replicates
+        are enough for that (README, "Replicate baselines").
+
+        Call it after the baseline generation's :meth:`check`; checking the baseline generation
+        again starts a new baseline without replicates. Nothing is logged to the sinks and no
+        alert is evaluated: a replicate is part of the baseline, kept in the monitor's local
+        history (``home``). Returns the replicate's metrics, each with the baseline's value.
+        """
+        if not isinstance(observation, Observation):
+            raise InputError("observation", f"expected cm.Observation, got {type(observation).__name__}")
+        observation.validate_against(self.reference)
+        with self.history.lock(self.name):
+            baseline = self.history.baseline(self.name)
+            if baseline is None:
+                raise InputError(
+                    "observation",
+                    "there is no baseline yet: check the baseline generation first (monitor.check), then add "
+                    "its replicates",
+                )
+            if observation.generation is not None and observation.generation != baseline.generation:
+                raise InputError(
+                    "observation.generation",
+                    f"a replicate is another retrain of the baseline generation {baseline.generation}, got "
+                    f"generation {observation.generation}",
+                )
+            if baseline.fingerprint != self.reference.fingerprint:
+                raise InputError(
+                    "observation",
+                    "the reference changed since the baseline: check the baseline generation again before adding "
+                    "replicates",
+                )
+            panel = self._panel(observation, baseline)
+            metrics = {k: v for k, v in panel.metrics.items() if k in baseline.metrics and k not in _NO_LATE_BASELINE}
+            items = {k: v for k, v in panel.items.items() if k in baseline.items}
+            baseline.replicates.append(Replicate(metrics, items))
+            self.history.save_baseline(self.name, baseline)
+            self.last_panel = panel
+        frac = None if observation.provenance is None else observation.provenance.synthetic_fraction
+        log.info(
+            "%s: replicate %d of baseline generation %d stored%s",
+            self.name,
+            len(baseline.replicates),
+            baseline.generation,
+            f" (synthetic fraction {frac:g}: a replicate should be trained on human data)" if frac else "",
+        )
+        return {k: mv.with_baseline(baseline.metrics[k].value) for k, mv in metrics.items()}
+
     def _check(self, observation: Observation, notes: tuple[str, ...], strict: bool | None = None) -> Report:
         """:meth:`check`, with ``notes`` from the caller (a training hook's global step) first
         among the report's notes, and the caller's ``strict`` (``watch(strict=...)``; None: the
@@ -356,7 +408,6 @@ class CollapseMonitor:
     def _measure(
         self, obs: Observation, t0: float, caller_notes: tuple[str, ...] = ()
     ) -> tuple[Report, dict[str, Any]]:
-        from .metrics.engine import compute_panel
 
         rules = self.rules
         last = self.history.last_generation(self.name)
@@ -413,17 +464,8 @@ class CollapseMonitor:
         # sample-count-dependent metrics are compared at the baseline's size: a larger sample is
         # subsampled to it, the text metrics use its token budget, and a smaller sample is noted
         # (300 healthy samples against a 2,000-sample baseline read as a late collapse)
-        base_m, base_b = _baseline_sizes(baseline)
-        panel = compute_panel(
-            self.reference,
-            obs,
-            rules=rules,
-            cache=self.cache,
-            baseline_predictions=None if baseline is None else baseline.predictions,
-            device=self.device,
-            max_samples=base_m,
-            text_budget=base_b,
-        )
+        base_m, _ = _baseline_sizes(baseline)
+        panel = self._panel(obs, baseline)
         base_texts = None if baseline is None else baseline.items.get("texts.count")
         _note_smaller_than_baseline(panel, base_m, None if base_texts is None else int(base_texts[0]), notes)
         unmeasured = [c for c in panel.rare_classes if f"class_recall.{c}" not in panel.metrics]
@@ -484,7 +526,13 @@ class CollapseMonitor:
                 series=series,
                 rare_classes=panel.rare_classes,
                 held=() if previous is None else {(f.key, f.kind) for f in previous.findings if f.significant},
+                replicates=[(r.metrics, r.items if same_ref else {}) for r in baseline.replicates],
             )
+            if baseline.replicates:
+                notes.append(
+                    f"judged against the baseline and {len(baseline.replicates)} replicate retrain(s) of generation "
+                    f"{baseline.generation}: a decline counts only if it holds against each (intersection-union test)"
+                )
             if grown:
                 baseline_changed = True
                 notes.append(f"baseline extended with {', '.join(grown)} (first seen now)")
@@ -530,6 +578,22 @@ class CollapseMonitor:
             "panel": panel,
         }
         return report, extra
+
+    def _panel(self, obs: Observation, baseline: Baseline | None) -> Any:
+        """The metric panel of ``obs``, at the baseline's sample size and text budget."""
+        from .metrics.engine import compute_panel
+
+        base_m, base_b = _baseline_sizes(baseline)
+        return compute_panel(
+            self.reference,
+            obs,
+            rules=self.rules,
+            cache=self.cache,
+            baseline_predictions=None if baseline is None else baseline.predictions,
+            device=self.device,
+            max_samples=base_m,
+            text_budget=base_b,
+        )
 
     def _grow_baseline(self, baseline: Baseline, panel: Any, users: Mapping[str, set[str]]) -> list[str]:
         """A family seen for the first time joins the baseline with its first values. Not the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .types import Report, Stage
+from .types import MetricValue, Report, Stage
 
 __all__ = [
     "STAGE_STYLE",
@@ -139,6 +139,27 @@ def report_table(report: Report) -> Any:
         if f is not None and f.significant:
             val = f"[red]{val}↓[/]"
         table.add_row(escape(key), val, f"[{mv.ci_low:.3f}, {mv.ci_high:.3f}]", base, qv)
+    return table
+
+
+def replicate_table(monitor: str, count: int, metrics: Mapping[str, MetricValue]) -> Any:
+    """A replicate of the baseline generation (``check_replicate``): each metric with its
+    interval, the baseline's value and the difference, the retrain noise a decline must beat."""
+    from rich.table import Table
+
+    table = Table(title=escape(f"{monitor} - baseline replicate {count}"))
+    for col, j in (
+        ("metric", "left"),
+        ("value", "right"),
+        ("95% CI", "right"),
+        ("baseline", "right"),
+        ("diff", "right"),
+    ):
+        table.add_column(col, justify=j)  # type: ignore[arg-type]
+    for key, mv in sorted(metrics.items()):
+        base = "-" if mv.baseline is None else f"{mv.baseline:.3f}"
+        diff = "-" if mv.baseline is None else f"{mv.value - mv.baseline:+.3f}"
+        table.add_row(escape(key), f"{mv.value:.3f}", f"[{mv.ci_low:.3f}, {mv.ci_high:.3f}]", base, diff)
     return table
 
 

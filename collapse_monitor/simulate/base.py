@@ -27,6 +27,7 @@ never on the loop, so chains that differ only in their loop share their baseline
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -192,10 +193,24 @@ class Scenario(ABC):
     # -- randomness ---------------------------------------------------------------
     _STREAMS: ClassVar[dict[str, int]] = {"reference": 1, "human0": 2, "chain": 3, "probe": 4, "observation": 5}
 
+    #: which retrain of generation 0 this is (``baseline_replicates``); 0: the chain's own
+    _replicate: int = 0
+    #: streams a replicate draws anew: its human data, its training and its monitored sample
+    #: (the world, the reference and the probe set stay those of the chain)
+    _REPLICATED: ClassVar[frozenset[str]] = frozenset({"human0", "chain", "observation"})
+
+    def _key(self, *parts: int) -> list[int]:
+        """The seed-sequence key of a random stream of this chain (``parts`` name the stream);
+        a replicate's keys carry its number, the chain's are unchanged."""
+        key = [self.world_seed, self.seed + 1, *parts]
+        return key if not self._replicate else [*key, 1_000_003, self._replicate]
+
     def _rng(self, stream: str) -> np.random.Generator:
         """Independent stream: ``world`` depends on ``world_seed`` only, the rest on both seeds."""
         if stream == "world":
             return np.random.default_rng(np.random.SeedSequence([self.world_seed, 0]))
+        if stream in self._REPLICATED:
+            return np.random.default_rng(np.random.SeedSequence(self._key(self._STREAMS[stream])))
         return np.random.default_rng(np.random.SeedSequence([self.world_seed, self.seed + 1, self._STREAMS[stream]]))
 
     def _observation_rng(self, generation: int) -> np.random.Generator:
@@ -205,8 +220,7 @@ class Scenario(ABC):
         training set, fit and aggregate but the sample-based ones) is the same whatever the
         observation's size: chains run with different ``n_obs`` are paired.
         """
-        key = [self.world_seed, self.seed + 1, self._STREAMS["observation"], generation]
-        return np.random.default_rng(np.random.SeedSequence(key))
+        return np.random.default_rng(np.random.SeedSequence(self._key(self._STREAMS["observation"], generation)))
 
     # -- public API ---------------------------------------------------------------
     @property
@@ -222,6 +236,20 @@ class Scenario(ABC):
         it = self._chain()
         for _ in range(n):
             yield next(it)
+
+    def baseline_replicates(self, n: int) -> list[GenerationResult]:
+        """``n`` more retrains of generation 0, for ``CollapseMonitor.check_replicate``: each on
+        its own draw of human data, with its own training randomness and monitored sample,
+        against the chain's reference and probe set. Replicate ``r`` is the same whatever the
+        loop, and the chain's own generations do not change."""
+        n = check_positive_int("n", n, 0)
+        _ = self.reference  # built once, shared with the replicates
+        out = []
+        for r in range(1, n + 1):
+            twin = copy.copy(self)
+            twin._replicate = r
+            out.append(next(twin._chain()))
+        return out
 
     def run(self, n: int) -> list[GenerationResult]:
         """All of :meth:`generations` as a list."""

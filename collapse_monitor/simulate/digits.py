@@ -306,9 +306,14 @@ class DigitsScenario(Scenario):
             # trained on the generator's own samples at every generation, generation 0 included
             # ("train on synthetic, test on real", Ravuri & Vinyals 2019), so the real-to-synthetic
             # gap is in the baseline and what moves afterwards is the recursive loss
-            cls_rng = np.random.default_rng(np.random.SeedSequence([self.world_seed, self.seed + 1, 100, t]))
+            cls_rng = np.random.default_rng(np.random.SeedSequence(self._key(100, t)))
             xs, ys = self._sample(cls_rng, gen, max(4000, self.n_train))
-            pred = self._train_classifier(xs, ys, seed=self.seed * 100_003 + t)
+            torch_seed = (
+                self.seed * 100_003 + t
+                if not self._replicate
+                else int(np.random.SeedSequence(self._key(101, t)).generate_state(1)[0])
+            )
+            pred = self._train_classifier(xs, ys, seed=torch_seed)
             obs_x, _ = self._sample(self._observation_rng(t), gen, self.n_obs)
             feats = self._features(obs_x)
             recall = np.array([(pred[y_probe == c] == c).mean() for c in range(_N_CLASSES)])

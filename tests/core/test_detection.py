@@ -710,3 +710,51 @@ def test_only_a_finding_of_the_previous_check_is_held() -> None:
     assert (
         detect(metrics, rules=small, baseline=baseline, held={("tail_coverage", "baseline")}).stage is cm.Stage.HEALTHY
     )
+
+
+def _recall_case(base_good: int, rep_good: int, cur_good: int) -> tuple:
+    """A 30-item rare class: the baseline got ``base_good`` right, a replicate retrain
+    ``rep_good``, the current model ``cur_good`` (each the first items, so a model with fewer
+    right answers only lost items)."""
+    n = 30
+    vec = lambda k: np.arange(n) < k  # noqa: E731
+    mv = lambda k: MetricValue(k / n, max(0.0, k / n - 0.15), min(1.0, k / n + 0.15), n=n)  # noqa: E731
+    paired = {"rare_class_recall": ("class.r", np.ones(n, bool))}
+    return (
+        {"rare_class_recall": mv(cur_good)},
+        {"rare_class_recall": mv(base_good)},
+        {"class.r": vec(cur_good)},
+        {"class.r": vec(base_good)},
+        paired,
+        ({"rare_class_recall": mv(rep_good)}, {"class.r": vec(rep_good)}),
+    )
+
+
+def test_replicate_baselines_make_a_decline_hold_against_every_retrain() -> None:
+    """Intersection-union test (Berger 1982): against a lucky baseline (28/30) a model with
+    20/30 is a significant decline on its own (McNemar p = 2^-8); a replicate retrain that got
+    21/30 shows that is retrain noise, and the finding's p becomes the larger, its decline the
+    smaller. A model that also lost against the replicate (12/30) still counts."""
+    rules = Rules()
+    cur, base, items, base_items, paired, rep = _recall_case(28, 21, 20)
+    kw = dict(rules=rules, baseline=base, items=items, base_items=base_items, paired=paired)
+    (alone,) = [f for f in detect(cur, **kw).findings if f.key == "rare_class_recall"]
+    assert alone.significant and alone.p_value == pytest.approx(0.5**8) and alone.test == "mcnemar-exact"
+    det = detect(cur, **kw, replicates=[rep])
+    (f,) = [f for f in det.findings if f.key == "rare_class_recall"]
+    assert not f.significant and det.stage is cm.Stage.HEALTHY
+    assert f.p_value == pytest.approx(0.5)  # 1 item lost against the replicate
+    assert f.test == "mcnemar-exact+iut-2"
+    assert f.baseline == pytest.approx(21 / 30) and f.relative_change == pytest.approx(20 / 21 - 1)
+    assert det.metrics["rare_class_recall"].baseline == pytest.approx(28 / 30)  # the baseline stays the baseline
+
+    cur, base, items, base_items, paired, rep = _recall_case(28, 21, 12)
+    det = detect(cur, rules=rules, baseline=base, items=items, base_items=base_items, paired=paired, replicates=[rep])
+    (f,) = [f for f in det.findings if f.key == "rare_class_recall"]
+    assert f.significant and f.p_value == pytest.approx(0.5**9) and det.stage is cm.Stage.EARLY_COLLAPSE
+    # a replicate without the metric does not take part
+    det = detect(
+        cur, rules=rules, baseline=base, items=items, base_items=base_items, paired=paired, replicates=[({}, {})]
+    )
+    (f,) = [f for f in det.findings if f.key == "rare_class_recall"]
+    assert f.test == "mcnemar-exact" and f.p_value == pytest.approx(0.5**16)

@@ -346,3 +346,41 @@ def test_the_alpha_sweep_holds_findings_as_the_monitor_does(bench, tmp_path) -> 
         sweep.step(mon.last_panel)
     assert stages[4:] == ["early_collapse"] * 2  # held: the family doubled at generation 4
     assert sweep.stages[Rules().alpha] == stages
+
+
+def test_a_run_with_replicate_baselines(bench, tmp_path) -> None:
+    """``--replicates 2``: generation 0 retrained twice more and added to the baseline; the alpha
+    sweep judges against the same replicates as the monitor (its stages match), the row records
+    them, and the file's name and header say so. The seed-5 digits/fresh chain has a lucky
+    generation-0 retrain (rare-digit recall 0.886, replicates 0.686 and 0.714): alone it reads
+    early collapse from generation 2 on; against the replicates, healthy."""
+    fast = {"n_obs": 300}
+    lone = bench.run_one(("digits", "fresh", fast, False, 5, 4, False, False))
+    assert lone["stages"][2:] == ["early_collapse"] * 2 and "replicates" not in lone
+    row = bench.run_one(("digits", "fresh", fast, False, 5, 4, False, False, None, {}, 2))
+    assert row["replicates"] == 2 and row["sweep_matches_monitor"]
+    assert row["stages"] == ["healthy"] * 4
+    assert row["aggregates"] == lone["aggregates"]  # the chain itself is the same
+    assert (
+        bench.main(
+            [
+                "--seeds",
+                "1",
+                "--generations",
+                "2",
+                "--only",
+                "gaussian/fresh",
+                "--no-evidently",
+                "--replicates",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    text = (tmp_path / "detection-rep1.md").read_text()
+    assert "1 replicate retrain(s)" in text
+    assert json.loads((tmp_path / "detection-rep1.json").read_text())["rows"][0]["replicates"] == 1

@@ -175,3 +175,41 @@ def test_the_chain_does_not_depend_on_the_observation_size(name: str) -> None:
         if x.observation.predictions is not None:
             np.testing.assert_array_equal(x.observation.predictions, y.observation.predictions)
         assert len(y.observation.embeddings if y.observation.texts is None else y.observation.texts) == big["n_obs"]
+
+
+#: training-data digests of generations 0 and 1 of the fresh loop, seed 3, FAST settings, from the
+#: code before replicates existed (commit 8572c82): the chains must not move with them
+PINNED_DIGESTS = {
+    "digits": ["8540fab137638dd2", "7ed8e8cc1e1dffdd"],
+    "gaussian": ["89f3778f3ae28ae7", "6b6e58d3e4c3f35e"],
+    "mixture": ["8ed5d6ac417b7a35", "170c10c86ea93823"],
+    "selftrain": ["ed6c5b6ade20e603", "fa4b1172dbd7aa8a"],
+    "zipf_text": ["6bdfaa65be98f3bd", "8dc71a21ace5278c"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_baseline_replicates_are_other_generation_zero_retrains(name: str) -> None:
+    """``baseline_replicates(n)``: n more retrains of generation 0 on their own draws of human
+    data, against the same reference; the same whatever the loop, different from each other and
+    from generation 0; the chain itself is as it was before replicates existed."""
+    sc = make_scenario(name, loop="fresh", seed=3, **FAST[name])
+    reps = sc.baseline_replicates(2)
+    gens = sc.run(2)
+    assert [g.observation.provenance.digest for g in gens] == PINNED_DIGESTS[name]
+    assert [r.generation for r in reps] == [0, 0]
+    assert all(r.observation.generation == 0 and r.synthetic_fraction == 0.0 for r in reps)
+    digests = [g.observation.provenance.digest for g in (gens[0], *reps)]
+    assert len(set(digests)) == 3  # each trained on its own draw
+    first, rep0 = _arrays(gens[0]), _arrays(reps[0])
+    assert any(
+        not np.array_equal(a, b) if isinstance(a, np.ndarray) else a != b for a, b in zip(first, rep0, strict=True)
+    )  # what the monitor sees differs too
+    other = make_scenario(name, loop="replace", seed=3, **FAST[name])
+    assert other.reference.fingerprint == sc.reference.fingerprint
+    again = other.baseline_replicates(1)[0]
+    assert again.observation.provenance.digest == reps[0].observation.provenance.digest
+    assert again.aggregate == reps[0].aggregate
+    assert sc.baseline_replicates(0) == []
+    with pytest.raises(cm.ConfigError):
+        sc.baseline_replicates(-1)

@@ -1,0 +1,137 @@
+"""Replicate baselines: other retrains of the baseline generation (``check_replicate``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+import collapse_monitor as cm
+from collapse_monitor.history import HistoryStore
+
+LABELS = np.repeat(np.arange(5), [400, 300, 200, 90, 30])  # class 4: 30 probe items, 2.9 %
+RARE = np.flatnonzero(LABELS == 4)
+
+
+def _preds(rare_right: int) -> np.ndarray:
+    """Right on every head item and on the first ``rare_right`` items of the rare class."""
+    p = LABELS.copy()
+    p[RARE[rare_right:]] = 0
+    return p
+
+
+def _obs(rare_right: int, generation: int | None = None) -> cm.Observation:
+    emb = np.random.default_rng(7).normal(size=(300, 8))
+    return cm.Observation(embeddings=emb, predictions=_preds(rare_right), generation=generation)
+
+
+def _monitor(home, name: str = "rep") -> cm.CollapseMonitor:
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+    return cm.CollapseMonitor(name, reference=ref, sinks=[], home=home)
+
+
+def test_a_replicate_turns_a_lucky_baseline_back_into_retrain_noise(tmp_path) -> None:
+    """A baseline retrain that got 28 of 30 rare items right makes a model with 17 a
+    significant loss; with a replicate retrain that got 18 on record, the same model is healthy
+    (and the report says it was judged against the replicate), while a model with 8 still
+    reads as early collapse."""
+    lone = _monitor(tmp_path / "lone")
+    lone.check(_obs(28))
+    assert lone.check(_obs(17)).stage is cm.Stage.EARLY_COLLAPSE
+
+    mon = _monitor(tmp_path / "rep")
+    mon.check(_obs(28))
+    got = mon.check_replicate(_obs(18, generation=0))
+    assert got["rare_class_recall"].value == pytest.approx(18 / 30)
+    assert got["rare_class_recall"].baseline == pytest.approx(28 / 30)
+    assert "rare_flips" not in got  # counted against the baseline: no replicate of it
+    rep = mon.check(_obs(17))
+    assert rep.stage is cm.Stage.HEALTHY
+    (f,) = [f for f in rep.findings if f.key == "rare_class_recall" and f.kind == "baseline"]
+    assert f.test.endswith("+iut-2") and f.baseline == pytest.approx(18 / 30)
+    assert any("1 replicate retrain(s) of generation 0" in n for n in rep.notes)
+    assert mon.check(_obs(8)).stage is cm.Stage.EARLY_COLLAPSE
+
+
+def test_replicates_are_kept_with_the_baseline_and_dropped_with_it(tmp_path) -> None:
+    mon = _monitor(tmp_path)
+    mon.check(_obs(28))
+    mon.check_replicate(_obs(18))
+    mon.check_replicate(_obs(19))
+    # a new process reads them back from the monitor's home
+    again = _monitor(tmp_path)
+    b = again.history.baseline("rep")
+    assert b is not None and len(b.replicates) == 2
+    assert b.replicates[1].metrics["rare_class_recall"].value == pytest.approx(19 / 30)
+    assert int(b.replicates[0].items["probe.correct"][RARE].sum()) == 18
+    assert again.check(_obs(17)).stage is cm.Stage.HEALTHY
+    # checking the baseline generation again starts a new baseline, without replicates
+    again.check(_obs(28, generation=0))
+    assert again.history.baseline("rep").replicates == []
+    assert again.check(_obs(17, generation=1)).stage is cm.Stage.EARLY_COLLAPSE
+
+
+def test_a_store_written_before_replicates_opens_and_takes_them(tmp_path) -> None:
+    mon = _monitor(tmp_path)
+    mon.check(_obs(28))
+    con = sqlite3.connect(tmp_path / "history.db")
+    con.execute("DROP TABLE baseline_replicates")
+    con.commit()
+    con.close()
+    old = _monitor(tmp_path)
+    assert old.history.baseline("rep").replicates == []
+    old.check_replicate(_obs(18))
+    assert len(HistoryStore(tmp_path).baseline("rep").replicates) == 1
+
+
+def test_bad_replicates_are_input_errors_that_say_what_to_do(tmp_path) -> None:
+    mon = _monitor(tmp_path)
+    with pytest.raises(cm.InputError, match="check the baseline generation first") as e:
+        mon.check_replicate(_obs(18))
+    assert e.value.field == "observation"
+    mon.check(_obs(28))
+    with pytest.raises(cm.InputError) as e:
+        mon.check_replicate(_obs(18, generation=3))
+    assert e.value.field == "observation.generation" and "baseline generation 0" in e.value.message
+    with pytest.raises(cm.InputError) as e:
+        mon.check_replicate("not an observation")  # type: ignore[arg-type]
+    assert e.value.field == "observation"
+    narrow = cm.Observation(embeddings=np.zeros((300, 5)), predictions=_preds(21))  # the reference has d = 8
+    with pytest.raises(cm.InputError) as e:
+        mon.check_replicate(narrow)
+    assert "embeddings" in e.value.field
+    assert mon.history.baseline("rep").replicates == []  # nothing stored by a refused replicate
+
+
+def test_the_check_command_adds_a_replicate(tmp_path, capsys) -> None:
+    """``collapse-monitor check --replicate``: the files are another retrain of the baseline
+    generation; the table shows each metric beside the baseline's, ``--json`` the same data,
+    and the next ``check`` is judged against it (no sinks: the config has none)."""
+    from collapse_monitor.cli import main
+
+    np.save(tmp_path / "labels.npy", LABELS)
+    for k in (28, 18, 17):
+        np.save(tmp_path / f"p{k}.npy", _preds(k))
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text("name: digits\nhome: state\nreference: {labels: labels.npy}\nsinks: []\n")
+
+    def run(*args: str) -> str:
+        capsys.readouterr()
+        assert main(["check", "--config", str(cfg), *args]) == 0
+        return capsys.readouterr().out
+
+    run("--predictions", str(tmp_path / "p28.npy"))
+    out = run("--predictions", str(tmp_path / "p18.npy"), "--replicate")
+    assert "baseline replicate 1" in out and "rare_class_recall" in out and "-0.333" in out
+    got = json.loads(run("--predictions", str(tmp_path / "p18.npy"), "--replicate", "--json"))
+    assert got["replicate"] == 2 and got["metrics"]["rare_class_recall"]["value"] == pytest.approx(18 / 30)
+    report = json.loads(run("--predictions", str(tmp_path / "p17.npy"), "--json"))
+    assert report["stage"] == "healthy" and report["generation"] == 1
+    assert any("2 replicate retrain(s)" in n for n in report["notes"])
+    # a replicate before any baseline: exit 2 with what to do
+    cfg.write_text("name: other\nhome: state\nreference: {labels: labels.npy}\nsinks: []\n")
+    capsys.readouterr()
+    assert main(["check", "--config", str(cfg), "--predictions", str(tmp_path / "p18.npy"), "--replicate"]) == 2
+    assert "check the baseline generation first" in capsys.readouterr().err
