@@ -20,7 +20,10 @@ Layout (experiment ``collapse-monitor/<monitor>`` by default, one run per check)
 * artifacts under ``collapse/``: ``report.json``, ``history.png`` (metric history; drawn and
   uploaded on a background thread right after the run is logged, see ``history_plot``),
   ``evidently_drift.html`` and, on the run that stored the current baseline,
-  ``baseline/baseline.json`` + ``baseline/items.npz`` (numpy, never pickled).
+  ``baseline/baseline.json`` + ``baseline/items.npz`` (numpy, never pickled), and per replicate
+  retrain of the baseline generation (``check_replicate``) its metrics in ``baseline.json`` and
+  its items in ``baseline/replicate-<i>.npz``: the first check after a replicate was added
+  uploads the baseline again, so a monitor rebuilt from MLflow keeps its replicates.
 
 When the caller has an active MLflow run on the same tracking server, the check's run is its
 child (``mlflow.parentRunId``) - it stays in the monitor's experiment so that the chain of
@@ -90,7 +93,7 @@ from .._redact import (
 )
 from ..detection import is_proportion
 from ..errors import ConfigError, SinkError
-from ..history import Baseline
+from ..history import Baseline, Replicate
 from ..types import MetricValue, Provenance, Report, Stage
 from .base import EmitContext, PermanentSinkError
 
@@ -355,27 +358,29 @@ def report_id(report: Report) -> str:
 def _baseline_digest(b: Baseline) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(_baseline_meta(b), sort_keys=True).encode())
-    for k in sorted(b.items):
-        arr = np.ascontiguousarray(b.items[k])
-        h.update(f"{k}|{arr.dtype.str}|{arr.shape}".encode())
-        h.update(arr.tobytes())
+    for prefix, items in [("", b.items), *((f"replicate-{i}/", r.items) for i, r in enumerate(b.replicates))]:
+        for k in sorted(items):
+            arr = np.ascontiguousarray(items[k])
+            h.update(f"{prefix}{k}|{arr.dtype.str}|{arr.shape}".encode())
+            h.update(arr.tobytes())
     return h.hexdigest()[:32]
 
 
 def _baseline_meta(b: Baseline) -> dict[str, Any]:
-    return {
+    meta: dict[str, Any] = {
         "generation": b.generation,
         "fingerprint": b.fingerprint,
         "metrics": {k: v.to_dict() for k, v in sorted(b.metrics.items())},
         "predictions": b.predictions,
     }
+    if b.replicates:  # absent without replicates: such a baseline keeps the digest it had before them
+        meta["replicates"] = [{"metrics": {k: v.to_dict() for k, v in sorted(r.metrics.items())}} for r in b.replicates]
+    return meta
 
 
-def _write_baseline(b: Baseline, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "baseline.json").write_text(json.dumps(_baseline_meta(b), allow_nan=False))
+def _write_items(items: Mapping[str, Any], path: Path) -> None:
     arrays = {}
-    for k, v in b.items.items():
+    for k, v in items.items():
         arr = np.asarray(v)
         if arr.dtype == object:
             log.warning("baseline item %r has dtype object; not stored (no pickling)", k)
@@ -383,22 +388,39 @@ def _write_baseline(b: Baseline, directory: Path) -> None:
         arrays[k] = arr
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # object arrays were filtered out: no pickle
-    (directory / "items.npz").write_bytes(buf.getvalue())
+    path.write_bytes(buf.getvalue())
+
+
+def _read_items(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _write_baseline(b: Baseline, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "baseline.json").write_text(json.dumps(_baseline_meta(b), allow_nan=False))
+    _write_items(b.items, directory / "items.npz")
+    for i, r in enumerate(b.replicates):  # other retrains of the baseline generation (check_replicate)
+        _write_items(r.items, directory / f"replicate-{i}.npz")
 
 
 def _read_baseline(directory: Path) -> Baseline:
     meta = json.loads((directory / "baseline.json").read_text())
-    items: dict[str, np.ndarray] = {}
-    npz = directory / "items.npz"
-    if npz.exists():
-        with np.load(npz, allow_pickle=False) as z:
-            items = {k: z[k] for k in z.files}
     return Baseline(
         generation=int(meta["generation"]),
         fingerprint=str(meta["fingerprint"]),
         metrics={k: MetricValue.from_dict(v) for k, v in meta.get("metrics", {}).items()},
-        items=items,
+        items=_read_items(directory / "items.npz"),
         predictions=meta.get("predictions"),
+        replicates=[
+            Replicate(
+                {k: MetricValue.from_dict(v) for k, v in r.get("metrics", {}).items()},
+                _read_items(directory / f"replicate-{i}.npz"),
+            )
+            for i, r in enumerate(meta.get("replicates") or [])
+        ],
     )
 
 

@@ -135,3 +135,37 @@ def test_the_check_command_adds_a_replicate(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["check", "--config", str(cfg), "--predictions", str(tmp_path / "p18.npy"), "--replicate"]) == 2
     assert "check the baseline generation first" in capsys.readouterr().err
+
+
+def test_replicates_travel_through_mlflow_to_a_new_machine(mlflow_server, tmp_path) -> None:
+    """The first check after a replicate was added uploads the baseline again with its
+    replicates (``baseline/replicate-<i>.npz``); a monitor with an empty home, rebuilt from the
+    real MLflow server alone, judges against them too."""
+    import uuid
+
+    name = f"rep-{uuid.uuid4().hex[:8]}"
+
+    def monitor(home):
+        ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+        return cm.CollapseMonitor(
+            name, reference=ref, sinks=[cm.MLflowSink(mlflow_server.url, evidently=False)], home=home
+        )
+
+    first = monitor(tmp_path / "machine-1")
+    first.check(_obs(28))
+    first.check_replicate(_obs(18))
+    first.check_replicate(_obs(19))
+    assert first.check(_obs(28)).errors == ()
+    first.flush()
+    local = first.history.baseline(name)
+
+    second = monitor(tmp_path / "machine-2")
+    report = second.check(_obs(17))
+    assert report.generation == 2 and report.stage is cm.Stage.HEALTHY
+    assert any("2 replicate retrain(s) of generation 0" in n for n in report.notes)
+    back = second.history.baseline(name)
+    assert back is not None and len(back.replicates) == 2
+    for a, b in zip(local.replicates, back.replicates, strict=True):
+        assert a.metrics == b.metrics and set(a.items) == set(b.items)
+        for k in a.items:
+            np.testing.assert_array_equal(a.items[k], b.items[k])
