@@ -308,14 +308,28 @@ class CollapseMonitor:
             baseline.replicates.append(Replicate(metrics, items))
             self.history.save_baseline(self.name, baseline)
             self.last_panel = panel
-        frac = None if observation.provenance is None else observation.provenance.synthetic_fraction
         log.info(
-            "%s: replicate %d of baseline generation %d stored%s",
+            "%s: replicate %d of baseline generation %d stored",
             self.name,
             len(baseline.replicates),
             baseline.generation,
-            f" (synthetic fraction {frac:g}: a replicate should be trained on human data)" if frac else "",
         )
+        frac = None if observation.provenance is None else observation.provenance.synthetic_fraction
+        if frac:
+            log.warning(
+                "%s: the replicate's synthetic fraction is %g: a replicate should be trained on human data",
+                self.name,
+                frac,
+            )
+        lacking = sorted(k for k in baseline.metrics if k not in metrics and k not in _NO_LATE_BASELINE)
+        if lacking:
+            log.warning(
+                "%s: the replicate has no %s%s (give it the same outputs as the baseline): those metrics are judged "
+                "against the baseline alone",
+                self.name,
+                ", ".join(lacking[:5]),
+                f" and {len(lacking) - 5} more" if len(lacking) > 5 else "",
+            )
         return {k: mv.with_baseline(baseline.metrics[k].value) for k, mv in metrics.items()}
 
     def _check(self, observation: Observation, notes: tuple[str, ...], strict: bool | None = None) -> Report:

@@ -169,3 +169,25 @@ def test_replicates_travel_through_mlflow_to_a_new_machine(mlflow_server, tmp_pa
         assert a.metrics == b.metrics and set(a.items) == set(b.items)
         for k in a.items:
             np.testing.assert_array_equal(a.items[k], b.items[k])
+
+
+def test_a_replicate_that_lacks_outputs_of_the_baseline_is_named(tmp_path, caplog) -> None:
+    """A replicate without the predictions the baseline had: stored, with a warning naming what
+    it lacks (those metrics are judged against the baseline alone), and a synthetic fraction
+    above 0 is warned about too."""
+    import logging
+
+    mon = _monitor(tmp_path)
+    mon.check(_obs(28))
+    emb_only = cm.Observation(
+        embeddings=np.random.default_rng(7).normal(size=(300, 8)), provenance=cm.Provenance(synthetic_fraction=0.5)
+    )
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
+        got = mon.check_replicate(emb_only)
+    assert "rare_class_recall" not in got and "tail_coverage" in got
+    text = caplog.text
+    assert "the replicate has no accuracy" in text and "judged against the baseline alone" in text
+    assert "synthetic fraction is 0.5" in text
+    rep = mon.check(_obs(17))
+    (f,) = [f for f in rep.findings if f.key == "rare_class_recall" and f.kind == "baseline"]
+    assert f.test == "mcnemar-exact" and rep.stage is cm.Stage.EARLY_COLLAPSE
