@@ -79,6 +79,11 @@ def _add_check(sub: Any) -> None:
         help="add these outputs as another retrain of the baseline generation (human data, another seed) "
         "instead of checking a generation: later declines must hold against it too",
     )
+    p.add_argument(
+        "--drop-replicates",
+        action="store_true",
+        help="remove every replicate of the monitor's baseline (a failed retrain added by mistake) and exit",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -180,6 +185,9 @@ def _check(args: argparse.Namespace) -> int:
     from .types import Observation, Provenance
 
     mon = CollapseMonitor.from_config(args.config)
+    if args.drop_replicates:
+        print(f"{mon.name}: {mon.drop_replicates()} replicate(s) of the baseline dropped")
+        return 0
     kw: dict[str, Any] = {}
     if args.embeddings:
         kw["embeddings"] = _load_array(Path(args.embeddings), "embeddings")

@@ -629,14 +629,17 @@ def detect(
         # must hold against every healthy retrain, so its p is the largest of theirs and its
         # effect the smallest; a lucky baseline retrain no longer sets the bar alone
         against = [(r_metrics[key], r_items) for r_metrics, r_items in replicates if key in r_metrics]
+        other_tests: set[str] = set()
         for r_base, r_items in against:
-            rp, _, _ = _decline_p(key, mv, r_base, metrics, items, r_items, paired, rare_classes, rules)
+            rp, r_test, _ = _decline_p(key, mv, r_base, metrics, items, r_items, paired, rare_classes, rules)
             r_rel = _relative(mv.value, r_base.value)
             p = max(p, rp)
             if r_rel > rel:
                 rel, shown = r_rel, r_base.value
+            if r_test != test:  # a replicate without the items falls back to Fisher / the interval test
+                other_tests.add(r_test)
         if against:
-            test += f"+iut-{len(against) + 1}"
+            test += f"+iut-{len(against) + 1}" + (f"({','.join(sorted(other_tests))})" if other_tests else "")
             out[key] = mv.with_baseline(base.value, p)
         raw.append(
             dict(

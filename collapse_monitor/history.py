@@ -25,6 +25,7 @@ raises :class:`~collapse_monitor.errors.CollapseMonitorError` naming the store, 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS baselines (
 CREATE TABLE IF NOT EXISTS baseline_replicates (
     monitor TEXT NOT NULL,
     idx INTEGER NOT NULL,
+    baseline_key TEXT NOT NULL,              -- the baseline row they belong to (_baseline_key)
     metrics_json TEXT NOT NULL,
     items BLOB,
     PRIMARY KEY (monitor, idx)
@@ -119,6 +121,11 @@ class AlertState:
     #: checks in a row that no longer showed the rule's stage (resolution waits for
     #: ``Rules.resolve_after`` of them)
     clear_checks: int = 0
+
+
+def _baseline_key(generation: int, fingerprint: str, metrics_json: str) -> str:
+    """Which baseline row a replicate belongs to: a digest of the row as stored."""
+    return hashlib.sha256(f"{generation}|{fingerprint}|{metrics_json}".encode()).hexdigest()[:32]
 
 
 def _pack(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -232,6 +239,9 @@ class HistoryStore:
                 cols = {r[1] for r in con.execute("PRAGMA table_info(checks)")}
                 if "handed_off" not in cols:  # a store written by an older version
                     con.execute("ALTER TABLE checks ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 1")
+                cols = {r[1] for r in con.execute("PRAGMA table_info(baseline_replicates)")}
+                if "baseline_key" not in cols:  # written by a development version: its rows own no baseline
+                    con.execute("ALTER TABLE baseline_replicates ADD COLUMN baseline_key TEXT NOT NULL DEFAULT ''")
                 cols = {r[1] for r in con.execute("PRAGMA table_info(alert_state)")}
                 if "clear_checks" not in cols:  # written before Rules.resolve_after
                     con.execute("ALTER TABLE alert_state ADD COLUMN clear_checks INTEGER NOT NULL DEFAULT 0")
@@ -388,21 +398,44 @@ class HistoryStore:
         try:
             metrics = {k: MetricValue.from_dict(v) for k, v in json.loads(row[2]).items()}
             preds = None if row[3] is None else json.loads(row[3])
-            replicates = [
-                Replicate({k: MetricValue.from_dict(v) for k, v in json.loads(r[0]).items()}, _unpack(r[1]))
-                for r in self._read(
-                    "SELECT metrics_json, items FROM baseline_replicates WHERE monitor=? ORDER BY idx", (monitor,)
-                )
-            ]
-            return Baseline(int(row[0]), row[1], metrics, _unpack(row[4]), preds, replicates)
+            b = Baseline(int(row[0]), row[1], metrics, _unpack(row[4]), preds)
         except Exception as exc:  # never a bare JSONDecodeError / BadZipFile
             raise CollapseMonitorError(
                 f"history store {self._db}: the baseline of {monitor} cannot be read ({type(exc).__name__}); "
                 "move history.db aside to start a new baseline"
             ) from None
+        b.replicates = self._replicates(monitor, _baseline_key(int(row[0]), row[1], row[2]))
+        return b
+
+    def _replicates(self, monitor: str, key: str) -> list[Replicate]:
+        """The replicates of the baseline row whose key is ``key``. Rows of another baseline (left
+        by a version that re-baselined without knowing of them) are ignored, and one that cannot
+        be read is skipped with an error: it must not make the baseline unreadable."""
+        out: list[Replicate] = []
+        rows = self._read(
+            "SELECT idx, baseline_key, metrics_json, items FROM baseline_replicates WHERE monitor=? ORDER BY idx",
+            (monitor,),
+        )
+        for idx, owner, metrics_json, blob in rows:
+            if owner != key:
+                continue
+            try:
+                out.append(
+                    Replicate({k: MetricValue.from_dict(v) for k, v in json.loads(metrics_json).items()}, _unpack(blob))
+                )
+            except Exception as exc:
+                log.error(
+                    "history store %s: replicate %s of the baseline of %s cannot be read (%s); it is left out",
+                    self._db,
+                    idx,
+                    monitor,
+                    type(exc).__name__,
+                )
+        return out
 
     @staticmethod
     def _put_baseline(con: sqlite3.Connection, monitor: str, b: Baseline) -> None:
+        metrics_json = json.dumps({k: v.to_dict() for k, v in b.metrics.items()})
         con.execute(
             "INSERT OR REPLACE INTO baselines(monitor, generation, fingerprint, metrics_json, predictions_json, items)"
             " VALUES (?,?,?,?,?,?)",
@@ -410,7 +443,7 @@ class HistoryStore:
                 monitor,
                 b.generation,
                 b.fingerprint,
-                json.dumps({k: v.to_dict() for k, v in b.metrics.items()}),
+                metrics_json,
                 None if b.predictions is None else json.dumps(b.predictions),
                 _pack(b.items),
             ),
@@ -418,10 +451,11 @@ class HistoryStore:
         # the replicates belong to this baseline: a new baseline (the generation checked again)
         # starts with none
         con.execute("DELETE FROM baseline_replicates WHERE monitor=?", (monitor,))
+        key = _baseline_key(b.generation, b.fingerprint, metrics_json)
         con.executemany(
-            "INSERT INTO baseline_replicates(monitor, idx, metrics_json, items) VALUES (?,?,?,?)",
+            "INSERT INTO baseline_replicates(monitor, idx, baseline_key, metrics_json, items) VALUES (?,?,?,?,?)",
             [
-                (monitor, i, json.dumps({k: v.to_dict() for k, v in r.metrics.items()}), _pack(r.items))
+                (monitor, i, key, json.dumps({k: v.to_dict() for k, v in r.metrics.items()}), _pack(r.items))
                 for i, r in enumerate(b.replicates)
             ],
         )

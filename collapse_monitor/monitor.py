@@ -274,15 +274,23 @@ class CollapseMonitor:
         retrain reads as a significant loss, no longer sets the bar alone. One or two replicates
         are enough for that (README, "Replicate baselines").
 
-        Call it after the baseline generation's :meth:`check`; checking the baseline generation
-        again starts a new baseline without replicates. Nothing is logged to the sinks and no
-        alert is evaluated: a replicate is part of the baseline, kept in the monitor's local
-        history (``home``). Returns the replicate's metrics, each with the baseline's value.
+        Call it after the baseline generation's :meth:`check` (a new machine reads the baseline
+        back from the sinks first, as a check does); checking the baseline generation again
+        starts a new baseline without replicates, and :meth:`drop_replicates` removes them.
+        A replicate must be measured like the baseline: ``InputError`` for fewer sample
+        embeddings or texts than the baseline had, or a larger synthetic fraction than the
+        baseline generation declared. A replicate that reads as collapsed against the baseline is
+        kept, with a warning (that is what a lucky baseline looks like, and what replicates are
+        for; a failed retrain is dropped with :meth:`drop_replicates`). Nothing is logged to the
+        sinks and no alert is evaluated; the next check's MLflow run carries the baseline with its
+        replicates. Returns the replicate's metrics, each with the baseline's value.
         """
         if not isinstance(observation, Observation):
             raise InputError("observation", f"expected cm.Observation, got {type(observation).__name__}")
         observation.validate_against(self.reference)
         with self.history.lock(self.name):
+            if self.history.last_generation(self.name) is None and not self.history.reports(self.name):
+                self._reseed_from_sinks()  # a new machine: the baseline may be in MLflow
             baseline = self.history.baseline(self.name)
             if baseline is None:
                 raise InputError(
@@ -302,25 +310,15 @@ class CollapseMonitor:
                     "the reference changed since the baseline: check the baseline generation again before adding "
                     "replicates",
                 )
+            self._check_replicate_like_baseline(observation, baseline)
             panel = self._panel(observation, baseline)
             metrics = {k: v for k, v in panel.metrics.items() if k in baseline.metrics and k not in _NO_LATE_BASELINE}
             items = {k: v for k, v in panel.items.items() if k in baseline.items}
             baseline.replicates.append(Replicate(metrics, items))
             self.history.save_baseline(self.name, baseline)
             self.last_panel = panel
-        log.info(
-            "%s: replicate %d of baseline generation %d stored",
-            self.name,
-            len(baseline.replicates),
-            baseline.generation,
-        )
-        frac = None if observation.provenance is None else observation.provenance.synthetic_fraction
-        if frac:
-            log.warning(
-                "%s: the replicate's synthetic fraction is %g: a replicate should be trained on human data",
-                self.name,
-                frac,
-            )
+            count = len(baseline.replicates)
+        log.info("%s: replicate %d of baseline generation %d stored", self.name, count, baseline.generation)
         lacking = sorted(k for k in baseline.metrics if k not in metrics and k not in _NO_LATE_BASELINE)
         if lacking:
             log.warning(
@@ -330,7 +328,73 @@ class CollapseMonitor:
                 ", ".join(lacking[:5]),
                 f" and {len(lacking) - 5} more" if len(lacking) > 5 else "",
             )
+        det = detect(
+            panel.metrics,
+            rules=self.rules,
+            baseline=baseline.metrics,
+            items=panel.items,
+            base_items=baseline.items,
+            paired=panel.paired,
+            rare_classes=panel.rare_classes,
+        )
+        if det.stage is not Stage.HEALTHY:
+            fell = ", ".join(f"{f.key} {f.relative_change:+.1%}" for f in det.findings if f.significant)
+            log.warning(
+                "%s: replicate %d reads %s against the baseline (%s): a retrain of the same data this far from the "
+                "baseline is the retrain noise replicates are for; if its training failed, drop_replicates() and "
+                "add good ones",
+                self.name,
+                count,
+                det.stage.value,
+                fell,
+            )
         return {k: mv.with_baseline(baseline.metrics[k].value) for k, mv in metrics.items()}
+
+    def _check_replicate_like_baseline(self, obs: Observation, baseline: Baseline) -> None:
+        """A replicate measured on fewer samples or texts than the baseline, or trained on more
+        synthetic data than the baseline generation, would lower the bar for every later check
+        (the intersection-union test takes the replicate with the smallest decline): refused."""
+        base_m, _ = _baseline_sizes(baseline)
+        if base_m and obs.embeddings is not None and len(obs.embeddings) < base_m:
+            raise InputError(
+                "observation.embeddings",
+                f"{len(obs.embeddings)} sample embeddings where the baseline had {base_m}: a replicate is measured "
+                f"like the baseline; pass at least {base_m}",
+            )
+        count = baseline.items.get("texts.count")
+        if count is not None and obs.texts is not None and len(obs.texts) < int(count[0]):
+            raise InputError(
+                "observation.texts",
+                f"{len(obs.texts)} texts where the baseline had {int(count[0])}: a replicate is measured like the "
+                f"baseline; pass at least {int(count[0])}",
+            )
+        frac = None if obs.provenance is None else obs.provenance.synthetic_fraction
+        if frac:
+            base_report = next(
+                (r for r in self.history.reports(self.name) if r.generation == baseline.generation), None
+            )
+            base_prov = None if base_report is None else base_report.provenance
+            base_frac = (None if base_prov is None else base_prov.synthetic_fraction) or 0.0
+            if frac > base_frac + 1e-9:
+                raise InputError(
+                    "observation.provenance.synthetic_fraction",
+                    f"{frac:g}, where the baseline generation declared {base_frac:g}: a replicate is another retrain "
+                    "of the baseline generation, on the same kind of data",
+                )
+
+    def drop_replicates(self) -> int:
+        """Remove every replicate of the baseline (one added by mistake, a failed retrain);
+        returns how many there were. The next check's MLflow run carries the baseline without
+        them."""
+        with self.history.lock(self.name):
+            baseline = self.history.baseline(self.name)
+            if baseline is None or not baseline.replicates:
+                return 0
+            n = len(baseline.replicates)
+            baseline.replicates = []
+            self.history.save_baseline(self.name, baseline)
+        log.info("%s: %d replicate(s) of baseline generation %d dropped", self.name, n, baseline.generation)
+        return n
 
     def _check(self, observation: Observation, notes: tuple[str, ...], strict: bool | None = None) -> Report:
         """:meth:`check`, with ``notes`` from the caller (a training hook's global step) first

@@ -520,7 +520,8 @@ class MLflowSink:
         redact_http_client_logs(servers)  # urllib3's retry warnings print the request URL, token included
         self._client_obj: Any = None
         self._experiments: dict[str, str] = {}
-        self._baselines_seen: set[str] = set()
+        #: per experiment, the digest of the newest baseline artifact this sink knows is on the server
+        self._baselines_seen: dict[str, str] = {}
         self.last_drift_share: float | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -1040,15 +1041,22 @@ class MLflowSink:
         if not isinstance(b, Baseline):
             return None
         digest = _baseline_digest(b)
-        if digest in self._baselines_seen and not context.extra.get("baseline_changed"):
+        if self._baselines_seen.get(exp_id) == digest and not context.extra.get("baseline_changed"):
             return None
         if not context.extra.get("baseline_changed"):
-            # a new process: is this exact baseline on the server already (e.g. its upload failed)?
+            # a new process: is this exact baseline the newest on the server already (its upload
+            # may have failed; replicates added or dropped since change it: the newest artifact is
+            # the one a monitor rebuilt from MLflow reads)
             found = self._search(
-                client, [exp_id], f"tags.`collapse.baseline_digest` = '{digest}'", max_results=1, limit=1
+                client,
+                [exp_id],
+                "tags.`collapse.baseline` = 'true'",
+                max_results=1,
+                order_by=["attributes.start_time DESC"],
+                limit=1,
             )
-            if found:
-                self._baselines_seen.add(digest)
+            if found and found[0].data.tags.get("collapse.baseline_digest") == digest:
+                self._baselines_seen[exp_id] = digest
                 return None
         return b
 
@@ -1120,7 +1128,7 @@ class MLflowSink:
                 client.set_terminated(run_id, "FAILED")
             raise
         if baseline is not None:
-            self._baselines_seen.add(_baseline_digest(baseline))
+            self._baselines_seen[exp_id] = _baseline_digest(baseline)
         try:
             self._mark_superseded(client, exp_id, report)
         except Exception as exc:  # a label for the UI: the check itself is logged

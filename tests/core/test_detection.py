@@ -752,6 +752,19 @@ def test_replicate_baselines_make_a_decline_hold_against_every_retrain() -> None
     det = detect(cur, rules=rules, baseline=base, items=items, base_items=base_items, paired=paired, replicates=[rep])
     (f,) = [f for f in det.findings if f.key == "rare_class_recall"]
     assert f.significant and f.p_value == pytest.approx(0.5**9) and det.stage is cm.Stage.EARLY_COLLAPSE
+    # a replicate with the metric but without its items falls back to another test (here the
+    # interval test: no rare class is named, so Fisher's has no counts), and the name says so
+    det = detect(
+        cur,
+        rules=rules,
+        baseline=base,
+        items=items,
+        base_items=base_items,
+        paired=paired,
+        replicates=[(rep[0], {})],
+    )
+    (f,) = [f for f in det.findings if f.key == "rare_class_recall"]
+    assert f.test == "mcnemar-exact+iut-2(interval-z)" and f.significant
     # a replicate without the metric does not take part
     det = detect(
         cur, rules=rules, baseline=base, items=items, base_items=base_items, paired=paired, replicates=[({}, {})]

@@ -27,6 +27,11 @@ def _obs(rare_right: int, generation: int | None = None) -> cm.Observation:
     return cm.Observation(embeddings=emb, predictions=_preds(rare_right), generation=generation)
 
 
+def _mlflow_monitor(server, name: str, home) -> cm.CollapseMonitor:
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+    return cm.CollapseMonitor(name, reference=ref, sinks=[cm.MLflowSink(server.url, evidently=False)], home=home)
+
+
 def _monitor(home, name: str = "rep") -> cm.CollapseMonitor:
     ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
     return cm.CollapseMonitor(name, reference=ref, sinks=[], home=home)
@@ -130,6 +135,9 @@ def test_the_check_command_adds_a_replicate(tmp_path, capsys) -> None:
     report = json.loads(run("--predictions", str(tmp_path / "p17.npy"), "--json"))
     assert report["stage"] == "healthy" and report["generation"] == 1
     assert any("2 replicate retrain(s)" in n for n in report["notes"])
+    assert "digits: 2 replicate(s) of the baseline dropped" in run("--drop-replicates")
+    report = json.loads(run("--predictions", str(tmp_path / "p17.npy"), "--json"))
+    assert report["stage"] == "early_collapse"
     # a replicate before any baseline: exit 2 with what to do
     cfg.write_text("name: other\nhome: state\nreference: {labels: labels.npy}\nsinks: []\n")
     capsys.readouterr()
@@ -146,10 +154,7 @@ def test_replicates_travel_through_mlflow_to_a_new_machine(mlflow_server, tmp_pa
     name = f"rep-{uuid.uuid4().hex[:8]}"
 
     def monitor(home):
-        ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
-        return cm.CollapseMonitor(
-            name, reference=ref, sinks=[cm.MLflowSink(mlflow_server.url, evidently=False)], home=home
-        )
+        return _mlflow_monitor(mlflow_server, name, home)
 
     first = monitor(tmp_path / "machine-1")
     first.check(_obs(28))
@@ -173,21 +178,134 @@ def test_replicates_travel_through_mlflow_to_a_new_machine(mlflow_server, tmp_pa
 
 def test_a_replicate_that_lacks_outputs_of_the_baseline_is_named(tmp_path, caplog) -> None:
     """A replicate without the predictions the baseline had: stored, with a warning naming what
-    it lacks (those metrics are judged against the baseline alone), and a synthetic fraction
-    above 0 is warned about too."""
+    it lacks (those metrics are judged against the baseline alone)."""
     import logging
 
     mon = _monitor(tmp_path)
     mon.check(_obs(28))
-    emb_only = cm.Observation(
-        embeddings=np.random.default_rng(7).normal(size=(300, 8)), provenance=cm.Provenance(synthetic_fraction=0.5)
-    )
+    emb_only = cm.Observation(embeddings=np.random.default_rng(7).normal(size=(300, 8)))
     with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
         got = mon.check_replicate(emb_only)
     assert "rare_class_recall" not in got and "tail_coverage" in got
     text = caplog.text
     assert "the replicate has no accuracy" in text and "judged against the baseline alone" in text
-    assert "synthetic fraction is 0.5" in text
     rep = mon.check(_obs(17))
     (f,) = [f for f in rep.findings if f.key == "rare_class_recall" and f.kind == "baseline"]
     assert f.test == "mcnemar-exact" and rep.stage is cm.Stage.EARLY_COLLAPSE
+
+
+def test_replicate_rows_of_another_baseline_or_unreadable_are_left_out(tmp_path, caplog) -> None:
+    """Replicate rows belong to the baseline row they were stored with: a version that knew
+    nothing of them and re-baselined the same home leaves them behind, and they must not be
+    attached to the new baseline; a corrupt row is left out with an error, and the baseline
+    (and every later check) stays readable."""
+    import logging
+
+    mon = _monitor(tmp_path)
+    mon.check(_obs(28))
+    mon.check_replicate(_obs(18))
+    mon.check_replicate(_obs(19))
+    con = sqlite3.connect(tmp_path / "history.db")
+    con.execute("UPDATE baseline_replicates SET metrics_json = '{not json' WHERE idx = 0")
+    con.commit()
+    with caplog.at_level(logging.ERROR, logger="collapse_monitor"):
+        b = HistoryStore(tmp_path).baseline("rep")
+    assert b is not None and len(b.replicates) == 1
+    assert b.replicates[0].metrics["rare_class_recall"].value == pytest.approx(19 / 30)
+    assert "replicate 0 of the baseline of rep cannot be read (JSONDecodeError)" in caplog.text
+    # an older version re-baselines (INSERT OR REPLACE of the baselines row alone)
+    con.execute("UPDATE baselines SET generation = 5")
+    con.commit()
+    con.close()
+    b = HistoryStore(tmp_path).baseline("rep")
+    assert b is not None and b.generation == 5 and b.replicates == []
+
+
+def test_a_replicate_must_be_measured_like_the_baseline(tmp_path, caplog) -> None:
+    """Fewer sample embeddings or texts than the baseline, or more synthetic data than the
+    baseline generation declared, would lower the bar for every later check: InputError naming
+    the field, nothing stored. A replicate that reads as collapsed against the baseline is kept,
+    with a warning that says what to do if its training failed."""
+    import logging
+
+    texts = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(60)]
+    ref = cm.Reference(
+        embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS, texts=[*texts, "a b c d"]
+    )
+    mon = cm.CollapseMonitor("like", reference=ref, sinks=[], home=tmp_path)
+    emb = np.random.default_rng(7).normal(size=(300, 8))
+
+    def obs(n_emb=300, n_texts=60, frac=0.0, rare_right=28):
+        return cm.Observation(
+            embeddings=emb[:n_emb],
+            predictions=_preds(rare_right),
+            texts=texts[:n_texts],
+            provenance=cm.Provenance(synthetic_fraction=frac),
+        )
+
+    mon.check(obs(frac=0.1))
+    for bad, field in (
+        (obs(n_emb=200), "observation.embeddings"),
+        (obs(n_texts=40), "observation.texts"),
+        (obs(frac=0.3), "observation.provenance.synthetic_fraction"),
+    ):
+        with pytest.raises(cm.InputError) as e:
+            mon.check_replicate(bad)
+        assert e.value.field == field
+    assert mon.history.baseline("like").replicates == []
+    mon.check_replicate(obs(frac=0.1))  # as much synthetic data as the baseline generation: fine
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
+        mon.check_replicate(obs(rare_right=5))
+    assert "replicate 2 reads early_collapse against the baseline" in caplog.text
+    assert "drop_replicates()" in caplog.text
+    assert len(mon.history.baseline("like").replicates) == 2
+    assert mon.drop_replicates() == 2 and mon.drop_replicates() == 0
+    assert mon.history.baseline("like").replicates == []
+
+
+def test_replicates_added_or_dropped_on_a_new_machine_reach_mlflow(mlflow_server, tmp_path) -> None:
+    """On a machine with an empty home, ``check_replicate`` first reads the baseline back from
+    MLflow (it used to say "check the baseline generation first", and doing so re-baselined);
+    after ``drop_replicates`` the next check uploads the baseline without them, though that
+    exact baseline is on the server already in an older run (the newest artifact is the one a
+    rebuilt monitor reads)."""
+    import uuid
+
+    name = f"rep-{uuid.uuid4().hex[:8]}"
+
+    def monitor(home):
+        return _mlflow_monitor(mlflow_server, name, home)
+
+    first = monitor(tmp_path / "m1")
+    first.check(_obs(28))
+    first.flush()
+    second = monitor(tmp_path / "m2")
+    second.check_replicate(_obs(18))  # reads generation 0 back from MLflow first
+    assert second.check(_obs(17)).stage is cm.Stage.HEALTHY  # uploads the baseline with the replicate
+    assert second.drop_replicates() == 1
+    assert second.check(_obs(17)).stage is cm.Stage.EARLY_COLLAPSE  # uploads it again, without
+    second.flush()
+    third = monitor(tmp_path / "m3")
+    report = third.check(_obs(17))
+    assert report.generation == 3 and report.stage is cm.Stage.EARLY_COLLAPSE
+    assert third.history.baseline(name).replicates == []
+
+
+def test_a_replicates_table_without_owners_is_migrated(tmp_path) -> None:
+    """A store whose replicate rows name no baseline (the first version of this table) opens,
+    ignores those rows, and takes new replicates."""
+    mon = _monitor(tmp_path)
+    mon.check(_obs(28))
+    con = sqlite3.connect(tmp_path / "history.db")
+    con.execute("DROP TABLE baseline_replicates")
+    con.execute(
+        "CREATE TABLE baseline_replicates (monitor TEXT NOT NULL, idx INTEGER NOT NULL, metrics_json TEXT NOT NULL,"
+        " items BLOB, PRIMARY KEY (monitor, idx))"
+    )
+    con.execute("INSERT INTO baseline_replicates VALUES ('rep', 0, '{}', NULL)")
+    con.commit()
+    con.close()
+    again = _monitor(tmp_path)
+    assert again.history.baseline("rep").replicates == []
+    again.check_replicate(_obs(18))
+    assert len(HistoryStore(tmp_path).baseline("rep").replicates) == 1

@@ -110,3 +110,27 @@ def test_baseline_b_runs_evidently_on_the_chain(ext) -> None:
     assert row["evidently"] == ext.det._first([s >= 0.5 for s in shares])
     off = ext.run_one(("sk_pseudolabel", "replace", {}, True, 0, 2))
     assert off["evidently_share"] == [None, None] and off["evidently"] is None
+
+
+def test_replicates_are_unbiased_retrains_and_refused_when_the_pool_runs_out(ext, capsys) -> None:
+    """``--replicates``: the self-training replicates train on other human points of the same
+    size, disjoint from every pool slice a chain uses (a bootstrap resample, the first version,
+    made replicates that were worse than generation 0 on every seed); the GMM replicates refit
+    the same data with another seed; a run whose chain would reach the replicates' points is
+    refused."""
+    import numpy as np
+
+    d = ext.make_data(0, 10)
+    r1 = ext.replicate_fields("sk_pseudolabel", d, 0, 1, {})
+    r2 = ext.replicate_fields("sk_pseudolabel", d, 0, 2, {})
+    gen0 = ext._classifier(d["X_train"], d["y_train"]).predict(d["X_probe"])
+    accs = [float((p == d["y_probe"]).mean()) for p in (gen0, r1["predictions"], r2["predictions"])]
+    assert not np.array_equal(r1["predictions"], gen0) and not np.array_equal(r1["predictions"], r2["predictions"])
+    assert max(accs) - min(accs) < 0.02
+    used = ext.MAX_GENERATIONS * ext.POOL - 2 * ext.N_TRAIN  # a 28-generation chain ends here
+    assert len(d["y_pool"]) - 2 * ext.N_TRAIN >= used
+    g1 = ext.replicate_fields("sk_gmm", d, 0, 1, {})
+    assert g1["embeddings"].shape == (ext.M, d["X_train"].shape[1])
+    assert not np.array_equal(g1["embeddings"], ext.replicate_fields("sk_gmm", d, 0, 2, {})["embeddings"])
+    assert ext.main(["--generations", "30", "--replicates", "2", "--only", "nothing"]) == 2
+    assert "too many" in capsys.readouterr().err
