@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS baselines (
 CREATE TABLE IF NOT EXISTS baseline_replicates (
     monitor TEXT NOT NULL,
     idx INTEGER NOT NULL,
-    baseline_key TEXT NOT NULL,              -- the baseline row they belong to (_baseline_key)
+    baseline_key TEXT NOT NULL DEFAULT '',   -- the baseline row they belong to (_baseline_key)
     metrics_json TEXT NOT NULL,
     items BLOB,
     PRIMARY KEY (monitor, idx)

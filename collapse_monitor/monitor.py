@@ -289,9 +289,7 @@ class CollapseMonitor:
             raise InputError("observation", f"expected cm.Observation, got {type(observation).__name__}")
         observation.validate_against(self.reference)
         with self.history.lock(self.name):
-            if self.history.last_generation(self.name) is None and not self.history.reports(self.name):
-                self._reseed_from_sinks()  # a new machine: the baseline may be in MLflow
-            baseline = self.history.baseline(self.name)
+            baseline = self._replicates_baseline("check_replicate")
             if baseline is None:
                 raise InputError(
                     "observation",
@@ -370,11 +368,9 @@ class CollapseMonitor:
             )
         frac = None if obs.provenance is None else obs.provenance.synthetic_fraction
         if frac:
-            base_report = next(
-                (r for r in self.history.reports(self.name) if r.generation == baseline.generation), None
-            )
-            base_prov = None if base_report is None else base_report.provenance
-            base_frac = (None if base_prov is None else base_prov.synthetic_fraction) or 0.0
+            # the share the baseline generation declared (its provenance, kept as a baseline metric)
+            declared = baseline.metrics.get("synthetic_fraction")
+            base_frac = 0.0 if declared is None else float(declared.value)
             if frac > base_frac + 1e-9:
                 raise InputError(
                     "observation.provenance.synthetic_fraction",
@@ -382,12 +378,25 @@ class CollapseMonitor:
                     "of the baseline generation, on the same kind of data",
                 )
 
+    def _replicates_baseline(self, what: str) -> Baseline | None:
+        """The baseline, under the monitor's lock; on a machine with an empty history it is read
+        back from the sinks first, as a check does. A sink that could hold it and did not answer
+        is an error: "check the baseline generation first" would start a new baseline there."""
+        if self.history.last_generation(self.name) is None and not self.history.reports(self.name):
+            failed = self._reseed_from_sinks()
+            if failed and self.history.baseline(self.name) is None:
+                raise CollapseMonitorError(
+                    f"{what}: the local history of {self.name} is empty and its baseline could not be read back "
+                    f"from the sinks ({failed[0].split(': generation numbering')[0]}); retry when they are reachable"
+                )
+        return self.history.baseline(self.name)
+
     def drop_replicates(self) -> int:
         """Remove every replicate of the baseline (one added by mistake, a failed retrain);
-        returns how many there were. The next check's MLflow run carries the baseline without
-        them."""
+        returns how many there were (on a new machine the baseline is read back from the sinks
+        first). The next check's MLflow run carries the baseline without them."""
         with self.history.lock(self.name):
-            baseline = self.history.baseline(self.name)
+            baseline = self._replicates_baseline("drop_replicates")
             if baseline is None or not baseline.replicates:
                 return 0
             n = len(baseline.replicates)

@@ -520,8 +520,9 @@ class MLflowSink:
         redact_http_client_logs(servers)  # urllib3's retry warnings print the request URL, token included
         self._client_obj: Any = None
         self._experiments: dict[str, str] = {}
-        #: per experiment, the digest of the newest baseline artifact this sink knows is on the server
-        self._baselines_seen: dict[str, str] = {}
+        #: per (experiment, monitor), the digest of the newest baseline artifact this sink knows is on
+        #: the server
+        self._baselines_seen: dict[tuple[str, str], str] = {}
         self.last_drift_share: float | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -1041,7 +1042,8 @@ class MLflowSink:
         if not isinstance(b, Baseline):
             return None
         digest = _baseline_digest(b)
-        if self._baselines_seen.get(exp_id) == digest and not context.extra.get("baseline_changed"):
+        seen = (exp_id, report.monitor)
+        if self._baselines_seen.get(seen) == digest and not context.extra.get("baseline_changed"):
             return None
         if not context.extra.get("baseline_changed"):
             # a new process: is this exact baseline the newest on the server already (its upload
@@ -1050,13 +1052,14 @@ class MLflowSink:
             found = self._search(
                 client,
                 [exp_id],
-                "tags.`collapse.baseline` = 'true'",
+                f"tags.`collapse.baseline` = 'true' and tags.`collapse.monitor` = '{report.monitor}' "
+                "and attributes.status = 'FINISHED'",
                 max_results=1,
                 order_by=["attributes.start_time DESC"],
                 limit=1,
             )
             if found and found[0].data.tags.get("collapse.baseline_digest") == digest:
-                self._baselines_seen[exp_id] = digest
+                self._baselines_seen[seen] = digest
                 return None
         return b
 
@@ -1128,7 +1131,7 @@ class MLflowSink:
                 client.set_terminated(run_id, "FAILED")
             raise
         if baseline is not None:
-            self._baselines_seen[exp_id] = _baseline_digest(baseline)
+            self._baselines_seen[(exp_id, report.monitor)] = _baseline_digest(baseline)
         try:
             self._mark_superseded(client, exp_id, report)
         except Exception as exc:  # a label for the UI: the check itself is logged

@@ -282,13 +282,61 @@ def test_replicates_added_or_dropped_on_a_new_machine_reach_mlflow(mlflow_server
     second = monitor(tmp_path / "m2")
     second.check_replicate(_obs(18))  # reads generation 0 back from MLflow first
     assert second.check(_obs(17)).stage is cm.Stage.HEALTHY  # uploads the baseline with the replicate
-    assert second.drop_replicates() == 1
-    assert second.check(_obs(17)).stage is cm.Stage.EARLY_COLLAPSE  # uploads it again, without
     second.flush()
     third = monitor(tmp_path / "m3")
-    report = third.check(_obs(17))
+    assert third.drop_replicates() == 1  # read back first: it used to drop nothing, and say 0
+    assert third.check(_obs(17)).stage is cm.Stage.EARLY_COLLAPSE  # uploads it again, without
+    third.flush()
+    fourth = monitor(tmp_path / "m4")
+    report = fourth.check(_obs(17))
     assert report.generation == 3 and report.stage is cm.Stage.EARLY_COLLAPSE
-    assert third.history.baseline(name).replicates == []
+    assert fourth.history.baseline(name).replicates == []
+
+
+def test_monitors_sharing_an_experiment_upload_their_baselines_once(mlflow_server, tmp_path) -> None:
+    """Two monitors logging to one experiment: each uploads its baseline at its baseline
+    generation and not again (the newest baseline run of the *experiment* used to be the other
+    monitor's, so every check uploaded its MB-sized artifact again)."""
+    import uuid
+
+    exp = f"shared-{uuid.uuid4().hex[:8]}"
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+    for _ in range(3):  # a new process per check: new monitors and sinks on the same homes
+        mons = [
+            cm.CollapseMonitor(
+                f"{n}-{exp}",
+                reference=ref,
+                sinks=[cm.MLflowSink(mlflow_server.url, experiment=exp, evidently=False)],
+                home=tmp_path / n,
+            )
+            for n in ("a", "b")
+        ]
+        for mon, right in zip(mons, (28, 27), strict=True):  # two baselines (equal ones share a digest)
+            assert mon.check(_obs(right)).errors == ()
+            mon.flush()
+    client = mlflow_server.client()
+    exp_id = client.get_experiment_by_name(exp).experiment_id
+    stored = client.search_runs([exp_id], "tags.`collapse.baseline` = 'true'", max_results=100)
+    assert sorted(r.data.tags["collapse.monitor"] for r in stored) == [m.name for m in mons]
+
+
+def test_replicates_on_a_new_machine_with_the_sink_down_say_what_to_do(tmp_path) -> None:
+    """An empty home and an MLflow server that does not answer: no replicate is stored, nothing
+    is dropped, and the error says to retry (not "check the baseline generation first", which
+    would start a new baseline there)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+    sink = cm.MLflowSink(f"http://127.0.0.1:{port}", evidently=False, timeout=2.0)
+    mon = cm.CollapseMonitor("down", reference=ref, sinks=[sink], home=tmp_path)
+    for call in (lambda: mon.check_replicate(_obs(18)), mon.drop_replicates):
+        with pytest.raises(cm.CollapseMonitorError, match="retry when they are reachable") as e:
+            call()
+        assert "check the baseline generation first" not in str(e.value)
+    assert mon.history.baseline("down") is None
 
 
 def test_a_replicates_table_without_owners_is_migrated(tmp_path) -> None:
@@ -309,3 +357,11 @@ def test_a_replicates_table_without_owners_is_migrated(tmp_path) -> None:
     assert again.history.baseline("rep").replicates == []
     again.check_replicate(_obs(18))
     assert len(HistoryStore(tmp_path).baseline("rep").replicates) == 1
+    # a new table takes rows from a writer that knows no owners (an older version), unused
+    fresh = _monitor(tmp_path / "fresh")
+    fresh.check(_obs(28))
+    con = sqlite3.connect(tmp_path / "fresh" / "history.db")
+    con.execute("INSERT INTO baseline_replicates(monitor, idx, metrics_json) VALUES ('rep', 5, '{}')")
+    con.commit()
+    con.close()
+    assert HistoryStore(tmp_path / "fresh").baseline("rep").replicates == []
