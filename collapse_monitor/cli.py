@@ -184,6 +184,13 @@ def _check(args: argparse.Namespace) -> int:
     from .render import replicate_table, report_table
     from .types import Observation, Provenance
 
+    given = [
+        f"--{k.replace('_', '-')}" for k in ("embeddings", "predictions", "texts", "replicate") if getattr(args, k)
+    ]
+    if args.drop_replicates and given:
+        from .errors import ConfigError
+
+        raise ConfigError("--drop-replicates", f"takes no outputs and no --replicate (got {', '.join(given)})")
     mon = CollapseMonitor.from_config(args.config)
     if args.drop_replicates:
         print(f"{mon.name}: {mon.drop_replicates()} replicate(s) of the baseline dropped")

@@ -135,6 +135,9 @@ def test_the_check_command_adds_a_replicate(tmp_path, capsys) -> None:
     report = json.loads(run("--predictions", str(tmp_path / "p17.npy"), "--json"))
     assert report["stage"] == "healthy" and report["generation"] == 1
     assert any("2 replicate retrain(s)" in n for n in report["notes"])
+    capsys.readouterr()
+    assert main(["check", "--config", str(cfg), "--predictions", str(tmp_path / "p18.npy"), "--drop-replicates"]) == 2
+    assert "--drop-replicates: takes no outputs and no --replicate (got --predictions)" in capsys.readouterr().err
     assert "digits: 2 replicate(s) of the baseline dropped" in run("--drop-replicates")
     report = json.loads(run("--predictions", str(tmp_path / "p17.npy"), "--json"))
     assert report["stage"] == "early_collapse"
