@@ -154,14 +154,10 @@ class _AlphaSweep:
     def add_replicate(self, p: Any) -> None:
         """Another retrain of generation 0 (``CollapseMonitor.check_replicate``): its metrics and
         items join the baseline's, as the monitor keeps them."""
-        from collapse_monitor.monitor import _NO_LATE_BASELINE
+        from collapse_monitor.monitor import _replicate_of
 
-        self.replicates.append(
-            (
-                {k: v for k, v in p.metrics.items() if k in self.base.metrics and k not in _NO_LATE_BASELINE},
-                {k: v for k, v in p.items.items() if k in self.base.items},
-            )
-        )
+        r = _replicate_of(p, self.base.metrics, self.base.items)
+        self.replicates.append((r.metrics, r.items))
 
     def step(self, p: Any) -> None:
         from collapse_monitor.detection import detect

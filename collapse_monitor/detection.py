@@ -623,7 +623,6 @@ def detect(
         spec = spec_for(key)
         p, test, signature = _decline_p(key, mv, base, metrics, items, base_items, paired, rare_classes, rules)
         rel = _relative(mv.value, base.value)
-        out[key] = mv.with_baseline(base.value, p)
         shown = base.value
         # intersection-union over the baseline and its replicates (Berger 1982): the decline
         # must hold against every healthy retrain, so its p is the largest of theirs and its
@@ -640,7 +639,7 @@ def detect(
                 other_tests.add(r_test)
         if against:
             test += f"+iut-{len(against) + 1}" + (f"({','.join(sorted(other_tests))})" if other_tests else "")
-            out[key] = mv.with_baseline(base.value, p)
+        out[key] = mv.with_baseline(base.value, p)
         raw.append(
             dict(
                 key=key,

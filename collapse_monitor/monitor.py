@@ -310,9 +310,9 @@ class CollapseMonitor:
                 )
             self._check_replicate_like_baseline(observation, baseline)
             panel = self._panel(observation, baseline)
-            metrics = {k: v for k, v in panel.metrics.items() if k in baseline.metrics and k not in _NO_LATE_BASELINE}
-            items = {k: v for k, v in panel.items.items() if k in baseline.items}
-            baseline.replicates.append(Replicate(metrics, items))
+            replicate = _replicate_of(panel, baseline.metrics, baseline.items)
+            metrics = replicate.metrics
+            baseline.replicates.append(replicate)
             self.history.save_baseline(self.name, baseline)
             self.last_panel = panel
             count = len(baseline.replicates)
@@ -382,14 +382,16 @@ class CollapseMonitor:
         """The baseline, under the monitor's lock; on a machine with an empty history it is read
         back from the sinks first, as a check does. A sink that could hold it and did not answer
         is an error: "check the baseline generation first" would start a new baseline there."""
+        failed: list[str] = []
         if self.history.last_generation(self.name) is None and not self.history.reports(self.name):
-            failed = self._reseed_from_sinks()
-            if failed and self.history.baseline(self.name) is None:
-                raise CollapseMonitorError(
-                    f"{what}: the local history of {self.name} is empty and its baseline could not be read back "
-                    f"from the sinks ({failed[0].split(': generation numbering')[0]}); retry when they are reachable"
-                )
-        return self.history.baseline(self.name)
+            self._reseed_from_sinks(failed)
+        baseline = self.history.baseline(self.name)
+        if failed and baseline is None:
+            raise CollapseMonitorError(
+                f"{what}: the local history of {self.name} is empty and its baseline could not be read back from "
+                f"the sinks (history could not be read from {failed[0]}); retry when they are reachable"
+            )
+        return baseline
 
     def drop_replicates(self) -> int:
         """Remove every replicate of the baseline (one added by mistake, a failed retrain);
@@ -495,7 +497,6 @@ class CollapseMonitor:
     def _measure(
         self, obs: Observation, t0: float, caller_notes: tuple[str, ...] = ()
     ) -> tuple[Report, dict[str, Any]]:
-
         rules = self.rules
         last = self.history.last_generation(self.name)
         notes: list[str] = [*caller_notes, *self._fit_notes]
@@ -704,9 +705,10 @@ class CollapseMonitor:
         families = sorted({k.split(".")[0] for k in new})
         return families[:5]
 
-    def _reseed_from_sinks(self) -> list[str]:
+    def _reseed_from_sinks(self, failed: list[str] | None = None) -> list[str]:
         """An empty local store (new machine, new working dir): read history back from a sink.
-        Returns notes for the report when a sink that could hold the history did not answer."""
+        Returns notes for the report when a sink that could hold the history did not answer
+        (``failed`` gets ``"<sink> (<error>)"`` of each)."""
         notes: list[str] = []
         for sink in self.sinks:
             loader = getattr(sink, "load_history", None)
@@ -717,6 +719,8 @@ class CollapseMonitor:
             except Exception as exc:
                 msg = redact_text(f"{type(exc).__name__}: {exc}")
                 log.warning("could not read history of %s from %s: %s", self.name, sink.name, msg)
+                if failed is not None:
+                    failed.append(f"{sink.name} ({msg})")
                 notes.append(
                     f"history could not be read from {sink.name} ({msg}): generation numbering starts from the "
                     "local store; pass Observation(generation=...) to continue a chain kept there"
@@ -1185,6 +1189,15 @@ def _missing_items(baseline: Baseline, users: Mapping[str, set[str]]) -> list[st
         if item not in baseline.items:
             out |= {k for k in keys if k in baseline.metrics}
     return sorted(out)
+
+
+def _replicate_of(panel: Any, base_metrics: Mapping[str, MetricValue], base_items: Mapping[str, Any]) -> Replicate:
+    """A replicate of the baseline from its metric panel: the metrics and item vectors the
+    baseline has, except those counted against the baseline itself (``_NO_LATE_BASELINE``)."""
+    return Replicate(
+        {k: v for k, v in panel.metrics.items() if k in base_metrics and k not in _NO_LATE_BASELINE},
+        {k: v for k, v in panel.items.items() if k in base_items},
+    )
 
 
 def _baseline_sizes(baseline: Baseline | None) -> tuple[int | None, int | None]:

@@ -1033,7 +1033,9 @@ class MLflowSink:
 
     def _baseline_to_store(
         self, client: Any, exp_id: str, report: Report, context: EmitContext | None
-    ) -> Baseline | None:
+    ) -> tuple[Baseline, str] | None:
+        """The baseline this check's run stores, with its digest; None when the newest baseline
+        on the server is this one already."""
         if context is None or not self.artifacts:
             # the baseline is an artifact: without artifacts the run must not claim to hold it
             # (the tag made later processes believe it stored and never upload it)
@@ -1061,7 +1063,7 @@ class MLflowSink:
             if found and found[0].data.tags.get("collapse.baseline_digest") == digest:
                 self._baselines_seen[seen] = digest
                 return None
-        return b
+        return b, digest
 
     def _log_run(
         self, client: Any, exp_id: str, report: Report, context: EmitContext | None, rid: str
@@ -1072,10 +1074,11 @@ class MLflowSink:
         parent = self._parent() if context is not None else None
         if parent is not None:
             tags["mlflow.parentRunId"] = parent.info.run_id
-        baseline = self._baseline_to_store(client, exp_id, report, context)
+        to_store = self._baseline_to_store(client, exp_id, report, context)
+        baseline, digest = to_store if to_store is not None else (None, "")
         if baseline is not None:
             tags["collapse.baseline"] = "true"
-            tags["collapse.baseline_digest"] = _baseline_digest(baseline)
+            tags["collapse.baseline_digest"] = digest
         first = {k: v for k, v in tags.items() if k in ("collapse.report_id", "collapse.monitor")}
         try:
             run = client.create_run(
@@ -1131,7 +1134,7 @@ class MLflowSink:
                 client.set_terminated(run_id, "FAILED")
             raise
         if baseline is not None:
-            self._baselines_seen[(exp_id, report.monitor)] = _baseline_digest(baseline)
+            self._baselines_seen[(exp_id, report.monitor)] = digest
         try:
             self._mark_superseded(client, exp_id, report)
         except Exception as exc:  # a label for the UI: the check itself is logged

@@ -78,13 +78,20 @@ def test_replicates_are_kept_with_the_baseline_and_dropped_with_it(tmp_path) -> 
     assert again.check(_obs(17, generation=1)).stage is cm.Stage.EARLY_COLLAPSE
 
 
-def test_a_store_written_before_replicates_opens_and_takes_them(tmp_path) -> None:
-    mon = _monitor(tmp_path)
-    mon.check(_obs(28))
-    con = sqlite3.connect(tmp_path / "history.db")
+def _baseline_without_replicates_table(home, *statements: str) -> None:
+    """A monitor home with a baseline (28 of 30 rare items right) whose replicate table is
+    dropped, then ``statements`` run: a store written by an earlier version."""
+    _monitor(home).check(_obs(28))
+    con = sqlite3.connect(home / "history.db")
     con.execute("DROP TABLE baseline_replicates")
+    for sql in statements:
+        con.execute(sql)
     con.commit()
     con.close()
+
+
+def test_a_store_written_before_replicates_opens_and_takes_them(tmp_path) -> None:
+    _baseline_without_replicates_table(tmp_path)
     old = _monitor(tmp_path)
     assert old.history.baseline("rep").replicates == []
     old.check_replicate(_obs(18))
@@ -345,17 +352,12 @@ def test_replicates_on_a_new_machine_with_the_sink_down_say_what_to_do(tmp_path)
 def test_a_replicates_table_without_owners_is_migrated(tmp_path) -> None:
     """A store whose replicate rows name no baseline (the first version of this table) opens,
     ignores those rows, and takes new replicates."""
-    mon = _monitor(tmp_path)
-    mon.check(_obs(28))
-    con = sqlite3.connect(tmp_path / "history.db")
-    con.execute("DROP TABLE baseline_replicates")
-    con.execute(
+    _baseline_without_replicates_table(
+        tmp_path,
         "CREATE TABLE baseline_replicates (monitor TEXT NOT NULL, idx INTEGER NOT NULL, metrics_json TEXT NOT NULL,"
-        " items BLOB, PRIMARY KEY (monitor, idx))"
+        " items BLOB, PRIMARY KEY (monitor, idx))",
+        "INSERT INTO baseline_replicates VALUES ('rep', 0, '{}', NULL)",
     )
-    con.execute("INSERT INTO baseline_replicates VALUES ('rep', 0, '{}', NULL)")
-    con.commit()
-    con.close()
     again = _monitor(tmp_path)
     assert again.history.baseline("rep").replicates == []
     again.check_replicate(_obs(18))
