@@ -213,14 +213,16 @@ def _check(args: argparse.Namespace) -> int:
     obs = Observation(generation=args.generation, provenance=prov, **kw)
     if args.replicate:
         metrics = mon.check_replicate(obs)
-        baseline = mon.history.baseline(mon.name)
-        count = 0 if baseline is None else len(baseline.replicates)
+        index, added = mon._last("replicate_slot")
         if args.json:
             import json
 
-            print(json.dumps({"replicate": count, "metrics": {k: v.to_dict() for k, v in metrics.items()}}, indent=2))
+            out = {"replicate": index, "added": added, "metrics": {k: v.to_dict() for k, v in metrics.items()}}
+            print(json.dumps(out, indent=2))
         else:
-            Console().print(replicate_table(mon.name, count, metrics))
+            Console().print(replicate_table(mon.name, index, metrics))
+            if not added:
+                print(f"{mon.name}: these outputs equal replicate {index}, already stored: not added again")
         return 0
     report = mon.check(obs)
     if args.json:

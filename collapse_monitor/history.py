@@ -109,6 +109,16 @@ class Replicate:
     metrics: dict[str, MetricValue]
     items: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def digest(self) -> str:
+        """Equal for two replicates with the same metrics and item vectors (the same weights
+        evaluated twice: a resumed training job that trained no step ends its fit again)."""
+        h = hashlib.sha256(json.dumps({k: v.to_dict() for k, v in self.metrics.items()}, sort_keys=True).encode())
+        for k in sorted(self.items):
+            a = np.ascontiguousarray(self.items[k])
+            h.update(f"|{k}|{a.dtype.str}|{a.shape}|".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
 
 @dataclass
 class AlertState:

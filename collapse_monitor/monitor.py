@@ -210,6 +210,17 @@ class CollapseMonitor:
         self._set_last("last_report", value)
 
     @property
+    def last_replicate(self) -> dict[str, MetricValue] | None:
+        """The metrics of this thread's latest replicate of the baseline (:meth:`check_replicate`,
+        or a hook with ``replicate=True``), each with the baseline's value; None when it failed
+        (see :attr:`last_error`) or none was added."""
+        return self._last("last_replicate")
+
+    @last_replicate.setter
+    def last_replicate(self, value: dict[str, MetricValue] | None) -> None:
+        self._set_last("last_replicate", value)
+
+    @property
     def last_error(self) -> BaseException | None:
         """The failure of this thread's latest check (as :attr:`last_report`), None if it ran."""
         return self._last("last_error")
@@ -283,7 +294,11 @@ class CollapseMonitor:
         kept, with a warning (that is what a lucky baseline looks like, and what replicates are
         for; a failed retrain is dropped with :meth:`drop_replicates`). Nothing is logged to the
         sinks and no alert is evaluated; the next check's MLflow run carries the baseline with its
-        replicates. Returns the replicate's metrics, each with the baseline's value.
+        replicates. A replicate equal to one already stored (the same weights measured again: a
+        resumed training job that trained no step and ends its fit again) is not added twice.
+        Returns the replicate's metrics, each with the baseline's value (also in
+        :attr:`last_replicate`). The training hooks take ``replicate=True`` (``watch``,
+        ``retrain``, the Lightning and Hugging Face callbacks, ``distributed_check``).
         """
         if not isinstance(observation, Observation):
             raise InputError("observation", f"expected cm.Observation, got {type(observation).__name__}")
@@ -312,10 +327,26 @@ class CollapseMonitor:
             panel = self._panel(observation, baseline)
             replicate = _replicate_of(panel, baseline.metrics, baseline.items)
             metrics = replicate.metrics
-            baseline.replicates.append(replicate)
-            self.history.save_baseline(self.name, baseline)
+            digest = replicate.digest()
+            same = next((i for i, r in enumerate(baseline.replicates, 1) if r.digest() == digest), None)
+            if same is None:
+                baseline.replicates.append(replicate)
+                self.history.save_baseline(self.name, baseline)
             self.last_panel = panel
             count = len(baseline.replicates)
+        result = {k: mv.with_baseline(baseline.metrics[k].value) for k, mv in metrics.items()}
+        if same is not None:
+            # the same weights measured again (a resumed job that trained no step ends its fit
+            # again; a script run twice): one more copy would add nothing to the test
+            log.info(
+                "%s: this replicate equals replicate %d of baseline generation %d, already stored: not added again",
+                self.name,
+                same,
+                baseline.generation,
+            )
+            self.last_replicate = result
+            self._set_last("replicate_slot", (same, False))
+            return result
         log.info("%s: replicate %d of baseline generation %d stored", self.name, count, baseline.generation)
         lacking = sorted(k for k in baseline.metrics if k not in metrics and k not in _NO_LATE_BASELINE)
         if lacking:
@@ -346,7 +377,9 @@ class CollapseMonitor:
                 det.stage.value,
                 fell,
             )
-        return {k: mv.with_baseline(baseline.metrics[k].value) for k, mv in metrics.items()}
+        self.last_replicate = result
+        self._set_last("replicate_slot", (count, True))  # which replicate it is, and whether it was new (the CLI)
+        return result
 
     def _check_replicate_like_baseline(self, obs: Observation, baseline: Baseline) -> None:
         """A replicate measured on fewer samples or texts than the baseline, or trained on more
@@ -972,6 +1005,7 @@ class CollapseMonitor:
         provenance: Provenance | Callable[..., Provenance | None] | None = None,
         strict: bool | None = None,
         every_rank: bool = False,
+        replicate: bool = False,
     ) -> Callable[[F], F]:
         """Decorate a training function: after it returns, ``evaluate(result)`` builds the
         Observation and the monitor checks it. The return value passes through unchanged;
@@ -1013,10 +1047,16 @@ class CollapseMonitor:
         A hand-off that fails (the loop's executor shut down) is contained as a failed check.
         Under another runner (trio, or one sniffio does not name asyncio; a coroutine driven by
         hand) there is no loop to hand the check to: it runs inline, as a sync trainer's.
+
+        ``replicate=True`` is for a job that retrains the baseline generation once more (human
+        data only, another seed): its result is added to the baseline as a replicate
+        (:meth:`check_replicate`) instead of being checked as a new generation, and
+        ``self.last_replicate`` holds its metrics (``last_report`` is None). Everything else
+        (rank 0 only, failures contained, ``strict``, async trainers) is as for a check.
         """
         if not callable(evaluate):
             raise ConfigError("watch.evaluate", "expected a callable model -> Observation")
-        _check_watch_options(generation, provenance, "watch", strict, every_rank)
+        _check_watch_options(generation, provenance, "watch", strict, every_rank, replicate)
 
         def deco(fn: F | None = None, *extra: Any, **kw: Any) -> F:
             if fn is None or extra or kw or not (callable(fn) or isinstance(fn, classmethod)):
@@ -1042,6 +1082,7 @@ class CollapseMonitor:
                     generation=(lambda: generation(*args, **kwargs)) if callable(generation) else generation,
                     provenance=(lambda: provenance(*args, **kwargs)) if callable(provenance) else provenance,
                     strict=self.strict if strict is None else strict,  # the monitor's, when called
+                    replicate=replicate,
                 )
 
             def on_rank() -> bool:  # in a multi-process job, rank 0 checks (every_rank: each rank)
@@ -1091,6 +1132,7 @@ class CollapseMonitor:
         provenance: Provenance | None = None,
         strict: bool | None = None,
         every_rank: bool = False,
+        replicate: bool = False,
     ) -> Iterator[_Retrain]:
         """Context-manager form for scripts without a function boundary::
 
@@ -1101,9 +1143,12 @@ class CollapseMonitor:
 
         In a multi-process job only rank 0 observes (``every_rank=True``: every rank), as
         :meth:`watch`; on the other ranks ``observe`` returns None without calling it.
+        ``replicate=True``: a retrain of the baseline generation, added to the baseline as a
+        replicate (:meth:`check_replicate`); ``observe`` returns its metrics, also in
+        ``r.replicate`` (``r.report`` stays None).
         """
-        _check_watch_options(generation, provenance, "retrain", strict, every_rank)
-        r = _Retrain(self, generation, provenance, self.strict if strict is None else strict, every_rank)
+        _check_watch_options(generation, provenance, "retrain", strict, every_rank, replicate)
+        r = _Retrain(self, generation, provenance, self.strict if strict is None else strict, every_rank, replicate)
         yield r
 
     def _left_to_rank_zero(self, where: str) -> bool:
@@ -1131,9 +1176,15 @@ class CollapseMonitor:
         provenance: Provenance | Callable[[], Provenance | None] | None,
         strict: bool,
         notes: tuple[str, ...] = (),
-    ) -> Report | None:
+        replicate: bool = False,
+    ) -> Report | dict[str, MetricValue] | None:
+        """A hook's check of ``make()``: the Report (``replicate``: the replicate's metrics, see
+        :meth:`check_replicate`), or None when it failed (logged, ``last_error``; raised when
+        ``strict``)."""
         self.last_error = None
         self.last_report = None
+        if replicate:
+            self.last_replicate = None
         try:
             if callable(generation):
                 generation = generation()
@@ -1150,9 +1201,11 @@ class CollapseMonitor:
                 obs.provenance = as_provenance(provenance, "provenance")
             elif provenance is not None:
                 notes = (*notes, *_overridden_provenance_note(provenance, obs.provenance))
+            if replicate:
+                return self.check_replicate(obs)
             return self._check(obs, notes, strict)
         except Exception as exc:
-            self._failed_check(exc, strict)
+            self._failed_check(exc, strict, "replicate: " if replicate else "")
             return None
 
     def _failed_check(self, exc: Exception, strict: bool, context: str = "") -> None:
@@ -1461,6 +1514,10 @@ def _enter_torch_modes(stack: contextlib.ExitStack, modes: dict[str, Any] | None
             log.debug("collapse-monitor: the caller's torch mode is not carried to the check's thread: %r", exc)
 
 
+#: what a check leaves per thread (``CollapseMonitor.last_report`` and its siblings)
+_LAST_KEYS = ("last_report", "last_error", "last_replicate")
+
+
 def _check_off_loop(
     mon: CollapseMonitor,
     check: Callable[[Any, Any, Any], None],
@@ -1473,7 +1530,7 @@ def _check_off_loop(
     ``last_error`` (for the awaiting thread) and the exception a strict check raised (re-raised
     there)."""
     mine = mon._tls.__dict__
-    for key in ("last_report", "last_error"):  # a pooled thread's earlier check is not this one's
+    for key in _LAST_KEYS:  # a pooled thread's earlier check is not this one's
         mine.pop(key, None)
     raised: Exception | None = None
     try:
@@ -1484,7 +1541,7 @@ def _check_off_loop(
                 check(*call)
     except Exception as exc:  # a strict check's failure: the awaiting task raises it
         raised = exc
-    return {k: mine[k] for k in ("last_report", "last_error") if k in mine}, raised
+    return {k: mine[k] for k in _LAST_KEYS if k in mine}, raised
 
 
 def _enter_mlflow_runs(stack: contextlib.ExitStack, runs: list[Any] | None) -> None:
@@ -1532,7 +1589,7 @@ def _other_rank() -> int | None:
 
 
 def _check_watch_options(
-    generation: Any, provenance: Any, where: str, strict: Any = None, every_rank: Any = False
+    generation: Any, provenance: Any, where: str, strict: Any = None, every_rank: Any = False, replicate: Any = False
 ) -> None:
     """``watch`` / ``retrain`` options that are values (not callables) are checked when given,
     so a wrong type is a ConfigError in the training script, not a failed check every retrain
@@ -1541,6 +1598,8 @@ def _check_watch_options(
         raise ConfigError(f"{where}.strict", f"expected true or false, got {strict!r}")
     if not isinstance(every_rank, bool):
         raise ConfigError(f"{where}.every_rank", f"expected true or false, got {every_rank!r}")
+    if not isinstance(replicate, bool):
+        raise ConfigError(f"{where}.replicate", f"expected true or false, got {replicate!r}")
     try:
         if generation is not None and not callable(generation):
             as_generation(generation, f"{where}.generation")
@@ -1558,22 +1617,31 @@ class _Retrain:
         provenance: Provenance | None,
         strict: bool,
         every_rank: bool = False,
+        replicate: bool = False,
     ):
         self._mon = mon
         self._generation = generation
         self._provenance = provenance
         self._strict = strict
         self._every_rank = every_rank
+        self._replicate = replicate
         self.report: Report | None = None
+        #: the replicate's metrics (``retrain(replicate=True)``), None otherwise or when it failed
+        self.replicate: dict[str, MetricValue] | None = None
 
-    def observe(self, observation: Observation | Callable[[], Observation]) -> Report | None:
+    def observe(self, observation: Observation | Callable[[], Observation]) -> Report | dict[str, MetricValue] | None:
         if not self._every_rank and self._mon._left_to_rank_zero("retrain"):
             return None
         make = observation if callable(observation) else (lambda: observation)
-        self.report = self._mon._observe_safely(
+        result = self._mon._observe_safely(
             make,
             generation=self._generation,
             provenance=self._provenance,
             strict=self._strict,
+            replicate=self._replicate,
         )
-        return self.report
+        if self._replicate:
+            self.replicate = result  # type: ignore[assignment]
+        else:
+            self.report = result  # type: ignore[assignment]
+        return result

@@ -30,7 +30,7 @@ from ..types import Observation, Provenance, as_provenance
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
-    from ..types import Report
+    from ..types import MetricValue, Report
 
 __all__ = ["CheckLedger", "HookCore", "HookResults", "check_flag", "eval_mode", "step_note"]
 
@@ -479,6 +479,7 @@ class HookCore:
         provenance: ProvenanceArg = None,
         eval_mode: bool = True,
         owner: str = "callback",
+        replicate: bool = False,
     ) -> None:
         if not (callable(getattr(monitor, "check", None)) and callable(getattr(monitor, "_observe_safely", None))):
             raise ConfigError(f"{owner}.monitor", f"expected a cm.CollapseMonitor, got {type(monitor).__name__}")
@@ -501,12 +502,16 @@ class HookCore:
                 f"expected cm.Provenance, a mapping of its fields or a callable, got {type(provenance).__name__}",
             )
         check_flag(eval_mode, f"{owner}.eval_mode")
+        check_flag(replicate, f"{owner}.replicate")
         self.monitor = monitor
         self.evaluate = evaluate
         self.generation = generation
         self.provenance = provenance
         self.eval_mode = eval_mode
+        #: add each checked model to the baseline as a replicate (``monitor.check_replicate``)
+        self.replicate = replicate
         self.last_report: Report | None = None
+        self.last_replicate: dict[str, MetricValue] | None = None
         self.last_error: BaseException | None = None
         self.ledger = CheckLedger()
         #: (weak reference to the model, global step) of the last successful check since
@@ -569,9 +574,10 @@ class HookCore:
             )
             return None
         report = self.run(model, context, notes=() if at is None else (step_note(at),))
-        if report is not None:
-            with contextlib.suppress(Exception):
-                self.ledger.record(step, report)
+        if report is not None or self.last_replicate is not None:
+            if report is not None:  # a replicate is no generation: a resumed job's copy is not stored twice
+                with contextlib.suppress(Exception):
+                    self.ledger.record(step, report)
             if at is not None:
                 with contextlib.suppress(TypeError):  # an object without weak references: no memory
                     self._checked = (weakref.ref(model), at, weights_fingerprint(model))
@@ -580,8 +586,11 @@ class HookCore:
     def run(self, model: Any, context: tuple[Any, ...], notes: tuple[str, ...] = ()) -> Report | None:
         """Evaluate ``model`` and check it; ``context`` is what the generation/provenance
         callables receive. Returns the Report, or None when something failed (see last_error);
-        ``last_report`` / ``last_error`` always describe this latest attempt."""
+        ``last_report`` / ``last_error`` always describe this latest attempt. With
+        ``replicate`` the model is added to the baseline as a replicate: None is returned and
+        ``last_replicate`` holds its metrics."""
         self.last_report = None
+        self.last_replicate = None
         self.last_error = None
         try:
             if model is None:
@@ -596,10 +605,16 @@ class HookCore:
             # the training loop draws on as if no check had run (the callbacks run inside it, on its
             # thread; watch/retrain do not restore: in a threaded job that rewinds other threads' draws)
             with rng_preserved():
-                report = self.monitor._observe_safely(make, generation=gen, provenance=prov, strict=False, notes=notes)
-            if report is None:
+                result = self.monitor._observe_safely(
+                    make, generation=gen, provenance=prov, strict=False, notes=notes, replicate=self.replicate
+                )
+            if result is None:
                 self.last_error = self.monitor.last_error
                 return None
+            if self.replicate:
+                self.last_replicate = result  # type: ignore[assignment]
+                return None
+            report: Report = result  # type: ignore[assignment]
         except Exception as exc:  # contain everything: a raising callback aborts fit
             self.last_error = exc
             log.error(
@@ -629,6 +644,12 @@ class HookResults:
     def last_report(self) -> Report | None:
         """The report of the latest check; None when it failed (see ``last_error``) or none ran."""
         return self._core.last_report
+
+    @property
+    def last_replicate(self) -> dict[str, MetricValue] | None:
+        """With ``replicate=True``: the metrics of the replicate the latest check added to the
+        baseline (each with the baseline's value); None when it failed or none ran."""
+        return self._core.last_replicate
 
     @property
     def last_error(self) -> BaseException | None:

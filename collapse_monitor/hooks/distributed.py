@@ -67,6 +67,7 @@ whole).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ import numpy as np
 from .. import _validate as V
 from .._redact import redact_text
 from ..errors import CollapseMonitorError, ConfigError, InputError
-from ..types import Observation, Provenance, Report, Stage, as_provenance
+from ..types import MetricValue, Observation, Provenance, Report, Stage, as_provenance
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
@@ -99,6 +100,9 @@ class DistributedResult:
     report: Report | None = None
     #: why rank 0's check failed when it did not raise (``strict=False``); None when it ran
     error: str | None = None
+    #: ``replicate=True``: the replicate's metrics on group rank 0 (each with the baseline's
+    #: value; ``report`` and ``stage`` are None, ``generation`` is the baseline's)
+    replicate: dict[str, MetricValue] | None = None
 
     @property
     def is_main(self) -> bool:
@@ -333,6 +337,7 @@ def distributed_check(
     broadcast: bool = True,
     strict: bool | None = None,
     failed: BaseException | bool | None = None,
+    replicate: bool = False,
 ) -> DistributedResult:
     """Gather each rank's shard of a generation's outputs and check them on group rank 0.
 
@@ -360,6 +365,10 @@ def distributed_check(
             redacted, go to rank 0's log and the ``error``) or True, with no inputs. Probe
             items left unpredicted by it skip the check (see ``strict``) instead of raising;
             when nothing is missing the check runs without its share and rank 0 warns.
+        replicate: these outputs are of another retrain of the baseline generation (human data
+            only, another seed): rank 0 adds them to the baseline as a replicate
+            (``monitor.check_replicate``) instead of checking a new generation; the result's
+            ``replicate`` holds its metrics on rank 0. The same value on every rank.
 
     Returns a :class:`DistributedResult`; ``report`` holds the Report on rank 0.
 
@@ -389,6 +398,7 @@ def distributed_check(
     # ranks that got it wrong, would leave the others waiting in the collective)
     flag = bool(broadcast) if isinstance(broadcast, (bool, np.bool_)) else _short_repr(broadcast)
     meta["reference"], meta["broadcast"] = ref_meta, flag
+    meta["replicate"] = bool(replicate) if isinstance(replicate, (bool, np.bool_)) else _short_repr(replicate)
     # failed=: refused like broadcast when it is neither a bool nor an exception; together
     # with inputs it contradicts itself: bad input, raised after the exchange like the shards'
     meta["failed"], meta["failed_why"] = _failed_flag(failed)
@@ -444,11 +454,16 @@ def distributed_check(
         if not isinstance(mt["failed"], bool):
             raise ConfigError("failed", f"expected an exception, True, False or None, got {mt['failed']} on rank {r}")
     for r, mt in enumerate(metas):
-        if mt["broadcast"] != metas[0]["broadcast"]:
-            raise InputError(
-                "broadcast",
-                f"is {mt['broadcast']} on rank {r} but {metas[0]['broadcast']} on rank 0: pass the same value on every rank",
-            )
+        if not isinstance(mt.get("replicate", False), bool):
+            raise ConfigError("replicate", f"expected True or False, got {mt['replicate']} on rank {r}")
+    for name in ("broadcast", "replicate"):
+        for r, mt in enumerate(metas):
+            if mt.get(name, False) != metas[0].get(name, False):
+                raise InputError(
+                    name,
+                    f"is {mt.get(name, False)} on rank {r} but {metas[0].get(name, False)} on rank 0: pass the same "
+                    "value on every rank",
+                )
     bad = [(r, mt["error"]) for r, mt in enumerate(metas) if mt["error"] is not None]
     if bad:
         r, (field, msg) = bad[0]
@@ -510,6 +525,7 @@ def distributed_check(
     # error's field name alone returned while rank 0 raised
     payload: dict[str, Any] = {"stage": None, "generation": None, "error": None, "strict": strict_ is True}
     report: Report | None = None
+    added: dict[str, MetricValue] | None = None
     exc_main: Exception | None = None
     if rank == 0:
         try:
@@ -524,8 +540,14 @@ def distributed_check(
                 generation=generation,
                 provenance=provenance,
             )
-            report = monitor._check(obs, (), strict_)
-            payload.update(stage=report.stage.value, generation=report.generation)
+            if metas[0].get("replicate", False):
+                added = monitor.check_replicate(obs)
+                with contextlib.suppress(Exception):  # only for the result: the replicate is stored
+                    base = monitor.history.baseline(monitor.name)
+                    payload["generation"] = None if base is None else base.generation
+            else:
+                report = monitor._check(obs, (), strict_)
+                payload.update(stage=report.stage.value, generation=report.generation)
         except Exception as exc:
             exc_main = exc
             payload["error"] = _error("check", exc)
@@ -551,7 +573,7 @@ def distributed_check(
             raise InputError(field, f"on rank 0: {msg}")
         raise CollapseMonitorError(f"collapse-monitor check failed on rank 0: {field}: {msg}")
     stage = None if payload["stage"] is None else Stage(payload["stage"])
-    return DistributedResult(rank, world, stage, payload["generation"], report)
+    return DistributedResult(rank, world, stage, payload["generation"], report, replicate=added)
 
 
 def _skip(monitor: CollapseMonitor, rank: int, world: int, exc: InputError, error: str) -> DistributedResult:

@@ -79,6 +79,10 @@ class CollapseMonitorCallback(HookResults, Callback):
             weights are checked once: a ``trainer.validate()`` after fit at the step already
             checked is skipped).
         eval_mode: run ``evaluate`` under ``eval()`` + ``torch.no_grad()`` (default True).
+        replicate: this ``fit`` retrains the baseline generation once more (human data only,
+            another seed): the trained module is added to the baseline as a replicate
+            (``monitor.check_replicate``; ``last_replicate`` holds its metrics) instead of being
+            checked as a new generation. Once per fit: not with ``on="validation_end"``.
     """
 
     def __init__(
@@ -90,10 +94,16 @@ class CollapseMonitorCallback(HookResults, Callback):
         provenance: ProvenanceArg = None,
         on: str = "fit_end",
         eval_mode: bool = True,
+        replicate: bool = False,
     ) -> None:
         super().__init__()
         if on not in _EVENTS:
             raise ConfigError("CollapseMonitorCallback.on", f"expected one of {', '.join(_EVENTS)}, got {on!r}")
+        if replicate is True and on == "validation_end":
+            raise ConfigError(
+                "CollapseMonitorCallback.replicate",
+                "a replicate is one retrain of the baseline generation, added once per fit: use on='fit_end'",
+            )
         self.on = on
         self._core = HookCore(
             monitor,
@@ -102,6 +112,7 @@ class CollapseMonitorCallback(HookResults, Callback):
             provenance=provenance,
             eval_mode=eval_mode,
             owner="CollapseMonitorCallback",
+            replicate=replicate,
         )
         # the checkpoint being resumed: its state_dict and its global step, from two hooks
         self._restored_state: dict[str, Any] | None = None
@@ -109,7 +120,8 @@ class CollapseMonitorCallback(HookResults, Callback):
         self._validated = True  # a validation ran in the current fit (on="validation_end"); set False by setup
 
     def __repr__(self) -> str:
-        return f"CollapseMonitorCallback(monitor={self.monitor.name!r}, on={self.on!r})"
+        extra = ", replicate=True" if self._core.replicate else ""
+        return f"CollapseMonitorCallback(monitor={self.monitor.name!r}, on={self.on!r}{extra})"
 
     # -- checkpoint state (resuming a finished job must not add a generation) -------------------
     @property

@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover
     ) from None
 
 from .._redact import redact_text
+from ..errors import ConfigError
 from ._core import GenerationArg, HookCore, HookResults, ProvenanceArg, check_flag
 
 if TYPE_CHECKING:
@@ -76,6 +77,10 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
         on_evaluate: also check after every evaluation phase (default False).
         on_train_end: check at the end of training (default True).
         eval_mode: run ``evaluate`` under ``eval()`` + ``torch.no_grad()`` (default True).
+        replicate: this ``train()`` retrains the baseline generation once more (human data only,
+            another seed): the trained model is added to the baseline as a replicate
+            (``monitor.check_replicate``; ``last_replicate`` holds its metrics) instead of being
+            checked as a new generation. Once, at the end of training: not with ``on_evaluate``.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
         on_evaluate: bool = False,
         on_train_end: bool = True,
         eval_mode: bool = True,
+        replicate: bool = False,
     ) -> None:
         self._core = HookCore(
             monitor,
@@ -96,14 +102,21 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
             provenance=provenance,
             eval_mode=eval_mode,
             owner="CollapseMonitorCallback",
+            replicate=replicate,
         )
         self.check_on_evaluate = check_flag(on_evaluate, "CollapseMonitorCallback.on_evaluate")
         self.check_on_train_end = check_flag(on_train_end, "CollapseMonitorCallback.on_train_end")
+        if replicate and (self.check_on_evaluate or not self.check_on_train_end):
+            raise ConfigError(
+                "CollapseMonitorCallback.replicate",
+                "a replicate is one retrain of the baseline generation, added once at the end of training: "
+                "use it with on_train_end=True and on_evaluate=False",
+            )
 
     def __repr__(self) -> str:
         return (
             f"CollapseMonitorCallback(monitor={self.monitor.name!r}, on_train_end={self.check_on_train_end}, "
-            f"on_evaluate={self.check_on_evaluate})"
+            f"on_evaluate={self.check_on_evaluate}{', replicate=True' if self._core.replicate else ''})"
         )
 
     # -- TrainerCallback events --------------------------------------------------------------

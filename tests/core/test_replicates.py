@@ -124,7 +124,7 @@ def test_the_check_command_adds_a_replicate(tmp_path, capsys) -> None:
     from collapse_monitor.cli import main
 
     np.save(tmp_path / "labels.npy", LABELS)
-    for k in (28, 18, 17):
+    for k in (28, 19, 18, 17):
         np.save(tmp_path / f"p{k}.npy", _preds(k))
     cfg = tmp_path / "collapse.yaml"
     cfg.write_text("name: digits\nhome: state\nreference: {labels: labels.npy}\nsinks: []\n")
@@ -137,8 +137,14 @@ def test_the_check_command_adds_a_replicate(tmp_path, capsys) -> None:
     run("--predictions", str(tmp_path / "p28.npy"))
     out = run("--predictions", str(tmp_path / "p18.npy"), "--replicate")
     assert "baseline replicate 1" in out and "rare_class_recall" in out and "-0.333" in out
+    got = json.loads(run("--predictions", str(tmp_path / "p19.npy"), "--replicate", "--json"))
+    assert got["replicate"] == 2 and got["added"] is True
+    assert got["metrics"]["rare_class_recall"]["value"] == pytest.approx(19 / 30)
+    # the same outputs again (a script run twice): one more copy would add nothing to the test
+    out = run("--predictions", str(tmp_path / "p18.npy"), "--replicate")
+    assert "baseline replicate 1" in out and "equal replicate 1, already stored: not added again" in out
     got = json.loads(run("--predictions", str(tmp_path / "p18.npy"), "--replicate", "--json"))
-    assert got["replicate"] == 2 and got["metrics"]["rare_class_recall"]["value"] == pytest.approx(18 / 30)
+    assert got["replicate"] == 1 and got["added"] is False
     report = json.loads(run("--predictions", str(tmp_path / "p17.npy"), "--json"))
     assert report["stage"] == "healthy" and report["generation"] == 1
     assert any("2 replicate retrain(s)" in n for n in report["notes"])
@@ -370,3 +376,86 @@ def test_a_replicates_table_without_owners_is_migrated(tmp_path) -> None:
     con.commit()
     con.close()
     assert HistoryStore(tmp_path / "fresh").baseline("rep").replicates == []
+
+
+# -- replicates from the training hooks (watch, retrain; the callbacks are in tests/hooks) ------
+
+
+def test_watch_and_retrain_add_a_replicate_instead_of_a_generation(tmp_path, caplog) -> None:
+    """A job that retrains the baseline generation once more declares it with replicate=True: the
+    result passes through, the replicate lands in the baseline (not in the history of
+    generations), ``last_replicate`` holds its metrics, and the same weights measured again (a
+    resumed job, a script run twice) are not stored twice."""
+    import logging
+
+    mon = _monitor(tmp_path)
+    mon.check(_obs(28))
+
+    @mon.watch(evaluate=lambda right: _obs(right), replicate=True)
+    def train(right: int) -> int:
+        return right
+
+    assert train(18) == 18
+    assert mon.last_report is None and mon.last_error is None
+    assert mon.last_replicate["rare_class_recall"].value == pytest.approx(18 / 30)
+    assert mon.last_replicate["rare_class_recall"].baseline == pytest.approx(28 / 30)
+    with caplog.at_level(logging.INFO, logger="collapse_monitor"):
+        assert train(18) == 18
+    assert "equals replicate 1 of baseline generation 0, already stored" in caplog.text
+    assert mon.last_replicate is not None
+    assert len(mon.history.baseline("rep").replicates) == 1
+
+    with mon.retrain(replicate=True) as r:
+        got = r.observe(lambda: _obs(19))
+    assert r.report is None and r.replicate is got and got["rare_class_recall"].value == pytest.approx(19 / 30)
+    assert len(mon.history.baseline("rep").replicates) == 2
+    assert [x.generation for x in mon.reports()] == [0]  # no generation was added
+    assert mon.check(_obs(17)).stage is cm.Stage.HEALTHY  # judged against the replicates too
+
+
+def test_a_failed_replicate_from_a_hook_never_breaks_the_job(tmp_path) -> None:
+    """A replicate refused as bad input (fewer sample embeddings than the baseline, a later
+    generation) is contained like a failed check: logged, ``last_error``; strict raises it."""
+    mon = _monitor(tmp_path)
+    mon.check(_obs(28))
+    small = cm.Observation(embeddings=np.zeros((10, 8)) + np.arange(10)[:, None], predictions=_preds(18))
+
+    @mon.watch(evaluate=lambda _: small, replicate=True)
+    def train() -> str:
+        return "model"
+
+    assert train() == "model"
+    assert mon.last_replicate is None and isinstance(mon.last_error, cm.InputError)
+    assert mon.last_error.field == "observation.embeddings"
+
+    @mon.watch(evaluate=lambda _: _obs(18), generation=3, replicate=True, strict=True)
+    def later() -> str:
+        return "model"
+
+    with pytest.raises(cm.InputError, match="another retrain of the baseline generation 0"):
+        later()
+    assert mon.history.baseline("rep").replicates == []
+    with pytest.raises(cm.ConfigError, match=r"watch\.replicate"):
+        mon.watch(evaluate=lambda _: _obs(1), replicate="yes")
+    with pytest.raises(cm.ConfigError, match=r"retrain\.replicate"), mon.retrain(replicate=1):
+        pass
+
+
+def test_an_async_trainer_adds_its_replicate_off_the_loop(tmp_path) -> None:
+    import asyncio
+
+    mon = _monitor(tmp_path)
+    mon.check(_obs(28))
+
+    @mon.watch(evaluate=lambda right: _obs(right), replicate=True)
+    async def train(right: int) -> int:
+        await asyncio.sleep(0)
+        return right
+
+    async def main() -> tuple[int, dict | None]:
+        got = await train(18)
+        return got, mon.last_replicate  # as the awaiting task sees it
+
+    got, rep = asyncio.run(main())
+    assert got == 18 and rep is not None and rep["rare_class_recall"].value == pytest.approx(18 / 30)
+    assert len(mon.history.baseline("rep").replicates) == 1

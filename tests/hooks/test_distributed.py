@@ -406,6 +406,46 @@ def _failed_worker(rank: int, world: int, port: int, home: str, out: str) -> Non
     Path(out).write_text(json.dumps(result))
 
 
+def _replicate_gen() -> dict:
+    """Another retrain of generation 0: two of its rare probe items wrong, its own samples."""
+    ref_d, gens = _data()
+    g = dict(gens[0])
+    preds = g["predictions"].copy()
+    preds[np.flatnonzero(ref_d["labels"] == 3)[:2]] = 0
+    g["predictions"] = preds
+    g["embeddings"] = g["embeddings"][::-1].copy()
+    g["embeddings"][:40] += np.float32(0.3)
+    return g
+
+
+def _replicate_worker(rank: int, world: int, port: int, home: str, out: str) -> None:
+    """Generation 0 checked across both ranks, then a replicate of it added across both ranks,
+    then a replicate flag that differs between the ranks."""
+    import torch.distributed as dist
+
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    _init_gloo(rank, world, port)
+    ref_d, gens = _data()
+    mon = cm.CollapseMonitor("dist-rep", reference=cm.Reference(**ref_d), sinks=[], home=home)
+    distributed_check(mon, **_shard(gens[0], rank, world))
+    sh = _shard(_replicate_gen(), rank, world)
+    sh.pop("generation")
+    res = distributed_check(mon, **sh, replicate=True)
+    result: dict = {
+        "rank": rank,
+        "stage": res.stage,
+        "generation": res.generation,
+        "report": res.report is not None,
+        "replicate": None if res.replicate is None else {k: v.to_dict() for k, v in res.replicate.items()},
+    }
+    result["mixed"] = _outcome(lambda: distributed_check(mon, **sh, replicate=rank == 1))
+    dist.barrier()
+    dist.destroy_process_group()
+    Path(out).write_text(json.dumps(result))
+
+
 def _expected(home: Path) -> list[dict]:
     import collapse_monitor as cm
 
@@ -684,9 +724,39 @@ def test_failed_without_process_group(tmp_path: Path) -> None:
     assert len(mon.reports()) == 1
 
 
+def test_a_replicate_gathered_from_two_ranks_equals_the_single_process_one(tmp_path: Path) -> None:
+    """``distributed_check(replicate=True)`` adds the gathered outputs to the baseline as a
+    replicate on rank 0 (the same metrics as ``check_replicate`` in one process), adds no
+    generation, and tells rank 1 the baseline's generation; a flag that differs between the
+    ranks is refused on both."""
+    import collapse_monitor as cm
+
+    ref_d, gens = _data()
+    single = cm.CollapseMonitor("dist-rep", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "single")
+    single.check(cm.Observation(**gens[0]))
+    g = _replicate_gen()
+    g.pop("generation")
+    want = {k: v.to_dict() for k, v in single.check_replicate(cm.Observation(**g)).items()}
+    assert want["class_recall.3"]["value"] < want["class_recall.3"]["baseline"]  # not the baseline again
+
+    r0, r1 = _run_two_ranks(tmp_path, "replicate")
+    assert r0["replicate"] == want and r1["replicate"] is None
+    for r in (r0, r1):
+        assert r["stage"] is None and r["generation"] == 0 and r["report"] is False
+        kind, typ, field, msg = r["mixed"]
+        assert (kind, typ, field) == ("raised", "InputError", "replicate") and "on rank 1" in msg
+    mon = cm.CollapseMonitor("dist-rep", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "dist")
+    assert [h.generation for h in mon.reports()] == [0]
+    assert len(mon.history.baseline("dist-rep").replicates) == 1
+
+
 if __name__ == "__main__":
     _rank, _world, _port, _home, _out = sys.argv[1:6]
     _scenario = sys.argv[6] if len(sys.argv) > 6 else "main"
-    {"main": _worker, "edge": _edge_worker, "idle": _idle_worker, "failed": _failed_worker}[_scenario](
-        int(_rank), int(_world), int(_port), _home, _out
-    )
+    {
+        "main": _worker,
+        "edge": _edge_worker,
+        "idle": _idle_worker,
+        "failed": _failed_worker,
+        "replicate": _replicate_worker,
+    }[_scenario](int(_rank), int(_world), int(_port), _home, _out)

@@ -751,3 +751,43 @@ def test_the_weights_fingerprint_reads_sparse_lazy_and_nested_parameters_or_name
     fp = weights_fingerprint(m)
     m.csr = torch.nn.Parameter((torch.eye(20) * 3).to_sparse_csr(), requires_grad=False)
     assert weights_fingerprint(m) != fp
+
+
+def test_a_replicate_fit_joins_the_baseline_and_is_not_stored_twice_on_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``replicate=True``: a fit that retrains the baseline generation once more (another seed)
+    is added to the baseline as a replicate, not checked as generation 1. Resuming that finished
+    job (0 steps trained, the same weights at the end of fit again) stores nothing new; the
+    next ordinary fit is generation 1, judged against the baseline and its replicate."""
+    _trainer(CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)).fit(Tiny(), _loader())
+    torch.manual_seed(1)
+    model = Tiny()
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate, replicate=True)
+    assert "replicate=True" in repr(cb)
+    _ckpt_trainer(cb, tmp_path / "rep").fit(model, _loader(seed=4))
+    got = cb.last_replicate
+    assert cb.last_report is None and cb.last_error is None and got is not None
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(torch.from_numpy(PROBE_X)).argmax(1).numpy() == PROBE_Y).mean())
+    assert got["accuracy"].value == pytest.approx(acc) and got["accuracy"].baseline is not None
+    mon = _resume_monitor(tmp_path)
+    assert [r.generation for r in mon.reports()] == [0] and len(mon.history.baseline(mon.name).replicates) == 1
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate, replicate=True)
+    with caplog.at_level(logging.INFO, logger="collapse_monitor"):
+        trainer = _ckpt_trainer(cb, tmp_path / "rep")
+        trainer.fit(Tiny(), _loader(seed=4), ckpt_path=tmp_path / "rep" / "last.ckpt")
+    assert trainer.global_step == 6 and cb.last_error is None
+    assert "equals replicate 1 of baseline generation 0, already stored" in caplog.text
+    assert len(mon.history.baseline(mon.name).replicates) == 1
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    _trainer(cb).fit(Tiny(), _loader(seed=5))
+    assert cb.last_report.generation == 1
+    assert any("1 replicate retrain(s) of generation 0" in n for n in cb.last_report.notes)
+    with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.replicate.*on='fit_end'"):
+        CollapseMonitorCallback(mon, evaluate, on="validation_end", replicate=True)
+    with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.replicate"):
+        CollapseMonitorCallback(mon, evaluate, replicate="yes")  # type: ignore[arg-type]

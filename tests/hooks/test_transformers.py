@@ -315,3 +315,26 @@ def test_resuming_a_finished_run_that_never_checked_checks_it(tmp_path: Path) ->
     cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
     assert _ckpt_trainer(tmp_path / "old", cb).train(resume_from_checkpoint=str(old)).global_step == 4
     assert cb.last_error is None and _generations(tmp_path) == [0, 1]  # no state: checked, as it always was
+
+
+def test_a_replicate_train_joins_the_baseline_not_the_generations(tmp_path: Path) -> None:
+    """``replicate=True``: the trained model is added to the baseline as a replicate at the end
+    of training (``last_replicate``), no generation is added, and the options that would add a
+    replicate per evaluation are refused."""
+    mon = _resume_monitor(tmp_path)
+    _trainer(tmp_path / "base", CollapseMonitorCallback(mon, evaluate)).train()
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate, replicate=True)
+    assert "replicate=True" in repr(cb)
+    trainer = _trainer(tmp_path / "rep", cb, epochs=2)  # another retrain: other weights
+    trainer.train()
+    got = cb.last_replicate
+    assert cb.last_report is None and cb.last_error is None and got is not None
+    trainer.model.eval()
+    with torch.no_grad():
+        preds = trainer.model(input_ids=torch.from_numpy(PROBE_IDS)).logits.argmax(-1).numpy()
+    assert got["accuracy"].value == pytest.approx(float((preds == PROBE_Y).mean()))
+    assert got["accuracy"].baseline == pytest.approx(mon.reports()[0].value("accuracy"))
+    assert _generations(tmp_path) == [0] and len(mon.history.baseline(mon.name).replicates) == 1
+    for opts in ({"on_evaluate": True}, {"on_train_end": False}, {"replicate": "yes"}):
+        with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.replicate"):
+            CollapseMonitorCallback(mon, evaluate, **{"replicate": True, **opts})
