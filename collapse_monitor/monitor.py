@@ -294,12 +294,14 @@ class CollapseMonitor:
         kept, with a warning (that is what a lucky baseline looks like, and what replicates are
         for; a failed retrain is dropped with :meth:`drop_replicates`). Nothing is logged to the
         sinks and no alert is evaluated; the next check's MLflow run carries the baseline with its
-        replicates. A replicate equal to one already stored (the same weights measured again: a
-        resumed training job that trained no step and ends its fit again) is not added twice.
+        replicates. A replicate equal to one already stored (the same weights measured again by a
+        deterministic ``evaluate``: a resumed training job that trained no step and ends its fit
+        again) is not added twice.
         Returns the replicate's metrics, each with the baseline's value (also in
         :attr:`last_replicate`). The training hooks take ``replicate=True`` (``watch``,
         ``retrain``, the Lightning and Hugging Face callbacks, ``distributed_check``).
         """
+        self.last_replicate = None
         if not isinstance(observation, Observation):
             raise InputError("observation", f"expected cm.Observation, got {type(observation).__name__}")
         observation.validate_against(self.reference)
@@ -1421,7 +1423,7 @@ async def _queued_check(mon: CollapseMonitor, loop: asyncio.AbstractEventLoop, w
 def _hand_off_failed(mon: CollapseMonitor, exc: Exception, strict: bool) -> None:
     """An async trainer's check that could not be handed to a worker thread: contained as a
     failed check is (logged, ``last_error``), raised when strict."""
-    mon.last_report = None
+    mon.last_report = mon.last_replicate = None
     mon._failed_check(exc, strict, "could not hand the check to a worker thread: ")
 
 

@@ -282,9 +282,37 @@ def _fp_param(torch: Any, p: Any, scratch: Callable[[Any], dict[str, Any]]) -> t
     return repr((*head, note, kinds)).encode(), found
 
 
+def _fp_tensors(model: Any, params: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+    """What holds a module's weights: its parameters, then its buffers (BatchNorm's running
+    statistics: two checkpoints with the same parameters and other statistics are other
+    models), then the packed weights of quantized modules (``quantize_dynamic`` and eager-mode
+    quantization keep them in neither: every such model had one fingerprint, so other weights
+    at the same step read as the same and their check was skipped), read through their
+    ``_weight_bias()`` where no child module has one (a quantized Linear's packed-params child
+    answers for it, a quantized Conv for itself)."""
+    yield from params()
+    buffers = getattr(model, "buffers", None)
+    if callable(buffers):
+        yield from buffers()
+    modules = getattr(model, "modules", None)
+    if not callable(modules):
+        return
+    for mod in modules():
+        unpack = getattr(mod, "_weight_bias", None)
+        if not callable(unpack):
+            continue
+        children = getattr(mod, "children", None)
+        if callable(children) and any(callable(getattr(c, "_weight_bias", None)) for c in children()):
+            continue
+        for t in unpack():
+            if t is not None:
+                yield t
+
+
 def weights_fingerprint(model: Any) -> str | None:
-    """A fingerprint of a torch module's parameter values that sees every element: per
-    parameter, its shape, dtype and layout and the :func:`_fp_fold` of its bits, computed on
+    """A fingerprint of a torch module's weights that sees every element (its parameters,
+    buffers and quantized modules' packed weights, :func:`_fp_tensors`): per tensor, its
+    shape, dtype and layout and the :func:`_fp_fold` of its bits, computed on
     its own device, one transfer of the short result per device. Loading other weights changes
     it, a sparse update too (one embedding row, one element: 8 sampled values per tensor read
     those as the same weights and skipped their check); reading the same weights again in the
@@ -326,7 +354,7 @@ def weights_fingerprint(model: Any) -> str | None:
         spots: list[list[tuple[str, int]]] = []  # per parameter: per part, its device and its index there
         by_device: dict[str, list[Any]] = {}
         with torch.no_grad():
-            for p in params():
+            for p in _fp_tensors(model, params):
                 head, found = _fp_param(torch, p, scratch)
                 heads.append(head)
                 spots.append([])
@@ -502,7 +530,7 @@ class HookCore:
                 f"expected cm.Provenance, a mapping of its fields or a callable, got {type(provenance).__name__}",
             )
         check_flag(eval_mode, f"{owner}.eval_mode")
-        check_flag(replicate, f"{owner}.replicate")
+        replicate = check_flag(replicate, f"{owner}.replicate")
         self.monitor = monitor
         self.evaluate = evaluate
         self.generation = generation
@@ -555,7 +583,10 @@ class HookCore:
         ``last_error`` are left as they were). A failure of that test is logged and the check
         runs, as it did before the ledger existed."""
         try:
-            reason = self.ledger.skip_reason(self.monitor, step)
+            # a replicate is no generation and leaves no report: the ledger cannot tell whether its
+            # weights were added (a generation checked by another job at the same step would read as
+            # this one); a replicate measured again is not stored twice (check_replicate)
+            reason = None if self.replicate else self.ledger.skip_reason(self.monitor, step)
         except Exception as exc:
             reason = None
             log.warning(

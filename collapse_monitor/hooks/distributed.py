@@ -137,6 +137,14 @@ def _skip_strict(metas: Sequence[Mapping[str, Any]]) -> bool:
     return metas[0]["strict"] is True
 
 
+def _is_iterator(x: Any) -> bool:
+    """A one-shot iterable (a generator): read once, by :func:`_local_shard`."""
+    try:
+        return x is not None and iter(x) is x
+    except Exception:
+        return False
+
+
 def _empty(x: Any) -> bool:
     """An empty shard: no rows (a (0,) or (0, d) array or tensor, ``[]``, ``()``)."""
     try:  # before the metadata exchange: an odd object must not raise on one rank only
@@ -409,7 +417,8 @@ def distributed_check(
                 ("probe_indices", probe_indices),
                 ("predictions", predictions),
                 ("embeddings", embeddings),
-                ("texts", texts),
+                # a generator was read by _local_shard: what it held (an empty one is no input)
+                ("texts", meta.get("texts") if _is_iterator(texts) else texts),
             )
             if x is not None and not _empty(x)
         ]
@@ -527,7 +536,11 @@ def distributed_check(
     report: Report | None = None
     added: dict[str, MetricValue] | None = None
     exc_main: Exception | None = None
+    as_replicate = metas[0].get("replicate", False) is True
+    if as_replicate and rank == 0:
+        monitor.last_replicate = None  # this call's, whatever happens below
     if rank == 0:
+        adding = False
         try:
             if not isinstance(strict_, (bool, np.bool_)):
                 raise ConfigError("strict", f"expected true, false or None, got {strict!r}")
@@ -540,7 +553,8 @@ def distributed_check(
                 generation=generation,
                 provenance=provenance,
             )
-            if metas[0].get("replicate", False):
+            if as_replicate:
+                adding = True
                 added = monitor.check_replicate(obs)
                 with contextlib.suppress(Exception):  # only for the result: the replicate is stored
                     base = monitor.history.baseline(monitor.name)
@@ -551,7 +565,10 @@ def distributed_check(
         except Exception as exc:
             exc_main = exc
             payload["error"] = _error("check", exc)
-            payload["bad_input"] = isinstance(exc, (InputError, ConfigError))
+            # a replicate refused by the baseline's state (none yet, another reference, fewer
+            # samples than it had: a rank's failed= share) is a failed check, not bad input from a
+            # rank: contained unless strict, as the other hooks contain it
+            payload["bad_input"] = isinstance(exc, (InputError, ConfigError)) and not adding
     if metas[0]["broadcast"] and collective:
         box = [payload]
         src = 0 if group is None else dist.get_global_rank(group, 0)

@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover - the standalone package only
         ) from None
 
 from ..errors import ConfigError
-from ._core import GenerationArg, HookCore, HookResults, ProvenanceArg
+from ._core import GenerationArg, HookCore, HookResults, ProvenanceArg, check_flag
 
 if TYPE_CHECKING:
     from ..monitor import CollapseMonitor
@@ -99,7 +99,7 @@ class CollapseMonitorCallback(HookResults, Callback):
         super().__init__()
         if on not in _EVENTS:
             raise ConfigError("CollapseMonitorCallback.on", f"expected one of {', '.join(_EVENTS)}, got {on!r}")
-        if replicate is True and on == "validation_end":
+        if check_flag(replicate, "CollapseMonitorCallback.replicate") and on == "validation_end":
             raise ConfigError(
                 "CollapseMonitorCallback.replicate",
                 "a replicate is one retrain of the baseline generation, added once per fit: use on='fit_end'",

@@ -53,7 +53,9 @@ ones behind it. No exception the sink raises chains MLflow's own (``__cause__`` 
 ``__context__`` are empty): its message may carry the tracking URI's credentials.
 
 ``load_history`` reads every FINISHED check run back (``collapse/report.json``, or metrics + tags
-when the artifact is missing) and the newest stored baseline, so a new process with an empty
+when the artifact is missing) and the newest stored baseline (in upload order: each baseline
+upload of a monitor is tagged ``collapse.baseline_seq``, one more than the newest on the server,
+so machines with skewed clocks agree which is newest), so a new process with an empty
 working directory continues the generation numbering and the paired tests from MLflow alone.
 """
 
@@ -353,6 +355,20 @@ def batches(metrics: Sequence[Any], tags: Sequence[Any]) -> Iterator[tuple[list[
 def report_id(report: Report) -> str:
     """Idempotency key of a check: ``<monitor>:<generation>:<created_at>``."""
     return f"{report.monitor}:{report.generation}:{report.created_at!r}"
+
+
+#: the newest baseline upload of a monitor first: by ``collapse.baseline_seq`` (zero-padded, so
+#: the string order is the number order; runs of versions before it have none and sort last), then
+#: by start time. The start time alone is the uploading process's clock: a machine whose clock was
+#: behind made its newer baseline read as older, so a rebuilt monitor read a stale one
+BASELINE_ORDER = ("tags.`collapse.baseline_seq` DESC", "attributes.start_time DESC")
+_SEQ_WIDTH = 12
+
+
+def _baseline_seq(run: Any) -> int:
+    """The run's place in its monitor's baseline uploads; 0 for a run without one (or garbage)."""
+    raw = run.data.tags.get("collapse.baseline_seq", "")
+    return int(raw) if raw.isdigit() else 0
 
 
 def _baseline_digest(b: Baseline) -> str:
@@ -1033,9 +1049,10 @@ class MLflowSink:
 
     def _baseline_to_store(
         self, client: Any, exp_id: str, report: Report, context: EmitContext | None
-    ) -> tuple[Baseline, str] | None:
-        """The baseline this check's run stores, with its digest; None when the newest baseline
-        on the server is this one already."""
+    ) -> tuple[Baseline, str, int] | None:
+        """The baseline this check's run stores, with its digest and its place in the monitor's
+        sequence of baseline uploads (``collapse.baseline_seq``: one more than the newest on the
+        server); None when the newest baseline on the server is this one already."""
         if context is None or not self.artifacts:
             # the baseline is an artifact: without artifacts the run must not claim to hold it
             # (the tag made later processes believe it stored and never upload it)
@@ -1047,23 +1064,27 @@ class MLflowSink:
         seen = (exp_id, report.monitor)
         if self._baselines_seen.get(seen) == digest and not context.extra.get("baseline_changed"):
             return None
-        if not context.extra.get("baseline_changed"):
-            # a new process: is this exact baseline the newest on the server already (its upload
-            # may have failed; replicates added or dropped since change it: the newest artifact is
-            # the one a monitor rebuilt from MLflow reads)
-            found = self._search(
-                client,
-                [exp_id],
-                f"tags.`collapse.baseline` = 'true' and tags.`collapse.monitor` = '{report.monitor}' "
-                "and attributes.status = 'FINISHED'",
-                max_results=1,
-                order_by=["attributes.start_time DESC"],
-                limit=1,
-            )
-            if found and found[0].data.tags.get("collapse.baseline_digest") == digest:
-                self._baselines_seen[seen] = digest
-                return None
-        return b, digest
+        # the newest baseline on the server, in upload order (not by the uploaders' clocks): is it
+        # this exact one already (a new process; its upload may have failed; replicates added or
+        # dropped since change it: the newest artifact is the one a monitor rebuilt from MLflow reads)
+        found = self._search(
+            client,
+            [exp_id],
+            f"tags.`collapse.baseline` = 'true' and tags.`collapse.monitor` = '{report.monitor}' "
+            "and attributes.status = 'FINISHED'",
+            max_results=1,
+            order_by=list(BASELINE_ORDER),
+            limit=1,
+        )
+        newest = found[0] if found else None
+        if (
+            newest is not None
+            and not context.extra.get("baseline_changed")
+            and newest.data.tags.get("collapse.baseline_digest") == digest
+        ):
+            self._baselines_seen[seen] = digest
+            return None
+        return b, digest, (0 if newest is None else _baseline_seq(newest)) + 1
 
     def _log_run(
         self, client: Any, exp_id: str, report: Report, context: EmitContext | None, rid: str
@@ -1075,10 +1096,11 @@ class MLflowSink:
         if parent is not None:
             tags["mlflow.parentRunId"] = parent.info.run_id
         to_store = self._baseline_to_store(client, exp_id, report, context)
-        baseline, digest = to_store if to_store is not None else (None, "")
+        baseline, digest, seq = to_store if to_store is not None else (None, "", 0)
         if baseline is not None:
             tags["collapse.baseline"] = "true"
             tags["collapse.baseline_digest"] = digest
+            tags["collapse.baseline_seq"] = f"{seq:0{_SEQ_WIDTH}d}"
         first = {k: v for k, v in tags.items() if k in ("collapse.report_id", "collapse.monitor")}
         try:
             run = client.create_run(
@@ -1234,7 +1256,7 @@ class MLflowSink:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 reports = list(pool.map(lambda r: self._report_of(client, r, tmp), runs))
             stored = [r for r in runs if r.data.tags.get("collapse.baseline") == "true"]
-            for run in sorted(stored, key=lambda r: r.info.start_time, reverse=True):
+            for run in sorted(stored, key=lambda r: (_baseline_seq(r), r.info.start_time or 0), reverse=True):
                 try:
                     local = client.download_artifacts(run.info.run_id, f"{ARTIFACT_DIR}/baseline", str(tmp / "b"))
                     return reports, _read_baseline(Path(local))

@@ -309,6 +309,48 @@ def test_replicates_added_or_dropped_on_a_new_machine_reach_mlflow(mlflow_server
     assert fourth.history.baseline(name).replicates == []
 
 
+def test_the_newest_baseline_upload_wins_whatever_the_uploaders_clocks(mlflow_server, tmp_path) -> None:
+    """The baseline runs of a monitor are ordered by their upload sequence
+    (``collapse.baseline_seq``), not by the run's start time, which is the uploading machine's
+    clock: a machine whose clock is an hour behind drops the replicates, and a monitor rebuilt
+    from MLflow used to read the older baseline with them (its run started "later"), and the
+    skewed machine uploaded its baseline again at every check."""
+    import time
+    import uuid
+
+    name = f"skew-{uuid.uuid4().hex[:8]}"
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+
+    def monitor(home, behind: float = 0.0):
+        return cm.CollapseMonitor(
+            name,
+            reference=ref,
+            sinks=[cm.MLflowSink(mlflow_server.url, evidently=False)],
+            home=home,
+            clock=lambda: time.time() - behind,
+        )
+
+    first = monitor(tmp_path / "m1")
+    first.check(_obs(28))
+    first.check_replicate(_obs(18))
+    assert first.check(_obs(17)).stage is cm.Stage.HEALTHY  # uploads the baseline with its replicate
+    first.flush()
+    skewed = monitor(tmp_path / "m2", behind=3600.0)
+    assert skewed.drop_replicates() == 1
+    for _ in range(2):  # the first uploads the baseline without the replicate, the second nothing
+        assert skewed.check(_obs(17)).stage is cm.Stage.EARLY_COLLAPSE
+        skewed.flush()
+        skewed = monitor(tmp_path / "m2", behind=3600.0)  # a new process of the skewed machine
+    client = mlflow_server.client()
+    exp_id = client.get_experiment_by_name(f"collapse-monitor/{name}").experiment_id
+    runs = client.search_runs([exp_id], "tags.`collapse.baseline` = 'true'", max_results=100)
+    seqs = sorted(int(r.data.tags["collapse.baseline_seq"]) for r in runs)
+    assert seqs == [1, 2, 3]
+    rebuilt = monitor(tmp_path / "m3")
+    assert rebuilt.check(_obs(17)).stage is cm.Stage.EARLY_COLLAPSE
+    assert rebuilt.history.baseline(name).replicates == []
+
+
 def test_monitors_sharing_an_experiment_upload_their_baselines_once(mlflow_server, tmp_path) -> None:
     """Two monitors logging to one experiment: each uploads its baseline at its baseline
     generation and not again (the newest baseline run of the *experiment* used to be the other
@@ -435,6 +477,11 @@ def test_a_failed_replicate_from_a_hook_never_breaks_the_job(tmp_path) -> None:
     with pytest.raises(cm.InputError, match="another retrain of the baseline generation 0"):
         later()
     assert mon.history.baseline("rep").replicates == []
+    # a failed direct call leaves no earlier replicate's metrics behind
+    assert mon.check_replicate(_obs(18)) is mon.last_replicate
+    with pytest.raises(cm.InputError):
+        mon.check_replicate(small)
+    assert mon.last_replicate is None
     with pytest.raises(cm.ConfigError, match=r"watch\.replicate"):
         mon.watch(evaluate=lambda _: _obs(1), replicate="yes")
     with pytest.raises(cm.ConfigError, match=r"retrain\.replicate"), mon.retrain(replicate=1):

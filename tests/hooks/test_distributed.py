@@ -441,6 +441,16 @@ def _replicate_worker(rank: int, world: int, port: int, home: str, out: str) -> 
         "replicate": None if res.replicate is None else {k: v.to_dict() for k, v in res.replicate.items()},
     }
     result["mixed"] = _outcome(lambda: distributed_check(mon, **sh, replicate=rank == 1))
+    # refused by the baseline's state, not bad input from a rank: a failed check, contained on
+    # every rank unless strict (rank 1's failed= leaves fewer samples than the baseline had)
+    rg = _replicate_gen()
+    half = {"probe_indices": np.arange(M), "predictions": rg["predictions"], "embeddings": sh["embeddings"]}
+    mine = half if rank == 0 else {"failed": RuntimeError("out of memory")}
+    result["smaller"] = _outcome(lambda: distributed_check(mon, **mine, replicate=True))
+    result["smaller_strict"] = _outcome(lambda: distributed_check(mon, **mine, replicate=True, strict=True))
+    fresh = cm.CollapseMonitor("dist-none", reference=cm.Reference(**ref_d), sinks=[], home=home)
+    result["no_baseline"] = _outcome(lambda: distributed_check(fresh, **sh, replicate=True))
+    result["last_replicate"] = None if mon.last_replicate is None else "stale"
     dist.barrier()
     dist.destroy_process_group()
     Path(out).write_text(json.dumps(result))
@@ -706,6 +716,11 @@ def test_failed_without_process_group(tmp_path: Path) -> None:
         res.stage is None and res.report is None and "rank 0 gave no" in res.error and "ValueError: no GPU" in res.error
     )
     assert isinstance(mon.last_error, cm.InputError)
+    # an empty generator of texts is no input (it was refused as "given with texts"); a full one is
+    res = distributed_check(mon, texts=(t for t in []), failed=True)
+    assert res.report is None and "rank 0 gave no" in res.error
+    with pytest.raises(cm.InputError, match="given with texts"):
+        distributed_check(mon, texts=(t for t in ref_d["texts"][:3]), failed=True)
     with pytest.raises(cm.InputError, match="no rank gave"):
         distributed_check(mon, failed=True, strict=True)
     with pytest.raises(cm.InputError, match="given with predictions") as err:
@@ -745,6 +760,13 @@ def test_a_replicate_gathered_from_two_ranks_equals_the_single_process_one(tmp_p
         assert r["stage"] is None and r["generation"] == 0 and r["report"] is False
         kind, typ, field, msg = r["mixed"]
         assert (kind, typ, field) == ("raised", "InputError", "replicate") and "on rank 1" in msg
+        kind, stage, error, has_report = r["smaller"]
+        assert (kind, stage, has_report) == ("result", None, False)
+        assert "sample embeddings where the baseline had" in error and "pass at least" in error
+        assert r["smaller_strict"][0] == "raised"
+        kind, _, error, _ = r["no_baseline"]
+        assert kind == "result" and "there is no baseline yet" in error
+    assert r0["smaller_strict"][1] == "InputError" and r0["last_replicate"] is None
     mon = cm.CollapseMonitor("dist-rep", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path / "dist")
     assert [h.generation for h in mon.reports()] == [0]
     assert len(mon.history.baseline("dist-rep").replicates) == 1

@@ -642,6 +642,46 @@ def test_a_quantized_parameter_is_fingerprinted_by_its_integers_without_killing_
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), (proc.returncode, proc.stderr[-2000:])
 
 
+_PACKED_SCRIPT = """
+import warnings
+warnings.simplefilter("ignore")
+import torch
+from collapse_monitor.hooks._core import weights_fingerprint
+
+def model(seed):
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    return torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
+
+a, b = model(0), model(1)
+assert [n for n, _ in a.named_parameters()] == ["1.weight", "1.bias"]  # the Linears hold none
+with torch.no_grad():
+    b[1].weight.copy_(a[1].weight); b[1].bias.copy_(a[1].bias)  # the same parameters, other packed weights
+fa, fb = weights_fingerprint(a), weights_fingerprint(b)
+assert fa is not None and fa == weights_fingerprint(a) and fb != fa, (fa, fb)
+b = model(0)
+assert weights_fingerprint(b) == fa  # the same weights: the same fingerprint
+with torch.no_grad():
+    b[1].running_mean += 0.5  # a buffer alone: other statistics
+assert weights_fingerprint(b) != fa
+conv = torch.ao.nn.quantized.Conv2d(3, 4, 3)
+fc = weights_fingerprint(conv)
+w = conv.weight()
+conv.set_weight_bias(torch.quantize_per_tensor(w.dequantize() + 0.5, w.q_scale(), w.q_zero_point(), w.dtype), conv.bias())
+assert fc is not None and weights_fingerprint(conv) != fc
+print("OK")
+"""
+
+
+def test_buffers_and_quantize_dynamic_weights_are_in_the_fingerprint() -> None:
+    """``quantize_dynamic`` keeps a Linear's weights in packed params, neither parameters nor
+    buffers: every such model had one fingerprint (other weights at the same step read as the
+    same and were not checked). BatchNorm's running statistics count too. A child process, as
+    for every quantized read."""
+    proc = subprocess.run([sys.executable, "-c", _PACKED_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), (proc.returncode, proc.stderr[-2000:])
+
+
 def _largest_new_allocation(fn, *keep) -> int:
     """The bytes of the largest tensor storage ``fn`` creates (views of ``keep``'s storages are no copy)."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -791,3 +831,37 @@ def test_a_replicate_fit_joins_the_baseline_and_is_not_stored_twice_on_resume(
         CollapseMonitorCallback(mon, evaluate, on="validation_end", replicate=True)
     with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.replicate"):
         CollapseMonitorCallback(mon, evaluate, replicate="yes")  # type: ignore[arg-type]
+
+
+def test_a_resumed_replicate_job_is_added_though_another_job_checked_the_same_step(tmp_path: Path) -> None:
+    """A replicate job died after its last checkpoint, before its end-of-fit check; meanwhile an
+    ordinary job checked generation 1 at the same global step. Resuming the replicate job must
+    add its replicate: the checkpoint ledger read the other job's check of "step 6" as this
+    job's, skipped it, and no replicate was ever stored."""
+
+    class Dies:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __call__(self, module):
+            self.calls += 1
+            raise RuntimeError("node lost before the check")
+
+    _trainer(CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)).fit(Tiny(), _loader())
+    torch.manual_seed(1)
+    died = CollapseMonitorCallback(_resume_monitor(tmp_path), Dies(), replicate=True)
+    _ckpt_trainer(died, tmp_path / "rep").fit(Tiny(), _loader(seed=4))
+    assert isinstance(died.last_error, RuntimeError)
+    other = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    _trainer(other, max_epochs=2).fit(Tiny(), _loader(seed=5))
+    assert other.last_report.generation == 1 and "global step 6" in other.last_report.notes[0]
+
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate, replicate=True)
+    trainer = _ckpt_trainer(cb, tmp_path / "rep")
+    trainer.fit(Tiny(), _loader(seed=4), ckpt_path=tmp_path / "rep" / "last.ckpt")
+    assert trainer.global_step == 6 and cb.last_error is None and cb.last_replicate is not None
+    mon = _resume_monitor(tmp_path)
+    assert len(mon.history.baseline(mon.name).replicates) == 1
+    assert [r.generation for r in mon.reports()] == [0, 1]
+    with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.replicate"):
+        CollapseMonitorCallback(mon, evaluate, on="validation_end", replicate=np.True_)
