@@ -51,6 +51,13 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's default)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--pushgateway", default=None, help="also push every check to this Pushgateway URL")
+    p.add_argument(
+        "--replicates",
+        type=int,
+        default=0,
+        help="also retrain generation 0 this many more times (0-5) and add them as replicate baselines "
+        "(check_replicate): declines must then hold against each (default 0)",
+    )
 
 
 def _add_check(sub: Any) -> None:
@@ -83,6 +90,11 @@ def _add_check(sub: Any) -> None:
         "--drop-replicates",
         action="store_true",
         help="remove every replicate of the monitor's baseline (a failed retrain added by mistake) and exit",
+    )
+    p.add_argument(
+        "--show-baseline",
+        action="store_true",
+        help="print the baseline generation and its replicates side by side, with the spread per metric, and exit",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -174,6 +186,35 @@ def _build() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_baseline(mon: Any, as_json: bool, table: Any) -> int:
+    """``check --show-baseline``: the baseline and its replicates (exit 2 before any check)."""
+    from .monitor import _NO_LATE_BASELINE
+
+    baseline = mon.baseline()
+    if baseline is None:
+        from .errors import ConfigError
+
+        raise ConfigError("--show-baseline", f"{mon.name} has no baseline yet: check the baseline generation first")
+    if as_json:
+        import json
+
+        def metrics(ms: Any) -> dict[str, Any]:
+            return {k: v.to_dict() for k, v in sorted(ms.items()) if k not in _NO_LATE_BASELINE}
+
+        out = {
+            "monitor": mon.name,
+            "generation": baseline.generation,
+            "metrics": metrics(baseline.metrics),
+            "replicates": [metrics(r.metrics) for r in baseline.replicates],
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(table(mon.name, baseline, hidden=sorted(_NO_LATE_BASELINE)))
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -181,20 +222,25 @@ def _check(args: argparse.Namespace) -> int:
 
     from .config import _load_array, _load_list
     from .monitor import CollapseMonitor
-    from .render import replicate_table, report_table
+    from .render import baseline_table, replicate_table, report_table
     from .types import Observation, Provenance
 
     given = [
         f"--{k.replace('_', '-')}" for k in ("embeddings", "predictions", "texts", "replicate") if getattr(args, k)
     ]
-    if args.drop_replicates and given:
+    alone = [
+        f for f, on in (("--drop-replicates", args.drop_replicates), ("--show-baseline", args.show_baseline)) if on
+    ]
+    if alone and (given or len(alone) > 1):
         from .errors import ConfigError
 
-        raise ConfigError("--drop-replicates", f"takes no outputs and no --replicate (got {', '.join(given)})")
+        raise ConfigError(alone[0], f"takes no outputs and no --replicate (got {', '.join(given + alone[1:])})")
     mon = CollapseMonitor.from_config(args.config)
     if args.drop_replicates:
         print(f"{mon.name}: {mon.drop_replicates()} replicate(s) of the baseline dropped")
         return 0
+    if args.show_baseline:
+        return _show_baseline(mon, args.json, baseline_table)
     kw: dict[str, Any] = {}
     if args.embeddings:
         kw["embeddings"] = _load_array(Path(args.embeddings), "embeddings")
@@ -296,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tracking_uri=args.tracking_uri,
                 mlflow=not args.no_mlflow,
                 pushgateway=args.pushgateway,
+                replicates=args.replicates,
             )
         if args.command == "check":
             return _check(args)

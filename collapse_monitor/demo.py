@@ -129,10 +129,15 @@ def run_chain(
     progress: Any = None,
     task: Any = None,
     scenario_options: dict[str, Any] | None = None,
+    replicates: int = 0,
+    replicate_metrics: list[dict[str, Any]] | None = None,
 ) -> tuple[list[Report], list[dict[str, float]]]:
     """Run one chain, check every generation; returns (reports, aggregates). ``scenario`` is a
     scenario name (built here with ``loop``, ``seed`` and ``scenario_options``) or a
-    :class:`~collapse_monitor.simulate.Scenario` already built."""
+    :class:`~collapse_monitor.simulate.Scenario` already built. ``replicates``: that many more
+    retrains of generation 0 (``Scenario.baseline_replicates``) are added to the baseline
+    (``check_replicate``) right after it, as the detection benchmark's ``--replicates`` does;
+    their metrics are appended to ``replicate_metrics`` when given."""
     from .monitor import CollapseMonitor
     from .simulate import Scenario, make_scenario
 
@@ -147,6 +152,13 @@ def run_chain(
     aggs: list[dict[str, float]] = []
     for g in sc.generations(generations):
         reports.append(mon.check(g.observation))
+        if g.generation == 0 and replicates:
+            for r in sc.baseline_replicates(replicates):
+                got = mon.check_replicate(r.observation)
+                if replicate_metrics is not None:
+                    replicate_metrics.append(got)
+                if progress is not None:
+                    progress.advance(task)
         agg = dict(g.aggregate)
         if "accuracy" in agg:
             agg["overall_accuracy"] = agg["accuracy"]
@@ -166,6 +178,7 @@ def run_demo(
     tracking_uri: str | None = None,
     mlflow: bool = True,
     pushgateway: str | None = None,
+    replicates: int = 0,
 ) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -182,6 +195,8 @@ def run_demo(
         raise ConfigError(
             "generations", f"must be at least 2 (generation 0 is the human-data baseline), got {generations}"
         )
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or not 0 <= replicates <= 5:
+        raise ConfigError("replicates", f"expected an int from 0 to 5 (retrains of generation 0), got {replicates!r}")
     if out.exists() and not out.is_dir():
         raise ConfigError("out", f"{out} exists and is not a folder; give --out a folder (created if missing)")
     # the files written at the end: a folder in the way failed the run after all its minutes
@@ -230,11 +245,13 @@ def run_demo(
             "out", f"cannot create the folder {out} ({exc.strerror or exc}); give --out a writable folder"
         ) from None
 
+    with_reps = f", {replicates} replicate baseline(s)" if replicates else ""
     console.print(
         f"[bold]collapse-monitor demo[/]: scenario [cyan]{scenario}[/], loops {', '.join(loops)}, "
-        f"{generations} generations, seed {seed}"
+        f"{generations} generations, seed {seed}{with_reps}"
     )
     chains: dict[str, tuple[list[Report], list[dict[str, float]]]] = {}
+    spread: dict[str, list[dict[str, Any]]] = {loop: [] for loop in loops}
     t0 = time.perf_counter()
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -245,7 +262,7 @@ def run_demo(
         transient=False,
     ) as progress:
         for loop in loops:
-            task = progress.add_task(f"{loop:>10} loop", total=generations)
+            task = progress.add_task(f"{loop:>10} loop", total=generations + replicates)
             chains[loop] = run_chain(
                 scenarios[loop],
                 loop,
@@ -256,6 +273,8 @@ def run_demo(
                 name=names[loop],
                 progress=progress,
                 task=task,
+                replicates=replicates,
+                replicate_metrics=spread[loop],
             )
     elapsed = time.perf_counter() - t0
 
@@ -266,10 +285,24 @@ def run_demo(
         verdicts[loop] = verdict(reports, aggs)
     for loop, v in verdicts.items():
         console.print(_verdict_line(loop, v, generations))
+    for loop, reps in spread.items():  # the retrain noise a decline must now beat
+        base = chains[loop][0][0].metrics if chains[loop][0] else {}
+        shown = [k for k in ("rare_class_recall", *keys) if k in base and all(k in r for r in reps)][:1]
+        if reps and shown:
+            values = " / ".join(f"{v:.3f}" for v in [base[shown[0]].value] + [r[shown[0]].value for r in reps])
+            console.print(
+                f"{loop}: generation 0 and {len(reps)} replicate retrain(s), {shown[0]} {values}; each decline "
+                "must hold against all of them",
+                markup=False,
+                highlight=False,
+            )
 
     html = write_report(out, chains, title=f"collapse-monitor demo: {scenario}", keys=keys, verdicts=verdicts)
     (out / "verdict.json").write_text(
-        json.dumps({"scenario": scenario, "seed": seed, "verdicts": verdicts, "seconds": elapsed}, indent=2)
+        json.dumps(
+            {"scenario": scenario, "seed": seed, "replicates": replicates, "verdicts": verdicts, "seconds": elapsed},
+            indent=2,
+        )
     )
     console.print(f"\nReport: [link=file://{html.resolve()}]{html}[/] (PNG charts beside it)")
     n_checks = sum(len(r) for r, _ in chains.values())

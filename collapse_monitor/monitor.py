@@ -428,6 +428,14 @@ class CollapseMonitor:
             )
         return baseline
 
+    def baseline(self) -> Baseline | None:
+        """The stored baseline: its generation, metrics and replicates (``baseline.replicates``,
+        each with its metrics), read back from the sinks first on a machine with an empty
+        history, as a check does; None before the first check. ``collapse-monitor check
+        --show-baseline`` prints it as a table, with the spread of the retrains per metric."""
+        with self.history.lock(self.name):
+            return self._replicates_baseline("baseline")
+
     def drop_replicates(self) -> int:
         """Remove every replicate of the baseline (one added by mistake, a failed retrain);
         returns how many there were (on a new machine the baseline is read back from the sinks

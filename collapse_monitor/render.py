@@ -142,6 +142,50 @@ def report_table(report: Report) -> Any:
     return table
 
 
+def baseline_table(monitor: str, baseline: Any, hidden: Sequence[str] = ()) -> Any:
+    """The baseline generation and its replicates side by side, per metric (``check
+    --show-baseline``): each retrain's value, the spread between them (max - min: the retrain
+    noise a decline must beat) and a mark where the baseline is better than every replicate's
+    95% interval (above it; below it for a metric where lower is better, such as the Frechet
+    distance): a lucky baseline retrain, which replicates are for. ``hidden``: metric keys not
+    judged against replicates (counted against the baseline itself)."""
+    from rich.table import Table
+
+    from .metrics._spec import spec_for
+
+    reps = list(getattr(baseline, "replicates", ()))
+    title = f"{monitor} - baseline generation {baseline.generation} and {len(reps)} replicate(s)"
+    caption = "↑ better than every replicate's 95% interval: a lucky baseline retrain" if reps else None
+    table = Table(title=escape(title), caption=caption)
+    table.add_column("metric", justify="left")
+    table.add_column("baseline", justify="right")
+    for i in range(1, len(reps) + 1):
+        table.add_column(f"replicate {i}", justify="right")
+    if reps:
+        table.add_column("spread", justify="right")
+    for key, mv in sorted(baseline.metrics.items()):
+        if key in hidden:
+            continue
+        values = [mv.value] + [r.metrics[key].value if key in r.metrics else None for r in reps]
+        cells = ["-" if v is None else f"{v:.3f}" for v in values]
+        if reps:
+            others = [r.metrics[key] for r in reps if key in r.metrics]
+            if not others:  # no replicate measured it: no spread, no mark
+                cells.append("-")
+                table.add_row(escape(key), *cells)
+                continue
+            known = [mv.value] + [o.value for o in others]
+            higher = spec_for(key).higher_is_better  # None: no quality direction, no mark
+            lucky = (higher is True and mv.value > max(o.ci_high for o in others)) or (
+                higher is False and mv.value < min(o.ci_low for o in others)
+            )
+            if lucky:
+                cells[0] = f"[yellow]{cells[0]}↑[/]"  # the baseline retrain stands out: lucky
+            cells.append(f"{max(known) - min(known):.3f}")
+        table.add_row(escape(key), *cells)
+    return table
+
+
 def replicate_table(monitor: str, count: int, metrics: Mapping[str, MetricValue]) -> Any:
     """A replicate of the baseline generation (``check_replicate``): each metric with its
     interval, the baseline's value and the difference, the retrain noise a decline must beat."""

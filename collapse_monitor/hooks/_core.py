@@ -282,36 +282,85 @@ def _fp_param(torch: Any, p: Any, scratch: Callable[[Any], dict[str, Any]]) -> t
     return repr((*head, note, kinds)).encode(), found
 
 
+class _Unread:
+    """Weights that could not be listed (a module's buffers or packed weights raised): they
+    count as such in the fingerprint, and the rest still tells weights apart."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        raise TypeError(f"{self.what} not read")
+
+
+def _fp_state(obj: Any, depth: int = 0) -> Iterator[Any]:
+    """The tensors in a quantized module's saved state: nested tuples, lists and dicts, and
+    the packed-params script objects through their ``__getstate__`` (a dynamic LSTM keeps its
+    weights three levels down)."""
+    import torch
+
+    if depth > 8:
+        return
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _fp_state(v, depth + 1)
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _fp_state(v, depth + 1)
+    elif isinstance(obj, torch.ScriptObject) and callable(getattr(obj, "__getstate__", None)):
+        yield from _fp_state(obj.__getstate__(), depth + 1)
+
+
 def _fp_tensors(model: Any, params: Callable[[], Iterator[Any]]) -> Iterator[Any]:
-    """What holds a module's weights: its parameters, then its buffers (BatchNorm's running
-    statistics: two checkpoints with the same parameters and other statistics are other
-    models), then the packed weights of quantized modules (``quantize_dynamic`` and eager-mode
-    quantization keep them in neither: every such model had one fingerprint, so other weights
-    at the same step read as the same and their check was skipped), read through their
-    ``_weight_bias()`` where no child module has one (a quantized Linear's packed-params child
-    answers for it, a quantized Conv for itself)."""
+    """What holds a module's weights: its parameters, then each submodule's persistent buffers
+    (BatchNorm's running statistics: two checkpoints with the same parameters and other
+    statistics are other models; a non-persistent buffer, such as a KV cache that a forward
+    pass fills, is state, not weights), then the saved state of quantized modules (a class
+    from ``torch.ao.nn`` or derived from one: ``quantize_dynamic`` and eager-mode quantization
+    keep their weights in packed params, neither parameters nor buffers, so every such model
+    had one fingerprint and other weights at the same step read as the same). Their state is
+    what the module itself saves in a checkpoint (``_save_to_state_dict``: this module only, no
+    hooks, no collective); a scripted one's (``torch.jit.script``) is read by its
+    ``_weight_bias()``.
+    A module whose buffers or state cannot be read counts as unread; the others still count."""
     yield from params()
-    buffers = getattr(model, "buffers", None)
-    if callable(buffers):
-        yield from buffers()
     modules = getattr(model, "modules", None)
     if not callable(modules):
         return
-    for mod in modules():
-        unpack = getattr(mod, "_weight_bias", None)
-        if not callable(unpack):
-            continue
-        children = getattr(mod, "children", None)
-        if callable(children) and any(callable(getattr(c, "_weight_bias", None)) for c in children()):
-            continue
-        for t in unpack():
-            if t is not None:
-                yield t
+    try:
+        mods = list(modules())
+    except Exception:
+        yield _Unread("modules")
+        return
+    for mod in mods:
+        try:
+            skip = getattr(mod, "_non_persistent_buffers_set", ())
+            found = [b for n, b in getattr(mod, "_buffers", {}).items() if b is not None and n not in skip]
+        except Exception:
+            found = [_Unread("buffers")]
+        try:
+            if any(c.__module__.startswith("torch.ao.nn.") for c in type(mod).__mro__):
+                state: dict[str, Any] = {}
+                mod._save_to_state_dict(state, "", True)
+                found += list(_fp_state(state))
+            elif callable(getattr(mod, "_weight_bias", None)) and not any(
+                callable(getattr(c, "_weight_bias", None)) for c in mod.children()
+            ):
+                # a scripted quantized module (torch.jit.script): its class is not torch.ao's, and
+                # its packed weights are attributes of the compiled module, read by its exported
+                # _weight_bias() (a quantized Linear's packed-params child answers for it)
+                found += list(_fp_state(mod._weight_bias()))
+        except Exception:
+            found.append(_Unread(f"{type(mod).__name__} state"))
+        yield from found
 
 
 def weights_fingerprint(model: Any) -> str | None:
     """A fingerprint of a torch module's weights that sees every element (its parameters,
-    buffers and quantized modules' packed weights, :func:`_fp_tensors`): per tensor, its
+    persistent buffers and quantized modules' packed weights, :func:`_fp_tensors`): per tensor, its
     shape, dtype and layout and the :func:`_fp_fold` of its bits, computed on
     its own device, one transfer of the short result per device. Loading other weights changes
     it, a sparse update too (one embedding row, one element: 8 sampled values per tensor read

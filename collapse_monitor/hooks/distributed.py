@@ -393,6 +393,8 @@ def distributed_check(
     import torch.distributed as dist
 
     ref = monitor.reference
+    if replicate is True or (isinstance(replicate, np.bool_) and bool(replicate)):
+        monitor.last_replicate = None  # this call's, whatever happens below (a skip, bad input)
     live = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank(group) if live else 0
     world = dist.get_world_size(group) if live else 1
@@ -537,8 +539,6 @@ def distributed_check(
     added: dict[str, MetricValue] | None = None
     exc_main: Exception | None = None
     as_replicate = metas[0].get("replicate", False) is True
-    if as_replicate and rank == 0:
-        monitor.last_replicate = None  # this call's, whatever happens below
     if rank == 0:
         adding = False
         try:

@@ -368,7 +368,7 @@ _SEQ_WIDTH = 12
 def _baseline_seq(run: Any) -> int:
     """The run's place in its monitor's baseline uploads; 0 for a run without one (or garbage)."""
     raw = run.data.tags.get("collapse.baseline_seq", "")
-    return int(raw) if raw.isdigit() else 0
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
 
 
 def _baseline_digest(b: Baseline) -> str:

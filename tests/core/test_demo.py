@@ -174,3 +174,33 @@ def test_bad_demo_options_are_refused_before_the_earlier_state_is_touched(tmp_pa
         run_demo(scenario="gaussian", loops=["replace"], generations=2, out=out, mlflow=False)
     assert info.value.key == "out" and "report.html is a folder" in str(info.value)
     assert spooled.is_file()
+
+
+def test_demo_with_replicate_baselines(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``demo --replicates N``: N more retrains of generation 0 join each loop's baseline
+    (``check_replicate``), the terminal shows their spread on the rare class, verdict.json
+    records N, and each later check is judged against them (its report says so)."""
+    from collapse_monitor import cli
+    from collapse_monitor.demo import run_demo
+    from collapse_monitor.errors import ConfigError
+
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--loop", "replace", "--generations", "2", "--replicates", "1", "--no-mlflow",
+                     "--out", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "1 replicate baseline(s)" in text
+    (line,) = [x for x in text.splitlines() if x.startswith("replace: generation 0 and 1 replicate retrain(s)")]
+    base, rep = (float(v) for v in line.split("rare_class_recall ")[1].split(";")[0].split(" / "))
+    assert 0 < base <= 1 and 0 < rep <= 1
+    assert json.loads((out / "verdict.json").read_text())["replicates"] == 1
+    from collapse_monitor.history import HistoryStore
+
+    store = HistoryStore(out / "state" / "replace")
+    ((name,),) = store._read("SELECT monitor FROM baselines")
+    assert len(store.baseline(name).replicates) == 1
+    assert any("1 replicate retrain(s) of generation 0" in n for n in store.reports(name)[1].notes)
+    for bad in (-1, 6, True, 1.5):
+        with pytest.raises(ConfigError) as info:
+            run_demo(scenario="digits", loops=["replace"], generations=2, out=out, mlflow=False, replicates=bad)
+        assert info.value.key == "replicates"

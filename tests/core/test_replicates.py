@@ -161,6 +161,82 @@ def test_the_check_command_adds_a_replicate(tmp_path, capsys) -> None:
     assert "check the baseline generation first" in capsys.readouterr().err
 
 
+def test_show_baseline_prints_the_retrains_side_by_side(tmp_path, capsys) -> None:
+    """``check --show-baseline`` (and ``mon.baseline()``): the baseline and each replicate per
+    metric with the spread between them; a baseline better than every replicate's 95% interval
+    is marked (lucky); ``--json`` the same data; refused with outputs, or before any
+    baseline."""
+    from collapse_monitor.cli import main
+
+    np.save(tmp_path / "labels.npy", LABELS)
+    for k in (28, 19, 18):
+        np.save(tmp_path / f"p{k}.npy", _preds(k))
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text("name: show\nhome: state\nreference: {labels: labels.npy}\nsinks: []\n")
+
+    def run(*args: str, code: int = 0) -> str:
+        capsys.readouterr()
+        assert main(["check", "--config", str(cfg), *args]) == code
+        out = capsys.readouterr()
+        return out.out + out.err
+
+    assert "show has no baseline yet: check the baseline generation first" in run("--show-baseline", code=2)
+    run("--predictions", str(tmp_path / "p28.npy"))
+    out = run("--show-baseline")
+    flat = " ".join(out.split())  # the title wraps over the narrow table
+    assert "baseline generation 0 and 0 replicate(s)" in flat and "rare_class_recall" in out and "spread" not in out
+    for k in (19, 18):
+        run("--predictions", str(tmp_path / f"p{k}.npy"), "--replicate")
+    out = run("--show-baseline")
+    flat = " ".join(out.split())
+    assert "baseline generation 0 and 2 replicate(s)" in flat and "replicate 2" in out and "spread" in out
+    (row,) = [line for line in out.splitlines() if "rare_class_recall" in line]
+    assert "0.933↑" in row and "0.633" in row and "0.600" in row and "0.333" in row  # 28, 19, 18 of 30
+    (row,) = [line for line in out.splitlines() if line.lstrip("│ ").startswith("class_recall.0")]
+    assert "↑" not in row  # all three equal: nothing stands out
+    assert "rare_flips" not in out  # counted against the baseline itself: no replicate of it
+    got = json.loads(run("--show-baseline", "--json"))
+    assert got["generation"] == 0 and len(got["replicates"]) == 2
+    assert got["replicates"][1]["rare_class_recall"]["value"] == pytest.approx(18 / 30)
+    mon = cm.CollapseMonitor.from_config(cfg)
+    assert [r.metrics["rare_class_recall"].value for r in mon.baseline().replicates] == pytest.approx([19 / 30, 0.6])
+    err = run("--show-baseline", "--predictions", str(tmp_path / "p18.npy"), code=2)
+    assert "--show-baseline: takes no outputs and no --replicate (got --predictions)" in err
+    err = run("--drop-replicates", "--show-baseline", code=2)
+    assert "--drop-replicates: takes no outputs and no --replicate (got --show-baseline)" in err
+
+
+def test_the_lucky_baseline_mark_follows_each_metrics_direction() -> None:
+    """The table marks a baseline *better* than every replicate's interval: above it for
+    recall, below it for the Frechet distance (lower is better; a high one is an unlucky
+    retrain, not a lucky one); a metric no replicate measured has no spread and no mark."""
+    from rich.console import Console
+
+    from collapse_monitor.history import Baseline, Replicate
+    from collapse_monitor.render import baseline_table
+
+    def mv(v: float) -> cm.MetricValue:
+        return cm.MetricValue(v, v - 0.02, v + 0.02)
+
+    def rows(base: dict, reps: list[dict]) -> dict[str, str]:
+        b = Baseline(0, "fp", {k: mv(v) for k, v in base.items()})
+        b.replicates = [Replicate({k: mv(v) for k, v in r.items()}) for r in reps]
+        console = Console(width=200, record=True)
+        console.print(baseline_table("m", b))
+        out = console.export_text()
+        return {k: line for line in out.splitlines() for k in base if line.lstrip("│ ").startswith(k + " ")}
+
+    got = rows(
+        {"rare_class_recall": 0.9, "frechet_distance": 0.9, "vendi_score": 5.0},
+        [{"rare_class_recall": 0.6, "frechet_distance": 0.3}, {"rare_class_recall": 0.62, "frechet_distance": 0.35}],
+    )
+    assert "0.900↑" in got["rare_class_recall"] and "0.300" in got["rare_class_recall"]
+    assert "↑" not in got["frechet_distance"]  # a high distance is the unlucky direction
+    assert got["vendi_score"].rstrip(" │").endswith("-")  # no replicate measured it: no spread
+    got = rows({"frechet_distance": 0.1}, [{"frechet_distance": 0.3}])
+    assert "0.100↑" in got["frechet_distance"]
+
+
 def test_replicates_travel_through_mlflow_to_a_new_machine(mlflow_server, tmp_path) -> None:
     """The first check after a replicate was added uploads the baseline again with its
     replicates (``baseline/replicate-<i>.npz``); a monitor with an empty home, rebuilt from the

@@ -782,3 +782,24 @@ if __name__ == "__main__":
         "failed": _failed_worker,
         "replicate": _replicate_worker,
     }[_scenario](int(_rank), int(_world), int(_port), _home, _out)
+
+
+def test_a_skipped_replicate_leaves_no_earlier_replicate_behind(tmp_path: Path) -> None:
+    """One process: after a replicate was added, a replicate call skipped (the rank's own
+    evaluation failed) or refused as bad input leaves ``last_replicate`` None, not the earlier
+    call's metrics."""
+    import collapse_monitor as cm
+    from collapse_monitor.hooks import distributed_check
+
+    ref_d, gens = _data()
+    mon = cm.CollapseMonitor("local-rep", reference=cm.Reference(**ref_d), sinks=[], home=tmp_path)
+    distributed_check(mon, predictions=gens[0]["predictions"], embeddings=gens[0]["embeddings"])
+    g = _replicate_gen()
+    res = distributed_check(mon, predictions=g["predictions"], embeddings=g["embeddings"], replicate=True)
+    assert res.replicate is not None and mon.last_replicate is res.replicate
+    res = distributed_check(mon, failed=RuntimeError("out of memory"), replicate=True)
+    assert res.replicate is None and res.error is not None and mon.last_replicate is None
+    distributed_check(mon, predictions=g["predictions"], embeddings=g["embeddings"], replicate=True)
+    with pytest.raises(cm.InputError):
+        distributed_check(mon, embeddings=np.ones((5, D + 1)), replicate=True)
+    assert mon.last_replicate is None

@@ -669,6 +669,80 @@ fc = weights_fingerprint(conv)
 w = conv.weight()
 conv.set_weight_bias(torch.quantize_per_tensor(w.dequantize() + 0.5, w.q_scale(), w.q_zero_point(), w.dtype), conv.bias())
 assert fc is not None and weights_fingerprint(conv) != fc
+
+# what quantize_dynamic converts by default (LSTM, GRU, their cells) and a weight-only Embedding:
+# their packed weights sit in script objects, nested
+from torch.ao.quantization import float_qparams_weight_only_qconfig
+
+def recurrent(seed):
+    torch.manual_seed(seed)
+    m = torch.nn.Module()
+    m.lstm, m.gru, m.cell = torch.nn.LSTM(4, 8), torch.nn.GRU(4, 8), torch.nn.GRUCell(4, 8)
+    return torch.ao.quantization.quantize_dynamic(m)
+
+def embedding(seed):
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Embedding(10, 4))
+    return torch.ao.quantization.quantize_dynamic(m, {torch.nn.Embedding: float_qparams_weight_only_qconfig})
+
+for make in (recurrent, embedding):
+    one = weights_fingerprint(make(0))
+    assert one is not None and one == weights_fingerprint(make(0)) != weights_fingerprint(make(1)), make.__name__
+two = recurrent(0)
+two.lstm = recurrent(1).lstm  # one of the three differs
+assert weights_fingerprint(two) != weights_fingerprint(recurrent(0))
+
+# a scripted quantized model (its class is not torch.ao's: read by its exported _weight_bias)
+# and a user's subclass of a quantized module
+def scripted(seed):
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    return torch.jit.script(torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8))
+
+holder = torch.nn.Module()
+holder.inner = scripted(0)
+fs = weights_fingerprint(holder)
+holder.inner = scripted(1)  # a scripted child of a plain module
+assert fs is not None and weights_fingerprint(holder) not in (fs, None)
+assert weights_fingerprint(scripted(0)) == weights_fingerprint(scripted(0)) != weights_fingerprint(scripted(1))
+
+class MyConv(torch.ao.nn.quantized.Conv2d):
+    pass
+
+mine = MyConv(3, 4, 3)
+fm = weights_fingerprint(mine)
+w = mine.weight()
+mine.set_weight_bias(torch.quantize_per_tensor(w.dequantize() + 0.5, w.q_scale(), w.q_zero_point(), w.dtype), mine.bias())
+assert fm is not None and weights_fingerprint(mine) != fm
+
+# a KV cache (a non-persistent buffer a forward pass fills) is state, not weights
+class Cached(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.register_buffer("cache", torch.zeros(8), persistent=False)
+
+c = Cached()
+fp = weights_fingerprint(c)
+c.cache += 1
+assert weights_fingerprint(c) == fp
+
+# a module whose buffers cannot be listed counts as unread; the parameters still tell weights apart
+class Broken(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def modules(self):
+        yield self
+        raise RuntimeError("a wrapper that breaks half way")
+
+b = Broken()
+fb = weights_fingerprint(b)
+assert fb is not None and weights_fingerprint(b) == fb
+with torch.no_grad():
+    b.lin.weight[0, 0] += 1
+assert weights_fingerprint(b) not in (fb, None)
 print("OK")
 """
 
