@@ -1101,6 +1101,8 @@ class MLflowSink:
             tags["collapse.baseline"] = "true"
             tags["collapse.baseline_digest"] = digest
             tags["collapse.baseline_seq"] = f"{seq:0{_SEQ_WIDTH}d}"
+            # how many replicate retrains the artifact carries (check_replicate), readable in the UI
+            tags["collapse.baseline_replicates"] = str(len(baseline.replicates))
         first = {k: v for k, v in tags.items() if k in ("collapse.report_id", "collapse.monitor")}
         try:
             run = client.create_run(

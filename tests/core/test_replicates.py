@@ -422,6 +422,8 @@ def test_the_newest_baseline_upload_wins_whatever_the_uploaders_clocks(mlflow_se
     runs = client.search_runs([exp_id], "tags.`collapse.baseline` = 'true'", max_results=100)
     seqs = sorted(int(r.data.tags["collapse.baseline_seq"]) for r in runs)
     assert seqs == [1, 2, 3]
+    by_seq = {int(r.data.tags["collapse.baseline_seq"]): r.data.tags["collapse.baseline_replicates"] for r in runs}
+    assert by_seq == {1: "0", 2: "1", 3: "0"}  # the count each artifact carries, for the UI
     rebuilt = monitor(tmp_path / "m3")
     assert rebuilt.check(_obs(17)).stage is cm.Stage.EARLY_COLLAPSE
     assert rebuilt.history.baseline(name).replicates == []
