@@ -88,8 +88,12 @@ def _add_check(sub: Any) -> None:
     )
     p.add_argument(
         "--drop-replicates",
-        action="store_true",
-        help="remove every replicate of the monitor's baseline (a failed retrain added by mistake) and exit",
+        nargs="*",
+        type=int,
+        default=None,
+        metavar="N",
+        help="remove replicates of the monitor's baseline (a failed retrain added by mistake) and exit: those "
+        "numbered N (as --show-baseline numbers them), or all of them without a number",
     )
     p.add_argument(
         "--show-baseline",
@@ -198,14 +202,23 @@ def _show_baseline(mon: Any, as_json: bool, table: Any) -> int:
     if as_json:
         import json
 
+        from .render import retrain_spread
+
         def metrics(ms: Any) -> dict[str, Any]:
             return {k: v.to_dict() for k, v in sorted(ms.items()) if k not in _NO_LATE_BASELINE}
 
+        spread: dict[str, Any] = {}
+        for k, mv in sorted(baseline.metrics.items()):
+            others = [r.metrics[k] for r in baseline.replicates if k in r.metrics]
+            if k not in _NO_LATE_BASELINE and others:
+                width, lucky = retrain_spread(k, mv, others)
+                spread[k] = {"spread": width, "lucky_baseline": lucky}
         out = {
             "monitor": mon.name,
             "generation": baseline.generation,
             "metrics": metrics(baseline.metrics),
             "replicates": [metrics(r.metrics) for r in baseline.replicates],
+            "spread": spread,  # per metric measured by a replicate: max - min, and the table's mark
         }
         print(json.dumps(out, indent=2))
     else:
@@ -223,21 +236,32 @@ def _check(args: argparse.Namespace) -> int:
     from .config import _load_array, _load_list
     from .monitor import CollapseMonitor
     from .render import baseline_table, replicate_table, report_table
-    from .types import Observation, Provenance
+    from .types import Observation, Provenance, Stage
 
-    given = [
-        f"--{k.replace('_', '-')}" for k in ("embeddings", "predictions", "texts", "replicate") if getattr(args, k)
-    ]
-    alone = [
-        f for f, on in (("--drop-replicates", args.drop_replicates), ("--show-baseline", args.show_baseline)) if on
-    ]
+    options = ("embeddings", "predictions", "texts", "replicate", "parent_run_id", "source", "digest")
+    given = [f"--{k.replace('_', '-')}" for k in options if getattr(args, k)]
+    given += [f"--{k.replace('_', '-')}" for k in ("generation", "synthetic_fraction") if getattr(args, k) is not None]
+    dropping = args.drop_replicates is not None
+    alone = [f for f, on in (("--drop-replicates", dropping), ("--show-baseline", args.show_baseline)) if on]
     if alone and (given or len(alone) > 1):
         from .errors import ConfigError
 
-        raise ConfigError(alone[0], f"takes no outputs and no --replicate (got {', '.join(given + alone[1:])})")
+        got = ", ".join(given + alone[1:])
+        raise ConfigError(alone[0], f"runs alone: no outputs and no other check option (got {got})")
     mon = CollapseMonitor.from_config(args.config)
-    if args.drop_replicates:
-        print(f"{mon.name}: {mon.drop_replicates()} replicate(s) of the baseline dropped")
+    if dropping:
+        n = mon.drop_replicates(args.drop_replicates or None)
+        baseline = mon.history.baseline(mon.name)
+        kept = 0 if baseline is None else len(baseline.replicates)
+        if args.json:
+            import json
+
+            print(json.dumps({"monitor": mon.name, "dropped": n, "kept": kept}, indent=2))
+        else:
+            print(
+                f"{mon.name}: {n} replicate(s) of the baseline dropped, {kept} kept; MLflow gets the baseline without "
+                "them with this machine's next check (until then a monitor rebuilt from MLflow elsewhere reads them)"
+            )
         return 0
     if args.show_baseline:
         return _show_baseline(mon, args.json, baseline_table)
@@ -259,16 +283,30 @@ def _check(args: argparse.Namespace) -> int:
     obs = Observation(generation=args.generation, provenance=prov, **kw)
     if args.replicate:
         metrics = mon.check_replicate(obs)
-        index, added = mon._last("replicate_slot")
+        index, added, reads = mon._last("replicate_slot")
         if args.json:
             import json
 
-            out = {"replicate": index, "added": added, "metrics": {k: v.to_dict() for k, v in metrics.items()}}
+            out = {
+                "replicate": index,
+                "added": added,
+                "reads": reads,  # its stage against the baseline (None: already stored)
+                "metrics": {k: v.to_dict() for k, v in metrics.items()},
+            }
             print(json.dumps(out, indent=2))
         else:
             Console().print(replicate_table(mon.name, index, metrics))
             if not added:
                 print(f"{mon.name}: these outputs equal replicate {index}, already stored: not added again")
+            elif reads != Stage.HEALTHY.value:
+                Console(stderr=True).print(
+                    f"replicate {index} reads {reads} against the baseline: every later decline must now beat it. "
+                    f"If its training failed: collapse-monitor check --config {args.config} --drop-replicates {index}",
+                    style="yellow",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
         return 0
     report = mon.check(obs)
     if args.json:

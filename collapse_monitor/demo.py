@@ -262,7 +262,8 @@ def run_demo(
         transient=False,
     ) as progress:
         for loop in loops:
-            task = progress.add_task(f"{loop:>10} loop", total=generations + replicates)
+            extra = f" +{replicates} rep" if replicates else ""  # the bar counts the retrains of generation 0 too
+            task = progress.add_task(f"{loop:>10} loop{extra}", total=generations + replicates)
             chains[loop] = run_chain(
                 scenarios[loop],
                 loop,
@@ -285,17 +286,19 @@ def run_demo(
         verdicts[loop] = verdict(reports, aggs)
     for loop, v in verdicts.items():
         console.print(_verdict_line(loop, v, generations))
-    for loop, reps in spread.items():  # the retrain noise a decline must now beat
+    lines: dict[str, list[str]] = {}  # the retrain noise a decline must now beat; one line where loops agree
+    for loop, reps in spread.items():
         base = chains[loop][0][0].metrics if chains[loop][0] else {}
         shown = [k for k in ("rare_class_recall", *keys) if k in base and all(k in r for r in reps)][:1]
         if reps and shown:
             values = " / ".join(f"{v:.3f}" for v in [base[shown[0]].value] + [r[shown[0]].value for r in reps])
-            console.print(
-                f"{loop}: generation 0 and {len(reps)} replicate retrain(s), {shown[0]} {values}; each decline "
-                "must hold against all of them",
-                markup=False,
-                highlight=False,
-            )
+            lines.setdefault(f"generation 0 and {len(reps)} replicate retrain(s), {shown[0]} {values}", []).append(loop)
+    for text, where in lines.items():
+        console.print(
+            f"{', '.join(where)}: {text}; each decline must hold against all of them",
+            markup=False,
+            highlight=False,
+        )
 
     html = write_report(out, chains, title=f"collapse-monitor demo: {scenario}", keys=keys, verdicts=verdicts)
     (out / "verdict.json").write_text(

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
 from ._lifecycle import RULE_DRIFT, alert_events
 from ._redact import redact_text
 from .detection import Rules, detect
@@ -310,8 +312,8 @@ class CollapseMonitor:
             if baseline is None:
                 raise InputError(
                     "observation",
-                    "there is no baseline yet: check the baseline generation first (monitor.check), then add "
-                    "its replicates",
+                    "there is no baseline yet: check the baseline generation first (monitor.check, or "
+                    "collapse-monitor check without --replicate), then add its replicates",
                 )
             if observation.generation is not None and observation.generation != baseline.generation:
                 raise InputError(
@@ -347,7 +349,7 @@ class CollapseMonitor:
                 baseline.generation,
             )
             self.last_replicate = result
-            self._set_last("replicate_slot", (same, False))
+            self._set_last("replicate_slot", (same, False, None))
             return result
         log.info("%s: replicate %d of baseline generation %d stored", self.name, count, baseline.generation)
         lacking = sorted(k for k in baseline.metrics if k not in metrics and k not in _NO_LATE_BASELINE)
@@ -372,15 +374,18 @@ class CollapseMonitor:
             fell = ", ".join(f"{f.key} {f.relative_change:+.1%}" for f in det.findings if f.significant)
             log.warning(
                 "%s: replicate %d reads %s against the baseline (%s): a retrain of the same data this far from the "
-                "baseline is the retrain noise replicates are for; if its training failed, drop_replicates() and "
-                "add good ones",
+                "baseline is the retrain noise replicates are for, and every later decline must now beat it; if its "
+                "training failed, drop it: drop_replicates([%d]) (collapse-monitor check --drop-replicates %d)",
                 self.name,
                 count,
                 det.stage.value,
                 fell,
+                count,
+                count,
             )
         self.last_replicate = result
-        self._set_last("replicate_slot", (count, True))  # which replicate it is, and whether it was new (the CLI)
+        # which replicate it is, whether it was new, and how it reads against the baseline (the CLI)
+        self._set_last("replicate_slot", (count, True, det.stage.value))
         return result
 
     def _check_replicate_like_baseline(self, obs: Observation, baseline: Baseline) -> None:
@@ -436,19 +441,46 @@ class CollapseMonitor:
         with self.history.lock(self.name):
             return self._replicates_baseline("baseline")
 
-    def drop_replicates(self) -> int:
-        """Remove every replicate of the baseline (one added by mistake, a failed retrain);
-        returns how many there were (on a new machine the baseline is read back from the sinks
-        first). The next check's MLflow run carries the baseline without them."""
+    def drop_replicates(self, numbers: Sequence[int] | None = None) -> int:
+        """Remove replicates of the baseline (one added by mistake, a failed retrain): those
+        numbered ``numbers`` (1 for the first added, as :meth:`check_replicate` and ``check
+        --show-baseline`` number them; the others keep their order and are renumbered), or all
+        of them when None. Returns how many were dropped (on a new machine the baseline is read
+        back from the sinks first). ``InputError`` names a number the baseline does not have.
+
+        The drop is local until this machine's next check, whose MLflow run carries the baseline
+        without them: a monitor rebuilt from MLflow on another machine before that still reads
+        them (and its next check uploads them again)."""
+        if numbers is not None:
+            given = [numbers] if isinstance(numbers, (str, bytes, int)) else list(numbers)
+            bad = [n for n in given if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1]
+            if bad or isinstance(numbers, (str, bytes, int)):
+                shown = bad[0] if bad else numbers
+                raise InputError("numbers", f"expected a list of replicate numbers from 1, got {shown!r}")
+            numbers = [int(n) for n in given]
         with self.history.lock(self.name):
             baseline = self._replicates_baseline("drop_replicates")
-            if baseline is None or not baseline.replicates:
+            have = 0 if baseline is None else len(baseline.replicates)
+            wanted = set(range(1, have + 1)) if numbers is None else set(numbers)
+            missing = sorted(n for n in wanted if n > have)
+            if missing:
+                raise InputError(
+                    "numbers",
+                    f"no replicate {', '.join(map(str, missing))}: the baseline has {have} "
+                    "(collapse-monitor check --show-baseline lists them)",
+                )
+            if baseline is None or not wanted:
                 return 0
-            n = len(baseline.replicates)
-            baseline.replicates = []
+            baseline.replicates = [r for i, r in enumerate(baseline.replicates, 1) if i not in wanted]
             self.history.save_baseline(self.name, baseline)
-        log.info("%s: %d replicate(s) of baseline generation %d dropped", self.name, n, baseline.generation)
-        return n
+        log.info(
+            "%s: %d replicate(s) of baseline generation %d dropped, %d kept",
+            self.name,
+            len(wanted),
+            baseline.generation,
+            len(baseline.replicates),
+        )
+        return len(wanted)
 
     def _check(self, observation: Observation, notes: tuple[str, ...], strict: bool | None = None) -> Report:
         """:meth:`check`, with ``notes`` from the caller (a training hook's global step) first
@@ -1215,15 +1247,16 @@ class CollapseMonitor:
                 return self.check_replicate(obs)
             return self._check(obs, notes, strict)
         except Exception as exc:
-            self._failed_check(exc, strict, "replicate: " if replicate else "")
+            self._failed_check(exc, strict, what="replicate of the baseline" if replicate else "check")
             return None
 
-    def _failed_check(self, exc: Exception, strict: bool, context: str = "") -> None:
+    def _failed_check(self, exc: Exception, strict: bool, context: str = "", what: str = "check") -> None:
         """A hook's failed check: logged and kept in ``last_error``; raised when ``strict``."""
         self.last_error = exc
         log.error(
-            "collapse-monitor %s: check failed, %s: %s",
+            "collapse-monitor %s: %s failed, %s: %s",
             self.name,
+            what,
             "raising it (strict)" if strict else "training result kept",
             redact_text(f"{type(exc).__name__}: {context}{exc}"),
         )

@@ -142,6 +142,23 @@ def report_table(report: Report) -> Any:
     return table
 
 
+def retrain_spread(key: str, base: MetricValue, others: Sequence[MetricValue]) -> tuple[float, bool]:
+    """The spread (max - min) of a metric over the baseline retrain and its replicates, and
+    whether the baseline is better than every replicate's 95% interval (above it; below it
+    where lower is better, as for the Frechet distance; never for a metric without a quality
+    direction): a lucky baseline retrain."""
+    from .metrics._spec import spec_for
+
+    if not others:
+        return 0.0, False
+    known = [base.value] + [o.value for o in others]
+    higher = spec_for(key).higher_is_better
+    lucky = (higher is True and base.value > max(o.ci_high for o in others)) or (
+        higher is False and base.value < min(o.ci_low for o in others)
+    )
+    return max(known) - min(known), lucky
+
+
 def baseline_table(monitor: str, baseline: Any, hidden: Sequence[str] = ()) -> Any:
     """The baseline generation and its replicates side by side, per metric (``check
     --show-baseline``): each retrain's value, the spread between them (max - min: the retrain
@@ -151,18 +168,17 @@ def baseline_table(monitor: str, baseline: Any, hidden: Sequence[str] = ()) -> A
     judged against replicates (counted against the baseline itself)."""
     from rich.table import Table
 
-    from .metrics._spec import spec_for
-
     reps = list(getattr(baseline, "replicates", ()))
     title = f"{monitor} - baseline generation {baseline.generation} and {len(reps)} replicate(s)"
     caption = "↑ better than every replicate's 95% interval: a lucky baseline retrain" if reps else None
     table = Table(title=escape(title), caption=caption)
-    table.add_column("metric", justify="left")
-    table.add_column("baseline", justify="right")
+    # the metric names whole and short number headers: five replicates fit 80 columns
+    table.add_column("metric", justify="left", no_wrap=True)
+    table.add_column("base", justify="right", no_wrap=True)
     for i in range(1, len(reps) + 1):
-        table.add_column(f"replicate {i}", justify="right")
+        table.add_column(f"rep {i}", justify="right", no_wrap=True)
     if reps:
-        table.add_column("spread", justify="right")
+        table.add_column("spread", justify="right", no_wrap=True)
     for key, mv in sorted(baseline.metrics.items()):
         if key in hidden:
             continue
@@ -174,14 +190,10 @@ def baseline_table(monitor: str, baseline: Any, hidden: Sequence[str] = ()) -> A
                 cells.append("-")
                 table.add_row(escape(key), *cells)
                 continue
-            known = [mv.value] + [o.value for o in others]
-            higher = spec_for(key).higher_is_better  # None: no quality direction, no mark
-            lucky = (higher is True and mv.value > max(o.ci_high for o in others)) or (
-                higher is False and mv.value < min(o.ci_low for o in others)
-            )
+            spread, lucky = retrain_spread(key, mv, others)
             if lucky:
                 cells[0] = f"[yellow]{cells[0]}↑[/]"  # the baseline retrain stands out: lucky
-            cells.append(f"{max(known) - min(known):.3f}")
+            cells.append(f"{spread:.3f}")
         table.add_row(escape(key), *cells)
     return table
 

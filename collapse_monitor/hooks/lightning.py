@@ -102,7 +102,8 @@ class CollapseMonitorCallback(HookResults, Callback):
         if check_flag(replicate, "CollapseMonitorCallback.replicate") and on == "validation_end":
             raise ConfigError(
                 "CollapseMonitorCallback.replicate",
-                "a replicate is one retrain of the baseline generation, added once per fit: use on='fit_end'",
+                "a replicate is one retrain of the baseline generation, added once per fit: use on='fit_end' "
+                "(or on='train_end')",
             )
         self.on = on
         self._core = HookCore(

@@ -150,8 +150,10 @@ def test_the_check_command_adds_a_replicate(tmp_path, capsys) -> None:
     assert any("2 replicate retrain(s)" in n for n in report["notes"])
     capsys.readouterr()
     assert main(["check", "--config", str(cfg), "--predictions", str(tmp_path / "p18.npy"), "--drop-replicates"]) == 2
-    assert "--drop-replicates: takes no outputs and no --replicate (got --predictions)" in capsys.readouterr().err
-    assert "digits: 2 replicate(s) of the baseline dropped" in run("--drop-replicates")
+    assert "--drop-replicates: runs alone: no outputs and no other check option (got --predictions)" in (
+        capsys.readouterr().err
+    )
+    assert "digits: 2 replicate(s) of the baseline dropped, 0 kept" in run("--drop-replicates")
     report = json.loads(run("--predictions", str(tmp_path / "p17.npy"), "--json"))
     assert report["stage"] == "early_collapse"
     # a replicate before any baseline: exit 2 with what to do
@@ -189,7 +191,7 @@ def test_show_baseline_prints_the_retrains_side_by_side(tmp_path, capsys) -> Non
         run("--predictions", str(tmp_path / f"p{k}.npy"), "--replicate")
     out = run("--show-baseline")
     flat = " ".join(out.split())
-    assert "baseline generation 0 and 2 replicate(s)" in flat and "replicate 2" in out and "spread" in out
+    assert "baseline generation 0 and 2 replicate(s)" in flat and "rep 2" in out and "spread" in out
     (row,) = [line for line in out.splitlines() if "rare_class_recall" in line]
     assert "0.933↑" in row and "0.633" in row and "0.600" in row and "0.333" in row  # 28, 19, 18 of 30
     (row,) = [line for line in out.splitlines() if line.lstrip("│ ").startswith("class_recall.0")]
@@ -201,9 +203,11 @@ def test_show_baseline_prints_the_retrains_side_by_side(tmp_path, capsys) -> Non
     mon = cm.CollapseMonitor.from_config(cfg)
     assert [r.metrics["rare_class_recall"].value for r in mon.baseline().replicates] == pytest.approx([19 / 30, 0.6])
     err = run("--show-baseline", "--predictions", str(tmp_path / "p18.npy"), code=2)
-    assert "--show-baseline: takes no outputs and no --replicate (got --predictions)" in err
+    assert "--show-baseline: runs alone: no outputs and no other check option (got --predictions)" in err
+    err = run("--show-baseline", "--generation", "3", code=2)  # it was silently ignored
+    assert "(got --generation)" in err
     err = run("--drop-replicates", "--show-baseline", code=2)
-    assert "--drop-replicates: takes no outputs and no --replicate (got --show-baseline)" in err
+    assert "--drop-replicates: runs alone: no outputs and no other check option (got --show-baseline)" in err
 
 
 def test_the_lucky_baseline_mark_follows_each_metrics_direction() -> None:
@@ -235,6 +239,47 @@ def test_the_lucky_baseline_mark_follows_each_metrics_direction() -> None:
     assert got["vendi_score"].rstrip(" │").endswith("-")  # no replicate measured it: no spread
     got = rows({"frechet_distance": 0.1}, [{"frechet_distance": 0.3}])
     assert "0.100↑" in got["frechet_distance"]
+
+
+def test_one_failed_replicate_is_shown_and_dropped_alone(tmp_path, capsys) -> None:
+    """A replicate that reads as collapsed against the baseline (a failed retrain, here the
+    rare class never predicted) is kept, as a lucky baseline needs, but it lowers the bar for
+    every later check: the CLI says so on stderr with the command that drops it, ``--json``
+    carries its stage, and ``--drop-replicates N`` drops that one and keeps the good one."""
+    from collapse_monitor.cli import main
+
+    np.save(tmp_path / "labels.npy", LABELS)
+    for k in (28, 19, 0, 8):
+        np.save(tmp_path / f"p{k}.npy", _preds(k))
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text("name: drop\nhome: state\nreference: {labels: labels.npy}\nsinks: []\n")
+
+    def run(*args: str, code: int = 0) -> tuple[str, str]:
+        capsys.readouterr()
+        assert main(["check", "--config", str(cfg), *args]) == code
+        out = capsys.readouterr()
+        return out.out, out.err
+
+    run("--predictions", str(tmp_path / "p28.npy"))
+    good = json.loads(run("--predictions", str(tmp_path / "p19.npy"), "--replicate", "--json")[0])
+    assert good["added"] is True and good["reads"] == "early_collapse"  # 19 of 30 against a lucky 28
+    _, err = run("--predictions", str(tmp_path / "p0.npy"), "--replicate")
+    assert "replicate 2 reads early_collapse against the baseline" in err
+    assert f"collapse-monitor check --config {cfg} --drop-replicates 2" in err
+    report = json.loads(run("--predictions", str(tmp_path / "p8.npy"), "--json")[0])
+    assert report["stage"] == "healthy"  # the failed replicate hides a real loss (8 of 30 rare items)
+    got = json.loads(run("--drop-replicates", "2", "--json")[0])
+    assert got == {"monitor": "drop", "dropped": 1, "kept": 1}
+    report = json.loads(run("--predictions", str(tmp_path / "p8.npy"), "--json")[0])
+    assert report["stage"] == "early_collapse"  # judged against the good replicate again
+    _, err = run("--drop-replicates", "3", code=2)
+    assert "no replicate 3: the baseline has 1" in err
+    mon = cm.CollapseMonitor.from_config(cfg)
+    with pytest.raises(cm.InputError, match="numbers"):
+        mon.drop_replicates(1)  # type: ignore[arg-type]
+    with pytest.raises(cm.InputError, match="numbers"):
+        mon.drop_replicates([0])
+    assert mon.drop_replicates([1]) == 1 and mon.baseline().replicates == []
 
 
 def test_replicates_travel_through_mlflow_to_a_new_machine(mlflow_server, tmp_path) -> None:
@@ -349,7 +394,7 @@ def test_a_replicate_must_be_measured_like_the_baseline(tmp_path, caplog) -> Non
     with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
         mon.check_replicate(obs(rare_right=5))
     assert "replicate 2 reads early_collapse against the baseline" in caplog.text
-    assert "drop_replicates()" in caplog.text
+    assert "drop_replicates([2]) (collapse-monitor check --drop-replicates 2)" in caplog.text
     assert len(mon.history.baseline("like").replicates) == 2
     assert mon.drop_replicates() == 2 and mon.drop_replicates() == 0
     assert mon.history.baseline("like").replicates == []
