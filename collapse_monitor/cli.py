@@ -89,6 +89,7 @@ def _add_check(sub: Any) -> None:
     p.add_argument(
         "--drop-replicates",
         nargs="*",
+        action="extend",  # repeated: the numbers of every occurrence (a bare one adds none)
         type=int,
         default=None,
         metavar="N",
@@ -258,10 +259,13 @@ def _check(args: argparse.Namespace) -> int:
 
             print(json.dumps({"monitor": mon.name, "dropped": n, "kept": kept}, indent=2))
         else:
-            print(
-                f"{mon.name}: {n} replicate(s) of the baseline dropped, {kept} kept; MLflow gets the baseline without "
-                "them with this machine's next check (until then a monitor rebuilt from MLflow elsewhere reads them)"
-            )
+            line = f"{mon.name}: {n} replicate(s) of the baseline dropped, {kept} kept"
+            if any(type(s).__name__ == "MLflowSink" for s in mon.sinks):
+                line += (
+                    "; MLflow gets the baseline without them with this machine's next check. Other machines keep "
+                    "their own copy: drop them there too, or their next check uploads it again"
+                )
+            print(line)
         return 0
     if args.show_baseline:
         return _show_baseline(mon, args.json, baseline_table)
@@ -288,7 +292,7 @@ def _check(args: argparse.Namespace) -> int:
             import json
 
             out = {
-                "replicate": index,
+                "replicate": index or None,  # None: the baseline generation's own outputs, not added
                 "added": added,
                 "reads": reads,  # its stage against the baseline (None: already stored)
                 "metrics": {k: v.to_dict() for k, v in metrics.items()},
@@ -296,12 +300,20 @@ def _check(args: argparse.Namespace) -> int:
             print(json.dumps(out, indent=2))
         else:
             Console().print(replicate_table(mon.name, index, metrics))
-            if not added:
+            if not added and index == 0:
+                print(
+                    f"{mon.name}: these outputs equal the baseline generation's own: not added (a replicate is another "
+                    "retrain of it, on another seed or draw of the human data)"
+                )
+            elif not added:
                 print(f"{mon.name}: these outputs equal replicate {index}, already stored: not added again")
-            elif reads != Stage.HEALTHY.value:
+            elif reads is not None and reads != Stage.HEALTHY.value:
+                import shlex
+
                 Console(stderr=True).print(
                     f"replicate {index} reads {reads} against the baseline: every later decline must now beat it. "
-                    f"If its training failed: collapse-monitor check --config {args.config} --drop-replicates {index}",
+                    f"If its training failed: collapse-monitor check --config {shlex.quote(str(args.config))} "
+                    f"--drop-replicates {index}",
                     style="yellow",
                     markup=False,
                     highlight=False,

@@ -32,7 +32,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -214,8 +214,9 @@ class CollapseMonitor:
     @property
     def last_replicate(self) -> dict[str, MetricValue] | None:
         """The metrics of this thread's latest replicate of the baseline (:meth:`check_replicate`,
-        or a hook with ``replicate=True``), each with the baseline's value; None when it failed
-        (see :attr:`last_error`) or none was added."""
+        or a hook with ``replicate=True``; also one equal to a stored replicate, which is not
+        stored twice), each with the baseline's value; None when it failed (see
+        :attr:`last_error`) or none was measured."""
         return self._last("last_replicate")
 
     @last_replicate.setter
@@ -332,7 +333,10 @@ class CollapseMonitor:
             replicate = _replicate_of(panel, baseline.metrics, baseline.items)
             metrics = replicate.metrics
             digest = replicate.digest()
-            same = next((i for i, r in enumerate(baseline.replicates, 1) if r.digest() == digest), None)
+            # 0: the baseline generation's own outputs again (its own digest, as a replicate of itself)
+            own = Replicate({k: v for k, v in baseline.metrics.items() if k not in _NO_LATE_BASELINE}, baseline.items)
+            candidates = [own, *baseline.replicates]
+            same = next((i for i, r in enumerate(candidates) if r.digest() == digest), None)
             if same is None:
                 baseline.replicates.append(replicate)
                 self.history.save_baseline(self.name, baseline)
@@ -341,12 +345,13 @@ class CollapseMonitor:
         result = {k: mv.with_baseline(baseline.metrics[k].value) for k, mv in metrics.items()}
         if same is not None:
             # the same weights measured again (a resumed job that trained no step ends its fit
-            # again; a script run twice): one more copy would add nothing to the test
+            # again; a script run twice; the baseline's own outputs): a copy adds nothing to the test
             log.info(
-                "%s: this replicate equals replicate %d of baseline generation %d, already stored: not added again",
+                "%s: this replicate equals %s of baseline generation %d%s",
                 self.name,
-                same,
+                f"replicate {same}" if same else "the outputs",
                 baseline.generation,
+                ", already stored: not added again" if same else ": no other retrain, not added",
             )
             self.last_replicate = result
             self._set_last("replicate_slot", (same, False, None))
@@ -361,15 +366,26 @@ class CollapseMonitor:
                 ", ".join(lacking[:5]),
                 f" and {len(lacking) - 5} more" if len(lacking) > 5 else "",
             )
-        det = detect(
-            panel.metrics,
-            rules=self.rules,
-            baseline=baseline.metrics,
-            items=panel.items,
-            base_items=baseline.items,
-            paired=panel.paired,
-            rare_classes=panel.rare_classes,
-        )
+        try:  # the replicate is stored: how it reads is advice, and its failure is not the call's
+            det = detect(
+                panel.metrics,
+                rules=self.rules,
+                baseline=baseline.metrics,
+                items=panel.items,
+                base_items=baseline.items,
+                paired=panel.paired,
+                rare_classes=panel.rare_classes,
+            )
+        except Exception as exc:
+            log.warning(
+                "%s: replicate %d stored, but it could not be judged against the baseline: %s",
+                self.name,
+                count,
+                redact_text(f"{type(exc).__name__}: {exc}"),
+            )
+            self.last_replicate = result
+            self._set_last("replicate_slot", (count, True, None))
+            return result
         if det.stage is not Stage.HEALTHY:
             fell = ", ".join(f"{f.key} {f.relative_change:+.1%}" for f in det.findings if f.significant)
             log.warning(
@@ -452,11 +468,12 @@ class CollapseMonitor:
         without them: a monitor rebuilt from MLflow on another machine before that still reads
         them (and its next check uploads them again)."""
         if numbers is not None:
-            given = [numbers] if isinstance(numbers, (str, bytes, int)) else list(numbers)
+            if isinstance(numbers, (str, bytes, Mapping)) or not isinstance(numbers, Iterable):
+                raise InputError("numbers", f"expected a list of replicate numbers from 1, got {numbers!r}")
+            given = list(numbers)
             bad = [n for n in given if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1]
-            if bad or isinstance(numbers, (str, bytes, int)):
-                shown = bad[0] if bad else numbers
-                raise InputError("numbers", f"expected a list of replicate numbers from 1, got {shown!r}")
+            if bad:
+                raise InputError("numbers", f"expected a list of replicate numbers from 1, got {bad[0]!r}")
             numbers = [int(n) for n in given]
         with self.history.lock(self.name):
             baseline = self._replicates_baseline("drop_replicates")

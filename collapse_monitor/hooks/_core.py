@@ -330,6 +330,8 @@ def _fp_tensors(model: Any, params: Callable[[], Iterator[Any]]) -> Iterator[Any
     modules = getattr(model, "modules", None)
     if not callable(modules):
         return
+    import torch
+
     try:
         mods = list(modules())
     except Exception:
@@ -346,8 +348,10 @@ def _fp_tensors(model: Any, params: Callable[[], Iterator[Any]]) -> Iterator[Any
                 state: dict[str, Any] = {}
                 mod._save_to_state_dict(state, "", True)
                 found += list(_fp_state(state))
-            elif callable(getattr(mod, "_weight_bias", None)) and not any(
-                callable(getattr(c, "_weight_bias", None)) for c in mod.children()
+            elif (
+                isinstance(mod, torch.jit.ScriptModule)
+                and callable(getattr(mod, "_weight_bias", None))
+                and not any(callable(getattr(c, "_weight_bias", None)) for c in mod.children())
             ):
                 # a scripted quantized module (torch.jit.script): its class is not torch.ao's, and
                 # its packed weights are attributes of the compiled module, read by its exported

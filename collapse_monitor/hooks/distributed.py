@@ -579,7 +579,8 @@ def distributed_check(
         bad_input = bool(payload.get("bad_input"))
         if not bad_input and not payload["strict"]:
             # never break the training job: recorded, logged on rank 0, the same on every rank
-            error = f"collapse-monitor check failed on rank 0: {field}: {msg}"
+            what = "replicate of the baseline" if as_replicate else "check"
+            error = f"collapse-monitor {what} failed on rank 0: {field}: {msg}"
             if exc_main is not None:
                 monitor.last_error = exc_main
                 log.error("%s (training continues; strict=True raises)", redact_text(error))

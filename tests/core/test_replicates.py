@@ -275,11 +275,20 @@ def test_one_failed_replicate_is_shown_and_dropped_alone(tmp_path, capsys) -> No
     _, err = run("--drop-replicates", "3", code=2)
     assert "no replicate 3: the baseline has 1" in err
     mon = cm.CollapseMonitor.from_config(cfg)
-    with pytest.raises(cm.InputError, match="numbers"):
-        mon.drop_replicates(1)  # type: ignore[arg-type]
-    with pytest.raises(cm.InputError, match="numbers"):
-        mon.drop_replicates([0])
+    for bad in (1, np.int64(1), 1.0, {1: "a"}, "1", [0], [True]):
+        with pytest.raises(cm.InputError, match="numbers"):
+            mon.drop_replicates(bad)  # type: ignore[arg-type]
     assert mon.drop_replicates([1]) == 1 and mon.baseline().replicates == []
+    # the option repeated drops every number given (it kept the last occurrence only)
+    for k in (19, 8):
+        run("--predictions", str(tmp_path / f"p{k}.npy"), "--replicate")
+    assert json.loads(run("--drop-replicates", "1", "--drop-replicates", "2", "--json")[0])["dropped"] == 2
+    # the baseline generation's own outputs again are no replicate: not stored
+    out, _ = run("--predictions", str(tmp_path / "p28.npy"), "--replicate")
+    assert "these outputs equal the baseline generation's own: not added" in out
+    got = json.loads(run("--predictions", str(tmp_path / "p28.npy"), "--replicate", "--json")[0])
+    assert got["replicate"] is None and got["added"] is False
+    assert mon.baseline().replicates == []
 
 
 def test_replicates_travel_through_mlflow_to_a_new_machine(mlflow_server, tmp_path) -> None:
@@ -390,7 +399,7 @@ def test_a_replicate_must_be_measured_like_the_baseline(tmp_path, caplog) -> Non
             mon.check_replicate(bad)
         assert e.value.field == field
     assert mon.history.baseline("like").replicates == []
-    mon.check_replicate(obs(frac=0.1))  # as much synthetic data as the baseline generation: fine
+    mon.check_replicate(obs(frac=0.1, rare_right=27))  # as much synthetic data as the baseline generation: fine
     with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
         mon.check_replicate(obs(rare_right=5))
     assert "replicate 2 reads early_collapse against the baseline" in caplog.text

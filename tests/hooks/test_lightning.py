@@ -667,7 +667,7 @@ assert weights_fingerprint(b) != fa
 conv = torch.ao.nn.quantized.Conv2d(3, 4, 3)
 fc = weights_fingerprint(conv)
 w = conv.weight()
-conv.set_weight_bias(torch.quantize_per_tensor(w.dequantize() + 0.5, w.q_scale(), w.q_zero_point(), w.dtype), conv.bias())
+conv.set_weight_bias(torch.quantize_per_tensor(w.dequantize().clamp(-100, 100) + 1.0, w.q_scale(), w.q_zero_point(), w.dtype), conv.bias())
 assert fc is not None and weights_fingerprint(conv) != fc
 
 # what quantize_dynamic converts by default (LSTM, GRU, their cells) and a weight-only Embedding:
@@ -712,8 +712,22 @@ class MyConv(torch.ao.nn.quantized.Conv2d):
 mine = MyConv(3, 4, 3)
 fm = weights_fingerprint(mine)
 w = mine.weight()
-mine.set_weight_bias(torch.quantize_per_tensor(w.dequantize() + 0.5, w.q_scale(), w.q_zero_point(), w.dtype), mine.bias())
+mine.set_weight_bias(torch.quantize_per_tensor(w.dequantize().clamp(-100, 100) + 1.0, w.q_scale(), w.q_zero_point(), w.dtype), mine.bias())
 assert fm is not None and weights_fingerprint(mine) != fm
+
+# a user's module with an unrelated _weight_bias method is not called (only scripted modules are)
+class Own(torch.nn.Module):
+    calls = 0
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+
+    def _weight_bias(self):
+        Own.calls += 1
+        return (torch.zeros(1),)
+
+assert weights_fingerprint(Own()) is not None and Own.calls == 0
 
 # a KV cache (a non-persistent buffer a forward pass fills) is state, not weights
 class Cached(torch.nn.Module):
