@@ -294,12 +294,13 @@ def _check(args: argparse.Namespace) -> int:
             out = {
                 "replicate": index or None,  # None: the baseline generation's own outputs, not added
                 "added": added,
-                "reads": reads,  # its stage against the baseline (None: already stored)
+                "reads": reads,  # its stage against the baseline (None: not added, or not judgeable)
                 "metrics": {k: v.to_dict() for k, v in metrics.items()},
             }
             print(json.dumps(out, indent=2))
         else:
-            Console().print(replicate_table(mon.name, index, metrics))
+            if index:  # 0: the baseline's own outputs, no replicate to show
+                Console().print(replicate_table(mon.name, index, metrics))
             if not added and index == 0:
                 print(
                     f"{mon.name}: these outputs equal the baseline generation's own: not added (a replicate is another "

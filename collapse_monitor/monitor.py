@@ -333,9 +333,11 @@ class CollapseMonitor:
             replicate = _replicate_of(panel, baseline.metrics, baseline.items)
             metrics = replicate.metrics
             digest = replicate.digest()
-            # 0: the baseline generation's own outputs again (its own digest, as a replicate of itself)
+            # 0: the baseline generation's own outputs again (its own digest, as a replicate of itself).
+            # Only where the baseline has per-item vectors: metrics alone (a baseline read back from
+            # a report) can be equal for two retrains right on other items
             own = Replicate({k: v for k, v in baseline.metrics.items() if k not in _NO_LATE_BASELINE}, baseline.items)
-            candidates = [own, *baseline.replicates]
+            candidates = [own, *baseline.replicates] if baseline.items else []
             same = next((i for i, r in enumerate(candidates) if r.digest() == digest), None)
             if same is None:
                 baseline.replicates.append(replicate)

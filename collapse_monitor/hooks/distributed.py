@@ -577,9 +577,9 @@ def distributed_check(
     if payload["error"] is not None:
         field, msg = payload["error"]
         bad_input = bool(payload.get("bad_input"))
+        what = "replicate of the baseline" if as_replicate else "check"
         if not bad_input and not payload["strict"]:
             # never break the training job: recorded, logged on rank 0, the same on every rank
-            what = "replicate of the baseline" if as_replicate else "check"
             error = f"collapse-monitor {what} failed on rank 0: {field}: {msg}"
             if exc_main is not None:
                 monitor.last_error = exc_main
@@ -589,7 +589,7 @@ def distributed_check(
             raise exc_main
         if bad_input and field != "check":
             raise InputError(field, f"on rank 0: {msg}")
-        raise CollapseMonitorError(f"collapse-monitor check failed on rank 0: {field}: {msg}")
+        raise CollapseMonitorError(f"collapse-monitor {what} failed on rank 0: {field}: {msg}")
     stage = None if payload["stage"] is None else Stage(payload["stage"])
     return DistributedResult(rank, world, stage, payload["generation"], report, replicate=added)
 

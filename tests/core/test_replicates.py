@@ -291,6 +291,21 @@ def test_one_failed_replicate_is_shown_and_dropped_alone(tmp_path, capsys) -> No
     assert mon.baseline().replicates == []
 
 
+def test_a_baseline_without_item_vectors_takes_a_retrain_with_equal_counts(tmp_path) -> None:
+    """A baseline rebuilt from a report's metrics alone (read back from MLflow without its
+    artifact) has no per-item vectors: a retrain right on other rare items, with the same counts,
+    is another retrain and is stored (equal metrics alone made it "the baseline's own outputs")."""
+    from collapse_monitor.history import Baseline
+
+    mon = _monitor(tmp_path)
+    rep = mon.check(_obs(18))
+    mon.history.save_baseline("rep", Baseline(rep.generation, rep.reference_fingerprint, dict(rep.metrics)))
+    other = LABELS.copy()
+    other[RARE[:12]] = 0  # the last 18 rare items right, not the first 18
+    mon.check_replicate(cm.Observation(embeddings=np.random.default_rng(7).normal(size=(300, 8)), predictions=other))
+    assert len(mon.baseline().replicates) == 1
+
+
 def test_replicates_travel_through_mlflow_to_a_new_machine(mlflow_server, tmp_path) -> None:
     """The first check after a replicate was added uploads the baseline again with its
     replicates (``baseline/replicate-<i>.npz``); a monitor with an empty home, rebuilt from the
