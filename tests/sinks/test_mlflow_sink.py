@@ -946,7 +946,8 @@ def test_a_report_queues_behind_a_failed_replay_without_a_second_wait(tmp_path) 
 
 def test_the_runbooks_history_query_orders_generations_numerically(tmp_path, kit, monkeypatch) -> None:
     """integrations/runbook.md step 2, run as written: it ordered by ``metrics.collapse.generation``,
-    which was only a tag, so the order was the store's; generation 10 must come after 9."""
+    which was only a tag, so the order was the store's; generation 10 must come after 9 (it now
+    orders by the tag as a number, which runs of every version carry)."""
     import re
     import textwrap
     from pathlib import Path
@@ -958,7 +959,7 @@ def test_the_runbooks_history_query_orders_generations_numerically(tmp_path, kit
     for g in (10, 0, 9, 2):
         sink.emit(kit.make_report("digits-generator", g, tail=0.8 - 0.01 * g), None)
     runbook = (Path(__file__).parents[2] / "integrations" / "runbook.md").read_text()
-    snippet = next(b for b in re.findall(r"```python\n(.*?)```", runbook, re.S) if "ASC" in b)
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", runbook, re.S) if ".sort_values(" in b)
     snippet = textwrap.dedent(snippet.rstrip(" "))  # indented under a list item
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
@@ -969,4 +970,5 @@ def test_the_runbooks_history_query_orders_generations_numerically(tmp_path, kit
         mlflow.set_tracking_uri(None)  # MLflow keeps it process-wide: later tests read their own
     runs = scope["runs"]
     assert runs["tags.collapse.generation"].tolist() == ["0", "2", "9", "10"]
+    assert runs["generation"].tolist() == [0, 2, 9, 10]
     assert runs["metrics.collapse.tail_coverage"].tolist() == pytest.approx([0.8, 0.78, 0.71, 0.7])
