@@ -191,9 +191,10 @@ def _build() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_baseline(mon: Any, as_json: bool, table: Any) -> int:
+def _show_baseline(mon: Any, as_json: bool) -> int:
     """``check --show-baseline``: the baseline and its replicates (exit 2 before any check)."""
     from .monitor import _NO_LATE_BASELINE
+    from .render import baseline_table, retrain_spread
 
     baseline = mon.baseline()
     if baseline is None:
@@ -203,17 +204,14 @@ def _show_baseline(mon: Any, as_json: bool, table: Any) -> int:
     if as_json:
         import json
 
-        from .render import retrain_spread
-
         def metrics(ms: Any) -> dict[str, Any]:
             return {k: v.to_dict() for k, v in sorted(ms.items()) if k not in _NO_LATE_BASELINE}
 
         spread: dict[str, Any] = {}
         for k, mv in sorted(baseline.metrics.items()):
-            others = [r.metrics[k] for r in baseline.replicates if k in r.metrics]
-            if k not in _NO_LATE_BASELINE and others:
-                width, lucky = retrain_spread(k, mv, others)
-                spread[k] = {"spread": width, "lucky_baseline": lucky}
+            got = None if k in _NO_LATE_BASELINE else retrain_spread(k, mv, baseline.replicates)
+            if got is not None:
+                spread[k] = {"spread": got[0], "lucky_baseline": got[1]}
         out = {
             "monitor": mon.name,
             "generation": baseline.generation,
@@ -225,7 +223,7 @@ def _show_baseline(mon: Any, as_json: bool, table: Any) -> int:
     else:
         from rich.console import Console
 
-        Console().print(table(mon.name, baseline, hidden=sorted(_NO_LATE_BASELINE)))
+        Console().print(baseline_table(mon.name, baseline, hidden=sorted(_NO_LATE_BASELINE)))
     return 0
 
 
@@ -236,7 +234,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from .config import _load_array, _load_list
     from .monitor import CollapseMonitor
-    from .render import baseline_table, replicate_table, report_table
+    from .render import replicate_table, report_table
     from .types import Observation, Provenance, Stage
 
     options = ("embeddings", "predictions", "texts", "replicate", "parent_run_id", "source", "digest")
@@ -268,7 +266,7 @@ def _check(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if args.show_baseline:
-        return _show_baseline(mon, args.json, baseline_table)
+        return _show_baseline(mon, args.json)
     kw: dict[str, Any] = {}
     if args.embeddings:
         kw["embeddings"] = _load_array(Path(args.embeddings), "embeddings")

@@ -345,6 +345,7 @@ class CollapseMonitor:
             self.last_panel = panel
             count = len(baseline.replicates)
         result = {k: mv.with_baseline(baseline.metrics[k].value) for k, mv in metrics.items()}
+        slot: tuple[int, bool, str | None]
         if same is not None:
             # the same weights measured again (a resumed job that trained no step ends its fit
             # again; a script run twice; the baseline's own outputs): a copy adds nothing to the test
@@ -355,20 +356,29 @@ class CollapseMonitor:
                 baseline.generation,
                 ", already stored: not added again" if same else ": no other retrain, not added",
             )
-            self.last_replicate = result
-            self._set_last("replicate_slot", (same, False, None))
-            return result
-        log.info("%s: replicate %d of baseline generation %d stored", self.name, count, baseline.generation)
-        lacking = sorted(k for k in baseline.metrics if k not in metrics and k not in _NO_LATE_BASELINE)
-        if lacking:
-            log.warning(
-                "%s: the replicate has no %s%s (give it the same outputs as the baseline): those metrics are judged "
-                "against the baseline alone",
-                self.name,
-                ", ".join(lacking[:5]),
-                f" and {len(lacking) - 5} more" if len(lacking) > 5 else "",
-            )
-        try:  # the replicate is stored: how it reads is advice, and its failure is not the call's
+            slot = (same, False, None)
+        else:
+            log.info("%s: replicate %d of baseline generation %d stored", self.name, count, baseline.generation)
+            lacking = sorted(k for k in baseline.metrics if k not in metrics and k not in _NO_LATE_BASELINE)
+            if lacking:
+                log.warning(
+                    "%s: the replicate has no %s%s (give it the same outputs as the baseline): those metrics are "
+                    "judged against the baseline alone",
+                    self.name,
+                    ", ".join(lacking[:5]),
+                    f" and {len(lacking) - 5} more" if len(lacking) > 5 else "",
+                )
+            slot = (count, True, self._judge_replicate(panel, baseline, count))
+        self.last_replicate = result
+        # which replicate it is, whether it was new, and how it reads against the baseline (the CLI)
+        self._set_last("replicate_slot", slot)
+        return result
+
+    def _judge_replicate(self, panel: Any, baseline: Baseline, count: int) -> str | None:
+        """How stored replicate ``count`` reads against the baseline (its stage), with a warning
+        naming the command that drops it when it reads as collapsed; None when it could not be
+        judged (the replicate is stored: how it reads is advice, and its failure is not the call's)."""
+        try:
             det = detect(
                 panel.metrics,
                 rules=self.rules,
@@ -385,9 +395,7 @@ class CollapseMonitor:
                 count,
                 redact_text(f"{type(exc).__name__}: {exc}"),
             )
-            self.last_replicate = result
-            self._set_last("replicate_slot", (count, True, None))
-            return result
+            return None
         if det.stage is not Stage.HEALTHY:
             fell = ", ".join(f"{f.key} {f.relative_change:+.1%}" for f in det.findings if f.significant)
             log.warning(
@@ -401,10 +409,7 @@ class CollapseMonitor:
                 count,
                 count,
             )
-        self.last_replicate = result
-        # which replicate it is, whether it was new, and how it reads against the baseline (the CLI)
-        self._set_last("replicate_slot", (count, True, det.stage.value))
-        return result
+        return det.stage.value
 
     def _check_replicate_like_baseline(self, obs: Observation, baseline: Baseline) -> None:
         """A replicate measured on fewer samples or texts than the baseline, or trained on more

@@ -142,15 +142,16 @@ def report_table(report: Report) -> Any:
     return table
 
 
-def retrain_spread(key: str, base: MetricValue, others: Sequence[MetricValue]) -> tuple[float, bool]:
+def retrain_spread(key: str, base: MetricValue, replicates: Sequence[Any]) -> tuple[float, bool] | None:
     """The spread (max - min) of a metric over the baseline retrain and its replicates, and
     whether the baseline is better than every replicate's 95% interval (above it; below it
     where lower is better, as for the Frechet distance; never for a metric without a quality
-    direction): a lucky baseline retrain."""
+    direction): a lucky baseline retrain. None when no replicate measured the metric."""
     from .metrics._spec import spec_for
 
+    others = [r.metrics[key] for r in replicates if key in r.metrics]
     if not others:
-        return 0.0, False
+        return None
     known = [base.value] + [o.value for o in others]
     higher = spec_for(key).higher_is_better
     lucky = (higher is True and base.value > max(o.ci_high for o in others)) or (
@@ -184,16 +185,14 @@ def baseline_table(monitor: str, baseline: Any, hidden: Sequence[str] = ()) -> A
             continue
         values = [mv.value] + [r.metrics[key].value if key in r.metrics else None for r in reps]
         cells = ["-" if v is None else f"{v:.3f}" for v in values]
-        if reps:
-            others = [r.metrics[key] for r in reps if key in r.metrics]
-            if not others:  # no replicate measured it: no spread, no mark
-                cells.append("-")
-                table.add_row(escape(key), *cells)
-                continue
-            spread, lucky = retrain_spread(key, mv, others)
+        got = retrain_spread(key, mv, reps)
+        if got is not None:
+            spread, lucky = got
             if lucky:
                 cells[0] = f"[yellow]{cells[0]}↑[/]"  # the baseline retrain stands out: lucky
             cells.append(f"{spread:.3f}")
+        elif reps:  # no replicate measured it: no spread, no mark
+            cells.append("-")
         table.add_row(escape(key), *cells)
     return table
 

@@ -458,22 +458,17 @@ def distributed_check(
                 f"rank {r} has a different reference ({mt['reference']['desc']}) than rank 0 ({ref0['desc']}): "
                 "build the same monitor on every rank",
             )
-    for r, mt in enumerate(metas):
-        if not isinstance(mt["broadcast"], bool):
-            raise ConfigError("broadcast", f"expected True or False, got {mt['broadcast']} on rank {r}")
-    for r, mt in enumerate(metas):
-        if not isinstance(mt["failed"], bool):
-            raise ConfigError("failed", f"expected an exception, True, False or None, got {mt['failed']} on rank {r}")
-    for r, mt in enumerate(metas):
-        if not isinstance(mt.get("replicate", False), bool):
-            raise ConfigError("replicate", f"expected True or False, got {mt['replicate']} on rank {r}")
+    flags = (("broadcast", "True or False"), ("failed", "an exception, True, False or None"))
+    for name, expected in (*flags, ("replicate", "True or False")):
+        for r, mt in enumerate(metas):
+            if not isinstance(mt[name], bool):
+                raise ConfigError(name, f"expected {expected}, got {mt[name]} on rank {r}")
     for name in ("broadcast", "replicate"):
         for r, mt in enumerate(metas):
-            if mt.get(name, False) != metas[0].get(name, False):
+            if mt[name] != metas[0][name]:
                 raise InputError(
                     name,
-                    f"is {mt.get(name, False)} on rank {r} but {metas[0].get(name, False)} on rank 0: pass the same "
-                    "value on every rank",
+                    f"is {mt[name]} on rank {r} but {metas[0][name]} on rank 0: pass the same value on every rank",
                 )
     bad = [(r, mt["error"]) for r, mt in enumerate(metas) if mt["error"] is not None]
     if bad:
@@ -538,7 +533,7 @@ def distributed_check(
     report: Report | None = None
     added: dict[str, MetricValue] | None = None
     exc_main: Exception | None = None
-    as_replicate = metas[0].get("replicate", False) is True
+    as_replicate = metas[0]["replicate"] is True
     if rank == 0:
         adding = False
         try:
