@@ -260,8 +260,8 @@ def _check(args: argparse.Namespace) -> int:
             line = f"{mon.name}: {n} replicate(s) of the baseline dropped, {kept} kept"
             if any(type(s).__name__ == "MLflowSink" for s in mon.sinks):
                 line += (
-                    "; MLflow gets the baseline without them with this machine's next check. Other machines keep "
-                    "their own copy: drop them there too, or their next check uploads it again"
+                    "; MLflow gets the baseline without them with this machine's next check, and other machines "
+                    "drop them from their copies at their next check after that"
                 )
             print(line)
         return 0
@@ -290,16 +290,22 @@ def _check(args: argparse.Namespace) -> int:
             import json
 
             out = {
-                "replicate": index or None,  # None: the baseline generation's own outputs, not added
+                "replicate": index if index > 0 else None,  # None: the baseline's own outputs, or a dropped one
                 "added": added,
+                "dropped": index < 0,  # equal to a replicate dropped earlier: kept out
                 "reads": reads,  # its stage against the baseline (None: not added, or not judgeable)
                 "metrics": {k: v.to_dict() for k, v in metrics.items()},
             }
             print(json.dumps(out, indent=2))
         else:
-            if index:  # 0: the baseline's own outputs, no replicate to show
+            if index > 0:  # 0: the baseline's own outputs, -1: a dropped one; no replicate to show
                 Console().print(replicate_table(mon.name, index, metrics))
-            if not added and index == 0:
+            if index < 0:
+                print(
+                    f"{mon.name}: these outputs equal a replicate dropped from the baseline (here or on another "
+                    "machine): not added again"
+                )
+            elif not added and index == 0:
                 print(
                     f"{mon.name}: these outputs equal the baseline generation's own: not added (a replicate is another "
                     "retrain of it, on another seed or draw of the human data)"

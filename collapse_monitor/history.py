@@ -43,7 +43,17 @@ from ._dbfiles import exclusive_file_lock, is_corrupt, move_with_journal
 from .errors import CollapseMonitorError
 from .types import MetricValue, Report
 
-__all__ = ["AlertState", "Baseline", "HistoryStore", "Replicate", "default_home"]
+__all__ = [
+    "AlertState",
+    "Baseline",
+    "HistoryStore",
+    "Replicate",
+    "core_digest",
+    "default_home",
+    "merge_baselines",
+    "state_digest",
+    "sync_id",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checks (
@@ -70,6 +80,12 @@ CREATE TABLE IF NOT EXISTS baseline_replicates (
     metrics_json TEXT NOT NULL,
     items BLOB,
     PRIMARY KEY (monitor, idx)
+);
+CREATE TABLE IF NOT EXISTS baseline_sync (
+    monitor TEXT PRIMARY KEY,
+    baseline_key TEXT NOT NULL,              -- the baseline row it belongs to (_baseline_key)
+    uid TEXT NOT NULL,                       -- the baseline's identity across machines (sync_id)
+    dropped_json TEXT NOT NULL               -- digests of the replicates dropped from it
 );
 CREATE TABLE IF NOT EXISTS alert_state (
     monitor TEXT NOT NULL,
@@ -100,6 +116,13 @@ class Baseline:
     #: other retrains of the baseline generation on human data (``check_replicate``): a
     #: decline counts only if it holds against each of them too (``detect``'s ``replicates``)
     replicates: list[Replicate] = field(default_factory=list)
+    #: the baseline's identity across machines: set when a check makes a generation the baseline
+    #: and carried by every copy (MLflow's artifact, a monitor rebuilt from it); "" for a baseline
+    #: stored by an older version (:func:`sync_id` then derives it from the contents)
+    uid: str = ""
+    #: digests (:meth:`Replicate.digest`) of the replicates dropped from it (``drop_replicates``):
+    #: kept so that a merge with another machine's copy does not bring them back
+    dropped: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -131,6 +154,71 @@ class AlertState:
     #: checks in a row that no longer showed the rule's stage (resolution waits for
     #: ``Rules.resolve_after`` of them)
     clear_checks: int = 0
+
+
+def _core_meta(b: Baseline) -> dict[str, Any]:
+    return {
+        "generation": b.generation,
+        "fingerprint": b.fingerprint,
+        "metrics": {k: v.to_dict() for k, v in sorted(b.metrics.items())},
+        "predictions": b.predictions,
+    }
+
+
+def core_digest(b: Baseline) -> str:
+    """A digest of the baseline generation's own measurement (metrics, predictions, item
+    vectors), without its replicates."""
+    h = hashlib.sha256()
+    h.update(json.dumps(_core_meta(b), sort_keys=True).encode())
+    for k in sorted(b.items):
+        arr = np.ascontiguousarray(b.items[k])
+        h.update(f"{k}|{arr.dtype.str}|{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:32]
+
+
+def state_digest(b: Baseline) -> str:
+    """A digest of everything a copy of the baseline holds: its measurement, its replicates (in
+    any order: two machines that merged the same ones in another order hold the same state) and
+    the replicates dropped from it. Without replicates or drops it is :func:`core_digest`."""
+    core = core_digest(b)
+    if not b.replicates and not b.dropped:
+        return core
+    state = {"core": core, "replicates": sorted(r.digest() for r in b.replicates), "dropped": sorted(b.dropped)}
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def sync_id(b: Baseline) -> str:
+    """The baseline's identity across machines: its ``uid``, or for a baseline stored by an
+    older version its :func:`core_digest` (equal on every machine that read the same copy)."""
+    return b.uid or core_digest(b)
+
+
+def merge_baselines(local: Baseline, remote: Baseline) -> Baseline:
+    """Two copies of one baseline (equal :func:`sync_id`) merged: the replicates of both (each
+    once, this machine's first, in their order) less those either copy dropped, and the drops of
+    both. Metrics and item vectors one copy gained later (``_grow_baseline``) are taken from it;
+    where both hold one, the local copy's. The merge is commutative up to order and idempotent,
+    so machines that merge each other's copies converge (an observed-remove set of replicates:
+    Shapiro et al., "Conflict-free Replicated Data Types", SSS 2011)."""
+    dropped = local.dropped | remote.dropped
+    replicates: list[Replicate] = []
+    seen: set[str] = set()
+    for r in [*local.replicates, *remote.replicates]:
+        d = r.digest()
+        if d not in dropped and d not in seen:
+            seen.add(d)
+            replicates.append(r)
+    return Baseline(
+        generation=local.generation,
+        fingerprint=local.fingerprint,
+        metrics={**remote.metrics, **local.metrics},
+        items={**remote.items, **local.items},
+        predictions=local.predictions if local.predictions is not None else remote.predictions,
+        replicates=replicates,
+        uid=sync_id(local),
+        dropped=dropped,
+    )
 
 
 def _baseline_key(generation: int, fingerprint: str, metrics_json: str) -> str:
@@ -414,7 +502,20 @@ class HistoryStore:
                 f"history store {self._db}: the baseline of {monitor} cannot be read ({type(exc).__name__}); "
                 "move history.db aside to start a new baseline"
             ) from None
-        b.replicates = self._replicates(monitor, _baseline_key(int(row[0]), row[1], row[2]))
+        key = _baseline_key(int(row[0]), row[1], row[2])
+        b.replicates = self._replicates(monitor, key)
+        sync = self._read("SELECT baseline_key, uid, dropped_json FROM baseline_sync WHERE monitor=?", (monitor,))
+        if sync and sync[0][0] == key:  # a row of another baseline (an older version re-baselined) is ignored
+            try:
+                b.uid, b.dropped = str(sync[0][1]), {str(d) for d in json.loads(sync[0][2])}
+            except Exception as exc:
+                log.error(
+                    "history store %s: the drops of the baseline of %s cannot be read (%s); dropped replicates "
+                    "may come back from another machine's copy",
+                    self._db,
+                    monitor,
+                    type(exc).__name__,
+                )
         return b
 
     def _replicates(self, monitor: str, key: str) -> list[Replicate]:
@@ -468,6 +569,10 @@ class HistoryStore:
                 (monitor, i, key, json.dumps({k: v.to_dict() for k, v in r.metrics.items()}), _pack(r.items))
                 for i, r in enumerate(b.replicates)
             ],
+        )
+        con.execute(
+            "INSERT OR REPLACE INTO baseline_sync(monitor, baseline_key, uid, dropped_json) VALUES (?,?,?,?)",
+            (monitor, key, sync_id(b), json.dumps(sorted(b.dropped))),
         )
 
     def save_baseline(self, monitor: str, b: Baseline) -> None:

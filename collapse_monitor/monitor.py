@@ -31,6 +31,7 @@ import os
 import re
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ from ._lifecycle import RULE_DRIFT, alert_events
 from ._redact import redact_text
 from .detection import Rules, detect
 from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, InputError, SinkError
-from .history import AlertState, Baseline, HistoryStore, Replicate, default_home
+from .history import AlertState, Baseline, HistoryStore, Replicate, default_home, sync_id
 from .metrics.cache import ReferenceCache
 from .metrics.knn import check_device
 from .sinks.base import EmitContext, Sink, Spool, is_permanent
@@ -299,7 +300,8 @@ class CollapseMonitor:
         sinks and no alert is evaluated; the next check's MLflow run carries the baseline with its
         replicates. A replicate equal to one already stored (the same weights measured again by a
         deterministic ``evaluate``: a resumed training job that trained no step and ends its fit
-        again) is not added twice.
+        again) is not added twice, nor is one dropped earlier (:meth:`drop_replicates`, here or
+        on another machine that shares the baseline through MLflow).
         Returns the replicate's metrics, each with the baseline's value (also in
         :attr:`last_replicate`). The training hooks take ``replicate=True`` (``watch``,
         ``retrain``, the Lightning and Hugging Face callbacks, ``distributed_check``).
@@ -339,6 +341,8 @@ class CollapseMonitor:
             own = Replicate({k: v for k, v in baseline.metrics.items() if k not in _NO_LATE_BASELINE}, baseline.items)
             candidates = [own, *baseline.replicates] if baseline.items else []
             same = next((i for i, r in enumerate(candidates) if r.digest() == digest), None)
+            if same is None and digest in baseline.dropped:
+                same = -1  # dropped from this baseline (here or on another machine): it stays out
             if same is None:
                 baseline.replicates.append(replicate)
                 self.history.save_baseline(self.name, baseline)
@@ -349,13 +353,22 @@ class CollapseMonitor:
         if same is not None:
             # the same weights measured again (a resumed job that trained no step ends its fit
             # again; a script run twice; the baseline's own outputs): a copy adds nothing to the test
-            log.info(
-                "%s: this replicate equals %s of baseline generation %d%s",
-                self.name,
-                f"replicate {same}" if same else "the outputs",
-                baseline.generation,
-                ", already stored: not added again" if same else ": no other retrain, not added",
-            )
+            if same < 0:
+                log.warning(
+                    "%s: this replicate equals one dropped from baseline generation %d (drop_replicates, on this or "
+                    "another machine): not added again; a dropped retrain stays out (check the baseline generation "
+                    "again to start over)",
+                    self.name,
+                    baseline.generation,
+                )
+            else:
+                log.info(
+                    "%s: this replicate equals %s of baseline generation %d%s",
+                    self.name,
+                    f"replicate {same}" if same else "the outputs",
+                    baseline.generation,
+                    ", already stored: not added again" if same else ": no other retrain, not added",
+                )
             slot = (same, False, None)
         else:
             log.info("%s: replicate %d of baseline generation %d stored", self.name, count, baseline.generation)
@@ -446,15 +459,61 @@ class CollapseMonitor:
         back from the sinks first, as a check does. A sink that could hold it and did not answer
         is an error: "check the baseline generation first" would start a new baseline there."""
         failed: list[str] = []
+        reseeded = False
         if self.history.last_generation(self.name) is None and not self.history.reports(self.name):
             self._reseed_from_sinks(failed)
+            reseeded = True
         baseline = self.history.baseline(self.name)
+        if baseline is not None and not reseeded:  # read back just now: the newest copy already
+            baseline.uid = sync_id(baseline)
+            merged = self._sync_baseline(baseline)
+            if merged is not None:
+                self.history.save_baseline(self.name, merged)
+                baseline = merged
         if failed and baseline is None:
             raise CollapseMonitorError(
                 f"{what}: the local history of {self.name} is empty and its baseline could not be read back from "
                 f"the sinks (history could not be read from {failed[0]}); retry when they are reachable"
             )
         return baseline
+
+    def _sync_baseline(self, baseline: Baseline, notes: list[str] | None = None) -> Baseline | None:
+        """The baseline merged with the newest copy in each sink that keeps one (MLflow): the
+        replicates other machines added or dropped since this one last read it
+        (:func:`~collapse_monitor.history.merge_baselines`); None when nothing changed. A sink
+        that cannot be read is logged and skipped: the check goes on with this machine's copy,
+        as it does while the sink has reports waiting in the spool (it was down at its last try)."""
+        merged: Baseline | None = None
+        for sink in self.sinks:
+            sync = getattr(sink, "sync_baseline", None)
+            if sync is None or self._still_spooled(sink):
+                # reports still waiting: the sink was down at its last try, and the check's replay
+                # finds out whether it is back (a dead server must not cost every check two waits)
+                continue
+            try:
+                got = sync(self.name, merged or baseline)
+            except Exception as exc:
+                log.warning(
+                    "%s: the baseline could not be compared with its copy on %s (%s): judged against this machine's "
+                    "replicates",
+                    self.name,
+                    sink.name,
+                    redact_text(f"{type(exc).__name__}: {exc}"),
+                )
+                continue
+            if got is None:
+                continue
+            merged = got
+            before = {r.digest() for r in baseline.replicates}
+            after = {r.digest() for r in merged.replicates}
+            what = (
+                f"baseline replicates merged with the copy on {sink.name}: {len(after - before)} added and "
+                f"{len(before - after)} dropped on other machines, {len(after)} now"
+            )
+            log.info("%s: %s", self.name, what)
+            if notes is not None:
+                notes.append(what)
+        return merged
 
     def baseline(self) -> Baseline | None:
         """The stored baseline: its generation, metrics and replicates (``baseline.replicates``,
@@ -471,9 +530,10 @@ class CollapseMonitor:
         of them when None. Returns how many were dropped (on a new machine the baseline is read
         back from the sinks first). ``InputError`` names a number the baseline does not have.
 
-        The drop is local until this machine's next check, whose MLflow run carries the baseline
-        without them: a monitor rebuilt from MLflow on another machine before that still reads
-        them (and its next check uploads them again)."""
+        A dropped replicate stays out: its outputs given to :meth:`check_replicate` again are not
+        added back, and another machine's copy of the baseline loses it when the two merge
+        through MLflow (this machine's next check uploads the baseline without it; a machine
+        that checks before that still judges against it)."""
         if numbers is not None:
             if isinstance(numbers, (str, bytes, Mapping)) or not isinstance(numbers, Iterable):
                 raise InputError("numbers", f"expected a list of replicate numbers from 1, got {numbers!r}")
@@ -495,6 +555,8 @@ class CollapseMonitor:
                 )
             if baseline is None or not wanted:
                 return 0
+            # remembered as dropped: a merge with another machine's copy must not bring them back
+            baseline.dropped |= {r.digest() for i, r in enumerate(baseline.replicates, 1) if i in wanted}
             baseline.replicates = [r for i, r in enumerate(baseline.replicates, 1) if i not in wanted]
             self.history.save_baseline(self.name, baseline)
         log.info(
@@ -623,6 +685,12 @@ class CollapseMonitor:
             # judged against it
             notes.append(f"generation {generation} checked again: it replaces the stored baseline")
             baseline = None
+        synced = False
+        if baseline is not None:
+            baseline.uid = sync_id(baseline)  # an older version's baseline: its identity before it grows
+            merged = self._sync_baseline(baseline, notes)
+            if merged is not None:
+                baseline, synced = merged, True
         # an older generation checked after a newer one (a backfill, an old checkpoint re-run):
         # its findings are reported, but the alerts follow the newest generation (a healthy
         # backfill used to resolve the open incident of a collapsed newest generation)
@@ -670,11 +738,16 @@ class CollapseMonitor:
                 f"rules.baseline_generation={pinned} is not used: generation {baseline.generation} already is the "
                 "baseline (a pin applies to a new monitor; checking that generation again replaces the baseline)"
             )
-        baseline_changed = False
+        baseline_changed = synced  # another machine's replicates or drops merged in: stored with this check
         is_baseline = baseline is None and (pinned is None or pinned == generation or rebaseline)
         if is_baseline:
             baseline = Baseline(
-                generation, self.reference.fingerprint, dict(panel.metrics), dict(panel.items), panel.predictions
+                generation,
+                self.reference.fingerprint,
+                dict(panel.metrics),
+                dict(panel.items),
+                panel.predictions,
+                uid=uuid.uuid4().hex,  # its identity on every machine that reads a copy (merging replicates)
             )
             baseline_changed = True
             det = detect(panel.metrics, rules=rules, baseline=None)

@@ -23,7 +23,18 @@ Layout (experiment ``collapse-monitor/<monitor>`` by default, one run per check)
   ``baseline/baseline.json`` + ``baseline/items.npz`` (numpy, never pickled), and per replicate
   retrain of the baseline generation (``check_replicate``) its metrics in ``baseline.json`` and
   its items in ``baseline/replicate-<i>.npz``: the first check after a replicate was added
-  uploads the baseline again, so a monitor rebuilt from MLflow keeps its replicates.
+  uploads the baseline again, so a monitor rebuilt from MLflow keeps its replicates. The
+  baseline's identity (``collapse.baseline_uid``, set when a generation becomes the baseline) and
+  the digests of replicates dropped from it travel with it.
+
+Several machines, each with its own history, share one baseline through MLflow: before a check
+(and before ``check_replicate``, ``drop_replicates`` and ``baseline()``) the monitor merges the
+newest copy on the server into its own (:meth:`MLflowSink.sync_baseline`: one ``search_runs``
+without retry, and a download only when that copy differs), and the upload merges once more with
+whatever was uploaded meanwhile. Replicates another machine added join, those it dropped leave and
+stay out (:func:`~collapse_monitor.history.merge_baselines`). A copy of another baseline (the
+generation checked again elsewhere) is not merged: the newest upload is the one a rebuilt monitor
+reads.
 
 When the caller has an active MLflow run on the same tracking server, the check's run is its
 child (``mlflow.parentRunId``) - it stays in the monitor's experiment so that the chain of
@@ -40,7 +51,9 @@ this sink's bounds, silences MLflow's "View run at <url>" line (the URL may carr
 its artifact progress bars, and restores the previous values afterwards, under a process-wide
 lock. Other threads of the process that talk to MLflow at the same moment see the same bounds for
 that moment. A failing request raises at once (no further calls), so one emit against a dead or
-hanging server costs about ``(max_retries + 1) * timeout`` seconds at most.
+hanging server costs about ``(max_retries + 1) * timeout`` seconds at most. The baseline's sync
+before a check is not retried: the first check after the server died waits one ``timeout`` more,
+and the monitor tries no sync while reports wait in the spool.
 
 Spool replays are idempotent: a replayed report whose run (tag ``collapse.report_id``) already
 FINISHED is skipped; a partial run of a crashed attempt is deleted and logged again, so the number
@@ -95,7 +108,7 @@ from .._redact import (
 )
 from ..detection import is_proportion
 from ..errors import ConfigError, SinkError
-from ..history import Baseline, Replicate
+from ..history import Baseline, Replicate, merge_baselines, state_digest, sync_id
 from ..types import MetricValue, Provenance, Report, Stage
 from .base import EmitContext, PermanentSinkError
 
@@ -372,14 +385,8 @@ def _baseline_seq(run: Any) -> int:
 
 
 def _baseline_digest(b: Baseline) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps(_baseline_meta(b), sort_keys=True).encode())
-    for prefix, items in [("", b.items), *((f"replicate-{i}/", r.items) for i, r in enumerate(b.replicates))]:
-        for k in sorted(items):
-            arr = np.ascontiguousarray(items[k])
-            h.update(f"{prefix}{k}|{arr.dtype.str}|{arr.shape}".encode())
-            h.update(arr.tobytes())
-    return h.hexdigest()[:32]
+    """The ``collapse.baseline_digest`` tag: :func:`~collapse_monitor.history.state_digest`."""
+    return state_digest(b)
 
 
 def _baseline_meta(b: Baseline) -> dict[str, Any]:
@@ -388,9 +395,12 @@ def _baseline_meta(b: Baseline) -> dict[str, Any]:
         "fingerprint": b.fingerprint,
         "metrics": {k: v.to_dict() for k, v in sorted(b.metrics.items())},
         "predictions": b.predictions,
+        "uid": sync_id(b),
     }
-    if b.replicates:  # absent without replicates: such a baseline keeps the digest it had before them
+    if b.replicates:
         meta["replicates"] = [{"metrics": {k: v.to_dict() for k, v in sorted(r.metrics.items())}} for r in b.replicates]
+    if b.dropped:
+        meta["dropped"] = sorted(b.dropped)
     return meta
 
 
@@ -437,6 +447,8 @@ def _read_baseline(directory: Path) -> Baseline:
             )
             for i, r in enumerate(meta.get("replicates") or [])
         ],
+        uid=str(meta.get("uid") or ""),  # absent in an older version's upload: sync_id derives it
+        dropped={str(d) for d in meta.get("dropped") or []},
     )
 
 
@@ -565,10 +577,11 @@ class MLflowSink:
         return self.tracking_uri.lower().startswith(("http://", "https://"))
 
     @contextlib.contextmanager
-    def bounded(self) -> Iterator[None]:
-        """Bound MLflow's HTTP retries/timeouts (and silence its URL printing) for this block."""
+    def bounded(self, *, retries: int | None = None) -> Iterator[None]:
+        """Bound MLflow's HTTP retries/timeouts (and silence its URL printing) for this block;
+        ``retries`` instead of ``max_retries`` (the baseline's sync before a check: no retry)."""
         values = {
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries if retries is None else retries),
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(self.timeout))),
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
             # a 429/503 with "Retry-After: 3600" would otherwise make urllib3 sleep an hour
@@ -1067,24 +1080,84 @@ class MLflowSink:
         # the newest baseline on the server, in upload order (not by the uploaders' clocks): is it
         # this exact one already (a new process; its upload may have failed; replicates added or
         # dropped since change it: the newest artifact is the one a monitor rebuilt from MLflow reads)
+        newest = self._newest_baseline(client, exp_id, report.monitor)
+        if newest is not None:
+            tags = newest.data.tags
+            uid = tags.get("collapse.baseline_uid")
+            changed = bool(context.extra.get("baseline_changed"))
+            if tags.get("collapse.baseline_digest") == digest and (uid == sync_id(b) or (uid is None and not changed)):
+                self._baselines_seen[seen] = digest
+                return None
+            # another machine's copy of this baseline uploaded since this one read it (replicates
+            # it added or dropped): upload the merge of both, never this copy over it
+            try:
+                merged = self._merged_with(client, newest, b)
+            except Exception as exc:
+                log.warning(
+                    "%s: the newest baseline of %s on MLflow could not be read to merge it (%s): this check's "
+                    "run is logged without the baseline, the next check uploads it",
+                    self.name,
+                    report.monitor,
+                    self.scrub(f"{type(exc).__name__}: {exc}"),
+                )
+                return None
+            if merged is not None:
+                if _baseline_digest(merged) == tags.get("collapse.baseline_digest") and uid == sync_id(merged):
+                    self._baselines_seen[seen] = digest
+                    return None
+                b = merged
+        return b, _baseline_digest(b), (0 if newest is None else _baseline_seq(newest)) + 1
+
+    def _newest_baseline(self, client: Any, exp_id: str, monitor: str) -> Any | None:
         found = self._search(
             client,
             [exp_id],
-            f"tags.`collapse.baseline` = 'true' and tags.`collapse.monitor` = '{report.monitor}' "
+            f"tags.`collapse.baseline` = 'true' and tags.`collapse.monitor` = '{monitor}' "
             "and attributes.status = 'FINISHED'",
             max_results=1,
             order_by=list(BASELINE_ORDER),
             limit=1,
         )
-        newest = found[0] if found else None
-        if (
-            newest is not None
-            and not context.extra.get("baseline_changed")
-            and newest.data.tags.get("collapse.baseline_digest") == digest
-        ):
-            self._baselines_seen[seen] = digest
+        return found[0] if found else None
+
+    def _merged_with(self, client: Any, run: Any, local: Baseline) -> Baseline | None:
+        """``local`` merged with the baseline stored in ``run`` (:func:`merge_baselines`); None
+        when ``run`` holds another baseline (a generation checked again on another machine: the
+        newest upload wins, as before)."""
+        uid = run.data.tags.get("collapse.baseline_uid")
+        if uid is not None and uid != sync_id(local):
             return None
-        return b, digest, (0 if newest is None else _baseline_seq(newest)) + 1
+        with tempfile.TemporaryDirectory(prefix="collapse-baseline-") as tmp:
+            where = client.download_artifacts(run.info.run_id, f"{ARTIFACT_DIR}/baseline", tmp)
+            remote = _read_baseline(Path(where))
+        if sync_id(remote) != sync_id(local):
+            return None
+        return merge_baselines(local, remote)
+
+    def sync_baseline(self, monitor: str, local: Baseline) -> Baseline | None:
+        """This machine's copy of ``monitor``'s baseline merged with the newest copy on MLflow
+        (another machine's replicates and drops: :func:`~collapse_monitor.history.merge_baselines`),
+        or None when there is nothing to take from it: no copy there, the same state, or another
+        baseline. One ``search_runs`` per call, and a download only when the newest upload differs
+        from this copy. Raises SinkError when MLflow cannot be read."""
+        if not self.artifacts:  # nothing to read back: the baseline was never uploaded
+            return None
+
+        def pull() -> Baseline | None:
+            client = self.client()
+            exp_id = self._experiment_id(client, monitor, create=False)
+            if exp_id is None:
+                return None
+            newest = self._newest_baseline(client, exp_id, monitor)
+            if newest is None or newest.data.tags.get("collapse.baseline_digest") == _baseline_digest(local):
+                return None
+            merged = self._merged_with(client, newest, local)
+            if merged is None or _baseline_digest(merged) == _baseline_digest(local):
+                return None
+            return merged
+
+        with self.bounded(retries=0):  # a dead server then costs one timeout more per check, not retries
+            return self._guarded(f"reading the baseline of {monitor!r}", pull)
 
     def _log_run(
         self, client: Any, exp_id: str, report: Report, context: EmitContext | None, rid: str
@@ -1100,6 +1173,7 @@ class MLflowSink:
         if baseline is not None:
             tags["collapse.baseline"] = "true"
             tags["collapse.baseline_digest"] = digest
+            tags["collapse.baseline_uid"] = sync_id(baseline)
             tags["collapse.baseline_seq"] = f"{seq:0{_SEQ_WIDTH}d}"
             # how many replicate retrains the artifact carries (check_replicate), readable in the UI
             tags["collapse.baseline_replicates"] = str(len(baseline.replicates))

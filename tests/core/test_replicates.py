@@ -249,7 +249,7 @@ def test_one_failed_replicate_is_shown_and_dropped_alone(tmp_path, capsys) -> No
     from collapse_monitor.cli import main
 
     np.save(tmp_path / "labels.npy", LABELS)
-    for k in (28, 19, 0, 8):
+    for k in (28, 20, 19, 0, 8):
         np.save(tmp_path / f"p{k}.npy", _preds(k))
     cfg = tmp_path / "collapse.yaml"
     cfg.write_text("name: drop\nhome: state\nreference: {labels: labels.npy}\nsinks: []\n")
@@ -279,8 +279,13 @@ def test_one_failed_replicate_is_shown_and_dropped_alone(tmp_path, capsys) -> No
         with pytest.raises(cm.InputError, match="numbers"):
             mon.drop_replicates(bad)  # type: ignore[arg-type]
     assert mon.drop_replicates([1]) == 1 and mon.baseline().replicates == []
+    # a dropped retrain stays out: the same outputs again are not added back
+    out, _ = run("--predictions", str(tmp_path / "p19.npy"), "--replicate")
+    assert "equal a replicate dropped from the baseline" in out and mon.baseline().replicates == []
+    got = json.loads(run("--predictions", str(tmp_path / "p19.npy"), "--replicate", "--json")[0])
+    assert got["replicate"] is None and got["added"] is False and got["dropped"] is True
     # the option repeated drops every number given (it kept the last occurrence only)
-    for k in (19, 8):
+    for k in (20, 8):
         run("--predictions", str(tmp_path / f"p{k}.npy"), "--replicate")
     assert json.loads(run("--drop-replicates", "1", "--drop-replicates", "2", "--json")[0])["dropped"] == 2
     # the baseline generation's own outputs again are no replicate: not stored
@@ -653,3 +658,147 @@ def test_an_async_trainer_adds_its_replicate_off_the_loop(tmp_path) -> None:
     got, rep = asyncio.run(main())
     assert got == 18 and rep is not None and rep["rare_class_recall"].value == pytest.approx(18 / 30)
     assert len(mon.history.baseline("rep").replicates) == 1
+
+
+def _rare(b) -> list[float]:
+    return [round(r.metrics["rare_class_recall"].value * 30) for r in b.replicates]
+
+
+def _two_machines(server, tmp_path, name: str):
+    """Machine A checks the baseline generation (28 of 30 rare items right); machine B, with a
+    home of its own, reads it back from MLflow and adds a replicate (18 of 30)."""
+
+    def monitor(machine: str):
+        return _mlflow_monitor(server, name, tmp_path / machine)
+
+    a = monitor("a")
+    a.check(_obs(28))
+    a.flush()
+    b = monitor("b")
+    b.check_replicate(_obs(18))  # reads the baseline back from MLflow first
+    return monitor, a, b
+
+
+def test_replicates_from_several_machines_merge_through_mlflow(mlflow_server, tmp_path, caplog) -> None:
+    """Two machines with their own histories add a replicate each, and one drops the other's:
+    each check first merges the newest copy on MLflow into its own (added ones join, dropped ones
+    leave and stay out) and uploads the merge, so neither machine's upload loses the other's
+    work. Before, the last machine to check uploaded its own copy over the other's: machine B's
+    check lost machine A's replicate, and B kept judging against the one A dropped."""
+    import logging
+    import uuid
+
+    name = f"merge-{uuid.uuid4().hex[:8]}"
+    monitor, a, b = _two_machines(mlflow_server, tmp_path, name)
+    a.check_replicate(_obs(19))  # A's replicate
+    a.check(_obs(17))  # uploads A's copy: one replicate
+    a.flush()
+    report = b.check(_obs(17))
+    assert any("1 added and 0 dropped on other machines, 2 now" in n for n in report.notes)
+    assert any("2 replicate retrain(s) of generation 0" in n for n in report.notes)
+    assert _rare(b.baseline()) == [18, 19]  # B's first, then the one merged in
+    b.flush()
+    assert _rare(monitor("c").baseline()) == [18, 19]  # uploaded with both (it used to hold B's alone)
+
+    # A drops its own replicate: A reads B's first (a merge), then drops number 1 (its own)
+    assert _rare(a.baseline()) == [19, 18]
+    assert a.drop_replicates([1]) == 1 and _rare(a.baseline()) == [18]
+    a.check(_obs(17))
+    a.flush()
+    report = b.check(_obs(17))
+    assert any("0 added and 1 dropped on other machines, 1 now" in n for n in report.notes)
+    assert _rare(b.baseline()) == [18]
+    b.flush()
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
+        b.check_replicate(_obs(19))  # the dropped retrain again: it stays out on every machine
+    assert "equals one dropped from baseline generation 0" in caplog.text
+    assert _rare(b.baseline()) == [18]
+    fresh = monitor("d")
+    assert _rare(fresh.baseline()) == [18] and len(fresh.baseline().dropped) == 1
+    client = mlflow_server.client()
+    exp_id = client.get_experiment_by_name(f"collapse-monitor/{name}").experiment_id
+    runs = client.search_runs([exp_id], "tags.`collapse.baseline` = 'true'", max_results=100)
+    by_seq = {int(r.data.tags["collapse.baseline_seq"]): r.data.tags["collapse.baseline_replicates"] for r in runs}
+    assert by_seq == {1: "0", 2: "1", 3: "2", 4: "1"}  # B's last check found the merge there: no upload
+    assert len({r.data.tags["collapse.baseline_uid"] for r in runs}) == 1
+
+
+def test_a_baseline_checked_again_elsewhere_is_not_merged(mlflow_server, tmp_path) -> None:
+    """Another machine that checks the baseline generation again starts a new baseline (a new
+    identity): the replicates of the old one are not merged into it, and the machine still on
+    the old baseline does not take the new one's either (the newest upload wins, as before)."""
+    import uuid
+
+    name = f"rebase-{uuid.uuid4().hex[:8]}"
+
+    def monitor(machine: str):
+        return _mlflow_monitor(mlflow_server, name, tmp_path / machine)
+
+    a = monitor("a")
+    a.check(_obs(28))
+    a.check_replicate(_obs(19))
+    a.check(_obs(17))
+    a.flush()
+    b = monitor("b")
+    assert _rare(b.baseline()) == [19]
+    b.check(_obs(27, generation=0))  # a new baseline on B: no replicates
+    b.flush()
+    b.check_replicate(_obs(20))
+    b.check(_obs(17))
+    b.flush()
+    assert _rare(b.baseline()) == [20]
+    report = a.check(_obs(17))
+    assert not any("merged with the copy" in n for n in report.notes)
+    assert _rare(a.baseline()) == [19]
+
+
+def test_merging_copies_of_a_baseline_converges() -> None:
+    """``merge_baselines`` is idempotent and, up to order, commutative; drops win over adds;
+    metrics one copy gained later join the other."""
+    from collapse_monitor.history import Baseline, Replicate, merge_baselines, state_digest
+
+    def rep(v: float) -> Replicate:
+        return Replicate({"m": cm.MetricValue(v, v, v)}, {"m": np.array([v])})
+
+    base = Baseline(0, "fp", {"m": cm.MetricValue(1.0, 1.0, 1.0)}, {"m": np.array([1.0])}, uid="u")
+    x = Baseline(0, "fp", dict(base.metrics), dict(base.items), replicates=[rep(0.1), rep(0.2)], uid="u")
+    y = Baseline(
+        0, "fp", {**base.metrics, "n": cm.MetricValue(5.0, 5.0, 5.0)}, dict(base.items), replicates=[rep(0.3)], uid="u"
+    )
+    y.dropped = {rep(0.2).digest()}
+    xy, yx = merge_baselines(x, y), merge_baselines(y, x)
+    assert state_digest(xy) == state_digest(yx)
+    assert [r.metrics["m"].value for r in xy.replicates] == [0.1, 0.3]
+    assert [r.metrics["m"].value for r in yx.replicates] == [0.3, 0.1]
+    assert "n" in xy.metrics and xy.dropped == {rep(0.2).digest()}
+    assert state_digest(merge_baselines(xy, y)) == state_digest(xy) == state_digest(merge_baselines(xy, xy))
+    assert state_digest(x) != state_digest(
+        Baseline(0, "fp", dict(x.metrics), dict(x.items), replicates=x.replicates[:1])
+    )
+
+
+def test_baselines_stored_before_identities_merge_by_their_contents(mlflow_server, tmp_path, monkeypatch) -> None:
+    """A baseline stored by an older version has no identity (``uid``), in the local history
+    or on MLflow (no ``collapse.baseline_uid`` tag): each machine derives it from the
+    baseline's contents, equal for copies of one baseline, so they merge after the upgrade."""
+    import types
+    import uuid
+
+    name = f"legacy-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(
+        "collapse_monitor.monitor.uuid", types.SimpleNamespace(uuid4=lambda: types.SimpleNamespace(hex=""))
+    )
+    _, a, b = _two_machines(mlflow_server, tmp_path, name)
+    for home in ("a", "b"):  # as an older version left them: no identity row
+        with sqlite3.connect(tmp_path / home / "history.db") as con:
+            con.execute("DELETE FROM baseline_sync")
+    client = mlflow_server.client()
+    exp_id = client.get_experiment_by_name(f"collapse-monitor/{name}").experiment_id
+    for run in client.search_runs([exp_id], "tags.`collapse.baseline` = 'true'"):
+        client.delete_tag(run.info.run_id, "collapse.baseline_uid")
+    a.check_replicate(_obs(19))
+    a.check(_obs(17))
+    a.flush()
+    report = b.check(_obs(17))
+    assert any("1 added and 0 dropped on other machines, 2 now" in n for n in report.notes)
+    assert _rare(b.baseline()) == [18, 19]
