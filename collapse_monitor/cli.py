@@ -218,6 +218,7 @@ def _show_baseline(mon: Any, as_json: bool) -> int:
             "metrics": metrics(baseline.metrics),
             "replicates": [metrics(r.metrics) for r in baseline.replicates],
             "spread": spread,  # per metric measured by a replicate: max - min, and the table's mark
+            "dropped": len(baseline.dropped),  # replicates dropped earlier: kept out, here and on other machines
         }
         print(json.dumps(out, indent=2))
     else:

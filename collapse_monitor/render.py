@@ -171,7 +171,10 @@ def baseline_table(monitor: str, baseline: Any, hidden: Sequence[str] = ()) -> A
 
     reps = list(getattr(baseline, "replicates", ()))
     title = f"{monitor} - baseline generation {baseline.generation} and {len(reps)} replicate(s)"
-    caption = "↑ better than every replicate's 95% interval: a lucky baseline retrain" if reps else None
+    notes = ["↑ better than every replicate's 95% interval: a lucky baseline retrain"] if reps else []
+    if baseline.dropped:  # kept out on every machine that shares the baseline through MLflow
+        notes.append(f"{len(baseline.dropped)} replicate(s) dropped earlier, kept out")
+    caption = "\n".join(notes) or None
     table = Table(title=escape(title), caption=caption)
     # the metric names whole and short number headers: five replicates fit 80 columns
     table.add_column("metric", justify="left", no_wrap=True)

@@ -270,6 +270,9 @@ def test_one_failed_replicate_is_shown_and_dropped_alone(tmp_path, capsys) -> No
     assert report["stage"] == "healthy"  # the failed replicate hides a real loss (8 of 30 rare items)
     got = json.loads(run("--drop-replicates", "2", "--json")[0])
     assert got == {"monitor": "drop", "dropped": 1, "kept": 1}
+    shown = json.loads(run("--show-baseline", "--json")[0])
+    assert shown["dropped"] == 1 and len(shown["replicates"]) == 1
+    assert "1 replicate(s) dropped earlier, kept out" in run("--show-baseline")[0]
     report = json.loads(run("--predictions", str(tmp_path / "p8.npy"), "--json")[0])
     assert report["stage"] == "early_collapse"  # judged against the good replicate again
     _, err = run("--drop-replicates", "3", code=2)
