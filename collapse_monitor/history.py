@@ -198,8 +198,10 @@ def merge_baselines(local: Baseline, remote: Baseline) -> Baseline:
     """Two copies of one baseline (equal :func:`sync_id`) merged: the replicates of both (each
     once, this machine's first, in their order) less those either copy dropped, and the drops of
     both. Metrics and item vectors one copy gained later (``_grow_baseline``) are taken from it;
-    where both hold one, the local copy's. The merge is commutative up to order and idempotent,
-    so machines that merge each other's copies converge (an observed-remove set of replicates:
+    where both gained one with different values (two machines saw a new family at once), the
+    ``remote`` copy's: every machine merges with the copy on the server, so all take the values
+    uploaded first. The replicate sets merge commutatively (up to order) and idempotently, so
+    machines that merge each other's copies converge (an observed-remove set of replicates:
     Shapiro et al., "Conflict-free Replicated Data Types", SSS 2011)."""
     dropped = local.dropped | remote.dropped
     replicates: list[Replicate] = []
@@ -212,9 +214,9 @@ def merge_baselines(local: Baseline, remote: Baseline) -> Baseline:
     return Baseline(
         generation=local.generation,
         fingerprint=local.fingerprint,
-        metrics={**remote.metrics, **local.metrics},
-        items={**remote.items, **local.items},
-        predictions=local.predictions if local.predictions is not None else remote.predictions,
+        metrics={**local.metrics, **remote.metrics},
+        items={**local.items, **remote.items},
+        predictions=remote.predictions if remote.predictions is not None else local.predictions,
         replicates=replicates,
         uid=sync_id(local),
         dropped=dropped,

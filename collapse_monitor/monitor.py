@@ -468,7 +468,8 @@ class CollapseMonitor:
             baseline.uid = sync_id(baseline)
             merged = self._sync_baseline(baseline)
             if merged is not None:
-                self.history.save_baseline(self.name, merged)
+                if what != "baseline":  # a read stores nothing (a read-only home); the next check does
+                    self.history.save_baseline(self.name, merged)
                 baseline = merged
         if failed and baseline is None:
             raise CollapseMonitorError(
@@ -478,42 +479,51 @@ class CollapseMonitor:
         return baseline
 
     def _sync_baseline(self, baseline: Baseline, notes: list[str] | None = None) -> Baseline | None:
-        """The baseline merged with the newest copy in each sink that keeps one (MLflow): the
-        replicates other machines added or dropped since this one last read it
-        (:func:`~collapse_monitor.history.merge_baselines`); None when nothing changed. A sink
-        that cannot be read is logged and skipped: the check goes on with this machine's copy,
-        as it does while the sink has reports waiting in the spool (it was down at its last try)."""
-        merged: Baseline | None = None
+        """The baseline against the newest copy in each sink that keeps one (MLflow): merged with
+        it (the replicates other machines added or dropped since this one last read it:
+        :func:`~collapse_monitor.history.merge_baselines`), or replaced by it when it is another
+        baseline uploaded after this one (the baseline generation checked again elsewhere);
+        None when nothing changed. A sink that cannot be read is logged and noted, and the check
+        goes on with this machine's copy, as it does while the sink has reports waiting in the
+        spool (it was down at its last try: the check's replay finds out whether it is back)."""
+        current = baseline
         for sink in self.sinks:
             sync = getattr(sink, "sync_baseline", None)
             if sync is None or self._still_spooled(sink):
-                # reports still waiting: the sink was down at its last try, and the check's replay
-                # finds out whether it is back (a dead server must not cost every check two waits)
                 continue
             try:
-                got = sync(self.name, merged or baseline)
+                got = sync(self.name, current)
             except Exception as exc:
-                log.warning(
-                    "%s: the baseline could not be compared with its copy on %s (%s): judged against this machine's "
-                    "replicates",
-                    self.name,
-                    sink.name,
-                    redact_text(f"{type(exc).__name__}: {exc}"),
-                )
+                msg = redact_text(f"{type(exc).__name__}: {exc}")
+                log.warning("%s: the baseline could not be compared with its copy on %s: %s", self.name, sink.name, msg)
+                if notes is not None:
+                    notes.append(
+                        f"the baseline was not compared with its copy on {sink.name} ({msg}): judged against this "
+                        "machine's replicates"
+                    )
                 continue
             if got is None:
                 continue
-            merged = got
-            before = {r.digest() for r in baseline.replicates}
-            after = {r.digest() for r in merged.replicates}
-            what = (
-                f"baseline replicates merged with the copy on {sink.name}: {len(after - before)} added and "
-                f"{len(before - after)} dropped on other machines, {len(after)} now"
-            )
-            log.info("%s: %s", self.name, what)
-            if notes is not None:
-                notes.append(what)
-        return merged
+            if sync_id(got) != sync_id(current):
+                what: str | None = (
+                    f"baseline replaced by a newer one on {sink.name} (generation {got.generation} checked again on "
+                    f"another machine), with {len(got.replicates)} replicate(s)"
+                )
+            else:
+                before = {r.digest() for r in current.replicates}
+                after = {r.digest() for r in got.replicates}
+                what = None
+                if before != after:
+                    what = (
+                        f"baseline replicates merged with the copy on {sink.name}: {len(after - before)} added and "
+                        f"{len(before - after)} dropped on other machines, {len(after)} now"
+                    )
+            current = got
+            if what is not None:
+                log.info("%s: %s", self.name, what)
+                if notes is not None:
+                    notes.append(what)
+        return None if current is baseline else current
 
     def baseline(self) -> Baseline | None:
         """The stored baseline: its generation, metrics and replicates (``baseline.replicates``,
@@ -673,7 +683,8 @@ class CollapseMonitor:
                 cached.extend(self.history.reports(self.name))
             return cached
 
-        if last is None and not stored_reports():
+        reseeded = last is None and not stored_reports()
+        if reseeded:
             notes.extend(self._reseed_from_sinks())
             last = self.history.last_generation(self.name)
         generation = obs.generation if obs.generation is not None else (0 if last is None else last + 1)
@@ -686,7 +697,7 @@ class CollapseMonitor:
             notes.append(f"generation {generation} checked again: it replaces the stored baseline")
             baseline = None
         synced = False
-        if baseline is not None:
+        if baseline is not None and not reseeded:  # read back from the sinks just now: the newest copy
             baseline.uid = sync_id(baseline)  # an older version's baseline: its identity before it grows
             merged = self._sync_baseline(baseline, notes)
             if merged is not None:

@@ -726,10 +726,20 @@ def test_replicates_from_several_machines_merge_through_mlflow(mlflow_server, tm
     assert len({r.data.tags["collapse.baseline_uid"] for r in runs}) == 1
 
 
-def test_a_baseline_checked_again_elsewhere_is_not_merged(mlflow_server, tmp_path) -> None:
-    """Another machine that checks the baseline generation again starts a new baseline (a new
-    identity): the replicates of the old one are not merged into it, and the machine still on
-    the old baseline does not take the new one's either (the newest upload wins, as before)."""
+def _baseline_uploads(server, name: str) -> dict[int, str]:
+    """The monitor's baseline uploads on the server: sequence number -> number of replicates."""
+    client = server.client()
+    exp_id = client.get_experiment_by_name(f"collapse-monitor/{name}").experiment_id
+    runs = client.search_runs([exp_id], "tags.`collapse.baseline` = 'true'", max_results=100)
+    return {int(r.data.tags["collapse.baseline_seq"]): r.data.tags["collapse.baseline_replicates"] for r in runs}
+
+
+def test_a_baseline_checked_again_elsewhere_becomes_every_machines(mlflow_server, tmp_path) -> None:
+    """A machine that checks the baseline generation again starts a new baseline (a new
+    identity) and uploads it; the replicates of the old one are not merged into it, and the
+    other machines take the new one at their next check, as a monitor rebuilt from MLflow does.
+    Before, each machine uploaded its own baseline at its next check, in turn, for ever (with the
+    same outputs too: the new identity alone made the copies differ)."""
     import uuid
 
     name = f"rebase-{uuid.uuid4().hex[:8]}"
@@ -744,15 +754,47 @@ def test_a_baseline_checked_again_elsewhere_is_not_merged(mlflow_server, tmp_pat
     a.flush()
     b = monitor("b")
     assert _rare(b.baseline()) == [19]
-    b.check(_obs(27, generation=0))  # a new baseline on B: no replicates
+    report = b.check(_obs(28, generation=0))  # the same outputs, checked again: a new baseline on B
+    assert not any("merged" in n for n in report.notes)
     b.flush()
-    b.check_replicate(_obs(20))
-    b.check(_obs(17))
-    b.flush()
-    assert _rare(b.baseline()) == [20]
-    report = a.check(_obs(17))
-    assert not any("merged with the copy" in n for n in report.notes)
-    assert _rare(a.baseline()) == [19]
+    assert _rare(b.baseline()) == []
+    report = monitor("a").check(_obs(17))
+    assert any("baseline replaced by a newer one on mlflow" in n for n in report.notes)
+    assert report.stage is cm.Stage.EARLY_COLLAPSE  # against B's baseline, without A's replicate
+    assert _rare(monitor("a").baseline()) == []
+    for machine in ("a", "b", "a", "b"):  # new processes of both machines: nothing goes up again
+        assert monitor(machine).check(_obs(17)).errors == ()
+    assert _baseline_uploads(mlflow_server, name) == {1: "0", 2: "1", 3: "0"}
+
+
+def test_an_unreadable_baseline_on_mlflow_is_replaced_not_stuck(tmp_path, caplog) -> None:
+    """The newest baseline artifact lost on the server (storage loss, a hand deletion): the next
+    check uploads this machine's copy over it, with a warning. The merge step used to give up
+    there at every check, so no baseline was uploaded again."""
+    import logging
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+
+    def monitor(home: str):
+        return cm.CollapseMonitor(
+            "lost", reference=ref, sinks=[cm.MLflowSink(uri, evidently=False)], home=tmp_path / home
+        )
+
+    mon = monitor("h")
+    mon.check(_obs(28))
+    mon.check_replicate(_obs(18))
+    mon.check(_obs(17))
+    mon.flush()
+    stored = list((tmp_path / "mlruns").rglob("baseline/baseline.json"))
+    max(stored, key=lambda p: p.stat().st_mtime).unlink()
+    mon = monitor("h")
+    mon.check_replicate(_obs(19))
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
+        assert mon.check(_obs(17)).errors == ()
+    mon.flush()
+    assert "cannot be read" in caplog.text and "uploaded over it" in caplog.text
+    assert _rare(monitor("new").baseline()) == [18, 19]
 
 
 def test_merging_copies_of_a_baseline_converges() -> None:
@@ -778,6 +820,11 @@ def test_merging_copies_of_a_baseline_converges() -> None:
     assert state_digest(x) != state_digest(
         Baseline(0, "fp", dict(x.metrics), dict(x.items), replicates=x.replicates[:1])
     )
+    # both gained a metric at once, with different values: the copy on the server (remote) wins,
+    # so the machines that merge with it take the same values
+    z = Baseline(0, "fp", {**base.metrics, "n": cm.MetricValue(7.0, 7.0, 7.0)}, dict(base.items), uid="u")
+    assert merge_baselines(y, z).metrics["n"].value == 7.0 and merge_baselines(z, y).metrics["n"].value == 5.0
+    assert state_digest(merge_baselines(merge_baselines(z, y), y)) == state_digest(merge_baselines(z, y))
 
 
 def test_baselines_stored_before_identities_merge_by_their_contents(mlflow_server, tmp_path, monkeypatch) -> None:

@@ -5,7 +5,8 @@ function's result passes through, and every report reaches MLflow once the serve
 Bounds (``MLflowSink(timeout=1, max_retries=1)``): one failing MLflow round trip costs at most
 ``(max_retries + 1) * timeout`` = 2 s (urllib3 does not back off before the first retry, and the
 sink ignores ``Retry-After``); a failing check makes at most two such rounds (reading the history
-back on an empty home, or replaying the spool, and then the live emit), so it returns within
+back on an empty home, or replaying the spool, or syncing the baseline with MLflow's copy, one
+request without retry; and then the live emit), so it returns within
 ``2 * 2 s`` plus the check itself. The asserts below allow ``ROUND_BOUND`` = 7 s: generous for
 slow CI machines, far below MLflow's own default of 7 retries x 120 s.
 """

@@ -205,9 +205,10 @@ def test_metrics_endpoint_and_stop(tmp_path: Path) -> None:
         assert svc.metrics_url == f"http://127.0.0.1:{port}/metrics"
         s = requests.Session()
         s.trust_env = False
-        for _ in range(50):  # the staleness job runs at start and exports the latest report
+        done = 'collapse_monitor_serve_last_success_timestamp_seconds{monitor="m",task="staleness"}'
+        for _ in range(100):  # the staleness job runs at start, exports the latest report, then records success
             text = s.get(svc.metrics_url, timeout=5).text
-            if 'collapse_monitor_stage{monitor="m"}' in text:
+            if 'collapse_monitor_stage{monitor="m"}' in text and done in text:
                 break
             time.sleep(0.1)
         assert "collapse_monitor_serve_up 1.0" in text
@@ -217,7 +218,7 @@ def test_metrics_endpoint_and_stop(tmp_path: Path) -> None:
         for outcome in ("ok", "skipped", "error"):
             assert f'collapse_monitor_serve_checks_total{{monitor="m",outcome="{outcome}"}} 0.0' in text, text
         assert 'collapse_monitor_serve_skipped_ticks_total{task="flush"} 0.0' in text
-        assert 'collapse_monitor_serve_last_success_timestamp_seconds{monitor="m",task="staleness"}' in text
+        assert done in text
     finally:
         assert svc.stop(timeout=3)
     with pytest.raises(requests.ConnectionError):
