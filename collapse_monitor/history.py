@@ -201,8 +201,9 @@ def merge_baselines(local: Baseline, remote: Baseline) -> Baseline:
     where both gained one with different values (two machines saw a new family at once), the
     ``remote`` copy's: every machine merges with the copy on the server, so all take the values
     uploaded first. The replicate sets merge commutatively (up to order) and idempotently, so
-    machines that merge each other's copies converge (an observed-remove set of replicates:
-    Shapiro et al., "Conflict-free Replicated Data Types", SSS 2011)."""
+    machines that merge each other's copies converge: a two-phase set (2P-Set) of replicates by
+    content, in which a removal wins and is for good (Shapiro et al., "Conflict-free Replicated
+    Data Types", SSS 2011)."""
     dropped = local.dropped | remote.dropped
     replicates: list[Replicate] = []
     seen: set[str] = set()

@@ -479,13 +479,12 @@ class CollapseMonitor:
         return baseline
 
     def _sync_baseline(self, baseline: Baseline, notes: list[str] | None = None) -> Baseline | None:
-        """The baseline against the newest copy in each sink that keeps one (MLflow): merged with
-        it (the replicates other machines added or dropped since this one last read it:
-        :func:`~collapse_monitor.history.merge_baselines`), or replaced by it when it is another
-        baseline uploaded after this one (the baseline generation checked again elsewhere);
-        None when nothing changed. A sink that cannot be read is logged and noted, and the check
-        goes on with this machine's copy, as it does while the sink has reports waiting in the
-        spool (it was down at its last try: the check's replay finds out whether it is back)."""
+        """The baseline merged with the newest copy of it in each sink that keeps one (MLflow):
+        the replicates other machines added or dropped since this one last read it
+        (:func:`~collapse_monitor.history.merge_baselines`); None when nothing changed. A sink
+        that cannot be read is logged and noted, and the check goes on with this machine's copy,
+        as it does while the sink has reports waiting in the spool (it was down at its last try:
+        the check's replay finds out whether it is back)."""
         current = baseline
         for sink in self.sinks:
             sync = getattr(sink, "sync_baseline", None)
@@ -504,22 +503,14 @@ class CollapseMonitor:
                 continue
             if got is None:
                 continue
-            if sync_id(got) != sync_id(current):
-                what: str | None = (
-                    f"baseline replaced by a newer one on {sink.name} (generation {got.generation} checked again on "
-                    f"another machine), with {len(got.replicates)} replicate(s)"
-                )
-            else:
-                before = {r.digest() for r in current.replicates}
-                after = {r.digest() for r in got.replicates}
-                what = None
-                if before != after:
-                    what = (
-                        f"baseline replicates merged with the copy on {sink.name}: {len(after - before)} added and "
-                        f"{len(before - after)} dropped on other machines, {len(after)} now"
-                    )
+            before = {r.digest() for r in current.replicates}
+            after = {r.digest() for r in got.replicates}
             current = got
-            if what is not None:
+            if before != after:  # not when only drops or a newly seen metric came in
+                what = (
+                    f"baseline replicates merged with the copy on {sink.name}: {len(after - before)} added and "
+                    f"{len(before - after)} dropped on other machines, {len(after)} now"
+                )
                 log.info("%s: %s", self.name, what)
                 if notes is not None:
                     notes.append(what)

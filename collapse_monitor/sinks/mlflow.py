@@ -32,11 +32,11 @@ Several machines, each with its own history, share one baseline through MLflow: 
 newest copy on the server into its own (:meth:`MLflowSink.sync_baseline`: one ``search_runs``
 without retry, and a download only when that copy differs), and the upload merges once more with
 whatever was uploaded meanwhile. Replicates another machine added join, those it dropped leave and
-stay out (:func:`~collapse_monitor.history.merge_baselines`). A copy of another baseline is not
-merged: when it was uploaded after this machine's (the generation checked again elsewhere), the
-monitor takes it, as a monitor rebuilt from MLflow does, and does not upload its own over it; a
-baseline the server never had (checked again here) goes up. A newest artifact that cannot be read
-is replaced by this machine's copy.
+stay out (:func:`~collapse_monitor.history.merge_baselines`). Another baseline (the generation
+checked again on one machine) is neither merged nor taken over: each machine judges against its
+own and uploads it when it differs from the newest, as before copies were merged, and a monitor
+rebuilt from MLflow reads the newest upload. A newest copy whose artifact cannot be read is
+replaced by the next upload that differs from it.
 
 When the caller has an active MLflow run on the same tracking server, the check's run is its
 child (``mlflow.parentRunId``) - it stays in the monitor's experiment so that the chain of
@@ -110,7 +110,7 @@ from .._redact import (
 )
 from ..detection import is_proportion
 from ..errors import ConfigError, SinkError
-from ..history import Baseline, Replicate, core_digest, merge_baselines, state_digest, sync_id
+from ..history import Baseline, Replicate, merge_baselines, state_digest, sync_id
 from ..types import MetricValue, Provenance, Report, Stage
 from .base import EmitContext, PermanentSinkError
 
@@ -1083,18 +1083,13 @@ class MLflowSink:
         # this exact one already (a new process; its upload may have failed; replicates added or
         # dropped since change it: the newest artifact is the one a monitor rebuilt from MLflow reads)
         kind, newest, other = self._against_newest(client, exp_id, report.monitor, b)
-        if kind in ("same", "newer"):
-            # "newer": another baseline superseded this one (the generation checked again on
-            # another machine); the monitor takes it at its next check instead of this copy
-            # going up over it (two machines used to upload their baselines in turn, for ever)
+        if kind == "same":
             self._baselines_seen[seen] = digest
             return None
         if kind == "merge":
             assert newest is not None and other is not None
-            if _baseline_digest(other) == newest.data.tags.get("collapse.baseline_digest") and newest.data.tags.get(
-                "collapse.baseline_uid"
-            ) == sync_id(other):
-                self._baselines_seen[seen] = digest
+            if _baseline_digest(other) == newest.data.tags.get("collapse.baseline_digest"):
+                self._baselines_seen[seen] = digest  # this copy adds nothing to the one there
                 return None
             b = other
         return b, _baseline_digest(b), (0 if newest is None else _baseline_seq(newest)) + 1
@@ -1118,40 +1113,30 @@ class MLflowSink:
 
         - ``("none", None, None)``: there is none;
         - ``("same", run, None)``: it holds this copy;
-        - ``("merge", run, merged)``: a copy of this baseline (another machine's replicates and
-          drops), merged with this one (:func:`merge_baselines`);
-        - ``("newer", run, remote)``: another baseline, uploaded after this one was (the
-          generation checked again on another machine): this one is superseded;
-        - ``("other", run, None)``: another baseline, and this one was never uploaded (it is new
-          here), or the newest is an older version's upload or cannot be read: this copy is
-          uploaded, as before merging existed."""
+        - ``("merge", run, merged)``: another copy of this baseline (another machine's
+          replicates and drops), merged with this one (:func:`merge_baselines`);
+        - ``("other", run, None)``: another baseline (the generation checked again on one of the
+          two machines), or an artifact that cannot be read: this copy goes up over it, as
+          before copies were merged. Another baseline is never taken over: which of two is
+          right is not something an upload order can tell (a machine whose history could not
+          be read back starts a baseline of its own too)."""
         newest = self._newest_baseline(client, exp_id, monitor)
         if newest is None:
             return "none", None, None
         tags = newest.data.tags
-        uid, mine = tags.get("collapse.baseline_uid"), sync_id(local)
-        # (an older version's upload has no identity: it holds this copy when this one has none either)
-        if tags.get("collapse.baseline_digest") == _baseline_digest(local) and (
-            uid == mine or (uid is None and mine == core_digest(local))
-        ):
+        if tags.get("collapse.baseline_digest") == _baseline_digest(local):
             return "same", newest, None
+        uid, mine = tags.get("collapse.baseline_uid"), sync_id(local)
         if uid is not None and uid != mine:
-            # another baseline: superseded only if this one went up before it
-            ours = self._search(
-                client,
-                [exp_id],
-                f"tags.`collapse.baseline_uid` = '{mine}' and tags.`collapse.monitor` = '{monitor}'",
-                max_results=1,
-                limit=1,
-            )
-            if not ours:
-                return "other", newest, None
+            return "other", newest, None
         try:
             with tempfile.TemporaryDirectory(prefix="collapse-baseline-") as tmp:
                 where = client.download_artifacts(newest.info.run_id, f"{ARTIFACT_DIR}/baseline", tmp)
                 remote = _read_baseline(Path(where))
         except Exception as exc:
-            # a lost or corrupt artifact must not stop every later upload: this copy goes up
+            # lost, corrupt or not reachable this once: this copy goes up (replicates and drops a
+            # copy there held live on in their machines' histories and come back at their next
+            # merge), rather than no baseline going up again
             log.warning(
                 "%s: the newest baseline of %s on MLflow (run %s) cannot be read (%s): this machine's copy is "
                 "uploaded over it",
@@ -1161,20 +1146,17 @@ class MLflowSink:
                 self.scrub(f"{type(exc).__name__}: {exc}"),
             )
             return "other", newest, None
-        if sync_id(remote) == mine:
-            return "merge", newest, merge_baselines(local, remote)
-        return ("newer", newest, remote) if uid is not None else ("other", newest, None)
+        if sync_id(remote) != mine:  # an older version's upload of another baseline
+            return "other", newest, None
+        return "merge", newest, merge_baselines(local, remote)
 
     def sync_baseline(self, monitor: str, local: Baseline) -> Baseline | None:
-        """This machine's copy of ``monitor``'s baseline against the newest copy on MLflow: the
-        two merged (another machine's replicates and drops:
-        :func:`~collapse_monitor.history.merge_baselines`), or the newest itself when it is
-        another baseline uploaded after this one (the baseline generation checked again on
-        another machine: every machine then judges against it, as a monitor rebuilt from MLflow
-        does). None when there is nothing to take: no copy there, the same state, or another
-        baseline this one is newer than. One ``search_runs`` per call (two when the newest is
-        another baseline), and a download only when the newest upload differs from this copy.
-        Raises SinkError when MLflow cannot be read."""
+        """This machine's copy of ``monitor``'s baseline merged with the newest copy of it on
+        MLflow (another machine's replicates and drops:
+        :func:`~collapse_monitor.history.merge_baselines`), or None when there is nothing to take:
+        no copy there, the same state, or another baseline (never taken over). One
+        ``search_runs`` per call, and a download only when the newest upload is a copy of this
+        baseline that differs from this one. Raises SinkError when MLflow cannot be read."""
         if not self.artifacts:  # nothing to read back: the baseline was never uploaded
             return None
 
@@ -1183,10 +1165,10 @@ class MLflowSink:
             exp_id = self._experiment_id(client, monitor, create=False)
             if exp_id is None:
                 return None
-            kind, _, other = self._against_newest(client, exp_id, monitor, local)
-            if kind not in ("merge", "newer") or other is None:
+            kind, _, merged = self._against_newest(client, exp_id, monitor, local)
+            if kind != "merge" or merged is None or _baseline_digest(merged) == _baseline_digest(local):
                 return None
-            return None if _baseline_digest(other) == _baseline_digest(local) and kind == "merge" else other
+            return merged
 
         with self.bounded(retries=0):  # a dead server then costs one timeout more per check, not retries
             return self._guarded(f"reading the baseline of {monitor!r}", pull)
