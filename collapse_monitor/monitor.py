@@ -491,7 +491,7 @@ class CollapseMonitor:
             if sync is None or self._still_spooled(sink):
                 continue
             try:
-                got = sync(self.name, current)
+                got, notice = sync(self.name, current)
             except Exception as exc:
                 msg = redact_text(f"{type(exc).__name__}: {exc}")
                 log.warning("%s: the baseline could not be compared with its copy on %s: %s", self.name, sink.name, msg)
@@ -501,6 +501,10 @@ class CollapseMonitor:
                         "machine's replicates"
                     )
                 continue
+            if notice:
+                log.warning("%s: %s", self.name, notice)
+                if notes is not None:
+                    notes.append(notice)
             if got is None:
                 continue
             before = {r.digest() for r in current.replicates}

@@ -31,12 +31,13 @@ Several machines, each with its own history, share one baseline through MLflow: 
 (and before ``check_replicate``, ``drop_replicates`` and ``baseline()``) the monitor merges the
 newest copy on the server into its own (:meth:`MLflowSink.sync_baseline`: one ``search_runs``
 without retry, and a download only when that copy differs), and the upload merges once more with
-whatever was uploaded meanwhile. Replicates another machine added join, those it dropped leave and
+a copy of the same baseline uploaded meanwhile (one MLflow cannot hand over is not uploaded over:
+the run goes up without the baseline and the report says so). Replicates another machine added join, those it dropped leave and
 stay out (:func:`~collapse_monitor.history.merge_baselines`). Another baseline (the generation
 checked again on one machine) is neither merged nor taken over: each machine judges against its
-own and uploads it when it differs from the newest, as before copies were merged, and a monitor
-rebuilt from MLflow reads the newest upload. A newest copy whose artifact cannot be read is
-replaced by the next upload that differs from it.
+own, notes the other at every check, and uploads its own when it differs from the newest, as
+before copies were merged; a monitor rebuilt from MLflow reads the newest upload. A newest copy
+whose artifact is missing or cannot be parsed is replaced by the next upload that differs.
 
 When the caller has an active MLflow run on the same tracking server, the check's run is its
 child (``mlflow.parentRunId``) - it stays in the monitor's experiment so that the chain of
@@ -452,6 +453,11 @@ def _read_baseline(directory: Path) -> Baseline:
         uid=str(meta.get("uid") or ""),  # absent in an older version's upload: sync_id derives it
         dropped={str(d) for d in meta.get("dropped") or []},
     )
+
+
+class _BaselineUnread(Exception):
+    """The newest baseline copy on MLflow could not be listed or downloaded: this check's run
+    is logged without the baseline (its message is the report's warning, already scrubbed)."""
 
 
 class MLflowSink:
@@ -1082,7 +1088,7 @@ class MLflowSink:
         # the newest baseline on the server, in upload order (not by the uploaders' clocks): is it
         # this exact one already (a new process; its upload may have failed; replicates added or
         # dropped since change it: the newest artifact is the one a monitor rebuilt from MLflow reads)
-        kind, newest, other = self._against_newest(client, exp_id, report.monitor, b)
+        kind, newest, other = self._against_newest(client, exp_id, report.monitor, b)  # _BaselineUnread
         if kind == "same":
             self._baselines_seen[seen] = digest
             return None
@@ -1129,46 +1135,76 @@ class MLflowSink:
         uid, mine = tags.get("collapse.baseline_uid"), sync_id(local)
         if uid is not None and uid != mine:
             return "other", newest, None
-        try:
-            with tempfile.TemporaryDirectory(prefix="collapse-baseline-") as tmp:
-                where = client.download_artifacts(newest.info.run_id, f"{ARTIFACT_DIR}/baseline", tmp)
-                remote = _read_baseline(Path(where))
-        except Exception as exc:
-            # lost, corrupt or not reachable this once: this copy goes up (replicates and drops a
-            # copy there held live on in their machines' histories and come back at their next
-            # merge), rather than no baseline going up again
+        run_id = newest.info.run_id
+        # listing or downloading that fails is MLflow not answering this once: raised (the upload
+        # waits for the next check; a copy there may hold the only record of a replicate whose
+        # machine is gone). An artifact that is not there, or cannot be parsed, is lost: this copy
+        # goes up over it (else no baseline would go up again)
+        remote = None
+        why = "it is not there"
+        with tempfile.TemporaryDirectory(prefix="collapse-baseline-") as tmp:
+            try:
+                names = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(run_id, f"{ARTIFACT_DIR}/baseline")}
+                where = (
+                    client.download_artifacts(run_id, f"{ARTIFACT_DIR}/baseline", tmp)
+                    if "baseline.json" in names
+                    else None
+                )
+            except Exception as exc:
+                raise _BaselineUnread(
+                    f"the newest baseline on MLflow (run {run_id}) could not be read "
+                    f"({self.scrub(f'{type(exc).__name__}: {exc}')}): this check's run is logged without the "
+                    "baseline, the next check uploads it"
+                ) from None
+            if where is not None:
+                try:
+                    remote = _read_baseline(Path(where))
+                except Exception as exc:
+                    why = self.scrub(f"{type(exc).__name__}: {exc}")
+        if remote is None:
             log.warning(
-                "%s: the newest baseline of %s on MLflow (run %s) cannot be read (%s): this machine's copy is "
-                "uploaded over it",
+                "%s: the newest baseline artifact of %s on MLflow (run %s) cannot be read (%s): this machine's copy "
+                "is uploaded over it",
                 self.name,
                 monitor,
-                newest.info.run_id,
-                self.scrub(f"{type(exc).__name__}: {exc}"),
+                run_id,
+                why,
             )
             return "other", newest, None
         if sync_id(remote) != mine:  # an older version's upload of another baseline
             return "other", newest, None
         return "merge", newest, merge_baselines(local, remote)
 
-    def sync_baseline(self, monitor: str, local: Baseline) -> Baseline | None:
+    def sync_baseline(self, monitor: str, local: Baseline) -> tuple[Baseline | None, str | None]:
         """This machine's copy of ``monitor``'s baseline merged with the newest copy of it on
         MLflow (another machine's replicates and drops:
-        :func:`~collapse_monitor.history.merge_baselines`), or None when there is nothing to take:
-        no copy there, the same state, or another baseline (never taken over). One
+        :func:`~collapse_monitor.history.merge_baselines`), or None when there is nothing to
+        take: no copy there, the same state, or another baseline (never taken over); with a
+        notice for the report when the newest upload is another baseline. One
         ``search_runs`` per call, and a download only when the newest upload is a copy of this
         baseline that differs from this one. Raises SinkError when MLflow cannot be read."""
         if not self.artifacts:  # nothing to read back: the baseline was never uploaded
-            return None
+            return None, None
 
-        def pull() -> Baseline | None:
+        def pull() -> tuple[Baseline | None, str | None]:
             client = self.client()
             exp_id = self._experiment_id(client, monitor, create=False)
             if exp_id is None:
-                return None
-            kind, _, merged = self._against_newest(client, exp_id, monitor, local)
+                return None, None
+            kind, newest, merged = self._against_newest(client, exp_id, monitor, local)
+            if kind == "other" and newest is not None and newest.data.tags.get("collapse.baseline_uid"):
+                # two baselines (one machine checked the baseline generation again, or could not
+                # read the history back and started its own): said at every check, as it lasts
+                tags = newest.data.tags
+                return None, (
+                    f"the newest baseline on {self.name} is another one (generation "
+                    f"{tags.get('collapse.baseline_generation', '?')}, run {newest.info.run_id}): this machine judges against "
+                    "its own and uploads it; to take that one, move this machine's home aside (it is read back at "
+                    "the next check), or check the baseline generation again where the right one is"
+                )
             if kind != "merge" or merged is None or _baseline_digest(merged) == _baseline_digest(local):
-                return None
-            return merged
+                return None, None
+            return merged, None
 
         with self.bounded(retries=0):  # a dead server then costs one timeout more per check, not retries
             return self._guarded(f"reading the baseline of {monitor!r}", pull)
@@ -1182,7 +1218,12 @@ class MLflowSink:
         parent = self._parent() if context is not None else None
         if parent is not None:
             tags["mlflow.parentRunId"] = parent.info.run_id
-        to_store = self._baseline_to_store(client, exp_id, report, context)
+        unread: str | None = None
+        try:
+            to_store = self._baseline_to_store(client, exp_id, report, context)
+        except _BaselineUnread as exc:
+            to_store, unread = None, str(exc)
+            log.warning("%s: %s: %s", self.name, report.monitor, unread)
         baseline, digest, seq = to_store if to_store is not None else (None, "", 0)
         if baseline is not None:
             tags["collapse.baseline"] = "true"
@@ -1260,8 +1301,11 @@ class MLflowSink:
             facts["embedding_drift_share"] = extra_metrics["embedding_drift_share"]
         problems = [f"{k.removeprefix('collapse.').replace('_error', '')} failed ({v})" for k, v in tags.items()
                     if k in ("collapse.evidently_error", "collapse.plot_error")]  # fmt: skip
-        if problems:  # the run is logged; what it lacks is recorded in the report, not only a tag
-            facts["warnings"] = [f"{self.name}: {p}; the run is logged without it" for p in problems]
+        warnings = [f"{self.name}: {p}; the run is logged without it" for p in problems]
+        if unread is not None:
+            warnings.append(f"{self.name}: {unread}")
+        if warnings:  # the run is logged; what it lacks is recorded in the report, not only a tag
+            facts["warnings"] = warnings
         return facts
 
     _supersede_window = 100  # runs of one generation read per check when marking superseded ones

@@ -733,6 +733,20 @@ def test_replicates_from_several_machines_merge_through_mlflow(mlflow_server, tm
     assert len({r.data.tags["collapse.baseline_uid"] for r in runs}) == 1
 
 
+def _sqlite_machines(tmp_path, name: str):
+    """Monitors of ``name`` by machine (a home each under ``tmp_path``), all logging to one
+    sqlite MLflow store whose artifacts a test can reach and delete."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+
+    def monitor(home: str):
+        return cm.CollapseMonitor(
+            name, reference=ref, sinks=[cm.MLflowSink(uri, evidently=False)], home=tmp_path / home
+        )
+
+    return monitor
+
+
 def _baseline_uploads(server, name: str) -> dict[int, str]:
     """The monitor's baseline uploads on the server: sequence number -> number of replicates."""
     client = server.client()
@@ -765,6 +779,8 @@ def test_a_baseline_checked_again_elsewhere_is_neither_merged_nor_taken_over(mlf
     report = monitor("a").check(_obs(17))
     assert not any("merged" in n for n in report.notes)
     assert any("1 replicate retrain(s)" in n for n in report.notes)
+    # said, with what to do: two baselines are a state someone has to end
+    assert any("the newest baseline on mlflow is another one (generation 0" in n for n in report.notes)
     assert _rare(monitor("a").baseline()) == [19]
     assert _rare(monitor("c").baseline()) == [19]  # A's upload is the newest now
 
@@ -794,13 +810,7 @@ def test_an_unreadable_baseline_on_mlflow_is_replaced_not_stuck(tmp_path, caplog
     there at every check, so no baseline was uploaded again."""
     import logging
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
-
-    def monitor(home: str):
-        return cm.CollapseMonitor(
-            "lost", reference=ref, sinks=[cm.MLflowSink(uri, evidently=False)], home=tmp_path / home
-        )
+    monitor = _sqlite_machines(tmp_path, "lost")
 
     mon = monitor("h")
     mon.check(_obs(28))
@@ -816,6 +826,42 @@ def test_an_unreadable_baseline_on_mlflow_is_replaced_not_stuck(tmp_path, caplog
     mon.flush()
     assert "cannot be read" in caplog.text and "uploaded over it" in caplog.text
     assert _rare(monitor("new").baseline()) == [18, 19]
+
+
+def test_a_copy_that_cannot_be_downloaded_is_not_uploaded_over(tmp_path) -> None:
+    """MLflow not answering the artifact download once: the check's run is logged without the
+    baseline, with a warning in the report, instead of this machine's copy going up over one
+    that may hold the only record of another machine's replicate (a training job's machine whose
+    home is gone). The next check merges it. It used to upload over it, and the replicate was
+    lost for good."""
+    import shutil
+
+    monitor = _sqlite_machines(tmp_path, "eph")
+
+    a = monitor("a")
+    a.check(_obs(28))
+    a.flush()
+    job = monitor("job")
+    job.check_replicate(_obs(18))
+    job.check(_obs(17))  # uploads the baseline with the job's replicate
+    job.flush()
+    shutil.rmtree(tmp_path / "job")  # the job's machine is gone
+    client = a.sinks[0].client()
+    real = client.list_artifacts
+
+    def down(*args, **kwargs):
+        raise ConnectionError("artifact store not answering")
+
+    client.list_artifacts = down
+    a.check_replicate(_obs(19))  # its sync fails too: added to this machine's copy alone
+    report = a.check(_obs(17))
+    assert any("could not be read" in e and "logged without the baseline" in e for e in report.errors)
+    assert any("not compared with its copy on mlflow" in n for n in report.notes)
+    client.list_artifacts = real
+    report = a.check(_obs(17))
+    assert any("1 added and 0 dropped on other machines, 2 now" in n for n in report.notes)
+    a.flush()
+    assert _rare(monitor("new").baseline()) == [19, 18]
 
 
 def test_merging_copies_of_a_baseline_converges() -> None:
