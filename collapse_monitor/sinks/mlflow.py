@@ -1199,8 +1199,10 @@ class MLflowSink:
                 return None, (
                     f"the newest baseline on {self.name} is another one (generation "
                     f"{tags.get('collapse.baseline_generation', '?')}, run {newest.info.run_id}): this machine judges against "
-                    "its own and uploads it; to take that one, move this machine's home aside (it is read back at "
-                    "the next check), or check the baseline generation again where the right one is"
+                    "its own and uploads it, so the two go up in turn; to take that one, move history.db (with its "
+                    "-wal and -shm files) in this machine's home aside right after a check on the machine that "
+                    "uploaded it: the next check reads the history and that baseline back (README, replicate "
+                    "baselines)"
                 )
             if kind != "merge" or merged is None or _baseline_digest(merged) == _baseline_digest(local):
                 return None, None

@@ -783,6 +783,16 @@ def test_a_baseline_checked_again_elsewhere_is_neither_merged_nor_taken_over(mlf
     assert any("the newest baseline on mlflow is another one (generation 0" in n for n in report.notes)
     assert _rare(monitor("a").baseline()) == [19]
     assert _rare(monitor("c").baseline()) == [19]  # A's upload is the newest now
+    # the README's way to end it: a check where the right baseline is, then this machine's
+    # history.db moved aside (the spool and outbox stay): the next check reads that one back
+    b = monitor("b")
+    b.check(_obs(17))
+    b.flush()
+    for f in (tmp_path / "a").glob("history.db*"):
+        f.rename(f.with_name(f.name + ".aside"))
+    report = monitor("a").check(_obs(17))
+    assert not any("another one" in n for n in report.notes)
+    assert _rare(monitor("a").baseline()) == [20]
 
 
 def test_equal_baselines_under_two_identities_are_not_uploaded_in_turn(mlflow_server, tmp_path) -> None:
