@@ -101,6 +101,12 @@ def _add_check(sub: Any) -> None:
         action="store_true",
         help="print the baseline generation and its replicates side by side, with the spread per metric, and exit",
     )
+    p.add_argument(
+        "--take-baseline",
+        action="store_true",
+        help="replace this machine's baseline with the newest one uploaded to MLflow (two machines on two "
+        "baselines: run it where the baseline is not the right one) and exit",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -242,7 +248,15 @@ def _check(args: argparse.Namespace) -> int:
     given = [f"--{k.replace('_', '-')}" for k in options if getattr(args, k)]
     given += [f"--{k.replace('_', '-')}" for k in ("generation", "synthetic_fraction") if getattr(args, k) is not None]
     dropping = args.drop_replicates is not None
-    alone = [f for f, on in (("--drop-replicates", dropping), ("--show-baseline", args.show_baseline)) if on]
+    alone = [
+        f
+        for f, on in (
+            ("--drop-replicates", dropping),
+            ("--show-baseline", args.show_baseline),
+            ("--take-baseline", args.take_baseline),
+        )
+        if on
+    ]
     if alone and (given or len(alone) > 1):
         from .errors import ConfigError
 
@@ -268,6 +282,20 @@ def _check(args: argparse.Namespace) -> int:
         return 0
     if args.show_baseline:
         return _show_baseline(mon, args.json)
+    if args.take_baseline:
+        taken = mon.take_baseline()
+        if args.json:
+            import json
+
+            print(
+                json.dumps({"monitor": mon.name, "generation": taken.generation, "replicates": len(taken.replicates)})
+            )
+        else:
+            print(
+                f"{mon.name}: baseline generation {taken.generation} with {len(taken.replicates)} replicate(s) taken "
+                "from MLflow; later checks are judged against it"
+            )
+        return 0
     kw: dict[str, Any] = {}
     if args.embeddings:
         kw["embeddings"] = _load_array(Path(args.embeddings), "embeddings")

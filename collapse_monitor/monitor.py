@@ -528,6 +528,44 @@ class CollapseMonitor:
         with self.history.lock(self.name):
             return self._replicates_baseline("baseline")
 
+    def take_baseline(self) -> Baseline:
+        """Replace this machine's baseline with the newest one uploaded to the sinks that keep
+        one (MLflow), replicates and drops included: the way to end two baselines at once (one
+        machine checked the baseline generation again, or started its own after its history
+        could not be read back; every check on the other machines notes it). Run it on each
+        machine whose baseline is not the right one, right after a check on the machine whose
+        baseline is (its copy is then the newest upload). Checks are not changed; later checks
+        are judged against the baseline taken. Raises ``CollapseMonitorError`` when no sink
+        holds a baseline or none could be read (nothing is changed then)."""
+        failed: list[str] = []
+        with self.history.lock(self.name):
+            for sink in self.sinks:
+                reader = getattr(sink, "newest_baseline", None)
+                if reader is None:
+                    continue
+                try:
+                    got = reader(self.name)
+                except Exception as exc:
+                    failed.append(f"{sink.name} ({redact_text(f'{type(exc).__name__}: {exc}')})")
+                    continue
+                if got is None:
+                    continue
+                mine = self.history.baseline(self.name)
+                self.history.save_baseline(self.name, got)
+                log.info(
+                    "%s: baseline generation %d with %d replicate(s) taken from %s%s",
+                    self.name,
+                    got.generation,
+                    len(got.replicates),
+                    sink.name,
+                    "" if mine is None or sync_id(mine) != sync_id(got) else " (it was this machine's already)",
+                )
+                return got
+        why = (
+            f": {'; '.join(failed)}" if failed else " (none of its sinks keeps one: an MLflow sink with artifacts does)"
+        )
+        raise CollapseMonitorError(f"take_baseline: no baseline of {self.name} could be read from the sinks{why}")
+
     def drop_replicates(self, numbers: Sequence[int] | None = None) -> int:
         """Remove replicates of the baseline (one added by mistake, a failed retrain): those
         numbered ``numbers`` (1 for the first added, as :meth:`check_replicate` and ``check

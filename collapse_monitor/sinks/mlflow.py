@@ -1199,10 +1199,9 @@ class MLflowSink:
                 return None, (
                     f"the newest baseline on {self.name} is another one (generation "
                     f"{tags.get('collapse.baseline_generation', '?')}, run {newest.info.run_id}): this machine judges against "
-                    "its own and uploads it, so the two go up in turn; to take that one, move history.db (with its "
-                    "-wal and -shm files) in this machine's home aside right after a check on the machine that "
-                    "uploaded it: the next check reads the history and that baseline back (README, replicate "
-                    "baselines)"
+                    "its own and uploads it, so the two go up in turn; if that one is right, take it here with "
+                    "collapse-monitor check --take-baseline (monitor.take_baseline()) right after a check on the "
+                    "machine that uploaded it (README, replicate baselines)"
                 )
             if kind != "merge" or merged is None or _baseline_digest(merged) == _baseline_digest(local):
                 return None, None
@@ -1210,6 +1209,24 @@ class MLflowSink:
 
         with self.bounded(retries=0):  # a dead server then costs one timeout more per check, not retries
             return self._guarded(f"reading the baseline of {monitor!r}", pull)
+
+    def newest_baseline(self, monitor: str) -> Baseline | None:
+        """The newest baseline upload of ``monitor`` (by ``collapse.baseline_seq``), with its
+        replicates and drops; None when there is none. Raises SinkError when MLflow cannot be
+        read or its artifact cannot be read back."""
+
+        def read() -> Baseline | None:
+            client = self.client()
+            exp_id = self._experiment_id(client, monitor, create=False)
+            newest = None if exp_id is None else self._newest_baseline(client, exp_id, monitor)
+            if newest is None:
+                return None
+            with tempfile.TemporaryDirectory(prefix="collapse-baseline-") as tmp:
+                where = client.download_artifacts(newest.info.run_id, f"{ARTIFACT_DIR}/baseline", tmp)
+                return _read_baseline(Path(where))
+
+        with self.bounded():
+            return self._guarded(f"reading the newest baseline of {monitor!r}", read)
 
     def _log_run(
         self, client: Any, exp_id: str, report: Report, context: EmitContext | None, rid: str

@@ -929,3 +929,44 @@ def test_baselines_stored_before_identities_merge_by_their_contents(mlflow_serve
     report = b.check(_obs(17))
     assert any("1 added and 0 dropped on other machines, 2 now" in n for n in report.notes)
     assert _rare(b.baseline()) == [18, 19]
+
+
+def test_take_baseline_ends_two_baselines_at_once(tmp_path, capsys) -> None:
+    """``check --take-baseline`` (``take_baseline()``): a machine whose baseline is not the
+    newest upload takes the newest, right after a check where that one is; its notes about
+    another baseline stop, and its later checks are judged against the one taken. It runs alone,
+    and a monitor without a sink that keeps baselines says so."""
+    from collapse_monitor.cli import main
+
+    np.save(tmp_path / "labels.npy", LABELS)
+    for k in (28, 27, 17):
+        np.save(tmp_path / f"p{k}.npy", _preds(k))
+    for machine in ("a", "b"):
+        (tmp_path / f"{machine}.yaml").write_text(
+            f"name: take\nhome: {machine}\nreference: {{labels: labels.npy}}\n"
+            "sinks: [{type: mlflow, tracking_uri: 'sqlite:///mlflow.db', evidently: false}]\n"
+        )
+
+    def run(machine: str, *args: str, code: int = 0) -> str:
+        capsys.readouterr()
+        assert main(["check", "--config", str(tmp_path / f"{machine}.yaml"), *args]) == code
+        return capsys.readouterr().out
+
+    def notes(machine: str) -> list[str]:
+        return json.loads(run(machine, "--predictions", str(tmp_path / "p17.npy"), "--json"))["notes"]
+
+    run("a", "--predictions", str(tmp_path / "p28.npy"))
+    run("b", "--predictions", str(tmp_path / "p27.npy"), "--generation", "0")  # reads A's back, then a new one
+    said = [n for n in notes("a") if "the newest baseline on mlflow is another one" in n]
+    assert said and "collapse-monitor check --take-baseline" in said[0]
+    notes("b")  # B's check: its copy is the newest upload again
+    assert "baseline generation 0 with 0 replicate(s) taken from MLflow" in run("a", "--take-baseline")
+    assert not any("another one" in n for n in notes("a"))
+    taken = cm.CollapseMonitor.from_config(tmp_path / "a.yaml").history.baseline("take")
+    assert taken.metrics["rare_class_recall"].value == pytest.approx(27 / 30)
+    assert not any("another one" in n for n in notes("b"))
+    capsys.readouterr()
+    assert main(["check", "--config", str(tmp_path / "a.yaml"), "--take-baseline", "--generation", "1"]) == 2
+    assert "--take-baseline: runs alone" in capsys.readouterr().err
+    with pytest.raises(cm.CollapseMonitorError, match="none of its sinks keeps one"):
+        _monitor(tmp_path / "plain").take_baseline()
