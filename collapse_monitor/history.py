@@ -156,7 +156,8 @@ class AlertState:
     clear_checks: int = 0
 
 
-def _core_meta(b: Baseline) -> dict[str, Any]:
+def core_meta(b: Baseline) -> dict[str, Any]:
+    """The baseline generation's own measurement as JSON (what :func:`core_digest` hashes first)."""
     return {
         "generation": b.generation,
         "fingerprint": b.fingerprint,
@@ -169,7 +170,7 @@ def core_digest(b: Baseline) -> str:
     """A digest of the baseline generation's own measurement (metrics, predictions, item
     vectors), without its replicates."""
     h = hashlib.sha256()
-    h.update(json.dumps(_core_meta(b), sort_keys=True).encode())
+    h.update(json.dumps(core_meta(b), sort_keys=True).encode())
     for k in sorted(b.items):
         arr = np.ascontiguousarray(b.items[k])
         h.update(f"{k}|{arr.dtype.str}|{arr.shape}".encode())

@@ -465,7 +465,6 @@ class CollapseMonitor:
             reseeded = True
         baseline = self.history.baseline(self.name)
         if baseline is not None and not reseeded:  # read back just now: the newest copy already
-            baseline.uid = sync_id(baseline)
             merged = self._sync_baseline(baseline)
             if merged is not None:
                 if what != "baseline":  # a read stores nothing (a read-only home); the next check does
@@ -485,6 +484,7 @@ class CollapseMonitor:
         that cannot be read is logged and noted, and the check goes on with this machine's copy,
         as it does while the sink has reports waiting in the spool (it was down at its last try:
         the check's replay finds out whether it is back)."""
+        baseline.uid = sync_id(baseline)  # an older version's baseline: its identity before it grows
         current = baseline
         for sink in self.sinks:
             sync = getattr(sink, "sync_baseline", None)
@@ -731,7 +731,6 @@ class CollapseMonitor:
             baseline = None
         synced = False
         if baseline is not None and not reseeded:  # read back from the sinks just now: the newest copy
-            baseline.uid = sync_id(baseline)  # an older version's baseline: its identity before it grows
             merged = self._sync_baseline(baseline, notes)
             if merged is not None:
                 baseline, synced = merged, True

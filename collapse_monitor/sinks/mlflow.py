@@ -78,6 +78,7 @@ working directory continues the generation numbering and the paired tests from M
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import io
@@ -111,7 +112,7 @@ from .._redact import (
 )
 from ..detection import is_proportion
 from ..errors import ConfigError, SinkError
-from ..history import Baseline, Replicate, merge_baselines, state_digest, sync_id
+from ..history import Baseline, Replicate, core_meta, merge_baselines, state_digest, sync_id
 from ..types import MetricValue, Provenance, Report, Stage
 from .base import EmitContext, PermanentSinkError
 
@@ -393,13 +394,7 @@ def _baseline_digest(b: Baseline) -> str:
 
 
 def _baseline_meta(b: Baseline) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "generation": b.generation,
-        "fingerprint": b.fingerprint,
-        "metrics": {k: v.to_dict() for k, v in sorted(b.metrics.items())},
-        "predictions": b.predictions,
-        "uid": sync_id(b),
-    }
+    meta: dict[str, Any] = {**core_meta(b), "uid": sync_id(b)}
     if b.replicates:
         meta["replicates"] = [{"metrics": {k: v.to_dict() for k, v in sorted(r.metrics.items())}} for r in b.replicates]
     if b.dropped:
@@ -559,6 +554,8 @@ class MLflowSink:
         #: per (experiment, monitor), the digest of the newest baseline artifact this sink knows is on
         #: the server
         self._baselines_seen: dict[tuple[str, str], str] = {}
+        #: the last stored baseline read back, by run id (_read_stored_baseline)
+        self._fetched: tuple[str, Baseline] | None = None
         self.last_drift_share: float | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -1088,17 +1085,18 @@ class MLflowSink:
         # the newest baseline on the server, in upload order (not by the uploaders' clocks): is it
         # this exact one already (a new process; its upload may have failed; replicates added or
         # dropped since change it: the newest artifact is the one a monitor rebuilt from MLflow reads)
-        kind, newest, other = self._against_newest(client, exp_id, report.monitor, b)  # _BaselineUnread
+        kind, newest, other = self._against_newest(client, exp_id, report.monitor, b, digest)  # _BaselineUnread
         if kind == "same":
             self._baselines_seen[seen] = digest
             return None
         if kind == "merge":
             assert newest is not None and other is not None
-            if _baseline_digest(other) == newest.data.tags.get("collapse.baseline_digest"):
+            merged_digest = _baseline_digest(other)
+            if merged_digest == newest.data.tags.get("collapse.baseline_digest"):
                 self._baselines_seen[seen] = digest  # this copy adds nothing to the one there
                 return None
-            b = other
-        return b, _baseline_digest(b), (0 if newest is None else _baseline_seq(newest)) + 1
+            b, digest = other, merged_digest
+        return b, digest, (0 if newest is None else _baseline_seq(newest)) + 1
 
     def _newest_baseline(self, client: Any, exp_id: str, monitor: str) -> Any | None:
         found = self._search(
@@ -1113,9 +1111,10 @@ class MLflowSink:
         return found[0] if found else None
 
     def _against_newest(
-        self, client: Any, exp_id: str, monitor: str, local: Baseline
+        self, client: Any, exp_id: str, monitor: str, local: Baseline, digest: str
     ) -> tuple[str, Any | None, Baseline | None]:
-        """How ``local`` stands against the newest baseline upload of ``monitor``, with that run:
+        """How ``local`` (whose :func:`_baseline_digest` is ``digest``) stands against the newest
+        baseline upload of ``monitor``, with that run:
 
         - ``("none", None, None)``: there is none;
         - ``("same", run, None)``: it holds this copy;
@@ -1130,37 +1129,13 @@ class MLflowSink:
         if newest is None:
             return "none", None, None
         tags = newest.data.tags
-        if tags.get("collapse.baseline_digest") == _baseline_digest(local):
+        if tags.get("collapse.baseline_digest") == digest:
             return "same", newest, None
         uid, mine = tags.get("collapse.baseline_uid"), sync_id(local)
         if uid is not None and uid != mine:
             return "other", newest, None
         run_id = newest.info.run_id
-        # listing or downloading that fails is MLflow not answering this once: raised (the upload
-        # waits for the next check; a copy there may hold the only record of a replicate whose
-        # machine is gone). An artifact that is not there, or cannot be parsed, is lost: this copy
-        # goes up over it (else no baseline would go up again)
-        remote = None
-        why = "it is not there"
-        with tempfile.TemporaryDirectory(prefix="collapse-baseline-") as tmp:
-            try:
-                names = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(run_id, f"{ARTIFACT_DIR}/baseline")}
-                where = (
-                    client.download_artifacts(run_id, f"{ARTIFACT_DIR}/baseline", tmp)
-                    if "baseline.json" in names
-                    else None
-                )
-            except Exception as exc:
-                raise _BaselineUnread(
-                    f"the newest baseline on MLflow (run {run_id}) could not be read "
-                    f"({self.scrub(f'{type(exc).__name__}: {exc}')}): this check's run is logged without the "
-                    "baseline, the next check uploads it"
-                ) from None
-            if where is not None:
-                try:
-                    remote = _read_baseline(Path(where))
-                except Exception as exc:
-                    why = self.scrub(f"{type(exc).__name__}: {exc}")
+        remote, why = self._read_stored_baseline(client, run_id)  # _BaselineUnread
         if remote is None:
             log.warning(
                 "%s: the newest baseline artifact of %s on MLflow (run %s) cannot be read (%s): this machine's copy "
@@ -1174,6 +1149,34 @@ class MLflowSink:
         if sync_id(remote) != mine:  # an older version's upload of another baseline
             return "other", newest, None
         return "merge", newest, merge_baselines(local, remote)
+
+    def _read_stored_baseline(self, client: Any, run_id: str) -> tuple[Baseline | None, str]:
+        """The baseline artifact of run ``run_id``, or None with why it counts as lost (not there,
+        or cannot be parsed: another copy may go up over it). Listing or downloading that fails
+        is MLflow not answering this once: ``_BaselineUnread`` (a copy there may hold the only
+        record of a replicate whose machine is gone). A FINISHED run's artifact does not change,
+        so the last one read is kept: a check's upload does not download what its sync just did."""
+        fetched = self._fetched
+        if fetched is not None and fetched[0] == run_id:
+            return fetched[1], ""
+        with tempfile.TemporaryDirectory(prefix="collapse-baseline-") as tmp:
+            try:
+                names = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(run_id, f"{ARTIFACT_DIR}/baseline")}
+                if "baseline.json" not in names:
+                    return None, "it is not there"
+                where = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/baseline", tmp)
+            except Exception as exc:
+                raise _BaselineUnread(
+                    f"the newest baseline on MLflow (run {run_id}) could not be read "
+                    f"({self.scrub(f'{type(exc).__name__}: {exc}')}): this check's run is logged without the "
+                    "baseline, the next check uploads it"
+                ) from None
+            try:
+                remote = _read_baseline(Path(where))
+            except Exception as exc:
+                return None, self.scrub(f"{type(exc).__name__}: {exc}")
+        self._fetched = (run_id, remote)
+        return remote, ""
 
     def sync_baseline(self, monitor: str, local: Baseline) -> tuple[Baseline | None, str | None]:
         """This machine's copy of ``monitor``'s baseline merged with the newest copy of it on
@@ -1191,7 +1194,8 @@ class MLflowSink:
             exp_id = self._experiment_id(client, monitor, create=False)
             if exp_id is None:
                 return None, None
-            kind, newest, merged = self._against_newest(client, exp_id, monitor, local)
+            digest = _baseline_digest(local)
+            kind, newest, merged = self._against_newest(client, exp_id, monitor, local, digest)
             if kind == "other" and newest is not None and newest.data.tags.get("collapse.baseline_uid"):
                 # two baselines (one machine checked the baseline generation again, or could not
                 # read the history back and started its own): said at every check, as it lasts
@@ -1203,7 +1207,7 @@ class MLflowSink:
                     "collapse-monitor check --take-baseline (monitor.take_baseline()) right after a check on the "
                     "machine that uploaded it (README, replicate baselines)"
                 )
-            if kind != "merge" or merged is None or _baseline_digest(merged) == _baseline_digest(local):
+            if kind != "merge" or merged is None or _baseline_digest(merged) == digest:
                 return None, None
             return merged, None
 
@@ -1221,9 +1225,10 @@ class MLflowSink:
             newest = None if exp_id is None else self._newest_baseline(client, exp_id, monitor)
             if newest is None:
                 return None
-            with tempfile.TemporaryDirectory(prefix="collapse-baseline-") as tmp:
-                where = client.download_artifacts(newest.info.run_id, f"{ARTIFACT_DIR}/baseline", tmp)
-                return _read_baseline(Path(where))
+            remote, why = self._read_stored_baseline(client, newest.info.run_id)
+            if remote is None:
+                raise SinkError(f"the artifact of run {newest.info.run_id} cannot be read ({why})")
+            return copy.deepcopy(remote)  # the caller's to change: the one kept for the next sync stays as read
 
         with self.bounded():
             return self._guarded(f"reading the newest baseline of {monitor!r}", read)
