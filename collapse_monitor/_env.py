@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, note_env_value
 
 __all__ = ["ENV_REF", "expand_env", "flag_from_text", "number_from_text"]
 
@@ -41,6 +41,7 @@ def expand_env(value: Any, key: str = "", env: Mapping[str, str] | None = None) 
             var, op, default = m.group(1), m.group(2), m.group(3)
             got = env.get(var)
             if got is not None and not (op == ":-" and got == ""):
+                note_env_value(got)
                 return got
             if op is not None:
                 return default

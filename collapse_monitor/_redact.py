@@ -29,6 +29,7 @@ secrets, PagerDuty routing keys, header values), the *path* of a webhook URL (Sl
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from collections.abc import Iterable
@@ -37,6 +38,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, u
 __all__ = [
     "MASK",
     "Redactor",
+    "basic_auth_values",
     "mask_credentials",
     "redact_request_path",
     "redact_text",
@@ -294,6 +296,28 @@ def _redact_url_in_text(url: str) -> str:
     return redact_url(url) + tail
 
 
+def basic_auth_values(user: str, password: str) -> list[str]:
+    """The ``Authorization: Basic`` values the HTTP clients build from ``user`` and ``password``
+    (RFC 7617: base64 of ``user:password``; UTF-8 as urllib and this package send it, Latin-1 as
+    requests does), bare and with their scheme: a receiver that echoes the header back echoes
+    the password in a form the plain fragments do not match.
+
+    >>> basic_auth_values("u", "p")
+    ['dTpw', 'Basic dTpw']
+    """
+    out: list[str] = []
+    pair = f"{user}:{password}"
+    for enc in ("utf-8", "latin-1"):
+        try:
+            b64 = base64.b64encode(pair.encode(enc)).decode()
+        except UnicodeEncodeError:
+            continue
+        for v in (b64, "Basic " + b64):
+            if v not in out:
+                out.append(v)
+    return out
+
+
 def secret_fragments(url: object) -> list[str]:
     """The parts of ``url`` that :func:`redact_url` hides, for scrubbing free text: the whole
     URL, its userinfo, query string and values, and every token-like path segment (raw and
@@ -311,6 +335,7 @@ def secret_fragments(url: object) -> list[str]:
     netloc_userinfo = parts.netloc.rpartition("@")[0]
     if netloc_userinfo:
         frags.append(netloc_userinfo)
+        frags.extend(basic_auth_values(unquote(parts.username or ""), unquote(parts.password or "")))
     redacted_segments = [s for s in parts.path.split("/") if s and not _SAFE_SEGMENT.fullmatch(s)]
     frags.extend(redacted_segments)
     if redacted_segments:

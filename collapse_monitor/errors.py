@@ -19,6 +19,8 @@ reach an exception).
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 __all__ = [
@@ -51,10 +53,50 @@ class InputError(CollapseMonitorError, ValueError):
         return InputError(f"{prefix}.{self.field}" if prefix else self.field, self.message)
 
 
+#: values read from the environment by ``${VAR}`` in a config (:func:`note_env_value`): a
+#: ConfigError never shows them, since a secret may land in the wrong setting
+_ENV_VALUES: set[str] = set()
+_MAX_ENV_VALUES = 4096
+_PLAIN = re.compile(r"[A-Za-z_.-]+")
+
+
+def note_env_value(value: str) -> None:
+    """Remember a value a config read from the environment, so that no ConfigError echoes it.
+
+    Only what can be a token is kept: 8 characters or more, not a number, not a plain word or
+    name (letters, ``_ . -``: a severity, a monitor name) and not a path that exists. Error
+    messages need those (``expected true or false``, ``file not found: ...``), and a value
+    kept here is masked in every later ConfigError of the process."""
+    if len(value) < 8 or len(_ENV_VALUES) >= _MAX_ENV_VALUES or _PLAIN.fullmatch(value):
+        return
+    try:
+        float(value)
+        return
+    except ValueError:
+        pass
+    if os.sep in value and os.path.exists(value):
+        return
+    _ENV_VALUES.add(value)
+
+
+def _without_env_values(text: str) -> str:
+    # in any case: a check may echo the value lower-cased (severities)
+    low = text.lower()
+    found = sorted((v for v in _ENV_VALUES if v.lower() in low), key=len, reverse=True)
+    if not found:
+        return text
+    return re.sub("|".join(re.escape(v) for v in found), "***", text, flags=re.IGNORECASE)
+
+
 class ConfigError(CollapseMonitorError, ValueError):
-    """Invalid configuration. ``key`` names the offending key (e.g. ``"rules.alpha"``)."""
+    """Invalid configuration. ``key`` names the offending key (e.g. ``"rules.alpha"``).
+
+    Neither shows a value the config read from the environment (``${VAR}``): a secret given to
+    the wrong setting is refused without being echoed."""
 
     def __init__(self, key: str, message: str) -> None:
+        if _ENV_VALUES:
+            key, message = _without_env_values(key), _without_env_values(message)
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}")

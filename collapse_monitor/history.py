@@ -392,7 +392,9 @@ class HistoryStore:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in monitor)
         try:
             lock_dir.mkdir(parents=True, exist_ok=True)
-            fh = open(lock_dir / f"{safe}.lock", "a+")  # noqa: SIM115 - held across the yield
+            # 0600 like every other file of the home (it holds a pid, no secret)
+            fd = os.open(lock_dir / f"{safe}.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            fh = os.fdopen(fd, "a+")  # held across the yield
         except OSError as exc:
             raise self._fail(f"locking {'spool' if spool else 'monitor'} {monitor!r}", exc) from exc
         try:

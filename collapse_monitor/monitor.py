@@ -58,7 +58,7 @@ __all__ = ["CollapseMonitor"]
 log = logging.getLogger("collapse_monitor")
 
 F = TypeVar("F", bound=Callable[..., Any])
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 #: metrics never copied into the baseline from a later generation: ``rare_flips`` counts the
@@ -121,7 +121,7 @@ class CollapseMonitor:
         alert_budget_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigError(
                 "name",
                 f"expected 1-128 characters of letters, digits, '_', '.', '-' (not starting with one), got {name!r}",

@@ -215,8 +215,12 @@ class HttpChannel:
             isinstance(headers, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
         ):
             raise ConfigError("headers", "expected a mapping of header name -> string value")
-        for k, v in (headers or {}).items():
-            if not k.isascii() or not k.strip() or any(c in k for c in ":\r\n ") or any(c in v for c in "\r\n"):
+        for n, (k, v) in enumerate((headers or {}).items()):
+            if not k.isascii() or not k.strip() or any(c in k for c in ":\r\n "):
+                # the name is not echoed: a whole "Authorization: Bearer <token>" line written as
+                # a key is the usual way to get here
+                raise ConfigError(f"headers[{n}]", "expected a header name without ':' or spaces, values on one line")
+            if any(c in v for c in "\r\n"):
                 raise ConfigError(f"headers.{k!r}", "expected a header name without ':' or spaces, values on one line")
             try:
                 v.encode("latin-1")
@@ -225,7 +229,7 @@ class HttpChannel:
         self._headers = dict(headers or {})
         self.severities = check_severities(severities)
         if not isinstance(verify_tls, bool):
-            raise ConfigError("verify_tls", f"expected true or false, got {verify_tls!r}")
+            raise ConfigError("verify_tls", f"expected true or false, got a {type(verify_tls).__name__}")
         self.verify_tls = verify_tls
         self._transport: Transport = transport or urllib_transport
         # header values may be tokens (Authorization: Bearer <t>, X-Api-Key): treat them, and

@@ -41,7 +41,7 @@ __all__ = ["Alertmanager", "alertname_for", "generator_url"]
 DEFAULT_RESEND_WINDOW = 72 * 3600.0
 MAX_RESEND_WINDOW = 10 * 365.25 * 86400.0  # a firing alert's endsAt at most 10 years out
 TEST_LIFETIME = 300.0
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RESERVED = {"alertname", "monitor", "rule", "severity"}
 _ALERTS_PATH = "/api/v2/alerts"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -165,7 +165,7 @@ class Alertmanager(HttpChannel):
             raise ConfigError("labels", f"expected a mapping of label name -> string, got {type(labels).__name__}")
         extra = dict(labels or {})
         for k, v in extra.items():
-            if not isinstance(k, str) or not _LABEL_NAME.match(k) or k in _RESERVED or k.startswith("__"):
+            if not isinstance(k, str) or not _LABEL_NAME.fullmatch(k) or k in _RESERVED or k.startswith("__"):
                 raise ConfigError(f"labels.{k}", f"expected a label name not in {sorted(_RESERVED)}")
             if not isinstance(v, str):
                 raise ConfigError(f"labels.{k}", f"expected a string value, got {type(v).__name__}")

@@ -104,6 +104,7 @@ from .._redact import (
     _HTTP_USERINFO,
     Redactor,
     _db_userinfo,
+    basic_auth_values,
     host_port,
     mask_link,
     redact_http_client_logs,
@@ -290,6 +291,26 @@ def uri_secrets(uri: str) -> list[str]:
     if parts.query:
         out += [parts.query, *(v for kv in parts.query.split("&") for v in kv.split("=")[1:])]
     return [s for s in out if s]
+
+
+#: the environment variables MLflow's client reads credentials from (its documented
+#: authentication variables, and Databricks' token)
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET")
+
+
+def env_credentials() -> list[str]:
+    """The credentials MLflow's client sends from its environment, and the headers it builds from
+    them (``Bearer <token>``, Basic from ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``): masked in
+    everything this sink reports, should a server or proxy echo its request back."""
+    out: list[str] = []
+    for var in CREDENTIAL_ENV:
+        v = os.environ.get(var, "")
+        if v:
+            out += [v, f"Bearer {v}"]
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    if password:
+        out += basic_auth_values(os.environ.get("MLFLOW_TRACKING_USERNAME", ""), password)
+    return out
 
 
 def dataset_digest(digest: str | None) -> str | None:
@@ -547,6 +568,7 @@ class MLflowSink:
             u for u in (self.tracking_uri, self.registry_uri, os.environ.get("MLFLOW_REGISTRY_URI")) if _is_http(u)
         ]
         secrets = [x for u in (self.tracking_uri, self.registry_uri) if isinstance(u, str) for x in uri_secrets(u)]
+        secrets += env_credentials()
         self._redactor = Redactor(secrets, urls=servers)
         redact_http_client_logs(servers)  # urllib3's retry warnings print the request URL, token included
         self._client_obj: Any = None
@@ -702,8 +724,12 @@ class MLflowSink:
         return str(exp_id)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        """The run's page in the MLflow UI (http(s) URIs), else ``<tracking uri>#/experiments/...``."""
-        base = safe_uri(self.tracking_uri).rstrip("/")
+        """The run's page in the MLflow UI (http(s) URIs), else ``<tracking uri>#/experiments/...``.
+
+        The link goes to alert receivers and into reports, so a server's token-like path segment
+        (a proxy's secret prefix) is masked in it as everywhere else: the link then names the
+        server and the run, and opening it needs the real prefix."""
+        base = shown_uri(safe_uri(self.tracking_uri)).rstrip("/")
         if self.is_http:
             return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
         return f"{base}#/experiments/{experiment_id}/runs/{run_id}"

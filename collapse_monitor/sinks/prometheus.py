@@ -55,7 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._lifecycle import DRIFT_SEVERITY, RULE_DRIFT
-from .._redact import Redactor, host_port, redact_text, redact_url
+from .._redact import Redactor, basic_auth_values, host_port, redact_text, redact_url
 from ..errors import ConfigError, SinkError
 from ..metrics._spec import MLFLOW_ONLY, spec_for
 from ..types import Report, Stage
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 NS = "collapse_monitor"
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
-_LABEL_OK = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -491,7 +491,7 @@ class PrometheusSink:
             )
         gk = dict(grouping_key or {})
         for k, v in gk.items():
-            if not isinstance(k, str) or not _LABEL_OK.match(k) or k in ("job", "monitor"):
+            if not isinstance(k, str) or not _LABEL_OK.fullmatch(k) or k in ("job", "monitor"):
                 raise ConfigError("PrometheusSink.grouping_key", f"invalid or reserved label name {k!r}")
             if not isinstance(v, str) or not v:
                 raise ConfigError("PrometheusSink.grouping_key", f"label {k!r} needs a non-empty str value")
@@ -516,7 +516,10 @@ class PrometheusSink:
             self.pushgateway = base.rstrip("/")
             self._shown = redact_url(url)
             self._auth = (user, password)
-        self._redactor = Redactor([v for v in self._auth if v], urls=[pushgateway])
+        auth_secrets = [v for v in self._auth if v]
+        if self._auth != (None, None):  # the header it sends, should a receiver echo it back
+            auth_secrets += basic_auth_values(self._auth[0] or "", self._auth[1] or "")
+        self._redactor = Redactor(auth_secrets, urls=[pushgateway])
         self.textfile = None if textfile is None else str(textfile)
         self.registry = registry
         self.job = job

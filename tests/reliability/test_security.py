@@ -665,3 +665,136 @@ def test_a_password_that_reads_as_a_port_or_an_ipv6_host_is_handled() -> None:
         assert "Sup3rS3cretPw" not in shown and "2024" not in shown and "mlflow.example.com" in shown, shown
     ipv6 = "http://[::1]:5000/api/users/bob@example.com"
     assert redact_text(ipv6).startswith("http://[::1]:5000/api/users/")
+
+
+class _EchoAuth(BaseHTTPRequestHandler):
+    """Answers every request 403 with the bare value of its Authorization header (no scheme
+    word), as a badly written proxy or receiver does (a 403, as the clients retry no 4xx and
+    keep its body in their errors)."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        auth = self.headers.get("Authorization", "")
+        body = json.dumps({"error": "denied", "auth": auth.split(" ", 1)[-1]}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_credentials_echoed_back_bare_are_masked(tmp_path, caplog, monkeypatch) -> None:
+    """Secrets audit (2026-12-07, stop 41): the Basic header built from a URL's ``user:pass@``
+    (alert channels, the Pushgateway, MLflow) and MLflow's ``MLFLOW_TRACKING_TOKEN`` were sent
+    but not registered as secrets; a receiver that echoed the bare header value (base64 of
+    ``user:password``, which gives the password straight back, or the token) put it in the
+    log, the report's errors, history.db, outbox.db and the spool."""
+    import base64
+
+    caplog.set_level(logging.DEBUG)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoAuth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    token = "EnvB3arerT0ken-99x"
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    secrets = {
+        "hook password": "AmPassw0rd9x",
+        "pushgateway password": "PgwPassw0rd8y",
+        "mlflow token": token,
+        "hook basic": base64.b64encode(b"amuser:AmPassw0rd9x").decode(),
+        "pushgateway basic": base64.b64encode(b"bob:PgwPassw0rd8y").decode(),
+    }
+    try:
+        mon = cm.CollapseMonitor(
+            unique("echo"),
+            reference=reference(),
+            sinks=[
+                cm.MLflowSink(f"http://127.0.0.1:{port}", evidently=False, timeout=2, max_retries=0),
+                cm.PrometheusSink(pushgateway=f"http://bob:PgwPassw0rd8y@127.0.0.1:{port}", timeout=2),
+            ],
+            alerts=[cm.Webhook(f"http://amuser:AmPassw0rd9x@127.0.0.1:{port}/hook", name="hook")],
+            home=tmp_path / "home",
+            alert_budget_seconds=2,
+        )
+        mon.check(healthy())
+        report = mon.check(collapsed())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert report.alerts and report.errors  # every sink and the channel failed, with the echo
+    said = {
+        "log": caplog.text,
+        "report": json.dumps(report.to_dict()),
+        "history": _dump_sqlite(tmp_path / "home" / "history.db"),
+        "outbox": _dump_sqlite(tmp_path / "home" / "outbox.db"),
+        "spool": "".join(p.read_text() for p in (tmp_path / "home").rglob("*.json")),
+    }
+    assert "denied" in said["log"] + said["report"] + said["outbox"]  # the echo itself was recorded
+    for where, text in said.items():
+        for what, secret in secrets.items():
+            assert secret not in text, f"{what} in the {where}: {text[text.find(secret) - 200 :][:400]}"
+
+
+def test_the_run_link_masks_a_tracking_uri_path_token() -> None:
+    """Secrets audit (stop 41): repr and messages masked a proxy's secret path prefix, but the
+    MLflow run link every alert and report carries kept it."""
+    sink = cm.MLflowSink("https://mlflow.example.com/Pr0xySecretPrefix9/")
+    assert sink.run_url("7", "abc123") == "https://mlflow.example.com/***/#/experiments/7/runs/abc123"
+    plain = cm.MLflowSink("https://mlflow.example.com/mlflow/")
+    assert plain.run_url("7", "abc123") == "https://mlflow.example.com/mlflow/#/experiments/7/runs/abc123"
+
+
+def test_config_errors_never_echo_a_value_from_the_environment(monkeypatch) -> None:
+    """Secrets audit (stop 41): a secret from ``${VAR}`` given to the wrong setting was echoed by
+    that setting's check (``got 'Zq9...'``, lower-cased by the severity check), and a whole
+    ``Authorization: Bearer <token>`` line written as a header name was echoed as the key."""
+    from collapse_monitor.alerting import channel_from_config
+    from collapse_monitor.config import sinks_from_config
+
+    secret = "Zq9SecretVal77"
+    monkeypatch.setenv("SEC_ENV", secret)
+    hook = "http://127.0.0.1:9/h"
+    channels = [
+        {"type": "webhook", "url": hook, "verify_tls": "${SEC_ENV}"},
+        {"type": "webhook", "url": hook, "timeout": "${SEC_ENV}"},
+        {"type": "webhook", "url": hook, "severities": ["${SEC_ENV}"]},
+        {"type": "alertmanager", "url": hook, "resend_window": "${SEC_ENV}"},
+        {"type": "webhook", "url": hook, "headers": {f"Authorization: Bearer {secret}": "x"}},
+    ]
+    for item in channels:
+        with pytest.raises(cm.ConfigError) as info:
+            channel_from_config(item)
+        assert secret not in str(info.value) and secret.lower() not in str(info.value), str(info.value)
+    with pytest.raises(cm.ConfigError) as info:
+        sinks_from_config([{"type": "mlflow", "tracking_uri": "sqlite:///x.db", "history_plot": "${SEC_ENV}"}])
+    assert secret not in str(info.value) and "history_plot" in str(info.value), str(info.value)
+    # plain words, numbers and paths are still shown: messages need them
+    monkeypatch.setenv("PLAIN_ENV", "criticalish")
+    with pytest.raises(cm.ConfigError) as info:
+        channel_from_config({"type": "webhook", "url": hook, "severities": ["${PLAIN_ENV}"]})
+    assert "criticalish" in str(info.value)
+
+
+def test_a_monitor_name_with_a_trailing_newline_is_refused(tmp_path) -> None:
+    """Secrets audit (stop 41): ``^...$`` with ``match`` let ``"m9\\n"`` through, into file
+    names, experiment names and label values."""
+    with pytest.raises(cm.ConfigError, match="name"):
+        cm.CollapseMonitor("m9\n", reference=reference(), sinks=[], home=tmp_path / "home")
+    with pytest.raises(cm.ConfigError, match="grouping_key"):
+        cm.PrometheusSink(textfile=tmp_path / "m.prom", grouping_key={"zone\n": "a"})
+
+
+def test_lock_files_are_owner_only(tmp_path) -> None:
+    mon = cm.CollapseMonitor(unique("locks"), reference=reference(), sinks=[], home=tmp_path / "home")
+    mon.check(healthy())
+    locks = list((tmp_path / "home" / "locks").rglob("*.lock"))
+    assert locks
+    for path in locks:
+        assert path.stat().st_mode & 0o777 == 0o600, (path.name, oct(path.stat().st_mode))
