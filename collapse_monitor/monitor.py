@@ -1035,7 +1035,9 @@ class CollapseMonitor:
                 if got:
                     report = self._merge_facts(report, got)
                     errors.extend(redact_text(str(w)) for w in got.get("warnings") or ())
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # CancelledError from a sink's own event loop too: contained
                 msg = redact_text(f"{sink.name}: {type(exc).__name__}: {exc}")
                 try:
                     if is_permanent(exc):  # rejected for good: a retry can only fail the same way
@@ -1250,6 +1252,10 @@ class CollapseMonitor:
                 )
             if isinstance(fn, classmethod):  # not callable: it read as `@mon.watch` without parentheses
                 raise ConfigError("watch", "put @mon.watch(...) below @classmethod, next to the function")
+            if isinstance(fn, staticmethod):
+                # callable since Python 3.10, but a plain function returned in its place became an
+                # instance method, and `self` was passed to the static function
+                return staticmethod(deco(fn.__func__))  # type: ignore[return-value]
             if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
                 # calling one returns before any training ran: the check would evaluate a generator
                 raise ConfigError(
@@ -1270,35 +1276,57 @@ class CollapseMonitor:
             def on_rank() -> bool:  # in a multi-process job, rank 0 checks (every_rank: each rank)
                 return every_rank or not self._left_to_rank_zero("watch")
 
+            async def after_await(result: Any, args: Any, kwargs: Any) -> Any:
+                """An async trainer's check, once it has finished: off the event loop."""
+                if not on_rank():
+                    return result
+                loop = _asyncio_loop()
+                if loop is None:  # trio, a hand-driven coroutine: no asyncio loop to hand it to
+                    check(result, args, kwargs)  # inline, as a sync trainer's
+                    return result
+                call = (result, args, kwargs)
+                try:  # off the loop: the check blocks for as long as it takes
+                    outcome, raised = await _check_in_worker(self, loop, check, call)
+                except Exception as exc:  # the hand-off itself failed (the loop's executor shut down, ...)
+                    _hand_off_failed(self, exc, self.strict if strict is None else strict)
+                    return result
+                for key, value in outcome.items():  # what the check left, for the awaiting thread
+                    setattr(self._tls, key, value)
+                if raised is not None:  # strict: raised in the awaiting task, as on the loop
+                    raise raised
+                return result
+
             if inspect.iscoroutinefunction(fn):  # an async trainer: check once it has finished
 
                 @functools.wraps(fn)
                 async def awaiting(*args: Any, **kwargs: Any) -> Any:
-                    result = await fn(*args, **kwargs)
-                    if not on_rank():
-                        return result
-                    loop = _asyncio_loop()
-                    if loop is None:  # trio, a hand-driven coroutine: no asyncio loop to hand it to
-                        check(result, args, kwargs)  # inline, as a sync trainer's
-                        return result
-                    call = (result, args, kwargs)
-                    try:  # off the loop: the check blocks for as long as it takes
-                        outcome, raised = await _check_in_worker(self, loop, check, call)
-                    except Exception as exc:  # the hand-off itself failed (the loop's executor shut down, ...)
-                        _hand_off_failed(self, exc, self.strict if strict is None else strict)
-                        return result
-                    for key, value in outcome.items():  # what the check left, for the awaiting thread
-                        setattr(self._tls, key, value)
-                    if raised is not None:  # strict: raised in the awaiting task, as on the loop
-                        raise raised
-                    return result
+                    return await after_await(await fn(*args, **kwargs), args, kwargs)
 
                 return awaiting  # type: ignore[return-value]
+
+            async def awaited(coro: Any, args: Any, kwargs: Any) -> Any:
+                return await after_await(await coro, args, kwargs)
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 result = fn(*args, **kwargs)
+                if inspect.iscoroutine(result):
+                    # an async trainer that is not a coroutine function (an object with `async def
+                    # __call__`, an `async def` under a decorator that hides it): checked once
+                    # awaited, not before any training ran
+                    return awaited(result, args, kwargs)
                 if on_rank():
+                    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                        self._failed_check(
+                            ConfigError(
+                                "watch",
+                                f"{getattr(fn, '__name__', 'the function')} returned a generator, before any "
+                                "training ran: watch a function that returns the trained model, or use `with "
+                                "mon.retrain() as r: ... r.observe(...)` inside the loop",
+                            ),
+                            self.strict if strict is None else strict,
+                        )
+                        return result
                     check(result, args, kwargs)
                 return result
 
@@ -1386,11 +1414,13 @@ class CollapseMonitor:
             if replicate:
                 return self.check_replicate(obs)
             return self._check(obs, notes, strict)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # CancelledError, GeneratorExit from a sink or evaluate: contained
             self._failed_check(exc, strict, what="replicate of the baseline" if replicate else "check")
             return None
 
-    def _failed_check(self, exc: Exception, strict: bool, context: str = "", what: str = "check") -> None:
+    def _failed_check(self, exc: BaseException, strict: bool, context: str = "", what: str = "check") -> None:
         """A hook's failed check: logged and kept in ``last_error``; raised when ``strict``."""
         self.last_error = exc
         log.error(

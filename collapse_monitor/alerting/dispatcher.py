@@ -238,6 +238,10 @@ class AlertDispatcher:
             retry=retry,
             lease_seconds=lease_seconds,
             scope=scope,
+            # a lock another process holds on outbox.db (a backup, a stuck process) is waited
+            # for within the alert budget, not 30 s: the training step's bound holds, and an
+            # alert that missed the outbox is persisted again by the next check
+            busy_seconds=min(30.0, max(1.0, self.budget_seconds)),
         )
         self._sync()
         self.outbox.prune()  # finished rows older than 30 days

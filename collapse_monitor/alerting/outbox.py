@@ -197,6 +197,7 @@ class Outbox:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         scope: str | None = None,
+        busy_seconds: float = 30.0,
     ) -> None:
         #: the monitor whose rows this outbox delivers (None: every row). Monitors sharing a
         #: home share one outbox.db, and two of them may both name a channel ``oncall`` with
@@ -212,6 +213,8 @@ class Outbox:
         self._rng = rng or random.Random()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = threading.RLock()
+        #: how long an operation waits for a lock another process holds on the file
+        self.busy_seconds = float(busy_seconds)
         #: where a corrupt outbox.db was moved by this process (None: it was not)
         self.quarantined: Path | None = None
         self._db = self._open()
@@ -249,12 +252,12 @@ class Outbox:
     def _setup(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(str(self.path), timeout=self.busy_seconds, isolation_level=None, check_same_thread=False)
         try:
             if new:
                 with contextlib.suppress(OSError):
                     os.chmod(self.path, 0o600)
-            db.execute("PRAGMA busy_timeout = 30000")
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_seconds * 1000)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.execute("BEGIN IMMEDIATE")

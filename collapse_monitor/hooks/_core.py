@@ -699,7 +699,9 @@ class HookCore:
                 self.last_replicate = result  # type: ignore[assignment]
                 return None
             report: Report = result  # type: ignore[assignment]
-        except Exception as exc:  # contain everything: a raising callback aborts fit
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # contain everything: a raising callback aborts fit
             self.last_error = exc
             log.error(
                 "collapse-monitor %s: callback failed, training continues: %s",

@@ -217,7 +217,9 @@ class Spool:
                 continue
             try:
                 sink.emit(report, None)
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # a sink's CancelledError too: the report waits
                 reason = redact_text(f"{type(exc).__name__}: {exc}")
                 if not is_permanent(exc):
                     errors.append(f"{sink.name}: replay failed: {reason}")
@@ -231,7 +233,9 @@ class Spool:
         while held and (limit is None or done < limit):
             try:
                 sink.emit(held[0], None)
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # a sink's CancelledError too: the report waits
                 reason = redact_text(f"{type(exc).__name__}: {exc}")
                 if not is_permanent(exc):
                     errors.append(f"{sink.name}: replay failed: {reason}")

@@ -53,12 +53,15 @@ def test_the_runbook_queries_read_the_chain_a_monitor_wrote(tmp_path: Path, monk
     assert mon.check(obs(5, 0.9, generation=2)).stage is not cm.Stage.HEALTHY
     mon.flush()
     mlflow.set_tracking_uri(uri)
-    history, rollback = _snippets()[:2]
-    ns: dict = {}
-    exec(history, ns)
-    runs = ns["runs"]
-    assert runs["generation"].tolist() == [0, 1, 2]  # one row per generation, in order
-    assert runs["tags.collapse.stage"].tolist()[-1] != "healthy"  # generation 2's newest check
-    ns = {}
-    exec(rollback.split("# the model version")[0], ns)  # the registry part needs a registered model
-    assert int(ns["healthy"]["generation"]) == 1
+    try:
+        history, rollback = _snippets()[:2]
+        ns: dict = {}
+        exec(history, ns)
+        runs = ns["runs"]
+        assert runs["generation"].tolist() == [0, 1, 2]  # one row per generation, in order
+        assert runs["tags.collapse.stage"].tolist()[-1] != "healthy"  # generation 2's newest check
+        ns = {}
+        exec(rollback.split("# the model version")[0], ns)  # the registry part needs a registered model
+        assert int(ns["healthy"]["generation"]) == 1
+    finally:
+        mlflow.set_tracking_uri(None)  # MLflow keeps it process-wide: later tests read their own

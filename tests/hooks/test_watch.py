@@ -759,3 +759,129 @@ def test_a_monitor_does_not_keep_never_closed_event_loops_alive(tmp_path: Path) 
     gc.collect()
     assert mon not in _ASYNC_LOOP_QUEUES
     assert [r.generation for r in mon.reports()] == [0, 1, 2]
+
+
+def test_an_async_trainer_that_is_not_a_coroutine_function_is_checked_once_awaited(tmp_path: Path) -> None:
+    """Audit (stop 41): only `async def` functions took the async path. An object with `async
+    def __call__`, or an `async def` under a decorator that hides it, was checked as soon as it
+    was called: before any training ran (evaluate saw the untrained model), or on the coroutine."""
+    import asyncio
+    import functools
+
+    mon = _mon(tmp_path)
+    state = {"trained": False}
+    seen: list[bool] = []
+
+    def evaluate(model: Model) -> cm.Observation:
+        seen.append(state["trained"])
+        return cm.Observation(predictions=model.predict())
+
+    class Trainer:
+        async def __call__(self) -> Model:
+            await asyncio.sleep(0)
+            state["trained"] = True
+            return Model()
+
+    def plain_retry(fn):  # a user decorator that does not keep the coroutine marker
+        @functools.wraps(fn)
+        def inner(*a, **k):
+            return fn(*a, **k)
+
+        return inner
+
+    @mon.watch(evaluate=evaluate)
+    @plain_retry
+    async def train_wrapped() -> Model:
+        await asyncio.sleep(0)
+        state["trained"] = True
+        return Model(forget_rare=True)
+
+    train_obj = mon.watch(evaluate=evaluate)(Trainer())
+    coro = train_obj()
+    assert seen == []  # nothing checked before the training ran
+    m0 = asyncio.run(coro)
+    assert isinstance(m0, Model) and seen == [True] and mon.last_error is None
+    assert mon.last_report is not None and mon.last_report.generation == 0
+    state["trained"] = False
+    m1 = asyncio.run(train_wrapped())
+    assert m1.forget_rare and seen == [True, True] and mon.last_error is None
+    assert mon.last_report.generation == 1 and mon.last_report.value("class_recall.2") == 0.0
+
+
+def test_watch_above_staticmethod_keeps_it_static(tmp_path: Path) -> None:
+    """Audit (stop 41): a staticmethod is callable since Python 3.10, so it passed as a function
+    and the plain wrapper returned in its place made it an instance method: `self` was passed
+    to the static function, and a call that worked without the decorator raised."""
+    mon = _mon(tmp_path)
+
+    class Job:
+        @mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()))
+        @staticmethod
+        def train(forget: bool = False) -> Model:
+            return Model(forget)
+
+    assert Job().train().forget_rare is False and mon.last_report.generation == 0  # no `self` passed as `forget`
+    assert Job.train(True).forget_rare and mon.last_report.generation == 1
+
+
+def test_a_function_that_returns_a_generator_is_not_checked(tmp_path: Path) -> None:
+    mon = _mon(tmp_path)
+
+    def epochs():
+        yield Model()
+
+    @mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()))
+    def train():
+        return epochs()  # not a generator function itself: refused when called, not decorated
+
+    gen = train()
+    assert next(gen).predict().shape == LABELS.shape  # the result passes through
+    assert isinstance(mon.last_error, cm.ConfigError) and "generator" in str(mon.last_error)
+    assert mon.last_report is None and mon.reports() == []
+
+
+def test_a_sink_raising_a_base_exception_does_not_lose_the_training_result(tmp_path: Path) -> None:
+    """Audit (stop 41): `except Exception` around the sinks let an asyncio.CancelledError (a
+    BaseException since 3.8) or a GeneratorExit from a sink out of watch: the trained model was
+    lost and a Lightning fit would abort. It is contained like any sink failure and the report
+    waits in the spool; KeyboardInterrupt and SystemExit still propagate."""
+    import asyncio
+
+    class Cancelling:
+        name = "cancelling"
+        calls = 0
+
+        def emit(self, report, ctx=None):
+            Cancelling.calls += 1
+            if Cancelling.calls == 1:
+                raise asyncio.CancelledError("the sink's own loop was cancelled")
+            return None
+
+    mon = cm.CollapseMonitor("watched", reference=cm.Reference(labels=LABELS), sinks=[Cancelling()], home=tmp_path)
+
+    @mon.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()))
+    def train() -> Model:
+        return Model()
+
+    m = train()
+    assert isinstance(m, Model) and mon.last_error is None
+    assert any("CancelledError" in e for e in mon.last_report.errors)
+    assert mon.spool.count("cancelling") == 1  # kept for redelivery
+    train()  # the next check replays it first, then emits its own
+    assert (
+        Cancelling.calls == 3
+        and mon.spool.count("cancelling") == 0
+        and not any("CancelledError" in e for e in mon.last_report.errors)
+    )
+
+    class Interrupting:
+        name = "interrupting"
+
+        def emit(self, report, ctx=None):
+            raise KeyboardInterrupt
+
+    mon2 = cm.CollapseMonitor(
+        "watched2", reference=cm.Reference(labels=LABELS), sinks=[Interrupting()], home=tmp_path / "two"
+    )
+    with pytest.raises(KeyboardInterrupt):
+        mon2.watch(evaluate=lambda m: cm.Observation(predictions=m.predict()))(lambda: Model())()

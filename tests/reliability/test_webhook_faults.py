@@ -225,3 +225,44 @@ def test_failed_delivery_is_recorded_in_report_errors(http_receiver, tmp_path, f
     for secret in (token, key, SECRET):
         assert all(secret not in e for e in report.errors), report.errors
     assert mon.reports()[-1].errors == report.errors, "the errors are in the history too"
+
+
+def test_an_outbox_another_process_holds_locked_costs_the_budget_not_30_seconds(http_receiver, tmp_path) -> None:
+    """Audit (stop 41): another process holding a write transaction on outbox.db (an sqlite3
+    shell, a backup, a stuck process sharing the home) made the check wait sqlite's 30 s busy
+    timeout, whatever ``alert_budget_seconds`` said. The wait now stays within the budget, and
+    the alert that missed the outbox is persisted and delivered by the next check."""
+    import sqlite3
+    import threading
+
+    http_receiver.respond(Response(200), path="/hook")
+    mon = _monitor(tmp_path, http_receiver.url_for("/hook"))
+    Outbox(tmp_path / "outbox.db").close()  # the file and its tables exist, as after any earlier alert
+    base, _ = watched_check(mon, healthy())
+    assert base is not None
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        con = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(60)
+        con.execute("ROLLBACK")
+        con.close()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        report, seconds = watched_check(mon, collapsed())
+    finally:
+        release.set()
+        holder.join(10)
+    assert report is not None and report.alerts
+    assert any("locked" in e for e in report.errors), report.errors
+    # persisting and delivering each wait at most the budget: far from sqlite's 30 s
+    assert seconds < 2 * BUDGET + 2 * SLACK, seconds
+    assert http_receiver.requests == []
+    mon.check(collapsed())  # the lock is gone: the held firing is persisted and sent
+    sent = [r for r in http_receiver.requests if r.path == "/hook"]
+    assert len(sent) == 1 and '"early_collapse"' in sent[0].body.decode()
