@@ -118,6 +118,7 @@ class CollapseMonitorCallback(HookResults, Callback):
         # the checkpoint being resumed: its state_dict and its global step, from two hooks
         self._restored_state: dict[str, Any] | None = None
         self._restored_step: Any = None
+        self._loaded_step: Any = None  # the step of the checkpoint a fit resumed (no validation due at it)
         self._validated = True  # a validation ran in the current fit (on="validation_end"); set False by setup
 
     def __repr__(self) -> str:
@@ -142,6 +143,7 @@ class CollapseMonitorCallback(HookResults, Callback):
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         # the step the checkpoint was saved at (Lightning writes it at the top level of every checkpoint)
         self._restored_step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+        self._loaded_step = self._restored_step
         self._restore()
 
     def _restore(self) -> None:
@@ -166,7 +168,11 @@ class CollapseMonitorCallback(HookResults, Callback):
         if stage == "fit":  # new training: a repeated step number is not the same weights
             self._core.forget_checked()
             self._validated = False
-        self._core.ledger.start(self.monitor, read_history=fit_on_zero)
+            self._loaded_step = None  # the step of the checkpoint this fit resumes
+            self._core.ledger.start(self.monitor, read_history=fit_on_zero)
+        # test / validate / predict keep the fit's ledger: a new one forgot which step was
+        # checked, so the checkpoint saved after `fit(); test()` said nothing was, and resuming
+        # it for zero steps recorded the same weights as a new generation
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self.on == "fit_end":
@@ -176,6 +182,9 @@ class CollapseMonitorCallback(HookResults, Callback):
                 zero = bool(getattr(trainer, "is_global_zero", True))
             except Exception:  # pragma: no cover - a broken trainer object
                 zero = False
+            start = getattr(self, "_loaded_step", None)
+            if start is not None and getattr(trainer, "global_step", None) == start:
+                zero = False  # a resume with nothing left to train: no validation was due, no step to check
             if zero:  # the user asked for a check per validation and got none, silently
                 log.warning(
                     "collapse-monitor %s: on='validation_end' but no validation ran in this fit "

@@ -106,11 +106,18 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
         )
         self.check_on_evaluate = check_flag(on_evaluate, "CollapseMonitorCallback.on_evaluate")
         self.check_on_train_end = check_flag(on_train_end, "CollapseMonitorCallback.on_train_end")
+        self._train_start_step: int | None = None
         if replicate and (self.check_on_evaluate or not self.check_on_train_end):
             raise ConfigError(
                 "CollapseMonitorCallback.replicate",
                 "a replicate is one retrain of the baseline generation, added once at the end of training: "
                 "use it with on_train_end=True and on_evaluate=False",
+            )
+        if not (self.check_on_evaluate or self.check_on_train_end):
+            raise ConfigError(
+                "CollapseMonitorCallback.on_train_end",
+                "on_train_end and on_evaluate are both off: the callback would check nothing; keep on_train_end=True "
+                "(a check when train() ends) or set on_evaluate=True (one per evaluation)",
             )
 
     def __repr__(self) -> str:
@@ -136,14 +143,24 @@ class CollapseMonitorCallback(HookResults, TrainerCallback):
                 redact_text(f"{type(exc).__name__}: {exc}"),
             )
         self._persist(state)
+        self._train_start_step = getattr(state, "global_step", None)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self._train_start_step = None
         if self.check_on_train_end:
             self._maybe_check(args, state, model)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if self.check_on_evaluate:
-            self._maybe_check(args, state, model)
+        if not self.check_on_evaluate:
+            return
+        start = getattr(self, "_train_start_step", None)
+        if start is not None and getattr(args, "eval_on_start", False) and getattr(state, "global_step", None) == start:
+            # the Trainer's sanity check of the weights training starts from, before any step:
+            # not a generation (it became the baseline on a new monitor), as Lightning's sanity
+            # check is not
+            log.info("collapse-monitor %s: eval_on_start evaluation, check skipped", self.monitor.name)
+            return
+        self._maybe_check(args, state, model)
 
     def _maybe_check(self, args: Any, state: Any, model: Any) -> None:
         if not getattr(state, "is_world_process_zero", True):

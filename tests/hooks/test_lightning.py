@@ -953,3 +953,50 @@ def test_a_resumed_replicate_job_is_added_though_another_job_checked_the_same_st
     assert [r.generation for r in mon.reports()] == [0, 1]
     with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.replicate"):
         CollapseMonitorCallback(mon, evaluate, on="validation_end", replicate=np.True_)
+
+
+@pytest.mark.parametrize("between", ["test", "validate", "predict"])
+def test_a_checkpoint_saved_after_test_validate_or_predict_still_says_what_was_checked(
+    tmp_path: Path, between: str
+) -> None:
+    """Audit (stop 41): setup() started a new ledger for every stage, so `fit(); test();
+    save_checkpoint()` wrote a checkpoint that said nothing was checked, and resuming it for
+    zero steps recorded the same weights as generation 1."""
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate)
+    trainer = _ckpt_trainer(cb, tmp_path / "ckpt")
+    module = Tiny()
+    trainer.fit(module, _loader())
+    assert cb.last_report is not None and cb.last_report.generation == 0
+    loader = _loader(60, seed=9)
+    if between == "test":
+        module.test_step = module.validation_step  # type: ignore[method-assign]
+        trainer.test(module, loader, verbose=False)
+    elif between == "validate":
+        trainer.validate(module, loader, verbose=False)
+    else:
+        trainer.predict(module, torch.utils.data.DataLoader(torch.randn(8, D), batch_size=4))
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    saved = torch.load(tmp_path / "after.ckpt", weights_only=False)["callbacks"][cb.state_key]
+    assert saved["checked_step"] == 6 and saved["checked_generation"] == 0
+    mon = _resume_monitor(tmp_path)
+    _ckpt_trainer(CollapseMonitorCallback(mon, evaluate), tmp_path / "ckpt").fit(
+        Tiny(), _loader(), ckpt_path=tmp_path / "after.ckpt"
+    )
+    assert [r.generation for r in mon.reports()] == [0]
+
+
+def test_a_resume_with_nothing_to_train_does_not_say_validation_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Audit (stop 41): on="validation_end" and a finished job resumed for zero steps warned that
+    no validation loop existed and advised on='fit_end'; no validation was due."""
+    cb = CollapseMonitorCallback(_resume_monitor(tmp_path), evaluate, on="validation_end")
+    _ckpt_trainer(cb, tmp_path / "ckpt").fit(Tiny(), _loader(), _loader(60, seed=9))
+    mon = _resume_monitor(tmp_path)
+    assert [r.generation for r in mon.reports()] == [0, 1]  # one per epoch's validation
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor.hooks"):
+        _ckpt_trainer(CollapseMonitorCallback(mon, evaluate, on="validation_end"), tmp_path / "ckpt").fit(
+            Tiny(), _loader(), _loader(60, seed=9), ckpt_path=tmp_path / "ckpt" / "last.ckpt"
+        )
+    assert [r.generation for r in mon.reports()] == [0, 1]
+    assert not any("no validation ran" in r.getMessage() for r in caplog.records), caplog.text

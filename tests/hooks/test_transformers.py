@@ -338,3 +338,21 @@ def test_a_replicate_train_joins_the_baseline_not_the_generations(tmp_path: Path
     for opts in ({"on_evaluate": True}, {"on_train_end": False}, {"replicate": "yes"}):
         with pytest.raises(cm.ConfigError, match=r"CollapseMonitorCallback\.replicate"):
             CollapseMonitorCallback(mon, evaluate, **{"replicate": True, **opts})
+
+
+def test_the_eval_on_start_sanity_check_is_not_a_generation(tmp_path: Path) -> None:
+    """Audit (stop 41): with on_evaluate=True, the Trainer's `eval_on_start` evaluation (a sanity
+    check of the weights training starts from, before any step) was checked: on a new monitor
+    the untrained weights became the baseline."""
+    mon = cm.CollapseMonitor("hf-start", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate, on_evaluate=True, on_train_end=False)
+    out = _ckpt_trainer(tmp_path / "out", cb, evaluate_each_epoch=True, save_strategy="no", eval_on_start=True).train()
+    assert out.global_step == 4
+    reports = mon.reports()
+    assert [r.generation for r in reports] == [0]  # the end-of-epoch evaluation only
+
+
+def test_a_callback_that_would_check_nothing_is_refused(tmp_path: Path) -> None:
+    mon = cm.CollapseMonitor("hf-none", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    with pytest.raises(cm.ConfigError, match="both off"):
+        CollapseMonitorCallback(mon, evaluate, on_evaluate=False, on_train_end=False)
