@@ -340,7 +340,7 @@ class Reference:
             h = hashlib.sha256()
             if self.embeddings is not None:
                 h.update(b"E" + str(self.embeddings.shape).encode())
-                h.update(self.embeddings.tobytes())
+                h.update(np.ascontiguousarray(self.embeddings).data)  # the buffer itself: no copy
             if self.labels is not None:
                 h.update(b"L" + "\x1f".join(map(repr, self.labels.tolist())).encode())
             if self.texts is not None:
