@@ -411,15 +411,21 @@ def _paired_p(
 ) -> float | None:
     """Exact one-sided McNemar p for 'good at baseline, bad now' on the metric's items (its
     mid-p with ``mid_p``)."""
-    spec = paired.get(key)
-    if spec is None:
+    if key not in paired:  # (PairedSpecs answers without building the mask)
         return None
-    item_key, mask = spec
+    item_key = paired.item_key(key) if hasattr(paired, "item_key") else paired[key][0]
     cur = items.get(item_key)
     base = base_items.get(item_key)
-    if cur is None or base is None or cur.shape != base.shape or mask.shape != cur.shape:
+    if cur is None or base is None or cur.shape != base.shape:
         return None
-    b, c = discordant(cur, base, mask)
+    fast = paired.discordant(key, cur, base) if hasattr(paired, "discordant") else None
+    if fast is not None:
+        b, c = fast  # per-class counts, made once per comparison (classes x replicates passes before)
+    else:
+        item_key, mask = paired[key]
+        if mask.shape != cur.shape:
+            return None
+        b, c = discordant(cur, base, mask)
     test = stats.mcnemar_mid_p if mid_p else stats.mcnemar_exact
     return float(test(b, c, alternative="greater"))
 
@@ -542,14 +548,17 @@ def _decline_p(
     paired: Mapping[str, tuple[str, np.ndarray]],
     rare_classes: Sequence[str],
     rules: Rules,
+    signed: bool = True,
 ) -> tuple[float, str, Any]:
     """One-sided p that ``key`` fell from ``base`` to ``mv``, by the first test that applies:
     exact McNemar on paired items, the exact rate test on counts, Fisher on proportions, the
-    interval z-test; with the test's name and, for a paired test, the items it rests on."""
+    interval z-test; with the test's name and, for a paired test, the items it rests on
+    (``signed=False``: not needed, as for a replicate's test, and not computed: it hashes the
+    whole mask)."""
     mid_p = rules.paired_test == "mid_p"
     p = _paired_p(key, paired, items, base_items, mid_p)
     test = "mcnemar-mid-p" if mid_p else "mcnemar-exact"
-    signature = _paired_signature(key, paired) if p is not None else None
+    signature = _paired_signature(key, paired) if p is not None and signed else None
     if p is None:
         p = _rate_p(key, items, base_items, mid_p)
         test = "rate-mid-p" if mid_p else "rate-exact"
@@ -630,7 +639,9 @@ def detect(
         against = [(r_metrics[key], r_items) for r_metrics, r_items in replicates if key in r_metrics]
         other_tests: set[str] = set()
         for r_base, r_items in against:
-            rp, r_test, _ = _decline_p(key, mv, r_base, metrics, items, r_items, paired, rare_classes, rules)
+            rp, r_test, _ = _decline_p(
+                key, mv, r_base, metrics, items, r_items, paired, rare_classes, rules, signed=False
+            )
             r_rel = _relative(mv.value, r_base.value)
             p = max(p, rp)
             if r_rel > rel:

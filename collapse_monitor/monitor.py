@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import json
 import logging
 import math
 import os
@@ -632,7 +633,12 @@ class CollapseMonitor:
                 baseline=extra["baseline"] if extra["baseline_changed"] else None,
             )
             report, keys, failure, queued = self._hand_off(
-                report, observation, self.history.reports(self.name), extra, strict=strict, held_behind=held
+                report,
+                observation,
+                self._history_after(report, extra.pop("stored")),
+                extra,
+                strict=strict,
+                held_behind=held,
             )
         if pending:  # an earlier generation's alerts still not in the outbox: say so on every check
             report = dataclasses.replace(report, errors=(*pending, *report.errors))
@@ -645,6 +651,17 @@ class CollapseMonitor:
             failure.report = report  # recorded: a caller that retries must not check it again
             raise failure
         return report
+
+    def _history_after(self, report: Report, stored: list[Report] | None) -> list[Report]:
+        """The monitor's history right after ``report``'s commit, oldest first, as
+        ``history.reports`` reads it: the rows this check read before its commit (under the
+        monitor's lock: no other writer), with ``report``, decoded from what was stored, in
+        place of its generation's row. Each row was parsed twice a check before (0.3 of 0.4 s a
+        check at 400 generations, seconds at thousands of classes)."""
+        if stored is None:
+            return self.history.reports(self.name)
+        mine = Report.from_dict(json.loads(json.dumps(report.to_dict(), allow_nan=False)))
+        return sorted((*(r for r in stored if r.generation != report.generation), mine), key=lambda r: r.generation)
 
     def _recover(self) -> list[str]:
         """Finish the hand-off of reports whose check was killed after its history commit
@@ -710,10 +727,12 @@ class CollapseMonitor:
             )
             self.history.quarantined = None
         cached: list[Report] = []
+        read: list[bool] = []
 
         def stored_reports() -> list[Report]:  # read once per check, when needed (it parses every row)
-            if not cached:
+            if not read:
                 cached.extend(self.history.reports(self.name))
+                read.append(True)
             return cached
 
         reseeded = last is None and not stored_reports()
@@ -879,6 +898,9 @@ class CollapseMonitor:
             "home": str(self.home),
             "alert_states": None if backfill else states,  # a backfill leaves them as they are
             "panel": panel,
+            # the stored reports as read before this check's commit (None: not read), so that
+            # the hand-off need not parse every row again
+            "stored": cached if read else None,
         }
         return report, extra
 

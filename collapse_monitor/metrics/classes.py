@@ -206,6 +206,8 @@ class ItemMasks(Mapping[str, np.ndarray]):
     def __init__(self, codes: np.ndarray) -> None:
         self._codes = codes
         self._groups: dict[str, np.ndarray | None] = {}  # None: every item
+        #: per (current, baseline) vector pair: items lost and gained, counted per class
+        self._per_class: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _set(self, key: str, group: np.ndarray | None) -> None:
         self._groups[key] = group
@@ -229,6 +231,30 @@ class ItemMasks(Mapping[str, np.ndarray]):
 
     def __repr__(self) -> str:
         return f"ItemMasks({len(self)} keys over {self._codes.size} items)"
+
+    def discordant(self, key: str, cur: np.ndarray, base: np.ndarray) -> tuple[int, int] | None:
+        """McNemar's ``(b, c)`` over the items of ``key`` (see ``detection.discordant``), from
+        per-class counts made once per (current, baseline) pair: a check of C classes against
+        R replicates counted every class's items again, C x (1 + R) passes over all items (9 s a
+        check at 5,000 classes, 100k items and 20 replicates). None when the vectors are not
+        one value per item."""
+        if cur.shape != self._codes.shape or base.shape != self._codes.shape:
+            return None
+        pair = (id(cur), id(base))
+        hit = self._per_class.get(pair)
+        if hit is None or hit[0] is not cur or hit[1] is not base:
+            c_b, b_b = np.asarray(cur, dtype=bool), np.asarray(base, dtype=bool)
+            size = int(self._codes.max(initial=-1)) + 1
+            lost = np.bincount(self._codes[b_b & ~c_b], minlength=size)
+            gained = np.bincount(self._codes[~b_b & c_b], minlength=size)
+            if len(self._per_class) >= 64:  # the baseline and its replicates, for one check
+                self._per_class.clear()
+            hit = self._per_class[pair] = (cur, base, lost, gained)
+        lost, gained = hit[2], hit[3]
+        group = self._groups[key]
+        if group is None:
+            return int(lost.sum()), int(gained.sum())
+        return int(lost[group].sum()), int(gained[group].sum())
 
 
 @dataclass(frozen=True)

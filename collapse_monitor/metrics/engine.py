@@ -37,6 +37,16 @@ class PairedSpecs(Mapping[str, tuple[str, np.ndarray]]):
         """The item vector ``key``'s test rests on, without building its mask."""
         return self._specs[key][0]
 
+    def discordant(self, key: str, cur: np.ndarray, base: np.ndarray) -> tuple[int, int] | None:
+        """McNemar's ``(b, c)`` for ``key`` without building its mask, where its source counts
+        them per class (:class:`~collapse_monitor.metrics.classes.ItemMasks`); None otherwise."""
+        spec = self._specs[key]
+        if len(spec) != 3:
+            return None
+        _, masks, name = spec
+        count = getattr(masks, "discordant", None)
+        return None if count is None else count(name, cur, base)
+
     def __getitem__(self, key: str) -> tuple[str, np.ndarray]:
         spec = self._specs[key]
         if len(spec) == 3:
@@ -46,6 +56,9 @@ class PairedSpecs(Mapping[str, tuple[str, np.ndarray]]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._specs)
+
+    def __contains__(self, key: object) -> bool:  # without building the mask (Mapping's reads it)
+        return key in self._specs
 
     def __len__(self) -> int:
         return len(self._specs)

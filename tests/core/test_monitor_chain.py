@@ -291,3 +291,31 @@ def test_keys_first_seen_later_do_not_invent_a_baseline(tmp_path) -> None:
     assert r2.metrics["synthetic_fraction"].baseline is None
     assert r2.metrics["rare_flips"].baseline is None
     assert r2.metrics["precision"].baseline == r1.metrics["precision"].value
+
+
+def test_the_history_sinks_get_is_the_stored_history(tmp_path) -> None:
+    """A check hands the sinks the history right after its commit. It is now built from the rows
+    the check read before its commit (each row was parsed twice a check, stop 41's scale audit);
+    it must equal what the store reads back: new generations, a generation checked again and an
+    older one checked after a newer one."""
+    ref, centers, labels = _reference()
+    rng = np.random.default_rng(0)
+    seen: list[list[dict]] = []
+
+    class Recorder:
+        name = "recorder"
+
+        def emit(self, report, ctx=None):
+            if ctx is not None:
+                seen.append([r.to_dict() for r in ctx.history])
+
+    mon = cm.CollapseMonitor("hist", reference=ref, sinks=[Recorder()], home=tmp_path)
+
+    def gen(**kw):
+        emb, preds = _generation(rng, centers, labels, rare_recall=0.9, rare_weight=0.02, spread=1.0)
+        return cm.Observation(predictions=preds, embeddings=emb, **kw)
+
+    for obs in (gen(), gen(), gen(), gen(generation=2), gen(generation=1), gen()):
+        mon.check(obs)
+        assert seen[-1] == [r.to_dict() for r in mon.history.reports("hist")]
+    assert [[r["generation"] for r in h] for h in seen] == [[0], [0, 1], [0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2, 3]]
