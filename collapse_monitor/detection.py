@@ -465,10 +465,24 @@ def is_proportion(key: str) -> bool:
     return key in ("accuracy", "worst_class_recall", "rare_class_recall") or key.startswith("class_recall.")
 
 
+#: generator metrics that are one plain share ``x / n`` (``MetricValue.n`` = n): of the sample
+#: points (precision), of the reference points (recall, coverage and its tail / head parts), of
+#: the reference's rare modes
+GENERATOR_SHARES = ("precision", "recall", "coverage", "tail_coverage", "head_coverage", "rare_mode_coverage")
+
+
+def is_share(key: str) -> bool:
+    """Whether ``key``'s value and ``n`` give the counts of an exact test: a proportion of probe
+    items (:func:`is_proportion`) or one of :data:`GENERATOR_SHARES`; the MLflow sink logs ``n``
+    for these keys (``collapse.<key>.n``)."""
+    return is_proportion(key) or key in GENERATOR_SHARES
+
+
 def _proportion_counts(key: str, mv: MetricValue, rare_classes: Sequence[str]) -> tuple[int, int] | None:
-    """(successes, trials) of a metric that is one proportion of probe items: accuracy, a
-    class's recall, the worst class's, and the rare-class recall over a single rare class."""
-    if not is_proportion(key) or (key == "rare_class_recall" and len(rare_classes) != 1):
+    """(successes, trials) of a metric that is one proportion: accuracy, a class's recall, the
+    worst class's, the rare-class recall over a single rare class, and the generator's shares
+    (:data:`GENERATOR_SHARES`)."""
+    if not is_share(key) or (key == "rare_class_recall" and len(rare_classes) != 1):
         return None
     if mv.n is None or mv.n <= 0 or not math.isfinite(mv.value):
         return None
@@ -483,7 +497,9 @@ def _fisher_p(
     ``m`` now against ``x0`` of ``m0`` at baseline, ``P(X <= x)`` for the hypergeometric
     ``X`` given both margins (its mid-p with ``mid_p``). The z-test on the two Wilson
     intervals it replaces flagged a 5-item class going from 5/5 to 2/5 at p = 0.001
-    (Fisher: 0.083), up to 10x ``alpha`` under the null for small classes."""
+    (Fisher: 0.083), up to 10x ``alpha`` under the null for small classes; for the generator's
+    shares (a statistics audit, 2026-12-07) ``tail_coverage`` 15/15 -> 10/15 at p = 0.003
+    (Fisher: 0.021), and 4.4x ``alpha`` under the null for five rare modes."""
     now = _proportion_counts(key, mv, rare_classes)
     then = _proportion_counts(key, base, rare_classes)
     if now is None or then is None:

@@ -3,8 +3,8 @@
 Layout (experiment ``collapse-monitor/<monitor>`` by default, one run per check):
 
 * metrics ``collapse.<key>`` with ``step=generation`` and the interval as
-  ``collapse.<key>.ci_low`` / ``collapse.<key>.ci_high`` (and, for a proportion of probe items -
-  accuracy, a class's recall - its item count ``collapse.<key>.n``, the counts of Fisher's test
+  ``collapse.<key>.ci_low`` / ``collapse.<key>.ci_high`` (and, for a proportion - accuracy, a
+  class's recall, a coverage share - its count ``collapse.<key>.n``, the counts of Fisher's test
   when the history is read back from metrics alone); run-level ``collapse.generation`` (the
   tag's number, for sorting), ``collapse.stage_level``
   (0/1/2), ``collapse.drift`` (0/1), ``collapse.check_duration_seconds`` and, when the Evidently
@@ -111,7 +111,7 @@ from .._redact import (
     redact_text,
     redact_url,
 )
-from ..detection import is_proportion
+from ..detection import is_share
 from ..errors import ConfigError, SinkError
 from ..history import Baseline, Replicate, core_meta, merge_baselines, state_digest, sync_id
 from ..types import MetricValue, Provenance, Report, Stage
@@ -858,7 +858,7 @@ class MLflowSink:
                 Metric(name + ".ci_low", mv.ci_low, ts, step),
                 Metric(name + ".ci_high", mv.ci_high, ts, step),
             ]
-            if mv.n is not None and is_proportion(key):  # the counts of Fisher's test, for a read-back baseline
+            if mv.n is not None and is_share(key):  # the counts of Fisher's test, for a read-back baseline
                 out.append(Metric(name + ".n", float(mv.n), ts, step))
         prov = report.provenance
         if "synthetic_fraction" not in report.metrics and prov is not None and prov.synthetic_fraction is not None:

@@ -378,6 +378,25 @@ def test_an_unpaired_proportion_is_tested_with_fishers_exact_test(now: int, then
         assert det.stage is cm.Stage.HEALTHY
 
 
+@pytest.mark.parametrize(
+    "key", ["tail_coverage", "head_coverage", "rare_mode_coverage", "precision"]
+)  # (coverage: no family)
+def test_an_unpaired_generator_share_is_tested_with_fishers_exact_test(key: str) -> None:
+    """Statistics audit (stop 41): without per-item vectors the generator's shares (of reference
+    points, sample points, rare modes) still went through the z-test on two Wilson intervals:
+    tail_coverage 15/15 -> 10/15 gave p = 0.003 (Fisher: 0.021) and read as early collapse."""
+    from scipy.stats import fisher_exact
+
+    def mv(k: int, n: int) -> MetricValue:
+        return MetricValue(k / n, 0.0, 1.0, n=n)
+
+    det = detect({key: mv(10, 15)}, rules=Rules(), baseline={key: mv(15, 15)})
+    f = next(f for f in det.findings if f.key == key and f.kind == "baseline")
+    expected = fisher_exact([[10, 5], [15, 0]], alternative="less").pvalue
+    assert f.test == "fisher-exact" and f.p_value == pytest.approx(expected, rel=1e-9)
+    assert not f.significant and det.stage is cm.Stage.HEALTHY
+
+
 def test_a_trend_change_stays_within_the_metric_bounds() -> None:
     """A recall falling 0.933 -> 0.033 fits a Theil-Sen line that ends below 0: its relative
     change read -122 % (and fed the family's worst change into the drift comparison)."""
