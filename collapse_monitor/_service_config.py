@@ -280,7 +280,8 @@ def _seconds(v: Any, key: str, *, minimum: float = 0.0, allow_zero: bool = False
     except (TypeError, ValueError):
         raise ConfigError(key, f"expected a number of seconds, got {v!r}") from None
     if not math.isfinite(x) or x < minimum or (x == 0 and not allow_zero):
-        raise ConfigError(key, f"expected seconds > {minimum:g}, got {v!r}")
+        want = f"at least {minimum:g} seconds" if minimum > 0 else f"seconds > {minimum:g}"
+        raise ConfigError(key, f"expected {want}, got {v!r}")
     if x > _MAX_SECONDS:
         raise ConfigError(key, f"expected at most {_MAX_SECONDS:g} seconds (about 3 years), got {v!r}")
     return x
@@ -323,7 +324,9 @@ def parse_settings(raw: Any, *, port: int | None = None, host: str | None = None
         "shutdown_timeout_seconds",
     ):
         if k in d:
-            kw[k] = _seconds(d[k], f"serve.{k}")
+            # a job's period: APScheduler turned 1e-6 into 1 s without a word (the dead-man's
+            # switch every microsecond, had it not)
+            kw[k] = _seconds(d[k], f"serve.{k}", minimum=1.0 if k.endswith("_interval_seconds") else 0.0)
     if "alert_budget_seconds" in d:
         kw["alert_budget_seconds"] = _seconds(d["alert_budget_seconds"], "serve.alert_budget_seconds", allow_zero=True)
     if "max_workers" in d:
@@ -446,7 +449,7 @@ def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
             raise ConfigError(f"{key}.cron", f"{d['cron']!r} never fires (e.g. 31 February)")
         kw["cron"] = d["cron"]
     else:
-        kw["interval_seconds"] = _seconds(d["interval_seconds"], f"{key}.interval_seconds")
+        kw["interval_seconds"] = _seconds(d["interval_seconds"], f"{key}.interval_seconds", minimum=1.0)
     if d.get("jitter_seconds") is not None:
         if "cron" in kw:
             raise ConfigError(f"{key}.jitter_seconds", "applies to interval_seconds only, not to a cron schedule")

@@ -73,7 +73,14 @@ def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
     client = _client(spec)
     name = spec.registered_name
     if spec.version is not None:
-        mv = client.get_model_version(name, str(spec.version))
+        try:
+            mv = client.get_model_version(name, str(spec.version))
+        except Exception as exc:
+            # a pinned version not registered yet (or its model): skipped like a model with no
+            # version yet, not an error counted and logged as a registry outage
+            if _not_found(exc):
+                return None
+            raise
     elif spec.stage_or_alias.lower() == "latest":
         versions = ready_versions(client, name)
         if not versions:

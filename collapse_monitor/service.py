@@ -35,8 +35,10 @@ Job defaults: ``coalesce=True``, ``max_instances=1``, ``misfire_grace_time`` 300
 that missed its slot while the machine slept still runs, once). A model version whose check
 fails (load, predictions, check) is tried again after 30 s, doubling up to an hour (counted as
 ``skipped`` in between; ``CollapseMonitorServeChecksFailing`` in the shipped Prometheus rules
-pages on the errors); a new version is tried at once. Each load downloads the version into a
-temporary folder that is removed once the probe ran. ``cron`` schedules are crontab
+pages on the errors); a new version is tried at once (a backoff that ends more than its own
+length ahead, after the clock stepped back, is over). Each load downloads the version into a
+temporary folder in the monitor's home (``models-tmp/``) that is removed once the probe ran,
+when a shutdown abandons the check, or at the next start after a kill. ``cron`` schedules are crontab
 expressions with crontab's days of the week (0 or 7 = Sunday), not APScheduler's. SIGTERM / SIGINT stop the
 scheduler and the HTTP server; a check still running after ``shutdown_timeout_seconds`` (3 s)
 is abandoned and the process exits (history, spool and outbox writes are transactional).
@@ -86,6 +88,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -108,6 +111,7 @@ __all__ = ["STALE_RULE", "Service", "serve_command"]
 _RETRY_FIRST_SECONDS = 30.0
 _RETRY_MAX_SECONDS = 3600.0
 _REGISTRY = "<registry>"  # the _failures key of a registry that could not be asked
+_MODELS_TMP = "models-tmp"  # in a monitor's home: the model copies of checks in flight
 _REGISTRY_RETRY_MAX_SECONDS = 600.0  # a registry back from an outage is asked within 10 min
 
 log = logging.getLogger("collapse_monitor.service")
@@ -124,11 +128,26 @@ def _span(seconds: float) -> str:
 
 
 def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # beyond what a date can say: the number itself
+        return f"{t!r} (unix seconds)"
+
+
+#: the last second of the year 9999: later "unix seconds" are no time (milliseconds written as
+#: seconds, a corrupt file), and datetime cannot show them
+_MAX_UNIX_SECONDS = 253_402_300_799
 
 
 def _finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """Unix seconds a state file may hold: a finite number within the years 1970-9999 (an
+    integer with 400 digits raised OverflowError in ``math.isfinite`` on every tick)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v) and 0 <= v <= _MAX_UNIX_SECONDS
+    except OverflowError:
+        return False
 
 
 #: what each key of a monitor's entry in serve_state.json must hold (others are kept as they are)
@@ -295,8 +314,8 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.prometheus = PrometheusSink(registry=self.registry)
         self._locks = {name: threading.Lock() for name in self.specs}
-        #: per monitor: (version uri, consecutive failures, earliest next try) of a failing version
-        self._failures: dict[str, tuple[str, int, float]] = {}
+        #: per monitor: (what failed, failures in a row, when to try again, the backoff's length)
+        self._failures: dict[str, tuple[str, int, float, float]] = {}
         self._states: dict[Path, _StateFile] = {}
         #: (monitor, sink) -> the newest check that sink gave (stands in when it cannot be read)
         self._remote_seen: dict[tuple[str, str], Report] = {}
@@ -308,6 +327,8 @@ class Service:
         self._scheduler: Any = None
         self._http: Any = None
         self._home_locks: list[_HomeLock] = []
+        #: the model copies of checks in flight (``<home>/models-tmp/...``), removed at a hard exit
+        self._model_dirs: set[str] = set()
         self.started_at = clock()
         for spec in config.monitors:
             try:
@@ -447,7 +468,8 @@ class Service:
                     self._failures.pop(name, None)
                     failed = None
                 if ver is None:
-                    log.info("%s: model %s has no version yet", name, spec.model.registered_name)
+                    pinned = "" if spec.model.version is None else f" {spec.model.version}"
+                    log.info("%s: model %s has no version%s yet", name, spec.model.registered_name, pinned)
                     self.c_checks.labels(name, "skipped").inc()
                     return None
                 state = self._state(spec)
@@ -460,10 +482,19 @@ class Service:
                 failed = self._failures.get(name)
                 if self._backing_off(name, ver.uri):
                     return None
-                with tempfile.TemporaryDirectory(prefix="collapse-monitor-model-") as tmp:
-                    model = load_model(spec.model, ver, dst_path=tmp)
-                    obs = build_observation(model, spec.probe, spec.model.flavor, ver.provenance())
-                    del model
+                # in the home, not /tmp: a check cut off at shutdown (os._exit) left its copy in /tmp
+                # for good; stop() removes the copies in flight, and the next start what a killed
+                # process left (the home's serve.lock: no other service uses the folder)
+                models = Path(spec.monitor.home) / _MODELS_TMP
+                models.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(prefix="model-", dir=models) as tmp:
+                    self._model_dirs.add(tmp)
+                    try:
+                        model = load_model(spec.model, ver, dst_path=tmp)
+                        obs = build_observation(model, spec.probe, spec.model.flavor, ver.provenance())
+                        del model
+                    finally:
+                        self._model_dirs.discard(tmp)
                 report = spec.monitor.check(obs)
             except Exception as exc:
                 self.c_checks.labels(name, "error").inc()
@@ -476,7 +507,7 @@ class Service:
                 n = failed[1] + 1 if failed is not None and failed[0] == what else 1
                 cap = _REGISTRY_RETRY_MAX_SECONDS if ver is None else _RETRY_MAX_SECONDS
                 wait = min(cap, _RETRY_FIRST_SECONDS * 2 ** (n - 1))
-                self._failures[name] = (what, n, self.clock() + wait)
+                self._failures[name] = (what, n, self.clock() + wait, wait)
                 retry = f"; {'the registry is asked again' if ver is None else ver.uri + ' is retried'} in {wait:.0f} s (failure {n})"
                 # the client library repeats the request path on its own (urllib3's "url: /<token>/api/..."):
                 # the URIs' secret fragments are masked too, not only whole URLs
@@ -513,7 +544,10 @@ class Service:
         """Whether ``what`` (a model version's URI, or :data:`_REGISTRY`) failed for monitor
         ``name`` and its backoff has not run out: the tick is then counted as skipped."""
         failed = self._failures.get(name)
-        if failed is None or failed[0] != what or self.clock() >= failed[2]:
+        now = self.clock()
+        # a try due more than one backoff ahead: the clock stepped back (NTP, a resumed VM), and
+        # waiting for the old deadline held every check back by the size of the step
+        if failed is None or failed[0] != what or now >= failed[2] or failed[2] - now > failed[3]:
             return False
         log.debug("%s: %s failed %d time(s), next try in %.0f s", name, what, failed[1], failed[2] - self.clock())
         self.c_checks.labels(name, "skipped").inc()
@@ -790,6 +824,9 @@ class Service:
                 self._release_homes()
                 raise
             self._home_locks.append(lock)
+            leftovers = home / _MODELS_TMP
+            if leftovers.is_dir():  # model copies of a service killed mid-check
+                shutil.rmtree(leftovers, ignore_errors=True)
         if http:
             from prometheus_client import start_http_server
 
@@ -867,6 +904,9 @@ class Service:
             self._http = None
         with self._idle:
             clean = self._idle.wait_for(lambda: self._running == 0, timeout=timeout)
+        if not clean:  # the process ends without the check still running: not without its files
+            for tmp in list(self._model_dirs):
+                shutil.rmtree(tmp, ignore_errors=True)
         # a delivery still in flight is abandoned with the process: free its outbox lease so a
         # replacement process retries it now, not when the lease runs out
         for spec in self.specs.values():

@@ -438,3 +438,74 @@ def test_a_token_in_the_tracking_uri_path_stays_out_of_the_check_failure_log(
         assert svc.run_check("tok") is None
     text = caplog.text
     assert "scheduled check failed" in text and token not in text, text[-2000:]
+
+
+def _bare_service(tmp_path: Path, clock) -> Service:
+    mon = cm.CollapseMonitor("svc", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path / "home")
+    return Service(ServeConfig(ServeSettings(), (MonitorSpec("svc", mon),), tmp_path), clock=clock)
+
+
+def test_a_backoff_is_over_when_the_clock_steps_back(tmp_path: Path) -> None:
+    """Service audit (stop 41): the retry deadline was wall-clock time; after the clock stepped
+    back an hour, a failed version (or registry) was not tried again for that hour, every tick
+    counted as skipped (so the failing-checks rule stayed quiet too)."""
+    from collapse_monitor.service import _REGISTRY
+
+    clock = Clock()
+    svc = _bare_service(tmp_path, clock)
+    svc._failures["svc"] = (_REGISTRY, 1, clock.t + 30, 30.0)
+    assert svc._backing_off("svc", _REGISTRY)  # within its 30 s
+    clock.t += 31
+    assert not svc._backing_off("svc", _REGISTRY)  # run out
+    clock.t -= 3600  # NTP, a resumed VM: the deadline is now an hour and 30 s ahead
+    assert not svc._backing_off("svc", _REGISTRY)
+
+
+def test_a_pinned_version_not_registered_yet_is_no_version_yet(tmp_path: Path) -> None:
+    """Service audit (stop 41): `version: N` not registered yet raised RESOURCE_DOES_NOT_EXIST,
+    counted as an error and logged as a registry outage, where the README says such a model is
+    skipped (as an alias not assigned yet is)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from collapse_monitor._service_config import ModelSpec
+    from collapse_monitor._service_model import resolve_version
+
+    uri = f"sqlite:///{tmp_path / 'reg.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("digits")
+    assert resolve_version(ModelSpec("digits", version=3, tracking_uri=uri)) is None
+    assert resolve_version(ModelSpec("ghost", version=1, tracking_uri=uri)) is None
+    with pytest.raises(mlflow.exceptions.MlflowException):  # other errors still raise
+        resolve_version(ModelSpec("digits", version=3, tracking_uri="http://127.0.0.1:9"))
+
+
+def test_model_copies_do_not_outlive_the_service(tmp_path: Path) -> None:
+    """Service audit (stop 41): a check's model copy was a /tmp folder removed when the probe
+    ran; a shutdown that abandons the check (os._exit) or a kill left it there for good. The
+    copies are now in <home>/models-tmp: stop() removes those of abandoned checks and start()
+    what a killed service left."""
+    svc = _bare_service(tmp_path, Clock())
+    left = tmp_path / "home" / "models-tmp" / "model-killed"
+    left.mkdir(parents=True)
+    (left / "MLmodel").write_text("x")
+    svc.start(http=False)
+    try:
+        assert not (tmp_path / "home" / "models-tmp").exists()  # a killed service's copy
+        inflight = tmp_path / "home" / "models-tmp" / "model-inflight"
+        inflight.mkdir(parents=True)
+        svc._model_dirs.add(str(inflight))
+        svc._running += 1  # a check that does not end
+    finally:
+        clean = svc.stop(timeout=0.2)
+    assert not clean and not inflight.exists()
+
+
+@pytest.mark.parametrize("key", ["interval_seconds"])
+def test_job_intervals_under_a_second_are_refused(key: str) -> None:
+    from collapse_monitor._service_config import parse_schedule, parse_settings
+
+    with pytest.raises(cm.ConfigError, match="at least 1 seconds"):
+        parse_schedule({key: 1e-7}, "monitors[0].schedule")
+    with pytest.raises(cm.ConfigError, match="serve.staleness_check_interval_seconds"):
+        parse_settings({"staleness_check_interval_seconds": 1e-6})
+    assert parse_schedule({key: 1}, "schedule").trigger().interval.total_seconds() == 1

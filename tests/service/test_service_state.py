@@ -55,6 +55,8 @@ def _stale(svc: Service) -> float | None:
         '{"svc": {"watching_since": "oops"}}',
         '{"svc": {"watching_since": NaN}}',
         '{"svc": {"watching_since": 1e400}}',
+        '{"svc": {"watching_since": 1' + "0" * 400 + "}}",  # an int math.isfinite cannot take (stop 41)
+        '{"svc": {"watching_since": 1800000000000.0}}',  # milliseconds: the year 59009 (stop 41)
         '{"svc": {"watching_since": true}}',
         '{"svc": {"stale_episode": 7, "last_checked_at": "x", "last_version": 3}}',
         "{not json",
