@@ -506,6 +506,6 @@ def test_job_intervals_under_a_second_are_refused(key: str) -> None:
 
     with pytest.raises(cm.ConfigError, match="at least 1 seconds"):
         parse_schedule({key: 1e-7}, "monitors[0].schedule")
-    with pytest.raises(cm.ConfigError, match="serve.staleness_check_interval_seconds"):
+    with pytest.raises(cm.ConfigError, match=r"serve\.staleness_check_interval_seconds"):
         parse_settings({"staleness_check_interval_seconds": 1e-6})
     assert parse_schedule({key: 1}, "schedule").trigger().interval.total_seconds() == 1
