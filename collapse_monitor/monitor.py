@@ -177,6 +177,19 @@ class CollapseMonitor:
                 0
             ].values()
         )
+        repeat = self.rules.repeat_interval_seconds
+        for i, ch in enumerate(self.channels):
+            window = getattr(ch, "resend_window", None)  # Alertmanager: how long a posted firing lives
+            if isinstance(window, (int, float)) and window <= repeat:
+                # the firing is posted again only with a repeat: a window up to the repeat
+                # interval let an open incident expire in between, and Alertmanager told
+                # on-call "resolved" while the model was still collapsed (an alerting audit)
+                raise ConfigError(
+                    f"alerts[{i}].resend_window",
+                    f"{window:g} s is not above rules.repeat_interval_seconds ({repeat:g} s): Alertmanager would "
+                    "let an open incident expire between repeats and notify 'resolved'; set it above the repeat "
+                    "interval (and above any mute you plan)",
+                )
         self._dispatcher: AlertDispatcher | None = None
         self._dispatcher_opts = dict(routing=routing, mutes=mutes, budget_seconds=alert_budget_seconds)
         self._tls = threading.local()  # last_report / last_error, per thread

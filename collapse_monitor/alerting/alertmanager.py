@@ -12,10 +12,13 @@ rejects the whole alert with 422 when that one field does not parse).
 
 Lifetime: a posted alert stays active until ``endsAt``. A firing or repeat event sets
 ``endsAt = alert time + resend_window`` (default 72 h); the monitor re-sends while the stage
-persists (each check that repeats), so the alert stays open as long as checks keep
-confirming it, and it expires by itself if the monitor stops checking for longer than the
-window (by then ``CollapseMonitorStale`` has fired: its default threshold is 48 h). Set the
-window above your retrain interval. A resolve sets ``endsAt`` = the resolve time, which
+persists (each check that repeats, every ``rules.repeat_interval_seconds``, default 6 h), so
+the alert stays open as long as checks keep confirming it, and it expires by itself if the
+monitor stops checking for longer than the window (by then ``CollapseMonitorStale`` has
+fired: its default threshold is 48 h). Set the window above your retrain interval and above
+the repeat interval (a monitor refuses a window up to the repeat interval: the incident would
+expire between repeats and Alertmanager would notify "resolved"); a mute longer than the
+window stops the repeats, so the alert expires during it. A resolve sets ``endsAt`` = the resolve time, which
 closes the alert at once. A test event lives 5 minutes.
 
 Do not route the same monitor both through this channel and through the Prometheus rules in

@@ -139,3 +139,23 @@ def test_alerts_test_command_config_problems(tmp_path, monkeypatch):
     assert "alerts[0].x" in out.getvalue() and "zzzTOKENzzz" not in out.getvalue()
     empty = _write_config(tmp_path, [])
     assert alerts_test_command(empty, console=console) == 2
+
+
+def test_an_alertmanager_window_up_to_the_repeat_interval_is_refused(tmp_path) -> None:
+    """Alerting audit (stop 41): the firing is posted again only with a repeat, so a
+    resend_window at or below rules.repeat_interval_seconds let an open incident expire between
+    repeats, and Alertmanager notified 'resolved' while the model was still collapsed."""
+    import numpy as np
+
+    ref = cm.Reference(labels=np.array([0] * 40 + [1] * 10))
+    am = cm.Alertmanager("http://127.0.0.1:9093", resend_window=3600)
+    with pytest.raises(cm.ConfigError, match=r"alerts\[1\]\.resend_window.*repeat_interval_seconds") as info:
+        cm.CollapseMonitor(
+            "am", reference=ref, sinks=[], alerts=[cm.Webhook("http://127.0.0.1:9/h"), am], home=tmp_path
+        )
+    assert "3600 s" in str(info.value)
+    fast = cm.Rules(repeat_interval_seconds=1800)
+    assert cm.CollapseMonitor("am", reference=ref, sinks=[], alerts=[am], rules=fast, home=tmp_path).channels == [am]
+    assert cm.CollapseMonitor(
+        "am", reference=ref, sinks=[], alerts=[cm.Alertmanager("http://127.0.0.1:9093")], home=tmp_path / "2"
+    ).channels  # the defaults (72 h against 6 h) pass
