@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -117,7 +118,7 @@ def _build() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub)
     _add_check(sub)
 
@@ -146,7 +147,7 @@ def _build() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
 
     p = sub.add_parser("dashboards", parents=[_common()], help="Grafana dashboards")
-    dsub = p.add_subparsers(dest="dash_command", required=True)
+    dsub = p.add_subparsers(dest="dash_command", required=True, metavar="{export}")
     e = dsub.add_parser("export", parents=[_common()], help="write dashboards and provisioning files into DIR")
     e.add_argument("dir", help="output folder (created if missing)")
     e.add_argument("--force", action="store_true", help="overwrite files that differ (dashboards edited in place)")
@@ -154,7 +155,7 @@ def _build() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "integrations", parents=[_common()], help="Prometheus rules, Alertmanager routing and the on-call runbook"
     )
-    isub = p.add_subparsers(dest="integrations_command", required=True)
+    isub = p.add_subparsers(dest="integrations_command", required=True, metavar="{export}")
     e = isub.add_parser(
         "export",
         parents=[_common()],
@@ -164,7 +165,7 @@ def _build() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="overwrite files that differ (edited deployments)")
 
     p = sub.add_parser("metrics", parents=[_common()], help="a monitor's Prometheus series")
-    msub = p.add_subparsers(dest="metrics_command", required=True)
+    msub = p.add_subparsers(dest="metrics_command", required=True, metavar="{delete}")
     d = msub.add_parser(
         "delete",
         parents=[_common()],
@@ -186,7 +187,7 @@ def _build() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("alerts", parents=[_common()], help="alert channels")
-    asub = p.add_subparsers(dest="alerts_command", required=True)
+    asub = p.add_subparsers(dest="alerts_command", required=True, metavar="{test}")
     t = asub.add_parser("test", parents=[_common()], help="send a test event to every configured channel")
     t.add_argument(
         "--config",
@@ -264,6 +265,12 @@ def _check(args: argparse.Namespace) -> int:
         raise ConfigError(alone[0], f"runs alone: no outputs and no other check option (got {got})")
     mon = CollapseMonitor.from_config(args.config)
     if dropping:
+        if mon.baseline() is None:  # as --show-baseline says (it printed "0 dropped, 0 kept", exit 0)
+            from .errors import ConfigError
+
+            raise ConfigError(
+                "--drop-replicates", f"{mon.name} has no baseline yet: check the baseline generation first"
+            )
         n = mon.drop_replicates(args.drop_replicates or None)
         baseline = mon.history.baseline(mon.name)
         kept = 0 if baseline is None else len(baseline.replicates)
@@ -355,6 +362,13 @@ def _check(args: argparse.Namespace) -> int:
                 )
         return 0
     report = mon.check(obs)
+    for sink in mon.sinks:  # a sink's background work (MLflow's history plot) ends here, not at exit,
+        wait = getattr(sink, "flush", None)  # where Ctrl-C hit the interpreter's thread join
+        if callable(wait):
+            try:
+                wait(timeout=60.0)
+            except Exception as exc:
+                logging.getLogger("collapse_monitor").warning("sink %s flush failed: %s", sink.name, exc)
     if args.json:
         import json
 
@@ -383,6 +397,23 @@ def _metrics_delete(args: argparse.Namespace) -> int:
         key[label] = value
     sink = PrometheusSink(pushgateway=args.pushgateway, textfile=args.textfile, job=args.job, grouping_key=key)
     path = sink.textfile_path(args.monitor)
+    if path is not None and path.is_dir():
+        raise ConfigError("--textfile", f"{path} is a folder: give the .prom file the sink writes")
+    if path is not None and path.is_file():
+        # a mistyped monitor name said "deleted" and rewrote the file without changing a series
+        import re
+
+        held = sorted(set(re.findall(r'monitor="([^"]*)"', path.read_text(encoding="utf-8", errors="replace"))))
+        if args.monitor not in held:
+            raise ConfigError(
+                "--monitor",
+                f"{path} holds no series of monitor {args.monitor!r}; nothing deleted"
+                + (
+                    f" (it holds {', '.join(repr(m) for m in held[:20])})"
+                    if held
+                    else " (it holds no monitor's series)"
+                ),
+            )
     missing = path is not None and not path.exists()  # a mistyped path said "deleted", exit 0
     sink.delete(args.monitor)
     where = [
@@ -399,7 +430,56 @@ def _metrics_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+class _PipeSafe:
+    """``sys.stdout`` for the commands: a reader that closes early (``| head``, ``| true``) makes
+    the rest of the output go nowhere instead of ending the command. Before, rich's console
+    exited 1 on the broken pipe ("not healthy" for ``gate``, whatever the result), ``print``
+    raised an error that exited 2, and ``report`` never wrote its PNG nor ``demo`` its report."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._closed_pipe = False
+
+    def _to_devnull(self) -> None:
+        self._closed_pipe = True
+        import contextlib
+
+        with contextlib.suppress(OSError, ValueError):  # the interpreter's final flush must not fail either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def write(self, text: str) -> int:
+        if not self._closed_pipe:
+            try:
+                return int(self._stream.write(text))
+            except BrokenPipeError:
+                self._to_devnull()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed_pipe:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._to_devnull()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the real stream's
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    real = sys.stdout
+    if real is None or isinstance(real, _PipeSafe):
+        return _main(argv)
+    sys.stdout = safe = _PipeSafe(real)
+    try:
+        return _main(argv)
+    finally:
+        safe.flush()
+        if sys.stdout is safe:
+            sys.stdout = real
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _build()
     args = parser.parse_args(argv)
     if args.command == "gate" and args.version is not None and args.model_name is None:

@@ -12,6 +12,7 @@ and an installed package export the same bytes. The Grafana dashboards have thei
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,16 @@ def integrations_export_command(out_dir: str | os.PathLike[str], *, force: bool 
     for path, state in done:
         console.print(f"{state} {path}")
     out = Path(out_dir)
+
+    def q(rel: str) -> str:  # pasteable, also for a folder with spaces
+        return shlex.quote(str(out / rel))
+
     console.print(
-        f"Next: promtool check rules {out / 'prometheus/collapse_rules.yml'} and "
-        f"promtool test rules {out / 'prometheus/collapse_rules_test.yml'}; "
-        f"put the rules beside your prometheus.yml (rule_files) or merge {out / 'prometheus/prometheus.yml'}; "
-        f"replace the placeholder receivers in {out / 'alertmanager/alertmanager.yml'} "
-        f"(amtool check-config checks it); link {out / 'runbook.md'} from your on-call docs."
+        f"Next: promtool check rules {q('prometheus/collapse_rules.yml')} and "
+        f"promtool test rules {q('prometheus/collapse_rules_test.yml')}; "
+        f"put the rules beside your prometheus.yml (rule_files) or merge {q('prometheus/prometheus.yml')}; "
+        f"replace the placeholder receivers in {q('alertmanager/alertmanager.yml')} "
+        f"(amtool check-config checks it); link {q('runbook.md')} from your on-call docs.",
+        soft_wrap=True,
     )
     return 0

@@ -44,7 +44,7 @@ from ._lifecycle import RULE_DRIFT, alert_events
 from ._redact import redact_text
 from .detection import Rules, detect
 from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, InputError, SinkError
-from .history import AlertState, Baseline, HistoryStore, Replicate, default_home, sync_id
+from .history import AlertState, Baseline, HistoryStore, Replicate, default_home, merge_baselines, sync_id
 from .metrics.cache import ReferenceCache
 from .metrics.knn import check_device
 from .sinks.base import EmitContext, Sink, Spool, is_permanent
@@ -552,11 +552,13 @@ class CollapseMonitor:
         are judged against the baseline taken. Raises ``CollapseMonitorError`` when no sink
         holds a baseline or none could be read (nothing is changed then)."""
         failed: list[str] = []
+        readers = 0
         with self.history.lock(self.name):
             for sink in self.sinks:
                 reader = getattr(sink, "newest_baseline", None)
                 if reader is None:
                     continue
+                readers += 1
                 try:
                     got = reader(self.name)
                 except Exception as exc:
@@ -565,6 +567,13 @@ class CollapseMonitor:
                 if got is None:
                     continue
                 mine = self.history.baseline(self.name)
+                same = False
+                if mine is not None and sync_id(mine) == sync_id(got):
+                    same = True
+                    # this machine's own baseline: merged, not replaced, so replicates added or
+                    # dropped here and not uploaded yet (a replicate logs no run) are kept (an
+                    # audit: they were thrown away, and the note said it was this machine's already)
+                    got = merge_baselines(mine, got)
                 self.history.save_baseline(self.name, got)
                 log.info(
                     "%s: baseline generation %d with %d replicate(s) taken from %s%s",
@@ -572,12 +581,15 @@ class CollapseMonitor:
                     got.generation,
                     len(got.replicates),
                     sink.name,
-                    "" if mine is None or sync_id(mine) != sync_id(got) else " (it was this machine's already)",
+                    " (it was this machine's already: merged, its own replicates and drops kept)" if same else "",
                 )
                 return got
-        why = (
-            f": {'; '.join(failed)}" if failed else " (none of its sinks keeps one: an MLflow sink with artifacts does)"
-        )
+        if failed:
+            why = f": {'; '.join(failed)}"
+        elif readers:
+            why = " (its sinks hold no baseline of it yet: check the baseline generation first)"
+        else:
+            why = " (none of its sinks keeps one: an MLflow sink with artifacts does)"
         raise CollapseMonitorError(f"take_baseline: no baseline of {self.name} could be read from the sinks{why}")
 
     def drop_replicates(self, numbers: Sequence[int] | None = None) -> int:

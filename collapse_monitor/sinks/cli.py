@@ -296,5 +296,5 @@ def gate_command(
         )
     drift = " (drift: a global shift, not collapse)" if latest.drift else ""
     said = escape(f"{monitor} generation {latest.generation} is {latest.stage.value}{drift}{what}")
-    con.print(f"gate {verdict}: {said}")
+    con.print(f"gate {verdict}: {said}", soft_wrap=True)  # one line for a pipe to read, whatever the width
     return 0 if healthy else 1

@@ -970,3 +970,21 @@ def test_take_baseline_ends_two_baselines_at_once(tmp_path, capsys) -> None:
     assert "--take-baseline: runs alone" in capsys.readouterr().err
     with pytest.raises(cm.CollapseMonitorError, match="none of its sinks keeps one"):
         _monitor(tmp_path / "plain").take_baseline()
+
+
+def test_taking_this_machines_own_baseline_keeps_its_local_replicates(tmp_path) -> None:
+    """CLI audit (stop 41): `check --take-baseline` on a machine whose baseline is the newest
+    upload replaced it with MLflow's copy, which lacks the replicates added here since (a
+    replicate logs no run) and undoes drops, and said "it was this machine's already". The
+    two copies of one baseline are now merged."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(500, 8)), labels=LABELS)
+    mon = cm.CollapseMonitor("own", reference=ref, sinks=[cm.MLflowSink(uri, evidently=False)], home=tmp_path / "h")
+    mon.check(_obs(28))  # the baseline, uploaded with its run
+    mon.check_replicate(_obs(27))
+    mon.check_replicate(_obs(26))
+    assert mon.drop_replicates([2]) == 1
+    taken = mon.take_baseline()
+    assert len(taken.replicates) == 1 and len(taken.dropped) == 1
+    kept = mon.history.baseline("own")
+    assert len(kept.replicates) == 1 and kept.replicates[0].metrics["rare_class_recall"].value == pytest.approx(27 / 30)

@@ -184,3 +184,64 @@ def test_gate_says_which_decline_is_a_trend(tmp_path: Path, capsys, monkeypatch)
     line = capsys.readouterr().out.split(" - ", 1)[1]
     entries = [e.strip() for e in line.split(";")]
     assert entries == ["effective_rank -9% (17.9 vs 19.6)", "effective_rank (trend) -9% (17.9 vs 19.6)"], entries
+
+
+def _closed_stdout(*args: str, cwd: Path) -> int:
+    """Run the CLI with a reader that closed its end of the pipe at once (`| true`)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collapse_monitor.cli", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=240)
+    assert "Traceback" not in err and "Broken pipe" not in err, err
+    return rc
+
+
+def test_a_reader_that_closes_early_does_not_change_the_result(tmp_path: Path, monkeypatch) -> None:
+    """CLI audit (stop 41): with `| true` or `| head`, rich's console exited 1 on the broken
+    pipe ("not healthy" for a healthy `gate`), a plain print exited 2, and `report` never wrote
+    its PNG, since it prints its table first."""
+    cfg = _config(tmp_path / "c")
+    monkeypatch.chdir(tmp_path / "c")
+    for preds in ("good.npy", "good.npy"):
+        _check(cfg, preds)
+    uri = f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}"
+    assert _closed_stdout("gate", "--monitor", "digits", "--tracking-uri", uri, cwd=tmp_path) == 0
+    png = tmp_path / "history.png"
+    assert _closed_stdout("report", "--monitor", "digits", "--tracking-uri", uri, "--out", str(png), cwd=tmp_path) == 0
+    assert png.stat().st_size > 1000
+    args = ("check", "--config", str(cfg), "--predictions", str(cfg.parent / "bad.npy"), "--json")
+    assert _closed_stdout(*args, cwd=tmp_path) == 0
+    assert _closed_stdout("gate", "--monitor", "digits", "--tracking-uri", uri, cwd=tmp_path) == 1  # now collapsed
+
+
+def test_metrics_delete_refuses_a_monitor_the_textfile_does_not_hold(tmp_path: Path, capsys) -> None:
+    """CLI audit (stop 41): a mistyped --monitor said "deleted" (exit 0) and rewrote the file,
+    and a folder as --textfile gave a false warning, a raw errno and a stray .lock."""
+    prom = tmp_path / "m.prom"
+    text = 'collapse_monitor_generation{monitor="audit-mon"} 1\ncollapse_monitor_generation{monitor="other"} 2\n'
+    prom.write_text(text)
+    assert main(["metrics", "delete", "--monitor", "audit-mn", "--textfile", str(prom)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no series of monitor 'audit-mn'" in err and "'audit-mon'" in err
+    assert prom.read_text() == text  # untouched
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    assert main(["metrics", "delete", "--monitor", "audit-mon", "--textfile", str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err and not (tmp_path / "a folder.lock").exists()
+    assert main(["metrics", "delete", "--monitor", "audit-mon", "--textfile", str(prom)]) == 0
+    assert "audit-mon" not in prom.read_text() and 'monitor="other"' in prom.read_text()
+
+
+def test_drop_replicates_without_a_baseline_says_so(tmp_path: Path, monkeypatch, capsys) -> None:
+    cfg = _config(tmp_path / "c")
+    monkeypatch.chdir(tmp_path / "c")
+    assert main(["check", "--config", str(cfg), "--drop-replicates"]) == 2
+    assert "no baseline yet" in capsys.readouterr().err
+    assert main(["check", "--config", str(cfg), "--take-baseline"]) == 2
+    assert "hold no baseline of it yet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["metrics"])
+    assert "metrics_command" not in capsys.readouterr().err
