@@ -428,7 +428,8 @@ class CollapseMonitor:
             log.warning(
                 "%s: replicate %d reads %s against the baseline (%s): a retrain of the same data this far from the "
                 "baseline is the retrain noise replicates are for, and every later decline must now beat it; if its "
-                "training failed, drop it: drop_replicates([%d]) (collapse-monitor check --drop-replicates %d)",
+                "training failed, drop it: drop_replicates([%d]) (collapse-monitor check --config <its config> "
+                "--drop-replicates %d)",
                 self.name,
                 count,
                 det.stage.value,

@@ -39,7 +39,7 @@ pages on the errors); a new version is tried at once (a backoff that ends more t
 length ahead, after the clock stepped back, is over). Each load downloads the version into a
 temporary folder in the monitor's home (``models-tmp/``) that is removed once the probe ran,
 when a shutdown abandons the check, or at the next start after a kill. ``cron`` schedules are crontab
-expressions with crontab's days of the week (0 or 7 = Sunday), not APScheduler's. SIGTERM / SIGINT stop the
+expressions with crontab's days of the week (0 or 7 = Sunday), not APScheduler's. SIGTERM / SIGINT / SIGHUP stop the
 scheduler and the HTTP server; a check still running after ``shutdown_timeout_seconds`` (3 s)
 is abandoned and the process exits (history, spool and outbox writes are transactional).
 
@@ -954,7 +954,10 @@ def serve_command(
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too (a closed terminal, a supervisor's reload signal): it killed the process at
+        # once, without the shutdown that frees the outbox leases and the abandoned checks' files
+        hup = getattr(signal, "SIGHUP", None)
+        for sig in (signal.SIGTERM, signal.SIGINT, *([hup] if hup is not None else [])):
             previous[sig] = signal.signal(sig, on_signal)
     clean = True
     try:

@@ -426,7 +426,7 @@ def test_a_replicate_must_be_measured_like_the_baseline(tmp_path, caplog) -> Non
     with caplog.at_level(logging.WARNING, logger="collapse_monitor"):
         mon.check_replicate(obs(rare_right=5))
     assert "replicate 2 reads early_collapse against the baseline" in caplog.text
-    assert "drop_replicates([2]) (collapse-monitor check --drop-replicates 2)" in caplog.text
+    assert "drop_replicates([2]) (collapse-monitor check --config <its config> --drop-replicates 2)" in caplog.text
     assert len(mon.history.baseline("like").replicates) == 2
     assert mon.drop_replicates() == 2 and mon.drop_replicates() == 0
     assert mon.history.baseline("like").replicates == []

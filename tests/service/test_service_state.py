@@ -217,3 +217,42 @@ def test_serve_with_an_outbox_that_cannot_be_opened_exits_2_in_one_line(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert f"alert outbox {home / 'outbox.db'} cannot be opened" in err and "home:" in err
     assert "serve does not start" in err
+
+
+def test_serve_stops_cleanly_on_sighup(tmp_path: Path) -> None:
+    """Service audit (stop 41): SIGHUP (a closed terminal, a supervisor's reload signal) killed
+    serve at once, without the shutdown that releases the outbox leases and removes abandoned
+    checks' model copies. It now stops as on SIGTERM: exit 0, a log line, the home lock freed."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    cfg = _config(tmp_path, home)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collapse_monitor.cli", "-v", "serve", "--config", str(cfg), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # up: /metrics answers
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGHUP)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert "shutting down" in out and "Traceback" not in out
