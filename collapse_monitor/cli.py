@@ -362,13 +362,9 @@ def _check(args: argparse.Namespace) -> int:
                 )
         return 0
     report = mon.check(obs)
-    for sink in mon.sinks:  # a sink's background work (MLflow's history plot) ends here, not at exit,
-        wait = getattr(sink, "flush", None)  # where Ctrl-C hit the interpreter's thread join
-        if callable(wait):
-            try:
-                wait(timeout=60.0)
-            except Exception as exc:
-                logging.getLogger("collapse_monitor").warning("sink %s flush failed: %s", sink.name, exc)
+    # the sinks' background work (MLflow's history plot) ends here, not at exit, where Ctrl-C hit
+    # the interpreter's thread join
+    mon._wait_for_sinks(60.0)
     if args.json:
         import json
 
@@ -401,9 +397,9 @@ def _metrics_delete(args: argparse.Namespace) -> int:
         raise ConfigError("--textfile", f"{path} is a folder: give the .prom file the sink writes")
     if path is not None and path.is_file():
         # a mistyped monitor name said "deleted" and rewrote the file without changing a series
-        import re
+        from .sinks.prometheus import _read_textfile
 
-        held = sorted(set(re.findall(r'monitor="([^"]*)"', path.read_text(encoding="utf-8", errors="replace"))))
+        held = sorted({dict(smp.labels)["monitor"] for smp in _read_textfile(path)})
         if args.monitor not in held:
             raise ConfigError(
                 "--monitor",

@@ -422,7 +422,7 @@ def _paired_p(
     if fast is not None:
         b, c = fast  # per-class counts, made once per comparison (classes x replicates passes before)
     else:
-        item_key, mask = paired[key]
+        mask = paired[key][1]
         if mask.shape != cur.shape:
             return None
         b, c = discordant(cur, base, mask)

@@ -422,13 +422,15 @@ class HistoryStore:
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     @staticmethod
-    def _put_report(con: sqlite3.Connection, report: Report, handed_off: bool) -> None:
+    def _put_report(con: sqlite3.Connection, report: Report, handed_off: bool) -> str:
+        """Store ``report``; returns its row's JSON."""
         blob = json.dumps(report.to_dict(), allow_nan=False)
         con.execute(
             "INSERT OR REPLACE INTO checks(monitor, generation, stage, created_at, report_json, handed_off)"
             " VALUES (?,?,?,?,?,?)",
             (report.monitor, report.generation, report.stage.value, report.created_at, blob, int(handed_off)),
         )
+        return blob
 
     def save_report(self, report: Report, *, handed_off: bool = True) -> None:
         """Store ``report`` (replacing its generation's row), flagged as handed off unless
@@ -442,15 +444,17 @@ class HistoryStore:
         *,
         alert_states: Sequence[AlertState] | None = None,
         baseline: Baseline | None = None,
-    ) -> None:
+    ) -> str:
         """One transaction for everything a check decides: the report (flagged "not handed off"),
-        the alert lifecycle state (when given) and the baseline (when new or grown)."""
+        the alert lifecycle state (when given) and the baseline (when new or grown). Returns the
+        report's row as stored (JSON)."""
         with self._tx() as con:
-            self._put_report(con, report, False)
+            blob = self._put_report(con, report, False)
             if baseline is not None:
                 self._put_baseline(con, report.monitor, baseline)
             if alert_states is not None:
                 self._put_alert_states(con, report.monitor, alert_states)
+        return blob
 
     def mark_handed_off(self, report: Report) -> None:
         """The report is in the spool / with the sinks and its alerts are in the outbox."""

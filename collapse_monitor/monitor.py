@@ -653,7 +653,7 @@ class CollapseMonitor:
             held = self._alerts_blocked_at  # an older generation's alerts not queued yet: this one waits
             report, extra = self._measure(observation, t0, notes)
             self.last_panel = extra.pop("panel")
-            self.history.commit_check(
+            stored_json = self.history.commit_check(
                 report,
                 alert_states=extra.pop("alert_states"),
                 baseline=extra["baseline"] if extra["baseline_changed"] else None,
@@ -661,7 +661,7 @@ class CollapseMonitor:
             report, keys, failure, queued = self._hand_off(
                 report,
                 observation,
-                self._history_after(report, extra.pop("stored")),
+                self._history_after(report, stored_json, extra.pop("stored")),
                 extra,
                 strict=strict,
                 held_behind=held,
@@ -678,15 +678,15 @@ class CollapseMonitor:
             raise failure
         return report
 
-    def _history_after(self, report: Report, stored: list[Report] | None) -> list[Report]:
+    def _history_after(self, report: Report, stored_json: str, stored: list[Report] | None) -> list[Report]:
         """The monitor's history right after ``report``'s commit, oldest first, as
         ``history.reports`` reads it: the rows this check read before its commit (under the
-        monitor's lock: no other writer), with ``report``, decoded from what was stored, in
-        place of its generation's row. Each row was parsed twice a check before (0.3 of 0.4 s a
-        check at 400 generations, seconds at thousands of classes)."""
+        monitor's lock: no other writer), with ``report``, decoded from ``stored_json`` (its
+        row as committed), in place of its generation's row. Each row was parsed twice a check
+        before (0.3 of 0.4 s a check at 400 generations, seconds at thousands of classes)."""
         if stored is None:
             return self.history.reports(self.name)
-        mine = Report.from_dict(json.loads(json.dumps(report.to_dict(), allow_nan=False)))
+        mine = Report.from_dict(json.loads(stored_json))
         return sorted((*(r for r in stored if r.generation != report.generation), mine), key=lambda r: r.generation)
 
     def _recover(self) -> list[str]:
@@ -752,13 +752,12 @@ class CollapseMonitor:
                 f"history.db was corrupt: moved aside to {self.history.quarantined.name}; the history starts again"
             )
             self.history.quarantined = None
-        cached: list[Report] = []
-        read: list[bool] = []
+        cached: list[Report] | None = None
 
         def stored_reports() -> list[Report]:  # read once per check, when needed (it parses every row)
-            if not read:
-                cached.extend(self.history.reports(self.name))
-                read.append(True)
+            nonlocal cached
+            if cached is None:
+                cached = self.history.reports(self.name)
             return cached
 
         reseeded = last is None and not stored_reports()
@@ -926,7 +925,7 @@ class CollapseMonitor:
             "panel": panel,
             # the stored reports as read before this check's commit (None: not read), so that
             # the hand-off need not parse every row again
-            "stored": cached if read else None,
+            "stored": cached,
         }
         return report, extra
 
@@ -1171,6 +1170,17 @@ class CollapseMonitor:
             changes["metrics"] = {**report.metrics, "embedding_drift_share": MetricValue(v, v, v)}
         return dataclasses.replace(report, **changes) if changes else report
 
+    def _wait_for_sinks(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds per sink for its background work (the MLflow history
+        charts); a failure is logged, never raised."""
+        for sink in self.sinks:
+            wait = getattr(sink, "flush", None)
+            if callable(wait):
+                try:
+                    wait(timeout=timeout)
+                except Exception as exc:  # a sink's background work never breaks the caller
+                    log.warning("sink %s flush failed: %s", sink.name, redact_text(f"{type(exc).__name__}: {exc}"))
+
     def flush(self, *, budget_seconds: float | None = None) -> dict[str, int]:
         """Replay the sink spool and redeliver pending alerts (what ``serve`` does on a timer),
         and wait for the sinks' background work (the MLflow history charts) to finish."""
@@ -1180,13 +1190,7 @@ class CollapseMonitor:
                 log.warning("%s", line)
             for sink in self.sinks:
                 out[sink.name] = self._replay(sink)[0]
-        for sink in self.sinks:
-            wait = getattr(sink, "flush", None)
-            if callable(wait):
-                try:
-                    wait(timeout=budget_seconds if budget_seconds is not None else 60.0)
-                except Exception as exc:  # a sink's background work never breaks the caller
-                    log.warning("sink %s flush failed: %s", sink.name, redact_text(f"{type(exc).__name__}: {exc}"))
+        self._wait_for_sinks(budget_seconds if budget_seconds is not None else 60.0)
         try:  # a corrupt outbox.db is recorded, as in check(): flush() is what cron jobs call
             disp = self.dispatcher
             if disp is not None:
@@ -1324,8 +1328,9 @@ class CollapseMonitor:
             def on_rank() -> bool:  # in a multi-process job, rank 0 checks (every_rank: each rank)
                 return every_rank or not self._left_to_rank_zero("watch")
 
-            async def after_await(result: Any, args: Any, kwargs: Any) -> Any:
-                """An async trainer's check, once it has finished: off the event loop."""
+            async def after_await(training: Any, args: Any, kwargs: Any) -> Any:
+                """Await an async trainer, then check its result off the event loop."""
+                result = await training
                 if not on_rank():
                     return result
                 loop = _asyncio_loop()
@@ -1348,12 +1353,9 @@ class CollapseMonitor:
 
                 @functools.wraps(fn)
                 async def awaiting(*args: Any, **kwargs: Any) -> Any:
-                    return await after_await(await fn(*args, **kwargs), args, kwargs)
+                    return await after_await(fn(*args, **kwargs), args, kwargs)
 
                 return awaiting  # type: ignore[return-value]
-
-            async def awaited(coro: Any, args: Any, kwargs: Any) -> Any:
-                return await after_await(await coro, args, kwargs)
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -1362,7 +1364,7 @@ class CollapseMonitor:
                     # an async trainer that is not a coroutine function (an object with `async def
                     # __call__`, an `async def` under a decorator that hides it): checked once
                     # awaited, not before any training ran
-                    return awaited(result, args, kwargs)
+                    return after_await(result, args, kwargs)
                 if on_rank():
                     if inspect.isgenerator(result) or inspect.isasyncgen(result):
                         self._failed_check(

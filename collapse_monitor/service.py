@@ -549,7 +549,7 @@ class Service:
         # waiting for the old deadline held every check back by the size of the step
         if failed is None or failed[0] != what or now >= failed[2] or failed[2] - now > failed[3]:
             return False
-        log.debug("%s: %s failed %d time(s), next try in %.0f s", name, what, failed[1], failed[2] - self.clock())
+        log.debug("%s: %s failed %d time(s), next try in %.0f s", name, what, failed[1], failed[2] - now)
         self.c_checks.labels(name, "skipped").inc()
         return True
 

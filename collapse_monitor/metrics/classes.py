@@ -206,6 +206,7 @@ class ItemMasks(Mapping[str, np.ndarray]):
     def __init__(self, codes: np.ndarray) -> None:
         self._codes = codes
         self._groups: dict[str, np.ndarray | None] = {}  # None: every item
+        self._n_codes = int(codes.max(initial=-1)) + 1
         #: per (current, baseline) vector pair: items lost and gained, counted per class
         self._per_class: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -244,9 +245,8 @@ class ItemMasks(Mapping[str, np.ndarray]):
         hit = self._per_class.get(pair)
         if hit is None or hit[0] is not cur or hit[1] is not base:
             c_b, b_b = np.asarray(cur, dtype=bool), np.asarray(base, dtype=bool)
-            size = int(self._codes.max(initial=-1)) + 1
-            lost = np.bincount(self._codes[b_b & ~c_b], minlength=size)
-            gained = np.bincount(self._codes[~b_b & c_b], minlength=size)
+            lost = np.bincount(self._codes[b_b & ~c_b], minlength=self._n_codes)
+            gained = np.bincount(self._codes[~b_b & c_b], minlength=self._n_codes)
             if len(self._per_class) >= 64:  # the baseline and its replicates, for one check
                 self._per_class.clear()
             hit = self._per_class[pair] = (cur, base, lost, gained)
