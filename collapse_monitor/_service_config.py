@@ -454,6 +454,14 @@ def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
         if "cron" in kw:
             raise ConfigError(f"{key}.jitter_seconds", "applies to interval_seconds only, not to a cron schedule")
         kw["jitter_seconds"] = _seconds(d["jitter_seconds"], f"{key}.jitter_seconds", allow_zero=True)
+        if math.ceil(kw["jitter_seconds"]) >= kw["interval_seconds"]:
+            # APScheduler delays each run by up to the jitter: at or past the interval, runs
+            # land in the next one's slot, bunch up and are coalesced away
+            raise ConfigError(
+                f"{key}.jitter_seconds",
+                f"{kw['jitter_seconds']:g} s is not below interval_seconds ({kw['interval_seconds']:g} s): "
+                "runs would bunch up; use a jitter well under the interval",
+            )
     if "run_at_start" in d:
         kw["run_at_start"] = _bool(d["run_at_start"], f"{key}.run_at_start")
     return ScheduleSpec(**kw)

@@ -320,7 +320,16 @@ def _check(args: argparse.Namespace) -> int:
         )
     obs = Observation(generation=args.generation, provenance=prov, **kw)
     if args.replicate:
-        metrics = mon.check_replicate(obs)
+        from . import monitor as _monitor_module
+
+        # the library's warning on a collapsed replicate is said below, once, with this --config
+        # (--json leaves it: its output carries only the stage)
+        said_below = _SaidBelow() if not args.json else logging.Filter()
+        _monitor_module.log.addFilter(said_below)
+        try:
+            metrics = mon.check_replicate(obs)
+        finally:
+            _monitor_module.log.removeFilter(said_below)
         index, added, reads = mon._last("replicate_slot")
         if args.json:
             import json
@@ -424,6 +433,13 @@ def _metrics_delete(args: argparse.Namespace) -> int:
         )
         return 2
     return 0
+
+
+class _SaidBelow(logging.Filter):
+    """Drops the library's collapsed-replicate warning, which ``check --replicate`` prints itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not hasattr(record, "cm_replicate_reads")
 
 
 class _PipeSafe:

@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import stat
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -292,7 +293,12 @@ def _load_array(path: Path, key: str) -> np.ndarray:
                 if not z.files:
                     raise ConfigError(key, f"{path.name} holds no arrays")
                 return z[z.files[0]]
-        return np.loadtxt(path, delimiter=",", ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": said below, once
+            arr = np.loadtxt(path, delimiter=",", ndmin=2)
+        if arr.size == 0:
+            raise ConfigError(key, f"{path.name} holds no numbers; write one comma-separated row per item")
+        return arr
     except ConfigError:
         raise
     except Exception as exc:

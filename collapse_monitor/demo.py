@@ -258,7 +258,7 @@ def run_demo(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=Console(stderr=True),  # the bars are progress, not results: `demo > out.txt` keeps the tables
         transient=False,
     ) as progress:
         for loop in loops:

@@ -63,6 +63,8 @@ def write_guarded(out: Path, files: Mapping[str, bytes], *, force: bool = False)
     ``(path, "wrote" | "unchanged" | "replaced")``. A file that exists with other content is one
     someone edited: without ``force`` nothing at all is written and :class:`ConfigError` names
     every such file."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("dir", f"{out} is a file, not a folder; give a folder (a missing one is created)")
     plan = []
     clashes = []
     for rel, data in files.items():

@@ -436,6 +436,7 @@ class CollapseMonitor:
                 fell,
                 count,
                 count,
+                extra={"cm_replicate_reads": det.stage.value},  # the CLI says it once itself, with its --config
             )
         return det.stage.value
 

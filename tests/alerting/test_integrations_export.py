@@ -75,8 +75,12 @@ def test_an_edited_deployment_is_not_overwritten_without_force(
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
-def test_export_into_a_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("what", ["integrations", "dashboards"])
+def test_export_into_a_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["integrations", "export", str(blocker)]) == 2
-    assert "cannot write the integration files" in capsys.readouterr().err  # one line on stderr
+    assert main([what, "export", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    # one line on stderr that says what is wrong (it was the OS's "File exists" / "Not a directory")
+    assert f"{blocker} is a file, not a folder" in err.replace("\n", "") and "Errno" not in err
+    assert blocker.read_text() == "x"

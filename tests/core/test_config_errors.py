@@ -167,3 +167,18 @@ def test_cli_check_reports_a_pickled_npy_without_a_traceback(tmp_path, monkeypat
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     rc, text = _cli("check", "--config", str(cfg), "--predictions", str(tmp_path / "obj.npy"))
     assert rc == 2 and "allow_pickle" in text and "no pickles" in text
+
+
+def test_an_empty_csv_is_one_config_error_without_numpy_warnings(tmp_path, monkeypatch) -> None:
+    import warnings
+
+    monkeypatch.setenv("COLLAPSE_MONITOR_HOME", str(tmp_path / "home"))
+    np.save(tmp_path / "ref.npy", np.random.default_rng(0).normal(size=(20, 3)))
+    cfg = _yaml(tmp_path, "name: m\nsinks: []\nreference: {embeddings: ref.npy}\n")
+    (tmp_path / "gen.csv").write_text("")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "input contained no data" is not shown first
+        rc, text = _cli("check", "--config", str(cfg), "--embeddings", str(tmp_path / "gen.csv"))
+    assert rc == 2, text
+    assert "error: embeddings: gen.csv holds no numbers" in text
+    assert "Traceback" not in text

@@ -41,6 +41,8 @@ def test_demo_three_generations_logs_every_check_and_writes_the_report(tmp_path:
     assert all(len(line) <= 80 for line in rows), max(rows, key=len)
     assert "…" not in text
     assert "replace: " in text and "accumulate: " in text
+    # the progress bars go to stderr: `demo > out.txt` keeps only the results
+    assert "   replace loop" in result.stderr and "   replace loop" not in text
     assert f"  mlflow ui --backend-store-uri sqlite:///{db}\n" in text  # one line, to copy whole
     # the output folder: HTML report, PNG charts, machine-readable verdicts
     assert (out / "report.html").is_file()

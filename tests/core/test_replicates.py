@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import numpy as np
@@ -988,3 +989,33 @@ def test_taking_this_machines_own_baseline_keeps_its_local_replicates(tmp_path) 
     assert len(taken.replicates) == 1 and len(taken.dropped) == 1
     kept = mon.history.baseline("own")
     assert len(kept.replicates) == 1 and kept.replicates[0].metrics["rare_class_recall"].value == pytest.approx(27 / 30)
+
+
+def test_the_cli_says_a_collapsed_replicate_once(tmp_path) -> None:
+    """In a real process (the library's log reaches stderr there, not under pytest's capture),
+    ``check --replicate`` warns about a collapsed replicate once, with the real --config; the
+    library's own warning, which names ``<its config>``, was printed above it too."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "labels.npy", LABELS)
+    for k in (28, 0):
+        np.save(tmp_path / f"p{k}.npy", _preds(k))
+    cfg = tmp_path / "collapse.yaml"
+    cfg.write_text("name: once\nhome: state\nreference: {labels: labels.npy}\nsinks: []\n")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        code = "from collapse_monitor.cli import main; raise SystemExit(main())"
+        run = subprocess.run([sys.executable, "-c", code, "check", "--config", str(cfg), *args],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        return run
+
+    cli("--predictions", str(tmp_path / "p28.npy"))
+    err = cli("--predictions", str(tmp_path / "p0.npy"), "--replicate").stderr
+    assert err.count("reads early_collapse") == 1, err
+    assert f"--config {cfg} --drop-replicates 1" in err and "<its config>" not in err
+    # --json prints only the stage: the library's warning stays on stderr
+    np.save(tmp_path / "p1.npy", _preds(1))
+    err = cli("--predictions", str(tmp_path / "p1.npy"), "--replicate", "--json").stderr
+    assert "replicate 2 reads early_collapse" in err and "<its config>" in err

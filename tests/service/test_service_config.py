@@ -381,6 +381,8 @@ def test_cron_with_day_of_month_and_day_of_week_fires_on_either_as_crontab_does(
     [
         ({"cron": "0 * * * *", "jitter_seconds": 30}, "schedule.jitter_seconds", "interval_seconds only"),
         ({"interval_seconds": 1e12}, "schedule.interval_seconds", "at most"),
+        ({"interval_seconds": 60, "jitter_seconds": 60}, "schedule.jitter_seconds", "not below interval_seconds"),
+        ({"interval_seconds": 60, "jitter_seconds": 59.5}, "schedule.jitter_seconds", "not below interval_seconds"),
     ],
 )
 def test_schedule_settings_that_would_be_ignored_or_crash_are_config_errors(schedule, key, words) -> None:
