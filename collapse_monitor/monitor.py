@@ -827,7 +827,23 @@ class CollapseMonitor:
                 "baseline (a pin applies to a new monitor; checking that generation again replaces the baseline)"
             )
         baseline_changed = synced  # another machine's replicates or drops merged in: stored with this check
-        is_baseline = baseline is None and (pinned is None or pinned == generation or rebaseline)
+        # a pinned generation that was never checked (skipped, or its check failed): the first one
+        # after it is the baseline. Waiting for it kept every later check "healthy" against nothing,
+        # a rare class lost or not (a config audit)
+        past_pin = pinned is not None and generation > pinned and not backfill
+        is_baseline = baseline is None and (pinned is None or pinned == generation or rebaseline or past_pin)
+        if is_baseline and past_pin and pinned != generation:
+            log.warning(
+                "%s: rules.baseline_generation=%d was never checked; generation %d, the first checked after it, is "
+                "the baseline",
+                self.name,
+                pinned,
+                generation,
+            )
+            notes.append(
+                f"rules.baseline_generation={pinned} was never checked: generation {generation}, the first checked "
+                "after it, is the baseline"
+            )
         if is_baseline:
             baseline = Baseline(
                 generation,
@@ -909,7 +925,9 @@ class CollapseMonitor:
             alerts=tuple(events),
             findings=det.findings,
             drift=det.drift,
-            baseline_generation=generation if baseline is None else baseline.generation,
+            # waiting for a pinned baseline: the generation it waits for (its own made it read as a
+            # baseline, which a metrics-only read-back from MLflow then took for the baseline)
+            baseline_generation=(generation if pinned is None else pinned) if baseline is None else baseline.generation,
             provenance=obs.provenance,
             reference_fingerprint=self.reference.fingerprint,
             created_at=now,

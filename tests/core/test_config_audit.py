@@ -323,3 +323,25 @@ def test_a_yes_prior_and_a_zero_serve_block_are_refused(tmp_path: Path) -> None:
         parse_settings(0)
     assert info.value.key == "serve"
     assert parse_settings(None).port == parse_settings({}).port
+
+
+# --- config audit of 2026-12-07: each case below failed on the code before it ---------------------
+
+
+def test_a_pinned_baseline_generation_never_checked_does_not_blind_the_monitor(tmp_path: Path, caplog) -> None:
+    """With ``baseline_generation: 2`` and generation 2 never checked (skipped, or its check
+    failed), every later check stayed "healthy", waiting for it, with the rare class lost; the
+    waiting reports also claimed to be baselines (``is_baseline``)."""
+    ref = cm.Reference(labels=[0] * 240 + [1] * 10)
+    mon = cm.CollapseMonitor("pin", reference=ref, sinks=[], home=tmp_path, rules={"baseline_generation": 2})
+    good, lost = [0] * 240 + [1] * 10, [0] * 250
+    r0 = mon.check(cm.Observation(predictions=good, generation=0))
+    assert not r0.is_baseline and r0.baseline_generation == 2 and any("waiting" in n for n in r0.notes)
+    r3 = mon.check(cm.Observation(predictions=good, generation=3))
+    assert r3.is_baseline and any("rules.baseline_generation=2 was never checked" in n for n in r3.notes)
+    assert "generation 3, the first checked after it, is the baseline" in caplog.text
+    r4 = mon.check(cm.Observation(predictions=lost, generation=4))
+    assert r4.baseline_generation == 3 and r4.stage is not cm.Stage.HEALTHY
+    # a later monitor on the same home keeps that baseline
+    again = cm.CollapseMonitor("pin", reference=ref, sinks=[], home=tmp_path, rules={"baseline_generation": 2})
+    assert again.check(cm.Observation(predictions=lost, generation=5)).baseline_generation == 3
