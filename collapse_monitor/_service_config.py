@@ -415,7 +415,31 @@ def parse_probe(raw: Any, key: str, base_dir: Path, reference: Reference) -> Pro
     if d.get("classes") is not None:
         if not isinstance(d["classes"], list) or not d["classes"]:
             raise ConfigError(f"{key}.classes", "expected a list: the label of each output column")
-        kw["classes"] = tuple(d["classes"])
+        import numpy as np
+
+        from ._validate import _label_key
+        from .errors import InputError
+
+        classes = d["classes"]
+        try:
+            keys = [_label_key(c, f"{key}.classes", i) for i, c in enumerate(classes)]
+        except InputError as exc:
+            raise ConfigError(f"{key}.classes", exc.message) from None
+        twice = sorted({str(c) for c in keys if keys.count(c) > 1})
+        if twice:
+            # two output columns mapped to one label: accuracy read 0.9 for a model that is right
+            raise ConfigError(f"{key}.classes", f"lists {', '.join(twice)} more than once: one label per output column")
+        if reference.labels is not None:
+            known = {_label_key(v, "reference.labels") for v in np.unique(np.asarray(reference.labels, dtype=object))}
+            unknown = [str(c) for c in keys if c not in known]
+            if unknown:
+                # every scheduled check then failed with an InputError
+                raise ConfigError(
+                    f"{key}.classes",
+                    f"{', '.join(unknown[:5])} {'is' if len(unknown) == 1 else 'are'} not a label of reference.labels "
+                    f"(its labels: {', '.join(map(str, sorted(known, key=str)[:10]))})",
+                )
+        kw["classes"] = tuple(keys)
     if "batch_size" in d:
         kw["batch_size"] = _int(d["batch_size"], f"{key}.batch_size", 1, 10**7)
     return ProbeSpec(names=names, **kw)
@@ -485,13 +509,19 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
             if cfg.get(k) is not None:
                 raise ConfigError(k, "is not inherited by the monitors: [...] entries; set it in each entry")
         shared = {k: cfg[k] for k in _INHERITED if k in cfg}
-        if isinstance(shared.get("rules"), Mapping) and any(
-            not (isinstance(it, Mapping) and "rules" in it) for it in items
-        ):
-            # an error in the shared block names it, not monitors[0] (whose entry has no rules:)
+        # the shared blocks are checked even where every entry overrides them: an error in one
+        # names it (not monitors[0], whose entry has no rules:), and `alerts test` reads the
+        # shared alerts (a config audit found `rules: {alpha: 5}` accepted that way)
+        if shared.get("rules") is not None:
             from .detection import Rules
 
-            Rules.from_dict(expand_env(shared["rules"], "rules"))
+            if not isinstance(shared["rules"], Mapping):
+                raise ConfigError("rules", f"expected a mapping of rule settings, got {type(shared['rules']).__name__}")
+            Rules.from_dict(shared["rules"])
+        if shared.get("alerts") is not None:
+            from .alerting.config import channels_from_config
+
+            channels_from_config(shared["alerts"], expand=False)
         for i, item in enumerate(items):
             key = f"monitors[{i}]"
             item = _mapping(item, key)

@@ -83,7 +83,19 @@ _SECRET_KEYS = {"secret", "routing_key", "token", "password"}
 
 
 def _is_literal(v: Any) -> bool:
-    return isinstance(v, str) and bool(v.strip()) and not ENV_REF.fullmatch(v.strip())
+    """Text written into the file: anything but a lone ``${VAR}``. The default of
+    ``${VAR:-default}`` is written into the file too (a config audit found a Slack URL there
+    without the world-readable warning)."""
+    if not isinstance(v, str) or not v.strip():
+        return False
+    ref = ENV_REF.fullmatch(v.strip())
+    return ref is None or bool((ref.group(3) or "").strip())
+
+
+def _defaults(text: str) -> str:
+    """The ``${VAR:-default}`` defaults of ``text`` in place of their references (the rest of a
+    reference is not in the file)."""
+    return ENV_REF.sub(lambda m: m.group(3) or "", text)
 
 
 _SECRET_QUERY = re.compile(r"(?i)token|secret|passw|key|sig|auth|credential")
@@ -94,7 +106,7 @@ def _url_has_credentials(text: str) -> bool:
     parameter (``?token=...``); ``${VAR}`` references are not literal and are skipped."""
     from urllib.parse import parse_qsl, urlsplit
 
-    for url in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+", ENV_REF.sub("", text)):
+    for url in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+", _defaults(text)):
         if _db_userinfo(url) != url:  # postgresql://bob:hun/ter2@db: a password with a "/"
             return True
         try:
@@ -219,9 +231,13 @@ def _strict_loader() -> Any:
             visited.add(id(node))
             if isinstance(node, yaml.MappingNode):
                 seen: dict[Any, int] = {}
+                merged: int | None = None
                 for knode, vnode in node.value:
                     name = str(knode.value) if isinstance(knode, yaml.ScalarNode) else "?"
-                    if name == "<<":  # merge keys (YAML 1.1)
+                    if name == "<<":  # a merge key (YAML 1.1); two in one mapping: the last won
+                        if merged is not None:  # (several merge as `<<: [*a, *b]`)
+                            raise _DuplicateKey(f"{path}.<<" if path else "<<", merged, knode.start_mark.line + 1)
+                        merged = knode.start_mark.line + 1
                         continue
                     key = f"{path}.{name}" if path else name
                     ident = self._key_value(knode)
@@ -347,15 +363,27 @@ def load_reference(spec: Mapping[str, Any], base_dir: str | os.PathLike[str] = "
             raise ConfigError(f"reference.{k}", f"unknown key; known: {', '.join(sorted(allowed))}")
     base = Path(base_dir)
     kw: dict[str, Any] = {}
-    if spec.get("embeddings"):
-        kw["embeddings"] = _load_array(base / str(spec["embeddings"]), "reference.embeddings")
-    if spec.get("labels"):
-        kw["labels"] = _load_list(base / str(spec["labels"]), "reference.labels", texts=False)
-    if spec.get("texts"):
-        kw["texts"] = _load_list(base / str(spec["texts"]), "reference.texts", texts=True)
+    for k in ("embeddings", "labels", "texts"):
+        v = spec.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, (str, os.PathLike)) or not str(v).strip():
+            # [0, 1] read as the file "[0, 1]" and `labels: false` was dropped without a word
+            raise ConfigError(f"reference.{k}", f"expected a file path (relative to this file), got {type(v).__name__}")
+        path = base / str(v)
+        if k == "embeddings":
+            kw[k] = _load_array(path, "reference.embeddings")
+        else:
+            kw[k] = _load_list(path, f"reference.{k}", texts=k == "texts")
     if spec.get("class_priors") is not None:
         kw["class_priors"] = spec["class_priors"]
-    return Reference(**kw, name=spec.get("name"))
+    try:
+        return Reference(**kw, name=spec.get("name"))
+    except InputError as exc:
+        if exc.field not in ("reference", "reference.class_priors"):
+            raise  # bad data in a file the block names stays an InputError
+        # an empty block, inline priors that do not fit: written in this file, a config mistake
+        raise ConfigError(exc.field, exc.message) from None
 
 
 def _relative_to(base_dir: str | os.PathLike[str] | None, kind: str, kw: dict[str, Any]) -> dict[str, Any]:

@@ -186,6 +186,26 @@ def check_severities(severities: Iterable[str] | None, key: str = "severities") 
     return out
 
 
+#: an HTTP timeout of at most an hour: 1e10 s made every direct send fail (a timestamp out of
+#: range) and stretched the outbox's delivery lease to match
+MAX_TIMEOUT = 3600.0
+
+
+def seconds_setting(value: Any, key: str, maximum: float) -> float:
+    """``value`` as seconds in (0, maximum], or :class:`ConfigError` naming ``key``. A bool is
+    refused (Python's True is 1: ``resend_window: true`` read as one second), and a value that is
+    not a number is named by its type only (a secret pasted into the wrong setting stays out)."""
+    if isinstance(value, bool):
+        raise ConfigError(key, "expected seconds > 0, got a bool")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"expected seconds > 0, got a {type(value).__name__} that is not a number") from None
+    if not (0 < out <= maximum):  # NaN fails too
+        raise ConfigError(key, f"expected seconds in (0, {maximum:g}], got {out:g}")
+    return out
+
+
 class HttpChannel:
     """Base of the built-in channels: one POST of a JSON body per attempt."""
 
@@ -205,12 +225,7 @@ class HttpChannel:
         fingerprint_extra: str = "",
     ) -> None:
         self._url = check_url(url)
-        try:
-            self.timeout = float(timeout)
-        except (TypeError, ValueError):
-            raise ConfigError("timeout", f"expected seconds > 0, got {timeout!r}") from None
-        if not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ConfigError("timeout", f"expected seconds > 0, got {timeout!r}")
+        self.timeout = seconds_setting(timeout, "timeout", MAX_TIMEOUT)
         if headers is not None and not (
             isinstance(headers, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
         ):

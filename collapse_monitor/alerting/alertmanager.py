@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import ConfigError
-from ._http import HttpChannel, Transport, dumps
+from ._http import HttpChannel, Transport, dumps, seconds_setting
 from ._render import headline, is_http, plain_text
 from .base import AlertEvent
 
@@ -155,15 +155,9 @@ class Alertmanager(HttpChannel):
             verify_tls=verify_tls,
             transport=transport,
         )
-        try:
-            self.resend_window = float(resend_window)
-        except (TypeError, ValueError):
-            raise ConfigError("resend_window", f"expected seconds > 0, got {resend_window!r}") from None
-        if not (0 < self.resend_window <= MAX_RESEND_WINDOW):
-            # endsAt = time + window: past the year 9999 every firing failed to render, for good
-            raise ConfigError(
-                "resend_window", f"expected seconds in (0, {MAX_RESEND_WINDOW:.0f}] (10 years), got {resend_window!r}"
-            )
+        # at most 10 years: endsAt = time + window, and past the year 9999 every firing failed to
+        # render, for good
+        self.resend_window = seconds_setting(resend_window, "resend_window", MAX_RESEND_WINDOW)
         if labels is not None and not isinstance(labels, Mapping):
             raise ConfigError("labels", f"expected a mapping of label name -> string, got {type(labels).__name__}")
         extra = dict(labels or {})

@@ -60,6 +60,12 @@ class PagerDuty(HttpChannel):
         if not isinstance(routing_key, str) or not routing_key.strip():
             raise ConfigError("routing_key", "expected the non-empty integration (routing) key of a PagerDuty service")
         self._routing_key = routing_key.strip()
+        if source is not None and (not isinstance(source, str) or not source.strip()):
+            # the Events API wants a string: 5 or [team-a] was sent as is, answered 400 (not
+            # retried), and the page was lost
+            raise ConfigError(
+                "source", f"expected a non-empty string (the affected system), got {type(source).__name__}"
+            )
         self.source = source
         super().__init__(
             url,

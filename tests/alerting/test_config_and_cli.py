@@ -55,6 +55,12 @@ def test_every_type_from_config(monkeypatch):
         ({"type": "alertmanager", "url": "http://h:9093", "resend_window": 1e12}, "resend_window"),
         ({"type": "alertmanager", "url": "http://h:9093", "resend_window": float("inf")}, "resend_window"),
         ({"type": "slack", "url": "${UNSET_VAR_FOR_TEST}"}, "url"),
+        # found by the config audit of 2026-12-07: each was accepted
+        ({"type": "alertmanager", "url": "http://h:9093", "resend_window": True}, "resend_window"),  # 1 s
+        ({"type": "webhook", "url": "https://e.com/x", "timeout": 1e10}, "timeout"),  # every send failed
+        ({"type": "pagerduty", "routing_key": "k" * 32, "source": 5}, "source"),  # PagerDuty answered 400
+        ({"type": "pagerduty", "routing_key": "k" * 32, "source": ["team-a"]}, "source"),
+        ({"type": "pagerduty", "routing_key": "k" * 32, "source": " "}, "source"),
     ],
 )
 def test_bad_config_names_the_key(item, key, monkeypatch):
@@ -159,3 +165,16 @@ def test_an_alertmanager_window_up_to_the_repeat_interval_is_refused(tmp_path) -
     assert cm.CollapseMonitor(
         "am", reference=ref, sinks=[], alerts=[cm.Alertmanager("http://127.0.0.1:9093")], home=tmp_path / "2"
     ).channels  # the defaults (72 h against 6 h) pass
+
+
+def test_the_python_api_refuses_a_bool_as_seconds_as_yaml_does() -> None:
+    with pytest.raises(ConfigError) as e:
+        cm.Alertmanager("http://127.0.0.1:9093", resend_window=True)
+    assert e.value.key == "resend_window" and "bool" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        cm.Webhook("https://e.com/x", timeout=True)
+    assert e.value.key == "timeout"
+    with pytest.raises(ConfigError) as e:
+        cm.Webhook("https://e.com/x", timeout="sk-live-0123456789abcdef")  # a secret in the wrong setting
+    assert "sk-live" not in str(e.value)
+    assert cm.Webhook("https://e.com/x", timeout=3600).timeout == 3600.0

@@ -57,6 +57,13 @@ def test_a_key_given_twice_names_it_and_its_lines(tmp_path: Path) -> None:
         read_yaml(p)
     p.write_text("base: &b {alpha: 0.01}\nrules:\n  <<: *b\n  min_effect: 0.1\n")  # merge keys are fine
     assert read_yaml(p)["rules"] == {"alpha": 0.01, "min_effect": 0.1}
+    # two merge keys in one mapping: the last won silently (a config audit); a list merges both
+    p.write_text("a: &a {alpha: 0.01}\nb: &b {alpha: 0.02}\nrules:\n  <<: *a\n  <<: *b\n")
+    with pytest.raises(ConfigError) as info:
+        read_yaml(p)
+    assert info.value.key == "rules.<<" and "lines 4 and 5" in str(info.value)
+    p.write_text("a: &a {alpha: 0.01}\nb: &b {min_effect: 0.2}\nrules:\n  <<: [*a, *b]\n")
+    assert read_yaml(p)["rules"] == {"alpha": 0.01, "min_effect": 0.2}
 
 
 def test_a_huge_config_is_refused_before_parsing(tmp_path: Path) -> None:
@@ -345,3 +352,25 @@ def test_a_pinned_baseline_generation_never_checked_does_not_blind_the_monitor(t
     # a later monitor on the same home keeps that baseline
     again = cm.CollapseMonitor("pin", reference=ref, sinks=[], home=tmp_path, rules={"baseline_generation": 2})
     assert again.check(cm.Observation(predictions=lost, generation=5)).baseline_generation == 3
+
+
+@pytest.mark.parametrize(
+    ("block", "key", "words"),
+    [
+        ("{}", "reference", "give at least one of"),
+        ("{labels: labels.txt, class_priors: [0.9, 0.1]}", "reference.class_priors", "mapping"),
+        ("{labels: labels.txt, class_priors: {1: -0.1, 0: 1}}", "reference.class_priors", ">= 0"),
+        ("{labels: [0, 1]}", "reference.labels", "expected a file path"),  # was: file not found: .../[0, 1]
+        ("{labels: false, texts: labels.txt}", "reference.labels", "expected a file path"),  # was: ignored
+    ],
+)
+def test_reference_block_mistakes_are_config_errors(tmp_path: Path, block: str, key: str, words: str) -> None:
+    from collapse_monitor.config import load_config, monitor_from_dict
+
+    (tmp_path / "labels.txt").write_text("\n".join(["0"] * 9 + ["1"]))
+    p = tmp_path / "c.yaml"
+    p.write_text(f"name: m\nsinks: []\nreference: {block}\n")
+    raw = load_config(p)
+    with pytest.raises(ConfigError) as err:
+        monitor_from_dict(raw, raw.pop("_dir"))
+    assert err.value.key == key and words in str(err.value), str(err.value)

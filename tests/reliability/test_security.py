@@ -243,6 +243,10 @@ def test_world_readable_config_with_secrets_is_warned_about(tmp_path, caplog, mo
         f"name: m\nsinks:\n  - {{type: mlflow, tracking_uri: 'https://mlflow.example.com/?token={HOOK_SECRET}'}}\n"
     )
     plain_uri = "name: m\nsinks:\n  - {type: mlflow, tracking_uri: 'http://127.0.0.1:5000/api/2.0'}\n"
+    # the default of ${VAR:-default} is written in the file (a config audit)
+    env_default = f"name: m\nalerts:\n  - {{type: slack, url: '${{SLACK_URL:-https://hooks.slack.com/services/T/B/{PATH_TOKEN}}}'}}\n"
+    secret_default = f"name: m\nalerts:\n  - {{type: webhook, url: '${{U}}', secret: '${{S:-{HOOK_SECRET}}}'}}\n"
+    empty_default = "name: m\nalerts:\n  - {type: webhook, url: '${U:-}', secret: '${S:-}'}\n"
     cases = [
         (literal, 0o644, True),
         (literal, 0o600, False),
@@ -253,6 +257,9 @@ def test_world_readable_config_with_secrets_is_warned_about(tmp_path, caplog, mo
         (header_env, 0o644, False),
         (mlflow_query, 0o644, True),
         (plain_uri, 0o644, False),
+        (env_default, 0o644, True),
+        (secret_default, 0o644, True),
+        (empty_default, 0o644, False),
     ]
     for i, (text, mode, warned) in enumerate(cases):
         caplog.clear()

@@ -41,7 +41,7 @@ reference: {labels: labels.npy}
 monitors:
   - name: a
     model: {registered_name: digits, stage_or_alias: champion, tracking_uri: "sqlite:///x.db"}
-    probe: {inputs: inputs.npy, sample: "probe_funcs:sample", classes: [x, y, z]}
+    probe: {inputs: inputs.npy, sample: "probe_funcs:sample", classes: [2, 1, 0]}
     schedule: {cron: "*/5 * * * *", timezone: UTC}
     expected_interval_seconds: 3600
   - name: b
@@ -57,7 +57,7 @@ def test_good_config_with_inherited_defaults(cfgdir: Path) -> None:
     assert cfg.settings.flush_interval_seconds == 5 and cfg.settings.misfire_grace_time_seconds == 300
     a, b = cfg.monitors
     assert a.name == "a" and a.model.selector == "champion" and a.model.flavor == "pyfunc"
-    assert a.model.only_new_versions and a.probe.inputs.shape == (60, 4) and a.probe.classes == ("x", "y", "z")
+    assert a.model.only_new_versions and a.probe.inputs.shape == (60, 4) and a.probe.classes == (2, 1, 0)
     assert a.probe.sample(None) == {"texts": ["a b c"]} and a.schedule.describe() == "cron '*/5 * * * *'"
     assert a.monitor.home == cfgdir / "state" and len(a.monitor.channels) == 1 and a.monitor.sinks == []
     assert b.model is None and b.schedule is None and b.expected_interval_seconds == 60
@@ -490,3 +490,42 @@ def test_a_host_that_does_not_resolve_is_the_hosts_error(cfgdir: Path) -> None:
         svc.start()
     svc.stop(timeout=1)
     assert err.value.key == "serve.host"
+
+
+@pytest.mark.parametrize(
+    ("classes", "words"),
+    [
+        ("[cat, dog]", "cat, dog are not a label of reference.labels (its labels: 0, 1, 2)"),
+        ("[0, 0, 1]", "lists 0 more than once"),
+        ("[0, 1, .nan]", "NaN"),
+        ("[0, [1]]", "labels must be str or int"),
+    ],
+)
+def test_probe_classes_must_be_distinct_labels_of_the_reference(cfgdir: Path, classes: str, words: str) -> None:
+    """``classes: [cat, dog]`` with labels 0-2 was accepted and every scheduled check failed;
+    ``[0, 0, 1]`` mapped two output columns to one label (accuracy 0.9 for a model that is right)."""
+    text = f"name: m\nsinks: []\nreference: {{labels: labels.npy}}\nprobe: {{inputs: inputs.npy, classes: {classes}}}\n"
+    with pytest.raises(cm.ConfigError) as err:
+        load_serve_config(_write(cfgdir, text))
+    assert err.value.key == "probe.classes" and words in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("shared", "key"),
+    [
+        ("rules: {alpha: 5}", "rules.alpha"),
+        ("rules: [1]", "rules"),
+        ("alerts: [{type: x}]", "alerts[0].type"),
+        ("alerts: {type: webhook}", "alerts"),
+    ],
+)
+def test_a_shared_block_every_entry_overrides_is_still_checked(cfgdir: Path, shared: str, key: str) -> None:
+    """Every entry overriding it, a bad shared block was accepted without a word (and
+    ``alerts test`` reads the shared alerts)."""
+    text = (
+        f"{shared}\nsinks: []\nreference: {{labels: labels.npy}}\n"
+        "monitors:\n  - {name: a, rules: {alpha: 0.01}, alerts: []}\n  - {name: b, rules: {}, alerts: []}\n"
+    )
+    with pytest.raises(cm.ConfigError) as err:
+        load_serve_config(_write(cfgdir, text))
+    assert err.value.key == key, str(err.value)
