@@ -45,25 +45,29 @@ def _sk_recall(labels, preds, classes) -> float:
 
 
 def _macro_ci(labels, preds, classes) -> tuple[float, float]:
-    """The documented interval, written out independently."""
+    """The documented interval, written out independently (scipy.stats.beta)."""
     z = stats.norm.ppf(0.975)
-    v = 0.0
-    rs, adj = [], []
+    rs, means, variances = [], [], []
     for c in classes:
         n = int((labels == c).sum())
         k = int(((labels == c) & (preds == c)).sum())
         rs.append(k / n)
-        r_adj = (k + z * z / 2) / (n + z * z)
-        adj.append(r_adj)
-        v += r_adj * (1 - r_adj) / (n + z * z)
+        post = stats.beta(k + 0.5, n - k + 0.5)  # Jeffreys
+        means.append(post.mean())
+        variances.append(post.var())
     mean = float(np.mean(rs))
     if len(classes) == 1:  # Wilson
         centre = (k + z * z / 2) / (n + z * z)
         half = z * math.sqrt(n) / (n + z * z) * math.sqrt(k / n * (1 - k / n) + z * z / (4 * n))
         return min(mean, max(0.0, centre - half)), max(mean, min(1.0, centre + half))
-    centre = float(np.mean(adj))
-    half = z * math.sqrt(v) / len(classes)
-    return min(mean, max(0.0, centre - half)), max(mean, min(1.0, centre + half))
+    m, v = float(np.mean(means)), float(np.sum(variances)) / len(classes) ** 2
+    size = m * (1 - m) / v - 1
+    lo, hi = stats.beta(m * size, (1 - m) * size).ppf([0.025, 0.975])
+    if all(r == 0 for r in rs):
+        lo = 0.0
+    if all(r == 1 for r in rs):
+        hi = 1.0
+    return min(mean, lo), max(mean, hi)
 
 
 SIZES = [(1, 1), (7, 3), (60, 5), (500, 12), (3000, 40)]
@@ -388,12 +392,22 @@ def test_many_classes_check_does_not_hold_one_mask_per_class(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("sizes", "recalls"),
-    [((30, 2), (0.8, 0.5)), ((40, 40, 3), (0.9, 0.9, 0.67)), ((5,), (0.6,)), ((10, 10), (0.5, 0.9))],
+    [
+        ((30, 2), (0.8, 0.5)),
+        ((40, 40, 3), (0.9, 0.9, 0.67)),
+        ((5,), (0.6,)),
+        ((10, 10), (0.5, 0.9)),
+        # the normal interval on adjusted recalls covered 0.82, 0.66 and 0.65 here (an audit)
+        ((50, 50), (0.95, 0.99)),
+        ((3, 5), (0.95, 0.95)),
+        ((6, 6), (0.02, 0.05)),
+    ],
 )
 def test_macro_recall_interval_covers_by_exact_enumeration(sizes, recalls) -> None:
     """Exact coverage of the 95 % macro-recall interval over every outcome of the classes'
     binomials. Centred on the raw mean with the adjusted variance it covered 0.54 for classes
-    of 30 and 2 items and 0.84 for (40, 40, 3)."""
+    of 30 and 2 items and 0.84 for (40, 40, 3); see the module docstring for the Beta
+    posterior that replaced the adjusted normal interval."""
     from itertools import product
 
     from collapse_monitor.metrics.classes import _macro
@@ -418,3 +432,21 @@ def test_a_numpy_threshold_is_a_number() -> None:
     assert list(a.rare_classes) == list(b.rare_classes) and len(a.rare_classes) == 1
     with pytest.raises(InputError, match="rare_threshold"):
         classifier_panel(labels, labels, None, rare_threshold=np.True_)
+
+
+def test_a_prior_at_the_threshold_is_not_rare_whatever_the_rounding() -> None:
+    """A class with exactly 5 % of the probe items (3 of 60): the reference's normalised prior,
+    normalised again, became 0.04999999999999999 and the class rare, but only when the priors
+    came from the reference (an audit)."""
+    import collapse_monitor as cm
+    from collapse_monitor.metrics.classes import classifier_panel
+
+    labels = ["r"] * 3 + ["x"] * 24 + ["y"] * 31 + ["z"] * 2
+    ref = cm.Reference(labels=labels)
+    for priors in (ref.class_priors, None):
+        assert classifier_panel(ref.labels, ref.labels, priors, rare_threshold=0.05).rare_classes == ["z"]
+    pri = {"a": 0.05, "b": 0.15, "c": 0.7, "d": 0.1}  # sums to 0.9999999999999999
+    lab = [k for k in pri for _ in range(3)]
+    ref = cm.Reference(labels=lab, class_priors=pri)
+    assert classifier_panel(ref.labels, ref.labels, ref.class_priors, rare_threshold=0.05).rare_classes == []
+    assert classifier_panel(lab, lab, pri, rare_threshold=0.05).rare_classes == []

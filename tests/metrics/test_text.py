@@ -508,3 +508,58 @@ def test_a_failed_cache_write_leaves_no_partial_file(tmp_path, monkeypatch):
         ref = Reference(texts=[f"text number {i} with words", "another text here"])
         get_text_state(ref, cache=cache)  # built in memory, the write fails quietly
     assert list(tmp_path.rglob("*.tmp")) == []
+
+
+def _fixed_length_texts(rng: np.random.Generator, n: int, length: int, vocab: int, a: float) -> list[str]:
+    p = 1.0 / np.arange(1, vocab + 1) ** a
+    p /= p.sum()
+    return [" ".join(f"w{t}" for t in row) for row in rng.choice(vocab, size=(n, length), p=p)]
+
+
+def test_intervals_at_a_budget_over_half_the_texts_are_not_too_narrow():
+    """Budget = every generated token (a generation under the budget): the spread of half-size
+    subsamples was taken as the spread at the budget (a mean's 1/size rule), and distinct_4's
+    95 % interval was 0.79 of the width its spread over fresh generations needs (coverage
+    0.86, an audit; here the old code gives 0.92 / 0.97 / 0.85 and the new 1.16 / 1.33 / 1.03,
+    on the safe side). The rate is now estimated from a second subsample size."""
+    rng = np.random.default_rng(9)
+    state = build_text_state(_fixed_length_texts(rng, 4000, 15, 3000, 1.1))
+    vals, widths = [], []
+    for r in range(60):
+        m = text_panel(state, _fixed_length_texts(rng, 400, 15, 3000, 1.1), budget=6000, n_boot=100, seed=r).metrics
+        vals.append([m[k].value for k in ("distinct_3", "distinct_4", "ngram_entropy")])
+        widths.append([m[k].ci_high - m[k].ci_low for k in ("distinct_3", "distinct_4", "ngram_entropy")])
+    ratio = np.mean(widths, axis=0) / (2 * stats.norm.ppf(0.975) * np.std(vals, axis=0, ddof=1))
+    assert np.all(ratio > 0.92) and np.all(ratio < 1.6), ratio
+
+
+def test_fewer_than_ten_texts_get_the_whole_range():
+    """With 2 texts every subsample was one text or the other: zero-width intervals read a
+    sample of the reference's own distribution as a collapse (p = 9e-53, an audit)."""
+    rng = np.random.default_rng(4)
+    state = build_text_state(_fixed_length_texts(rng, 500, 30, 400, 1.0))
+    for n in (2, 9):
+        m = text_panel(state, _fixed_length_texts(rng, n, 30, 400, 1.0), n_boot=50).metrics
+        for k in ("distinct_1", "distinct_2", "distinct_3", "distinct_4"):
+            assert (m[k].ci_low, m[k].ci_high) == (0.0, 1.0), (n, k)
+        assert m["ngram_entropy"].ci_low == 0.0
+    m = text_panel(state, _fixed_length_texts(rng, 10, 30, 400, 1.0), n_boot=50).metrics
+    assert 0.0 < m["distinct_2"].ci_low < m["distinct_2"].value < m["distinct_2"].ci_high < 1.0
+
+
+def test_invisible_format_characters_are_not_tokens() -> None:
+    """Soft hyphens, zero-width spaces, BOMs and word joiners each became a token that split
+    its word: a generation equal to the reference but for a soft hyphen in each word read
+    rare_ngram_recall 0.0 (an audit). A flag was two tokens."""
+    assert tokenize("co\u00adoperation") == ["cooperation"]
+    assert tokenize("a\u200bb c") == ["a", "b", "c"]  # a zero-width space separates words
+    assert tokenize("\ufeffhello\u2060world \u200fok") == ["helloworld", "ok"]
+    assert tokenize("I \u2764\ufe0f \U0001f1eb\U0001f1f7!") == ["i", "\u2764", "\U0001f1eb\U0001f1f7", "!"]
+    assert tokenize("\U0001f468\u200d\U0001f469\u200d\U0001f467") == ["\U0001f468\u200d\U0001f469\u200d\U0001f467"]
+    rng = np.random.default_rng(3)
+    ref = _fixed_length_texts(rng, 300, 20, 500, 1.0)
+    state = build_text_state(ref)
+    plain = text_panel(state, ref, n_boot=0).metrics
+    shy = text_panel(state, [" ".join(w[:1] + "\u00ad" + w[1:] for w in t.split()) for t in ref], n_boot=0).metrics
+    for k in ("rare_ngram_recall", "vocab_ratio", "distinct_2"):
+        assert shy[k].value == pytest.approx(plain[k].value), k
