@@ -41,7 +41,7 @@ def _add_demo(sub: Any) -> None:
         "--generations",
         type=int,
         default=10,
-        help="generations per loop, the human-data generation 0 included (default 10, at least 2)",
+        help="generations per loop, the human-data generation 0 included (default 10, 2 to 1000)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed of the scenario (default 0)")
     p.add_argument(

@@ -45,6 +45,10 @@ AGG_THRESHOLD = {"accuracy": 2.0, "frechet_distance": 2.0}
 DEMO_MARKER = ".collapse-monitor-demo"
 
 
+#: the most generations a demo runs (each is a retrain and a check; 1,000 take about an hour)
+MAX_GENERATIONS = 1000
+
+
 def _made_by_demo(state: Path) -> bool:
     """``state`` holds the marker, or (demos before the marker) only monitor homes."""
     if (state / DEMO_MARKER).is_file():
@@ -191,9 +195,12 @@ def run_demo(
     loops = list(dict.fromkeys(loops or ["replace", "accumulate"]))  # a loop given twice runs once
     out = Path(out)
     # every argument is checked before anything is printed or written
-    if generations < 2:
+    if isinstance(generations, bool) or not isinstance(generations, int) or not 2 <= generations <= MAX_GENERATIONS:
+        # 3.0 or "10" from Python got past "< 2" and failed after the earlier state was deleted; 10**20
+        # ran until killed, writing nothing (an audit)
         raise ConfigError(
-            "generations", f"must be at least 2 (generation 0 is the human-data baseline), got {generations}"
+            "generations",
+            f"expected an int from 2 (generation 0 is the human-data baseline) to {MAX_GENERATIONS}, got {generations!r}",
         )
     if isinstance(replicates, bool) or not isinstance(replicates, int) or not 0 <= replicates <= 5:
         raise ConfigError("replicates", f"expected an int from 0 to 5 (retrains of generation 0), got {replicates!r}")

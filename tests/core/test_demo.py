@@ -164,10 +164,15 @@ def test_bad_demo_options_are_refused_before_the_earlier_state_is_touched(tmp_pa
         # README audit (stop 36): a scheme MLflow has no store for ran the whole demo and
         # ended "make sure the server is up" with status 1
         ({"tracking_uri": "sqllite:///mlflow.db"}, "MLflowSink.tracking_uri", "scheme 'sqllite'"),
+        # simulate audit (2026-12-07): 3.0 / "10" from Python failed after the state was deleted,
+        # and 10**20 ran until killed
+        ({"generations": 3.0}, "generations", "expected an int from 2"),
+        ({"generations": "10"}, "generations", "expected an int from 2"),
+        ({"generations": 10**20}, "generations", "to 1000"),
     ]
     for kw, key, needle in cases:
         with pytest.raises(ConfigError) as info:
-            run_demo(scenario="digits", loops=["replace"], generations=2, out=out, **kw)
+            run_demo(**{"scenario": "digits", "loops": ["replace"], "generations": 2, "out": out, **kw})
         assert info.value.key == key and needle in str(info.value), (kw, str(info.value))
         assert spooled.is_file(), kw  # the earlier run's state is still there
     assert cli.main(["demo", "--seed", str(2**63), "--generations", "2", "--out", str(out)]) == 2

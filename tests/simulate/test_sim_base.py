@@ -106,6 +106,10 @@ def test_errors_are_config_errors() -> None:
     with pytest.raises(cm.ConfigError) as e:
         make_scenario("mixture", fresh_share=1.5)
     assert e.value.key == "fresh_share"
+    # simulate audit (2026-12-07): 100 eval items held no item of the 1 % class on some worlds
+    with pytest.raises(cm.ConfigError) as e:
+        make_scenario("selftrain", n_eval=100)
+    assert e.value.key == "n_eval" and "at least 2000" in str(e.value)
     with pytest.raises(cm.ConfigError) as e:
         make_scenario("zipf_text", top_p=0.0)
     assert e.value.key == "top_p"

@@ -13,8 +13,14 @@ def test_median_variance_matches_shumailov() -> None:
     v = gaussian_variance_paths(M=100, generations=50, chains=2000, seed=0)
     assert v.shape == (2000, 51)
     assert np.all(v[:, 0] == 1.0)
-    assert abs(np.median(v[:, 10]) - 0.91) <= 0.03
-    assert abs(np.median(v[:, 50]) - 0.57) <= 0.05
+    # the issue quotes "about 0.91 after 10 and about 0.57 after 50"; the exact law (a product
+    # of chi2(M-1)/(M-1) factors) puts the median at about 0.90 and 0.60: exp of the summed
+    # mean log factor, from scipy (the sum of 50 logs is close to symmetric). 2,000 chains give
+    # the median within about 3 % (sd of log v after 50 refits ~ 1.0)
+    step = special.digamma(99 / 2) + np.log(2 / 99)
+    assert abs(np.median(v[:, 10]) - np.exp(10 * step)) <= 0.03  # 0.904
+    assert abs(np.median(v[:, 50]) - np.exp(50 * step)) <= 0.045  # 0.602
+    assert abs(np.median(v[:, 50]) - 0.57) <= 0.05  # and the issue's figure
 
 
 def test_log_variance_follows_the_chi_square_law() -> None:
