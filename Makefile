@@ -132,7 +132,7 @@ bench-speed: $(DEV_STAMP)
 
 bench-detection: $(DEV_STAMP)
 	@test -f benchmarks/detection.py || { echo "error: benchmarks/detection.py is not written yet" >&2; exit 1; }
-	$(PY) benchmarks/detection.py
+	$(PY) benchmarks/detection.py --all-findings
 
 bench-noise: $(DEV_STAMP)
 	$(PY) benchmarks/retrain_noise.py

@@ -472,10 +472,13 @@ def summarise(rows: list[dict[str, Any]], generations: int) -> tuple[str, dict[s
     lines += [
         "",
         f"- Collapsing chains flagged: {totals['flagged']}/{totals['collapsing_chains']}; median lead over the "
-        f"aggregate alert (a) across all of them: {_fmt_lead(totals['median_lead'])} generations; flagged after (a) "
+        f"aggregate alert (a) across the {totals['flagged']} flagged: {_fmt_lead(totals['median_lead'])} generations "
+        f"(a chain we never flag is left out here and counted below); flagged after (a) "
         f"(or never): {totals['flagged_after_aggregate']}/{totals['collapsing_chains']}.",
         f"- False alarms on the controls: {totals['false_alarm_checks']} of {totals['control_checks']} checks "
-        f"({totals['control_chains']} chains); (a) flagged {totals['aggregate_false_alarm_chains']}"
+        f"({totals['control_chains']} chains; the count includes each chain's generation 0, the baseline, which is "
+        f"never flagged: {totals['control_checks'] - totals['control_chains']} judged); (a) flagged "
+        f"{totals['aggregate_false_alarm_chains']}"
         + (f" and (b) {totals['evidently_false_alarm_chains']}" if ev_ctrl else "")
         + f" of the {totals['control_chains']} control chains"
         + ("." if ev_ctrl else " ((b), Evidently, not run)."),

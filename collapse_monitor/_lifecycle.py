@@ -10,9 +10,9 @@ from typing import Any
 
 from .detection import Rules
 from .history import AlertState
-from .types import Alert, Finding, Stage
+from .types import Alert, Finding, Report, Stage
 
-__all__ = ["DRIFT_SEVERITY", "RULE_DRIFT", "alert_events", "describe"]
+__all__ = ["DRIFT_SEVERITY", "RULE_DRIFT", "alert_events", "describe", "keepalive_events"]
 
 RULE_DRIFT = "distribution_drift"
 #: the severity of a drift alert (the stages' come from ``Stage.severity``)
@@ -127,3 +127,39 @@ def alert_events(
         else:
             new_states.append(replace(prev, clear_checks=0))
     return events, new_states
+
+
+def keepalive_events(report: Report) -> list[Alert]:
+    """A keep-alive for each incident still open after ``report`` that this check sent nothing
+    for (no firing, repeat or resolve): ``Alert.refresh``, routed only to channels whose posted
+    alerts expire by themselves (Alertmanager's ``endsAt``). Without it an open incident lived
+    only from repeat to repeat there, and a window shorter than the repeat interval plus a check
+    interval let Alertmanager notify "resolved" while the model was still collapsed. The waiting
+    out of ``Rules.resolve_after`` is still open, so it is kept alive too."""
+    sent = {a.rule for a in report.alerts}
+    what = describe(report.findings)
+    out = []
+    for rule, severity in sorted((report.open_alerts or {}).items()):
+        if rule in sent:
+            continue
+        stage = Stage(rule) if rule in Stage._value2member_map_ else report.stage
+        summary = f"{report.monitor}: {rule.replace('_', ' ')} still open at generation {report.generation}"
+        if what:
+            summary += f" - {what}"
+        out.append(
+            Alert(
+                monitor=report.monitor,
+                rule=rule,
+                status="firing",
+                severity=severity,
+                stage=stage,
+                generation=report.generation,
+                summary=summary[:1024],
+                details=_details(report.findings),
+                synthetic_fraction=None if report.provenance is None else report.provenance.synthetic_fraction,
+                timestamp=report.created_at,
+                repeat=True,
+                refresh=True,
+            )
+        )
+    return out

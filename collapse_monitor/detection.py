@@ -346,6 +346,13 @@ class Rules:
             out[key] = list(out[key])
         return out
 
+    @property
+    def measure(self) -> dict[str, Any]:
+        """The settings that define the metrics' values (not how they are judged): a baseline
+        measured under other ones is not comparable on the metrics they define
+        (:func:`remeasured`)."""
+        return {key: getattr(self, key) for key in sorted(MEASURED_BY)}
+
     def is_significant(self, q_value: float, relative_change: float, family: str | None = None) -> bool:
         """A finding counts when its BH-adjusted q <= ``alpha`` *and* it declined by at least
         ``min_effect`` (``diversity_min_effect`` for a metric of the diversity family)."""
@@ -592,6 +599,62 @@ def _decline_p(
     return p, test, signature
 
 
+_KNN_METRICS = frozenset(
+    {
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "tail_coverage",
+        "head_coverage",
+        "rare_mode_coverage",
+        "rare_mode_mass",
+        "tail_mass_ratio",
+    }
+)
+_TEXT_METRICS = frozenset(
+    {"distinct_1", "distinct_2", "distinct_3", "distinct_4", "ngram_entropy", "vocab_ratio", "rare_ngram_recall"}
+)
+_RARE_CLASS_METRICS = frozenset(
+    {"rare_class_recall", "head_class_recall", "rare_prediction_ratio", "rare_flips", "worst_class_recall"}
+)
+#: the metrics each kind of reference data gives (a class's own ``class_recall.<label>`` aside)
+METRICS_OF: dict[str, frozenset[str]] = {
+    "labels": _RARE_CLASS_METRICS | {"accuracy", "balanced_accuracy"},
+    "embeddings": _KNN_METRICS
+    | {"vendi_score", "vendi_ratio", "effective_rank", "variance_ratio", "frechet_distance", "embedding_drift_share"},
+    "texts": _TEXT_METRICS,
+}
+#: which metrics each measurement setting of :class:`Rules` defines: the reference's k-NN
+#: radii, its tail and clusters; which classes are rare; the text budget
+MEASURED_BY: dict[str, frozenset[str]] = {
+    "k": _KNN_METRICS,
+    "tail_quantile": _KNN_METRICS,
+    "knn": _KNN_METRICS,
+    "nlist": _KNN_METRICS,
+    "nprobe": _KNN_METRICS,
+    "rare_threshold": _RARE_CLASS_METRICS,
+    "min_support": frozenset({"worst_class_recall"}),
+    "text_budget": _TEXT_METRICS,
+}
+
+
+def remeasured(then: Mapping[str, Any] | None, now: Mapping[str, Any]) -> tuple[dict[str, tuple[Any, Any]], set[str]]:
+    """The measurement settings that differ between ``then`` (a stored report's
+    ``Report.measure``; None: unknown, nothing differs) and ``now``, as ``{setting: (then, now)}``,
+    and the metric keys they define. A setting ``then`` does not record (an older version) is
+    taken as unchanged.
+
+    >>> changed, keys = remeasured({"k": 5, "text_budget": 20000}, Rules(k=2).measure)
+    >>> changed, sorted(keys)[:3]
+    ({'k': (5, 2)}, ['coverage', 'density', 'head_coverage'])
+    """
+    if not then:
+        return {}, set()
+    changed = {k: (then[k], now[k]) for k in now if k in then and then[k] != now[k]}
+    return changed, {m for k in changed for m in MEASURED_BY.get(k, ())}
+
+
 def detect(
     metrics: Mapping[str, MetricValue],
     *,
@@ -789,10 +852,11 @@ def _narrowed(f: Finding, rules: Rules) -> bool:
 
 
 _NOT_DRIFT = "head and tail fell while diversity narrowed"
+_HEAD_NARROWED = "head metrics fell while diversity narrowed"
 
 #: the late-collapse rules that count findings below their min effect, by the start of the note
 #: ``classify`` gives, with the findings each one counted (``judge`` marks them significant)
-_COUNTED_BELOW_MIN_EFFECT = ((_HEAD_WITH_DIVERSITY, _head_dip), (_NOT_DRIFT, _narrowed))
+_COUNTED_BELOW_MIN_EFFECT = ((_HEAD_WITH_DIVERSITY, _head_dip), (_NOT_DRIFT, _narrowed), (_HEAD_NARROWED, _narrowed))
 
 
 def judge(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tuple[str, ...], tuple[Finding, ...]]:
@@ -822,7 +886,9 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
 
     tail, head, div = worst("tail"), worst("head"), worst("diversity")
     if at_least(div, rules.late_min_effect) and (tail > 0 or head > 0):
-        return Stage.LATE_COLLAPSE, False, ("diversity fell with the tail",)
+        # said by what fell with it (head -20 % and diversity -30 % read "with the tail")
+        with_ = " and ".join(name for name, fell in (("head", head > 0), ("tail", tail > 0)) if fell)
+        return Stage.LATE_COLLAPSE, False, (f"diversity fell with the {with_}",)
     if div > 0 and head == 0:
         # a head decline under min_effect still counts when diversity fell with it, whatever
         # the tail did: drift keeps diversity, so the two together are a narrowing shift, i.e.
@@ -854,6 +920,12 @@ def classify(findings: Sequence[Finding], rules: Rules) -> tuple[Stage, bool, tu
         if rules.early_diversity_metrics and len(fell) >= rules.early_diversity_metrics:
             return Stage.EARLY_COLLAPSE, False, (f"diversity narrowed ({', '.join(fell)}) while tail and head held",)
         return Stage.HEALTHY, False, ("diversity narrowed while the tail and head held",)
+    # head alone fell: drift keeps diversity, so a diversity metric significantly lower (by less
+    # than diversity_min_effect) makes it late collapse, as with head and tail alike above (the
+    # module docstring's rule; this branch called it drift, a config audit)
+    narrowed = sorted({f.key for f in findings if _narrowed(f, rules)})
+    if narrowed:
+        return Stage.LATE_COLLAPSE, False, (f"{_HEAD_NARROWED} ({', '.join(narrowed)}): not drift",)
     return Stage.HEALTHY, True, ("head metrics fell while the tail held: drift, not collapse",)
 
 

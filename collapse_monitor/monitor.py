@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ._lifecycle import RULE_DRIFT, alert_events
+from ._lifecycle import RULE_DRIFT, alert_events, keepalive_events
 from ._redact import redact_text
-from .detection import Rules, detect
+from .detection import Rules, detect, remeasured
 from .errors import AlertDeliveryError, CollapseMonitorError, ConfigError, InputError, SinkError
 from .history import AlertState, Baseline, HistoryStore, Replicate, default_home, merge_baselines, sync_id
 from .metrics.cache import ReferenceCache
@@ -68,6 +68,13 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _NO_LATE_BASELINE = frozenset({"rare_flips", "synthetic_fraction"})
 
 
+def _measurable(reference: Reference) -> set[str]:
+    """The metric keys a check against ``reference`` can produce (classes' own recalls aside)."""
+    from .detection import METRICS_OF
+
+    return {key for data, keys in METRICS_OF.items() if getattr(reference, data) is not None for key in keys}
+
+
 def _check_rules_fit(rules: Rules, reference: Reference) -> tuple[str, ...]:
     """Rules this reference cannot honour, found when the monitor is built. A
     ``class_recall.<label>`` of a class the reference does not have would leave its family
@@ -81,6 +88,21 @@ def _check_rules_fit(rules: Rules, reference: Reference) -> tuple[str, ...]:
         note = (
             f"rules.k={rules.k} needs a reference of more than {rules.k + 1} rows, it has {emb.shape[0]}: the k-NN "
             "metrics (precision, recall, coverage, tail/head coverage) cannot fall; lower k or add rows"
+        )
+        log.warning("%s", note)
+        notes.append(note)
+    measurable = _measurable(reference)
+    if (
+        rules.tail
+        and not any(key in measurable or key.startswith("class_recall.") for key in rules.tail)
+        and not (rules.rare_class_tests and reference.labels is not None)
+    ):
+        # a labels-only reference with tail: [tail_coverage, rare_mode_coverage] read a rare
+        # class lost entirely as healthy, without a word (a config audit)
+        note = (
+            f"no metric of rules.tail ({', '.join(rules.tail)}) can be measured with this reference "
+            f"({', '.join(k for k in ('embeddings', 'labels', 'texts') if getattr(reference, k) is not None)}): "
+            "early collapse (the tail falling) cannot be seen; add a tail metric of this data to rules.tail"
         )
         log.warning("%s", note)
         notes.append(note)
@@ -196,6 +218,8 @@ class CollapseMonitor:
         self._last_any: dict[str, Any] = {}  # ... and of any thread, for threads that made no check
         #: the last check's metric panel, per-item arrays included (diagnostics, benchmarks)
         self.last_panel: PanelResult | None = None
+        #: the measurement-settings warning is logged once per monitor (each report notes it)
+        self._said_remeasured = False
 
     # pickling (Lightning's ddp_spawn, deep copies of callbacks): the settings travel, the
     # process-local handles (history / cache / spool / outbox connections and locks, the last
@@ -876,21 +900,51 @@ class CollapseMonitor:
                 key=lambda r: r.generation,
                 default=None,
             )
+            # rules that define the metrics (k, tail_quantile, rare_threshold, text_budget, ...)
+            # changed since the baseline was measured: those metrics are not compared with it, nor
+            # trended across the change (k 5 -> 2 on identical samples read tail_coverage -18 %
+            # and a drift alert, an audit)
+            measure = rules.measure
+            base_report = max(
+                (r for r in history if r.generation == baseline.generation and r.is_baseline),
+                key=lambda r: r.created_at,
+                default=None,
+            )
+            changed, unlike = remeasured(None if base_report is None else base_report.measure, measure)
+            if changed:
+                said = ", ".join(f"rules.{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+                notes.append(
+                    f"{said} since the baseline (generation {baseline.generation}) was measured: "
+                    f"{', '.join(sorted(m for m in unlike if m in panel.metrics)) or 'no metric of this check'} "
+                    "not compared with it; restore the setting, or check the baseline generation again to start a "
+                    "new baseline"
+                )
+                if not self._said_remeasured:
+                    self._said_remeasured = True
+                    log.warning("%s: %s", self.name, notes[-1])
+
+            def comparable(r: Report, key: str) -> bool:
+                return key not in remeasured(r.measure, measure)[1]
+
             series = {
-                key: [r.metrics[key].value for r in history if key in r.metrics] + [mv.value]
+                key: [r.metrics[key].value for r in history if key in r.metrics and comparable(r, key)] + [mv.value]
                 for key, mv in panel.metrics.items()
             }
+
+            def kept(metrics: Mapping[str, MetricValue]) -> dict[str, MetricValue]:
+                return {k: v for k, v in metrics.items() if k not in unlike}
+
             det = detect(
                 panel.metrics,
                 rules=rules,
-                baseline=baseline.metrics,
+                baseline=kept(baseline.metrics),
                 items=panel.items if same_ref else {},
                 base_items=baseline.items if same_ref else {},
                 paired=panel.paired,
                 series=series,
                 rare_classes=panel.rare_classes,
                 held=() if previous is None else {(f.key, f.kind) for f in previous.findings if f.significant},
-                replicates=[(r.metrics, r.items if same_ref else {}) for r in baseline.replicates],
+                replicates=[(kept(r.metrics), r.items if same_ref else {}) for r in baseline.replicates],
             )
             if baseline.replicates:
                 notes.append(
@@ -935,12 +989,14 @@ class CollapseMonitor:
             notes=tuple(notes) + det.notes,
             rare_classes=panel.rare_classes,
             open_alerts={st.rule: st.severity for st in states},
+            measure=rules.measure,
         )
         extra = {
             "baseline": baseline,
             "baseline_changed": baseline_changed,
             "home": str(self.home),
             "alert_states": None if backfill else states,  # a backfill leaves them as they are
+            "backfill": backfill,
             "panel": panel,
             # the stored reports as read before this check's commit (None: not read), so that
             # the hand-off need not parse every row again
@@ -1120,13 +1176,30 @@ class CollapseMonitor:
         report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors))
         keys: list[tuple[str, str]] = []
         keys_ok = True
+        # open incidents this check sent nothing for: kept alive where alerts expire by themselves
+        # (not for a backfill, whose alerts are the newest generation's; not listed in the report)
+        refresh = (
+            keepalive_events(report)
+            if not extra.get("backfill", True) and any(getattr(c, "keeps_alive", False) for c in self.channels)
+            else []
+        )
+        if self.channels and refresh and not report.alerts and held_behind is None:
+            try:  # best effort: a missed keep-alive costs nothing while the window outlasts a check
+                disp = self.dispatcher
+                assert disp is not None
+                keys = disp.persist(
+                    [dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in refresh], report
+                )
+            except Exception as exc:
+                log.warning("%s", redact_text(f"alerting (keep-alive): {type(exc).__name__}: {exc}"))
         if self.channels and report.alerts:
             try:  # the outbox opens here at the first alert: an unopenable one is an error, not a crash
                 if held_behind is not None:  # an older generation's alerts go first (see _recover)
                     raise _HeldBehind(held_behind)
                 disp = self.dispatcher
                 assert disp is not None
-                keys = disp.persist(list(report.alerts), report)
+                refreshed = [dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in refresh]
+                keys = disp.persist(list(report.alerts) + refreshed, report)
             except Exception as exc:
                 keys_ok = False
                 msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")

@@ -477,6 +477,9 @@ class Alert:
     links: Mapping[str, str] = field(default_factory=dict)
     timestamp: float = field(default_factory=time.time)
     repeat: bool = False
+    #: a keep-alive of an open incident between repeats, for channels whose alerts expire by
+    #: themselves (Alertmanager: ``endsAt``); never routed to a channel that would notify
+    refresh: bool = False
 
     @property
     def dedup_key(self) -> str:
@@ -497,6 +500,7 @@ class Alert:
             "timestamp": self.timestamp,
             "repeat": self.repeat,
             "dedup_key": self.dedup_key,
+            **({"refresh": True} if self.refresh else {}),
         }
 
     @classmethod
@@ -514,6 +518,7 @@ class Alert:
             links=dict(d.get("links") or {}),
             timestamp=float(d.get("timestamp", time.time())),
             repeat=bool(d.get("repeat", False)),
+            refresh=bool(d.get("refresh", False)),
         )
 
 
@@ -540,6 +545,9 @@ class Report:
     #: the alert rules whose incident is open after this check (rule -> severity), including
     #: one waiting out ``Rules.resolve_after``; None where unknown (a report from an older version)
     open_alerts: Mapping[str, str] | None = None
+    #: the rules settings that define the metrics' values (``Rules.measure``: k, tail_quantile,
+    #: rare_threshold, text_budget, ...); None where unknown (an older version, an MLflow read-back)
+    measure: Mapping[str, Any] | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -584,6 +592,7 @@ class Report:
             "notes": list(self.notes),
             "rare_classes": list(self.rare_classes),
             "open_alerts": None if self.open_alerts is None else dict(sorted(self.open_alerts.items())),
+            "measure": None if self.measure is None else dict(sorted(self.measure.items())),
         }
 
     @classmethod
@@ -606,6 +615,7 @@ class Report:
             notes=tuple(d.get("notes", ())),
             rare_classes=tuple(str(c) for c in d.get("rare_classes", ())),
             open_alerts=None if d.get("open_alerts") is None else {str(k): str(v) for k, v in d["open_alerts"].items()},
+            measure=dict(d["measure"]) if isinstance(d.get("measure"), Mapping) else None,
         )
 
     def value(self, key: str, default: float | None = None) -> float | None:

@@ -10,16 +10,17 @@ generation, synthetic share), ``runbook_url``, ``dashboard_url``, ``mlflow_run_u
 ``generatorURL`` is the MLflow run link when there is one (made a valid URI first: Alertmanager
 rejects the whole alert with 422 when that one field does not parse).
 
-Lifetime: a posted alert stays active until ``endsAt``. A firing or repeat event sets
-``endsAt = alert time + resend_window`` (default 72 h); the monitor re-sends while the stage
-persists (each check that repeats, every ``rules.repeat_interval_seconds``, default 6 h), so
-the alert stays open as long as checks keep confirming it, and it expires by itself if the
-monitor stops checking for longer than the window (by then ``CollapseMonitorStale`` has
-fired: its default threshold is 48 h). Set the window above your retrain interval and above
-the repeat interval (a monitor refuses a window up to the repeat interval: the incident would
-expire between repeats and Alertmanager would notify "resolved"); a mute longer than the
-window stops the repeats, so the alert expires during it. A resolve sets ``endsAt`` = the resolve time, which
-closes the alert at once. A test event lives 5 minutes.
+Lifetime: a posted alert stays active until ``endsAt``. A firing, repeat or keep-alive event
+sets ``endsAt = alert time + resend_window`` (default 72 h). Every check that finds the
+incident open posts it again to this channel (a keep-alive, ``Alert.refresh``: Alertmanager
+updates the alert it holds and sends no new notification; other channels get only the repeats,
+every ``rules.repeat_interval_seconds``), so the alert stays open as long as checks keep
+confirming it, and it expires by itself if the monitor stops checking for longer than the
+window (by then ``CollapseMonitorStale`` has fired: its default threshold is 48 h). Set the
+window above your retrain (check) interval; a monitor also refuses a window up to the repeat
+interval. A mute stops the keep-alives with the repeats, so a mute longer than the window lets
+the alert expire during it (silence it in Alertmanager instead). A resolve sets ``endsAt`` =
+the resolve time, which closes the alert at once. A test event lives 5 minutes.
 
 Do not route the same monitor both through this channel and through the Prometheus rules in
 ``integrations/prometheus/collapse_rules.yml`` to the same receivers: the label sets differ
@@ -132,6 +133,9 @@ class Alertmanager(HttpChannel):
     replica (each with its own ``name``), as Prometheus does: the replicas deduplicate."""
 
     kind = "alertmanager"
+    #: a posted firing lives until its ``endsAt``: the monitor posts it again on every check that
+    #: finds the incident open (a keep-alive, ``Alert.refresh``), not only with a repeat
+    keeps_alive = True
 
     def __init__(
         self,

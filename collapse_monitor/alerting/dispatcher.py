@@ -263,6 +263,8 @@ class AlertDispatcher:
                 names = picked
         out = []
         for n in names:
+            if alert.refresh and not getattr(self._channels[n], "keeps_alive", False):
+                continue  # a keep-alive goes only where alerts expire by themselves (Alertmanager)
             sevs = getattr(self._channels[n], "severities", None)
             if sevs is None or sev in sevs:
                 out.append(n)
@@ -548,6 +550,8 @@ def event_id(report: Report, alert: Alert) -> str:
     True
     """
     key = f"collapse-monitor/{report.monitor}/{report.generation}/{report.created_at!r}/{alert.rule}/{alert.status}"
+    if alert.refresh:
+        key += "/refresh"
     return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
 
 

@@ -157,3 +157,49 @@ def test_a_malformed_mlflow_link_does_not_cost_the_alert(alertmanager_server, am
     for monitor in ("bad-host", "bad-port", "after-bracket"):
         assert not by[monitor].get("generatorURL"), monitor
     assert {m: a["annotations"]["mlflow_run_url"] for m, a in by.items()} == links
+
+
+def test_an_open_incident_is_kept_alive_between_repeats(alertmanager_server, http_receiver, tmp_path) -> None:
+    """The firing was posted to Alertmanager only with a repeat, so a window shorter than the
+    repeat interval plus a check interval let Alertmanager notify "resolved" while the model
+    was still collapsed. Every check that finds the incident open now posts it again to
+    Alertmanager alone (a keep-alive: ``endsAt`` moves on), with no notification elsewhere and
+    nothing in ``report.alerts``; the resolve still closes it."""
+    am = alertmanager_server()
+    window = 3601.0
+    now = [time.time() - 3600.0]  # five checks 10 minutes apart, the last (the resolve) in the past
+    mon = cm.CollapseMonitor(
+        "kept",
+        reference=cm.Reference(labels=[0] * 240 + [1] * 10),
+        sinks=[],
+        home=tmp_path,
+        alerts=[cm.Alertmanager(am.url, name="am", resend_window=window), cm.Webhook(http_receiver.url_for("/hook"))],
+        rules={"repeat_interval_seconds": 3600},
+        clock=lambda: now[0],
+    )
+    good, lost = [0] * 240 + [1] * 10, [0] * 250
+
+    def check(preds: list[int]) -> cm.Report:
+        now[0] += 600.0  # a check every 10 minutes
+        return mon.check(cm.Observation(predictions=preds))
+
+    def ends() -> float:
+        (a,) = am.wait_for_alerts(lambda a: len(a) == 1)
+        return datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00")).timestamp()
+
+    check(good)
+    fired = check(lost)
+    assert [a.status for a in fired.alerts] == ["firing"]
+    assert abs(ends() - (now[0] + window)) < 2
+    for _ in range(2):
+        kept = check(lost)
+        assert kept.alerts == () and kept.open_alerts == {"early_collapse": "warning"}
+        deadline = time.monotonic() + 30
+        while abs(ends() - (now[0] + window)) >= 2:  # moved on with this check
+            assert time.monotonic() < deadline, (ends(), now[0] + window)
+            time.sleep(0.2)
+    assert len(http_receiver.requests_to("/hook")) == 1  # the firing only: no page per keep-alive
+    resolved = check(good)
+    assert [a.status for a in resolved.alerts] == ["resolved"]
+    assert am.wait_for_alerts(lambda a: all(x["status"]["state"] != "active" for x in a)) is not None
+    assert len(http_receiver.requests_to("/hook")) == 2

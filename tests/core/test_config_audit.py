@@ -374,3 +374,54 @@ def test_reference_block_mistakes_are_config_errors(tmp_path: Path, block: str, 
     with pytest.raises(ConfigError) as err:
         monitor_from_dict(raw, raw.pop("_dir"))
     assert err.value.key == key and words in str(err.value), str(err.value)
+
+
+def test_metric_defining_rules_changed_after_the_baseline_are_not_compared(tmp_path: Path, caplog) -> None:
+    """k 5 -> 2 between two checks of identical samples read tail_coverage -18 %, head_coverage
+    -20 % and a drift alert: the metrics k defines are no longer compared with a baseline measured
+    under another k (nor trended across the change); the others still are."""
+    rng = np.random.default_rng(0)
+    ref = cm.Reference(embeddings=rng.normal(size=(600, 8)), labels=[0] * 580 + [1] * 20)
+    gen = cm.Observation(embeddings=rng.normal(size=(600, 8)), predictions=[0] * 580 + [1] * 20)
+    lost = cm.Observation(embeddings=gen.embeddings, predictions=[0] * 600)
+
+    def mon(**rules: object) -> cm.CollapseMonitor:
+        return cm.CollapseMonitor("m", reference=ref, sinks=[], home=tmp_path, rules={"n_boot": 50, **rules})
+
+    base = mon(k=5).check(gen)
+    assert base.measure is not None and base.measure["k"] == 5
+    again = mon(k=2).check(gen)
+    assert again.stage is cm.Stage.HEALTHY and not again.drift
+    assert not [f for f in again.findings if f.significant]
+    assert again.metrics["tail_coverage"].baseline is None and again.metrics["vendi_score"].baseline is not None
+    (note,) = [n for n in again.notes if "rules.k 5 -> 2" in n]
+    assert "tail_coverage" in note and "vendi_score" not in note and "check the baseline generation again" in note
+    assert "rules.k 5 -> 2" in caplog.text
+    # the classifier metrics k does not define are still judged: a lost rare class is caught
+    judged = mon(k=2).check(lost)
+    assert judged.stage is not cm.Stage.HEALTHY and judged.metrics["rare_class_recall"].baseline == 1.0
+    # the setting restored: compared again
+    back = mon(k=5).check(gen)
+    assert back.metrics["tail_coverage"].baseline is not None
+    assert not [n for n in back.notes if "since the baseline" in n]
+    # the report round-trips its measure
+    assert cm.Report.from_dict(back.to_dict()).measure == back.measure
+
+
+def test_tail_metrics_the_reference_cannot_give_are_warned_about(tmp_path: Path, caplog) -> None:
+    """A labels-only reference with ``tail: [tail_coverage, rare_mode_coverage]`` and
+    ``rare_class_tests: false`` read a rare class lost entirely as healthy, without a word."""
+    from collapse_monitor.detection import METRICS_OF
+    from collapse_monitor.metrics._spec import SPECS
+
+    assert set(SPECS) - {"synthetic_fraction"} == set().union(*METRICS_OF.values())  # every metric has its data
+    ref = cm.Reference(labels=[0] * 90 + [1] * 10)
+    rules = {"rare_class_tests": False, "tail": ["tail_coverage", "rare_mode_coverage"]}
+    mon = cm.CollapseMonitor("blind", reference=ref, sinks=[], home=tmp_path, rules=rules)
+    assert "no metric of rules.tail (tail_coverage, rare_mode_coverage) can be measured" in caplog.text
+    report = mon.check(cm.Observation(predictions=[0] * 90 + [1] * 10))
+    assert any("early collapse (the tail falling) cannot be seen" in n for n in report.notes)
+    caplog.clear()
+    cm.CollapseMonitor("ok", reference=ref, sinks=[], home=tmp_path, rules={"rare_class_tests": False})
+    cm.CollapseMonitor("ok2", reference=ref, sinks=[], home=tmp_path, rules={"tail": ["tail_coverage"]})
+    assert "can be measured" not in caplog.text

@@ -35,7 +35,8 @@ def _cli(cwd: Path, env: dict[str, str], *args: str, timeout: int = 400) -> subp
     [
         (["--scenario", "nope"], "scenario: unknown scenario 'nope'; expected one of"),
         (["--loop", "bogus"], "loop: scenario 'digits' has no loop 'bogus'; expected one of"),
-        (["--generations", "1"], "generations: must be at least 2"),
+        (["--generations", "1"], "generations: expected an int from 2"),
+        (["--generations", "1001"], "to 1000, got 1001"),
         (["--seed", "-1"], "seed"),
     ],
 )
