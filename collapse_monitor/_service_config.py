@@ -9,6 +9,7 @@ Every error is a :class:`ConfigError` naming the key (``monitors[1].schedule.cro
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import os
 import sys
@@ -491,6 +492,25 @@ def parse_schedule(raw: Any, key: str) -> ScheduleSpec:
     return ScheduleSpec(**kw)
 
 
+def _longest_gap(sched: ScheduleSpec) -> float | None:
+    """Seconds between scheduled checks: the interval (with its jitter), or the longest gap
+    between a cron schedule's next 50 fires."""
+    if sched.interval_seconds is not None:
+        return float(sched.interval_seconds) + float(sched.jitter_seconds or 0)
+    from datetime import UTC, datetime, timedelta
+
+    trig = sched.trigger()
+    at = datetime.now(UTC)
+    fires: list[float] = []
+    for _ in range(50):
+        nxt = trig.get_next_fire_time(None, at)
+        if nxt is None:
+            break
+        fires.append(nxt.timestamp())
+        at = nxt + timedelta(seconds=1)
+    return max((b - a for a, b in itertools.pairwise(fires)), default=None)
+
+
 def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, host: str | None = None) -> ServeConfig:
     """Read the YAML file: the ``monitors:`` list (entries inherit the top-level keys) or the
     top-level single-monitor form."""
@@ -555,5 +575,13 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
         expected = None
         if entry.get("expected_interval_seconds") is not None:
             expected = _seconds(entry["expected_interval_seconds"], f"{k}expected_interval_seconds")
+            gap = None if sched is None else _longest_gap(sched)
+            if sched is not None and gap is not None and expected < gap:
+                # the dead-man's switch would page between every two scheduled checks
+                raise ConfigError(
+                    f"{k}expected_interval_seconds",
+                    f"{expected:g} s is below the schedule's {gap:g} s between checks ({sched.describe()}): "
+                    "the monitor would be reported stale between every two checks; give at least the interval",
+                )
         specs.append(MonitorSpec(mon.name, mon, model, probe, sched, expected))
     return ServeConfig(settings, tuple(specs), base)

@@ -370,7 +370,7 @@ def load_reference(spec: Mapping[str, Any], base_dir: str | os.PathLike[str] = "
         if not isinstance(v, (str, os.PathLike)) or not str(v).strip():
             # [0, 1] read as the file "[0, 1]" and `labels: false` was dropped without a word
             raise ConfigError(f"reference.{k}", f"expected a file path (relative to this file), got {type(v).__name__}")
-        path = base / str(v)
+        path = base / os.path.expanduser(str(v))
         if k == "embeddings":
             kw[k] = _load_array(path, "reference.embeddings")
         else:
@@ -505,8 +505,10 @@ def _monitor_from_dict(
     home = cfg.get("home")
     if home is not None and (not isinstance(home, str) or not home.strip()):
         raise ConfigError("home", f"expected a folder path, got {type(home).__name__}")
-    if home is not None and not os.path.isabs(str(home)):
-        home = os.path.join(str(base_dir), str(home))
+    if home is not None:
+        home = os.path.expanduser(str(home))  # ~/state became <config folder>/~/state (an audit)
+    if home is not None and not os.path.isabs(home):
+        home = os.path.join(str(base_dir), home)
     kw: dict[str, Any] = dict(
         reference=reference,
         rules=Rules.from_dict(cfg.get("rules")),

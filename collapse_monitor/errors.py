@@ -88,6 +88,20 @@ def _without_env_values(text: str) -> str:
     return re.sub("|".join(re.escape(v) for v in found), "***", text, flags=re.IGNORECASE)
 
 
+#: shapes of well-known credentials: GitHub, Slack and OpenAI/Stripe-style tokens, AWS access key
+#: ids, and 32+ hex digits (a PagerDuty integration key)
+_TOKEN_SHAPES = re.compile(
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|sk[-_](?:live[-_]|test[-_]|proj[-_])?[A-Za-z0-9]{16,}|AKIA[0-9A-Z]{16}|[0-9a-fA-F]{32,})\b"
+)
+
+
+def _scrubbed(text: str) -> str:
+    from ._redact import MASK, redact_text  # lazy: _redact is the heavier module
+
+    return _TOKEN_SHAPES.sub(MASK, redact_text(text))
+
+
 class ConfigError(CollapseMonitorError, ValueError):
     """Invalid configuration. ``key`` names the offending key (e.g. ``"rules.alpha"``).
 
@@ -97,6 +111,10 @@ class ConfigError(CollapseMonitorError, ValueError):
     def __init__(self, key: str, message: str) -> None:
         if _ENV_VALUES:
             key, message = _without_env_values(key), _without_env_values(message)
+        # a secret written into the wrong setting (or as a key) is not echoed either: URLs'
+        # secret parts, whsec_/Bearer values, and the shapes of well-known tokens (a config
+        # audit: `knn: <a Slack URL>` and `tail: [<a PagerDuty key>]` were shown whole)
+        key, message = _scrubbed(str(key)), _scrubbed(str(message))
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}")

@@ -425,3 +425,44 @@ def test_tail_metrics_the_reference_cannot_give_are_warned_about(tmp_path: Path,
     cm.CollapseMonitor("ok", reference=ref, sinks=[], home=tmp_path, rules={"rare_class_tests": False})
     cm.CollapseMonitor("ok2", reference=ref, sinks=[], home=tmp_path, rules={"tail": ["tail_coverage"]})
     assert "can be measured" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "https://hooks.slack.com/services/T0AAAA1/B0BBBB2/ZZsecretZZsecretZZ1234",
+        "0123456789abcdef0123456789abcdef",  # a PagerDuty integration key
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "https://alice:S3cr3tPassw0rd@mlflow.example.com",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    ],
+)
+def test_a_secret_in_the_wrong_setting_is_not_echoed(secret: str) -> None:
+    """``knn: <a Slack URL>``, ``tail: [<a PagerDuty key>]``, a secret pasted as a key name:
+    each ConfigError showed it whole (a config audit)."""
+    from collapse_monitor.detection import Rules
+
+    leaks = ("ZZsecret", "0123456789abcdef0123", "MfKQ9r8GK", "S3cr3tPassw0rd", "ghp_abcdef")
+    for bad in ({"knn": secret}, {"tail": [secret]}, {secret: 1}, {"alpha": secret}, {"paired_test": secret}):
+        with pytest.raises(ConfigError) as err:
+            Rules.from_dict(bad)
+        assert not any(x in str(err.value) for x in leaks), str(err.value)
+    with pytest.raises(ConfigError) as err:
+        cm.CollapseMonitor("m", reference=cm.Reference(labels=[0, 1] * 10), sinks=[], device=secret)
+    assert not any(x in str(err.value) for x in leaks), str(err.value)
+
+
+def test_a_tilde_in_home_and_reference_paths_is_the_users_home(tmp_path: Path, monkeypatch) -> None:
+    from collapse_monitor.config import load_config, monitor_from_dict
+
+    user = tmp_path / "user"
+    (user / "data").mkdir(parents=True)
+    (user / "data" / "labels.txt").write_text("0\n1\n" * 10)
+    monkeypatch.setenv("HOME", str(user))
+    cfgdir = tmp_path / "cfg"
+    cfgdir.mkdir()
+    p = cfgdir / "c.yaml"
+    p.write_text("name: m\nsinks: []\nhome: ~/state\nreference: {labels: ~/data/labels.txt}\n")
+    raw = load_config(p)
+    mon = monitor_from_dict(raw, raw.pop("_dir"))
+    assert mon.home == user / "state"  # was <config folder>/~/state

@@ -529,3 +529,32 @@ def test_a_shared_block_every_entry_overrides_is_still_checked(cfgdir: Path, sha
     with pytest.raises(cm.ConfigError) as err:
         load_serve_config(_write(cfgdir, text))
     assert err.value.key == key, str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected", "ok"),
+    [
+        ("{interval_seconds: 3600}", 600, False),
+        ("{interval_seconds: 3600}", 7200, True),
+        ("{cron: '0 9 * * 1-5', timezone: UTC}", 86400, False),  # Friday to Monday is 3 days
+        ("{cron: '0 9 * * 1-5', timezone: UTC}", 4 * 86400, True),
+    ],
+)
+def test_an_expected_interval_below_the_schedule_is_refused(cfgdir: Path, schedule: str, expected: int, ok: bool):
+    """It was accepted, and the dead-man's switch reported the monitor stale between every two
+    scheduled checks (a config audit)."""
+    text = f"""
+    name: m
+    sinks: []
+    reference: {{labels: labels.npy}}
+    model: {{registered_name: digits, stage_or_alias: champion, tracking_uri: "sqlite:///x.db"}}
+    probe: {{inputs: inputs.npy}}
+    schedule: {schedule}
+    expected_interval_seconds: {expected}
+    """
+    if ok:
+        assert load_serve_config(_write(cfgdir, text)).monitors[0].expected_interval_seconds == expected
+    else:
+        with pytest.raises(cm.ConfigError) as err:
+            load_serve_config(_write(cfgdir, text))
+        assert err.value.key == "expected_interval_seconds" and "stale between every two checks" in str(err.value)
