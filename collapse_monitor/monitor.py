@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -1172,6 +1173,9 @@ class CollapseMonitor:
                     errors.append(redact_text(f"spool: {type(sexc).__name__}: {sexc}"))
                 if strict and strict_error is None:
                     strict_error = msg
+        drift = sys.modules.get("collapse_monitor.sinks.evidently")
+        if drift is not None and obs is not None:
+            drift.release(obs)  # every sink had its Evidently run: the memo lets go of the data
         alerts = tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts)
         report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors))
         keys: list[tuple[str, str]] = []

@@ -28,6 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +188,14 @@ def build_drift_report(
     memo_key = (reference.fingerprint, id(observation), n_components, max_rows, seed)
     with _MEMO_LOCK:
         hit = _MEMO.get(memo_key)
-        if hit is not None and hit[1] is observation and hit[0].html.exists():
-            return hit[0]
+    if hit is not None and hit[1] is observation:
+        found = hit[0]
+        if Path(path) == found.html and found.html.exists():
+            return found
+        if found.snapshot is not None:
+            # the same run saved again where this caller wants it: the MLflow sink's copy lives in
+            # a temporary folder, and a later EvidentlySink reran the whole report (an audit)
+            return _replace(found, html=_save_html(found.snapshot, path))
     ref_cols, cur_cols, numerical, categorical, pcs = _tables(reference, observation, n_components, max_rows, seed)
     if not ref_cols:
         return None
@@ -205,11 +212,7 @@ def build_drift_report(
             Dataset.from_pandas(_frame(cur_cols), data_definition=definition),
             Dataset.from_pandas(_frame(ref_cols), data_definition=definition),
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    snapshot.save_html(str(tmp))
-    tmp.replace(path)
+    path = _save_html(snapshot, path)
     columns, shares = _column_results(snapshot.dict(), pcs)
     emb = shares.get("pcs") if pcs else None
     result = DriftResult(
@@ -221,9 +224,26 @@ def build_drift_report(
     )
     with _MEMO_LOCK:
         _MEMO[memo_key] = (result, observation)
-        while len(_MEMO) > 4:
+        while len(_MEMO) > 4:  # a few monitors checking at once; release() empties it after each check
             _MEMO.popitem(last=False)
     return result
+
+
+def _save_html(snapshot: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    snapshot.save_html(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def release(observation: Observation) -> None:
+    """Forget the runs of ``observation`` once its check handed off: the memo kept the last four
+    observations (their embeddings) and Evidently snapshots alive in the training process."""
+    with _MEMO_LOCK:
+        for key in [k for k, (_, obs) in _MEMO.items() if obs is observation]:
+            del _MEMO[key]
 
 
 def report_filename(report: Report) -> str:

@@ -84,11 +84,21 @@ def test_sink_writes_html_with_drift_table_and_share(tmp_path, data, kit) -> Non
     assert sink.last_result is not None and sink.last_result.columns["label"][1] < 0.05  # label shift detected
 
 
-def test_memoised_per_check_and_silent_on_replay(tmp_path, data, kit) -> None:
+def test_memoised_per_check_and_silent_on_replay(tmp_path, data, kit, monkeypatch) -> None:
+    import evidently
+
+    runs = []
+    run = evidently.Report.run
+    monkeypatch.setattr(evidently.Report, "run", lambda self, *a, **k: runs.append(1) or run(self, *a, **k))
     ref, same, _ = data
     a = build_drift_report(ref, same, tmp_path / "a.html", n_components=4)
+    assert build_drift_report(ref, same, tmp_path / "a.html", n_components=4) is a
+    # another caller's path (the MLflow sink's copy is in a temporary folder it deletes): the
+    # same run saved there, not run again
+    (tmp_path / "a.html").unlink()
     b = build_drift_report(ref, same, tmp_path / "b.html", n_components=4)
-    assert a is b and not (tmp_path / "b.html").exists()
+    assert len(runs) == 1 and b.html == tmp_path / "b.html" and b.html.exists()
+    assert (b.embedding_drift_share, b.columns) == (a.embedding_drift_share, a.columns)
     assert EvidentlySink(tmp_path).emit(kit.make_report("ev", 1), None) is None
     only_labels = cm.Observation(predictions=ref.labels)
     res = build_drift_report(ref, only_labels, tmp_path / "c.html")
@@ -105,3 +115,26 @@ def test_default_output_dir_is_the_monitor_home(tmp_path, monkeypatch, data, kit
 def test_bad_n_components() -> None:
     with pytest.raises(ConfigError):
         EvidentlySink(n_components=0)
+
+
+def test_one_evidently_run_per_check_with_both_sinks_and_none_kept_after(tmp_path, data, monkeypatch) -> None:
+    """With MLflowSink (Evidently on) before EvidentlySink, as the README lists them, each check
+    ran Evidently twice; and the memo kept the last four observations (their embeddings) alive
+    in the training process after their checks (an MLflow audit)."""
+    import evidently
+
+    from collapse_monitor.sinks import evidently as drift
+
+    runs = []
+    run = evidently.Report.run
+    monkeypatch.setattr(evidently.Report, "run", lambda self, *a, **k: runs.append(1) or run(self, *a, **k))
+    ref, same, shifted = data
+    ev = EvidentlySink(tmp_path / "ev")  # the MLflow sink's settings: one run serves both
+    sinks = [cm.MLflowSink(f"sqlite:///{tmp_path / 'm.db'}", history_plot="off"), ev]
+    mon = cm.CollapseMonitor("both", reference=ref, sinks=sinks, home=tmp_path / "home")
+    for i, obs in enumerate((same, shifted)):
+        report = mon.check(obs)
+        assert report.errors == () and len(runs) == i + 1
+        assert ev.last_html is not None and ev.last_html.exists()
+        assert report.metrics["embedding_drift_share"].value == ev.last_drift_share
+        assert not [k for k, (_, o) in drift._MEMO.items() if o is obs]
