@@ -16,6 +16,8 @@ __all__ = ["main"]
 
 
 _TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+_EXPERIMENT_DEFAULT = "collapse-monitor/{monitor}"
+_EXPERIMENT_HELP = "the MLflowSink's experiment= ({monitor} is the monitor's name; default: %(default)s)"
 
 
 def _common() -> argparse.ArgumentParser:
@@ -127,6 +129,7 @@ def _build() -> argparse.ArgumentParser:
     )
     p.add_argument("--monitor", required=True, help="monitor name (as in CollapseMonitor(name, ...))")
     p.add_argument("--tracking-uri", default=None, help=_TRACKING_HELP)
+    p.add_argument("--experiment", default=_EXPERIMENT_DEFAULT, help=_EXPERIMENT_HELP)
     p.add_argument("--out", default=None, help="PNG path (default: <monitor>-history.png)")
 
     p = sub.add_parser(
@@ -136,6 +139,7 @@ def _build() -> argparse.ArgumentParser:
     )
     p.add_argument("--monitor", required=True, help="monitor name (as in CollapseMonitor(name, ...))")
     p.add_argument("--tracking-uri", default=None, help=_TRACKING_HELP)
+    p.add_argument("--experiment", default=_EXPERIMENT_DEFAULT, help=_EXPERIMENT_HELP)
     p.add_argument("--model-name", default=None, help="tag this registered model version with its collapse stage")
     p.add_argument("--version", default=None, help="registered model version to tag (default: the newest)")
 
@@ -525,12 +529,18 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "report":
             from .sinks.cli import report_command
 
-            return report_command(args.monitor, tracking_uri=args.tracking_uri, out=args.out)
+            return report_command(
+                args.monitor, tracking_uri=args.tracking_uri, out=args.out, experiment=args.experiment
+            )
         if args.command == "gate":
             from .sinks.cli import gate_command
 
             return gate_command(
-                args.monitor, tracking_uri=args.tracking_uri, model_name=args.model_name, version=args.version
+                args.monitor,
+                tracking_uri=args.tracking_uri,
+                model_name=args.model_name,
+                version=args.version,
+                experiment=args.experiment,
             )
         if args.command == "serve":
             from .service import serve_command

@@ -38,6 +38,10 @@ KEY_METRICS = (
 )
 
 
+#: the MLflowSink's default experiment name (``{monitor}`` is the monitor's name)
+DEFAULT_EXPERIMENT = "collapse-monitor/{monitor}"
+
+
 def history_keys(reports: list[Report], limit: int = 6) -> list[str]:
     """The key metrics present in ``reports`` (tail first, then diversity, then head)."""
     return [k for k in KEY_METRICS if any(k in r.metrics for r in reports)][:limit]
@@ -82,6 +86,13 @@ def _no_checks(sink: MLflowSink, monitor: str) -> str:
         return msg
     if not known:
         return msg + " (it holds no collapse-monitor checks)"
+    if monitor in known:
+        # logged with MLflowSink(experiment=...): the command looked in the default experiment
+        return (
+            f"no checks of monitor {monitor!r} in experiment {sink.experiment_name(monitor)!r} at "
+            f"{shown_uri(sink.tracking_uri)}; its checks are in another experiment: give --experiment as the "
+            "MLflowSink's experiment= (e.g. --experiment 'team/{monitor}')"
+        )
     return msg + "; monitors there: " + ", ".join(known)
 
 
@@ -108,7 +119,11 @@ RUN_ID_CHARS = 8
 
 
 def report_command(
-    monitor: str, tracking_uri: str | None = None, out: str | Path | None = None, console: Any = None
+    monitor: str,
+    tracking_uri: str | None = None,
+    out: str | Path | None = None,
+    console: Any = None,
+    experiment: str = DEFAULT_EXPERIMENT,
 ) -> int:
     """Print the generation history of ``monitor`` from MLflow (rich table) and write its PNG
     (``out``: a ``.png`` path or a directory; default ``./<monitor>-history.png``).
@@ -127,7 +142,7 @@ def report_command(
         # "hist.svg" used to become a folder holding <monitor>-history.png
         error_console(console).print(escape(f"report: --out {out}: the chart is a PNG; give a .png path or a folder"))
         return 2
-    sink = MLflowSink(tracking_uri)
+    sink = MLflowSink(tracking_uri, experiment=experiment)
     missing = _missing_store(sink)
     if missing is not None:
         error_console(console).print(escape(f"report: {missing}"))
@@ -249,6 +264,7 @@ def gate_command(
     model_name: str | None = None,
     version: str | int | None = None,
     console: Any = None,
+    experiment: str = DEFAULT_EXPERIMENT,
 ) -> int:
     """Exit code 0 when the latest generation of ``monitor`` is healthy, 1 when it is not, 2 when
     MLflow holds no check of it. With ``model_name`` (and ``version``; default: the newest
@@ -256,7 +272,7 @@ def gate_command(
     ``collapse.monitor`` and ``collapse.run_id`` in the MLflow Model Registry. A local store that
     does not exist is exit code 2 too, and is not created."""
     con = _console(console)
-    sink = MLflowSink(tracking_uri)
+    sink = MLflowSink(tracking_uri, experiment=experiment)
     missing = _missing_store(sink)
     if missing is not None:
         error_console(console).print(escape(f"gate: {missing}"))

@@ -245,3 +245,24 @@ def test_drop_replicates_without_a_baseline_says_so(tmp_path: Path, monkeypatch,
     with pytest.raises(SystemExit):
         main(["metrics"])
     assert "metrics_command" not in capsys.readouterr().err
+
+
+def test_gate_and_report_read_a_monitor_logged_to_another_experiment(tmp_path: Path, capsys) -> None:
+    """A monitor logged with MLflowSink(experiment=...) could not be read by gate / report: exit
+    2 with a message that listed the monitor among those the store holds (an MLflow audit)."""
+    import collapse_monitor as cm
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sink = cm.MLflowSink(uri, experiment="team-a/{monitor}", history_plot="off")
+    mon = cm.CollapseMonitor("custom", reference=cm.Reference(labels=[0] * 90 + [1] * 10), sinks=[sink],
+                             home=tmp_path / "home")  # fmt: skip
+    assert mon.check(cm.Observation(predictions=[0] * 90 + [1] * 10)).errors == ()
+    capsys.readouterr()
+    assert main(["gate", "--monitor", "custom", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "its checks are in another experiment: give --experiment" in err
+    assert main(["gate", "--monitor", "custom", "--tracking-uri", uri, "--experiment", "team-a/{monitor}"]) == 0
+    assert "healthy" in capsys.readouterr().out
+    png = tmp_path / "h.png"
+    args = ["report", "--monitor", "custom", "--tracking-uri", uri, "--experiment", "team-a/{monitor}"]
+    assert main([*args, "--out", str(png)]) == 0 and png.is_file()
