@@ -186,8 +186,10 @@ def run_demo(
 ) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.style import Style
+    from rich.text import Text
 
-    from .render import history_table
+    from .render import history_table, visible
     from .report_html import write_report
     from .simulate import make_scenario
 
@@ -216,7 +218,7 @@ def run_demo(
     if mlflow:
         from .sinks import MLflowSink
         from .sinks.cli import sqlite_folder
-        from .sinks.mlflow import safe_uri
+        from .sinks.mlflow import safe_uri, shown_uri
 
         if tracking_uri is not None and not tracking_uri.strip():
             raise ConfigError(
@@ -314,7 +316,12 @@ def run_demo(
             indent=2,
         )
     )
-    console.print(f"\nReport: [link=file://{html.resolve()}]{html}[/] (PNG charts beside it)")
+    # a Text, not markup: "--out runs[1]" raised MarkupError here, after the whole run (an audit)
+    console.print(
+        Text("\nReport: ")
+        .append(visible(html), style=Style(link=html.resolve().as_uri()))
+        .append(" (PNG charts beside it)")
+    )
     n_checks = sum(len(r) for r, _ in chains.values())
 
     def failed(sink: Any) -> int:
@@ -336,7 +343,8 @@ def run_demo(
             )
     if mlflow:
         # never print credentials (user:token@ or ?token= in the URI)
-        uri = safe_uri(tracking_uri or _default_tracking_uri())
+        # shown_uri: a token-like path segment of a server's URI is masked as everywhere else
+        uri = shown_uri(safe_uri(tracking_uri or _default_tracking_uri()))
         if failed(sinks[0]):
             console.print(
                 f"MLflow: {failed(sinks[0])} of {n_checks} checks could not be logged to {uri} ({kept})",

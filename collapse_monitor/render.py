@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,12 +23,31 @@ __all__ = [
 STAGE_STYLE = {Stage.HEALTHY: "green", Stage.EARLY_COLLAPSE: "yellow", Stage.LATE_COLLAPSE: "bold red"}
 
 
+def visible(text: object) -> str:
+    r"""``text`` with control and format characters (ESC sequences, bidi overrides, zero-width
+    characters: Unicode categories Cc and Cf) written as ``\xNN`` / ``\uNNNN``: a class label or
+    a stored name with an ESC sequence cleared the screen, set the terminal's title or opened a
+    hyperlink, and shifted the table's columns (an audit). Tabs and newlines stay.
+
+    >>> visible("x\x1b[41mEVIL") == "x\\x1b[41mEVIL"
+    True
+    """
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(
+        c if c in "\t\n" or unicodedata.category(c) not in ("Cc", "Cf") else c.encode("unicode_escape").decode("ascii")
+        for c in s
+    )
+
+
 def escape(text: object) -> str:
     """``text`` shown literally in rich markup: class labels such as ``[unk]`` or ``[/s]`` (common
-    in NLP) used to vanish from tables or raise ``MarkupError`` after the check had been logged."""
+    in NLP) used to vanish from tables or raise ``MarkupError`` after the check had been logged;
+    control characters are shown as escapes (:func:`visible`)."""
     from rich.markup import escape as _escape
 
-    return _escape(str(text))
+    return _escape(visible(text))
 
 
 def as_number(x: Any) -> float:

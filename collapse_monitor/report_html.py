@@ -23,6 +23,15 @@ AGGREGATE_LABEL = {"accuracy": "overall accuracy -2 pts", "frechet_distance": "F
 _STAGE_COLOR = {Stage.HEALTHY: "#2e7d32", Stage.EARLY_COLLAPSE: "#f9a825", Stage.LATE_COLLAPSE: "#c62828"}
 
 
+def _marker(points: int, size: float) -> tuple[float, float]:
+    """Stage marker size and edge width for ``points`` generations: each marker's edge (the
+    chain's colour) covered its neighbour's fill, and at 500 generations the stage colours were
+    gone from the chart (an audit); past 60 points the markers shrink and lose the edge."""
+    if points <= 60:
+        return size, 0.8 if size < 20 else 1.0
+    return max(2.0, size * 60 / points), 0.0
+
+
 def plot_history(
     chains: Mapping[str, Sequence[Report]],
     keys: Sequence[str],
@@ -61,13 +70,21 @@ def plot_history(
                 g = [p[0] for p in pts]
                 handles.append((ax.plot(g, [p[1].value for p in pts], "-", color=color)[0], name))
                 ax.fill_between(g, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts], color=color, alpha=0.15)
+                size, edge = _marker(len(g), 28)
                 ax.scatter(
-                    g, [p[1].value for p in pts], c=[_STAGE_COLOR[p[2]] for p in pts], s=28, zorder=3, edgecolors=color
+                    g,
+                    [p[1].value for p in pts],
+                    c=[_STAGE_COLOR[p[2]] for p in pts],
+                    s=size,
+                    zorder=3,
+                    edgecolors=color if edge else "none",
+                    linewidths=edge,
                 )
             elif aggregates and name in aggregates:
                 vals = [as_number(a.get(key)) for a in aggregates[name]]
-                g = [r.generation for r in reports][: len(vals)]
-                handles.append((ax.plot(g, vals, "-o", color=color, markersize=3)[0], name))
+                n = min(len(vals), len(reports))  # more aggregates than reports raised ValueError
+                g = [r.generation for r in reports][:n]
+                handles.append((ax.plot(g, vals[:n], "-o", color=color, markersize=3)[0], name))
         ax.set_title(key, fontsize=10, pad=3, parse_math=False)  # "class_recall.$x$" is a label
         ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
@@ -121,7 +138,9 @@ def plot_trend(reports: Sequence[Report], keys: Sequence[str], path: str | Path,
         v = [p[1].value for p in pts]
         handles.append((ax.plot(g, v, "-", color=color, linewidth=1.4)[0], key))
         ax.fill_between(g, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts], color=color, alpha=0.12, lw=0)
-        ax.scatter(g, v, c=[_STAGE_COLOR[p[2]] for p in pts], s=16, zorder=3, edgecolors=color, linewidths=0.8)
+        size, edge = _marker(len(g), 16)
+        edgecolor = color if edge else "none"
+        ax.scatter(g, v, c=[_STAGE_COLOR[p[2]] for p in pts], s=size, zorder=3, edgecolors=edgecolor, linewidths=edge)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
     ax.tick_params(labelsize=8)
@@ -159,8 +178,11 @@ def _table(reports: Sequence[Report], keys: Sequence[str], aggs: Sequence[Mappin
         sf = r.metrics.get("synthetic_fraction")
         cells.append(fmt_share(None if sf is None else sf.value))
         cells.append(f'<b style="color:{_STAGE_COLOR[r.stage]}">{r.stage.value}</b>' + (" (drift)" if r.drift else ""))
-        declines = sorted({f.key for f in r.findings if f.significant})
-        cells.append(html.escape(", ".join(declines[:6])))
+        # strongest evidence first (Report.declines' order), each key once, and how many more:
+        # sorted by name, six class recalls pushed rare_class_recall and tail_coverage out unsaid
+        declines = list(dict.fromkeys(f.key for f in r.declines))
+        more = f" (+{len(declines) - 6} more)" if len(declines) > 6 else ""
+        cells.append(html.escape(", ".join(declines[:6]) + more))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     return f"<div class='scroll'>{table}</div>"

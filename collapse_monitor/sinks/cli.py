@@ -229,7 +229,8 @@ def report_command(
     if hidden:
         con.print(escape(f"not shown at {con.width} columns: {', '.join(hidden)} (metrics are in the PNG)"))
     if baseline is not None:
-        con.print(f"baseline: generation {baseline.generation} (reference {baseline.fingerprint})")
+        # the fingerprint is read back from the store: shown literally (markup in it raised MarkupError)
+        con.print(escape(f"baseline: generation {baseline.generation} (reference {baseline.fingerprint})"))
     if keys:
         from ..report_html import plot_history
 

@@ -211,3 +211,17 @@ def test_demo_with_replicate_baselines(tmp_path: Path, capsys, monkeypatch) -> N
         with pytest.raises(ConfigError) as info:
             run_demo(scenario="digits", loops=["replace"], generations=2, out=out, mlflow=False, replicates=bad)
         assert info.value.key == "replicates"
+
+
+def test_an_out_folder_with_brackets_finishes_the_demo(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--out 'runs[1]'``: the report line was rich markup, MarkupError after the whole run,
+    exit 1 and no closing lines (an audit)."""
+    from collapse_monitor import cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "runs[1]" / "x[/]"
+    code = cli.main(["demo", "--scenario", "gaussian", "--loop", "replace", "--generations", "2", "--no-mlflow",
+                     "--out", str(out)])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert f"Report: {out / 'report.html'}" in text.replace("\n", "") and (out / "report.html").is_file()
