@@ -632,7 +632,24 @@ class MLflowSink:
         if self._client_obj is None:
             from mlflow import MlflowClient
 
-            self._client_obj = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+            db = local_store_path(self.tracking_uri) if self.tracking_uri.startswith("sqlite:") else None
+            if db is None:
+                client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+            else:
+                from .._dbfiles import exclusive_file_lock
+
+                # MLflow creates (and migrates) a new sqlite store's tables when a client first
+                # opens it, with no lock between processes: of several jobs starting on one fresh
+                # mlflow.db, the losers failed every check, and a leftover migration table could
+                # break the store for good (an audit). Opened here one process at a time (the
+                # registry's store too); a failure leaves no client cached, so the next call
+                # tries again.
+                with exclusive_file_lock(db.with_name(db.name + ".init-lock")):
+                    client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+                    client.search_experiments(max_results=1)
+                    if (self.registry_uri or self.tracking_uri) == self.tracking_uri:
+                        client.search_registered_models(max_results=1)
+            self._client_obj = client
         return self._client_obj
 
     def _fail(self, what: str, exc: BaseException, *, content: bool = False) -> SinkError:

@@ -1011,3 +1011,29 @@ def test_latest_reads_one_run_by_the_generation_metric(tmp_path) -> None:
     got2 = sink.latest("latest")
     assert got2 is not None and got2.generation == 11 and got2.run_id == again.run_id
     assert calls == [{"highest_only": True, "finished_only": True}, {"latest_only": False, "finished_only": True}]
+
+
+def test_jobs_starting_together_on_a_new_sqlite_store_all_log(tmp_path) -> None:
+    """Several processes opening one fresh local mlflow.db at once: MLflow creates its tables on
+    first use without a lock, and the losers failed every check (one run in three left a
+    migration table that broke the store for good; an audit). The first use is serialised."""
+    import subprocess
+    import sys
+
+    child = (
+        "import sys, logging, collapse_monitor as cm\n"
+        "logging.disable(logging.WARNING)\n"
+        "i, root = sys.argv[1], sys.argv[2]\n"
+        "mon = cm.CollapseMonitor(f'proc{i}', reference=cm.Reference(labels=[0] * 90 + [1] * 10), home=f'{root}/h{i}',\n"
+        "    sinks=[cm.MLflowSink(f'sqlite:///{root}/mlflow.db', history_plot='off')])\n"
+        "for g in range(2):\n"
+        "    r = mon.check(cm.Observation(predictions=[0] * 90 + [1] * 10))\n"
+        "    print(r.run_id is not None, r.errors)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", child, str(i), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert all(out.split("\n")[:2] == ["True ()", "True ()"] for out in outs), outs
