@@ -76,6 +76,27 @@ def _measurable(reference: Reference) -> set[str]:
     return {key for data, keys in METRICS_OF.items() if getattr(reference, data) is not None for key in keys}
 
 
+def _rekey_hashed(baseline: Baseline, metrics: Mapping[str, MetricValue]) -> None:
+    """A baseline read back from MLflow's metrics alone holds the keys MLflow refused (a class
+    label with ``/``, a long or a ``.n``-like one) under their hashed metric names, where the
+    ``collapse.metric_keys`` tag (at most 5,000 characters: about 100 keys, a few CJK ones) did
+    not map them back. Each is renamed to the current check's key with that metric name, so it
+    is compared instead of being taken from this check as "first seen" (an audit: 21 of 30
+    class declines flagged)."""
+    missing = [k for k in metrics if k not in baseline.metrics]
+    if not missing:
+        return
+    from .sinks.mlflow import PREFIX, metric_name
+
+    by_name = {name: k for k in missing if (name := metric_name(k)[len(PREFIX) :]) != k}
+    for name in [n for n in baseline.metrics if n in by_name and n not in metrics]:
+        key = by_name[name]
+        baseline.metrics[key] = baseline.metrics.pop(name)
+        for rep in baseline.replicates:
+            if name in rep.metrics:
+                rep.metrics[key] = rep.metrics.pop(name)
+
+
 def _check_rules_fit(rules: Rules, reference: Reference) -> tuple[str, ...]:
     """Rules this reference cannot honour, found when the monitor is built. A
     ``class_recall.<label>`` of a class the reference does not have would leave its family
@@ -1029,6 +1050,7 @@ class CollapseMonitor:
         from MLflow without its artifact has metrics and no items, and taking the current
         check's items as the baseline's made every paired test compare a generation with
         itself (p = 1: a collapse went unflagged, check after check)."""
+        _rekey_hashed(baseline, panel.metrics)
         new = [k for k in panel.metrics if k not in baseline.metrics and k not in _NO_LATE_BASELINE]
         if not new:
             return []

@@ -1037,3 +1037,27 @@ def test_jobs_starting_together_on_a_new_sqlite_store_all_log(tmp_path) -> None:
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert all(out.split("\n")[:2] == ["True ()", "True ()"] for out in outs), outs
+
+
+def test_a_new_machine_compares_hashed_class_keys_read_back_without_artifacts(tmp_path) -> None:
+    """With ``artifacts=False`` a new machine rebuilds the baseline from the run's metrics; the
+    keys MLflow refuses (labels with ``/``) come back hashed beyond the ``collapse.metric_keys``
+    tag's ~100 entries, and those classes were taken from the new check as "first seen":
+    compared with themselves, their losses went unflagged (an audit: 21 of 30)."""
+    import collapse_monitor as cm
+
+    y = np.concatenate([np.repeat(np.arange(5), 200), np.repeat(np.arange(5, 125), 20)])
+    names = np.array([f"grp/c{i}" for i in range(125)], dtype=object)
+    lost = y.copy()
+    lost[(y >= 5) & (y < 25)] = 0  # 20 rare classes lose every item
+    ref = cm.Reference(labels=names[y])
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+
+    def monitor(home: str) -> cm.CollapseMonitor:
+        sink = cm.MLflowSink(uri, artifacts=False, history_plot="off")
+        return cm.CollapseMonitor("hashed", reference=ref, sinks=[sink], home=tmp_path / home)
+
+    monitor("a").check(cm.Observation(predictions=names[y]))
+    report = monitor("b").check(cm.Observation(predictions=names[lost]))  # empty home: from MLflow
+    fell = {f.key for f in report.findings if f.significant and f.key.startswith("class_recall.")}
+    assert fell == {f"class_recall.grp/c{i}" for i in range(5, 25)}, sorted(fell)
