@@ -140,6 +140,67 @@ _BAD_NAME = re.compile(r"[^\w.\- :]")
 #: what the sink appends to a metric's name for its interval and its item count
 _SIDECARS = (".ci_low", ".ci_high", ".n")
 _ENV_LOCK = threading.RLock()
+#: this thread's MLflow request bounds (``MLflowSink.bounded``): {environment variable: value}
+_BOUNDS = threading.local()
+_BOUND_READS: list[bool] = []  # [installed?] once per process
+
+
+def _install_bound_reads() -> bool:
+    """Make MLflow's reads of its HTTP settings (``MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()`` and
+    the others ``bounded`` sets) return this thread's bounds first. The bounds used to be set in
+    ``os.environ`` for the whole process: the training job's own MLflow calls in other threads
+    (checkpoint uploads) got 1 retry and a 5 s timeout while a check logged, and a transient 503
+    could fail them (an audit). False when this MLflow does not read them that way (the
+    environment is used then, as before)."""
+    if _BOUND_READS:
+        return _BOUND_READS[0]
+    with _ENV_LOCK:
+        if _BOUND_READS:
+            return _BOUND_READS[0]
+        try:
+            import mlflow.environment_variables as env
+
+            variables = [getattr(env, name) for name in _BOUND_NAMES]
+            if not all(callable(getattr(v, "get", None)) for v in variables):
+                raise AttributeError("get")
+        except (ImportError, AttributeError):
+            _BOUND_READS.append(False)
+            return False
+        for name, var in zip(_BOUND_NAMES, variables, strict=True):
+            if getattr(var, "_collapse_bounded", False):
+                continue
+            read = var.get
+
+            def get(_read: Any = read, _name: str = name) -> Any:
+                values = getattr(_BOUNDS, "values", None)
+                return values[_name] if values is not None and _name in values else _read()
+
+            var.get = get
+            var._collapse_bounded = True
+        _BOUND_READS.append(True)
+        return True
+
+
+_BOUND_NAMES = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+)
+
+
+def _in_bounds(values: Mapping[str, Any] | None, fn: Callable[[], Any]) -> Any:
+    """``fn()`` under ``values`` as this thread's bounds (a worker thread of a bounded block)."""
+    before = getattr(_BOUNDS, "values", None)
+    _BOUNDS.values = values
+    try:
+        return fn()
+    finally:
+        _BOUNDS.values = before
+
+
 _PLOT_MODES = ("background", "sync", "off")
 #: ``mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE``: MLflow refuses a longer dataset digest
 #: (400 INVALID_PARAMETER_VALUE); pinned by a test against the installed mlflow
@@ -607,15 +668,24 @@ class MLflowSink:
     def bounded(self, *, retries: int | None = None) -> Iterator[None]:
         """Bound MLflow's HTTP retries/timeouts (and silence its URL printing) for this block;
         ``retries`` instead of ``max_retries`` (the baseline's sync before a check: no retry)."""
-        values = {
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries if retries is None else retries),
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(self.timeout))),
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        typed: dict[str, Any] = {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": self.max_retries if retries is None else retries,
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": max(1, math.ceil(self.timeout)),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
             # a 429/503 with "Retry-After: 3600" would otherwise make urllib3 sleep an hour
-            "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
-            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": False,
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": True,
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": False,
         }
+        if _install_bound_reads():  # this thread only (and the workers it hands them to)
+            before = getattr(_BOUNDS, "values", None)
+            _BOUNDS.values = {**(before or {}), **typed}
+            try:
+                yield
+            finally:
+                _BOUNDS.values = before
+            return
+        values = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in typed.items()}
         with _ENV_LOCK:
             saved = {k: os.environ.get(k) for k in values}
             os.environ.update(values)
@@ -1458,8 +1528,9 @@ class MLflowSink:
 
         def read(tmp: Path) -> tuple[list[Report], Baseline | None]:
             client = self.client()
+            bounds = getattr(_BOUNDS, "values", None)  # the workers read MLflow under this block's bounds
             with ThreadPoolExecutor(max_workers=8) as pool:
-                reports = list(pool.map(lambda r: self._report_of(client, r, tmp), runs))
+                reports = list(pool.map(lambda r: _in_bounds(bounds, lambda: self._report_of(client, r, tmp)), runs))
             stored = [r for r in runs if r.data.tags.get("collapse.baseline") == "true"]
             for run in sorted(stored, key=lambda r: (_baseline_seq(r), r.info.start_time or 0), reverse=True):
                 try:

@@ -1061,3 +1061,28 @@ def test_a_new_machine_compares_hashed_class_keys_read_back_without_artifacts(tm
     report = monitor("b").check(cm.Observation(predictions=names[lost]))  # empty home: from MLflow
     fell = {f.key for f in report.findings if f.significant and f.key.startswith("class_recall.")}
     assert fell == {f"class_recall.grp/c{i}" for i in range(5, 25)}, sorted(fell)
+
+
+def test_the_sinks_bounds_apply_to_its_own_thread_not_the_training_jobs() -> None:
+    """The bounds were set in os.environ for the whole process: the training job's own MLflow
+    calls in other threads (checkpoint uploads) got 1 retry and a 5 s timeout while a check
+    logged (an audit). They are this thread's (and its block's workers') only now."""
+    import threading
+
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES as retries
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT as timeout
+
+    default = (retries.get(), timeout.get())
+    sink = MLflowSink("http://127.0.0.1:9", timeout=5, max_retries=1)
+    inside, other = threading.Event(), []
+    with sink.bounded():
+        assert (retries.get(), timeout.get()) == (1, 5)  # the sink's own calls are bounded
+        worker = threading.Thread(target=lambda: other.append((retries.get(), timeout.get())))
+        worker.start()
+        worker.join()
+        inside.set()
+        with sink.bounded(retries=0):
+            assert retries.get() == 0
+        assert retries.get() == 1
+    assert other == [default]  # another thread saw MLflow's own settings throughout
+    assert (retries.get(), timeout.get()) == default and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
