@@ -1339,12 +1339,29 @@ class CollapseMonitor:
             if key != own and not self.spool.pending(key):
                 continue
             with self.history.lock(key, spool=True):  # one replayer per spool key in the home
-                n, errs = self.spool.replay(sink, sink_key=key)
+                # only a sink that stores the baseline (MLflow's artifact) gets it with a replay:
+                # others take a context as "a check made now" (Prometheus's ordering)
+                stored = self._replay_context if getattr(sink, "keeps_baseline", False) else None
+                n, errs = self.spool.replay(sink, sink_key=key, context_for=stored)
             done += n
             errors.extend(errs)
             if key != own and self.spool.pending(key):  # the sink is down: keep the order
                 break
         return done, errors
+
+    def _replay_context(self, report: Report) -> EmitContext | None:
+        """What a replayed report goes with: for the baseline generation's report, the baseline
+        as this home stores it (stored state, not raw data), so a sink that keeps the baseline
+        (MLflow's artifact) gets it even when every check of the job fell in an outage."""
+        if report.monitor != self.name or not report.is_baseline:
+            return None
+        try:
+            baseline = self.history.baseline(self.name)
+        except Exception:  # the replay goes on without it, as before
+            return None
+        if baseline is None or baseline.generation != report.generation:
+            return None
+        return EmitContext(reference=self.reference, extra={"baseline": baseline, "baseline_changed": True})
 
     def reports(self) -> list[Report]:
         """The monitor's history, oldest generation first."""

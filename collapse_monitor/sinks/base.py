@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -173,8 +173,17 @@ class Spool:
             return held
         return held + sum(len(self.pending(name)) for name in dirs)
 
-    def replay(self, sink: Sink, *, sink_key: str | None = None, limit: int | None = None) -> tuple[int, list[str]]:
+    def replay(
+        self,
+        sink: Sink,
+        *,
+        sink_key: str | None = None,
+        limit: int | None = None,
+        context_for: Callable[[Report], EmitContext | None] | None = None,
+    ) -> tuple[int, list[str]]:
         """Re-emit spooled reports to ``sink``, oldest first. Returns (number delivered, errors).
+        ``context_for(report)``: the context a replayed report goes with (stored state only, such
+        as the baseline; ``None`` by default: a replay has no raw data).
 
         What a failure does depends on whether it is transient or permanent:
 
@@ -216,7 +225,7 @@ class Spool:
                     path.rename(path.with_suffix(".bad"))
                 continue
             try:
-                sink.emit(report, None)
+                sink.emit(report, None if context_for is None else context_for(report))
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # a sink's CancelledError too: the report waits

@@ -847,9 +847,16 @@ class MLflowSink:
                 return out if limit is None else out[:limit]
 
     # -- emit ----------------------------------------------------------------------------------
+    #: a spool replay of the baseline generation's report comes with the stored baseline
+    #: (``CollapseMonitor`` hands it over), so the artifact is uploaded after an outage too
+    keeps_baseline = True
+
     def emit(self, report: Report, context: EmitContext | None = None) -> dict[str, Any]:
         """Log ``report`` as one run; returns ``{"run_id", "mlflow_run"}``. Raises SinkError."""
         live = context is not None and context.observation is not None
+        # a replay goes without raw data, but with the stored baseline where the monitor hands it
+        # over: a job whose whole run fell in an outage never uploaded its baseline (an audit)
+        stored = context if not live and context is not None and "baseline" in context.extra else None
         with self.bounded():
             client, exp_id = self._guarded("opening the experiment", lambda: self._open(report.monitor))
             rid = report_id(report)
@@ -860,7 +867,7 @@ class MLflowSink:
             # only this step sends the report itself: only its rejection can be permanent
             return self._guarded(
                 f"logging generation {report.generation}",
-                lambda: self._log_run(client, exp_id, report, context if live else None, rid),
+                lambda: self._log_run(client, exp_id, report, context if live else stored, rid),
                 content=True,
             )
 
@@ -1352,7 +1359,8 @@ class MLflowSink:
         from mlflow.entities import RunTag
 
         tags = self._tags(report, rid)
-        parent = self._parent() if context is not None else None
+        # a replay is not nested under whatever run is active when the spool is flushed
+        parent = self._parent() if context is not None and context.observation is not None else None
         if parent is not None:
             tags["mlflow.parentRunId"] = parent.info.run_id
         unread: str | None = None

@@ -1086,3 +1086,36 @@ def test_the_sinks_bounds_apply_to_its_own_thread_not_the_training_jobs() -> Non
         assert retries.get() == 1
     assert other == [default]  # another thread saw MLflow's own settings throughout
     assert (retries.get(), timeout.get()) == default and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
+def test_a_baseline_checked_during_an_outage_is_uploaded_by_the_replay(tmp_path) -> None:
+    """Every check of the job fell in an outage; flush() sent the spooled reports but never the
+    baseline artifact (a replay has no context), so a new machine rebuilt the baseline from
+    metrics alone and replaced the paired tests (an audit). The replay of the baseline
+    generation's report now brings the stored baseline."""
+    import collapse_monitor as cm
+
+    y = np.concatenate([np.repeat(np.arange(5), 200), np.repeat(np.arange(5, 25), 25)])
+    lost = y.copy()
+    lost[(y >= 5) & (y < 8)] = 0
+    later = tmp_path / "later"  # a file where the store's folder goes: MLflow cannot open it
+    later.write_text("")
+    uri = f"sqlite:///{later / 'm.db'}"
+
+    def monitor(home: str) -> cm.CollapseMonitor:
+        sink = cm.MLflowSink(uri, history_plot="off")
+        return cm.CollapseMonitor("outage", reference=cm.Reference(labels=y), sinks=[sink], home=tmp_path / home)
+
+    a = monitor("a")
+    assert a.check(cm.Observation(predictions=y)).errors  # MLflow unreachable: spooled
+    assert a.check(cm.Observation(predictions=y)).errors
+    later.unlink()  # the outage is over
+    later.mkdir()
+    a.flush()
+    assert a.spool.count() == 0
+    runs = cm.MLflowSink(uri).runs("outage", finished_only=True)
+    first = min(runs, key=lambda r: int(r.data.tags["collapse.generation"]))
+    assert first.data.tags.get("collapse.baseline") == "true"
+    report = monitor("b").check(cm.Observation(predictions=lost))  # a new machine, from MLflow
+    tests = {f.test for f in report.findings if f.key.startswith("class_recall.") and f.kind == "baseline"}
+    assert tests == {"mcnemar-exact"} and report.stage is not cm.Stage.HEALTHY
