@@ -811,6 +811,10 @@ class CollapseMonitor:
         if reseeded:
             notes.extend(self._reseed_from_sinks())
             last = self.history.last_generation(self.name)
+            # read again: the history read back is this check's history too (the empty read
+            # left the first check on a new machine without trends, held findings and the
+            # baseline's measure)
+            cached = None
         generation = obs.generation if obs.generation is not None else (0 if last is None else last + 1)
         baseline = self.history.baseline(self.name)
         rebaseline = baseline is not None and obs.generation is not None and generation == baseline.generation

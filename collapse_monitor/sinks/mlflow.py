@@ -911,6 +911,9 @@ class MLflowSink:
             "collapse.baseline_generation": str(report.baseline_generation),
             "collapse.reference_fingerprint": report.reference_fingerprint,
             "collapse.drift": str(report.drift).lower(),
+            # the rules that define the metrics: a history rebuilt without report.json still
+            # knows what its baseline measured (CollapseMonitor compares it with the rules now)
+            **({"collapse.measure": json.dumps(report.measure, sort_keys=True)} if report.measure else {}),
             "mlflow.runName": f"{report.monitor}-gen{report.generation}",
         }
         firing = sorted({a.rule for a in report.alerts if a.status == "firing"})
@@ -1714,7 +1717,17 @@ def report_from_run(run: Any) -> Report:
         reference_fingerprint=tags.get("collapse.reference_fingerprint", ""),
         created_at=float(tags.get("collapse.created_at", run.info.start_time / 1000)),
         run_id=run.info.run_id,
+        measure=_measure_from_tag(tags.get("collapse.measure")),
     )
+
+
+def _measure_from_tag(value: str | None) -> dict[str, Any] | None:
+    """The ``collapse.measure`` tag read back (None when absent or not a JSON object)."""
+    try:
+        got = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return got if isinstance(got, dict) else None
 
 
 def _training_sources(run: Any) -> tuple[str, ...]:

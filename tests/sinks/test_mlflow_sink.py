@@ -1119,3 +1119,25 @@ def test_a_baseline_checked_during_an_outage_is_uploaded_by_the_replay(tmp_path)
     report = monitor("b").check(cm.Observation(predictions=lost))  # a new machine, from MLflow
     tests = {f.test for f in report.findings if f.key.startswith("class_recall.") and f.kind == "baseline"}
     assert tests == {"mcnemar-exact"} and report.stage is not cm.Stage.HEALTHY
+
+
+def test_a_history_rebuilt_from_metrics_alone_keeps_what_the_baseline_measured(tmp_path) -> None:
+    """Report.measure travels as the ``collapse.measure`` tag, so a new machine whose history
+    comes from the run's metrics alone (artifacts=False) still sees that the baseline was
+    measured under another k and leaves the k-NN metrics out of the comparison."""
+    import collapse_monitor as cm
+
+    rng = np.random.default_rng(0)
+    ref = cm.Reference(embeddings=rng.normal(size=(400, 6)))
+    obs = cm.Observation(embeddings=rng.normal(size=(400, 6)))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+
+    def monitor(home: str, k: int) -> cm.CollapseMonitor:
+        sink = cm.MLflowSink(uri, artifacts=False, history_plot="off")
+        rules = {"k": k, "n_boot": 30}
+        return cm.CollapseMonitor("measured", reference=ref, sinks=[sink], home=tmp_path / home, rules=rules)
+
+    monitor("a", 5).check(obs)
+    report = monitor("b", 2).check(obs)  # a new machine, another k
+    assert any("rules.k 5 -> 2" in n for n in report.notes), report.notes
+    assert report.metrics["tail_coverage"].baseline is None
