@@ -53,8 +53,9 @@ _URL = re.compile(r"""https?://[^\s"'<>`]+""", re.IGNORECASE)
 _WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 _AUTH = re.compile(r"\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
 _KV = re.compile(
-    r"""(?i)\b((?:[a-z]+[_-])?(?:token|secret|password|passwd|api[_-]?key|routing[_-]?key|"""
-    r"""integration[_-]?key|service[_-]?key|signature|sig|authorization))(["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)"""
+    r"""(?i)\b((?:[a-z]+[_-]){0,3}(?:token|secret|password|passwd|api[_-]?key|routing[_-]?key|"""
+    r"""integration[_-]?key|service[_-]?key|signature|sig|authorization|account[_-]?key|access[_-]?key|"""
+    r"""shared[_-]?access[_-]?key|j?session(?:[_-]?id)?))(["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)"""
 )
 _MIN_FRAGMENT = 4  # shorter fragments ("api", "v2") are not secrets and would over-scrub
 

@@ -554,6 +554,17 @@ def overview_dashboard() -> dict[str, Any]:
             unit="percentunit",
             min=0,
             max=1,
+            # a check without Provenance exports NaN: "unknown", not a green "NaN" (an audit)
+            mappings=[
+                {
+                    "type": "special",
+                    "options": {"match": "nan", "result": {"index": 0, "text": "unknown", "color": "text"}},
+                },
+                {
+                    "type": "special",
+                    "options": {"match": "null", "result": {"index": 1, "text": "unknown", "color": "text"}},
+                },
+            ],
             thresholds=[
                 {"color": "green", "value": None},
                 {"color": "orange", "value": 0.5},

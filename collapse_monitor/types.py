@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import numbers
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -50,9 +51,10 @@ def as_provenance(value: Any, field: str) -> Provenance | None:
     if isinstance(value, Mapping):
         known = {f.name for f in dataclasses.fields(Provenance)}
         for k in value:
-            if k not in known:
+            if k not in known and k != "origin":
                 raise InputError(f"{field}.{k}", f"unknown key; known: {', '.join(sorted(known))}")
-        return Provenance(**value)
+        # "origin" is derived (to_dict writes it): a report's own provenance dict passes back in
+        return Provenance(**{k: v for k, v in value.items() if k != "origin"})
     raise InputError(field, f"expected cm.Provenance, got {type(value).__name__}")
 
 
@@ -167,7 +169,10 @@ class Provenance:
     digest: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthetic_fraction, (bool, np.bool_, str, bytes)):
+        if isinstance(self.synthetic_fraction, (bool, np.bool_)) or (
+            self.synthetic_fraction is not None and not isinstance(self.synthetic_fraction, (numbers.Real, np.number))
+        ):
+            # bytearray(b"0.5") passed float() where str and bytes were refused: a share is a number
             # float("0.5") and np.True_ (1.0) passed where True was refused: a share is a number
             raise InputError(
                 "provenance.synthetic_fraction", f"expected a number in [0, 1], got {self.synthetic_fraction!r}"
@@ -178,11 +183,13 @@ class Provenance:
                 # np.float32(0.4) is 0.4000000059604645 as a float: logged, tagged and shown as
                 # such; its shortest repr is the number the user wrote
                 sf = float(str(sf))
-            object.__setattr__(self, "synthetic_fraction", V.as_probability(sf, "provenance.synthetic_fraction"))
+            # + 0.0: -0.0 became the tag "-0.0" and the gauge -0
+            object.__setattr__(self, "synthetic_fraction", V.as_probability(sf, "provenance.synthetic_fraction") + 0.0)
         if self.parent_run_id is not None and not isinstance(self.parent_run_id, str):
             raise InputError("provenance.parent_run_id", f"expected a str, got {type(self.parent_run_id).__name__}")
         if self.parent_run_id is not None:
-            object.__setattr__(self, "parent_run_id", _encodable(self.parent_run_id))
+            # a run's URI with credentials in it goes into tags, reports and alerts: masked as sources are
+            object.__setattr__(self, "parent_run_id", mask_credentials(_encodable(self.parent_run_id)))
         if isinstance(self.sources, str):
             object.__setattr__(self, "sources", (self.sources,))
         if self.sources is not None and not isinstance(self.sources, (list, tuple)):

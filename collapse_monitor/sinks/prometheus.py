@@ -58,7 +58,7 @@ from .._lifecycle import DRIFT_SEVERITY, RULE_DRIFT
 from .._redact import Redactor, basic_auth_values, host_port, redact_text, redact_url
 from ..errors import ConfigError, SinkError
 from ..metrics._spec import MLFLOW_ONLY, spec_for
-from ..types import Report, Stage
+from ..types import Report, Stage, _encodable
 from .base import EmitContext
 
 __all__ = ["PrometheusSink", "ReportCollector", "report_samples"]
@@ -143,6 +143,10 @@ def _alert_rules(report: Report, book: dict[str, tuple[str, float]]) -> dict[str
     return book
 
 
+#: label names the sink's series carry (and Prometheus's own): not a grouping key
+_RESERVED_LABELS = frozenset({"job", "monitor", "instance", "rule", "severity", "class"})
+
+
 def report_samples(
     report: Report,
     *,
@@ -167,7 +171,9 @@ def report_samples(
             label = key[len("class_recall.") :]
             if label not in rare:
                 continue
-            name, labels = f"{NS}_class_recall", (("class", label),)
+            # a label with a lone surrogate (a non-UTF-8 folder name) as escapes: prometheus_client
+            # cannot encode it, and the whole exposition failed, for every monitor (an audit)
+            name, labels = f"{NS}_class_recall", (("class", _encodable(label)),)
             help = spec_for(key, rare=True).help + " Rare classes only."
         else:
             name, help = prom_name(key), spec_for(key).help
@@ -491,8 +497,14 @@ class PrometheusSink:
             )
         gk = dict(grouping_key or {})
         for k, v in gk.items():
-            if not isinstance(k, str) or not _LABEL_OK.fullmatch(k) or k in ("job", "monitor"):
-                raise ConfigError("PrometheusSink.grouping_key", f"invalid or reserved label name {k!r}")
+            if not isinstance(k, str) or not _LABEL_OK.fullmatch(k) or k in _RESERVED_LABELS:
+                # the gateway rewrites a series' label of that name to the grouping key's value:
+                # rule="x" on every alert series (the shipped rules never fired), class="x" made
+                # every push a 400 (an audit)
+                raise ConfigError(
+                    "PrometheusSink.grouping_key",
+                    f"invalid or reserved label name {k!r} (reserved: {', '.join(sorted(_RESERVED_LABELS))})",
+                )
             if not isinstance(v, str) or not v:
                 raise ConfigError("PrometheusSink.grouping_key", f"label {k!r} needs a non-empty str value")
         if isinstance(timeout, bool) or not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):

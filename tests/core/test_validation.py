@@ -182,3 +182,20 @@ def test_embeddings_are_checked_in_blocks_with_every_bad_value_counted() -> None
         as_embeddings(huge, "observation.embeddings")
     fortran = np.asfortranarray(x[:, ::2].astype(np.float16))
     assert np.array_equal(as_embeddings(fortran, "e"), x[:, ::2].astype(np.float16).astype(np.float32))
+
+
+def test_provenance_audit_of_2026_12_07() -> None:
+    """A bytearray passed as a share (str and bytes were refused); -0.0 became the tag "-0.0";
+    a report's own provenance dict (with its derived "origin") could not be passed back in; a
+    parent run given as a URI with credentials travelled unmasked."""
+    with pytest.raises(cm.InputError, match="synthetic_fraction"):
+        cm.Provenance(synthetic_fraction=bytearray(b"0.5"))
+    zero = cm.Provenance(synthetic_fraction=-0.0).synthetic_fraction
+    assert zero == 0.0 and str(zero) == "0.0"
+    p = cm.Provenance(synthetic_fraction=0.25, sources=["s3://b/x"], digest="abc")
+    again = cm.Observation(predictions=[0, 1], provenance=p.to_dict()).provenance
+    assert again == p
+    masked = cm.Provenance(parent_run_id="https://u:pw@mlflow.example.com/x?token=abc").parent_run_id
+    assert "pw" not in masked and "abc" not in masked and masked.startswith("https://***@mlflow.example.com/x")
+    src = cm.Provenance(sources=["DefaultEndpointsProtocol=https;AccountName=a;AccountKey=SECRETKEY==;"]).sources[0]
+    assert "SECRETKEY" not in src and "AccountName=a" in src

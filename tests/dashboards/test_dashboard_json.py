@@ -256,3 +256,13 @@ def test_dashboards_module_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_an_unknown_synthetic_fraction_reads_unknown() -> None:
+    """A check without Provenance exports NaN; the stat panel showed a green "NaN" (an audit)."""
+    board = BOARDS["collapse-monitor-overview.json"]
+    (panel,) = [p for p in _panels(board) if p["title"] == "Synthetic fraction"]
+    special = {
+        m["options"]["match"]: m["options"]["result"]["text"] for m in panel["fieldConfig"]["defaults"]["mappings"]
+    }
+    assert special == {"nan": "unknown", "null": "unknown"}

@@ -194,6 +194,11 @@ def test_a_shared_textfile_keeps_every_monitor(tmp_path, kit) -> None:
         {"max_class_series": -1},
         {"grouping_key": {"monitor": "x"}},
         {"grouping_key": {"bad-name": "x"}},
+        # the gateway rewrote every alert series' rule / severity, and class="x" made every push a 400
+        {"grouping_key": {"rule": "x"}},
+        {"grouping_key": {"severity": "x"}},
+        {"grouping_key": {"class": "x"}},
+        {"grouping_key": {"instance": "x"}},
         {"pushgateway": ""},
         {"pushgateway": "http://127.0.0.1:9091/#frag"},
         {"timeout": 0},
@@ -441,3 +446,19 @@ def test_a_fresh_process_clears_the_firing_an_earlier_one_pushed(pushgateway, ki
     PrometheusSink(pushgateway=pushgateway.url, timeout=5).emit(healthy, EmitContext())  # a new process
     for rule in ("early_collapse", "late_collapse", "distribution_drift"):
         assert pushgateway.value("collapse_monitor_alert_firing", monitor=name, rule=rule) == 0, rule
+
+
+def test_a_class_label_that_is_not_utf8_does_not_break_the_exposition(tmp_path) -> None:
+    """A class named by a non-UTF-8 folder (surrogateescape) could not be encoded by
+    prometheus_client: the textfile was not written, /metrics failed for every monitor, and
+    the spool retried it for good (an audit). The label is written with escapes."""
+    odd = b"caf\xe9".decode("utf-8", "surrogateescape")
+    labels = [odd] * 6 + ["big"] * 194
+    mon = cm.CollapseMonitor("odd", reference=cm.Reference(labels=labels), sinks=[], home=tmp_path)
+    report = mon.check(cm.Observation(predictions=labels))
+    sink = PrometheusSink(textfile=tmp_path / "m.prom")
+    sink.emit(report, EmitContext())
+    text = (tmp_path / "m.prom").read_text(encoding="utf-8")
+    assert 'class="caf\\\\xe9"' in text, text  # the label value caf\xe9, escaped in the exposition
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert "collapse_monitor_class_recall" in families
