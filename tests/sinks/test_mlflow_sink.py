@@ -1073,6 +1073,7 @@ def test_the_sinks_bounds_apply_to_its_own_thread_not_the_training_jobs() -> Non
     from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT as timeout
 
     default = (retries.get(), timeout.get())
+    env = {k: os.environ.get(k) for k in _ENV}  # the suite may set them (conftest)
     sink = MLflowSink("http://127.0.0.1:9", timeout=5, max_retries=1)
     inside, other = threading.Event(), []
     with sink.bounded():
@@ -1085,7 +1086,7 @@ def test_the_sinks_bounds_apply_to_its_own_thread_not_the_training_jobs() -> Non
             assert retries.get() == 0
         assert retries.get() == 1
     assert other == [default]  # another thread saw MLflow's own settings throughout
-    assert (retries.get(), timeout.get()) == default and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert (retries.get(), timeout.get()) == default and {k: os.environ.get(k) for k in _ENV} == env
 
 
 def test_a_baseline_checked_during_an_outage_is_uploaded_by_the_replay(tmp_path) -> None:
