@@ -45,15 +45,17 @@ generations reads as one list - and the caller's run gets tags ``collapse.<monit
 ``.stage`` / ``.generation`` pointing at it. No global MLflow state is changed: calls go through an
 ``MlflowClient`` bound to this sink's tracking URI.
 
-Dead servers cost seconds: while the sink talks to MLflow it sets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
+Dead servers cost seconds: while the sink talks to MLflow it bounds ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
 / ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` and turns
 ``MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER`` off (a proxy answering 503 with ``Retry-After: 3600``
 would otherwise block the training job for an hour; the spool is our retry) (all read by
 ``mlflow.utils.rest_utils.http_request`` on every request, also for proxied artifact uploads) to
 this sink's bounds, silences MLflow's "View run at <url>" line (the URL may carry credentials) and
-its artifact progress bars, and restores the previous values afterwards, under a process-wide
-lock. Other threads of the process that talk to MLflow at the same moment see the same bounds for
-that moment. A failing request raises at once (no further calls), so one emit against a dead or
+its artifact progress bars. The values hold for the sink's own thread (and the workers of its
+block) only: MLflow's reads of these settings consult a thread-local first, so the training
+job's own MLflow calls in other threads keep their settings (where an MLflow version does not
+read them that way, the environment is set and restored under a process-wide lock, as before).
+A failing request raises at once (no further calls), so one emit against a dead or
 hanging server costs about ``(max_retries + 1) * timeout`` seconds at most. The baseline's sync
 before a check is not retried: the first check after the server died waits one ``timeout`` more,
 and the monitor tries no sync while reports wait in the spool.
