@@ -179,8 +179,37 @@ def _install_bound_reads() -> bool:
 
             var.get = get
             var._collapse_bounded = True
+        _bound_download_workers()
         _BOUND_READS.append(True)
         return True
+
+
+def _bound_download_workers() -> None:
+    """``download_artifacts`` fetches files in the artifact repository's own thread pool, whose
+    threads do not have the caller's bounds: the baseline's sync before a check waited MLflow's
+    120 s timeout on a hung server instead of the sink's (a review). The files of one call are
+    fetched under the calling thread's bounds."""
+    try:
+        from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    except ImportError:  # pragma: no cover - an MLflow without it downloads in the caller
+        return
+    if getattr(ArtifactRepository.download_artifacts, "_collapse_bounded", False):
+        return
+    download = ArtifactRepository.download_artifacts
+
+    def download_artifacts(self: Any, artifact_path: str, dst_path: str | None = None) -> Any:
+        values = getattr(_BOUNDS, "values", None)
+        if values is None or "_download_file" in self.__dict__:
+            return download(self, artifact_path, dst_path)
+        fetch = self._download_file  # the subclass's, looked up before the instance override
+        self._download_file = lambda *a, **k: _in_bounds(values, lambda: fetch(*a, **k))
+        try:
+            return download(self, artifact_path, dst_path)
+        finally:
+            self.__dict__.pop("_download_file", None)
+
+    download_artifacts._collapse_bounded = True  # type: ignore[attr-defined]
+    ArtifactRepository.download_artifacts = download_artifacts  # type: ignore[method-assign]
 
 
 _BOUND_NAMES = (

@@ -1142,3 +1142,59 @@ def test_a_history_rebuilt_from_metrics_alone_keeps_what_the_baseline_measured(t
     report = monitor("b", 2).check(obs)  # a new machine, another k
     assert any("rules.k 5 -> 2" in n for n in report.notes), report.notes
     assert report.metrics["tail_coverage"].baseline is None
+
+
+@pytest.mark.timeout(120)  # a hang guard
+def test_artifact_download_workers_get_the_sinks_bounds(tmp_path) -> None:
+    """download_artifacts fetches in the artifact repository's own thread pool, which did not
+    have the per-thread bounds: a hung artifact server held the baseline's sync for MLflow's
+    120 s instead of the sink's 2 s and 1 retry (a review). A fake server that hangs the file."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def _json(self, obj: object) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            u = urlsplit(self.path)
+            if u.path.endswith("/mlflow/runs/get"):
+                info = {"run_id": "r1", "run_uuid": "r1", "experiment_id": "0", "status": "FINISHED", "start_time": 0,
+                        "artifact_uri": "mlflow-artifacts:/0/r1/artifacts", "lifecycle_stage": "active"}  # fmt: skip
+                return self._json({"run": {"info": info, "data": {}}})
+            if u.path.endswith("/mlflow-artifacts/artifacts"):
+                path = parse_qs(u.query).get("path", [""])[0]
+                if path.endswith(("collapse", "report.json")):
+                    return self._json({"files": [{"path": "report.json", "is_dir": False, "file_size": 2}]})
+                return self._json({"files": [{"path": "collapse", "is_dir": True}]})
+            release.wait(60)  # the file itself: a hung artifact server
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sink = MLflowSink(f"http://127.0.0.1:{server.server_address[1]}", timeout=2.0, max_retries=1)
+        started = time.monotonic()
+        with pytest.raises(Exception), sink.bounded():
+            sink.client().download_artifacts("r1", "collapse", str(tmp_path))
+        assert time.monotonic() - started < 30  # MLflow's own timeout is 120 s
+    finally:
+        release.set()
+        server.shutdown()
