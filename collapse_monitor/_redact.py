@@ -55,7 +55,7 @@ _AUTH = re.compile(r"\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORE
 _KV = re.compile(
     r"""(?i)\b((?:[a-z]+[_-]){0,3}(?:token|secret|password|passwd|api[_-]?key|routing[_-]?key|"""
     r"""integration[_-]?key|service[_-]?key|signature|sig|authorization|account[_-]?key|access[_-]?key|"""
-    r"""shared[_-]?access[_-]?key|j?session(?:[_-]?id)?))(["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)"""
+    r"""shared[_-]?access[_-]?key|jsessionid))(["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)"""
 )
 _MIN_FRAGMENT = 4  # shorter fragments ("api", "v2") are not secrets and would over-scrub
 
@@ -235,7 +235,7 @@ def mask_link(url: object) -> str:
     return urlunsplit((parts.scheme, netloc, _KV.sub(_mask_kv_in_path, parts.path), query, parts.fragment))
 
 
-def redact_text(text: object, secrets: Iterable[object] = ()) -> str:
+def redact_text(text: object, secrets: Iterable[object] = (), *, kv: bool = True) -> str:
     """Scrub free text (an exception message, a response body) of URLs' secret parts and of
     anything shaped like a credential; ``secrets`` are exact values to mask as well. A request
     path the HTTP clients print without its host (requests' ``Max retries exceeded with url:
@@ -255,6 +255,8 @@ def redact_text(text: object, secrets: Iterable[object] = ()) -> str:
     s = _REQUEST_PATH.sub(lambda m: m.group(1) + redact_request_path(m.group(2)), s)
     s = _WHSEC.sub(MASK, s)
     s = _AUTH.sub(lambda m: f"{m.group(1)} {MASK}", s)
+    if not kv:  # ``key: value`` pairs are not masked (a ConfigError's "signature: expected a str")
+        return s
     return _KV.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", s)
 
 

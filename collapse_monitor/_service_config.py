@@ -426,13 +426,16 @@ def parse_probe(raw: Any, key: str, base_dir: Path, reference: Reference) -> Pro
             keys = [_label_key(c, f"{key}.classes", i) for i, c in enumerate(classes)]
         except InputError as exc:
             raise ConfigError(f"{key}.classes", exc.message) from None
-        twice = sorted({str(c) for c in keys if keys.count(c) > 1})
+        # compared by their text, as the check compares predictions with a reference of mixed
+        # int and str labels (as_labels makes them all str there; a review)
+        twice = sorted({str(c) for c in keys if [str(k) for k in keys].count(str(c)) > 1})
         if twice:
             # two output columns mapped to one label: accuracy read 0.9 for a model that is right
             raise ConfigError(f"{key}.classes", f"lists {', '.join(twice)} more than once: one label per output column")
         if reference.labels is not None:
-            known = {_label_key(v, "reference.labels") for v in np.unique(np.asarray(reference.labels, dtype=object))}
-            unknown = [str(c) for c in keys if c not in known]
+            labels = dict.fromkeys(np.asarray(reference.labels, dtype=object).tolist())  # int and str mixed: no sort
+            known = {str(_label_key(v, "reference.labels")) for v in labels}
+            unknown = [str(c) for c in keys if str(c) not in known]
             if unknown:
                 # every scheduled check then failed with an InputError
                 raise ConfigError(
@@ -576,7 +579,10 @@ def load_serve_config(path: str | os.PathLike[str], *, port: int | None = None, 
         if entry.get("expected_interval_seconds") is not None:
             expected = _seconds(entry["expected_interval_seconds"], f"{k}expected_interval_seconds")
             gap = None if sched is None else _longest_gap(sched)
-            if sched is not None and gap is not None and expected < gap:
+            # an hour of slack: a daylight-saving change makes one gap of a daily cron 25 h, and
+            # a config accepted all year was refused on the weeks before the change (a review)
+            slack = 3600.0 if sched is not None and sched.cron is not None else 0.0
+            if sched is not None and gap is not None and expected + slack < gap:
                 # the dead-man's switch would page between every two scheduled checks
                 raise ConfigError(
                     f"{k}expected_interval_seconds",

@@ -652,7 +652,20 @@ def remeasured(then: Mapping[str, Any] | None, now: Mapping[str, Any]) -> tuple[
     if not then:
         return {}, set()
     changed = {k: (then[k], now[k]) for k in now if k in then and then[k] != now[k]}
+    if then.get("knn", "exact") == "exact" and now.get("knn", "exact") == "exact":
+        # the IVF settings do nothing for exact k-NN
+        changed = {k: v for k, v in changed.items() if k not in ("nlist", "nprobe")}
+    budget = changed.get("text_budget")
+    if budget is not None and _raised(budget):
+        # text is measured at the smaller of the two budgets (the baseline's, when it is raised):
+        # a raise compares as before (a review: it dropped every text metric from the comparison)
+        del changed["text_budget"]
     return changed, {m for k in changed for m in MEASURED_BY.get(k, ())}
+
+
+def _raised(pair: tuple[Any, Any]) -> bool:
+    then, now = pair
+    return isinstance(then, (int, float)) and isinstance(now, (int, float)) and now > then
 
 
 def detect(

@@ -92,14 +92,21 @@ def _without_env_values(text: str) -> str:
 #: ids, and 32+ hex digits (a PagerDuty integration key)
 _TOKEN_SHAPES = re.compile(
     r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|xox[abposr]-[A-Za-z0-9-]{10,}"
-    r"|sk[-_](?:live[-_]|test[-_]|proj[-_])?[A-Za-z0-9]{16,}|AKIA[0-9A-Z]{16}|[0-9a-fA-F]{32,})\b"
+    r"|sk[-_](?:live[-_]|test[-_]|proj[-_])?[A-Za-z0-9]{16,}|AKIA[0-9A-Z]{16})\b"
+    # 32+ hex digits only as a whole quoted value (a key pasted where a setting goes): a run id
+    # or a snapshot hash inside a file path is not masked (a review)
+    r"|(?<=['\"])[0-9a-fA-F]{32,}(?=['\"])"
 )
+
+
+#: a key segment of 32+ hex digits (a PagerDuty key pasted as a setting's name)
+_KEY_HEX = re.compile(r"(?:^|(?<=[.\[]))[0-9a-fA-F]{32,}(?=$|[.\[\]])")
 
 
 def _scrubbed(text: str) -> str:
     from ._redact import MASK, redact_text  # lazy: _redact is the heavier module
 
-    return _TOKEN_SHAPES.sub(MASK, redact_text(text))
+    return _TOKEN_SHAPES.sub(MASK, redact_text(text, kv=False))
 
 
 class ConfigError(CollapseMonitorError, ValueError):
@@ -114,7 +121,7 @@ class ConfigError(CollapseMonitorError, ValueError):
         # a secret written into the wrong setting (or as a key) is not echoed either: URLs'
         # secret parts, whsec_/Bearer values, and the shapes of well-known tokens (a config
         # audit: `knn: <a Slack URL>` and `tail: [<a PagerDuty key>]` were shown whole)
-        key, message = _scrubbed(str(key)), _scrubbed(str(message))
+        key, message = _KEY_HEX.sub("***", _scrubbed(str(key))), _scrubbed(str(message))
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}")

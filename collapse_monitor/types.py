@@ -5,6 +5,7 @@ channels consume a finished Report."""
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import hashlib
 import math
 import numbers
@@ -169,8 +170,9 @@ class Provenance:
     digest: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthetic_fraction, (bool, np.bool_)) or (
-            self.synthetic_fraction is not None and not isinstance(self.synthetic_fraction, (numbers.Real, np.number))
+        if isinstance(self.synthetic_fraction, (bool, np.bool_, np.complexfloating, complex)) or (
+            self.synthetic_fraction is not None
+            and not isinstance(self.synthetic_fraction, (numbers.Real, np.number, decimal.Decimal))
         ):
             # bytearray(b"0.5") passed float() where str and bytes were refused: a share is a number
             # float("0.5") and np.True_ (1.0) passed where True was refused: a share is a number
@@ -287,6 +289,19 @@ class Reference:
         self.name = name
         self.class_priors = self._priors(class_priors)
         self._fingerprint: str | None = None
+        self._frozen = True
+
+    #: the data a fingerprint covers: fixed once built (the fingerprint is memoised, and new
+    #: embeddings of the same shape were judged with the old cached state, an audit)
+    _DATA = frozenset({"embeddings", "labels", "texts", "class_priors"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._DATA and self.__dict__.get("_frozen"):
+            raise AttributeError(
+                f"Reference.{name} is frozen (its fingerprint keys the cache and the baseline): build a new "
+                "cm.Reference(...) for other data"
+            )
+        super().__setattr__(name, value)
 
     def _priors(self, class_priors: Mapping[Any, float] | None) -> dict[Any, float] | None:
         if self.labels is None:

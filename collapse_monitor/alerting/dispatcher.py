@@ -228,6 +228,8 @@ class AlertDispatcher:
         lease_seconds: float = 60.0,
         scope: str | None = None,
     ) -> None:
+        #: event ids of keep-alives persisted by this dispatcher (their failures are never final)
+        self._keepalives: set[str] = set()
         self._channels, self.routing, self.mutes, self.budget_seconds = check_dispatch_options(
             channels, routing=routing, mutes=mutes, budget_seconds=budget_seconds
         )
@@ -331,6 +333,10 @@ class AlertDispatcher:
                 event = dataclasses.replace(event, id=str(event_ids[i]))
             elif report is not None:
                 event = dataclasses.replace(event, id=event_id(report, alert))
+            if alert.refresh:
+                if len(self._keepalives) > 10_000:
+                    self._keepalives.clear()
+                self._keepalives.add(event.id)
             self.outbox.enqueue(event, targets, open_alert=open_alert, close_alert=close)
             keys.extend((event.id, ch) for ch in targets)
             log.info(
@@ -385,13 +391,21 @@ class AlertDispatcher:
         for r in attempted:
             seen.add((r.event_id, r.channel))
             err = r.error or (f"HTTP {r.http_status}" if r.http_status else "no answer")
+            if r.event_id in self._keepalives:
+                # a keep-alive that failed is said, never a final failure: the incident's firing
+                # was delivered, and strict mode raised over a refresh (a review)
+                if r.status != "delivered":
+                    note(r.channel, 1, err, " (keep-alive)")
+                continue
             if r.status == "pending":
                 note(r.channel, 1, err, ", queued for retry")
             elif r.status == "dead":
                 note(r.channel, 3, err, "" if err.startswith("gave up") else ", not delivered")
             elif r.status == "disabled":
                 note(r.channel, 3, err, ", channel disabled")
-        for r in self._states([k for k in keys if k not in seen and k[1] in self._channels]):
+        for r in self._states(
+            [k for k in keys if k not in seen and k[1] in self._channels and k[0] not in self._keepalives]
+        ):
             if r.status == "pending":
                 note(
                     r.channel,

@@ -204,7 +204,7 @@ def _total_var(x: np.ndarray) -> float:
 
 
 def _ratio(num: float, den: float) -> float:
-    return float(num / max(den, 1e-12))
+    return float(num / (den if den > 0 else 1e-12))  # a positive denominator as it is, however small
 
 
 def sqrtm_psd(C: Any) -> np.ndarray:

@@ -722,7 +722,9 @@ def _diversity(
     safe = np.where(n_b > 1, n_b - 1.0, np.inf)
     trace_b = np.maximum(sq_b - np.einsum("ij,ij->i", sums_b, sums_b) / np.maximum(n_b, 1.0), 0.0) / safe
     trace_gen = float(np.einsum("ij,ij->", zc, zc)) / (m - 1) if m > 1 else 0.0
-    ref_trace = max(state.trace, 1e-12)
+    # the reference's own trace whenever it is positive: an absolute floor of 1e-12 read a
+    # healthy sample of a small-scale reference (trace 5e-13) as half its variance (an audit)
+    ref_trace = state.trace if state.trace > 0 else 1e-12
     out["variance_ratio"] = _boot_mv(trace_gen / ref_trace, trace_b / ref_trace, m, g)
 
     # Frechet distance: tr (C1^1/2 C2 C1^1/2)^1/2 from the spectrum of cov(zc C1^1/2)

@@ -203,3 +203,33 @@ def test_an_open_incident_is_kept_alive_between_repeats(alertmanager_server, htt
     assert [a.status for a in resolved.alerts] == ["resolved"]
     assert am.wait_for_alerts(lambda a: all(x["status"]["state"] != "active" for x in a)) is not None
     assert len(http_receiver.requests_to("/hook")) == 2
+
+
+def test_a_failed_keep_alive_is_said_but_never_raises_in_strict_mode(tmp_path) -> None:
+    """Alertmanager took the firing, then refused everything (400): the next check, which sent
+    no alert of its own, raised AlertDeliveryError in strict mode over its keep-alive (a review)."""
+    from collapse_monitor.alerting._http import HttpResponse
+
+    answers = []
+
+    def transport(method, url, *, body=None, headers=None, timeout=None, verify_tls=True):
+        answers.append(200 if not answers else 400)
+        return HttpResponse(answers[-1], {}, b"bad request")
+
+    now = [1_800_000_000.0]
+    mon = cm.CollapseMonitor(
+        "ka",
+        reference=cm.Reference(labels=[0] * 240 + [1] * 10),
+        sinks=[],
+        home=tmp_path,
+        alerts=[cm.Alertmanager("http://am.example:9093", name="am", transport=transport)],
+        strict=True,
+        clock=lambda: now[0],
+    )
+    mon.check(cm.Observation(predictions=[0] * 240 + [1] * 10))
+    now[0] += 600
+    assert [a.status for a in mon.check(cm.Observation(predictions=[0] * 250)).alerts] == ["firing"]
+    now[0] += 600
+    kept = mon.check(cm.Observation(predictions=[0] * 250))  # strict, and no exception
+    assert kept.alerts == () and answers == [200, 400]
+    assert kept.errors == ("alert am: HTTP 400: bad request (keep-alive)",)

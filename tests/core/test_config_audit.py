@@ -466,3 +466,16 @@ def test_a_tilde_in_home_and_reference_paths_is_the_users_home(tmp_path: Path, m
     raw = load_config(p)
     mon = monitor_from_dict(raw, raw.pop("_dir"))
     assert mon.home == user / "state"  # was <config folder>/~/state
+
+
+def test_the_masking_leaves_paths_labels_and_words_alone() -> None:
+    """The first masking hid an MLflow run id in a path, a 'signature: expected' message and a
+    date partition named session_id= (a review)."""
+    from collapse_monitor._redact import mask_credentials
+
+    path = "mlruns/1/0123456789abcdef0123456789abcdef/artifacts/reference.npy"
+    assert path in str(ConfigError("reference.embeddings", f"file not found: {path}"))
+    assert str(ConfigError("x", "signature: expected a str")) == "x: signature: expected a str"
+    src = "s3://lake/chats/session_id=2024-05-01/part-0001.parquet"
+    assert mask_credentials(src) == src
+    assert "ABC123" not in mask_credentials("https://host/path;jsessionid=ABC123")

@@ -199,3 +199,13 @@ def test_provenance_audit_of_2026_12_07() -> None:
     assert "pw" not in masked and "abc" not in masked and masked.startswith("https://***@mlflow.example.com/x")
     src = cm.Provenance(sources=["DefaultEndpointsProtocol=https;AccountName=a;AccountKey=SECRETKEY==;"]).sources[0]
     assert "SECRETKEY" not in src and "AccountName=a" in src
+
+
+def test_a_reference_is_frozen_once_built() -> None:
+    """New embeddings of the same shape assigned to a Reference kept the memoised fingerprint,
+    and the monitor judged them with the old cached state (precision 0.01 against 0.94; an audit)."""
+    ref = cm.Reference(embeddings=np.random.default_rng(0).normal(size=(20, 3)), labels=[0, 1] * 10)
+    for name in ("embeddings", "labels", "texts", "class_priors"):
+        with pytest.raises(AttributeError, match="frozen"):
+            setattr(ref, name, None)
+    ref.name = "renamed"  # not data: allowed

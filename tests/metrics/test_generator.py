@@ -276,3 +276,18 @@ def test_state_contents(state: GeneratorRefState, ref: np.ndarray) -> None:
     # the far-away 3 % component is a rare cluster of its own
     rare_centres = state.centroids[state.rare_clusters]
     assert np.linalg.norm(rare_centres - CENTRES[3], axis=1).min() < 1.5
+
+
+@pytest.mark.parametrize("scale", [1.0, 5e-7, 3e-7])
+def test_variance_ratio_of_a_small_scale_reference(scale: float) -> None:
+    """The reference's variance was floored at an absolute 1e-12: at scale 5e-7 (trace 5e-13,
+    accepted by the spread check) a healthy sample read variance_ratio 0.49 (an audit)."""
+    from collapse_monitor.metrics.cache import ReferenceCache
+    from collapse_monitor.metrics.generator import generator_panel, get_generator_state
+
+    rng = np.random.default_rng(0)
+    ref = cm.Reference(embeddings=scale * rng.normal(size=(2000, 2)))
+    gen = scale * rng.normal(size=(1000, 2))
+    res = generator_panel(get_generator_state(ref, ReferenceCache(None)), ref.embeddings, gen, n_boot=20)
+    truth = np.var(gen, axis=0, ddof=1).sum() / np.var(ref.embeddings.astype(float), axis=0, ddof=1).sum()
+    assert res.metrics["variance_ratio"].value == pytest.approx(truth, rel=1e-3)
