@@ -479,3 +479,18 @@ def test_the_masking_leaves_paths_labels_and_words_alone() -> None:
     src = "s3://lake/chats/session_id=2024-05-01/part-0001.parquet"
     assert mask_credentials(src) == src
     assert "ABC123" not in mask_credentials("https://host/path;jsessionid=ABC123")
+
+
+def test_settings_that_change_no_measurement_are_not_a_remeasure() -> None:
+    """Raising text_budget (text is measured at the smaller of the two budgets) and nlist/nprobe
+    under exact k-NN dropped every text or k-NN metric from the comparison (a review: a text
+    collapse read healthy)."""
+    from collapse_monitor.detection import Rules, remeasured
+
+    base = Rules().measure
+    assert remeasured(base, Rules(text_budget=40_000).measure) == ({}, set())
+    assert remeasured(base, Rules(nprobe=16, nlist=64).measure) == ({}, set())
+    lowered, keys = remeasured(base, Rules(text_budget=10_000).measure)
+    assert lowered == {"text_budget": (20_000, 10_000)} and "distinct_2" in keys
+    ivf, keys = remeasured(Rules(knn="ivf").measure, Rules(knn="ivf", nprobe=16).measure)
+    assert ivf == {"nprobe": (None, 16)} and "coverage" in keys
