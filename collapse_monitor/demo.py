@@ -9,6 +9,7 @@ accuracy fell by 2 points), and writes an HTML report with PNG charts.
 from __future__ import annotations
 
 import json
+import numbers
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -197,13 +198,18 @@ def run_demo(
     loops = list(dict.fromkeys(loops or ["replace", "accumulate"]))  # a loop given twice runs once
     out = Path(out)
     # every argument is checked before anything is printed or written
-    if isinstance(generations, bool) or not isinstance(generations, int) or not 2 <= generations <= MAX_GENERATIONS:
+    if (
+        isinstance(generations, bool)
+        or not isinstance(generations, numbers.Integral)
+        or not 2 <= generations <= MAX_GENERATIONS
+    ):
         # 3.0 or "10" from Python got past "< 2" and failed after the earlier state was deleted; 10**20
         # ran until killed, writing nothing (an audit)
         raise ConfigError(
             "generations",
             f"expected an int from 2 (generation 0 is the human-data baseline) to {MAX_GENERATIONS}, got {generations!r}",
         )
+    generations = int(generations)  # numpy's ints too
     if isinstance(replicates, bool) or not isinstance(replicates, int) or not 0 <= replicates <= 5:
         raise ConfigError("replicates", f"expected an int from 0 to 5 (retrains of generation 0), got {replicates!r}")
     if out.exists() and not out.is_dir():

@@ -949,11 +949,16 @@ class CollapseMonitor:
                     self._said_remeasured = True
                     log.warning("%s: %s", self.name, notes[-1])
 
-            def comparable(r: Report, key: str) -> bool:
-                return key not in remeasured(r.measure, measure)[1]
-
+            # once per stored report, not once per report and key (2,000 reports x 1,000 keys took
+            # 2.4 s a check that way; a review)
+            unlike_of = [remeasured(r.measure, measure)[1] for r in history]
             series = {
-                key: [r.metrics[key].value for r in history if key in r.metrics and comparable(r, key)] + [mv.value]
+                key: [
+                    r.metrics[key].value
+                    for r, other in zip(history, unlike_of, strict=True)
+                    if key in r.metrics and key not in other
+                ]
+                + [mv.value]
                 for key, mv in panel.metrics.items()
             }
 
