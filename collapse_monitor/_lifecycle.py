@@ -90,17 +90,17 @@ def alert_events(
                 summary += f" - {what}"
         else:
             summary = f"{monitor}: {label} resolved at generation {generation} (stage {stage.value})"
-        return Alert(
-            monitor=monitor,
-            rule=rule,
-            status=status,
-            severity=severity,
-            stage=ev_stage,
-            generation=generation,
-            summary=summary[:1024],
-            details=_details(findings) if status == "firing" else (),
-            synthetic_fraction=synthetic_fraction,
-            timestamp=now,
+        return _event(
+            monitor,
+            rule,
+            status,
+            severity,
+            ev_stage,
+            generation,
+            summary,
+            findings,
+            synthetic_fraction,
+            now,
             repeat=repeat,
         )
 
@@ -146,20 +146,53 @@ def keepalive_events(report: Report) -> list[Alert]:
         summary = f"{report.monitor}: {rule.replace('_', ' ')} still open at generation {report.generation}"
         if what:
             summary += f" - {what}"
+        share = None if report.provenance is None else report.provenance.synthetic_fraction
         out.append(
-            Alert(
-                monitor=report.monitor,
-                rule=rule,
-                status="firing",
-                severity=severity,
-                stage=stage,
-                generation=report.generation,
-                summary=summary[:1024],
-                details=_details(report.findings),
-                synthetic_fraction=None if report.provenance is None else report.provenance.synthetic_fraction,
-                timestamp=report.created_at,
+            _event(
+                report.monitor,
+                rule,
+                "firing",
+                severity,
+                stage,
+                report.generation,
+                summary,
+                report.findings,
+                share,
+                report.created_at,
                 repeat=True,
                 refresh=True,
             )
         )
     return out
+
+
+def _event(
+    monitor: str,
+    rule: str,
+    status: str,
+    severity: str,
+    stage: Stage,
+    generation: int,
+    summary: str,
+    findings: Sequence[Finding],
+    synthetic_fraction: float | None,
+    now: float,
+    *,
+    repeat: bool = False,
+    refresh: bool = False,
+) -> Alert:
+    """One alert event: a firing carries the significant findings, a resolve none."""
+    return Alert(
+        monitor=monitor,
+        rule=rule,
+        status=status,
+        severity=severity,
+        stage=stage,
+        generation=generation,
+        summary=summary[:1024],
+        details=_details(findings) if status == "firing" else (),
+        synthetic_fraction=synthetic_fraction,
+        timestamp=now,
+        repeat=repeat,
+        refresh=refresh,
+    )

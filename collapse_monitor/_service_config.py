@@ -13,6 +13,7 @@ import itertools
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,7 +429,7 @@ def parse_probe(raw: Any, key: str, base_dir: Path, reference: Reference) -> Pro
             raise ConfigError(f"{key}.classes", exc.message) from None
         # compared by their text, as the check compares predictions with a reference of mixed
         # int and str labels (as_labels makes them all str there; a review)
-        twice = sorted({str(c) for c in keys if [str(k) for k in keys].count(str(c)) > 1})
+        twice = sorted(text for text, n in Counter(str(k) for k in keys).items() if n > 1)
         if twice:
             # two output columns mapped to one label: accuracy read 0.9 for a model that is right
             raise ConfigError(f"{key}.classes", f"lists {', '.join(twice)} more than once: one label per output column")

@@ -49,7 +49,7 @@ from .history import AlertState, Baseline, HistoryStore, Replicate, default_home
 from .metrics.cache import ReferenceCache
 from .metrics.knn import check_device
 from .sinks.base import EmitContext, Sink, Spool, is_permanent
-from .types import MetricValue, Observation, Provenance, Reference, Report, Stage, as_generation, as_provenance
+from .types import Alert, MetricValue, Observation, Provenance, Reference, Report, Stage, as_generation, as_provenance
 
 if TYPE_CHECKING:
     from .alerting import AlertDispatcher, Channel
@@ -1141,6 +1141,10 @@ class CollapseMonitor:
         if states:
             self.history.set_alert_states(self.name, states)
 
+    def _linked(self, alerts: Iterable[Alert]) -> tuple[Alert, ...]:
+        """``alerts`` with the configured links (this check's MLflow run among them) added."""
+        return tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in alerts)
+
     # ------------------------------------------------------------------------------------------
     def _hand_off(
         self,
@@ -1161,7 +1165,7 @@ class CollapseMonitor:
         if report.alerts and self.links:  # the configured links first: sinks store the alerts with them
             report = dataclasses.replace(
                 report,
-                alerts=tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts),
+                alerts=self._linked(report.alerts),
             )
         ctx = EmitContext(reference=self.reference, observation=obs, history=history, extra=extra)
         strict_error: str | None = None
@@ -1207,24 +1211,22 @@ class CollapseMonitor:
         drift = sys.modules.get("collapse_monitor.sinks.evidently")
         if drift is not None and obs is not None:
             drift.release(obs)  # every sink had its Evidently run: the memo lets go of the data
-        alerts = tuple(dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in report.alerts)
+        alerts = self._linked(report.alerts)
         report = dataclasses.replace(report, alerts=alerts, errors=tuple(errors))
         keys: list[tuple[str, str]] = []
         keys_ok = True
         # open incidents this check sent nothing for: kept alive where alerts expire by themselves
         # (not for a backfill, whose alerts are the newest generation's; not listed in the report)
         refresh = (
-            keepalive_events(report)
+            self._linked(keepalive_events(report))
             if not extra.get("backfill", True) and any(getattr(c, "keeps_alive", False) for c in self.channels)
-            else []
+            else ()
         )
         if self.channels and refresh and not report.alerts and held_behind is None:
             try:  # best effort: a missed keep-alive costs nothing while the window outlasts a check
                 disp = self.dispatcher
                 assert disp is not None
-                keys = disp.persist(
-                    [dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in refresh], report
-                )
+                keys = disp.persist(list(refresh), report)
             except Exception as exc:
                 log.warning("%s", redact_text(f"alerting (keep-alive): {type(exc).__name__}: {exc}"))
         if self.channels and report.alerts:
@@ -1233,8 +1235,7 @@ class CollapseMonitor:
                     raise _HeldBehind(held_behind)
                 disp = self.dispatcher
                 assert disp is not None
-                refreshed = [dataclasses.replace(a, links={**self.links, **dict(a.links)}) for a in refresh]
-                keys = disp.persist(list(report.alerts) + refreshed, report)
+                keys = disp.persist([*report.alerts, *refresh], report)
             except Exception as exc:
                 keys_ok = False
                 msg = redact_text(f"alerting: {type(exc).__name__}: {exc}")

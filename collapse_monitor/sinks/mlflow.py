@@ -222,14 +222,21 @@ _BOUND_NAMES = (
 )
 
 
-def _in_bounds(values: Mapping[str, Any] | None, fn: Callable[[], Any]) -> Any:
-    """``fn()`` under ``values`` as this thread's bounds (a worker thread of a bounded block)."""
+@contextlib.contextmanager
+def _thread_bounds(values: Mapping[str, Any] | None) -> Iterator[None]:
+    """``values`` as this thread's bounds for the block, the previous ones restored after it."""
     before = getattr(_BOUNDS, "values", None)
     _BOUNDS.values = values
     try:
-        return fn()
+        yield
     finally:
         _BOUNDS.values = before
+
+
+def _in_bounds(values: Mapping[str, Any] | None, fn: Callable[[], Any]) -> Any:
+    """``fn()`` under ``values`` as this thread's bounds (a worker thread of a bounded block)."""
+    with _thread_bounds(values):
+        return fn()
 
 
 _PLOT_MODES = ("background", "sync", "off")
@@ -709,12 +716,8 @@ class MLflowSink:
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": False,
         }
         if _install_bound_reads():  # this thread only (and the workers it hands them to)
-            before = getattr(_BOUNDS, "values", None)
-            _BOUNDS.values = {**(before or {}), **typed}
-            try:
+            with _thread_bounds({**(getattr(_BOUNDS, "values", None) or {}), **typed}):
                 yield
-            finally:
-                _BOUNDS.values = before
             return
         values = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in typed.items()}
         with _ENV_LOCK:
