@@ -417,7 +417,9 @@ def _paired_p(
     mid_p: bool = False,
 ) -> float | None:
     """Exact one-sided McNemar p for 'good at baseline, bad now' on the metric's items (its
-    mid-p with ``mid_p``)."""
+    mid-p with ``mid_p``); on correlated items (a ``design.<key>`` item: the coverage
+    metrics) the discordant counts are first divided by the design effect of the difference
+    (:func:`_paired_design_effect`)."""
     if key not in paired:  # (PairedSpecs answers without building the mask)
         return None
     item_key = paired.item_key(key) if hasattr(paired, "item_key") else paired[key][0]
@@ -433,8 +435,44 @@ def _paired_p(
         if mask.shape != cur.shape:
             return None
         b, c = discordant(cur, base, mask)
+        deff = _paired_design_effect(key, cur[mask], base[mask], b, c, items, base_items)
+        if deff > 1.0:
+            return stats.mcnemar_scaled(b, c, deff, mid_p=mid_p)
     test = stats.mcnemar_mid_p if mid_p else stats.mcnemar_exact
     return float(test(b, c, alternative="greater"))
+
+
+def _paired_design_effect(
+    key: str,
+    cur: np.ndarray,
+    base: np.ndarray,
+    b: int,
+    c: int,
+    items: Mapping[str, np.ndarray],
+    base_items: Mapping[str, np.ndarray],
+) -> float:
+    """How much the variance of the change in a share of correlated items exceeds what
+    McNemar's test assumes: ``(deff_now p1 q1 + deff_base p0 q0) n / ((b + c) - (b - c)^2 / n)``.
+
+    Each side's design effect (``design.<key>``, the grouped jackknife's, see
+    :func:`~.metrics.generator.grouped_design_effect`) scales its binomial variance; the two
+    sides come from independent samples against the same frozen items, so their variances
+    add. The denominator is the variance of ``b - c`` McNemar's test rests on for
+    independent items. A baseline stored before the design effects were kept borrows the
+    current one. 1 (the plain test) when neither side has one."""
+    now = items.get(f"design.{key}")
+    then = base_items.get(f"design.{key}")
+    if now is None and then is None:
+        return 1.0
+    d1 = float(np.asarray(now if now is not None else then).reshape(-1)[0])
+    d0 = float(np.asarray(then if then is not None else now).reshape(-1)[0])
+    n = int(cur.size)
+    mcnemar_var = (b + c) - (b - c) ** 2 / n if n else 0.0
+    if not (math.isfinite(d1) and math.isfinite(d0)) or mcnemar_var <= 0:
+        return 1.0
+    p1, p0 = float(np.mean(cur.astype(bool))), float(np.mean(base.astype(bool)))
+    var = n * (max(d1, 1.0) * p1 * (1.0 - p1) + max(d0, 1.0) * p0 * (1.0 - p0))
+    return max(1.0, var / mcnemar_var)
 
 
 def _rate_p(
@@ -497,7 +535,12 @@ def _proportion_counts(key: str, mv: MetricValue, rare_classes: Sequence[str]) -
 
 
 def _fisher_p(
-    key: str, mv: MetricValue, base: MetricValue, rare_classes: Sequence[str], mid_p: bool = False
+    key: str,
+    mv: MetricValue,
+    base: MetricValue,
+    rare_classes: Sequence[str],
+    mid_p: bool = False,
+    design_effect: float = 1.0,
 ) -> float | None:
     """One-sided Fisher (1935) exact test that a proportion fell, for when the paired test
     cannot run (the reference changed, or the baseline has no per-item vectors): ``x`` of
@@ -506,11 +549,22 @@ def _fisher_p(
     intervals it replaces flagged a 5-item class going from 5/5 to 2/5 at p = 0.001
     (Fisher: 0.083), up to 10x ``alpha`` under the null for small classes; for the generator's
     shares (a statistics audit, 2026-12-07) ``tail_coverage`` 15/15 -> 10/15 at p = 0.003
-    (Fisher: 0.021), and 4.4x ``alpha`` under the null for five rare modes."""
+    (Fisher: 0.021), and 4.4x ``alpha`` under the null for five rare modes.
+
+    Correlated items (the coverage shares, ``design_effect`` above 1: the current check's
+    ``design.<key>``) enter with their counts divided by it, rounded (Rao & Scott 1992)."""
     now = _proportion_counts(key, mv, rare_classes)
     then = _proportion_counts(key, base, rare_classes)
     if now is None or then is None:
         return None
+    if design_effect > 1.0:
+
+        def shrunk(pair: tuple[int, int]) -> tuple[int, int]:
+            return round(pair[0] / design_effect), round(pair[1] / design_effect)
+
+        now, then = shrunk(now), shrunk(then)
+        if now[1] == 0 or then[1] == 0:
+            return 1.0
     from scipy.stats import hypergeom
 
     (x, m), (x0, m0) = now, then
@@ -586,7 +640,9 @@ def _decline_p(
         p = _rate_p(key, items, base_items, mid_p)
         test = "rate-mid-p" if mid_p else "rate-exact"
     if p is None:
-        p = _fisher_p(key, mv, base, rare_classes, mid_p)
+        design = items.get(f"design.{key}")
+        deff = 1.0 if design is None else float(np.asarray(design).reshape(-1)[0])
+        p = _fisher_p(key, mv, base, rare_classes, mid_p, deff if math.isfinite(deff) else 1.0)
         test = "fisher-mid-p" if mid_p else "fisher-exact"
     if p is None:
         p = _interval_p(mv, base, spec_for(key).log_scale)

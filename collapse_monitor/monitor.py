@@ -1637,8 +1637,9 @@ def _item_users(panel: Any) -> dict[str, set[str]]:
         item = paired.item_key(key) if hasattr(paired, "item_key") else paired[key][0]
         users.setdefault(item, set()).add(key)
     for item in panel.items:
-        if item.startswith("rate."):
-            users.setdefault(item, set()).add(item[len("rate.") :])
+        for prefix in ("rate.", "design."):  # a count rate; a share's design effect (its McNemar's)
+            if item.startswith(prefix):
+                users.setdefault(item, set()).add(item[len(prefix) :])
     return users
 
 
@@ -1647,7 +1648,8 @@ def _missing_items(baseline: Baseline, users: Mapping[str, set[str]]) -> list[st
     the interval tests); ``users``: :func:`_item_users` of the check's panel."""
     out = set()
     for item, keys in users.items():
-        if item not in baseline.items:
+        # (a baseline without the design effects still has the paired test: it borrows them)
+        if item not in baseline.items and not item.startswith("design."):
             out |= {k for k in keys if k in baseline.metrics}
     return sorted(out)
 

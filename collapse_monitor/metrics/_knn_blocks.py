@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -372,6 +373,7 @@ def _cross_pass(
     cols: int | None = None,
     lhs: torch.Tensor | None = None,
     rhs: torch.Tensor | None = None,
+    hits: GroupHits | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass over the (reference x samples) distances in ``rows x cols`` blocks
     (:func:`cross_tiles`: ``rows x m`` for ``m`` up to :data:`_CROSS_WIDTH`, else taller
@@ -387,6 +389,11 @@ def _cross_pass(
     (:class:`_Parts`), per-range counts summed in integers; the per-row results of a row
     block's column blocks are combined exactly (or). ``lhs`` (of ``r``) and ``rhs`` (of ``s``)
     may be passed in. The block and mask buffers are allocated once and reused.
+
+    ``hits`` (:class:`GroupHits`, the samples sorted by group) also records, per reference
+    point and sample group, the two tests for that group's samples alone (for the grouped
+    jackknife of :func:`~.generator.coverage_design_effect`): one more read of each mask, no
+    product.
     """
     import torch
 
@@ -410,17 +417,49 @@ def _cross_pass(
                 j1 = min(m, j0 + cols)
                 d2 = products(i0, i1, j0, j1)
                 mask = mbuf[: d2.numel()].view(d2.shape)
+                spans = None if hits is None else hits.block(i0, i1, j0, j1)
                 if r.device.type == "cpu":
                     views = (d2.numpy(), mask.numpy(), thr_ref.numpy()[i0:i1], thr_s.numpy()[j0:j1])
                     outs = (covered.numpy()[i0:i1], in_sample_ball.numpy()[i0:i1])
                     count_np = counts.numpy()[j0:j1]
-                    for part in parts.map(partial(_cross_rows_numpy, views=views, outs=outs), i1 - i0, j1 - j0):
+                    job = partial(_cross_rows_numpy, views=views, outs=outs, spans=spans)
+                    for part in parts.map(job, i1 - i0, j1 - j0):
                         count_np += part
                     continue
                 _cross_block_torch(
-                    d2, mask, thr_ref[i0:i1], thr_s[j0:j1], counts[j0:j1], covered[i0:i1], in_sample_ball[i0:i1]
+                    d2, mask, thr_ref[i0:i1], thr_s[j0:j1], counts[j0:j1], covered[i0:i1], in_sample_ball[i0:i1], spans
                 )
     return counts, covered, in_sample_ball
+
+
+@dataclass(frozen=True)
+class GroupHits:
+    """Per reference point and sample group (samples sorted by group: group ``g`` is columns
+    ``starts[g]:starts[g + 1]``): ``covered``, a sample of the group inside the point's ball;
+    ``in_ball``, the point inside a ball of one of the group's samples (``n x G`` bool, or-ed)."""
+
+    starts: np.ndarray
+    covered: torch.Tensor
+    in_ball: torch.Tensor
+
+    @classmethod
+    def empty(cls, starts: np.ndarray, n: int, device: Any) -> GroupHits:
+        import torch
+
+        g = len(starts) - 1
+        return cls(starts, *(torch.zeros((n, g), dtype=torch.bool, device=device) for _ in range(2)))
+
+    def block(
+        self, i0: int, i1: int, j0: int, j1: int
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int, int]]]:
+        """Rows ``i0:i1`` of both outputs and the groups ``(g, a, b)`` meeting columns ``j0:j1``
+        (as that block's columns ``a:b``)."""
+        spans = []
+        for g in range(len(self.starts) - 1):
+            a, b = max(int(self.starts[g]), j0), min(int(self.starts[g + 1]), j1)
+            if a < b:
+                spans.append((g, a - j0, b - j0))
+        return self.covered[i0:i1], self.in_ball[i0:i1], spans
 
 
 def _cross_block_torch(
@@ -431,13 +470,18 @@ def _cross_block_torch(
     counts: torch.Tensor,
     covered: torch.Tensor,
     in_ball: torch.Tensor,
+    spans: Any = None,
 ) -> None:
     """The reductions of :func:`_cross_pass` over one block in torch ops (accelerators):
     ``counts`` (this block's columns) accumulates, ``covered`` / ``in_ball`` (this block's
-    rows, all false before the row block's first column block) are or-ed."""
+    rows, all false before the row block's first column block) are or-ed, and so are the
+    per-group rows of ``spans`` (:meth:`GroupHits.block`)."""
     import torch
 
     inside = torch.lt(d2, thr_ref.unsqueeze(1), out=mask)
+    if spans is not None:
+        for g, a, b in spans[2]:
+            spans[0][:, g] |= inside[:, a:b].any(dim=1)
     # uint8 partial counts (a block of _SUM_ROWS rows cannot reach 256): no int64 copy of the
     # mask, and exact
     as_u8 = inside.view(torch.uint8)
@@ -445,10 +489,22 @@ def _cross_block_torch(
         counts += as_u8[a : a + _SUM_ROWS].sum(dim=0, dtype=torch.uint8)
     covered |= inside.any(dim=1)
     in_ball |= torch.lt(d2, thr_s.unsqueeze(0), out=mask).any(dim=1)
+    if spans is not None:
+        for g, a, b in spans[2]:
+            spans[1][:, g] |= mask[:, a:b].any(dim=1)
+
+
+def _or_groups(mk: np.ndarray, spans: Any, which: int, a: int, b: int) -> None:
+    """Or each group's columns of the mask rows ``mk`` into output ``which`` of ``spans``."""
+    if spans is None:
+        return
+    rows_out = spans[which].numpy()[a:b]
+    for g, c0, c1 in spans[2]:
+        rows_out[:, g] |= np.any(mk[:, c0:c1], axis=1)
 
 
 def _cross_rows_numpy(
-    a: int, b: int, *, views: tuple[np.ndarray, ...], outs: tuple[np.ndarray, np.ndarray]
+    a: int, b: int, *, views: tuple[np.ndarray, ...], outs: tuple[np.ndarray, np.ndarray], spans: Any = None
 ) -> np.ndarray:
     """The reductions of :func:`_cross_pass` over rows ``a:b`` of one block (numpy views:
     distances, mask, reference and sample thresholds; outputs, or-ed: covered,
@@ -463,6 +519,8 @@ def _cross_rows_numpy(
     for s0 in range(0, h.shape[0], _SUM_ROWS):  # uint8 partial counts: no int64 copy of the mask
         cnt += as_u8[s0 : s0 + _SUM_ROWS].sum(axis=0, dtype=np.uint8)
     covered[a:b] |= np.any(mk, axis=1)
+    _or_groups(mk, spans, 0, a, b)
     np.less(h, thr_s[None, :], out=mk)
     in_ball[a:b] |= np.any(mk, axis=1)
+    _or_groups(mk, spans, 1, a, b)
     return cnt

@@ -42,6 +42,8 @@ from ..errors import ConfigError, InputError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from ._knn_blocks import GroupHits
+
 __all__ = [
     "DEFAULT_NPROBE",
     "KNN_METHODS",
@@ -229,11 +231,15 @@ def ivf_cross_pass(
     ref_index: IVFIndex,
     gen_index: IVFIndex,
     nprobe: int = DEFAULT_NPROBE,
+    hits: tuple[torch.Tensor, GroupHits] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three outputs of the exact cross pass (per sample: reference balls containing it;
     per reference point: squared distance to its nearest sample and whether a sample ball
     contains it), each over the rows of the ``nprobe`` nearest cells of the query: samples
-    against the reference index, reference points against the samples' index."""
+    against the reference index, reference points against the samples' index.
+
+    ``hits = (labels, GroupHits)``: per sample its group; the :class:`~._knn_blocks.GroupHits`
+    are or-ed with each group's own ball tests (over the scanned samples only)."""
     import torch
 
     n, m = r.shape[0], s.shape[0]
@@ -247,6 +253,11 @@ def ivf_cross_pass(
     def nearest(qi: torch.Tensor, rows: torch.Tensor, d2: torch.Tensor, cell: int) -> None:
         min_d2[qi] = torch.minimum(min_d2[qi], d2.amin(dim=1))
         in_ball[qi] |= (d2 < r2_s[rows].unsqueeze(0)).any(dim=1)
+        if hits is not None:
+            labels, out = hits
+            onehot = torch.nn.functional.one_hot(labels[rows], out.covered.shape[1]).to(d2.dtype)
+            out.covered[qi] |= ((d2 < r2_ref[qi].unsqueeze(1)).to(d2.dtype) @ onehot) > 0
+            out.in_ball[qi] |= ((d2 < r2_s[rows].unsqueeze(0)).to(d2.dtype) @ onehot) > 0
 
     _scan(s, r, ref_index, nprobe, count)
     _scan(r, s, gen_index, nprobe, nearest)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +50,7 @@ import numpy as np
 from .._validate import tensor_to_numpy
 from ..errors import ConfigError, InputError
 from ._knn_blocks import (  # noqa: F401  (re-exported: tests and the generator panel use them)
+    GroupHits,
     _cross_pass,
     _merge_filtered,
     _merge_topk,
@@ -351,6 +352,7 @@ def _patched_cross(
     bad_r: np.ndarray,
     bad_s: np.ndarray,
     chunk: int | None,
+    hits: GroupHits | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The cross pass's ``(counts, covered, in_sample_ball)`` where some rows are unresolved in
     float32 (:func:`unresolved_rows`; ``r2_ref`` / ``r2_s`` float64, exact for those rows).
@@ -375,13 +377,22 @@ def _patched_cross(
     if br.numel():
         rows = _row_block(m, s64.element_size(), chunk, DEFAULT_MEMORY_BUDGET)
         none_s = torch.zeros(m, dtype=s64.dtype, device=dev)
-        c_b, cov_b, _ = _cross_pass(r64.index_select(0, br), s64, r2_ref[br], none_s, rows)
+        sub = None if hits is None else GroupHits.empty(hits.starts, br.numel(), dev)
+        c_b, cov_b, _ = _cross_pass(r64.index_select(0, br), s64, r2_ref[br], none_s, rows, hits=sub)
         counts += c_b
         covered[br] = cov_b
+        if hits is not None and sub is not None:  # (the float32 pass left these rows' groups all false)
+            hits.covered[br] = sub.covered
     if bs.numel():
         rows = _row_block(bs.numel(), s64.element_size(), chunk, DEFAULT_MEMORY_BUDGET)
         none_r = torch.zeros(n, dtype=r64.dtype, device=dev)
-        in_ball |= _cross_pass(r64, s64.index_select(0, bs), none_r, r2_s[bs], rows)[2]
+        sub = None
+        if hits is not None:  # the unresolved samples, still sorted by group
+            labels = np.repeat(np.arange(len(hits.starts) - 1), np.diff(hits.starts))[bs.cpu().numpy()]
+            sub = GroupHits.empty(np.searchsorted(labels, np.arange(len(hits.starts))), n, dev)
+        in_ball |= _cross_pass(r64, s64.index_select(0, bs), none_r, r2_s[bs], rows, hits=sub)[2]
+        if hits is not None and sub is not None:
+            hits.in_ball.logical_or_(sub.in_ball)
     return counts, covered, in_ball
 
 
@@ -463,6 +474,11 @@ class NeighbourPass:
     ball_counts: np.ndarray
     ref_covered: np.ndarray
     ref_in_sample_ball: np.ndarray
+    #: with ``groups``: per reference point and sample group, whether a sample of that group is
+    #: inside its ball (``n x G``; a row is all false exactly when the point is not covered),
+    #: and whether the point is inside a ball of one of the group's samples (recall's)
+    ref_cover_groups: np.ndarray | None = None
+    ref_ball_groups: np.ndarray | None = None
 
     @property
     def sample_in_reference(self) -> np.ndarray:
@@ -490,6 +506,7 @@ def prdc_pass(
     nprobe: int | None = None,
     ref_index: IVFIndex | None = None,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> NeighbourPass:
     """Chunked exact distances for PRDC: the samples' k-NN radii (one symmetric self pass),
     the reference's radii unless given (``ref_radii2``, squared, e.g. from the reference
@@ -508,12 +525,15 @@ def prdc_pass(
     reference's cached index, built on the centred reference rows); ``chunk_size`` does not
     apply there.
 
+    ``groups`` (per sample, ids ``0..G-1``) adds ``ref_cover_groups`` / ``ref_ball_groups``:
+    which groups' samples are inside each reference ball, and which groups' sample balls hold
+    each reference point (the grouped jackknife of coverage and recall).
+
     >>> ref = np.array([[0.0], [1.0], [2.0], [3.0]])
     >>> p = prdc_pass(ref, np.array([[0.4], [10.0]]), k=1)
     >>> p.ball_counts.tolist(), p.covered.tolist()
     ([2, 0], [True, True, False, False])
     """
-    import torch
 
     from .approx import check_knn
 
@@ -522,8 +542,89 @@ def prdc_pass(
     chunk = _check_chunk(chunk_size)
     tdt, ndt = _resolve_dtype(dtype)
     dev = resolve_device(device)
+    grouping = None
+    if groups is not None:
+        samples, grouping = _sorted_by_group(samples, groups)
+    passed = _prdc_pass(
+        reference,
+        samples,
+        k,
+        ref_radii2,
+        center,
+        chunk,
+        dev,
+        tdt,
+        ndt,
+        method,
+        nlist,
+        nprobe,
+        ref_index,
+        seed,
+        grouping,
+    )
+    if grouping is None:
+        return passed
+    order = grouping.order
+    counts, radii = np.empty_like(passed.ball_counts), np.empty_like(passed.sample_radii2)
+    counts[order], radii[order] = passed.ball_counts, passed.sample_radii2
+    return replace(passed, ball_counts=counts, sample_radii2=radii)
+
+
+@dataclass(frozen=True)
+class _Grouping:
+    """Samples sorted by group for :func:`_cross_pass`: ``order`` (sorted position -> input
+    row), ``starts`` (group ``g`` is sorted rows ``starts[g]:starts[g + 1]``), ``labels`` (the
+    sorted rows' groups)."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.starts) - 1
+
+    def out(self, n: int, dev: torch.device) -> GroupHits:
+        return GroupHits.empty(self.starts, n, dev)
+
+
+def _sorted_by_group(samples: Any, groups: Any) -> tuple[np.ndarray, _Grouping]:
+    gen = as_matrix(samples, "samples", keep_float32=True)
+    g = np.asarray(groups)
+    if g.shape != (gen.shape[0],) or g.dtype.kind not in "iu" or (g.size and g.min() < 0):
+        raise InputError(
+            "groups", f"expected one non-negative integer group per sample ({gen.shape[0]}), got {g.shape}"
+        )
+    order = np.argsort(g, kind="stable")
+    labels = g[order]
+    starts = np.searchsorted(labels, np.arange(int(labels.max(initial=-1)) + 2))
+    return gen[order], _Grouping(order, starts, labels)
+
+
+def _prdc_pass(
+    reference: Any,
+    samples: Any,
+    k: int,
+    ref_radii2: Any,
+    center: np.ndarray | None,
+    chunk: int | None,
+    dev: torch.device,
+    tdt: torch.dtype,
+    ndt: np.dtype[Any],
+    method: str,
+    nlist: int | None,
+    nprobe: int | None,
+    ref_index: IVFIndex | None,
+    seed: int,
+    grouping: _Grouping | None,
+) -> NeighbourPass:
+    """:func:`prdc_pass` on checked settings (samples sorted by group when ``grouping``)."""
+    import torch
+
     if method == "ivf":
-        return _prdc_pass_ivf(reference, samples, k, ref_radii2, center, dev, tdt, nlist, nprobe, ref_index, seed)
+        return _prdc_pass_ivf(
+            reference, samples, k, ref_radii2, center, dev, tdt, nlist, nprobe, ref_index, seed, grouping
+        )
     # float32 inputs stay float32 (only cast, centred, to the compute dtype below)
     ref = as_matrix(reference, "reference", keep_float32=True)
     gen = as_matrix(samples, "samples", width=ref.shape[1], keep_float32=True)
@@ -532,6 +633,7 @@ def prdc_pass(
         center = knn_center(ref.mean(axis=0, dtype=np.float64), _std(ref))
     given = _check_radii(ref_radii2, n)
     f64 = np.dtype(np.float64)
+    cg = None if grouping is None else grouping.out(n, dev)
     with torch.inference_mode():
         r = _to_tensor(ref, center, ndt, dev)
         s = _to_tensor(gen, center, ndt, dev)
@@ -546,8 +648,8 @@ def prdc_pass(
         bad_r = unresolved_rows(r, r2_ref if given is None else given)
         bad_s = unresolved_rows(s, r2_s)
         if not (bad_r.any() or bad_s.any()):  # the common case: float32 throughout
-            passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1])
-            return _neighbour_pass(k, r2_ref, r2_s, *passes)
+            passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg)
+            return _neighbour_pass(k, r2_ref, r2_s, *passes, cg)
         r64, s64 = _to_tensor(ref, center, f64, dev), _to_tensor(gen, center, f64, dev)
         if not _patch_pays(int(bad_r.sum() + bad_s.sum()), n + m):
             # most rows unresolved (far-apart modes, samples in a tight cluster far from the
@@ -559,18 +661,18 @@ def prdc_pass(
             r2_ref = _self_radii2(r64, k, chunk, operands=ops_r) if kept is None else kept
             r2_s = _self_radii2(s64, k, chunk, operands=ops_s)
             rows = _row_block(m, f64.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
-            passes = _cross_pass(r64, s64, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1])
-            return _neighbour_pass(k, r2_ref, r2_s, *passes)
+            passes = _cross_pass(r64, s64, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg)
+            return _neighbour_pass(k, r2_ref, r2_s, *passes, cg)
         # a few unresolved rows (a tight cluster away from the centre, duplicates): only their
         # radii and the ball tests that depend on them in float64
         r2_ref = _patch_radii(r64, r2_ref, bad_r, k, chunk) if given is None else torch.from_numpy(given).to(dev)
         r2_s = _patch_radii(s64, r2_s, bad_s, k, chunk)
 
         def float32_pass(rr2: torch.Tensor, ss2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return _cross_pass(r, s, rr2, ss2, rows, lhs=ops_r[0], rhs=ops_s[1])
+            return _cross_pass(r, s, rr2, ss2, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg)
 
-        passes = _patched_cross(float32_pass, r64, s64, r2_ref, r2_s, bad_r, bad_s, chunk)
-        return _neighbour_pass(k, r2_ref, r2_s, *passes)
+        passes = _patched_cross(float32_pass, r64, s64, r2_ref, r2_s, bad_r, bad_s, chunk, cg)
+        return _neighbour_pass(k, r2_ref, r2_s, *passes, cg)
 
 
 def _check_radii(ref_radii2: Any, n: int) -> np.ndarray | None:
@@ -583,7 +685,13 @@ def _check_radii(ref_radii2: Any, n: int) -> np.ndarray | None:
 
 
 def _neighbour_pass(
-    k: int, r2_ref: torch.Tensor, r2_s: torch.Tensor, counts: torch.Tensor, covered: torch.Tensor, in_ball: torch.Tensor
+    k: int,
+    r2_ref: torch.Tensor,
+    r2_s: torch.Tensor,
+    counts: torch.Tensor,
+    covered: torch.Tensor,
+    in_ball: torch.Tensor,
+    hits: GroupHits | None = None,
 ) -> NeighbourPass:
     return NeighbourPass(
         k=k,
@@ -592,6 +700,8 @@ def _neighbour_pass(
         ball_counts=counts.cpu().numpy(),
         ref_covered=covered.cpu().numpy(),
         ref_in_sample_ball=in_ball.cpu().numpy(),
+        ref_cover_groups=None if hits is None else hits.covered.cpu().numpy(),
+        ref_ball_groups=None if hits is None else hits.in_ball.cpu().numpy(),
     )
 
 
@@ -607,6 +717,7 @@ def _prdc_pass_ivf(
     nprobe: int | None,
     ref_index: IVFIndex | None,
     seed: int,
+    grouping: _Grouping | None = None,
 ) -> NeighbourPass:
     """:func:`prdc_pass` with ``knn="ivf"``: the same centre (the reference mean rounded to its
     grid, :func:`knn_center`) and the same float64 fallback as the exact pass, so that probing
@@ -633,16 +744,22 @@ def _prdc_pass_ivf(
         gen_index = build_ivf(s, nlist, seed)
         r2_s = ivf_kth_d2(s, k, gen_index, probe)
 
+        cg = None if grouping is None else grouping.out(n, dev)
+        labels = None if grouping is None else torch.from_numpy(grouping.labels).to(dev)
+
         def cross(
             r_: torch.Tensor, s_: torch.Tensor, rr2: torch.Tensor, ss2: torch.Tensor, ri: IVFIndex, gi: IVFIndex
         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            counts, min_d2, in_ball = ivf_cross_pass(r_, s_, rr2, ss2, ri, gi, probe)
+            groups = None if cg is None or labels is None else (labels, cg)
+            counts, min_d2, in_ball = ivf_cross_pass(r_, s_, rr2, ss2, ri, gi, probe, hits=groups)
+            if cg is not None:
+                cg.covered[rr2 <= 0] = False
             return counts, (min_d2 < rr2) & (rr2 > 0), in_ball  # a radius-0 ball contains nothing
 
         bad_r = unresolved_rows(r, r2_ref if given is None else given)
         bad_s = unresolved_rows(s, r2_s)
         if not (bad_r.any() or bad_s.any()):
-            return _neighbour_pass(k, r2_ref, r2_s, *cross(r, s, r2_ref, r2_s, ref_index, gen_index))
+            return _neighbour_pass(k, r2_ref, r2_s, *cross(r, s, r2_ref, r2_s, ref_index, gen_index), cg)
         r64, _ = centred_tensor(reference, "reference", center, torch.float64, dev)
         s64, _ = centred_tensor(samples, "samples", center, torch.float64, dev)
         scanned = min(1.0, probe / max(1, min(ref_index.nlist, gen_index.nlist)))
@@ -653,7 +770,7 @@ def _prdc_pass_ivf(
             r2_ref = ivf_kth_d2(r64, k, ref_index, probe) if given is None else torch.from_numpy(given).to(dev)
             gen_index = build_ivf(s64, nlist, seed)
             r2_s = ivf_kth_d2(s64, k, gen_index, probe)
-            return _neighbour_pass(k, r2_ref, r2_s, *cross(r64, s64, r2_ref, r2_s, ref_index, gen_index))
+            return _neighbour_pass(k, r2_ref, r2_s, *cross(r64, s64, r2_ref, r2_s, ref_index, gen_index), cg)
         r2_ref = _patch_radii(r64, r2_ref, bad_r, k, None) if given is None else torch.from_numpy(given).to(dev)
         r2_s = _patch_radii(s64, r2_s, bad_s, k, None)
         index32 = ref_index
@@ -661,5 +778,5 @@ def _prdc_pass_ivf(
         def float32_pass(rr2: torch.Tensor, ss2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             return cross(r, s, rr2, ss2, index32, gen_index)
 
-        passes = _patched_cross(float32_pass, r64, s64, r2_ref, r2_s, bad_r, bad_s, None)
-        return _neighbour_pass(k, r2_ref, r2_s, *passes)
+        passes = _patched_cross(float32_pass, r64, s64, r2_ref, r2_s, bad_r, bad_s, None, cg)
+        return _neighbour_pass(k, r2_ref, r2_s, *passes, cg)

@@ -34,12 +34,14 @@ __all__ = [
     "mann_kendall",
     "mcnemar_exact",
     "mcnemar_mid_p",
+    "mcnemar_scaled",
     "normal_decline_p",
     "normal_quantile",
     "percentile_interval",
     "se_from_interval",
     "theil_sen",
     "wilson_interval",
+    "wilson_interval_real",
 ]
 
 _STD_NORMAL = NormalDist()
@@ -141,13 +143,38 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         raise InputError("successes", f"must be <= n={n}, got {k}")
     if n == 0:
         return 0.0, 1.0
-    z = normal_quantile(0.5 + 0.5 * c)
-    p = k / n
+    return _wilson(k / n, float(n), c, k == 0, k == n)
+
+
+def wilson_interval_real(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """:func:`wilson_interval` on an effective sample size: ``successes`` and ``n`` may be
+    fractional, as ``k / deff`` and ``n / deff`` are for correlated items with design effect
+    ``deff`` (Kish 1965; the Wilson form of Korn & Graubard 1998, "Confidence intervals for
+    proportions with small expected number of positive counts estimated from survey data").
+    Equal to :func:`wilson_interval` on integers.
+
+    >>> wilson_interval_real(7.0, 50.0) == wilson_interval(7, 50)
+    True
+    >>> lo, hi = wilson_interval_real(3.5, 25.0)  # deff 2: wider than (7, 50)
+    >>> round(lo, 4), round(hi, 4)
+    (0.0525, 0.3234)
+    """
+    k, n = float(successes), float(n)
+    if not (math.isfinite(k) and math.isfinite(n)) or n < 0 or not 0 <= k <= n:
+        raise InputError("successes", f"expected 0 <= successes <= n, got {successes!r} of {n!r}")
+    c = _confidence(confidence)
+    if n == 0:
+        return 0.0, 1.0
+    return _wilson(k / n, n, c, k == 0, k == n)
+
+
+def _wilson(p: float, n: float, confidence: float, at_zero: bool, at_one: bool) -> tuple[float, float]:
+    z = normal_quantile(0.5 + 0.5 * confidence)
     denom = 2.0 * (n + z * z)
     center = (2.0 * n * p + z * z) / denom
     delta = z / denom * math.sqrt(4.0 * n * p * (1.0 - p) + z * z)
-    lo = 0.0 if k == 0 else max(0.0, center - delta)
-    hi = 1.0 if k == n else min(1.0, center + delta)
+    lo = 0.0 if at_zero else max(0.0, center - delta)
+    hi = 1.0 if at_one else min(1.0, center + delta)
     return lo, hi
 
 
@@ -299,6 +326,40 @@ def mcnemar_mid_p(b: int, c: int, alternative: str = "greater") -> float:
     0.032714...
     """
     return _mcnemar(b, c, alternative, mid_p=True)
+
+
+def mcnemar_scaled(b: int, c: int, design_effect: float, *, mid_p: bool = False) -> float:
+    """One-sided (``"greater"``) McNemar p for correlated items: the exact (or mid-p) test on
+    the discordant counts divided by the ``design_effect`` of their difference (Rao & Scott
+    1992, Biometrics 48:577, for clustered binary data; for matched pairs Durkalski, Palesch,
+    Lipsitz & Rust 2003, Stat Med 22:2417). ``P(X >= b)`` for ``X ~ Binomial(b + c, 1/2)`` is
+    the regularized incomplete beta ``I_{1/2}(b, c + 1)``, which extends it to the fractional
+    counts; a design effect of 1 or less is the exact test itself.
+
+    >>> mcnemar_scaled(8, 2, 1.0) == mcnemar_exact(8, 2)
+    True
+    >>> round(mcnemar_scaled(16, 4, 2.0), 6) == round(mcnemar_exact(8, 2), 6)
+    True
+    >>> mcnemar_scaled(30, 5, 3.0) > mcnemar_exact(30, 5)
+    True
+    """
+    b, c = _count(b, "b"), _count(c, "c")
+    deff = float(design_effect)
+    if not math.isfinite(deff) or deff <= 1.0:
+        return _mcnemar(b, c, "greater", mid_p=mid_p)
+    if b + c == 0:
+        return 1.0
+    from scipy.special import betainc
+
+    bs, cs = b / deff, c / deff
+
+    def upper(x: float, rest: float) -> float:  # P(X >= x), X ~ Bin(x + rest, 1/2), x > 0
+        return 1.0 if x <= 0 else float(betainc(x, rest + 1.0, 0.5))
+
+    p = upper(bs, cs)
+    if mid_p:  # P(X > b) + P(X = b) / 2 = (P(X >= b) + P(X >= b + 1)) / 2
+        p = 0.5 * (p + (float(betainc(bs + 1.0, cs, 0.5)) if cs > 0 else 0.0))
+    return min(1.0, max(0.0, p))
 
 
 def _mcnemar(b: int, c: int, alternative: str, *, mid_p: bool) -> float:
