@@ -4,7 +4,8 @@
 #   make test    create/update .venv with the dev extras, install the real servers the tests
 #                talk to (apt-get), run the whole suite
 #   make lint    ruff check + ruff format --check + mypy
-#   make bench   speed, detection-quality, retrain-noise, external-chain and fingerprint benchmarks
+#   make bench   speed, detection-quality, retrain-noise, external-chain, fingerprint and
+#                coverage-share calibration benchmarks
 #   make clean   caches and build outputs (distclean: also .venv and local run outputs)
 #
 # Both `demo` and `test` do all set-up themselves on a fresh Debian machine with Python 3.11.
@@ -50,7 +51,7 @@ SERVER_BINARIES := prometheus promtool prometheus-pushgateway prometheus-alertma
 # root runs apt-get directly; anyone else goes through sudo when it exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: help venv venv-dev demo test servers lint format bench bench-speed bench-detection bench-noise bench-external bench-fingerprint clean distclean
+.PHONY: help venv venv-dev demo test servers lint format bench bench-speed bench-detection bench-noise bench-external bench-fingerprint bench-shares clean distclean
 
 help:
 	@awk 'NR >= 3 && !/^#/ {exit} NR >= 3 {sub(/^# ?/, ""); print}' Makefile
@@ -124,7 +125,7 @@ format: $(DEV_STAMP)
 
 # --- benchmarks (measured here, never asserted as wall-clock in tests) ---------------------------
 
-bench: bench-speed bench-detection bench-noise bench-external bench-fingerprint
+bench: bench-speed bench-detection bench-noise bench-external bench-fingerprint bench-shares
 
 bench-speed: $(DEV_STAMP)
 	@test -f benchmarks/speed.py || { echo "error: benchmarks/speed.py is not written yet" >&2; exit 1; }
@@ -136,6 +137,9 @@ bench-detection: $(DEV_STAMP)
 
 bench-noise: $(DEV_STAMP)
 	$(PY) benchmarks/retrain_noise.py
+
+bench-shares: $(DEV_STAMP)
+	$(PY) benchmarks/shares.py
 
 bench-external: $(DEV_STAMP)
 	$(PY) benchmarks/external_chains.py

@@ -12,7 +12,12 @@ Intervals:
 
 * Wilson (1927) score intervals for proportions: precision (n = samples), recall, coverage,
   tail / head coverage (n = reference points in the group), rare-mode coverage (n = rare
-  clusters), and the tail-mass count (scaled by 1 / 0.01);
+  clusters), and the tail-mass count (scaled by 1 / 0.01). The reference points are not
+  independent items (one sample covers overlapping balls together): recall and the three
+  coverage shares take theirs on the effective size ``n / deff``, with the design effect of
+  the delete-a-group jackknife over the bootstrap's sample groups
+  (:func:`grouped_design_effect`), which also scales their paired McNemar tests
+  (``design.<key>`` items; ``benchmarks/shares.py``);
 * bootstrap percentile intervals (Efron & Tibshirani 1993) for density and the diversity
   metrics. The samples are split once into ``G`` (default 20) random groups; per-group sums
   and ``d x d`` scatter matrices are computed once and a replicate resamples whole groups, so
@@ -619,13 +624,12 @@ def generator_panel(
     )
     covered = p.covered
     everyone = np.ones(n, dtype=bool)
+    recall_deff = grouped_design_effect(p.ref_ball_groups, everyone)
     metrics: dict[str, MetricValue] = {
         "precision": _wilson_mv(int(np.sum(p.ball_counts > 0)), m),
-        "recall": _wilson_mv(
-            int(np.sum(p.ref_in_sample_ball)), n, design_effect=grouped_design_effect(p.ref_ball_groups, everyone)
-        ),
+        "recall": _wilson_mv(int(np.sum(p.ref_in_sample_ball)), n, design_effect=recall_deff),
     }
-    items: dict[str, np.ndarray] = {"coverage.covered": covered}
+    items: dict[str, np.ndarray] = {"coverage.covered": covered, "design.recall": np.array([recall_deff])}
     paired: dict[str, tuple[str, np.ndarray]] = {}
     for key, mask in (("coverage", everyone), ("tail_coverage", state.tail_mask), ("head_coverage", ~state.tail_mask)):
         deff = grouped_design_effect(p.ref_cover_groups, mask)
