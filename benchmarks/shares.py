@@ -77,16 +77,24 @@ def run_case(kind: str, d: int, m: int, n: int, samples: int) -> dict[str, Any]:
             "scaled": float(np.mean([v.ci_low <= truth <= v.ci_high for v in mv])),
         }
     for key in PAIRED:
-        scaled, plain = [], []
-        for base, cur in zip(panels[0::2], panels[1::2], strict=False):
-            scaled.append(_paired_p(key, cur.paired, cur.items, base.items))
-            bare = {k: v for k, v in cur.items.items() if not k.startswith("design.")}
-            bare_base = {k: v for k, v in base.items.items() if not k.startswith("design.")}
-            plain.append(_paired_p(key, cur.paired, bare, bare_base))
+        scaled, plain = null_pair_ps(panels, key)
         out[key]["null_pairs"] = len(scaled)
-        out[key]["plain_rejects"] = [float(np.mean(np.array(plain) < a)) for a in LEVELS]
-        out[key]["scaled_rejects"] = [float(np.mean(np.array(scaled) < a)) for a in LEVELS]
+        out[key]["plain_rejects"] = [float(np.mean(plain < a)) for a in LEVELS]
+        out[key]["scaled_rejects"] = [float(np.mean(scaled < a)) for a in LEVELS]
     return out
+
+
+def null_pair_ps(panels: list[Any], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The paired test's p for ``key`` on consecutive panels as (baseline, current): as the
+    monitor runs it (scaled by the design effects) and plain (their ``design.*`` items
+    stripped: the exact McNemar test on the covered points)."""
+    scaled, plain = [], []
+    for base, cur in zip(panels[0::2], panels[1::2], strict=False):
+        scaled.append(_paired_p(key, cur.paired, cur.items, base.items))
+        bare = {k: v for k, v in cur.items.items() if not k.startswith("design.")}
+        bare_base = {k: v for k, v in base.items.items() if not k.startswith("design.")}
+        plain.append(_paired_p(key, cur.paired, bare, bare_base))
+    return np.array(scaled), np.array(plain)
 
 
 def _pct(x: float) -> str:

@@ -102,20 +102,16 @@ def test_paired_coverage_test_holds_its_level_on_null_pairs(share_panels: tuple)
     reference points gave p < 0.05 on 19 % of such pairs (p < 0.01 on 10-13 %): a false alarm
     source on every healthy retrain. Scaled by the design effect of the difference it stays
     at or below the level; the plain test (design effects stripped) is shown to be the one
-    that did not."""
-    from collapse_monitor.detection import _paired_p
+    that did not (the pairs as ``benchmarks/shares.py`` makes them)."""
+    from benchmark_scripts import load_benchmark
 
+    null_pair_ps = load_benchmark("shares").null_pair_ps
     _, _, panels = share_panels
     plain_share, scaled_share = {}, {}
     for key in ("coverage", "tail_coverage", "head_coverage"):
-        scaled, plain = [], []
-        for base, cur in zip(panels[0::2], panels[1::2], strict=True):
-            scaled.append(_paired_p(key, cur.paired, cur.items, base.items))
-            bare = {k: v for k, v in cur.items.items() if not k.startswith("design.")}
-            bare_base = {k: v for k, v in base.items.items() if not k.startswith("design.")}
-            plain.append(_paired_p(key, cur.paired, bare, bare_base))
-        scaled_share[key] = float(np.mean(np.array(scaled) < 0.05))
-        plain_share[key] = float(np.mean(np.array(plain) < 0.05))
+        scaled, plain = null_pair_ps(panels, key)
+        scaled_share[key] = float(np.mean(scaled < 0.05))
+        plain_share[key] = float(np.mean(plain < 0.05))
     # 100 pairs: the binomial sd of a 5 % rate is 2.2 points
     assert all(v <= 0.09 for v in scaled_share.values()), scaled_share
     assert max(plain_share.values()) >= 0.12, plain_share
