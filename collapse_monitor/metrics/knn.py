@@ -596,7 +596,7 @@ def _sorted_by_group(samples: Any, groups: Any) -> tuple[np.ndarray, _Grouping]:
             "groups", f"expected one non-negative integer group per sample ({gen.shape[0]}), got {g.shape}"
         )
     order = np.argsort(g, kind="stable")
-    labels = g[order]
+    labels = g[order].astype(np.int64)
     starts = np.searchsorted(labels, np.arange(int(labels.max(initial=-1)) + 2))
     return gen[order], _Grouping(order, starts, labels)
 

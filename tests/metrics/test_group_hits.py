@@ -26,7 +26,7 @@ def _brute(ref: np.ndarray, gen: np.ndarray, groups: np.ndarray, p) -> tuple[np.
 def test_group_hits_match_brute_force_and_leave_the_pass_unchanged(knn: str) -> None:
     rng = np.random.default_rng(0)
     ref, gen = rng.normal(size=(500, 8)), rng.normal(size=(400, 8))
-    groups = rng.integers(0, 20, 400)
+    groups = rng.integers(0, 20, 400).astype(np.int32)  # any integer type
     extra = {"nprobe": 10_000} if knn == "ivf" else {}
     plain = prdc_pass(ref, gen, 5, knn=knn, **extra)
     grouped = prdc_pass(ref, gen, 5, knn=knn, groups=groups, **extra)
