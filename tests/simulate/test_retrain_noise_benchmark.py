@@ -56,6 +56,12 @@ def test_stable_chain_pairs_equal_the_scenarios_own_predictions(bench, selftrain
     assert [tuple(p) for p in selftrain_row["pairs"]["rare_class_recall"]] == expected
     assert len(selftrain_row["stages"]) == 4
     assert selftrain_row["stages"][0] == "healthy"  # generation 0 is the baseline
+    # the monitor's own test on these items: probe items are independent, so it is the exact
+    # McNemar test on the same counts (the coverage shares' would be scaled by design effects)
+    from collapse_monitor.metrics.stats import mcnemar_exact
+
+    want = [mcnemar_exact(b, c) for b, c in expected]
+    assert selftrain_row["monitor_p"]["rare_class_recall"] == pytest.approx(want)
 
 
 def test_summary_tables(bench, selftrain_row) -> None:
@@ -67,6 +73,8 @@ def test_summary_tables(bench, selftrain_row) -> None:
     assert s["checks"] == 3 and s["chains"] == 1
     assert s["false_alarm_checks"] == sum(st != "healthy" for st in selftrain_row["stages"])
     assert s["dispersion"]["rare_class_recall"]["comparisons"] == 3
+    assert "the monitor's paired test p < 0.005" in table
+    assert s["dispersion"]["rare_class_recall"]["monitor_share_p_below_level"] >= 0.0
 
 
 def test_replicate_baselines_remove_the_lucky_baseline_false_alarm(bench) -> None:
