@@ -16,7 +16,7 @@ Intervals:
   independent items (one sample covers overlapping balls together): recall and the three
   coverage shares take theirs on the effective size ``n / deff``, with the design effect of
   the delete-a-group jackknife over the bootstrap's sample groups
-  (:func:`grouped_design_effect`), which also scales their paired McNemar tests
+  (:func:`~.stats.grouped_design_effect`), which also scales their paired McNemar tests
   (``design.<key>`` items; ``benchmarks/shares.py``);
 * bootstrap percentile intervals (Efron & Tibshirani 1993) for density and the diversity
   metrics. The samples are split once into ``G`` (default 20) random groups; per-group sums
@@ -76,7 +76,7 @@ from .diversity import (
     vendi_score,
 )
 from .knn import _resolve_dtype, _to_tensor, as_matrix, centred_radii2, knn_center, prdc_pass, resolve_device
-from .stats import normal_quantile, percentile_interval, wilson_interval, wilson_interval_real
+from .stats import grouped_design_effect, normal_quantile, percentile_interval, wilson_interval, wilson_interval_real
 
 if TYPE_CHECKING:  # pragma: no cover
     from .approx import IVFIndex
@@ -450,51 +450,6 @@ def _wilson_mv(x: int, n: int, scale: float = 1.0, design_effect: float = 1.0) -
     else:
         lo, hi = wilson_interval(int(x), int(n), _CONF)
     return MetricValue(x / n * scale, lo * scale, hi * scale, n=int(n))
-
-
-def grouped_design_effect(hits: np.ndarray | None, mask: np.ndarray) -> float:
-    """How much the sampling variance of a coverage share (the reference points of ``mask``
-    whose ball holds a sample) exceeds the binomial ``p (1 - p) / n`` the Wilson interval and
-    McNemar's test assume: at least 1. ``hits`` (``n x G``): per point, which sample groups
-    cover it (:attr:`~.knn.NeighbourPass.ref_cover_groups`).
-
-    The points are not independent items: one sample inside overlapping balls covers them
-    together, so their indicators are positively correlated and the binomial variance is
-    too small (measured: 95 % Wilson intervals held the truth 71-72 % of the time at
-    d = 32; ``tests/metrics/test_interval_coverage.py``). The variance here is the
-    delete-a-group jackknife's over the ``G`` random sample groups of the bootstrap (Quenouille
-    1956; Tukey 1958; the grouped form: Efron & Tibshirani 1993, sec. 11.5; Shao & Tu, "The
-    Jackknife and Bootstrap", 1995, ch. 2): removing group ``g`` uncovers exactly the points
-    only its samples cover (``cover_groups``, per point and group, from the k-NN pass), so
-    each leave-one-out share costs one count, ``n x G`` in all. The ratio of the two variances
-    is Kish's design effect, applied as in Rao & Scott (1992, "A simple method for the
-    analysis of clustered binary data", Biometrics 48:577): intervals and exact tests on the
-    effective size ``n / deff``. The jackknife over-states the variance somewhat (Efron & Stein
-    1981; measured 1.1-1.2 x the sampling spread); the floor at 1 keeps the binomial where it
-    finds less.
-
-    Recall takes the same estimate from ``ref_ball_groups`` (a point inside a ball of some
-    sample of the group), with the samples' k-NN radii held at their full-sample values: a
-    left-out group would widen the others' balls a little, so this is conservative too.
-
-    >>> cg = np.zeros((4, 2), dtype=bool); cg[:2, 0] = True; cg[2:, 1] = True
-    >>> grouped_design_effect(cg, np.ones(4, dtype=bool))  # 2 groups, each alone covering 2
-    1.0
-    """
-    if hits is None:
-        return 1.0
-    cg = np.asarray(hits)[np.asarray(mask, dtype=bool)]
-    n, groups = cg.shape
-    if n == 0 or groups < 2:
-        return 1.0
-    per_point = cg.sum(axis=1)
-    x = int(np.count_nonzero(per_point))
-    binomial = x * (n - x) / n  # n p (1 - p): the count's variance for independent points
-    if binomial <= 0:
-        return 1.0
-    lost = cg[per_point == 1].sum(axis=0).astype(np.float64)  # points only group g covers
-    jack = (groups - 1) / groups * float(np.sum((lost - lost.mean()) ** 2))
-    return max(1.0, jack / binomial)
 
 
 def few_groups_factor(g: int, confidence: float = _CONF) -> float:
