@@ -593,7 +593,8 @@ def _sorted_by_group(samples: Any, groups: Any) -> tuple[np.ndarray, _Grouping]:
     g = np.asarray(groups)
     if g.shape != (gen.shape[0],) or g.dtype.kind not in "iu" or (g.size and g.min() < 0):
         raise InputError(
-            "groups", f"expected one non-negative integer group per sample ({gen.shape[0]}), got {g.shape}"
+            "groups",
+            f"expected one non-negative integer group per sample ({gen.shape[0]}), got shape {g.shape} of {g.dtype}",
         )
     order = np.argsort(g, kind="stable")
     labels = g[order].astype(np.int64)
