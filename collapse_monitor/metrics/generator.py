@@ -526,8 +526,10 @@ def generator_panel(
     tail_coverage, head_coverage, rare_mode_coverage (only when the reference has rare
     clusters), rare_mode_mass (idem), vendi_score, vendi_ratio, effective_rank, variance_ratio,
     frechet_distance, tail_mass_ratio. Items: ``coverage.covered`` (per reference point),
-    ``rare_modes.kept`` (per rare cluster), and ``rate.<key>`` = ``[events, samples]`` for the
-    count metrics rare_mode_mass and tail_mass_ratio (exact rate tests against the baseline).
+    ``rare_modes.kept`` (per rare cluster), ``rate.<key>`` = ``[events, samples]`` for the
+    count metrics rare_mode_mass and tail_mass_ratio (exact rate tests against the baseline),
+    and ``design.<key>`` = ``[deff]`` for recall and the three coverage shares (the design
+    effect their intervals and paired tests are scaled by, :func:`~.stats.grouped_design_effect`).
 
     The k-NN passes follow the state: exact, or with ``knn="ivf"`` states the inverted-file
     approximation (:mod:`.approx`) with the state's ``nprobe`` unless ``nprobe`` is given;
