@@ -409,37 +409,42 @@ def discordant(cur: np.ndarray, base: np.ndarray, mask: np.ndarray) -> tuple[int
     return int(np.sum(base_b & ~cur_b)), int(np.sum(~base_b & cur_b))
 
 
-def _paired_p(
+def _paired_p(*args: Any, **kwargs: Any) -> float | None:
+    """Exact one-sided McNemar p for 'good at baseline, bad now' on the metric's items (its
+    mid-p with ``mid_p``); on correlated items (a ``design.<key>`` item: the coverage
+    metrics) the discordant counts are first divided by the design effect of the difference
+    (:func:`_paired_design_effect`). The arguments are :func:`_paired_test`'s."""
+    return _paired_test(*args, **kwargs)[0]
+
+
+def _paired_test(
     key: str,
     paired: Mapping[str, tuple[str, np.ndarray]],
     items: Mapping[str, np.ndarray],
     base_items: Mapping[str, np.ndarray],
     mid_p: bool = False,
-) -> float | None:
-    """Exact one-sided McNemar p for 'good at baseline, bad now' on the metric's items (its
-    mid-p with ``mid_p``); on correlated items (a ``design.<key>`` item: the coverage
-    metrics) the discordant counts are first divided by the design effect of the difference
-    (:func:`_paired_design_effect`)."""
+) -> tuple[float | None, float]:
+    """:func:`_paired_p` and the design effect its counts were divided by (1: none)."""
     if key not in paired:  # (PairedSpecs answers without building the mask)
-        return None
+        return None, 1.0
     item_key = paired.item_key(key) if hasattr(paired, "item_key") else paired[key][0]
     cur = items.get(item_key)
     base = base_items.get(item_key)
     if cur is None or base is None or cur.shape != base.shape:
-        return None
+        return None, 1.0
     fast = paired.discordant(key, cur, base) if hasattr(paired, "discordant") else None
     if fast is not None:
         b, c = fast  # per-class counts, made once per comparison (classes x replicates passes before)
     else:
         mask = paired[key][1]
         if mask.shape != cur.shape:
-            return None
+            return None, 1.0
         b, c = discordant(cur, base, mask)
         deff = _paired_design_effect(key, cur[mask], base[mask], b, c, items, base_items)
         if deff > 1.0:
-            return stats.mcnemar_scaled(b, c, deff, mid_p=mid_p)
+            return stats.mcnemar_scaled(b, c, deff, mid_p=mid_p), deff
     test = stats.mcnemar_mid_p if mid_p else stats.mcnemar_exact
-    return float(test(b, c, alternative="greater"))
+    return float(test(b, c, alternative="greater")), 1.0
 
 
 def _paired_design_effect(
@@ -633,8 +638,9 @@ def _decline_p(
     (``signed=False``: not needed, as for a replicate's test, and not computed: it hashes the
     whole mask)."""
     mid_p = rules.paired_test == "mid_p"
-    p = _paired_p(key, paired, items, base_items, mid_p)
-    test = "mcnemar-mid-p" if mid_p else "mcnemar-exact"
+    p, deff = _paired_test(key, paired, items, base_items, mid_p)
+    # "+design-effect": the counts were divided by the correlated items' design effect
+    test = ("mcnemar-mid-p" if mid_p else "mcnemar-exact") + ("+design-effect" if deff > 1.0 else "")
     signature = _paired_signature(key, paired) if p is not None and signed else None
     if p is None:
         p = _rate_p(key, items, base_items, mid_p)
@@ -642,8 +648,11 @@ def _decline_p(
     if p is None:
         design = items.get(f"design.{key}")
         deff = 1.0 if design is None else float(np.asarray(design).reshape(-1)[0])
-        p = _fisher_p(key, mv, base, rare_classes, mid_p, deff if math.isfinite(deff) else 1.0)
-        test = "fisher-mid-p" if mid_p else "fisher-exact"
+        deff = deff if math.isfinite(deff) else 1.0
+        p = _fisher_p(key, mv, base, rare_classes, mid_p, deff)
+        test = ("fisher-mid-p" if mid_p else "fisher-exact") + (
+            "+design-effect" if deff > 1.0 and p is not None else ""
+        )
     if p is None:
         p = _interval_p(mv, base, spec_for(key).log_scale)
         test = "interval-z"
