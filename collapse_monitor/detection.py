@@ -447,6 +447,21 @@ def _paired_test(
     return float(test(b, c, alternative="greater")), 1.0
 
 
+def _design_value(items: Mapping[str, np.ndarray], key: str) -> float | None:
+    """The design effect ``design.<key>`` holds: None when absent, empty or not a finite
+    number (an item vector read back from elsewhere is not trusted to be one)."""
+    arr = items.get(f"design.{key}")
+    if arr is None:
+        return None
+    try:
+        flat = np.asarray(arr, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    if flat.size == 0 or not math.isfinite(float(flat[0])):
+        return None
+    return float(flat[0])
+
+
 def _paired_design_effect(
     key: str,
     cur: np.ndarray,
@@ -460,20 +475,20 @@ def _paired_design_effect(
     McNemar's test assumes: ``(deff_now p1 q1 + deff_base p0 q0) n / ((b + c) - (b - c)^2 / n)``.
 
     Each side's design effect (``design.<key>``, the grouped jackknife's, see
-    :func:`~.metrics.generator.grouped_design_effect`) scales its binomial variance; the two
+    :func:`~.metrics.stats.grouped_design_effect`) scales its binomial variance; the two
     sides come from independent samples against the same frozen items, so their variances
     add. The denominator is the variance of ``b - c`` McNemar's test rests on for
     independent items. A baseline stored before the design effects were kept borrows the
     current one. 1 (the plain test) when neither side has one."""
-    now = items.get(f"design.{key}")
-    then = base_items.get(f"design.{key}")
+    now, then = _design_value(items, key), _design_value(base_items, key)
     if now is None and then is None:
         return 1.0
-    d1 = float(np.asarray(now if now is not None else then).reshape(-1)[0])
-    d0 = float(np.asarray(then if then is not None else now).reshape(-1)[0])
+    d1 = now if now is not None else then
+    d0 = then if then is not None else now
+    assert d1 is not None and d0 is not None
     n = int(cur.size)
     mcnemar_var = (b + c) - (b - c) ** 2 / n if n else 0.0
-    if not (math.isfinite(d1) and math.isfinite(d0)) or mcnemar_var <= 0:
+    if mcnemar_var <= 0:
         return 1.0
     p1, p0 = float(np.mean(cur.astype(bool))), float(np.mean(base.astype(bool)))
     var = n * (max(d1, 1.0) * p1 * (1.0 - p1) + max(d0, 1.0) * p0 * (1.0 - p0))
@@ -646,9 +661,7 @@ def _decline_p(
         p = _rate_p(key, items, base_items, mid_p)
         test = "rate-mid-p" if mid_p else "rate-exact"
     if p is None:
-        design = items.get(f"design.{key}")
-        deff = 1.0 if design is None else float(np.asarray(design).reshape(-1)[0])
-        deff = deff if math.isfinite(deff) else 1.0
+        deff = _design_value(items, key) or 1.0
         p = _fisher_p(key, mv, base, rare_classes, mid_p, deff)
         test = ("fisher-mid-p" if mid_p else "fisher-exact") + (
             "+design-effect" if deff > 1.0 and p is not None else ""

@@ -64,3 +64,25 @@ def test_the_fisher_fallback_divides_the_counts_by_the_design_effect() -> None:
     assert f0.p_value == pytest.approx(fisher_exact([[150, 50], [180, 20]], alternative="less").pvalue)
     assert f1.p_value == pytest.approx(fisher_exact([[50, 17], [60, 7]], alternative="less").pvalue)
     assert f0.significant and not f1.significant
+
+
+def test_an_unreadable_design_item_is_ignored() -> None:
+    """A design item read back from elsewhere may be empty or not a number: the plain test."""
+    from collapse_monitor.detection import _paired_p
+
+    base = np.array([True] * 40 + [False] * 10)
+    cur = base.copy()
+    cur[:12] = False
+    paired = {"tail_coverage": ("coverage.covered", np.ones(50, bool))}
+    for bad in (np.array([]), np.array([np.nan]), np.array(["x"])):
+        p = _paired_p(
+            "tail_coverage", paired, {"coverage.covered": cur, "design.tail_coverage": bad}, {"coverage.covered": base}
+        )
+        assert p == pytest.approx(0.5**12)
+    scaled = _paired_p(
+        "tail_coverage",
+        paired,
+        {"coverage.covered": cur, "design.tail_coverage": np.array([2.0])},
+        {"coverage.covered": base},
+    )
+    assert scaled > 0.5**12
