@@ -977,11 +977,43 @@ def main(argv: list[str] | None = None) -> int:
         "median over seeds.\n\n"
     )
     (out / f"{stem}.md").write_text(header + table + "\n")
-    # with every check's findings the file is large: compact separators keep it under 2 MB
-    fmt: dict[str, Any] = {"separators": (",", ":")} if a.all_findings else {"indent": 1}
-    (out / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, default=str, **fmt))
+    for name in write_rows_json(out, stem, summary, rows, a.generations, compact=a.all_findings):
+        print(f"wrote {out / name}", file=sys.stderr)
     print(header + table)
     return 0
+
+
+#: the largest results JSON kept whole; above it the rows are written in blocks of seeds
+MAX_JSON_BYTES = 2_000_000
+SEED_BLOCK = 5
+
+
+def write_rows_json(
+    out: Path, stem: str, summary: dict[str, Any], rows: list[dict[str, Any]], generations: int, *, compact: bool
+) -> list[str]:
+    """Write ``{stem}.json`` (summary and rows); returns the file names written. With every
+    check's findings (``compact``: no indentation) a run of more than 5 seeds passes 2 MB (15
+    seeds: 5.3 MB), too large to keep in git: its rows are then written as
+    ``{stem}-seedsA-B.json`` per block of 5 seeds, each with its own summary
+    (:func:`summarise`). ``--rejudge`` takes the blocks together (repeat the option)."""
+    fmt: dict[str, Any] = {"separators": (",", ":")} if compact else {"indent": 1}
+
+    def text(s: dict[str, Any], r: list[dict[str, Any]]) -> str:
+        return json.dumps({"summary": s, "rows": r}, default=str, **fmt)
+
+    whole = text(summary, rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    if len(whole.encode()) <= MAX_JSON_BYTES or len(seeds) <= SEED_BLOCK:
+        (out / f"{stem}.json").write_text(whole)
+        return [f"{stem}.json"]
+    names = []
+    for i in range(0, len(seeds), SEED_BLOCK):
+        block = seeds[i : i + SEED_BLOCK]
+        part = [r for r in rows if int(r["seed"]) in block]
+        name = f"{stem}-seeds{block[0]}-{block[-1]}.json"
+        (out / name).write_text(text(summarise(part, generations)[1], part))
+        names.append(name)
+    return names
 
 
 def incidents(stages: list[str], resolve_after: int) -> int:

@@ -384,3 +384,21 @@ def test_a_run_with_replicate_baselines(bench, tmp_path) -> None:
     text = (tmp_path / "detection-rep1.md").read_text()
     assert "1 replicate retrain(s)" in text
     assert json.loads((tmp_path / "detection-rep1.json").read_text())["rows"][0]["replicates"] == 1
+
+
+def test_a_large_results_json_is_written_in_blocks_of_five_seeds(bench, tmp_path, monkeypatch) -> None:
+    """Every check's findings make a 15-seed run 5.3 MB, too large for git: above the bound the
+    rows go to one file per block of 5 seeds, each with its own summary, and together they
+    hold every row."""
+    import json
+
+    rows = [{"label": "x/replace", "seed": s, "pad": "y" * 50} for s in range(12)]
+    monkeypatch.setattr(bench, "summarise", lambda r, g: ("", {"n": len(r), "g": g}))
+    assert bench.write_rows_json(tmp_path, "run", {"n": 12}, rows, 10, compact=True) == ["run.json"]
+    monkeypatch.setattr(bench, "MAX_JSON_BYTES", 100)
+    names = bench.write_rows_json(tmp_path, "big", {"n": 12}, rows, 10, compact=True)
+    assert names == ["big-seeds0-4.json", "big-seeds5-9.json", "big-seeds10-11.json"]
+    parts = [json.loads((tmp_path / n).read_text()) for n in names]
+    assert [p["summary"] for p in parts] == [{"n": 5, "g": 10}, {"n": 5, "g": 10}, {"n": 2, "g": 10}]
+    assert [r["seed"] for p in parts for r in p["rows"]] == list(range(12))
+    assert not (tmp_path / "big.json").exists()
