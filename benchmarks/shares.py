@@ -5,7 +5,7 @@ samples as its neighbours' coverage, so the points of ``coverage``, ``tail_cover
 ``head_coverage`` and ``recall`` are positively correlated. A Wilson interval and McNemar's
 test that treat them as independent items are too narrow. The generator panel scales both by
 the design effect of the grouped jackknife over its 20 sample groups
-(:func:`collapse_monitor.metrics.generator.grouped_design_effect`).
+(:func:`collapse_monitor.metrics.stats.grouped_design_effect`).
 
 For each case, ``S`` independent samples of ``m`` rows are drawn from the reference's own
 distribution and run through the panel's own code. The benchmark reports:

@@ -392,7 +392,7 @@ def _cross_pass(
 
     ``hits`` (:class:`GroupHits`, the samples sorted by group) also records, per reference
     point and sample group, the two tests for that group's samples alone (for the grouped
-    jackknife of :func:`~.generator.coverage_design_effect`): one more read of each mask, no
+    jackknife of :func:`~.stats.grouped_design_effect`): one more read of each mask, no
     product.
     """
     import torch
