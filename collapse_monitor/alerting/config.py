@@ -12,7 +12,7 @@
 
 Keys for every type: ``type``, ``name``, ``severities``, ``timeout`` (seconds, default 5),
 ``headers`` (mapping), ``verify_tls`` (default true; false logs a warning). Per type:
-webhook ``url``, ``secret``; slack ``url``; pagerduty ``routing_key``, ``url``, ``source``;
+webhook ``url``, ``secret``, ``max_body_bytes`` (default 524288); slack ``url``; pagerduty ``routing_key``, ``url``, ``source``;
 alertmanager ``url``, ``resend_window``, ``labels``; teams ``url``. An unknown key, a missing
 required key or a wrong value raises ``ConfigError`` naming the key (relative to the item:
 the caller prefixes ``alerts[i].``). Error messages never contain the values of secrets.
@@ -43,7 +43,7 @@ CHANNEL_TYPES: dict[str, type] = {
 }
 _COMMON = {"type", "name", "severities", "timeout", "headers", "verify_tls"}
 _KEYS = {
-    "webhook": {"url", "secret"},
+    "webhook": {"url", "secret", "max_body_bytes"},
     "slack": {"url"},
     "pagerduty": {"routing_key", "url", "source"},
     "alertmanager": {"url", "resend_window", "labels"},
@@ -78,6 +78,8 @@ def channel_from_config(d: Mapping[str, Any], *, expand: bool = True) -> Channel
     # verify_tls stays a real boolean: a "false" from ${VAR} does not turn TLS checks off
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise ConfigError("timeout", f"expected seconds > 0, got {type(timeout).__name__}")
+    if "max_body_bytes" in cfg:
+        cfg["max_body_bytes"] = number_from_text(cfg["max_body_bytes"])  # ${MAX_BODY:-524288}
     for k in ("secret", "routing_key"):
         if k in cfg and cfg[k] is not None and not isinstance(cfg[k], str):
             raise ConfigError(k, f"expected a string, got {type(cfg[k]).__name__}")

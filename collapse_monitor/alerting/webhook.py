@@ -27,7 +27,14 @@ Body (JSON, the same bytes on every attempt)::
 
     {"type": "collapse_monitor.alert.firing" | "...resolved" | "...test",
      "timestamp": "<ISO 8601 of the alert>",
-     "data": {"event_id", "test", "text", "alert": Alert.to_dict(), "report": report summary}}
+     "data": {"event_id", "test", "text", "alert": Alert.to_dict(), "report": report summary,
+              "details_not_shown": 0}}
+
+A body is at most ``max_body_bytes`` (default 512 KiB, under the 1 MiB that nginx and many
+gateways accept by default): a firing with thousands of findings (1.2 MB at 5,000) keeps its
+largest drops (``alert.details`` is sorted by relative change) and says in
+``details_not_shown`` how many it left out; if the rest still does not fit, ``report`` is
+replaced by a string saying so. The full findings stay in the report, MLflow and the dashboard.
 """
 
 from __future__ import annotations
@@ -40,17 +47,31 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import CollapseMonitorError, ConfigError
 from ._http import HttpChannel, Transport, dumps
 from ._render import plain_text
 from .base import AlertEvent
 
-__all__ = ["DEFAULT_TOLERANCE_SECONDS", "Webhook", "WebhookVerificationError", "verify_webhook", "webhook_signature"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_TOLERANCE_SECONDS",
+    "MIN_MAX_BODY_BYTES",
+    "Webhook",
+    "WebhookVerificationError",
+    "verify_webhook",
+    "webhook_signature",
+]
 
 #: How far a ``webhook-timestamp`` may be from the receiver's clock (the Standard Webhooks
 #: reference libraries use the same 5 minutes).
 DEFAULT_TOLERANCE_SECONDS = 300.0
+
+#: Default cap on a request body (bytes); ``Webhook(max_body_bytes=...)`` changes it.
+DEFAULT_MAX_BODY_BYTES = 512 * 1024
+#: The smallest cap accepted: an event with no findings and no report fits it.
+MIN_MAX_BODY_BYTES = 16 * 1024
 
 
 class WebhookVerificationError(CollapseMonitorError, ValueError):
@@ -148,6 +169,15 @@ def verify_webhook(
     return msg_id
 
 
+def _body_cap(value: Any) -> int:
+    """``max_body_bytes`` as an int >= :data:`MIN_MAX_BODY_BYTES`, or :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError("max_body_bytes", f"expected a whole number of bytes, got {value!r}")
+    if value != int(value) or int(value) < MIN_MAX_BODY_BYTES:
+        raise ConfigError("max_body_bytes", f"expected a whole number of bytes >= {MIN_MAX_BODY_BYTES}, got {value!r}")
+    return int(value)
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
@@ -174,7 +204,9 @@ class Webhook(HttpChannel):
         verify_tls: bool = True,
         transport: Transport | None = None,
         clock: Callable[[], float] = time.time,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
+        self.max_body_bytes = _body_cap(max_body_bytes)
         self._key = None if secret is None else _key(secret)
         super().__init__(
             url,
@@ -189,19 +221,44 @@ class Webhook(HttpChannel):
         self._clock = clock
 
     def body(self, event: AlertEvent) -> bytes:
-        return dumps(
-            {
-                "type": f"collapse_monitor.alert.{event.kind}",
-                "timestamp": _iso(event.alert.timestamp),
-                "data": {
-                    "event_id": event.id,
-                    "test": event.test,
-                    "text": plain_text(event),
-                    "alert": event.alert.to_dict(),
-                    "report": event.report,
-                },
-            }
-        )
+        """The JSON body (the same bytes for the same event), at most ``max_body_bytes``: the
+        findings that do not fit are left out from the end of ``alert.details`` (the smallest
+        drops), then the report summary (module docstring)."""
+        alert = event.alert.to_dict()
+        details = list(alert.get("details") or [])
+        data: dict[str, Any] = {
+            "event_id": event.id,
+            "test": event.test,
+            "text": plain_text(event),
+            "alert": alert,
+            "report": event.report,
+            "details_not_shown": 0,
+        }
+        doc = {"type": f"collapse_monitor.alert.{event.kind}", "timestamp": _iso(event.alert.timestamp), "data": data}
+
+        def render(kept: int) -> bytes:
+            alert["details"] = details[:kept]
+            data["details_not_shown"] = len(details) - kept
+            return dumps(doc)
+
+        def fit() -> bytes:  # the most findings that fit (all of them, or down to none)
+            lo, hi = 0, len(details)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if len(render(mid)) <= self.max_body_bytes:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            return render(lo)
+
+        out = render(len(details))
+        if len(out) <= self.max_body_bytes:
+            return out
+        out = fit()
+        if len(out) > self.max_body_bytes and data["report"] is not None:
+            data["report"] = "not shown: the body would exceed max_body_bytes (the report is in the links)"
+            out = fit()
+        return out
 
     def _request(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:
         body = self.body(event)

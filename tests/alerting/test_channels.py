@@ -465,3 +465,69 @@ def test_mixed_case_routing_reaches_the_channel(tmp_path):
         assert d.routing == {"*": ["a"], "critical": ["b"]}
     finally:
         d.close()
+
+
+def test_a_generic_webhook_body_is_capped_and_keeps_the_largest_drops(
+    http_receiver, make_alert, make_report, webhook_verifier
+) -> None:
+    """5,000 findings made a 1.2 MB body, which nginx (1 MiB by default) and many gateways
+    refuse with a 413: the largest incidents did not reach the receiver."""
+    import dataclasses
+
+    from collapse_monitor.alerting.webhook import DEFAULT_MAX_BODY_BYTES
+
+    details = tuple(
+        {"key": f"class_recall.class-{i:05d}", "family": "tail", "kind": "baseline", "value": 0.1, "baseline": 0.9,
+         "ci_low": 0.05, "ci_high": 0.2, "relative_change": -0.9 + i * 1e-5, "p_value": 1e-7, "q_value": 1e-6,
+         "test": "mcnemar-exact+design-effect"}
+        for i in range(5000)
+    )  # fmt: skip
+    event = AlertEvent(make_alert(details=details), report=report_summary(make_report()))
+    uncapped = cm.Webhook(http_receiver.url, max_body_bytes=10**9).body(event)
+    assert len(uncapped) > 1_000_000  # the size of the defect
+    assert json.loads(uncapped)["data"]["details_not_shown"] == 0
+    ch = cm.Webhook(http_receiver.url, secret=SECRET)
+    assert ch.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 512 * 1024
+    assert ch.body(event) == ch.body(event)  # the same bytes on every attempt
+    assert ch.send(event).ok
+    (req,) = http_receiver.wait_for_requests(1)
+    assert webhook_verifier(SECRET, req.headers, req.body)
+    assert DEFAULT_MAX_BODY_BYTES - 400 < len(req.body) <= DEFAULT_MAX_BODY_BYTES  # as many as fit
+    data = req.json()["data"]
+    kept = data["alert"]["details"]
+    assert 1000 < len(kept) < 5000 and data["details_not_shown"] == 5000 - len(kept)
+    assert kept == json.loads(json.dumps(details[: len(kept)]))  # the first ones: the largest drops
+    assert data["report"]["run_id"] == "0123abcd"  # the report summary is kept while findings go
+    # a report that alone overflows the cap goes too, and the findings take its room
+    long_sources = tuple(f"s3://bucket/{i:02d}/" + "x" * 8000 for i in range(20))
+    report = dataclasses.replace(make_report(), provenance=cm.Provenance(synthetic_fraction=0.5, sources=long_sources))
+    small = cm.Webhook(http_receiver.url, max_body_bytes=64 * 1024)
+    body = json.loads(small.body(AlertEvent(make_alert(details=details[:400]), report=report_summary(report))))
+    assert len(small.body(AlertEvent(make_alert(details=details[:400]), report=report_summary(report)))) <= 64 * 1024
+    assert body["data"]["report"].startswith("not shown: the body would exceed max_body_bytes")
+    assert 100 < len(body["data"]["alert"]["details"]) < 400
+    assert body["data"]["details_not_shown"] == 400 - len(body["data"]["alert"]["details"])
+    # an event that fits is sent whole, report and all
+    whole = json.loads(small.body(AlertEvent(make_alert(details=details[:3]), report=report_summary(make_report()))))
+    assert len(whole["data"]["alert"]["details"]) == 3 and whole["data"]["details_not_shown"] == 0
+    assert whole["data"]["report"]["run_id"] == "0123abcd"
+
+
+@pytest.mark.parametrize("value", [0, 1024, -5, 1.5e4 + 0.5, True, "big", float("nan")])
+def test_a_bad_webhook_body_cap_names_the_key(value) -> None:
+    with pytest.raises(ConfigError, match="max_body_bytes"):
+        cm.Webhook("https://example.com/h", max_body_bytes=value)
+    with pytest.raises(ConfigError, match=r"alerts\[0\]\.max_body_bytes"):
+        cm.alerting.config.channels_from_config(
+            [{"type": "webhook", "url": "https://e.com/h", "max_body_bytes": value}]
+        )
+
+
+def test_the_webhook_body_cap_comes_from_yaml_and_the_environment(monkeypatch) -> None:
+    from collapse_monitor.alerting.config import channels_from_config
+
+    monkeypatch.setenv("CM_MAX_BODY", "100000")
+    (ch,) = channels_from_config([{"type": "webhook", "url": "https://e.com/h", "max_body_bytes": "${CM_MAX_BODY}"}])
+    assert ch.max_body_bytes == 100_000
+    with pytest.raises(ConfigError, match=r"alerts\[0\]\.max_body_bytes: unknown key for a slack channel"):
+        channels_from_config([{"type": "slack", "url": "https://e.com/h", "max_body_bytes": 100_000}])
