@@ -68,9 +68,10 @@ same budget, so ``E`` cancels from its relative change and the paired test does 
 Cost: tokenising is linear; n-gram ids are exact dense ranks (no hashing, no collisions)
 computed once per call; a bootstrap replicate costs O(budget) plus a pass over byte masks.
 A panel tokenises only a pool of whole texts, taken in its seeded content order until it holds
-``POOL_BUDGETS`` (32) budgets of tokens: the point estimate reads the pool's first ``b`` tokens
-(the same tokens as before the pool existed), and the replicates subsample the pool, a random
-sample of the texts, with the finite-population factor of the pool (1.016 at 32 budgets).
+``POOL_BUDGETS`` (32) budgets of tokens in at least ``POOL_MIN_TEXTS`` (2,000) texts: the
+point estimate reads the pool's first ``b`` tokens (the same tokens as before the pool
+existed), and the replicates subsample the pool, a random sample of the texts, with the
+pool's finite-population factor (1.016 at 32 budgets).
 A generation of 200,000 texts (10M tokens) was tokenised whole for a 20k budget: 11.9 s and
 1.08 GB traced a panel on the 2-core benchmark machine, now 0.63 s and 75 MB. Over 120
 simulated generations of 100 budgets each, the pool's interval half-widths were within 2 % of
@@ -113,6 +114,9 @@ DEFAULT_BUDGET = 20_000
 #: many budgets of tokens (the pool: a random sample of whole texts that the point estimate and
 #: the replicates draw from); the rest are never tokenised (``text_panel``)
 POOL_BUDGETS = 32
+#: ... and at least this many non-empty texts (all of them when there are fewer): a pool of a
+#: few long texts would leave the subsampling too few texts to measure their spread
+POOL_MIN_TEXTS = 2000
 DEFAULT_N_BOOT = 100
 #: fewer non-empty texts than this: the bootstrap metrics get their whole range as interval
 MIN_TEXTS = 10
@@ -149,15 +153,16 @@ def _ids_from_token_lists(token_lists: Iterable[Sequence[str]]) -> tuple[np.ndar
     return np.asarray(flat, dtype=np.int64), np.asarray(lens, dtype=np.int64), list(local)
 
 
-def _pool_tokens(texts: Sequence[str], order: np.ndarray, limit: int) -> Iterator[list[str]]:
-    """The token lists of ``texts`` in ``order``, up to the first text that brings their total
-    to ``limit`` tokens (all of them when they hold fewer)."""
-    total = 0
+def _pool_tokens(texts: Sequence[str], order: np.ndarray, limit: int, min_texts: int) -> Iterator[list[str]]:
+    """The token lists of ``texts`` in ``order`` until they hold ``limit`` tokens in at least
+    ``min_texts`` non-empty texts (all of them when they hold fewer)."""
+    total = full = 0
     for i in order:
         toks = tokenize(texts[i])
         yield toks
         total += len(toks)
-        if total >= limit:
+        full += bool(toks)
+        if total >= limit and full >= min_texts:
             return
 
 
@@ -619,7 +624,8 @@ def _subsample_replicates(
     its n-grams: in simulations of Zipf text this inflated the spread of distinct_3/4 by a
     factor of 6-13 (and biased it low). So each replicate is a subsample of texts without
     replacement (Politis & Romano 1994) of ``m = min(b, T/2)`` tokens, ``T`` the generated
-    tokens of the pool (``text_panel`` tokenises at most ``POOL_BUDGETS`` budgets of texts). When ``m = b`` the factor is the finite-population correction ``1/sqrt(1 - b/T)``.
+    tokens of the pool (``text_panel`` tokenises a pool of texts, not all of them). When
+    ``m = b`` the factor is the finite-population correction ``1/sqrt(1 - b/T)``.
 
     When the budget uses more than half the texts (``m < b``, the usual case for a generation
     under the budget) the spread must be carried from size ``m`` to ``b``. A ``1/size`` variance
@@ -736,7 +742,7 @@ def text_panel(
     seed, entropy_n, confidence = int(seed), int(entropy_n), float(confidence)
 
     order = _content_order(texts, seed)
-    ids, lens, vocab = _ids_from_token_lists(_pool_tokens(texts, order, POOL_BUDGETS * int(budget)))
+    ids, lens, vocab = _ids_from_token_lists(_pool_tokens(texts, order, POOL_BUDGETS * int(budget), POOL_MIN_TEXTS))
     if ids.size == 0:
         raise InputError("observation.texts", "contains no tokens (all texts are empty or whitespace)")
     # local ids -> reference ids; new types get ids after the reference vocabulary

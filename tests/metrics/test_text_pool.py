@@ -33,8 +33,8 @@ def _values(res):
 
 
 def test_only_the_pool_is_tokenised_and_the_point_estimates_are_unchanged(state, monkeypatch) -> None:
-    gen = _corpus(3000, 2)  # about 150k tokens
-    budget = 400
+    gen = _corpus(12_000, 2)  # about 600k tokens
+    budget = 400  # the pool: 32 budgets (12.8k tokens, about 260 texts), then 2,000 texts
     calls: list[str] = []
     real = text_mod.tokenize
 
@@ -44,11 +44,16 @@ def test_only_the_pool_is_tokenised_and_the_point_estimates_are_unchanged(state,
 
     monkeypatch.setattr(text_mod, "tokenize", counting)
     pooled = text_panel(state, gen, budget=budget, seed=3)
-    limit = text_mod.POOL_BUDGETS * budget
+    assert len(calls) == text_mod.POOL_MIN_TEXTS == 2000  # every text here holds tokens
+    assert sum(len(real(t)) for t in calls) >= text_mod.POOL_BUDGETS * budget
+    monkeypatch.setattr(text_mod, "POOL_MIN_TEXTS", 1)
+    calls.clear()
+    by_tokens = text_panel(state, gen, budget=budget, seed=3)
     tokens = sum(len(real(t)) for t in calls)
-    # the pool: whole texts up to the first that reaches the limit, a small share of the texts
-    assert limit <= tokens < limit + 80 and len(calls) < len(gen) / 5
-    assert sum(len(real(t)) for t in calls[:-1]) < limit
+    limit = text_mod.POOL_BUDGETS * budget
+    # whole texts up to the first that reaches the limit
+    assert limit <= tokens < limit + 80 and sum(len(real(t)) for t in calls[:-1]) < limit
+    assert by_tokens.metrics["distinct_1"].value == pooled.metrics["distinct_1"].value
     monkeypatch.setattr(text_mod, "POOL_BUDGETS", 10**9)
     calls.clear()
     whole = text_panel(state, gen, budget=budget, seed=3)
@@ -80,3 +85,15 @@ def test_leading_empty_texts_do_not_end_the_pool(state) -> None:
     gen = [""] * 50 + _corpus(400, 7)
     res = text_panel(state, gen, budget=300, seed=0)
     assert res.metrics["distinct_1"].n == 300
+
+
+def test_a_few_long_texts_are_all_pooled(state, monkeypatch) -> None:
+    """30 texts of 2,000 tokens reach 32 budgets of 400 after 7 texts: a pool of 7 texts (under
+    MIN_TEXTS) gave every subsampled metric its whole range as interval, where all 30 texts
+    measure their spread."""
+    r = np.random.default_rng(9)
+    gen = [" ".join(_WORDS[r.choice(V, 2000, p=_P)]) for _ in range(30)]
+    pooled = _values(text_panel(state, gen, budget=400, seed=2))
+    assert pooled["distinct_2"][2] - pooled["distinct_2"][1] < 0.5  # not the whole range
+    monkeypatch.setattr(text_mod, "POOL_BUDGETS", 10**9)
+    assert _values(text_panel(state, gen, budget=400, seed=2)) == pooled
