@@ -291,3 +291,34 @@ def test_variance_ratio_of_a_small_scale_reference(scale: float) -> None:
     res = generator_panel(get_generator_state(ref, ReferenceCache(None)), ref.embeddings, gen, n_boot=20)
     truth = np.var(gen, axis=0, ddof=1).sum() / np.var(ref.embeddings.astype(float), axis=0, ddof=1).sum()
     assert res.metrics["variance_ratio"].value == pytest.approx(truth, rel=1e-3)
+
+
+def test_the_same_size_reference_vendi_is_computed_once_per_size(monkeypatch) -> None:
+    """vendi_ratio's reference subsample was scored again on every check (4 s a check at
+    d = 4,096 and 5,000 samples); a check at the baseline's sample count now reuses it."""
+    import collapse_monitor.metrics.generator as gen_mod
+
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(500, 6))
+    state = gen_mod.build_generator_state(ref, n_clusters=4)
+    calls: list[int] = []
+    real = gen_mod.vendi_score
+
+    def counting(x, *a, **kw):
+        calls.append(len(x))
+        return real(x, *a, **kw)
+
+    monkeypatch.setattr(gen_mod, "vendi_score", counting)
+    first = gen_mod.generator_panel(state, ref, rng.normal(size=(200, 6)), n_boot=20)
+    second = gen_mod.generator_panel(state, ref, rng.normal(size=(200, 6)), n_boot=20)
+    assert calls.count(200) == 1  # the reference's 200-row subsample, once
+    expected = real(ref[state.perm[:200]])
+    for res in (first, second):
+        assert res.metrics["vendi_ratio"].value == pytest.approx(res.metrics["vendi_score"].value / expected, rel=1e-12)
+    gen_mod.generator_panel(state, ref, rng.normal(size=(300, 6)), n_boot=20)  # another size: its own
+    assert calls.count(300) == 1
+    full = gen_mod.generator_panel(state, ref, rng.normal(size=(600, 6)), n_boot=20)  # the whole reference's
+    assert full.metrics["vendi_ratio"].value == pytest.approx(full.metrics["vendi_score"].value / state.vendi)
+    # a state read back from the disk cache starts with an empty memo (nothing extra is stored)
+    again = gen_mod.GeneratorRefState.from_arrays(state.to_arrays())
+    assert again._vendi_at == {} and set(state.to_arrays()) == set(again.to_arrays())
