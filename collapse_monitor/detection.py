@@ -447,9 +447,10 @@ def _paired_test(
     return float(test(b, c, alternative="greater")), 1.0
 
 
-def _design_value(items: Mapping[str, np.ndarray], key: str) -> float | None:
-    """The design effect ``design.<key>`` holds: None when absent, empty or not a finite
-    number (an item vector read back from elsewhere is not trusted to be one)."""
+def _design_entries(items: Mapping[str, np.ndarray], key: str) -> np.ndarray | None:
+    """The finite numbers ``design.<key>`` holds (``[deff]`` before 2026-12-07's second change,
+    ``[deff, jackknife variance]`` since): None when absent, empty or not finite numbers (an
+    item vector read back from elsewhere is not trusted to be one)."""
     arr = items.get(f"design.{key}")
     if arr is None:
         return None
@@ -459,7 +460,25 @@ def _design_value(items: Mapping[str, np.ndarray], key: str) -> float | None:
         return None
     if flat.size == 0 or not math.isfinite(float(flat[0])):
         return None
-    return float(flat[0])
+    return flat
+
+
+def _design_value(items: Mapping[str, np.ndarray], key: str) -> float | None:
+    """The design effect ``design.<key>`` holds (its first entry), or None."""
+    flat = _design_entries(items, key)
+    return None if flat is None else float(flat[0])
+
+
+def _share_variance(items: Mapping[str, np.ndarray], key: str, share: float, n: int) -> float | None:
+    """The variance of one side's share: the jackknife's as stored (``design.<key>``'s second
+    entry), or, for an item stored with the design effect alone, that effect times the
+    binomial ``p (1 - p) / n``; None without a design item."""
+    flat = _design_entries(items, key)
+    if flat is None:
+        return None
+    if flat.size >= 2 and math.isfinite(float(flat[1])) and float(flat[1]) >= 0.0:
+        return float(flat[1])
+    return max(float(flat[0]), 1.0) * share * (1.0 - share) / n
 
 
 def _paired_design_effect(
@@ -472,27 +491,40 @@ def _paired_design_effect(
     base_items: Mapping[str, np.ndarray],
 ) -> float:
     """How much the variance of the change in a share of correlated items exceeds what
-    McNemar's test assumes: ``(deff_now p1 q1 + deff_base p0 q0) n / ((b + c) - (b - c)^2 / n)``.
+    McNemar's test assumes: ``(v1 + v0) n^2 / ((b + c) - (b - c)^2 / n)``, at least 1.
 
-    Each side's design effect (``design.<key>``, the grouped jackknife's, see
-    :func:`~.metrics.stats.grouped_design_effect`) scales its binomial variance; the two
-    sides come from independent samples against the same frozen items, so their variances
-    add. The denominator is the variance of ``b - c`` McNemar's test rests on for
-    independent items. A baseline stored before the design effects were kept borrows the
-    current one. 1 (the plain test) when neither side has one."""
-    now, then = _design_value(items, key), _design_value(base_items, key)
-    if now is None and then is None:
-        return 1.0
-    d1 = now if now is not None else then
-    d0 = then if then is not None else now
-    assert d1 is not None and d0 is not None
+    ``v1`` / ``v0``: each side's variance of its share, the grouped jackknife's
+    (:func:`~.metrics.stats.grouped_jackknife_variance`, ``design.<key>``); the two sides
+    come from independent samples against the same frozen items, so their variances add. The
+    denominator is the variance of ``b - c`` McNemar's test rests on for independent items.
+    Both leave out the points whose chance of being covered is near 0 or 1. Until 2026-12-07
+    (an audit) the numerator was each side's design effect, floored at 1, times the binomial
+    ``n p q``, which counts those points: on independent items, half of them covered 97 % of
+    the time and half 10 %, the test rejected 0 % under the null (4 % plain) and 0.3 % of true
+    declines (19 % plain); b = c = 1 of 1,000 points at p = 0.5 gave a design effect of 250.
+    A side stored without a design item borrows the other's ratio of variance to binomial; a
+    side stored with the design effect alone (before its variance was kept) gives that effect
+    times its binomial. 1 (the plain test) when neither side has one."""
     n = int(cur.size)
     mcnemar_var = (b + c) - (b - c) ** 2 / n if n else 0.0
     if mcnemar_var <= 0:
         return 1.0
     p1, p0 = float(np.mean(cur.astype(bool))), float(np.mean(base.astype(bool)))
-    var = n * (max(d1, 1.0) * p1 * (1.0 - p1) + max(d0, 1.0) * p0 * (1.0 - p0))
-    return max(1.0, var / mcnemar_var)
+    v1, v0 = _share_variance(items, key, p1, n), _share_variance(base_items, key, p0, n)
+    if v1 is None and v0 is None:
+        return 1.0
+
+    def borrowed(v: float, p_from: float, p_to: float) -> float:
+        binom_from = p_from * (1.0 - p_from) / n
+        ratio = v / binom_from if binom_from > 0 else 1.0
+        return ratio * p_to * (1.0 - p_to) / n
+
+    if v1 is None:
+        assert v0 is not None
+        v1 = borrowed(v0, p0, p1)
+    if v0 is None:
+        v0 = borrowed(v1, p1, p0)
+    return max(1.0, (v1 + v0) * n * n / mcnemar_var)
 
 
 def _rate_p(
@@ -560,7 +592,7 @@ def _fisher_p(
     base: MetricValue,
     rare_classes: Sequence[str],
     mid_p: bool = False,
-    design_effect: float = 1.0,
+    design_effects: tuple[float, float] = (1.0, 1.0),
 ) -> float | None:
     """One-sided Fisher (1935) exact test that a proportion fell, for when the paired test
     cannot run (the reference changed, or the baseline has no per-item vectors): ``x`` of
@@ -571,20 +603,36 @@ def _fisher_p(
     shares (a statistics audit, 2026-12-07) ``tail_coverage`` 15/15 -> 10/15 at p = 0.003
     (Fisher: 0.021), and 4.4x ``alpha`` under the null for five rare modes.
 
-    Correlated items (the coverage shares, ``design_effect`` above 1: the current check's
-    ``design.<key>``) enter with their counts divided by it, rounded (Rao & Scott 1992)."""
+    Correlated items (the coverage shares: ``design_effects``, each side's ``design.<key>``,
+    now and at baseline) enter with each side's count of items divided by its own design
+    effect and its successes at the same share, both rounded (Rao & Scott 1992, for two
+    independent clustered samples); the p is never below the unscaled test's. (Until an audit
+    of 2026-12-07 both sides were divided by the current check's effect alone, and rounding
+    the two counts apart could shift a share: 31/33 became 30/31 at an effect of 1.05, and the
+    p fell from 0.057 to 0.030.)"""
     now = _proportion_counts(key, mv, rare_classes)
     then = _proportion_counts(key, base, rare_classes)
     if now is None or then is None:
         return None
-    if design_effect > 1.0:
+    p = _hypergeom_p(now, then, mid_p)
+    d_now, d_then = design_effects
+    if max(d_now, d_then) > 1.0:
 
-        def shrunk(pair: tuple[int, int]) -> tuple[int, int]:
-            return round(pair[0] / design_effect), round(pair[1] / design_effect)
+        def shrunk(pair: tuple[int, int], deff: float) -> tuple[int, int]:
+            if deff <= 1.0:
+                return pair
+            n_eff = round(pair[1] / deff)
+            return round(pair[0] / pair[1] * n_eff) if pair[1] else 0, n_eff
 
-        now, then = shrunk(now), shrunk(then)
+        now, then = shrunk(now, d_now), shrunk(then, d_then)
         if now[1] == 0 or then[1] == 0:
             return 1.0
+        p = max(p, _hypergeom_p(now, then, mid_p))
+    return p
+
+
+def _hypergeom_p(now: tuple[int, int], then: tuple[int, int], mid_p: bool) -> float:
+    """Fisher's one-sided p that ``x / m`` (now) is below ``x0 / m0`` (then)."""
     from scipy.stats import hypergeom
 
     (x, m), (x0, m0) = now, then
@@ -661,10 +709,12 @@ def _decline_p(
         p = _rate_p(key, items, base_items, mid_p)
         test = "rate-mid-p" if mid_p else "rate-exact"
     if p is None:
-        deff = _design_value(items, key) or 1.0
-        p = _fisher_p(key, mv, base, rare_classes, mid_p, deff)
+        d_now, d_then = _design_value(items, key), _design_value(base_items, key)
+        # a side stored without one borrows the other's (a baseline from before them)
+        effects = (d_now or d_then or 1.0, d_then or d_now or 1.0)
+        p = _fisher_p(key, mv, base, rare_classes, mid_p, effects)
         test = ("fisher-mid-p" if mid_p else "fisher-exact") + (
-            "+design-effect" if deff > 1.0 and p is not None else ""
+            "+design-effect" if max(effects) > 1.0 and p is not None else ""
         )
     if p is None:
         p = _interval_p(mv, base, spec_for(key).log_scale)

@@ -16,8 +16,8 @@ Intervals:
   independent items (one sample covers overlapping balls together): recall and the three
   coverage shares take theirs on the effective size ``n / deff``, with the design effect of
   the delete-a-group jackknife over the bootstrap's sample groups
-  (:func:`~.stats.grouped_design_effect`), which also scales their paired McNemar tests
-  (``design.<key>`` items; ``benchmarks/shares.py``);
+  (:func:`~.stats.grouped_design_effect`); the same jackknife's variance scales their paired
+  McNemar tests (``design.<key>`` items; ``benchmarks/shares.py``);
 * bootstrap percentile intervals (Efron & Tibshirani 1993) for density and the diversity
   metrics. The samples are split once into ``G`` (default 20) random groups; per-group sums
   and ``d x d`` scatter matrices are computed once and a replicate resamples whole groups, so
@@ -76,7 +76,14 @@ from .diversity import (
     vendi_score,
 )
 from .knn import _resolve_dtype, _to_tensor, as_matrix, centred_radii2, knn_center, prdc_pass, resolve_device
-from .stats import grouped_design_effect, normal_quantile, percentile_interval, wilson_interval, wilson_interval_real
+from .stats import (
+    grouped_design_effect,
+    grouped_jackknife_variance,
+    normal_quantile,
+    percentile_interval,
+    wilson_interval,
+    wilson_interval_real,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .approx import IVFIndex
@@ -453,6 +460,13 @@ class GeneratorResult:
     paired: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
 
 
+def _design(hits: Any, mask: np.ndarray) -> np.ndarray:
+    """A ``design.<key>`` item: ``[design effect (floored at 1), jackknife variance of the
+    share]`` (:func:`~.stats.grouped_design_effect`, :func:`~.stats.grouped_jackknife_variance`;
+    the paired tests use the variance, the intervals and the Fisher fallback the effect)."""
+    return np.array([grouped_design_effect(hits, mask), grouped_jackknife_variance(hits, mask)[0]])
+
+
 def _wilson_mv(x: int, n: int, scale: float = 1.0, design_effect: float = 1.0) -> MetricValue:
     """The Wilson interval of ``x / n``; with a ``design_effect`` above 1 (correlated items),
     on the effective sample size ``n / design_effect`` (Kish 1965; Rao & Scott 1992; the
@@ -541,8 +555,10 @@ def generator_panel(
     frechet_distance, tail_mass_ratio. Items: ``coverage.covered`` (per reference point),
     ``rare_modes.kept`` (per rare cluster), ``rate.<key>`` = ``[events, samples]`` for the
     count metrics rare_mode_mass and tail_mass_ratio (exact rate tests against the baseline),
-    and ``design.<key>`` = ``[deff]`` for recall and the three coverage shares (the design
-    effect their intervals and paired tests are scaled by, :func:`~.stats.grouped_design_effect`).
+    and ``design.<key>`` = ``[deff, jackknife variance]`` for recall and the three coverage
+    shares (the design effect their intervals are scaled by,
+    :func:`~.stats.grouped_design_effect`, and the variance their paired tests are scaled by,
+    :func:`~.stats.grouped_jackknife_variance`).
 
     The k-NN passes follow the state: exact, or with ``knn="ivf"`` states the inverted-file
     approximation (:mod:`.approx`) with the state's ``nprobe`` unless ``nprobe`` is given;
@@ -594,17 +610,17 @@ def generator_panel(
     )
     covered = p.covered
     everyone = np.ones(n, dtype=bool)
-    recall_deff = grouped_design_effect(p.ref_ball_groups, everyone)
+    recall_deff = _design(p.ref_ball_groups, everyone)
     metrics: dict[str, MetricValue] = {
         "precision": _wilson_mv(int(np.sum(p.ball_counts > 0)), m),
-        "recall": _wilson_mv(int(np.sum(p.ref_in_sample_ball)), n, design_effect=recall_deff),
+        "recall": _wilson_mv(int(np.sum(p.ref_in_sample_ball)), n, design_effect=float(recall_deff[0])),
     }
-    items: dict[str, np.ndarray] = {"coverage.covered": covered, "design.recall": np.array([recall_deff])}
+    items: dict[str, np.ndarray] = {"coverage.covered": covered, "design.recall": recall_deff}
     paired: dict[str, tuple[str, np.ndarray]] = {}
     for key, mask in (("coverage", everyone), ("tail_coverage", state.tail_mask), ("head_coverage", ~state.tail_mask)):
-        deff = grouped_design_effect(p.ref_cover_groups, mask)
-        metrics[key] = _wilson_mv(int(np.sum(covered[mask])), int(mask.sum()), design_effect=deff)
-        items[f"design.{key}"] = np.array([deff])
+        deff = _design(p.ref_cover_groups, mask)
+        metrics[key] = _wilson_mv(int(np.sum(covered[mask])), int(mask.sum()), design_effect=float(deff[0]))
+        items[f"design.{key}"] = deff
         paired[key] = ("coverage.covered", mask.copy())
 
     onehot = np.zeros((g, m))

@@ -32,6 +32,7 @@ __all__ = [
     "clopper_pearson",
     "cusum_decline",
     "grouped_design_effect",
+    "grouped_jackknife_variance",
     "mann_kendall",
     "mcnemar_exact",
     "mcnemar_mid_p",
@@ -364,20 +365,37 @@ def grouped_design_effect(hits: Any, mask: Any) -> float:
     >>> grouped_design_effect(cg, np.ones(4, dtype=bool))  # 2 groups, each alone covering 2
     1.0
     """
-    if hits is None:
+    jack, binomial = grouped_jackknife_variance(hits, mask)
+    if binomial <= 0:
         return 1.0
+    return max(1.0, jack / binomial)
+
+
+def grouped_jackknife_variance(hits: Any, mask: Any) -> tuple[float, float]:
+    """``(jackknife, binomial)``: the delete-a-group jackknife variance of the share of the
+    points of ``mask`` that some group covers (``hits``, ``n x G``), and the binomial
+    ``p (1 - p) / n``, both of the share (:func:`grouped_design_effect` is their ratio, floored
+    at 1). The jackknife's is kept for the paired tests, which need the variance itself: the
+    binomial overstates it wherever the points' chances differ (points always or never
+    covered add nothing to it; McNemar's variance leaves them out too). ``(0, 0)`` without
+    groups or points.
+
+    >>> cg = np.zeros((4, 2), dtype=bool); cg[:2, 0] = True; cg[2:3, 1] = True
+    >>> [round(v, 6) for v in grouped_jackknife_variance(cg, np.ones(4, dtype=bool))]
+    [0.015625, 0.046875]
+    """
+    if hits is None:
+        return 0.0, 0.0
     cg = np.asarray(hits)[np.asarray(mask, dtype=bool)]
     n, groups = cg.shape
     if n == 0 or groups < 2:
-        return 1.0
+        return 0.0, 0.0
     per_point = cg.sum(axis=1)
     x = int(np.count_nonzero(per_point))
     binomial = x * (n - x) / n  # n p (1 - p): the count's variance for independent points
-    if binomial <= 0:
-        return 1.0
     lost = cg[per_point == 1].sum(axis=0).astype(np.float64)  # points only group g covers
     jack = (groups - 1) / groups * float(np.sum((lost - lost.mean()) ** 2))
-    return max(1.0, jack / binomial)
+    return jack / (n * n), binomial / (n * n)
 
 
 def mcnemar_scaled(b: int, c: int, design_effect: float, *, mid_p: bool = False) -> float:

@@ -28,7 +28,8 @@ def test_the_baseline_keeps_design_effects_and_an_older_one_borrows_them(tmp_pat
     store = HistoryStore(tmp_path)
     base = store.baseline("deff")
     for key in ("coverage", "tail_coverage", "head_coverage", "recall"):
-        assert base.items[f"design.{key}"].shape == (1,) and base.items[f"design.{key}"][0] >= 1.0
+        deff, var = base.items[f"design.{key}"]  # the effect (intervals) and the variance (paired tests)
+        assert deff >= 1.0 and var >= 0.0
     # a baseline stored by a version without them: the paired tests still run (no note that
     # the items are missing), on the current check's design effects
     for key in [k for k in base.items if k.startswith("design.")]:
@@ -86,3 +87,130 @@ def test_an_unreadable_design_item_is_ignored() -> None:
         {"coverage.covered": base},
     )
     assert scaled > 0.5**12
+
+
+def _independent_draw(rng, pi: np.ndarray, groups: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Covered flags of independent points with cover chances ``pi`` (each of ``groups``
+    independent sample groups covers a point with the chance that gives ``pi`` in all), and the
+    ``design.coverage`` item the generator panel would store for them."""
+    from collapse_monitor.metrics.stats import grouped_design_effect, grouped_jackknife_variance
+
+    q = 1 - (1 - pi) ** (1 / groups)
+    hits = rng.random((pi.size, groups)) < q[:, None]
+    everyone = np.ones(pi.size, bool)
+    design = np.array([grouped_design_effect(hits, everyone), grouped_jackknife_variance(hits, everyone)[0]])
+    return hits.any(axis=1), design
+
+
+def test_independent_points_of_unequal_chances_keep_the_paired_tests_power() -> None:
+    """An audit (2026-12-07): the paired test scaled the binomial ``n p q`` of each side by its
+    design effect floored at 1, which counts the points that are (almost) always or never
+    covered; McNemar's variance leaves them out. On independent points (the plain test is
+    valid), half covered 97 % of the time and half 10 %, it rejected 0 % of null pairs and 0.3 %
+    of pairs whose well-covered points dropped to 93 % (plain McNemar: 4 % and 19 %). With each
+    side's jackknife variance: at or below the level, and most of the plain test's power."""
+    from collapse_monitor.detection import _paired_test
+    from collapse_monitor.metrics.stats import mcnemar_exact
+
+    rng = np.random.default_rng(0)
+    n = 400
+    pi = np.where(rng.random(n) < 0.5, 0.97, 0.10)
+    alt = np.where(pi > 0.5, 0.93, pi)
+    paired = {"coverage": ("coverage.covered", np.ones(n, bool))}
+
+    def rejections(cur_pi: np.ndarray, reps: int = 200) -> tuple[float, float]:
+        plain = scaled = 0
+        for _ in range(reps):
+            base, d0 = _independent_draw(rng, pi)
+            cur, d1 = _independent_draw(rng, cur_pi)
+            p, _ = _paired_test(
+                "coverage",
+                paired,
+                {"coverage.covered": cur, "design.coverage": d1},
+                {"coverage.covered": base, "design.coverage": d0},
+            )
+            b, c = int(np.sum(base & ~cur)), int(np.sum(~base & cur))
+            plain += mcnemar_exact(b, c) < 0.05
+            scaled += p < 0.05
+        return plain / reps, scaled / reps
+
+    null_plain, null_scaled = rejections(pi)
+    alt_plain, alt_scaled = rejections(alt)
+    assert null_scaled <= 0.06, (null_plain, null_scaled)  # 200 pairs: sd of a 5 % rate is 1.5 points
+    assert alt_plain >= 0.12 and alt_scaled >= 0.5 * alt_plain, (alt_plain, alt_scaled)
+
+
+def test_the_paired_design_effect_reads_each_sides_variance() -> None:
+    """b = c = 1 of 1,000 points at p = 0.5 on both sides, stored design effects 1: the old
+    formula divided the counts by 250. With the sides' variances (as small as McNemar's
+    here), the plain test; a stored ``[deff]`` alone (before the variance was kept) is read
+    as ``deff`` times its binomial, as it was."""
+    from collapse_monitor.detection import _paired_design_effect
+
+    cur = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    base = cur.copy()
+    cur[0], cur[-1] = False, True  # b = c = 1
+    var = 2.0 / 1000**2 / 2  # each side's variance: together McNemar's (b + c) / n^2
+    d = _paired_design_effect(
+        "coverage",
+        cur,
+        base,
+        1,
+        1,
+        {"design.coverage": np.array([1.0, var])},
+        {"design.coverage": np.array([1.0, var])},
+    )
+    assert d == pytest.approx(1.0)
+    old = _paired_design_effect(
+        "coverage", cur, base, 1, 1, {"design.coverage": np.array([1.0])}, {"design.coverage": np.array([1.0])}
+    )
+    assert old == pytest.approx(250.0)  # (what every stored item of the first version reads as)
+    twice = _paired_design_effect(
+        "coverage",
+        cur,
+        base,
+        1,
+        1,
+        {"design.coverage": np.array([1.0, 4 * var])},
+        {"design.coverage": np.array([1.0, 4 * var])},
+    )
+    assert twice == pytest.approx(4.0)
+    lent = _paired_design_effect("coverage", cur, base, 1, 1, {"design.coverage": np.array([1.0, 4 * var])}, {})
+    assert lent == pytest.approx(4.0)  # the baseline borrows the current side's ratio
+
+
+def test_the_fisher_fallback_scales_each_side_by_its_own_design_effect() -> None:
+    """An audit: both sides were divided by the current check's effect alone (the same data
+    gave p = 0.007 or 0.20 by which side carried the larger one), and rounding the counts apart
+    could move a share: 31/33 became 30/31 at 1.05, p 0.057 -> 0.030."""
+    from scipy.stats import fisher_exact
+
+    from collapse_monitor.detection import _fisher_p
+
+    def mv(k: int, n: int) -> cm.MetricValue:
+        return cm.MetricValue(k / n, 0.0, 1.0, n=n)
+
+    now, then = mv(150, 200), mv(180, 200)
+    p_now6 = _fisher_p("tail_coverage", now, then, (), design_effects=(6.0, 1.0))
+    p_then6 = _fisher_p("tail_coverage", now, then, (), design_effects=(1.0, 6.0))
+    # n / 6 = 33 items now at the share 0.75 (25), 200 at baseline; and the other way round
+    assert p_now6 == pytest.approx(fisher_exact([[25, 8], [180, 20]], alternative="less").pvalue)
+    assert p_then6 == pytest.approx(fisher_exact([[150, 50], [30, 3]], alternative="less").pvalue)
+    plain = fisher_exact([[150, 50], [180, 20]], alternative="less").pvalue
+    assert min(p_now6, p_then6) > plain
+    # never below the unscaled test
+    small_now, small_then = mv(6, 9), mv(31, 33)
+    base_p = _fisher_p("tail_coverage", small_now, small_then, ())
+    assert base_p == pytest.approx(0.0572, abs=1e-4)
+    for d in (1.05, 1.1, 1.5, 2.0, 3.0):
+        assert _fisher_p("tail_coverage", small_now, small_then, (), design_effects=(d, d)) >= base_p
+    # through detect: the baseline's own design effect is used (stored with its items)
+    res = detect(
+        {"tail_coverage": now},
+        rules=cm.Rules(),
+        baseline={"tail_coverage": then},
+        items={"design.tail_coverage": np.array([1.0, 0.0])},
+        base_items={"design.tail_coverage": np.array([6.0, 0.0])},
+    )
+    (f,) = [f for f in res.findings if f.kind == "baseline"]
+    assert f.test == "fisher-exact+design-effect" and f.p_value == pytest.approx(p_then6)
