@@ -43,6 +43,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -68,9 +69,12 @@ __all__ = [
 #: reference libraries use the same 5 minutes).
 DEFAULT_TOLERANCE_SECONDS = 300.0
 
+log = logging.getLogger("collapse_monitor.alerting")
+
 #: Default cap on a request body (bytes); ``Webhook(max_body_bytes=...)`` changes it.
 DEFAULT_MAX_BODY_BYTES = 512 * 1024
-#: The smallest cap accepted: an event with no findings and no report fits it.
+#: The smallest cap accepted (an alert's fixed part, without findings and report, is a few KB;
+#: one whose links or names alone exceed the cap is sent without them, with a warning).
 MIN_MAX_BODY_BYTES = 16 * 1024
 
 
@@ -223,7 +227,9 @@ class Webhook(HttpChannel):
     def body(self, event: AlertEvent) -> bytes:
         """The JSON body (the same bytes for the same event), at most ``max_body_bytes``: the
         findings that do not fit are left out from the end of ``alert.details`` (the smallest
-        drops), then the report summary (module docstring)."""
+        drops), then the report summary (module docstring). An alert whose own fields (links,
+        names) exceed the cap by themselves is sent without findings and report, over the cap,
+        with a warning in the log."""
         alert = event.alert.to_dict()
         details = list(alert.get("details") or [])
         data: dict[str, Any] = {
@@ -258,6 +264,14 @@ class Webhook(HttpChannel):
         if len(out) > self.max_body_bytes and data["report"] is not None:
             data["report"] = "not shown: the body would exceed max_body_bytes (the report is in the links)"
             out = fit()
+        if len(out) > self.max_body_bytes:  # the alert's own fields (links, names) are that long
+            log.warning(
+                "webhook %s: the alert is %d bytes without its findings and report, over max_body_bytes (%d):"
+                " sent without them",
+                self.name,
+                len(out),
+                self.max_body_bytes,
+            )
         return out
 
     def _request(self, event: AlertEvent) -> tuple[str, bytes, dict[str, str]]:

@@ -463,8 +463,13 @@ class GeneratorResult:
 def _design(hits: Any, mask: np.ndarray) -> np.ndarray:
     """A ``design.<key>`` item: ``[design effect (floored at 1), jackknife variance of the
     share]`` (:func:`~.stats.grouped_design_effect`, :func:`~.stats.grouped_jackknife_variance`;
-    the paired tests use the variance, the intervals and the Fisher fallback the effect)."""
-    return np.array([grouped_design_effect(hits, mask), grouped_jackknife_variance(hits, mask)[0]])
+    the paired tests use the variance, the intervals and the Fisher fallback the effect).
+    Without two groups or any point there is no jackknife: ``[1]`` alone, which the paired
+    tests read as the binomial variance (a stored 0 would have read as no variance at all)."""
+    deff = grouped_design_effect(hits, mask)
+    if hits is None or np.asarray(hits).shape[1] < 2 or not np.any(mask):
+        return np.array([deff])
+    return np.array([deff, grouped_jackknife_variance(hits, mask)[0]])
 
 
 def _wilson_mv(x: int, n: int, scale: float = 1.0, design_effect: float = 1.0) -> MetricValue:

@@ -531,3 +531,24 @@ def test_the_webhook_body_cap_comes_from_yaml_and_the_environment(monkeypatch) -
     assert ch.max_body_bytes == 100_000
     with pytest.raises(ConfigError, match=r"alerts\[0\]\.max_body_bytes: unknown key for a slack channel"):
         channels_from_config([{"type": "slack", "url": "https://e.com/h", "max_body_bytes": 100_000}])
+
+
+def test_a_webhook_alert_too_long_by_itself_is_sent_without_findings_and_logged(
+    http_receiver, make_alert, make_report, caplog
+) -> None:
+    """A review: links or names longer than the cap left the body over it, silently."""
+    import logging
+
+    details = tuple({"key": f"class_recall.c{i}", "relative_change": -0.5} for i in range(10))
+    alert = make_alert(details=details, links=(("runbook", "https://wiki.example.com/" + "x" * 40_000),))
+    event = AlertEvent(alert, report=report_summary(make_report()))
+    ch = cm.Webhook(http_receiver.url, max_body_bytes=16 * 1024)
+    with caplog.at_level(logging.WARNING, logger="collapse_monitor.alerting"):
+        body = ch.body(event)
+    data = json.loads(body)["data"]
+    assert data["alert"]["details"] == [] and data["details_not_shown"] == 10
+    assert data["report"].startswith("not shown")
+    assert any(
+        "over max_body_bytes" in r.getMessage() and "sent without them" in r.getMessage() for r in caplog.records
+    )
+    assert ch.send(event).ok

@@ -214,3 +214,19 @@ def test_the_fisher_fallback_scales_each_side_by_its_own_design_effect() -> None
     )
     (f,) = [f for f in res.findings if f.kind == "baseline"]
     assert f.test == "fisher-exact+design-effect" and f.p_value == pytest.approx(p_then6)
+
+
+def test_without_two_groups_the_design_item_holds_no_variance() -> None:
+    """A review: with one sample group there is no jackknife, and ``[1, 0]`` read as a measured
+    variance of 0 (the paired test then counted that side as certain); ``[1]`` reads as the
+    binomial variance, as a side stored before the variance was kept."""
+    from collapse_monitor.metrics.generator import build_generator_state, generator_panel
+
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(300, 4))
+    state = build_generator_state(ref, n_clusters=4)
+    one = generator_panel(state, ref, rng.normal(size=(100, 4)), n_boot=10, n_groups=1)
+    many = generator_panel(state, ref, rng.normal(size=(100, 4)), n_boot=10)
+    for key in ("coverage", "tail_coverage", "head_coverage", "recall"):
+        assert one.items[f"design.{key}"].tolist() == [1.0]
+        assert many.items[f"design.{key}"].shape == (2,)
