@@ -182,7 +182,11 @@ def test_the_chain_does_not_depend_on_the_observation_size(name: str) -> None:
 
 
 #: training-data digests of generations 0 and 1 of the fresh loop, seed 3, FAST settings, from the
-#: code before replicates existed (commit 8572c82): the chains must not move with them
+#: code before replicates existed (commit 8572c82): the chains must not move with them. Only
+#: generation 0 (a draw of human data) is compared with them: generation 1 is sampled from a
+#: model fitted in floating point, whose last bits differ between CPUs (digits and mixture gave
+#: other digests on another session's machine, 2026-12-07), so it is compared with a chain run
+#: without replicates in the same process instead
 PINNED_DIGESTS = {
     "digits": ["8540fab137638dd2", "7ed8e8cc1e1dffdd"],
     "gaussian": ["89f3778f3ae28ae7", "6b6e58d3e4c3f35e"],
@@ -197,10 +201,12 @@ def test_baseline_replicates_are_other_generation_zero_retrains(name: str) -> No
     """``baseline_replicates(n)``: n more retrains of generation 0 on their own draws of human
     data, against the same reference; the same whatever the loop, different from each other and
     from generation 0; the chain itself is as it was before replicates existed."""
+    plain = [g.observation.provenance.digest for g in make_scenario(name, loop="fresh", seed=3, **FAST[name]).run(2)]
     sc = make_scenario(name, loop="fresh", seed=3, **FAST[name])
     reps = sc.baseline_replicates(2)
     gens = sc.run(2)
-    assert [g.observation.provenance.digest for g in gens] == PINNED_DIGESTS[name]
+    assert [g.observation.provenance.digest for g in gens] == plain  # replicates leave the chain as it is
+    assert plain[0] == PINNED_DIGESTS[name][0]
     assert [r.generation for r in reps] == [0, 0]
     assert all(r.observation.generation == 0 and r.synthetic_fraction == 0.0 for r in reps)
     digests = [g.observation.provenance.digest for g in (gens[0], *reps)]
