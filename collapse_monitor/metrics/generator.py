@@ -77,6 +77,7 @@ from .diversity import (
 )
 from .knn import _resolve_dtype, _to_tensor, as_matrix, centred_radii2, knn_center, prdc_pass, resolve_device
 from .stats import (
+    design_effect,
     grouped_design_effect,
     grouped_jackknife_variance,
     normal_quantile,
@@ -462,14 +463,14 @@ class GeneratorResult:
 
 def _design(hits: Any, mask: np.ndarray) -> np.ndarray:
     """A ``design.<key>`` item: ``[design effect (floored at 1), jackknife variance of the
-    share]`` (:func:`~.stats.grouped_design_effect`, :func:`~.stats.grouped_jackknife_variance`;
+    share]`` (:func:`~.stats.design_effect`, :func:`~.stats.grouped_jackknife_variance`;
     the paired tests use the variance, the intervals and the Fisher fallback the effect).
     Without two groups or any point there is no jackknife: ``[1]`` alone, which the paired
     tests read as the binomial variance (a stored 0 would have read as no variance at all)."""
-    deff = grouped_design_effect(hits, mask)
-    if hits is None or np.asarray(hits).shape[1] < 2 or not np.any(mask):
-        return np.array([deff])
-    return np.array([deff, grouped_jackknife_variance(hits, mask)[0]])
+    variances = grouped_jackknife_variance(hits, mask)  # one pass for both entries
+    if variances is None:
+        return np.array([1.0])
+    return np.array([design_effect(variances), variances[0]])
 
 
 def _wilson_mv(x: int, n: int, scale: float = 1.0, design_effect: float = 1.0) -> MetricValue:

@@ -31,6 +31,7 @@ __all__ = [
     "binom_sf_half",
     "clopper_pearson",
     "cusum_decline",
+    "design_effect",
     "grouped_design_effect",
     "grouped_jackknife_variance",
     "mann_kendall",
@@ -365,31 +366,37 @@ def grouped_design_effect(hits: Any, mask: Any) -> float:
     >>> grouped_design_effect(cg, np.ones(4, dtype=bool))  # 2 groups, each alone covering 2
     1.0
     """
-    jack, binomial = grouped_jackknife_variance(hits, mask)
-    if binomial <= 0:
+    return design_effect(grouped_jackknife_variance(hits, mask))
+
+
+def design_effect(variances: tuple[float, float] | None) -> float:
+    """The design effect of ``(jackknife, binomial)`` variances
+    (:func:`grouped_jackknife_variance`): their ratio, at least 1; 1 without a jackknife or
+    where the binomial variance is 0 (every point covered, or none)."""
+    if variances is None or variances[1] <= 0:
         return 1.0
-    return max(1.0, jack / binomial)
+    return max(1.0, variances[0] / variances[1])
 
 
-def grouped_jackknife_variance(hits: Any, mask: Any) -> tuple[float, float]:
+def grouped_jackknife_variance(hits: Any, mask: Any) -> tuple[float, float] | None:
     """``(jackknife, binomial)``: the delete-a-group jackknife variance of the share of the
     points of ``mask`` that some group covers (``hits``, ``n x G``), and the binomial
     ``p (1 - p) / n``, both of the share (:func:`grouped_design_effect` is their ratio, floored
     at 1). The jackknife's is kept for the paired tests, which need the variance itself: the
     binomial overstates it wherever the points' chances differ (points always or never
-    covered add nothing to it; McNemar's variance leaves them out too). ``(0, 0)`` without
-    groups or points.
+    covered add nothing to it; McNemar's variance leaves them out too). None without two
+    groups or any point: there is no jackknife.
 
     >>> cg = np.zeros((4, 2), dtype=bool); cg[:2, 0] = True; cg[2:3, 1] = True
     >>> [round(v, 6) for v in grouped_jackknife_variance(cg, np.ones(4, dtype=bool))]
     [0.015625, 0.046875]
     """
     if hits is None:
-        return 0.0, 0.0
+        return None
     cg = np.asarray(hits)[np.asarray(mask, dtype=bool)]
     n, groups = cg.shape
     if n == 0 or groups < 2:
-        return 0.0, 0.0
+        return None
     per_point = cg.sum(axis=1)
     x = int(np.count_nonzero(per_point))
     binomial = x * (n - x) / n  # n p (1 - p): the count's variance for independent points

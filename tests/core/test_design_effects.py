@@ -93,13 +93,11 @@ def _independent_draw(rng, pi: np.ndarray, groups: int = 20) -> tuple[np.ndarray
     """Covered flags of independent points with cover chances ``pi`` (each of ``groups``
     independent sample groups covers a point with the chance that gives ``pi`` in all), and the
     ``design.coverage`` item the generator panel would store for them."""
-    from collapse_monitor.metrics.stats import grouped_design_effect, grouped_jackknife_variance
+    from collapse_monitor.metrics.generator import _design
 
     q = 1 - (1 - pi) ** (1 / groups)
     hits = rng.random((pi.size, groups)) < q[:, None]
-    everyone = np.ones(pi.size, bool)
-    design = np.array([grouped_design_effect(hits, everyone), grouped_jackknife_variance(hits, everyone)[0]])
-    return hits.any(axis=1), design
+    return hits.any(axis=1), _design(hits, np.ones(pi.size, bool))
 
 
 def test_independent_points_of_unequal_chances_keep_the_paired_tests_power() -> None:
