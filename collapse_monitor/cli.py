@@ -244,7 +244,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from .config import _load_array, _load_list
+    from .config import _load_array, _load_list, _refuse_url
     from .monitor import CollapseMonitor
     from .render import replicate_table, report_table
     from .types import Observation, Provenance, Stage
@@ -308,6 +308,9 @@ def _check(args: argparse.Namespace) -> int:
             )
         return 0
     kw: dict[str, Any] = {}
+    for key in ("embeddings", "predictions", "texts"):
+        if getattr(args, key):
+            _refuse_url(getattr(args, key), key)
     if args.embeddings:
         kw["embeddings"] = _load_array(Path(args.embeddings), "embeddings")
     if args.predictions:

@@ -296,6 +296,22 @@ _LIST_FILES = (
 )
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def _refuse_url(raw: str, key: str) -> None:
+    """A data file named by a URL (``s3://``, ``https://``, ``gs://``, ``dbfs://``) was joined to
+    the config's folder and reported as ``file not found: /conf/s3:/bucket/x.npy``, a path the
+    user never wrote; say what is wrong and what to do instead."""
+    if _URL.match(raw.strip()):
+        scheme = raw.strip().split("://", 1)[0]
+        raise ConfigError(
+            key,
+            f"is a URL ({scheme}://...); data files are read from the local disk only: download it first "
+            "(e.g. `aws s3 cp`, `gsutil cp`, `mlflow artifacts download`) and give the local path",
+        )
+
+
 def _load_array(path: Path, key: str) -> np.ndarray:
     if not path.is_file():
         raise ConfigError(key, f"file not found: {path}")
@@ -370,6 +386,7 @@ def load_reference(spec: Mapping[str, Any], base_dir: str | os.PathLike[str] = "
         if not isinstance(v, (str, os.PathLike)) or not str(v).strip():
             # [0, 1] read as the file "[0, 1]" and `labels: false` was dropped without a word
             raise ConfigError(f"reference.{k}", f"expected a file path (relative to this file), got {type(v).__name__}")
+        _refuse_url(str(v), f"reference.{k}")
         path = base / os.path.expanduser(str(v))
         if k == "embeddings":
             kw[k] = _load_array(path, "reference.embeddings")

@@ -366,9 +366,20 @@ class Reference:
             if self.labels is not None:
                 h.update(b"L" + "\x1f".join(map(repr, self.labels.tolist())).encode())
             if self.texts is not None:
-                h.update(b"T")
-                for t in self.texts:
-                    h.update(t.encode("utf-8", "surrogatepass") + b"\x1e")
+                encoded = [t.encode("utf-8", "surrogatepass") for t in self.texts]
+                if not any(b"\x1e" in t for t in encoded):
+                    # the original encoding, kept so that stored fingerprints stay valid: each
+                    # text ends with U+001E, which no text holds, so the split is unique
+                    h.update(b"T")
+                    for t in encoded:
+                        h.update(t + b"\x1e")
+                else:
+                    # a text holding U+001E made the terminator ambiguous (["a\x1eb"] hashed
+                    # as ["a", "b"], so a cache could serve another reference's state): such
+                    # texts are length-prefixed under their own tag
+                    h.update(b"U" + len(encoded).to_bytes(8, "little"))
+                    for t in encoded:
+                        h.update(len(t).to_bytes(8, "little") + t)
             if self.class_priors is not None:
                 h.update(b"P" + repr(sorted((str(k), round(v, 12)) for k, v in self.class_priors.items())).encode())
             self._fingerprint = h.hexdigest()[:16]

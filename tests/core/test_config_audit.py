@@ -362,6 +362,9 @@ def test_a_pinned_baseline_generation_never_checked_does_not_blind_the_monitor(t
         ("{labels: labels.txt, class_priors: {1: -0.1, 0: 1}}", "reference.class_priors", ">= 0"),
         ("{labels: [0, 1]}", "reference.labels", "expected a file path"),  # was: file not found: .../[0, 1]
         ("{labels: false, texts: labels.txt}", "reference.labels", "expected a file path"),  # was: ignored
+        # was: file not found: <config folder>/s3:/bucket/ref.npy, a path nobody wrote
+        ("{embeddings: 's3://bucket/ref.npy'}", "reference.embeddings", "is a URL (s3://...)"),
+        ("{labels: ' https://example.org/l.txt'}", "reference.labels", "download it first"),
     ],
 )
 def test_reference_block_mistakes_are_config_errors(tmp_path: Path, block: str, key: str, words: str) -> None:

@@ -209,3 +209,15 @@ def test_a_reference_is_frozen_once_built() -> None:
         with pytest.raises(AttributeError, match="frozen"):
             setattr(ref, name, None)
     ref.name = "renamed"  # not data: allowed
+
+
+def test_texts_holding_the_record_separator_get_their_own_fingerprint() -> None:
+    """The texts' fingerprint ended each text with U+001E, so ``["a\\x1eb"]`` and ``["a", "b"]``
+    hashed alike and a cache could serve one reference the other's state. Texts without U+001E
+    keep the original digest (pinned: stored baselines and caches stay valid)."""
+    joined, split = cm.Reference(texts=["a\x1eb c"]), cm.Reference(texts=["a", "b c"])
+    assert joined.fingerprint != split.fingerprint
+    assert cm.Reference(texts=["a\x1e", "b c"]).fingerprint not in (joined.fingerprint, split.fingerprint)
+    assert cm.Reference(texts=["x\x1e"]).fingerprint != cm.Reference(texts=["x", ""]).fingerprint
+    # the digest of the original encoding, from the code before this change
+    assert split.fingerprint == "d10b40076ae17f4a"

@@ -266,3 +266,14 @@ def test_gate_and_report_read_a_monitor_logged_to_another_experiment(tmp_path: P
     png = tmp_path / "h.png"
     args = ["report", "--monitor", "custom", "--tracking-uri", uri, "--experiment", "team-a/{monitor}"]
     assert main([*args, "--out", str(png)]) == 0 and png.is_file()
+
+
+def test_check_refuses_a_url_as_a_data_file_and_says_what_to_do(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--predictions gs://b/p.npy`` said ``file not found: gs:/b/p.npy`` (the URL's ``//``
+    collapsed by the path); it now names the URL and the fix, before any check runs."""
+    cfg = _config(tmp_path / "c")
+    monkeypatch.chdir(tmp_path / "c")
+    assert main(["check", "--config", str(cfg), "--predictions", "gs://bucket/preds.npy"]) == 2
+    err = capsys.readouterr().err
+    assert "a URL (gs://...)" in err and "download it first" in err and "gs:/bucket" not in err
+    assert not (tmp_path / "c" / "mlflow.db").exists()  # nothing was logged
