@@ -5,7 +5,8 @@ samples as its neighbours' coverage, so the points of ``coverage``, ``tail_cover
 ``head_coverage`` and ``recall`` are positively correlated. A Wilson interval and McNemar's
 test that treat them as independent items are too narrow. The generator panel scales both by
 the design effect of the grouped jackknife over its 20 sample groups
-(:func:`collapse_monitor.metrics.stats.grouped_design_effect`).
+(:func:`collapse_monitor.metrics.stats.grouped_design_effect`); recall's jackknife also regrows
+the remaining samples' k-NN balls for each left-out group (``collapse_monitor.metrics._regrow``).
 
 For each case, ``S`` independent samples of ``m`` rows are drawn from the reference's own
 distribution and run through the panel's own code. The benchmark reports:
@@ -124,7 +125,12 @@ def page(results: list[dict[str, Any]]) -> str:
                 f"| {r['name']} (m={r['m']}, n={r['n']}, {r['samples']} samples) | `{key}` | {c['mean']:.3f} | {deff} "
                 f"| {c['plain']:.3f} | {c['scaled']:.3f} | {rej_plain} | {rej_scaled} |"
             )
-    lines += ["", "(`recall` has no paired test; its jackknife holds the samples' k-NN radii fixed.)", ""]
+    lines += [
+        "",
+        "(`recall` has no paired test. Its jackknife regrows the remaining samples' k-NN balls for each"
+        " left-out group (since 2026-12-07; with the radii held fixed it covered 0.89 / 0.715 / 0.79).)",
+        "",
+    ]
     return "\n".join(lines)
 
 

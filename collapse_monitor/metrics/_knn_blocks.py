@@ -320,6 +320,103 @@ def _self_kth_d2(
     return best.amax(dim=1).clamp_min_(0.0)
 
 
+def _merge_topk_ids(
+    best: torch.Tensor, ids: torch.Tensor, a: int, b: int, block: torch.Tensor, offset: int, *, by_column: bool = False
+) -> None:
+    """:func:`_merge_topk` carrying indices: keep in ``best[a:b]`` / ``ids[a:b]`` the ``kk``
+    smallest of ``best[a:b]`` and each row of ``block`` (or each column, ``by_column``), a
+    block entry's index being ``offset`` plus its column (row)."""
+    import torch
+
+    kk = best.shape[1]
+    rows = block.T.contiguous() if by_column else block  # top-k along a stride was 2x slower
+    t = torch.topk(rows, min(kk, rows.shape[1]), dim=1, largest=False, sorted=False)
+    both = torch.cat([best[a:b], t.values], dim=1)
+    both_ids = torch.cat([ids[a:b], t.indices + offset], dim=1)
+    sel = torch.topk(both, kk, dim=1, largest=False, sorted=False)
+    best[a:b] = sel.values
+    ids[a:b] = both_ids.gather(1, sel.indices)
+
+
+def _merge_ids_filtered(
+    best: torch.Tensor, ids: torch.Tensor, a: int, block: torch.Tensor, offset: int, *, by_column: bool
+) -> None:
+    """:func:`_merge_topk_ids` on the CPU gathering only the entries below their row's current
+    ``kk``-th smallest (as :func:`_merge_filtered` does for values alone)."""
+    bn, bv, iv = block.numpy(), best.numpy(), ids.numpy()
+    kk = bv.shape[1]
+    r = bn.shape[1] if by_column else bn.shape[0]
+    thr = bv[a : a + r].max(axis=1)
+    mask = bn < (thr[None, :] if by_column else thr[:, None])
+    flat = np.flatnonzero(mask)
+    if flat.size == 0:
+        return
+    if _too_many(flat.size, bn.size):
+        _merge_topk_ids(best, ids, a, a + r, block, offset, by_column=by_column)
+        return
+    width = bn.shape[1]
+    brow, bcol = np.divmod(flat, width)
+    vals = bn[brow, bcol]
+    owner, other = (bcol, brow) if by_column else (brow, bcol)
+    order = np.argsort(owner, kind="stable")
+    owner, other, vals = owner[order], other[order], vals[order]
+    counts = np.bincount(owner)
+    rows = np.flatnonzero(counts)
+    c = counts[rows]
+    slot = np.arange(owner.size) - np.repeat(np.cumsum(c) - c, c)
+    rowid = np.repeat(np.arange(rows.size), c)
+    dense = np.full((rows.size, kk + int(c.max())), np.inf, dtype=bv.dtype)
+    dense_ids = np.full(dense.shape, -1, dtype=np.int64)
+    dense[:, :kk], dense_ids[:, :kk] = bv[a + rows], iv[a + rows]
+    dense[rowid, kk + slot], dense_ids[rowid, kk + slot] = vals, other + offset
+    keep = np.argpartition(dense, kk - 1, axis=1)[:, :kk]
+    bv[a + rows] = np.take_along_axis(dense, keep, axis=1)
+    iv[a + rows] = np.take_along_axis(dense_ids, keep, axis=1)
+
+
+def _self_knn_ids(
+    x: torch.Tensor,
+    kk: int,
+    block: int,
+    width: int | None = None,
+    operands: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, indices)``, ascending: each row's ``min(kk, n)`` smallest squared distances to
+    the rows of ``x``, itself included at 0, with those rows' indices. The blocks and products
+    are :func:`_self_kth_d2`'s, so its radius is the ``k``-th value here, bit for bit (tested);
+    the merges carry the indices (the samples' neighbours for recall's jackknife,
+    :func:`~.knn.regrown_radii`)."""
+    import torch
+
+    n = x.shape[0]
+    width = block if width is None else max(width, 1)
+    kk = min(kk, n)
+    best = torch.full((n, kk), math.inf, dtype=x.dtype, device=x.device)
+    ids = torch.full((n, kk), -1, dtype=torch.int64, device=x.device)
+    side = min(block, n)
+    cols = min(width, max(n - side, 1))
+    distances = _Products(*(operands or _operands(x)), side, max(side, cols))
+    for i0 in range(0, n, block):
+        i1 = min(n, i0 + block)
+        d2 = distances(i0, i1, i0, i1)
+        d2.fill_diagonal_(0.0)
+        _merge_topk_ids(best, ids, i0, i1, d2, i0)
+    cpu = x.device.type == "cpu"
+    for i0 in range(0, n, block):
+        i1 = min(n, i0 + block)
+        for j0 in range(i1, n, cols):
+            j1 = min(n, j0 + cols)
+            d2 = distances(i0, i1, j0, j1)
+            if cpu:
+                _merge_ids_filtered(best, ids, i0, d2, j0, by_column=False)
+                _merge_ids_filtered(best, ids, j0, d2, i0, by_column=True)
+            else:
+                _merge_topk_ids(best, ids, i0, i1, d2, j0)
+                _merge_topk_ids(best, ids, j0, j1, d2, i0, by_column=True)
+    order = torch.argsort(best, dim=1, stable=True)
+    return best.gather(1, order).clamp_min_(0.0), ids.gather(1, order)
+
+
 def _self_block_numpy(
     best: torch.Tensor, thr: torch.Tensor, i0: int, j0: int, d2: torch.Tensor, mask: torch.Tensor, parts: _Parts
 ) -> None:
@@ -374,6 +471,7 @@ def _cross_pass(
     lhs: torch.Tensor | None = None,
     rhs: torch.Tensor | None = None,
     hits: GroupHits | None = None,
+    shells: Shells | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass over the (reference x samples) distances in ``rows x cols`` blocks
     (:func:`cross_tiles`: ``rows x m`` for ``m`` up to :data:`_CROSS_WIDTH`, else taller
@@ -393,7 +491,9 @@ def _cross_pass(
     ``hits`` (:class:`GroupHits`, the samples sorted by group) also records, per reference
     point and sample group, the two tests for that group's samples alone (for the grouped
     jackknife of :func:`~.stats.grouped_design_effect`): one more read of each mask, no
-    product.
+    product. ``shells`` (:class:`Shells`, CPU only) also collects the entries between each
+    sample's squared radius and its ``reach`` (recall's regrown balls): one more comparison
+    pass over each block, and the few entries it finds.
     """
     import torch
 
@@ -422,9 +522,12 @@ def _cross_pass(
                     views = (d2.numpy(), mask.numpy(), thr_ref.numpy()[i0:i1], thr_s.numpy()[j0:j1])
                     outs = (covered.numpy()[i0:i1], in_sample_ball.numpy()[i0:i1])
                     count_np = counts.numpy()[j0:j1]
-                    job = partial(_cross_rows_numpy, views=views, outs=outs, spans=spans)
+                    shell = None if shells is None else (shells.reach.numpy()[j0:j1], shells.lower.numpy()[j0:j1])
+                    job = partial(_cross_rows_numpy, views=views, outs=outs, spans=spans, shell=shell)
                     for part in parts.map(job, i1 - i0, j1 - j0):
-                        count_np += part
+                        count_np += part[0]
+                        if shells is not None:
+                            shells.add(part[1], i0, j0)
                     continue
                 _cross_block_torch(
                     d2, mask, thr_ref[i0:i1], thr_s[j0:j1], counts[j0:j1], covered[i0:i1], in_sample_ball[i0:i1], spans
@@ -460,6 +563,64 @@ class GroupHits:
             if a < b:
                 spans.append((g, a - j0, b - j0))
         return self.covered[i0:i1], self.in_ball[i0:i1], spans
+
+
+SHELL_LIMIT = 1 << 22
+"""Most shell entries one pass collects (about 100 MB); beyond, recall's radii stay fixed."""
+
+
+class Shells:
+    """What :func:`_cross_pass` collects for recall's regrown balls: per sample (column) a
+    ``reach`` (the largest squared radius its ball takes when a group of samples is left out;
+    ``-inf`` where it never grows) and ``lower`` (its squared radius), and the entries with
+    ``lower <= d2 < reach`` as global ``(reference rows, sample columns, values)``, typically a
+    few per sample. ``overflow``: more than :data:`SHELL_LIMIT` of them (samples so spread out
+    that their balls hold much of the reference); the caller then keeps the radii fixed. The
+    limit is on the total, so the outcome does not depend on the block sizes."""
+
+    def __init__(self, reach: torch.Tensor, lower: torch.Tensor) -> None:
+        self.reach, self.lower = reach, lower
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.count = 0
+        self.overflow = False
+
+    def add(self, found: Any, i0: int, j0: int) -> None:
+        if found is None:
+            self._give_up()
+        elif found and not self.overflow:
+            rows, cols, vals = found
+            self.parts.append((rows + i0, cols + j0, vals))
+            self.count += rows.size
+            if self.count > SHELL_LIMIT:
+                self._give_up()
+
+    def _give_up(self) -> None:
+        self.overflow, self.parts, self.count = True, [], 0
+
+    def take(self, other: Shells, columns: np.ndarray) -> None:
+        """Keep ``other``'s entries (a pass over the samples ``columns`` alone) as these
+        samples' (only theirs: its parts are cleared)."""
+        self.overflow |= other.overflow
+        self.parts += [(rows, columns[cols], vals) for rows, cols, vals in other.parts]
+        self.count += other.count
+        other.parts, other.count = [], 0
+        if self.overflow or self.count > SHELL_LIMIT:
+            self._give_up()
+
+    def merge(self, other: Shells) -> None:
+        """Add ``other``'s entries (already in this pass's sample indices)."""
+        self.overflow |= other.overflow
+        self.parts += other.parts
+        self.count += other.count
+        if self.overflow or self.count > SHELL_LIMIT:
+            self._give_up()
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if self.overflow:
+            return None
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        return tuple(np.concatenate(x) for x in zip(*self.parts, strict=True))  # type: ignore[return-value]
 
 
 def _cross_block_torch(
@@ -504,12 +665,20 @@ def _or_groups(mk: np.ndarray, spans: Any, which: int, a: int, b: int) -> None:
 
 
 def _cross_rows_numpy(
-    a: int, b: int, *, views: tuple[np.ndarray, ...], outs: tuple[np.ndarray, np.ndarray], spans: Any = None
-) -> np.ndarray:
+    a: int,
+    b: int,
+    *,
+    views: tuple[np.ndarray, ...],
+    outs: tuple[np.ndarray, np.ndarray],
+    spans: Any = None,
+    shell: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, Any]:
     """The reductions of :func:`_cross_pass` over rows ``a:b`` of one block (numpy views:
     distances, mask, reference and sample thresholds; outputs, or-ed: covered,
     inside-a-sample-ball); returns those rows' contribution to the block's per-sample ball
-    counts."""
+    counts, and with ``shell`` (``(reach, lower)`` of this block's columns) the entries with
+    ``lower <= d2 < reach`` as ``(rows, columns, values)`` of the block (None when they are more
+    than :data:`SHELL_LIMIT`: :class:`Shells` then gives up)."""
     d2, mask, thr_ref, thr_s = views
     covered, in_ball = outs
     h, mk = d2[a:b], mask[a:b]
@@ -523,4 +692,16 @@ def _cross_rows_numpy(
     np.less(h, thr_s[None, :], out=mk)
     in_ball[a:b] |= np.any(mk, axis=1)
     _or_groups(mk, spans, 1, a, b)
-    return cnt
+    found: Any = ()
+    if shell is not None:
+        reach, lower = shell
+        np.less(h, reach[None, :], out=mk)
+        flat = np.flatnonzero(mk)
+        if flat.size > SHELL_LIMIT:
+            found = None
+        elif flat.size:
+            rows, cols = np.divmod(flat, h.shape[1])
+            vals = h[rows, cols]
+            keep = vals >= lower[cols]
+            found = (rows[keep] + a, cols[keep], vals[keep].astype(np.float64))
+    return cnt, found

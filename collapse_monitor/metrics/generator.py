@@ -461,13 +461,13 @@ class GeneratorResult:
     paired: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
 
 
-def _design(hits: Any, mask: np.ndarray) -> np.ndarray:
+def _design(hits: Any, mask: np.ndarray, gains: Any = None) -> np.ndarray:
     """A ``design.<key>`` item: ``[design effect (floored at 1), jackknife variance of the
     share]`` (:func:`~.stats.design_effect`, :func:`~.stats.grouped_jackknife_variance`;
     the paired tests use the variance, the intervals and the Fisher fallback the effect).
     Without two groups or any point there is no jackknife: ``[1]`` alone, which the paired
     tests read as the binomial variance (a stored 0 would have read as no variance at all)."""
-    variances = grouped_jackknife_variance(hits, mask)  # one pass for both entries
+    variances = grouped_jackknife_variance(hits, mask, gains)  # one pass for both entries
     if variances is None:
         return np.array([1.0])
     return np.array([design_effect(variances), variances[0]])
@@ -616,7 +616,7 @@ def generator_panel(
     )
     covered = p.covered
     everyone = np.ones(n, dtype=bool)
-    recall_deff = _design(p.ref_ball_groups, everyone)
+    recall_deff = _design(p.ref_ball_groups, everyone, p.ref_ball_gains)  # with the regrown balls
     metrics: dict[str, MetricValue] = {
         "precision": _wilson_mv(int(np.sum(p.ball_counts > 0)), m),
         "recall": _wilson_mv(int(np.sum(p.ref_in_sample_ball)), n, design_effect=float(recall_deff[0])),

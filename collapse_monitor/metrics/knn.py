@@ -51,12 +51,15 @@ from .._validate import tensor_to_numpy
 from ..errors import ConfigError, InputError
 from ._knn_blocks import (  # noqa: F401  (re-exported: tests and the generator panel use them)
     GroupHits,
+    Shells,
     _cross_pass,
     _merge_filtered,
     _merge_topk,
     _operands,
+    _self_knn_ids,
     _self_kth_d2,
 )
+from ._regrow import NEIGHBOURS_PER_K, Regrow, rows_knn_ids, without_self
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -354,6 +357,7 @@ def _patched_cross(
     chunk: int | None,
     hits: GroupHits | None = None,
     labels: np.ndarray | None = None,
+    shells: Shells | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The cross pass's ``(counts, covered, in_sample_ball)`` where some rows are unresolved in
     float32 (:func:`unresolved_rows`; ``r2_ref`` / ``r2_s`` float64, exact for those rows).
@@ -366,7 +370,8 @@ def _patched_cross(
     against every sample (their ball counts and coverage), every reference row against the
     unresolved samples (recall). About ``(u_ref * m + n * u_samples) d`` multiply-adds.
     ``hits`` (with ``labels``, the samples' groups in their order here, sorted or not) gets
-    the per-group tests of the recomputed balls."""
+    the per-group tests of the recomputed balls; ``shells`` (float64, every sample's), the
+    unresolved samples' shell entries (:class:`Shells`; the float32 pass collects the others)."""
     import torch
 
     dev = r64.device
@@ -401,7 +406,12 @@ def _patched_cross(
             bs = bs[torch.from_numpy(np.argsort(labels[bs.cpu().numpy()], kind="stable")).to(dev)]
             sub_labels = labels[bs.cpu().numpy()]
             sub = GroupHits.empty(np.searchsorted(sub_labels, np.arange(len(hits.starts))), n, dev)
-        in_ball |= _cross_pass(r64, s64.index_select(0, bs), none_r, r2_s[bs], rows, hits=sub)[2]
+        sub_shells = None
+        if shells is not None:
+            sub_shells = Shells(shells.reach[bs], shells.lower[bs])
+        in_ball |= _cross_pass(r64, s64.index_select(0, bs), none_r, r2_s[bs], rows, hits=sub, shells=sub_shells)[2]
+        if shells is not None and sub_shells is not None:
+            shells.take(sub_shells, bs.cpu().numpy())
         if hits is not None and sub is not None:
             hits.in_ball.logical_or_(sub.in_ball)
     return counts, covered, in_ball
@@ -490,6 +500,10 @@ class NeighbourPass:
     #: and whether the point is inside a ball of one of the group's samples (recall's)
     ref_cover_groups: np.ndarray | None = None
     ref_ball_groups: np.ndarray | None = None
+    #: with ``groups`` (exact pass, CPU): per reference point and group ``g``, whether removing
+    #: ``g``'s samples brings the point inside the grown k-NN ball of a remaining sample
+    #: (:mod:`._regrow`, recall's jackknife); None where not computed (radii held fixed)
+    ref_ball_gains: np.ndarray | None = None
 
     @property
     def sample_in_reference(self) -> np.ndarray:
@@ -664,14 +678,18 @@ def _prdc_pass(
             r2_ref = _self_radii2(r, k, chunk, operands=ops_r)
         else:
             r2_ref = torch.from_numpy(given).to(device=dev, dtype=tdt)
-        r2_s = _self_radii2(s, k, chunk, operands=ops_s)
+        # recall's regrown balls (:mod:`._regrow`): with sample groups, on the CPU
+        regrow = grouping is not None and dev.type == "cpu" and grouping.n_groups >= 2 and m > NEIGHBOURS_PER_K * k
+        r2_s, nb = _sample_radii2(s, k, chunk, ops_s, regrow)
         rows = _row_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         # per row: can float32 resolve its ball? (given radii: judged on their float64 values)
         bad_r = unresolved_rows(r, r2_ref if given is None else given)
         bad_s = unresolved_rows(s, r2_s)
         if not (bad_r.any() or bad_s.any()):  # the common case: float32 throughout
-            passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg)
-            return _neighbour_pass(k, r2_ref, r2_s, *passes, cg)
+            grow = _regrow(grouping, r2_s, nb, k)
+            shells = None if grow is None else grow.shells(tdt, dev)
+            passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg, shells=shells)
+            return _neighbour_pass(k, r2_ref, r2_s, *passes, cg, _gains(grow, shells, cg))
         r64, s64 = _to_tensor(ref, center, f64, dev), _to_tensor(gen, center, f64, dev)
         if not _patch_pays(int(bad_r.sum() + bad_s.sum()), n + m):
             # most rows unresolved (far-apart modes, samples in a tight cluster far from the
@@ -681,21 +699,61 @@ def _prdc_pass(
             ops_r, ops_s = _operands(r64, rhs=given is None), _operands(s64)
             kept = None if given is None else torch.from_numpy(given).to(dev)
             r2_ref = _self_radii2(r64, k, chunk, operands=ops_r) if kept is None else kept
-            r2_s = _self_radii2(s64, k, chunk, operands=ops_s)
+            r2_s, nb = _sample_radii2(s64, k, chunk, ops_s, regrow)
+            grow = _regrow(grouping, r2_s, nb, k)
+            shells = None if grow is None else grow.shells(torch.float64, dev)
             rows = _row_block(m, f64.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
-            passes = _cross_pass(r64, s64, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg)
-            return _neighbour_pass(k, r2_ref, r2_s, *passes, cg)
+            passes = _cross_pass(r64, s64, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg, shells=shells)
+            return _neighbour_pass(k, r2_ref, r2_s, *passes, cg, _gains(grow, shells, cg))
         # a few unresolved rows (a tight cluster away from the centre, duplicates): only their
         # radii and the ball tests that depend on them in float64
         r2_ref = _patch_radii(r64, r2_ref, bad_r, k, chunk) if given is None else torch.from_numpy(given).to(dev)
         r2_s = _patch_radii(s64, r2_s, bad_s, k, chunk)
+        if nb is not None and bad_s.any():  # the unresolved samples' neighbours, in float64 too
+            rows_bad = np.flatnonzero(bad_s)
+            step = _row_block(m, f64.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
+            nb[0][rows_bad], nb[1][rows_bad] = rows_knn_ids(s64, rows_bad, nb[0].shape[1], step)
+        grow = _regrow(grouping, r2_s, nb, k)
+        shells = None if grow is None else grow.shells(tdt, dev, unresolved=bad_s)
 
         def float32_pass(rr2: torch.Tensor, ss2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return _cross_pass(r, s, rr2, ss2, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg)
+            return _cross_pass(r, s, rr2, ss2, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg, shells=shells)
 
         labels = None if grouping is None else grouping.labels
-        passes = _patched_cross(float32_pass, r64, s64, r2_ref, r2_s, bad_r, bad_s, chunk, cg, labels)
-        return _neighbour_pass(k, r2_ref, r2_s, *passes, cg)
+        bad_shells = None if grow is None else grow.shells(torch.float64, dev)
+        passes = _patched_cross(float32_pass, r64, s64, r2_ref, r2_s, bad_r, bad_s, chunk, cg, labels, bad_shells)
+        if shells is not None and bad_shells is not None:
+            shells.merge(bad_shells)
+        return _neighbour_pass(k, r2_ref, r2_s, *passes, cg, _gains(grow, shells, cg))
+
+
+def _sample_radii2(
+    s: torch.Tensor, k: int, chunk: int | None, operands: tuple[torch.Tensor, torch.Tensor], regrow: bool
+) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray] | None]:
+    """The samples' squared k-NN radii and, with ``regrow``, their ``3k + 1`` nearest rows
+    (themselves included) as ``(values, indices)`` from the same products (the radii bit for bit
+    :func:`_self_radii2`'s)."""
+    if not regrow:
+        return _self_radii2(s, k, chunk, operands=operands), None
+    m = s.shape[0]
+    itemsize = s.element_size()
+    side = _square_block(m, itemsize, chunk, DEFAULT_MEMORY_BUDGET)
+    width = _strip_width(side, m, itemsize, chunk, DEFAULT_MEMORY_BUDGET)
+    vals, ids = _self_knn_ids(s, NEIGHBOURS_PER_K * k + 1, side, width, operands)
+    return vals[:, min(k, m - 1)].contiguous(), (vals.cpu().numpy().astype(np.float64), ids.cpu().numpy())
+
+
+def _regrow(grouping: _Grouping | None, r2_s: torch.Tensor, nb: Any, k: int) -> Regrow | None:
+    if grouping is None or nb is None:
+        return None
+    radii2 = r2_s.cpu().numpy().astype(np.float64)
+    return Regrow(grouping.labels, radii2, *without_self(*nb), k)
+
+
+def _gains(grow: Regrow | None, shells: Shells | None, hits: GroupHits | None) -> np.ndarray | None:
+    if grow is None or shells is None or hits is None:
+        return None
+    return grow.gains(shells.entries(), hits.in_ball.cpu().numpy())
 
 
 def _check_radii(ref_radii2: Any, n: int) -> np.ndarray | None:
@@ -715,6 +773,7 @@ def _neighbour_pass(
     covered: torch.Tensor,
     in_ball: torch.Tensor,
     hits: GroupHits | None = None,
+    gains: np.ndarray | None = None,
 ) -> NeighbourPass:
     return NeighbourPass(
         k=k,
@@ -725,6 +784,7 @@ def _neighbour_pass(
         ref_in_sample_ball=in_ball.cpu().numpy(),
         ref_cover_groups=None if hits is None else hits.covered.cpu().numpy(),
         ref_ball_groups=None if hits is None else hits.in_ball.cpu().numpy(),
+        ref_ball_gains=gains,
     )
 
 

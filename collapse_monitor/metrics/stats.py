@@ -354,9 +354,9 @@ def grouped_design_effect(hits: Any, mask: Any) -> float:
     binomial where it finds less.
 
     Recall takes the same estimate from ``ref_ball_groups`` (a point inside a ball of some
-    sample of the group), with the samples' k-NN radii held at their full-sample values,
-    which misses the radii's own variance (recall's intervals still held 0.79-0.89 at
-    d >= 32). (Not for the text panel's rare n-grams: over random groups of texts it gave a
+    sample of the group) and the points each group's removal brings inside the remaining
+    samples' regrown balls (``gains``, :mod:`._regrow`); with the radii held at their
+    full-sample values its intervals held only 0.79-0.89 at d >= 32. (Not for the text panel's rare n-grams: over random groups of texts it gave a
     design effect of 1.3 where the plain Wilson interval already held the sampling spread,
     its half-width 1.03 x the Monte Carlo standard deviation, coverage 0.95, over 150
     zipf_text samples of 1,000 texts: texts bring several rare types together, but their
@@ -378,7 +378,7 @@ def design_effect(variances: tuple[float, float] | None) -> float:
     return max(1.0, variances[0] / variances[1])
 
 
-def grouped_jackknife_variance(hits: Any, mask: Any) -> tuple[float, float] | None:
+def grouped_jackknife_variance(hits: Any, mask: Any, gains: Any = None) -> tuple[float, float] | None:
     """``(jackknife, binomial)``: the delete-a-group jackknife variance of the share of the
     points of ``mask`` that some group covers (``hits``, ``n x G``), and the binomial
     ``p (1 - p) / n``, both of the share (:func:`grouped_design_effect` is their ratio, floored
@@ -386,6 +386,10 @@ def grouped_jackknife_variance(hits: Any, mask: Any) -> tuple[float, float] | No
     binomial overstates it wherever the points' chances differ (points always or never
     covered add nothing to it; McNemar's variance leaves them out too). None without two
     groups or any point: there is no jackknife.
+
+    ``gains`` (``n x G``, optional): the points that removing group ``g`` brings *inside*
+    (recall: the remaining samples' k-NN balls grow, :mod:`._regrow`); a point counts as gained
+    only where no other group already holds it.
 
     >>> cg = np.zeros((4, 2), dtype=bool); cg[:2, 0] = True; cg[2:3, 1] = True
     >>> [round(v, 6) for v in grouped_jackknife_variance(cg, np.ones(4, dtype=bool))]
@@ -401,6 +405,9 @@ def grouped_jackknife_variance(hits: Any, mask: Any) -> tuple[float, float] | No
     x = int(np.count_nonzero(per_point))
     binomial = x * (n - x) / n  # n p (1 - p): the count's variance for independent points
     lost = cg[per_point == 1].sum(axis=0).astype(np.float64)  # points only group g covers
+    if gains is not None:  # less the points g's removal brings in (no other group holds them)
+        gained = np.asarray(gains, dtype=bool)[np.asarray(mask, dtype=bool)] & (per_point[:, None] == cg)
+        lost -= gained.sum(axis=0)
     jack = (groups - 1) / groups * float(np.sum((lost - lost.mean()) ** 2))
     return jack / (n * n), binomial / (n * n)
 

@@ -121,3 +121,90 @@ def test_the_inverted_file_pass_gives_the_same_values_with_groups() -> None:
         assert np.array_equal(getattr(plain, name), getattr(grouped, name)), name
     assert np.array_equal(grouped.ref_cover_groups.any(axis=1), grouped.ref_covered)
     assert np.array_equal(grouped.ref_ball_groups.any(axis=1), grouped.ref_in_sample_ball)
+
+
+def _recall_without(ref: np.ndarray, gen: np.ndarray, groups: np.ndarray, g: int, k: int) -> int:
+    """Brute force: the points inside some k-NN ball of the samples outside group ``g``, the
+    radii recomputed among those samples alone."""
+    kept = gen[groups != g]
+    d_ss = cdist(kept, kept, "sqeuclidean")
+    np.fill_diagonal(d_ss, np.inf)
+    radii2 = np.sort(d_ss, axis=1)[:, k - 1]
+    return int((cdist(ref, kept, "sqeuclidean") < radii2[None, :]).any(axis=1).sum())
+
+
+def _leave_out_counts(p, g: int) -> tuple[int, int]:
+    """(radii held fixed, regrown balls) leave-group-``g``-out recall counts from a pass."""
+    hits, per_point = p.ref_ball_groups, p.ref_ball_groups.sum(axis=1)
+    held = (per_point - hits[:, g]) > 0
+    return int(held.sum()), int((held | p.ref_ball_gains[:, g]).sum())
+
+
+@pytest.mark.parametrize(
+    ("case", "dtype"), [("plain", "float64"), ("plain", "float32"), ("patch", "float32"), ("all64", "float32")]
+)
+def test_recall_leave_out_counts_match_brute_force_with_regrown_balls(
+    case: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recall's jackknife held the samples' k-NN radii at their full-sample values; removing a
+    group grows the remaining samples' balls. The leave-one-group-out recall counts from the
+    pass (group hits and ``ref_ball_gains``) equal a brute-force recomputation for every group,
+    on the float32 and float64 passes, with unresolved samples patched in float64 and with the
+    whole pass in float64 (they do not with the radii held fixed: the gains matter)."""
+    from collapse_monitor.metrics import knn as knn_mod
+
+    rng = np.random.default_rng(3)
+    d, k, n_groups = 8, 4, 6
+    ref, gen = rng.normal(size=(400, d)), rng.normal(size=(300, d))
+    if case == "patch":  # a tight cluster far out: float32 cannot resolve its samples' balls
+        far = np.full(d, 1e3)
+        ref = np.vstack([ref, far + rng.normal(size=(8, d)) * 1e-3])
+        gen = np.vstack([gen, far + rng.normal(size=(12, d)) * 1e-3])
+    if case == "all64":
+        monkeypatch.setattr(knn_mod, "_patch_pays", lambda *a, **kw: False)
+    groups = rng.integers(0, n_groups, gen.shape[0])
+    calls: list[int] = []
+    real = knn_mod._patched_cross
+    monkeypatch.setattr(knn_mod, "_patched_cross", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    p = prdc_pass(ref, gen, k, groups=groups, dtype=dtype)
+    assert bool(calls) == (case == "patch")
+    assert p.ref_ball_gains is not None and p.ref_ball_gains.shape == (ref.shape[0], n_groups)
+    fixed_differs = False
+    for g in range(n_groups):
+        held, regrown = _leave_out_counts(p, g)
+        truth = _recall_without(ref, gen, groups, g, k)
+        assert regrown == truth, (g, regrown, truth, held)
+        fixed_differs |= held != truth
+    assert fixed_differs
+    assert not p.ref_ball_gains[p.ref_ball_groups.sum(axis=1) > 1].any()  # two groups hold these
+    # the regrown pass leaves everything else as the plain one gives it
+    plain = prdc_pass(ref, gen, k, dtype=dtype)
+    np.testing.assert_array_equal(p.ball_counts, plain.ball_counts)
+    np.testing.assert_array_equal(p.ref_in_sample_ball, plain.ref_in_sample_ball)
+    np.testing.assert_array_equal(p.sample_radii2, plain.sample_radii2)
+
+
+def test_without_groups_or_on_the_inverted_file_recall_keeps_fixed_radii() -> None:
+    rng = np.random.default_rng(4)
+    ref, gen = rng.normal(size=(200, 4)), rng.normal(size=(100, 4))
+    assert prdc_pass(ref, gen, 3).ref_ball_gains is None
+    assert prdc_pass(ref, gen, 3, groups=np.arange(100) % 4, knn="ivf").ref_ball_gains is None
+    assert prdc_pass(ref, gen[:9], 3, groups=np.arange(9) % 3).ref_ball_gains is None  # fewer than 3k + 1
+
+
+def test_too_many_shell_entries_keep_recalls_radii_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Samples so spread out that their regrown balls would hold much of the reference: past
+    :data:`SHELL_LIMIT` entries the pass stops collecting and recall keeps the fixed radii,
+    whatever the block sizes."""
+    from collapse_monitor.metrics import _knn_blocks
+
+    rng = np.random.default_rng(5)
+    ref, gen = rng.normal(size=(300, 4)), rng.normal(size=(80, 4))
+    groups = np.arange(80) % 5
+    full = prdc_pass(ref, gen, 4, groups=groups)
+    assert full.ref_ball_gains is not None and full.ref_ball_gains.any()
+    monkeypatch.setattr(_knn_blocks, "SHELL_LIMIT", 5)
+    for chunk in (None, 7):
+        capped = prdc_pass(ref, gen, 4, groups=groups, chunk_size=chunk)
+        assert capped.ref_ball_gains is None
+        np.testing.assert_array_equal(capped.ref_ball_groups, full.ref_ball_groups)
