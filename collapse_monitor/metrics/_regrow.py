@@ -42,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: neighbours kept per sample, in units of k
 NEIGHBOURS_PER_K = 3
 
+_ROWS = 65536
+
 
 def without_self(vals: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's neighbour lists (ascending, the row itself included) less the row itself
@@ -89,12 +91,15 @@ class Regrow:
     pass uses); ``reach``, the largest of them (``-inf`` where no removal grows the ball)."""
 
     def __init__(self, labels: np.ndarray, radii2: np.ndarray, nb_vals: np.ndarray, nb_ids: np.ndarray, k: int):
-        nb_groups = labels[nb_ids]
-        slots = nb_groups[:, :k].copy()
-        others = nb_groups[:, None, :] != slots[:, :, None]  # m x k x K: neighbours outside slot j's group
-        counted = np.cumsum(others, axis=2)
-        pos = np.where(counted[:, :, -1] >= k, np.argmax(counted >= k, axis=2), nb_vals.shape[1] - 1)
-        grown = np.take_along_axis(nb_vals, pos.reshape(len(pos), -1), axis=1).reshape(pos.shape)
+        m, width = nb_ids.shape
+        slots = labels[nb_ids[:, :k]]
+        pos = np.empty((m, k), dtype=np.int64)
+        for a in range(0, m, _ROWS):  # in row blocks: the m x k x K temporaries stay small
+            nb_groups = labels[nb_ids[a : a + _ROWS]]
+            others = nb_groups[:, None, :] != slots[a : a + _ROWS, :, None]  # outside slot j's group
+            counted = np.cumsum(others, axis=2, dtype=np.int16)
+            pos[a : a + _ROWS] = np.where(counted[:, :, -1] >= k, np.argmax(counted >= k, axis=2), width - 1)
+        grown = np.take_along_axis(nb_vals, pos, axis=1)
         self.radii2 = np.asarray(radii2, dtype=np.float64)
         self.grown = np.maximum(grown, self.radii2[:, None])
         slots[slots == labels[:, None]] = -1
