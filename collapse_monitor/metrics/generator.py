@@ -561,8 +561,9 @@ def generator_panel(
     frechet_distance, tail_mass_ratio. Items: ``coverage.covered`` (per reference point),
     ``rare_modes.kept`` (per rare cluster), ``rate.<key>`` = ``[events, samples]`` for the
     count metrics rare_mode_mass and tail_mass_ratio (exact rate tests against the baseline),
-    and ``design.<key>`` = ``[deff, jackknife variance]`` for recall and the three coverage
-    shares (the design effect their intervals are scaled by,
+    and ``design.<key>`` = ``[deff, jackknife variance]`` for recall (whose jackknife regrows the
+    remaining samples' k-NN balls, :mod:`._regrow`) and the three coverage shares (the design
+    effect their intervals are scaled by,
     :func:`~.stats.grouped_design_effect`, and the variance their paired tests are scaled by,
     :func:`~.stats.grouped_jackknife_variance`).
 

@@ -552,7 +552,9 @@ def prdc_pass(
 
     ``groups`` (per sample, ids ``0..G-1``) adds ``ref_cover_groups`` / ``ref_ball_groups``:
     which groups' samples are inside each reference ball, and which groups' sample balls hold
-    each reference point (the grouped jackknife of coverage and recall).
+    each reference point (the grouped jackknife of coverage and recall), and on the exact pass
+    on the CPU ``ref_ball_gains``: which reference points each group's removal brings inside the
+    remaining samples' regrown balls (:mod:`._regrow`; recall's jackknife).
 
     >>> ref = np.array([[0.0], [1.0], [2.0], [3.0]])
     >>> p = prdc_pass(ref, np.array([[0.4], [10.0]]), k=1)
