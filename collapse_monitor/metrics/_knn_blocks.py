@@ -491,7 +491,7 @@ def _cross_pass(
     ``hits`` (:class:`GroupHits`, the samples sorted by group) also records, per reference
     point and sample group, the two tests for that group's samples alone (for the grouped
     jackknife of :func:`~.stats.grouped_design_effect`): one more read of each mask, no
-    product. ``shells`` (:class:`Shells`, CPU only) also collects the entries between each
+    product. ``shells`` (:class:`Shells`) also collects the entries between each
     sample's squared radius and its ``reach`` (recall's regrown balls): one more comparison
     pass over each block, and the few entries it finds.
     """
@@ -532,7 +532,25 @@ def _cross_pass(
                 _cross_block_torch(
                     d2, mask, thr_ref[i0:i1], thr_s[j0:j1], counts[j0:j1], covered[i0:i1], in_sample_ball[i0:i1], spans
                 )
+                if shells is not None:
+                    shells.add(_shell_torch(d2, mask, shells.reach[j0:j1], shells.lower[j0:j1]), i0, j0)
     return counts, covered, in_sample_ball
+
+
+def _shell_torch(d2: torch.Tensor, mask: torch.Tensor, reach: torch.Tensor, lower: torch.Tensor) -> Any:
+    """:func:`_cross_rows_numpy`'s shell entries of one block in torch ops (accelerators):
+    ``lower <= d2 < reach`` as numpy ``(rows, columns, values)``, None past :data:`SHELL_LIMIT`."""
+    import torch
+
+    torch.lt(d2, reach.unsqueeze(0), out=mask)
+    mask &= d2 >= lower.unsqueeze(0)
+    at = mask.nonzero()
+    if at.shape[0] > SHELL_LIMIT:
+        return None
+    if at.shape[0] == 0:
+        return ()
+    vals = d2[at[:, 0], at[:, 1]].to(torch.float64)
+    return at[:, 0].cpu().numpy(), at[:, 1].cpu().numpy(), vals.cpu().numpy()
 
 
 @dataclass(frozen=True)

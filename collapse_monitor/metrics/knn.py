@@ -500,7 +500,7 @@ class NeighbourPass:
     #: and whether the point is inside a ball of one of the group's samples (recall's)
     ref_cover_groups: np.ndarray | None = None
     ref_ball_groups: np.ndarray | None = None
-    #: with ``groups`` (exact pass, CPU): per reference point and group ``g``, whether removing
+    #: with ``groups`` (exact pass): per reference point and group ``g``, whether removing
     #: ``g``'s samples brings the point inside the grown k-NN ball of a remaining sample
     #: (:mod:`._regrow`, recall's jackknife); None where not computed (radii held fixed)
     ref_ball_gains: np.ndarray | None = None
@@ -553,7 +553,7 @@ def prdc_pass(
     ``groups`` (per sample, ids ``0..G-1``) adds ``ref_cover_groups`` / ``ref_ball_groups``:
     which groups' samples are inside each reference ball, and which groups' sample balls hold
     each reference point (the grouped jackknife of coverage and recall), and on the exact pass
-    on the CPU ``ref_ball_gains``: which reference points each group's removal brings inside the
+    ``ref_ball_gains``: which reference points each group's removal brings inside the
     remaining samples' regrown balls (:mod:`._regrow`; recall's jackknife).
 
     >>> ref = np.array([[0.0], [1.0], [2.0], [3.0]])
@@ -680,8 +680,8 @@ def _prdc_pass(
             r2_ref = _self_radii2(r, k, chunk, operands=ops_r)
         else:
             r2_ref = torch.from_numpy(given).to(device=dev, dtype=tdt)
-        # recall's regrown balls (:mod:`._regrow`): with sample groups, on the CPU
-        regrow = grouping is not None and dev.type == "cpu" and grouping.n_groups >= 2 and m > NEIGHBOURS_PER_K * k
+        # recall's regrown balls (:mod:`._regrow`): with sample groups
+        regrow = grouping is not None and grouping.n_groups >= 2 and m > NEIGHBOURS_PER_K * k
         r2_s, nb = _sample_radii2(s, k, chunk, ops_s, regrow)
         rows = _row_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         # per row: can float32 resolve its ball? (given radii: judged on their float64 values)

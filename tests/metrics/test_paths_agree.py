@@ -5,6 +5,7 @@ the filtered top-k merge against the plain one, any torch thread count, and the 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -263,3 +264,25 @@ def test_accelerator_kernels_equal_the_cpu_ones_on_padded_blocks() -> None:
     d2 = block.numpy()
     np.testing.assert_array_equal(want[0], (d2 < thr_r.numpy()[:, None]).any(axis=1))
     assert 0 < want[0].sum() < 120  # both outcomes occur
+
+
+def test_the_accelerator_shell_kernel_equals_the_cpu_one() -> None:
+    """Recall's regrown balls: the shell entries (``lower <= d2 < reach``) of a row-padded block
+    view, collected by the torch kernel (accelerators) and by the numpy one, are the same."""
+    from collapse_monitor.metrics._knn_blocks import _cross_rows_numpy, _operands, _Products, _shell_torch
+
+    x = torch.from_numpy(clustered(500, 6, 16).astype(np.float32))
+    lhs, rhs = _operands(x)
+    with torch.inference_mode():
+        block = _Products(lhs, rhs, 120, 333)(0, 120, 167, 500)
+        gen = torch.Generator().manual_seed(5)
+        lower = torch.rand(333, generator=gen) * 20
+        reach = lower + torch.rand(333, generator=gen) * 10
+        reach[::7] = -math.inf  # samples whose ball never grows
+        got = _shell_torch(block, torch.empty(block.shape, dtype=torch.bool), reach, lower)
+        views = (block.numpy(), np.empty(block.shape, dtype=bool), np.zeros(120, np.float32), np.zeros(333, np.float32))
+        outs = (np.zeros(120, dtype=bool), np.zeros(120, dtype=bool))
+        _, want = _cross_rows_numpy(0, 120, views=views, outs=outs, shell=(reach.numpy(), lower.numpy()))
+    assert len(want[0]) > 100
+    key = lambda e: sorted(zip(e[0].tolist(), e[1].tolist(), e[2].tolist(), strict=True))  # noqa: E731
+    assert key(got) == key(want)
