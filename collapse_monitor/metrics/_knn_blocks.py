@@ -339,15 +339,23 @@ def _merge_topk_ids(
 
 
 def _merge_ids_filtered(
-    best: torch.Tensor, ids: torch.Tensor, a: int, block: torch.Tensor, offset: int, *, by_column: bool
+    best: torch.Tensor,
+    ids: torch.Tensor,
+    a: int,
+    block: torch.Tensor,
+    offset: int,
+    mask: np.ndarray,
+    *,
+    by_column: bool,
 ) -> None:
     """:func:`_merge_topk_ids` on the CPU gathering only the entries below their row's current
-    ``kk``-th smallest (as :func:`_merge_filtered` does for values alone)."""
+    ``kk``-th smallest (as :func:`_merge_filtered` does for values alone); ``mask``: a bool
+    buffer of the block's shape."""
     bn, bv, iv = block.numpy(), best.numpy(), ids.numpy()
     kk = bv.shape[1]
     r = bn.shape[1] if by_column else bn.shape[0]
     thr = bv[a : a + r].max(axis=1)
-    mask = bn < (thr[None, :] if by_column else thr[:, None])
+    np.less(bn, thr[None, :] if by_column else thr[:, None], out=mask)
     flat = np.flatnonzero(mask)
     if flat.size == 0:
         return
@@ -402,14 +410,16 @@ def _self_knn_ids(
         d2.fill_diagonal_(0.0)
         _merge_topk_ids(best, ids, i0, i1, d2, i0)
     cpu = x.device.type == "cpu"
+    mbuf = np.empty(side * cols if cpu else 0, dtype=bool)
     for i0 in range(0, n, block):
         i1 = min(n, i0 + block)
         for j0 in range(i1, n, cols):
             j1 = min(n, j0 + cols)
             d2 = distances(i0, i1, j0, j1)
             if cpu:
-                _merge_ids_filtered(best, ids, i0, d2, j0, by_column=False)
-                _merge_ids_filtered(best, ids, j0, d2, i0, by_column=True)
+                mask = mbuf[: d2.numel()].reshape(d2.shape)
+                _merge_ids_filtered(best, ids, i0, d2, j0, mask, by_column=False)
+                _merge_ids_filtered(best, ids, j0, d2, i0, mask, by_column=True)
             else:
                 _merge_topk_ids(best, ids, i0, i1, d2, j0)
                 _merge_topk_ids(best, ids, j0, j1, d2, i0, by_column=True)

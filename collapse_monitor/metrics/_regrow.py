@@ -12,11 +12,12 @@ intervals held the truth 0.79-0.89 of the time, ``benchmarks/shares.py``).
 
 This module supplies the second at almost no cost, from two passes the panel runs anyway:
 
-* the samples' self pass keeps each sample's ``3k`` nearest other samples with their indices
+* the samples' self pass keeps each sample's ``2k`` nearest other samples with their indices
   (:func:`~._knn_blocks._self_knn_ids`, the same products as the radius pass): a sample's radius
   without group ``g`` is its ``k``-th nearest neighbour outside ``g``; only the groups of its
-  ``k`` nearest neighbours change it. (When more than ``2k`` of its ``3k`` nearest share one
-  group, not seen with random groups, the ``3k``-th distance is taken: a lower bound.)
+  ``k`` nearest neighbours change it. (When more than ``k`` of its ``2k`` nearest share one
+  group, the ``2k``-th distance is taken, a lower bound: with 20 random groups a sample's 10
+  nearest put 6 in one group about once in 20,000 samples.)
 * the reference x samples cross pass collects the entries between a sample's radius and its
   largest regrown radius (:class:`~._knn_blocks.Shells`): one more comparison per entry, and
   a few entries per sample.
@@ -40,17 +41,19 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 #: neighbours kept per sample, in units of k
-NEIGHBOURS_PER_K = 3
+NEIGHBOURS_PER_K = 2
 
 _ROWS = 65536
 
 
-def without_self(vals: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def without_self(vals: np.ndarray, ids: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's neighbour lists (ascending, the row itself included) less the row itself
     (one column fewer; where the row is not in its list, more than that many copies at
-    distance 0, the last column goes)."""
+    distance 0, the last column goes). ``rows``: the lists' own row indices (default: all, in
+    order)."""
     m, kk = ids.shape
-    is_self = ids == np.arange(m)[:, None]
+    own = np.arange(m) if rows is None else rows
+    is_self = ids == own[:, None]
     drop = np.where(is_self.any(axis=1), np.argmax(is_self, axis=1), kk - 1)
     keep = np.ones((m, kk), dtype=bool)
     keep[np.arange(m), drop] = False
@@ -84,28 +87,53 @@ def rows_knn_ids(x64: torch.Tensor, rows: np.ndarray, kk: int, step: int) -> tup
     return vals, ids
 
 
+def _slots_and_grown(
+    labels: np.ndarray, own: np.ndarray, radii2: np.ndarray, nb_vals: np.ndarray, nb_ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows whose groups are ``own`` (their squared radii ``radii2``, their neighbour lists
+    without themselves): per slot of the ``k`` nearest neighbours, its group (``-1`` where it is
+    the row's own), the squared radius without that group, and per row whether a list ran short
+    (fewer than ``k`` neighbours outside some slot's group: the radius is then a lower bound)."""
+    m, width = nb_ids.shape
+    slots = labels[nb_ids[:, :k]]
+    pos = np.empty((m, k), dtype=np.int64)
+    short = np.zeros(m, dtype=bool)
+    for a in range(0, m, _ROWS):  # in row blocks: the m x k x K temporaries stay small
+        nb_groups = labels[nb_ids[a : a + _ROWS]]
+        others = nb_groups[:, None, :] != slots[a : a + _ROWS, :, None]  # outside slot j's group
+        counted = np.cumsum(others, axis=2, dtype=np.int16)
+        enough = counted[:, :, -1] >= k
+        pos[a : a + _ROWS] = np.where(enough, np.argmax(counted >= k, axis=2), width - 1)
+        short[a : a + _ROWS] = ~enough.all(axis=1)
+    grown = np.maximum(np.take_along_axis(nb_vals, pos, axis=1), radii2[:, None])
+    slots[slots == own[:, None]] = -1
+    short &= (slots >= 0).any(axis=1)
+    return slots, grown, short
+
+
 class Regrow:
     """The samples' regrown radii: per sample and each of its ``k`` nearest neighbours' slots,
     the neighbour's group (``-1`` for the sample's own group, whose removal removes the sample)
     and the sample's squared radius without that group (never below ``radii2``, the radii the
-    pass uses); ``reach``, the largest of them (``-inf`` where no removal grows the ball)."""
+    pass uses); ``reach``, the largest of them (``-inf`` where no removal grows the ball);
+    ``short``, the samples whose neighbour list was too short to find a regrown radius (more
+    than ``k`` of it in one group: few groups), which :meth:`refine` recomputes."""
 
     def __init__(self, labels: np.ndarray, radii2: np.ndarray, nb_vals: np.ndarray, nb_ids: np.ndarray, k: int):
-        m, width = nb_ids.shape
-        slots = labels[nb_ids[:, :k]]
-        pos = np.empty((m, k), dtype=np.int64)
-        for a in range(0, m, _ROWS):  # in row blocks: the m x k x K temporaries stay small
-            nb_groups = labels[nb_ids[a : a + _ROWS]]
-            others = nb_groups[:, None, :] != slots[a : a + _ROWS, :, None]  # outside slot j's group
-            counted = np.cumsum(others, axis=2, dtype=np.int16)
-            pos[a : a + _ROWS] = np.where(counted[:, :, -1] >= k, np.argmax(counted >= k, axis=2), width - 1)
-        grown = np.take_along_axis(nb_vals, pos, axis=1)
+        self.labels, self.k = labels, k
         self.radii2 = np.asarray(radii2, dtype=np.float64)
-        self.grown = np.maximum(grown, self.radii2[:, None])
-        slots[slots == labels[:, None]] = -1
-        self.slots = slots
-        top = np.where(slots >= 0, self.grown, -np.inf).max(axis=1)
+        self.slots, self.grown, self.short = _slots_and_grown(labels, labels, self.radii2, nb_vals, nb_ids, k)
+        self._set_reach()
+
+    def _set_reach(self) -> None:
+        top = np.where(self.slots >= 0, self.grown, -np.inf).max(axis=1)
         self.reach = np.where(top > self.radii2, top, -np.inf)
+
+    def refine(self, rows: np.ndarray, nb_vals: np.ndarray, nb_ids: np.ndarray) -> None:
+        """Recompute the rows ``rows`` from longer neighbour lists (without themselves)."""
+        got = _slots_and_grown(self.labels, self.labels[rows], self.radii2[rows], nb_vals, nb_ids, self.k)
+        self.slots[rows], self.grown[rows], self.short[rows] = got
+        self._set_reach()
 
     def shells(self, dtype: torch.dtype, device: Any, unresolved: np.ndarray | None = None) -> Shells:
         """A :class:`Shells` collector for a cross pass in ``dtype`` (the ``unresolved``

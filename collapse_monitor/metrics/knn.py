@@ -688,7 +688,7 @@ def _prdc_pass(
         bad_r = unresolved_rows(r, r2_ref if given is None else given)
         bad_s = unresolved_rows(s, r2_s)
         if not (bad_r.any() or bad_s.any()):  # the common case: float32 throughout
-            grow = _regrow(grouping, r2_s, nb, k)
+            grow = _regrow(grouping, r2_s, nb, k, s, chunk)
             shells = None if grow is None else grow.shells(tdt, dev)
             passes = _cross_pass(r, s, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg, shells=shells)
             return _neighbour_pass(k, r2_ref, r2_s, *passes, cg, _gains(grow, shells, cg))
@@ -702,7 +702,7 @@ def _prdc_pass(
             kept = None if given is None else torch.from_numpy(given).to(dev)
             r2_ref = _self_radii2(r64, k, chunk, operands=ops_r) if kept is None else kept
             r2_s, nb = _sample_radii2(s64, k, chunk, ops_s, regrow)
-            grow = _regrow(grouping, r2_s, nb, k)
+            grow = _regrow(grouping, r2_s, nb, k, s64, chunk)
             shells = None if grow is None else grow.shells(torch.float64, dev)
             rows = _row_block(m, f64.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
             passes = _cross_pass(r64, s64, r2_ref, r2_s, rows, lhs=ops_r[0], rhs=ops_s[1], hits=cg, shells=shells)
@@ -715,7 +715,7 @@ def _prdc_pass(
             rows_bad = np.flatnonzero(bad_s)
             step = _row_block(m, f64.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
             nb[0][rows_bad], nb[1][rows_bad] = rows_knn_ids(s64, rows_bad, nb[0].shape[1], step)
-        grow = _regrow(grouping, r2_s, nb, k)
+        grow = _regrow(grouping, r2_s, nb, k, s64, chunk)
         shells = None if grow is None else grow.shells(tdt, dev, unresolved=bad_s)
 
         def float32_pass(rr2: torch.Tensor, ss2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -732,7 +732,7 @@ def _prdc_pass(
 def _sample_radii2(
     s: torch.Tensor, k: int, chunk: int | None, operands: tuple[torch.Tensor, torch.Tensor], regrow: bool
 ) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray] | None]:
-    """The samples' squared k-NN radii and, with ``regrow``, their ``3k + 1`` nearest rows
+    """The samples' squared k-NN radii and, with ``regrow``, their ``2k + 1`` nearest rows
     (themselves included) as ``(values, indices)`` from the same products (the radii bit for bit
     :func:`_self_radii2`'s)."""
     if not regrow:
@@ -745,11 +745,23 @@ def _sample_radii2(
     return vals[:, min(k, m - 1)].contiguous(), (vals.cpu().numpy().astype(np.float64), ids.cpu().numpy())
 
 
-def _regrow(grouping: _Grouping | None, r2_s: torch.Tensor, nb: Any, k: int) -> Regrow | None:
+def _regrow(
+    grouping: _Grouping | None, r2_s: torch.Tensor, nb: Any, k: int, s: torch.Tensor, chunk: int | None
+) -> Regrow | None:
+    """The samples' regrown radii (:class:`Regrow`); lists too short for them (few groups: more
+    than ``k`` of a sample's ``2k`` nearest in one group) are recomputed densely, twice as long
+    each round, up to every sample."""
     if grouping is None or nb is None:
         return None
     radii2 = r2_s.cpu().numpy().astype(np.float64)
-    return Regrow(grouping.labels, radii2, *without_self(*nb), k)
+    grow = Regrow(grouping.labels, radii2, *without_self(*nb), k)
+    m, kk = s.shape[0], nb[1].shape[1]
+    while grow.short.any() and kk < m:
+        kk = min(m, 2 * kk)
+        rows = np.flatnonzero(grow.short)
+        vals, ids = rows_knn_ids(s, rows, kk, _row_block(m, s.element_size(), chunk, DEFAULT_MEMORY_BUDGET))
+        grow.refine(rows, *without_self(vals, ids, rows))
+    return grow
 
 
 def _gains(grow: Regrow | None, shells: Shells | None, hits: GroupHits | None) -> np.ndarray | None:

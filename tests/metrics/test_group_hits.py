@@ -141,7 +141,8 @@ def _leave_out_counts(p, g: int) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize(
-    ("case", "dtype"), [("plain", "float64"), ("plain", "float32"), ("patch", "float32"), ("all64", "float32")]
+    ("case", "dtype"),
+    [("plain", "float64"), ("plain", "float32"), ("patch", "float32"), ("all64", "float32"), ("two_groups", "float32")],
 )
 def test_recall_leave_out_counts_match_brute_force_with_regrown_balls(
     case: str, dtype: str, monkeypatch: pytest.MonkeyPatch
@@ -149,12 +150,13 @@ def test_recall_leave_out_counts_match_brute_force_with_regrown_balls(
     """Recall's jackknife held the samples' k-NN radii at their full-sample values; removing a
     group grows the remaining samples' balls. The leave-one-group-out recall counts from the
     pass (group hits and ``ref_ball_gains``) equal a brute-force recomputation for every group,
-    on the float32 and float64 passes, with unresolved samples patched in float64 and with the
-    whole pass in float64 (they do not with the radii held fixed: the gains matter)."""
+    on the float32 and float64 passes, with unresolved samples patched in float64, with the
+    whole pass in float64 and with two groups (the neighbour lists run short and are recomputed)
+    (they do not with the radii held fixed: the gains matter)."""
     from collapse_monitor.metrics import knn as knn_mod
 
     rng = np.random.default_rng(3)
-    d, k, n_groups = 8, 4, 6
+    d, k, n_groups = 8, 4, 2 if case == "two_groups" else 6
     ref, gen = rng.normal(size=(400, d)), rng.normal(size=(300, d))
     if case == "patch":  # a tight cluster far out: float32 cannot resolve its samples' balls
         far = np.full(d, 1e3)
@@ -166,8 +168,14 @@ def test_recall_leave_out_counts_match_brute_force_with_regrown_balls(
     calls: list[int] = []
     real = knn_mod._patched_cross
     monkeypatch.setattr(knn_mod, "_patched_cross", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    refills: list[int] = []
+    real_rows = knn_mod.rows_knn_ids
+    monkeypatch.setattr(knn_mod, "rows_knn_ids", lambda *a, **kw: refills.append(1) or real_rows(*a, **kw))
     p = prdc_pass(ref, gen, k, groups=groups, dtype=dtype)
     assert bool(calls) == (case == "patch")
+    # two groups: more than k of a sample's 2k nearest often share one, and those lists are
+    # recomputed longer (else the regrown radius would only be a lower bound)
+    assert refills or case != "two_groups"
     assert p.ref_ball_gains is not None and p.ref_ball_gains.shape == (ref.shape[0], n_groups)
     fixed_differs = False
     for g in range(n_groups):
@@ -189,7 +197,7 @@ def test_without_groups_or_on_the_inverted_file_recall_keeps_fixed_radii() -> No
     ref, gen = rng.normal(size=(200, 4)), rng.normal(size=(100, 4))
     assert prdc_pass(ref, gen, 3).ref_ball_gains is None
     assert prdc_pass(ref, gen, 3, groups=np.arange(100) % 4, knn="ivf").ref_ball_gains is None
-    assert prdc_pass(ref, gen[:9], 3, groups=np.arange(9) % 3).ref_ball_gains is None  # fewer than 3k + 1
+    assert prdc_pass(ref, gen[:6], 3, groups=np.arange(6) % 3).ref_ball_gains is None  # fewer than 2k + 1
 
 
 def test_too_many_shell_entries_keep_recalls_radii_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
