@@ -549,7 +549,8 @@ def _cross_pass(
 
 def _shell_torch(d2: torch.Tensor, mask: torch.Tensor, reach: torch.Tensor, lower: torch.Tensor) -> Any:
     """:func:`_cross_rows_numpy`'s shell entries of one block in torch ops (accelerators):
-    ``lower <= d2 < reach`` as numpy ``(rows, columns, values)``, None past :data:`SHELL_LIMIT`."""
+    ``lower <= d2 < reach`` as numpy ``(rows, columns, values)``, None when they alone pass
+    :data:`SHELL_LIMIT` (as :func:`_shell_rows`)."""
     import torch
 
     torch.lt(d2, reach.unsqueeze(0), out=mask)
@@ -600,7 +601,8 @@ SHELL_LIMIT = 1 << 22
 class Shells:
     """What :func:`_cross_pass` collects for recall's regrown balls: per sample (column) a
     ``reach`` (the largest squared radius its ball takes when a group of samples is left out;
-    ``-inf`` where it never grows) and ``lower`` (its squared radius), and the entries with
+    ``-inf`` where it never grows) and ``lower`` (its squared radius; ``-inf`` for a radius of
+    0, an empty ball, as in the pass's own test), and the entries with
     ``lower <= d2 < reach`` as global ``(reference rows, sample columns, values)``, typically a
     few per sample. ``overflow``: more than :data:`SHELL_LIMIT` of them (samples so spread out
     that their balls hold much of the reference); the caller then keeps the radii fixed. The
@@ -722,14 +724,36 @@ def _cross_rows_numpy(
     _or_groups(mk, spans, 1, a, b)
     found: Any = ()
     if shell is not None:
-        reach, lower = shell
-        np.less(h, reach[None, :], out=mk)
-        flat = np.flatnonzero(mk)
-        if flat.size > SHELL_LIMIT:
-            found = None
-        elif flat.size:
-            rows, cols = np.divmod(flat, h.shape[1])
-            vals = h[rows, cols]
-            keep = vals >= lower[cols]
-            found = (rows[keep] + a, cols[keep], vals[keep].astype(np.float64))
+        found = _shell_rows(h, mk, *shell, a)
     return cnt, found
+
+
+def _shell_rows(h: np.ndarray, mk: np.ndarray, reach: np.ndarray, lower: np.ndarray, a: int) -> Any:
+    """The shell entries ``lower <= h < reach`` of the block rows ``h`` (``mk``: their mask
+    buffer), as ``(rows + a, columns, values)``; None when they alone pass :data:`SHELL_LIMIT`
+    (then so does the pass's total: the outcome does not depend on the block sizes). Gathered
+    in row chunks, so the indices of the entries inside the balls, which the first comparison
+    also finds, never take more than a few MB."""
+    np.less(h, reach[None, :], out=mk)
+    step = max(1, _SHELL_CHUNK // max(1, h.shape[1]))
+    rows_out, cols_out, vals_out, kept = [], [], [], 0
+    for r0 in range(0, h.shape[0], step):
+        flat = np.flatnonzero(mk[r0 : r0 + step])
+        if flat.size == 0:
+            continue
+        rows, cols = np.divmod(flat, h.shape[1])
+        rows += r0
+        vals = h[rows, cols]
+        keep = vals >= lower[cols]
+        kept += int(keep.sum())
+        if kept > SHELL_LIMIT:
+            return None
+        rows_out.append(rows[keep] + a)
+        cols_out.append(cols[keep])
+        vals_out.append(vals[keep].astype(np.float64))
+    if not rows_out:
+        return ()
+    return np.concatenate(rows_out), np.concatenate(cols_out), np.concatenate(vals_out)
+
+
+_SHELL_CHUNK = 1 << 20  # mask entries per chunk of :func:`_shell_rows`'s gathering

@@ -16,8 +16,9 @@ This module supplies the second at almost no cost, from two passes the panel run
   (:func:`~._knn_blocks._self_knn_ids`, the same products as the radius pass): a sample's radius
   without group ``g`` is its ``k``-th nearest neighbour outside ``g``; only the groups of its
   ``k`` nearest neighbours change it. (When more than ``k`` of its ``2k`` nearest share one
-  group, the ``2k``-th distance is taken, a lower bound: with 20 random groups a sample's 10
-  nearest put 6 in one group about once in 20,000 samples.)
+  group, with 20 random groups about once in 20,000 samples and often with two or three
+  groups, that sample's list is recomputed densely, twice as long each round, until it holds
+  ``k`` outside every group.)
 * the reference x samples cross pass collects the entries between a sample's radius and its
   largest regrown radius (:class:`~._knn_blocks.Shells`): one more comparison per entry, and
   a few entries per sample.
@@ -27,6 +28,11 @@ brings the point inside a regrown ball of a sample outside ``g``. Only points th
 group's balls hold can change (balls only grow). The leave-one-group-out recall counts are
 exact (tested against brute-force recomputation); like the coverage shares' jackknife, the
 variance they give is conservative (Efron & Stein 1981).
+
+The radii stay fixed (``ref_ball_gains`` None) with fewer than two groups, ``2k`` or fewer
+samples, a group whose removal leaves ``k`` or fewer (``prdc``'s radius then reaches the farthest
+remaining sample and can shrink), on the inverted-file path, and past
+:data:`~._knn_blocks.SHELL_LIMIT` collected entries.
 """
 
 from __future__ import annotations
@@ -88,12 +94,20 @@ def rows_knn_ids(x64: torch.Tensor, rows: np.ndarray, kk: int, step: int) -> tup
 
 
 def _slots_and_grown(
-    labels: np.ndarray, own: np.ndarray, radii2: np.ndarray, nb_vals: np.ndarray, nb_ids: np.ndarray, k: int
+    labels: np.ndarray,
+    own: np.ndarray,
+    radii2: np.ndarray,
+    nb_vals: np.ndarray,
+    nb_ids: np.ndarray,
+    k: int,
+    complete: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For rows whose groups are ``own`` (their squared radii ``radii2``, their neighbour lists
     without themselves): per slot of the ``k`` nearest neighbours, its group (``-1`` where it is
     the row's own), the squared radius without that group, and per row whether a list ran short
-    (fewer than ``k`` neighbours outside some slot's group: the radius is then a lower bound)."""
+    (fewer than ``k`` neighbours outside some slot's group; the radius is then the list's last
+    distance, a lower bound). ``complete``: the lists hold every other sample, so none is short
+    (the caller makes sure every group leaves more than ``k`` samples)."""
     m, width = nb_ids.shape
     slots = labels[nb_ids[:, :k]]
     pos = np.empty((m, k), dtype=np.int64)
@@ -106,6 +120,8 @@ def _slots_and_grown(
         pos[a : a + _ROWS] = np.where(enough, np.argmax(counted >= k, axis=2), width - 1)
         short[a : a + _ROWS] = ~enough.all(axis=1)
     grown = np.maximum(np.take_along_axis(nb_vals, pos, axis=1), radii2[:, None])
+    if complete:
+        short[:] = False
     slots[slots == own[:, None]] = -1
     short &= (slots >= 0).any(axis=1)
     return slots, grown, short
@@ -122,7 +138,9 @@ class Regrow:
     def __init__(self, labels: np.ndarray, radii2: np.ndarray, nb_vals: np.ndarray, nb_ids: np.ndarray, k: int):
         self.labels, self.k = labels, k
         self.radii2 = np.asarray(radii2, dtype=np.float64)
-        self.slots, self.grown, self.short = _slots_and_grown(labels, labels, self.radii2, nb_vals, nb_ids, k)
+        complete = nb_ids.shape[1] >= len(labels) - 1
+        got = _slots_and_grown(labels, labels, self.radii2, nb_vals, nb_ids, k, complete)
+        self.slots, self.grown, self.short = got
         self._set_reach()
 
     def _set_reach(self) -> None:
@@ -131,7 +149,8 @@ class Regrow:
 
     def refine(self, rows: np.ndarray, nb_vals: np.ndarray, nb_ids: np.ndarray) -> None:
         """Recompute the rows ``rows`` from longer neighbour lists (without themselves)."""
-        got = _slots_and_grown(self.labels, self.labels[rows], self.radii2[rows], nb_vals, nb_ids, self.k)
+        complete = nb_ids.shape[1] >= len(self.labels) - 1
+        got = _slots_and_grown(self.labels, self.labels[rows], self.radii2[rows], nb_vals, nb_ids, self.k, complete)
         self.slots[rows], self.grown[rows], self.short[rows] = got
         self._set_reach()
 
@@ -144,7 +163,10 @@ class Regrow:
         if unresolved is not None:
             reach[unresolved] = -np.inf
         as_t = lambda a: torch.from_numpy(a).to(device=device, dtype=dtype)  # noqa: E731
-        return Shells(as_t(reach), as_t(self.radii2))
+        # a radius-0 ball holds nothing in the pass (its threshold is -inf), so its whole reach
+        # is shell: a point at distance 0 (or a rounded -1e-13) comes inside when it grows
+        lower = np.where(self.radii2 > 0, self.radii2, -np.inf)
+        return Shells(as_t(reach), as_t(lower))
 
     def gains(self, entries: Any, ball_groups: np.ndarray) -> np.ndarray | None:
         """``n x G`` bool: removing group ``g`` brings reference point ``i`` inside the regrown
@@ -158,7 +180,8 @@ class Regrow:
         fragile = bg.sum(axis=1) <= 1
         keep = fragile[rows]
         rows, cols, vals = rows[keep], cols[keep], vals[keep]
-        hit = (vals[:, None] < self.grown[cols]) & (self.slots[cols] >= 0)
+        grown = self.grown[cols]
+        hit = (vals[:, None] < grown) & (grown > 0) & (self.slots[cols] >= 0)  # a radius of 0 holds nothing
         at, slot = np.nonzero(hit)
         gains[rows[at], self.slots[cols[at], slot]] = True
         return gains

@@ -211,8 +211,52 @@ def test_too_many_shell_entries_keep_recalls_radii_fixed(monkeypatch: pytest.Mon
     groups = np.arange(80) % 5
     full = prdc_pass(ref, gen, 4, groups=groups)
     assert full.ref_ball_gains is not None and full.ref_ball_gains.any()
-    monkeypatch.setattr(_knn_blocks, "SHELL_LIMIT", 5)
-    for chunk in (None, 7):
+    totals: list[int] = []
+    real = _knn_blocks.Shells.entries
+    monkeypatch.setattr(_knn_blocks.Shells, "entries", lambda self: totals.append(self.count) or real(self))
+    prdc_pass(ref, gen, 4, groups=groups)
+    total = totals[-1]
+    assert total > 50
+    # the limit is on the pass's total of shell entries (an audit: each thread's share of the
+    # block was compared with it, counting the points inside the balls too, so the outcome
+    # depended on the block sizes and the thread count)
+    monkeypatch.setattr(_knn_blocks, "SHELL_LIMIT", total)
+    for chunk in (None, 7, 50):
+        got = prdc_pass(ref, gen, 4, groups=groups, chunk_size=chunk).ref_ball_gains
+        assert got is not None and np.array_equal(got, full.ref_ball_gains), chunk
+    monkeypatch.setattr(_knn_blocks, "SHELL_LIMIT", total - 1)
+    for chunk in (None, 7, 50):
         capped = prdc_pass(ref, gen, 4, groups=groups, chunk_size=chunk)
         assert capped.ref_ball_gains is None
         np.testing.assert_array_equal(capped.ref_ball_groups, full.ref_ball_groups)
+
+
+def test_a_copied_sample_lets_its_reference_twin_in_when_its_copies_go() -> None:
+    """Memorisation: a sample with k exact copies has radius 0 (an empty ball). Remove the
+    group holding its copies and its ball grows, so a reference point equal to it (distance 0,
+    which the expansion can round to -1e-13) comes inside. The shell's lower bound was the
+    radius (0), which dropped such entries; it is now -inf for radius-0 balls, as the pass's
+    own test. Float32, where copies are exact (float64 keeps the expansion's round-off for
+    copies, as ``prdc`` does)."""
+    rng = np.random.default_rng(7)
+    k, d = 2, 8
+    twins = rng.normal(size=(6, d)) * 0.3 + 9.0  # isolated points: no other sample is near them
+    gen = np.vstack([rng.normal(size=(240, d)), twins, twins, twins])
+    groups = np.concatenate([np.arange(240) % 6, np.zeros(6, int), np.ones(6, int), np.ones(6, int)])
+    ref = np.vstack([rng.normal(size=(300, d)), twins])
+    p = prdc_pass(ref, gen, k, groups=groups)
+    assert (p.sample_radii2[240:] == 0).all()
+    for g in range(6):
+        assert _leave_out_counts(p, g)[1] == _recall_without(ref, gen, groups, g, k), g
+    # leaving group 1 (the copies) out puts every reference twin inside its grown twin ball
+    assert p.ref_ball_gains[300:, 1].all() and not p.ref_ball_groups[300:].any()
+
+
+def test_groups_that_leave_at_most_k_samples_keep_recalls_radii_fixed() -> None:
+    """With k or fewer samples left, prdc's radius reaches the farthest remaining sample, and a
+    ball can shrink instead of growing; such designs (a direct caller's unbalanced groups; the
+    panel's groups are equal-sized) keep the fixed radii."""
+    rng = np.random.default_rng(0)
+    ref, gen = rng.normal(size=(400, 2)), rng.normal(size=(10, 2))
+    assert prdc_pass(ref, gen, 3, groups=np.array([0] * 8 + [1] * 2)).ref_ball_gains is None
+    assert prdc_pass(ref, gen, 3, groups=np.arange(10) % 2).ref_ball_gains is not None
