@@ -338,36 +338,35 @@ def _merge_topk_ids(
     ids[a:b] = both_ids.gather(1, sel.indices)
 
 
-def _merge_ids_filtered(
+def _merge_ids_flat(
     best: torch.Tensor,
     ids: torch.Tensor,
     a: int,
     block: torch.Tensor,
+    flat: np.ndarray,
     offset: int,
-    mask: np.ndarray,
     *,
     by_column: bool,
 ) -> None:
-    """:func:`_merge_topk_ids` on the CPU gathering only the entries below their row's current
-    ``kk``-th smallest (as :func:`_merge_filtered` does for values alone); ``mask``: a bool
-    buffer of the block's shape."""
-    bn, bv, iv = block.numpy(), best.numpy(), ids.numpy()
-    kk = bv.shape[1]
-    r = bn.shape[1] if by_column else bn.shape[0]
-    thr = bv[a : a + r].max(axis=1)
-    np.less(bn, thr[None, :] if by_column else thr[:, None], out=mask)
-    flat = np.flatnonzero(mask)
+    """Merge the entries at row-major positions ``flat`` of a CPU ``block`` (gathered below
+    their owners' current ``kk``-th smallest, as :func:`_merge_filtered` gathers values) into
+    the rows (``by_column=False``) or columns of it, offset by ``a``, with their indices
+    (``offset`` plus their column, or row)."""
     if flat.size == 0:
         return
+    bn, bv, iv = block.numpy(), best.numpy(), ids.numpy()
+    kk = bv.shape[1]
     if _too_many(flat.size, bn.size):
+        r = bn.shape[1] if by_column else bn.shape[0]
         _merge_topk_ids(best, ids, a, a + r, block, offset, by_column=by_column)
         return
     width = bn.shape[1]
     brow, bcol = np.divmod(flat, width)
     vals = bn[brow, bcol]
     owner, other = (bcol, brow) if by_column else (brow, bcol)
-    order = np.argsort(owner, kind="stable")
-    owner, other, vals = owner[order], other[order], vals[order]
+    if by_column:
+        order = np.argsort(owner, kind="stable")
+        owner, other, vals = owner[order], other[order], vals[order]
     counts = np.bincount(owner)
     rows = np.flatnonzero(counts)
     c = counts[rows]
@@ -411,18 +410,33 @@ def _self_knn_ids(
         _merge_topk_ids(best, ids, i0, i1, d2, i0)
     cpu = x.device.type == "cpu"
     mbuf = np.empty(side * cols if cpu else 0, dtype=bool)
-    for i0 in range(0, n, block):
-        i1 = min(n, i0 + block)
-        for j0 in range(i1, n, cols):
-            j1 = min(n, j0 + cols)
-            d2 = distances(i0, i1, j0, j1)
-            if cpu:
-                mask = mbuf[: d2.numel()].reshape(d2.shape)
-                _merge_ids_filtered(best, ids, i0, d2, j0, mask, by_column=False)
-                _merge_ids_filtered(best, ids, j0, d2, i0, mask, by_column=True)
-            else:
-                _merge_topk_ids(best, ids, i0, i1, d2, j0)
-                _merge_topk_ids(best, ids, j0, j1, d2, i0, by_column=True)
+    with _Parts(_workers() if cpu else 1) as parts:
+        for i0 in range(0, n, block):
+            i1 = min(n, i0 + block)
+            for j0 in range(i1, n, cols):
+                j1 = min(n, j0 + cols)
+                d2 = distances(i0, i1, j0, j1)
+                if not cpu:
+                    _merge_topk_ids(best, ids, i0, i1, d2, j0)
+                    _merge_topk_ids(best, ids, j0, j1, d2, i0, by_column=True)
+                    continue
+                # both sides' candidates read before either merges (the two sets of rows are
+                # disjoint, as in _self_block_numpy), the comparisons on row ranges over threads
+                bn, mn, tn = d2.numpy(), mbuf[: d2.numel()].reshape(d2.shape), best.numpy().max(axis=1)
+                w = bn.shape[1]
+                t_rows, t_cols = tn[i0:i1, None], tn[None, j0:j1]
+
+                def gather(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+                    np.less(bn[a:b], t_rows[a:b], out=mn[a:b])  # noqa: B023
+                    f_row = np.flatnonzero(mn[a:b])  # noqa: B023
+                    np.less(bn[a:b], t_cols, out=mn[a:b])  # noqa: B023
+                    return f_row + a * w, np.flatnonzero(mn[a:b]) + a * w  # noqa: B023
+
+                got = parts.map(gather, bn.shape[0], w)
+                f_row = np.concatenate([g[0] for g in got])
+                f_col = np.concatenate([g[1] for g in got])
+                _merge_ids_flat(best, ids, i0, d2, f_row, j0, by_column=False)
+                _merge_ids_flat(best, ids, j0, d2, f_col, i0, by_column=True)
     order = torch.argsort(best, dim=1, stable=True)
     return best.gather(1, order).clamp_min_(0.0), ids.gather(1, order)
 
