@@ -314,6 +314,8 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.prometheus = PrometheusSink(registry=self.registry)
         self._locks = {name: threading.Lock() for name in self.specs}
+        #: monitors whose scheduled check runs now (their report is exported by the check)
+        self._checking: set[str] = set()
         #: per monitor: (what failed, failures in a row, when to try again, the backoff's length)
         self._failures: dict[str, tuple[str, int, float, float]] = {}
         self._states: dict[Path, _StateFile] = {}
@@ -452,93 +454,103 @@ class Service:
     # -- jobs ----------------------------------------------------------------------------------
     def run_check(self, name: str) -> Report | None:
         """Check the model version ``name``'s model spec points at (once per version)."""
-        from ._service_model import build_observation, load_model, resolve_version
-
         spec = self.specs[name]
         if spec.model is None or spec.probe is None:
             raise ConfigError(name, "has no model to check")
         with self._job(), self._locks[name]:
-            ver = None
-            failed = self._failures.get(name)
-            if self._backing_off(name, _REGISTRY):  # ask a failed registry again only after the backoff
-                return None
+            self._checking.add(name)
             try:
-                ver = resolve_version(spec.model)
-                if failed is not None and failed[0] == _REGISTRY:  # it answered: the backoff ends
-                    self._failures.pop(name, None)
-                    failed = None
-                if ver is None:
-                    pinned = "" if spec.model.version is None else f" {spec.model.version}"
-                    log.info("%s: model %s has no version%s yet", name, spec.model.registered_name, pinned)
-                    self.c_checks.labels(name, "skipped").inc()
-                    return None
-                state = self._state(spec)
-                if spec.model.only_new_versions and (
-                    state.get(name, "last_version") == ver.uri or self._checked_in_history(spec, ver.uri)
-                ):
-                    log.debug("%s: %s already checked", name, ver.uri)
-                    self.c_checks.labels(name, "skipped").inc()
-                    return None
-                failed = self._failures.get(name)
-                if self._backing_off(name, ver.uri):
-                    return None
-                # in the home, not /tmp: a check cut off at shutdown (os._exit) left its copy in /tmp
-                # for good; stop() removes the copies in flight, and the next start what a killed
-                # process left (the home's serve.lock: no other service uses the folder)
-                models = Path(spec.monitor.home) / _MODELS_TMP
-                models.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(prefix="model-", dir=models) as tmp:
-                    self._model_dirs.add(tmp)
-                    try:
-                        model = load_model(spec.model, ver, dst_path=tmp)
-                        obs = build_observation(model, spec.probe, spec.model.flavor, ver.provenance())
-                        del model
-                    finally:
-                        self._model_dirs.discard(tmp)
-                report = spec.monitor.check(obs)
-            except Exception as exc:
-                self.c_checks.labels(name, "error").inc()
-                # in a row, whatever failed: on an hourly schedule "3 errors in an hour" never
-                # came, and backoff made it resolve while the model still failed
-                self.g_failing.labels(name).inc()
-                # the same version (or, when the registry itself failed, the registry) again
-                # only after a backoff
-                what = _REGISTRY if ver is None else ver.uri
-                n = failed[1] + 1 if failed is not None and failed[0] == what else 1
-                cap = _REGISTRY_RETRY_MAX_SECONDS if ver is None else _RETRY_MAX_SECONDS
-                wait = min(cap, _RETRY_FIRST_SECONDS * 2 ** (n - 1))
-                self._failures[name] = (what, n, self.clock() + wait, wait)
-                retry = f"; {'the registry is asked again' if ver is None else ver.uri + ' is retried'} in {wait:.0f} s (failure {n})"
-                # the client library repeats the request path on its own (urllib3's "url: /<token>/api/..."):
-                # the URIs' secret fragments are masked too, not only whole URLs
-                secrets = [*secret_fragments(spec.model.tracking_uri), *secret_fragments(spec.model.registry_uri)]
-                log.error(
-                    "%s: scheduled check failed: %s%s",
-                    name,
-                    redact_text(f"{type(exc).__name__}: {exc}", secrets),
-                    redact_text(retry, secrets),
-                )
+                return self._run_check(name, spec)
+            finally:
+                self._checking.discard(name)
+
+    def _run_check(self, name: str, spec: MonitorSpec) -> Report | None:
+        """:meth:`run_check` under the monitor's lock."""
+        from ._service_model import build_observation, load_model, resolve_version
+
+        model_spec, probe = spec.model, spec.probe
+        assert model_spec is not None and probe is not None  # run_check refused the others
+        ver = None
+        failed = self._failures.get(name)
+        if self._backing_off(name, _REGISTRY):  # ask a failed registry again only after the backoff
+            return None
+        try:
+            ver = resolve_version(model_spec)
+            if failed is not None and failed[0] == _REGISTRY:  # it answered: the backoff ends
+                self._failures.pop(name, None)
+                failed = None
+            if ver is None:
+                pinned = "" if model_spec.version is None else f" {model_spec.version}"
+                log.info("%s: model %s has no version%s yet", name, model_spec.registered_name, pinned)
+                self.c_checks.labels(name, "skipped").inc()
                 return None
-            self._failures.pop(name, None)
-            try:  # the history already holds the check: the state file is a cache of it
-                state.set(name, last_version=ver.uri, last_checked_at=self.clock())
-            except Exception as exc:
-                log.warning("%s: could not record the checked version: %s", name, redact_text(str(exc)))
-            self.c_checks.labels(name, "ok").inc()
-            self.g_failing.labels(name).set(0)
-            self.g_last.labels(name, "check").set(self.clock())
-            with contextlib.suppress(ValueError):
-                self.g_version.labels(name).set(float(ver.version))
-            self._export(report, live=True)
-            log.info(
-                "%s: checked %s: generation %d, %s%s",
+            state = self._state(spec)
+            if model_spec.only_new_versions and (
+                state.get(name, "last_version") == ver.uri or self._checked_in_history(spec, ver.uri)
+            ):
+                log.debug("%s: %s already checked", name, ver.uri)
+                self.c_checks.labels(name, "skipped").inc()
+                return None
+            failed = self._failures.get(name)
+            if self._backing_off(name, ver.uri):
+                return None
+            # in the home, not /tmp: a check cut off at shutdown (os._exit) left its copy in /tmp
+            # for good; stop() removes the copies in flight, and the next start what a killed
+            # process left (the home's serve.lock: no other service uses the folder)
+            models = Path(spec.monitor.home) / _MODELS_TMP
+            models.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="model-", dir=models) as tmp:
+                self._model_dirs.add(tmp)
+                try:
+                    model = load_model(model_spec, ver, dst_path=tmp)
+                    obs = build_observation(model, probe, model_spec.flavor, ver.provenance())
+                    del model
+                finally:
+                    self._model_dirs.discard(tmp)
+            report = spec.monitor.check(obs)
+        except Exception as exc:
+            self.c_checks.labels(name, "error").inc()
+            # in a row, whatever failed: on an hourly schedule "3 errors in an hour" never
+            # came, and backoff made it resolve while the model still failed
+            self.g_failing.labels(name).inc()
+            # the same version (or, when the registry itself failed, the registry) again
+            # only after a backoff
+            what = _REGISTRY if ver is None else ver.uri
+            n = failed[1] + 1 if failed is not None and failed[0] == what else 1
+            cap = _REGISTRY_RETRY_MAX_SECONDS if ver is None else _RETRY_MAX_SECONDS
+            wait = min(cap, _RETRY_FIRST_SECONDS * 2 ** (n - 1))
+            self._failures[name] = (what, n, self.clock() + wait, wait)
+            retry = f"; {'the registry is asked again' if ver is None else ver.uri + ' is retried'} in {wait:.0f} s (failure {n})"
+            # the client library repeats the request path on its own (urllib3's "url: /<token>/api/..."):
+            # the URIs' secret fragments are masked too, not only whole URLs
+            secrets = [*secret_fragments(model_spec.tracking_uri), *secret_fragments(model_spec.registry_uri)]
+            log.error(
+                "%s: scheduled check failed: %s%s",
                 name,
-                ver.uri,
-                report.generation,
-                report.stage.value,
-                f" ({len(report.errors)} delivery error(s), spooled)" if report.errors else "",
+                redact_text(f"{type(exc).__name__}: {exc}", secrets),
+                redact_text(retry, secrets),
             )
-            return report
+            return None
+        self._failures.pop(name, None)
+        try:  # the history already holds the check: the state file is a cache of it
+            state.set(name, last_version=ver.uri, last_checked_at=self.clock())
+        except Exception as exc:
+            log.warning("%s: could not record the checked version: %s", name, redact_text(str(exc)))
+        self.c_checks.labels(name, "ok").inc()
+        self.g_failing.labels(name).set(0)
+        self.g_last.labels(name, "check").set(self.clock())
+        with contextlib.suppress(ValueError):
+            self.g_version.labels(name).set(float(ver.version))
+        self._export(report, live=True)
+        log.info(
+            "%s: checked %s: generation %d, %s%s",
+            name,
+            ver.uri,
+            report.generation,
+            report.stage.value,
+            f" ({len(report.errors)} delivery error(s), spooled)" if report.errors else "",
+        )
+        return report
 
     def _backing_off(self, name: str, what: str) -> bool:
         """Whether ``what`` (a model version's URI, or :data:`_REGISTRY`) failed for monitor
@@ -603,7 +615,10 @@ class Service:
             for name, spec in order:
                 try:
                     latest, unknown = reads[name].result()
-                    if latest is not None:
+                    # not while a check of this monitor runs: it exports its own report once it
+                    # has set the model version (read from the history, the report showed on
+                    # /metrics before its version gauge: a scrape saw generation 0 of no version)
+                    if latest is not None and name not in self._checking:
                         self._export(latest)
                     if unknown:
                         continue

@@ -509,3 +509,24 @@ def test_job_intervals_under_a_second_are_refused(key: str) -> None:
     with pytest.raises(cm.ConfigError, match=r"serve\.staleness_check_interval_seconds"):
         parse_settings({"staleness_check_interval_seconds": 1e-6})
     assert parse_schedule({key: 1}, "schedule").trigger().interval.total_seconds() == 1
+
+
+def test_the_dead_mans_switch_leaves_a_running_checks_report_to_that_check(tmp_path: Path) -> None:
+    """A scheduled check writes its report to the history, then sets the model-version gauge
+    and exports the report. The dead-man's switch, reading the history meanwhile, exported it
+    first, so /metrics showed the new generation without its version (a flaky serve test).
+    While a scheduled check of the monitor runs the switch leaves the export to it."""
+    mon = cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path)
+    mon.check(cm.Observation(predictions=LABELS))
+    svc = Service(ServeConfig(ServeSettings(), (MonitorSpec("m", mon, expected_interval_seconds=3600),), tmp_path))
+
+    def generation() -> float | None:
+        return svc.registry.get_sample_value("collapse_monitor_generation", {"monitor": "m"})
+
+    svc._checking.add("m")  # a scheduled check of "m" is running
+    svc.check_staleness()
+    assert generation() is None
+    svc._checking.discard("m")
+    with svc._locks["m"]:  # a flush (which holds the lock too) does not hold the export back
+        svc.check_staleness()
+    assert generation() == 0
