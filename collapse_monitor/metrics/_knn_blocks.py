@@ -134,10 +134,20 @@ def _merge_topk(best: torch.Tensor, a: int, b: int, block: torch.Tensor, kk: int
     best[a:b] = torch.topk(both, kk, dim=1, largest=False, sorted=False).values
 
 
-def _merge_candidates(best: np.ndarray, thr: np.ndarray, a: int, owner: np.ndarray, vals: np.ndarray) -> None:
+def _merge_candidates(
+    best: np.ndarray,
+    thr: np.ndarray | None,
+    a: int,
+    owner: np.ndarray,
+    vals: np.ndarray,
+    ids: np.ndarray | None = None,
+    cand_ids: np.ndarray | None = None,
+) -> None:
     """Merge candidate values into the running ``kk`` smallest of their rows (numpy views of
     CPU tensors, updated in place): ``owner`` holds local row indices (``a + owner`` in
-    ``best``), sorted ascending, ``vals`` the values in the same order.
+    ``best``), sorted ascending, ``vals`` the values in the same order. With ``ids`` (beside
+    ``best``) the candidates' indices ``cand_ids`` are carried along; ``thr`` (each row's
+    ``kk``-th smallest), when given, is updated.
 
     The rows that got candidates are laid out as a dense ``rows x (kk + most candidates)``
     matrix (padded with inf) and partitioned; when a few rows got far more candidates than
@@ -153,15 +163,27 @@ def _merge_candidates(best: np.ndarray, thr: np.ndarray, a: int, owner: np.ndarr
         dense = np.full((rows.size, kk + width), np.inf, dtype=best.dtype)
         dense[:, :kk] = best[a + rows]
         dense[rowid, kk + slot] = vals
-        top = np.partition(dense, kk - 1, axis=1)[:, :kk]
+        if ids is None or cand_ids is None:
+            top = np.partition(dense, kk - 1, axis=1)[:, :kk]
+        else:
+            keep = np.argpartition(dense, kk - 1, axis=1)[:, :kk]
+            dense_ids = np.full(dense.shape, -1, dtype=np.int64)
+            dense_ids[:, :kk] = ids[a + rows]
+            dense_ids[rowid, kk + slot] = cand_ids
+            top = np.take_along_axis(dense, keep, axis=1)
+            ids[a + rows] = np.take_along_axis(dense_ids, keep, axis=1)
     else:
-        ids = np.concatenate([np.repeat(np.arange(rows.size), kk), rowid])
+        owners = np.concatenate([np.repeat(np.arange(rows.size), kk), rowid])
         v = np.concatenate([best[a + rows].reshape(-1), vals])
-        order = np.lexsort((v, ids))
+        order = np.lexsort((v, owners))
         starts = np.cumsum(c + kk) - (c + kk)
-        top = v[order[(starts[:, None] + np.arange(kk)).reshape(-1)]].reshape(rows.size, kk)
+        pick = order[(starts[:, None] + np.arange(kk)).reshape(-1)]
+        top = v[pick].reshape(rows.size, kk)
+        if ids is not None and cand_ids is not None:
+            ids[a + rows] = np.concatenate([ids[a + rows].reshape(-1), cand_ids])[pick].reshape(rows.size, kk)
     best[a + rows] = top
-    thr[a + rows] = top.max(axis=1)
+    if thr is not None:
+        thr[a + rows] = top.max(axis=1)
 
 
 def _group_by_column(flat: np.ndarray, vals: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -355,7 +377,6 @@ def _merge_ids_flat(
     if flat.size == 0:
         return
     bn, bv, iv = block.numpy(), best.numpy(), ids.numpy()
-    kk = bv.shape[1]
     if _too_many(flat.size, bn.size):
         r = bn.shape[1] if by_column else bn.shape[0]
         _merge_topk_ids(best, ids, a, a + r, block, offset, by_column=by_column)
@@ -364,21 +385,10 @@ def _merge_ids_flat(
     brow, bcol = np.divmod(flat, width)
     vals = bn[brow, bcol]
     owner, other = (bcol, brow) if by_column else (brow, bcol)
-    if by_column:
+    if by_column:  # the candidates grouped by column, as _merge_candidates needs
         order = np.argsort(owner, kind="stable")
         owner, other, vals = owner[order], other[order], vals[order]
-    counts = np.bincount(owner)
-    rows = np.flatnonzero(counts)
-    c = counts[rows]
-    slot = np.arange(owner.size) - np.repeat(np.cumsum(c) - c, c)
-    rowid = np.repeat(np.arange(rows.size), c)
-    dense = np.full((rows.size, kk + int(c.max())), np.inf, dtype=bv.dtype)
-    dense_ids = np.full(dense.shape, -1, dtype=np.int64)
-    dense[:, :kk], dense_ids[:, :kk] = bv[a + rows], iv[a + rows]
-    dense[rowid, kk + slot], dense_ids[rowid, kk + slot] = vals, other + offset
-    keep = np.argpartition(dense, kk - 1, axis=1)[:, :kk]
-    bv[a + rows] = np.take_along_axis(dense, keep, axis=1)
-    iv[a + rows] = np.take_along_axis(dense_ids, keep, axis=1)
+    _merge_candidates(bv, None, a, owner, vals, iv, other + offset)
 
 
 def _self_knn_ids(
@@ -644,12 +654,9 @@ class Shells:
     def take(self, other: Shells, columns: np.ndarray) -> None:
         """Keep ``other``'s entries (a pass over the samples ``columns`` alone) as these
         samples' (only theirs: its parts are cleared)."""
-        self.overflow |= other.overflow
-        self.parts += [(rows, columns[cols], vals) for rows, cols, vals in other.parts]
-        self.count += other.count
+        other.parts = [(rows, columns[cols], vals) for rows, cols, vals in other.parts]
+        self.merge(other)
         other.parts, other.count = [], 0
-        if self.overflow or self.count > SHELL_LIMIT:
-            self._give_up()
 
     def merge(self, other: Shells) -> None:
         """Add ``other``'s entries (already in this pass's sample indices)."""

@@ -82,7 +82,9 @@ def rows_knn_ids(x: torch.Tensor, rows: np.ndarray, kk: int, step: int) -> tuple
     lhs = _operands(xq, rhs=False)[0]
     rhs = _operands(x, lhs=False)[1][:n]
     sq, sq_q = rhs[:, -1], lhs[:, -2]
-    eps = (x.shape[1] + 2) * float(torch.finfo(x.dtype).eps)  # a product's rounding bound
+    # the expansion's rounding bound for rows x, y: (d + 2) eps sum |a_i b_i|, which is at most
+    # (d + 2) eps 2 (|x|^2 + |y|^2) (the bound without its factor 2 could miss a copy)
+    eps = 2 * (x.shape[1] + 2) * float(torch.finfo(x.dtype).eps)
     vals = np.empty((rows.size, kk))
     ids = np.empty((rows.size, kk), dtype=np.int64)
     for a in range(0, rows.size, step):

@@ -682,8 +682,12 @@ def _prdc_pass(
             r2_ref = torch.from_numpy(given).to(device=dev, dtype=tdt)
         # recall's regrown balls (:mod:`._regrow`): with sample groups, each leaving more than k
         # samples (with fewer, the prdc radius reaches the farthest remaining one and can shrink)
-        regrow = grouping is not None and grouping.n_groups >= 2 and m > NEIGHBOURS_PER_K * k
-        regrow = regrow and grouping is not None and m - int(np.diff(grouping.starts).max()) > k
+        regrow = (
+            grouping is not None
+            and grouping.n_groups >= 2
+            and m > NEIGHBOURS_PER_K * k
+            and m - int(np.diff(grouping.starts).max()) > k
+        )
         r2_s, nb = _sample_radii2(s, k, chunk, ops_s, regrow)
         rows = _row_block(m, ndt.itemsize, chunk, DEFAULT_MEMORY_BUDGET)
         # per row: can float32 resolve its ball? (given radii: judged on their float64 values)

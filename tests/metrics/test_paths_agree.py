@@ -286,3 +286,29 @@ def test_the_accelerator_shell_kernel_equals_the_cpu_one() -> None:
     assert len(want[0]) > 100
     key = lambda e: sorted(zip(e[0].tolist(), e[1].tolist(), e[2].tolist(), strict=True))  # noqa: E731
     assert key(got) == key(want)
+
+
+@pytest.mark.parametrize("skewed", [False, True])
+def test_candidate_merge_carries_the_indices_on_both_branches(skewed: bool) -> None:
+    """Recall's neighbour lists merge their candidates with indices through the same merge as
+    the radii (the padded dense branch and, with skewed candidates, the sorting branch): every
+    kept value comes with the index of the entry it came from."""
+    from collapse_monitor.metrics._knn_blocks import _merge_candidates
+
+    rng = np.random.default_rng(15)
+    kk, rows = 6, 300
+    best = np.sort(rng.random((rows, kk)).astype(np.float32), axis=1)
+    ids = np.arange(rows * kk, dtype=np.int64).reshape(rows, kk)  # each initial value its own id
+    n_first = 5000 if skewed else 3
+    owner = np.concatenate([np.zeros(n_first, dtype=np.int64), np.arange(1, rows, 2)])
+    vals = rng.random(owner.size).astype(np.float32)  # distinct values: the ids are determined
+    cand_ids = rows * kk + np.arange(owner.size)
+    value_of = dict(zip(ids.reshape(-1).tolist(), best.reshape(-1).tolist(), strict=True))
+    value_of.update(zip(cand_ids.tolist(), vals.tolist(), strict=True))
+    expected = best.copy()
+    for r in range(rows):
+        expected[r] = np.sort(np.concatenate([best[r], vals[owner == r]]))[:kk]
+    _merge_candidates(best, None, 0, owner, vals, ids, cand_ids)
+    np.testing.assert_array_equal(np.sort(best, axis=1), expected)
+    got = np.vectorize(value_of.get)(ids).astype(np.float32)
+    np.testing.assert_array_equal(got, best)
