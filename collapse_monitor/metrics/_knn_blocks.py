@@ -290,32 +290,36 @@ def _merge_filtered_torch(
     thr[a + rows] = merged.amax(dim=1)
 
 
-def _self_kth_d2(
+def _self_pass(
     x: torch.Tensor,
-    k: int,
+    kk: int,
     block: int,
-    width: int | None = None,
-    operands: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Squared distance of each row of ``x`` to its ``min(k, n-1)``-th nearest other row.
+    width: int | None,
+    operands: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    with_ids: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each row's ``kk`` smallest squared distances to the rows of ``x`` (itself included at 0),
+    unsorted, with those rows' indices when ``with_ids``: the symmetric block pass of
+    :func:`_self_kth_d2` and :func:`_self_knn_ids`.
 
-    Symmetric blocks: the diagonal ``block x block`` blocks first, then for each row block
-    the products with the rows after it only, in ``block x width`` pieces (``width``
-    defaults to ``block``); each piece serves its rows and (as columns) the later rows, so
-    the pass costs about half a full ``n x n x d`` product. Starting from the diagonal
-    blocks gives every row a running ``kk``-th smallest from its own block, and each later
-    piece only contributes the few entries below it (:func:`_merge_filtered`). A piece is
-    one product of the ``d + 2``-wide operands (:func:`_operands`) and two comparison passes
-    (rows' and columns' thresholds), split over threads by row ranges (:class:`_Parts`); the
-    operands may be passed in (``operands``, from :func:`_operands` of ``x``). The block and
-    mask buffers are allocated once and reused.
-    """
+    The diagonal ``block x block`` blocks first, then for each row block the products with the
+    rows after it only, in ``block x width`` pieces (``width`` defaults to ``block``); each
+    piece serves its rows and (as columns) the later rows, so the pass costs about half a full
+    ``n x n x d`` product. Starting from the diagonal blocks gives every row a running
+    ``kk``-th smallest from its own block, and each later piece only contributes the few
+    entries below it (:func:`_merge_filtered`). A piece is one product of the ``d + 2``-wide
+    operands (:func:`_operands`) and two comparison passes (rows' and columns' thresholds),
+    split over threads by row ranges (:class:`_Parts`); the operands may be passed in
+    (``operands``, from :func:`_operands` of ``x``). The block and mask buffers are allocated
+    once and reused. Both callers run the same blocks and products, so their values agree bit
+    for bit (tested)."""
     import torch
 
     n = x.shape[0]
     width = block if width is None else max(width, 1)
-    kk = min(k, n - 1) + 1  # the row itself is among the kk smallest, at distance 0
     best = torch.full((n, kk), math.inf, dtype=x.dtype, device=x.device)
+    ids = torch.full((n, kk), -1, dtype=torch.int64, device=x.device) if with_ids else None
     side = min(block, n)
     cols = min(width, max(n - side, 1))
     distances = _Products(*(operands or _operands(x)), side, max(side, cols))
@@ -325,21 +329,41 @@ def _self_kth_d2(
         i1 = min(n, i0 + block)
         d2 = distances(i0, i1, i0, i1)
         d2.fill_diagonal_(0.0)
-        _merge_topk(best, i0, i1, d2, kk)
+        if ids is None:
+            _merge_topk(best, i0, i1, d2, kk)
+        else:
+            _merge_topk_ids(best, ids, i0, i1, d2, i0)
     thr = best.amax(dim=1)
-    with _Parts(_workers() if x.device.type == "cpu" else 1) as parts:
+    cpu = x.device.type == "cpu"
+    with _Parts(_workers() if cpu else 1) as parts:
         for i0 in range(0, n, block):
             i1 = min(n, i0 + block)
             for j0 in range(i1, n, cols):
                 j1 = min(n, j0 + cols)
                 d2 = distances(i0, i1, j0, j1)
                 mask = mbuf[: d2.numel()].view(d2.shape)
-                if x.device.type != "cpu":
+                if cpu:
+                    _self_block_numpy(best, thr, i0, j0, d2, mask, parts, ids)
+                elif ids is None:
                     _merge_filtered(best, thr, i0, d2, mask, by_column=False)
                     _merge_filtered(best, thr, j0, d2, mask, by_column=True)
-                    continue
-                _self_block_numpy(best, thr, i0, j0, d2, mask, parts)
-    return best.amax(dim=1).clamp_min_(0.0)
+                else:
+                    _merge_topk_ids(best, ids, i0, i1, d2, j0)
+                    _merge_topk_ids(best, ids, j0, j1, d2, i0, by_column=True)  # no threshold here
+    return best, ids
+
+
+def _self_kth_d2(
+    x: torch.Tensor,
+    k: int,
+    block: int,
+    width: int | None = None,
+    operands: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Squared distance of each row of ``x`` to its ``min(k, n-1)``-th nearest other row
+    (:func:`_self_pass`)."""
+    kk = min(k, x.shape[0] - 1) + 1  # the row itself is among the kk smallest, at distance 0
+    return _self_pass(x, kk, block, width, operands, with_ids=False)[0].amax(dim=1).clamp_min_(0.0)
 
 
 def _merge_topk_ids(
@@ -363,6 +387,7 @@ def _merge_topk_ids(
 def _merge_ids_flat(
     best: torch.Tensor,
     ids: torch.Tensor,
+    thr: torch.Tensor,
     a: int,
     block: torch.Tensor,
     flat: np.ndarray,
@@ -373,13 +398,14 @@ def _merge_ids_flat(
     """Merge the entries at row-major positions ``flat`` of a CPU ``block`` (gathered below
     their owners' current ``kk``-th smallest, as :func:`_merge_filtered` gathers values) into
     the rows (``by_column=False``) or columns of it, offset by ``a``, with their indices
-    (``offset`` plus their column, or row)."""
+    (``offset`` plus their column, or row); ``thr`` is updated."""
     if flat.size == 0:
         return
     bn, bv, iv = block.numpy(), best.numpy(), ids.numpy()
     if _too_many(flat.size, bn.size):
         r = bn.shape[1] if by_column else bn.shape[0]
         _merge_topk_ids(best, ids, a, a + r, block, offset, by_column=by_column)
+        thr[a : a + r] = best[a : a + r].amax(dim=1)
         return
     width = bn.shape[1]
     brow, bcol = np.divmod(flat, width)
@@ -388,7 +414,7 @@ def _merge_ids_flat(
     if by_column:  # the candidates grouped by column, as _merge_candidates needs
         order = np.argsort(owner, kind="stable")
         owner, other, vals = owner[order], other[order], vals[order]
-    _merge_candidates(bv, None, a, owner, vals, iv, other + offset)
+    _merge_candidates(bv, thr.numpy(), a, owner, vals, iv, other + offset)
 
 
 def _self_knn_ids(
@@ -400,64 +426,32 @@ def _self_knn_ids(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values, indices)``, ascending: each row's ``min(kk, n)`` smallest squared distances to
     the rows of ``x``, itself included at 0, with those rows' indices. The blocks and products
-    are :func:`_self_kth_d2`'s, so its radius is the ``k``-th value here, bit for bit (tested);
-    the merges carry the indices (the samples' neighbours for recall's jackknife,
-    :func:`~.knn.regrown_radii`)."""
+    are :func:`_self_kth_d2`'s (:func:`_self_pass`), so its radius is the ``k``-th value here,
+    bit for bit (tested); the merges carry the indices (the samples' neighbours for recall's
+    jackknife, :class:`~._regrow.Regrow`)."""
     import torch
 
-    n = x.shape[0]
-    width = block if width is None else max(width, 1)
-    kk = min(kk, n)
-    best = torch.full((n, kk), math.inf, dtype=x.dtype, device=x.device)
-    ids = torch.full((n, kk), -1, dtype=torch.int64, device=x.device)
-    side = min(block, n)
-    cols = min(width, max(n - side, 1))
-    distances = _Products(*(operands or _operands(x)), side, max(side, cols))
-    for i0 in range(0, n, block):
-        i1 = min(n, i0 + block)
-        d2 = distances(i0, i1, i0, i1)
-        d2.fill_diagonal_(0.0)
-        _merge_topk_ids(best, ids, i0, i1, d2, i0)
-    cpu = x.device.type == "cpu"
-    mbuf = np.empty(side * cols if cpu else 0, dtype=bool)
-    with _Parts(_workers() if cpu else 1) as parts:
-        for i0 in range(0, n, block):
-            i1 = min(n, i0 + block)
-            for j0 in range(i1, n, cols):
-                j1 = min(n, j0 + cols)
-                d2 = distances(i0, i1, j0, j1)
-                if not cpu:
-                    _merge_topk_ids(best, ids, i0, i1, d2, j0)
-                    _merge_topk_ids(best, ids, j0, j1, d2, i0, by_column=True)
-                    continue
-                # both sides' candidates read before either merges (the two sets of rows are
-                # disjoint, as in _self_block_numpy), the comparisons on row ranges over threads
-                bn, mn, tn = d2.numpy(), mbuf[: d2.numel()].reshape(d2.shape), best.numpy().max(axis=1)
-                w = bn.shape[1]
-                t_rows, t_cols = tn[i0:i1, None], tn[None, j0:j1]
-
-                def gather(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-                    np.less(bn[a:b], t_rows[a:b], out=mn[a:b])  # noqa: B023
-                    f_row = np.flatnonzero(mn[a:b])  # noqa: B023
-                    np.less(bn[a:b], t_cols, out=mn[a:b])  # noqa: B023
-                    return f_row + a * w, np.flatnonzero(mn[a:b]) + a * w  # noqa: B023
-
-                got = parts.map(gather, bn.shape[0], w)
-                f_row = np.concatenate([g[0] for g in got])
-                f_col = np.concatenate([g[1] for g in got])
-                _merge_ids_flat(best, ids, i0, d2, f_row, j0, by_column=False)
-                _merge_ids_flat(best, ids, j0, d2, f_col, i0, by_column=True)
+    best, ids = _self_pass(x, min(kk, x.shape[0]), block, width, operands, with_ids=True)
+    assert ids is not None
     order = torch.argsort(best, dim=1, stable=True)
     return best.gather(1, order).clamp_min_(0.0), ids.gather(1, order)
 
 
 def _self_block_numpy(
-    best: torch.Tensor, thr: torch.Tensor, i0: int, j0: int, d2: torch.Tensor, mask: torch.Tensor, parts: _Parts
+    best: torch.Tensor,
+    thr: torch.Tensor,
+    i0: int,
+    j0: int,
+    d2: torch.Tensor,
+    mask: torch.Tensor,
+    parts: _Parts,
+    ids: torch.Tensor | None = None,
 ) -> None:
     """One off-diagonal block of the self pass on the CPU: gather the entries below their row's
     and their column's thresholds (both read before either side is merged, as the sequential
     order would: a row's merge never changes a column threshold of the same block, the two
-    sets of rows being disjoint), then merge each side."""
+    sets of rows being disjoint), then merge each side (with their indices into ``ids``, when
+    given)."""
     bn, mn, tn = d2.numpy(), mask.numpy(), thr.numpy()
     w = bn.shape[1]
     t_rows, t_cols = tn[i0 : i0 + bn.shape[0], None], tn[None, j0 : j0 + w]
@@ -472,6 +466,10 @@ def _self_block_numpy(
     got = parts.map(gather, bn.shape[0], w)
     f_row = np.concatenate([g[0] for g in got]) if len(got) > 1 else got[0][0]
     f_col = np.concatenate([g[1] for g in got]) if len(got) > 1 else got[0][1]
+    if ids is not None:
+        _merge_ids_flat(best, ids, thr, i0, d2, f_row, j0, by_column=False)
+        _merge_ids_flat(best, ids, thr, j0, d2, f_col, i0, by_column=True)
+        return
     _merge_flat(best, thr, i0, d2, f_row, _values(bn, f_row), by_column=False)
     _merge_flat(best, thr, j0, d2, f_col, _values(bn, f_col), by_column=True)
 

@@ -300,37 +300,24 @@ def _patch_pays(n_unresolved: int, n_rows: int, scanned: float = 1.0) -> bool:
     return n_unresolved <= _PATCH_SHARE * scanned * n_rows
 
 
-def _row_ids(x: torch.Tensor) -> np.ndarray:
-    """Per row of ``x``: an id shared exactly by the rows equal to it (``-0.0`` equal to 0)."""
-    rows = np.ascontiguousarray(x.cpu().numpy() + 0.0)
-    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-    return np.asarray(np.unique(keys, return_inverse=True)[1]).reshape(-1)
-
-
 def _rows_kth_d2(x64: torch.Tensor, rows: np.ndarray, k: int, chunk: int | None) -> torch.Tensor:
     """Squared distance of the rows ``rows`` of ``x64`` to their ``min(k, n-1)``-th nearest
     other row, in dense ``block x n`` products of the expansion (:func:`_operands`) in the dtype
     of ``x64``: the float64 radii of the rows float32 could not resolve. Rows equal to the query
     are at distance exactly 0 (the expansion leaves a round-off of ``eps |x|^2`` there): ``k + 1``
-    duplicates have radius 0, an empty ball, as in ``prdc``."""
+    duplicates have radius 0, an empty ball, as in ``prdc``. The last of the neighbour lists of
+    :func:`~._regrow.rows_knn_ids`, which finds the copies among the entries at round-off
+    distance (this pass hashed every row of ``x64`` to find them: 1.1 s at 50k x 512 for a
+    few unresolved rows)."""
     import torch
 
     n = x64.shape[0]
-    out = torch.zeros(rows.size, dtype=x64.dtype, device=x64.device)
     if n < 2 or rows.size == 0:
-        return out
+        return torch.zeros(rows.size, dtype=x64.dtype, device=x64.device)
     kk = min(k, n - 1) + 1  # the row itself is among the kk smallest, at distance 0
-    idx = torch.from_numpy(rows).to(x64.device)
-    ids = torch.from_numpy(_row_ids(x64)).to(x64.device)
-    lhs = _operands(x64.index_select(0, idx), rhs=False)[0]
-    rhs = _operands(x64, lhs=False)[1][:n]
     step = _row_block(n, x64.element_size(), chunk, DEFAULT_MEMORY_BUDGET)
-    for a in range(0, rows.size, step):
-        b = min(rows.size, a + step)
-        d2 = torch.mm(lhs[a:b], rhs.T)
-        d2.masked_fill_(ids.unsqueeze(0) == ids[idx[a:b]].unsqueeze(1), 0.0)  # itself and its copies
-        out[a:b] = torch.topk(d2, kk, dim=1, largest=False, sorted=False).values.amax(dim=1)
-    return out.clamp_min_(0.0)
+    vals = rows_knn_ids(x64, rows, kk, step)[0]
+    return torch.from_numpy(np.ascontiguousarray(vals[:, -1])).to(device=x64.device, dtype=x64.dtype)
 
 
 def _patch_radii(
