@@ -372,8 +372,11 @@ def classifier_panel(
     cut = rare_threshold * (1.0 - 1e-9)
     rare = sorted((c for c, p in pri.items() if 0 < p < cut), key=_sort_key)
     head = sorted((c for c, p in pri.items() if p >= cut), key=_sort_key)
-    rare_set = set(rare)
+    rare_set, head_set = set(rare), set(head)
     is_rare_cls = np.array([c in rare_set for c in classes], dtype=bool)
+    # a prior-0 label with probe items is in neither group's recall, as in neither list (it
+    # counted in head_class_recall and its paired test: an audit)
+    is_head_cls = np.array([c in head_set for c in classes], dtype=bool)
 
     metrics: dict[str, MetricValue] = {}
     yc.setflags(write=False)
@@ -389,7 +392,7 @@ def classifier_panel(
         metrics[key] = _proportion(int(tp[i]), int(support[i]))
         paired._set(key, np.array([i]))
 
-    for name, sel in (("rare_class_recall", is_rare_cls), ("head_class_recall", ~is_rare_cls)):
+    for name, sel in (("rare_class_recall", is_rare_cls), ("head_class_recall", is_head_cls)):
         mv = _macro(support[sel], tp[sel])
         if mv is not None:
             metrics[name] = mv

@@ -174,7 +174,7 @@ def _check_panel(labels, preds, priors, base, *, rare_threshold=0.05, min_suppor
     assert res.rare_classes == rare and res.head_classes == head
     present = sorted(set(labels.tolist()), key=str)
     rare_present = [c for c in present if c in rare]
-    head_present = [c for c in present if c not in rare]
+    head_present = [c for c in present if c in head]  # a prior-0 label with probe items: neither
     mets = res.metrics
     m = len(labels)
 
@@ -361,6 +361,20 @@ def test_a_prior_zero_label_is_no_rare_class() -> None:
     assert res.rare_classes == [2] and 9 not in res.head_classes
     assert res.metrics["rare_prediction_ratio"].value == 0.0
     assert classifier_panel(labels, labels, priors).metrics["rare_prediction_ratio"].value == 1.0
+
+
+def test_a_prior_zero_label_with_probe_items_is_in_no_group_recall() -> None:
+    """Statistics audit (2026-12-08): a prior-0 label with probe items was left out of
+    ``head_classes`` but counted in ``head_class_recall`` (0.667 where the head classes read
+    1.0) and in its paired test's items."""
+    labels = [0] * 10 + [1] * 10 + [2] * 10
+    preds = [0] * 10 + [1] * 10 + [0] * 10  # class 2 (prior 0) never right
+    res = classifier_panel(labels, preds, {0: 0.5, 1: 0.5, 2: 0.0})
+    assert res.head_classes == [0, 1] and res.rare_classes == []
+    assert res.metrics["head_class_recall"].value == 1.0
+    assert res.metrics["balanced_accuracy"].value == pytest.approx(2 / 3)  # every probe class
+    head_items = res.paired["head_class_recall"]
+    assert head_items.sum() == 20 and not head_items[20:].any()
 
 
 def test_many_classes_check_does_not_hold_one_mask_per_class(tmp_path) -> None:
