@@ -158,7 +158,17 @@ def mask_credentials(uri: str, *, _scp: bool = True) -> str:
         if m and not _DIGEST.match(head, m.end()) and not _DRIVE.match(head):
             head = f"{MASK}@{head[m.end() :]}"
         out = head
+    out = _HEADER_SCHEME.sub(lambda m: f"{m.group(1)}{MASK}", out)
     return _KV.sub(_mask_kv_in_path, out)
+
+
+# an HTTP authorization value pasted into a source ("Authorization: Bearer <token>"): the key
+# masked only the scheme's word and left the token; ``Bearer <token>`` alone is masked too
+# ("basic" and "token" only after an authorization key: alone they are ordinary words of a name)
+_HEADER_SCHEME = re.compile(
+    r"""(?i)(\bauthorization["']?\s*[:=]\s*["']?(?:bearer|basic|token|digest|negotiate)\s+|\bbearer\s+)"""
+    r"""(?=[A-Za-z0-9._~+/=-]{8,})[A-Za-z0-9._~+/=-]+"""
+)
 
 
 # user:password@ of a database URL, as SQLAlchemy reads it: the password runs to the "@" and may

@@ -275,7 +275,14 @@ def _check(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--drop-replicates", f"{mon.name} has no baseline yet: check the baseline generation first"
             )
-        n = mon.drop_replicates(args.drop_replicates or None)
+        from .errors import InputError
+
+        try:
+            n = mon.drop_replicates(args.drop_replicates or None)
+        except InputError as exc:  # keyed by the Python parameter, which a shell user never typed
+            if exc.field != "numbers":
+                raise
+            raise InputError("--drop-replicates", exc.message) from None
         baseline = mon.history.baseline(mon.name)
         kept = 0 if baseline is None else len(baseline.replicates)
         if args.json:

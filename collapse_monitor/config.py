@@ -148,6 +148,25 @@ _MAX_VALUES = 200_000
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
 
 
+def _yaml_problem(exc: Any, raw: bytes) -> str:
+    """Where and what, for a YAML syntax error: line, column and PyYAML's problem (``expected
+    ',' or '}', but got '{'``), never the snippet of the line, which may hold a secret; a line
+    with an unquoted ``${VAR}`` gets the hint to quote it (``{alpha: ${ALPHA}}`` is the usual
+    mistake: ``{`` opens a mapping in a flow context). The message said only the line."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return ""
+    out = f" at line {mark.line + 1}, column {mark.column + 1}"
+    problem = getattr(exc, "problem", None)
+    if problem:
+        out += f": {redact_text(str(problem))}"
+    lines = raw.decode("utf-8", "replace").splitlines()
+    line = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    if re.search(r"""(?<!["'$])\$\{""", line):
+        out += '; quote a value that holds ${VAR}: "${VAR}"'
+    return out
+
+
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """One YAML file, parsed safely: UTF-8 (a BOM, UTF-16 and UTF-32 with their BOMs too), at
     most ``MAX_CONFIG_BYTES``, and a key given twice in one mapping is an error naming it and
@@ -176,11 +195,9 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     except _DuplicateKey as exc:
         raise ConfigError(exc.key, f"given twice in {p.name} (lines {exc.first} and {exc.line}); keep one") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
         if isinstance(exc, yaml.reader.ReaderError):  # not UTF-8/16/32 text
             raise ConfigError("config", f"{p.name} is not UTF-8 text ({exc.reason})") from None
-        raise ConfigError("config", f"{p.name} is not valid YAML{where}") from None
+        raise ConfigError("config", f"{p.name} is not valid YAML{_yaml_problem(exc, raw)}") from None
     _check_shape(data, p.name)
     return data
 
@@ -359,7 +376,14 @@ def _load_list(path: Path, key: str, *, texts: bool) -> list[Any]:
                         obj = json.loads(line)
                     except ValueError as exc:
                         raise ConfigError(key, f"{path.name} line {n} is not JSON ({exc})") from None
-                    out.append(obj.get("text") if isinstance(obj, dict) else obj)
+                    if isinstance(obj, dict):
+                        if "text" not in obj:  # was "item 1 is NoneType, expected str"
+                            keys = ", ".join(sorted(map(str, obj))[:5]) or "none"
+                            raise ConfigError(
+                                key, f'{path.name} line {n}: an object needs a "text" key (it has: {keys})'
+                            )
+                        obj = obj["text"]
+                    out.append(obj)
             return out
     except ConfigError:
         raise

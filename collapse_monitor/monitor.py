@@ -199,9 +199,12 @@ class CollapseMonitor:
                     raise ConfigError(f"links.{k}", f"expected a URL string, got {type(v).__name__}")
         check_device(device)
         self.links = {k: v for k, v in {**env_links, **dict(links or {})}.items() if v}
-        self.history = HistoryStore(self.home)
-        self.cache = ReferenceCache(self.home / "cache")
-        self.spool = Spool(self.home / "spool")
+        if sinks is not None and (isinstance(sinks, (str, bytes)) or not isinstance(sinks, Iterable)):
+            # one sink given alone was a TypeError (not iterable), after the home was set up
+            raise ConfigError(
+                "sinks",
+                f"expected a list of sinks, e.g. sinks=[{type(sinks).__name__}(...)], got {type(sinks).__name__}",
+            )
         if sinks is None:
             from .sinks import MLflowSink
 
@@ -212,6 +215,9 @@ class CollapseMonitor:
                 raise ConfigError(
                     f"sinks[{i}]", f"expected a sink with .name and .emit(report), got {type(s).__name__}"
                 )
+        self.history = HistoryStore(self.home)
+        self.cache = ReferenceCache(self.home / "cache")
+        self.spool = Spool(self.home / "spool")
         from .alerting.dispatcher import check_dispatch_options
 
         # routing / mutes / budget are checked now, so a typo is a ConfigError here and not a
