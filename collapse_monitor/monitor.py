@@ -164,6 +164,7 @@ class CollapseMonitor:
         routing: Mapping[str, Sequence[str]] | None = None,
         mutes: Any = None,
         alert_budget_seconds: float = 10.0,
+        replay_budget_seconds: float | None = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
@@ -184,6 +185,19 @@ class CollapseMonitor:
         if not isinstance(strict, bool):
             raise ConfigError("strict", f"expected true or false, got {strict!r}")
         self.strict = strict
+        if replay_budget_seconds is not None and (
+            isinstance(replay_budget_seconds, bool)
+            or not isinstance(replay_budget_seconds, (int, float))
+            or not math.isfinite(replay_budget_seconds)
+            or replay_budget_seconds <= 0
+        ):
+            raise ConfigError(
+                "replay_budget_seconds", f"expected a number of seconds above 0, or None, got {replay_budget_seconds!r}"
+            )
+        #: the time a check may spend replaying a sink's spooled backlog before its own report
+        #: (None: no limit; strict checks replay it all): the rest waits, in order, for the next
+        #: checks, flush() or serve
+        self.replay_budget_seconds = None if replay_budget_seconds is None else float(replay_budget_seconds)
         self._alerts_blocked_at: int | None = None  # see _recover
         self.device = device
         self.clock = clock
@@ -1175,17 +1189,29 @@ class CollapseMonitor:
             )
         ctx = EmitContext(reference=self.reference, observation=obs, history=history, extra=extra)
         strict_error: str | None = None
+        budget = None if strict else self.replay_budget_seconds
         for sink in self.sinks:
             key = getattr(sink, "spool_key", None) or sink.name
-            replay_errors = self._replay(sink)[1]
+            deadline = None if budget is None else time.monotonic() + budget
+            replay_errors = self._replay(sink, deadline=deadline)[1]
             errors.extend(redact_text(e) for e in replay_errors)
-            waiting = self._still_spooled(sink) if replay_errors else 0
+            cut = deadline is not None and time.monotonic() >= deadline
+            waiting = self._still_spooled(sink) if replay_errors or cut else 0
             if waiting:
                 # the replay just failed on a sink that is down: this report joins the queue
                 # behind the older ones without a second wait on the dead server (a hanging
-                # server cost each check twice the documented bound), and stays in order
-                msg = redact_text(f"{sink.name}: not tried, {waiting} earlier report(s) could not be delivered either")
-                log.warning("sink down, report spooled for retry: %s", msg)
+                # server cost each check twice the documented bound), and stays in order; so
+                # it does when the replay of a long backlog spent the check's replay budget
+                if replay_errors:
+                    msg = f"{sink.name}: not tried, {waiting} earlier report(s) could not be delivered either"
+                    log.warning("sink down, report spooled for retry: %s", redact_text(msg))
+                else:
+                    msg = (
+                        f"{sink.name}: queued behind {waiting} earlier report(s) still to replay (the check's "
+                        f"replay budget of {budget:g} s is spent); the next checks, flush() or serve deliver them in order"
+                    )
+                    log.warning("%s", redact_text(msg))
+                msg = redact_text(msg)
                 errors.append(msg)
                 try:
                     self.spool.put(key, report)
@@ -1317,13 +1343,24 @@ class CollapseMonitor:
 
     def flush(self, *, budget_seconds: float | None = None) -> dict[str, int]:
         """Replay the sink spool and redeliver pending alerts (what ``serve`` does on a timer),
-        and wait for the sinks' background work (the MLflow history charts) to finish."""
+        and wait for the sinks' background work (the MLflow history charts) to finish. Returns
+        what each sink took from the spool and the alerts delivered; what fails (a read-only or
+        full home, a corrupt outbox) is logged, never raised. The spool is replayed whole
+        (a check replays it for ``replay_budget_seconds``)."""
         out: dict[str, int] = {}
-        with self.history.lock(self.name):  # one replayer per home: replays never race a check
-            for line in self._recover():
-                log.warning("%s", line)
+        try:
+            with self.history.lock(self.name):  # one replayer per home: replays never race a check
+                for line in self._recover():
+                    log.warning("%s", line)
+                for sink in self.sinks:
+                    out[sink.name] = self._replay(sink)[0]
+        except Exception as exc:  # a read-only or full home: contained, as a check's failure is
+            # (it raised into the training script, which calls flush() at its end; an audit)
+            log.warning(
+                "%s: flush could not replay the spool: %s", self.name, redact_text(f"{type(exc).__name__}: {exc}")
+            )
             for sink in self.sinks:
-                out[sink.name] = self._replay(sink)[0]
+                out.setdefault(sink.name, 0)
         self._wait_for_sinks(budget_seconds if budget_seconds is not None else 60.0)
         try:  # a corrupt outbox.db is recorded, as in check(): flush() is what cron jobs call
             disp = self.dispatcher
@@ -1336,19 +1373,20 @@ class CollapseMonitor:
         return out
 
     def _still_spooled(self, sink: Any) -> int:
-        """Reports still waiting in ``sink``'s spool (its own key and its legacy keys)."""
+        """Reports still waiting in ``sink``'s spool (its own key and its legacy keys, and those
+        held in memory where the spool directory could not take them)."""
         own = getattr(sink, "spool_key", None) or sink.name
         try:
-            return sum(
+            return len(self.spool.in_memory(own)) + sum(
                 len(self.spool.pending(k)) for k in dict.fromkeys((*getattr(sink, "legacy_spool_keys", ()), own))
             )
         except Exception:  # an unreadable spool: try the sink as before
             return 0
 
-    def _replay(self, sink: Any) -> tuple[int, list[str]]:
+    def _replay(self, sink: Any, *, deadline: float | None = None) -> tuple[int, list[str]]:
         """Replay ``sink``'s spool: what older versions spooled under its legacy keys first
         (when they hold anything), then its own key; a legacy key left with reports (the sink
-        is down) stops it, so no report overtakes an older one."""
+        is down, or the ``deadline`` passed) stops it, so no report overtakes an older one."""
         done, errors = 0, []
         own = getattr(sink, "spool_key", None) or sink.name
         for key in (*getattr(sink, "legacy_spool_keys", ()), own):
@@ -1358,7 +1396,7 @@ class CollapseMonitor:
                 # only a sink that stores the baseline (MLflow's artifact) gets it with a replay:
                 # others take a context as "a check made now" (Prometheus's ordering)
                 stored = self._replay_context if getattr(sink, "keeps_baseline", False) else None
-                n, errs = self.spool.replay(sink, sink_key=key, context_for=stored)
+                n, errs = self.spool.replay(sink, sink_key=key, context_for=stored, deadline=deadline)
             done += n
             errors.extend(errs)
             if key != own and self.spool.pending(key):  # the sink is down: keep the order

@@ -180,10 +180,14 @@ class Spool:
         sink_key: str | None = None,
         limit: int | None = None,
         context_for: Callable[[Report], EmitContext | None] | None = None,
+        deadline: float | None = None,
     ) -> tuple[int, list[str]]:
         """Re-emit spooled reports to ``sink``, oldest first. Returns (number delivered, errors).
         ``context_for(report)``: the context a replayed report goes with (stored state only, such
-        as the baseline; ``None`` by default: a replay has no raw data).
+        as the baseline; ``None`` by default: a replay has no raw data). ``deadline`` (a
+        ``time.monotonic()`` value): no report is started after it (the first one always is), the
+        rest stay queued in order: a check's replay of a long backlog into a slow server is
+        bounded (an audit measured 50 s for 5 reports at 1 s a request).
 
         What a failure does depends on whether it is transient or permanent:
 
@@ -210,7 +214,15 @@ class Spool:
         key = sink_key or getattr(sink, "spool_key", None) or sink.name
         done = 0
         errors: list[str] = []
+        tried = 0
+
+        def out_of_time() -> bool:
+            return deadline is not None and tried > 0 and time.monotonic() >= deadline
+
         for path in self.pending(key)[: limit or None]:
+            if out_of_time():
+                return done, errors
+            tried += 1
             try:
                 data = json.loads(path.read_text())
                 report = Report.from_dict(data)
@@ -239,7 +251,8 @@ class Spool:
                 path.unlink()
             done += 1
         held = self._memory.get(self._dir(key).name, [])
-        while held and (limit is None or done < limit):
+        while held and (limit is None or done < limit) and not out_of_time():
+            tried += 1
             try:
                 sink.emit(held[0], None)
             except (KeyboardInterrupt, SystemExit):

@@ -143,3 +143,43 @@ def test_rejected_report_is_dead_lettered_not_blocking(fault_proxy, mlflow_serve
     finished = sorted(int(r.data.tags["collapse.generation"]) for r in runs if r.info.status == "FINISHED")
     assert finished == [1, 2]
     assert mlflow_server.client().get_run(r2.run_id).data.tags["collapse.data_digest"] == digest
+
+
+@pytest.mark.timeout(180)
+def test_a_long_backlog_into_a_slow_server_is_replayed_within_the_checks_budget(
+    fault_proxy, mlflow_server, tmp_path
+) -> None:
+    """A fault audit (2026-12-08): every check replayed the whole spool before its own report,
+    so after an outage a slow but answering server (each request 1 s, below the timeout) held
+    the training job 50 s for 5 spooled reports, growing with the outage. A check now stops
+    starting replays after ``replay_budget_seconds`` (the report in progress finishes) and
+    queues its own report behind the rest, in order; ``flush()`` replays the whole spool."""
+    sink = cm.MLflowSink(fault_proxy.url, evidently=False, timeout=5, max_retries=0)
+    name = unique("backlog")
+    mon = cm.CollapseMonitor(name, reference=reference(), sinks=[sink], home=tmp_path, replay_budget_seconds=1.0)
+    fault_proxy.down()
+    for obs in (healthy(), healthy(), collapsed(), collapsed()):
+        report, _ = watched_check(mon, obs)
+        assert report is not None and report.run_id is None
+    assert mon.spool.count(sink.spool_key) == 4
+    fault_proxy.up()
+    fault_proxy.set("slow", delay=0.3)  # every request answered, 0.3 s late
+    before = len(fault_proxy.log)
+    report, seconds = watched_check(mon, collapsed())
+    per_report = (len(fault_proxy.log) - before) * 0.3  # the one replayed report's requests
+    assert report is not None and report.run_id is None
+    assert any("replay budget of 1 s is spent" in e and "queued behind 3 earlier" in e for e in report.errors), (
+        report.errors
+    )
+    assert mon.spool.count(sink.spool_key) == 4  # one replayed, this check's own report queued
+    assert seconds < 1.0 + per_report + 3.0, f"check took {seconds:.1f} s ({per_report:.1f} s a report)"
+    assert per_report >= 1.0, "the replay of one report did not outlast the budget: the test proves nothing"
+
+    fault_proxy.set("forward")
+    fault_proxy.wait_idle(timeout=30)
+    assert mon.flush() == {"mlflow": 4}
+    report, _ = watched_check(mon, healthy())
+    assert report is not None and report.errors == () and report.run_id
+    _assert_one_finished_run_per_check(mlflow_server.url, mon, 6)
+    with pytest.raises(cm.ConfigError, match="replay_budget_seconds"):
+        cm.CollapseMonitor(name, reference=reference(), sinks=[], home=tmp_path, replay_budget_seconds=0)

@@ -139,3 +139,21 @@ def test_permanent_rejection_held_in_memory_is_dropped(tmp_path) -> None:
     r2, _ = watched_check(mon, healthy())
     assert r2 is not None and r2.errors == () and sink.got == [1, 2]
     assert mon.spool.count("rejecting") == 0
+
+
+def test_flush_on_a_home_whose_history_cannot_be_opened_does_not_raise(tmp_path, caplog) -> None:
+    """A fault audit (2026-12-08): on a read-only or full home the watched check was contained
+    (``last_error``), but ``flush()``, which a training script calls at its end to wait for the
+    history charts, raised the history's CollapseMonitorError into it. (Here the history's
+    file is a directory, which fails the same way without a read-only mount.)"""
+    mon = cm.CollapseMonitor(unique("ro"), reference=reference(), sinks=[Recorder()], home=tmp_path)
+    report, _ = watched_check(mon, healthy())
+    assert report is not None
+    for p in tmp_path.glob("history.db*"):
+        p.unlink()
+    (tmp_path / "history.db").mkdir()
+    report, _ = watched_check(mon, collapsed())
+    assert report is None and isinstance(mon.last_error, cm.CollapseMonitorError)
+    with caplog.at_level("WARNING", logger="collapse_monitor"):
+        assert mon.flush() == {"recorder": 0}
+    assert any("flush could not replay the spool" in r.getMessage() for r in caplog.records)
