@@ -4,7 +4,7 @@ a stage that flaps stays one incident). Dedup key = monitor + rule (``Alert.dedu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -71,9 +71,20 @@ def alert_events(
     states: Mapping[str, AlertState],
     rules: Rules,
     now: float,
-) -> tuple[list[Alert], list[AlertState]]:
-    """Events for this check and the new lifecycle state (one entry per firing rule)."""
+    measured: Collection[str] | None = None,
+) -> tuple[list[Alert], list[AlertState], dict[str, list[str]]]:
+    """Events for this check, the new lifecycle state (one entry per open rule) and the open
+    rules this check could not judge: ``{rule: the evidence keys it did not measure}``.
+
+    An open incident keeps the metric keys of the significant findings it rests on (its newest
+    check that showed it, ``AlertState.evidence``). A check that did not measure all of them
+    (``measured``: the keys it did; say a check given embeddings only, after an incident fired on
+    the rare class's recall) neither resolves it nor counts towards ``Rules.resolve_after``: it
+    has no evidence of recovery. Such a check used to resolve the incident, and the next full
+    check fired it again."""
     wanted: dict[str, str] = {}
+    evidence = tuple(sorted({f.key for f in findings if f.significant}))
+    blind: dict[str, list[str]] = {}
     if stage is not Stage.HEALTHY:
         wanted[stage.value] = stage.severity
     if drift and rules.alert_on_drift:
@@ -106,6 +117,11 @@ def alert_events(
 
     for rule, st in states.items():
         if rule not in wanted:
+            missing = [] if measured is None else [k for k in st.evidence if k not in measured]
+            if missing:  # not judged: the incident stays open as it was
+                blind[rule] = missing
+                new_states.append(st)
+                continue
             if st.clear_checks + 1 < rules.resolve_after:  # not yet: the incident stays open
                 new_states.append(replace(st, clear_checks=st.clear_checks + 1))
                 continue
@@ -116,17 +132,19 @@ def alert_events(
         prev = states.get(rule)
         if prev is None:
             events.append(make(rule, "firing", severity, ev_stage))
-            new_states.append(AlertState(rule, severity, now, generation, now, generation))
+            new_states.append(AlertState(rule, severity, now, generation, now, generation, evidence=evidence))
             continue
         due = now - prev.last_notified_at >= rules.repeat_interval_seconds
         if rules.repeat_every_generations is not None:
             due = due or generation - prev.last_notified_generation >= rules.repeat_every_generations
         if due:
             events.append(make(rule, "firing", severity, ev_stage, repeat=True))
-            new_states.append(AlertState(rule, severity, prev.since, prev.since_generation, now, generation))
+            new_states.append(
+                AlertState(rule, severity, prev.since, prev.since_generation, now, generation, evidence=evidence)
+            )
         else:
-            new_states.append(replace(prev, clear_checks=0))
-    return events, new_states
+            new_states.append(replace(prev, clear_checks=0, evidence=evidence))
+    return events, new_states, blind
 
 
 def keepalive_events(report: Report) -> list[Alert]:

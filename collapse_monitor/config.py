@@ -18,7 +18,7 @@
     alerts:
       - {type: slack, url: "${SLACK_WEBHOOK_URL}", severities: [warning]}
       - {type: pagerduty, routing_key: "${PD_ROUTING_KEY}", severities: [critical]}
-    links: {dashboard: "http://grafana/d/collapse-overview", runbook: "https://..."}
+    links: {dashboard: "http://grafana/d/collapse-monitor-overview", runbook: "https://..."}
 
 Values of the form ``${VAR}`` are read from the environment, so secrets need not live in the
 file. The file is parsed with ``yaml.safe_load``; arrays load with ``allow_pickle=False``.

@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS alert_state (
     last_notified_at REAL NOT NULL,
     last_notified_generation INTEGER NOT NULL,
     clear_checks INTEGER NOT NULL DEFAULT 0,
+    evidence_json TEXT NOT NULL DEFAULT '[]',  -- metric keys of the findings the incident rests on
     PRIMARY KEY (monitor, rule)
 );
 """
@@ -154,6 +155,19 @@ class AlertState:
     #: checks in a row that no longer showed the rule's stage (resolution waits for
     #: ``Rules.resolve_after`` of them)
     clear_checks: int = 0
+    #: the metric keys of the significant findings the incident rests on (its newest check that
+    #: showed it): a check that did not measure all of them cannot resolve it
+    evidence: tuple[str, ...] = ()
+
+
+def _evidence(text: Any) -> tuple[str, ...]:
+    """An alert state's stored evidence keys; anything unreadable is no evidence (the incident
+    then resolves as before it was kept)."""
+    try:
+        keys = json.loads(text)
+    except (TypeError, ValueError):
+        return ()
+    return tuple(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else ()
 
 
 def core_meta(b: Baseline) -> dict[str, Any]:
@@ -347,6 +361,8 @@ class HistoryStore:
                 cols = {r[1] for r in con.execute("PRAGMA table_info(alert_state)")}
                 if "clear_checks" not in cols:  # written before Rules.resolve_after
                     con.execute("ALTER TABLE alert_state ADD COLUMN clear_checks INTEGER NOT NULL DEFAULT 0")
+                if "evidence_json" not in cols:  # written before an incident kept its evidence
+                    con.execute("ALTER TABLE alert_state ADD COLUMN evidence_json TEXT NOT NULL DEFAULT '[]'")
                 self._ready = True
         except sqlite3.Error as exc:
             con.close()
@@ -593,17 +609,20 @@ class HistoryStore:
     def alert_states(self, monitor: str) -> dict[str, AlertState]:
         rows = self._read(
             "SELECT rule, severity, since, since_generation, last_notified_at, last_notified_generation,"
-            " clear_checks FROM alert_state WHERE monitor=?",
+            " clear_checks, evidence_json FROM alert_state WHERE monitor=?",
             (monitor,),
         )
-        return {r[0]: AlertState(*r) for r in rows}
+        return {
+            r[0]: AlertState(r[0], r[1], r[2], r[3], r[4], r[5], clear_checks=r[6], evidence=_evidence(r[7]))
+            for r in rows
+        }
 
     @staticmethod
     def _put_alert_states(con: sqlite3.Connection, monitor: str, states: Sequence[AlertState]) -> None:
         con.execute("DELETE FROM alert_state WHERE monitor=?", (monitor,))
         con.executemany(
             "INSERT INTO alert_state (monitor, rule, severity, since, since_generation, last_notified_at,"
-            " last_notified_generation, clear_checks) VALUES (?,?,?,?,?,?,?,?)",
+            " last_notified_generation, clear_checks, evidence_json) VALUES (?,?,?,?,?,?,?,?,?)",
             [
                 (
                     monitor,
@@ -614,6 +633,7 @@ class HistoryStore:
                     s.last_notified_at,
                     s.last_notified_generation,
                     s.clear_checks,
+                    json.dumps(list(s.evidence)),
                 )
                 for s in states
             ],

@@ -1007,8 +1007,8 @@ class CollapseMonitor:
                 notes.append(f"baseline extended with {', '.join(grown)} (first seen now)")
         now = self.clock()
         current = self.history.alert_states(self.name)
-        events, states = (
-            ([], list(current.values()))
+        events, states, blind = (
+            ([], list(current.values()), {})
             if backfill
             else alert_events(
                 monitor=self.name,
@@ -1020,8 +1020,15 @@ class CollapseMonitor:
                 states=current,
                 rules=rules,
                 now=now,
+                measured=det.metrics.keys(),
             )
         )
+        for rule, missing in sorted(blind.items()):
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            notes.append(
+                f"the open {rule.replace('_', ' ')} alert stays open: this check did not measure {shown}, which it "
+                "rests on (a check that measures them can resolve it)"
+            )
         report = Report(
             monitor=self.name,
             generation=generation,
@@ -1156,6 +1163,8 @@ class CollapseMonitor:
                     last.created_at,
                     last.generation,
                     clear_checks=waiting,
+                    # what the incident rests on, where the newest report still showed it
+                    evidence=() if waiting else tuple(sorted({f.key for f in last.findings if f.significant})),
                 )
             )
         if states:

@@ -21,7 +21,7 @@ from collapse_monitor.types import Alert, Finding, MetricValue, Provenance, Repo
 MONITOR = "digits-generator"
 LINKS = {
     "mlflow_run": "http://127.0.0.1:5000/#/experiments/1/runs/0123abcd",
-    "dashboard": "http://127.0.0.1:3000/d/collapse-overview?var-monitor=digits-generator",
+    "dashboard": "http://127.0.0.1:3000/d/collapse-monitor-overview?var-monitor=digits-generator",
     "runbook": "https://example.invalid/collapse-monitor/runbook.md#early-collapse",
 }
 DETAIL = {

@@ -118,3 +118,56 @@ def test_resolve_after_must_be_a_positive_int(bad) -> None:
         return
     with pytest.raises(cm.ConfigError, match=r"rules\.resolve_after"):
         cm.Rules.from_dict({"resolve_after": bad})
+
+
+def test_a_check_that_did_not_measure_what_fired_an_incident_does_not_resolve_it(tmp_path) -> None:
+    """A contract audit (2026-12-08): an incident fired on the rare class's recall was resolved
+    by the next check, given embeddings only (no predictions: nothing measured the recall), and
+    fired again by the check after. Such a check now leaves the incident open, says so, and does
+    not count towards ``resolve_after``; the state survives a new process."""
+    labels = _labels()
+    rng = np.random.default_rng(5)
+    ref = cm.Reference(labels=labels, class_priors=PRIORS, embeddings=rng.normal(size=(600, 4)))
+
+    def check(obs: cm.Observation, **rules) -> cm.Report:
+        mon = cm.CollapseMonitor("blind", reference=ref, sinks=[], home=tmp_path, rules=cm.Rules(**rules))
+        return mon.check(obs)
+
+    def full(recall: float) -> cm.Observation:
+        return cm.Observation(predictions=_predictions(labels, recall), embeddings=rng.normal(size=(600, 4)))
+
+    embeddings_only = cm.Observation(embeddings=rng.normal(size=(600, 4)))
+    reports = [check(full(0.9)), check(full(0.3)), check(embeddings_only), check(embeddings_only)]
+    assert [r.stage.value for r in reports] == ["healthy", "early_collapse", "healthy", "healthy"]
+    assert _events(reports) == [[], [("early_collapse", "firing")], [], []]
+    for r in reports[2:]:
+        assert r.open_alerts == {"early_collapse": "warning"}
+        assert any(
+            "the open early collapse alert stays open: this check did not measure " in n and "rare_class_recall" in n
+            for n in r.notes
+        ), r.notes
+    state = HistoryStore(tmp_path).alert_states("blind")["early_collapse"]
+    assert state.clear_checks == 0 and "rare_class_recall" in state.evidence
+    # with resolve_after=2 the blind checks did not count: one measured recovery is not enough
+    recovered = check(full(0.9), resolve_after=2)
+    assert recovered.alerts == () and recovered.open_alerts == {"early_collapse": "warning"}
+    assert _events([check(full(0.9), resolve_after=2)]) == [[("early_collapse", "resolved")]]
+
+
+def test_an_incident_stored_without_evidence_resolves_as_before(tmp_path) -> None:
+    """A state row from before the evidence was kept (migrated: evidence ``[]``) resolves on
+    the next check that does not show its stage, whatever that check measured."""
+    store = HistoryStore(tmp_path)
+    con = sqlite3.connect(store._db)
+    con.execute(
+        "CREATE TABLE alert_state (monitor TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"
+        " since REAL NOT NULL, since_generation INTEGER NOT NULL, last_notified_at REAL NOT NULL,"
+        " last_notified_generation INTEGER NOT NULL, clear_checks INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (monitor, rule))"
+    )
+    con.execute("INSERT INTO alert_state VALUES ('m', 'early_collapse', 'warning', 1.0, 3, 1.0, 3, 0)")
+    con.commit()
+    con.close()
+    assert store.alert_states("m")["early_collapse"].evidence == ()
+    store.set_alert_states("m", [dataclasses.replace(store.alert_states("m")["early_collapse"], evidence=("a", "b"))])
+    assert store.alert_states("m")["early_collapse"].evidence == ("a", "b")
