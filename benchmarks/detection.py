@@ -1027,7 +1027,7 @@ def incidents(stages: list[str], resolve_after: int) -> int:
     states: dict[str, Any] = {}
     opened = 0
     for g, st in enumerate(stages):
-        events, new = alert_events(
+        events, new, _ = alert_events(
             monitor="bench",
             stage=Stage(st),
             drift=False,
