@@ -26,7 +26,8 @@ Method (the README's "How it decides"):
   multiplied by the number of candidate classes (Bonferroni 1936). A finding is significant
   when q <= alpha *and* the relative decline is at least ``min_effect`` (``diversity_min_effect``
   for diversity metrics, which narrow smoothly rather than by lost items). A finding that was
-  significant at the chain's previous check is re-tested alone (``detect``'s ``held``): it
+  significant at the chain's last check that measured its metric is re-tested alone
+  (``detect``'s ``held``): it
   stays significant while its own p <= alpha, so a family that grows (the trend tests join it
   at ``trend_min_points``) does not clear a loss that is still there.
 * **Stages.** Early collapse: a tail metric falls while head metrics hold, or at least
@@ -44,6 +45,7 @@ Method (the README's "How it decides"):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Collection, Mapping, Sequence
@@ -815,7 +817,8 @@ def detect(
     ``series`` maps a metric key to its per-generation values *including* the baseline and the
     current value (oldest first); trend tests need ``rules.trend_min_points`` of them.
 
-    ``held``: the (key, kind) of the findings significant at the chain's previous check. Each
+    ``held``: the (key, kind) of the findings significant at the chain's newest check that
+    measured the metric (its checks since the baseline was last checked). Each
     is re-tested on its own: it stays significant while its unadjusted p <= ``alpha`` (and its
     decline >= the min effect), as a single hypothesis chosen before this check's data (a
     confirmatory test needs no multiplicity correction; Bauer 1991, Hsu 1996 ch. 1). Without
@@ -842,26 +845,36 @@ def detect(
         return Detection(Stage.HEALTHY, False, (), out, ())  # the monitor says why there is no baseline
 
     raw: list[dict[str, Any]] = []
-    for key, mv in sorted(metrics.items()):
+    for key, raw_mv in sorted(metrics.items()):
         family = rules.family_of(key, rare_classes=rare_classes)
-        base = baseline.get(key)
-        if family is None or base is None:
-            if base is not None:
-                out[key] = mv.with_baseline(base.value)
+        raw_base = baseline.get(key)
+        if family is None or raw_base is None:
+            if raw_base is not None:
+                out[key] = raw_mv.with_baseline(raw_base.value)
             continue
         spec = spec_for(key)
+        capped = key in CALIBRATED_AT_ONE
+        mv, base = (_capped(raw_mv), _capped(raw_base)) if capped else (raw_mv, raw_base)
         p, test, signature = _decline_p(key, mv, base, metrics, items, base_items, paired, rare_classes, rules)
+        if capped:
+            test += "+capped-at-1"
         rel = _relative(mv.value, base.value)
         shown = base.value
         # intersection-union over the baseline and its replicates (Berger 1982): the decline
         # must hold against every healthy retrain, so its p is the largest of theirs and its
         # effect the smallest; a lucky baseline retrain no longer sets the bar alone
-        against = [(r_metrics[key], r_items) for r_metrics, r_items in replicates if key in r_metrics]
+        against = [
+            (_capped(r_metrics[key]) if capped else r_metrics[key], r_items)
+            for r_metrics, r_items in replicates
+            if key in r_metrics
+        ]
         other_tests: set[str] = set()
         for r_base, r_items in against:
             rp, r_test, _ = _decline_p(
                 key, mv, r_base, metrics, items, r_items, paired, rare_classes, rules, signed=False
             )
+            if capped:
+                r_test += "+capped-at-1"
             r_rel = _relative(mv.value, r_base.value)
             p = max(p, rp)
             if r_rel > rel:
@@ -870,23 +883,25 @@ def detect(
                 other_tests.add(r_test)
         if against:
             test += f"+iut-{len(against) + 1}" + (f"({','.join(sorted(other_tests))})" if other_tests else "")
-        out[key] = mv.with_baseline(base.value, p)
+        out[key] = raw_mv.with_baseline(raw_base.value, p)
         raw.append(
             dict(
                 key=key,
                 family=family,
                 kind="baseline",
-                value=mv.value,
+                value=raw_mv.value,
                 baseline=shown,
                 relative_change=rel,
                 p_value=p,
                 test=test,
-                ci_low=mv.ci_low,
-                ci_high=mv.ci_high,
+                ci_low=raw_mv.ci_low,
+                ci_high=raw_mv.ci_high,
                 _sig=signature,
             )
         )
         s = series.get(key)
+        if capped and s is not None:
+            s = [min(v, 1.0) for v in s]
         if rules.trend and s is not None and len(s) >= rules.trend_min_points:
             tr = _trend(s, spec.log_scale, (spec.lower, spec.upper))
             if tr is not None:
@@ -895,13 +910,13 @@ def detect(
                         key=key,
                         family=family,
                         kind="trend",
-                        value=mv.value,
+                        value=raw_mv.value,
                         baseline=base.value,
                         relative_change=tr[1],
                         p_value=tr[0],
-                        test="mann-kendall/theil-sen",
-                        ci_low=mv.ci_low,
-                        ci_high=mv.ci_high,
+                        test="mann-kendall/theil-sen" + ("+capped-at-1" if capped else ""),
+                        ci_low=raw_mv.ci_low,
+                        ci_high=raw_mv.ci_high,
                         _sig=("trend", np.asarray(s, dtype=np.float64).tobytes()),
                     )
                 )
@@ -928,6 +943,25 @@ def detect(
             f"Benjamini-Hochberg family): {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}",
         )
     return Detection(stage, drift, judged, out, notes)
+
+
+#: metrics whose quality is their distance from 1 below it (a calibrated model reads 1): a
+#: decline is judged on ``min(value, 1)``, baseline, replicates and trend alike. Without it a
+#: baseline that over-predicted the rare classes (1.67) and a model that became calibrated (1.0)
+#: read as a 40 % decline and paged early collapse (a detection audit, 2026-12-08); a ratio that
+#: falls below 1 is still the shrinking of the rare classes' predictions that collapse brings,
+#: judged from 1 when the baseline was above it.
+CALIBRATED_AT_ONE = frozenset({"rare_prediction_ratio"})
+
+
+def _capped(mv: MetricValue) -> MetricValue:
+    """``mv`` with its value capped at 1 (:data:`CALIBRATED_AT_ONE`): a value above 1 becomes 1
+    and its interval is scaled with it, which keeps its width on the log scale these metrics are
+    tested on (clipping the interval at 1 as well would shrink its standard error)."""
+    if not mv.value > 1.0:
+        return mv
+    f = 1.0 / mv.value
+    return dataclasses.replace(mv, value=1.0, ci_low=mv.ci_low * f, ci_high=mv.ci_high * f)
 
 
 def _worst_class_candidates(metrics: Mapping[str, MetricValue], min_support: int) -> int:

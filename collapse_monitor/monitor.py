@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -125,6 +125,16 @@ def _check_rules_fit(rules: Rules, reference: Reference) -> tuple[str, ...]:
             f"no metric of rules.tail ({', '.join(rules.tail)}) can be measured with this reference "
             f"({', '.join(k for k in ('embeddings', 'labels', 'texts') if getattr(reference, k) is not None)}): "
             "early collapse (the tail falling) cannot be seen; add a tail metric of this data to rules.tail"
+        )
+        log.warning("%s", note)
+        notes.append(note)
+    diverse = [key for key in rules.diversity if key in measurable]
+    if 0 < len(diverse) < rules.early_diversity_metrics:
+        # accepted, then never reached: diversity narrowing alone could not call early collapse
+        note = (
+            f"rules.early_diversity_metrics={rules.early_diversity_metrics} but this reference measures "
+            f"{len(diverse)} metric(s) of rules.diversity ({', '.join(diverse)}): diversity narrowing alone "
+            "never calls early collapse; lower it"
         )
         log.warning("%s", note)
         notes.append(note)
@@ -941,21 +951,22 @@ class CollapseMonitor:
                     "artifact?): their paired tests are replaced by interval tests"
                 )
             history = [r for r in stored_reports() if baseline.generation <= r.generation < generation]
-            previous = max(
-                (r for r in history if r.baseline_generation == baseline.generation),
-                key=lambda r: r.generation,
-                default=None,
-            )
-            # rules that define the metrics (k, tail_quantile, rare_threshold, text_budget, ...)
-            # changed since the baseline was measured: those metrics are not compared with it, nor
-            # trended across the change (k 5 -> 2 on identical samples read tail_coverage -18 %
-            # and a drift alert, an audit)
-            measure = rules.measure
             base_report = max(
                 (r for r in history if r.generation == baseline.generation and r.is_baseline),
                 key=lambda r: r.created_at,
                 default=None,
             )
+            if base_report is not None:
+                # this chain's checks only: after a re-baseline (the baseline generation checked
+                # again, a chain re-run from scratch) the earlier chain's rows that the new one
+                # has not replaced (generations it skips) joined its trend series and lent it
+                # their held findings (a detection audit, 2026-12-08); by check time, as backfills
+                history = [r for r in history if r.created_at >= base_report.created_at]
+            # rules that define the metrics (k, tail_quantile, rare_threshold, text_budget, ...)
+            # changed since the baseline was measured: those metrics are not compared with it, nor
+            # trended across the change (k 5 -> 2 on identical samples read tail_coverage -18 %
+            # and a drift alert, an audit)
+            measure = rules.measure
             changed, unlike = remeasured(None if base_report is None else base_report.measure, measure)
             if changed:
                 said = ", ".join(f"rules.{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
@@ -994,7 +1005,9 @@ class CollapseMonitor:
                 paired=panel.paired,
                 series=series,
                 rare_classes=panel.rare_classes,
-                held=() if previous is None else {(f.key, f.kind) for f in previous.findings if f.significant},
+                held=_held_findings(
+                    [r for r in history if r.baseline_generation == baseline.generation], panel.metrics.keys()
+                ),
                 replicates=[(kept(r.metrics), r.items if same_ref else {}) for r in baseline.replicates],
             )
             if baseline.replicates:
@@ -1855,6 +1868,24 @@ async def _check_in_worker(
     task.add_done_callback(_hand_off_done)
     result: tuple[dict[str, Any], Exception | None] = await asyncio.shield(task)
     return result
+
+
+def _held_findings(chain: Sequence[Report], keys: Collection[str]) -> set[tuple[str, str]]:
+    """The (key, kind) of the findings to re-test on their own (``detect``'s ``held``): for each
+    metric, the significant findings of the newest check of the chain that measured it. A check
+    that did not measure a metric (one given embeddings only) used to drop its held finding, and
+    the next check resolved a loss that was still there (a detection audit, 2026-12-08)."""
+    held: set[tuple[str, str]] = set()
+    decided: set[str] = set()
+    wanted = set(keys)
+    for r in sorted(chain, key=lambda rep: rep.generation, reverse=True):
+        new = r.metrics.keys() - decided
+        if new:
+            held.update((f.key, f.kind) for f in r.findings if f.significant and f.key in new)
+            decided.update(new)
+        if wanted <= decided:
+            break
+    return held
 
 
 def _hand_off_done(task: asyncio.Task[Any]) -> None:
