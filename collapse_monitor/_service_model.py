@@ -9,7 +9,6 @@ restored under a lock.
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from .types import Observation, Provenance
 __all__ = ["ResolvedVersion", "build_observation", "load_model", "resolve_version"]
 
 
-_LOAD_LOCK = threading.Lock()
 _STAGES = {"none": "None", "staging": "Staging", "production": "Production", "archived": "Archived"}
 SYNTHETIC_TAG = "collapse.synthetic_fraction"
 
@@ -111,29 +109,28 @@ def resolve_version(spec: ModelSpec) -> ResolvedVersion | None:
 def load_model(spec: ModelSpec, version: ResolvedVersion, dst_path: str | None = None) -> Any:
     """Load ``version`` with its flavor; its artifacts are downloaded into ``dst_path`` (the
     caller's temporary folder, removed after the check: MLflow's default is a new temporary
-    folder per load that is never removed, one model copy per check)."""
+    folder per load that is never removed, one model copy per check).
+
+    The download gets the spec's tracking and registry URIs as arguments and the flavor loads
+    the local copy, so no process-wide MLflow setting is touched and nothing is held: the load
+    used to set MLflow's global URIs under a process-wide lock held for the whole download and
+    load, and a model that took 15 s to load stopped every other monitor's scheduled checks
+    for those 15 s (a serve audit, 2026-12-08; ``max_workers`` promises them in parallel)."""
     import mlflow
-    from mlflow.tracking._model_registry import utils as _registry_utils
-    from mlflow.tracking._tracking_service import utils as _tracking_utils
+    import mlflow.artifacts
 
-    with _LOAD_LOCK:
-        # the raw settings (None = "use the default"), so restoring them does not pin the default
-        old_tracking = _tracking_utils._tracking_uri
-        old_registry = _registry_utils._registry_uri
-        try:
-            if spec.tracking_uri:
-                mlflow.set_tracking_uri(spec.tracking_uri)
-            registry = spec.registry_uri or spec.tracking_uri
-            if registry:
-                mlflow.set_registry_uri(registry)
-            if spec.flavor == "pytorch":
-                import mlflow.pytorch
+    registry = spec.registry_uri or spec.tracking_uri
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=version.uri,
+        dst_path=dst_path,
+        tracking_uri=spec.tracking_uri or None,
+        registry_uri=registry or None,
+    )
+    if spec.flavor == "pytorch":
+        import mlflow.pytorch
 
-                return mlflow.pytorch.load_model(version.uri, dst_path=dst_path, map_location="cpu")
-            return mlflow.pyfunc.load_model(version.uri, suppress_warnings=True, dst_path=dst_path)
-        finally:
-            _tracking_utils._tracking_uri = old_tracking
-            _registry_utils._registry_uri = old_registry
+        return mlflow.pytorch.load_model(local, map_location="cpu")
+    return mlflow.pyfunc.load_model(local, suppress_warnings=True)
 
 
 def _to_numpy(out: Any) -> np.ndarray:

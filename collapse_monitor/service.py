@@ -823,6 +823,8 @@ class Service:
         if self._http is None:
             return None
         host, port = self._http.server_address[:2]
+        if ":" in str(host):  # an IPv6 literal needs its brackets in a URL (it printed http://::1:9108)
+            host = f"[{host}]"
         return f"http://{host}:{port}/metrics"
 
     def start(self, *, http: bool = True) -> None:

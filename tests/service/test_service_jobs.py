@@ -530,3 +530,32 @@ def test_the_dead_mans_switch_leaves_a_running_checks_report_to_that_check(tmp_p
     with svc._locks["m"]:  # a flush (which holds the lock too) does not hold the export back
         svc.check_staleness()
     assert generation() == 0
+
+
+def test_metrics_url_of_an_ipv6_host_has_brackets(tmp_path: Path) -> None:
+    """A serve audit (2026-12-08): ``--host ::1`` printed ``http://::1:<port>/metrics``, which
+    is no URL; the endpoint itself served on ``[::1]``."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    from servers import free_port
+
+    mon = cm.CollapseMonitor("m", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path)
+    port = free_port()
+    svc = Service(
+        ServeConfig(
+            ServeSettings(port=port, host="::1"), (MonitorSpec("m", mon, expected_interval_seconds=60),), tmp_path
+        )
+    )
+    svc.start()
+    try:
+        assert svc.metrics_url == f"http://[::1]:{port}/metrics"
+        s = requests.Session()
+        s.trust_env = False
+        assert s.get(svc.metrics_url, timeout=5).status_code == 200
+    finally:
+        svc.stop()
