@@ -322,6 +322,11 @@ class Service:
         #: (monitor, sink) -> the newest check that sink gave (stands in when it cannot be read)
         self._remote_seen: dict[tuple[str, str], Report] = {}
         self._read_failing_since: dict[tuple[str, str], float] = {}
+        #: monitor -> its latest-check read not yet judged (a hung tracking server's read goes on
+        #: past the run that started it; a later run judges it when it is done), in a pool that
+        #: outlives the runs (``check_staleness``)
+        self._reads: dict[str, Any] = {}
+        self._read_pool: Any = None
         #: monitor -> (created_at, first seen at) of a latest check dated in the future
         self._future_checks: dict[str, tuple[float, float]] = {}
         self._running = 0
@@ -603,18 +608,39 @@ class Service:
     def check_staleness(self) -> list[Alert]:
         """The dead-man's switch (and the /metrics refresh from each monitor's history)."""
         from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import TimeoutError as FutureTimeout
 
         sent: list[Alert] = []
-        with self._job(), ThreadPoolExecutor(max_workers=max(1, min(8, len(self.specs)))) as pool:
+        with self._job():
+            if self._read_pool is None:
+                self._read_pool = ThreadPoolExecutor(
+                    max_workers=max(1, min(32, len(self.specs))), thread_name_prefix="collapse-staleness"
+                )
             now = self.clock()
             # each monitor's latest check is read in parallel, and the monitors that read only
             # their local history are judged first: a hung tracking server (a sink's latest())
-            # must not hold the dead-man's switch of the monitors that never touch it
-            reads = {name: pool.submit(self._latest, spec) for name, spec in self.specs.items()}
+            # must not hold the dead-man's switch of the monitors that never touch it. A remote
+            # read is waited for until the run's deadline; one still going then is judged by a
+            # later run (one read per monitor at a time): the run used to wait for every read,
+            # and the ticks of the local monitors were skipped while a hung server timed out
+            # (11 s runs on a 1 s interval; a serve audit, 2026-12-08)
+            deadline = time.monotonic() + 0.8 * self.settings.staleness_check_interval_seconds
+            for name, spec in self.specs.items():
+                if name not in self._reads:
+                    self._reads[name] = self._read_pool.submit(self._latest, spec)
             order = sorted(self.specs.items(), key=lambda item: bool(_remote_readers(item[1])))
             for name, spec in order:
+                read = self._reads[name]
                 try:
-                    latest, unknown = reads[name].result()
+                    try:
+                        wait = None if not _remote_readers(spec) else max(0.0, deadline - time.monotonic())
+                        latest, unknown = read.result(timeout=wait)
+                    except FutureTimeout:
+                        log.info("%s: staleness: its latest check is still being read; judged when the read ends", name)
+                        continue
+                    finally:
+                        if read.done():
+                            self._reads.pop(name, None)
                     # not while a check of this monitor runs: it exports its own report once it
                     # has set the model version (read from the history, the report showed on
                     # /metrics before its version gauge: a scrape saw generation 0 of no version)
@@ -921,6 +947,10 @@ class Service:
             self._http = None
         with self._idle:
             clean = self._idle.wait_for(lambda: self._running == 0, timeout=timeout)
+        if self._read_pool is not None:  # a read still hanging on a tracking server is abandoned
+            self._read_pool.shutdown(wait=False, cancel_futures=True)
+            self._read_pool = None
+            self._reads.clear()
         if not clean:  # the process ends without the check still running: not without its files
             for tmp in list(self._model_dirs):
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -272,6 +272,75 @@ def test_a_hung_tracking_server_does_not_hold_the_dead_mans_switch(tmp_path: Pat
         done.join(15)
 
 
+def test_a_hung_read_does_not_make_the_switch_skip_the_local_monitors_next_ticks(tmp_path: Path) -> None:
+    """A serve audit (2026-12-08): each run of the switch waited for every monitor's read, so
+    with a hung tracking server (11 s a read) on a 1 s interval the runs lasted 11 s, the ticks
+    between were skipped, and a local monitor's page came 8 s late. A run now waits for remote
+    reads until 0.8 of its interval, and a read still going is judged by a later run."""
+    import threading
+
+    release = threading.Event()
+    reads: list[float] = []
+
+    class Hung:
+        name = "hung"
+
+        def emit(self, report, context=None):
+            return None
+
+        def latest(self, monitor, by="generation"):
+            reads.append(time.monotonic())
+            release.wait(30)
+            return None
+
+    clock = Clock()
+    remote = cm.CollapseMonitor("remote", reference=cm.Reference(labels=LABELS), sinks=[Hung()], home=tmp_path / "r")
+    local = cm.CollapseMonitor("local", reference=cm.Reference(labels=LABELS), sinks=[], home=tmp_path / "l")
+    local.check(cm.Observation(predictions=LABELS))
+    cfg = ServeConfig(
+        ServeSettings(staleness_check_interval_seconds=1.0),
+        (
+            MonitorSpec("remote", remote, expected_interval_seconds=3600),
+            MonitorSpec("local", local, expected_interval_seconds=3600),
+        ),
+        tmp_path,
+    )
+    svc = Service(cfg, clock=clock)
+    try:
+        for tick in (1.0, 2.0):
+            clock.t += 1
+            t0 = time.monotonic()
+            svc.check_staleness()
+            assert time.monotonic() - t0 < 5, "the run waited for the hung read"
+            assert (
+                svc.registry.get_sample_value(
+                    "collapse_monitor_serve_last_success_timestamp_seconds", {"monitor": "local", "task": "staleness"}
+                )
+                == clock.t
+            )
+            last_remote = svc.registry.get_sample_value(
+                "collapse_monitor_serve_last_success_timestamp_seconds", {"monitor": "remote", "task": "staleness"}
+            )
+            assert last_remote is None, tick
+        assert len(reads) == 1  # one read at a time: the second run did not start another
+        release.set()
+        for _ in range(50):  # the read ends; the next run judges it
+            if svc._reads["remote"].done():
+                break
+            time.sleep(0.1)
+        clock.t += 1
+        svc.check_staleness()
+        assert (
+            svc.registry.get_sample_value(
+                "collapse_monitor_serve_last_success_timestamp_seconds", {"monitor": "remote", "task": "staleness"}
+            )
+            == clock.t
+        )
+    finally:
+        release.set()
+        svc.stop(timeout=1)
+
+
 def test_stop_releases_the_outbox_leases_of_abandoned_deliveries(tmp_path: Path) -> None:
     """A delivery still in flight when the service stops is abandoned with the process; its
     outbox lease is released so a replacement process retries it at once, not after the lease."""
