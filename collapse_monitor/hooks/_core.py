@@ -443,6 +443,23 @@ def step_note(step: int) -> str:
     return f"checked by a training hook at global step {step}"
 
 
+_WEIGHTS_NOTE = "weights checked by a training hook: "
+
+
+def weights_note(fingerprint: str) -> str:
+    """The note beside :func:`step_note` that says which weights were checked
+    (:func:`weights_fingerprint`), so a resumed run tells its own step's check from another
+    job's check at the same step number."""
+    return f"{_WEIGHTS_NOTE}{fingerprint}"
+
+
+#: per monitor (and per kind of check: a generation or a replicate), the last weights a hook
+#: checked: (weak reference to the model, global step, fingerprint). Kept per monitor, not per
+#: callback: two callbacks of one monitor (``on="validation_end"`` and ``on="fit_end"``) checked
+#: the same weights at the end of training as two generations (a hooks audit, 2026-12-08).
+_CHECKED: weakref.WeakKeyDictionary[Any, dict[bool, tuple[Any, int, str | None]]] = weakref.WeakKeyDictionary()
+
+
 class CheckLedger:
     """Which training step a callback last checked, kept in the framework's checkpoint.
 
@@ -515,9 +532,14 @@ class CheckLedger:
             self.checked_step = _int_or_none(state.get("checked_step"))
             self.checked_generation = _int_or_none(state.get("checked_generation"))
 
-    def skip_reason(self, monitor: CollapseMonitor, step: Any) -> str | None:
+    def skip_reason(self, monitor: CollapseMonitor, step: Any, model: Any = None) -> str | None:
         """Why the check at global step ``step`` would record already-checked weights again,
-        or None: check. May raise (the history read); the caller contains it."""
+        or None: check. May raise (the history read); the caller contains it. With ``model``,
+        a hook check in the history counts only if it checked these weights (its
+        :func:`weights_note`; one without the note, from an older version, counts by its step
+        as before): another job's check at the same step number is not this checkpoint's (a
+        run that died before its check, resumed, was skipped on a later generation's check at
+        the same step; a hooks audit, 2026-12-08)."""
         r, step = self.restored, _int_or_none(step)
         if r is None or step is None or step != self.restored_step:
             return None  # not resumed, or trained since the checkpoint: new weights
@@ -530,6 +552,10 @@ class CheckLedger:
             return None  # the saving process could not read the history (or an unknown shape): check
         mark = step_note(step)
         hits = [r for r in monitor.reports() if mark in r.notes and (then is None or float(r.created_at) > then)]
+        fingerprint = weights_fingerprint(model) if hits and model is not None else None
+        if fingerprint is not None:
+            mine = weights_note(fingerprint)
+            hits = [r for r in hits if mine in r.notes or not any(n.startswith(_WEIGHTS_NOTE) for n in r.notes)]
         if hits:
             gen = int(max(hits, key=lambda r: r.created_at).generation)
             self.checked_step, self.checked_generation = step, gen
@@ -595,10 +621,6 @@ class HookCore:
         self.last_replicate: dict[str, MetricValue] | None = None
         self.last_error: BaseException | None = None
         self.ledger = CheckLedger()
-        #: (weak reference to the model, global step) of the last successful check since
-        #: :meth:`forget_checked`: the same weights are checked once (a validation at the end
-        #: of training and a validate() after it; HF's last evaluation and the end of training)
-        self._checked: tuple[Any, int, str | None] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # a user's exception may not survive pickling (its __init__ takes other arguments), and a
@@ -607,8 +629,29 @@ class HookCore:
         if state.get("last_error") is not None:
             err = state["last_error"]
             state["last_error"] = CollapseMonitorError(redact_text(f"{type(err).__name__}: {err}"))
-        state["_checked"] = None
         return state
+
+    @property
+    def _checked(self) -> tuple[Any, int, str | None] | None:
+        """(weak reference to the model, global step, fingerprint) of the monitor's last
+        successful hook check of this kind since :meth:`forget_checked` (:data:`_CHECKED`): the
+        same weights are checked once (a validation at the end of training and a validate()
+        after it; HF's last evaluation and the end of training; two callbacks of one monitor)."""
+        try:
+            return _CHECKED.get(self.monitor, {}).get(bool(self.replicate))
+        except TypeError:  # a monitor without weak references: no memory
+            return None
+
+    @_checked.setter
+    def _checked(self, value: tuple[Any, int, str | None] | None) -> None:
+        try:
+            kinds = _CHECKED.setdefault(self.monitor, {})
+        except TypeError:
+            return
+        if value is None:
+            kinds.pop(bool(self.replicate), None)
+        else:
+            kinds[bool(self.replicate)] = value
 
     def forget_checked(self) -> None:
         """A new training run starts: the step number may repeat with other weights. Where the
@@ -639,7 +682,7 @@ class HookCore:
             # a replicate is no generation and leaves no report: the ledger cannot tell whether its
             # weights were added (a generation checked by another job at the same step would read as
             # this one); a replicate measured again is not stored twice (check_replicate)
-            reason = None if self.replicate else self.ledger.skip_reason(self.monitor, step)
+            reason = None if self.replicate else self.ledger.skip_reason(self.monitor, step, model)
         except Exception as exc:
             reason = None
             log.warning(
@@ -657,7 +700,11 @@ class HookCore:
                 "collapse-monitor %s: the weights at step %s were checked already, check skipped", self.monitor.name, at
             )
             return None
-        report = self.run(model, context, notes=() if at is None else (step_note(at),))
+        notes: tuple[str, ...] = ()
+        if at is not None:
+            checked = weights_fingerprint(model)
+            notes = (step_note(at),) if checked is None else (step_note(at), weights_note(checked))
+        report = self.run(model, context, notes=notes)
         if report is not None or self.last_replicate is not None:
             if report is not None:  # a replicate is no generation: a resumed job's copy is not stored twice
                 with contextlib.suppress(Exception):

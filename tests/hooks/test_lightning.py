@@ -481,6 +481,55 @@ def test_validate_after_fit_does_not_check_the_same_weights_again(tmp_path: Path
     assert [r.generation for r in mon.reports()] == [0, 1, 2, 3]
 
 
+def test_two_callbacks_of_one_monitor_check_the_last_weights_once(tmp_path: Path) -> None:
+    """A hooks audit (2026-12-08): with ``on="validation_end"`` and ``on="fit_end"`` on one
+    monitor (one callback per ``on`` is allowed), the end of training's weights were checked by
+    both, as two generations of the same weights: the memory of what was checked was the
+    callback's, not the monitor's."""
+    mon = cm.CollapseMonitor("two", reference=cm.Reference(labels=PROBE_Y), sinks=[], home=tmp_path)
+    val = CollapseMonitorCallback(mon, evaluate, on="validation_end")
+    end = CollapseMonitorCallback(mon, evaluate, on="fit_end")
+    trainer = _trainer(val, extra=[end], max_epochs=2)
+    trainer.fit(Tiny(), _loader(), _loader(seed=2))
+    steps = [next(n for n in r.notes if "global step" in n) for r in mon.reports()]
+    assert [r.generation for r in mon.reports()] == [0, 1], steps
+    assert steps[-1].endswith(f"global step {trainer.global_step}")
+    assert end.last_report is None and end.last_error is None  # skipped: the weights were checked
+
+
+def test_a_resumed_run_is_checked_though_another_job_checked_the_same_step(tmp_path: Path) -> None:
+    """A hooks audit (2026-12-08): generation 1's job saved last.ckpt and died before its check;
+    generation 2's job (other weights) was checked at the same global step. Resuming generation
+    1's checkpoint trained 0 steps and skipped its check as "checked by the run that saved it",
+    on generation 2's check: generation 1's weights were never checked. A hook check now says
+    which weights it checked, and only a check of these weights counts."""
+    ckpts = tmp_path / "ckpt"
+    mon = _resume_monitor(tmp_path)
+    _ckpt_trainer(CollapseMonitorCallback(mon, evaluate), tmp_path / "g0").fit(Tiny(), _loader())
+
+    def died(module):
+        raise OSError("node lost before the check")
+
+    _ckpt_trainer(CollapseMonitorCallback(_resume_monitor(tmp_path), died), ckpts).fit(Tiny(), _loader())
+    other = _resume_monitor(tmp_path)
+    _ckpt_trainer(CollapseMonitorCallback(other, evaluate), tmp_path / "g2").fit(Tiny(), _loader())
+    assert [r.generation for r in other.reports()] == [0, 1]
+    assert all("checked by a training hook at global step 6" in r.notes for r in other.reports())
+
+    mon = _resume_monitor(tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    trainer = _ckpt_trainer(cb, ckpts)
+    trainer.fit(Tiny(), _loader(), ckpt_path=ckpts / "last.ckpt")
+    assert trainer.global_step == 6
+    assert cb.last_error is None and cb.last_report is not None, "the resumed run's weights were never checked"
+    assert [r.generation for r in mon.reports()] == [0, 1, 2]
+    # resumed again, it is skipped: its own check of these weights is in the history now
+    mon = _resume_monitor(tmp_path)
+    cb = CollapseMonitorCallback(mon, evaluate)
+    _ckpt_trainer(cb, ckpts).fit(Tiny(), _loader(), ckpt_path=ckpts / "last.ckpt")
+    assert cb.last_report is None and [r.generation for r in mon.reports()] == [0, 1, 2]
+
+
 class _ProbeStoreError(Exception):
     def __init__(self, url: str, status: int) -> None:
         super().__init__(f"{url}: HTTP {status}")
