@@ -218,7 +218,13 @@ def run_demo(
     for file in ("report.html", "verdict.json", "metrics.png", *(f"{loop}.png" for loop in loops)):
         if (out / file).is_dir():
             raise ConfigError("out", f"{out / file} is a folder, where the demo writes its {file}; give another --out")
-    scenarios = {loop: make_scenario(scenario, loop=loop, seed=seed) for loop in loops}
+    scenarios: dict[str, Any] = {}
+    for loop in loops:
+        made = make_scenario(scenario, loop=loop, seed=seed)
+        # an alias of a loop given already (stable / real, replace / argmax) ran the same chain twice
+        if all(other.loop != made.loop for other in scenarios.values()):
+            scenarios[loop] = made
+    loops = list(scenarios)
     # the sinks are built (and their options checked) before the earlier run's state is replaced
     sinks: list[Any] = []
     if mlflow:

@@ -225,3 +225,17 @@ def test_an_out_folder_with_brackets_finishes_the_demo(tmp_path: Path, monkeypat
     assert code == 0
     text = capsys.readouterr().out
     assert f"Report: {out / 'report.html'}" in text.replace("\n", "") and (out / "report.html").is_file()
+
+
+def test_a_loop_and_its_alias_run_once(tmp_path: Path, monkeypatch) -> None:
+    """A simulation audit (2026-12-08): ``--loop stable --loop real`` ran the same chain twice,
+    in two tables; the loops are deduplicated by what they run, not by how they are spelt."""
+    monkeypatch.setenv("COLLAPSE_MONITOR_HOME", str(tmp_path / "home"))
+    from collapse_monitor.demo import run_demo
+
+    out = tmp_path / "out"
+    assert run_demo(scenario="gaussian", loops=["stable", "real"], generations=2, out=out, mlflow=False) == 0
+    verdict = json.loads((out / "verdict.json").read_text())
+    text = json.dumps(verdict)
+    assert "stable" in text and "real" not in text, text
+    assert sorted(p.name for p in out.glob("*.png")) == ["metrics.png", "stable.png"]
