@@ -114,7 +114,7 @@ from .._redact import (
     redact_url,
 )
 from ..detection import is_share
-from ..errors import ConfigError, SinkError
+from ..errors import CollapseMonitorError, ConfigError, SinkError
 from ..history import Baseline, Replicate, core_meta, merge_baselines, state_digest, sync_id
 from ..types import MetricValue, Provenance, Report, Stage
 from .base import EmitContext, PermanentSinkError
@@ -449,6 +449,9 @@ def ready_versions(client: Any, model_name: str) -> list[Any]:
     return [v for v in found if getattr(v, "status", "READY") == "READY"]
 
 
+_HASHED_END = re.compile(r"-[0-9a-f]{8}$")
+
+
 def metric_name(key: str) -> str:
     """MLflow-safe metric name for a report key (``collapse.<key>``). A key MLflow takes as it
     is keeps its name; one with characters MLflow refuses (they become ``_``) or longer than
@@ -465,10 +468,14 @@ def metric_name(key: str) -> str:
     'collapse.class_recall.cat_dog-e6c9584b'
     >>> metric_name("class_recall.n"), metric_name("class_recall.a.n")[:-8]
     ('collapse.class_recall.n', 'collapse.class_recall.a.n-')
+    >>> metric_name("class_recall.cat_dog-e6c9584b")[:-9]
+    'collapse.class_recall.cat_dog-e6c9584b'
     """
     clean = PREFIX + _BAD_NAME.sub("_", key.replace("/", "_"))
     sidecar_like = any(key.endswith(sfx) and "." in key[: -len(sfx)] for sfx in _SIDECARS)
-    if clean == PREFIX + key and len(clean) <= 240 and not sidecar_like:
+    # a key that already ends like a hashed name (class "cat_dog-e6c9584b") is hashed too: kept
+    # as it is, it was the name of class "cat|dog", and the two shared one series (an audit)
+    if clean == PREFIX + key and len(clean) <= 240 and not sidecar_like and not _HASHED_END.search(key):
         return clean
     tag = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{clean[:231]}-{tag}"
@@ -1743,7 +1750,7 @@ def report_from_run(run: Any) -> Report:
     return Report(
         monitor=tags["collapse.monitor"],
         generation=int(tags["collapse.generation"]),
-        stage=Stage(tags.get("collapse.stage", "healthy")),
+        stage=_stage_of_run(run),
         metrics=values,
         drift=tags.get("collapse.drift") == "true",
         baseline_generation=int(tags.get("collapse.baseline_generation", 0)),
@@ -1752,6 +1759,24 @@ def report_from_run(run: Any) -> Report:
         created_at=float(tags.get("collapse.created_at", run.info.start_time / 1000)),
         run_id=run.info.run_id,
         measure=_measure_from_tag(tags.get("collapse.measure")),
+    )
+
+
+def _stage_of_run(run: Any) -> Stage:
+    """A run's stage without its report.json: the ``collapse.stage`` tag, else the
+    ``collapse.stage_level`` metric every check logs. A run with neither cannot be judged, and
+    says so (it read as healthy: ``gate`` passed a collapsed generation whose tag was removed;
+    an MLflow audit, 2026-12-08)."""
+    tag = run.data.tags.get("collapse.stage")
+    if tag is not None:
+        return Stage(tag)
+    level = run.data.metrics.get(PREFIX + "stage_level")
+    for stage in Stage:
+        if level is not None and level == stage.level:
+            return stage
+    raise CollapseMonitorError(
+        f"run {run.info.run_id} has no stage: no report.json, no collapse.stage tag and no collapse.stage_level "
+        "metric; it cannot be judged"
     )
 
 

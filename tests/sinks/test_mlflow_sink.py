@@ -35,6 +35,41 @@ def test_metric_names_never_merge_two_keys() -> None:
     assert len(set(names)) == 4 and names[1] == "collapse.class_recall.a_b"  # a plain key keeps its name
 
 
+def test_a_label_that_looks_hashed_does_not_take_another_labels_name() -> None:
+    """An MLflow audit (2026-12-08): class ``cat|dog`` is logged as ``cat_dog-e6c9584b``, and a
+    class literally named ``cat_dog-e6c9584b`` kept that name: the two shared one series, and a
+    metrics-only read-back gave the collapsed class the other's recall."""
+    a, b = metric_name("class_recall.cat|dog"), metric_name("class_recall.cat_dog-e6c9584b")
+    assert a == "collapse.class_recall.cat_dog-e6c9584b" and b != a and b.startswith(a + "-")
+    assert metric_name("class_recall.cat-dog") == "collapse.class_recall.cat-dog"  # a plain label stays
+
+
+@pytest.mark.parametrize(
+    ("tags", "level", "stage"),
+    [({"collapse.stage": "late_collapse"}, None, "late_collapse"), ({}, 1.0, "early_collapse"), ({}, None, None)],
+)
+def test_a_run_without_its_stage_tag_is_not_read_as_healthy(tmp_path, tags, level, stage) -> None:
+    """An MLflow audit (2026-12-08): a run without report.json and without its
+    ``collapse.stage`` tag (removed by hand) was rebuilt as healthy, and ``gate`` passed a
+    collapsed generation. The ``collapse.stage_level`` metric every check logs stands in; a run
+    with neither cannot be judged and says so."""
+    from mlflow import MlflowClient
+
+    from collapse_monitor.sinks.mlflow import report_from_run
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("collapse-monitor/staged", artifact_location=(tmp_path / "mlruns").as_uri())
+    run = client.create_run(exp, tags={"collapse.monitor": "staged", "collapse.generation": "1", **tags})
+    if level is not None:
+        client.log_metric(run.info.run_id, "collapse.stage_level", level)
+    got = client.get_run(run.info.run_id)
+    if stage is None:
+        with pytest.raises(cm.CollapseMonitorError, match="has no stage"):
+            report_from_run(got)
+    else:
+        assert report_from_run(got).stage.value == stage
+
+
 def test_metric_names_are_mlflow_safe() -> None:
     from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
 
@@ -514,7 +549,12 @@ def test_sources_stored_before_they_were_checked_do_not_stop_the_history(tmp_pat
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("collapse-monitor/old", artifact_location=(tmp_path / "mlruns").as_uri())
-    tags = {"collapse.monitor": "old", "collapse.generation": "1", "collapse.origin": "mixed"}
+    tags = {
+        "collapse.monitor": "old",
+        "collapse.generation": "1",
+        "collapse.stage": "healthy",
+        "collapse.origin": "mixed",
+    }
     run = client.create_run(exp, tags=tags)
     long_uri = "s3://corpus/" + "x" * 9000
     inputs = [
