@@ -80,19 +80,32 @@ def _missing_store(sink: MLflowSink) -> str | None:
 def _no_checks(sink: MLflowSink, monitor: str) -> str:
     """The message for a monitor the store has no check of, naming the ones it has."""
     msg = f"no checks of monitor {monitor!r} in MLflow at {shown_uri(sink.tracking_uri)}"
+    looked = sink.experiment_name(monitor)
+    try:
+        runs = sink.where_runs_are(monitor)
+    except SinkError:
+        runs = {}
+    # where its runs are, by the runs' own tags (the experiments' tag names only the monitor
+    # that made a shared experiment: the second monitor of one was told "monitors there: first")
+    finished = sorted(name for name, statuses in runs.items() if "FINISHED" in statuses and name != looked)
+    if finished:
+        # logged with MLflowSink(experiment=...): the command looked in the default experiment
+        return (
+            f"no checks of monitor {monitor!r} in experiment {looked!r} at {shown_uri(sink.tracking_uri)}; its "
+            f"checks are in experiment {finished[0]!r}: give --experiment {finished[0]!r} (the MLflowSink's "
+            "experiment=)"
+        )
+    if runs:
+        # a FAILED or still running run is no check (a monitor's only run failed: it was told
+        # its checks were in another experiment)
+        where = ", ".join(f"{name!r} ({', '.join(sorted(st))})" for name, st in sorted(runs.items()))
+        return f"{msg}: its runs there ({where}) are not finished checks (failed, or still logging)"
     try:
         known = sink.known_monitors()
     except SinkError:
         return msg
     if not known:
         return msg + " (it holds no collapse-monitor checks)"
-    if monitor in known:
-        # logged with MLflowSink(experiment=...): the command looked in the default experiment
-        return (
-            f"no checks of monitor {monitor!r} in experiment {sink.experiment_name(monitor)!r} at "
-            f"{shown_uri(sink.tracking_uri)}; its checks are in another experiment: give --experiment as the "
-            "MLflowSink's experiment= (e.g. --experiment 'team/{monitor}')"
-        )
     return msg + "; monitors there: " + ", ".join(known)
 
 

@@ -1623,6 +1623,26 @@ class MLflowSink:
         with self.bounded():
             return self._guarded("listing the monitors", search)
 
+    def where_runs_are(self, monitor: str, limit: int = 200) -> dict[str, set[str]]:
+        """``{experiment name: statuses}`` of ``monitor``'s active runs in this store's ``limit``
+        most recently updated experiments (deleted runs are not listed), for the message of a
+        command that found no finished check of it where it looked."""
+
+        def search() -> dict[str, set[str]]:
+            client = self.client()
+            exps = client.search_experiments(max_results=limit, order_by=["last_update_time DESC"])
+            names = {e.experiment_id: e.name for e in exps}
+            if not names:
+                return {}
+            flt = f"tags.`collapse.monitor` = '{monitor}'"
+            out: dict[str, set[str]] = {}
+            for run in self._search(client, list(names), flt, max_results=200, limit=200):
+                out.setdefault(names.get(run.info.experiment_id, run.info.experiment_id), set()).add(run.info.status)
+            return out
+
+        with self.bounded():
+            return self._guarded(f"finding the runs of {monitor!r}", search)
+
     def latest(self, monitor: str, *, by: str = "generation") -> Report | None:
         """The check of ``monitor``'s highest generation (its newest run when a generation was
         checked again; ``by="time"``: the newest run, for the dead-man's switch, one row from

@@ -260,7 +260,8 @@ def test_gate_and_report_read_a_monitor_logged_to_another_experiment(tmp_path: P
     capsys.readouterr()
     assert main(["gate", "--monitor", "custom", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err.replace("\n", "")
-    assert "its checks are in another experiment: give --experiment" in err
+    assert "its checks are in experiment 'team-a/custom': give --experiment 'team-a/custom'" in err
+    assert main(["gate", "--monitor", "custom", "--tracking-uri", uri, "--experiment", "team-a/custom"]) == 0
     assert main(["gate", "--monitor", "custom", "--tracking-uri", uri, "--experiment", "team-a/{monitor}"]) == 0
     assert "healthy" in capsys.readouterr().out
     png = tmp_path / "h.png"
@@ -277,3 +278,34 @@ def test_check_refuses_a_url_as_a_data_file_and_says_what_to_do(tmp_path: Path, 
     err = capsys.readouterr().err
     assert "a URL (gs://...)" in err and "download it first" in err and "gs:/bucket" not in err
     assert not (tmp_path / "c" / "mlflow.db").exists()  # nothing was logged
+
+
+def test_no_checks_messages_name_where_the_runs_are(tmp_path: Path, capsys) -> None:
+    """An MLflow audit (2026-12-08): the second monitor of a shared experiment was told
+    "monitors there: first" with no --experiment hint (the experiment's tag names the monitor
+    that made it), and a monitor whose only run FAILED was told its checks were in another
+    experiment. The message now comes from the runs' own tags."""
+    from mlflow import MlflowClient
+
+    import collapse_monitor as cm
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    labels = [0] * 90 + [1] * 10
+    for name in ("first", "second"):
+        sink = cm.MLflowSink(uri, experiment="shared", history_plot="off")
+        mon = cm.CollapseMonitor(name, reference=cm.Reference(labels=labels), sinks=[sink], home=tmp_path / name)
+        assert mon.check(cm.Observation(predictions=labels)).errors == ()
+    capsys.readouterr()
+    assert main(["gate", "--monitor", "second", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "its checks are in experiment 'shared': give --experiment 'shared'" in err, err
+
+    sink = cm.MLflowSink(uri, history_plot="off")
+    mon = cm.CollapseMonitor("failed", reference=cm.Reference(labels=labels), sinks=[sink], home=tmp_path / "f")
+    report = mon.check(cm.Observation(predictions=labels))
+    MlflowClient(uri).set_terminated(report.run_id, "FAILED")  # as a check killed mid-log leaves it
+    capsys.readouterr()
+    assert main(["gate", "--monitor", "failed", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "its runs there ('collapse-monitor/failed' (FAILED)) are not finished checks" in err, err
+    assert "another experiment" not in err
