@@ -30,7 +30,19 @@ if TYPE_CHECKING:
 __all__ = ["ModelSpec", "MonitorSpec", "ProbeSpec", "ScheduleSpec", "ServeConfig", "ServeSettings", "load_serve_config"]
 
 # keys a monitor entry may override; the rest of the top level is shared
-_INHERITED = ("home", "strict", "reference", "rules", "sinks", "alerts", "links", "routing", "mutes", "device")
+_INHERITED = (
+    "home",
+    "strict",
+    "reference",
+    "rules",
+    "sinks",
+    "alerts",
+    "links",
+    "routing",
+    "mutes",
+    "device",
+    "replay_budget_seconds",
+)
 _SERVICE_KEYS = ("model", "probe", "schedule", "expected_interval_seconds")
 _ENTRY_KEYS = {"name", *_INHERITED, *_SERVICE_KEYS}
 _SERVE_KEYS = {

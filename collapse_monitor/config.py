@@ -19,6 +19,7 @@
       - {type: slack, url: "${SLACK_WEBHOOK_URL}", severities: [warning]}
       - {type: pagerduty, routing_key: "${PD_ROUTING_KEY}", severities: [critical]}
     links: {dashboard: "http://grafana/d/collapse-monitor-overview", runbook: "https://..."}
+    replay_budget_seconds: 10         # a check's time for a sink's spooled backlog (null: no limit)
 
 Values of the form ``${VAR}`` are read from the environment, so secrets need not live in the
 file. The file is parsed with ``yaml.safe_load``; arrays load with ``allow_pickle=False``.
@@ -72,6 +73,7 @@ _TOP_KEYS = {
     "routing",
     "mutes",
     "device",
+    "replay_budget_seconds",
     "serve",
     "monitors",
     "model",
@@ -562,6 +564,8 @@ def _monitor_from_dict(
         mutes=cfg.get("mutes"),
         device=cfg.get("device"),
     )
+    if "replay_budget_seconds" in cfg:  # a number (also "${REPLAY_BUDGET:-10}") or null
+        kw["replay_budget_seconds"] = number_from_text(cfg["replay_budget_seconds"])
     kw.update(overrides)
     return CollapseMonitor(name, **kw)
 

@@ -111,3 +111,41 @@ def test_the_audit_inputs_still_load(tmp_path: Path) -> None:
     p = tmp_path / "t.jsonl"
     p.write_text('"plain"\n{"text": "object", "id": 1}\n')
     assert _load_list(p, "texts", texts=True) == ["plain", "object"]
+
+
+def test_replay_budget_seconds_from_the_config(tmp_path, monkeypatch) -> None:
+    """The check's replay budget (a fault audit, 2026-12-08) is a config key too: a number,
+    ``${VAR}``, or null for no limit; a bad value names the key; ``serve``'s monitor entries
+    inherit it from the top level."""
+    from collapse_monitor._service_config import load_serve_config
+
+    np.save(tmp_path / "labels.npy", np.array([0, 1] * 20))
+    cfg = tmp_path / "c.yaml"
+
+    def build(value: str) -> cm.CollapseMonitor:
+        cfg.write_text(f"name: m\nsinks: []\nreference: {{labels: labels.npy}}\nreplay_budget_seconds: {value}\n")
+        cfg.chmod(0o600)
+        return cm.CollapseMonitor.from_config(cfg)
+
+    assert build("2.5").replay_budget_seconds == 2.5
+    assert build("null").replay_budget_seconds is None
+    monkeypatch.setenv("CM_REPLAY", "4")
+    assert build('"${CM_REPLAY}"').replay_budget_seconds == 4.0
+    for bad in ("0", "-1", "soon", "[1]"):
+        with pytest.raises(ConfigError) as info:
+            build(bad)
+        assert info.value.key == "replay_budget_seconds", bad
+    assert (
+        cm.CollapseMonitor(
+            "d", reference=cm.Reference(labels=[0, 1] * 5), sinks=[], home=tmp_path / "h"
+        ).replay_budget_seconds
+        == 10.0
+    )
+    np.save(tmp_path / "inputs.npy", np.zeros((40, 3), dtype=np.float32))
+    cfg.write_text(
+        "sinks: []\nreference: {labels: labels.npy}\nreplay_budget_seconds: 3\n"
+        "monitors:\n  - {name: a, model: {registered_name: a}, probe: {inputs: inputs.npy},"
+        " schedule: {interval_seconds: 60}}\n"
+    )
+    cfg.chmod(0o600)
+    assert load_serve_config(cfg).monitors[0].monitor.replay_budget_seconds == 3.0
