@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._env import flag_from_text
-from .config import expand_env, load_config, monitor_from_dict
+from .config import MONITOR_KEYS, expand_env, load_config, monitor_from_dict
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,19 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["ModelSpec", "MonitorSpec", "ProbeSpec", "ScheduleSpec", "ServeConfig", "ServeSettings", "load_serve_config"]
 
 # keys a monitor entry may override; the rest of the top level is shared
-_INHERITED = (
-    "home",
-    "strict",
-    "reference",
-    "rules",
-    "sinks",
-    "alerts",
-    "links",
-    "routing",
-    "mutes",
-    "device",
-    "replay_budget_seconds",
-)
+_INHERITED = MONITOR_KEYS
 _SERVICE_KEYS = ("model", "probe", "schedule", "expected_interval_seconds")
 _ENTRY_KEYS = {"name", *_INHERITED, *_SERVICE_KEYS}
 _SERVE_KEYS = {

@@ -61,8 +61,9 @@ __all__ = [
 
 log = logging.getLogger("collapse_monitor.config")
 
-_TOP_KEYS = {
-    "name",
+#: the keys of one monitor's settings (besides ``name``): a config's top level, and what each
+#: entry of ``serve``'s ``monitors:`` list may override
+MONITOR_KEYS = (
     "home",
     "strict",
     "reference",
@@ -74,13 +75,8 @@ _TOP_KEYS = {
     "mutes",
     "device",
     "replay_budget_seconds",
-    "serve",
-    "monitors",
-    "model",
-    "probe",
-    "schedule",
-    "expected_interval_seconds",
-}
+)
+_TOP_KEYS = {"name", *MONITOR_KEYS, "serve", "monitors", "model", "probe", "schedule", "expected_interval_seconds"}
 _SECRET_KEYS = {"secret", "routing_key", "token", "password"}
 
 
