@@ -110,14 +110,17 @@ def _verdict_line(loop: str, v: Verdict, generations: int) -> str:
         )
     if v["flagged_at"] is None:
         return f"[green]{loop}[/]: stayed healthy for {generations} generations{agg}"
+    from .report_html import lead_text
+
     lead = ""
     if v["lead"] is not None:
+        said = lead_text(v["lead"])
         if v["lead"] > 0:
-            lead = f" -> [bold]{v['lead']} generation(s) of early warning[/]"
+            lead = f" -> [bold]{said}[/]"
         elif v["lead"] == 0:
-            lead = " (no lead: the same generation)"
-        else:  # said as it is: the aggregate alert was first
-            lead = f" -> [yellow]{-v['lead']} generation(s) after it[/]"
+            lead = f" ({said})"
+        else:
+            lead = f" -> [yellow]{said}[/]"
     return f"[bold]{loop}[/]: collapse flagged at generation {v['flagged_at']} ({v['stage_at_flag']}){agg}{lead}"
 
 

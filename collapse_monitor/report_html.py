@@ -202,6 +202,17 @@ def _file_stem(name: str, index: int, used: set[str]) -> str:
     return stem
 
 
+def lead_text(lead: int | None) -> str:
+    """The verdict's lead in words, as the console and the HTML report say it."""
+    if lead is None:
+        return ""
+    if lead > 0:
+        return f"{lead} generation(s) of early warning"
+    if lead == 0:
+        return "no lead: the same generation"
+    return f"{-lead} generation(s) after it"  # said as it is: the aggregate alert was first
+
+
 def write_report(
     out: str | Path,
     chains: Mapping[str, tuple[Sequence[Report], Sequence[Mapping[str, float]]]],
@@ -239,6 +250,9 @@ def write_report(
             if flagged is not None
             else f"{name}: healthy throughout; "
         ) + (f"{alert} never within the run" if agg is None else f"{alert} at generation {agg}")
+        if flagged is not None and v.get("lead") is not None:  # the console's lead, said here too
+            lead = v["lead"]
+            txt += f" ({lead_text(lead)})" if lead == 0 else f" -> {lead_text(lead)}"
         parts.append(f"<div class='verdict'>{html.escape(txt)}</div>")
     parts.append("<h2>Metrics over generations</h2>" + _img(main_png))
     used: set[str] = {"metrics", "report"}

@@ -50,8 +50,13 @@ def test_demo_three_generations_logs_every_check_and_writes_the_report(tmp_path:
     assert {"metrics.png", "replace.png", "accumulate.png"} <= set(pngs), pngs
     verdicts = json.loads((out / "verdict.json").read_text())
     assert verdicts["scenario"] == "digits" and set(verdicts["verdicts"]) == {"replace", "accumulate"}
+    from collapse_monitor.report_html import lead_text
+
+    page = (out / "report.html").read_text()
     for v in verdicts["verdicts"].values():
         assert set(v) >= {"flagged_at", "aggregate_at", "lead"}
+        if v["flagged_at"] is not None and v["lead"] is not None:  # the console's lead, in the report too
+            assert lead_text(v["lead"]) in page and lead_text(v["lead"]) in text.replace("\n", " ")
     # every check is an MLflow run with the contract's tags
     import mlflow
 
@@ -239,3 +244,34 @@ def test_a_loop_and_its_alias_run_once(tmp_path: Path, monkeypatch) -> None:
     text = json.dumps(verdict)
     assert "stable" in text and "real" not in text, text
     assert sorted(p.name for p in out.glob("*.png")) == ["metrics.png", "stable.png"]
+
+
+@pytest.mark.parametrize(
+    ("lead", "said"),
+    [
+        (2, "-&gt; 2 generation(s) of early warning"),
+        (0, "(no lead: the same generation)"),
+        (-1, "-&gt; 1 generation(s) after it"),
+    ],
+)
+def test_the_html_verdict_says_the_lead_as_the_console_does(tmp_path: Path, lead: int, said: str) -> None:
+    """A simulation audit (2026-12-08): the report's verdict lines left out the lead the console
+    prints ("N generation(s) before / after it")."""
+    import numpy as np
+
+    from collapse_monitor.report_html import write_report
+
+    y = np.array([0] * 90 + [1] * 10)
+    mon = cm.CollapseMonitor("html", reference=cm.Reference(labels=y), sinks=[], home=tmp_path / "home")
+    lost = y.copy()
+    lost[90:] = 0
+    reports = [mon.check(cm.Observation(predictions=y)), mon.check(cm.Observation(predictions=lost))]
+    verdict = {"flagged_at": 1, "stage_at_flag": "early_collapse", "aggregate": "accuracy", "aggregate_at": 1 + lead}
+    page = write_report(
+        tmp_path / "out",
+        {"replace": (reports, [{"overall_accuracy": 0.95}, {"overall_accuracy": 0.9}])},
+        title="t",
+        keys=["accuracy", "rare_class_recall"],
+        verdicts={"replace": {**verdict, "lead": lead}},
+    ).read_text()
+    assert f"at generation {1 + lead} {said}</div>" in page, page[:2000]
