@@ -853,28 +853,23 @@ def detect(
                 out[key] = raw_mv.with_baseline(raw_base.value)
             continue
         spec = spec_for(key)
-        capped = key in CALIBRATED_AT_ONE
-        mv, base = (_capped(raw_mv), _capped(raw_base)) if capped else (raw_mv, raw_base)
+        best = spec.best
+        capped = "" if best is None else f"+capped-at-{best:g}"
+        mv, base = _capped(raw_mv, best), _capped(raw_base, best)
         p, test, signature = _decline_p(key, mv, base, metrics, items, base_items, paired, rare_classes, rules)
-        if capped:
-            test += "+capped-at-1"
+        test += capped
         rel = _relative(mv.value, base.value)
         shown = base.value
         # intersection-union over the baseline and its replicates (Berger 1982): the decline
         # must hold against every healthy retrain, so its p is the largest of theirs and its
         # effect the smallest; a lucky baseline retrain no longer sets the bar alone
-        against = [
-            (_capped(r_metrics[key]) if capped else r_metrics[key], r_items)
-            for r_metrics, r_items in replicates
-            if key in r_metrics
-        ]
+        against = [(_capped(r_metrics[key], best), r_items) for r_metrics, r_items in replicates if key in r_metrics]
         other_tests: set[str] = set()
         for r_base, r_items in against:
             rp, r_test, _ = _decline_p(
                 key, mv, r_base, metrics, items, r_items, paired, rare_classes, rules, signed=False
             )
-            if capped:
-                r_test += "+capped-at-1"
+            r_test += capped
             r_rel = _relative(mv.value, r_base.value)
             p = max(p, rp)
             if r_rel > rel:
@@ -900,8 +895,8 @@ def detect(
             )
         )
         s = series.get(key)
-        if capped and s is not None:
-            s = [min(v, 1.0) for v in s]
+        if best is not None and s is not None:
+            s = [min(v, best) for v in s]
         if rules.trend and s is not None and len(s) >= rules.trend_min_points:
             tr = _trend(s, spec.log_scale, (spec.lower, spec.upper))
             if tr is not None:
@@ -914,7 +909,7 @@ def detect(
                         baseline=base.value,
                         relative_change=tr[1],
                         p_value=tr[0],
-                        test="mann-kendall/theil-sen" + ("+capped-at-1" if capped else ""),
+                        test="mann-kendall/theil-sen" + capped,
                         ci_low=raw_mv.ci_low,
                         ci_high=raw_mv.ci_high,
                         _sig=("trend", np.asarray(s, dtype=np.float64).tobytes()),
@@ -945,23 +940,17 @@ def detect(
     return Detection(stage, drift, judged, out, notes)
 
 
-#: metrics whose quality is their distance from 1 below it (a calibrated model reads 1): a
-#: decline is judged on ``min(value, 1)``, baseline, replicates and trend alike. Without it a
-#: baseline that over-predicted the rare classes (1.67) and a model that became calibrated (1.0)
-#: read as a 40 % decline and paged early collapse (a detection audit, 2026-12-08); a ratio that
-#: falls below 1 is still the shrinking of the rare classes' predictions that collapse brings,
-#: judged from 1 when the baseline was above it.
-CALIBRATED_AT_ONE = frozenset({"rare_prediction_ratio"})
-
-
-def _capped(mv: MetricValue) -> MetricValue:
-    """``mv`` with its value capped at 1 (:data:`CALIBRATED_AT_ONE`): a value above 1 becomes 1
-    and its interval is scaled with it, which keeps its width on the log scale these metrics are
-    tested on (clipping the interval at 1 as well would shrink its standard error)."""
-    if not mv.value > 1.0:
+def _capped(mv: MetricValue, best: float | None) -> MetricValue:
+    """``mv`` judged up to its spec's ``best`` (``MetricSpec.best``; None: as it is): a value
+    above it becomes ``best`` and its interval is scaled with it, which keeps its width on the
+    log scale such ratios are tested on (clipping the interval as well would shrink its standard
+    error). Without it a baseline that over-predicted the rare classes (``rare_prediction_ratio``
+    1.67) and a model that became calibrated (1.0) read as a 40 % decline and paged early
+    collapse (a detection audit, 2026-12-08); a fall below ``best`` still counts, from ``best``."""
+    if best is None or not mv.value > best:
         return mv
-    f = 1.0 / mv.value
-    return dataclasses.replace(mv, value=1.0, ci_low=mv.ci_low * f, ci_high=mv.ci_high * f)
+    f = best / mv.value
+    return dataclasses.replace(mv, value=best, ci_low=mv.ci_low * f, ci_high=mv.ci_high * f)
 
 
 def _worst_class_candidates(metrics: Mapping[str, MetricValue], min_support: int) -> int:

@@ -20,6 +20,9 @@ class MetricSpec:
     upper: float | None = 1.0
     log_scale: bool = False  # compare on log scale (ratios, scores)
     unit: str = "ratio"
+    #: higher is better only up to this value (a calibrated ratio reads 1): a decline is judged
+    #: on ``min(value, best)``, so a fall from above it towards it is no decline; None: no such cap
+    best: float | None = None
 
     @property
     def prom_name(self) -> str:
@@ -44,6 +47,7 @@ _ALL = [
         "Share of predictions in rare classes divided by their prior (1 = calibrated, shrinks in collapse).",
         upper=None,
         log_scale=True,
+        best=1.0,
     ),
     _s(
         "rare_flips",
