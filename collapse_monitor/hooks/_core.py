@@ -532,9 +532,12 @@ class CheckLedger:
             self.checked_step = _int_or_none(state.get("checked_step"))
             self.checked_generation = _int_or_none(state.get("checked_generation"))
 
-    def skip_reason(self, monitor: CollapseMonitor, step: Any, model: Any = None) -> str | None:
+    def skip_reason(
+        self, monitor: CollapseMonitor, step: Any, fingerprint: Callable[[], str | None] | None = None
+    ) -> str | None:
         """Why the check at global step ``step`` would record already-checked weights again,
-        or None: check. May raise (the history read); the caller contains it. With ``model``,
+        or None: check. May raise (the history read); the caller contains it. With
+        ``fingerprint`` (the model's :func:`weights_fingerprint`, asked for only when needed),
         a hook check in the history counts only if it checked these weights (its
         :func:`weights_note`; one without the note, from an older version, counts by its step
         as before): another job's check at the same step number is not this checkpoint's (a
@@ -552,9 +555,9 @@ class CheckLedger:
             return None  # the saving process could not read the history (or an unknown shape): check
         mark = step_note(step)
         hits = [r for r in monitor.reports() if mark in r.notes and (then is None or float(r.created_at) > then)]
-        fingerprint = weights_fingerprint(model) if hits and model is not None else None
-        if fingerprint is not None:
-            mine = weights_note(fingerprint)
+        these = fingerprint() if hits and fingerprint is not None else None
+        if these is not None:
+            mine = weights_note(these)
             hits = [r for r in hits if mine in r.notes or not any(n.startswith(_WEIGHTS_NOTE) for n in r.notes)]
         if hits:
             gen = int(max(hits, key=lambda r: r.created_at).generation)
@@ -663,26 +666,33 @@ class HookCore:
         if self._checked is not None and self._checked[2] is None:
             self._checked = None
 
-    def _same_weights(self, model: Any, step: int | None) -> bool:
+    def _same_weights(self, model: Any, step: int | None, fingerprint: Callable[[], str | None]) -> bool:
         """The same model object at the same global step, holding the same values: HF's
         ``load_best_model_at_end`` and Lightning's ``validate(ckpt_path=...)`` load other
         weights into the same object at the same step (that check was skipped, and the last
         generation described weights the trainer had thrown away)."""
         if self._checked is None or step is None:
             return False
-        ref, at, fingerprint = self._checked
-        return at == step and ref() is model and (fingerprint is None or weights_fingerprint(model) == fingerprint)
+        ref, at, checked = self._checked
+        return at == step and ref() is model and (checked is None or fingerprint() == checked)
 
     def run_at_step(self, model: Any, context: tuple[Any, ...], step: Any) -> Report | None:
         """:meth:`run`, unless the weights at global step ``step`` were already checked before
         the checkpoint this run resumed from (one INFO line says why; ``last_report`` /
         ``last_error`` are left as they were). A failure of that test is logged and the check
         runs, as it did before the ledger existed."""
+        memo: list[str | None] = []
+
+        def fingerprint() -> str | None:  # the weights as they are before the check, read once
+            if not memo:
+                memo.append(weights_fingerprint(model))
+            return memo[0]
+
         try:
             # a replicate is no generation and leaves no report: the ledger cannot tell whether its
             # weights were added (a generation checked by another job at the same step would read as
             # this one); a replicate measured again is not stored twice (check_replicate)
-            reason = None if self.replicate else self.ledger.skip_reason(self.monitor, step, model)
+            reason = None if self.replicate else self.ledger.skip_reason(self.monitor, step, fingerprint)
         except Exception as exc:
             reason = None
             log.warning(
@@ -695,14 +705,14 @@ class HookCore:
             log.info("collapse-monitor %s: check skipped, resumed from a checkpoint: %s", self.monitor.name, reason)
             return None
         at = _int_or_none(step)
-        if self._same_weights(model, at):
+        if self._same_weights(model, at, fingerprint):
             log.info(
                 "collapse-monitor %s: the weights at step %s were checked already, check skipped", self.monitor.name, at
             )
             return None
         notes: tuple[str, ...] = ()
         if at is not None:
-            checked = weights_fingerprint(model)
+            checked = fingerprint()
             notes = (step_note(at),) if checked is None else (step_note(at), weights_note(checked))
         report = self.run(model, context, notes=notes)
         if report is not None or self.last_replicate is not None:
