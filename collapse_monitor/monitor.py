@@ -1225,15 +1225,16 @@ class CollapseMonitor:
                 # server cost each check twice the documented bound), and stays in order; so
                 # it does when the replay of a long backlog spent the check's replay budget
                 if replay_errors:
+                    said = "sink down, report spooled for retry: %s"
                     msg = f"{sink.name}: not tried, {waiting} earlier report(s) could not be delivered either"
-                    log.warning("sink down, report spooled for retry: %s", redact_text(msg))
                 else:
+                    said = "%s"
                     msg = (
                         f"{sink.name}: queued behind {waiting} earlier report(s) still to replay (the check's "
                         f"replay budget of {budget:g} s is spent); the next checks, flush() or serve deliver them in order"
                     )
-                    log.warning("%s", redact_text(msg))
                 msg = redact_text(msg)
+                log.warning(said, msg)
                 errors.append(msg)
                 try:
                     self.spool.put(key, report)
